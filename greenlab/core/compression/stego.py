@@ -1,0 +1,227 @@
+"""Steganographic capacity reduction: measure how many low mantissa bits a model does not need, and
+train without them.
+
+Capacity (after Stamp's group, arXiv 2306.17189): overwrite the k lowest of the 23 mantissa bits of every
+float32 parameter with random bits, as a hidden message would, and evaluate; the capacity is the largest
+k the model tolerates. Reduction then trains keeping only 23 - k mantissa bits, either
+
+- `mode = "dtype"`: in the narrowest native format that keeps them (bfloat16 keeps 7 mantissa bits,
+  float16 keeps 10) through autocast — narrower arithmetic, which is where energy can really drop; or
+- `mode = "truncate"`: in float32, zeroing the low bits after every optimizer step — the same arithmetic
+  width, which separates "fewer bits" from "narrower arithmetic".
+
+Boundary: this module touches float32 parameters only (not buffers such as batch-norm statistics, and
+not parameters already stored narrower); it changes the training loop only through TrainingHooks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from greenlab.core.compression import Applied, CompressionContext, TrainingHooks
+from greenlab.core.errors import ConfigError, suggest
+
+NAME = "stego"
+DEFAULTS: dict[str, Any] = {"bits": "auto", "mode": "dtype", "tolerance": 1.0}
+MODES = ("dtype", "truncate")
+MANTISSA_BITS = 23  # float32
+# Mantissa bits each native training format keeps, narrowest first.
+NATIVE_FORMATS = (("bfloat16", torch.bfloat16, 7), ("float16", torch.float16, 10))
+
+
+def float32_params(model: nn.Module) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.dtype == torch.float32]
+
+
+def _low_mask(bits: int) -> int:
+    return (1 << bits) - 1
+
+
+def truncate_low_bits(model: nn.Module, bits: int) -> int:
+    """Zero the `bits` lowest mantissa bits of every float32 parameter, in place; returns how many
+    values were touched. Exact: viewed as int32 the low bits are zero, sign and exponent untouched."""
+    if bits <= 0:
+        return 0
+    keep = ~_low_mask(bits)  # a negative Python int: all ones above the low bits, fits in int32
+    touched = 0
+    with torch.no_grad():
+        for param in float32_params(model):
+            param.data.view(torch.int32).bitwise_and_(keep)
+            touched += param.numel()
+    return touched
+
+
+def overwrite_low_bits(model: nn.Module, bits: int, seed: int) -> None:
+    """Replace the `bits` lowest mantissa bits of every float32 parameter with seeded random bits."""
+    if bits <= 0:
+        return
+    keep = ~_low_mask(bits)
+    generators: dict[torch.device, torch.Generator] = {}
+    with torch.no_grad():
+        for param in float32_params(model):
+            gen = generators.get(param.device)
+            if gen is None:
+                gen = generators[param.device] = torch.Generator(device=param.device).manual_seed(seed)
+            noise = torch.randint(0, 1 << bits, param.shape, dtype=torch.int32, device=param.device,
+                                  generator=gen)
+            param.data.view(torch.int32).bitwise_and_(keep).bitwise_or_(noise)
+
+
+class TruncateLowBits:
+    """The after-step hook of `mode = "truncate"`; a class, not a lambda, so a training child process
+    can receive it pickled."""
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+
+    def __call__(self, model: nn.Module) -> None:
+        truncate_low_bits(model, self.bits)
+
+    def __repr__(self) -> str:
+        return f"TruncateLowBits({self.bits})"
+
+
+def capacity_bytes(model: nn.Module, bits: int) -> float:
+    """Total capacity in bytes: `bits` per float32 parameter."""
+    return sum(p.numel() for p in float32_params(model)) * bits / 8
+
+
+def capacity_scan(model: nn.Module, evaluate: Callable[[nn.Module], float], seed: int,
+                  tolerance_pp: float = 1.0, bits_range: Iterable[int] = range(0, 24),
+                  log: Callable[[str], None] = print) -> tuple[list[tuple[int, float]], int]:
+    """Evaluate the model with k low mantissa bits overwritten, for each k in `bits_range`.
+
+    Returns the curve [(k, accuracy)] and the capacity: the largest k such that it and every smaller
+    scanned k stay within `tolerance_pp` percentage points of the unmodified accuracy. Requiring the
+    smaller k too keeps a lucky draw past the knee of the curve from licensing bits the model needs.
+    The weights are restored exactly afterwards, also on error.
+    """
+    bits_list = sorted(set(int(k) for k in bits_range))
+    if any(k < 0 or k > MANTISSA_BITS for k in bits_list):
+        raise ValueError(f"bits_range must lie within 0..{MANTISSA_BITS}, got {bits_list}")
+    params = float32_params(model)
+    originals = [p.detach().clone() for p in params]
+
+    def restore() -> None:
+        with torch.no_grad():
+            for param, original in zip(params, originals):
+                param.copy_(original)
+
+    curve: list[tuple[int, float]] = []
+    try:
+        reference = None if 0 in bits_list else float(evaluate(model))
+        for k in bits_list:
+            restore()
+            # A seed per k: each level is an independent message, reproducible on its own.
+            overwrite_low_bits(model, k, seed * 1000 + k)
+            accuracy = float(evaluate(model))
+            curve.append((k, accuracy))
+            log(f"capacity scan: {k:2d} low bits overwritten -> accuracy {accuracy:.4f}")
+    finally:
+        restore()
+    if reference is None:
+        reference = curve[0][1]
+    capacity = 0
+    for k, accuracy in curve:
+        if (reference - accuracy) * 100 > tolerance_pp + 1e-9:
+            break
+        capacity = k
+    log(f"capacity scan: capacity {capacity} bits (tolerance {tolerance_pp} pp of {reference:.4f})")
+    return curve, capacity
+
+
+def choose_dtype(kept: int, device_type: str) -> tuple[str, torch.dtype | None, int, list[str]]:
+    """The narrowest native format keeping `kept` mantissa bits: (name, autocast dtype or None,
+    bits it really keeps, warnings)."""
+    warnings: list[str] = []
+    for name, dtype, bits in NATIVE_FORMATS:
+        if kept <= bits:
+            if name == "float16" and device_type != "cuda":
+                # CPU autocast to float16 is slow and poorly covered; bfloat16 is the CPU's half format.
+                warnings.append(f"{kept} mantissa bits fit float16, but float16 autocast is poor on "
+                                f"{device_type}; training in bfloat16, which keeps only 7")
+                return "bfloat16", torch.bfloat16, 7, warnings
+            return name, dtype, bits, warnings
+    warnings.append(f"no native format narrower than float32 keeps {kept} mantissa bits (bfloat16 keeps 7, "
+                    f"float16 keeps 10); training stays float32 — set mode = \"truncate\" to remove the bits "
+                    f"inside float32")
+    return "float32", None, MANTISSA_BITS, warnings
+
+
+def validate(table: dict[str, Any], key_path: str) -> dict[str, Any]:
+    bits = table["bits"]
+    if bits != "auto" and (isinstance(bits, bool) or not isinstance(bits, int)
+                           or not 0 <= bits <= MANTISSA_BITS):
+        raise ConfigError(
+            f"bits must be an integer from 0 to {MANTISSA_BITS} or \"auto\", got {bits!r}; fix: write "
+            f"bits = \"auto\" to measure the capacity first, or the number of low mantissa bits to remove "
+            f"(for example bits = 16)", key=f"{key_path}.bits")
+    mode = table["mode"]
+    if mode not in MODES:
+        raise ConfigError(
+            f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}"
+            f"{suggest(str(mode), MODES)}; fix: mode = \"dtype\" trains in a narrower format, "
+            f"mode = \"truncate\" zeroes the low bits inside float32", key=f"{key_path}.mode")
+    tolerance = table["tolerance"]
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+        raise ConfigError(
+            f"tolerance must be a number of accuracy percentage points >= 0, got {tolerance!r}; "
+            f"fix: for example tolerance = 1.0", key=f"{key_path}.tolerance")
+    return {"bits": bits, "mode": mode, "tolerance": float(tolerance)}
+
+
+def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -> Applied:
+    settings = validate({**DEFAULTS, **settings}, NAME)
+    warnings: list[str] = []
+    curve = None
+    if settings["bits"] == "auto":
+        ctx.log("stego: scanning steganographic capacity (24 evaluations)")
+        curve, bits = capacity_scan(model, ctx.evaluate, ctx.seed, settings["tolerance"], log=ctx.log)
+    else:
+        bits = settings["bits"]
+    needed = MANTISSA_BITS - bits
+    device_type = torch.device(ctx.device).type if ctx.device is not None else "cpu"
+    n_float32 = len(float32_params(model))
+    if n_float32 < len(list(model.parameters())):
+        warnings.append("parameters not stored as float32 are left as they are")
+
+    hooks = TrainingHooks()
+    train_dtype, kept = "float32", MANTISSA_BITS
+    if bits == 0:
+        warnings.append("0 bits to remove (the model needs all 23 mantissa bits): the model and its "
+                        "training are unchanged")
+    elif settings["mode"] == "dtype":
+        train_dtype, autocast, kept, notes = choose_dtype(needed, device_type)
+        warnings += notes
+        hooks = TrainingHooks(autocast_dtype=autocast,
+                              grad_scaler=train_dtype == "float16" and device_type == "cuda")
+        if autocast is None:
+            warnings.append("the model and its training are unchanged")
+        else:
+            warnings.append(f"autocast keeps float32 master weights; forward arithmetic runs in {train_dtype}")
+    else:
+        kept = needed
+        truncate_low_bits(model, bits)
+        hooks = TrainingHooks(after_step=[TruncateLowBits(bits)])
+
+    columns = {
+        "capacity_bits": bits,
+        "capacity_bytes": capacity_bytes(model, bits),
+        "train_dtype": train_dtype,
+        "mantissa_bits_kept": kept,
+        "stego_mode": settings["mode"],
+    }
+    report = {**columns, "mantissa_bits_needed": needed, "tolerance_pp": settings["tolerance"],
+              "bits_source": "scan" if curve is not None else "setting",
+              "float32_params": sum(p.numel() for p in float32_params(model))}
+    if curve is not None:
+        report["capacity_curve"] = [list(point) for point in curve]
+    return Applied(model=model, hooks=hooks, report=report, warnings=warnings, columns=columns,
+                   capacity_curve=curve)
+
+
+__all__ = ["NAME", "DEFAULTS", "validate", "apply", "capacity_scan", "capacity_bytes", "truncate_low_bits",
+           "overwrite_low_bits", "choose_dtype", "TruncateLowBits", "float32_params"]

@@ -1,0 +1,377 @@
+"""experiments.toml: parse, validate and expand into a grid of runs (models x techniques x repeats).
+
+Every problem becomes one ConfigError naming the file, the line where known, the key path, what is
+wrong and the fix. Nothing here touches the store, so an invalid file writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+from greenlab.core import compression, datasets, zoo
+from greenlab.core.errors import ConfigError, suggest
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+IDLE_SCOPES = ("grid", "run")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Training, measurement and accounting settings of one run; every key may sit in [defaults]."""
+
+    dataset: str = "digits"
+    epochs: int = 2
+    batch_size: int = 64
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    device: str = "auto"
+    seed: int = 0
+    repeats: int = 1
+    pretrained: bool = True
+    image_size: int | None = None  # None: the dataset's and model's natural choice (see datasets.py)
+    max_train_batches: int | None = None  # cap per epoch, for quick energy-only runs
+    max_eval_batches: int | None = None
+    train_limit: int | None = None  # use at most this many training examples
+    val_fraction: float = 0.2
+    num_workers: int = 0
+    # Measurement (see greenlab/core/energy): idle baseline, cooling, sampling.
+    idle_s: float = 5.0
+    idle_scope: str = "grid"  # "grid": once before the grid; "run": before every run
+    cooldown_c: float | None = None  # wait until every GPU is below this temperature before a run
+    cooldown_timeout_s: float = 300.0
+    sample_hz: float = 10.0
+    cpu_tdp_w: float | None = None  # overrides the CPU table for the estimate
+    dram_w_per_gb: float = 0.375
+    # Accounting: explicit inputs, defaults and sources in README.
+    carbon_g_per_kwh: float = 475.0
+    pue: float = 1.0
+    price_per_kwh: float = 0.29
+    currency: str = "EUR"
+
+
+_SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    "dataset": (str,), "epochs": (int,), "batch_size": (int,), "lr": (int, float), "optimizer": (str,),
+    "momentum": (int, float), "weight_decay": (int, float), "device": (str,), "seed": (int,),
+    "repeats": (int,), "pretrained": (bool,), "image_size": (int,), "max_train_batches": (int,),
+    "max_eval_batches": (int,), "train_limit": (int,), "val_fraction": (int, float),
+    "num_workers": (int,), "idle_s": (int, float), "idle_scope": (str,), "cooldown_c": (int, float),
+    "cooldown_timeout_s": (int, float), "sample_hz": (int, float), "cpu_tdp_w": (int, float),
+    "dram_w_per_gb": (int, float), "carbon_g_per_kwh": (int, float), "pue": (int, float),
+    "price_per_kwh": (int, float), "currency": (str,),
+}
+SETTING_KEYS = tuple(f.name for f in fields(RunSettings))
+EXPERIMENT_KEYS = ("name", "models", "techniques")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    models: tuple[str, ...]
+    techniques: tuple[str, ...]
+    settings: RunSettings
+    technique_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One run of the grid: what the runner executes and the store records."""
+
+    experiment: str
+    model: str
+    technique: str
+    repeat: int
+    settings: RunSettings
+    technique_settings: dict[str, dict[str, Any]]  # only the parts this technique uses
+
+    @property
+    def parts(self) -> list[str]:
+        return self.technique.split("+")
+
+    def settings_dict(self) -> dict[str, Any]:
+        """Everything that determines the run's result, as stored in `runs.settings`."""
+        return {**asdict(self.settings), "techniques": self.technique_settings}
+
+    def settings_key(self) -> str:
+        """A stable hash of model, technique, repeat and settings: identical runs share it (skip on rerun)."""
+        payload = json.dumps({"model": self.model, "technique": self.technique, "repeat": self.repeat,
+                              "settings": self.settings_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"experiment": self.experiment, "model": self.model, "technique": self.technique,
+                "repeat": self.repeat, "settings": asdict(self.settings),
+                "technique_settings": self.technique_settings}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "GridRun":
+        return cls(experiment=data["experiment"], model=data["model"], technique=data["technique"],
+                   repeat=data["repeat"], settings=RunSettings(**data["settings"]),
+                   technique_settings=data["technique_settings"])
+
+
+class _Locator:
+    """Finds the line of a key in the TOML text, so semantic errors can point at it too."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def _section_start(self, header: str, index: int) -> int | None:
+        seen = -1
+        pattern = re.compile(r"^\s*" + re.escape(header) + r"\s*(#.*)?$")
+        for number, line in enumerate(self.lines):
+            if pattern.match(line):
+                seen += 1
+                if seen == index:
+                    return number
+        return None
+
+    def line_of(self, header: str | None, index: int, key: str | None) -> int | None:
+        start = 0
+        if header is not None:
+            found = self._section_start(header, index)
+            if found is None:
+                return None
+            start = found
+            if key is None:
+                return start + 1
+        key_pattern = re.compile(r"^\s*" + re.escape(key or "") + r"\s*=")
+        for number in range(start + (1 if header else 0), len(self.lines)):
+            line = self.lines[number]
+            if header is not None and number > start and re.match(r"^\s*\[\[?experiment\]?\]?\s*$", line):
+                break
+            if key and key_pattern.match(line):
+                return number + 1
+        return start + 1 if header else None
+
+
+def _check_type(key: str, value: Any, key_path: str) -> None:
+    expected = _SETTING_TYPES[key]
+    if value is None and RunSettings.__dataclass_fields__[key].default is None:
+        return
+    ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
+    if not ok:
+        names = " or ".join("number" if t is float else {int: "integer", str: "string",
+                                                         bool: "true/false"}[t] for t in expected)
+        raise ConfigError(f"must be {names}, got {value!r}", key=key_path)
+
+
+def validate_settings(values: dict[str, Any], key_prefix: str) -> RunSettings:
+    """Check ranges and names of merged settings; raise ConfigError on the first problem."""
+    for key, value in values.items():
+        _check_type(key, value, f"{key_prefix}.{key}")
+    s = RunSettings(**values)
+
+    def positive(key: str, value: Any, minimum: float = 1, fix: str = "") -> None:
+        if value is not None and value < minimum:
+            raise ConfigError(f"must be at least {minimum}, got {value}{fix}", key=f"{key_prefix}.{key}")
+
+    positive("epochs", s.epochs, 1, "; set epochs = 1 or more")
+    positive("batch_size", s.batch_size, 1)
+    positive("repeats", s.repeats, 1)
+    positive("image_size", s.image_size, 8)
+    positive("max_train_batches", s.max_train_batches, 1)
+    positive("max_eval_batches", s.max_eval_batches, 1)
+    positive("train_limit", s.train_limit, 2)
+    positive("num_workers", s.num_workers, 0)
+    positive("idle_s", s.idle_s, 0, "; 0 disables the idle baseline")
+    positive("cooldown_timeout_s", s.cooldown_timeout_s, 0)
+    positive("seed", s.seed, 0)
+    positive("dram_w_per_gb", s.dram_w_per_gb, 0)
+    positive("carbon_g_per_kwh", s.carbon_g_per_kwh, 0)
+    positive("price_per_kwh", s.price_per_kwh, 0)
+    positive("pue", s.pue, 1, " (a PUE below 1 is impossible)")
+    positive("weight_decay", s.weight_decay, 0)
+    positive("momentum", s.momentum, 0)
+    if s.lr <= 0:
+        raise ConfigError(f"must be a positive number, got {s.lr}", key=f"{key_prefix}.lr")
+    if s.cpu_tdp_w is not None and s.cpu_tdp_w <= 0:
+        raise ConfigError(f"must be a positive number of watts, got {s.cpu_tdp_w}",
+                          key=f"{key_prefix}.cpu_tdp_w")
+    if not 1 <= s.sample_hz <= 200:
+        raise ConfigError(f"must be between 1 and 200 Hz, got {s.sample_hz}", key=f"{key_prefix}.sample_hz")
+    if not 0 < s.val_fraction < 1:
+        raise ConfigError(f"must be between 0 and 1 (exclusive), got {s.val_fraction}",
+                          key=f"{key_prefix}.val_fraction")
+    if s.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer '{s.optimizer}'{suggest(s.optimizer, OPTIMIZERS)} "
+                          f"(known: {', '.join(OPTIMIZERS)})", key=f"{key_prefix}.optimizer")
+    if s.idle_scope not in IDLE_SCOPES:
+        raise ConfigError(f"unknown idle_scope '{s.idle_scope}' (known: {', '.join(IDLE_SCOPES)})",
+                          key=f"{key_prefix}.idle_scope")
+    if not _DEVICE_PATTERN.match(s.device):
+        raise ConfigError(f"unknown device '{s.device}'; use auto, cpu, cuda, cuda:N or mps",
+                          key=f"{key_prefix}.device")
+    datasets.check_name(s.dataset, f"{key_prefix}.dataset")
+    return s
+
+
+def _split_table(table: dict[str, Any], key_path: str, allowed_extra: tuple[str, ...]
+                 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Separate plain settings from technique tables, rejecting unknown keys."""
+    technique_tables = compression.settings_tables()
+    settings: dict[str, Any] = {}
+    per_technique: dict[str, dict[str, Any]] = {}
+    known = (*SETTING_KEYS, *allowed_extra, *technique_tables)
+    for key, value in table.items():
+        if key in allowed_extra:
+            continue
+        if key in technique_tables:
+            if not isinstance(value, dict):
+                raise ConfigError(f"must be a table like [{key_path}.{key}]", key=f"{key_path}.{key}")
+            per_technique[key] = value
+        elif key in SETTING_KEYS:
+            settings[key] = value
+        else:
+            raise ConfigError(f"unknown key '{key}'{suggest(key, known)}; remove it or fix its name "
+                              f"(settings: {', '.join(SETTING_KEYS)})", key=f"{key_path}.{key}")
+    return settings, per_technique
+
+
+def parse_experiments(text: str, source: str = "<string>") -> list[Experiment]:
+    """Parse the text of an experiments file; raise ConfigError located in `source`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        if line is None:
+            match = re.search(r"line (\d+)", str(exc))
+            line = int(match.group(1)) if match else None
+        raise ConfigError(f"not valid TOML: {exc}; fix the syntax there", source=source, line=line) from None
+    locator = _Locator(text)
+    try:
+        return _build(data, locator)
+    except _Located as located:
+        raise located.error.located(source, located.line) from None
+
+
+def build_experiments(data: dict[str, Any], source: str = "settings") -> list[Experiment]:
+    """Validate experiments given as data (the TUI's form) with the same rules and messages as a file."""
+    try:
+        return _build(data, _Locator(""))
+    except _Located as located:
+        raise located.error.located(source) from None
+
+
+class _Located(Exception):
+    def __init__(self, error: ConfigError, line: int | None) -> None:
+        self.error, self.line = error, line
+
+
+def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
+    def fail(error: ConfigError, header: str | None, index: int, key: str | None) -> None:
+        raise _Located(error, locator.line_of(header, index, key))
+
+    for key in data:
+        if key not in ("defaults", "experiment"):
+            fail(ConfigError(f"unknown top-level table '{key}'{suggest(key, ['defaults', 'experiment'])}; "
+                             "only [defaults] and [[experiment]] are read", key=key), None, 0, key)
+    defaults_table = data.get("defaults", {})
+    if not isinstance(defaults_table, dict):
+        fail(ConfigError("must be a table: [defaults]", key="defaults"), None, 0, "defaults")
+    try:
+        default_settings, default_techniques = _split_table(defaults_table, "defaults", ())
+        validate_settings({**asdict(RunSettings()), **default_settings}, "defaults")
+    except ConfigError as exc:
+        fail(exc, "[defaults]", 0, (exc.key or "").split(".")[-1] or None)
+
+    experiments_raw = data.get("experiment")
+    if not experiments_raw:
+        fail(ConfigError("no experiments; add at least one [[experiment]] table with name, models "
+                         "and techniques", key="experiment"), None, 0, None)
+    if not isinstance(experiments_raw, list):
+        fail(ConfigError("must be an array of tables: write [[experiment]], not [experiment]",
+                         key="experiment"), None, 0, None)
+
+    experiments: list[Experiment] = []
+    names: set[str] = set()
+    for index, raw in enumerate(experiments_raw):
+        header = "[[experiment]]"
+        label = f"experiment[{index}]"
+        try:
+            name = raw.get("name")
+            if not isinstance(name, str) or not name.strip():
+                raise ConfigError("every experiment needs a name = \"...\"", key=f"{label}.name")
+            label = f"experiment '{name}'"
+            if name in names:
+                raise ConfigError(f"duplicate experiment name '{name}'; names must be unique",
+                                  key=f"{label}.name")
+            names.add(name)
+            settings_raw, techniques_raw = _split_table(raw, label, EXPERIMENT_KEYS)
+            settings = validate_settings({**asdict(RunSettings()), **default_settings, **settings_raw},
+                                         label)
+            models = _string_list(raw, "models", label)
+            for model in models:
+                zoo.check_name(model, f"{label}.models")
+            specs = _string_list(raw, "techniques", label) if "techniques" in raw else ["baseline"]
+            technique_settings: dict[str, dict[str, Any]] = {}
+            for spec in specs:
+                for part in compression.parse_technique(spec, f"{label}.techniques"):
+                    if part == compression.BASELINE or part in technique_settings:
+                        continue
+                    table = {**default_techniques.get(part, {}), **techniques_raw.get(part, {})}
+                    technique_settings[part] = compression.validate_settings(part, table,
+                                                                             f"{label}.{part}")
+        except ConfigError as exc:
+            key = (exc.key or "").rsplit(".", 1)[-1] if exc.key else None
+            fail(exc, header, index, key)
+        experiments.append(Experiment(name=name, models=tuple(models), techniques=tuple(specs),
+                                      settings=settings, technique_settings=technique_settings))
+    return experiments
+
+
+def _string_list(raw: dict[str, Any], key: str, label: str) -> list[str]:
+    value = raw.get(key)
+    if value is None:
+        raise ConfigError(f"missing; add {key} = [\"...\"]", key=f"{label}.{key}")
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"must be a non-empty list of strings, got {value!r}", key=f"{label}.{key}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"lists a name twice: {value!r}", key=f"{label}.{key}")
+    return value
+
+
+def load_experiments(path: str | Path) -> list[Experiment]:
+    """Read and validate an experiments file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found; pass the path of an experiments.toml",
+                          source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read it ({exc})", source=str(path)) from None
+    return parse_experiments(text, str(path))
+
+
+def expand_grid(experiments: list[Experiment]) -> list[GridRun]:
+    """models x techniques x repeats, in an order that interleaves techniques within each repeat.
+
+    Interleaving (repeat 0 of every technique, then repeat 1, ...) spreads a warming machine's penalty
+    across techniques instead of loading it onto whichever technique runs last.
+    """
+    runs: list[GridRun] = []
+    for experiment in experiments:
+        for model in experiment.models:
+            for repeat in range(experiment.settings.repeats):
+                for technique in experiment.techniques:
+                    parts = technique.split("+")
+                    used = {p: experiment.technique_settings[p] for p in parts
+                            if p in experiment.technique_settings}
+                    runs.append(GridRun(experiment=experiment.name, model=model, technique=technique,
+                                        repeat=repeat, settings=experiment.settings,
+                                        technique_settings=used))
+    return runs

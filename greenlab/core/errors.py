@@ -1,0 +1,53 @@
+"""Errors the faces turn into one clear line and exit code 2 (bad input) — never a traceback."""
+
+from __future__ import annotations
+
+
+class GreenLabError(Exception):
+    """Base of every error that is the user's to fix; its message is complete and printable as is."""
+
+    exit_code = 2
+
+
+class ConfigError(GreenLabError):
+    """An experiments file, a setting or a name is wrong.
+
+    The message names the file (and line when known), the key path, what is wrong and the fix.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None,
+                 key: str | None = None) -> None:
+        self.detail = message
+        self.source = source
+        self.line = line
+        self.key = key
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = ""
+        if self.source:
+            where = self.source + (f":{self.line}" if self.line else "")
+        if self.key:
+            where = f"{where}: {self.key}" if where else self.key
+        return f"{where}: {self.detail}" if where else self.detail
+
+    def located(self, source: str, line: int | None = None) -> "ConfigError":
+        """The same error, placed in a file (settings validators know keys, not files)."""
+        return ConfigError(self.detail, source=source, line=line if line else self.line, key=self.key)
+
+
+class ModelUnavailableError(GreenLabError):
+    """Pretrained weights (or a hub model) could not be loaded; the message says how to run offline."""
+
+
+def suggest(name: str, known: list[str] | tuple[str, ...]) -> str:
+    """A ' did you mean ...?' suffix for an unknown name, or '' when nothing is close."""
+    import difflib
+
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    if not match:
+        lowered = {k.lower().replace("-", "").replace("_", ""): k for k in known}
+        key = name.lower().replace("-", "").replace("_", "")
+        if key in lowered:
+            match = [lowered[key]]
+    return f"; did you mean '{match[0]}'?" if match else ""

@@ -1,0 +1,102 @@
+"""Typed events a run's child process streams to its supervisor, one JSON object per line.
+
+Each event is a small dataclass named in the past tense; `type` in the JSON is the class name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class RunStarted:
+    device: str
+    dataset: str
+    n_train: int
+    n_val: int
+    num_classes: int
+    image_size: int | None
+    input_description: str
+    batches_per_epoch: int
+    epochs: int
+
+
+@dataclass
+class ModelPrepared:
+    """The model after compression, with its statistics before and after."""
+
+    before: dict[str, Any]
+    after: dict[str, Any]
+    columns: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    capacity_curve: list[list[float]] | None = None
+
+
+@dataclass
+class PhaseBegan:
+    epoch: int
+    phase: str  # train | eval
+
+
+@dataclass
+class PhaseEnded:
+    epoch: int
+    phase: str
+
+
+@dataclass
+class BatchFinished:
+    epoch: int
+    batch: int
+    batches: int
+    loss: float
+
+
+@dataclass
+class EpochFinished:
+    epoch: int
+    train_loss: float
+    val_accuracy: float
+    val_f1: float
+    val_loss: float
+    train_s: float
+    eval_s: float
+
+
+@dataclass
+class LogWritten:
+    message: str
+
+
+@dataclass
+class RunFinished:
+    val_accuracy: float
+    val_f1: float
+    train_s: float
+
+
+@dataclass
+class RunFailed:
+    error: str
+    kind: str  # the exception's class name
+    traceback: str = ""
+    user_error: bool = False  # a GreenLabError: the message is the whole story
+
+
+EVENT_TYPES = {cls.__name__: cls for cls in (RunStarted, ModelPrepared, PhaseBegan, PhaseEnded, BatchFinished,
+                                              EpochFinished, LogWritten, RunFinished, RunFailed)}
+Event = Any
+
+
+def encode(event: Event) -> str:
+    return json.dumps({"type": type(event).__name__, **asdict(event)}) + "\n"
+
+
+def decode(line: str) -> Event:
+    data = json.loads(line)
+    cls = EVENT_TYPES[data.pop("type")]
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,373 @@
+"""The supervisor: runs each grid entry in a child process, measures it, and writes the store.
+
+The child (greenlab.core.worker) trains and streams events; this side owns the meters (an
+EnergyTracker sampling in a thread), the idle baseline, the energy windows opened and closed on the
+child's phase events, and every write to the store. A child that raises, runs out of memory or is killed
+leaves a `failed` run with its error and partial data; a cancel or Ctrl-C leaves an `interrupted` one.
+Faces (headless, TUI) subscribe through `on_event` and never see a process or a SQL statement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from greenlab.core import events
+from greenlab.core.config import GridRun, RunSettings
+from greenlab.core.energy import carbon
+from greenlab.core.energy.detect import build_meters
+from greenlab.core.energy.tracker import EnergyTracker, WindowResult
+from greenlab.core.store import RUN_COLUMNS, Store, now_iso
+
+_SAMPLE_FLUSH_S = 1.0
+_TERMINATE_GRACE_S = 5.0
+
+
+# Supervisor events, beside the child's (greenlab.core.events), for faces to show.
+@dataclass
+class RunQueued:
+    index: int
+    total: int
+    run: GridRun
+
+
+@dataclass
+class RunSkipped:
+    index: int
+    run: GridRun
+    reason: str
+
+
+@dataclass
+class IdleMeasured:
+    watts: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class CoolingDown:
+    temperatures: dict[str, float]
+    target_c: float
+
+
+@dataclass
+class RunBegan:
+    run_id: int
+    run: GridRun
+    tracker: EnergyTracker
+
+
+@dataclass
+class ChildEvent:
+    run_id: int
+    event: events.Event
+
+
+@dataclass
+class RunStored:
+    run_id: int
+    run: GridRun
+    status: str
+    error: str | None
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+SupervisorEvent = Any
+Listener = Callable[[SupervisorEvent], None]
+
+
+def gpus_for(device: str) -> list[int] | None:
+    """CUDA indices a run on `device` uses (by torch's numbering), or None when it uses no GPU."""
+    if device in ("cpu", "mps"):
+        return None
+    if device.startswith("cuda:"):
+        return [int(device.split(":", 1)[1])]
+    return [0]  # "auto" and "cuda" train on the current device, cuda:0
+
+
+def make_tracker(settings: RunSettings) -> tuple[EnergyTracker, dict[str, str]]:
+    setup = build_meters(use_gpus=gpus_for(settings.device), cpu_tdp_w=settings.cpu_tdp_w,
+                         dram_w_per_gb=settings.dram_w_per_gb)
+    return EnergyTracker(setup.meters, sample_hz=settings.sample_hz), setup.notes
+
+
+class _ChildOutput:
+    """Drains the child's stdout/stderr on a thread (a full pipe would block the child) and keeps the tail."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: deque[str] = deque(maxlen=40)
+        self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, stream: Any) -> None:
+        for line in iter(stream.readline, ""):
+            self.lines.append(line.rstrip())
+
+    def tail(self, count: int = 8) -> str:
+        self._thread.join(timeout=1)
+        return "\n".join(list(self.lines)[-count:])
+
+
+def _components_summary(window: WindowResult, idle: dict[str, float]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run columns and energy_components rows from the run's window and the idle baseline."""
+    columns: dict[str, Any] = {}
+    rows = []
+    net_total = 0.0
+    idle_total = 0.0
+    groups: dict[str, list[Any]] = {"gpu": [], "cpu": [], "dram": []}
+    for name, energy in window.components.items():
+        idle_w = idle.get(name) if energy.measured else None
+        net = None
+        if energy.energy_j is not None:
+            net = energy.energy_j if idle_w is None else max(0.0, energy.energy_j - idle_w * window.seconds)
+            net_total += net
+        if idle_w is not None:
+            idle_total += idle_w
+        rows.append({"component": name, "energy_j": energy.energy_j, "method": energy.method, "idle_w": idle_w,
+                     "net_energy_j": net, "inputs": energy.inputs, "flags": list(energy.flags)})
+        groups["gpu" if name.startswith("gpu") else name].append(energy)
+    for group, members in groups.items():
+        values = [m.energy_j for m in members if m.energy_j is not None]
+        columns[f"energy_{group}_j"] = sum(values) if values else None
+        methods = sorted({m.method for m in members})
+        columns[f"energy_{group}_method"] = "+".join(methods) if methods else "unavailable"
+    measured, estimated = window.split_j()
+    total = measured + estimated
+    columns.update(energy_j=total, energy_kwh=carbon.kwh(total), energy_measured_j=measured,
+                   energy_estimated_j=estimated, energy_net_j=net_total, idle_w=idle_total if idle else None)
+    return columns, rows
+
+
+class RunSupervisor:
+    """Executes grid runs one at a time; `cancel()` may be called from any thread."""
+
+    def __init__(self, store: Store, on_event: Listener | None = None) -> None:
+        self.store = store
+        self.on_event = on_event or (lambda event: None)
+        self._cancel = threading.Event()
+        self._child: subprocess.Popen[str] | None = None
+        self._idle_cache: dict[tuple[str, ...], dict[str, float]] = {}
+
+    # -- control --------------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the current run (stored as interrupted) and every run after it."""
+        self._cancel.set()
+        self._terminate_child()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _terminate_child(self) -> None:
+        child = self._child
+        if child is None or child.poll() is not None:
+            return
+        try:
+            os.killpg(child.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            child.wait(timeout=_TERMINATE_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+
+    # -- the grid -------------------------------------------------------------------------------------
+    def run_grid(self, runs: list[GridRun], *, force: bool = False) -> list[RunStored]:
+        """Run every entry not already completed with identical settings; returns the stored outcomes."""
+        outcomes: list[RunStored] = []
+        done = set() if force else self.store.completed_keys()
+        for index, run in enumerate(runs):
+            if self.cancelled:
+                break
+            if run.settings_key() in done:
+                self.on_event(RunSkipped(index, run, "already completed with identical settings"))
+                continue
+            self.on_event(RunQueued(index, len(runs), run))
+            outcomes.append(self.execute(run))
+        return outcomes
+
+    # -- one run --------------------------------------------------------------------------------------
+    def _idle_baseline(self, tracker: EnergyTracker, settings: RunSettings) -> dict[str, float]:
+        if settings.idle_s <= 0:
+            return {}
+        key = tuple(sorted(f"{c}:{tracker.method(c)}" for c in tracker.components()))
+        if settings.idle_scope == "grid" and key in self._idle_cache:
+            return self._idle_cache[key]
+        watts = tracker.measure_idle(settings.idle_s)
+        # An estimate follows the run's own processes, so it is already net of idle: keep measured only.
+        watts = {c: w for c, w in watts.items() if tracker.method(c) in ("counter", "polled")}
+        self._idle_cache[key] = watts
+        self.on_event(IdleMeasured(watts, settings.idle_s))
+        return watts
+
+    def _cool_down(self, tracker: EnergyTracker, settings: RunSettings) -> None:
+        if settings.cooldown_c is None:
+            return
+        meters = [m for m in tracker.meters if hasattr(m, "temperatures")]
+        deadline = time.monotonic() + settings.cooldown_timeout_s
+        while meters and not self.cancelled and time.monotonic() < deadline:
+            temperatures = {k: v for m in meters for k, v in m.temperatures().items()}
+            if all(t <= settings.cooldown_c for t in temperatures.values()):
+                return
+            self.on_event(CoolingDown(temperatures, settings.cooldown_c))
+            self._cancel.wait(2.0)
+
+    def execute(self, run: GridRun) -> RunStored:
+        settings = run.settings
+        tracker, notes = make_tracker(settings)
+        try:
+            tracker.start()
+            self._cool_down(tracker, settings)
+            idle = self._idle_baseline(tracker, settings)
+            meters_info = {"components": {c: {"method": tracker.method(c), **tracker.info().get(c, {})}
+                                          for c in tracker.components()}, "fallbacks": notes,
+                           "idle_w": idle, "idle_s": settings.idle_s if idle else 0}
+            run_id = self.store.start_run({
+                "experiment": run.experiment, "model": run.model, "dataset": settings.dataset,
+                "technique": run.technique, "settings": run.settings_dict(), "settings_key": run.settings_key(),
+                "seed": settings.seed, "repeat": run.repeat, "device": settings.device,
+                "sampler_hz": settings.sample_hz, "carbon_g_per_kwh": settings.carbon_g_per_kwh,
+                "pue": settings.pue, "currency": settings.currency, "meters": meters_info})
+            return self._supervise(run_id, run, tracker, idle)
+        finally:
+            tracker.close()
+
+    def _supervise(self, run_id: int, run: GridRun, tracker: EnergyTracker, idle: dict[str, float]) -> RunStored:
+        settings = run.settings
+        self.on_event(RunBegan(run_id, run, tracker))
+        tracker.drain_samples()  # samples before the run (idle, cooling) are not the run's
+        cpu_before = tracker.sampler_cpu_s
+        read_fd, write_fd = os.pipe()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        child = subprocess.Popen(
+            [sys.executable, "-m", "greenlab.core.worker", "--event-fd", str(write_fd)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            pass_fds=(write_fd,), start_new_session=True, env=env)
+        os.close(write_fd)
+        self._child = child
+        tracker.track_processes([child.pid])
+        tracker.begin_window("run")
+        t0 = tracker.now()
+        output = _ChildOutput(child.stdout)
+        child.stdin.write(json.dumps(run.to_json()))
+        child.stdin.close()
+
+        state: dict[str, Any] = {"status": None, "error": None, "train_s": None, "final": None}
+        phases: dict[tuple[int, str], float | None] = {}
+        interrupted_by_user = False
+        try:
+            self._pump(run_id, read_fd, tracker, t0, state, phases)
+        except KeyboardInterrupt:
+            interrupted_by_user = True
+            self._cancel.set()
+            self._terminate_child()
+        finally:
+            os.close(read_fd)
+            self._child = None
+        return_code = child.wait()
+        window = tracker.end_window("run")
+        tracker.discard_windows()  # a phase cut short by a failure has no end
+        self.store.add_samples(run_id, [(t - t0, c, w) for t, c, w in tracker.drain_samples() if t >= t0])
+
+        if self.cancelled:
+            status, error = "interrupted", "cancelled by the user"
+        elif state["status"] == "completed" and return_code == 0:
+            status, error = "completed", None
+        elif state["status"] == "failed":
+            status, error = "failed", state["error"]
+        else:
+            status = "failed"
+            reason = f"killed by signal {-return_code}" if return_code < 0 else f"exited with code {return_code}"
+            if return_code == -signal.SIGKILL:
+                reason += " (out of memory?)"
+            error = f"the training process {reason} without reporting an error"
+            tail = output.tail()
+            if tail:
+                error += f"; its last output:\n{tail}"
+
+        columns, component_rows = _components_summary(window, idle)
+        flags = sorted({f for row in component_rows for f in row["flags"]})
+        final = state["final"] or {}
+        values = {
+            "status": status, "error": error, "finished_at": now_iso(), "duration_s": window.seconds,
+            "train_s": state["train_s"], "val_accuracy": final.get("val_accuracy"), "val_f1": final.get("val_f1"),
+            **columns,
+            "co2e_g": carbon.co2e_g(columns["energy_j"], settings.carbon_g_per_kwh, settings.pue),
+            "cost": carbon.cost(columns["energy_j"], settings.price_per_kwh, settings.pue),
+            "sampler_cpu_s": round(tracker.sampler_cpu_s - cpu_before, 4),
+            "samples_dropped": tracker.samples_dropped, "flags": flags + tracker.errors,
+        }
+        self.store.update_run(run_id, **values)
+        self.store.set_components(run_id, component_rows)
+        stored = RunStored(run_id, run, status, error, self.store.run(run_id) or {})
+        self.on_event(stored)
+        if interrupted_by_user:
+            raise KeyboardInterrupt
+        return stored
+
+    def _pump(self, run_id: int, read_fd: int, tracker: EnergyTracker, t0: float, state: dict[str, Any],
+              phases: dict[tuple[int, str], float | None]) -> None:
+        """Read the child's events until it closes its end, flushing samples about once a second."""
+        buffer = b""
+        last_flush = time.monotonic()
+        epoch_energy: dict[int, dict[str, float | None]] = {}
+        while True:
+            ready, _, _ = select.select([read_fd], [], [], 0.25)
+            if ready:
+                chunk = os.read(read_fd, 65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        self._handle(run_id, events.decode(line.decode()), tracker, state, epoch_energy)
+            if time.monotonic() - last_flush >= _SAMPLE_FLUSH_S:
+                self.store.add_samples(run_id, [(t - t0, c, w) for t, c, w in tracker.drain_samples() if t >= t0])
+                last_flush = time.monotonic()
+
+    def _handle(self, run_id: int, event: events.Event, tracker: EnergyTracker, state: dict[str, Any],
+                epoch_energy: dict[int, dict[str, float | None]]) -> None:
+        if isinstance(event, events.RunStarted):
+            self.store.update_run(run_id, device=event.device)
+        elif isinstance(event, events.ModelPrepared):
+            after, before = event.after, event.before
+            values = {**{k: after.get(k) for k in ("params_total", "params_nonzero", "model_bytes", "flops_step")},
+                      **{f"{k}_before": before.get(k) for k in
+                         ("params_total", "params_nonzero", "model_bytes", "flops_step")},
+                      "compression": event.report, "warnings": event.warnings}
+            values.update({k: v for k, v in event.columns.items() if k in RUN_COLUMNS})
+            self.store.update_run(run_id, **values)
+            if event.capacity_curve:
+                self.store.set_capacity(run_id, [(int(b), float(a)) for b, a in event.capacity_curve])
+        elif isinstance(event, events.PhaseBegan):
+            tracker.begin_window(f"{event.epoch}:{event.phase}")
+        elif isinstance(event, events.PhaseEnded):
+            window = tracker.end_window(f"{event.epoch}:{event.phase}")
+            epoch_energy.setdefault(event.epoch, {})[event.phase] = window.total_j()
+        elif isinstance(event, events.EpochFinished):
+            energies = epoch_energy.get(event.epoch, {})
+            train_j, eval_j = energies.get("train"), energies.get("eval")
+            self.store.add_epoch({
+                "run_id": run_id, "epoch": event.epoch, "train_loss": event.train_loss,
+                "val_accuracy": event.val_accuracy, "val_f1": event.val_f1, "val_loss": event.val_loss,
+                "duration_s": event.train_s + event.eval_s, "train_s": event.train_s, "eval_s": event.eval_s,
+                "energy_j": (train_j or 0.0) + (eval_j or 0.0), "train_energy_j": train_j, "eval_energy_j": eval_j})
+        elif isinstance(event, events.RunFinished):
+            state.update(status="completed", train_s=event.train_s, final=asdict(event))
+        elif isinstance(event, events.RunFailed):
+            state.update(status="failed", error=event.error if event.user_error
+                         else f"{event.kind}: {event.error}")
+            if event.traceback:
+                self.store.update_run(run_id, error=f"{event.kind}: {event.error}")
+        self.on_event(ChildEvent(run_id, event))
+

@@ -1,0 +1,194 @@
+"""The run store: data/runs.db through sqlite-utils, in WAL mode, with a versioned public schema.
+
+Only the supervising process writes here. A run row is inserted when the run starts (status `running`)
+and completed when it ends, so a killed supervisor leaves evidence; such rows are marked `interrupted`
+the next time the store is opened and their supervisor is gone. Every write is its own transaction, so a
+crash can lose at most the write in flight, never corrupt what is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import sqlite_utils
+
+from greenlab import __version__
+
+DEFAULT_DB = Path("data") / "runs.db"
+SCHEMA_VERSION = 1
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+# The public `runs` table. Column order is the documented order (README "Schema").
+RUN_COLUMNS: dict[str, type] = {
+    "id": int, "experiment": str, "model": str, "dataset": str, "technique": str, "settings": str,
+    "settings_key": str, "seed": int, "repeat": int, "status": str, "error": str,
+    "started_at": str, "finished_at": str, "duration_s": float, "train_s": float, "device": str,
+    "params_total": int, "params_nonzero": int, "model_bytes": int, "flops_step": float,
+    "params_total_before": int, "params_nonzero_before": int, "model_bytes_before": int,
+    "flops_step_before": float, "val_accuracy": float, "val_f1": float,
+    "energy_j": float, "energy_kwh": float, "energy_measured_j": float, "energy_estimated_j": float,
+    "energy_net_j": float, "idle_w": float,
+    "energy_gpu_j": float, "energy_gpu_method": str, "energy_cpu_j": float, "energy_cpu_method": str,
+    "energy_dram_j": float, "energy_dram_method": str,
+    "co2e_g": float, "cost": float, "currency": str, "carbon_g_per_kwh": float, "pue": float,
+    "sampler_hz": float, "sampler_cpu_s": float, "samples_dropped": int,
+    "capacity_bits": int, "capacity_bytes": float, "train_dtype": str, "mantissa_bits_kept": int,
+    "compression": str, "warnings": str, "flags": str, "meters": str,
+    "greenlab_version": str, "host": str, "supervisor_pid": int,
+}
+EPOCH_COLUMNS: dict[str, type] = {
+    "run_id": int, "epoch": int, "train_loss": float, "val_accuracy": float, "val_f1": float,
+    "val_loss": float, "duration_s": float, "train_s": float, "eval_s": float,
+    "energy_j": float, "train_energy_j": float, "eval_energy_j": float,
+}
+SAMPLE_COLUMNS: dict[str, type] = {"run_id": int, "t_s": float, "component": str, "watts": float}
+COMPONENT_COLUMNS: dict[str, type] = {
+    "run_id": int, "component": str, "energy_j": float, "method": str, "idle_w": float,
+    "net_energy_j": float, "inputs": str, "flags": str,
+}
+CAPACITY_COLUMNS: dict[str, type] = {"run_id": int, "bits": int, "val_accuracy": float}
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db["runs"].create(RUN_COLUMNS, pk="id", not_null={"model", "technique", "status"}, if_not_exists=True)
+    db["runs"].create_index(["settings_key", "status"], if_not_exists=True)
+    db["epochs"].create(EPOCH_COLUMNS, pk=("run_id", "epoch"), foreign_keys=[("run_id", "runs", "id")],
+                        if_not_exists=True)
+    db["samples"].create(SAMPLE_COLUMNS, foreign_keys=[("run_id", "runs", "id")], if_not_exists=True)
+    db["samples"].create_index(["run_id", "t_s"], if_not_exists=True)
+    db["energy_components"].create(COMPONENT_COLUMNS, pk=("run_id", "component"),
+                                   foreign_keys=[("run_id", "runs", "id")], if_not_exists=True)
+    db["capacity"].create(CAPACITY_COLUMNS, pk=("run_id", "bits"), foreign_keys=[("run_id", "runs", "id")],
+                          if_not_exists=True)
+
+
+# Migration n brings a store from version n-1 to n. Append, never edit a released one.
+MIGRATIONS = [_migrate_1]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def host_facts() -> dict[str, Any]:
+    import psutil
+
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 1e9, 1)}
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def resolve_path(path: str | os.PathLike[str] | None) -> Path:
+    return Path(path or os.environ.get("GREENLAB_DB") or DEFAULT_DB)
+
+
+class Store:
+    """Reads and writes runs.db; see the module docstring for the guarantees."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = resolve_path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite_utils.Database(self.path)
+        self.db.execute("PRAGMA busy_timeout = 5000")
+        self.db.enable_wal()
+        self.migrate()
+        self._recover_orphans()
+
+    @property
+    def version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        version = self.version
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} has schema version {version}, newer than this greenlab "
+                               f"({SCHEMA_VERSION}); upgrade greenlab")
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            with self.db.conn:
+                MIGRATIONS[number - 1](self.db)
+                self.db.execute(f"PRAGMA user_version = {number}")
+
+    def _recover_orphans(self) -> None:
+        rows = list(self.db.query("select id, supervisor_pid from runs where status = 'running'"))
+        for row in rows:
+            if row["supervisor_pid"] != os.getpid() and not _pid_alive(row["supervisor_pid"]):
+                self.update_run(row["id"], status="interrupted", finished_at=now_iso(),
+                                error="the supervising process ended before the run finished")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writes ---------------------------------------------------------------------------------------
+    def start_run(self, values: dict[str, Any]) -> int:
+        row = {"status": "running", "started_at": now_iso(), "greenlab_version": __version__,
+               "host": json.dumps(host_facts()), "supervisor_pid": os.getpid(), **values}
+        with self.db.conn:
+            return int(self.db["runs"].insert(_encode(row)).last_pk)
+
+    def update_run(self, run_id: int, **values: Any) -> None:
+        with self.db.conn:
+            self.db["runs"].update(run_id, _encode(values))
+
+    def add_epoch(self, row: dict[str, Any]) -> None:
+        with self.db.conn:
+            self.db["epochs"].upsert(row, pk=("run_id", "epoch"))
+
+    def add_samples(self, run_id: int, rows: Iterable[tuple[float, str, float]]) -> None:
+        batch = [{"run_id": run_id, "t_s": round(t, 4), "component": c, "watts": round(w, 4)} for t, c, w in rows]
+        if batch:
+            with self.db.conn:
+                self.db["samples"].insert_all(batch, batch_size=1000)
+
+    def set_components(self, run_id: int, rows: list[dict[str, Any]]) -> None:
+        with self.db.conn:
+            self.db["energy_components"].upsert_all([_encode({"run_id": run_id, **r}) for r in rows],
+                                                    pk=("run_id", "component"))
+
+    def set_capacity(self, run_id: int, curve: list[tuple[int, float]]) -> None:
+        with self.db.conn:
+            self.db["capacity"].upsert_all([{"run_id": run_id, "bits": int(b), "val_accuracy": a}
+                                            for b, a in curve], pk=("run_id", "bits"))
+
+    # -- reads ----------------------------------------------------------------------------------------
+    def completed_keys(self) -> set[str]:
+        return {row["settings_key"] for row in
+                self.db.query("select settings_key from runs where status = 'completed'")}
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        rows = list(self.db.query("select * from runs where id = ?", [run_id]))
+        return rows[0] if rows else None
+
+    def runs(self, where: str = "1 = 1", params: list[Any] | None = None) -> list[dict[str, Any]]:
+        return list(self.db.query(f"select * from runs where {where} order by id", params or []))
+
+    def epochs(self, run_id: int) -> list[dict[str, Any]]:
+        return list(self.db.query("select * from epochs where run_id = ? order by epoch", [run_id]))
+
+    def samples(self, run_id: int) -> list[dict[str, Any]]:
+        return list(self.db.query("select * from samples where run_id = ? order by t_s", [run_id]))
+
+    def components(self, run_id: int) -> list[dict[str, Any]]:
+        return list(self.db.query("select * from energy_components where run_id = ? order by component",
+                                  [run_id]))
+
+
+def _encode(values: dict[str, Any]) -> dict[str, Any]:
+    """JSON-encode dict and list values for TEXT columns."""
+    return {k: json.dumps(v) if isinstance(v, (dict, list, tuple)) else v for k, v in values.items()}

@@ -1,0 +1,49 @@
+"""Shared fixtures: every test gets its own store and data dir, never data/runs.db."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+QUICK_DEFAULTS = """
+[defaults]
+dataset = "digits"
+epochs = 1
+batch_size = 64
+pretrained = false
+device = "cpu"
+idle_s = 0
+max_train_batches = 3
+max_eval_batches = 2
+sample_hz = 20
+"""
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("GREENLAB_DB", str(tmp_path / "runs.db"))
+    monkeypatch.setenv("GREENLAB_DATA_DIR", str(tmp_path / "data"))
+    # No real RAPL tree can leak into tests on a machine that has one.
+    monkeypatch.setenv("GREENLAB_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`greenlab ARGS` in a subprocess, as a user types it."""
+    return subprocess.run([sys.executable, "-m", "greenlab", *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, timeout=timeout, env={**os.environ})
+
+
+@pytest.fixture
+def write_toml(tmp_path):
+    def write(body: str, name: str = "experiments.toml", defaults: str = QUICK_DEFAULTS) -> Path:
+        path = tmp_path / name
+        path.write_text(defaults + body)
+        return path
+
+    return write

@@ -1,0 +1,121 @@
+"""experiments.toml: good files expand into the right grid; bad ones give one located message, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from greenlab.core.config import expand_grid, load_experiments, parse_experiments
+from greenlab.core.errors import ConfigError
+from tests.conftest import run_cli
+
+GOOD = """
+[defaults]
+epochs = 3
+lr = 0.05
+repeats = 2
+pretrained = false
+
+[[experiment]]
+name = "demo"
+models = ["tinycnn", "resnet18"]
+techniques = ["baseline", "prune", "prune+stego"]
+[experiment.prune]
+amount = 0.3
+
+[[experiment]]
+name = "second"
+models = ["alexnet"]
+epochs = 1
+"""
+
+
+def test_good_file_expands_models_x_techniques_x_repeats():
+    experiments = parse_experiments(GOOD, "good.toml")
+    assert [e.name for e in experiments] == ["demo", "second"]
+    demo = experiments[0]
+    assert demo.settings.epochs == 3 and demo.settings.lr == 0.05 and demo.settings.repeats == 2
+    assert demo.technique_settings["prune"]["amount"] == 0.3
+    assert experiments[1].settings.epochs == 1  # per-experiment override
+    assert experiments[1].techniques == ("baseline",)
+    grid = expand_grid(experiments)
+    assert len(grid) == 2 * 3 * 2 + 1 * 1 * 2  # "second" inherits repeats = 2
+    # repeats interleave techniques: repeat 0 of each technique before repeat 1 of any
+    first_model = [r for r in grid if r.model == "tinycnn"]
+    assert [r.repeat for r in first_model] == [0, 0, 0, 1, 1, 1]
+    combined = next(r for r in grid if r.technique == "prune+stego")
+    assert combined.parts == ["prune", "stego"]
+    assert set(combined.technique_settings) == {"prune", "stego"}
+
+
+def test_settings_key_is_stable_and_sensitive():
+    grid = expand_grid(parse_experiments(GOOD))
+    again = expand_grid(parse_experiments(GOOD))
+    assert [r.settings_key() for r in grid] == [r.settings_key() for r in again]
+    changed = expand_grid(parse_experiments(GOOD.replace("lr = 0.05", "lr = 0.02")))
+    assert grid[0].settings_key() != changed[0].settings_key()
+    assert len({r.settings_key() for r in grid}) == len(grid)
+
+
+def test_repository_files_are_valid():
+    from tests.conftest import REPO
+
+    assert len(expand_grid(load_experiments(REPO / "experiments.toml"))) == 8
+    paper = expand_grid(load_experiments(REPO / "examples" / "paper.toml"))
+    assert len(paper) == 9 * 4 * 3
+    assert {r.model for r in paper} >= {"densenet121", "vgg16", "vit_b_16", "inception_v3"}
+
+
+BAD_CASES = [
+    # (file text, fragments the message must contain)
+    ('[[experiment]]\nname = "demo"\nmodels = ["resnet-18"]\n',
+     ["bad.toml:3", "experiment 'demo'.models", "unknown model 'resnet-18'", "did you mean 'resnet18'"]),
+    ('[defaults]\nepochs = -1\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
+     ["bad.toml:2", "defaults.epochs", "at least 1", "set epochs"]),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nepoch = 2\n',
+     ["bad.toml:4", "experiment 'x'.epoch", "unknown key 'epoch'", "did you mean 'epochs'"]),
+    ('[defaults]\nepochs = 2\nlr = \n', ["bad.toml:3", "not valid TOML"]),
+    ('[defaults]\nepochs = "two"\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
+     ["defaults.epochs", "must be integer", "'two'"]),
+    ('[defaults]\nepochs = 1\n', ["no experiments", "[[experiment]]"]),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prunning"]\n',
+     ["experiment 'x'.techniques", "unknown technique 'prunning'", "did you mean 'prune'"]),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\noptimizer = "adamm"\n',
+     ["experiment 'x'.optimizer", "unknown optimizer 'adamm'", "did you mean 'adam'"]),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ndataset = "mnist"\n',
+     ["experiment 'x'.dataset", "unknown dataset 'mnist'"]),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ndevice = "gpu"\n',
+     ["experiment 'x'.device", "cuda:N"]),
+    ('[[experiment]]\nname = "x"\nmodels = []\n', ["experiment 'x'.models", "non-empty list"]),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
+     ["duplicate experiment name 'x'"]),
+    ('[experiments]\nname = "x"\n', ["unknown top-level table 'experiments'", "did you mean 'experiment'"]),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nrepeats = 0\n', ["experiment 'x'.repeats"]),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\npue = 0.5\n', ["experiment 'x'.pue", "below 1"]),
+]
+
+
+@pytest.mark.parametrize("text,fragments", BAD_CASES)
+def test_bad_files_name_file_line_key_and_fix(text, fragments):
+    with pytest.raises(ConfigError) as caught:
+        parse_experiments(text, "bad.toml")
+    message = str(caught.value)
+    assert message.startswith("bad.toml")
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_experiments(tmp_path / "nope.toml")
+
+
+def test_cli_bad_file_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[experiment]]\nname = "demo"\nmodels = ["resnet-18"]\n')
+    db = tmp_path / "out.db"
+    result = run_cli("--headless", str(bad), "--db", str(db))
+    assert result.returncode == 2
+    assert "did you mean 'resnet18'" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not db.exists()

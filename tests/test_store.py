@@ -1,0 +1,88 @@
+"""The run store: schema, migrations, round trips and evidence left by a dead supervisor."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from greenlab.core import store as store_module
+from greenlab.core.store import RUN_COLUMNS, SCHEMA_VERSION, Store
+
+DOCUMENTED_RUN_COLUMNS = [
+    "id", "experiment", "model", "dataset", "technique", "settings", "seed", "repeat", "status", "error",
+    "started_at", "finished_at", "duration_s", "device", "params_total", "params_nonzero", "model_bytes",
+    "val_accuracy", "val_f1", "energy_j", "energy_kwh", "energy_gpu_j", "energy_gpu_method", "energy_cpu_j",
+    "energy_cpu_method", "energy_dram_j", "energy_dram_method", "energy_measured_j", "energy_estimated_j",
+    "idle_w", "co2e_g", "cost", "greenlab_version", "host",
+]
+
+
+def test_schema_has_the_public_columns(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    columns = {c.name for c in store.db["runs"].columns}
+    assert set(DOCUMENTED_RUN_COLUMNS) <= columns
+    assert {c.name for c in store.db["epochs"].columns} >= {"run_id", "epoch", "train_loss", "val_accuracy",
+                                                            "val_f1", "duration_s", "energy_j"}
+    assert {c.name for c in store.db["samples"].columns} == {"run_id", "t_s", "component", "watts"}
+    assert store.version == SCHEMA_VERSION
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_readme_documents_every_runs_column():
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    missing = [c for c in RUN_COLUMNS if f"`{c}`" not in readme]
+    assert not missing, f"README lacks: {missing}"
+
+
+def test_round_trip(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    run_id = store.start_run({"experiment": "e", "model": "tinycnn", "technique": "baseline",
+                              "settings": {"lr": 0.1}, "seed": 0, "repeat": 0, "settings_key": "k1"})
+    row = store.run(run_id)
+    assert row["status"] == "running" and json.loads(row["settings"]) == {"lr": 0.1}
+    assert json.loads(row["host"])["cpu_count"] >= 1 and row["greenlab_version"]
+    store.add_epoch({"run_id": run_id, "epoch": 1, "train_loss": 1.5, "val_accuracy": 0.5, "val_f1": 0.4,
+                     "duration_s": 2.0, "energy_j": 10.0})
+    store.add_samples(run_id, [(0.1, "cpu", 20.0), (0.2, "cpu", 21.0)])
+    store.set_components(run_id, [{"component": "cpu", "energy_j": 10.0, "method": "estimate",
+                                   "inputs": {"tdp_w": 85}, "flags": []}])
+    store.update_run(run_id, status="completed", energy_j=10.0)
+    assert store.completed_keys() == {"k1"}
+    assert [e["epoch"] for e in store.epochs(run_id)] == [1]
+    assert [s["watts"] for s in store.samples(run_id)] == [20.0, 21.0]
+    assert json.loads(store.components(run_id)[0]["inputs"]) == {"tdp_w": 85}
+    store.close()
+    # readable by plain sqlite3, as sqlite-utils users will
+    with sqlite3.connect(tmp_path / "runs.db") as conn:
+        assert conn.execute("select status, energy_j from runs").fetchone() == ("completed", 10.0)
+
+
+def test_running_rows_of_a_dead_supervisor_become_interrupted(tmp_path, monkeypatch):
+    store = Store(tmp_path / "runs.db")
+    run_id = store.start_run({"model": "tinycnn", "technique": "baseline", "supervisor_pid": 999_999_999})
+    store.close()
+    reopened = Store(tmp_path / "runs.db")
+    row = reopened.run(run_id)
+    assert row["status"] == "interrupted" and "ended before" in row["error"]
+
+
+def test_migrations_run_once_and_refuse_newer_stores(tmp_path, monkeypatch):
+    path = tmp_path / "runs.db"
+    Store(path).close()
+    Store(path).close()  # reopening is a no-op, not a failure
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    try:
+        Store(path)
+    except RuntimeError as exc:
+        assert "newer" in str(exc)
+    else:
+        raise AssertionError("a newer store must be refused")
+
+
+def test_db_path_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("GREENLAB_DB", str(tmp_path / "env.db"))
+    assert store_module.resolve_path(None) == tmp_path / "env.db"
+    assert store_module.resolve_path(tmp_path / "arg.db") == tmp_path / "arg.db"
