@@ -147,6 +147,18 @@ def _components_summary(window: WindowResult, idle: dict[str, float]) -> tuple[d
     return columns, rows
 
 
+def _temperatures(tracker: EnergyTracker) -> dict[str, float]:
+    """GPU temperatures now (a hot GPU draws more; start and end are stored with the run)."""
+    temperatures: dict[str, float] = {}
+    for meter in tracker.meters:
+        if hasattr(meter, "temperatures"):
+            try:
+                temperatures.update(meter.temperatures())
+            except Exception:  # a temperature is context, never a reason to lose the run's record
+                continue
+    return temperatures
+
+
 class RunSupervisor:
     """Executes grid runs one at a time; `cancel()` may be called from any thread."""
 
@@ -212,10 +224,9 @@ class RunSupervisor:
     def _cool_down(self, tracker: EnergyTracker, settings: RunSettings) -> None:
         if settings.cooldown_c is None:
             return
-        meters = [m for m in tracker.meters if hasattr(m, "temperatures")]
         deadline = time.monotonic() + settings.cooldown_timeout_s
-        while meters and not self.cancelled and time.monotonic() < deadline:
-            temperatures = {k: v for m in meters for k, v in m.temperatures().items()}
+        while not self.cancelled and time.monotonic() < deadline:
+            temperatures = _temperatures(tracker)
             if all(t <= settings.cooldown_c for t in temperatures.values()):
                 return
             self.on_event(CoolingDown(temperatures, settings.cooldown_c))
@@ -230,18 +241,20 @@ class RunSupervisor:
             idle = self._idle_baseline(tracker, settings)
             meters_info = {"components": {c: {"method": tracker.method(c), **tracker.info().get(c, {})}
                                           for c in tracker.components()}, "fallbacks": notes,
-                           "idle_w": idle, "idle_s": settings.idle_s if idle else 0}
+                           "idle_w": idle, "idle_s": settings.idle_s if idle else 0,
+                           "temperature_start_c": _temperatures(tracker)}
             run_id = self.store.start_run({
                 "experiment": run.experiment, "model": run.model, "dataset": settings.dataset,
                 "technique": run.technique, "settings": run.settings_dict(), "settings_key": run.settings_key(),
                 "seed": settings.seed, "repeat": run.repeat, "device": settings.device,
                 "sampler_hz": settings.sample_hz, "carbon_g_per_kwh": settings.carbon_g_per_kwh,
                 "pue": settings.pue, "currency": settings.currency, "meters": meters_info})
-            return self._supervise(run_id, run, tracker, idle)
+            return self._supervise(run_id, run, tracker, idle, meters_info)
         finally:
             tracker.close()
 
-    def _supervise(self, run_id: int, run: GridRun, tracker: EnergyTracker, idle: dict[str, float]) -> RunStored:
+    def _supervise(self, run_id: int, run: GridRun, tracker: EnergyTracker, idle: dict[str, float],
+                   meters_info: dict[str, Any]) -> RunStored:
         settings = run.settings
         self.on_event(RunBegan(run_id, run, tracker))
         tracker.drain_samples()  # samples before the run (idle, cooling) are not the run's
@@ -305,6 +318,7 @@ class RunSupervisor:
             "cost": carbon.cost(columns["energy_j"], settings.price_per_kwh, settings.pue),
             "sampler_cpu_s": round(tracker.sampler_cpu_s - cpu_before, 4),
             "samples_dropped": tracker.samples_dropped, "flags": flags + tracker.errors,
+            "meters": {**meters_info, "temperature_end_c": _temperatures(tracker)},
         }
         self.store.update_run(run_id, **values)
         self.store.set_components(run_id, component_rows)

@@ -119,7 +119,9 @@ class EnergyTracker:
             self._last_cumulative[component] = (t, joules)
             if component not in watts and previous is not None and t > previous[0]:
                 watts[component] = max(0.0, (joules - previous[1]) / (t - previous[0]))
-        self._latest_cumulative = cumulative
+        # A component whose read failed this time keeps its last total: the counters are cumulative, so
+        # the next good read covers the gap, and a window edge never loses the component.
+        self._latest_cumulative = {**{c: v for c, (_, v) in self._last_cumulative.items()}, **cumulative}
         return watts
 
     def sample(self) -> dict[str, float]:

@@ -1,0 +1,154 @@
+"""A real short run supervised with fake RAPL and NVML hardware: measured figures, labelled as such."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import pytest
+
+from greenlab.core import runner
+from greenlab.core.config import expand_grid, parse_experiments
+from greenlab.core.energy.detect import build_meters
+from greenlab.core.store import Store
+from tests.fake_pynvml import FakeGpu, make_fake_pynvml
+from tests.test_rapl import two_sockets
+
+GPU_W, PKG_W, DRAM_W = 250.0, 40.0, 5.0
+
+
+class Hardware:
+    """Advances the fake counters in real time, as the hardware would."""
+
+    def __init__(self, zones, gpu):
+        self.zones, self.gpu = zones, gpu
+        self.uj = {name: int((zones[name] / "energy_uj").read_text()) for name in zones}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+
+    def _tick(self):
+        last = time.monotonic()
+        while not self._stop.wait(0.01):
+            now = time.monotonic()
+            dt = now - last
+            last = now
+            for name, watts in (("pkg0", PKG_W / 2), ("pkg1", PKG_W / 2), ("dram0", DRAM_W / 2),
+                                ("dram1", DRAM_W / 2)):
+                self.uj[name] += int(watts * dt * 1e6)
+                staged = self.zones[name] / "energy_uj.new"
+                staged.write_text(f"{self.uj[name]}\n")
+                staged.replace(self.zones[name] / "energy_uj")  # atomic, like a sysfs read
+            self.gpu.energy_mj += int(GPU_W * dt * 1e3)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def fake_hardware(tmp_path, monkeypatch):
+    root = tmp_path / "powercap"
+    zones = two_sockets(root)
+    gpu = FakeGpu(uuid="GPU-00000000-0000-0000-0000-000000000000", power_mw=int(GPU_W * 1000))
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake_pynvml([gpu]))
+    monkeypatch.setenv("GREENLAB_POWERCAP_ROOT", str(root))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    # The child trains on the CPU; the supervisor meters "gpu0" as if the run used it.
+    monkeypatch.setattr(runner, "gpus_for", lambda device: [0])
+    with Hardware(zones, gpu) as hardware:
+        yield hardware
+
+
+def test_meter_selection_prefers_hardware(fake_hardware):
+    setup = build_meters(use_gpus=[0])
+    methods = {c: m.method(c) for m in setup.meters for c in m.components()}
+    assert methods == {"gpu0": "counter", "cpu": "counter", "dram": "counter"}
+
+
+def test_meter_selection_falls_back_with_reasons(tmp_path, monkeypatch):
+    monkeypatch.setenv("GREENLAB_POWERCAP_ROOT", str(tmp_path / "none"))
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed
+    setup = build_meters(use_gpus=[0])
+    methods = {c: m.method(c) for m in setup.meters for c in m.components()}
+    assert methods == {"cpu": "estimate", "dram": "estimate"}
+    assert "gpu" in setup.notes and "cpu" in setup.notes
+
+
+def test_supervised_run_is_measured_and_labelled(fake_hardware, tmp_path):
+    text = """
+[defaults]
+epochs = 1
+batch_size = 32
+pretrained = false
+device = "cpu"
+idle_s = 0.5
+max_train_batches = 3
+max_eval_batches = 2
+sample_hz = 20
+[[experiment]]
+name = "measured"
+models = ["tinycnn"]
+"""
+    (run,) = expand_grid(parse_experiments(text))
+    store = Store(tmp_path / "runs.db")
+    seen = []
+    outcome = runner.RunSupervisor(store, on_event=seen.append).execute(run)
+    assert outcome.status == "completed", outcome.error
+    row = outcome.row
+    assert row["energy_gpu_method"] == "counter" and row["energy_cpu_method"] == "counter"
+    assert row["energy_dram_method"] == "counter"
+    assert row["energy_estimated_j"] == 0 and row["energy_measured_j"] == pytest.approx(row["energy_j"])
+    seconds = row["duration_s"]
+    assert row["energy_gpu_j"] == pytest.approx(GPU_W * seconds, rel=0.1)
+    assert row["energy_cpu_j"] == pytest.approx(PKG_W * seconds, rel=0.1)
+    # idle ran on the same fake hardware, so the run's net (dynamic) energy is close to zero
+    assert row["idle_w"] == pytest.approx(GPU_W + PKG_W + DRAM_W, rel=0.1)
+    assert row["energy_net_j"] < 0.1 * row["energy_j"]
+    assert any(isinstance(e, runner.IdleMeasured) for e in seen)
+    components = {c["component"]: c for c in store.components(row["id"])}
+    gpu_inputs = json.loads(components["gpu0"]["inputs"])
+    assert gpu_inputs["polled_j"] == pytest.approx(components["gpu0"]["energy_j"], rel=0.1)
+    assert "counter_polled_disagree" not in json.loads(row["flags"])
+    meters = json.loads(row["meters"])
+    assert meters["components"]["gpu0"]["method"] == "counter"
+    assert meters["components"]["gpu0"]["name"] == "NVIDIA H200"
+    epochs = store.epochs(row["id"])
+    assert epochs[0]["train_energy_j"] > 0 and epochs[0]["eval_energy_j"] > 0
+    assert {s["component"] for s in store.samples(row["id"])} == {"gpu0", "cpu", "dram"}
+
+
+def test_cooldown_waits_for_the_gpu(fake_hardware, tmp_path):
+    fake_hardware.gpu.temperature_c = 80
+    text = """
+[defaults]
+epochs = 1
+pretrained = false
+device = "cpu"
+idle_s = 0
+cooldown_c = 50
+cooldown_timeout_s = 30
+max_train_batches = 1
+max_eval_batches = 1
+[[experiment]]
+name = "cool"
+models = ["tinycnn"]
+"""
+    (run,) = expand_grid(parse_experiments(text))
+    seen = []
+
+    def cool_when_waited(event):
+        seen.append(event)
+        if isinstance(event, runner.CoolingDown):
+            fake_hardware.gpu.temperature_c = 40
+
+    outcome = runner.RunSupervisor(Store(tmp_path / "runs.db"), on_event=cool_when_waited).execute(run)
+    assert outcome.status == "completed"
+    assert [e.temperatures for e in seen if isinstance(e, runner.CoolingDown)] == [{"gpu0": 80.0}]
+    meters = json.loads(outcome.row["meters"])
+    assert meters["temperature_start_c"] == {"gpu0": 40.0}
