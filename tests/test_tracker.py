@@ -114,3 +114,22 @@ def test_tdp_table_and_default():
     assert lookup_tdp("AMD EPYC 7763 64-Core Processor", None)["tdp_w"] == 280
     unknown = lookup_tdp("Mystery CPU", None)
     assert unknown["tdp_w"] == 85.0 and "cpu_tdp_w" in unknown["tdp_source"]
+
+
+class FakeStillCounter(FakeCounterGpu):
+    """A counter that has not ticked within the window (NVML updates about every 100 ms)."""
+
+    def energy_j(self):
+        return {"gpu0": 5.0}
+
+    def window_flags(self, component, seconds, energy_j):
+        return ("window_shorter_than_counter_update",) if seconds < 0.2 else ()
+
+
+def test_short_counter_window_is_flagged_not_zero():
+    tracker = EnergyTracker([FakeStillCounter()], sample_hz=10)
+    tracker.begin_window("w")
+    result = tracker.end_window("w")
+    gpu = result.components["gpu0"]
+    assert gpu.energy_j is None and "window_shorter_than_counter_update" in gpu.flags
+    assert gpu.method == "counter"

@@ -226,6 +226,9 @@ class EnergyTracker:
             if energy is not None:
                 inputs.update(meter.window_inputs(component, energy, seconds))
             flags.extend(meter.window_flags(component, seconds, energy))
+            if flags and energy == 0:
+                # A counter that has not ticked yet says "no reading", not "no energy": never report 0 J.
+                energy = None
             result.components[component] = ComponentEnergy(component, energy, method, inputs, tuple(flags))
         return result
 
