@@ -78,19 +78,28 @@ def unstructured_targets(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
 
 
 class HoldZeros:
-    """After-step hook that keeps pruned weights at zero; holds a boolean mask per pruned weight, keyed
-    by parameter name so the hook finds them in the model it is given (also in a child process)."""
+    """After-step hook that keeps pruned weights at zero. It holds torch-pruning's own float mask per weight
+    (1 kept, 0 pruned; the same memory torch.nn.utils.prune's reparametrisation would keep) because
+    multiplying by it is an order of magnitude faster on CPU than masked_fill_ with a boolean mask. Masks
+    are keyed by parameter name so the hook finds them in the model it is given."""
 
     def __init__(self, masks: dict[str, torch.Tensor]) -> None:
-        self.masks = masks  # True where the weight was pruned
+        self.masks = masks
 
     def __call__(self, model: nn.Module) -> None:
         with torch.no_grad():
-            for name, pruned in self.masks.items():
-                param = model.get_parameter(name)
-                if pruned.device != param.device:
-                    self.masks[name] = pruned = pruned.to(param.device)
-                param.masked_fill_(pruned, 0.0)
+            for name, keep in list(self.masks.items()):
+                try:
+                    param = model.get_parameter(name)
+                except AttributeError:
+                    param = None
+                if param is None or param.shape != keep.shape:
+                    # A later technique replaced the layer (prune+lowrank): its zeros are gone anyway.
+                    del self.masks[name]
+                    continue
+                if keep.device != param.device or keep.dtype != param.dtype:
+                    self.masks[name] = keep = keep.to(param.device, param.dtype)
+                param.mul_(keep)
 
     def __repr__(self) -> str:
         return f"HoldZeros({len(self.masks)} weights)"
@@ -109,20 +118,20 @@ def prune_unstructured(model: nn.Module, amount: float) -> tuple[dict[str, Any],
                                     pruning_method=torch_prune.L1Unstructured, amount=amount)
     masks = {}
     for name, module, attr in targets:
-        masks[name] = getattr(module, f"{attr}_mask") == 0
+        masks[name] = getattr(module, f"{attr}_mask").detach()
         torch_prune.remove(module, attr)  # fold the mask in: a plain Parameter again, no forward hook
     for module, order in orders.items():
         # Pruning re-registers each weight last; restore the order so parameters() reads as before.
         for key in order:
             module._parameters[key] = module._parameters.pop(key)
     total = sum(m.numel() for m in masks.values())
-    zeroed = sum(int(m.sum()) for m in masks.values())
+    zeroed = sum(int((m == 0).sum()) for m in masks.values())
     facts = {
         "layers_pruned": len(targets),
         "weights_prunable": total,
         "weights_zeroed": zeroed,
         "sparsity": zeroed / total if total else 0.0,
-        "sparsest_layers": sorted(((name, round(float(m.float().mean()), 4)) for name, m in masks.items()),
+        "sparsest_layers": sorted(((name, round(float((m == 0).float().mean()), 4)) for name, m in masks.items()),
                                   key=lambda item: -item[1])[:5],
     }
     return facts, HoldZeros(masks)

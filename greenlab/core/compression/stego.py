@@ -180,6 +180,12 @@ def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -
     if settings["bits"] == "auto":
         ctx.log("stego: scanning steganographic capacity (24 evaluations)")
         curve, bits = capacity_scan(model, ctx.evaluate, ctx.seed, settings["tolerance"], log=ctx.log)
+        chance = 1 / max(ctx.num_classes, 1)
+        if curve[0][1] <= 1.5 * chance or bits == MANTISSA_BITS:
+            # An untrained head scores the same whatever its low bits hold: the scan then licenses them all.
+            warnings.append(f"the model scores {curve[0][1]:.1%} before training (chance is about {chance:.1%}) "
+                            f"and the scan found {bits} removable bits, which usually means it has not learned "
+                            f"yet; scan a fine-tuned model (greenlab --capacity) and set bits to its result")
     else:
         bits = settings["bits"]
     needed = MANTISSA_BITS - bits
@@ -200,8 +206,6 @@ def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -
                               grad_scaler=train_dtype == "float16" and device_type == "cuda")
         if autocast is None:
             warnings.append("the model and its training are unchanged")
-        else:
-            warnings.append(f"autocast keeps float32 master weights; forward arithmetic runs in {train_dtype}")
     else:
         kept = needed
         truncate_low_bits(model, bits)
@@ -217,6 +221,9 @@ def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -
     report = {**columns, "mantissa_bits_needed": needed, "tolerance_pp": settings["tolerance"],
               "bits_source": "scan" if curve is not None else "setting",
               "float32_params": sum(p.numel() for p in float32_params(model))}
+    if hooks.autocast_dtype is not None:
+        report["arithmetic"] = (f"autocast to {train_dtype}: matrix products and convolutions, forward and "
+                                f"backward, run in {train_dtype}; weights and the optimizer stay float32")
     if curve is not None:
         report["capacity_curve"] = [list(point) for point in curve]
     return Applied(model=model, hooks=hooks, report=report, warnings=warnings, columns=columns,
