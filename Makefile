@@ -20,7 +20,7 @@ $(TEST_STAMP): $(STAMP)
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/greenlab --headless experiments.toml
+	$(BIN)/greenlab --experiments experiments.toml
 
 headless: $(STAMP)
 	$(BIN)/greenlab --headless experiments.toml
@@ -29,6 +29,10 @@ test: $(TEST_STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
+
+# SVG pictures of each TUI pane from a seeded demo store (deterministic fake runs), for the README.
+screenshots: $(STAMP)
+	$(BIN)/python -m greenlab.tui.screenshots screenshots
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

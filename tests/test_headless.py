@@ -69,6 +69,7 @@ def test_completed_run_row(grid_db):
     assert run["finished_at"] >= run["started_at"] and run["duration_s"] > 0
     assert json.loads(run["settings"])["epochs"] == 2
     assert run["sampler_cpu_s"] is not None
+    assert 0 < run["energy_training_j"] < run["energy_j"]
     components = _rows(db, f"select * from energy_components where run_id = {run['id']}")
     assert {c["component"]: c["method"] for c in components} == {"cpu": "estimate", "dram": "estimate"}
     cpu = next(c for c in components if c["component"] == "cpu")

@@ -76,3 +76,13 @@ def test_list_models_cli():
     for name in NINE + ["tinycnn"]:
         assert name in result.stdout
     assert "138.4M" in result.stdout and "299" in result.stdout
+
+
+def test_tiny_bert_parameter_count_is_listed_truly():
+    model = zoo.build_model("hf-tiny-bert", num_classes=2, pretrained=False)
+    assert sum(p.numel() for p in model.parameters()) == zoo.MODELS["hf-tiny-bert"].params
+
+
+def test_tinycnn_parameter_count_is_listed_truly():
+    model = zoo.build_model("tinycnn", num_classes=10, pretrained=False)
+    assert sum(p.numel() for p in model.parameters()) == zoo.MODELS["tinycnn"].params

@@ -274,7 +274,8 @@ class RunSupervisor:
         child.stdin.write(json.dumps(run.to_json()))
         child.stdin.close()
 
-        state: dict[str, Any] = {"status": None, "error": None, "train_s": None, "final": None}
+        state: dict[str, Any] = {"status": None, "error": None, "train_s": None, "final": None,
+                                 "training_j": None}
         phases: dict[tuple[int, str], float | None] = {}
         interrupted_by_user = False
         try:
@@ -312,7 +313,7 @@ class RunSupervisor:
         final = state["final"] or {}
         values = {
             "status": status, "error": error, "finished_at": now_iso(), "duration_s": window.seconds,
-            "train_s": state["train_s"], "val_accuracy": final.get("val_accuracy"), "val_f1": final.get("val_f1"),
+            "train_s": state["train_s"], "energy_training_j": state["training_j"], "val_accuracy": final.get("val_accuracy"), "val_f1": final.get("val_f1"),
             **columns,
             "co2e_g": carbon.co2e_g(columns["energy_j"], settings.carbon_g_per_kwh, settings.pue),
             "cost": carbon.cost(columns["energy_j"], settings.price_per_kwh, settings.pue),
@@ -368,6 +369,7 @@ class RunSupervisor:
         elif isinstance(event, events.PhaseEnded):
             window = tracker.end_window(f"{event.epoch}:{event.phase}")
             epoch_energy.setdefault(event.epoch, {})[event.phase] = window.total_j()
+            state["training_j"] = (state["training_j"] or 0.0) + window.total_j()
         elif isinstance(event, events.EpochFinished):
             energies = epoch_energy.get(event.epoch, {})
             train_j, eval_j = energies.get("train"), energies.get("eval")

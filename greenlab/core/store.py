@@ -33,7 +33,7 @@ RUN_COLUMNS: dict[str, type] = {
     "params_total_before": int, "params_nonzero_before": int, "model_bytes_before": int,
     "flops_step_before": float, "val_accuracy": float, "val_f1": float,
     "energy_j": float, "energy_kwh": float, "energy_measured_j": float, "energy_estimated_j": float,
-    "energy_net_j": float, "idle_w": float,
+    "energy_net_j": float, "idle_w": float, "energy_training_j": float,
     "energy_gpu_j": float, "energy_gpu_method": str, "energy_cpu_j": float, "energy_cpu_method": str,
     "energy_dram_j": float, "energy_dram_method": str,
     "co2e_g": float, "cost": float, "currency": str, "carbon_g_per_kwh": float, "pue": float,

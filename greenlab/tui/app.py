@@ -1,0 +1,355 @@
+"""The GreenLab TUI: three panes (setup, live, runs), a run detail screen, and the grid worker.
+
+The app owns two stores on purpose: sqlite connections stay in the thread that opened them, so the
+worker thread opens its own Store for the RunSupervisor's writes and the UI thread keeps one for reads.
+The worker turns supervisor events into typed messages (greenlab.tui.messages) posted to the app; the
+handlers here route them to the panes. Training runs in the supervisor's child process, so the UI thread
+only draws and answers keys while a model trains.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterable
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Grid
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Footer, Header, Label, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from greenlab.core.config import GridRun
+from greenlab.core.errors import ConfigError
+from greenlab.core.runner import RunSupervisor
+from greenlab.core.store import Store
+from greenlab.tui import messages
+from greenlab.tui.detail import DetailScreen
+from greenlab.tui.live import LivePane
+from greenlab.tui.runs import RunsPane
+from greenlab.tui.setup import SetupPane
+from greenlab.tui.themes import DEFAULT_THEME, load_themes
+
+PANES = {"setup": "Setup", "live": "Live", "runs": "Runs"}
+KEYS = {"setup": "1", "live": "2", "runs": "3"}
+
+
+class ConfirmQuit(ModalScreen[bool]):
+    """Asked when quitting while a run trains: quitting cancels it (stored as interrupted)."""
+
+    BINDINGS = [Binding("y", "answer(True)", "Yes", id="quit.yes"),
+                Binding("n,escape", "answer(False)", "No", id="quit.no")]
+
+    def compose(self) -> ComposeResult:
+        with Grid(id="confirm"):
+            yield Label("A run is in progress. Quit anyway? It will be cancelled and stored as "
+                        "interrupted, with what it measured so far.", id="confirm-question")
+            yield Button("Quit (y)", variant="error", id="confirm-yes")
+            yield Button("Keep running (n)", variant="primary", id="confirm-no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm-yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+class GreenLabApp(App[int]):
+    """The TUI face of GreenLab."""
+
+    CSS_PATH = Path(__file__).with_name("greenlab.tcss")  # absolute: subclasses elsewhere keep it
+    TITLE = "GreenLab"
+    SUB_TITLE = "energy of fine-tuning, with and without compression"
+    # Width classes on the screen let the stylesheet stack columns on an 80-column terminal.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    BINDINGS = [
+        # The tabs already show these keys ("1 Setup"); keeping them out of the footer leaves room at 80 columns.
+        Binding("1", "show_pane('setup')", "Setup", id="pane.setup", show=False),
+        Binding("2", "show_pane('live')", "Live", id="pane.live", show=False),
+        Binding("3", "show_pane('runs')", "Runs", id="pane.runs", show=False),
+        # Running is app-wide so ctrl+r works from any pane, with whatever the setup form holds.
+        Binding("ctrl+r", "run_selection", "Run", id="run.selection", tooltip="Run the selection in Setup"),
+        Binding("ctrl+o", "load_file", "Load file", id="run.file", show=False),
+        Binding("x", "cancel_run", "Cancel run", id="run.cancel"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+    ]
+
+    def __init__(self, db: str | os.PathLike[str] | None = None, theme: str | None = None,
+                 experiments: str | None = None, *, clock: Any = None) -> None:
+        super().__init__()
+        self.db_path = db
+        self.experiments_path = experiments
+        self.theme_problems: list[str] = []
+        self._requested_theme = theme or DEFAULT_THEME
+        self._clock = clock
+        self.store: Store | None = None
+        self._supervisor: RunSupervisor | None = None
+        self._cancel_requested = False
+        self._grid_active = False
+        self._grid_number = 0
+        self._pending: list[tuple[int, list[GridRun], bool]] = []
+        self._quitting = False
+        self._register_themes()
+
+    def _register_themes(self) -> None:
+        themes, self.theme_problems = load_themes()
+        for theme in themes:
+            self.register_theme(theme)
+        if self._requested_theme in self.available_themes:
+            self.theme = self._requested_theme
+        else:  # run_app refuses unknown names; this keeps a directly built app usable
+            self.theme_problems.append(f"unknown theme '{self._requested_theme}'")
+
+    # -- layout ---------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        # The UI thread's store: reads only, created here so its connection belongs to this thread.
+        self.store = Store(self.db_path)
+        yield Header()
+        with TabbedContent(initial="setup", id="panes"):
+            with TabPane(f"{KEYS['setup']} {PANES['setup']}", id="setup"):
+                yield SetupPane(self.experiments_path, id="setup-pane")
+            with TabPane(f"{KEYS['live']} {PANES['live']}", id="live"):
+                kwargs = {"clock": self._clock} if self._clock is not None else {}
+                yield LivePane(id="live-pane", **kwargs)
+            with TabPane(f"{KEYS['runs']} {PANES['runs']}", id="runs"):
+                yield RunsPane(self.store.runs, id="runs-pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"store {self.store.path if self.store else '-'}"
+        self.query_one("#f-models").focus()
+        for problem in self.theme_problems:
+            self.notify(problem, title="Theme not loaded", severity="warning", markup=False)
+
+    @property
+    def live(self) -> LivePane:
+        return self.query_one(LivePane)
+
+    @property
+    def runs_pane(self) -> RunsPane:
+        return self.query_one(RunsPane)
+
+    @property
+    def running(self) -> bool:
+        return self._grid_active
+
+    # -- actions --------------------------------------------------------------------------------------
+    def action_show_pane(self, pane: str) -> None:
+        if isinstance(self.screen, DetailScreen):
+            self.pop_screen()  # the panes live on the main screen: go back to it first
+        self.query_one("#panes", TabbedContent).active = pane
+        # Focus follows the pane, so its bindings (ctrl+r, sort, ...) work at once.
+        target = {"setup": "#f-models", "live": "#queue", "runs": "#runs-table"}[pane]
+        self.query_one(target).focus()
+
+    def action_run_selection(self) -> None:
+        self.query_one(SetupPane).action_run_selection()
+
+    def action_load_file(self) -> None:
+        self.query_one(SetupPane).action_load_file()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("run_selection", "load_file") and self.screen is not self.screen_stack[0]:
+            return False  # not over the detail screen or a dialog: the form is out of sight there
+        if action == "show_pane" and isinstance(self.screen, ConfirmQuit):
+            return False
+        if action == "cancel_run":
+            return True if self._grid_active else False  # in the footer only while something runs
+        return True
+
+    def action_cancel_run(self) -> None:
+        if not self._grid_active:
+            self.notify("No run in progress.", timeout=2)
+            return
+        for grid, _runs, _force in self._pending:
+            self.live.end_grid(grid, cancelled=True)
+        self._pending.clear()
+        self._cancel_requested = True
+        self.notify("Cancelling: the run is stopped and stored as interrupted.", title="Cancel")
+        self._cancel_supervisor()
+
+    @work(thread=True, group="cancel", exit_on_error=False)
+    def _cancel_supervisor(self) -> None:
+        # supervisor.cancel() may wait a few seconds for the child to exit: not on the UI thread.
+        supervisor = self._supervisor
+        if supervisor is not None:
+            supervisor.cancel()
+
+    async def action_quit(self) -> None:
+        if not self._grid_active:
+            self.exit(0)
+            return
+        self.push_screen(ConfirmQuit(), self._quit_answered)
+
+    def _quit_answered(self, answer: bool | None) -> None:
+        if not answer:
+            return
+        self._quitting = True
+        self.action_cancel_run()
+        # Exits once the worker has stored the interrupted run (see _worker_changed); this is the fallback.
+        self.set_timer(20, lambda: self.exit(130))
+
+    def action_open_detail(self, run_id: int) -> None:
+        assert self.store is not None
+        store = self.store
+        self.push_screen(DetailScreen(run_id, {"run": store.run, "epochs": store.epochs,
+                                               "samples": store.samples, "components": store.components}))
+
+    # -- the command palette --------------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for command in self._screen_commands(screen):
+            yield command
+
+    def _screen_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The app's actions by name, then the keys shown in the footer of the screen under the palette."""
+        commands = [SystemCommand(f"Show {title}", f"Switch to the {title.lower()} pane",
+                                  partial(self.action_show_pane, name)) for name, title in PANES.items()]
+        if screen is self.screen_stack[0]:
+            setup, runs = self.query_one(SetupPane), self.runs_pane
+            commands += [
+                SystemCommand("Run selection", "Run the models and techniques chosen in Setup (ctrl+r)",
+                              setup.action_run_selection),
+                SystemCommand("Load experiments file", "Queue the grid of the file named in Setup (ctrl+o)",
+                              setup.action_load_file),
+                SystemCommand("Refresh runs", "Read the run store again (f5)", runs.reload),
+                SystemCommand("Toggle energy chart", "Show or hide energy against accuracy (c)",
+                              runs.action_toggle_chart),
+            ]
+        if self._grid_active:
+            commands.append(SystemCommand("Cancel run", "Stop the current run and store it as interrupted (x)",
+                                          self.action_cancel_run))
+        commands += [SystemCommand(f"Theme: {theme}", "Switch to this GreenLab theme",
+                                   partial(setattr, self, "theme", theme))
+                     for theme in sorted(self.available_themes) if theme.startswith("greenlab")]
+        yield from commands
+        # Footer keys of whatever has focus (sort, mark, back, ...), so each is also findable by name;
+        # widget internals (cursor moves) stay out, as the footer leaves them out.
+        titles = {c.title for c in commands} | {"Quit", "Run"}
+        for active in screen.active_bindings.values():
+            binding = active.binding
+            if not binding.show or not binding.description or not active.enabled or binding.description in titles:
+                continue
+            titles.add(binding.description)
+            yield SystemCommand(binding.description, f"key: {binding.key}",
+                                partial(self.run_action, binding.action, active.node))
+
+    # -- grids and the worker -------------------------------------------------------------------------
+    @on(SetupPane.GridRequested)
+    def _grid_requested(self, event: SetupPane.GridRequested) -> None:
+        if not event.runs:
+            self.notify("Nothing to run.", severity="warning")
+            return
+        self._grid_number += 1
+        self.live.add_grid(self._grid_number, event.runs)
+        if self._grid_active:
+            self._pending.append((self._grid_number, event.runs, event.force))
+            self.notify(f"{len(event.runs)} runs from {event.source} queued after the current grid.", markup=False)
+        else:
+            self.notify(f"{len(event.runs)} runs from {event.source}.", title="Started", markup=False)
+            self._launch(self._grid_number, event.runs, event.force)
+        self.action_show_pane("live")
+
+    def _launch(self, grid: int, runs: list[GridRun], force: bool) -> None:
+        self._grid_active = True
+        self._cancel_requested = False
+        self.refresh_bindings()
+        self.run_worker(partial(self._supervise, grid, runs, force), name=f"grid-{grid}", group="grid",
+                        thread=True, exit_on_error=False)
+
+    def _supervise(self, grid: int, runs: list[GridRun], force: bool) -> int:
+        """Runs in the worker thread: its own Store, a supervisor, events posted as messages."""
+        store = Store(self.db_path)
+
+        def forward(event: Any) -> None:
+            message = messages.to_message(grid, event)
+            if message is not None:
+                self.post_message(message)
+
+        try:
+            supervisor = RunSupervisor(store, on_event=forward)
+            self._supervisor = supervisor
+            if self._cancel_requested:  # a cancel pressed before the supervisor existed
+                supervisor.cancel()
+            supervisor.run_grid(runs, force=force)
+            return grid
+        finally:
+            self._supervisor = None
+            store.close()
+
+    @on(Worker.StateChanged)
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker outcomes land: failures are shown, a finished grid starts the next."""
+        worker = event.worker
+        if event.state == WorkerState.ERROR:
+            error = worker.error
+            self.notify(f"{type(error).__name__}: {error}", title=f"{worker.name} failed", severity="error",
+                        timeout=10, markup=False)
+        if worker.group != "grid" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
+                                                         WorkerState.CANCELLED):
+            return
+        grid = int(worker.name.split("-")[1])
+        self.live.end_grid(grid, cancelled=self._cancel_requested or event.state != WorkerState.SUCCESS)
+        self._grid_active = False
+        self.refresh_bindings()
+        if self._quitting:
+            self.exit(130)
+            return
+        if self._pending:
+            grid, runs, force = self._pending.pop(0)
+            self._launch(grid, runs, force)
+
+    # -- routing the grid's messages ------------------------------------------------------------------
+    @on(messages.GridMessage)
+    def _grid_message(self, message: messages.GridMessage) -> None:
+        self.live.handle(message)
+
+    @on(messages.RunStored)
+    def _run_stored(self, message: messages.RunStored) -> None:
+        self.runs_pane.reload()
+        severity = {"completed": "information", "interrupted": "warning"}.get(message.status, "error")
+        energy = message.row.get("energy_j")
+        text = f"{message.run.model} · {message.run.technique}: {message.status}"
+        if energy is not None:
+            text += f", {energy:,.1f} J"
+        self.notify(text, title=f"Run {message.run_id} stored", severity=severity, markup=False)
+
+    @on(RunsPane.DetailRequested)
+    def _detail_requested(self, event: RunsPane.DetailRequested) -> None:
+        self.action_open_detail(event.run_id)
+
+    def on_unmount(self) -> None:
+        # However the app ends, a training child must not outlive it (the worker thread would keep the
+        # process alive until the grid finished): cancel stores the run as interrupted and stops the rest.
+        supervisor = self._supervisor
+        if supervisor is not None:
+            supervisor.cancel()
+        if self.store is not None:
+            self.store.close()
+
+
+def run_app(db: str | None = None, theme: str | None = None, experiments: str | None = None) -> int:
+    """Open the TUI on a store; returns the exit code (0, or 130 when quit during a run)."""
+    if theme is not None:
+        known = [t.name for t in load_themes()[0]]
+        from textual.theme import BUILTIN_THEMES
+
+        if theme not in known and theme not in BUILTIN_THEMES:
+            from greenlab.core.errors import suggest
+
+            names = sorted({*known, *BUILTIN_THEMES})
+            raise ConfigError(f"unknown theme '{theme}'{suggest(theme, names)} (known: {', '.join(names)}; "
+                              "add one as a TOML file in themes/)", key="--theme")
+    try:  # open the store once here, so a bad --db is one line on stderr, not a traceback in the UI
+        Store(db).close()
+    except (OSError, RuntimeError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot open the run store: {exc}", key="--db") from None
+    if experiments and not Path(experiments).exists():
+        experiments = None  # nothing to offer; the form starts from the built-in defaults
+    app = GreenLabApp(db=db, theme=theme, experiments=experiments)
+    result = app.run()
+    return 0 if result is None else int(result)

@@ -1,0 +1,166 @@
+"""One run in full: its power trace, epochs, settings, and how each energy figure was obtained.
+
+The screen gets read functions (the UI thread's Store methods) and draws what they return; nothing is
+computed here beyond formatting. Measured and estimated joules are shown apart, as the store keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label, Static
+from textual_plotext import PlotextPlot
+
+from greenlab.core.report import format_energy
+from greenlab.tui.runs import energy_kind, format_accuracy, format_seconds
+
+
+def _json(value: Any, default: Any) -> Any:
+    if value in (None, ""):
+        return default
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return default
+
+
+def _number(value: Any, unit: str = "", digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}{unit}"
+
+
+def _inputs(inputs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in inputs.items()) or "-"
+
+
+class DetailScreen(Screen):
+    """Pushed over the main screen; escape goes back."""
+
+    BINDINGS = [Binding("escape,backspace", "app.pop_screen", "Back", id="detail.back")]
+
+    def __init__(self, run_id: int, read: dict[str, Callable[[int], Any]]) -> None:
+        super().__init__(id="detail")
+        self.run_id = run_id
+        self.read = read  # run, epochs, samples, components: Store methods
+        self.row: dict[str, Any] = read["run"](run_id) or {}
+        self.component_rows: list[dict[str, Any]] = read["components"](run_id) if self.row else []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="detail-body"):
+            yield Static(self._summary(), id="detail-summary")
+            trace = PlotextPlot(id="detail-trace")
+            trace.border_title = "Power trace (W, from the samples table)"
+            yield trace
+            yield Label("Epochs", classes="section")
+            yield DataTable(id="detail-epochs", cursor_type="none", zebra_stripes=True)
+            yield Label("How the energy was obtained", classes="section")
+            yield DataTable(id="detail-components", cursor_type="none", zebra_stripes=True)
+            yield Static(self._meters(), id="detail-meters")
+            yield Label("Settings", classes="section")
+            yield Static(self._settings(), id="detail-settings")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        row = self.row
+        self.title = f"Run {self.run_id}: {row.get('model', '?')} · {row.get('technique', '?')}"
+        self._epochs()
+        self._components()
+        self._trace()
+
+    # -- sections -------------------------------------------------------------------------------------
+    def _summary(self) -> str:
+        row = self.row
+        if not row:
+            return f"Run {self.run_id} is not in the store."
+        kind = energy_kind(row)
+        measured_by = [c["component"] for c in self.component_rows if c.get("method") in ("counter", "polled")]
+        estimated_by = [c["component"] for c in self.component_rows if c.get("method") == "estimate"]
+        lines = [
+            f"[b]{escape(row['model'])} · {escape(row['technique'])}[/]  experiment {escape(str(row.get('experiment')))}"
+            f"  dataset {escape(str(row.get('dataset')))}  repeat {(row.get('repeat') or 0) + 1}  "
+            f"status [b]{row['status']}[/]",
+            f"energy [b]{format_energy(row.get('energy_j'))}[/]  [reverse] {kind.upper()} [/]"
+            f" = measured {_number(row.get('energy_measured_j'), ' J')}"
+            + (f" ({', '.join(measured_by)})" if measured_by else "")
+            + f" + estimated {_number(row.get('energy_estimated_j'), ' J')}"
+            + (f" ({', '.join(estimated_by)})" if estimated_by else "")
+            + f"; net of idle {_number(row.get('energy_net_j'), ' J')}",
+            f"time {format_seconds(row.get('duration_s'))} (training {format_seconds(row.get('train_s'))})"
+            f"  val acc {format_accuracy(row.get('val_accuracy'))}  f1 {_number(row.get('val_f1'), '', 3)}"
+            f"  device {escape(str(row.get('device')))}",
+            f"CO2e {_number(row.get('co2e_g'), ' g', 3)} at {_number(row.get('carbon_g_per_kwh'), ' g/kWh', 0)}"
+            f" x PUE {row.get('pue')}  cost {_number(row.get('cost'), ' ' + str(row.get('currency') or ''), 5)}",
+        ]
+        if row.get("params_total"):
+            lines.append(f"parameters {row.get('params_nonzero'):,} nonzero of {row['params_total']:,}"
+                         f" (before: {row.get('params_nonzero_before') or 0:,} of {row.get('params_total_before') or 0:,})")
+        if row.get("error"):
+            lines.append(f"[b]error[/] {escape(str(row['error']).splitlines()[0])}")
+        for warning in _json(row.get("warnings"), []):
+            lines.append(f"warning: {escape(str(warning))}")
+        flags = _json(row.get("flags"), [])
+        if flags:
+            lines.append("flags: " + escape(", ".join(map(str, flags))))
+        return "\n".join(lines)
+
+    def _epochs(self) -> None:
+        table = self.query_one("#detail-epochs", DataTable)
+        for label in ("epoch", "train loss", "val acc", "f1", "val loss", "train s", "eval s", "energy"):
+            table.add_column(label, key=label)
+        for epoch in self.read["epochs"](self.run_id):
+            table.add_row(str(epoch["epoch"]), _number(epoch.get("train_loss"), "", 4),
+                          format_accuracy(epoch.get("val_accuracy")), _number(epoch.get("val_f1"), "", 3),
+                          _number(epoch.get("val_loss"), "", 4), _number(epoch.get("train_s")),
+                          _number(epoch.get("eval_s")), format_energy(epoch.get("energy_j")))
+        if not table.row_count:
+            table.add_row("-", "no epoch finished", "", "", "", "", "", "")
+
+    def _components(self) -> None:
+        table = self.query_one("#detail-components", DataTable)
+        for label in ("component", "energy", "method", "idle W", "net", "inputs", "flags"):
+            table.add_column(label, key=label)
+        for row in self.component_rows:
+            table.add_row(row["component"], format_energy(row.get("energy_j")), row.get("method") or "-",
+                          _number(row.get("idle_w")), format_energy(row.get("net_energy_j")),
+                          _inputs(_json(row.get("inputs"), {})), ", ".join(_json(row.get("flags"), [])) or "-")
+        if not table.row_count:
+            table.add_row("-", "-", "no components stored", "", "", "", "")
+
+    def _meters(self) -> str:
+        meters = _json(self.row.get("meters"), {})
+        lines = []
+        for component, facts in (meters.get("components") or {}).items():
+            described = ", ".join(f"{k}={v}" for k, v in facts.items() if k != "method")
+            lines.append(f"{component}: {facts.get('method', '?')}" + (f" ({escape(described)})" if described else ""))
+        for meter, note in (meters.get("fallbacks") or {}).items():
+            lines.append(f"[i]{escape(str(meter))}: {escape(str(note))}[/]")
+        return "\n".join(lines) or "no meter facts stored"
+
+    def _settings(self) -> str:
+        settings = _json(self.row.get("settings"), {})
+        techniques = settings.pop("techniques", {}) if isinstance(settings, dict) else {}
+        parts = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+        for name, table in (techniques or {}).items():
+            parts.extend(f"{name}.{k} = {json.dumps(v)}" for k, v in table.items())
+        return escape("   ".join(parts)) or "-"
+
+    def _trace(self) -> None:
+        plot = self.query_one("#detail-trace", PlotextPlot)
+        samples = self.read["samples"](self.run_id)
+        by_component: dict[str, list[tuple[float, float]]] = {}
+        for sample in samples:
+            by_component.setdefault(sample["component"], []).append((sample["t_s"], sample["watts"]))
+        plt = plot.plt
+        plt.clear_data()
+        for component, points in by_component.items():
+            plt.plot([t for t, _w in points], [w for _t, w in points], label=component, marker="braille")
+        plt.xlabel("seconds")
+        if not by_component:
+            plt.title("no samples stored for this run")
+        plot.refresh()

@@ -1,0 +1,153 @@
+"""The setup form's data: from typed text to the experiments dict the config loader validates.
+
+No widget lives here. The form's values are plain strings and flags; `experiments_data` builds the same
+structure an experiments.toml parses to, so `config.build_experiments` refuses bad input with exactly the
+messages a file would get. `field_of` maps such an error back to the form field to highlight.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+from greenlab.core import compression
+from greenlab.core.config import SETTING_KEYS, RunSettings, build_experiments, expand_grid, GridRun
+from greenlab.core.errors import ConfigError
+
+EXPERIMENT_NAME = "tui"
+# The training settings the form shows; everything else comes from the defaults (or an experiments file).
+FORM_SETTINGS = ("dataset", "epochs", "batch_size", "lr", "optimizer", "device", "repeats", "seed",
+                 "max_train_batches", "idle_s", "pretrained")
+# Settings whose value is text: typed text is passed through, so "10" stays a (wrong) string, as in TOML.
+_TEXT_SETTINGS = {f.name for f in fields(RunSettings) if f.type in ("str", str)}
+# Technique settings that take one of a few names: the form offers a choice instead of free text.
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("stego", "mode"): ("dtype", "truncate"),
+    ("prune", "method"): ("l1-unstructured", "structured"),
+}
+
+
+def coerce(text: str) -> Any:
+    """Typed text as TOML would read the value: integers, numbers, true/false, else the text itself.
+
+    Blank means "not set" (None), which the loader reads as the setting's default.
+    """
+    text = text.strip()
+    if text == "":
+        return None
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+@dataclass
+class FormValues:
+    """What the form holds: settings as typed, chosen models and techniques, technique tables."""
+
+    models: list[str] = field(default_factory=list)
+    extra_models: str = ""  # comma-separated, e.g. hf:bert-base-uncased
+    settings: dict[str, Any] = field(default_factory=dict)  # key -> typed text, or bool for pretrained
+    techniques: list[str] = field(default_factory=list)
+    combinations: str = ""  # comma-separated, e.g. prune+stego
+    technique_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> key -> text
+    # Settings the form does not show, carried over as read from the offered file (max_eval_batches,
+    # sample_hz, carbon_g_per_kwh, ...): a run from the form measures like a run from the file.
+    hidden_settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def experiments_data(values: FormValues) -> dict[str, Any]:
+    """The experiments structure ({"defaults": ..., "experiment": [...]}) the form describes."""
+    defaults: dict[str, Any] = dict(values.hidden_settings)
+    for key, raw in values.settings.items():
+        value = raw if isinstance(raw, bool) else (raw.strip() if key in _TEXT_SETTINGS else coerce(raw))
+        # Blank means "not set": TOML has no null, so the key is left out and its default applies
+        # (for max_train_batches that default is no cap).
+        if value is not None and value != "":
+            defaults[key] = value
+    techniques = list(values.techniques) + _split(values.combinations)
+    experiment: dict[str, Any] = {"name": EXPERIMENT_NAME, "models": list(values.models) + _split(values.extra_models),
+                                  "techniques": techniques}
+    used = {part.strip() for spec in techniques for part in spec.split("+")}
+    for name, table in values.technique_settings.items():
+        if name not in used:
+            continue  # an unticked technique's settings cannot block a run
+        typed = {}
+        for key, raw in table.items():
+            value = coerce(raw) if isinstance(raw, str) and (name, key) not in CHOICES else raw
+            if value is not None:
+                typed[key] = value
+        experiment[name] = typed
+    return {"defaults": defaults, "experiment": [experiment]}
+
+
+def validate(values: FormValues) -> list[GridRun]:
+    """The grid the form describes; raises ConfigError with the loader's message."""
+    return expand_grid(build_experiments(experiments_data(values), source="settings"))
+
+
+def field_of(error: ConfigError) -> str | None:
+    """The form field an error is about ("epochs", "models", "stego.bits"), from its key path."""
+    key = error.key or ""
+    for prefix in (f"experiment '{EXPERIMENT_NAME}'.", "defaults."):
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key or None
+
+
+def initial_values(experiments_path: str | None) -> FormValues:
+    """Form defaults: the [defaults] and first experiment of the offered file where readable, else the
+    built-in defaults with pretrained weights off (the offline choice).
+
+    The file is read leniently (no validation), so one bad table does not empty the whole form.
+    """
+    base = {**asdict(RunSettings()), "pretrained": False}
+    defaults: dict[str, Any] = {}
+    first: dict[str, Any] = {}
+    if experiments_path:
+        try:
+            data = tomllib.loads(Path(experiments_path).read_text(encoding="utf-8"))
+            defaults = data.get("defaults", {}) if isinstance(data.get("defaults"), dict) else {}
+            experiments = data.get("experiment")
+            first = experiments[0] if isinstance(experiments, list) and experiments and \
+                isinstance(experiments[0], dict) else {}
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            pass
+    merged = {**base, **{k: v for k, v in {**defaults, **first}.items() if k in SETTING_KEYS}}
+    settings: dict[str, Any] = {}
+    for key in FORM_SETTINGS:
+        value = merged.get(key)
+        settings[key] = bool(value) if key == "pretrained" else ("" if value is None else _text(value))
+    tables: dict[str, dict[str, Any]] = {}
+    for name, table in compression.settings_tables().items():
+        given = {**(defaults.get(name) or {}), **(first.get(name) or {})}
+        tables[name] = {key: _text({**table, **given}.get(key)) if (name, key) not in CHOICES
+                        else {**table, **given}.get(key) for key in table}
+    models = [m for m in first.get("models", []) if isinstance(m, str)] or ["tinycnn"]
+    known = compression.technique_names()
+    techniques = [t for t in first.get("techniques", []) if isinstance(t, str) and t in known] or ["baseline"]
+    combinations = ", ".join(t for t in first.get("techniques", []) if isinstance(t, str) and "+" in t)
+    hidden = {k: v for k, v in {**defaults, **first}.items() if k in SETTING_KEYS and k not in FORM_SETTINGS}
+    return FormValues(models=models, settings=settings, techniques=techniques, combinations=combinations,
+                      technique_settings=tables, hidden_settings=hidden)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)

@@ -1,0 +1,254 @@
+"""The runs pane: the store as a comparison table, filtered and sorted, with energy against accuracy.
+
+Rows come from `Store.runs()`; each run's change against its matching baseline (same experiment, model
+and dataset) comes from greenlab.core.report. Sorting and filtering are plain functions over those rows,
+so the table is rebuilt from data, never edited cell by cell. Opening a row asks the app for its detail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Label, Select
+from textual_plotext import PlotextPlot
+
+from greenlab.core.report import format_change, format_energy, row_change
+from greenlab.core.store import STATUSES
+
+FILTERS = ("model", "technique", "status")
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = int(seconds) // 60
+    return f"{minutes // 60}:{minutes % 60:02d}:{int(seconds) % 60:02d}" if minutes >= 60 else \
+        f"{minutes}:{int(seconds) % 60:02d}"
+
+
+def format_accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def energy_kind(row: dict[str, Any]) -> str:
+    """How the run's energy was obtained, at a glance: measured, estimated or mixed."""
+    measured, estimated = row.get("energy_measured_j") or 0.0, row.get("energy_estimated_j") or 0.0
+    if measured and estimated:
+        return "mixed"
+    if measured:
+        return "measured"
+    if estimated:
+        return "estimated"
+    return "-"
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    value: Callable[[dict[str, Any]], Any]  # the sortable value
+    text: Callable[[dict[str, Any]], str]  # what the cell shows
+    right: bool = False
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("id", "id", lambda r: r["id"], lambda r: str(r["id"]), True),
+    Column("model", "model", lambda r: r["model"], lambda r: r["model"]),
+    Column("technique", "technique", lambda r: r["technique"], lambda r: r["technique"]),
+    Column("energy", "energy", lambda r: r.get("energy_j"), lambda r: format_energy(r.get("energy_j")), True),
+    Column("d_energy", "Δ energy", lambda r: r.get("change_energy_j"),
+           lambda r: format_change(r.get("change_energy_j")), True),
+    Column("accuracy", "acc", lambda r: r.get("val_accuracy"), lambda r: format_accuracy(r.get("val_accuracy")),
+           True),
+    Column("d_accuracy", "Δ acc", lambda r: r.get("change_val_accuracy"),
+           lambda r: format_change(r.get("change_val_accuracy")), True),
+    Column("status", "status", lambda r: r["status"], lambda r: r["status"]),
+    Column("time", "time", lambda r: r.get("duration_s"), lambda r: format_seconds(r.get("duration_s")), True),
+    Column("d_time", "Δ time", lambda r: r.get("change_duration_s"),
+           lambda r: format_change(r.get("change_duration_s")), True),
+    Column("method", "energy is", energy_kind, energy_kind),
+)
+COLUMN_KEYS = tuple(c.key for c in COLUMNS)
+
+
+def with_changes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with `change_<metric>`: percent against the mean of their completed matching baselines."""
+    return [{**row, **{f"change_{m}": row_change(row, rows, m) for m in ("energy_j", "duration_s", "val_accuracy")}}
+            for row in rows]
+
+
+def filter_rows(rows: list[dict[str, Any]], filters: dict[str, str | None]) -> list[dict[str, Any]]:
+    return [r for r in rows if all(value is None or r.get(key) == value for key, value in filters.items())]
+
+
+def sort_rows(rows: list[dict[str, Any]], column: str, reverse: bool = False) -> list[dict[str, Any]]:
+    """Sorted by a column's value; runs without a value (failed, still running) stay last either way."""
+    getter = next(c.value for c in COLUMNS if c.key == column)
+    present = [r for r in rows if getter(r) is not None]
+    missing = [r for r in rows if getter(r) is None]
+    return sorted(present, key=lambda r: (getter(r), r["id"]), reverse=reverse) + missing
+
+
+class RunsPane(Vertical):
+    """Filter bar, comparison table and the energy/accuracy chart of the shown (or marked) runs."""
+
+    BINDINGS = [
+        Binding("s", "sort_next", "Sort", id="runs.sort"),
+        Binding("r", "sort_reverse", "Reverse", id="runs.reverse"),
+        Binding("space", "mark", "Mark", id="runs.mark"),
+        Binding("c", "toggle_chart", "Chart", id="runs.chart"),
+        Binding("f5", "reload", "Refresh", id="runs.reload", show=False),  # it refreshes itself on every stored run
+    ]
+
+    class DetailRequested(Message):
+        def __init__(self, run_id: int) -> None:
+            super().__init__()
+            self.run_id = run_id
+
+    def __init__(self, read_runs: Callable[[], list[dict[str, Any]]], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.read_runs = read_runs  # Store.runs of the UI thread's store
+        self.rows: list[dict[str, Any]] = []
+        self.shown: list[dict[str, Any]] = []
+        self.sort_column = "id"
+        self.reverse = False
+        self.marked: set[int] = set()
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="filters"):
+            for key in FILTERS:
+                yield Select([], prompt=f"{key}: all", id=f"filter-{key}", compact=True)
+            yield Label("", id="runs-count")
+        table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield table
+        chart = PlotextPlot(id="tradeoff")
+        chart.border_title = "Energy against accuracy"
+        yield chart
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    # -- data -----------------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Read the store again and rebuild the filters, table and chart; keeps the cursor's run."""
+        self.rows = with_changes(self.read_runs())
+        for key in FILTERS:
+            select = self.query_one(f"#filter-{key}", Select)
+            values = sorted({str(r[key]) for r in self.rows if r.get(key)}, key=str)
+            if key == "status":
+                values = [s for s in STATUSES if s in values]
+            current = select.value
+            with select.prevent(Select.Changed):
+                select.set_options([(v, v) for v in values])
+                if current in values:
+                    select.value = current
+        self._show()
+
+    def filters(self) -> dict[str, str | None]:
+        values = {}
+        for key in FILTERS:
+            value = self.query_one(f"#filter-{key}", Select).value
+            values[key] = value if isinstance(value, str) else None
+        return values
+
+    def _show(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        keep = None
+        if table.row_count and table.cursor_row < table.row_count:
+            keep = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        self.shown = sort_rows(filter_rows(self.rows, self.filters()), self.sort_column, self.reverse)
+        table.clear(columns=True)
+        for column in COLUMNS:
+            arrow = (" ▼" if self.reverse else " ▲") if column.key == self.sort_column else ""
+            table.add_column(Text(column.label + arrow, justify="right" if column.right else "left"),
+                             key=column.key)
+        for row in self.shown:
+            cells = []
+            for column in COLUMNS:
+                text = column.text(row)
+                if column.key == "id" and row["id"] in self.marked:
+                    text = "•" + text
+                cells.append(Text(text, justify="right" if column.right else "left",
+                                  style=_status_style(row["status"]) if column.key == "status" else ""))
+            table.add_row(*cells, key=str(row["id"]))
+        if keep is not None and any(str(r["id"]) == keep for r in self.shown):
+            table.move_cursor(row=table.get_row_index(keep))
+        total = len(self.rows)
+        self.query_one("#runs-count", Label).update(
+            f"{len(self.shown)} of {total} runs" + (f", {len(self.marked)} marked" if self.marked else ""))
+        self._chart()
+
+    def _chart(self) -> None:
+        chart = self.query_one("#tradeoff", PlotextPlot)
+        plt = chart.plt
+        plt.clear_data()
+        plt.clear_figure()
+        chosen = [r for r in self.shown if r["id"] in self.marked] or self.shown
+        points = [r for r in chosen if r.get("energy_j") is not None and r.get("val_accuracy") is not None]
+        use_wh = any(r["energy_j"] >= 3600 for r in points)
+        for technique in sorted({r["technique"] for r in points}):
+            group = [r for r in points if r["technique"] == technique]
+            plt.scatter([r["energy_j"] / 3600 if use_wh else r["energy_j"] for r in group],
+                        [100 * r["val_accuracy"] for r in group], label=technique, marker="dot")
+        plt.xlabel("energy (Wh)" if use_wh else "energy (J)")
+        plt.ylabel("val acc %")
+        chart.border_title = (f"Energy against accuracy: {len(points)} marked runs" if self.marked
+                              else f"Energy against accuracy: {len(points)} shown runs")
+        chart.refresh()
+
+    # -- events and actions ---------------------------------------------------------------------------
+    @on(Select.Changed)
+    def _filter_changed(self) -> None:
+        self._show()
+
+    @on(DataTable.HeaderSelected)
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        key = event.column_key.value
+        if key == self.sort_column:
+            self.reverse = not self.reverse
+        else:
+            self.sort_column, self.reverse = key, False
+        self._show()
+
+    @on(DataTable.RowSelected)
+    def _open(self, event: DataTable.RowSelected) -> None:
+        self.post_message(self.DetailRequested(int(event.row_key.value)))
+
+    def action_sort_next(self) -> None:
+        index = COLUMN_KEYS.index(self.sort_column)
+        self.sort_column, self.reverse = COLUMN_KEYS[(index + 1) % len(COLUMN_KEYS)], False
+        self._show()
+        self.app.notify(f"sorted by {next(c.label for c in COLUMNS if c.key == self.sort_column)}", timeout=1.5)
+
+    def action_sort_reverse(self) -> None:
+        self.reverse = not self.reverse
+        self._show()
+
+    def action_mark(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        if not table.row_count:
+            return
+        run_id = int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        self.marked ^= {run_id}
+        self._show()
+
+    def action_toggle_chart(self) -> None:
+        chart = self.query_one("#tradeoff", PlotextPlot)
+        chart.display = not chart.display
+
+    def action_reload(self) -> None:
+        self.reload()
+
+
+def _status_style(status: str) -> str:
+    # Rich styles here, not colours: the theme's palette colours the table; these only add emphasis.
+    return {"failed": "bold reverse", "interrupted": "italic", "running": "bold"}.get(status, "")

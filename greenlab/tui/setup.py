@@ -1,0 +1,222 @@
+"""The setup pane: choose models, dataset, techniques and training settings, then run them or a file.
+
+Every change is validated at once through the config loader (greenlab.tui.form), so a bad value is
+refused inline with the loader's own message and its field is marked. The pane runs nothing itself: it
+posts `GridRequested` with a validated grid and the app's worker takes it from there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.message import Message
+from textual.suggester import SuggestFromList
+from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
+from textual.widgets.selection_list import Selection
+
+from greenlab.core import compression, datasets, zoo
+from greenlab.core.config import OPTIMIZERS, GridRun, expand_grid, load_experiments
+from greenlab.core.errors import ConfigError
+from greenlab.tui import form
+
+_LABELS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch size", "lr": "lr",
+           "optimizer": "optimizer", "device": "device", "repeats": "repeats", "seed": "seed",
+           "max_train_batches": "max batches", "idle_s": "idle s", "pretrained": "pretrained weights"}
+_DEVICES = ["auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps"]
+
+
+def _count(params: int) -> str:
+    if not params:
+        return "-"
+    return f"{params / 1e6:.1f}M" if params >= 1e6 else f"{params / 1e3:.1f}K"
+
+
+def model_prompt(spec: zoo.ModelSpec) -> str:
+    """One model picker line: name, parameter count (1000-class head) and input size."""
+    return f"{spec.name:<13} {_count(spec.params):>6} {spec.input_size:>3}"
+
+
+class SetupPane(Vertical):
+    """The form and its two actions (run the selection; load a file and queue its grid)."""
+
+    class GridRequested(Message):
+        """A validated grid to queue; `source` says where it came from (the form or a file)."""
+
+        def __init__(self, runs: list[GridRun], force: bool, source: str) -> None:
+            super().__init__()
+            self.runs, self.force, self.source = runs, force, source
+
+    def __init__(self, experiments_path: str | None = None, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.experiments_path = experiments_path or ""
+        self.initial = form.initial_values(experiments_path)
+        self._ready = False
+        self.problem: str | None = None  # the loader's message for the form as it stands, or None
+
+    # -- layout ---------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        initial = self.initial
+        with Horizontal(id="setup-columns"):
+            with Vertical(id="models-col", classes="column"):
+                yield Label("Models        [dim]params  in[/]", classes="section")
+                yield SelectionList[str](
+                    *(Selection(model_prompt(spec), spec.name, spec.name in initial.models, id=f"m-{spec.name}")
+                      for spec in zoo.MODELS.values()),
+                    id="f-models")
+                with Horizontal(classes="row"):
+                    yield Label("more", classes="field-label short")
+                    yield Input(placeholder="hf:<id>, ...", id="f-extra_models", compact=True)
+            # One scroll for both setting columns: side by side when wide, stacked when narrow (the
+            # layout is switched in the stylesheet by the app's width breakpoints).
+            with VerticalScroll(id="settings-cols", can_focus=False):
+                with Vertical(id="training-col", classes="column"):
+                    yield Label("Data and training", classes="section")
+                    for key in form.FORM_SETTINGS:
+                        yield from self._setting_row(key, initial.settings.get(key))
+                with Vertical(id="techniques-col", classes="column"):
+                    yield Label("Techniques", classes="section")
+                    tables = initial.technique_settings
+                    for name in compression.technique_names():
+                        yield Checkbox(name, name in initial.techniques, id=f"t-{name}", compact=True,
+                                       classes="technique")
+                        for key, value in tables.get(name, {}).items():
+                            yield from self._technique_row(name, key, value)
+                    with Horizontal(classes="row"):
+                        yield Label("combine", classes="field-label short")
+                        yield Input(initial.combinations, placeholder="prune+stego, ...", id="f-combinations",
+                                    compact=True)
+        yield Static("", id="setup-status")
+        with Horizontal(id="setup-actions"):
+            yield Button("Run selection", id="run-selection", variant="primary", compact=True)
+            yield Checkbox("force rerun", id="f-force", compact=True,
+                           tooltip="rerun runs already completed with identical settings")
+            yield Input(self.experiments_path, placeholder="experiments.toml", id="f-file", compact=True)
+            yield Button("Load file", id="load-file", compact=True)
+
+    def _setting_row(self, key: str, value: Any) -> ComposeResult:
+        if key == "pretrained":
+            yield Checkbox(_LABELS[key], bool(value), id="f-pretrained", compact=True)
+            return
+        with Horizontal(classes="row"):
+            yield Label(_LABELS[key], classes="field-label")
+            if key == "optimizer":
+                yield Select([(o, o) for o in OPTIMIZERS], value=value if value in OPTIMIZERS else OPTIMIZERS[0],
+                             allow_blank=False, id="f-optimizer", compact=True)
+            else:
+                suggester = {"dataset": SuggestFromList(list(datasets.NAMES)),
+                             "device": SuggestFromList(_DEVICES)}.get(key)
+                yield Input(str(value), id=f"f-{key}", compact=True, suggester=suggester,
+                            placeholder="none" if key == "max_train_batches" else "")
+
+    def _technique_row(self, name: str, key: str, value: Any) -> ComposeResult:
+        with Horizontal(classes="row technique-setting"):
+            yield Label(key.replace("_", " "), classes="field-label")
+            choices = form.CHOICES.get((name, key))
+            if choices:
+                yield Select([(c, c) for c in choices], value=value if value in choices else choices[0],
+                             allow_blank=False, id=f"f-{name}-{key}", compact=True)
+            else:
+                yield Input(str(value), id=f"f-{name}-{key}", compact=True,
+                            placeholder="default" if value == "" else "")
+
+    def on_mount(self) -> None:
+        self._ready = True
+        self.check()
+
+    # -- reading the form -----------------------------------------------------------------------------
+    def values(self) -> form.FormValues:
+        settings: dict[str, Any] = {}
+        for key in form.FORM_SETTINGS:
+            widget = self.query_one(f"#f-{key}")
+            settings[key] = widget.value if not isinstance(widget, Select) else str(widget.value)
+        names = compression.technique_names()
+        tables = {name: {key: self.query_one(f"#f-{name}-{key}").value for key in table}
+                  for name, table in self.initial.technique_settings.items()}
+        return form.FormValues(
+            models=list(self.query_one("#f-models", SelectionList).selected),
+            extra_models=self.query_one("#f-extra_models", Input).value,
+            settings=settings,
+            techniques=[n for n in names if self.query_one(f"#t-{n}", Checkbox).value],
+            combinations=self.query_one("#f-combinations", Input).value,
+            technique_settings=tables, hidden_settings=self.initial.hidden_settings)
+
+    @property
+    def force(self) -> bool:
+        return self.query_one("#f-force", Checkbox).value
+
+    def check(self) -> list[GridRun] | None:
+        """Validate the form; show the loader's message (and mark its field) or a summary of the grid."""
+        status = self.query_one("#setup-status", Static)
+        for widget in self.query(".-invalid"):
+            widget.remove_class("-invalid")
+        try:
+            runs = form.validate(self.values())
+        except ConfigError as exc:
+            # Content, not markup: messages quote TOML like [defaults] that markup would swallow
+            self.problem = str(exc)
+            status.update(Content(self.problem))
+            status.set_class(True, "-error")
+            self._mark(form.field_of(exc))
+            return None
+        self.problem = None
+        models = len({r.model for r in runs})
+        techniques = len({r.technique for r in runs})
+        repeats = runs[0].settings.repeats if runs else 0
+        status.update(Content(f"{len(runs)} runs: {models} model{'s' * (models != 1)} x {techniques} "
+                      f"technique{'s' * (techniques != 1)} x {repeats} repeat{'s' * (repeats != 1)}"
+                      f" on {runs[0].settings.dataset if runs else '-'}"
+                      + (f" (and {', '.join(sorted(self.initial.hidden_settings))} from {self.experiments_path})"
+                         if self.initial.hidden_settings else "")))
+        status.set_class(False, "-error")
+        return runs
+
+    def _mark(self, field_name: str | None) -> None:
+        if not field_name:
+            return
+        first = field_name.split(".")[0]
+        candidates = [f"#f-{field_name.replace('.', '-')}", f"#f-{first}"]
+        if first == "techniques":
+            candidates.append("#f-combinations")
+        for selector in candidates:
+            found = self.query(selector)
+            if found:
+                found.first().add_class("-invalid")
+                return
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    @on(SelectionList.SelectedChanged)
+    def _changed(self, event: Message) -> None:
+        control = getattr(event, "control", None)
+        if self._ready and getattr(control, "id", None) not in ("f-file", "f-force"):
+            self.check()
+
+    # -- actions --------------------------------------------------------------------------------------
+    @on(Button.Pressed, "#run-selection")
+    def action_run_selection(self) -> None:
+        runs = self.check()
+        if runs is None:
+            self.app.notify(self.problem or "", title="Not run", severity="error", markup=False)
+            return
+        self.post_message(self.GridRequested(runs, self.force, "the setup form"))
+
+    @on(Button.Pressed, "#load-file")
+    @on(Input.Submitted, "#f-file")
+    def action_load_file(self) -> None:
+        path = self.query_one("#f-file", Input).value.strip() or "experiments.toml"
+        status = self.query_one("#setup-status", Static)
+        try:
+            runs = expand_grid(load_experiments(path))
+        except ConfigError as exc:
+            status.update(Content(str(exc)))
+            status.set_class(True, "-error")
+            self.app.notify(str(exc), title="Not loaded", severity="error", markup=False)
+            return
+        status.update(Content(f"{path}: {len(runs)} runs queued"))
+        status.set_class(False, "-error")
+        self.post_message(self.GridRequested(runs, self.force, path))

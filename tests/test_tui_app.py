@@ -1,0 +1,283 @@
+"""Pilot tests: the app driven by keys as a user would, two of them training tinycnn for real.
+
+Real runs use tinycnn on digits, one short epoch, no idle baseline, into a tmp_path store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from textual.widgets import Input, SelectionList, Static, TabbedContent
+
+from greenlab.core.store import Store
+from greenlab.tui.app import ConfirmQuit, GreenLabApp
+from greenlab.tui.demo import seed_store
+from greenlab.tui.detail import DetailScreen
+
+QUICK = """
+[defaults]
+dataset = "digits"
+epochs = 2
+batch_size = 32
+device = "cpu"
+pretrained = false
+idle_s = 0
+max_train_batches = 3
+max_eval_batches = 1
+sample_hz = 20
+
+[[experiment]]
+name = "pilot"
+models = ["resnet18"]
+techniques = ["baseline"]
+"""
+
+
+def sync(test):
+    """Run an async test body on a fresh event loop (no asyncio pytest plugin needed)."""
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+def _file(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "experiments.toml"
+    path.write_text(text)
+    return str(path)
+
+
+async def _wait(pilot, condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.1)
+
+
+async def _type(pilot, selector: str, text: str) -> None:
+    """Focus an input, clear it and type, as a user would."""
+    pilot.app.query_one(selector, Input).focus()
+    await pilot.pause()
+    await pilot.press("ctrl+a", "ctrl+k", *list(text))  # start of line, delete to the end, type
+
+
+def _status(app: GreenLabApp) -> Static:
+    return app.query_one("#setup-status", Static)
+
+
+@pytest.mark.slow
+@sync
+async def test_run_tinycnn_from_the_keyboard(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # short paths to type
+    experiments = _file(tmp_path, QUICK)
+    app = GreenLabApp(db=tmp_path / "runs.db", experiments=experiments)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        # pick tinycnn, drop resnet18 (the file's choice), one epoch
+        models = app.query_one("#f-models", SelectionList)
+        models.focus()
+        await pilot.press("space", "down", "down", "space")
+        assert models.selected == ["tinycnn"]
+        await _type(pilot, "#f-epochs", "1")
+        assert "1 runs: 1 model" in str(_status(app).render())
+        await pilot.press("ctrl+r")
+        assert app.query_one("#panes", TabbedContent).active == "live"
+
+        seen = {"batch": 0, "watts": 0, "energy": 0.0}
+
+        def observe() -> bool:
+            current = app.live.current
+            if current is not None:
+                seen["batch"] = max(seen["batch"], current.batch)
+                seen["energy"] = max(seen["energy"], current.energy.total_j)
+                sparks = app.live.query("Sparkline")
+                seen["watts"] = max([seen["watts"], *(len(s.data or []) for s in sparks)])
+            return current is not None and current.stored is not None
+
+        await _wait(pilot, lambda: app.live.current is not None, 60, "the run to begin")
+        # the UI answers keys while the child trains
+        await pilot.press("3")
+        assert app.query_one("#panes", TabbedContent).active == "runs"
+        await pilot.press("2")
+        await _wait(pilot, observe, 90, "the run to be stored")
+        assert seen["batch"] >= 1 and seen["watts"] > 0 and seen["energy"] > 0
+        assert "tinycnn" in str(app.query_one("#run-title", Static).render())
+
+        # the stored run appears in the runs table, with its energy
+        runs = app.runs_pane
+        assert [(r["model"], r["status"]) for r in runs.shown] == [("tinycnn", "completed")]
+        assert runs.shown[0]["energy_j"] > 0
+        queue = app.query_one("#queue")
+        assert str(queue.get_row_at(0)[1]).startswith("done")
+
+        # the same settings from the file: skipped, not trained again
+        await _wait(pilot, lambda: not app.running, 10, "the grid to end")
+        same = tmp_path / "same.toml"
+        same.write_text(QUICK.replace("resnet18", "tinycnn").replace("epochs = 2", "epochs = 1"))
+        await _type(pilot, "#f-file", same.name)
+        await pilot.press("enter")
+        await _wait(pilot, lambda: queue.row_count == 2 and not app.running
+                    and str(queue.get_row_at(1)[1]) == "skipped", 20, "the file's grid to be skipped")
+        await pilot.press("3")
+        assert app.query_one("#runs-table").row_count == 1
+
+
+@pytest.mark.slow
+@sync
+async def test_cancel_stores_the_run_as_interrupted(tmp_path):
+    long = QUICK.replace("epochs = 2", "epochs = 50").replace("max_train_batches = 3\n", "")
+    app = GreenLabApp(db=tmp_path / "runs.db", experiments=_file(tmp_path, long.replace("resnet18", "tinycnn")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        # Cancel while the child still starts up: the same path as mid-training, without waiting for torch.
+        await _wait(pilot, lambda: app.live.current is not None, 30, "the run to begin")
+        await pilot.pause(1.0)  # a second of samples to keep
+        # a second request while one runs is queued behind it
+        await pilot.press("ctrl+r")
+        queue = app.query_one("#queue")
+        assert queue.row_count == 2 and str(queue.get_row_at(1)[1]) == "waiting"
+        # quitting during a run asks first; "n" keeps it running
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmQuit)
+        await pilot.press("n")
+        assert not isinstance(app.screen, ConfirmQuit) and app.running
+        await pilot.press("x")
+        await _wait(pilot, lambda: app.live.current.stored is not None, 30, "the cancelled run to be stored")
+        await _wait(pilot, lambda: not app.running, 10, "the grid to end")
+        assert app.runs_pane.shown[0]["status"] == "interrupted"
+        assert str(queue.get_row_at(0)[1]).startswith("stopped")
+        assert str(queue.get_row_at(1)[1]) == "cancelled"  # cancel stops what was queued too
+    store = Store(tmp_path / "runs.db")
+    row = store.runs()[0]
+    assert row["status"] == "interrupted" and row["error"] == "cancelled by the user"
+    assert row["energy_j"] and store.samples(row["id"])  # the partial data is kept
+    store.close()
+
+
+@sync
+async def test_invalid_settings_are_refused_inline(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # short paths to type
+    app = GreenLabApp(db=tmp_path / "runs.db", experiments=_file(tmp_path, QUICK))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await _type(pilot, "#f-epochs", "0")
+        status = _status(app)
+        assert "settings: defaults.epochs: must be at least 1, got 0; set epochs = 1 or more" in str(status.render())
+        assert status.has_class("-error") and app.query_one("#f-epochs").has_class("-invalid")
+        await pilot.press("ctrl+r")
+        assert not app.running and app.query_one("#panes", TabbedContent).active == "setup"
+        await _type(pilot, "#f-epochs", "1")
+        assert not status.has_class("-error") and not app.query_one("#f-epochs").has_class("-invalid")
+        # messages are shown as text: a value that looks like markup is quoted, not swallowed
+        await _type(pilot, "#f-dataset", "[b]")
+        assert "unknown dataset '[b]'" in str(status.render())
+        await _type(pilot, "#f-dataset", "digits")
+        # a technique setting: ticking stego, then a bits value out of range
+        await _type(pilot, "#f-stego-bits", "30")
+        app.query_one("#t-stego").value = True
+        await pilot.pause()
+        assert "stego.bits: bits must be an integer from 0 to 23" in str(status.render())
+        # a file that does not exist: the loader's message, nothing run
+        await _type(pilot, "#f-file", "missing.toml")
+        await pilot.press("enter")
+        assert "file not found" in str(status.render()) and not app.running
+
+
+@sync
+async def test_worker_failure_is_notified_and_the_app_carries_on(tmp_path, monkeypatch):
+    from greenlab.core import runner
+
+    def broken(self, runs, force=False):
+        raise RuntimeError("meters exploded")
+
+    monkeypatch.setattr(runner.RunSupervisor, "run_grid", broken)
+    app = GreenLabApp(db=tmp_path / "runs.db", experiments=_file(tmp_path, QUICK))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await _wait(pilot, lambda: not app.running, 10, "the failed worker to be routed")
+        assert any("meters exploded" in str(n.message) for n in app._notifications)
+        assert str(app.query_one("#queue").get_row_at(0)[1]) == "cancelled"
+
+
+@sync
+async def test_runs_pane_sorts_filters_marks_and_opens_detail(tmp_path):
+    db = tmp_path / "demo.db"
+    seed_store(db)
+    app = GreenLabApp(db=db, experiments=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("3")
+        runs = app.runs_pane
+        assert len(runs.shown) == 14
+        await pilot.press("s", "s", "s")  # id -> model -> technique -> energy
+        assert runs.sort_column == "energy"
+        energies = [r["energy_j"] for r in runs.shown]
+        assert energies == sorted(energies)
+        await pilot.press("r")
+        assert [r["energy_j"] for r in runs.shown] == sorted(energies, reverse=True)
+        await pilot.click("#runs-table", offset=(24, 1))  # the technique header, under the border
+        assert runs.sort_column == "technique"
+        app.query_one("#filter-technique").value = "stego"
+        await pilot.pause()
+        assert {r["technique"] for r in runs.shown} == {"stego"} and len(runs.shown) == 3
+        assert all(r["change_energy_j"] < -30 for r in runs.shown)
+        assert "Sort" in {c.title for c in app.get_system_commands(app.screen)}  # the focused pane's keys
+        await pilot.press("space")
+        assert len(runs.marked) == 1 and "1 marked" in str(runs.query_one("#tradeoff").border_title)
+        await pilot.press("c")
+        assert not runs.query_one("#tradeoff").display
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailScreen)
+        summary = str(app.screen.query_one("#detail-summary", Static).render())
+        assert "MIXED" in summary and "(gpu0)" in summary and "(cpu, dram)" in summary
+        assert app.screen.query_one("#detail-components").row_count == 3
+        assert app.screen.query_one("#detail-epochs").row_count == 3
+        await pilot.press("escape")
+        assert not isinstance(app.screen, DetailScreen)
+
+
+@sync
+async def test_command_palette_offers_actions_and_themes(tmp_path):
+    app = GreenLabApp(db=tmp_path / "runs.db", experiments=None, theme="greenlab-dark")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Run selection", "Load experiments file", "Show Runs", "Theme: greenlab-light"} <= titles
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"light")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.theme == "greenlab-light"
+
+
+@pytest.mark.slow
+@sync
+async def test_quit_during_a_run_cancels_it_first(tmp_path):
+    long = QUICK.replace("epochs = 2", "epochs = 50").replace("max_train_batches = 3\n", "")
+    app = GreenLabApp(db=tmp_path / "runs.db", experiments=_file(tmp_path, long.replace("resnet18", "tinycnn")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await _wait(pilot, lambda: app.live.current is not None, 30, "the run to begin")
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmQuit)
+        await pilot.press("y")
+        deadline = time.monotonic() + 30
+        while app.return_value is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    assert app.return_value == 130
+    store = Store(tmp_path / "runs.db")
+    assert [r["status"] for r in store.runs()] == ["interrupted"]
+    store.close()

@@ -1,0 +1,199 @@
+"""The TUI's plain parts, without an app: the form's data, themes, messages, table sorting and filtering."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from greenlab.core import events, runner
+from greenlab.core.config import parse_experiments
+from greenlab.core.errors import ConfigError
+from greenlab.tui import form, messages
+from greenlab.tui.live import RunningEnergy, measured_label
+from greenlab.tui.runs import filter_rows, sort_rows, with_changes
+from greenlab.tui.themes import load_theme, load_themes, theme_dirs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _values(**settings: str) -> form.FormValues:
+    base = {"dataset": "digits", "epochs": "1", "batch_size": "32", "lr": "0.01", "optimizer": "sgd",
+            "device": "cpu", "repeats": "1", "seed": "0", "max_train_batches": "", "idle_s": "0",
+            "pretrained": False}
+    return form.FormValues(models=["tinycnn"], settings={**base, **settings}, techniques=["baseline"],
+                           technique_settings={"prune": {"amount": "0.5", "method": "l1-unstructured"}})
+
+
+# -- the form -----------------------------------------------------------------------------------------
+def test_coerce_reads_text_as_toml_would():
+    assert form.coerce("3") == 3 and isinstance(form.coerce("3"), int)
+    assert form.coerce("0.5") == 0.5
+    assert form.coerce("auto") == "auto"
+    assert form.coerce("true") is True
+    assert form.coerce("  ") is None
+
+
+def test_form_builds_the_experiments_structure():
+    values = _values(max_train_batches="4")
+    values.techniques = ["baseline", "prune"]
+    data = form.experiments_data(values)
+    assert data["defaults"]["epochs"] == 1 and data["defaults"]["max_train_batches"] == 4
+    assert data["defaults"]["pretrained"] is False
+    experiment = data["experiment"][0]
+    assert experiment["models"] == ["tinycnn"] and experiment["techniques"] == ["baseline", "prune"]
+    assert experiment["prune"] == {"amount": 0.5, "method": "l1-unstructured"}
+    runs = form.validate(values)
+    assert [(r.model, r.technique) for r in runs] == [("tinycnn", "baseline"), ("tinycnn", "prune")]
+
+
+def test_unticked_technique_settings_do_not_block_a_run():
+    values = _values()
+    values.technique_settings["prune"]["amount"] = "7"
+    assert len(form.validate(values)) == 1  # prune is not ticked
+
+
+@pytest.mark.parametrize("field, typed, toml", [
+    ("epochs", "0", "epochs = 0"),
+    ("lr", "fast", 'lr = "fast"'),
+    ("dataset", "digit", 'dataset = "digit"'),
+    ("optimizer", "adamm", 'optimizer = "adamm"'),
+])
+def test_form_errors_carry_the_loader_message(field, typed, toml):
+    with pytest.raises(ConfigError) as from_form:
+        form.validate(_values(**{field: typed}))
+    text = f'[defaults]\n{toml}\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n'
+    with pytest.raises(ConfigError) as from_file:
+        parse_experiments(text, "experiments.toml")
+    assert from_form.value.detail == from_file.value.detail
+    assert form.field_of(from_form.value) == field
+
+
+def test_technique_error_names_its_field():
+    values = _values()
+    values.techniques = ["prune"]
+    values.technique_settings["prune"]["amount"] = "2"
+    with pytest.raises(ConfigError) as caught:
+        form.validate(values)
+    assert form.field_of(caught.value) == "prune.amount"
+    assert "amount must be a fraction" in str(caught.value)
+
+
+def test_initial_values_come_from_the_offered_file(tmp_path):
+    path = tmp_path / "experiments.toml"
+    path.write_text('[defaults]\nepochs = 3\nmax_eval_batches = 2\n[[experiment]]\nname = "a"\n'
+                    'models = ["resnet18"]\ntechniques = ["baseline", "prune"]\n[experiment.prune]\namount = 0.3\n')
+    values = form.initial_values(str(path))
+    assert values.models == ["resnet18"] and values.settings["epochs"] == "3"
+    assert values.techniques == ["baseline", "prune"]
+    assert values.technique_settings["prune"]["amount"] == "0.3"
+    assert values.hidden_settings == {"max_eval_batches": 2}
+    assert form.validate(values)[0].settings.max_eval_batches == 2
+
+
+def test_initial_values_without_a_file_are_offline_defaults():
+    values = form.initial_values(None)
+    assert values.models == ["tinycnn"] and values.settings["pretrained"] is False
+
+
+# -- themes -------------------------------------------------------------------------------------------
+def test_repository_themes_load():
+    themes, problems = load_themes([ROOT / "themes"])
+    names = {t.name for t in themes}
+    assert {"greenlab-dark", "greenlab-light"} <= names and not problems
+    light = next(t for t in themes if t.name == "greenlab-light")
+    assert light.dark is False and light.primary.startswith("#")
+    assert (ROOT / "themes").resolve() in theme_dirs()
+
+
+def test_bad_theme_file_is_refused_with_its_key(tmp_path):
+    (tmp_path / "bad.toml").write_text('name = "bad"\nprimary = "greenish"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_theme(tmp_path / "bad.toml")
+    assert caught.value.key == "primary" and "not a colour" in str(caught.value)
+    themes, problems = load_themes([tmp_path])
+    assert themes == [] and len(problems) == 1
+
+
+def test_stylesheet_names_no_colours():
+    css = (ROOT / "greenlab" / "tui" / "greenlab.tcss").read_text()
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    values = [line.split(":", 1)[1] for line in css.splitlines() if ":" in line and line.strip().endswith(";")]
+    for value in values:
+        assert not re.search(r"#[0-9a-fA-F]{3,8}\b|rgb\(|hsl\(", value), value
+
+
+def test_unknown_theme_is_a_config_error():
+    from greenlab.tui.app import run_app
+
+    with pytest.raises(ConfigError, match="unknown theme 'greenlab-drak'; did you mean 'greenlab-dark'"):
+        run_app(db=None, theme="greenlab-drak")
+
+
+# -- messages -----------------------------------------------------------------------------------------
+def test_supervisor_events_become_messages():
+    batch = messages.to_message(1, runner.ChildEvent(3, events.BatchFinished(1, 2, 10, 0.5)))
+    assert isinstance(batch, messages.BatchProgressed) and (batch.run_id, batch.batch, batch.batches) == (3, 2, 10)
+    later = messages.BatchProgressed(1, 3, 1, 3, 10, 0.4)
+    assert later.can_replace(batch)
+    epoch = messages.EpochFinished(1, 3, events.EpochFinished(1, 0.5, 0.9, 0.9, 0.4, 1.0, 0.1))
+    assert not epoch.can_replace(batch) and not later.can_replace(epoch)
+    stored = messages.to_message(2, runner.RunStored(3, None, "interrupted", "cancelled by the user", {}))
+    assert isinstance(stored, messages.RunStored) and stored.status == "interrupted" and stored.grid == 2
+    assert messages.to_message(1, object()) is None
+
+
+# -- live energy --------------------------------------------------------------------------------------
+class _Tracker:
+    def __init__(self) -> None:
+        self.points = {"cpu": [(0.0, 10.0), (1.0, 10.0)]}
+
+    def components(self):
+        return list(self.points)
+
+    def history(self, component):
+        return list(self.points[component])
+
+
+def test_running_energy_integrates_only_new_samples():
+    tracker = _Tracker()
+    energy = RunningEnergy(t0=0.0)
+    energy.update(tracker)
+    assert energy.total_j == pytest.approx(10.0)
+    tracker.points["cpu"] = [(1.0, 10.0), (2.0, 30.0)]  # the buffer dropped its oldest sample
+    energy.update(tracker)
+    assert energy.total_j == pytest.approx(30.0)
+
+
+def test_measured_label():
+    assert measured_label({"gpu0": "counter", "cpu": "estimate"}) == "mixed"
+    assert measured_label({"cpu": "estimate", "dram": "estimate"}) == "estimated"
+    assert measured_label({"gpu0": "polled"}) == "measured"
+
+
+# -- runs table ---------------------------------------------------------------------------------------
+ROWS = [
+    {"id": 1, "experiment": "e", "model": "m", "dataset": "d", "technique": "baseline", "status": "completed",
+     "energy_j": 100.0, "duration_s": 10.0, "val_accuracy": 0.9},
+    {"id": 2, "experiment": "e", "model": "m", "dataset": "d", "technique": "stego", "status": "completed",
+     "energy_j": 60.0, "duration_s": 8.0, "val_accuracy": 0.88},
+    {"id": 3, "experiment": "e", "model": "m", "dataset": "d", "technique": "prune", "status": "failed",
+     "energy_j": None, "duration_s": 1.0, "val_accuracy": None},
+]
+
+
+def test_changes_against_the_matching_baseline():
+    rows = with_changes(ROWS)
+    assert rows[0]["change_energy_j"] is None
+    assert rows[1]["change_energy_j"] == pytest.approx(-40.0)
+
+
+def test_sort_keeps_missing_values_last_both_ways():
+    assert [r["id"] for r in sort_rows(ROWS, "energy")] == [2, 1, 3]
+    assert [r["id"] for r in sort_rows(ROWS, "energy", reverse=True)] == [1, 2, 3]
+    assert [r["id"] for r in sort_rows(ROWS, "technique")] == [1, 3, 2]
+
+
+def test_filter_rows():
+    assert [r["id"] for r in filter_rows(ROWS, {"status": "completed", "model": None})] == [1, 2]
