@@ -34,6 +34,7 @@ class Progress:
         self.tracker: Any = None
         self._last_draw = 0.0
         self._bar_shown = False
+        self._meters_described = ""
 
     def line(self, text: str) -> None:
         if self._bar_shown:
@@ -58,10 +59,22 @@ class Progress:
             self.line(f"cooling down to {event.target_c:g} C: {temps}")
         elif isinstance(event, RunBegan):
             self.tracker = event.tracker
+            self._describe_meters(event)
         elif isinstance(event, ChildEvent):
             self._child(event.event)
         elif isinstance(event, RunStored):
             self._stored(event)
+
+    def _describe_meters(self, event: RunBegan) -> None:
+        """Say once per grid how each component is measured, and why where it is only estimated."""
+        tracker = event.tracker
+        described = ", ".join(f"{c} {tracker.method(c)}" for c in tracker.components())
+        if described == self._meters_described:
+            return
+        self._meters_described = described
+        self.line(f"energy: {described}")
+        for component, why in event.fallbacks.items():
+            self.line(f"energy: {component}: {why}")
 
     def _child(self, event: events.Event) -> None:
         if isinstance(event, events.BatchFinished):

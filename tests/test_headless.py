@@ -50,6 +50,7 @@ def test_grid_runs_and_reports(grid_db):
     assert result.returncode == 1, result.stdout + result.stderr  # one run failed
     assert "tinycnn" in result.stdout and "baseline" in result.stdout
     assert "FAILED" in result.stdout and "75 px" in result.stdout
+    assert "energy: cpu estimate, dram estimate" in result.stdout and "no RAPL" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
 

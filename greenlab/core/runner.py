@@ -64,6 +64,7 @@ class RunBegan:
     run_id: int
     run: GridRun
     tracker: EnergyTracker
+    fallbacks: dict[str, str] = field(default_factory=dict)  # component -> why it is not measured
 
 
 @dataclass
@@ -256,7 +257,7 @@ class RunSupervisor:
     def _supervise(self, run_id: int, run: GridRun, tracker: EnergyTracker, idle: dict[str, float],
                    meters_info: dict[str, Any]) -> RunStored:
         settings = run.settings
-        self.on_event(RunBegan(run_id, run, tracker))
+        self.on_event(RunBegan(run_id, run, tracker, meters_info.get("fallbacks", {})))
         tracker.drain_samples()  # samples before the run (idle, cooling) are not the run's
         cpu_before = tracker.sampler_cpu_s
         read_fd, write_fd = os.pipe()
