@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from greenlab.core import compression  # noqa: E402
 from greenlab.core.compression.stats import model_stats  # noqa: E402
+from greenlab.core.training import synchronize, training_step  # noqa: E402
 
 VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
     ("baseline", "baseline", {}),
@@ -55,26 +55,14 @@ def build(spec: str, tables: dict[str, Any], example: torch.Tensor,
 
 
 def make_step(model: Any, hooks: Any, x: torch.Tensor, y: torch.Tensor, device: torch.device):
+    """The training loop's own step (greenlab.core.training.training_step), synchronised for timing."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type) if hooks.grad_scaler else None
     model.train()
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=hooks.autocast_dtype or torch.float32,
-                            enabled=hooks.autocast_dtype is not None):
-            loss = F.cross_entropy(model(x).float(), y)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        for hook in hooks.after_step:
-            hook(model)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        training_step(model, opt, scaler, x, y, hooks, device)
+        synchronize(device)
 
     return step
 

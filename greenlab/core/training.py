@@ -134,6 +134,26 @@ def evaluate(model: Any, loader: Any, device: Any, num_classes: int, *, autocast
     return accuracy, macro_f1(predicted, actual, num_classes), loss_sum / count
 
 
+def training_step(model: Any, opt: Any, scaler: Any, inputs: Any, targets: Any, hooks: TrainingHooks,
+                  device: Any) -> Any:
+    """One optimizer step under the compression's hooks; returns the loss tensor (not synchronised)."""
+    import torch.nn.functional as F
+
+    opt.zero_grad(set_to_none=True)
+    with _autocast(device, hooks.autocast_dtype):
+        loss = F.cross_entropy(model(inputs).float(), targets)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+    for after_step in hooks.after_step:
+        after_step(model)
+    return loss
+
+
 def train(model: Any, train_loader: Any, val_loader: Any, *, device: Any, num_classes: int, epochs: int,
           optimizer: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
           hooks: TrainingHooks | None = None, max_train_batches: int | None = None,
@@ -143,7 +163,6 @@ def train(model: Any, train_loader: Any, val_loader: Any, *, device: Any, num_cl
           on_epoch: Callable[[EpochResult], None] = lambda result: None) -> list[EpochResult]:
     """Fine-tune `model` in place; returns one result per epoch."""
     import torch
-    import torch.nn.functional as F
 
     hooks = hooks or TrainingHooks()
     opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, momentum,
@@ -161,18 +180,7 @@ def train(model: Any, train_loader: Any, val_loader: Any, *, device: Any, num_cl
             if batch_index >= total:
                 break
             inputs, targets = to_device(inputs, device), targets.to(device)
-            opt.zero_grad(set_to_none=True)
-            with _autocast(device, hooks.autocast_dtype):
-                loss = F.cross_entropy(model(inputs).float(), targets)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            for after_step in hooks.after_step:
-                after_step(model)
+            loss = training_step(model, opt, scaler, inputs, targets, hooks, device)
             # .item() synchronises; once per batch is the price of a live loss and stays well under 1 %.
             batch_loss = float(loss.item())
             if batch_loss != batch_loss:  # NaN: training diverged; stop rather than burn energy
