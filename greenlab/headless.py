@@ -8,6 +8,7 @@ baseline. Exit codes: 0 all completed, 1 a run failed, 2 invalid input, 130 inte
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import time
 from typing import Any, TextIO
@@ -153,6 +154,11 @@ def grid_rows(store: Store, grid: list[GridRun]) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
+def _terminate_as_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (a CI job cancelled, `kill`) stops the grid like Ctrl-C: the run is stored as interrupted."""
+    raise KeyboardInterrupt
+
+
 def run_headless(path: str, *, db: str | None = None, force: bool = False, out: TextIO = sys.stdout) -> int:
     experiments = load_experiments(path)  # ConfigError propagates to the CLI: exit 2, nothing written
     grid = expand_grid(experiments)
@@ -160,11 +166,14 @@ def run_headless(path: str, *, db: str | None = None, force: bool = False, out: 
     progress = Progress(out, len(grid))
     supervisor = RunSupervisor(store, on_event=progress)
     progress.line(f"greenlab: {len(grid)} runs from {path} into {store.path}")
+    previous_term = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         outcomes = supervisor.run_grid(grid, force=force)
     except KeyboardInterrupt:
         progress.line("interrupted: the current run is stored as interrupted")
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     progress.line("")
     progress.line(summary_table(grid_rows(store, grid)))
     measured = [o for o in outcomes if o.row.get("energy_measured_j")]

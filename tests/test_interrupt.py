@@ -12,7 +12,11 @@ import time
 from tests.conftest import QUICK_DEFAULTS, REPO
 
 
-def test_ctrl_c_stores_the_run_as_interrupted(tmp_path):
+import pytest
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopping_stores_the_run_as_interrupted(tmp_path, sig):
     toml = tmp_path / "long.toml"
     toml.write_text(QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400")
                     .replace("epochs = 1", "epochs = 50") + """
@@ -35,7 +39,7 @@ techniques = ["baseline"]
             except sqlite3.OperationalError:
                 pass  # schema still being created
     assert epochs, "no epoch finished in time"
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, out + err
     assert "Traceback" not in out + err
@@ -46,3 +50,41 @@ techniques = ["baseline"]
         samples = conn.execute("select count(*) from samples").fetchone()[0]
     assert status == "interrupted" and "cancel" in error
     assert energy > 0 and finished and stored_epochs >= 1 and samples > 0
+
+
+def test_a_killed_training_process_is_stored_as_failed_with_partial_data(tmp_path):
+    """What an OOM kill looks like to the supervisor: the child vanishes mid-epoch without a word."""
+    import threading
+
+    from greenlab.core import events
+    from greenlab.core.config import expand_grid, parse_experiments
+    from greenlab.core.runner import ChildEvent, RunSupervisor
+    from greenlab.core.store import Store
+
+    text = QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400").replace(
+        "epochs = 1", "epochs = 50") + '[[experiment]]\nname = "oom"\nmodels = ["tinycnn"]\n'
+    (run,) = expand_grid(parse_experiments(text))
+    first_epoch = threading.Event()
+
+    def watch(event):
+        if isinstance(event, ChildEvent) and isinstance(event.event, events.EpochFinished):
+            first_epoch.set()
+
+    outcome = {}
+
+    def supervise():  # a sqlite connection belongs to the thread that opened it, as in the TUI
+        supervisor = RunSupervisor(Store(tmp_path / "runs.db"), on_event=watch)
+        outcome["supervisor"] = supervisor
+        outcome["stored"] = supervisor.execute(run)
+
+    thread = threading.Thread(target=supervise)
+    thread.start()
+    assert first_epoch.wait(120)
+    os.kill(outcome["supervisor"]._child.pid, signal.SIGKILL)
+    thread.join(60)
+    stored = outcome["stored"]
+    store = Store(tmp_path / "runs.db")
+    assert stored.status == "failed"
+    assert "killed by signal 9" in stored.error and "out of memory" in stored.error
+    assert len(store.epochs(stored.run_id)) >= 1 and stored.row["energy_j"] > 0
+    assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

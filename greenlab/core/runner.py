@@ -382,9 +382,11 @@ class RunSupervisor:
         elif isinstance(event, events.RunFinished):
             state.update(status="completed", train_s=event.train_s, final=asdict(event))
         elif isinstance(event, events.RunFailed):
-            state.update(status="failed", error=event.error if event.user_error
-                         else f"{event.kind}: {event.error}")
-            if event.traceback:
-                self.store.update_run(run_id, error=f"{event.kind}: {event.error}")
+            # A user's mistake is fully told by its message; an unexpected failure keeps its traceback,
+            # after a first line that faces show on their own.
+            error = event.error if event.user_error else f"{event.kind}: {event.error}"
+            if event.traceback and not event.user_error:
+                error += "\n\n" + event.traceback.rstrip()
+            state.update(status="failed", error=error)
         self.on_event(ChildEvent(run_id, event))
 
