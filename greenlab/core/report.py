@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from statistics import mean, stdev
 from typing import Any, Iterable
 
-METRICS = ("energy_j", "duration_s", "val_accuracy")
+METRICS = ("energy_j", "energy_training_j", "duration_s", "val_accuracy")
 # Two-sided 95 % Student t quantiles by degrees of freedom; beyond 30 the normal 1.96 is close enough.
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
         10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}

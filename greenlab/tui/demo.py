@@ -120,7 +120,7 @@ def _seed_run(store: Store, rng: random.Random, model: str, technique: str, repe
                "interrupted": "cancelled by the user"}.get(status),
         val_accuracy=accuracy if completed else None, val_f1=accuracy - 0.01 if completed else None,
         energy_j=energy, energy_kwh=energy / 3.6e6, energy_measured_j=gpu, energy_estimated_j=cpu + dram,
-        energy_net_j=energy - idle_gpu, idle_w=68.0, energy_gpu_j=gpu, energy_gpu_method="counter",
+        energy_training_j=energy * epochs_done / SETTINGS.epochs, energy_net_j=energy - idle_gpu, idle_w=68.0, energy_gpu_j=gpu, energy_gpu_method="counter",
         energy_cpu_j=cpu, energy_cpu_method="estimate", energy_dram_j=dram, energy_dram_method="estimate",
         co2e_g=energy / 3.6e6 * 475.0, cost=energy / 3.6e6 * 0.30, params_total=11_181_642,
         params_nonzero=5_590_821 if "prune" in parts else 11_181_642, params_total_before=11_181_642,

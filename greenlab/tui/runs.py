@@ -19,7 +19,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Label, Select
 from textual_plotext import PlotextPlot
 
-from greenlab.core.report import format_change, format_energy, row_change
+from greenlab.core.report import METRICS, format_change, format_energy, row_change
 from greenlab.core.store import STATUSES
 
 FILTERS = ("model", "technique", "status")
@@ -71,6 +71,10 @@ COLUMNS: tuple[Column, ...] = (
            True),
     Column("d_accuracy", "Δ acc", lambda r: r.get("change_val_accuracy"),
            lambda r: format_change(r.get("change_val_accuracy")), True),
+    Column("training", "training", lambda r: r.get("energy_training_j"),
+           lambda r: format_energy(r.get("energy_training_j")), True),
+    Column("d_training", "Δ training", lambda r: r.get("change_energy_training_j"),
+           lambda r: format_change(r.get("change_energy_training_j")), True),
     Column("status", "status", lambda r: r["status"], lambda r: r["status"]),
     Column("time", "time", lambda r: r.get("duration_s"), lambda r: format_seconds(r.get("duration_s")), True),
     Column("d_time", "Δ time", lambda r: r.get("change_duration_s"),
@@ -82,7 +86,7 @@ COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 
 def with_changes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows with `change_<metric>`: percent against the mean of their completed matching baselines."""
-    return [{**row, **{f"change_{m}": row_change(row, rows, m) for m in ("energy_j", "duration_s", "val_accuracy")}}
+    return [{**row, **{f"change_{m}": row_change(row, rows, m) for m in METRICS}}
             for row in rows]
 
 
