@@ -36,6 +36,7 @@ class Progress:
         self._last_draw = 0.0
         self._bar_shown = False
         self._meters_described = ""
+        self.run_open = False
 
     def line(self, text: str) -> None:
         if self._bar_shown:
@@ -60,10 +61,12 @@ class Progress:
             self.line(f"cooling down to {event.target_c:g} C: {temps}")
         elif isinstance(event, RunBegan):
             self.tracker = event.tracker
+            self.run_open = True
             self._describe_meters(event)
         elif isinstance(event, ChildEvent):
             self._child(event.event)
         elif isinstance(event, RunStored):
+            self.run_open = False
             self._stored(event)
 
     def _describe_meters(self, event: RunBegan) -> None:
@@ -178,7 +181,8 @@ def run_headless(path: str, *, db: str | None = None, force: bool = False, out: 
     try:
         outcomes = supervisor.run_grid(grid, force=force)
     except KeyboardInterrupt:
-        progress.line("interrupted: the current run is stored as interrupted")
+        progress.line("interrupted: the run in progress is stored as interrupted" if progress.run_open
+                      else "interrupted before a run began: nothing was stored")
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous_term)

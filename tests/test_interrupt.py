@@ -88,3 +88,21 @@ def test_a_killed_training_process_is_stored_as_failed_with_partial_data(tmp_pat
     assert "killed by signal 9" in stored.error and "out of memory" in stored.error
     assert len(store.epochs(stored.run_id)) >= 1 and stored.row["energy_j"] > 0
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_cancel_during_the_idle_baseline_trains_nothing(tmp_path):
+    import threading
+
+    from greenlab.core.config import expand_grid, parse_experiments
+    from greenlab.core.runner import RunSupervisor
+    from greenlab.core.store import Store
+
+    text = QUICK_DEFAULTS.replace("idle_s = 0", "idle_s = 30") + '[[experiment]]\nname = "c"\nmodels = ["tinycnn"]\n'
+    (run,) = expand_grid(parse_experiments(text))
+    store = Store(tmp_path / "runs.db")
+    supervisor = RunSupervisor(store)
+    threading.Timer(0.5, supervisor.cancel).start()
+    started = time.monotonic()
+    assert supervisor.run_grid([run, run]) == []
+    assert time.monotonic() - started < 10
+    assert store.runs() == []

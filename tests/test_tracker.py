@@ -133,3 +133,33 @@ def test_short_counter_window_is_flagged_not_zero():
     gpu = result.components["gpu0"]
     assert gpu.energy_j is None and "window_shorter_than_counter_update" in gpu.flags
     assert gpu.method == "counter"
+
+
+class FlakyCounter(FakeCounterGpu):
+    """A counter whose reads start failing: the meter leaves the component out, as RAPL and NVML do."""
+
+    failing = False
+
+    def energy_j(self):
+        return {} if self.failing else super().energy_j()
+
+
+def test_a_failed_read_at_a_window_edge_is_flagged():
+    meter = FlakyCounter(100.0)
+    tracker = EnergyTracker([meter], sample_hz=10)
+    tracker.begin_window("w")
+    time.sleep(0.2)
+    meter.failing = True
+    result = tracker.end_window("w")
+    gpu = result.components["gpu0"]
+    # the last good total is reused at the edge, so the window looks empty: flagged and unknown, not 0 J
+    assert "stale_reading" in gpu.flags and gpu.energy_j is None
+
+
+def test_total_is_unknown_when_a_component_has_no_reading():
+    from greenlab.core.energy.meter import ComponentEnergy
+    from greenlab.core.energy.tracker import WindowResult
+
+    window = WindowResult("w", 1.0, {"gpu0": ComponentEnergy("gpu0", None, "counter"),
+                                     "cpu": ComponentEnergy("cpu", 5.0, "estimate")})
+    assert window.total_j() is None and window.split_j() == (0.0, 5.0)

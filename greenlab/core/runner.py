@@ -9,6 +9,7 @@ Faces (headless, TUI) subscribe through `on_event` and never see a process or a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -148,6 +149,20 @@ def _components_summary(window: WindowResult, idle: dict[str, float]) -> tuple[d
     return columns, rows
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Any:
+    """Hold SIGINT and SIGTERM while the outcome is written (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+
+
 def _temperatures(tracker: EnergyTracker) -> dict[str, float]:
     """GPU temperatures now (a hot GPU draws more; start and end are stored with the run)."""
     temperatures: dict[str, float] = {}
@@ -165,10 +180,20 @@ class RunSupervisor:
 
     def __init__(self, store: Store, on_event: Listener | None = None) -> None:
         self.store = store
-        self.on_event = on_event or (lambda event: None)
+        self._listener = on_event or (lambda event: None)
+        self.listener_errors: list[str] = []
+        self._child_lock = threading.Lock()
         self._cancel = threading.Event()
         self._child: subprocess.Popen[str] | None = None
         self._idle_cache: dict[tuple[str, ...], dict[str, float]] = {}
+
+    def on_event(self, event: SupervisorEvent) -> None:
+        """Tell the face; a face that fails (a closed pipe, a widget error) never costs a run its record."""
+        try:
+            self._listener(event)
+        except Exception as exc:  # noqa: BLE001 - the store matters more than the display
+            if len(self.listener_errors) < 20:
+                self.listener_errors.append(f"{type(exc).__name__}: {exc}")
 
     # -- control --------------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -181,7 +206,8 @@ class RunSupervisor:
         return self._cancel.is_set()
 
     def _terminate_child(self) -> None:
-        child = self._child
+        with self._child_lock:
+            child = self._child
         if child is None or child.poll() is not None:
             return
         try:
@@ -205,7 +231,9 @@ class RunSupervisor:
                 self.on_event(RunSkipped(index, run, "already completed with identical settings"))
                 continue
             self.on_event(RunQueued(index, len(runs), run))
-            outcomes.append(self.execute(run))
+            outcome = self.execute(run)
+            if outcome is not None:
+                outcomes.append(outcome)
         return outcomes
 
     # -- one run --------------------------------------------------------------------------------------
@@ -215,7 +243,9 @@ class RunSupervisor:
         key = tuple(sorted(f"{c}:{tracker.method(c)}" for c in tracker.components()))
         if settings.idle_scope == "grid" and key in self._idle_cache:
             return self._idle_cache[key]
-        watts = tracker.measure_idle(settings.idle_s)
+        watts = tracker.measure_idle(settings.idle_s, wait=self._cancel.wait)
+        if self.cancelled:
+            return {}
         # An estimate follows the run's own processes, so it is already net of idle: keep measured only.
         watts = {c: w for c, w in watts.items() if tracker.method(c) in ("counter", "polled")}
         self._idle_cache[key] = watts
@@ -233,13 +263,16 @@ class RunSupervisor:
             self.on_event(CoolingDown(temperatures, settings.cooldown_c))
             self._cancel.wait(2.0)
 
-    def execute(self, run: GridRun) -> RunStored:
+    def execute(self, run: GridRun) -> RunStored | None:
+        """Run one grid entry; None when cancelled before it began (nothing is stored then)."""
         settings = run.settings
         tracker, notes = make_tracker(settings)
         try:
             tracker.start()
             self._cool_down(tracker, settings)
             idle = self._idle_baseline(tracker, settings)
+            if self.cancelled:
+                return None
             meters_info = {"components": {c: {"method": tracker.method(c), **tracker.info().get(c, {})}
                                           for c in tracker.components()}, "fallbacks": notes,
                            "idle_w": idle, "idle_s": settings.idle_s if idle else 0,
@@ -262,41 +295,64 @@ class RunSupervisor:
         cpu_before = tracker.sampler_cpu_s
         read_fd, write_fd = os.pipe()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        child = subprocess.Popen(
-            [sys.executable, "-m", "greenlab.core.worker", "--event-fd", str(write_fd)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            pass_fds=(write_fd,), start_new_session=True, env=env)
+        with self._child_lock:  # a cancel from another thread now sees the child, or sees none at all
+            child = subprocess.Popen(
+                [sys.executable, "-m", "greenlab.core.worker", "--event-fd", str(write_fd)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                pass_fds=(write_fd,), start_new_session=True, env=env)
+            self._child = child
         os.close(write_fd)
-        self._child = child
         tracker.track_processes([child.pid])
         tracker.begin_window("run")
         t0 = tracker.now()
         output = _ChildOutput(child.stdout)
-        child.stdin.write(json.dumps(run.to_json()))
-        child.stdin.close()
-
         state: dict[str, Any] = {"status": None, "error": None, "train_s": None, "final": None,
                                  "training_j": None}
-        phases: dict[tuple[int, str], float | None] = {}
-        interrupted_by_user = False
+        raised: BaseException | None = None
         try:
-            self._pump(run_id, read_fd, tracker, t0, state, phases)
-        except KeyboardInterrupt:
-            interrupted_by_user = True
-            self._cancel.set()
+            if self.cancelled:  # cancelled between the start of the run and the child's start
+                self._terminate_child()
+            child.stdin.write(json.dumps(run.to_json()))
+            child.stdin.close()
+            self._pump(run_id, read_fd, tracker, t0, state)
+        except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM or a store error: record, then re-raise
+            raised = exc
+            if isinstance(exc, KeyboardInterrupt):
+                self._cancel.set()
+            else:
+                state.setdefault("supervisor_error", f"{type(exc).__name__}: {exc}")
             self._terminate_child()
         finally:
             os.close(read_fd)
-            self._child = None
-        return_code = child.wait()
+            with self._child_lock:
+                self._child = None
+        # Finishing the record must not be cut short by a second Ctrl-C: the child is already stopped.
+        with _signals_deferred():
+            stored = self._finish(run_id, run, tracker, idle, meters_info, child, output, state, t0, cpu_before)
+        if raised is not None:
+            raise raised
+        return stored
+
+    def _finish(self, run_id: int, run: GridRun, tracker: EnergyTracker, idle: dict[str, float],
+                meters_info: dict[str, Any], child: subprocess.Popen[str], output: _ChildOutput,
+                state: dict[str, Any], t0: float, cpu_before: float) -> RunStored:
+        """Close the run's window and store its outcome, whatever happened to the child."""
+        settings = run.settings
+        try:
+            return_code = child.wait(timeout=_TERMINATE_GRACE_S * 2)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            return_code = child.wait()
         window = tracker.end_window("run")
         tracker.discard_windows()  # a phase cut short by a failure has no end
         self.store.add_samples(run_id, [(t - t0, c, w) for t, c, w in tracker.drain_samples() if t >= t0])
 
-        if self.cancelled:
+        if state["status"] == "completed" and return_code == 0:
+            status, error = "completed", None  # finished before a late cancel arrived: it counts
+        elif self.cancelled:
             status, error = "interrupted", "cancelled by the user"
-        elif state["status"] == "completed" and return_code == 0:
-            status, error = "completed", None
+        elif "supervisor_error" in state:
+            status, error = "failed", f"the supervising process failed: {state['supervisor_error']}"
         elif state["status"] == "failed":
             status, error = "failed", state["error"]
         else:
@@ -319,19 +375,17 @@ class RunSupervisor:
             "co2e_g": carbon.co2e_g(columns["energy_j"], settings.carbon_g_per_kwh, settings.pue),
             "cost": carbon.cost(columns["energy_j"], settings.price_per_kwh, settings.pue),
             "sampler_cpu_s": round(tracker.sampler_cpu_s - cpu_before, 4),
-            "samples_dropped": tracker.samples_dropped, "flags": flags + tracker.errors,
+            "samples_dropped": tracker.samples_dropped,
+            "flags": flags + tracker.errors + [f"display: {e}" for e in self.listener_errors],
             "meters": {**meters_info, "temperature_end_c": _temperatures(tracker)},
         }
         self.store.update_run(run_id, **values)
         self.store.set_components(run_id, component_rows)
         stored = RunStored(run_id, run, status, error, self.store.run(run_id) or {})
         self.on_event(stored)
-        if interrupted_by_user:
-            raise KeyboardInterrupt
         return stored
 
-    def _pump(self, run_id: int, read_fd: int, tracker: EnergyTracker, t0: float, state: dict[str, Any],
-              phases: dict[tuple[int, str], float | None]) -> None:
+    def _pump(self, run_id: int, read_fd: int, tracker: EnergyTracker, t0: float, state: dict[str, Any]) -> None:
         """Read the child's events until it closes its end, flushing samples about once a second."""
         buffer = b""
         last_flush = time.monotonic()
@@ -369,8 +423,13 @@ class RunSupervisor:
             tracker.begin_window(f"{event.epoch}:{event.phase}")
         elif isinstance(event, events.PhaseEnded):
             window = tracker.end_window(f"{event.epoch}:{event.phase}")
-            epoch_energy.setdefault(event.epoch, {})[event.phase] = window.total_j()
-            state["training_j"] = (state["training_j"] or 0.0) + window.total_j()
+            phase_j = window.total_j()
+            epoch_energy.setdefault(event.epoch, {})[event.phase] = phase_j
+            # One phase without a reading makes the training total unknown, not smaller.
+            if phase_j is None or state.get("training_unknown"):
+                state["training_unknown"], state["training_j"] = True, None
+            else:
+                state["training_j"] = (state["training_j"] or 0.0) + phase_j
         elif isinstance(event, events.EpochFinished):
             energies = epoch_energy.get(event.epoch, {})
             train_j, eval_j = energies.get("train"), energies.get("eval")
@@ -378,7 +437,8 @@ class RunSupervisor:
                 "run_id": run_id, "epoch": event.epoch, "train_loss": event.train_loss,
                 "val_accuracy": event.val_accuracy, "val_f1": event.val_f1, "val_loss": event.val_loss,
                 "duration_s": event.train_s + event.eval_s, "train_s": event.train_s, "eval_s": event.eval_s,
-                "energy_j": (train_j or 0.0) + (eval_j or 0.0), "train_energy_j": train_j, "eval_energy_j": eval_j})
+                "energy_j": None if train_j is None or eval_j is None else train_j + eval_j,
+                "train_energy_j": train_j, "eval_energy_j": eval_j})
         elif isinstance(event, events.RunFinished):
             state.update(status="completed", train_s=event.train_s, final=asdict(event))
         elif isinstance(event, events.RunFailed):

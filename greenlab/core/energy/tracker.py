@@ -25,8 +25,11 @@ class WindowResult:
     seconds: float
     components: dict[str, ComponentEnergy] = field(default_factory=dict)
 
-    def total_j(self) -> float:
-        return sum(c.energy_j or 0.0 for c in self.components.values())
+    def total_j(self) -> float | None:
+        """All components together, or None when one has no reading (a partial sum would mislead)."""
+        if any(c.energy_j is None for c in self.components.values()):
+            return None
+        return sum(c.energy_j for c in self.components.values())
 
     def split_j(self) -> tuple[float, float]:
         """(measured, estimated) joules: the two are reported apart, never silently mixed."""
@@ -41,6 +44,7 @@ class _Snapshot:
     t: float
     cumulative: dict[str, float]  # meter-totalled joules (counter or estimate)
     polled: dict[str, float]  # tracker-integrated joules from power samples
+    stale: frozenset[str] = frozenset()  # components whose read failed at this edge (last total used)
 
 
 class EnergyTracker:
@@ -62,6 +66,7 @@ class EnergyTracker:
         self.samples_dropped = 0
         self._windows: dict[str, _Snapshot] = {}
         self._latest_cumulative: dict[str, float] = {}
+        self._stale: set[str] = set()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.sampler_cpu_s = 0.0
@@ -102,9 +107,9 @@ class EnergyTracker:
                 direct.update(meter.power_w())
                 cumulative.update(meter.energy_j())
             except Exception as exc:  # an unreadable sensor mid-run must not kill the run's measurement
-                message = f"{type(meter).__name__}: {exc}"
-                if message not in self.errors:
-                    self.errors.append(message)
+                self._note_error(f"{type(meter).__name__}: {exc}")
+            for component, message in getattr(meter, "last_errors", {}).items():
+                self._note_error(f"{component}: {message}")
         for component, power in direct.items():
             previous = self._last_power.get(component)
             if previous is not None:
@@ -120,9 +125,14 @@ class EnergyTracker:
             if component not in watts and previous is not None and t > previous[0]:
                 watts[component] = max(0.0, (joules - previous[1]) / (t - previous[0]))
         # A component whose read failed this time keeps its last total: the counters are cumulative, so
-        # the next good read covers the gap, and a window edge never loses the component.
+        # the next good read covers the gap. A window edge taken on such a stale total is flagged.
+        self._stale = {c for c in self._last_cumulative if c not in cumulative}
         self._latest_cumulative = {**{c: v for c, (_, v) in self._last_cumulative.items()}, **cumulative}
         return watts
+
+    def _note_error(self, message: str) -> None:
+        if message not in self.errors and len(self.errors) < 50:
+            self.errors.append(message)
 
     def sample(self) -> dict[str, float]:
         """Take one sample now (the thread calls this; tests may too)."""
@@ -195,7 +205,7 @@ class EnergyTracker:
         with self._lock:
             self._read(now)
             return _Snapshot(t=now - self._origin, cumulative=dict(self._latest_cumulative),
-                             polled=dict(self._polled_j))
+                             polled=dict(self._polled_j), stale=frozenset(self._stale))
 
     def begin_window(self, name: str) -> None:
         self._windows[name] = self._snapshot()
@@ -225,6 +235,8 @@ class EnergyTracker:
                 method = "unavailable"
             if energy is not None:
                 inputs.update(meter.window_inputs(component, energy, seconds))
+            if component in start.stale or component in end.stale:
+                flags.append("stale_reading")  # a failed read at an edge: the figure may be short
             flags.extend(meter.window_flags(component, seconds, energy))
             if flags and energy == 0:
                 # A counter that has not ticked yet says "no reading", not "no energy": never report 0 J.
@@ -235,10 +247,13 @@ class EnergyTracker:
     def discard_windows(self) -> None:
         self._windows.clear()
 
-    def measure_idle(self, seconds: float) -> dict[str, float]:
-        """Mean watts per component over `seconds` of (hopefully) quiet machine."""
+    def measure_idle(self, seconds: float, wait: Any = time.sleep) -> dict[str, float]:
+        """Mean watts per component over `seconds` of (hopefully) quiet machine.
+
+        `wait(seconds)` does the waiting; pass an Event's `wait` to make the baseline cancellable.
+        """
         self.begin_window("__idle__")
-        time.sleep(seconds)
+        wait(seconds)
         result = self.end_window("__idle__")
         return {c: (e.energy_j / result.seconds) for c, e in result.components.items()
                 if e.energy_j is not None and result.seconds > 0}
