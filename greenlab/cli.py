@@ -6,6 +6,7 @@ Every error that is the user's to fix prints one line on stderr and exits 2, wit
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from greenlab import __version__
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("greenlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and closed: the runs are stored; silence the interpreter's flush error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -129,10 +129,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         return "no completed runs to summarise"
 
     def energy(g: report.Group, metric: str) -> str:
-        text = report.format_energy(g.means[metric])
-        if g.ci[metric] is not None:
-            text += f"±{g.ci[metric]:.0f}"
-        return text
+        return report.format_energy(g.means[metric], g.ci[metric])
 
     header = (f"{'model':<14} {'technique':<14} {'n':>2} {'energy':>11} {'Δ':>8} {'training':>11} {'Δ':>8} "
               f"{'time':>8} {'Δ':>8} {'val acc':>8} {'Δ':>8}")

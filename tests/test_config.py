@@ -91,6 +91,18 @@ BAD_CASES = [
     ('[experiments]\nname = "x"\n', ["unknown top-level table 'experiments'", "did you mean 'experiment'"]),
     ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nrepeats = 0\n', ["experiment 'x'.repeats"]),
     ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\npue = 0.5\n', ["experiment 'x'.pue", "below 1"]),
+    ('experiment = [1]\n', ["experiment[0]", "must be a table", "[[experiment]]"]),
+    ('[defaults]\nlr = nan\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
+     ["bad.toml:2", "defaults.lr", "finite"]),
+    ('[defaults]\nidle_s = inf\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n', ["defaults.idle_s", "finite"]),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nseed = 9999999999999\n', ["experiment 'x'.seed", "32-bit"]),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["baseline"]\n[experiment.prune]\namount = 1.5\n',
+     ["bad.toml:6", "experiment 'x'.prune.amount"]),
+    ('[defaults.prune]\namount = 1.5\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["prune"]\n',
+     ["bad.toml:2", "defaults.prune.amount"]),
+    ('[defaults]\nprune = 3\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n', ["[defaults.prune]"]),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["prune+stego", "prune + stego"]\n',
+     ["experiment 'x'.techniques", "twice"]),
 ]
 
 
@@ -102,6 +114,12 @@ def test_bad_files_name_file_line_key_and_fix(text, fragments):
     assert message.startswith("bad.toml")
     for fragment in fragments:
         assert fragment in message, message
+
+
+def test_technique_spelling_is_normalised():
+    text = '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = [" prune + stego "]\n'
+    (run,) = expand_grid(parse_experiments(text))
+    assert run.technique == "prune+stego" and run.parts == ["prune", "stego"]
 
 
 def test_missing_file_is_a_config_error(tmp_path):

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 from greenlab.core import store as store_module
+from greenlab.core.errors import GreenLabError
 from greenlab.core.store import RUN_COLUMNS, SCHEMA_VERSION, Store
+from tests.conftest import REPO, run_cli
 
 DOCUMENTED_RUN_COLUMNS = [
     "id", "experiment", "model", "dataset", "technique", "settings", "seed", "repeat", "status", "error",
@@ -74,12 +78,21 @@ def test_migrations_run_once_and_refuse_newer_stores(tmp_path, monkeypatch):
     Store(path).close()  # reopening is a no-op, not a failure
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    try:
+    with pytest.raises(GreenLabError, match="newer"):
         Store(path)
-    except RuntimeError as exc:
-        assert "newer" in str(exc)
+
+
+@pytest.mark.parametrize("kind", ["folder", "not-a-database"])
+def test_unusable_db_paths_are_user_errors(tmp_path, kind):
+    path = tmp_path / "x.db"
+    if kind == "folder":
+        path.mkdir()
     else:
-        raise AssertionError("a newer store must be refused")
+        path.write_text("hello, not sqlite " * 100)
+    with pytest.raises(GreenLabError, match="--db"):
+        Store(path)
+    result = run_cli("--headless", str(REPO / "experiments.toml"), "--db", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
 def test_db_path_from_environment(tmp_path, monkeypatch):

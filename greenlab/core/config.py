@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -24,6 +25,7 @@ from greenlab.core.errors import ConfigError, suggest
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 IDLE_SCOPES = ("grid", "run")
+_MAX_SEED = 2**32 - 1
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -163,6 +165,8 @@ def _check_type(key: str, value: Any, key_path: str) -> None:
     if value is None and RunSettings.__dataclass_fields__[key].default is None:
         return
     ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
+    if ok and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"must be a finite number, got {value!r}", key=key_path)
     if not ok:
         names = " or ".join("number" if t is float else {int: "integer", str: "string",
                                                          bool: "true/false"}[t] for t in expected)
@@ -190,6 +194,9 @@ def validate_settings(values: dict[str, Any], key_prefix: str) -> RunSettings:
     positive("idle_s", s.idle_s, 0, "; 0 disables the idle baseline")
     positive("cooldown_timeout_s", s.cooldown_timeout_s, 0)
     positive("seed", s.seed, 0)
+    if s.seed + s.repeats - 1 > _MAX_SEED:  # a run's seed is seed + repeat; torch takes 32 bits
+        raise ConfigError(f"must be at most {_MAX_SEED - s.repeats + 1} (seed + repeats - 1 is a 32-bit seed), "
+                          f"got {s.seed}", key=f"{key_prefix}.seed")
     positive("dram_w_per_gb", s.dram_w_per_gb, 0)
     positive("carbon_g_per_kwh", s.carbon_g_per_kwh, 0)
     positive("price_per_kwh", s.price_per_kwh, 0)
@@ -231,7 +238,9 @@ def _split_table(table: dict[str, Any], key_path: str, allowed_extra: tuple[str,
             continue
         if key in technique_tables:
             if not isinstance(value, dict):
-                raise ConfigError(f"must be a table like [{key_path}.{key}]", key=f"{key_path}.{key}")
+                section = "defaults" if key_path == "defaults" else "experiment"
+                raise ConfigError(f"must be a table: write [{section}.{key}] with its settings below it",
+                                  key=f"{key_path}.{key}")
             per_technique[key] = value
         elif key in SETTING_KEYS:
             settings[key] = value
@@ -285,8 +294,12 @@ def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
     try:
         default_settings, default_techniques = _split_table(defaults_table, "defaults", ())
         validate_settings({**asdict(RunSettings()), **default_settings}, "defaults")
+        for part, table in default_techniques.items():  # checked here, so errors point at [defaults.X]
+            compression.validate_settings(part, table, f"defaults.{part}")
     except ConfigError as exc:
-        fail(exc, "[defaults]", 0, (exc.key or "").split(".")[-1] or None)
+        parts = (exc.key or "").split(".")
+        table = f"[defaults.{parts[1]}]" if len(parts) == 3 else "[defaults]"
+        fail(exc, table, 0, parts[-1] or None)
 
     experiments_raw = data.get("experiment")
     if not experiments_raw:
@@ -302,6 +315,9 @@ def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
         header = "[[experiment]]"
         label = f"experiment[{index}]"
         try:
+            if not isinstance(raw, dict):
+                raise ConfigError(f"must be a table, got {raw!r}; write each experiment as an [[experiment]] "
+                                  "table with name, models and techniques", key=label)
             name = raw.get("name")
             if not isinstance(name, str) or not name.strip():
                 raise ConfigError("every experiment needs a name = \"...\"", key=f"{label}.name")
@@ -316,15 +332,17 @@ def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
             models = _string_list(raw, "models", label)
             for model in models:
                 zoo.check_name(model, f"{label}.models")
-            specs = _string_list(raw, "techniques", label) if "techniques" in raw else ["baseline"]
-            technique_settings: dict[str, dict[str, Any]] = {}
-            for spec in specs:
-                for part in compression.parse_technique(spec, f"{label}.techniques"):
-                    if part == compression.BASELINE or part in technique_settings:
-                        continue
-                    table = {**default_techniques.get(part, {}), **techniques_raw.get(part, {})}
-                    technique_settings[part] = compression.validate_settings(part, table,
-                                                                             f"{label}.{part}")
+            written = _string_list(raw, "techniques", label) if "techniques" in raw else ["baseline"]
+            # "prune + stego" and "prune+stego" are one technique: store the normalised spelling.
+            specs = ["+".join(compression.parse_technique(spec, f"{label}.techniques")) for spec in written]
+            if len(set(specs)) != len(specs):
+                raise ConfigError(f"lists a technique twice: {written!r}", key=f"{label}.techniques")
+            # Every table is checked, used or not: a typo in an unused table is still a typo.
+            technique_settings = {
+                part: compression.validate_settings(
+                    part, {**default_techniques.get(part, {}), **techniques_raw.get(part, {})}, f"{label}.{part}")
+                for part in {*techniques_raw, *(p for spec in specs for p in spec.split("+"))}
+                if part != compression.BASELINE}
         except ConfigError as exc:
             key = (exc.key or "").rsplit(".", 1)[-1] if exc.key else None
             fail(exc, header, index, key)

@@ -5,15 +5,17 @@ Pure functions over `runs` rows (dicts), shared by the headless summary and the 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from statistics import mean, stdev
 from typing import Any, Iterable
 
 METRICS = ("energy_j", "energy_training_j", "duration_s", "val_accuracy")
-# Two-sided 95 % Student t quantiles by degrees of freedom; beyond 30 the normal 1.96 is close enough.
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-        10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+# Two-sided 95 % Student t quantiles for 1..30 degrees of freedom; beyond 30 the normal 1.96 is close.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042)
 
 
 def ci95(values: list[float]) -> float | None:
@@ -21,13 +23,22 @@ def ci95(values: list[float]) -> float | None:
     if len(values) < 2:
         return None
     dof = len(values) - 1
-    t = next((q for d, q in sorted(_T95.items()) if dof <= d), 1.96)
+    t = _T95[dof - 1] if dof <= len(_T95) else 1.96
     return t * stdev(values) / math.sqrt(len(values))
 
 
 def baseline_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """Runs compare against the baseline of the same experiment, model and dataset."""
-    return (row.get("experiment"), row.get("model"), row.get("dataset"))
+    """Runs compare against the baseline of the same experiment, model, dataset and training settings
+    (epochs, device, ...): only the technique and its own settings may differ."""
+    settings = row.get("settings")
+    if isinstance(settings, str):
+        try:
+            settings = json.loads(settings)
+        except ValueError:
+            settings = None
+    if isinstance(settings, dict):
+        settings = json.dumps({k: v for k, v in settings.items() if k != "techniques"}, sort_keys=True)
+    return (row.get("experiment"), row.get("model"), row.get("dataset"), settings)
 
 
 def percent_change(value: float | None, reference: float | None) -> float | None:
@@ -54,23 +65,23 @@ def _mean(rows: list[dict[str, Any]], key: str) -> tuple[float | None, float | N
 
 
 def summarize(rows: Iterable[dict[str, Any]]) -> list[Group]:
-    """Completed runs grouped by (experiment, model, dataset, technique), each compared to its baseline."""
+    """Completed runs grouped by baseline_key and technique, each compared to its matching baseline."""
     completed = [r for r in rows if r.get("status") == "completed"]
-    buckets: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    buckets: dict[tuple[tuple[Any, ...], str], list[dict[str, Any]]] = {}
     for row in completed:
-        buckets.setdefault((*baseline_key(row), row["technique"]), []).append(row)
-    baselines = {key[:3]: {m: _mean(members, m)[0] for m in METRICS}
-                 for key, members in buckets.items() if key[3] == "baseline"}
+        buckets.setdefault((baseline_key(row), row["technique"]), []).append(row)
+    baselines = {key: {m: _mean(members, m)[0] for m in METRICS}
+                 for (key, technique), members in buckets.items() if technique == "baseline"}
     groups = []
-    for key, members in buckets.items():
+    for (key, technique), members in buckets.items():
         means = {}
         intervals = {}
         for metric in METRICS:
             means[metric], intervals[metric] = _mean(members, metric)
-        reference = baselines.get(key[:3], {})
-        change = {m: percent_change(means[m], reference.get(m)) if key[3] != "baseline" else None
+        reference = baselines.get(key, {})
+        change = {m: percent_change(means[m], reference.get(m)) if technique != "baseline" else None
                   for m in METRICS}
-        groups.append(Group(key[0], key[1], key[2], key[3], len(members), means, intervals, change))
+        groups.append(Group(key[0], key[1], key[2], technique, len(members), means, intervals, change))
     groups.sort(key=lambda g: (g.experiment or "", g.model, g.dataset, g.technique != "baseline", g.technique))
     return groups
 
@@ -85,12 +96,14 @@ def row_change(row: dict[str, Any], all_rows: Iterable[dict[str, Any]], metric: 
     return percent_change(row.get(metric), mean(values)) if values else None
 
 
-def format_energy(joules: float | None) -> str:
+def format_energy(joules: float | None, ci_j: float | None = None) -> str:
+    """J below an hour's watt (3600 J), Wh above; a confidence interval is shown in the same unit."""
     if joules is None:
         return "-"
     if joules >= 3600:
-        return f"{joules / 3600:.2f} Wh"
-    return f"{joules:.1f} J"
+        text = f"{joules / 3600:.2f} Wh"
+        return text if ci_j is None else f"{joules / 3600:.2f}±{ci_j / 3600:.2f} Wh"
+    return f"{joules:.1f} J" if ci_j is None else f"{joules:.1f}±{ci_j:.1f} J"
 
 
 def format_change(value: float | None) -> str:

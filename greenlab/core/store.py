@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import socket
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,6 +20,7 @@ from typing import Any, Iterable
 import sqlite_utils
 
 from greenlab import __version__
+from greenlab.core.errors import GreenLabError
 
 DEFAULT_DB = Path("data") / "runs.db"
 SCHEMA_VERSION = 1
@@ -104,12 +106,18 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = resolve_path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite_utils.Database(self.path)
-        self.db.execute("PRAGMA busy_timeout = 5000")
-        self.db.enable_wal()
-        self.migrate()
-        self._recover_orphans()
+        try:
+            if self.path.is_dir():
+                raise IsADirectoryError(f"{self.path} is a folder")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite_utils.Database(self.path)
+            self.db.execute("PRAGMA busy_timeout = 5000")
+            self.db.enable_wal()
+            self.migrate()
+            self._recover_orphans()
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise GreenLabError(f"cannot use the run store {self.path} ({exc}); pass --db (or set GREENLAB_DB) "
+                                "to a writable .db file path, or move that file away") from None
 
     @property
     def version(self) -> int:
@@ -118,8 +126,8 @@ class Store:
     def migrate(self) -> None:
         version = self.version
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has schema version {version}, newer than this greenlab "
-                               f"({SCHEMA_VERSION}); upgrade greenlab")
+            raise GreenLabError(f"{self.path} has schema version {version}, newer than this greenlab "
+                                f"({SCHEMA_VERSION}) understands; upgrade greenlab (pip install -U greenlab)")
         for number in range(version + 1, SCHEMA_VERSION + 1):
             with self.db.conn:
                 MIGRATIONS[number - 1](self.db)

@@ -43,9 +43,20 @@ def cpu_model_name() -> str:
     return platform.processor() or "unknown"
 
 
+def socket_count() -> int:
+    """Distinct physical packages in /proc/cpuinfo (1 where it does not say)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            ids = {line.split(":", 1)[1].strip() for line in handle if line.startswith("physical id")}
+    except OSError:
+        return 1
+    return max(1, len(ids))
+
+
 def lookup_tdp(model_name: str, configured_w: float | None) -> dict[str, Any]:
-    """The TDP and thread count used, and where they came from."""
-    threads_visible = psutil.cpu_count(logical=True) or 1
+    """The TDP (per package) and the hardware threads of one package, and where they came from."""
+    # A TDP is per package: on a two-socket machine each package's threads share its own TDP.
+    threads_visible = max(1, (psutil.cpu_count(logical=True) or 1) // socket_count())
     if configured_w is not None:
         return {"tdp_w": configured_w, "package_threads": threads_visible, "tdp_source": "config cpu_tdp_w"}
     for key, (tdp, threads) in CPU_TABLE.items():
