@@ -15,6 +15,7 @@ import traceback
 from typing import Any, TextIO
 
 from greenlab.core import compression, datasets, events, training, zoo
+from greenlab.core.compression.stats import model_stats
 from greenlab.core.config import GridRun
 from greenlab.core.errors import GreenLabError
 
@@ -29,13 +30,6 @@ class EventWriter:
 
 
 def _model_stats(model: Any, example: Any, dtype: Any = None) -> dict[str, Any]:
-    try:
-        from greenlab.core.compression.stats import model_stats
-    except ModuleNotFoundError:
-        params = list(model.parameters())
-        return {"params_total": sum(p.numel() for p in params),
-                "params_nonzero": int(sum(int((p != 0).sum()) for p in params)),
-                "model_bytes": sum(p.numel() * p.element_size() for p in params), "flops_step": None}
     import torch
 
     return model_stats(model, example, dtype if dtype is not None else torch.float32)
@@ -43,8 +37,6 @@ def _model_stats(model: Any, example: Any, dtype: Any = None) -> dict[str, Any]:
 
 def execute(run: GridRun, emit: EventWriter) -> None:
     """Run one grid entry end to end, emitting events; raises on failure (the caller reports it)."""
-    import torch
-
     s = run.settings
     training.seed_everything(s.seed + run.repeat)
     device = training.resolve_device(s.device)
@@ -101,7 +93,6 @@ def execute(run: GridRun, emit: EventWriter) -> None:
     last = results[-1]
     emit(events.RunFinished(val_accuracy=last.val_accuracy, val_f1=last.val_f1,
                             train_s=sum(r.train_s for r in results)))
-    del torch  # imported above so a broken torch install fails inside the reported try
 
 
 def main(argv: list[str] | None = None) -> int:
