@@ -70,8 +70,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[Group]:
     buckets: dict[tuple[tuple[Any, ...], str], list[dict[str, Any]]] = {}
     for row in completed:
         buckets.setdefault((baseline_key(row), row["technique"]), []).append(row)
-    baselines = {key: {m: _mean(members, m)[0] for m in METRICS}
-                 for (key, technique), members in buckets.items() if technique == "baseline"}
+    baselines = baseline_means(completed)
     groups = []
     for (key, technique), members in buckets.items():
         means = {}
@@ -86,14 +85,30 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[Group]:
     return groups
 
 
+def baseline_means(rows: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, float | None]]:
+    """Mean of each metric over the completed baselines, by baseline_key: computed once per table."""
+    members: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("status") == "completed" and row.get("technique") == "baseline":
+            members.setdefault(baseline_key(row), []).append(row)
+    return {key: {m: _mean(group, m)[0] for m in METRICS} for key, group in members.items()}
+
+
+def changes(rows: list[dict[str, Any]]) -> list[dict[str, float | None]]:
+    """Each row's percent change per metric against its matching baselines (None for a baseline)."""
+    means = baseline_means(rows)
+    result = []
+    for row in rows:
+        reference = means.get(baseline_key(row), {}) if row.get("technique") != "baseline" else {}
+        result.append({m: percent_change(row.get(m), reference.get(m)) for m in METRICS})
+    return result
+
+
 def row_change(row: dict[str, Any], all_rows: Iterable[dict[str, Any]], metric: str) -> float | None:
     """A single run's change in `metric` against the mean of its completed baselines."""
     if row.get("technique") == "baseline":
         return None
-    key = baseline_key(row)
-    values = [r[metric] for r in all_rows if r.get("status") == "completed" and r.get("technique") == "baseline"
-              and baseline_key(r) == key and r.get(metric) is not None]
-    return percent_change(row.get(metric), mean(values)) if values else None
+    return percent_change(row.get(metric), baseline_means(all_rows).get(baseline_key(row), {}).get(metric))
 
 
 def format_energy(joules: float | None, ci_j: float | None = None) -> str:

@@ -19,7 +19,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Label, Select
 from textual_plotext import PlotextPlot
 
-from greenlab.core.report import METRICS, format_change, format_energy, row_change
+from greenlab.core.report import changes, format_change, format_energy
 from greenlab.core.store import STATUSES
 
 FILTERS = ("model", "technique", "status")
@@ -86,8 +86,8 @@ COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 
 def with_changes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows with `change_<metric>`: percent against the mean of their completed matching baselines."""
-    return [{**row, **{f"change_{m}": row_change(row, rows, m) for m in METRICS}}
-            for row in rows]
+    return [{**row, **{f"change_{m}": value for m, value in change.items()}}
+            for row, change in zip(rows, changes(rows))]
 
 
 def filter_rows(rows: list[dict[str, Any]], filters: dict[str, str | None]) -> list[dict[str, Any]]:

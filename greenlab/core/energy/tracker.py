@@ -60,8 +60,9 @@ class EnergyTracker:
         self._polled_j: dict[str, float] = {}
         self._last_power: dict[str, tuple[float, float]] = {}
         self._last_cumulative: dict[str, tuple[float, float]] = {}
+        self._history_len = max(10, int(history_s * sample_hz))
         self._history: dict[str, deque[tuple[float, float]]] = {
-            c: deque(maxlen=max(10, int(history_s * sample_hz))) for c in self._owner}
+            c: deque(maxlen=self._history_len) for c in self._owner}
         self._pending: deque[tuple[float, str, float]] = deque(maxlen=pending_limit)
         self.samples_dropped = 0
         self._windows: dict[str, _Snapshot] = {}
@@ -141,7 +142,10 @@ class EnergyTracker:
             watts = self._read(now)
             t = now - self._origin
             for component, power in watts.items():
-                self._history.setdefault(component, deque(maxlen=3000)).append((t, power))
+                history = self._history.get(component)
+                if history is None:  # a component no meter announced: give it the same bound
+                    history = self._history[component] = deque(maxlen=self._history_len)
+                history.append((t, power))
                 if len(self._pending) == self._pending.maxlen:
                     self.samples_dropped += 1
                 self._pending.append((t, component, power))
