@@ -130,11 +130,16 @@ async def test_run_tinycnn_from_the_keyboard(tmp_path, monkeypatch):
         assert app.query_one("#runs-table").row_count == 1
 
 
+def _long_tinycnn_app(tmp_path):
+    """An app whose file offers a tinycnn run long enough to cancel or quit in the middle of."""
+    long = QUICK.replace("epochs = 2", "epochs = 50").replace("max_train_batches = 3\n", "")
+    return GreenLabApp(db=tmp_path / "runs.db", experiments=_file(tmp_path, long.replace("resnet18", "tinycnn")))
+
+
 @pytest.mark.slow
 @sync
 async def test_cancel_stores_the_run_as_interrupted(tmp_path):
-    long = QUICK.replace("epochs = 2", "epochs = 50").replace("max_train_batches = 3\n", "")
-    app = GreenLabApp(db=tmp_path / "runs.db", experiments=_file(tmp_path, long.replace("resnet18", "tinycnn")))
+    app = _long_tinycnn_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         await pilot.press("ctrl+r")
@@ -265,8 +270,7 @@ async def test_command_palette_offers_actions_and_themes(tmp_path):
 @pytest.mark.slow
 @sync
 async def test_quit_during_a_run_cancels_it_first(tmp_path):
-    long = QUICK.replace("epochs = 2", "epochs = 50").replace("max_train_batches = 3\n", "")
-    app = GreenLabApp(db=tmp_path / "runs.db", experiments=_file(tmp_path, long.replace("resnet18", "tinycnn")))
+    app = _long_tinycnn_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         await pilot.press("ctrl+r")
