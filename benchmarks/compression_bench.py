@@ -33,6 +33,7 @@ VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
     ("baseline", "baseline", {}),
     ("stego truncate 16", "stego", {"stego": {"bits": 16, "mode": "truncate"}}),
     ("stego dtype 16", "stego", {"stego": {"bits": 16, "mode": "dtype"}}),
+    ("stego stored 16", "stego", {"stego": {"bits": 16, "mode": "stored"}}),
     ("prune l1-unstructured 0.5", "prune", {"prune": {"amount": 0.5, "method": "l1-unstructured"}}),
     ("prune structured 0.5", "prune", {"prune": {"amount": 0.5, "method": "structured"}}),
     ("lowrank 0.5", "lowrank", {"lowrank": {"rank_ratio": 0.5}}),
@@ -91,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     for label, spec, tables in VARIANTS:
         model, hooks, _ = build(spec, tables, x, device)
         dtype = hooks.autocast_dtype or torch.float32
-        rows.append({"label": label, "stats": model_stats(model, x, dtype), "times": [], "cpu": [],
+        # bytes as stored: autocast narrows the arithmetic, only "stored" narrows the weights
+        rows.append({"label": label, "stats": model_stats(model, x, autocast_dtype=hooks.autocast_dtype),
+                     "times": [], "cpu": [],
                      "step": make_step(model, hooks, x, y, device), "dtype": str(dtype).removeprefix("torch.")})
     print(f"resnet18, batch {args.batch} x 3 x {args.size} x {args.size}, {device}, "
           f"{torch.get_num_threads()} threads; built in {time.perf_counter() - started:.1f} s")

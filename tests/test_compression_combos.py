@@ -6,12 +6,12 @@ import subprocess
 import sys
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from greenlab.core import compression
 from greenlab.core.compression import CompressionContext, parse_technique, validate_settings
 from greenlab.core.compression.stats import model_stats
+from tests.training_helpers import train_steps
 
 
 def tiny_cnn(num_classes: int = 10) -> nn.Module:
@@ -35,17 +35,7 @@ def chain(spec: str, tables: dict, model: nn.Module, example, evaluate=lambda mo
 
 
 def train(model, x, y, hooks, steps=2):
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    model.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        with torch.autocast("cpu", dtype=hooks.autocast_dtype, enabled=hooks.autocast_dtype is not None):
-            loss = F.cross_entropy(model(x).float(), y)
-        loss.backward()
-        opt.step()
-        for hook in hooks.after_step:
-            hook(model)
-        assert torch.isfinite(loss)
+    train_steps(model, x, y, hooks, steps=steps, momentum=0.0)
 
 
 def test_registry_knows_every_technique():

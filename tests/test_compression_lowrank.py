@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from greenlab.core.compression import CompressionContext, validate_settings
 from greenlab.core.compression import lowrank
 from greenlab.core.compression.stats import model_stats
 from greenlab.core.errors import ConfigError
+from tests.training_helpers import train_steps
 
 
 def context(example, num_classes: int = 10) -> CompressionContext:
@@ -63,13 +63,7 @@ def test_conv_model_factors_and_still_trains():
     # conv1: r = 6, 6 * (27 + 32) < 32 * 27 qualifies; conv2: r = 16, 16 * (288 + 64) < 64 * 288.
     assert applied.columns["lowrank_layers_factored"] == 2
     assert model_stats(model, x)["flops_step"] < before["flops_step"]
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    for _ in range(2):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        assert torch.isfinite(loss)
+    train_steps(model, x, y, applied.hooks, momentum=0.0)
 
 
 def test_nothing_qualifies_is_a_warning():
@@ -123,3 +117,21 @@ def test_bad_settings_name_the_key(table, key):
         validate_settings("lowrank", table, "experiment 'demo'.lowrank")
     assert err.value.key == f"experiment 'demo'.lowrank.{key}"
     assert "fix:" in str(err.value)
+
+
+def test_the_svd_runs_on_the_cpu_off_cuda(monkeypatch):
+    """MPS has no float64: every float64 copy the factorisation makes must be made on the CPU (or CUDA)."""
+    from greenlab.core.compression import lowrank
+
+    casts = []
+    original = torch.Tensor.to
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if out.dtype == torch.float64:
+            casts.append(kwargs.get("device", args[0] if args and not isinstance(args[0], torch.dtype) else None))
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "to", spy)
+    lowrank._svd(torch.randn(12, 40))
+    assert casts and all(device is not None and torch.device(device).type == "cpu" for device in casts)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from greenlab.core.compression import CompressionContext, validate_settings
 from greenlab.core.compression import prune
 from greenlab.core.compression.stats import model_stats
 from greenlab.core.errors import ConfigError
+from tests.training_helpers import train_steps
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -28,19 +28,6 @@ def context(example, num_classes: int = 10) -> CompressionContext:
                               example_input=example, num_classes=num_classes, log=lambda line: None)
 
 
-def train_steps(model: nn.Module, inputs, labels, hooks=None, steps: int = 2) -> list[float]:
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(inputs).float(), labels)
-        loss.backward()
-        opt.step()
-        for hook in (hooks.after_step if hooks else []):
-            hook(model)
-        losses.append(loss.item())
-    return losses
 
 
 def test_unstructured_zeroes_half_and_holds_the_zeros():

@@ -11,6 +11,7 @@ from torch import nn
 from greenlab.core.compression import CompressionContext, validate_settings
 from greenlab.core.compression import stego
 from greenlab.core.errors import ConfigError
+from tests.training_helpers import train_steps
 
 
 def tiny_cnn(num_classes: int = 10) -> nn.Module:
@@ -31,23 +32,57 @@ def snapshot(model: nn.Module) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("bits", [1, 7, 13, 23])
-def test_truncation_zeroes_exactly_the_low_bits(bits):
+def test_rounding_zeroes_the_low_bits_to_the_nearest_value(bits):
     torch.manual_seed(0)
     model = tiny_cnn()
     before = snapshot(model)
-    stego.truncate_low_bits(model, bits)
+    stego.round_low_bits(model, bits)
     mask = (1 << bits) - 1
+    quantum = 2.0 ** (bits - 23)  # relative step between neighbours that keep 23 - bits mantissa bits
     for original, param in zip(before, model.parameters()):
-        now = param.detach().view(torch.int32)
-        assert int((now & mask).count_nonzero()) == 0
-        assert torch.equal(now & ~mask, original.view(torch.int32) & ~mask)  # sign, exponent, high bits
+        now = param.detach()
+        assert int((now.view(torch.int32) & mask).count_nonzero()) == 0
+        assert torch.equal(torch.sign(now[now != 0]), torch.sign(original[now != 0]))
+        # nearest: never more than half a quantum away
+        assert float(((now - original).abs() / original.abs().clamp_min(1e-30)).max()) <= quantum / 2 * (1 + 1e-6)
 
 
-def test_truncation_of_zero_bits_changes_nothing():
+def test_rounding_is_to_nearest_with_ties_to_even():
+    values = torch.tensor([1.0 + 3 * 2.0 ** -23, 1.0 + 2 * 2.0 ** -23, 1.0 + 6 * 2.0 ** -23, -(1.0 + 3 * 2.0 ** -23),
+                           float("inf"), 0.0])
+    model = nn.Linear(1, 6, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(values[:, None])
+    stego.round_low_bits(model, 2)  # quantum 4 ulps: 3 -> 4, 2 (a tie) -> 0 (even), 6 (a tie) -> 8 (even)
+    got = model.weight.detach()[:, 0]
+    assert got.tolist() == [1.0 + 4 * 2.0 ** -23, 1.0, 1.0 + 8 * 2.0 ** -23, -(1.0 + 4 * 2.0 ** -23),
+                            float("inf"), 0.0]
+
+
+def test_rounding_of_zero_bits_changes_nothing():
     model = tiny_cnn()
     before = snapshot(model)
-    assert stego.truncate_low_bits(model, 0) == 0
+    assert stego.round_low_bits(model, 0) == 0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_truncate_mode_leaves_zero_mean_noise_where_it_was():
+    """The issue's experiment: truncation toward zero shrank these weights to 0.0033 in 1000 steps."""
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 64)
+    with torch.no_grad():
+        layer.weight.fill_(0.05)
+        layer.bias.fill_(0.05)
+    applied = stego.apply(layer, {"bits": 16, "mode": "truncate"}, context())
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _ in range(1000):
+            for param in layer.parameters():
+                param.add_(torch.randn(param.shape, generator=generator) * 1e-5)
+            for hook in applied.hooks.after_step:
+                hook(layer)
+    mean = float(layer.weight.detach().abs().mean())
+    assert mean == pytest.approx(0.05, rel=0.02)
 
 
 def test_overwrite_changes_only_low_bits_and_is_seeded():
@@ -125,15 +160,10 @@ def test_truncate_mode_hooks_keep_the_bits_off_through_training():
     model = tiny_cnn()
     applied = stego.apply(model, {"bits": 16, "mode": "truncate"}, context())
     assert applied.columns == {"capacity_bits": 16, "capacity_bytes": stego.capacity_bytes(model, 16),
-                               "train_dtype": "float32", "mantissa_bits_kept": 7, "stego_mode": "truncate"}
+                               "compute_dtype": "float32", "weights_dtype": "float32", "mantissa_bits_kept": 7,
+                               "stego_mode": "truncate"}
     assert applied.hooks.autocast_dtype is None and applied.capacity_curve is None
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(2):
-        opt.zero_grad()
-        model(torch.randn(4, 3, 8, 8)).sum().backward()
-        opt.step()
-        for hook in applied.hooks.after_step:
-            hook(model)
+    train_steps(model, torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)), applied.hooks, lr=0.1)
     for param in model.parameters():
         assert int((param.detach().view(torch.int32) & 0xFFFF).count_nonzero()) == 0
     assert pickle.loads(pickle.dumps(applied.hooks.after_step[0])).bits == 16  # crosses into a child process
@@ -152,7 +182,9 @@ def test_dtype_mode_picks_the_narrowest_format(bits, device, dtype, kept, scaler
     assert applied.hooks.grad_scaler is scaler
     assert applied.hooks.after_step == []
     assert applied.columns["mantissa_bits_kept"] == kept
-    assert applied.columns["train_dtype"] == (str(dtype).removeprefix("torch.") if dtype else "float32")
+    assert applied.columns["compute_dtype"] == (str(dtype).removeprefix("torch.") if dtype else "float32")
+    assert applied.columns["weights_dtype"] == "float32"  # autocast narrows the arithmetic, not the weights
+    assert "arithmetic" in applied.report["mantissa_bits_kept_means"]
     if dtype is None:
         assert any("no native format" in w for w in applied.warnings)
     if (bits, device) == (13, "cpu"):
@@ -175,7 +207,7 @@ def test_auto_runs_the_scan():
     applied = stego.apply(tiny_cnn(), {}, context(evaluate))
     assert len(calls) == 24
     assert applied.columns["capacity_bits"] == 14
-    assert applied.columns["train_dtype"] == "bfloat16"  # 9 bits needed: float16, but this is a CPU
+    assert applied.columns["compute_dtype"] == "bfloat16"  # 9 bits needed: float16, but this is a CPU
     assert len(applied.capacity_curve) == 24
     assert applied.report["capacity_curve"][14] == [14, 0.9]
 
@@ -204,3 +236,36 @@ def test_auto_on_an_untrained_model_warns():
     applied = stego.apply(tiny_cnn(), {"mode": "truncate"}, context(lambda model: 0.1))
     assert applied.columns["capacity_bits"] == 23
     assert any("has not learned yet" in w for w in applied.warnings)
+
+
+def test_stored_mode_really_stores_bfloat16_weights():
+    from greenlab.core.compression.stats import model_stats
+
+    torch.manual_seed(0)
+    model = tiny_cnn()
+    x = torch.randn(2, 3, 8, 8)
+    before = model_stats(model, x)
+    applied = stego.apply(model, {"bits": 16, "mode": "stored"}, context())
+    assert applied.columns["weights_dtype"] == "bfloat16" and applied.columns["compute_dtype"] == "bfloat16"
+    assert applied.columns["capacity_bytes"] == before["params_total"] * 2  # counted on the float32 model
+    assert all(p.dtype == torch.bfloat16 for p in applied.model.parameters())
+    after = model_stats(applied.model, x, autocast_dtype=applied.hooks.autocast_dtype)
+    assert after["model_bytes"] == before["model_bytes"] // 2
+    assert after["flops_step"] == before["flops_step"]
+
+
+def test_stored_mode_refuses_more_bits_than_bfloat16_keeps():
+    applied = stego.apply(tiny_cnn(), {"bits": 13, "mode": "stored"}, context())
+    assert applied.columns["weights_dtype"] == "float32" and applied.hooks.autocast_dtype is None
+    assert any("bfloat16" in w and "unchanged" in w for w in applied.warnings)
+
+
+def test_dtype_mode_stores_true_bytes_through_the_worker_stats():
+    """Under autocast the weights stay float32: the model's bytes must not halve."""
+    from greenlab.core.compression.stats import model_stats
+
+    model = tiny_cnn()
+    x = torch.randn(2, 3, 8, 8)
+    applied = stego.apply(model, {"bits": 16, "mode": "dtype"}, context())
+    after = model_stats(applied.model, x, autocast_dtype=applied.hooks.autocast_dtype)
+    assert after["model_bytes"] == model_stats(tiny_cnn(), x)["model_bytes"]

@@ -59,10 +59,15 @@ def fake_hardware(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", make_fake_pynvml([gpu]))
     monkeypatch.setenv("GREENLAB_POWERCAP_ROOT", str(root))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    # The child trains on the CPU; the supervisor meters "gpu0" as if the run used it.
     monkeypatch.setattr(runner, "gpus_for", lambda device: [0])
     with Hardware(zones, gpu) as hardware:
         yield hardware
+
+
+@pytest.fixture
+def child_on_gpu(monkeypatch):
+    """The child trains on the CPU here; the supervisor takes it to have reported the fake gpu0."""
+    monkeypatch.setattr(runner, "gpus_used", lambda device, facts, **ids: ({"gpu0"}, []))
 
 
 def test_meter_selection_prefers_hardware(fake_hardware):
@@ -80,8 +85,7 @@ def test_meter_selection_falls_back_with_reasons(tmp_path, monkeypatch):
     assert "gpu" in setup.notes and "cpu" in setup.notes
 
 
-def test_supervised_run_is_measured_and_labelled(fake_hardware, tmp_path):
-    text = """
+QUICK_RUN = """
 [defaults]
 epochs = 1
 batch_size = 32
@@ -95,7 +99,10 @@ sample_hz = 20
 name = "measured"
 models = ["tinycnn"]
 """
-    (run,) = expand_grid(parse_experiments(text))
+
+
+def test_supervised_run_is_measured_and_labelled(fake_hardware, child_on_gpu, tmp_path):
+    (run,) = expand_grid(parse_experiments(QUICK_RUN))
     store = Store(tmp_path / "runs.db")
     seen = []
     outcome = runner.RunSupervisor(store, on_event=seen.append).execute(run)
@@ -120,15 +127,30 @@ models = ["tinycnn"]
     assert meters["components"]["gpu0"]["name"] == "NVIDIA H200"
     epochs = store.epochs(row["id"])
     assert epochs[0]["train_energy_j"] > 0
-    # A phase shorter than the GPU counter's update period has no reading: unknown, never a partial sum.
-    if epochs[0]["eval_energy_j"] is None:
-        assert epochs[0]["energy_j"] is None and row["energy_training_j"] is None
-    else:
-        assert row["energy_training_j"] == pytest.approx(epochs[0]["energy_j"])
+    # A phase shorter than the GPU counter's update period falls back to polled power, flagged: the
+    # training total stays known either way.
+    assert row["energy_training_j"] == pytest.approx(epochs[0]["energy_j"])
+    assert epochs[0]["train_window_s"] > 0 and epochs[0]["eval_window_s"] > 0
     assert {s["component"] for s in store.samples(row["id"])} == {"gpu0", "cpu", "dram"}
 
 
-def test_cooldown_waits_for_the_gpu(fake_hardware, tmp_path):
+def test_a_run_on_the_cpu_keeps_no_gpu_energy(fake_hardware, tmp_path):
+    """device = "auto" fell back to the CPU (as here): an idle GPU's joules are not the run's."""
+    (run,) = expand_grid(parse_experiments(QUICK_RUN.replace('device = "cpu"', 'device = "auto"')))
+    store = Store(tmp_path / "runs.db")
+    outcome = runner.RunSupervisor(store).execute(run)
+    row = outcome.row
+    assert outcome.status == "completed" and row["device"] == "cpu"
+    assert row["energy_gpu_j"] is None and row["energy_gpu_method"] == "unavailable"
+    assert row["energy_j"] == pytest.approx(row["energy_cpu_j"] + row["energy_dram_j"])
+    assert row["idle_w"] == pytest.approx(PKG_W + DRAM_W, rel=0.1)
+    assert {c["component"] for c in store.components(row["id"])} == {"cpu", "dram"}
+    assert "gpu0" not in {s["component"] for s in store.samples(row["id"])}
+    meters = json.loads(row["meters"])
+    assert meters["gpus_not_used"]["components"] == ["gpu0"] and "gpu0" not in meters["components"]
+
+
+def test_cooldown_waits_for_the_gpu(fake_hardware, child_on_gpu, tmp_path):
     fake_hardware.gpu.temperature_c = 80
     text = """
 [defaults]
@@ -157,3 +179,42 @@ models = ["tinycnn"]
     assert [e.temperatures for e in seen if isinstance(e, runner.CoolingDown)] == [{"gpu0": 80.0}]
     meters = json.loads(outcome.row["meters"])
     assert meters["temperature_start_c"] == {"gpu0": 40.0}
+
+
+def test_a_stalled_store_shifts_no_window_edge(tmp_path):
+    """Another process holds the store's write lock for two seconds mid-run: the supervisor keeps reading
+    its child's events, and each phase window still spans what the child timed."""
+    import sqlite3
+
+    from greenlab.core import events
+
+    (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("epochs = 1", "epochs = 3")
+                                           .replace("max_train_batches = 3", "max_train_batches = 12")))
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    stalls = []
+
+    def hold_the_lock():
+        conn = sqlite3.connect(path, timeout=10)
+        conn.execute("BEGIN IMMEDIATE")
+        time.sleep(2.0)
+        conn.commit()
+        conn.close()
+
+    def on_event(event):
+        if isinstance(event, runner.ChildEvent) and isinstance(event.event, events.EpochFinished) \
+                and event.event.epoch == 1:
+            thread = threading.Thread(target=hold_the_lock)
+            thread.start()
+            stalls.append(thread)
+
+    outcome = runner.RunSupervisor(store, on_event=on_event).execute(run)
+    for thread in stalls:
+        thread.join()
+    assert outcome.status == "completed", outcome.error
+    epochs = store.epochs(outcome.run_id)
+    assert len(epochs) == 3 and stalls
+    for epoch in epochs:
+        assert epoch["train_window_s"] == pytest.approx(epoch["train_s"], abs=0.3)
+        assert epoch["eval_window_s"] == pytest.approx(epoch["eval_s"], abs=0.3)
+    assert outcome.row["energy_training_j"] == pytest.approx(sum(e["energy_j"] for e in epochs))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from greenlab.core.energy.estimate import EstimateMeter, lookup_tdp
+import pytest
+
+from greenlab.core.energy.estimate import EstimateMeter, cpu_power_rule, match_cpu, virtualization
 from greenlab.core.energy.meter import Meter
 from greenlab.core.energy.tracker import EnergyTracker
 
@@ -102,18 +104,92 @@ def test_cpu_estimate_follows_process_cpu_seconds_and_stores_inputs():
     result = tracker.end_window("w")
     cpu = result.components["cpu"]
     assert cpu.method == "estimate" and not cpu.measured
-    threads = meter.tdp["package_threads"]
-    assert cpu.inputs["tdp_w"] == 64.0 and cpu.inputs["package_threads"] == threads
+    threads = meter.cpu_rule["package_threads"]
+    assert cpu.inputs["w_per_thread"] == round(64.0 / threads, 4)
+    assert cpu.inputs["rule"] == "config cpu_tdp_w / package threads"
     assert 0.25 <= cpu.inputs["cpu_seconds"] <= 1.0
     assert abs(cpu.energy_j - 64.0 / threads * cpu.inputs["cpu_seconds"]) < 0.01
     assert result.split_j()[0] == 0.0  # nothing measured here
-    assert meter.info()["cpu"]["tdp_source"] == "config cpu_tdp_w"
+    assert meter.info()["cpu"]["tdp_w"] == 64.0
 
 
-def test_tdp_table_and_default():
-    assert lookup_tdp("AMD EPYC 7763 64-Core Processor", None)["tdp_w"] == 280
-    unknown = lookup_tdp("Mystery CPU", None)
-    assert unknown["tdp_w"] == 85.0 and "cpu_tdp_w" in unknown["tdp_source"]
+@pytest.mark.parametrize("name, key", [
+    ("Intel(R) Xeon(R) Platinum 8380 CPU @ 2.30GHz", "Xeon Platinum 8380"),
+    ("AMD EPYC 7763 64-Core Processor", "EPYC 7763"),
+    ("13th Gen Intel(R) Core(TM) i9-13900K", "Core i9-13900K"),
+    ("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", "Xeon Platinum 8375C"),
+    ("Intel(R) Xeon(R) Processor", None),
+    ("AMD EPYC 75430", None),  # a longer model number is another processor
+])
+def test_real_cpu_names_match_the_table(name, key):
+    assert match_cpu(name) == key
+
+
+def test_cpu_power_rules_in_order():
+    xeon = "Intel(R) Xeon(R) Platinum 8380 CPU @ 2.30GHz"
+    assert cpu_power_rule(xeon, cpu_w_per_thread=4.0, cpu_tdp_w=100)["w_per_thread"] == 4.0
+    assert cpu_power_rule(xeon, cpu_tdp_w=100, threads_visible=10)["w_per_thread"] == 10.0
+    server = cpu_power_rule(xeon, virtual="hypervisor")  # a known server package beats the VM figure
+    assert server["w_per_thread"] == 270 / 80 and server["rule"].startswith("table: Xeon Platinum 8380")
+    vm = cpu_power_rule("Intel(R) Xeon(R) Processor", virtual="the CPU flags include 'hypervisor'",
+                        threads_visible=2)
+    # A desktop TDP over the guest's 2 vCPUs would be 42.5 W each: ten times a server thread's share.
+    assert vm["w_per_thread"] == 3.5 and "Cloud Carbon Footprint" in vm["source"]
+    bare = cpu_power_rule("Mystery CPU", threads_visible=8)
+    assert bare["w_per_thread"] == 85.0 / 8 and "cpu_w_per_thread" in bare["rule"]
+
+
+def test_virtual_machines_are_recognised(tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cpuinfo").write_text("model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2\n")
+    assert virtualization(tmp_path) is None
+    dmi = tmp_path / "sys/class/dmi/id"
+    dmi.mkdir(parents=True)
+    (dmi / "sys_vendor").write_text("QEMU\n")
+    assert "QEMU" in virtualization(tmp_path)
+    (tmp_path / "proc/cpuinfo").write_text("flags\t\t: fpu hypervisor sse2\n")
+    assert "hypervisor" in virtualization(tmp_path)
+
+
+def test_this_vm_estimates_a_server_threads_share(tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cpuinfo").write_text("model name\t: Intel(R) Xeon(R) Processor\n"
+                                           "flags\t\t: fpu hypervisor\n")
+    meter = EstimateMeter(["cpu"], root=tmp_path)
+    assert meter.w_per_thread == 3.5
+    assert meter.info()["cpu"]["rule"].startswith("virtual machine")
+
+
+class BurstyCpu(Meter):
+    """CPU-seconds read in 10 ms ticks and a little late or early, like psutil's: a steady 2 threads."""
+
+    def __init__(self, clock):
+        self.clock, self.t0, self.reads = clock, clock(), 0
+
+    def components(self):
+        return ["cpu"]
+
+    def method(self, component):
+        return "estimate"
+
+    def energy_j(self):
+        self.reads += 1
+        jitter = 0.03 if self.reads % 3 == 0 else -0.02  # a read that lands after or before a tick
+        seconds = max(0.0, 2 * (self.clock() - self.t0) + jitter)
+        return {"cpu": 42.5 * round(seconds, 2)}
+
+
+def test_live_cpu_power_does_not_spike():
+    now = [1000.0]
+    meter = BurstyCpu(lambda: now[0])
+    tracker = EnergyTracker([meter], sample_hz=10, clock=lambda: now[0])
+    watts = []
+    for _ in range(60):
+        now[0] += 0.1
+        watts.append(tracker.sample().get("cpu"))
+    shown = [w for w in watts if w is not None]
+    assert shown and max(shown) <= 85.0 * 1.1  # 2 threads at 42.5 W: never far above 85 W
+    assert all(w is None for w in watts[:9])  # nothing until a second of readings exists
 
 
 class FakeStillCounter(FakeCounterGpu):
@@ -126,13 +202,31 @@ class FakeStillCounter(FakeCounterGpu):
         return ("window_shorter_than_counter_update",) if seconds < 0.2 else ()
 
 
+class StillCounterWithoutPower(FakeStillCounter):
+    def power_w(self):
+        return {}
+
+
 def test_short_counter_window_is_flagged_not_zero():
-    tracker = EnergyTracker([FakeStillCounter()], sample_hz=10)
+    tracker = EnergyTracker([StillCounterWithoutPower()], sample_hz=10)
     tracker.begin_window("w")
     result = tracker.end_window("w")
     gpu = result.components["gpu0"]
     assert gpu.energy_j is None and "window_shorter_than_counter_update" in gpu.flags
     assert gpu.method == "counter"
+
+
+def test_short_counter_window_uses_polled_power_flagged():
+    now = [50.0]
+    tracker = EnergyTracker([FakeStillCounter(watts=100.0)], sample_hz=10, clock=lambda: now[0])
+    tracker.begin_window("w")
+    now[0] += 0.05  # a phase shorter than the counter's update period
+    result = tracker.end_window("w")
+    gpu = result.components["gpu0"]
+    assert gpu.method == "polled" and gpu.measured
+    assert gpu.energy_j == pytest.approx(100.0 * 0.05)
+    assert {"window_shorter_than_counter_update", "short_window_polled"} <= set(gpu.flags)
+    assert result.total_j() == pytest.approx(5.0)  # the training total stays known
 
 
 class FlakyCounter(FakeCounterGpu):
@@ -163,3 +257,42 @@ def test_total_is_unknown_when_a_component_has_no_reading():
     window = WindowResult("w", 1.0, {"gpu0": ComponentEnergy("gpu0", None, "counter"),
                                      "cpu": ComponentEnergy("cpu", 5.0, "estimate")})
     assert window.total_j() is None and window.split_j() == (0.0, 5.0)
+
+
+class RampCounter(Meter):
+    """A counter at a steady 10 W on an injected clock."""
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def components(self):
+        return ["cpu"]
+
+    def method(self, component):
+        return "counter"
+
+    def energy_j(self):
+        return {"cpu": 10.0 * self.clock()}
+
+
+def test_window_edges_placed_in_the_past_are_interpolated():
+    now = [100.0]
+    tracker = EnergyTracker([RampCounter(lambda: now[0])], sample_hz=10, clock=lambda: now[0])
+    for _ in range(30):
+        now[0] += 0.1
+        tracker.sample()
+    # The phase ran from 100.55 to 102.05, but the supervisor reads each edge a second late.
+    tracker.begin_window("phase", at=100.55)
+    now[0] += 1.0
+    result = tracker.end_window("phase", at=102.05)
+    cpu = result.components["cpu"]
+    assert result.seconds == pytest.approx(1.5)
+    assert cpu.energy_j == pytest.approx(15.0)
+
+
+def test_window_context_manager():
+    now = [0.0]
+    tracker = EnergyTracker([RampCounter(lambda: now[0])], sample_hz=10, clock=lambda: now[0])
+    with tracker.window("w") as w:
+        now[0] += 2.0
+    assert w["result"].components["cpu"].energy_j == pytest.approx(20.0)

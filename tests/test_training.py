@@ -71,3 +71,98 @@ def test_training_learns_and_is_reproducible_on_cpu():
     assert [r.val_accuracy for r in first] == [r.val_accuracy for r in second]
     assert first[-1].val_accuracy > 0.3  # well above the 10 % of chance after two epochs
     assert first[-1].train_loss < first[0].train_loss
+
+
+def test_repeats_draw_their_own_order_from_one_split():
+    first = datasets.load("digits", image_size=16, batch_size=32, seed=0, val_fraction=0.2, shuffle_seed=0)
+    second = datasets.load("digits", image_size=16, batch_size=32, seed=0, val_fraction=0.2, shuffle_seed=1)
+    assert first.train.dataset.indices == second.train.dataset.indices  # the same examples...
+    assert first.val.dataset.indices == second.val.dataset.indices
+    _, labels_a = next(iter(first.train))
+    _, labels_b = next(iter(second.train))
+    assert not torch.equal(labels_a, labels_b)  # ...drawn in another order
+
+
+def test_a_runs_seed_is_the_grids_seed_plus_its_repeat():
+    from greenlab.core.config import expand_grid, parse_experiments
+
+    grid = expand_grid(parse_experiments('[defaults]\nseed = 7\nrepeats = 3\npretrained = false\n'
+                                         '[[experiment]]\nname = "e"\nmodels = ["tinycnn"]\n'))
+    assert [r.seed for r in grid] == [7, 8, 9]
+
+
+@pytest.mark.parametrize("vocab", [None, 30522])
+def test_fake_text_is_balanced_and_learnable(vocab):
+    class Tokenizer:
+        vocab_size = vocab
+
+    data = datasets.load("fake-text", image_size=0, batch_size=1024, seed=0, val_fraction=0.2,
+                         tokenizer=Tokenizer() if vocab else None)
+    dataset = data.train.dataset.dataset
+    ids = torch.stack([dataset[i][0]["input_ids"] for i in range(len(dataset))])
+    labels = torch.stack([dataset[i][1] for i in range(len(dataset))])
+    share = float(labels.float().mean())
+    assert 0.45 <= share <= 0.55  # balanced: a constant guess scores about half
+    # Learnable: a bag of words fitted on the training split separates the validation split.
+    from scipy.sparse import csr_matrix
+    from sklearn.linear_model import LogisticRegression
+
+    rows = torch.arange(len(ids)).repeat_interleave(ids.shape[1])
+    bags = csr_matrix((torch.ones(ids.numel()).numpy(), (rows.numpy(), ids.flatten().numpy())),
+                      shape=(len(ids), int(ids.max()) + 1))
+    train, val = data.train.dataset.indices, data.val.dataset.indices
+    classifier = LogisticRegression(max_iter=1000).fit(bags[train], labels[train].numpy())
+    assert classifier.score(bags[val], labels[val].numpy()) > 0.95
+
+
+def _tiny_loader(n=32, batch=8):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, 8, 8, generator=generator)
+    y = torch.randint(0, 10, (n,), generator=generator)
+    return DataLoader(TensorDataset(x, y), batch_size=batch)
+
+
+def test_train_runs_the_after_step_hooks_after_every_step():
+    from greenlab.core.compression import TrainingHooks
+
+    seen = []
+    model = zoo.build_model("tinycnn", 10, pretrained=False)
+    loader = _tiny_loader()
+    hooks = TrainingHooks(after_step=[lambda m: seen.append(m)])
+    training.train(model, loader, loader, device=torch.device("cpu"), num_classes=10, epochs=2, optimizer="sgd",
+                   lr=0.01, hooks=hooks)
+    assert len(seen) == 2 * len(loader) and all(m is model for m in seen)
+
+
+def test_train_runs_forward_passes_under_the_hooks_autocast():
+    from greenlab.core.compression import TrainingHooks
+
+    model = zoo.build_model("tinycnn", 10, pretrained=False)
+    dtypes = []
+    model[-1].register_forward_hook(lambda module, inputs, output: dtypes.append((module.training, output.dtype)))
+    loader = _tiny_loader(n=16)
+    training.train(model, loader, loader, device=torch.device("cpu"), num_classes=10, epochs=1, optimizer="sgd",
+                   lr=0.01, hooks=TrainingHooks(autocast_dtype=torch.bfloat16))
+    assert {d for training_mode, d in dtypes if training_mode} == {torch.bfloat16}  # training steps
+    assert {d for training_mode, d in dtypes if not training_mode} == {torch.bfloat16}  # evaluation
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast leaves the weights alone
+
+
+def test_train_scales_the_loss_when_the_hooks_ask(monkeypatch):
+    from greenlab.core.compression import TrainingHooks
+
+    scaled = []
+
+    class SpyScaler(torch.amp.GradScaler):
+        def scale(self, outputs):
+            scaled.append(float(outputs.detach()))
+            return super().scale(outputs)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", SpyScaler)
+    model = zoo.build_model("tinycnn", 10, pretrained=False)
+    loader = _tiny_loader(n=16)
+    training.train(model, loader, loader, device=torch.device("cpu"), num_classes=10, epochs=1, optimizer="sgd",
+                   lr=0.01, hooks=TrainingHooks(grad_scaler=True))
+    assert len(scaled) == len(loader)

@@ -57,6 +57,7 @@ class RunSettings:
     cooldown_timeout_s: float = 300.0
     sample_hz: float = 10.0
     cpu_tdp_w: float | None = None  # overrides the CPU table for the estimate
+    cpu_w_per_thread: float | None = None  # overrides TDP / threads: watts of one busy hardware thread
     dram_w_per_gb: float = 0.375
     # Accounting: explicit inputs, defaults and sources in README.
     carbon_g_per_kwh: float = 475.0
@@ -71,11 +72,40 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "repeats": (int,), "pretrained": (bool,), "image_size": (int,), "max_train_batches": (int,),
     "max_eval_batches": (int,), "train_limit": (int,), "val_fraction": (int, float),
     "num_workers": (int,), "idle_s": (int, float), "idle_scope": (str,), "cooldown_c": (int, float),
-    "cooldown_timeout_s": (int, float), "sample_hz": (int, float), "cpu_tdp_w": (int, float),
+    "cooldown_timeout_s": (int, float), "sample_hz": (int, float), "cpu_tdp_w": (int, float), "cpu_w_per_thread": (int, float),
     "dram_w_per_gb": (int, float), "carbon_g_per_kwh": (int, float), "pue": (int, float),
     "price_per_kwh": (int, float), "currency": (str,),
 }
 SETTING_KEYS = tuple(f.name for f in fields(RunSettings))
+# Settings that do not change a run's work: how many repeats a grid has (a run is keyed by its own repeat
+# index) and the accounting inputs (CO2e and cost are recomputed from stored joules when they change).
+UNKEYED_SETTINGS = frozenset({"repeats", "carbon_g_per_kwh", "pue", "price_per_kwh", "currency"})
+ACCOUNTING_SETTINGS = ("carbon_g_per_kwh", "pue", "price_per_kwh", "currency")
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def conditions_key(model: str, settings: dict[str, Any]) -> str:
+    """What makes two runs comparable: the model and every setting that changes the work (data, training,
+    device, measurement), but not the technique, the repeat, `repeats`, the accounting inputs or the
+    experiment's name. A technique is compared with the baselines of its conditions.
+
+    `settings` may be a stored `runs.settings` JSON object from an older GreenLab: missing settings take
+    today's defaults, so the key of an unchanged run stays the same across versions.
+    """
+    merged = {**asdict(RunSettings()), **{k: v for k, v in settings.items() if k in SETTING_KEYS}}
+    work = {k: v for k, v in merged.items() if k not in UNKEYED_SETTINGS}
+    return _digest({"model": model, "settings": work})
+
+
+def run_key(model: str, technique: str, repeat: int, settings: dict[str, Any],
+            technique_settings: dict[str, Any]) -> str:
+    """Identical runs share this key: same conditions, technique, technique settings and repeat index.
+    A grid skips a run whose key is already completed (raising `repeats` runs only the new repeats)."""
+    return _digest({"conditions": conditions_key(model, settings), "technique": technique, "repeat": repeat,
+                    "techniques": technique_settings})
 EXPERIMENT_KEYS = ("name", "models", "techniques")
 
 
@@ -107,11 +137,22 @@ class GridRun:
         """Everything that determines the run's result, as stored in `runs.settings`."""
         return {**asdict(self.settings), "techniques": self.technique_settings}
 
+    @property
+    def seed(self) -> int:
+        """The run's own seed: initialisation, data order and compression draws of repeat r use seed + r,
+        so repeats are independent draws; the train/validation split stays fixed by `settings.seed`."""
+        return self.settings.seed + self.repeat
+
     def settings_key(self) -> str:
-        """A stable hash of model, technique, repeat and settings: identical runs share it (skip on rerun)."""
-        payload = json.dumps({"model": self.model, "technique": self.technique, "repeat": self.repeat,
-                              "settings": self.settings_dict()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        """See `run_key`: identical runs share it (a rerun skips them)."""
+        return run_key(self.model, self.technique, self.repeat, asdict(self.settings), self.technique_settings)
+
+    def conditions_key(self) -> str:
+        """See `conditions_key`: the baselines this run is compared with share it."""
+        return conditions_key(self.model, asdict(self.settings))
+
+    def accounting(self) -> dict[str, Any]:
+        return {k: getattr(self.settings, k) for k in ACCOUNTING_SETTINGS}
 
     def to_json(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "model": self.model, "technique": self.technique,
@@ -205,9 +246,10 @@ def validate_settings(values: dict[str, Any], key_prefix: str) -> RunSettings:
     positive("momentum", s.momentum, 0)
     if s.lr <= 0:
         raise ConfigError(f"must be a positive number, got {s.lr}", key=f"{key_prefix}.lr")
-    if s.cpu_tdp_w is not None and s.cpu_tdp_w <= 0:
-        raise ConfigError(f"must be a positive number of watts, got {s.cpu_tdp_w}",
-                          key=f"{key_prefix}.cpu_tdp_w")
+    for key in ("cpu_tdp_w", "cpu_w_per_thread"):
+        watts = getattr(s, key)
+        if watts is not None and watts <= 0:
+            raise ConfigError(f"must be a positive number of watts, got {watts}", key=f"{key_prefix}.{key}")
     if not 1 <= s.sample_hz <= 200:
         raise ConfigError(f"must be between 1 and 200 Hz, got {s.sample_hz}", key=f"{key_prefix}.sample_hz")
     if not 0 < s.val_fraction < 1:

@@ -5,7 +5,8 @@
 - `cifar10`: torchvision's CIFAR-10, downloaded into data/downloads on first use.
 - `imagefolder:<path>`: a user's own images, one folder per class (a malware-image set, for instance).
 - `fake`: torchvision FakeData, random images for energy-only benchmarks (accuracy is meaningless).
-- `fake-text`: random token sequences whose label is a function of the tokens, for text models offline.
+- `fake-text`: random token sequences in two balanced classes, each marked by a few tokens of its own,
+  for text models offline (learnable whatever the tokenizer's vocabulary).
 
 The split is a seeded permutation, so a seed always gives the same train and validation examples.
 """
@@ -103,8 +104,13 @@ def _image_transform(size: int) -> Any:
 
 
 def load(name: str, *, image_size: int, batch_size: int, seed: int, val_fraction: float,
-         train_limit: int | None = None, num_workers: int = 0, tokenizer: Any = None) -> DataBundle:
-    """Build train and validation loaders for `name`."""
+         train_limit: int | None = None, num_workers: int = 0, tokenizer: Any = None,
+         shuffle_seed: int | None = None) -> DataBundle:
+    """Build train and validation loaders for `name`.
+
+    `seed` fixes the data (the split, generated datasets); `shuffle_seed` (default: `seed`) the order in
+    which training batches are drawn, so repeats can draw independently from the same split.
+    """
     import torch
     from torch.utils.data import DataLoader, Subset, TensorDataset
 
@@ -157,7 +163,7 @@ def load(name: str, *, image_size: int, batch_size: int, seed: int, val_fraction
     train_idx, val_idx = _split(len(dataset), val_fraction, seed)
     if train_limit is not None:
         train_idx = train_idx[:train_limit]
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed if shuffle_seed is None else shuffle_seed)
     train = DataLoader(Subset(dataset, train_idx), batch_size=batch_size, shuffle=True, generator=generator,
                        collate_fn=collate, num_workers=num_workers, drop_last=len(train_idx) > batch_size)
     val = DataLoader(Subset(dataset, val_idx), batch_size=batch_size, shuffle=False, collate_fn=collate,
@@ -166,15 +172,35 @@ def load(name: str, *, image_size: int, batch_size: int, seed: int, val_fraction
                       n_val=len(val_idx), input_description=description)
 
 
-def _fake_text(seed: int, tokenizer: Any) -> tuple[Any, int]:
-    """Sequences whose label is whether token 7 appears more often than token 9: learnable, offline."""
+# fake-text: each class plants a few tokens of its own among random background tokens. Ids below
+# _TEXT_FIRST_ID are left alone (padding, [CLS], [SEP] and the like in real vocabularies).
+_TEXT_FIRST_ID = 5
+_TEXT_MARKERS_PER_CLASS = 8
+_TEXT_MARKERS_PER_SEQUENCE = 4
+_TEXT_EXAMPLES = 1024
+
+
+def _fake_text(seed: int, tokenizer: Any, num_classes: int = 2) -> tuple[Any, int]:
+    """Balanced, learnable token sequences, offline: exactly 1/num_classes of the examples per class, and
+    each sequence carries _TEXT_MARKERS_PER_SEQUENCE marker tokens of its class at random places among
+    background tokens that are never markers. A bag of words separates the classes perfectly; a text model
+    has to learn which tokens matter, whatever the tokenizer's vocabulary size.
+    """
     import torch
     from torch.utils.data import Dataset
 
     generator = torch.Generator().manual_seed(seed + 1)
     vocab = _TEXT_VOCAB if tokenizer is None else min(int(tokenizer.vocab_size), 30000)
-    ids = torch.randint(5, vocab, (1024, _TEXT_LENGTH), generator=generator)
-    labels = ((ids == 7).sum(1) > (ids == 9).sum(1)).long()
+    first_background = _TEXT_FIRST_ID + num_classes * _TEXT_MARKERS_PER_CLASS
+    labels = torch.arange(_TEXT_EXAMPLES) % num_classes
+    labels = labels[torch.randperm(_TEXT_EXAMPLES, generator=generator)]
+    ids = torch.randint(first_background, vocab, (_TEXT_EXAMPLES, _TEXT_LENGTH), generator=generator)
+    markers = (_TEXT_FIRST_ID + labels[:, None] * _TEXT_MARKERS_PER_CLASS
+               + torch.randint(0, _TEXT_MARKERS_PER_CLASS, (_TEXT_EXAMPLES, _TEXT_MARKERS_PER_SEQUENCE),
+                               generator=generator))
+    positions = torch.rand(_TEXT_EXAMPLES, _TEXT_LENGTH, generator=generator).argsort(1)[:, :_TEXT_MARKERS_PER_SEQUENCE]
+    ids.scatter_(1, positions, markers)
+    labels = labels.long()
 
     class TokenDataset(Dataset):
         def __len__(self) -> int:
@@ -184,4 +210,4 @@ def _fake_text(seed: int, tokenizer: Any) -> tuple[Any, int]:
             return ({"input_ids": ids[index], "attention_mask": torch.ones(_TEXT_LENGTH, dtype=torch.long)},
                     labels[index])
 
-    return TokenDataset(), 2
+    return TokenDataset(), num_classes

@@ -21,6 +21,11 @@ class RunStarted:
     input_description: str
     batches_per_epoch: int
     epochs: int
+    seed: int | None = None  # the run's own seed (seed + repeat)
+    # A CUDA run names its board, so the supervisor meters the right one (CUDA and NVML number differently).
+    cuda_index: int | None = None
+    cuda_uuid: str | None = None
+    pci_bus_id: str | None = None
 
 
 @dataclass
@@ -39,12 +44,16 @@ class ModelPrepared:
 class PhaseBegan:
     epoch: int
     phase: str  # train | eval
+    # time.monotonic() in the child at the edge (one system-wide clock on Linux and macOS), so the
+    # supervisor places the energy window's edge where it happened, not where it read the event.
+    t_mono: float | None = None
 
 
 @dataclass
 class PhaseEnded:
     epoch: int
     phase: str
+    t_mono: float | None = None
 
 
 @dataclass

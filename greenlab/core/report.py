@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from statistics import mean, stdev
 from typing import Any, Iterable
 
+from greenlab.core.config import conditions_key
+
 METRICS = ("energy_j", "energy_training_j", "duration_s", "val_accuracy")
 # Two-sided 95 % Student t quantiles for 1..30 degrees of freedom; beyond 30 the normal 1.96 is close.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -27,18 +29,21 @@ def ci95(values: list[float]) -> float | None:
     return t * stdev(values) / math.sqrt(len(values))
 
 
-def baseline_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """Runs compare against the baseline of the same experiment, model, dataset and training settings
-    (epochs, device, ...): only the technique and its own settings may differ."""
+def baseline_key(row: dict[str, Any]) -> Any:
+    """Runs compare against the baselines of the same conditions (greenlab.core.config.conditions_key):
+    model, dataset and the settings that change the work; not the technique, the repeat, the accounting
+    inputs or the experiment's name. Rows stored before the key existed get it from their settings."""
+    if row.get("conditions_key"):
+        return row["conditions_key"]
     settings = row.get("settings")
     if isinstance(settings, str):
         try:
             settings = json.loads(settings)
         except ValueError:
             settings = None
-    if isinstance(settings, dict):
-        settings = json.dumps({k: v for k, v in settings.items() if k != "techniques"}, sort_keys=True)
-    return (row.get("experiment"), row.get("model"), row.get("dataset"), settings)
+    if isinstance(settings, dict) and row.get("model"):
+        return conditions_key(row["model"], {k: v for k, v in settings.items() if k != "techniques"})
+    return (row.get("model"), row.get("dataset"))
 
 
 def percent_change(value: float | None, reference: float | None) -> float | None:
@@ -80,7 +85,9 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[Group]:
         reference = baselines.get(key, {})
         change = {m: percent_change(means[m], reference.get(m)) if technique != "baseline" else None
                   for m in METRICS}
-        groups.append(Group(key[0], key[1], key[2], technique, len(members), means, intervals, change))
+        first = members[0]
+        groups.append(Group(first.get("experiment"), first["model"], first.get("dataset"), technique, len(members),
+                            means, intervals, change))
     groups.sort(key=lambda g: (g.experiment or "", g.model, g.dataset, g.technique != "baseline", g.technique))
     return groups
 

@@ -24,10 +24,12 @@ from typing import Any, Callable
 
 from greenlab.core import events
 from greenlab.core.config import GridRun, RunSettings
-from greenlab.core.energy import carbon
 from greenlab.core.energy.detect import build_meters
-from greenlab.core.energy.tracker import EnergyTracker, WindowResult
+from greenlab.core.energy.meter import MEASURED_METHODS
+from greenlab.core.energy.tracker import EnergyTracker
+from greenlab.core.record import RunRecord, accounting_columns, energy_columns, gpus_used
 from greenlab.core.store import RUN_COLUMNS, Store, now_iso
+from greenlab.core.storewriter import StoreWriter
 
 _SAMPLE_FLUSH_S = 1.0
 _TERMINATE_GRACE_S = 5.0
@@ -88,17 +90,20 @@ Listener = Callable[[SupervisorEvent], None]
 
 
 def gpus_for(device: str) -> list[int] | None:
-    """CUDA indices a run on `device` uses (by torch's numbering), or None when it uses no GPU."""
+    """GPUs to meter for a run on `device`: None for none, [] for every visible one.
+
+    A run on "auto", "cuda" or "cuda:N" meters every visible GPU until its child reports the board it
+    trained on (by UUID and PCI bus id): only that board's energy is the run's, and a run that fell back
+    to the CPU keeps no GPU energy at all. CUDA's numbering need not be NVML's, so no index is trusted.
+    """
     if device in ("cpu", "mps"):
         return None
-    if device.startswith("cuda:"):
-        return [int(device.split(":", 1)[1])]
-    return [0]  # "auto" and "cuda" train on the current device, cuda:0
+    return []
 
 
 def make_tracker(settings: RunSettings) -> tuple[EnergyTracker, dict[str, str]]:
     setup = build_meters(use_gpus=gpus_for(settings.device), cpu_tdp_w=settings.cpu_tdp_w,
-                         dram_w_per_gb=settings.dram_w_per_gb)
+                         cpu_w_per_thread=settings.cpu_w_per_thread, dram_w_per_gb=settings.dram_w_per_gb)
     return EnergyTracker(setup.meters, sample_hz=settings.sample_hz), setup.notes
 
 
@@ -117,36 +122,6 @@ class _ChildOutput:
     def tail(self, count: int = 8) -> str:
         self._thread.join(timeout=1)
         return "\n".join(list(self.lines)[-count:])
-
-
-def _components_summary(window: WindowResult, idle: dict[str, float]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run columns and energy_components rows from the run's window and the idle baseline."""
-    columns: dict[str, Any] = {}
-    rows = []
-    net_total = 0.0
-    idle_total = 0.0
-    groups: dict[str, list[Any]] = {"gpu": [], "cpu": [], "dram": []}
-    for name, energy in window.components.items():
-        idle_w = idle.get(name) if energy.measured else None
-        net = None
-        if energy.energy_j is not None:
-            net = energy.energy_j if idle_w is None else max(0.0, energy.energy_j - idle_w * window.seconds)
-            net_total += net
-        if idle_w is not None:
-            idle_total += idle_w
-        rows.append({"component": name, "energy_j": energy.energy_j, "method": energy.method, "idle_w": idle_w,
-                     "net_energy_j": net, "inputs": energy.inputs, "flags": list(energy.flags)})
-        groups["gpu" if name.startswith("gpu") else name].append(energy)
-    for group, members in groups.items():
-        values = [m.energy_j for m in members if m.energy_j is not None]
-        columns[f"energy_{group}_j"] = sum(values) if values else None
-        methods = sorted({m.method for m in members})
-        columns[f"energy_{group}_method"] = "+".join(methods) if methods else "unavailable"
-    measured, estimated = window.split_j()
-    total = measured + estimated
-    columns.update(energy_j=total, energy_kwh=carbon.kwh(total), energy_measured_j=measured,
-                   energy_estimated_j=estimated, energy_net_j=net_total, idle_w=idle_total if idle else None)
-    return columns, rows
 
 
 @contextlib.contextmanager
@@ -223,18 +198,30 @@ class RunSupervisor:
     def run_grid(self, runs: list[GridRun], *, force: bool = False) -> list[RunStored]:
         """Run every entry not already completed with identical settings; returns the stored outcomes."""
         outcomes: list[RunStored] = []
-        done = set() if force else self.store.completed_keys()
+        done = {} if force else self.store.completed_by_key()
         for index, run in enumerate(runs):
             if self.cancelled:
                 break
-            if run.settings_key() in done:
-                self.on_event(RunSkipped(index, run, "already completed with identical settings"))
+            previous = done.get(run.settings_key())
+            if previous is not None:
+                self.on_event(RunSkipped(index, run, self._reuse(previous, run)))
                 continue
             self.on_event(RunQueued(index, len(runs), run))
             outcome = self.execute(run)
             if outcome is not None:
                 outcomes.append(outcome)
         return outcomes
+
+    def _reuse(self, previous: dict[str, Any], run: GridRun) -> str:
+        """Keep a completed run; when only the accounting inputs changed, recompute its CO2e and cost."""
+        accounting = run.accounting()
+        stored = {k: previous.get(k) for k in accounting}
+        if stored == accounting:
+            return "already completed with identical settings"
+        settings = json.loads(previous.get("settings") or "{}")
+        self.store.update_run(previous["id"], settings={**settings, **accounting},
+                              **accounting_columns(previous.get("energy_j"), accounting))
+        return "already completed with identical settings; CO2e and cost recomputed for the new accounting inputs"
 
     # -- one run --------------------------------------------------------------------------------------
     def _idle_baseline(self, tracker: EnergyTracker, settings: RunSettings) -> dict[str, float]:
@@ -247,7 +234,7 @@ class RunSupervisor:
         if self.cancelled:
             return {}
         # An estimate follows the run's own processes, so it is already net of idle: keep measured only.
-        watts = {c: w for c, w in watts.items() if tracker.method(c) in ("counter", "polled")}
+        watts = {c: w for c, w in watts.items() if tracker.method(c) in MEASURED_METHODS}
         self._idle_cache[key] = watts
         self.on_event(IdleMeasured(watts, settings.idle_s))
         return watts
@@ -280,19 +267,18 @@ class RunSupervisor:
             run_id = self.store.start_run({
                 "experiment": run.experiment, "model": run.model, "dataset": settings.dataset,
                 "technique": run.technique, "settings": run.settings_dict(), "settings_key": run.settings_key(),
-                "seed": settings.seed, "repeat": run.repeat, "device": settings.device,
-                "sampler_hz": settings.sample_hz, "carbon_g_per_kwh": settings.carbon_g_per_kwh,
-                "pue": settings.pue, "currency": settings.currency, "meters": meters_info})
-            return self._supervise(run_id, run, tracker, idle, meters_info)
+                "conditions_key": run.conditions_key(), "seed": run.seed, "repeat": run.repeat,
+                "device": settings.device, "sampler_hz": settings.sample_hz, "meters": meters_info,
+                **accounting_columns(None, run.accounting())})
+            return self._supervise(RunRecord(run_id, run, tracker.now(), idle, meters_info), tracker)
         finally:
             tracker.close()
 
-    def _supervise(self, run_id: int, run: GridRun, tracker: EnergyTracker, idle: dict[str, float],
-                   meters_info: dict[str, Any]) -> RunStored:
-        settings = run.settings
-        self.on_event(RunBegan(run_id, run, tracker, meters_info.get("fallbacks", {})))
+    def _supervise(self, record: RunRecord, tracker: EnergyTracker) -> RunStored:
+        self.on_event(RunBegan(record.run_id, record.run, tracker, record.meters_info.get("fallbacks", {})))
         tracker.drain_samples()  # samples before the run (idle, cooling) are not the run's
         cpu_before = tracker.sampler_cpu_s
+        writer = StoreWriter(self.store.path)
         read_fd, write_fd = os.pipe()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self._child_lock:  # a cancel from another thread now sees the child, or sees none at all
@@ -304,23 +290,21 @@ class RunSupervisor:
         os.close(write_fd)
         tracker.track_processes([child.pid])
         tracker.begin_window("run")
-        t0 = tracker.now()
+        record.t0 = tracker.now()
         output = _ChildOutput(child.stdout)
-        state: dict[str, Any] = {"status": None, "error": None, "train_s": None, "final": None,
-                                 "training_j": None}
         raised: BaseException | None = None
         try:
             if self.cancelled:  # cancelled between the start of the run and the child's start
                 self._terminate_child()
-            child.stdin.write(json.dumps(run.to_json()))
+            child.stdin.write(json.dumps(record.run.to_json()))
             child.stdin.close()
-            self._pump(run_id, read_fd, tracker, t0, state)
+            self._pump(record, read_fd, tracker, writer)
         except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM or a store error: record, then re-raise
             raised = exc
             if isinstance(exc, KeyboardInterrupt):
                 self._cancel.set()
             else:
-                state.setdefault("supervisor_error", f"{type(exc).__name__}: {exc}")
+                record.supervisor_error = record.supervisor_error or f"{type(exc).__name__}: {exc}"
             self._terminate_child()
         finally:
             os.close(read_fd)
@@ -328,68 +312,85 @@ class RunSupervisor:
                 self._child = None
         # Finishing the record must not be cut short by a second Ctrl-C: the child is already stopped.
         with _signals_deferred():
-            stored = self._finish(run_id, run, tracker, idle, meters_info, child, output, state, t0, cpu_before)
+            try:
+                stored = self._finish(record, tracker, child, output, writer, cpu_before)
+            finally:
+                writer.close()
         if raised is not None:
             raise raised
         return stored
 
-    def _finish(self, run_id: int, run: GridRun, tracker: EnergyTracker, idle: dict[str, float],
-                meters_info: dict[str, Any], child: subprocess.Popen[str], output: _ChildOutput,
-                state: dict[str, Any], t0: float, cpu_before: float) -> RunStored:
+    def _outcome(self, record: RunRecord, return_code: int, output: _ChildOutput) -> tuple[str, str | None]:
+        if record.child_status == "completed" and return_code == 0:
+            return "completed", None  # finished before a late cancel arrived: it counts
+        if self.cancelled:
+            return "interrupted", "cancelled by the user"
+        if record.supervisor_error is not None:
+            return "failed", f"the supervising process failed: {record.supervisor_error}"
+        if record.child_status == "failed":
+            return "failed", record.child_error
+        reason = f"killed by signal {-return_code}" if return_code < 0 else f"exited with code {return_code}"
+        if return_code == -signal.SIGKILL:
+            reason += " (out of memory?)"
+        error = f"the training process {reason} without reporting an error"
+        tail = output.tail()
+        return "failed", error + (f"; its last output:\n{tail}" if tail else "")
+
+    def _finish(self, record: RunRecord, tracker: EnergyTracker, child: subprocess.Popen[str],
+                output: _ChildOutput, writer: StoreWriter, cpu_before: float) -> RunStored:
         """Close the run's window and store its outcome, whatever happened to the child."""
-        settings = run.settings
+        run, run_id = record.run, record.run_id
         try:
             return_code = child.wait(timeout=_TERMINATE_GRACE_S * 2)
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
             return_code = child.wait()
-        window = tracker.end_window("run")
+        if record.device is None:  # the child never said where it trained: no GPU did this run's work
+            record.gpus_unused = {c for c in tracker.components() if c.startswith("gpu")}
+        window = tracker.end_window("run").without(record.gpus_unused)
         tracker.discard_windows()  # a phase cut short by a failure has no end
-        self.store.add_samples(run_id, [(t - t0, c, w) for t, c, w in tracker.drain_samples() if t >= t0])
-
-        if state["status"] == "completed" and return_code == 0:
-            status, error = "completed", None  # finished before a late cancel arrived: it counts
-        elif self.cancelled:
-            status, error = "interrupted", "cancelled by the user"
-        elif "supervisor_error" in state:
-            status, error = "failed", f"the supervising process failed: {state['supervisor_error']}"
-        elif state["status"] == "failed":
-            status, error = "failed", state["error"]
-        else:
-            status = "failed"
-            reason = f"killed by signal {-return_code}" if return_code < 0 else f"exited with code {return_code}"
-            if return_code == -signal.SIGKILL:
-                reason += " (out of memory?)"
-            error = f"the training process {reason} without reporting an error"
-            tail = output.tail()
-            if tail:
-                error += f"; its last output:\n{tail}"
-
-        columns, component_rows = _components_summary(window, idle)
-        flags = sorted({f for row in component_rows for f in row["flags"]})
-        final = state["final"] or {}
+        try:
+            self._flush_samples(record, tracker, writer)
+            writer.flush()
+        except Exception as exc:  # noqa: BLE001 - the outcome below is still written, on this thread
+            record.supervisor_error = record.supervisor_error or f"{type(exc).__name__}: {exc}"
+        status, error = self._outcome(record, return_code, output)
+        columns, component_rows, energy_flags = energy_columns(window, record.idle)
+        idle = {c: w for c, w in record.idle.items() if c not in record.gpus_unused}
+        meters = {**record.meters_info, "idle_w": idle, "temperature_end_c": _temperatures(tracker),
+                  "components": {c: facts for c, facts in record.meters_info["components"].items()
+                                 if c not in record.gpus_unused}}
+        if record.gpus_unused:
+            meters["gpus_not_used"] = {"components": sorted(record.gpus_unused),
+                                       "why": f"the run trained on {record.device or 'another device'}"}
         values = {
             "status": status, "error": error, "finished_at": now_iso(), "duration_s": window.seconds,
-            "train_s": state["train_s"], "energy_training_j": state["training_j"], "val_accuracy": final.get("val_accuracy"), "val_f1": final.get("val_f1"),
-            **columns,
-            "co2e_g": carbon.co2e_g(columns["energy_j"], settings.carbon_g_per_kwh, settings.pue),
-            "cost": carbon.cost(columns["energy_j"], settings.price_per_kwh, settings.pue),
+            "train_s": record.train_s, "energy_training_j": record.training_j,
+            "val_accuracy": record.final.get("val_accuracy"), "val_f1": record.final.get("val_f1"),
+            **columns, **accounting_columns(columns["energy_j"], run.accounting()),
             "sampler_cpu_s": round(tracker.sampler_cpu_s - cpu_before, 4),
             "samples_dropped": tracker.samples_dropped,
-            "flags": flags + tracker.errors + [f"display: {e}" for e in self.listener_errors],
-            "meters": {**meters_info, "temperature_end_c": _temperatures(tracker)},
+            "flags": sorted({*energy_flags, *record.flags}) + tracker.errors
+            + [f"display: {e}" for e in self.listener_errors],
+            "meters": meters,
         }
         self.store.update_run(run_id, **values)
         self.store.set_components(run_id, component_rows)
+        self.store.delete_samples(run_id, record.gpus_unused)
         stored = RunStored(run_id, run, status, error, self.store.run(run_id) or {})
         self.on_event(stored)
         return stored
 
-    def _pump(self, run_id: int, read_fd: int, tracker: EnergyTracker, t0: float, state: dict[str, Any]) -> None:
-        """Read the child's events until it closes its end, flushing samples about once a second."""
+    def _flush_samples(self, record: RunRecord, tracker: EnergyTracker, writer: StoreWriter) -> None:
+        rows = [(t - record.t0, c, w) for t, c, w in tracker.drain_samples()
+                if t >= record.t0 and c not in record.gpus_unused]
+        if rows:
+            writer.submit("add_samples", record.run_id, rows)
+
+    def _pump(self, record: RunRecord, read_fd: int, tracker: EnergyTracker, writer: StoreWriter) -> None:
+        """Read the child's events until it closes its end, queueing samples about once a second."""
         buffer = b""
         last_flush = time.monotonic()
-        epoch_energy: dict[int, dict[str, float | None]] = {}
         while True:
             ready, _, _ = select.select([read_fd], [], [], 0.25)
             if ready:
@@ -400,15 +401,21 @@ class RunSupervisor:
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
-                        self._handle(run_id, events.decode(line.decode()), tracker, state, epoch_energy)
+                        self._handle(record, events.decode(line.decode()), tracker, writer)
             if time.monotonic() - last_flush >= _SAMPLE_FLUSH_S:
-                self.store.add_samples(run_id, [(t - t0, c, w) for t, c, w in tracker.drain_samples() if t >= t0])
+                self._flush_samples(record, tracker, writer)
                 last_flush = time.monotonic()
 
-    def _handle(self, run_id: int, event: events.Event, tracker: EnergyTracker, state: dict[str, Any],
-                epoch_energy: dict[int, dict[str, float | None]]) -> None:
+    def _handle(self, record: RunRecord, event: events.Event, tracker: EnergyTracker, writer: StoreWriter) -> None:
+        run_id = record.run_id
         if isinstance(event, events.RunStarted):
-            self.store.update_run(run_id, device=event.device)
+            record.device = event.device
+            gpu_facts = {c: facts for c, facts in record.meters_info["components"].items() if c.startswith("gpu")}
+            used, flags = gpus_used(event.device, gpu_facts, cuda_uuid=event.cuda_uuid,
+                                    pci_bus_id=event.pci_bus_id, cuda_index=event.cuda_index)
+            record.gpus_unused = set(gpu_facts) - used
+            record.flags.extend(flags)
+            writer.submit("update_run", run_id, device=event.device)
         elif isinstance(event, events.ModelPrepared):
             after, before = event.after, event.before
             values = {**{k: after.get(k) for k in ("params_total", "params_nonzero", "model_bytes", "flops_step")},
@@ -416,37 +423,27 @@ class RunSupervisor:
                          ("params_total", "params_nonzero", "model_bytes", "flops_step")},
                       "compression": event.report, "warnings": event.warnings}
             values.update({k: v for k, v in event.columns.items() if k in RUN_COLUMNS})
-            self.store.update_run(run_id, **values)
+            writer.submit("update_run", run_id, **values)
             if event.capacity_curve:
-                self.store.set_capacity(run_id, [(int(b), float(a)) for b, a in event.capacity_curve])
+                writer.submit("set_capacity", run_id, [(int(b), float(a)) for b, a in event.capacity_curve])
         elif isinstance(event, events.PhaseBegan):
-            tracker.begin_window(f"{event.epoch}:{event.phase}")
+            tracker.begin_window(f"{event.epoch}:{event.phase}", at=event.t_mono)
         elif isinstance(event, events.PhaseEnded):
-            window = tracker.end_window(f"{event.epoch}:{event.phase}")
-            phase_j = window.total_j()
-            epoch_energy.setdefault(event.epoch, {})[event.phase] = phase_j
-            # One phase without a reading makes the training total unknown, not smaller.
-            if phase_j is None or state.get("training_unknown"):
-                state["training_unknown"], state["training_j"] = True, None
-            else:
-                state["training_j"] = (state["training_j"] or 0.0) + phase_j
+            window = tracker.end_window(f"{event.epoch}:{event.phase}", at=event.t_mono)
+            record.add_phase(event.epoch, event.phase, window.without(record.gpus_unused))
         elif isinstance(event, events.EpochFinished):
-            energies = epoch_energy.get(event.epoch, {})
-            train_j, eval_j = energies.get("train"), energies.get("eval")
-            self.store.add_epoch({
+            writer.submit("add_epoch", {
                 "run_id": run_id, "epoch": event.epoch, "train_loss": event.train_loss,
                 "val_accuracy": event.val_accuracy, "val_f1": event.val_f1, "val_loss": event.val_loss,
                 "duration_s": event.train_s + event.eval_s, "train_s": event.train_s, "eval_s": event.eval_s,
-                "energy_j": None if train_j is None or eval_j is None else train_j + eval_j,
-                "train_energy_j": train_j, "eval_energy_j": eval_j})
+                **record.epoch_energy(event.epoch)})
         elif isinstance(event, events.RunFinished):
-            state.update(status="completed", train_s=event.train_s, final=asdict(event))
+            record.child_status, record.train_s, record.final = "completed", event.train_s, asdict(event)
         elif isinstance(event, events.RunFailed):
             # A user's mistake is fully told by its message; an unexpected failure keeps its traceback,
             # after a first line that faces show on their own.
             error = event.error if event.user_error else f"{event.kind}: {event.error}"
             if event.traceback and not event.user_error:
                 error += "\n\n" + event.traceback.rstrip()
-            state.update(status="failed", error=error)
+            record.child_status, record.child_error = "failed", error
         self.on_event(ChildEvent(run_id, event))
-

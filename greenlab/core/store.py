@@ -23,7 +23,7 @@ from greenlab import __version__
 from greenlab.core.errors import GreenLabError
 
 DEFAULT_DB = Path("data") / "runs.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("running", "completed", "failed", "interrupted")
 
 # The public `runs` table. Column order is the documented order (README "Schema").
@@ -43,11 +43,15 @@ RUN_COLUMNS: dict[str, type] = {
     "capacity_bits": int, "capacity_bytes": float, "train_dtype": str, "mantissa_bits_kept": int,
     "compression": str, "warnings": str, "flags": str, "meters": str,
     "greenlab_version": str, "host": str, "supervisor_pid": int,
+    # Schema 2
+    "conditions_key": str, "compute_dtype": str, "weights_dtype": str, "price_per_kwh": float,
 }
 EPOCH_COLUMNS: dict[str, type] = {
     "run_id": int, "epoch": int, "train_loss": float, "val_accuracy": float, "val_f1": float,
     "val_loss": float, "duration_s": float, "train_s": float, "eval_s": float,
     "energy_j": float, "train_energy_j": float, "eval_energy_j": float,
+    # Schema 2
+    "train_window_s": float, "eval_window_s": float, "flags": str,
 }
 SAMPLE_COLUMNS: dict[str, type] = {"run_id": int, "t_s": float, "component": str, "watts": float}
 COMPONENT_COLUMNS: dict[str, type] = {
@@ -70,8 +74,46 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
                           if_not_exists=True)
 
 
+_COLUMNS_2 = {
+    "runs": ("conditions_key", "compute_dtype", "weights_dtype", "price_per_kwh"),
+    "epochs": ("train_window_s", "eval_window_s", "flags"),
+}
+
+
+def _add_columns(db: sqlite_utils.Database, table: str, names: tuple[str, ...], types: dict[str, type]) -> None:
+    present = set(db[table].columns_dict)
+    for name in names:
+        if name not in present:
+            db[table].add_column(name, types[name])
+
+
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    """Run keys that ignore `repeats` and the accounting inputs; the conditions key that chooses a
+    technique's baselines; what the run computed in and stored; the run's own seed; window lengths."""
+    from greenlab.core.config import conditions_key, run_key
+
+    _add_columns(db, "runs", _COLUMNS_2["runs"], RUN_COLUMNS)
+    _add_columns(db, "epochs", _COLUMNS_2["epochs"], EPOCH_COLUMNS)
+    db["runs"].create_index(["conditions_key", "technique", "status"], if_not_exists=True)
+    for row in list(db.query("select id, model, technique, repeat, seed, settings, train_dtype from runs")):
+        try:
+            settings = json.loads(row["settings"] or "{}")
+        except ValueError:
+            continue
+        techniques = settings.pop("techniques", {}) or {}
+        repeat = row["repeat"] or 0
+        db["runs"].update(row["id"], {
+            "settings_key": run_key(row["model"], row["technique"], repeat, settings, techniques),
+            "conditions_key": conditions_key(row["model"], settings),
+            # Before schema 2 the stored seed was the grid's; initialisation already used seed + repeat.
+            "seed": (row["seed"] or 0) + repeat,
+            "price_per_kwh": settings.get("price_per_kwh"),
+            "compute_dtype": row["train_dtype"],
+        })
+
+
 # Migration n brings a store from version n-1 to n. Append, never edit a released one.
-MIGRATIONS = [_migrate_1]
+MIGRATIONS = [_migrate_1, _migrate_2]
 
 
 def now_iso() -> str:
@@ -156,7 +198,7 @@ class Store:
 
     def add_epoch(self, row: dict[str, Any]) -> None:
         with self.db.conn:
-            self.db["epochs"].upsert(row, pk=("run_id", "epoch"))
+            self.db["epochs"].upsert(_encode(row), pk=("run_id", "epoch"))
 
     def add_samples(self, run_id: int, rows: Iterable[tuple[float, str, float]]) -> None:
         batch = [{"run_id": run_id, "t_s": round(t, 4), "component": c, "watts": round(w, 4)} for t, c, w in rows]
@@ -169,6 +211,14 @@ class Store:
             self.db["energy_components"].upsert_all([_encode({"run_id": run_id, **r}) for r in rows],
                                                     pk=("run_id", "component"))
 
+    def delete_samples(self, run_id: int, components: Iterable[str]) -> None:
+        """Drop a run's samples of some components (a GPU metered but not used by the run)."""
+        names = list(components)
+        if names:
+            with self.db.conn:
+                self.db.execute(f"delete from samples where run_id = ? and component in "
+                                f"({', '.join('?' for _ in names)})", [run_id, *names])
+
     def set_capacity(self, run_id: int, curve: list[tuple[int, float]]) -> None:
         with self.db.conn:
             self.db["capacity"].upsert_all([{"run_id": run_id, "bits": int(b), "val_accuracy": a}
@@ -176,8 +226,14 @@ class Store:
 
     # -- reads ----------------------------------------------------------------------------------------
     def completed_keys(self) -> set[str]:
-        return {row["settings_key"] for row in
-                self.db.query("select settings_key from runs where status = 'completed'")}
+        return set(self.completed_by_key())
+
+    def completed_by_key(self) -> dict[str, dict[str, Any]]:
+        """The latest completed run of each run key, with what a rerun needs to know of it: its id, gross
+        energy, settings and accounting inputs."""
+        rows = self.db.query("select id, settings_key, energy_j, settings, carbon_g_per_kwh, pue, price_per_kwh, "
+                             "currency from runs where status = 'completed' order by id")
+        return {row["settings_key"]: row for row in rows}
 
     def run(self, run_id: int) -> dict[str, Any] | None:
         rows = list(self.db.query("select * from runs where id = ?", [run_id]))

@@ -11,11 +11,12 @@ import argparse
 import json
 import os
 import sys
+import time
 import traceback
 from typing import Any, TextIO
 
 from greenlab.core import compression, datasets, events, training, zoo
-from greenlab.core.compression.stats import model_stats
+from greenlab.core.compression.stats import model_stats, weights_dtype
 from greenlab.core.config import GridRun
 from greenlab.core.errors import GreenLabError
 
@@ -29,16 +30,25 @@ class EventWriter:
         self.stream.flush()
 
 
-def _model_stats(model: Any, example: Any, dtype: Any = None) -> dict[str, Any]:
+def _cuda_identity(device: Any) -> dict[str, Any]:
+    """The CUDA board a run trains on, as NVML can find it: UUID and PCI bus id (empty off CUDA)."""
+    if device.type != "cuda":
+        return {}
     import torch
 
-    return model_stats(model, example, dtype if dtype is not None else torch.float32)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    uuid = getattr(props, "uuid", None)
+    bus = getattr(props, "pci_bus_id", None)
+    pci = (f"{getattr(props, 'pci_domain_id', 0):08x}:{bus:02x}:{getattr(props, 'pci_device_id', 0):02x}.0"
+           if isinstance(bus, int) else None)
+    return {"cuda_index": index, "cuda_uuid": str(uuid) if uuid is not None else None, "pci_bus_id": pci}
 
 
 def execute(run: GridRun, emit: EventWriter) -> None:
     """Run one grid entry end to end, emitting events; raises on failure (the caller reports it)."""
     s = run.settings
-    training.seed_everything(s.seed + run.repeat)
+    training.seed_everything(run.seed)
     device = training.resolve_device(s.device)
     spec = zoo.spec_for(run.model)
     if spec.modality != datasets.modality(s.dataset):
@@ -50,29 +60,37 @@ def execute(run: GridRun, emit: EventWriter) -> None:
         if image_size < spec.min_input_size:
             raise GreenLabError(f"{run.model} needs inputs of at least {spec.min_input_size} px, "
                                 f"image_size is {image_size}; raise image_size")
+    # The split is fixed by the grid's seed, so every technique and repeat sees the same examples; the
+    # shuffle order follows the run's own seed, so repeats are independent draws.
     data = datasets.load(s.dataset, image_size=image_size or 0, batch_size=s.batch_size, seed=s.seed,
+                         shuffle_seed=run.seed,
                          val_fraction=s.val_fraction, train_limit=s.train_limit, num_workers=s.num_workers,
                          tokenizer=zoo.tokenizer_for(run.model))
     batches = len(data.train) if s.max_train_batches is None else min(len(data.train), s.max_train_batches)
     emit(events.RunStarted(device=str(device), dataset=s.dataset, n_train=data.n_train, n_val=data.n_val,
                            num_classes=data.num_classes, image_size=image_size,
                            input_description=data.input_description, batches_per_epoch=batches,
-                           epochs=s.epochs))
+                           epochs=s.epochs, seed=run.seed, **_cuda_identity(device)))
     model = zoo.build_model(run.model, data.num_classes, s.pretrained).to(device)
     example_inputs, _ = next(iter(data.train))
     example = training.to_device(example_inputs, device)
-    before = _model_stats(model, example)
+    before = model_stats(model, example)
 
     def evaluate(candidate: Any) -> float:
         return training.evaluate(candidate, data.val, device, data.num_classes,
                                  max_batches=s.max_eval_batches)[0]
 
     context = compression.CompressionContext(
-        evaluate=evaluate, device=device, seed=s.seed + run.repeat, example_input=example,
+        evaluate=evaluate, device=device, seed=run.seed, example_input=example,
         num_classes=data.num_classes, log=lambda message: emit(events.LogWritten(message)))
     applied = compression.apply(run.parts, model, run.technique_settings, context)
     model = applied.model.to(device)
-    after = _model_stats(model, example, applied.hooks.autocast_dtype)
+    autocast = applied.hooks.autocast_dtype
+    after = model_stats(model, example, autocast_dtype=autocast)
+    # What the run really computes in and stores, whatever the technique: every run records both.
+    compute = str(autocast).removeprefix("torch.") if autocast is not None else "float32"
+    applied.columns = {"compute_dtype": compute, "train_dtype": compute, "weights_dtype": weights_dtype(model),
+                       **applied.columns}
     if run.technique != compression.BASELINE and not applied.warnings and before == after \
             and not applied.hooks.after_step and applied.hooks.autocast_dtype is None:
         applied.warnings.append(f"{run.technique} changed nothing in {run.model}")
@@ -86,7 +104,8 @@ def execute(run: GridRun, emit: EventWriter) -> None:
         optimizer=s.optimizer, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay,
         hooks=applied.hooks, max_train_batches=s.max_train_batches, max_eval_batches=s.max_eval_batches,
         on_phase=lambda epoch, phase, edge: emit(
-            events.PhaseBegan(epoch, phase) if edge == "begin" else events.PhaseEnded(epoch, phase)),
+            events.PhaseBegan(epoch, phase, time.monotonic()) if edge == "begin"
+            else events.PhaseEnded(epoch, phase, time.monotonic())),
         on_batch=lambda epoch, batch, total, loss: emit(events.BatchFinished(epoch, batch, total, loss)),
         on_epoch=lambda r: emit(events.EpochFinished(r.epoch, r.train_loss, r.val_accuracy, r.val_f1,
                                                      r.val_loss, r.train_s, r.eval_s)))

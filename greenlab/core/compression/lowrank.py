@@ -62,7 +62,11 @@ def _svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     Convolution weights are wide (out x in*k*k, often 1:9): a QR of the long side first leaves a small
     square SVD, several times faster on CPU than LAPACK's SVD of the wide matrix.
     """
-    matrix = matrix.detach().to(torch.float64 if matrix.numel() <= _FLOAT64_SVD_MAX else torch.float32)
+    # On CUDA where the layer lives (fast, float64 supported); anywhere else on the CPU: MPS has no
+    # float64. The factors are copied back to the layer's device when the new layers are filled.
+    device = matrix.device if matrix.device.type == "cuda" else torch.device("cpu")
+    matrix = matrix.detach().to(device=device,
+                                dtype=torch.float64 if matrix.numel() <= _FLOAT64_SVD_MAX else torch.float32)
     rows, cols = matrix.shape
     if cols > 2 * rows:  # W = R^T Q^T with W^T = Q R
         q, r = torch.linalg.qr(matrix.T)

@@ -9,6 +9,7 @@ as they were.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -56,18 +57,32 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, nonzero
 
 
-def model_bytes(model: nn.Module, dtype_bytes: int | torch.dtype = 4) -> int:
-    """Bytes the parameters take when floating-point ones are stored at `dtype_bytes` each.
+def model_bytes(model: nn.Module, dtype_bytes: int | torch.dtype | None = None) -> int:
+    """Bytes the parameters take as stored (each at its own element size), or, given `dtype_bytes`, as
+    they would take were every floating-point one stored at that width.
 
     Integer parameters (rare) keep their own width. Buffers are left out: they are not trained and,
     for the models we use (batch-norm statistics), a fraction of a percent of the total.
     """
+    if dtype_bytes is None:
+        return sum(p.numel() * p.element_size() for p in model.parameters())
     width = _bytes_per_element(dtype_bytes)
     return sum(p.numel() * (width if p.is_floating_point() else p.element_size())
                for p in model.parameters())
 
 
-def training_step_flops(model: nn.Module, example_input: Any) -> int:
+def weights_dtype(model: nn.Module) -> str:
+    """The floating-point format most parameters are stored in (e.g. 'float32', 'bfloat16')."""
+    counts: dict[torch.dtype, int] = {}
+    for param in model.parameters():
+        if param.is_floating_point():
+            counts[param.dtype] = counts.get(param.dtype, 0) + param.numel()
+    if not counts:
+        return "none"
+    return str(max(counts, key=counts.__getitem__)).removeprefix("torch.")
+
+
+def training_step_flops(model: nn.Module, example_input: Any, autocast_dtype: torch.dtype | None = None) -> int:
     """FLOPs of one forward and backward pass on `example_input`, in train mode, counted by torch.
 
     The loss is a plain sum of the logits: its own cost is negligible and it needs no labels, while
@@ -88,7 +103,10 @@ def training_step_flops(model: nn.Module, example_input: Any) -> int:
                 p.grad = None
             model.train()
             counter = FlopCounterMode(display=False)
-            with counter:
+            # Under the run's autocast, as training runs it (weights stored narrower need it to run at all).
+            autocast = (torch.autocast(device_type=params[0].device.type if params else "cpu", dtype=autocast_dtype)
+                        if autocast_dtype is not None else contextlib.nullcontext())
+            with counter, autocast:
                 logits = output_logits(run_forward(model, example_input))
                 loss = logits.float().sum()
                 if loss.requires_grad:
@@ -104,17 +122,18 @@ def training_step_flops(model: nn.Module, example_input: Any) -> int:
                         buf.copy_(saved_buffers[name])
 
 
-def model_stats(model: nn.Module, example_input: Any, dtype_bytes: int | torch.dtype = 4) -> dict[str, int]:
+def model_stats(model: nn.Module, example_input: Any, dtype_bytes: int | torch.dtype | None = None, *,
+                autocast_dtype: torch.dtype | None = None) -> dict[str, int]:
     """Parameter counts, stored size and the FLOPs of one training step on `example_input`.
 
     Returns `params_total`, `params_nonzero` (unstructured pruning shows here and nowhere else),
-    `model_bytes` (parameters stored at `dtype_bytes` each, an int or a torch.dtype) and
-    `flops_step` (forward plus backward on the example batch).
+    `model_bytes` (parameters as stored, or at `dtype_bytes` each when given: an int or a torch.dtype)
+    and `flops_step` (forward plus backward on the example batch, under `autocast_dtype` when given).
     """
     total, nonzero = count_params(model)
     return {
         "params_total": total,
         "params_nonzero": nonzero,
         "model_bytes": model_bytes(model, dtype_bytes),
-        "flops_step": training_step_flops(model, example_input),
+        "flops_step": training_step_flops(model, example_input, autocast_dtype),
     }

@@ -3,12 +3,18 @@ train without them.
 
 Capacity (after Stamp's group, arXiv 2306.17189): overwrite the k lowest of the 23 mantissa bits of every
 float32 parameter with random bits, as a hidden message would, and evaluate; the capacity is the largest
-k the model tolerates. Reduction then trains keeping only 23 - k mantissa bits, either
+k the model tolerates. Reduction then trains keeping only 23 - k mantissa bits, in one of three modes:
 
-- `mode = "dtype"`: in the narrowest native format that keeps them (bfloat16 keeps 7 mantissa bits,
-  float16 keeps 10) through autocast — narrower arithmetic, which is where energy can really drop; or
-- `mode = "truncate"`: in float32, zeroing the low bits after every optimizer step — the same arithmetic
-  width, which separates "fewer bits" from "narrower arithmetic".
+- `mode = "dtype"`: the arithmetic narrows. Matrix products and convolutions run (through autocast) in the
+  narrowest native format that keeps the bits (bfloat16 keeps 7 mantissa bits, float16 keeps 10), which is
+  where energy can really drop; the weights and the optimizer state stay float32, so the stored model does
+  not shrink.
+- `mode = "stored"`: the weights themselves are bfloat16 (pure bfloat16 training: parameters, gradients and
+  optimizer state), and the arithmetic with them. The model really is half the bytes.
+- `mode = "truncate"`: float32 throughout, with the low bits rounded away (to nearest, ties to even) after
+  every optimizer step: the same arithmetic width, which separates "fewer bits" from "narrower arithmetic".
+  Rounding, not truncation toward zero: chopping the bits would cost every weight a quantum per step in
+  the direction of zero, a strong hidden weight decay; rounding leaves zero-mean noise where it was.
 
 Boundary: this module touches float32 parameters only (not buffers such as batch-norm statistics, and
 not parameters already stored narrower); it changes the training loop only through TrainingHooks.
@@ -26,10 +32,21 @@ from greenlab.core.errors import ConfigError, suggest
 
 NAME = "stego"
 DEFAULTS: dict[str, Any] = {"bits": "auto", "mode": "dtype", "tolerance": 1.0}
-MODES = ("dtype", "truncate")
+MODES = ("dtype", "stored", "truncate")
 MANTISSA_BITS = 23  # float32
 # Mantissa bits each native training format keeps, narrowest first.
 NATIVE_FORMATS = (("bfloat16", torch.bfloat16, 7), ("float16", torch.float16, 10))
+# `mode = "stored"` keeps the weights in bfloat16: float16 weights would need loss scaling on float16
+# gradients, which torch's GradScaler refuses, and float32 master copies, which would not shrink the model.
+STORED_MANTISSA_BITS = 7
+# What `mantissa_bits_kept` counts in each mode (stored in the run's compression report).
+_KEPT_MEANS = {
+    "dtype": "mantissa bits of the arithmetic (matrix products and convolutions); weights and optimizer "
+             "state keep float32's 23",
+    "stored": "mantissa bits of the stored weights, and of the arithmetic with them",
+    "truncate": "mantissa bits left in the float32 weights after every optimizer step; the arithmetic is "
+                "float32",
+}
 
 
 def float32_params(model: nn.Module) -> list[torch.Tensor]:
@@ -40,16 +57,37 @@ def _low_mask(bits: int) -> int:
     return (1 << bits) - 1
 
 
-def truncate_low_bits(model: nn.Module, bits: int) -> int:
-    """Zero the `bits` lowest mantissa bits of every float32 parameter, in place; returns how many
-    values were touched. Exact: viewed as int32 the low bits are zero, sign and exponent untouched."""
+_SIGN_BIT = -(1 << 31)  # int32 with only the sign bit set
+_MAGNITUDE = (1 << 31) - 1
+_EXPONENT_ALL_ONES = 0x7F800000  # infinities and NaNs: left as they are
+_MAX_FINITE = 0x7F7FFFFF
+
+
+def round_low_bits(model: nn.Module, bits: int) -> int:
+    """Round every float32 parameter to the nearest value whose `bits` lowest mantissa bits are zero (ties
+    to even), in place; returns how many values were touched.
+
+    Works on the int32 view: float32 is sign-magnitude, so rounding the 31-bit magnitude as an integer
+    rounds the value, and a carry out of the mantissa correctly bumps the exponent. A value that would round
+    up past the largest finite float keeps the largest finite value with those bits zero.
+    """
     if bits <= 0:
         return 0
-    keep = ~_low_mask(bits)  # a negative Python int: all ones above the low bits, fits in int32
+    low = _low_mask(bits)
+    half = 1 << (bits - 1)
+    ceiling = _MAX_FINITE & ~low
     touched = 0
     with torch.no_grad():
         for param in float32_params(model):
-            param.data.view(torch.int32).bitwise_and_(keep)
+            view = param.data.view(torch.int32)
+            magnitude = view & _MAGNITUDE
+            remainder = magnitude & low
+            kept = magnitude - remainder
+            odd = (kept >> bits) & 1
+            up = (remainder > half) | ((remainder == half) & (odd == 1))
+            rounded = torch.clamp(kept + up.to(torch.int32) * (1 << bits), max=ceiling)
+            rounded = torch.where(magnitude >= _EXPONENT_ALL_ONES, magnitude, rounded)
+            view.copy_(rounded | (view & _SIGN_BIT))
             touched += param.numel()
     return touched
 
@@ -70,18 +108,18 @@ def overwrite_low_bits(model: nn.Module, bits: int, seed: int) -> None:
             param.data.view(torch.int32).bitwise_and_(keep).bitwise_or_(noise)
 
 
-class TruncateLowBits:
-    """The after-step hook of `mode = "truncate"`; a class, not a lambda, so a training child process
-    can receive it pickled."""
+class RoundLowBits:
+    """The after-step hook of `mode = "truncate"`: round the low bits away (see `round_low_bits`); a class,
+    not a lambda, so a training child process can receive it pickled."""
 
     def __init__(self, bits: int) -> None:
         self.bits = bits
 
     def __call__(self, model: nn.Module) -> None:
-        truncate_low_bits(model, self.bits)
+        round_low_bits(model, self.bits)
 
     def __repr__(self) -> str:
-        return f"TruncateLowBits({self.bits})"
+        return f"RoundLowBits({self.bits})"
 
 
 def capacity_bytes(model: nn.Module, bits: int) -> float:
@@ -163,8 +201,9 @@ def validate(table: dict[str, Any], key_path: str) -> dict[str, Any]:
     if mode not in MODES:
         raise ConfigError(
             f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}"
-            f"{suggest(str(mode), MODES)}; fix: mode = \"dtype\" trains in a narrower format, "
-            f"mode = \"truncate\" zeroes the low bits inside float32", key=f"{key_path}.mode")
+            f"{suggest(str(mode), MODES)}; fix: mode = \"dtype\" narrows the arithmetic, mode = \"stored\" "
+            f"stores the weights in bfloat16, mode = \"truncate\" rounds the low bits away inside float32",
+            key=f"{key_path}.mode")
     tolerance = table["tolerance"]
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
         raise ConfigError(
@@ -195,40 +234,54 @@ def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -
         warnings.append("parameters not stored as float32 are left as they are")
 
     hooks = TrainingHooks()
-    train_dtype, kept = "float32", MANTISSA_BITS
+    compute_dtype, weights_dtype, kept = "float32", "float32", MANTISSA_BITS
+    removable_bytes = capacity_bytes(model, bits)  # before the weights change format
+    float32_count = sum(p.numel() for p in float32_params(model))
+    mode = settings["mode"]
     if bits == 0:
         warnings.append("0 bits to remove (the model needs all 23 mantissa bits): the model and its "
                         "training are unchanged")
-    elif settings["mode"] == "dtype":
-        train_dtype, autocast, kept, notes = choose_dtype(needed, device_type)
+    elif mode == "dtype":
+        compute_dtype, autocast, kept, notes = choose_dtype(needed, device_type)
         warnings += notes
         hooks = TrainingHooks(autocast_dtype=autocast,
-                              grad_scaler=train_dtype == "float16" and device_type == "cuda")
+                              grad_scaler=compute_dtype == "float16" and device_type == "cuda")
         if autocast is None:
             warnings.append("the model and its training are unchanged")
+    elif mode == "stored":
+        if needed > STORED_MANTISSA_BITS:
+            warnings.append(f"mode \"stored\" keeps weights in bfloat16 ({STORED_MANTISSA_BITS} mantissa bits), "
+                            f"fewer than the {needed} this model needs; the model and its training are unchanged "
+                            f"— use mode = \"dtype\" (float16 arithmetic keeps 10) or lower bits")
+        else:
+            model = model.to(torch.bfloat16)
+            # autocast casts each batch to the weights' format at the first convolution or matrix product.
+            hooks = TrainingHooks(autocast_dtype=torch.bfloat16)
+            compute_dtype, weights_dtype, kept = "bfloat16", "bfloat16", STORED_MANTISSA_BITS
     else:
         kept = needed
-        truncate_low_bits(model, bits)
-        hooks = TrainingHooks(after_step=[TruncateLowBits(bits)])
+        round_low_bits(model, bits)
+        hooks = TrainingHooks(after_step=[RoundLowBits(bits)])
 
     columns = {
         "capacity_bits": bits,
-        "capacity_bytes": capacity_bytes(model, bits),
-        "train_dtype": train_dtype,
+        "capacity_bytes": removable_bytes,
+        "compute_dtype": compute_dtype,
+        "weights_dtype": weights_dtype,
         "mantissa_bits_kept": kept,
-        "stego_mode": settings["mode"],
+        "stego_mode": mode,
     }
     report = {**columns, "mantissa_bits_needed": needed, "tolerance_pp": settings["tolerance"],
-              "bits_source": "scan" if curve is not None else "setting",
-              "float32_params": sum(p.numel() for p in float32_params(model))}
-    if hooks.autocast_dtype is not None:
-        report["arithmetic"] = (f"autocast to {train_dtype}: matrix products and convolutions, forward and "
-                                f"backward, run in {train_dtype}; weights and the optimizer stay float32")
+              "bits_source": "scan" if curve is not None else "setting", "float32_params": float32_count,
+              "mantissa_bits_kept_means": _KEPT_MEANS[mode]}
+    if mode == "dtype" and hooks.autocast_dtype is not None:
+        report["arithmetic"] = (f"autocast to {compute_dtype}: matrix products and convolutions, forward and "
+                                f"backward, run in {compute_dtype}; weights and the optimizer stay float32")
     if curve is not None:
         report["capacity_curve"] = [list(point) for point in curve]
     return Applied(model=model, hooks=hooks, report=report, warnings=warnings, columns=columns,
                    capacity_curve=curve)
 
 
-__all__ = ["NAME", "DEFAULTS", "validate", "apply", "capacity_scan", "capacity_bytes", "truncate_low_bits",
-           "overwrite_low_bits", "choose_dtype", "TruncateLowBits", "float32_params"]
+__all__ = ["NAME", "DEFAULTS", "validate", "apply", "capacity_scan", "capacity_bytes", "round_low_bits",
+           "overwrite_low_bits", "choose_dtype", "RoundLowBits", "float32_params"]

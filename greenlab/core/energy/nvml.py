@@ -178,10 +178,13 @@ def _describe(nv: Any, component: str, cuda_index: int, entry: str, handle: Any,
         limit_mw = _optional(nv, "nvmlDeviceGetPowerManagementLimit", handle)
     temp = _optional(nv, "nvmlDeviceGetTemperature", handle, nv.NVML_TEMPERATURE_GPU)
     mig_mode = _optional(nv, "nvmlDeviceGetMigMode", handle)
+    pci = _optional(nv, "nvmlDeviceGetPciInfo", handle)
+    bus_id = getattr(pci, "busId", None) if pci is not None else None
     facts: dict[str, Any] = {
         "source": "nvml",
         "name": _text(name) if name is not None else None,
         "uuid": _text(uuid) if uuid is not None else None,
+        "pci_bus_id": _text(bus_id) if bus_id is not None else None,
         "cuda_index": cuda_index,
         "nvml_index": nvml_index,
         "visible_as": entry,

@@ -1,0 +1,114 @@
+"""Resume keys and "same conditions": what a rerun skips, what it recomputes, which baseline a run meets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlite_utils
+
+from greenlab.core import report, store as store_module
+from greenlab.core.config import expand_grid, parse_experiments
+from greenlab.core.runner import RunSkipped, RunSupervisor
+from greenlab.core.store import Store
+
+GRID = """
+[defaults]
+epochs = 1
+pretrained = false
+device = "cpu"
+repeats = {repeats}
+price_per_kwh = {price}
+
+[[experiment]]
+name = "{name}"
+models = ["tinycnn"]
+techniques = ["baseline", "prune"]
+"""
+
+
+def grid(repeats=2, price=0.29, name="demo"):
+    return expand_grid(parse_experiments(GRID.format(repeats=repeats, price=price, name=name)))
+
+
+def store_completed(store, runs, energy=3600.0):
+    """Rows as a finished grid leaves them (no training: the keys are what is under test)."""
+    for run in runs:
+        run_id = store.start_run({"experiment": run.experiment, "model": run.model, "technique": run.technique,
+                                  "dataset": run.settings.dataset, "settings": run.settings_dict(),
+                                  "settings_key": run.settings_key(), "conditions_key": run.conditions_key(),
+                                  "seed": run.seed, "repeat": run.repeat, **run.accounting()})
+        store.update_run(run_id, status="completed", energy_j=energy, val_accuracy=0.9)
+
+
+def supervise(store, runs):
+    """run_grid with execution recorded instead of performed."""
+    executed, skipped = [], []
+    supervisor = RunSupervisor(store, on_event=lambda e: skipped.append(e) if isinstance(e, RunSkipped) else None)
+    supervisor.execute = lambda run: executed.append(run)
+    supervisor.run_grid(runs)
+    return executed, skipped
+
+
+def test_raising_repeats_runs_only_the_new_repeat(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    store_completed(store, grid(repeats=2))
+    executed, skipped = supervise(store, grid(repeats=3))
+    assert [(r.technique, r.repeat) for r in executed] == [("baseline", 2), ("prune", 2)]
+    assert len(skipped) == 4
+
+
+def test_new_accounting_inputs_recompute_instead_of_rerunning(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    store_completed(store, grid(price=0.29), energy=3.6e6)  # 1 kWh each
+    executed, skipped = supervise(store, grid(price=0.5))
+    assert executed == []
+    assert all("recomputed" in event.reason for event in skipped)
+    rows = store.runs()
+    assert [row["cost"] for row in rows] == pytest.approx([0.5] * len(rows))
+    assert {row["price_per_kwh"] for row in rows} == {0.5}
+    assert {json.loads(row["settings"])["price_per_kwh"] for row in rows} == {0.5}
+
+
+def test_two_experiments_with_the_same_work_share_one_baseline(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    store_completed(store, grid(name="first"))
+    second = grid(name="second")
+    executed, _ = supervise(store, second)
+    assert executed == []  # the same work, already done under the first experiment's name
+    # A technique of the second experiment still meets its baseline: conditions ignore the name.
+    prune = {**store.runs("technique = 'prune'")[0], "experiment": "second"}
+    baseline = store.runs("technique = 'baseline'")[0]
+    assert prune["conditions_key"] == baseline["conditions_key"] == second[0].conditions_key()
+    assert report.baseline_key(prune) == report.baseline_key(baseline)
+
+
+def test_conditions_and_keys_follow_the_work():
+    base = grid()[0]
+    assert grid(price=0.5)[0].settings_key() == base.settings_key()
+    assert grid(repeats=5)[0].settings_key() == base.settings_key()
+    assert grid(name="other")[0].settings_key() == base.settings_key()
+    epochs = expand_grid(parse_experiments(GRID.format(repeats=2, price=0.29, name="demo")
+                                           .replace("epochs = 1", "epochs = 2")))[0]
+    assert epochs.settings_key() != base.settings_key() and epochs.conditions_key() != base.conditions_key()
+    baseline, prune = grid()[:2]
+    assert baseline.conditions_key() == prune.conditions_key() and baseline.settings_key() != prune.settings_key()
+
+
+def test_a_schema_1_store_gets_todays_keys(tmp_path):
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    store_module._migrate_1(db)
+    db.execute("PRAGMA user_version = 1")
+    run = grid()[1]  # prune, repeat 0
+    db["runs"].insert({"experiment": "demo", "model": "tinycnn", "technique": "prune", "status": "completed",
+                       "settings": json.dumps(run.settings_dict()), "settings_key": "old-hash", "seed": 0,
+                       "repeat": 1, "train_dtype": "float32"})
+    db.close()
+    store = Store(path)
+    (row,) = store.runs()
+    assert store.version == store_module.SCHEMA_VERSION
+    assert row["conditions_key"] == run.conditions_key()
+    repeat_1 = grid()[3]
+    assert row["settings_key"] == repeat_1.settings_key()
+    assert row["seed"] == 1 and row["compute_dtype"] == "float32"
