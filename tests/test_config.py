@@ -137,3 +137,48 @@ def test_cli_bad_file_exits_2_with_one_line_and_writes_nothing(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
     assert len(result.stderr.strip().splitlines()) == 1
     assert not db.exists()
+
+
+ORDERED = """
+[defaults]
+pretrained = false
+repeats = 4
+order = "{order}"
+[[experiment]]
+name = "e"
+models = ["tinycnn"]
+techniques = ["baseline", "stego", "prune", "lowrank"]
+"""
+
+
+def _firsts(order):
+    grid = expand_grid(parse_experiments(ORDERED.format(order=order)))
+    assert [r.position for r in grid] == list(range(len(grid)))
+    assert [r.repeat for r in grid] == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4  # repeats still interleave
+    return [grid[4 * repeat].technique for repeat in range(4)], grid
+
+
+def test_rotate_puts_each_technique_first_once():
+    firsts, _ = _firsts("rotate")
+    assert firsts == ["baseline", "stego", "prune", "lowrank"]
+
+
+def test_shuffle_is_seeded_and_does_not_always_start_with_the_baseline():
+    firsts, grid = _firsts("shuffle")
+    assert len(set(firsts)) > 1
+    assert [r.technique for r in grid] == [r.technique for r in _firsts("shuffle")[1]]  # reproducible
+    assert all(sorted(r.technique for r in grid if r.repeat == k) == sorted(["baseline", "stego", "prune",
+                                                                              "lowrank"]) for k in range(4))
+
+
+def test_as_written_keeps_the_files_order_and_order_is_checked():
+    firsts, _ = _firsts("as-written")
+    assert firsts == ["baseline"] * 4
+    with pytest.raises(ConfigError, match="unknown order 'random'"):
+        parse_experiments(ORDERED.format(order="random"))
+
+
+def test_order_is_not_part_of_a_runs_key():
+    shuffled = {(r.technique, r.repeat): r.settings_key() for r in _firsts("shuffle")[1]}
+    written = {(r.technique, r.repeat): r.settings_key() for r in _firsts("as-written")[1]}
+    assert shuffled == written

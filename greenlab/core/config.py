@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -25,6 +26,7 @@ from greenlab.core.errors import ConfigError, suggest
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 IDLE_SCOPES = ("grid", "run")
+ORDERS = ("shuffle", "rotate", "as-written")
 _MAX_SEED = 2**32 - 1
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -43,6 +45,7 @@ class RunSettings:
     device: str = "auto"
     seed: int = 0
     repeats: int = 1
+    order: str = "shuffle"  # the order of techniques within each repeat: shuffle | rotate | as-written
     pretrained: bool = True
     image_size: int | None = None  # None: the dataset's and model's natural choice (see datasets.py)
     max_train_batches: int | None = None  # cap per epoch, for quick energy-only runs
@@ -69,7 +72,7 @@ class RunSettings:
 _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "dataset": (str,), "epochs": (int,), "batch_size": (int,), "lr": (int, float), "optimizer": (str,),
     "momentum": (int, float), "weight_decay": (int, float), "device": (str,), "seed": (int,),
-    "repeats": (int,), "pretrained": (bool,), "image_size": (int,), "max_train_batches": (int,),
+    "repeats": (int,), "order": (str,), "pretrained": (bool,), "image_size": (int,), "max_train_batches": (int,),
     "max_eval_batches": (int,), "train_limit": (int,), "val_fraction": (int, float),
     "num_workers": (int,), "idle_s": (int, float), "idle_scope": (str,), "cooldown_c": (int, float),
     "cooldown_timeout_s": (int, float), "sample_hz": (int, float), "cpu_tdp_w": (int, float), "cpu_w_per_thread": (int, float),
@@ -79,7 +82,8 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
 SETTING_KEYS = tuple(f.name for f in fields(RunSettings))
 # Settings that do not change a run's work: how many repeats a grid has (a run is keyed by its own repeat
 # index) and the accounting inputs (CO2e and cost are recomputed from stored joules when they change).
-UNKEYED_SETTINGS = frozenset({"repeats", "carbon_g_per_kwh", "pue", "price_per_kwh", "currency"})
+# `order` only places a run in the grid (its position is stored apart).
+UNKEYED_SETTINGS = frozenset({"repeats", "order", "carbon_g_per_kwh", "pue", "price_per_kwh", "currency"})
 ACCOUNTING_SETTINGS = ("carbon_g_per_kwh", "pue", "price_per_kwh", "currency")
 
 
@@ -128,6 +132,7 @@ class GridRun:
     repeat: int
     settings: RunSettings
     technique_settings: dict[str, dict[str, Any]]  # only the parts this technique uses
+    position: int = 0  # its place in the grid as run (0 first), stored as `grid_position`
 
     @property
     def parts(self) -> list[str]:
@@ -157,13 +162,13 @@ class GridRun:
     def to_json(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "model": self.model, "technique": self.technique,
                 "repeat": self.repeat, "settings": asdict(self.settings),
-                "technique_settings": self.technique_settings}
+                "technique_settings": self.technique_settings, "position": self.position}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "GridRun":
         return cls(experiment=data["experiment"], model=data["model"], technique=data["technique"],
                    repeat=data["repeat"], settings=RunSettings(**data["settings"]),
-                   technique_settings=data["technique_settings"])
+                   technique_settings=data["technique_settings"], position=data.get("position", 0))
 
 
 class _Locator:
@@ -258,6 +263,10 @@ def validate_settings(values: dict[str, Any], key_prefix: str) -> RunSettings:
     if s.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{s.optimizer}'{suggest(s.optimizer, OPTIMIZERS)} "
                           f"(known: {', '.join(OPTIMIZERS)})", key=f"{key_prefix}.optimizer")
+    if s.order not in ORDERS:
+        raise ConfigError(f"unknown order '{s.order}'{suggest(s.order, ORDERS)} (known: {', '.join(ORDERS)}); "
+                          "shuffle (the default) or rotate keeps any technique from always running first",
+                          key=f"{key_prefix}.order")
     if s.idle_scope not in IDLE_SCOPES:
         raise ConfigError(f"unknown idle_scope '{s.idle_scope}' (known: {', '.join(IDLE_SCOPES)})",
                           key=f"{key_prefix}.idle_scope")
@@ -417,21 +426,41 @@ def load_experiments(path: str | Path) -> list[Experiment]:
     return parse_experiments(text, str(path))
 
 
+def technique_order(techniques: tuple[str, ...], order: str, repeat: int, seed: int, model: str) -> list[str]:
+    """The techniques of one repeat in the order they run.
+
+    `rotate` starts repeat r at the r-th technique; `shuffle` draws a permutation seeded by the grid's
+    seed, the model and the repeat (the same file gives the same order); `as-written` keeps the file's
+    order. Rotating or shuffling keeps the baseline, or any technique, from always running first, on a
+    cold machine, or last, on the warmest.
+    """
+    names = list(techniques)
+    if order == "rotate" and names:
+        shift = repeat % len(names)
+        return names[shift:] + names[:shift]
+    if order == "shuffle":
+        digest = hashlib.sha256(f"{seed}:{model}:{repeat}".encode()).digest()
+        random.Random(int.from_bytes(digest[:8], "big")).shuffle(names)
+    return names
+
+
 def expand_grid(experiments: list[Experiment]) -> list[GridRun]:
     """models x techniques x repeats, in an order that interleaves techniques within each repeat.
 
     Interleaving (repeat 0 of every technique, then repeat 1, ...) spreads a warming machine's penalty
-    across techniques instead of loading it onto whichever technique runs last.
+    across techniques instead of loading it onto whichever technique runs last; within a repeat the
+    `order` setting rotates or shuffles the techniques. Each run's `position` is its place in the grid.
     """
     runs: list[GridRun] = []
     for experiment in experiments:
+        settings = experiment.settings
         for model in experiment.models:
-            for repeat in range(experiment.settings.repeats):
-                for technique in experiment.techniques:
+            for repeat in range(settings.repeats):
+                for technique in technique_order(experiment.techniques, settings.order, repeat, settings.seed, model):
                     parts = technique.split("+")
                     used = {p: experiment.technique_settings[p] for p in parts
                             if p in experiment.technique_settings}
                     runs.append(GridRun(experiment=experiment.name, model=model, technique=technique,
-                                        repeat=repeat, settings=experiment.settings,
-                                        technique_settings=used))
+                                        repeat=repeat, settings=settings, technique_settings=used,
+                                        position=len(runs)))
     return runs

@@ -268,6 +268,7 @@ class RunSupervisor:
                 "experiment": run.experiment, "model": run.model, "dataset": settings.dataset,
                 "technique": run.technique, "settings": run.settings_dict(), "settings_key": run.settings_key(),
                 "conditions_key": run.conditions_key(), "seed": run.seed, "repeat": run.repeat,
+                "grid_position": run.position,
                 "device": settings.device, "sampler_hz": settings.sample_hz, "meters": meters_info,
                 **accounting_columns(None, run.accounting())})
             return self._supervise(RunRecord(run_id, run, tracker.now(), idle, meters_info), tracker)

@@ -45,6 +45,7 @@ RUN_COLUMNS: dict[str, type] = {
     "greenlab_version": str, "host": str, "supervisor_pid": int,
     # Schema 2
     "conditions_key": str, "compute_dtype": str, "weights_dtype": str, "price_per_kwh": float,
+    "grid_position": int,
 }
 EPOCH_COLUMNS: dict[str, type] = {
     "run_id": int, "epoch": int, "train_loss": float, "val_accuracy": float, "val_f1": float,
@@ -75,7 +76,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
 
 
 _COLUMNS_2 = {
-    "runs": ("conditions_key", "compute_dtype", "weights_dtype", "price_per_kwh"),
+    "runs": ("conditions_key", "compute_dtype", "weights_dtype", "price_per_kwh", "grid_position"),
     "epochs": ("train_window_s", "eval_window_s", "flags"),
 }
 
