@@ -23,7 +23,7 @@ from greenlab import __version__
 from greenlab.core.errors import GreenLabError
 
 DEFAULT_DB = Path("data") / "runs.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("running", "completed", "failed", "interrupted")
 
 # The public `runs` table. Column order is the documented order (README "Schema").
@@ -70,8 +70,19 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
                           if_not_exists=True)
 
 
+# Energy to accuracy (greenlab.core.energy_to_target): the target and the energy spent until first reaching it.
+VERDICT_COLUMNS: dict[str, type] = {"target_accuracy": float, "energy_to_target_j": float}
+
+
+def _migrate_verdicts(db: sqlite_utils.Database) -> None:
+    present = {column.name for column in db["runs"].columns}
+    for name, kind in VERDICT_COLUMNS.items():
+        if name not in present:  # idempotent: a store that has them already is left as it is
+            db["runs"].add_column(name, kind)
+
+
 # Migration n brings a store from version n-1 to n. Append, never edit a released one.
-MIGRATIONS = [_migrate_1]
+MIGRATIONS = [_migrate_1, _migrate_verdicts]
 
 
 def now_iso() -> str:
