@@ -137,3 +137,15 @@ def test_cli_bad_file_exits_2_with_one_line_and_writes_nothing(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
     assert len(result.stderr.strip().splitlines()) == 1
     assert not db.exists()
+
+
+def test_equivalence_margin_is_read_validated_and_reruns_nothing():
+    base = '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n'
+    (default,) = parse_experiments(base)
+    (custom,) = parse_experiments(base + "equivalence_margin = 0.1\n")
+    assert default.settings.equivalence_margin == 0.05 and custom.settings.equivalence_margin == 0.1
+    assert expand_grid([custom])[0].settings_dict()["equivalence_margin"] == 0.1  # stored with the run
+    assert expand_grid([default])[0].settings_key() == expand_grid([custom])[0].settings_key()
+    for bad in ("0", "1", "-0.05", "5"):
+        with pytest.raises(ConfigError, match="equivalence_margin.*between 0 and 1"):
+            parse_experiments(base + f"equivalence_margin = {bad}\n", "bad.toml")

@@ -63,6 +63,8 @@ class RunSettings:
     pue: float = 1.0
     price_per_kwh: float = 0.29
     currency: str = "EUR"
+    # Reporting: a technique is "equivalent" when the 90 % CI of its ratio lies within 1 ± this margin.
+    equivalence_margin: float = 0.05
 
 
 _SETTING_TYPES: dict[str, tuple[type, ...]] = {
@@ -75,6 +77,9 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "dram_w_per_gb": (int, float), "carbon_g_per_kwh": (int, float), "pue": (int, float),
     "price_per_kwh": (int, float), "currency": (str,),
 }
+_SETTING_TYPES["equivalence_margin"] = (int, float)
+# Settings that shape only how results are judged: never part of a run's key, so changing them reruns nothing.
+REPORT_ONLY_KEYS = ("equivalence_margin",)
 SETTING_KEYS = tuple(f.name for f in fields(RunSettings))
 EXPERIMENT_KEYS = ("name", "models", "techniques")
 
@@ -109,8 +114,9 @@ class GridRun:
 
     def settings_key(self) -> str:
         """A stable hash of model, technique, repeat and settings: identical runs share it (skip on rerun)."""
+        settings = {k: v for k, v in self.settings_dict().items() if k not in REPORT_ONLY_KEYS}
         payload = json.dumps({"model": self.model, "technique": self.technique, "repeat": self.repeat,
-                              "settings": self.settings_dict()}, sort_keys=True)
+                              "settings": settings}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
@@ -210,6 +216,9 @@ def validate_settings(values: dict[str, Any], key_prefix: str) -> RunSettings:
                           key=f"{key_prefix}.cpu_tdp_w")
     if not 1 <= s.sample_hz <= 200:
         raise ConfigError(f"must be between 1 and 200 Hz, got {s.sample_hz}", key=f"{key_prefix}.sample_hz")
+    if not 0 < s.equivalence_margin < 1:
+        raise ConfigError(f"must be between 0 and 1 (exclusive; 0.05 means ±5 %), got {s.equivalence_margin}",
+                          key=f"{key_prefix}.equivalence_margin")
     if not 0 < s.val_fraction < 1:
         raise ConfigError(f"must be between 0 and 1 (exclusive), got {s.val_fraction}",
                           key=f"{key_prefix}.val_fraction")
