@@ -234,3 +234,16 @@ def test_report_is_a_subcommand_and_the_flags_still_work(study):
     result = run_cli("report", "--db", str(study), "--experiment", "single", "--format", "json", timeout=120)
     assert result.returncode == 0 and json.loads(result.stdout)
     assert run_cli("--headless", str(study.parent / "absent.toml"), timeout=120).returncode == 2
+
+
+def test_readme_documents_every_json_key_and_the_new_columns(study, capsys):
+    from greenlab.core.store import VERDICT_COLUMNS
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    _, out, _ = report("--db", str(study), "--experiment", "study", "--format", "json", capsys=capsys)
+    keys = {key for o in json.loads(out) for key in o}
+    missing = [k for k in sorted(keys | set(VERDICT_COLUMNS)) if f"`{k}`" not in readme]
+    assert not missing, f"README lacks: {missing}"
+    for verdict in ("saves", "costs", "equivalent", "inconclusive", "insufficient"):
+        assert f"| `{verdict}` |" in readme
