@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from statistics import mean
 from typing import Any, Callable, Iterable
@@ -201,7 +202,14 @@ class Comparison:
         if self.in_pp:
             data.update(difference_pp=_pp(s.difference), difference_pp_ci_low=_pp(s.difference_ci_low),
                         difference_pp_ci_high=_pp(s.difference_ci_high))
-        return data
+        return {k: _plain(v) for k, v in data.items()}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: numpy floats become floats, and a non-finite number becomes null."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def _pp(value: float | None) -> float | None:
