@@ -1,4 +1,5 @@
-"""The `greenlab` command: the TUI by default, or a headless grid, the model list, a capacity scan.
+"""The `greenlab` command: the TUI by default, or a headless grid, the model list, a capacity scan, and
+`greenlab report` (a subcommand with its own options, in greenlab.report_cli).
 
 Every error that is the user's to fix prints one line on stderr and exits 2, with nothing written.
 """
@@ -15,7 +16,8 @@ from greenlab.core.errors import GreenLabError
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="greenlab", description="Measure the electricity of fine-tuning, with and without compression.")
+        prog="greenlab", description="Measure the electricity of fine-tuning, with and without compression.",
+        epilog="greenlab report --help: compare stored runs (verdicts, tables, JSON, CSV, plots).")
     parser.add_argument("--headless", metavar="EXPERIMENTS.toml", help="run the grid of a file with no UI")
     parser.add_argument("--db", metavar="PATH", help="run store (default: $GREENLAB_DB or data/runs.db)")
     parser.add_argument("--force", action="store_true", help="rerun runs already completed with identical settings")
@@ -70,8 +72,13 @@ def _capacity(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser().parse_args(argv) if argv[:1] != ["report"] else None
     try:
+        if args is None:
+            from greenlab.report_cli import run_report
+
+            return run_report(argv[1:])
         if args.list_models:
             return _list_models()
         if args.capacity:

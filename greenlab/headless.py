@@ -13,8 +13,9 @@ import sys
 import time
 from typing import Any, TextIO
 
-from greenlab.core import events, report
+from greenlab.core import events, report, report_formats
 from greenlab.core.config import GridRun, expand_grid, load_experiments
+from greenlab.core.energy_to_target import update_energy_to_target
 from greenlab.core.runner import (ChildEvent, CoolingDown, IdleMeasured, RunBegan, RunQueued, RunSkipped,
                                   RunStored, RunSupervisor)
 from greenlab.core.store import Store
@@ -152,6 +153,14 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def verdicts(store: Store, grid: list[GridRun], metric: str = report.HEADLINE) -> str:
+    """The grid's techniques judged against the store's matching baselines: table and sentences."""
+    ids = {row["id"] for row in grid_rows(store, grid)}
+    comparisons = report.compare(store.runs("status = 'completed'"), metrics=(metric,),
+                                 include=lambda row: row["id"] in ids)
+    return report_formats.verdict_summary(comparisons, metric)
+
+
 def grid_rows(store: Store, grid: list[GridRun]) -> list[dict[str, Any]]:
     """The latest completed run of each grid entry (runs skipped this time included)."""
     keys = {run.settings_key() for run in grid}
@@ -183,8 +192,13 @@ def run_headless(path: str, *, db: str | None = None, force: bool = False, out: 
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous_term)
+    update_energy_to_target(store)
     progress.line("")
     progress.line(summary_table(grid_rows(store, grid)))
+    judged = verdicts(store, grid)
+    if judged:
+        progress.line("")
+        progress.line(judged)
     measured = [o for o in outcomes if o.row.get("energy_measured_j")]
     if outcomes and not measured:
         progress.line("\nenergy: every figure above is an estimate (no RAPL or NVML here); see "

@@ -182,3 +182,15 @@ def test_order_is_not_part_of_a_runs_key():
     shuffled = {(r.technique, r.repeat): r.settings_key() for r in _firsts("shuffle")[1]}
     written = {(r.technique, r.repeat): r.settings_key() for r in _firsts("as-written")[1]}
     assert shuffled == written
+
+
+def test_equivalence_margin_is_read_validated_and_reruns_nothing():
+    base = '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n'
+    (default,) = parse_experiments(base)
+    (custom,) = parse_experiments(base + "equivalence_margin = 0.1\n")
+    assert default.settings.equivalence_margin == 0.05 and custom.settings.equivalence_margin == 0.1
+    assert expand_grid([custom])[0].settings_dict()["equivalence_margin"] == 0.1  # stored with the run
+    assert expand_grid([default])[0].settings_key() == expand_grid([custom])[0].settings_key()
+    for bad in ("0", "1", "-0.05", "5"):
+        with pytest.raises(ConfigError, match="equivalence_margin.*between 0 and 1"):
+            parse_experiments(base + f"equivalence_margin = {bad}\n", "bad.toml")

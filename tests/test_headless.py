@@ -101,3 +101,11 @@ def test_rerun_skips_completed_and_force_reruns(grid_db):
     assert "skipped" in again.stdout
     assert len(_rows(db, "select id from runs where model = 'tinycnn'")) == 1
     assert "tinycnn" in again.stdout  # the summary still shows the skipped run's numbers
+
+
+def test_energy_to_target_is_written_at_the_end_of_the_grid(grid_db):
+    _, db, _ = grid_db
+    (run,) = _rows(db, "select * from runs where model = 'tinycnn'")
+    # a baseline is compared with itself: its target is its own final accuracy minus 1 pp, always reached
+    assert run["target_accuracy"] == pytest.approx(run["val_accuracy"] - 0.01)
+    assert 0 < run["energy_to_target_j"] <= run["energy_training_j"] + 1e-6

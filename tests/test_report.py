@@ -1,4 +1,4 @@
-"""Comparisons against baselines: matching, means, confidence intervals and units."""
+"""Comparisons against baselines: matching on conditions, means, confidence intervals, sentences, units."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 from greenlab.core import report
 
 
-def row(technique, energy, *, epochs=2, acc=0.9, experiment="e", model="m"):
+def row(technique, energy, *, epochs=2, acc=0.9, experiment="e", model="m", **settings):
     return {"experiment": experiment, "model": model, "dataset": "digits", "technique": technique,
             "status": "completed", "energy_j": energy, "energy_training_j": energy / 2, "duration_s": 10.0,
-            "val_accuracy": acc, "settings": json.dumps({"epochs": epochs, "techniques": {technique: {}}})}
+            "val_accuracy": acc,
+            "settings": json.dumps({"epochs": epochs, "techniques": {technique: {}}, **settings})}
 
 
 def test_change_against_the_matching_baseline_only():
@@ -24,11 +25,85 @@ def test_change_against_the_matching_baseline_only():
     assert report.row_change(rows[2], rows, "energy_j") == pytest.approx(-50.0)
 
 
+def test_experiments_with_the_same_conditions_share_a_baseline():
+    rows = [row("baseline", 100.0, experiment="a"), row("prune", 50.0, experiment="b")]
+    assert report.row_change(rows[1], rows, "energy_j") == pytest.approx(-50.0)
+    assert report.conditions_of(rows[0]) == report.conditions_of(rows[1])
+
+
+@pytest.mark.parametrize("key, a, b", [("repeats", 1, 3), ("carbon_g_per_kwh", 475, 50), ("pue", 1.0, 1.5),
+                                       ("price_per_kwh", 0.29, 0.1), ("currency", "EUR", "USD"),
+                                       ("equivalence_margin", 0.05, 0.1)])
+def test_accounting_and_repeats_are_not_conditions(key, a, b):
+    assert report.conditions_of(row("baseline", 1.0, **{key: a})) == report.conditions_of(row("prune", 1.0, **{key: b}))
+
+
+def test_work_settings_model_and_dataset_are_conditions():
+    base = row("baseline", 1.0)
+    assert report.conditions_of(base) != report.conditions_of(row("baseline", 1.0, epochs=3))
+    assert report.conditions_of(base) != report.conditions_of(row("baseline", 1.0, lr=0.1))
+    assert report.conditions_of(base) != report.conditions_of(row("baseline", 1.0, model="other"))
+    assert report.conditions_of(base) != report.conditions_of({**base, "dataset": "cifar10"})
+
+
+def test_a_stored_conditions_key_wins():
+    a, b = row("baseline", 100.0, epochs=2), row("prune", 50.0, epochs=5)
+    a["conditions_key"] = b["conditions_key"] = "k"
+    assert report.conditions_of(a) == report.conditions_of(b) == "k"
+    assert report.row_change(b, [a, b], "energy_j") == pytest.approx(-50.0)
+    assert report.conditions_of({**a, "conditions_key": None}) != "k"  # NULL: computed from the settings
+
+
+def test_a_forced_rerun_replaces_its_earlier_run():
+    first = {**row("baseline", 100.0), "id": 1, "settings_key": "s"}
+    rerun = {**row("baseline", 200.0), "id": 2, "settings_key": "s"}
+    assert report.latest_runs([rerun, first]) == [rerun]
+
+
+def test_comparisons_and_sentences():
+    rows = [{**row("baseline", e, acc=a), "id": i} for i, (e, a) in enumerate(
+        [(100.0, 0.90), (102.0, 0.91), (98.0, 0.89)])]
+    rows += [{**row("stego", e, acc=a), "id": 10 + i} for i, (e, a) in enumerate(
+        [(70.0, 0.90), (71.0, 0.91), (69.0, 0.89)])]
+    rows += [{**row("prune", e), "id": 20, "experiment": "other"} for e in [80.0]]
+    found = {(c.technique, c.metric): c for c in report.compare(rows, metrics=("energy_j", "val_accuracy"))}
+    stego = found[("stego", "energy_j")]
+    assert stego.verdict == "saves" and stego.holm_family == 1  # prune has one run: no p, not in the family
+    assert stego.sentence.startswith("stego saves 30 % whole-run energy (95 % CI ")
+    assert "n = 3 vs 3" in stego.sentence and stego.baseline_run_ids == (0, 1, 2)
+    assert found[("stego", "val_accuracy")].verdict == "equivalent"
+    assert found[("stego", "val_accuracy")].to_dict()["difference_pp"] == pytest.approx(0.0, abs=1e-9)
+    prune = found[("prune", "energy_j")]
+    assert prune.verdict == "insufficient" and "one run per cell cannot show significance" in prune.sentence
+    only_other = report.compare(rows, metrics=("energy_j",), include=lambda r: r["experiment"] == "other")
+    assert [c.technique for c in only_other] == ["prune"]
+    assert only_other[0].stats.n_baseline == 3  # baselines come from every experiment
+
+
+def test_a_technique_without_baseline_is_insufficient_and_says_why():
+    (c,) = report.compare([{**row("prune", 1.0), "id": 1}, {**row("prune", 2.0), "id": 2}],
+                          metrics=("energy_j",))
+    assert c.verdict == "insufficient" and "no completed baseline" in c.sentence
+
+
+def test_the_margin_comes_from_the_argument_then_the_stored_setting():
+    rows = [{**row("baseline", 100.0 + i), "id": i} for i in range(3)]
+    rows += [{**row("prune", 100.0 + i, equivalence_margin=0.2), "id": 10 + i} for i in range(3)]
+    assert report.compare(rows, metrics=("energy_j",))[0].stats.margin == 0.2
+    assert report.compare(rows, metrics=("energy_j",), margin=0.01)[0].stats.margin == 0.01
+    assert report.compare(rows[:3] + [{**r, "settings": "{}"} for r in rows[3:]],
+                          metrics=("energy_j",))[0].stats.margin == 0.05
+
+
 def test_confidence_interval_uses_the_exact_t_quantile():
     values = [10.0 + i for i in range(12)]  # 11 degrees of freedom: t = 2.201
     from statistics import stdev
 
-    assert report.ci95(values) == pytest.approx(2.201 * stdev(values) / 12 ** 0.5)
+    from scipy.stats import t
+
+    assert report.ci95(values) == pytest.approx(t.ppf(0.975, 11) * stdev(values) / 12 ** 0.5)
+    assert report.ci95(values) == pytest.approx(2.201 * stdev(values) / 12 ** 0.5, rel=1e-4)  # printed tables
+    assert report.ci95(values[:2] * 40) == pytest.approx(t.ppf(0.975, 79) * stdev(values[:2] * 40) / 80 ** 0.5)
     assert report.ci95([1.0]) is None
 
 
@@ -36,3 +111,16 @@ def test_energy_and_interval_share_a_unit():
     assert report.format_energy(7400.0, 994.0) == "2.06±0.28 Wh"
     assert report.format_energy(12.0, 1.5) == "12.0±1.5 J"
     assert report.format_energy(None) == "-"
+
+
+def test_the_headless_summary_says_plainly_that_one_run_cannot_show_significance():
+    from greenlab.core import report_formats
+
+    rows = [{**row("baseline", 100.0), "id": 1}, {**row("lowrank", 128.6), "id": 2}]
+    text = report_formats.verdict_summary(report.compare(rows, metrics=("energy_training_j",)))
+    assert "insufficient" in text and "1v1" in text
+    assert "One run per cell cannot show significance: set repeats = 3" in text
+    rows += [{**row("baseline", e), "id": 10 + i} for i, e in enumerate([102.0, 98.0])]
+    rows += [{**row("lowrank", e), "id": 20 + i} for i, e in enumerate([70.0, 71.0])]
+    text = report_formats.verdict_summary(report.compare(rows, metrics=("energy_training_j",)))
+    assert "One run per cell" not in text and "m: lowrank" in text and "[" in text

@@ -80,7 +80,7 @@ def test_two_experiments_with_the_same_work_share_one_baseline(tmp_path):
     prune = {**store.runs("technique = 'prune'")[0], "experiment": "second"}
     baseline = store.runs("technique = 'baseline'")[0]
     assert prune["conditions_key"] == baseline["conditions_key"] == second[0].conditions_key()
-    assert report.baseline_key(prune) == report.baseline_key(baseline)
+    assert report.conditions_of(prune) == report.conditions_of(baseline)
 
 
 def test_conditions_and_keys_follow_the_work():

@@ -67,6 +67,8 @@ class RunSettings:
     pue: float = 1.0
     price_per_kwh: float = 0.29
     currency: str = "EUR"
+    # Reporting: a technique is "equivalent" when the 90 % CI of its ratio lies within 1 ± this margin.
+    equivalence_margin: float = 0.05
 
 
 _SETTING_TYPES: dict[str, tuple[type, ...]] = {
@@ -79,11 +81,15 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "dram_w_per_gb": (int, float), "carbon_g_per_kwh": (int, float), "pue": (int, float),
     "price_per_kwh": (int, float), "currency": (str,),
 }
+_SETTING_TYPES["equivalence_margin"] = (int, float)
+# Settings that shape only how results are judged: never part of a run's key, so changing them reruns nothing.
+REPORT_ONLY_KEYS = ("equivalence_margin",)
 SETTING_KEYS = tuple(f.name for f in fields(RunSettings))
 # Settings that do not change a run's work: how many repeats a grid has (a run is keyed by its own repeat
 # index) and the accounting inputs (CO2e and cost are recomputed from stored joules when they change).
 # `order` only places a run in the grid (its position is stored apart).
-UNKEYED_SETTINGS = frozenset({"repeats", "order", "carbon_g_per_kwh", "pue", "price_per_kwh", "currency"})
+UNKEYED_SETTINGS = frozenset({"repeats", "order", "carbon_g_per_kwh", "pue", "price_per_kwh", "currency",
+                              *REPORT_ONLY_KEYS})
 ACCOUNTING_SETTINGS = ("carbon_g_per_kwh", "pue", "price_per_kwh", "currency")
 
 
@@ -257,6 +263,9 @@ def validate_settings(values: dict[str, Any], key_prefix: str) -> RunSettings:
             raise ConfigError(f"must be a positive number of watts, got {watts}", key=f"{key_prefix}.{key}")
     if not 1 <= s.sample_hz <= 200:
         raise ConfigError(f"must be between 1 and 200 Hz, got {s.sample_hz}", key=f"{key_prefix}.sample_hz")
+    if not 0 < s.equivalence_margin < 1:
+        raise ConfigError(f"must be between 0 and 1 (exclusive; 0.05 means ±5 %), got {s.equivalence_margin}",
+                          key=f"{key_prefix}.equivalence_margin")
     if not 0 < s.val_fraction < 1:
         raise ConfigError(f"must be between 0 and 1 (exclusive), got {s.val_fraction}",
                           key=f"{key_prefix}.val_fraction")

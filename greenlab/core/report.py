@@ -1,49 +1,81 @@
-"""Comparisons of stored runs: each technique against its baseline, with means and confidence intervals.
+"""Comparisons of stored runs: each technique against the completed baselines of the same conditions.
 
-Pure functions over `runs` rows (dicts), shared by the headless summary and the TUI's runs table.
+Pure functions over `runs` rows (dicts), shared by the headless summary, the TUI's runs pane and
+`greenlab report`. The statistics of one comparison live in greenlab.core.stats; this module matches
+runs to baselines, applies Holm across a report, chooses the verdict and words the sentence.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from statistics import mean, stdev
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from statistics import mean
+from typing import Any, Callable, Iterable
 
+from greenlab.core import stats
 from greenlab.core.config import conditions_key
 
-METRICS = ("energy_j", "energy_training_j", "duration_s", "val_accuracy")
-# Two-sided 95 % Student t quantiles for 1..30 degrees of freedom; beyond 30 the normal 1.96 is close.
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042)
+HEADLINE = "energy_training_j"
+TARGET_DROP_PP = 1.0  # energy to target: the target is the baselines' mean final accuracy minus this
+METRICS = ("energy_training_j", "energy_j", "duration_s", "val_accuracy", "val_f1", "energy_to_target_j")
+DIFFERENCE_METRICS = ("val_accuracy", "val_f1")  # fractions, compared in percentage points
+HIGHER_IS_BETTER = ("val_accuracy", "val_f1")
+METRIC_LABELS = {
+    "energy_training_j": "training energy", "energy_j": "whole-run energy", "duration_s": "time",
+    "val_accuracy": "validation accuracy", "val_f1": "validation F1",
+    "energy_to_target_j": "energy to the target accuracy",
+}
 
 
-def ci95(values: list[float]) -> float | None:
-    """Half-width of the 95 % confidence interval of the mean, or None with fewer than two values."""
-    if len(values) < 2:
-        return None
-    dof = len(values) - 1
-    t = _T95[dof - 1] if dof <= len(_T95) else 1.96
-    return t * stdev(values) / math.sqrt(len(values))
-
-
-def baseline_key(row: dict[str, Any]) -> Any:
-    """Runs compare against the baselines of the same conditions (greenlab.core.config.conditions_key):
-    model, dataset and the settings that change the work; not the technique, the repeat, the accounting
-    inputs or the experiment's name. Rows stored before the key existed get it from their settings."""
-    if row.get("conditions_key"):
-        return row["conditions_key"]
+def _settings(row: dict[str, Any]) -> dict[str, Any] | str | None:
     settings = row.get("settings")
     if isinstance(settings, str):
         try:
-            settings = json.loads(settings)
+            return json.loads(settings)
         except ValueError:
-            settings = None
+            return settings
+    return settings
+
+
+def conditions_of(row: dict[str, Any]) -> str:
+    """The run's "same conditions" key (greenlab.core.config.conditions_key): stored as `conditions_key`,
+    else computed from the model and the stored settings. The experiment's name is not part of it: two
+    experiments that ran the same work share a baseline."""
+    stored = row.get("conditions_key")
+    if stored is not None:
+        return str(stored)
+    settings = _settings(row)
     if isinstance(settings, dict) and row.get("model"):
-        return conditions_key(row["model"], {k: v for k, v in settings.items() if k != "techniques"})
-    return (row.get("model"), row.get("dataset"))
+        work = {k: v for k, v in settings.items() if k != "techniques"}
+        if row.get("dataset") and "dataset" not in work:
+            work["dataset"] = row["dataset"]
+        return conditions_key(str(row["model"]), work)
+    return f"model:{row.get('model')}:{row.get('dataset')}"
+
+
+def stored_margin(rows: Iterable[dict[str, Any]]) -> float | None:
+    """The `equivalence_margin` setting of the latest of `rows` that stored one."""
+    for row in sorted(rows, key=lambda r: r.get("id") or 0, reverse=True):
+        settings = _settings(row)
+        if isinstance(settings, dict) and isinstance(settings.get("equivalence_margin"), (int, float)):
+            return float(settings["equivalence_margin"])
+    return None
+
+
+def latest_runs(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Completed runs, one per settings_key (the latest): a forced rerun of the same settings and seed
+    replaces its earlier run rather than counting as another independent draw."""
+    latest: dict[Any, dict[str, Any]] = {}
+    for row in sorted((r for r in rows if r.get("status") == "completed"), key=lambda r: r.get("id") or 0):
+        key = row.get("settings_key")
+        latest[key if key is not None else ("row", id(row))] = row
+    return list(latest.values())
+
+
+def ci95(values: list[float]) -> float | None:
+    """Half-width of the 95 % confidence interval of the mean (Student t), or None below two values."""
+    return stats.mean_ci95(values)
 
 
 def percent_change(value: float | None, reference: float | None) -> float | None:
@@ -52,6 +84,7 @@ def percent_change(value: float | None, reference: float | None) -> float | None
     return 100.0 * (value - reference) / reference
 
 
+# -- means per group (the headless table, the TUI) --------------------------------------------------------
 @dataclass
 class Group:
     experiment: str
@@ -70,11 +103,11 @@ def _mean(rows: list[dict[str, Any]], key: str) -> tuple[float | None, float | N
 
 
 def summarize(rows: Iterable[dict[str, Any]]) -> list[Group]:
-    """Completed runs grouped by baseline_key and technique, each compared to its matching baseline."""
-    completed = [r for r in rows if r.get("status") == "completed"]
-    buckets: dict[tuple[tuple[Any, ...], str], list[dict[str, Any]]] = {}
+    """Completed runs grouped by conditions and technique, each compared to its matching baseline."""
+    completed = latest_runs(rows)
+    buckets: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in completed:
-        buckets.setdefault((baseline_key(row), row["technique"]), []).append(row)
+        buckets.setdefault((conditions_of(row), row["technique"]), []).append(row)
     baselines = baseline_means(completed)
     groups = []
     for (key, technique), members in buckets.items():
@@ -85,19 +118,19 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[Group]:
         reference = baselines.get(key, {})
         change = {m: percent_change(means[m], reference.get(m)) if technique != "baseline" else None
                   for m in METRICS}
-        first = members[0]
-        groups.append(Group(first.get("experiment"), first["model"], first.get("dataset"), technique, len(members),
-                            means, intervals, change))
-    groups.sort(key=lambda g: (g.experiment or "", g.model, g.dataset, g.technique != "baseline", g.technique))
+        experiments = ", ".join(sorted({str(r.get("experiment") or "") for r in members}))
+        groups.append(Group(experiments, members[0]["model"], members[0].get("dataset") or "", technique,
+                            len(members), means, intervals, change))
+    groups.sort(key=lambda g: (g.model, g.dataset, g.experiment, g.technique != "baseline", g.technique))
     return groups
 
 
-def baseline_means(rows: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, float | None]]:
-    """Mean of each metric over the completed baselines, by baseline_key: computed once per table."""
-    members: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        if row.get("status") == "completed" and row.get("technique") == "baseline":
-            members.setdefault(baseline_key(row), []).append(row)
+def baseline_means(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Mean of each metric over the completed baselines, by conditions: computed once per table."""
+    members: dict[str, list[dict[str, Any]]] = {}
+    for row in latest_runs(rows):
+        if row.get("technique") == "baseline":
+            members.setdefault(conditions_of(row), []).append(row)
     return {key: {m: _mean(group, m)[0] for m in METRICS} for key, group in members.items()}
 
 
@@ -106,7 +139,7 @@ def changes(rows: list[dict[str, Any]]) -> list[dict[str, float | None]]:
     means = baseline_means(rows)
     result = []
     for row in rows:
-        reference = means.get(baseline_key(row), {}) if row.get("technique") != "baseline" else {}
+        reference = means.get(conditions_of(row), {}) if row.get("technique") != "baseline" else {}
         result.append({m: percent_change(row.get(m), reference.get(m)) for m in METRICS})
     return result
 
@@ -115,9 +148,236 @@ def row_change(row: dict[str, Any], all_rows: Iterable[dict[str, Any]], metric: 
     """A single run's change in `metric` against the mean of its completed baselines."""
     if row.get("technique") == "baseline":
         return None
-    return percent_change(row.get(metric), baseline_means(all_rows).get(baseline_key(row), {}).get(metric))
+    return percent_change(row.get(metric), baseline_means(all_rows).get(conditions_of(row), {}).get(metric))
 
 
+# -- comparisons with verdicts ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Comparison:
+    """One technique against its matching baselines, for one metric, within one report.
+
+    `p_holm` is Holm-adjusted over the `holm_family` comparisons of the same metric in the report; the
+    verdict uses it. `stats` holds the rest (means, ratio and its intervals, p, equivalence, Hedges' g).
+    """
+
+    model: str
+    dataset: str
+    technique: str
+    metric: str
+    conditions: str
+    experiments: tuple[str, ...]
+    stats: stats.TwoSample
+    p_holm: float | None
+    holm_family: int
+    verdict: str
+    sentence: str
+    run_ids: tuple[int, ...] = field(default=())
+    baseline_run_ids: tuple[int, ...] = field(default=())
+
+    @property
+    def in_pp(self) -> bool:
+        return self.metric in DIFFERENCE_METRICS
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of `greenlab report --format json` (README lists every key)."""
+        s = self.stats
+        data: dict[str, Any] = {
+            "model": self.model, "dataset": self.dataset, "technique": self.technique, "metric": self.metric,
+            "experiment": ", ".join(self.experiments), "conditions": self.conditions,
+            "n": s.n, "n_baseline": s.n_baseline, "n_missing": s.n_missing,
+            "n_baseline_missing": s.n_baseline_missing, "mean": s.mean, "baseline_mean": s.baseline_mean,
+            "sd": s.sd, "baseline_sd": s.baseline_sd, "ratio": s.ratio, "ratio_ci_low": s.ratio_ci_low,
+            "ratio_ci_high": s.ratio_ci_high, "ratio_ci90_low": s.ratio_ci90_low,
+            "ratio_ci90_high": s.ratio_ci90_high, "ratio_method": s.ratio_method,
+            "difference": s.difference, "difference_ci_low": s.difference_ci_low,
+            "difference_ci_high": s.difference_ci_high, "p_value": s.p_value, "p_holm": self.p_holm,
+            "holm_family": self.holm_family, "margin": s.margin, "p_equivalence": s.p_equivalence,
+            "equivalent": s.equivalent, "effect_size": s.effect_size, "verdict": self.verdict,
+            "repeats_to_decide": s.repeats_to_decide if self.verdict == "inconclusive" else None,
+            "sentence": self.sentence, "notes": list(s.notes), "run_ids": list(self.run_ids),
+            "baseline_run_ids": list(self.baseline_run_ids),
+        }
+        if self.in_pp:
+            data.update(difference_pp=_pp(s.difference), difference_pp_ci_low=_pp(s.difference_ci_low),
+                        difference_pp_ci_high=_pp(s.difference_ci_high))
+        return {k: _plain(v) for k, v in data.items()}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: numpy floats become floats, and a non-finite number becomes null."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _pp(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value
+
+
+def compare(rows: Iterable[dict[str, Any]], *, metrics: Iterable[str] = METRICS, margin: float | None = None,
+            include: Callable[[dict[str, Any]], bool] | None = None) -> list[Comparison]:
+    """Every technique's comparisons in `rows`, per metric, with Holm applied per metric.
+
+    Techniques are grouped by conditions (conditions_of) and technique; `include` picks which runs are
+    reported (an experiment, this grid), while baselines come from every completed run in `rows`. The
+    margin is `margin` if given, else the technique runs' stored `equivalence_margin`, else 5 %.
+    """
+    completed = latest_runs(rows)
+    baselines: dict[str, list[dict[str, Any]]] = {}
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in completed:
+        if row.get("technique") == "baseline":
+            baselines.setdefault(conditions_of(row), []).append(row)
+        elif include is None or include(row):
+            cells.setdefault((conditions_of(row), row["technique"]), []).append(row)
+    metrics = tuple(metrics)
+    drafts: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]], str, stats.TwoSample]] = []
+    for (key, technique), members in cells.items():
+        reference = baselines.get(key, [])
+        chosen = margin if margin is not None else (stored_margin(members) or stats.DEFAULT_MARGIN)
+        for metric in metrics:
+            result = stats.compare([r.get(metric) for r in members], [r.get(metric) for r in reference],
+                                   margin=chosen)
+            drafts.append((key, members, reference, metric, result))
+    holm: dict[int, float | None] = {}
+    family: dict[str, int] = {}
+    for metric in metrics:
+        indices = [i for i, d in enumerate(drafts) if d[3] == metric]
+        adjusted = stats.holm([drafts[i][4].p_value for i in indices])
+        holm.update(zip(indices, adjusted))
+        family[metric] = sum(p is not None for p in adjusted)
+    comparisons = []
+    for index, (key, members, reference, metric, result) in enumerate(drafts):
+        verdict = stats.decide(result, p_value=holm[index], higher_is_better=metric in HIGHER_IS_BETTER,
+                               on_difference=metric in DIFFERENCE_METRICS)
+        technique = members[0]["technique"]
+        comparisons.append(Comparison(
+            model=members[0]["model"], dataset=members[0].get("dataset") or "", technique=technique,
+            metric=metric, conditions=key,
+            experiments=tuple(sorted({str(r.get("experiment") or "") for r in members})), stats=result,
+            p_holm=holm[index], holm_family=family[metric], verdict=verdict,
+            sentence=sentence(technique, metric, result, verdict, holm[index], family[metric]),
+            run_ids=tuple(r["id"] for r in members if r.get("id") is not None),
+            baseline_run_ids=tuple(r["id"] for r in reference if r.get("id") is not None)))
+    order = {m: i for i, m in enumerate(metrics)}
+    first_run: dict[str, int] = {}  # techniques keep the order in which they were first run
+    for (_, technique), members in cells.items():
+        first = min((r.get("id") or 0 for r in members), default=0)
+        first_run[technique] = min(first_run.get(technique, first), first)
+    comparisons.sort(key=lambda c: (c.model, c.dataset, c.conditions, first_run[c.technique], c.technique,
+                                    order[c.metric]))
+    return comparisons
+
+
+# -- words ------------------------------------------------------------------------------------------------
+def _num(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.1f}"
+
+
+def format_p(p: float) -> str:
+    if p < 0.001:
+        return "p < 0.001"
+    return f"p = {p:.3g}" if p < 0.1 else f"p = {p:.2f}"
+
+
+def _span(low: float, high: float, unit: str, signed: bool = True) -> str:
+    """'27–33 %' for the size of a saving or cost; '-10 to +80 %' for a signed change."""
+    if not signed:
+        return f"{_num(low)}–{_num(high)} {unit}"
+    return f"{_signed(low, '').strip()} to {_signed(high, unit)}"
+
+
+def _signed(value: float, unit: str) -> str:
+    return f"{'+' if value >= 0 else '-'}{_num(abs(value))} {unit}"
+
+
+def sentence(technique: str, metric: str, s: stats.TwoSample, verdict: str, p_holm: float | None = None,
+             holm_family: int = 1) -> str:
+    """The verdict in words, e.g. "stego saves 30 % training energy (95 % CI 27–33 %, p < 0.001, n = 5 vs 5)"."""
+    label = METRIC_LABELS.get(metric, metric)
+    in_pp = metric in DIFFERENCE_METRICS
+    unit = "pp" if in_pp else "%"
+    counts = f"n = {s.n} vs {s.n_baseline}"
+    p_text = ""
+    if s.p_value is not None:
+        p_text = format_p(s.p_value)
+        if holm_family > 1 and p_holm is not None:
+            p_text += f", Holm-adjusted {format_p(p_holm)[2:].lstrip('= ')}"
+    change = None
+    if in_pp and s.difference is not None:
+        change = 100 * s.difference
+    elif not in_pp and s.ratio is not None:
+        change = 100 * (s.ratio - 1)
+    low = high = None
+    if in_pp and s.difference_ci_low is not None and s.difference_ci_high is not None:
+        low, high = 100 * s.difference_ci_low, 100 * s.difference_ci_high
+    elif not in_pp and s.ratio_ci_low is not None and s.ratio_ci_high is not None:
+        low, high = 100 * (s.ratio_ci_low - 1), 100 * (s.ratio_ci_high - 1)
+    more = "" if in_pp else " more"
+
+    if verdict == "insufficient":
+        if s.n_baseline == 0 and s.n_baseline_missing == 0:
+            text = f"{technique}: no completed baseline with the same conditions to compare {label} with; " \
+                   "run the baseline too"
+        elif metric == "energy_to_target_j" and s.n == 0:
+            return (f"{technique} never reached the target accuracy (the baselines' mean minus "
+                    f"{TARGET_DROP_PP:g} pp) in any of its {s.n_missing} runs: no energy to target to compare")
+        elif s.n == 0 or s.n_baseline == 0:
+            text = f"{technique}: no values of {label} on {'its' if s.n == 0 else 'the baseline'} side"
+        else:
+            observed = f"{_signed(change, unit)} {label}" if change is not None else label
+            if s.n + s.n_missing < 2 or s.n_baseline + s.n_baseline_missing < 2:
+                why = "one run per cell cannot show significance; set repeats = 3 or more"
+            else:
+                why = "fewer than 2 runs a side have a value"
+            text = f"{technique}: {observed} from {counts}, too few to judge: {why}"
+    elif verdict in ("saves", "costs") and low is not None and high is not None and change is not None:
+        gain = verdict == "saves"
+        if in_pp:
+            size, lo, hi = (change, low, high) if gain else (-change, -high, -low)
+            word = "gains" if gain else "costs"
+        else:
+            size, lo, hi = (-change, -high, -low) if gain else (change, low, high)
+            word = verdict
+        text = f"{technique} {word} {_num(size)} {unit}{'' if gain else more} {label} " \
+               f"(95 % CI {_span(lo, hi, unit, signed=False)}, {p_text}, {counts})"
+    elif verdict == "equivalent":
+        bounds = ""
+        if in_pp and change is not None and low is not None and high is not None:
+            bounds = f" ({_signed(change, unit)}, 95 % CI {_span(low, high, unit)}, {counts})"
+        elif s.ratio_ci90_low is not None and s.ratio_ci90_high is not None and change is not None:
+            bounds = (f" ({_signed(change, unit)}, 90 % CI "
+                      f"{_span(100 * (s.ratio_ci90_low - 1), 100 * (s.ratio_ci90_high - 1), unit)}, {counts})")
+        within = f"±{100 * s.margin:g} %"
+        if in_pp and s.baseline_mean is not None:
+            within += f" of it (±{100 * s.margin * abs(s.baseline_mean):.1f} pp)"
+        text = f"{technique} is equivalent to the baseline in {label} within {within}{bounds}"
+    else:
+        observed = _signed(change, unit) if change is not None else "no ratio"
+        interval = f"95 % CI {_span(low, high, unit)}, " if low is not None and high is not None else \
+            "no bounded interval, "
+        text = f"{technique}: inconclusive on {label}, {observed} ({interval}{p_text or 'no p'}, {counts})"
+        if s.repeats_to_decide is not None:
+            text += f"; about {s.repeats_to_decide} runs per side would decide"
+        elif s.sufficient:
+            text += f"; more than {stats.MAX_REPEATS:,} runs per side would be needed at this spread"
+    return text + _missing_note(metric, s) + ("; Fieller interval (values of 0 or below)"
+                                              if s.ratio_method == stats.FIELLER else "")
+
+
+def _missing_note(metric: str, s: stats.TwoSample) -> str:
+    if not (s.n_missing or s.n_baseline_missing):
+        return ""
+    what = "never reached the target accuracy" if metric == "energy_to_target_j" else f"have no {metric}"
+    sides = []
+    if s.n_missing:
+        sides.append(f"{s.n_missing} of {s.n + s.n_missing} technique runs")
+    if s.n_baseline_missing:
+        sides.append(f"{s.n_baseline_missing} of {s.n_baseline + s.n_baseline_missing} baseline runs")
+    return f"; {' and '.join(sides)} {what} (left out)"
+
+
+# -- units ------------------------------------------------------------------------------------------------
 def format_energy(joules: float | None, ci_j: float | None = None) -> str:
     """J below an hour's watt (3600 J), Wh above; a confidence interval is shown in the same unit."""
     if joules is None:

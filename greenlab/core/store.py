@@ -46,6 +46,8 @@ RUN_COLUMNS: dict[str, type] = {
     # Schema 2
     "conditions_key": str, "compute_dtype": str, "weights_dtype": str, "price_per_kwh": float,
     "grid_position": int,
+    # Energy to accuracy (greenlab.core.energy_to_target): the target and the energy until first reaching it.
+    "target_accuracy": float, "energy_to_target_j": float,
 }
 EPOCH_COLUMNS: dict[str, type] = {
     "run_id": int, "epoch": int, "train_loss": float, "val_accuracy": float, "val_f1": float,
@@ -76,7 +78,8 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
 
 
 _COLUMNS_2 = {
-    "runs": ("conditions_key", "compute_dtype", "weights_dtype", "price_per_kwh", "grid_position"),
+    "runs": ("conditions_key", "compute_dtype", "weights_dtype", "price_per_kwh", "grid_position",
+             "target_accuracy", "energy_to_target_j"),
     "epochs": ("train_window_s", "eval_window_s", "flags"),
 }
 
@@ -90,7 +93,8 @@ def _add_columns(db: sqlite_utils.Database, table: str, names: tuple[str, ...], 
 
 def _migrate_2(db: sqlite_utils.Database) -> None:
     """Run keys that ignore `repeats` and the accounting inputs; the conditions key that chooses a
-    technique's baselines; what the run computed in and stored; the run's own seed; window lengths."""
+    technique's baselines; what the run computed in and stored; the run's own seed; its grid position;
+    window lengths; energy to a target accuracy."""
     from greenlab.core.config import conditions_key, run_key
 
     _add_columns(db, "runs", _COLUMNS_2["runs"], RUN_COLUMNS)

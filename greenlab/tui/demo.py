@@ -168,7 +168,7 @@ class FrozenClock:
 
 
 def demo_grid() -> list[GridRun]:
-    data = {"defaults": {"dataset": "cifar10", "epochs": 3, "device": "cuda:0", "idle_s": 5},
+    data = {"defaults": {"dataset": "cifar10", "epochs": 3, "device": "cuda:0", "idle_s": 5, "order": "as-written"},
             "experiment": [{"name": "demo", "models": ["resnet18", "vit_b_16"],
                             "techniques": ["baseline", "stego", "prune"],
                             "stego": {"bits": 16, "mode": "dtype"}}]}

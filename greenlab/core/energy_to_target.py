@@ -1,0 +1,88 @@
+"""Energy to accuracy: what a run spent until its validation accuracy first reached a target.
+
+The study compares at equal epochs; a reviewer also asks "at equal accuracy?". The target of a run is
+its matching baselines' mean final accuracy minus 1 percentage point (baselines included, so they have a
+figure to compare with). The energy is the sum of the epochs' energies (training and evaluation windows,
+the scope of `energy_training_j`) up to and including the first epoch at or above the target.
+
+Pure functions, plus update_energy_to_target(store), which (re)writes `runs.target_accuracy` and
+`runs.energy_to_target_j` at the end of a grid.
+"""
+
+from __future__ import annotations
+
+from statistics import mean
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from greenlab.core.report import TARGET_DROP_PP, conditions_of, latest_runs
+
+if TYPE_CHECKING:
+    from greenlab.core.store import Store
+
+
+def epoch_energy(epoch: dict[str, Any]) -> float | None:
+    """The epoch's energy: `energy_j`, else its training plus evaluation windows, else unknown."""
+    if epoch.get("energy_j") is not None:
+        return float(epoch["energy_j"])
+    if epoch.get("train_energy_j") is not None and epoch.get("eval_energy_j") is not None:
+        return float(epoch["train_energy_j"]) + float(epoch["eval_energy_j"])
+    return None
+
+
+def energy_to_target(epochs: Iterable[dict[str, Any]], target: float) -> float | None:
+    """Cumulative energy until val_accuracy first reaches `target`; None if it never does, or if an
+    epoch on the way has no known energy (a partial sum would understate the cost)."""
+    total = 0.0
+    for epoch in sorted(epochs, key=lambda e: e.get("epoch") or 0):
+        energy = epoch_energy(epoch)
+        if energy is None:
+            return None
+        total += energy
+        accuracy = epoch.get("val_accuracy")
+        if accuracy is not None and accuracy >= target:
+            return total
+    return None
+
+
+def default_targets(rows: Iterable[dict[str, Any]], drop_pp: float = TARGET_DROP_PP) -> dict[str, float]:
+    """Per conditions key: the completed baselines' mean final val_accuracy minus `drop_pp`."""
+    accuracies: dict[str, list[float]] = {}
+    for row in latest_runs(rows):
+        if row.get("technique") == "baseline" and row.get("val_accuracy") is not None:
+            accuracies.setdefault(conditions_of(row), []).append(float(row["val_accuracy"]))
+    return {key: mean(values) - drop_pp / 100.0 for key, values in accuracies.items()}
+
+
+def compute(rows: list[dict[str, Any]], epochs_of: Callable[[int], list[dict[str, Any]]],
+            drop_pp: float = TARGET_DROP_PP) -> dict[int, tuple[float, float | None]]:
+    """run id -> (target accuracy, energy to target) for every completed run whose conditions have
+    completed baselines with an accuracy."""
+    targets = default_targets(rows, drop_pp)
+    result: dict[int, tuple[float, float | None]] = {}
+    for row in rows:
+        target = targets.get(conditions_of(row))
+        if row.get("status") == "completed" and target is not None and row.get("id") is not None:
+            result[row["id"]] = (target, energy_to_target(epochs_of(row["id"]), target))
+    return result
+
+
+def with_energy_to_target(rows: list[dict[str, Any]], epochs_of: Callable[[int], list[dict[str, Any]]]
+                          ) -> list[dict[str, Any]]:
+    """Rows with the two columns filled where the store has none yet (a store written before them)."""
+    missing = {r.get("id") for r in rows if r.get("target_accuracy") is None and r.get("status") == "completed"}
+    if not missing:
+        return rows
+    computed = compute(rows, epochs_of)
+    return [{**row, "target_accuracy": computed[row["id"]][0], "energy_to_target_j": computed[row["id"]][1]}
+            if row.get("id") in missing and row.get("id") in computed else row for row in rows]
+
+
+def update_energy_to_target(store: Store, drop_pp: float = TARGET_DROP_PP) -> int:
+    """(Re)compute `target_accuracy` and `energy_to_target_j` of every completed run whose conditions have
+    completed baselines, baselines included; one transaction. Returns how many runs were written."""
+    rows = store.runs("status = 'completed'")
+    computed = compute(rows, store.epochs, drop_pp)
+    with store.db.conn:
+        for run_id, (target, energy) in computed.items():
+            store.db["runs"].update(run_id, {"target_accuracy": target, "energy_to_target_j": energy})
+    return len(computed)

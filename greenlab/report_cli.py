@@ -1,0 +1,180 @@
+"""`greenlab report`: the comparisons of a run store as the study's table, JSON, CSV, LaTeX or CodeCarbon's
+emissions.csv, and optionally a figure.
+
+A thin face on greenlab.core.report. It checks every argument before reading anything, reads the store
+read-only (a report never changes runs.db), renders in memory and only then writes --out and --plot.
+Bad input is a GreenLabError: one line naming the fix, exit 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from greenlab.core import energy_to_target, report, report_formats
+from greenlab.core.errors import GreenLabError, suggest
+from greenlab.core.store import resolve_path
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 2 like every other GreenLab input error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise GreenLabError(f"report: {message}; see greenlab report --help")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="greenlab report",
+                     description="Compare each technique with its matching baseline: ratio with 95 % CI, Welch p "
+                                 "(Holm-adjusted), equivalence, Hedges' g and a verdict.")
+    parser.add_argument("--db", metavar="PATH", help="run store (default: $GREENLAB_DB or data/runs.db)")
+    parser.add_argument("--experiment", metavar="NAME", help="only this experiment's techniques")
+    parser.add_argument("--metric", metavar="NAME",
+                        help=f"headline metric, and the only one in json/csv ({', '.join(report.METRICS)}; "
+                             f"default {report.HEADLINE}, all metrics in json/csv)")
+    parser.add_argument("--margin", metavar="F",
+                        help="equivalence margin as a fraction (0.05 = ±5 %%; default: the runs' "
+                             "equivalence_margin setting, else 0.05)")
+    parser.add_argument("--format", default="text", metavar="FORMAT",
+                        help=f"{' | '.join(report_formats.FORMATS)} (default text)")
+    parser.add_argument("--out", metavar="FILE", help="write the report here instead of standard output")
+    parser.add_argument("--plot", metavar="FILE", help="also draw the figure into FILE.svg or FILE.png")
+    return parser
+
+
+def _margin(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise GreenLabError(f"--margin must be a number such as 0.05 (±5 %), got {text!r}") from None
+    if not math.isfinite(value) or not 0 < value < 1:
+        hint = f"; for ±{value:g} % write --margin {value / 100:g}" if 1 <= value < 100 else ""
+        raise GreenLabError(f"--margin is a fraction between 0 and 1 (0.05 means ±5 %), got {text}{hint}")
+    return value
+
+
+def _writable(text: str, flag: str) -> Path:
+    path = Path(text)
+    if path.is_dir():
+        raise GreenLabError(f"{flag} {path} is a folder; name a file in it, e.g. {path / 'report.txt'}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise GreenLabError(f"{flag} {path}: the folder {folder} does not exist; create it or choose another path")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise GreenLabError(f"{flag} {path} is not writable; choose a path you can write to")
+    return path
+
+
+def _choice(value: str, known: tuple[str, ...], flag: str) -> str:
+    if value not in known:
+        raise GreenLabError(f"unknown {flag} '{value}'{suggest(value, known)}; use one of {', '.join(known)}")
+    return value
+
+
+def read_store(path: Path) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
+    """Every run row, and the epochs of every run; nothing is written."""
+    if not path.is_file():
+        raise GreenLabError(f"no run store at {path}; run a grid first (greenlab --headless experiments.toml) "
+                            "or pass --db PATH (or set GREENLAB_DB)")
+    try:
+        # Only SELECTs are issued. A read-write connection lets SQLite tidy its -wal/-shm files on close;
+        # a store we may not write is opened read-only instead.
+        uri = path.resolve().as_uri()
+        conn = sqlite3.connect(uri + ("?mode=rw" if os.access(path, os.W_OK) else "?mode=ro"), uri=True)
+        conn.row_factory = sqlite3.Row
+        try:
+            runs = [dict(r) for r in conn.execute("select * from runs order by id")]
+            epochs: dict[int, list[dict[str, Any]]] = {}
+            for row in conn.execute("select * from epochs order by run_id, epoch"):
+                epochs.setdefault(row["run_id"], []).append(dict(row))
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise GreenLabError(f"cannot read {path} as a GreenLab run store ({exc}); pass --db with the runs.db "
+                            "a grid wrote") from None
+    return runs, epochs
+
+
+def _write_all(files: list[tuple[Path, bytes]]) -> None:
+    """Write every file; if one fails, remove the ones this call created, so nothing half-done is left."""
+    created: list[Path] = []
+    try:
+        for target, data in files:
+            existed = target.exists()
+            with open(target, "wb") as stream:
+                if not existed:
+                    created.append(target)
+                stream.write(data)
+    except OSError as exc:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise GreenLabError(f"cannot write the report ({exc}); choose another --out or --plot path") from None
+
+
+def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = _parser().parse_args(argv)
+    fmt = _choice(args.format, report_formats.FORMATS, "--format")
+    headline = _choice(args.metric, report.METRICS, "--metric") if args.metric else report.HEADLINE
+    margin = _margin(args.margin)
+    out_path = _writable(args.out, "--out") if args.out else None
+    plot_path = _writable(args.plot, "--plot") if args.plot else None
+    plot_format = plot_path.suffix.lower().lstrip(".") if plot_path else None
+    if plot_path and plot_format not in ("svg", "png"):
+        raise GreenLabError(f"--plot {plot_path}: name the file .svg or .png")
+
+    db = resolve_path(args.db)
+    rows, epochs = read_store(db)
+    experiments = sorted({str(r["experiment"]) for r in rows if r.get("experiment")})
+    if args.experiment is not None and args.experiment not in experiments:
+        raise GreenLabError(f"no runs of experiment '{args.experiment}' in {db}"
+                            f"{suggest(args.experiment, experiments)}; experiments there: "
+                            f"{', '.join(experiments) or 'none'}")
+    rows = energy_to_target.with_energy_to_target(rows, lambda run_id: epochs.get(run_id, []))
+    include = (lambda r: r.get("experiment") == args.experiment) if args.experiment is not None else None
+    comparisons = report.compare(rows, metrics=report.METRICS, margin=margin, include=include)
+    if not comparisons:
+        scope = f" of experiment '{args.experiment}'" if args.experiment else ""
+        raise GreenLabError(f"nothing to compare in {db}: no completed technique runs{scope}; run a grid with "
+                            "a baseline and at least one technique first")
+
+    metrics = (headline,) if args.metric else report.METRICS
+    if fmt == "text":
+        text = report_formats.render_text(comparisons, headline) + "\n"
+    elif fmt == "markdown":
+        text = report_formats.render_markdown(comparisons, headline)
+    elif fmt == "latex":
+        text = report_formats.render_latex(comparisons, headline)
+    elif fmt == "json":
+        text = report_formats.render_json(comparisons, metrics)
+    elif fmt == "csv":
+        text = report_formats.render_csv(rows, comparisons, metrics)
+    else:
+        runs = report_formats.report_runs(rows, comparisons)
+        text = report_formats.render_codecarbon(runs)
+        estimated = report_formats.estimated_runs(runs)
+        if estimated:
+            print(f"greenlab report: {estimated} of {len(runs)} runs hold estimated energy, which CodeCarbon's "
+                  "columns cannot mark; runs.energy_estimated_j and runs.meters say which", file=err)
+    files: list[tuple[Path, bytes]] = []
+    if plot_path is not None:
+        from greenlab.core.report_plot import render_plot
+
+        files.append((plot_path, render_plot(rows, comparisons, str(plot_format), headline)))
+    if out_path is not None:
+        files.insert(0, (out_path, text.encode("utf-8")))
+    _write_all(files)
+    if out_path is None:
+        out.write(text)
+        out.flush()
+    for path, _ in files:
+        print(f"greenlab report: wrote {path}", file=err)
+    return 0
