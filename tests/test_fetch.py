@@ -179,3 +179,20 @@ def test_probe_sees_a_listening_port_and_a_closed_one(server):
     _, base = server
     closed = f"http://127.0.0.1:{closed_port()}"
     assert fetch.probe_hosts([base, closed]) == {base: True, closed: False}
+
+
+def test_a_headless_grid_downloads_what_it_needs_first_with_progress(server, tmp_path, monkeypatch):
+    """run_headless calls prepare_grid before opening the store: a reachable missing file is fetched there."""
+    from greenlab.prepare import prepare_grid
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    served, base = server
+    name = f"resnet18-{hashlib.sha256(WEIGHTS).hexdigest()[:8]}.pth"
+    (served / name).write_bytes(WEIGHTS)
+    sources = fetch.Sources(weights=lambda model: fetch.weights_file(f"{base}/{name}", f"{model} weights"))
+    toml = _weights_grid(tmp_path)
+    out = io.StringIO()
+    prepare_grid(expand_grid(parse_experiments(toml.read_text())), toml, out=out, sources=sources)
+    assert (tmp_path / "torch" / "hub" / "checkpoints" / name).read_bytes() == WEIGHTS
+    assert "resnet18 weights: downloading" in out.getvalue() and "verified" in out.getvalue()
+    assert not (tmp_path / "runs.db").exists()
