@@ -1,5 +1,5 @@
-"""The `greenlab` command: the TUI by default, or a headless grid, the model list, a capacity scan, and
-`greenlab report` (a subcommand with its own options, in greenlab.report_cli).
+"""The `greenlab` command: the TUI by default, or a headless grid, a fetch, the model list, a capacity scan,
+and `greenlab report` (a subcommand with its own options, in greenlab.report_cli).
 
 Every error that is the user's to fix prints one line on stderr and exits 2, with nothing written.
 """
@@ -21,6 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--headless", metavar="EXPERIMENTS.toml", help="run the grid of a file with no UI")
     parser.add_argument("--db", metavar="PATH", help="run store (default: $GREENLAB_DB or data/runs.db)")
     parser.add_argument("--force", action="store_true", help="rerun runs already completed with identical settings")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="with --headless: exit 2 at once if another grid is measuring on this host")
+    parser.add_argument("--fetch", metavar="EXPERIMENTS.toml",
+                        help="download every dataset and weight file a grid needs, then exit")
     parser.add_argument("--list-models", action="store_true", help="print the model zoo and exit")
     parser.add_argument("--capacity", metavar="MODEL", help="scan a model's steganographic capacity and exit")
     parser.add_argument("--dataset", default="digits", help="dataset for --capacity (default: digits)")
@@ -83,10 +87,14 @@ def main(argv: list[str] | None = None) -> int:
             return _list_models()
         if args.capacity:
             return _capacity(args)
+        if args.fetch:
+            from greenlab.prepare import run_fetch
+
+            return run_fetch(args.fetch)
         if args.headless:
             from greenlab.headless import run_headless
 
-            return run_headless(args.headless, db=args.db, force=args.force)
+            return run_headless(args.headless, db=args.db, force=args.force, wait=not args.no_wait)
         try:
             from greenlab.tui.app import run_app
         except ModuleNotFoundError as exc:

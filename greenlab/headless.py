@@ -2,7 +2,9 @@
 
 A thin face on greenlab.core: it validates the file, asks the RunSupervisor to run the grid, shows
 progress (a one-line bar on a terminal, plain lines otherwise) and prints each technique against its
-baseline. Exit codes: 0 all completed, 1 a run failed, 2 invalid input, 130 interrupted.
+baseline. Before the store is opened, the grid is checked and what it must download is fetched
+(greenlab.prepare). Exit codes: 0 all completed, 1 a run failed or the grid stopped on an environment
+failure, 2 invalid input or a grid that cannot run here (nothing written), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from typing import Any, TextIO
 from greenlab.core import events, report, report_formats
 from greenlab.core.config import GridRun, expand_grid, load_experiments
 from greenlab.core.energy_to_target import update_energy_to_target
-from greenlab.core.runner import (ChildEvent, CoolingDown, IdleMeasured, RunBegan, RunQueued, RunSkipped,
-                                  RunStored, RunSupervisor)
+from greenlab.core.fetch import Sources
+from greenlab.core.hostlock import ensure_free
+from greenlab.core.runner import (ChildEvent, CoolingDown, GridStopped, IdleMeasured, RunBegan, RunQueued,
+                                  RunSkipped, RunStored, RunSupervisor, WaitingForLock)
 from greenlab.core.store import Store
+from greenlab.prepare import prepare_grid
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -38,6 +43,7 @@ class Progress:
         self._bar_shown = False
         self._meters_described = ""
         self.run_open = False
+        self.stopped: GridStopped | None = None
 
     def line(self, text: str) -> None:
         if self._bar_shown:
@@ -69,6 +75,14 @@ class Progress:
         elif isinstance(event, RunStored):
             self.run_open = False
             self._stored(event)
+        elif isinstance(event, WaitingForLock):
+            self.line(f"{event.describe()}; --no-wait exits instead")
+        elif isinstance(event, GridStopped):
+            self.stopped = event
+            names = ", ".join(f"{r.model} {r.technique}" for r in event.not_started[:6])
+            more = f" and {len(event.not_started) - 6} more" if len(event.not_started) > 6 else ""
+            self.line(f"grid stopped: {event.cause}; {len(event.not_started)} runs not started"
+                      + (f" ({names}{more})" if names else ""))
 
     def _describe_meters(self, event: RunBegan) -> None:
         """Say once per grid how each component is measured, and why where it is only estimated."""
@@ -176,16 +190,20 @@ def _terminate_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run_headless(path: str, *, db: str | None = None, force: bool = False, out: TextIO = sys.stdout) -> int:
+def run_headless(path: str, *, db: str | None = None, force: bool = False, out: TextIO = sys.stdout,
+                 wait: bool = True, sources: Sources | None = None) -> int:
     experiments = load_experiments(path)  # ConfigError propagates to the CLI: exit 2, nothing written
     grid = expand_grid(experiments)
+    prepare_grid(grid, path, out=out, sources=sources)  # PreflightError/FetchError: exit 2, nothing written
+    if not wait:
+        ensure_free()  # LockBusy: exit 2 before the store file exists
     store = Store(db)
     progress = Progress(out, len(grid))
     supervisor = RunSupervisor(store, on_event=progress)
     progress.line(f"greenlab: {len(grid)} runs from {path} into {store.path}")
     previous_term = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        outcomes = supervisor.run_grid(grid, force=force)
+        outcomes = supervisor.run_grid(grid, force=force, wait=wait)
     except KeyboardInterrupt:
         progress.line("interrupted: the run in progress is stored as interrupted" if progress.run_open
                       else "interrupted before a run began: nothing was stored")
@@ -206,6 +224,6 @@ def run_headless(path: str, *, db: str | None = None, force: bool = False, out: 
     store.close()
     if any(o.status == "interrupted" for o in outcomes):
         return EXIT_INTERRUPTED
-    if any(o.status == "failed" for o in outcomes):
+    if progress.stopped is not None or any(o.status == "failed" for o in outcomes):
         return EXIT_FAILED
     return EXIT_OK

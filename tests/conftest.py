@@ -25,12 +25,23 @@ sample_hz = 20
 """
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_lock_dir(tmp_path_factory):
+    """Module-scoped fixtures start before `_isolated`: their grids get a host lock of the session's own."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("GREENLAB_LOCK_DIR", str(tmp_path_factory.mktemp("lock")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("GREENLAB_DB", str(tmp_path / "runs.db"))
     monkeypatch.setenv("GREENLAB_DATA_DIR", str(tmp_path / "data"))
     # No real RAPL tree can leak into tests on a machine that has one.
     monkeypatch.setenv("GREENLAB_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
+    # Each test its own host lock: tests never wait for one another's grids.
+    monkeypatch.setenv("GREENLAB_LOCK_DIR", str(tmp_path / "lock"))
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -473,3 +473,30 @@ def expand_grid(experiments: list[Experiment]) -> list[GridRun]:
                                         repeat=repeat, settings=settings, technique_settings=used,
                                         position=len(runs)))
     return runs
+
+
+# -- locating a grid's settings in the file (for checks made after loading, e.g. greenlab.core.preflight) --
+def locate_setting(text: str, experiment: str, key: str) -> int | None:
+    """The line of `key` as it applies to `experiment` in an experiments file's text.
+
+    The experiment's own table wins; then [defaults]; then the experiment's header line (a value left at
+    its built-in default has no line of its own). None when the text does not hold that experiment.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return None
+    tables = data.get("experiment")
+    if not isinstance(tables, list):
+        return None
+    names = [table.get("name") if isinstance(table, dict) else None for table in tables]
+    if experiment not in names:
+        return None
+    index = names.index(experiment)
+    locator = _Locator(text)
+    if key in tables[index]:
+        return locator.line_of("[[experiment]]", index, key)
+    defaults = data.get("defaults")
+    if isinstance(defaults, dict) and key in defaults:
+        return locator.line_of("[defaults]", 0, key)
+    return locator.line_of("[[experiment]]", index, None)

@@ -27,6 +27,8 @@ from greenlab.core.config import GridRun, RunSettings
 from greenlab.core.energy.detect import build_meters
 from greenlab.core.energy.meter import MEASURED_METHODS
 from greenlab.core.energy.tracker import EnergyTracker
+from greenlab.core.gridstop import GridStopped, StopRule, exception_cause
+from greenlab.core.hostlock import HostLock, WaitingForLock  # noqa: F401 - supervisor events faces import
 from greenlab.core.record import RunRecord, accounting_columns, energy_columns, gpus_used
 from greenlab.core.store import RUN_COLUMNS, Store, now_iso
 from greenlab.core.storewriter import StoreWriter
@@ -195,21 +197,49 @@ class RunSupervisor:
             os.killpg(child.pid, signal.SIGKILL)
 
     # -- the grid -------------------------------------------------------------------------------------
-    def run_grid(self, runs: list[GridRun], *, force: bool = False) -> list[RunStored]:
-        """Run every entry not already completed with identical settings; returns the stored outcomes."""
+    def run_grid(self, runs: list[GridRun], *, force: bool = False, wait: bool = True) -> list[RunStored]:
+        """Run every entry not already completed with identical settings; returns the stored outcomes.
+
+        The host's measurement lock is held for the whole grid: a second grid waits for it (telling
+        WaitingForLock), or with `wait=False` raises LockBusy. A run that another live supervisor is
+        running in this store is skipped. A failure that would fail every following run the same way
+        (greenlab.core.gridstop) stops the grid with GridStopped, which lists the runs not started.
+        """
         outcomes: list[RunStored] = []
-        done = {} if force else self.store.completed_by_key()
-        for index, run in enumerate(runs):
-            if self.cancelled:
-                break
-            previous = done.get(run.settings_key())
-            if previous is not None:
-                self.on_event(RunSkipped(index, run, self._reuse(previous, run)))
-                continue
-            self.on_event(RunQueued(index, len(runs), run))
-            outcome = self.execute(run)
-            if outcome is not None:
-                outcomes.append(outcome)
+        lock = HostLock(self.store.path)
+        if not lock.acquire(wait=wait, on_wait=self.on_event, stop=self._cancel):
+            return outcomes  # cancelled while waiting: nothing ran
+        try:
+            done = {} if force else self.store.completed_by_key()  # read under the lock: the last grid's too
+            stop_rule = StopRule()
+            for index, run in enumerate(runs):
+                if self.cancelled:
+                    break
+                key = run.settings_key()
+                if key in done:
+                    self.on_event(RunSkipped(index, run, self._reuse(done[key], run)))
+                    continue
+                other = self.store.running_elsewhere(key)
+                if other is not None:
+                    self.on_event(RunSkipped(index, run, f"running now under supervisor pid {other}"))
+                    continue
+                self.on_event(RunQueued(index, len(runs), run))
+                try:
+                    outcome = self.execute(run)
+                except Exception as exc:  # noqa: BLE001 - only environment failures are handled here
+                    stop = exception_cause(exc)
+                    if stop is None:
+                        raise
+                    outcome = None
+                else:
+                    stop = stop_rule.cause(outcome) if outcome is not None else None
+                if outcome is not None:
+                    outcomes.append(outcome)
+                if stop is not None and not self.cancelled:
+                    self.on_event(GridStopped(stop, [r for r in runs[index + 1:] if r.settings_key() not in done]))
+                    break
+        finally:
+            lock.release()
         return outcomes
 
     def _reuse(self, previous: dict[str, Any], run: GridRun) -> str:

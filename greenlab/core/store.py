@@ -240,6 +240,15 @@ class Store:
                              "currency from runs where status = 'completed' order by id")
         return {row["settings_key"]: row for row in rows}
 
+    def running_elsewhere(self, settings_key: str) -> int | None:
+        """The pid of another live supervisor running these settings in this store now, or None."""
+        for row in self.db.query("select supervisor_pid from runs where settings_key = ? and status = 'running'",
+                                 [settings_key]):
+            pid = row["supervisor_pid"]
+            if pid != os.getpid() and _pid_alive(pid):
+                return int(pid)
+        return None
+
     def run(self, run_id: int) -> dict[str, Any] | None:
         rows = list(self.db.query("select * from runs where id = ?", [run_id]))
         return rows[0] if rows else None

@@ -23,8 +23,9 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Header, Label, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from greenlab.core import fetch, preflight
 from greenlab.core.config import GridRun
-from greenlab.core.errors import ConfigError
+from greenlab.core.errors import ConfigError, GreenLabError
 from greenlab.core.runner import RunSupervisor
 from greenlab.core.store import Store
 from greenlab.tui import messages
@@ -263,13 +264,20 @@ class GreenLabApp(App[int]):
 
     def _supervise(self, grid: int, runs: list[GridRun], force: bool) -> int:
         """Runs in the worker thread: its own Store, a supervisor, events posted as messages."""
-        store = Store(self.db_path)
 
         def forward(event: Any) -> None:
             message = messages.to_message(grid, event)
             if message is not None:
                 self.post_message(message)
 
+        # Before the store is touched: a grid that cannot run here is refused (PreflightError, notified).
+        report = preflight.check(runs)
+        report.raise_for_problems()
+        if report.to_fetch:
+            fetched = fetch.fetch_all(report.to_fetch, forward, reachable=report.reachable)
+            if fetched.failed:
+                raise fetch.FetchError("\n".join(reason for _item, reason in fetched.failed))
+        store = Store(self.db_path)
         try:
             supervisor = RunSupervisor(store, on_event=forward)
             self._supervisor = supervisor
@@ -287,13 +295,18 @@ class GreenLabApp(App[int]):
         worker = event.worker
         if event.state == WorkerState.ERROR:
             error = worker.error
-            self.notify(f"{type(error).__name__}: {error}", title=f"{worker.name} failed", severity="error",
-                        timeout=10, markup=False)
+            if isinstance(error, GreenLabError):  # the user's to fix, told in full: a grid that cannot run here
+                self.notify(str(error), title="Grid not started", severity="error", timeout=20, markup=False)
+            else:
+                self.notify(f"{type(error).__name__}: {error}", title=f"{worker.name} failed", severity="error",
+                            timeout=10, markup=False)
         if worker.group != "grid" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
                                                          WorkerState.CANCELLED):
             return
         grid = int(worker.name.split("-")[1])
-        self.live.end_grid(grid, cancelled=self._cancel_requested or event.state != WorkerState.SUCCESS)
+        refused = isinstance(worker.error, GreenLabError)  # not started: preflight or a fetch said why
+        self.live.end_grid(grid, cancelled=self._cancel_requested or (event.state != WorkerState.SUCCESS
+                                                                      and not refused))
         self._grid_active = False
         self.refresh_bindings()
         if self._quitting:

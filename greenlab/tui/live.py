@@ -200,6 +200,10 @@ class LivePane(Vertical):
         elif isinstance(message, messages.CoolingDown):
             temps = ", ".join(f"{c} {t:.0f} °C" for c, t in message.temperatures.items())
             self.note = f"cooling down to {message.target_c:g} °C: {temps}"
+        elif isinstance(message, messages.GridNote):
+            self.note = message.text
+            if current is not None:
+                current.note = message.text
         elif isinstance(message, messages.RunBegan):
             tracker = message.tracker
             t0 = tracker.now()

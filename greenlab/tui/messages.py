@@ -12,7 +12,7 @@ from typing import Any
 
 from textual.message import Message
 
-from greenlab.core import events
+from greenlab.core import events, fetch
 from greenlab.core.config import GridRun
 from greenlab.core import runner
 
@@ -109,8 +109,26 @@ class RunStored(GridMessage):
         self.run_id, self.run, self.status, self.error, self.row = run_id, run, status, error, row
 
 
+class GridNote(GridMessage):
+    """What the grid waits for before or instead of its next run (the host's lock, a download, a stop)."""
+
+    def __init__(self, grid: int, text: str) -> None:
+        super().__init__(grid)
+        self.text = text
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, GridNote)  # download progress comes many times a second
+
+
 def to_message(grid: int, event: Any) -> Message | None:
     """The UI message for one supervisor event, or None for events the UI does not show."""
+    if isinstance(event, runner.WaitingForLock):
+        return GridNote(grid, event.describe())
+    if isinstance(event, runner.GridStopped):
+        return GridNote(grid, f"grid stopped: {event.cause}; {len(event.not_started)} runs not started")
+    if isinstance(event, (fetch.DownloadStarted, fetch.DownloadProgressed, fetch.DownloadFinished,
+                          fetch.DownloadFailed)):
+        return GridNote(grid, fetch.format_progress(event))
     if isinstance(event, runner.RunQueued):
         return RunQueued(grid, event.index, event.total, event.run)
     if isinstance(event, runner.RunSkipped):

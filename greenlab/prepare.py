@@ -1,0 +1,92 @@
+"""The terminal face of preflight and fetch: `greenlab --fetch FILE`, and readying a grid before --headless.
+
+A thin face on greenlab.core.preflight and greenlab.core.fetch: it draws their download events (a
+one-line bar with bytes, rate and ETA on a terminal, plain lines otherwise) and turns what cannot be
+fetched into one located line each and exit code 2. Nothing here opens the run store.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from greenlab.core import fetch, preflight
+from greenlab.core.config import GridRun, expand_grid, load_experiments
+
+
+class DownloadBar:
+    """Draws download events: a redrawn bar on a terminal, a line per quarter on a pipe or a log."""
+
+    _REDRAW_S = 0.2
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self._last_draw = 0.0
+        self._bar_shown = False
+        self._quarters: dict[str, int] = {}
+
+    def _line(self, text: str) -> None:
+        if self._bar_shown:
+            self.out.write("\r\033[K")
+            self._bar_shown = False
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def __call__(self, event: fetch.DownloadEvent) -> None:
+        if isinstance(event, fetch.DownloadFailed):
+            self._line(f"{event.what}: FAILED (why, and the fix, at the end)")
+            return
+        if not isinstance(event, fetch.DownloadProgressed):
+            self._line(fetch.format_progress(event))
+            return
+        if self.tty:
+            if time.monotonic() - self._last_draw >= self._REDRAW_S:
+                self._last_draw = time.monotonic()
+                columns = shutil.get_terminal_size((100, 20)).columns
+                self.out.write("\r\033[K" + fetch.format_progress(event)[: columns - 1])
+                self.out.flush()
+                self._bar_shown = True
+        elif event.total_bytes:
+            quarter = int(4 * event.done_bytes / event.total_bytes)
+            if quarter > self._quarters.get(event.what, 0):
+                self._quarters[event.what] = quarter
+                self._line(fetch.format_progress(event))
+
+
+def _failures(report: fetch.FetchReport) -> fetch.FetchError:
+    """One line per file not fetched: what is missing, why, and where to put it by hand."""
+    return fetch.FetchError("\n".join(reason for _item, reason in report.failed))
+
+
+def prepare_grid(grid: list[GridRun], source: str | Path, *, out: TextIO = sys.stdout,
+                 sources: fetch.Sources | None = None) -> None:
+    """Check the grid (PreflightError: exit 2) and download what it needs on first use, with progress."""
+    report = preflight.check_file(grid, source, sources=sources)
+    report.raise_for_problems()
+    if report.to_fetch:
+        fetched = fetch.fetch_all(report.to_fetch, DownloadBar(out), reachable=report.reachable)
+        if fetched.failed:
+            raise _failures(fetched)
+
+
+def run_fetch(path: str, *, out: TextIO = sys.stdout, sources: fetch.Sources | None = None) -> int:
+    """`greenlab --fetch FILE`: download every dataset and weight file the grid needs into its cache."""
+    grid = expand_grid(load_experiments(path))  # ConfigError: exit 2, nothing written
+    needs = fetch.plan(grid, sources)
+    todo = fetch.missing(needs)
+    present = len({n.requirement for n in needs}) - len(todo)
+    if not todo:
+        out.write(f"nothing to download: {path} needs {present} file{'s' if present != 1 else ''} from the "
+                  "internet and every one is present\n" if present else
+                  f"nothing to download: {path} runs offline (no dataset or weights to fetch)\n")
+        return 0
+    out.write(f"greenlab: {len(todo)} to download for {path}" + (f" ({present} present)" if present else "") + "\n")
+    report = fetch.fetch_all(todo, DownloadBar(out))
+    if report.failed:
+        raise _failures(report)
+    out.write(f"fetched {len(report.fetched)}: the grid of {path} can now run offline\n")
+    return 0
