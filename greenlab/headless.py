@@ -137,7 +137,7 @@ class Progress:
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
     """Per model, each technique against its baseline: energy (whole run, and training alone), time and
-    accuracy, with the change in percent. The whole run includes start-up, data loading and compression
+    accuracy, with the change in percent (accuracy: in percentage points). The whole run includes start-up, data loading and compression
     (a capacity scan, say); the training column isolates what the compressed model costs to train."""
     groups = report.summarize(rows)
     if not groups:
@@ -147,7 +147,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         return report.format_energy(g.means[metric], g.ci[metric])
 
     header = (f"{'model':<14} {'technique':<14} {'n':>2} {'energy':>11} {'Δ':>8} {'training':>11} {'Δ':>8} "
-              f"{'time':>8} {'Δ':>8} {'val acc':>8} {'Δ':>8}")
+              f"{'time':>8} {'Δ':>8} {'val acc':>8} {'Δ':>9}")
     lines = [header, "-" * len(header)]
     current = None
     for g in groups:
@@ -163,7 +163,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
             f"{(f'{duration:.1f}s' if duration is not None else '-'):>8} "
             f"{report.format_change(g.change['duration_s']):>8} "
             f"{(f'{accuracy:.1%}' if accuracy is not None else '-'):>8} "
-            f"{report.format_change(g.change['val_accuracy']):>8}")
+            f"{report.format_change(g.change['val_accuracy'], 'val_accuracy'):>9}")
     return "\n".join(lines)
 
 

@@ -29,6 +29,20 @@ def epoch_energy(epoch: dict[str, Any]) -> float | None:
     return None
 
 
+def accuracy_curve(epochs: Iterable[dict[str, Any]]) -> list[tuple[int, float, float]]:
+    """(epoch, cumulative energy, validation accuracy) epoch by epoch, up to the first epoch whose energy
+    is unknown: the curve along which energy to target is read."""
+    curve: list[tuple[int, float, float]] = []
+    total = 0.0
+    for epoch in sorted(epochs, key=lambda e: e.get("epoch") or 0):
+        energy = epoch_energy(epoch)
+        if energy is None or epoch.get("val_accuracy") is None:
+            break
+        total += energy
+        curve.append((int(epoch["epoch"]), total, float(epoch["val_accuracy"])))
+    return curve
+
+
 def energy_to_target(epochs: Iterable[dict[str, Any]], target: float) -> float | None:
     """Cumulative energy until val_accuracy first reaches `target`; None if it never does, or if an
     epoch on the way has no known energy (a partial sum would understate the cost)."""

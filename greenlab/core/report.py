@@ -78,6 +78,13 @@ def ci95(values: list[float]) -> float | None:
     return stats.mean_ci95(values)
 
 
+def metric_change(metric: str, value: float | None, reference: float | None) -> float | None:
+    """A value against its baseline's: percentage points for accuracy and F1, percent for the rest."""
+    if metric in DIFFERENCE_METRICS:
+        return None if value is None or reference is None else 100.0 * (value - reference)
+    return percent_change(value, reference)
+
+
 def percent_change(value: float | None, reference: float | None) -> float | None:
     if value is None or reference in (None, 0):
         return None
@@ -94,7 +101,7 @@ class Group:
     runs: int
     means: dict[str, float | None]
     ci: dict[str, float | None]
-    change: dict[str, float | None]  # percent against the baseline mean
+    change: dict[str, float | None]  # against the baseline mean: percent, or pp (see metric_change)
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> tuple[float | None, float | None]:
@@ -116,7 +123,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[Group]:
         for metric in METRICS:
             means[metric], intervals[metric] = _mean(members, metric)
         reference = baselines.get(key, {})
-        change = {m: percent_change(means[m], reference.get(m)) if technique != "baseline" else None
+        change = {m: metric_change(m, means[m], reference.get(m)) if technique != "baseline" else None
                   for m in METRICS}
         experiments = ", ".join(sorted({str(r.get("experiment") or "") for r in members}))
         groups.append(Group(experiments, members[0]["model"], members[0].get("dataset") or "", technique,
@@ -135,12 +142,13 @@ def baseline_means(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, float 
 
 
 def changes(rows: list[dict[str, Any]]) -> list[dict[str, float | None]]:
-    """Each row's percent change per metric against its matching baselines (None for a baseline)."""
+    """Each row's change per metric against its matching baselines (None for a baseline): percent, or
+    percentage points for accuracy and F1."""
     means = baseline_means(rows)
     result = []
     for row in rows:
         reference = means.get(conditions_of(row), {}) if row.get("technique") != "baseline" else {}
-        result.append({m: percent_change(row.get(m), reference.get(m)) for m in METRICS})
+        result.append({m: metric_change(m, row.get(m), reference.get(m)) for m in METRICS})
     return result
 
 
@@ -148,7 +156,7 @@ def row_change(row: dict[str, Any], all_rows: Iterable[dict[str, Any]], metric: 
     """A single run's change in `metric` against the mean of its completed baselines."""
     if row.get("technique") == "baseline":
         return None
-    return percent_change(row.get(metric), baseline_means(all_rows).get(conditions_of(row), {}).get(metric))
+    return metric_change(metric, row.get(metric), baseline_means(all_rows).get(conditions_of(row), {}).get(metric))
 
 
 # -- comparisons with verdicts ---------------------------------------------------------------------------
@@ -388,5 +396,8 @@ def format_energy(joules: float | None, ci_j: float | None = None) -> str:
     return f"{joules:.1f} J" if ci_j is None else f"{joules:.1f}±{ci_j:.1f} J"
 
 
-def format_change(value: float | None) -> str:
-    return "" if value is None else f"{value:+.1f}%"
+def format_change(value: float | None, metric: str | None = None) -> str:
+    """'+3.1%', or '+3.1 pp' for accuracy and F1 (see metric_change)."""
+    if value is None:
+        return ""
+    return f"{value:+.1f} pp" if metric in DIFFERENCE_METRICS else f"{value:+.1f}%"

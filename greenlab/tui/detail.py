@@ -17,6 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 from textual_plotext import PlotextPlot
 
+from greenlab.core.energy_to_target import accuracy_curve
 from greenlab.core.report import format_energy
 from greenlab.tui.runs import energy_kind, format_accuracy, format_seconds
 
@@ -57,6 +58,9 @@ class DetailScreen(Screen):
             trace = PlotextPlot(id="detail-trace")
             trace.border_title = "Power trace (W, from the samples table)"
             yield trace
+            curve = PlotextPlot(id="detail-to-target")
+            curve.border_title = "Energy to accuracy (epoch by epoch)"
+            yield curve
             yield Label("Epochs", classes="section")
             yield DataTable(id="detail-epochs", cursor_type="none", zebra_stripes=True)
             yield Label("How the energy was obtained", classes="section")
@@ -69,9 +73,11 @@ class DetailScreen(Screen):
     def on_mount(self) -> None:
         row = self.row
         self.title = f"Run {self.run_id}: {row.get('model', '?')} · {row.get('technique', '?')}"
-        self._epochs()
+        epochs = self.read["epochs"](self.run_id)
+        self._epochs(epochs)
         self._components()
         self._trace()
+        self._to_target(epochs)
 
     # -- sections -------------------------------------------------------------------------------------
     def _summary(self) -> str:
@@ -109,17 +115,41 @@ class DetailScreen(Screen):
             lines.append("flags: " + escape(", ".join(map(str, flags))))
         return "\n".join(lines)
 
-    def _epochs(self) -> None:
+    def _epochs(self, epochs: list[dict[str, Any]]) -> None:
         table = self.query_one("#detail-epochs", DataTable)
-        for label in ("epoch", "train loss", "val acc", "f1", "val loss", "train s", "eval s", "energy"):
+        for label in ("epoch", "train loss", "val acc", "f1", "val loss", "train s", "eval s", "energy",
+                      "cumulative"):
             table.add_column(label, key=label)
-        for epoch in self.read["epochs"](self.run_id):
+        cumulative = {epoch: total for epoch, total, _accuracy in accuracy_curve(epochs)}
+        for epoch in epochs:
             table.add_row(str(epoch["epoch"]), _number(epoch.get("train_loss"), "", 4),
                           format_accuracy(epoch.get("val_accuracy")), _number(epoch.get("val_f1"), "", 3),
                           _number(epoch.get("val_loss"), "", 4), _number(epoch.get("train_s")),
-                          _number(epoch.get("eval_s")), format_energy(epoch.get("energy_j")))
+                          _number(epoch.get("eval_s")), format_energy(epoch.get("energy_j")),
+                          format_energy(cumulative.get(epoch["epoch"])))
         if not table.row_count:
-            table.add_row("-", "no epoch finished", "", "", "", "", "", "")
+            table.add_row("-", "no epoch finished", "", "", "", "", "", "", "")
+
+    def _to_target(self, epochs: list[dict[str, Any]]) -> None:
+        """Validation accuracy against the energy spent so far, with the run's target accuracy."""
+        plot = self.query_one("#detail-to-target", PlotextPlot)
+        plt = plot.plt
+        plt.clear_data()
+        curve = accuracy_curve(epochs)
+        target, reached = self.row.get("target_accuracy"), self.row.get("energy_to_target_j")
+        if curve:
+            plt.plot([joules for _e, joules, _a in curve], [100 * a for _e, _j, a in curve], marker="braille",
+                     label="val acc")
+            if target is not None:
+                plt.hline(100 * target)
+        plt.xlabel("energy spent so far (J, training and evaluation windows)")
+        plt.ylabel("val acc %")
+        if target is None:
+            plt.title("no target: no completed baseline of the same conditions" if curve else "no epoch energy")
+        else:
+            plt.title(f"target {format_accuracy(target)} (baselines' mean - 1 pp): "
+                      + (f"reached after {format_energy(reached)}" if reached is not None else "never reached"))
+        plot.refresh()
 
     def _components(self) -> None:
         table = self.query_one("#detail-components", DataTable)

@@ -19,6 +19,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Label, Select
 from textual_plotext import PlotextPlot
 
+from greenlab.core import report
 from greenlab.core.report import changes, format_change, format_energy
 from greenlab.core.store import STATUSES
 
@@ -70,7 +71,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("accuracy", "acc", lambda r: r.get("val_accuracy"), lambda r: format_accuracy(r.get("val_accuracy")),
            True),
     Column("d_accuracy", "Δ acc", lambda r: r.get("change_val_accuracy"),
-           lambda r: format_change(r.get("change_val_accuracy")), True),
+           lambda r: format_change(r.get("change_val_accuracy"), "val_accuracy"), True),
     Column("training", "training", lambda r: r.get("energy_training_j"),
            lambda r: format_energy(r.get("energy_training_j")), True),
     Column("d_training", "Δ training", lambda r: r.get("change_energy_training_j"),
@@ -110,6 +111,7 @@ class RunsPane(Vertical):
         Binding("r", "sort_reverse", "Reverse", id="runs.reverse"),
         Binding("space", "mark", "Mark", id="runs.mark"),
         Binding("c", "toggle_chart", "Chart", id="runs.chart"),
+        Binding("v", "toggle_verdicts", "Verdicts", id="runs.verdicts"),
         Binding("f5", "reload", "Refresh", id="runs.reload", show=False),  # it refreshes itself on every stored run
     ]
 
@@ -132,6 +134,9 @@ class RunsPane(Vertical):
             for key in FILTERS:
                 yield Select([], prompt=f"{key}: all", id=f"filter-{key}", compact=True)
             yield Label("", id="runs-count")
+        verdicts = DataTable(id="verdicts-table", cursor_type="none", zebra_stripes=True)
+        verdicts.border_title = "Verdicts: training energy against the matching baseline"
+        yield verdicts
         table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield table
         chart = PlotextPlot(id="tradeoff")
@@ -189,7 +194,26 @@ class RunsPane(Vertical):
         total = len(self.rows)
         self.query_one("#runs-count", Label).update(
             f"{len(self.shown)} of {total} runs" + (f", {len(self.marked)} marked" if self.marked else ""))
+        self._verdicts()
         self._chart()
+
+    def _verdicts(self) -> None:
+        """One row per technique and conditions among the shown runs: n, ratio [95 % CI], verdict, and the
+        accuracy difference in pp (greenlab.core.report.compare, as `greenlab report` computes them)."""
+        table = self.query_one("#verdicts-table", DataTable)
+        table.clear(columns=True)
+        for label in ("model", "technique", "n", "energy ratio [95 % CI]", "verdict", "Δ acc [95 % CI]"):
+            table.add_column(label, key=label)
+        shown = {row["id"] for row in self.shown}
+        comparisons = report.compare(self.rows, metrics=(report.HEADLINE, "val_accuracy"),
+                                     include=lambda row: row["id"] in shown)
+        accuracy = {(c.conditions, c.technique): c for c in comparisons if c.metric == "val_accuracy"}
+        for c in (c for c in comparisons if c.metric == report.HEADLINE):
+            table.add_row(c.model, c.technique, f"{c.stats.n} v {c.stats.n_baseline}", _ratio_text(c.stats),
+                          Text(c.verdict, style=_VERDICT_STYLE.get(c.verdict, "")),
+                          _difference_text(accuracy.get((c.conditions, c.technique))))
+        if not table.row_count:
+            table.add_row("-", "no technique with a completed baseline among the shown runs", "", "", "", "")
 
     def _chart(self) -> None:
         chart = self.query_one("#tradeoff", PlotextPlot)
@@ -245,12 +269,38 @@ class RunsPane(Vertical):
         self.marked ^= {run_id}
         self._show()
 
+    def action_toggle_verdicts(self) -> None:
+        verdicts = self.query_one("#verdicts-table", DataTable)
+        verdicts.display = not verdicts.display
+
     def action_toggle_chart(self) -> None:
         chart = self.query_one("#tradeoff", PlotextPlot)
         chart.display = not chart.display
 
     def action_reload(self) -> None:
         self.reload()
+
+
+# Emphasis, not colour: the words carry the verdict; bold marks the two that claim an effect.
+_VERDICT_STYLE = {"saves": "bold", "costs": "bold reverse"}
+
+
+def _ratio_text(s: Any) -> str:
+    if s.ratio is None:
+        return "-"
+    if s.ratio_ci_low is None or s.ratio_ci_high is None:
+        return f"{s.ratio:.3f}"
+    return f"{s.ratio:.3f} [{s.ratio_ci_low:.3f}, {s.ratio_ci_high:.3f}]"
+
+
+def _difference_text(comparison: Any) -> str:
+    if comparison is None or comparison.stats.difference is None:
+        return "-"
+    s = comparison.stats
+    text = f"{100 * s.difference:+.1f} pp"
+    if s.difference_ci_low is not None and s.difference_ci_high is not None:
+        text += f" [{100 * s.difference_ci_low:+.1f}, {100 * s.difference_ci_high:+.1f}]"
+    return text
 
 
 def _status_style(status: str) -> str:
