@@ -67,6 +67,8 @@ class GreenLabApp(App[int]):
     SUB_TITLE = "energy of fine-tuning, with and without compression"
     # Width classes on the screen let the stylesheet stack columns on an 80-column terminal.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    # Height classes: a short terminal (24 rows) gives the runs table the room and hides the chart (c shows it).
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [
         # The tabs already show these keys ("1 Setup"); keeping them out of the footer leaves room at 80 columns.
         Binding("1", "show_pane('setup')", "Setup", id="pane.setup", show=False),
