@@ -32,7 +32,7 @@ test: $(TEST_STAMP)
 
 # SVG pictures of each TUI pane from a seeded demo store (deterministic fake runs), for the README.
 screenshots: $(STAMP)
-	$(BIN)/python -m greenlab.tui.screenshots screenshots
+	$(BIN)/python scripts/screenshots.py screenshots
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -194,3 +194,19 @@ def test_equivalence_margin_is_read_validated_and_reruns_nothing():
     for bad in ("0", "1", "-0.05", "5"):
         with pytest.raises(ConfigError, match="equivalence_margin.*between 0 and 1"):
             parse_experiments(base + f"equivalence_margin = {bad}\n", "bad.toml")
+
+
+def test_readme_settings_table_is_generated_from_the_declarations():
+    from greenlab.core.settings import settings_table
+    from tests.conftest import REPO
+
+    assert settings_table() in (REPO / "README.md").read_text()
+
+
+def test_every_setting_is_declared_with_a_type_and_documentation():
+    from dataclasses import fields
+
+    from greenlab.core.settings import SPECS, RunSettings
+
+    assert [f.name for f in fields(RunSettings)] == list(SPECS)
+    assert all(spec.doc and spec.types for spec in SPECS.values())

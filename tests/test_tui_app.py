@@ -16,7 +16,7 @@ from textual.widgets import Input, SelectionList, Static, TabbedContent
 
 from greenlab.core.store import Store
 from greenlab.tui.app import ConfirmQuit, GreenLabApp
-from greenlab.tui.demo import seed_store
+from tests.tui_demo import seed_store
 from greenlab.tui.detail import DetailScreen
 
 QUICK = """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from greenlab.tui.app import GreenLabApp
-from greenlab.tui.demo import FrozenClock, seed_store, show
+from tests.tui_demo import FrozenClock, seed_store, show
 
 # A fixed experiments file, so the setup form does not follow edits of the repository's own.
 EXPERIMENTS = """

@@ -8,90 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import re
-import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
-
-from greenlab.core import compression, datasets, zoo
+from greenlab.core import compression, zoo
 from greenlab.core.errors import ConfigError, suggest
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-IDLE_SCOPES = ("grid", "run")
-ORDERS = ("shuffle", "rotate", "as-written")
-_MAX_SEED = 2**32 - 1
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Training, measurement and accounting settings of one run; every key may sit in [defaults]."""
-
-    dataset: str = "digits"
-    epochs: int = 2
-    batch_size: int = 64
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    device: str = "auto"
-    seed: int = 0
-    repeats: int = 1
-    order: str = "shuffle"  # the order of techniques within each repeat: shuffle | rotate | as-written
-    pretrained: bool = True
-    image_size: int | None = None  # None: the dataset's and model's natural choice (see datasets.py)
-    max_train_batches: int | None = None  # cap per epoch, for quick energy-only runs
-    max_eval_batches: int | None = None
-    train_limit: int | None = None  # use at most this many training examples
-    val_fraction: float = 0.2
-    num_workers: int = 0
-    # Measurement (see greenlab/core/energy): idle baseline, cooling, sampling.
-    idle_s: float = 5.0
-    idle_scope: str = "grid"  # "grid": once before the grid; "run": before every run
-    cooldown_c: float | None = None  # wait until every GPU is below this temperature before a run
-    cooldown_timeout_s: float = 300.0
-    sample_hz: float = 10.0
-    cpu_tdp_w: float | None = None  # overrides the CPU table for the estimate
-    cpu_w_per_thread: float | None = None  # overrides TDP / threads: watts of one busy hardware thread
-    dram_w_per_gb: float = 0.375
-    # Accounting: explicit inputs, defaults and sources in README.
-    carbon_g_per_kwh: float = 475.0
-    pue: float = 1.0
-    price_per_kwh: float = 0.29
-    currency: str = "EUR"
-    # Reporting: a technique is "equivalent" when the 90 % CI of its ratio lies within 1 ± this margin.
-    equivalence_margin: float = 0.05
-
-
-_SETTING_TYPES: dict[str, tuple[type, ...]] = {
-    "dataset": (str,), "epochs": (int,), "batch_size": (int,), "lr": (int, float), "optimizer": (str,),
-    "momentum": (int, float), "weight_decay": (int, float), "device": (str,), "seed": (int,),
-    "repeats": (int,), "order": (str,), "pretrained": (bool,), "image_size": (int,), "max_train_batches": (int,),
-    "max_eval_batches": (int,), "train_limit": (int,), "val_fraction": (int, float),
-    "num_workers": (int,), "idle_s": (int, float), "idle_scope": (str,), "cooldown_c": (int, float),
-    "cooldown_timeout_s": (int, float), "sample_hz": (int, float), "cpu_tdp_w": (int, float), "cpu_w_per_thread": (int, float),
-    "dram_w_per_gb": (int, float), "carbon_g_per_kwh": (int, float), "pue": (int, float),
-    "price_per_kwh": (int, float), "currency": (str,),
-}
-_SETTING_TYPES["equivalence_margin"] = (int, float)
-# Settings that shape only how results are judged: never part of a run's key, so changing them reruns nothing.
-REPORT_ONLY_KEYS = ("equivalence_margin",)
-SETTING_KEYS = tuple(f.name for f in fields(RunSettings))
-# Settings that do not change a run's work: how many repeats a grid has (a run is keyed by its own repeat
-# index) and the accounting inputs (CO2e and cost are recomputed from stored joules when they change).
-# `order` only places a run in the grid (its position is stored apart).
-UNKEYED_SETTINGS = frozenset({"repeats", "order", "carbon_g_per_kwh", "pue", "price_per_kwh", "currency",
-                              *REPORT_ONLY_KEYS})
-ACCOUNTING_SETTINGS = ("carbon_g_per_kwh", "pue", "price_per_kwh", "currency")
-
+from greenlab.core.settings import ACCOUNTING_SETTINGS, SETTING_KEYS, UNKEYED_SETTINGS, RunSettings, check
+from greenlab.core.tomlfile import tomllib
 
 def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -212,78 +138,9 @@ class _Locator:
         return start + 1 if header else None
 
 
-def _check_type(key: str, value: Any, key_path: str) -> None:
-    expected = _SETTING_TYPES[key]
-    if value is None and RunSettings.__dataclass_fields__[key].default is None:
-        return
-    ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
-    if ok and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"must be a finite number, got {value!r}", key=key_path)
-    if not ok:
-        names = " or ".join("number" if t is float else {int: "integer", str: "string",
-                                                         bool: "true/false"}[t] for t in expected)
-        raise ConfigError(f"must be {names}, got {value!r}", key=key_path)
-
-
 def validate_settings(values: dict[str, Any], key_prefix: str) -> RunSettings:
-    """Check ranges and names of merged settings; raise ConfigError on the first problem."""
-    for key, value in values.items():
-        _check_type(key, value, f"{key_prefix}.{key}")
-    s = RunSettings(**values)
-
-    def positive(key: str, value: Any, minimum: float = 1, fix: str = "") -> None:
-        if value is not None and value < minimum:
-            raise ConfigError(f"must be at least {minimum}, got {value}{fix}", key=f"{key_prefix}.{key}")
-
-    positive("epochs", s.epochs, 1, "; set epochs = 1 or more")
-    positive("batch_size", s.batch_size, 1)
-    positive("repeats", s.repeats, 1)
-    positive("image_size", s.image_size, 8)
-    positive("max_train_batches", s.max_train_batches, 1)
-    positive("max_eval_batches", s.max_eval_batches, 1)
-    positive("train_limit", s.train_limit, 2)
-    positive("num_workers", s.num_workers, 0)
-    positive("idle_s", s.idle_s, 0, "; 0 disables the idle baseline")
-    positive("cooldown_timeout_s", s.cooldown_timeout_s, 0)
-    positive("seed", s.seed, 0)
-    if s.seed + s.repeats - 1 > _MAX_SEED:  # a run's seed is seed + repeat; torch takes 32 bits
-        raise ConfigError(f"must be at most {_MAX_SEED - s.repeats + 1} (seed + repeats - 1 is a 32-bit seed), "
-                          f"got {s.seed}", key=f"{key_prefix}.seed")
-    positive("dram_w_per_gb", s.dram_w_per_gb, 0)
-    positive("carbon_g_per_kwh", s.carbon_g_per_kwh, 0)
-    positive("price_per_kwh", s.price_per_kwh, 0)
-    positive("pue", s.pue, 1, " (a PUE below 1 is impossible)")
-    positive("weight_decay", s.weight_decay, 0)
-    positive("momentum", s.momentum, 0)
-    if s.lr <= 0:
-        raise ConfigError(f"must be a positive number, got {s.lr}", key=f"{key_prefix}.lr")
-    for key in ("cpu_tdp_w", "cpu_w_per_thread"):
-        watts = getattr(s, key)
-        if watts is not None and watts <= 0:
-            raise ConfigError(f"must be a positive number of watts, got {watts}", key=f"{key_prefix}.{key}")
-    if not 1 <= s.sample_hz <= 200:
-        raise ConfigError(f"must be between 1 and 200 Hz, got {s.sample_hz}", key=f"{key_prefix}.sample_hz")
-    if not 0 < s.equivalence_margin < 1:
-        raise ConfigError(f"must be between 0 and 1 (exclusive; 0.05 means ±5 %), got {s.equivalence_margin}",
-                          key=f"{key_prefix}.equivalence_margin")
-    if not 0 < s.val_fraction < 1:
-        raise ConfigError(f"must be between 0 and 1 (exclusive), got {s.val_fraction}",
-                          key=f"{key_prefix}.val_fraction")
-    if s.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer '{s.optimizer}'{suggest(s.optimizer, OPTIMIZERS)} "
-                          f"(known: {', '.join(OPTIMIZERS)})", key=f"{key_prefix}.optimizer")
-    if s.order not in ORDERS:
-        raise ConfigError(f"unknown order '{s.order}'{suggest(s.order, ORDERS)} (known: {', '.join(ORDERS)}); "
-                          "shuffle (the default) or rotate keeps any technique from always running first",
-                          key=f"{key_prefix}.order")
-    if s.idle_scope not in IDLE_SCOPES:
-        raise ConfigError(f"unknown idle_scope '{s.idle_scope}' (known: {', '.join(IDLE_SCOPES)})",
-                          key=f"{key_prefix}.idle_scope")
-    if not _DEVICE_PATTERN.match(s.device):
-        raise ConfigError(f"unknown device '{s.device}'; use auto, cpu, cuda, cuda:N or mps",
-                          key=f"{key_prefix}.device")
-    datasets.check_name(s.dataset, f"{key_prefix}.dataset")
-    return s
+    """Check merged settings against their declarations (greenlab.core.settings)."""
+    return check(values, key_prefix)
 
 
 def _split_table(table: dict[str, Any], key_path: str, allowed_extra: tuple[str, ...]

@@ -7,19 +7,14 @@ messages a file would get. `field_of` maps such an error back to the form field 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
-
 from greenlab.core import compression
-from greenlab.core.config import SETTING_KEYS, RunSettings, build_experiments, expand_grid, GridRun
+from greenlab.core.config import SETTING_KEYS, GridRun, RunSettings, build_experiments, expand_grid
 from greenlab.core.errors import ConfigError
+from greenlab.core.tomlfile import tomllib
 
 EXPERIMENT_NAME = "tui"
 # The training settings the form shows; everything else comes from the defaults (or an experiments file).

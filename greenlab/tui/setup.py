@@ -19,7 +19,8 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionLis
 from textual.widgets.selection_list import Selection
 
 from greenlab.core import compression, datasets, zoo
-from greenlab.core.config import OPTIMIZERS, GridRun, expand_grid, load_experiments
+from greenlab.core.config import GridRun, expand_grid, load_experiments
+from greenlab.core.settings import OPTIMIZERS
 from greenlab.core.errors import ConfigError
 from greenlab.tui import form
 

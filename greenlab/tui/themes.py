@@ -8,7 +8,6 @@ feed (`$primary`, `$surface`, ...), so a new look is a new data file, not a code
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -16,11 +15,7 @@ from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
 from greenlab.core.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from greenlab.core.tomlfile import tomllib
 
 DEFAULT_THEME = "greenlab-dark"
 _COLOUR_KEYS = ("primary", "secondary", "warning", "error", "success", "accent", "foreground", "background",

@@ -64,17 +64,11 @@ class Applied:
 
 
 def _registry() -> dict[str, Any]:
-    """Technique modules by name; imported lazily so `import greenlab.core` stays light."""
-    modules: dict[str, Any] = {}
-    for module_name in ("stego", "prune", "lowrank"):
-        try:
-            module = __import__(f"greenlab.core.compression.{module_name}", fromlist=["NAME"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"greenlab.core.compression.{module_name}":
-                raise
-            continue
-        modules[module.NAME] = module
-    return modules
+    """Technique modules by name; imported on first use (they import torch), so `import greenlab.core`
+    stays light, and imported by name, so the import contracts see them."""
+    from greenlab.core.compression import lowrank, prune, stego
+
+    return {module.NAME: module for module in (stego, prune, lowrank)}
 
 
 def technique_names() -> list[str]:

@@ -1,7 +1,8 @@
 """`make screenshots`: SVG pictures of every pane, from a seeded demo store, into screenshots/.
 
-Runs the app headless (App.run_test) at 120x40 on a throwaway store filled by greenlab.tui.demo, so the
-pictures show the same fake study on every machine. Usage: python -m greenlab.tui.screenshots [DIR]
+Runs the app headless (App.run_test) at 120x40 on a throwaway store filled by tests/tui_demo.py (dev-only
+fixtures, not shipped), so the pictures show the same fake study on every machine.
+Usage: python scripts/screenshots.py [DIR]
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import asyncio
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: greenlab and tests
 
 SIZE = (120, 40)
 # (file name, pane, theme)
@@ -20,7 +23,7 @@ SHOTS = (("setup.svg", "setup", "greenlab-dark"), ("live.svg", "live", "greenlab
 
 async def _shoot(db: Path, out: Path, name: str, pane: str, theme: str, experiments: str | None) -> Path:
     from greenlab.tui.app import GreenLabApp
-    from greenlab.tui.demo import FrozenClock, show
+    from tests.tui_demo import FrozenClock, show
 
     clock = FrozenClock()
     app = GreenLabApp(db=db, theme=theme, experiments=experiments, clock=clock)
@@ -31,7 +34,7 @@ async def _shoot(db: Path, out: Path, name: str, pane: str, theme: str, experime
 
 
 def main(argv: list[str] | None = None) -> int:
-    from greenlab.tui.demo import seed_store
+    from tests.tui_demo import seed_store
 
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[0] if args else "screenshots")

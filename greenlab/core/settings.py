@@ -1,0 +1,190 @@
+"""Every run setting declared once: type, default, bounds, whether it keys a run, and its documentation.
+
+`RunSettings` is the one declaration; `check` validates merged values against it (the experiments file
+and the TUI's form both go through it) and `settings_table` renders the README's table from it, so the
+documentation cannot drift from what is accepted. Checks that involve more than one field, or other
+modules (dataset names, the device pattern), sit in `check` after the declared ones.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from greenlab.core import datasets
+from greenlab.core.errors import ConfigError, suggest
+
+_MAX_SEED = 2**32 - 1
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+IDLE_SCOPES = ("grid", "run")
+ORDERS = ("shuffle", "rotate", "as-written")
+_NUMBER = (int, float)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a setting accepts and means. Bounds are inclusive unless `exclusive`."""
+
+    types: tuple[type, ...]
+    doc: str
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive: bool = False
+    choices: tuple[str, ...] | None = None
+    keyed: bool = True  # part of the run's key: it changes the run's work (see config.run_key)
+    group: str = "training"  # training | measurement | accounting | report
+    fix: str = ""  # appended to a bound's message
+    shown_default: str | None = None  # the README's default, where the value itself says little
+
+
+def setting(default: Any, types: tuple[type, ...], doc: str, **spec: Any) -> Any:
+    return field(default=default, metadata={"spec": Spec(types, doc, **spec)})
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Training, measurement, accounting and report settings of one run; every key may sit in [defaults]."""
+
+    dataset: str = setting("digits", (str,), "see Models and datasets")
+    epochs: int = setting(2, (int,), "fine-tuning epochs", minimum=1, fix="; set epochs = 1 or more")
+    batch_size: int = setting(64, (int,), "examples per batch", minimum=1)
+    lr: float = setting(0.01, _NUMBER, "learning rate", minimum=0, exclusive=True)
+    optimizer: str = setting("sgd", (str,), "sgd, adam or adamw", choices=OPTIMIZERS)
+    momentum: float = setting(0.9, _NUMBER, "SGD momentum", minimum=0)
+    weight_decay: float = setting(0.0, _NUMBER, "weight decay", minimum=0)
+    device: str = setting("auto", (str,), "auto (cuda if present, else mps, else cpu), cpu, cuda, cuda:N or mps")
+    seed: int = setting(0, (int,), "a run's seed is `seed + repeat`: it drives initialisation, the order of "
+                        "training batches and compression draws, so repeats are independent draws; the "
+                        "train/validation split stays fixed by `seed`, so every technique and repeat sees the "
+                        "same examples", minimum=0)
+    repeats: int = setting(1, (int,), "independent runs of every model and technique", minimum=1, keyed=False)
+    order: str = setting("shuffle", (str,), "the order of techniques within each repeat: `shuffle` (seeded by "
+                         "`seed`, the model and the repeat), `rotate` (repeat r starts with the r-th technique) or "
+                         "`as-written`; the first two keep the baseline, or any technique, from always running "
+                         "first on a cold machine. Each run stores its place as `grid_position`",
+                         choices=ORDERS, keyed=False)
+    pretrained: bool = setting(True, (bool,), "torchvision `weights=\"DEFAULT\"`; false = random init (offline)")
+    image_size: int | None = setting(None, (int,), "input size in pixels; digits: the model's minimum (at least "
+                                     "32 px), others: the model's input size", minimum=8,
+                                     shown_default="natural")
+    max_train_batches: int | None = setting(None, (int,), "cap on training batches per epoch (quick or "
+                                            "energy-only runs)", minimum=1)
+    max_eval_batches: int | None = setting(None, (int,), "cap on evaluation batches", minimum=1)
+    train_limit: int | None = setting(None, (int,), "use at most this many training examples", minimum=2)
+    val_fraction: float = setting(0.2, _NUMBER, "share of the data held out for validation (a seeded split)",
+                                  minimum=0, maximum=1, exclusive=True)
+    num_workers: int = setting(0, (int,), "DataLoader worker processes", minimum=0)
+    idle_s: float = setting(5.0, _NUMBER, "seconds of idle power measured as the baseline (0 disables)",
+                            minimum=0, group="measurement", fix="; 0 disables the idle baseline")
+    idle_scope: str = setting("grid", (str,), "`grid`: the idle baseline once before the grid; `run`: before "
+                              "every run", choices=IDLE_SCOPES, group="measurement")
+    cooldown_c: float | None = setting(None, _NUMBER, "wait until every GPU is below this temperature (°C) "
+                                       "before a run", group="measurement")
+    cooldown_timeout_s: float = setting(300.0, _NUMBER, "the longest cool-down wait", minimum=0,
+                                        group="measurement")
+    sample_hz: float = setting(10.0, _NUMBER, "power sampling rate", minimum=1, maximum=200, group="measurement")
+    cpu_tdp_w: float | None = setting(None, _NUMBER, "CPU estimate: this package TDP over its threads, instead "
+                                      "of the table", minimum=0, exclusive=True, group="measurement")
+    cpu_w_per_thread: float | None = setting(None, _NUMBER, "CPU estimate: watts of one busy hardware thread, "
+                                             "instead of any rule", minimum=0, exclusive=True,
+                                             group="measurement", shown_default="rule")
+    dram_w_per_gb: float = setting(0.375, _NUMBER, "DRAM estimate: watts per resident GB", minimum=0,
+                                   group="measurement")
+    carbon_g_per_kwh: float = setting(475.0, _NUMBER, "grid carbon intensity (see Accounting)", minimum=0,
+                                      keyed=False, group="accounting")
+    pue: float = setting(1.0, _NUMBER, "power usage effectiveness of the facility", minimum=1, keyed=False,
+                         group="accounting", fix=" (a PUE below 1 is impossible)")
+    price_per_kwh: float = setting(0.29, _NUMBER, "electricity price", minimum=0, keyed=False, group="accounting")
+    currency: str = setting("EUR", (str,), "currency of `price_per_kwh`", keyed=False, group="accounting")
+    equivalence_margin: float = setting(0.05, _NUMBER, "a technique is `equivalent` when the 90 % CI of its "
+                                        "ratio lies within 1 ± this margin (see Verdicts)", minimum=0, maximum=1,
+                                        exclusive=True, keyed=False, group="report")
+
+
+SPECS: dict[str, Spec] = {f.name: f.metadata["spec"] for f in fields(RunSettings)}
+SETTING_KEYS = tuple(SPECS)
+UNKEYED_SETTINGS = frozenset(name for name, spec in SPECS.items() if not spec.keyed)
+ACCOUNTING_SETTINGS = tuple(name for name, spec in SPECS.items() if spec.group == "accounting")
+REPORT_ONLY_KEYS = tuple(name for name, spec in SPECS.items() if spec.group == "report")
+
+
+def _type_name(kind: type) -> str:
+    return {int: "integer", float: "number", str: "string", bool: "true/false"}[kind]
+
+
+def _check_one(name: str, value: Any, key: str) -> None:
+    spec = SPECS[name]
+    if value is None and RunSettings.__dataclass_fields__[name].default is None:
+        return
+    if not isinstance(value, spec.types) or (isinstance(value, bool) and bool not in spec.types):
+        names = " or ".join(dict.fromkeys("number" if t is float else _type_name(t) for t in spec.types))
+        raise ConfigError(f"must be {names}, got {value!r}", key=key)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"must be a finite number, got {value!r}", key=key)
+    if spec.choices is not None and value not in spec.choices:
+        raise ConfigError(f"unknown {name} '{value}'{suggest(str(value), spec.choices)} "
+                          f"(known: {', '.join(spec.choices)})", key=key)
+    low, high = spec.minimum, spec.maximum
+    if spec.exclusive:
+        if (low is not None and value <= low) or (high is not None and value >= high):
+            bounds = (f"between {low:g} and {high:g} (exclusive)" if high is not None
+                      else f"greater than {low:g}")
+            raise ConfigError(f"must be {bounds}, got {value}{spec.fix}", key=key)
+    elif low is not None and high is not None and not low <= value <= high:
+        raise ConfigError(f"must be between {low:g} and {high:g}, got {value}{spec.fix}", key=key)
+    elif low is not None and value < low:
+        raise ConfigError(f"must be at least {low:g}, got {value}{spec.fix}", key=key)
+
+
+def check(values: dict[str, Any], key_prefix: str) -> RunSettings:
+    """Validate merged settings against their declarations; raise ConfigError on the first problem."""
+    for name, value in values.items():
+        _check_one(name, value, f"{key_prefix}.{name}")
+    s = RunSettings(**values)
+    if s.seed + s.repeats - 1 > _MAX_SEED:  # a run's seed is seed + repeat; torch takes 32 bits
+        raise ConfigError(f"must be at most {_MAX_SEED - s.repeats + 1} (seed + repeats - 1 is a 32-bit seed), "
+                          f"got {s.seed}", key=f"{key_prefix}.seed")
+    if not _DEVICE_PATTERN.match(s.device):
+        raise ConfigError(f"unknown device '{s.device}'; use auto, cpu, cuda, cuda:N or mps",
+                          key=f"{key_prefix}.device")
+    datasets.check_name(s.dataset, f"{key_prefix}.dataset")
+    return s
+
+
+def _default_text(name: str) -> str:
+    spec, default = SPECS[name], RunSettings.__dataclass_fields__[name].default
+    if spec.shown_default is not None:
+        return spec.shown_default
+    if default is None:
+        return "none"
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, str):
+        return f'`"{default}"`'
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def _bounds_text(spec: Spec) -> str:
+    if spec.choices or (spec.minimum is None and spec.maximum is None):
+        return ""
+    low, high = spec.minimum, spec.maximum
+    if spec.exclusive:
+        return f" ({low:g} < value < {high:g})" if high is not None else f" (> {low:g})"
+    return f" ({low:g}–{high:g})" if high is not None else f" (≥ {low:g})"
+
+
+def settings_table() -> str:
+    """The README's table of settings, one row per setting, from the declarations above."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for name, spec in SPECS.items():
+        notes = [] if spec.keyed else ["not part of a run's key"]
+        doc = spec.doc + _bounds_text(spec) + (f"; {', '.join(notes)}" if notes else "")
+        lines.append(f"| `{name}` | {_default_text(name)} | {spec.group}: {doc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m greenlab.core.settings: print the README's table
+    print(settings_table())
