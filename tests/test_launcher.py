@@ -19,7 +19,7 @@ import pytest
 from greenlab.core import events
 from greenlab.core.config import expand_grid, parse_experiments
 from greenlab.core.errors import GreenLabError
-from greenlab.core.launcher import (ForkServerLauncher, SpawnLauncher, default_launcher,
+from greenlab.core.launcher import (ForkedProcess, ForkServerLauncher, SpawnLauncher, default_launcher,
                                     fork_server_supported)
 from tests.conftest import QUICK_DEFAULTS, REPO
 
@@ -232,6 +232,13 @@ def test_a_server_that_cannot_start_means_spawning(env):
     assert "greenlab_no_such_module" in launcher.notes[0]
 
 
+@pytest.mark.parametrize("status", [0, 3])
+def test_a_forked_runs_exit_status_is_what_it_asked_for(light_launcher, env, status):
+    outcome = run_to_end(light_launcher, json.dumps({"exit": status}), env, module=PROBE)
+    assert outcome.returncode == status and outcome.output == "probe says hello\n"
+    assert isinstance(outcome.handle, ForkedProcess)
+
+
 def test_a_dead_server_means_spawning_from_then_on(light_launcher, env):
     noted: list[str] = []
     light_launcher._on_note = noted.append
@@ -291,6 +298,19 @@ def test_a_new_environment_restarts_the_server(light_launcher, env):
     assert light_launcher.server_pid not in (None, first_server)
     assert wait_gone([first_server])
     assert light_launcher.notes == []
+
+
+def test_a_new_environment_never_kills_a_run_in_flight(light_launcher, env):
+    read_fd, write_fd = os.pipe()
+    running = light_launcher.launch(json.dumps({"sleep": 120}), write_fd, env, module=PROBE)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as stream:
+        stream.readline()
+        other = run_to_end(light_launcher, json.dumps({}), {**env, "GREENLAB_PROBE": "two"}, module=PROBE)
+        assert other.returncode == 0 and isinstance(other.handle, subprocess.Popen)
+        assert running.poll() is None and not gone(running.pid)
+        light_launcher.close()
+    assert running.wait(timeout=20) < 0
 
 
 # -- choosing ---------------------------------------------------------------------------------------------

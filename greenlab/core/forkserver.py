@@ -4,8 +4,9 @@ Started by ForkServerLauncher (greenlab.core.launcher) as
 `python -m greenlab.core.forkserver --socket-fd N --preload a,b,c`. It imports the preload list,
 reports `ready` on the socket, then serves `fork` requests: each carries the run's stdin, output and
 event file descriptors (SCM_RIGHTS). The forked child starts its own session, puts the descriptors in
-place and runs the requested module as `python -m MODULE --event-fd N` would, after this process's
-frames are gone; the server reaps it and reports its exit status (negative for a signal, as Popen).
+place and runs the requested module as `python -m MODULE --event-fd N` would, once this process's
+frames are gone; it ends as multiprocessing's fork children do (atexit handlers, flushed streams, no
+interpreter teardown). The server reaps it and reports its exit status (negative for a signal).
 
 What keeps forking safe: the server only imports. It never initialises CUDA, never runs a torch
 operation and owns no thread when it forks (OpenBLAS's idle pool, started by loading numpy, is shut
@@ -18,6 +19,7 @@ This module also holds the small message framing both sides share; importing it 
 from __future__ import annotations
 
 import argparse
+import atexit
 import ctypes
 import gc
 import importlib
@@ -29,7 +31,9 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,15 +152,57 @@ class RunJob:
     argv: list[str]
     cwd: str
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Run the module as `python -m MODULE ARGV` would; returns the exit status it asked for."""
         os.chdir(self.cwd)
         _refresh_process_state()
         sys.argv = [self.module, *self.argv]
         # Under `python -m MODULE` the module exists only as __main__; the preloaded copy goes (its
         # imports stay), so nothing sees two and runpy has no stale module to warn about.
         sys.modules.pop(self.module, None)
-        # Its `if __name__ == "__main__"` block runs, and its sys.exit ends this process.
-        runpy.run_module(self.module, run_name="__main__", alter_sys=True)
+        try:
+            runpy.run_module(self.module, run_name="__main__", alter_sys=True)
+        except SystemExit as exc:
+            return _exit_status(exc.code)
+        except KeyboardInterrupt:
+            traceback.print_exc()
+            return -signal.SIGINT  # as Python does: exit by the signal itself
+        except BaseException:  # noqa: BLE001 - reported like an uncaught exception, then exit 1
+            traceback.print_exc()
+            return 1
+        return 0
+
+
+def _exit_status(code: Any) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def end_child(status: int) -> None:
+    """End a forked run as multiprocessing ends its fork children: non-daemon threads joined, atexit
+    handlers run (they stop leftover data-loader workers), streams flushed, then `os._exit`.
+
+    A full interpreter teardown would free every object the server imported, writing to each page
+    it shares with the server only to copy it: 0.3-0.7 s per run on our 2-core machine, for nothing.
+    """
+    main_thread = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main_thread and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    if status < 0:
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+    os._exit(status)
 
 
 def _refresh_process_state() -> None:
@@ -340,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     job = Server(sock).serve()
     if job is None:
         return 0
-    job.run()
+    end_child(job.run())  # never returns
     return 0
 
 

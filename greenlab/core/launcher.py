@@ -157,7 +157,7 @@ class _ServerConnection:
         self._on_lost = on_lost
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
-        self._replies: dict[int, dict[str, Any]] = {}
+        self._replies: dict[int, tuple[dict[str, Any], _ExitStatus | None]] = {}
         self._statuses: dict[int, _ExitStatus] = {}
         self._closing = False
         self.alive = False
@@ -187,6 +187,12 @@ class _ServerConnection:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def busy(self) -> bool:
+        """Whether a run it forked is still going."""
+        with self._cond:
+            return bool(self._statuses)
+
     def _await_ready(self, timeout_s: float) -> None:
         self.sock.settimeout(timeout_s)
         try:
@@ -205,6 +211,8 @@ class _ServerConnection:
             reason = f"importing failed: {message.get('error')}"
         self._kill()
         tail = self._stderr_tail()
+        self.sock.close()
+        self._stderr.close()
         raise ServerUnavailable(reason + (f"; its last output: {tail}" if tail else ""))
 
     def _stderr_tail(self) -> str:
@@ -378,6 +386,8 @@ class ForkServerLauncher:
         if server is not None and server.key == key:
             return server
         if server is not None:  # keyed on another env or cwd: libraries may read either when they load
+            if server.busy:
+                return None  # never kill another caller's run to change env: this one is spawned
             server.close()
             self._server = None
         try:
