@@ -239,17 +239,18 @@ def test_a_forked_runs_exit_status_is_what_it_asked_for(light_launcher, env, sta
     assert isinstance(outcome.handle, ForkedProcess)
 
 
-def test_a_dead_server_means_spawning_from_then_on(light_launcher, env):
+def test_a_dead_server_means_spawning_from_then_on(env):
     noted: list[str] = []
-    light_launcher._on_note = noted.append
-    assert run_to_end(light_launcher, json.dumps({}), env, module=PROBE).returncode == 0
-    server_pid = light_launcher.server_pid
-    os.kill(server_pid, signal.SIGKILL)
-    assert wait_gone([server_pid])
-    outcomes = [run_to_end(light_launcher, json.dumps({}), env, module=PROBE) for _ in range(2)]
+    with ForkServerLauncher(preload=(), on_note=noted.append) as launcher:
+        assert run_to_end(launcher, json.dumps({}), env, module=PROBE).returncode == 0
+        server_pid = launcher.server_pid
+        os.kill(server_pid, signal.SIGKILL)
+        assert wait_gone([server_pid])
+        outcomes = [run_to_end(launcher, json.dumps({}), env, module=PROBE) for _ in range(2)]
     assert [o.returncode for o in outcomes] == [0, 0]
     assert all(isinstance(o.handle, subprocess.Popen) for o in outcomes)
     assert len(noted) == 1 and f"pid {server_pid}" in noted[0] and "fresh interpreter" in noted[0]
+    assert launcher.notes == noted
 
 
 def test_a_server_killed_mid_run_leaves_no_orphan(light_launcher, env):
