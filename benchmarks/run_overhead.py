@@ -21,7 +21,7 @@ from greenlab.core import events
 from greenlab.core.config import expand_grid, parse_experiments
 from greenlab.core.launcher import ForkServerLauncher, Launcher, SpawnLauncher
 
-REPEATS = 5
+REPEATS = 7
 
 GRID = """
 [defaults]
