@@ -14,7 +14,9 @@ and its data-loader workers. The caller closes its copy of the event fd after `l
 
 The server's environment and working directory are fixed when it starts (some libraries read the
 environment when they load), so the server is keyed on them: a launch with a different `env` or cwd
-restarts it. Pass the same env each time to keep it warm. UI-free; knows nothing of runs or the store.
+restarts it (or, while a run it forked is still going, is spawned). A supervisor whose environment
+changes therefore pays one server start; pass the same env each time to keep it warm.
+UI-free; knows nothing of runs or the store.
 """
 
 from __future__ import annotations
