@@ -92,8 +92,8 @@ batch_size = 32
 pretrained = false
 device = "cpu"
 idle_s = 0.5
-max_train_batches = 3
-max_eval_batches = 2
+max_train_batches = 30
+max_eval_batches = 5
 sample_hz = 20
 [[experiment]]
 name = "measured"
@@ -189,7 +189,7 @@ def test_a_stalled_store_shifts_no_window_edge(tmp_path):
     from greenlab.core import events
 
     (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("epochs = 1", "epochs = 3")
-                                           .replace("max_train_batches = 3", "max_train_batches = 12")))
+                                           .replace("max_train_batches = 30", "max_train_batches = 12")))
     path = tmp_path / "runs.db"
     store = Store(path)
     stalls = []

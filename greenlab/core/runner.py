@@ -15,7 +15,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from greenlab.core.energy.meter import MEASURED_METHODS
 from greenlab.core.energy.tracker import EnergyTracker
 from greenlab.core.gridstop import GridStopped, StopRule, exception_cause
 from greenlab.core.hostlock import HostLock, WaitingForLock  # noqa: F401 - supervisor events faces import
+from greenlab.core.launcher import ForkedProcess, Launcher, RunProcess, default_launcher
 from greenlab.core.record import RunRecord, accounting_columns, energy_columns, gpus_used
 from greenlab.core.store import RUN_COLUMNS, Store, now_iso
 from greenlab.core.storewriter import StoreWriter
@@ -79,6 +79,13 @@ class ChildEvent:
 
 
 @dataclass
+class SupervisorNote:
+    """Something the supervisor wants the user to know that is no run's (the fork server fell back)."""
+
+    text: str
+
+
+@dataclass
 class RunStored:
     run_id: int
     run: GridRun
@@ -89,6 +96,10 @@ class RunStored:
 
 SupervisorEvent = Any
 Listener = Callable[[SupervisorEvent], None]
+
+
+def _child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def gpus_for(device: str) -> list[int] | None:
@@ -155,14 +166,21 @@ def _temperatures(tracker: EnergyTracker) -> dict[str, float]:
 class RunSupervisor:
     """Executes grid runs one at a time; `cancel()` may be called from any thread."""
 
-    def __init__(self, store: Store, on_event: Listener | None = None) -> None:
+    def __init__(self, store: Store, on_event: Listener | None = None, *, launcher: Launcher | None = None) -> None:
         self.store = store
         self._listener = on_event or (lambda event: None)
         self.listener_errors: list[str] = []
         self._child_lock = threading.Lock()
         self._cancel = threading.Event()
-        self._child: subprocess.Popen[str] | None = None
+        self._child: RunProcess | None = None
         self._idle_cache: dict[tuple[str, ...], dict[str, float]] = {}
+        # Children start from a fork server that imported torch once (GREENLAB_LAUNCHER=spawn: a fresh
+        # interpreter each); a bad GREENLAB_LAUNCHER is the user's error, raised here.
+        self.launcher = launcher or default_launcher(on_note=lambda text: self.on_event(SupervisorNote(text)))
+
+    def close(self) -> None:
+        """Stop the fork server (and any run it still has)."""
+        self.launcher.close()
 
     def on_event(self, event: SupervisorEvent) -> None:
         """Tell the face; a face that fails (a closed pipe, a widget error) never costs a run its record."""
@@ -210,6 +228,7 @@ class RunSupervisor:
         if not lock.acquire(wait=wait, on_wait=self.on_event, stop=self._cancel):
             return outcomes  # cancelled while waiting: nothing ran
         try:
+            self.launcher.start(_child_env())  # the fork server imports torch now, not inside the first run
             done = {} if force else self.store.completed_by_key()  # read under the lock: the last grid's too
             stop_rule = StopRule()
             for index, run in enumerate(runs):
@@ -239,6 +258,7 @@ class RunSupervisor:
                     self.on_event(GridStopped(stop, [r for r in runs[index + 1:] if r.settings_key() not in done]))
                     break
         finally:
+            self.launcher.close()
             lock.release()
         return outcomes
 
@@ -311,14 +331,13 @@ class RunSupervisor:
         cpu_before = tracker.sampler_cpu_s
         writer = StoreWriter(self.store.path)
         read_fd, write_fd = os.pipe()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self._child_lock:  # a cancel from another thread now sees the child, or sees none at all
-            child = subprocess.Popen(
-                [sys.executable, "-m", "greenlab.core.worker", "--event-fd", str(write_fd)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                pass_fds=(write_fd,), start_new_session=True, env=env)
+            try:
+                child = self.launcher.launch(json.dumps(record.run.to_json()), write_fd, _child_env())
+            finally:
+                os.close(write_fd)  # the child has its own copy: EOF on read_fd now means the child is gone
             self._child = child
-        os.close(write_fd)
+        record.meters_info["launcher"] = "forkserver" if isinstance(child, ForkedProcess) else "spawn"
         tracker.track_processes([child.pid])
         tracker.begin_window("run")
         record.t0 = tracker.now()
@@ -327,8 +346,6 @@ class RunSupervisor:
         try:
             if self.cancelled:  # cancelled between the start of the run and the child's start
                 self._terminate_child()
-            child.stdin.write(json.dumps(record.run.to_json()))
-            child.stdin.close()
             self._pump(record, read_fd, tracker, writer)
         except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM or a store error: record, then re-raise
             raised = exc
@@ -352,6 +369,7 @@ class RunSupervisor:
         return stored
 
     def _outcome(self, record: RunRecord, return_code: int, output: _ChildOutput) -> tuple[str, str | None]:
+        """The run's status and error from what the child said, how it ended and what the user did."""
         if record.child_status == "completed" and return_code == 0:
             return "completed", None  # finished before a late cancel arrived: it counts
         if self.cancelled:
@@ -363,11 +381,13 @@ class RunSupervisor:
         reason = f"killed by signal {-return_code}" if return_code < 0 else f"exited with code {return_code}"
         if return_code == -signal.SIGKILL:
             reason += " (out of memory?)"
+        if record.meters_info.get("launcher") == "forkserver" and self.launcher.notes:
+            reason += f"; the launcher said: {self.launcher.notes[-1]}"  # e.g. the fork server died
         error = f"the training process {reason} without reporting an error"
         tail = output.tail()
         return "failed", error + (f"; its last output:\n{tail}" if tail else "")
 
-    def _finish(self, record: RunRecord, tracker: EnergyTracker, child: subprocess.Popen[str],
+    def _finish(self, record: RunRecord, tracker: EnergyTracker, child: RunProcess,
                 output: _ChildOutput, writer: StoreWriter, cpu_before: float) -> RunStored:
         """Close the run's window and store its outcome, whatever happened to the child."""
         run, run_id = record.run, record.run_id
