@@ -60,6 +60,16 @@ _PR_SET_PDEATHSIG = 1
 _PARENT_CHECK_S = 1.0
 
 
+def kill_run(pid: int) -> None:
+    """SIGKILL a run: its whole session (it leads one, with its DataLoader workers), else the process."""
+    for kill, target in ((os.killpg, pid), (os.kill, pid)):
+        try:
+            kill(target, signal.SIGKILL)
+            return
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
 # -- framing: a 4-byte length, then JSON; descriptors ride on the header ---------------------------------
 def send_message(sock: socket.socket, message: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
     body = json.dumps(message).encode()
@@ -344,12 +354,7 @@ class Server:
 
     def _stop_children(self) -> None:
         for pid in list(self.children):
-            for kill, target in ((os.killpg, pid), (os.kill, pid)):
-                try:
-                    kill(target, signal.SIGKILL)
-                    break
-                except (ProcessLookupError, PermissionError):
-                    continue
+            kill_run(pid)
         for pid in list(self.children):
             try:
                 os.waitpid(pid, 0)

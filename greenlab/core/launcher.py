@@ -32,7 +32,7 @@ import threading
 from typing import IO, Any, Callable, Mapping, Protocol, Sequence
 
 from greenlab.core.errors import GreenLabError
-from greenlab.core.forkserver import DEFAULT_PRELOAD, WORKER_MODULE, recv_message, send_message
+from greenlab.core.forkserver import DEFAULT_PRELOAD, WORKER_MODULE, kill_run, recv_message, send_message
 
 LAUNCHER_ENV = "GREENLAB_LAUNCHER"
 LAUNCHER_CHOICES = ("spawn", "forkserver")
@@ -254,12 +254,7 @@ class _ServerConnection:
             self._cond.notify_all()
         for pid, status in orphans:
             # On Linux the kernel has killed it already (parent-death signal); elsewhere we do it here.
-            for kill, target in ((os.killpg, pid), (os.kill, pid)):
-                try:
-                    kill(target, signal.SIGKILL)
-                    break
-                except (ProcessLookupError, PermissionError):
-                    continue
+            kill_run(pid)
             status.set(-signal.SIGKILL)
         if orphans and not self._closing:
             self._on_lost(f"the fork server (pid {self.pid}) exited during a run; {len(orphans)} run(s) "
