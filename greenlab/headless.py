@@ -9,130 +9,63 @@ failure, 2 invalid input or a grid that cannot run here (nothing written), 130 i
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sys
-import time
 from typing import Any, TextIO
 
-from greenlab.core import events, report, report_formats
+from greenlab.core import report, report_formats
 from greenlab.core.config import GridRun, expand_grid, load_experiments
 from greenlab.core.energy_to_target import update_energy_to_target
 from greenlab.core.fetch import Sources
 from greenlab.core.hostlock import ensure_free
-from greenlab.core.runner import (ChildEvent, CoolingDown, GridStopped, IdleMeasured, RunBegan, RunQueued,
-                                  RunSkipped, RunStored, RunSupervisor, WaitingForLock)
+from greenlab.core.progress import GridPresenter, RunView
+from greenlab.core.runner import RunSupervisor
 from greenlab.core.store import Store
 from greenlab.prepare import prepare_grid
+from greenlab.terminal import TerminalLines
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class Progress:
-    """Turns supervisor events into terminal output; redraws the bar at most a few times a second."""
+    """Prints what changed between the presenter's snapshots: new log lines, and a bar on a terminal."""
 
-    _REDRAW_S = 0.2
-
-    def __init__(self, out: TextIO, total: int) -> None:
-        self.out = out
-        self.tty = out.isatty()
-        self.total = total
-        self.label = ""
-        self.tracker: Any = None
-        self._last_draw = 0.0
-        self._bar_shown = False
-        self._meters_described = ""
-        self.run_open = False
-        self.stopped: GridStopped | None = None
+    def __init__(self, out: TextIO, presenter: GridPresenter | None = None) -> None:
+        self.terminal = TerminalLines(out)
+        self.presenter = presenter or GridPresenter(hints={"skipped": "--force reruns",
+                                                           "waiting": "--no-wait exits instead"})
+        self.snapshot = self.presenter.snapshot()
+        self._printed = 0
 
     def line(self, text: str) -> None:
-        if self._bar_shown:
-            self.out.write("\r\033[K")
-            self._bar_shown = False
-        self.out.write(text + "\n")
-        self.out.flush()
+        self.terminal.line(text)
+
+    @property
+    def run_open(self) -> bool:
+        current = self.snapshot.current
+        return current is not None and current.stored is None
+
+    @property
+    def stopped(self) -> str | None:
+        return self.snapshot.stopped
 
     def __call__(self, event: Any) -> None:
-        if isinstance(event, RunQueued):
-            self.label = f"[{event.index + 1}/{event.total}] {event.run.model} {event.run.technique}" + (
-                f" #{event.run.repeat + 1}" if event.run.settings.repeats > 1 else "")
-            self.line(f"{self.label}: starting")
-        elif isinstance(event, RunSkipped):
-            self.line(f"[{event.index + 1}] {event.run.model} {event.run.technique}: skipped ({event.reason}; "
-                      "--force reruns)")
-        elif isinstance(event, IdleMeasured):
-            watts = ", ".join(f"{c} {w:.1f} W" for c, w in event.watts.items()) or "nothing measurable"
-            self.line(f"idle baseline over {event.seconds:g} s: {watts}")
-        elif isinstance(event, CoolingDown):
-            temps = ", ".join(f"{c} {t:.0f} C" for c, t in event.temperatures.items())
-            self.line(f"cooling down to {event.target_c:g} C: {temps}")
-        elif isinstance(event, RunBegan):
-            self.tracker = event.tracker
-            self.run_open = True
-            self._describe_meters(event)
-        elif isinstance(event, ChildEvent):
-            self._child(event.event)
-        elif isinstance(event, RunStored):
-            self.run_open = False
-            self._stored(event)
-        elif isinstance(event, WaitingForLock):
-            self.line(f"{event.describe()}; --no-wait exits instead")
-        elif isinstance(event, GridStopped):
-            self.stopped = event
-            names = ", ".join(f"{r.model} {r.technique}" for r in event.not_started[:6])
-            more = f" and {len(event.not_started) - 6} more" if len(event.not_started) > 6 else ""
-            self.line(f"grid stopped: {event.cause}; {len(event.not_started)} runs not started"
-                      + (f" ({names}{more})" if names else ""))
+        self.snapshot = self.presenter.apply(event)
+        for line in self.snapshot.new_lines(self._printed):
+            self.terminal.line(line.text)
+            self._printed = line.seq
+        current = self.snapshot.current
+        if self.run_open and current is not None and current.phase == "train" and current.batches:
+            self.terminal.bar(_bar_text(current))
 
-    def _describe_meters(self, event: RunBegan) -> None:
-        """Say once per grid how each component is measured, and why where it is only estimated."""
-        tracker = event.tracker
-        described = ", ".join(f"{c} {tracker.method(c)}" for c in tracker.components())
-        if described == self._meters_described:
-            return
-        self._meters_described = described
-        self.line(f"energy: {described}")
-        for component, why in event.fallbacks.items():
-            self.line(f"energy: {component}: {why}")
 
-    def _child(self, event: events.Event) -> None:
-        if isinstance(event, events.BatchFinished):
-            if self.tty and time.monotonic() - self._last_draw >= self._REDRAW_S:
-                self._draw_bar(event)
-        elif isinstance(event, events.EpochFinished):
-            self.line(f"{self.label}: epoch {event.epoch} loss {event.train_loss:.4f} "
-                      f"val acc {event.val_accuracy:.2%} f1 {event.val_f1:.3f} ({event.train_s + event.eval_s:.1f} s)")
-        elif isinstance(event, events.ModelPrepared):
-            for warning in event.warnings:
-                self.line(f"{self.label}: warning: {warning}")
-        elif isinstance(event, events.LogWritten):
-            self.line(f"{self.label}: {event.message}")
-
-    def _draw_bar(self, event: events.BatchFinished) -> None:
-        self._last_draw = time.monotonic()
-        width = 20
-        filled = int(width * event.batch / max(event.batches, 1))
-        watts = ""
-        if self.tracker is not None:
-            watts = " ".join(f"{c} {w:.0f}W" for c, w in self.tracker.latest().items())
-        text = (f"{self.label} e{event.epoch} [{'#' * filled}{'.' * (width - filled)}] "
-                f"{event.batch}/{event.batches} loss {event.loss:.3f} {watts}")
-        columns = shutil.get_terminal_size((100, 20)).columns
-        self.out.write("\r\033[K" + text[: columns - 1])
-        self.out.flush()
-        self._bar_shown = True
-
-    def _stored(self, event: RunStored) -> None:
-        row = event.row
-        if event.status == "completed":
-            self.line(f"{self.label}: completed in {row.get('duration_s') or 0:.1f} s, "
-                      f"{report.format_energy(row.get('energy_j'))} "
-                      f"(measured {report.format_energy(row.get('energy_measured_j'))}, "
-                      f"estimated {report.format_energy(row.get('energy_estimated_j'))}), "
-                      f"val acc {(row.get('val_accuracy') or 0):.2%}  [run {event.run_id}]")
-        else:
-            first = (event.error or "").splitlines()[0] if event.error else ""
-            self.line(f"{self.label}: {event.status.upper()}: {first}  [run {event.run_id}]")
+def _bar_text(view: RunView) -> str:
+    width = 20
+    filled = int(width * view.batch / max(view.batches, 1))
+    watts = " ".join(f"{c} {w:.0f}W" for c, w in view.tracker.latest().items()) if view.tracker else ""
+    loss = f" loss {view.loss:.3f}" if view.loss is not None else ""
+    return (f"{view.label} e{view.epoch} [{'#' * filled}{'.' * (width - filled)}] {view.batch}/{view.batches}"
+            f"{loss} {watts}")
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
@@ -198,7 +131,7 @@ def run_headless(path: str, *, db: str | None = None, force: bool = False, out: 
     if not wait:
         ensure_free()  # LockBusy: exit 2 before the store file exists
     store = Store(db)
-    progress = Progress(out, len(grid))
+    progress = Progress(out)
     supervisor = RunSupervisor(store, on_event=progress)
     progress.line(f"greenlab: {len(grid)} runs from {path} into {store.path}")
     previous_term = signal.signal(signal.SIGTERM, _terminate_as_interrupt)

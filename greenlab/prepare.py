@@ -7,54 +7,34 @@ fetched into one located line each and exit code 2. Nothing here opens the run s
 
 from __future__ import annotations
 
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
 from greenlab.core import fetch, preflight
 from greenlab.core.config import GridRun, expand_grid, load_experiments
+from greenlab.terminal import TerminalLines
 
 
 class DownloadBar:
     """Draws download events: a redrawn bar on a terminal, a line per quarter on a pipe or a log."""
 
-    _REDRAW_S = 0.2
-
     def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.tty = out.isatty()
-        self._last_draw = 0.0
-        self._bar_shown = False
+        self.terminal = TerminalLines(out)
         self._quarters: dict[str, int] = {}
-
-    def _line(self, text: str) -> None:
-        if self._bar_shown:
-            self.out.write("\r\033[K")
-            self._bar_shown = False
-        self.out.write(text + "\n")
-        self.out.flush()
 
     def __call__(self, event: fetch.DownloadEvent) -> None:
         if isinstance(event, fetch.DownloadFailed):
-            self._line(f"{event.what}: FAILED (why, and the fix, at the end)")
-            return
-        if not isinstance(event, fetch.DownloadProgressed):
-            self._line(fetch.format_progress(event))
-            return
-        if self.tty:
-            if time.monotonic() - self._last_draw >= self._REDRAW_S:
-                self._last_draw = time.monotonic()
-                columns = shutil.get_terminal_size((100, 20)).columns
-                self.out.write("\r\033[K" + fetch.format_progress(event)[: columns - 1])
-                self.out.flush()
-                self._bar_shown = True
+            self.terminal.line(f"{event.what}: FAILED (why, and the fix, at the end)")
+        elif not isinstance(event, fetch.DownloadProgressed):
+            self.terminal.line(fetch.format_progress(event))
+        elif self.terminal.tty:
+            self.terminal.bar(fetch.format_progress(event))
         elif event.total_bytes:
             quarter = int(4 * event.done_bytes / event.total_bytes)
             if quarter > self._quarters.get(event.what, 0):
                 self._quarters[event.what] = quarter
-                self._line(fetch.format_progress(event))
+                self.terminal.line(fetch.format_progress(event))
 
 
 def _failures(report: fetch.FetchReport) -> fetch.FetchError:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from greenlab.core import datasets, training, zoo
+from greenlab.core.events import EpochFinished
 from greenlab.core.errors import ConfigError
 
 
@@ -53,7 +54,7 @@ def test_macro_f1_matches_sklearn():
     assert abs(training.macro_f1(predictions, labels, 5) - expected) < 1e-9
 
 
-def _train_once(seed: int) -> list[training.EpochResult]:
+def _train_once(seed: int) -> list[EpochFinished]:
     training.seed_everything(seed)
     data = _digits(seed)
     model = zoo.build_model("tinycnn", data.num_classes, pretrained=False)

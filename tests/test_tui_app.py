@@ -14,10 +14,11 @@ from typing import Callable
 import pytest
 from textual.widgets import Input, SelectionList, Static, TabbedContent
 
+from greenlab.core.progress import live
 from greenlab.core.store import Store
 from greenlab.tui.app import ConfirmQuit, GreenLabApp
-from tests.tui_demo import seed_store
 from greenlab.tui.detail import DetailScreen
+from tests.tui_demo import seed_store
 
 QUICK = """
 [defaults]
@@ -97,7 +98,7 @@ async def test_run_tinycnn_from_the_keyboard(tmp_path, monkeypatch):
             current = app.live.current
             if current is not None:
                 seen["batch"] = max(seen["batch"], current.batch)
-                seen["energy"] = max(seen["energy"], current.energy.total_j)
+                seen["energy"] = max(seen["energy"], live(current, app.live.clock()).energy_j or 0.0)
                 sparks = app.live.query("Sparkline")
                 seen["watts"] = max([seen["watts"], *(len(s.data or []) for s in sparks)])
             return current is not None and current.stored is not None
@@ -116,7 +117,7 @@ async def test_run_tinycnn_from_the_keyboard(tmp_path, monkeypatch):
         assert [(r["model"], r["status"]) for r in runs.shown] == [("tinycnn", "completed")]
         assert runs.shown[0]["energy_j"] > 0
         queue = app.query_one("#queue")
-        assert str(queue.get_row_at(0)[1]).startswith("done")
+        assert str(queue.get_row_at(0)[1]).startswith("completed")
 
         # the same settings from the file: skipped, not trained again
         await _wait(pilot, lambda: not app.running, 10, "the grid to end")
@@ -159,7 +160,7 @@ async def test_cancel_stores_the_run_as_interrupted(tmp_path):
         await _wait(pilot, lambda: app.live.current.stored is not None, 30, "the cancelled run to be stored")
         await _wait(pilot, lambda: not app.running, 10, "the grid to end")
         assert app.runs_pane.shown[0]["status"] == "interrupted"
-        assert str(queue.get_row_at(0)[1]).startswith("stopped")
+        assert str(queue.get_row_at(0)[1]).startswith("interrupted")  # the same word everywhere
         assert str(queue.get_row_at(1)[1]) == "cancelled"  # cancel stops what was queued too
     store = Store(tmp_path / "runs.db")
     row = store.runs()[0]

@@ -1,4 +1,4 @@
-"""The TUI's plain parts, without an app: the form's data, themes, messages, table sorting and filtering."""
+"""The TUI's plain parts, without an app: the form's data, themes, its message, table sorting and filtering."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from greenlab.core import events, runner
 from greenlab.core.config import parse_experiments
 from greenlab.core.errors import ConfigError
 from greenlab.tui import form, messages
-from greenlab.tui.live import RunningEnergy, measured_label
 from greenlab.tui.runs import filter_rows, sort_rows, with_changes
 from greenlab.tui.themes import load_theme, load_themes, theme_dirs
 
@@ -132,44 +130,11 @@ def test_unknown_theme_is_a_config_error():
 
 
 # -- messages -----------------------------------------------------------------------------------------
-def test_supervisor_events_become_messages():
-    batch = messages.to_message(1, runner.ChildEvent(3, events.BatchFinished(1, 2, 10, 0.5)))
-    assert isinstance(batch, messages.BatchProgressed) and (batch.run_id, batch.batch, batch.batches) == (3, 2, 10)
-    later = messages.BatchProgressed(1, 3, 1, 3, 10, 0.4)
-    assert later.can_replace(batch)
-    epoch = messages.EpochFinished(1, 3, events.EpochFinished(1, 0.5, 0.9, 0.9, 0.4, 1.0, 0.1))
-    assert not epoch.can_replace(batch) and not later.can_replace(epoch)
-    stored = messages.to_message(2, runner.RunStored(3, None, "interrupted", "cancelled by the user", {}))
-    assert isinstance(stored, messages.RunStored) and stored.status == "interrupted" and stored.grid == 2
-    assert messages.to_message(1, object()) is None
+def test_a_newer_snapshot_replaces_a_queued_one():
+    from greenlab.core.progress import GridSnapshot
 
-
-# -- live energy --------------------------------------------------------------------------------------
-class _Tracker:
-    def __init__(self) -> None:
-        self.points = {"cpu": [(0.0, 10.0), (1.0, 10.0)]}
-
-    def components(self):
-        return list(self.points)
-
-    def history(self, component):
-        return list(self.points[component])
-
-
-def test_running_energy_integrates_only_new_samples():
-    tracker = _Tracker()
-    energy = RunningEnergy(t0=0.0)
-    energy.update(tracker)
-    assert energy.total_j == pytest.approx(10.0)
-    tracker.points["cpu"] = [(1.0, 10.0), (2.0, 30.0)]  # the buffer dropped its oldest sample
-    energy.update(tracker)
-    assert energy.total_j == pytest.approx(30.0)
-
-
-def test_measured_label():
-    assert measured_label({"gpu0": "counter", "cpu": "estimate"}) == "mixed"
-    assert measured_label({"cpu": "estimate", "dram": "estimate"}) == "estimated"
-    assert measured_label({"gpu0": "polled"}) == "measured"
+    older, newer = messages.GridChanged(GridSnapshot(version=1)), messages.GridChanged(GridSnapshot(version=2))
+    assert newer.can_replace(older) and newer.snapshot.version == 2
 
 
 # -- runs table ---------------------------------------------------------------------------------------

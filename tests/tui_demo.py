@@ -147,6 +147,17 @@ class FakeTracker:
     def method(self, component: str) -> str:
         return self.METHODS[component]
 
+    def methods(self) -> dict[str, str]:
+        return dict(self.METHODS)
+
+    def running_j(self, since: float) -> dict[str, float]:
+        """Trapezoid joules of each trace from `since` to now, as the tracker's readings would give."""
+        energy = {}
+        for component in self.METHODS:
+            points = [(t, w) for t, w in self.history(component) if t >= since]
+            energy[component] = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(points, points[1:]))
+        return energy
+
     def now(self) -> float:
         return self.t
 
@@ -176,29 +187,35 @@ def demo_grid() -> list[GridRun]:
 
 
 async def play_live_run(app: Any, pilot: Any, clock: FrozenClock, seconds: float = 83.0) -> None:
-    """Drive the app's live pane through the messages of a run in its second epoch, then settle."""
+    """Drive the app's presenter through the events of a run in its second epoch, then settle."""
+    from greenlab.core import runner
     from greenlab.tui import messages
 
     grid = demo_grid()
     tracker = FakeTracker()
-    app.live.add_grid(99, grid)
-    post = app.post_message
-    post(messages.RunQueued(99, 0, len(grid), grid[0]))
+    presenter = app.presenter
+    presenter.add_grid(99, grid)
+
+    def post(event: Any) -> None:
+        app.post_message(messages.GridChanged(presenter.apply(event, grid=99)))
+
+    post(runner.RunQueued(0, len(grid), grid[0]))
+    post(runner.RunBegan(16, grid[0], tracker))
+    post(runner.RunStored(16, grid[0], "completed", None, {"energy_j": 86.39 * 3600}))
     await pilot.pause()
-    app.live.set_queue_status(99, 0, "completed", "86.39 Wh")
-    post(messages.RunQueued(99, 1, len(grid), grid[1]))
-    await pilot.pause()
-    post(messages.RunBegan(99, 17, grid[1], tracker))
+    app.clear_notifications()  # the stored run's toast would hide part of the picture
+    post(runner.RunQueued(1, len(grid), grid[1]))
+    post(runner.RunBegan(17, grid[1], tracker))
     await pilot.pause()
     tracker.t = clock.t = seconds
-    post(messages.RunStarted(99, 17, events.RunStarted(
+    post(runner.ChildEvent(17, events.RunStarted(
         device="cuda:0", dataset="cifar10", n_train=40_000, n_val=10_000, num_classes=10, image_size=224,
         input_description="3x224x224 (CIFAR-10 resized)", batches_per_epoch=625, epochs=3)))
-    post(messages.EpochFinished(99, 17, events.EpochFinished(
+    post(runner.ChildEvent(17, events.EpochFinished(
         epoch=1, train_loss=0.8123, val_accuracy=0.8431, val_f1=0.8402, val_loss=0.6011, train_s=24.0, eval_s=3.1)))
-    post(messages.PhaseChanged(99, 17, 2, "train"))
+    post(runner.ChildEvent(17, events.PhaseBegan(2, "train")))
     for batch in range(1, 402, 50):  # several batches at once: the newest supersedes the queued ones
-        post(messages.BatchProgressed(99, 17, 2, batch, 625, 0.52 + 0.001 * (batch % 7)))
+        post(runner.ChildEvent(17, events.BatchFinished(2, batch, 625, 0.52 + 0.001 * (batch % 7))))
     await pilot.pause()
     app.live.redraw()
     app.live.redraw()  # two ticks: the chart redraws every second one

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Union
 
 
 @dataclass
@@ -66,6 +66,8 @@ class BatchFinished:
 
 @dataclass
 class EpochFinished:
+    """One epoch's results: what training.train returns per epoch, and the event the child sends."""
+
     epoch: int
     train_loss: float
     val_accuracy: float
@@ -73,6 +75,11 @@ class EpochFinished:
     val_loss: float
     train_s: float
     eval_s: float
+    batches: int = 0
+
+    @property
+    def duration_s(self) -> float:
+        return self.train_s + self.eval_s
 
 
 @dataclass
@@ -97,7 +104,8 @@ class RunFailed:
 
 EVENT_TYPES = {cls.__name__: cls for cls in (RunStarted, ModelPrepared, PhaseBegan, PhaseEnded, BatchFinished,
                                               EpochFinished, LogWritten, RunFinished, RunFailed)}
-Event = Any
+Event = Union[RunStarted, ModelPrepared, PhaseBegan, PhaseEnded, BatchFinished, EpochFinished, LogWritten,
+              RunFinished, RunFailed]
 
 
 def encode(event: Event) -> str:

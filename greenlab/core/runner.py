@@ -1,10 +1,12 @@
 """The supervisor: runs each grid entry in a child process, measures it, and writes the store.
 
-The child (greenlab.core.worker) trains and streams events; this side owns the meters (an
-EnergyTracker sampling in a thread), the idle baseline, the energy windows opened and closed on the
-child's phase events, and every write to the store. A child that raises, runs out of memory or is killed
-leaves a `failed` run with its error and partial data; a cancel or Ctrl-C leaves an `interrupted` one.
-Faces (headless, TUI) subscribe through `on_event` and never see a process or a SQL statement.
+The child (greenlab.core.worker, started and read through greenlab.core.child) trains and streams events;
+this side owns the meters (an EnergyTracker sampling in a thread), the idle baseline, the energy windows
+opened and closed on the child's phase events, the run's record (greenlab.core.record) and every write to
+the store (through a writer thread). A child that raises, runs out of memory or is killed leaves a
+`failed` run with its error and partial data; a cancel or Ctrl-C leaves an `interrupted` one. Faces
+(headless, TUI) subscribe through `on_event` (greenlab.core.grid_events; the presenter in
+greenlab.core.progress folds them) and never see a process or a SQL statement.
 """
 
 from __future__ import annotations
@@ -12,90 +14,31 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
-import subprocess
 import threading
 import time
-from collections import deque
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from dataclasses import asdict
+from typing import Any
 
 from greenlab.core import events
 from greenlab.core.config import GridRun, RunSettings
 from greenlab.core.energy.detect import build_meters
 from greenlab.core.energy.meter import MEASURED_METHODS
 from greenlab.core.energy.tracker import EnergyTracker
+# The supervisor's events live in greenlab.core.grid_events; re-exported here, where faces long found them.
+from greenlab.core.grid_events import (ChildEvent, CoolingDown, IdleMeasured, Listener, RunBegan,  # noqa: F401
+                                       RunQueued, RunSkipped, RunStored, SupervisorEvent, SupervisorNote)
 from greenlab.core.gridstop import GridStopped, StopRule, exception_cause
 from greenlab.core.hostlock import HostLock, WaitingForLock  # noqa: F401 - supervisor events faces import
-from greenlab.core.launcher import ForkedProcess, Launcher, RunProcess, default_launcher
+from greenlab.core.child import RunChild
+from greenlab.core.launcher import Launcher, default_launcher
 from greenlab.core.record import RunRecord, accounting_columns, energy_columns, gpus_used
 from greenlab.core.store import RUN_COLUMNS, Store, now_iso
 from greenlab.core.storewriter import StoreWriter
 
 _SAMPLE_FLUSH_S = 1.0
-_TERMINATE_GRACE_S = 5.0
 
 
-# Supervisor events, beside the child's (greenlab.core.events), for faces to show.
-@dataclass
-class RunQueued:
-    index: int
-    total: int
-    run: GridRun
-
-
-@dataclass
-class RunSkipped:
-    index: int
-    run: GridRun
-    reason: str
-
-
-@dataclass
-class IdleMeasured:
-    watts: dict[str, float]
-    seconds: float
-
-
-@dataclass
-class CoolingDown:
-    temperatures: dict[str, float]
-    target_c: float
-
-
-@dataclass
-class RunBegan:
-    run_id: int
-    run: GridRun
-    tracker: EnergyTracker
-    fallbacks: dict[str, str] = field(default_factory=dict)  # component -> why it is not measured
-
-
-@dataclass
-class ChildEvent:
-    run_id: int
-    event: events.Event
-
-
-@dataclass
-class SupervisorNote:
-    """Something the supervisor wants the user to know that is no run's (the fork server fell back)."""
-
-    text: str
-
-
-@dataclass
-class RunStored:
-    run_id: int
-    run: GridRun
-    status: str
-    error: str | None
-    row: dict[str, Any] = field(default_factory=dict)
-
-
-SupervisorEvent = Any
-Listener = Callable[[SupervisorEvent], None]
 
 
 def _child_env() -> dict[str, str]:
@@ -118,23 +61,6 @@ def make_tracker(settings: RunSettings) -> tuple[EnergyTracker, dict[str, str]]:
     setup = build_meters(use_gpus=gpus_for(settings.device), cpu_tdp_w=settings.cpu_tdp_w,
                          cpu_w_per_thread=settings.cpu_w_per_thread, dram_w_per_gb=settings.dram_w_per_gb)
     return EnergyTracker(setup.meters, sample_hz=settings.sample_hz), setup.notes
-
-
-class _ChildOutput:
-    """Drains the child's stdout/stderr on a thread (a full pipe would block the child) and keeps the tail."""
-
-    def __init__(self, stream: Any) -> None:
-        self.lines: deque[str] = deque(maxlen=40)
-        self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _drain(self, stream: Any) -> None:
-        for line in iter(stream.readline, ""):
-            self.lines.append(line.rstrip())
-
-    def tail(self, count: int = 8) -> str:
-        self._thread.join(timeout=1)
-        return "\n".join(list(self.lines)[-count:])
 
 
 @contextlib.contextmanager
@@ -172,7 +98,7 @@ class RunSupervisor:
         self.listener_errors: list[str] = []
         self._child_lock = threading.Lock()
         self._cancel = threading.Event()
-        self._child: RunProcess | None = None
+        self._child: RunChild | None = None
         self._idle_cache: dict[tuple[str, ...], dict[str, float]] = {}
         # Children start from a fork server that imported torch once (GREENLAB_LAUNCHER=spawn: a fresh
         # interpreter each); a bad GREENLAB_LAUNCHER is the user's error, raised here.
@@ -203,16 +129,8 @@ class RunSupervisor:
     def _terminate_child(self) -> None:
         with self._child_lock:
             child = self._child
-        if child is None or child.poll() is not None:
-            return
-        try:
-            os.killpg(child.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            child.wait(timeout=_TERMINATE_GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
+        if child is not None:
+            child.terminate()
 
     # -- the grid -------------------------------------------------------------------------------------
     def run_grid(self, runs: list[GridRun], *, force: bool = False, wait: bool = True) -> list[RunStored]:
@@ -330,45 +248,41 @@ class RunSupervisor:
         tracker.drain_samples()  # samples before the run (idle, cooling) are not the run's
         cpu_before = tracker.sampler_cpu_s
         writer = StoreWriter(self.store.path)
-        read_fd, write_fd = os.pipe()
         with self._child_lock:  # a cancel from another thread now sees the child, or sees none at all
-            try:
-                child = self.launcher.launch(json.dumps(record.run.to_json()), write_fd, _child_env())
-            finally:
-                os.close(write_fd)  # the child has its own copy: EOF on read_fd now means the child is gone
-            self._child = child
-        record.meters_info["launcher"] = "forkserver" if isinstance(child, ForkedProcess) else "spawn"
+            child = self._child = RunChild(self.launcher, record.run, _child_env())
+        record.meters_info["launcher"] = child.launcher_kind
         tracker.track_processes([child.pid])
         tracker.begin_window("run")
         record.t0 = tracker.now()
-        output = _ChildOutput(child.stdout)
         raised: BaseException | None = None
         try:
             if self.cancelled:  # cancelled between the start of the run and the child's start
-                self._terminate_child()
-            self._pump(record, read_fd, tracker, writer)
+                child.terminate()
+            for event in child.events(tick=lambda: self._flush_samples(record, tracker, writer),
+                                      tick_s=_SAMPLE_FLUSH_S):
+                self._handle(record, event, tracker, writer)
         except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM or a store error: record, then re-raise
             raised = exc
             if isinstance(exc, KeyboardInterrupt):
                 self._cancel.set()
             else:
                 record.supervisor_error = record.supervisor_error or f"{type(exc).__name__}: {exc}"
-            self._terminate_child()
+            child.terminate()
         finally:
-            os.close(read_fd)
+            child.close()
             with self._child_lock:
                 self._child = None
         # Finishing the record must not be cut short by a second Ctrl-C: the child is already stopped.
         with _signals_deferred():
             try:
-                stored = self._finish(record, tracker, child, output, writer, cpu_before)
+                stored = self._finish(record, tracker, child, writer, cpu_before)
             finally:
                 writer.close()
         if raised is not None:
             raise raised
         return stored
 
-    def _outcome(self, record: RunRecord, return_code: int, output: _ChildOutput) -> tuple[str, str | None]:
+    def _outcome(self, record: RunRecord, return_code: int, child: RunChild) -> tuple[str, str | None]:
         """The run's status and error from what the child said, how it ended and what the user did."""
         if record.child_status == "completed" and return_code == 0:
             return "completed", None  # finished before a late cancel arrived: it counts
@@ -384,18 +298,14 @@ class RunSupervisor:
         if record.meters_info.get("launcher") == "forkserver" and self.launcher.notes:
             reason += f"; the launcher said: {self.launcher.notes[-1]}"  # e.g. the fork server died
         error = f"the training process {reason} without reporting an error"
-        tail = output.tail()
+        tail = child.output_tail()
         return "failed", error + (f"; its last output:\n{tail}" if tail else "")
 
-    def _finish(self, record: RunRecord, tracker: EnergyTracker, child: RunProcess,
-                output: _ChildOutput, writer: StoreWriter, cpu_before: float) -> RunStored:
+    def _finish(self, record: RunRecord, tracker: EnergyTracker, child: RunChild, writer: StoreWriter,
+                cpu_before: float) -> RunStored:
         """Close the run's window and store its outcome, whatever happened to the child."""
         run, run_id = record.run, record.run_id
-        try:
-            return_code = child.wait(timeout=_TERMINATE_GRACE_S * 2)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            return_code = child.wait()
+        return_code = child.reap()
         if record.device is None:  # the child never said where it trained: no GPU did this run's work
             record.gpus_unused = {c for c in tracker.components() if c.startswith("gpu")}
         window = tracker.end_window("run").without(record.gpus_unused)
@@ -405,7 +315,7 @@ class RunSupervisor:
             writer.flush()
         except Exception as exc:  # noqa: BLE001 - the outcome below is still written, on this thread
             record.supervisor_error = record.supervisor_error or f"{type(exc).__name__}: {exc}"
-        status, error = self._outcome(record, return_code, output)
+        status, error = self._outcome(record, return_code, child)
         columns, component_rows, energy_flags = energy_columns(window, record.idle)
         idle = {c: w for c, w in record.idle.items() if c not in record.gpus_unused}
         meters = {**record.meters_info, "idle_w": idle, "temperature_end_c": _temperatures(tracker),
@@ -438,63 +348,45 @@ class RunSupervisor:
         if rows:
             writer.submit("add_samples", record.run_id, rows)
 
-    def _pump(self, record: RunRecord, read_fd: int, tracker: EnergyTracker, writer: StoreWriter) -> None:
-        """Read the child's events until it closes its end, queueing samples about once a second."""
-        buffer = b""
-        last_flush = time.monotonic()
-        while True:
-            ready, _, _ = select.select([read_fd], [], [], 0.25)
-            if ready:
-                chunk = os.read(read_fd, 65536)
-                if not chunk:
-                    break
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        self._handle(record, events.decode(line.decode()), tracker, writer)
-            if time.monotonic() - last_flush >= _SAMPLE_FLUSH_S:
-                self._flush_samples(record, tracker, writer)
-                last_flush = time.monotonic()
-
     def _handle(self, record: RunRecord, event: events.Event, tracker: EnergyTracker, writer: StoreWriter) -> None:
+        """What the supervisor does with each child event: measure, record, and pass it on to the faces."""
         run_id = record.run_id
-        if isinstance(event, events.RunStarted):
-            record.device = event.device
-            gpu_facts = {c: facts for c, facts in record.meters_info["components"].items() if c.startswith("gpu")}
-            used, flags = gpus_used(event.device, gpu_facts, cuda_uuid=event.cuda_uuid,
-                                    pci_bus_id=event.pci_bus_id, cuda_index=event.cuda_index)
-            record.gpus_unused = set(gpu_facts) - used
-            record.flags.extend(flags)
-            writer.submit("update_run", run_id, device=event.device)
-        elif isinstance(event, events.ModelPrepared):
-            after, before = event.after, event.before
-            values = {**{k: after.get(k) for k in ("params_total", "params_nonzero", "model_bytes", "flops_step")},
-                      **{f"{k}_before": before.get(k) for k in
-                         ("params_total", "params_nonzero", "model_bytes", "flops_step")},
-                      "compression": event.report, "warnings": event.warnings}
-            values.update({k: v for k, v in event.columns.items() if k in RUN_COLUMNS})
-            writer.submit("update_run", run_id, **values)
-            if event.capacity_curve:
-                writer.submit("set_capacity", run_id, [(int(b), float(a)) for b, a in event.capacity_curve])
-        elif isinstance(event, events.PhaseBegan):
-            tracker.begin_window(f"{event.epoch}:{event.phase}", at=event.t_mono)
-        elif isinstance(event, events.PhaseEnded):
-            window = tracker.end_window(f"{event.epoch}:{event.phase}", at=event.t_mono)
-            record.add_phase(event.epoch, event.phase, window.without(record.gpus_unused))
-        elif isinstance(event, events.EpochFinished):
-            writer.submit("add_epoch", {
-                "run_id": run_id, "epoch": event.epoch, "train_loss": event.train_loss,
-                "val_accuracy": event.val_accuracy, "val_f1": event.val_f1, "val_loss": event.val_loss,
-                "duration_s": event.train_s + event.eval_s, "train_s": event.train_s, "eval_s": event.eval_s,
-                **record.epoch_energy(event.epoch)})
-        elif isinstance(event, events.RunFinished):
-            record.child_status, record.train_s, record.final = "completed", event.train_s, asdict(event)
-        elif isinstance(event, events.RunFailed):
-            # A user's mistake is fully told by its message; an unexpected failure keeps its traceback,
-            # after a first line that faces show on their own.
-            error = event.error if event.user_error else f"{event.kind}: {event.error}"
-            if event.traceback and not event.user_error:
-                error += "\n\n" + event.traceback.rstrip()
-            record.child_status, record.child_error = "failed", error
+        match event:
+            case events.RunStarted():
+                record.device = event.device
+                gpu_facts = {c: facts for c, facts in record.meters_info["components"].items()
+                             if c.startswith("gpu")}
+                used, flags = gpus_used(event.device, gpu_facts, cuda_uuid=event.cuda_uuid,
+                                        pci_bus_id=event.pci_bus_id, cuda_index=event.cuda_index)
+                record.gpus_unused = set(gpu_facts) - used
+                record.flags.extend(flags)
+                writer.submit("update_run", run_id, device=event.device)
+            case events.ModelPrepared(after=after, before=before):
+                stats = ("params_total", "params_nonzero", "model_bytes", "flops_step")
+                values = {**{k: after.get(k) for k in stats}, **{f"{k}_before": before.get(k) for k in stats},
+                          "compression": event.report, "warnings": event.warnings,
+                          **{k: v for k, v in event.columns.items() if k in RUN_COLUMNS}}
+                writer.submit("update_run", run_id, **values)
+                if event.capacity_curve:
+                    writer.submit("set_capacity", run_id, [(int(b), float(a)) for b, a in event.capacity_curve])
+            case events.PhaseBegan(epoch=epoch, phase=phase, t_mono=at):
+                tracker.begin_window(f"{epoch}:{phase}", at=at)
+            case events.PhaseEnded(epoch=epoch, phase=phase, t_mono=at):
+                window = tracker.end_window(f"{epoch}:{phase}", at=at)
+                record.add_phase(epoch, phase, window.without(record.gpus_unused))
+            case events.EpochFinished():
+                writer.submit("add_epoch", {
+                    "run_id": run_id, "epoch": event.epoch, "train_loss": event.train_loss,
+                    "val_accuracy": event.val_accuracy, "val_f1": event.val_f1, "val_loss": event.val_loss,
+                    "duration_s": event.duration_s, "train_s": event.train_s, "eval_s": event.eval_s,
+                    **record.epoch_energy(event.epoch)})
+            case events.RunFinished():
+                record.child_status, record.train_s, record.final = "completed", event.train_s, asdict(event)
+            case events.RunFailed():
+                # A user's mistake is fully told by its message; an unexpected failure keeps its traceback,
+                # after a first line that faces show on their own.
+                error = event.error if event.user_error else f"{event.kind}: {event.error}"
+                if event.traceback and not event.user_error:
+                    error += "\n\n" + event.traceback.rstrip()
+                record.child_status, record.child_error = "failed", error
         self.on_event(ChildEvent(run_id, event))

@@ -10,26 +10,10 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from greenlab.core.compression import TrainingHooks
-
-
-@dataclass
-class EpochResult:
-    epoch: int
-    train_loss: float
-    val_accuracy: float
-    val_f1: float
-    val_loss: float
-    train_s: float
-    eval_s: float
-    batches: int
-
-    @property
-    def duration_s(self) -> float:
-        return self.train_s + self.eval_s
+from greenlab.core.events import EpochFinished  # one epoch record for training and the event stream
 
 
 def seed_everything(seed: int) -> None:
@@ -160,7 +144,7 @@ def train(model: Any, train_loader: Any, val_loader: Any, *, device: Any, num_cl
           max_eval_batches: int | None = None,
           on_phase: Callable[[int, str, str], None] = lambda epoch, phase, edge: None,
           on_batch: Callable[[int, int, int, float], None] = lambda epoch, batch, total, loss: None,
-          on_epoch: Callable[[EpochResult], None] = lambda result: None) -> list[EpochResult]:
+          on_epoch: Callable[[EpochFinished], None] = lambda result: None) -> list[EpochFinished]:
     """Fine-tune `model` in place; returns one result per epoch."""
     import torch
 
@@ -199,7 +183,7 @@ def train(model: Any, train_loader: Any, val_loader: Any, *, device: Any, num_cl
         synchronize(device)
         eval_s = time.perf_counter() - started
         on_phase(epoch, "eval", "end")
-        result = EpochResult(epoch=epoch, train_loss=loss_sum / max(seen, 1), val_accuracy=accuracy,
+        result = EpochFinished(epoch=epoch, train_loss=loss_sum / max(seen, 1), val_accuracy=accuracy,
                              val_f1=f1, val_loss=val_loss, train_s=train_s, eval_s=eval_s, batches=total)
         results.append(result)
         on_epoch(result)

@@ -107,8 +107,7 @@ def execute(run: GridRun, emit: EventWriter) -> None:
             events.PhaseBegan(epoch, phase, time.monotonic()) if edge == "begin"
             else events.PhaseEnded(epoch, phase, time.monotonic())),
         on_batch=lambda epoch, batch, total, loss: emit(events.BatchFinished(epoch, batch, total, loss)),
-        on_epoch=lambda r: emit(events.EpochFinished(r.epoch, r.train_loss, r.val_accuracy, r.val_f1,
-                                                     r.val_loss, r.train_s, r.eval_s)))
+        on_epoch=emit)
     last = results[-1]
     emit(events.RunFinished(val_accuracy=last.val_accuracy, val_f1=last.val_f1,
                             train_s=sum(r.train_s for r in results)))

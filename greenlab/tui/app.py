@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,8 +24,9 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Header, Label, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
-from greenlab.core import fetch, preflight
+from greenlab.core import fetch, formatting, preflight
 from greenlab.core.config import GridRun
+from greenlab.core.progress import GridPresenter
 from greenlab.core.errors import ConfigError, GreenLabError
 from greenlab.core.runner import RunSupervisor
 from greenlab.core.store import Store
@@ -88,7 +90,10 @@ class GreenLabApp(App[int]):
         self.experiments_path = experiments
         self.theme_problems: list[str] = []
         self._requested_theme = theme or DEFAULT_THEME
-        self._clock = clock
+        self._clock = clock or time.monotonic
+        # One understanding of the grids for the whole app: the worker folds events in, the panes read it.
+        self.presenter = GridPresenter(clock=self._clock, hints={"skipped": "tick force rerun in Setup"})
+        self._seen_stored = 0
         self.store: Store | None = None
         self._supervisor: RunSupervisor | None = None
         self._cancel_requested = False
@@ -116,8 +121,7 @@ class GreenLabApp(App[int]):
             with TabPane(f"{KEYS['setup']} {PANES['setup']}", id="setup"):
                 yield SetupPane(self.experiments_path, id="setup-pane")
             with TabPane(f"{KEYS['live']} {PANES['live']}", id="live"):
-                kwargs = {"clock": self._clock} if self._clock is not None else {}
-                yield LivePane(id="live-pane", **kwargs)
+                yield LivePane(id="live-pane", clock=self._clock)
             with TabPane(f"{KEYS['runs']} {PANES['runs']}", id="runs"):
                 yield RunsPane(self.store.runs, id="runs-pane")
         yield Footer()
@@ -169,7 +173,7 @@ class GreenLabApp(App[int]):
             self.notify("No run in progress.", timeout=2)
             return
         for grid, _runs, _force in self._pending:
-            self.live.end_grid(grid, cancelled=True)
+            self.live.snapshot = self.presenter.end_grid(grid, cancelled=True)
         self._pending.clear()
         self._cancel_requested = True
         self.notify("Cancelling: the run is stopped and stored as interrupted.", title="Cancel")
@@ -248,7 +252,7 @@ class GreenLabApp(App[int]):
             self.notify("Nothing to run.", severity="warning")
             return
         self._grid_number += 1
-        self.live.add_grid(self._grid_number, event.runs)
+        self.live.snapshot = self.presenter.add_grid(self._grid_number, event.runs)
         if self._grid_active:
             self._pending.append((self._grid_number, event.runs, event.force))
             self.notify(f"{len(event.runs)} runs from {event.source} queued after the current grid.", markup=False)
@@ -268,9 +272,7 @@ class GreenLabApp(App[int]):
         """Runs in the worker thread: its own Store, a supervisor, events posted as messages."""
 
         def forward(event: Any) -> None:
-            message = messages.to_message(grid, event)
-            if message is not None:
-                self.post_message(message)
+            self.post_message(messages.GridChanged(self.presenter.apply(event, grid)))
 
         # Before the store is touched: a grid that cannot run here is refused (PreflightError, notified).
         report = preflight.check(runs)
@@ -307,8 +309,8 @@ class GreenLabApp(App[int]):
             return
         grid = int(worker.name.split("-")[1])
         refused = isinstance(worker.error, GreenLabError)  # not started: preflight or a fetch said why
-        self.live.end_grid(grid, cancelled=self._cancel_requested or (event.state != WorkerState.SUCCESS
-                                                                      and not refused))
+        self.live.snapshot = self.presenter.end_grid(
+            grid, cancelled=self._cancel_requested or (event.state != WorkerState.SUCCESS and not refused))
         self._grid_active = False
         self.refresh_bindings()
         if self._quitting:
@@ -319,19 +321,24 @@ class GreenLabApp(App[int]):
             self._launch(grid, runs, force)
 
     # -- routing the grid's messages ------------------------------------------------------------------
-    @on(messages.GridMessage)
-    def _grid_message(self, message: messages.GridMessage) -> None:
-        self.live.handle(message)
-
-    @on(messages.RunStored)
-    def _run_stored(self, message: messages.RunStored) -> None:
+    @on(messages.GridChanged)
+    def _grid_changed(self, message: messages.GridChanged) -> None:
+        snapshot = message.snapshot
+        self.live.snapshot = snapshot
+        stored = snapshot.stored[self._seen_stored:]  # runs stored since the last snapshot seen
+        if not stored:
+            return
+        self._seen_stored = len(snapshot.stored)
         self.runs_pane.reload()
-        severity = {"completed": "information", "interrupted": "warning"}.get(message.status, "error")
-        energy = message.row.get("energy_j")
-        text = f"{message.run.model} · {message.run.technique}: {message.status}"
-        if energy is not None:
-            text += f", {energy:,.1f} J"
-        self.notify(text, title=f"Run {message.run_id} stored", severity=severity, markup=False)
+        entries = {entry.run_id: entry for entry in snapshot.queue if entry.run_id is not None}
+        for run_id in stored:
+            entry = entries.get(run_id)
+            if entry is None:
+                continue
+            severity = {"completed": "information", "interrupted": "warning"}.get(entry.status, "error")
+            energy = f", {formatting.energy(entry.energy_j)}" if entry.energy_j is not None else ""
+            self.notify(f"{entry.label}: {entry.status}{energy}", title=f"Run {run_id} stored", severity=severity,
+                        markup=False)
 
     @on(RunsPane.DetailRequested)
     def _detail_requested(self, event: RunsPane.DetailRequested) -> None:

@@ -1,0 +1,84 @@
+"""What a supervisor tells its faces while a grid runs: typed events, one small dataclass each.
+
+`SupervisorEvent` is their union (the child's own events, greenlab.core.events, arrive wrapped in
+`ChildEvent`). The presenter (greenlab.core.progress) is the one place that dispatches over them; faces
+read its snapshots instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Union
+
+from greenlab.core import events
+from greenlab.core.config import GridRun
+from greenlab.core.gridstop import GridStopped
+from greenlab.core.hostlock import WaitingForLock
+
+if TYPE_CHECKING:
+    from greenlab.core.energy.tracker import EnergyTracker
+
+
+@dataclass
+class RunQueued:
+    index: int
+    total: int
+    run: GridRun
+
+
+@dataclass
+class RunSkipped:
+    index: int
+    run: GridRun
+    reason: str
+
+
+@dataclass
+class IdleMeasured:
+    watts: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class CoolingDown:
+    temperatures: dict[str, float]
+    target_c: float
+
+
+@dataclass
+class RunBegan:
+    """A run's row exists; `tracker` is its live power source (thread-safe reads only)."""
+
+    run_id: int
+    run: GridRun
+    tracker: "EnergyTracker"
+    fallbacks: dict[str, str] = field(default_factory=dict)  # component -> why it is not measured
+
+
+@dataclass
+class ChildEvent:
+    run_id: int
+    event: events.Event
+
+
+@dataclass
+class SupervisorNote:
+    """Something the supervisor wants the user to know that is no run's (the fork server fell back)."""
+
+    text: str
+
+
+@dataclass
+class RunStored:
+    """The run's row is final (completed, failed or interrupted)."""
+
+    run_id: int
+    run: GridRun
+    status: str
+    error: str | None
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+SupervisorEvent = Union[RunQueued, RunSkipped, IdleMeasured, CoolingDown, RunBegan, ChildEvent, SupervisorNote,
+                        RunStored, WaitingForLock, GridStopped]
+Listener = Callable[[SupervisorEvent], None]

@@ -1,0 +1,313 @@
+"""The presenter: folds a supervisor's events into immutable snapshots of the grids it runs.
+
+Both faces read the same understanding of a running grid from here: the queue with statuses, the current
+run's phase, epoch, batch, loss and accuracy, how its energy is obtained, the latest note and a log of
+what happened, already worded (greenlab.core.formatting). This is the one place that dispatches over
+event types; the headless driver prints what changed between two snapshots and the TUI renders them.
+
+Time-dependent figures (elapsed, ETA, the running energy from the tracker's own windows) are computed by
+`live(view, now)` when a face draws, so a snapshot stays valid between events. Thread-safe: events may
+arrive on a worker thread while a face takes snapshots on another.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from greenlab.core import events, formatting
+from greenlab.core.config import GridRun
+from greenlab.core.fetch import DownloadEvent, DownloadFailed, DownloadFinished, DownloadProgressed, \
+    DownloadStarted, format_progress
+from greenlab.core.grid_events import (ChildEvent, CoolingDown, IdleMeasured, RunBegan, RunQueued, RunSkipped,
+                                       RunStored, SupervisorEvent, SupervisorNote)
+from greenlab.core.gridstop import GridStopped
+from greenlab.core.hostlock import WaitingForLock
+
+LOG_LIMIT = 200  # lines kept in a snapshot; faces keep what they printed themselves
+FINAL_STATUSES = ("completed", "failed", "interrupted", "skipped", "cancelled", "not run")
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    grid: int
+    index: int
+    label: str
+    status: str  # waiting | starting | running | completed | failed | interrupted | skipped | cancelled | not run
+    run_id: int | None = None
+    energy_j: float | None = None
+
+
+@dataclass(frozen=True)
+class LogLine:
+    seq: int  # increases by one per line, across the presenter's life
+    text: str
+    level: str = "info"  # info | warning | error
+
+
+@dataclass(frozen=True)
+class RunView:
+    """The run in progress (or the last one, once stored), as the faces show it."""
+
+    grid: int
+    run_id: int
+    run: GridRun
+    label: str
+    began: float  # the presenter's clock when its row was written
+    tracker: Any  # the live power source: history() and running_j() are thread-safe
+    t0: float  # tracker time at the run's start
+    methods: dict[str, str]
+    index: int | None = None  # its place in the grid's queue
+    phase: str = "preparing"  # preparing | train | eval | completed | failed | interrupted
+    device: str = ""
+    epoch: int = 0
+    epochs: int = 0
+    batch: int = 0
+    batches: int = 0
+    loss: float | None = None
+    val_accuracy: float | None = None
+    note: str = ""
+    warnings: tuple[str, ...] = ()
+    stored: dict[str, Any] | None = None  # the final row
+    ended: float | None = None
+
+    @property
+    def kind(self) -> str:
+        """How the run's energy is obtained: measured | estimated | mixed | unavailable."""
+        if self.stored is not None:
+            return formatting.kind_of_row(self.stored)
+        return formatting.kind_of_methods(self.methods)
+
+    @property
+    def done_fraction(self) -> float:
+        batches = max(self.batches, 1)
+        return ((max(self.epoch, 1) - 1) * batches + self.batch) / (batches * max(self.epochs, 1))
+
+
+@dataclass(frozen=True)
+class Live:
+    """A run's time-dependent figures at one moment (see `live`)."""
+
+    elapsed_s: float
+    eta_s: float | None
+    energy_j: float | None
+    component_j: dict[str, float]
+
+
+@dataclass(frozen=True)
+class GridSnapshot:
+    queue: tuple[QueueEntry, ...] = ()
+    current: RunView | None = None
+    note: str = "Nothing running."
+    log: tuple[LogLine, ...] = ()
+    stored: tuple[int, ...] = ()  # run ids stored so far, in order
+    stopped: str | None = None  # why the grid stopped early
+    version: int = 0
+
+    def new_lines(self, after: int) -> list[LogLine]:
+        """Log lines with a sequence number above `after` (what a face has not shown yet)."""
+        return [line for line in self.log if line.seq > after]
+
+
+def live(view: RunView, now: float) -> Live:
+    """Elapsed time, ETA and energy of `view` at `now` (the presenter's clock): the stored figure once the
+    run is stored, else what the tracker's own readings give since the run began."""
+    end = view.ended if view.ended is not None else now
+    elapsed = max(0.0, end - view.began)
+    done = view.done_fraction
+    eta = None if view.stored is not None or done <= 0 else elapsed * (1 - done) / done
+    if view.stored is not None:
+        return Live(elapsed, None, view.stored.get("energy_j"), {})
+    components = view.tracker.running_j(view.t0) if view.tracker is not None else {}
+    return Live(elapsed, eta, sum(components.values()) if components else None, components)
+
+
+@dataclass
+class _State:
+    queue: list[QueueEntry] = field(default_factory=list)
+    current: RunView | None = None
+    note: str = "Nothing running."
+    log: list[LogLine] = field(default_factory=list)
+    stored: list[int] = field(default_factory=list)
+    stopped: str | None = None
+    version: int = 0
+    seq: int = 0
+    queued: dict[int, int | None] = field(default_factory=dict)  # grid -> index of the run being prepared
+    meters_described: str = ""
+
+
+class GridPresenter:
+    """Folds events into snapshots; `hints` adds a face's own advice, e.g. {"skipped": "--force reruns"}."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, hints: dict[str, str] | None = None) -> None:
+        self.clock = clock
+        self.hints = hints or {}
+        self._state = _State()
+        self._lock = threading.Lock()
+
+    # -- the snapshot -------------------------------------------------------------------------------
+    def snapshot(self) -> GridSnapshot:
+        with self._lock:
+            state = self._state
+            return GridSnapshot(queue=tuple(state.queue), current=state.current, note=state.note,
+                                log=tuple(state.log), stored=tuple(state.stored), stopped=state.stopped,
+                                version=state.version)
+
+    def _say(self, text: str, level: str = "info", note: bool = True) -> None:
+        state = self._state
+        state.seq += 1
+        state.log.append(LogLine(state.seq, text, level))
+        del state.log[:-LOG_LIMIT]
+        if note:
+            state.note = text
+
+    def _hinted(self, text: str, key: str) -> str:
+        hint = self.hints.get(key)
+        return f"{text}; {hint}" if hint else text
+
+    def _set_status(self, grid: int, index: int | None, status: str, **values: Any) -> None:
+        for position, entry in enumerate(self._state.queue):
+            if entry.grid == grid and entry.index == index:
+                self._state.queue[position] = replace(entry, status=status, **values)
+                return
+
+    # -- grids --------------------------------------------------------------------------------------
+    def add_grid(self, grid: int, runs: list[GridRun]) -> GridSnapshot:
+        with self._lock:
+            for index, run in enumerate(runs):
+                label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
+                self._state.queue.append(QueueEntry(grid, index, label, "waiting"))
+            self._state.version += 1
+        return self.snapshot()
+
+    def end_grid(self, grid: int, cancelled: bool) -> GridSnapshot:
+        """Runs of a grid that never ran are marked, so the queue tells what happened to each."""
+        with self._lock:
+            for position, entry in enumerate(self._state.queue):
+                if entry.grid == grid and entry.status in ("waiting", "starting", "running"):
+                    self._state.queue[position] = replace(entry, status="cancelled" if cancelled else "not run")
+            self._state.version += 1
+        return self.snapshot()
+
+    # -- events -------------------------------------------------------------------------------------
+    def apply(self, event: SupervisorEvent | DownloadEvent, grid: int = 0) -> GridSnapshot:
+        """Fold one event of grid `grid` into the state; returns the new snapshot."""
+        with self._lock:
+            self._fold(event, grid)
+            self._state.version += 1
+        return self.snapshot()
+
+    def _fold(self, event: Any, grid: int) -> None:
+        state = self._state
+        match event:
+            case RunQueued(index=index, total=total, run=run):
+                state.queued[grid] = index
+                self._set_status(grid, index, "starting")
+                label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
+                self._say(f"[{index + 1}/{total}] {label}: starting")
+            case RunSkipped(index=index, run=run, reason=reason):
+                self._set_status(grid, index, "skipped")
+                label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
+                self._say(self._hinted(f"[{index + 1}] {label}: skipped ({reason})", "skipped"))
+            case IdleMeasured(watts=watts, seconds=seconds):
+                self._say(formatting.idle_text(watts, seconds))
+            case CoolingDown(temperatures=temperatures, target_c=target_c):
+                self._say(formatting.cooling_text(temperatures, target_c))
+            case RunBegan():
+                self._began(event, grid)
+            case ChildEvent(run_id=run_id, event=child) if state.current is not None and \
+                    state.current.run_id == run_id:
+                self._child(child)
+            case RunStored():
+                self._stored(event, grid)
+            case SupervisorNote(text=text):
+                self._say(text, "warning")
+            case WaitingForLock():
+                self._say(self._hinted(event.describe(), "waiting"))
+            case GridStopped(cause=cause, not_started=not_started):
+                names = ", ".join(f"{r.model} {r.technique}" for r in not_started[:6])
+                more = f" and {len(not_started) - 6} more" if len(not_started) > 6 else ""
+                state.stopped = cause
+                self._say(f"grid stopped: {cause}; {len(not_started)} runs not started"
+                          + (f" ({names}{more})" if names else ""), "error")
+            case DownloadProgressed():
+                state.note = format_progress(event)  # many a second: the note only, never the log
+            case DownloadStarted() | DownloadFinished():
+                self._say(format_progress(event))
+            case DownloadFailed(what=what, reason=reason):
+                self._say(f"{what}: download failed: {reason}", "error")
+
+    def _began(self, event: RunBegan, grid: int) -> None:
+        state = self._state
+        tracker = event.tracker
+        run = event.run
+        index = state.queued.get(grid)
+        methods = tracker.methods()
+        state.current = RunView(grid=grid, run_id=event.run_id, run=run,
+                                label=formatting.run_label(run.model, run.technique, run.repeat,
+                                                           run.settings.repeats),
+                                began=self.clock(), tracker=tracker, t0=tracker.now(), methods=methods,
+                                index=index, epochs=run.settings.epochs)
+        self._set_status(grid, index, "running", run_id=event.run_id)
+        described = ", ".join(f"{c} {m}" for c, m in methods.items())
+        if described != state.meters_described:  # once per grid, and again if the meters change
+            state.meters_described = described
+            self._say(f"energy: {described}", note=False)
+            for component, why in event.fallbacks.items():
+                self._say(f"energy: {component}: {why}", note=False)
+        state.note = ""
+
+    def _child(self, event: events.Event) -> None:
+        state = self._state
+        view = state.current
+        assert view is not None
+        match event:
+            case events.RunStarted():
+                state.current = replace(view, device=event.device, batches=event.batches_per_epoch,
+                                        epochs=event.epochs,
+                                        note=f"{event.n_train} training examples, {event.input_description}")
+            case events.ModelPrepared(warnings=warnings):
+                state.current = replace(view, warnings=tuple(warnings),
+                                        note=f"warning: {warnings[-1]}" if warnings else view.note)
+                for warning in warnings:
+                    self._say(f"{view.label}: warning: {warning}", "warning")
+            case events.PhaseBegan(epoch=epoch, phase=phase):
+                state.current = replace(view, phase=phase, epoch=epoch,
+                                        batch=0 if phase == "train" else view.batch)
+            case events.BatchFinished(epoch=epoch, batch=batch, batches=batches, loss=loss):
+                state.current = replace(view, phase="train", epoch=epoch, batch=batch, batches=batches, loss=loss)
+            case events.EpochFinished():
+                state.current = replace(view, epoch=event.epoch, batch=view.batches, loss=event.train_loss,
+                                        val_accuracy=event.val_accuracy)
+                self._say(f"{view.label}: epoch {event.epoch} loss {event.train_loss:.4f} val acc "
+                          f"{event.val_accuracy:.2%} f1 {event.val_f1:.3f} ({formatting.duration(event.duration_s)})",
+                          note=False)
+            case events.LogWritten(message=message):
+                state.current = replace(view, note=message)
+                self._say(f"{view.label}: {message}", note=False)
+            case events.PhaseEnded() | events.RunFinished() | events.RunFailed():
+                pass  # the stored outcome (RunStored) tells these
+
+    def _stored(self, event: RunStored, grid: int) -> None:
+        state = self._state
+        row = event.row
+        view = state.current
+        label = view.label if view is not None else formatting.run_label(
+            event.run.model, event.run.technique, event.run.repeat, event.run.settings.repeats)
+        if view is not None and view.run_id == event.run_id:
+            state.current = replace(view, stored=row, ended=self.clock(), phase=event.status,
+                                    note=f"{event.status}: {event.error.splitlines()[0]}" if event.error else view.note)
+            self._set_status(grid, view.index, event.status, energy_j=row.get("energy_j"))
+        state.stored.append(event.run_id)
+        if event.status == "completed":
+            self._say(f"{label}: completed in {formatting.duration(row.get('duration_s'))}, "
+                      f"{formatting.energy(row.get('energy_j'))} "
+                      f"(measured {formatting.energy(row.get('energy_measured_j'))}, "
+                      f"estimated {formatting.energy(row.get('energy_estimated_j'))}), "
+                      f"val acc {formatting.accuracy(row.get('val_accuracy'))}  [run {event.run_id}]")
+        else:
+            first = event.error.splitlines()[0] if event.error else ""
+            self._say(f"{label}: {event.status.upper()}: {first}  [run {event.run_id}]",
+                      "warning" if event.status == "interrupted" else "error")
