@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Any, TextIO
 
-from greenlab.core import report, report_formats
+from greenlab.core import formatting, report, report_formats
 from greenlab.core.config import GridRun, expand_grid, load_experiments
 from greenlab.core.energy_to_target import update_energy_to_target
 from greenlab.core.fetch import Sources
@@ -77,7 +77,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         return "no completed runs to summarise"
 
     def energy(g: report.Group, metric: str) -> str:
-        return report.format_energy(g.means[metric], g.ci[metric])
+        return formatting.energy(g.means[metric], g.ci[metric])
 
     header = (f"{'model':<14} {'technique':<14} {'n':>2} {'energy':>11} {'Δ':>8} {'training':>11} {'Δ':>8} "
               f"{'time':>8} {'Δ':>8} {'val acc':>8} {'Δ':>9}")

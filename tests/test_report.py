@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from greenlab.core import report
+from greenlab.core import formatting, report
 
 
 def row(technique, energy, *, epochs=2, acc=0.9, experiment="e", model="m", **settings):
@@ -108,13 +108,13 @@ def test_confidence_interval_uses_the_exact_t_quantile():
 
 
 def test_energy_and_interval_share_a_unit():
-    assert report.format_energy(7400.0, 994.0) == "2.06±0.28 Wh"
-    assert report.format_energy(12.0, 1.5) == "12.0±1.5 J"
-    assert report.format_energy(None) == "-"
+    assert formatting.energy(7400.0, 994.0) == "2.06±0.28 Wh"
+    assert formatting.energy(12.0, 1.5) == "12.0±1.5 J"
+    assert formatting.energy(None) == "-"
 
 
 def test_the_headless_summary_says_plainly_that_one_run_cannot_show_significance():
-    from greenlab.core import report_formats
+    from greenlab.core import formatting, report_formats
 
     rows = [{**row("baseline", 100.0), "id": 1}, {**row("lowrank", 128.6), "id": 2}]
     text = report_formats.verdict_summary(report.compare(rows, metrics=("energy_training_j",)))

@@ -386,16 +386,6 @@ def _missing_note(metric: str, s: stats.TwoSample) -> str:
 
 
 # -- units ------------------------------------------------------------------------------------------------
-def format_energy(joules: float | None, ci_j: float | None = None) -> str:
-    """J below an hour's watt (3600 J), Wh above; a confidence interval is shown in the same unit."""
-    if joules is None:
-        return "-"
-    if joules >= 3600:
-        text = f"{joules / 3600:.2f} Wh"
-        return text if ci_j is None else f"{joules / 3600:.2f}±{ci_j / 3600:.2f} Wh"
-    return f"{joules:.1f} J" if ci_j is None else f"{joules:.1f}±{ci_j:.1f} J"
-
-
 def format_change(value: float | None, metric: str | None = None) -> str:
     """'+3.1%', or '+3.1 pp' for accuracy and F1 (see metric_change)."""
     if value is None:

@@ -54,7 +54,8 @@ class TableRow:
     cells: dict[str, Cell]  # technique -> cell
 
 
-def _change_text(c: Comparison | None, with_ci: bool) -> str:
+def change_text(c: Comparison | None, with_ci: bool) -> str:
+    """A comparison's change as a table shows it: +x % of the baseline (pp for accuracy), [95 % CI]."""
     if c is None:
         return "-"
     s = c.stats
@@ -99,9 +100,9 @@ def study_table(comparisons: list[Comparison], metric: str = report.HEADLINE
             if headline is None:
                 continue
             row[technique] = Cell(
-                change=_change_text(headline, with_ci=True),
-                time=_change_text(index.get((conditions, model, technique, "duration_s")), with_ci=False),
-                accuracy=_change_text(index.get((conditions, model, technique, "val_accuracy")), with_ci=False),
+                change=change_text(headline, with_ci=True),
+                time=change_text(index.get((conditions, model, technique, "duration_s")), with_ci=False),
+                accuracy=change_text(index.get((conditions, model, technique, "val_accuracy")), with_ci=False),
                 verdict=headline.verdict)
         rows.append(TableRow(label, row))
     return techniques, rows

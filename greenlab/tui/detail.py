@@ -18,8 +18,7 @@ from textual.widgets import DataTable, Footer, Header, Label, Static
 from textual_plotext import PlotextPlot
 
 from greenlab.core.energy_to_target import accuracy_curve
-from greenlab.core.report import format_energy
-from greenlab.tui.runs import energy_kind, format_accuracy, format_seconds
+from greenlab.core.formatting import accuracy, duration, energy, kind_of_row
 
 
 def _json(value: Any, default: Any) -> Any:
@@ -84,21 +83,21 @@ class DetailScreen(Screen):
         row = self.row
         if not row:
             return f"Run {self.run_id} is not in the store."
-        kind = energy_kind(row)
+        kind = kind_of_row(row)
         measured_by = [c["component"] for c in self.component_rows if c.get("method") in ("counter", "polled")]
         estimated_by = [c["component"] for c in self.component_rows if c.get("method") == "estimate"]
         lines = [
             f"[b]{escape(row['model'])} · {escape(row['technique'])}[/]  experiment {escape(str(row.get('experiment')))}"
             f"  dataset {escape(str(row.get('dataset')))}  repeat {(row.get('repeat') or 0) + 1}  "
             f"status [b]{row['status']}[/]",
-            f"energy [b]{format_energy(row.get('energy_j'))}[/]  [reverse] {kind.upper()} [/]"
+            f"energy [b]{energy(row.get('energy_j'))}[/]  [reverse] {kind.upper()} [/]"
             f" = measured {_number(row.get('energy_measured_j'), ' J')}"
             + (f" ({', '.join(measured_by)})" if measured_by else "")
             + f" + estimated {_number(row.get('energy_estimated_j'), ' J')}"
             + (f" ({', '.join(estimated_by)})" if estimated_by else "")
             + f"; net of idle {_number(row.get('energy_net_j'), ' J')}",
-            f"time {format_seconds(row.get('duration_s'))} (training {format_seconds(row.get('train_s'))})"
-            f"  val acc {format_accuracy(row.get('val_accuracy'))}  f1 {_number(row.get('val_f1'), '', 3)}"
+            f"time {duration(row.get('duration_s'))} (training {duration(row.get('train_s'))})"
+            f"  val acc {accuracy(row.get('val_accuracy'))}  f1 {_number(row.get('val_f1'), '', 3)}"
             f"  device {escape(str(row.get('device')))}",
             f"CO2e {_number(row.get('co2e_g'), ' g', 3)} at {_number(row.get('carbon_g_per_kwh'), ' g/kWh', 0)}"
             f" x PUE {row.get('pue')}  cost {_number(row.get('cost'), ' ' + str(row.get('currency') or ''), 5)}",
@@ -123,10 +122,10 @@ class DetailScreen(Screen):
         cumulative = {epoch: total for epoch, total, _accuracy in accuracy_curve(epochs)}
         for epoch in epochs:
             table.add_row(str(epoch["epoch"]), _number(epoch.get("train_loss"), "", 4),
-                          format_accuracy(epoch.get("val_accuracy")), _number(epoch.get("val_f1"), "", 3),
+                          accuracy(epoch.get("val_accuracy")), _number(epoch.get("val_f1"), "", 3),
                           _number(epoch.get("val_loss"), "", 4), _number(epoch.get("train_s")),
-                          _number(epoch.get("eval_s")), format_energy(epoch.get("energy_j")),
-                          format_energy(cumulative.get(epoch["epoch"])))
+                          _number(epoch.get("eval_s")), energy(epoch.get("energy_j")),
+                          energy(cumulative.get(epoch["epoch"])))
         if not table.row_count:
             table.add_row("-", "no epoch finished", "", "", "", "", "", "", "")
 
@@ -147,8 +146,8 @@ class DetailScreen(Screen):
         if target is None:
             plt.title("no target: no completed baseline of the same conditions" if curve else "no epoch energy")
         else:
-            plt.title(f"target {format_accuracy(target)} (baselines' mean - 1 pp): "
-                      + (f"reached after {format_energy(reached)}" if reached is not None else "never reached"))
+            plt.title(f"target {accuracy(target)} (baselines' mean - 1 pp): "
+                      + (f"reached after {energy(reached)}" if reached is not None else "never reached"))
         plot.refresh()
 
     def _components(self) -> None:
@@ -156,8 +155,8 @@ class DetailScreen(Screen):
         for label in ("component", "energy", "method", "idle W", "net", "inputs", "flags"):
             table.add_column(label, key=label)
         for row in self.component_rows:
-            table.add_row(row["component"], format_energy(row.get("energy_j")), row.get("method") or "-",
-                          _number(row.get("idle_w")), format_energy(row.get("net_energy_j")),
+            table.add_row(row["component"], energy(row.get("energy_j")), row.get("method") or "-",
+                          _number(row.get("idle_w")), energy(row.get("net_energy_j")),
                           _inputs(_json(row.get("inputs"), {})), ", ".join(_json(row.get("flags"), [])) or "-")
         if not table.row_count:
             table.add_row("-", "-", "no components stored", "", "", "", "")

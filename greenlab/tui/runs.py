@@ -20,36 +20,12 @@ from textual.widgets import DataTable, Label, Select
 from textual_plotext import PlotextPlot
 
 from greenlab.core import report
-from greenlab.core.report import changes, format_change, format_energy
+from greenlab.core.formatting import accuracy, duration, energy, kind_of_row
+from greenlab.core.report import changes, format_change
+from greenlab.core.report_formats import change_text
 from greenlab.core.store import STATUSES
 
 FILTERS = ("model", "technique", "status")
-
-
-def format_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes = int(seconds) // 60
-    return f"{minutes // 60}:{minutes % 60:02d}:{int(seconds) % 60:02d}" if minutes >= 60 else \
-        f"{minutes}:{int(seconds) % 60:02d}"
-
-
-def format_accuracy(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def energy_kind(row: dict[str, Any]) -> str:
-    """How the run's energy was obtained, at a glance: measured, estimated or mixed."""
-    measured, estimated = row.get("energy_measured_j") or 0.0, row.get("energy_estimated_j") or 0.0
-    if measured and estimated:
-        return "mixed"
-    if measured:
-        return "measured"
-    if estimated:
-        return "estimated"
-    return "-"
 
 
 @dataclass(frozen=True)
@@ -65,22 +41,22 @@ COLUMNS: tuple[Column, ...] = (
     Column("id", "id", lambda r: r["id"], lambda r: str(r["id"]), True),
     Column("model", "model", lambda r: r["model"], lambda r: r["model"]),
     Column("technique", "technique", lambda r: r["technique"], lambda r: r["technique"]),
-    Column("energy", "energy", lambda r: r.get("energy_j"), lambda r: format_energy(r.get("energy_j")), True),
+    Column("energy", "energy", lambda r: r.get("energy_j"), lambda r: energy(r.get("energy_j")), True),
     Column("d_energy", "Δ energy", lambda r: r.get("change_energy_j"),
            lambda r: format_change(r.get("change_energy_j")), True),
-    Column("accuracy", "acc", lambda r: r.get("val_accuracy"), lambda r: format_accuracy(r.get("val_accuracy")),
+    Column("accuracy", "acc", lambda r: r.get("val_accuracy"), lambda r: accuracy(r.get("val_accuracy")),
            True),
     Column("d_accuracy", "Δ acc", lambda r: r.get("change_val_accuracy"),
            lambda r: format_change(r.get("change_val_accuracy"), "val_accuracy"), True),
     Column("training", "training", lambda r: r.get("energy_training_j"),
-           lambda r: format_energy(r.get("energy_training_j")), True),
+           lambda r: energy(r.get("energy_training_j")), True),
     Column("d_training", "Δ training", lambda r: r.get("change_energy_training_j"),
            lambda r: format_change(r.get("change_energy_training_j")), True),
     Column("status", "status", lambda r: r["status"], lambda r: r["status"]),
-    Column("time", "time", lambda r: r.get("duration_s"), lambda r: format_seconds(r.get("duration_s")), True),
+    Column("time", "time", lambda r: r.get("duration_s"), lambda r: duration(r.get("duration_s")), True),
     Column("d_time", "Δ time", lambda r: r.get("change_duration_s"),
            lambda r: format_change(r.get("change_duration_s")), True),
-    Column("method", "energy is", energy_kind, energy_kind),
+    Column("method", "energy is", kind_of_row, kind_of_row),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 
@@ -198,20 +174,20 @@ class RunsPane(Vertical):
         self._chart()
 
     def _verdicts(self) -> None:
-        """One row per technique and conditions among the shown runs: n, ratio [95 % CI], verdict, and the
-        accuracy difference in pp (greenlab.core.report.compare, as `greenlab report` computes them)."""
+        """One row per technique and conditions among the shown runs: n, the training-energy change [95 % CI],
+        the verdict and the accuracy difference in pp [95 % CI], as `greenlab report` computes and writes them."""
         table = self.query_one("#verdicts-table", DataTable)
         table.clear(columns=True)
-        for label in ("model", "technique", "n", "energy ratio [95 % CI]", "verdict", "Δ acc [95 % CI]"):
+        for label in ("model", "technique", "n", "Δ energy [95 % CI]", "verdict", "Δ acc [95 % CI]"):
             table.add_column(label, key=label)
         shown = {row["id"] for row in self.shown}
         comparisons = report.compare(self.rows, metrics=(report.HEADLINE, "val_accuracy"),
                                      include=lambda row: row["id"] in shown)
-        accuracy = {(c.conditions, c.technique): c for c in comparisons if c.metric == "val_accuracy"}
+        accuracy_of = {(c.conditions, c.technique): c for c in comparisons if c.metric == "val_accuracy"}
         for c in (c for c in comparisons if c.metric == report.HEADLINE):
-            table.add_row(c.model, c.technique, f"{c.stats.n} v {c.stats.n_baseline}", _ratio_text(c.stats),
+            table.add_row(c.model, c.technique, f"{c.stats.n} v {c.stats.n_baseline}", change_text(c, with_ci=True),
                           Text(c.verdict, style=_VERDICT_STYLE.get(c.verdict, "")),
-                          _difference_text(accuracy.get((c.conditions, c.technique))))
+                          change_text(accuracy_of.get((c.conditions, c.technique)), with_ci=True))
         if not table.row_count:
             table.add_row("-", "no technique with a completed baseline among the shown runs", "", "", "", "")
 
@@ -283,24 +259,6 @@ class RunsPane(Vertical):
 
 # Emphasis, not colour: the words carry the verdict; bold marks the two that claim an effect.
 _VERDICT_STYLE = {"saves": "bold", "costs": "bold reverse"}
-
-
-def _ratio_text(s: Any) -> str:
-    if s.ratio is None:
-        return "-"
-    if s.ratio_ci_low is None or s.ratio_ci_high is None:
-        return f"{s.ratio:.3f}"
-    return f"{s.ratio:.3f} [{s.ratio_ci_low:.3f}, {s.ratio_ci_high:.3f}]"
-
-
-def _difference_text(comparison: Any) -> str:
-    if comparison is None or comparison.stats.difference is None:
-        return "-"
-    s = comparison.stats
-    text = f"{100 * s.difference:+.1f} pp"
-    if s.difference_ci_low is not None and s.difference_ci_high is not None:
-        text += f" [{100 * s.difference_ci_low:+.1f}, {100 * s.difference_ci_high:+.1f}]"
-    return text
 
 
 def _status_style(status: str) -> str:
