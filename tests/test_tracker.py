@@ -12,11 +12,29 @@ from greenlab.core.energy.meter import Meter
 from greenlab.core.energy.tracker import EnergyTracker
 
 
+class Clock:
+    """A monotonic clock that moves when told: tests step time instead of sleeping."""
+
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def advance(tracker: EnergyTracker, clock: Clock, seconds: float, hz: float = 50.0) -> None:
+    """What the sampling thread does for `seconds`: a sample every 1/hz, on the stepped clock."""
+    for _ in range(round(seconds * hz)):
+        clock.t += 1 / hz
+        tracker.sample()
+
+
 class FakeCounterGpu(Meter):
     """A GPU with an energy counter at `watts`, whose polled power reads `polled_factor` x the truth."""
 
-    def __init__(self, watts: float = 100.0, polled_factor: float = 1.0) -> None:
-        self.watts, self.polled_factor, self.t0 = watts, polled_factor, time.monotonic()
+    def __init__(self, watts: float = 100.0, polled_factor: float = 1.0, clock=time.monotonic) -> None:
+        self.watts, self.polled_factor, self.clock = watts, polled_factor, clock
+        self.t0 = clock()
 
     def components(self):
         return ["gpu0"]
@@ -25,7 +43,7 @@ class FakeCounterGpu(Meter):
         return "counter"
 
     def energy_j(self):
-        return {"gpu0": self.watts * (time.monotonic() - self.t0)}
+        return {"gpu0": self.watts * (self.clock() - self.t0)}
 
     def power_w(self):
         return {"gpu0": self.watts * self.polled_factor}
@@ -40,44 +58,50 @@ class FakePolledGpu(FakeCounterGpu):
 
 
 def test_counter_window_and_polled_cross_check():
-    tracker = EnergyTracker([FakeCounterGpu(100.0)], sample_hz=50)
-    tracker.start()
+    clock = Clock()
+    tracker = EnergyTracker([FakeCounterGpu(100.0, clock=clock)], sample_hz=50, clock=clock)
     tracker.begin_window("w")
-    time.sleep(0.5)
+    advance(tracker, clock, 0.5)
     result = tracker.end_window("w")
-    tracker.stop()
     gpu = result.components["gpu0"]
     assert gpu.method == "counter" and gpu.measured
-    assert abs(gpu.energy_j - 100.0 * result.seconds) < 1.0
+    assert result.seconds == pytest.approx(0.5) and gpu.energy_j == pytest.approx(50.0)
     assert abs(gpu.inputs["polled_j"] - gpu.energy_j) / gpu.energy_j < 0.1
     assert "counter_polled_disagree" not in gpu.flags
     assert result.split_j() == (gpu.energy_j, 0.0)
 
 
 def test_disagreeing_counter_and_polled_are_flagged():
-    tracker = EnergyTracker([FakeCounterGpu(100.0, polled_factor=1.5)], sample_hz=50)
-    tracker.start()
+    clock = Clock()
+    tracker = EnergyTracker([FakeCounterGpu(100.0, polled_factor=1.5, clock=clock)], sample_hz=50, clock=clock)
     tracker.begin_window("w")
-    time.sleep(0.4)
+    advance(tracker, clock, 0.4)
     result = tracker.end_window("w")
-    tracker.stop()
     assert "counter_polled_disagree" in result.components["gpu0"].flags
 
 
 def test_polled_only_gpu_integrates_samples():
-    tracker = EnergyTracker([FakePolledGpu(50.0)], sample_hz=50)
-    tracker.start()
+    clock = Clock()
+    tracker = EnergyTracker([FakePolledGpu(50.0, clock=clock)], sample_hz=50, clock=clock)
     tracker.begin_window("w")
-    time.sleep(0.4)
+    advance(tracker, clock, 0.4)
     result = tracker.end_window("w")
-    tracker.stop()
     gpu = result.components["gpu0"]
     assert gpu.method == "polled"
-    assert abs(gpu.energy_j - 50.0 * result.seconds) < 2.5
+    assert gpu.energy_j == pytest.approx(50.0 * 0.4)
     samples = tracker.drain_samples()
     assert samples and all(c == "gpu0" for _, c, _ in samples)
     assert tracker.drain_samples() == []  # drained once
-    assert tracker.sampler_cpu_s >= 0
+
+
+def test_the_sampling_thread_samples_and_stops():
+    tracker = EnergyTracker([FakePolledGpu(50.0)], sample_hz=50)
+    tracker.start()
+    deadline = time.monotonic() + 5
+    while tracker.sample_count < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    tracker.stop()
+    assert tracker.sample_count >= 3 and tracker.sampler_cpu_s >= 0
 
 
 def test_history_is_bounded():
@@ -88,9 +112,10 @@ def test_history_is_bounded():
 
 
 def test_idle_baseline_in_watts():
-    tracker = EnergyTracker([FakeCounterGpu(30.0)], sample_hz=20)
-    idle = tracker.measure_idle(0.3)
-    assert abs(idle["gpu0"] - 30.0) < 1.0
+    clock = Clock()
+    tracker = EnergyTracker([FakeCounterGpu(30.0, clock=clock)], sample_hz=20, clock=clock)
+    idle = tracker.measure_idle(0.3, wait=lambda seconds: advance(tracker, clock, seconds))
+    assert idle["gpu0"] == pytest.approx(30.0)
 
 
 def test_cpu_estimate_follows_process_cpu_seconds_and_stores_inputs():
@@ -239,10 +264,11 @@ class FlakyCounter(FakeCounterGpu):
 
 
 def test_a_failed_read_at_a_window_edge_is_flagged():
-    meter = FlakyCounter(100.0)
-    tracker = EnergyTracker([meter], sample_hz=10)
+    clock = Clock()
+    meter = FlakyCounter(100.0, clock=clock)
+    tracker = EnergyTracker([meter], sample_hz=10, clock=clock)
     tracker.begin_window("w")
-    time.sleep(0.2)
+    clock.t += 0.2
     meter.failing = True
     result = tracker.end_window("w")
     gpu = result.components["gpu0"]

@@ -60,17 +60,15 @@ def change_text(c: Comparison | None, with_ci: bool) -> str:
         return "-"
     s = c.stats
     if c.in_pp:
-        if s.difference is None:
-            return "-"
-        text = f"{100 * s.difference:+.1f} pp"
-        if with_ci and s.difference_ci_low is not None and s.difference_ci_high is not None:
-            text += f" [{100 * s.difference_ci_low:+.1f}, {100 * s.difference_ci_high:+.1f}]"
-        return text
-    if s.ratio is None:
+        centre, low, high, unit = s.difference, s.difference_ci_low, s.difference_ci_high, "pp"
+    else:
+        centre, low, high = (None if v is None else v - 1 for v in (s.ratio, s.ratio_ci_low, s.ratio_ci_high))
+        unit = "%"
+    if centre is None:
         return "-"
-    text = f"{100 * (s.ratio - 1):+.1f} %"
-    if with_ci and s.ratio_ci_low is not None and s.ratio_ci_high is not None:
-        text += f" [{100 * (s.ratio_ci_low - 1):+.1f}, {100 * (s.ratio_ci_high - 1):+.1f}]"
+    text = f"{100 * centre:+.1f} {unit}"
+    if with_ci and low is not None and high is not None:
+        text += f" [{100 * low:+.1f}, {100 * high:+.1f}]"
     return text
 
 
