@@ -13,59 +13,17 @@ import signal
 import sys
 from typing import Any, TextIO
 
+from greenlab.console import Progress
 from greenlab.core import formatting, report, report_formats
 from greenlab.core.config import GridRun, expand_grid, load_experiments
 from greenlab.core.energy_to_target import update_energy_to_target
 from greenlab.core.fetch import Sources
 from greenlab.core.hostlock import ensure_free
-from greenlab.core.progress import GridPresenter, RunView
 from greenlab.core.runner import RunSupervisor
 from greenlab.core.store import Store
 from greenlab.prepare import prepare_grid
-from greenlab.terminal import TerminalLines
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class Progress:
-    """Prints what changed between the presenter's snapshots: new log lines, and a bar on a terminal."""
-
-    def __init__(self, out: TextIO, presenter: GridPresenter | None = None) -> None:
-        self.terminal = TerminalLines(out)
-        self.presenter = presenter or GridPresenter(hints={"skipped": "--force reruns",
-                                                           "waiting": "--no-wait exits instead"})
-        self.snapshot = self.presenter.snapshot()
-        self._printed = 0
-
-    def line(self, text: str) -> None:
-        self.terminal.line(text)
-
-    @property
-    def run_open(self) -> bool:
-        current = self.snapshot.current
-        return current is not None and current.stored is None
-
-    @property
-    def stopped(self) -> str | None:
-        return self.snapshot.stopped
-
-    def __call__(self, event: Any) -> None:
-        self.snapshot = self.presenter.apply(event)
-        for line in self.snapshot.new_lines(self._printed):
-            self.terminal.line(line.text)
-            self._printed = line.seq
-        current = self.snapshot.current
-        if self.run_open and current is not None and current.phase == "train" and current.batches:
-            self.terminal.bar(_bar_text(current))
-
-
-def _bar_text(view: RunView) -> str:
-    width = 20
-    filled = int(width * view.batch / max(view.batches, 1))
-    watts = " ".join(f"{c} {w:.0f}W" for c, w in view.tracker.latest().items()) if view.tracker else ""
-    loss = f" loss {view.loss:.3f}" if view.loss is not None else ""
-    return (f"{view.label} e{view.epoch} [{'#' * filled}{'.' * (width - filled)}] {view.batch}/{view.batches}"
-            f"{loss} {watts}")
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:

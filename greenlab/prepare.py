@@ -1,7 +1,8 @@
 """The terminal face of preflight and fetch: `greenlab --fetch FILE`, and readying a grid before --headless.
 
-A thin face on greenlab.core.preflight and greenlab.core.fetch: it draws their download events (a
-one-line bar with bytes, rate and ETA on a terminal, plain lines otherwise) and turns what cannot be
+A thin face on greenlab.core.preflight and greenlab.core.fetch: their download events go through the
+console face (greenlab.console: a one-line bar with bytes, rate and ETA on a terminal, a line per quarter
+otherwise) and turns what cannot be
 fetched into one located line each and exit code 2. Nothing here opens the run store.
 """
 
@@ -11,30 +12,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from greenlab.console import Progress
 from greenlab.core import fetch, preflight
 from greenlab.core.config import GridRun, expand_grid, load_experiments
-from greenlab.terminal import TerminalLines
-
-
-class DownloadBar:
-    """Draws download events: a redrawn bar on a terminal, a line per quarter on a pipe or a log."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.terminal = TerminalLines(out)
-        self._quarters: dict[str, int] = {}
-
-    def __call__(self, event: fetch.DownloadEvent) -> None:
-        if isinstance(event, fetch.DownloadFailed):
-            self.terminal.line(f"{event.what}: FAILED (why, and the fix, at the end)")
-        elif not isinstance(event, fetch.DownloadProgressed):
-            self.terminal.line(fetch.format_progress(event))
-        elif self.terminal.tty:
-            self.terminal.bar(fetch.format_progress(event))
-        elif event.total_bytes:
-            quarter = int(4 * event.done_bytes / event.total_bytes)
-            if quarter > self._quarters.get(event.what, 0):
-                self._quarters[event.what] = quarter
-                self.terminal.line(fetch.format_progress(event))
 
 
 def _failures(report: fetch.FetchReport) -> fetch.FetchError:
@@ -48,7 +28,7 @@ def prepare_grid(grid: list[GridRun], source: str | Path, *, out: TextIO = sys.s
     report = preflight.check_file(grid, source, sources=sources)
     report.raise_for_problems()
     if report.to_fetch:
-        fetched = fetch.fetch_all(report.to_fetch, DownloadBar(out), reachable=report.reachable)
+        fetched = fetch.fetch_all(report.to_fetch, Progress(out), reachable=report.reachable)
         if fetched.failed:
             raise _failures(fetched)
 
@@ -65,7 +45,7 @@ def run_fetch(path: str, *, out: TextIO = sys.stdout, sources: fetch.Sources | N
                   f"nothing to download: {path} runs offline (no dataset or weights to fetch)\n")
         return 0
     out.write(f"greenlab: {len(todo)} to download for {path}" + (f" ({present} present)" if present else "") + "\n")
-    report = fetch.fetch_all(todo, DownloadBar(out))
+    report = fetch.fetch_all(todo, Progress(out))
     if report.failed:
         raise _failures(report)
     out.write(f"fetched {len(report.fetched)}: the grid of {path} can now run offline\n")

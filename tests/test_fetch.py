@@ -15,7 +15,8 @@ import pytest
 
 from greenlab.core import fetch
 from greenlab.core.config import expand_grid, parse_experiments
-from greenlab.prepare import DownloadBar, run_fetch
+from greenlab.console import Progress
+from greenlab.prepare import run_fetch
 from tests.conftest import QUICK_DEFAULTS, REPO, run_cli
 from tests.test_preflight import closed_port
 
@@ -166,7 +167,7 @@ def test_bar_redraws_one_line_on_a_terminal():
             return True
 
     out = Terminal()
-    bar = DownloadBar(out)
+    bar = Progress(out)
     bar(fetch.DownloadStarted("x", "http://h/x", "/tmp/x", 100))
     bar(fetch.DownloadProgressed("x", 50, 100, 10.0, 5.0))
     bar(fetch.DownloadFinished("x", "/tmp/x", 100, 1.0, "md5 abc verified"))

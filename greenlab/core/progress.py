@@ -44,7 +44,7 @@ class QueueEntry:
 class LogLine:
     seq: int  # increases by one per line, across the presenter's life
     text: str
-    level: str = "info"  # info | warning | error
+    level: str = "info"  # info | warning | error | progress (a line a face with a live bar may skip)
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,7 @@ class _State:
     seq: int = 0
     queued: dict[int, int | None] = field(default_factory=dict)  # grid -> index of the run being prepared
     meters_described: str = ""
+    download_quarters: dict[str, int] = field(default_factory=dict)
 
 
 class GridPresenter:
@@ -232,12 +233,17 @@ class GridPresenter:
                 state.stopped = cause
                 self._say(f"grid stopped: {cause}; {len(not_started)} runs not started"
                           + (f" ({names}{more})" if names else ""), "error")
-            case DownloadProgressed():
-                state.note = format_progress(event)  # many a second: the note only, never the log
+            case DownloadProgressed(what=what, done_bytes=done, total_bytes=total):
+                # Many a second: the note carries each; the log only each quarter, for faces without a bar.
+                state.note = format_progress(event)
+                quarter = int(4 * done / total) if total else 0
+                if quarter > state.download_quarters.get(what, 0):
+                    state.download_quarters[what] = quarter
+                    self._say(state.note, "progress")
             case DownloadStarted() | DownloadFinished():
                 self._say(format_progress(event))
             case DownloadFailed(what=what, reason=reason):
-                self._say(f"{what}: download failed: {reason}", "error")
+                self._say(f"{what}: FAILED: {reason}", "error")
 
     def _began(self, event: RunBegan, grid: int) -> None:
         state = self._state
