@@ -91,10 +91,11 @@ class RunsPane(Vertical):
         Binding("f5", "reload", "Refresh", id="runs.reload", show=False),  # it refreshes itself on every stored run
     ]
 
+    @dataclass
     class DetailRequested(Message):
-        def __init__(self, run_id: int) -> None:
-            super().__init__()
-            self.run_id = run_id
+        """Open this run's detail screen."""
+
+        run_id: int
 
     def __init__(self, read_runs: Callable[[], list[dict[str, Any]]], *, id: str | None = None) -> None:
         super().__init__(id=id)

@@ -7,6 +7,7 @@ posts `GridRequested` with a validated grid and the app's worker takes it from t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from textual import on
@@ -44,12 +45,13 @@ def model_prompt(spec: zoo.ModelSpec) -> str:
 class SetupPane(Vertical):
     """The form and its two actions (run the selection; load a file and queue its grid)."""
 
+    @dataclass
     class GridRequested(Message):
         """A validated grid to queue; `source` says where it came from (the form or a file)."""
 
-        def __init__(self, runs: list[GridRun], force: bool, source: str) -> None:
-            super().__init__()
-            self.runs, self.force, self.source = runs, force, source
+        runs: list[GridRun]
+        force: bool
+        source: str
 
     def __init__(self, experiments_path: str | None = None, *, id: str | None = None) -> None:
         super().__init__(id=id)
