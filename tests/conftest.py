@@ -30,6 +30,7 @@ def _session_lock_dir(tmp_path_factory):
     """Module-scoped fixtures start before `_isolated`: their grids get a host lock of the session's own."""
     patch = pytest.MonkeyPatch()
     patch.setenv("GREENLAB_LOCK_DIR", str(tmp_path_factory.mktemp("lock")))
+    patch.setenv("GREENLAB_CONFIG", str(tmp_path_factory.mktemp("config") / "config.toml"))
     yield
     patch.undo()
 
@@ -40,6 +41,8 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("GREENLAB_DATA_DIR", str(tmp_path / "data"))
     # No real RAPL tree can leak into tests on a machine that has one.
     monkeypatch.setenv("GREENLAB_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
+    # The TUI's preferences: never the user's file, never another test's.
+    monkeypatch.setenv("GREENLAB_CONFIG", str(tmp_path / "config" / "config.toml"))
     # Each test its own host lock: tests never wait for one another's grids.
     monkeypatch.setenv("GREENLAB_LOCK_DIR", str(tmp_path / "lock"))
 

@@ -16,7 +16,8 @@ from textual.widgets import Input, SelectionList, Static, TabbedContent
 
 from greenlab.core.progress import live
 from greenlab.core.store import Store
-from greenlab.tui.app import ConfirmQuit, GreenLabApp
+from greenlab.tui.app import GreenLabApp
+from greenlab.tui.dialogs import CancelChoice, ConfirmQuit
 from greenlab.tui.detail import DetailScreen
 from tests.tui_demo import seed_store
 
@@ -127,6 +128,8 @@ async def test_run_tinycnn_from_the_keyboard(tmp_path, monkeypatch):
         await pilot.press("enter")
         await _wait(pilot, lambda: queue.row_count == 2 and not app.running
                     and str(queue.get_row_at(1)[1]) == "skipped", 20, "the file's grid to be skipped")
+        assert any("skipped: already stored (tick force rerun in Setup)" in str(n.message)
+                   for n in app._notifications)  # not "Started 1 runs"
         await pilot.press("3")
         assert app.query_one("#runs-table").row_count == 1
 
@@ -156,7 +159,9 @@ async def test_cancel_stores_the_run_as_interrupted(tmp_path):
         assert isinstance(app.screen, ConfirmQuit)
         await pilot.press("n")
         assert not isinstance(app.screen, ConfirmQuit) and app.running
-        await pilot.press("x")
+        await pilot.press("x")  # asks: this run, the whole queue, or keep running
+        assert isinstance(app.screen, CancelChoice)
+        await pilot.press("a")
         await _wait(pilot, lambda: app.live.current.stored is not None, 30, "the cancelled run to be stored")
         await _wait(pilot, lambda: not app.running, 10, "the grid to end")
         assert app.runs_pane.shown[0]["status"] == "interrupted"
@@ -166,6 +171,32 @@ async def test_cancel_stores_the_run_as_interrupted(tmp_path):
     row = store.runs()[0]
     assert row["status"] == "interrupted" and row["error"] == "cancelled by the user"
     assert row["energy_j"] and store.samples(row["id"])  # the partial data is kept
+    store.close()
+
+
+@pytest.mark.slow
+@sync
+async def test_x_can_stop_only_the_current_run_and_the_queue_goes_on(tmp_path):
+    long = QUICK.replace("epochs = 2", "epochs = 50").replace("max_train_batches = 3\n", "")
+    app = GreenLabApp(db=tmp_path / "runs.db",
+                      experiments=_file(tmp_path, long.replace("resnet18", "tinycnn") + "repeats = 2\n"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await _wait(pilot, lambda: app.live.current is not None, 30, "the first run to begin")
+        first = app.live.current.run_id
+        await pilot.press("x")
+        await pilot.press("escape")  # keep running
+        assert not isinstance(app.screen, CancelChoice) and app.running
+        await pilot.press("x", "r")
+        await _wait(pilot, lambda: app.live.current is not None and app.live.current.run_id != first, 60,
+                    "the next run to begin after the first was stopped")
+        await pilot.press("x", "a")
+        await _wait(pilot, lambda: not app.running, 30, "the grid to end")
+    store = Store(tmp_path / "runs.db")
+    rows = store.runs()
+    assert [r["status"] for r in rows] == ["interrupted", "interrupted"]
+    assert "this run only" in rows[0]["error"] and rows[1]["error"] == "cancelled by the user"
     store.close()
 
 
@@ -225,7 +256,7 @@ async def test_runs_pane_sorts_filters_marks_and_opens_detail(tmp_path):
         await pilot.press("3")
         runs = app.runs_pane
         assert len(runs.shown) == 14
-        await pilot.press("s", "s", "s")  # id -> model -> technique -> energy
+        await pilot.press("s", "s", "s", "s")  # id -> model -> technique -> status -> energy
         assert runs.sort_column == "energy"
         energies = [r["energy_j"] for r in runs.shown]
         assert energies == sorted(energies)

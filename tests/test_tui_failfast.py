@@ -37,7 +37,7 @@ async def test_waiting_for_the_lock_shows_in_the_live_pane_and_cancels(tmp_path)
             await pilot.press("ctrl+r")
             await _wait(pilot, lambda: "waiting for another grid" in app.live.note, 30, "the waiting note")
             assert f"pid {os.getpid()}" in app.live.note and "the-other-grid.db" in app.live.note
-            await pilot.press("x")
+            await pilot.press("x", "a")  # stop the whole queue
             await _wait(pilot, lambda: not app.running, 20, "the cancel while waiting")
             assert str(app.query_one("#queue").get_row_at(0)[1]) == "cancelled"
     assert Store(tmp_path / "runs.db").runs() == []

@@ -98,6 +98,7 @@ class RunSupervisor:
         self.listener_errors: list[str] = []
         self._child_lock = threading.Lock()
         self._cancel = threading.Event()
+        self._cancel_one = threading.Event()  # cancel_current: this run only
         self._child: RunChild | None = None
         self._idle_cache: dict[tuple[str, ...], dict[str, float]] = {}
         # Children start from a fork server that imported torch once (GREENLAB_LAUNCHER=spawn: a fresh
@@ -120,6 +121,11 @@ class RunSupervisor:
     def cancel(self) -> None:
         """Stop the current run (stored as interrupted) and every run after it."""
         self._cancel.set()
+        self._terminate_child()
+
+    def cancel_current(self) -> None:
+        """Stop only the run in progress (stored as interrupted); the grid goes on with the next run."""
+        self._cancel_one.set()
         self._terminate_child()
 
     @property
@@ -256,7 +262,7 @@ class RunSupervisor:
         record.t0 = tracker.now()
         raised: BaseException | None = None
         try:
-            if self.cancelled:  # cancelled between the start of the run and the child's start
+            if self.cancelled or self._cancel_one.is_set():  # cancelled before the child started
                 child.terminate()
             for event in child.events(tick=lambda: self._flush_samples(record, tracker, writer),
                                       tick_s=_SAMPLE_FLUSH_S):
@@ -278,6 +284,7 @@ class RunSupervisor:
                 stored = self._finish(record, tracker, child, writer, cpu_before)
             finally:
                 writer.close()
+                self._cancel_one.clear()  # "this run only" is spent: the next run starts clean
         if raised is not None:
             raise raised
         return stored
@@ -288,6 +295,8 @@ class RunSupervisor:
             return "completed", None  # finished before a late cancel arrived: it counts
         if self.cancelled:
             return "interrupted", "cancelled by the user"
+        if self._cancel_one.is_set():
+            return "interrupted", "cancelled by the user (this run only; the grid went on)"
         if record.supervisor_error is not None:
             return "failed", f"the supervising process failed: {record.supervisor_error}"
         if record.child_status == "failed":

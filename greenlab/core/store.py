@@ -224,6 +224,16 @@ class Store:
                 self.db.execute(f"delete from samples where run_id = ? and component in "
                                 f"({', '.join('?' for _ in names)})", [run_id, *names])
 
+    def delete_runs(self, run_ids: list[int]) -> int:
+        """Delete runs with their epochs, samples, energy components and capacity curves; returns how many."""
+        if not run_ids:
+            return 0
+        marks = ", ".join("?" for _ in run_ids)
+        with self.db.conn:
+            for table in ("epochs", "samples", "energy_components", "capacity"):
+                self.db.execute(f"delete from {table} where run_id in ({marks})", run_ids)
+            return self.db.execute(f"delete from runs where id in ({marks})", run_ids).rowcount
+
     def set_capacity(self, run_id: int, curve: list[tuple[int, float]]) -> None:
         with self.db.conn:
             self.db["capacity"].upsert_all([{"run_id": run_id, "bits": int(b), "val_accuracy": a}
@@ -258,6 +268,12 @@ class Store:
 
     def epochs(self, run_id: int) -> list[dict[str, Any]]:
         return list(self.db.query("select * from epochs where run_id = ? order by epoch", [run_id]))
+
+    def last_epoch_accuracies(self) -> dict[int, float]:
+        """Each run's validation accuracy at its last stored epoch (a stopped run's partial result)."""
+        rows = self.db.query("select run_id, val_accuracy from epochs e where epoch = "
+                             "(select max(epoch) from epochs where run_id = e.run_id)")
+        return {row["run_id"]: row["val_accuracy"] for row in rows if row["val_accuracy"] is not None}
 
     def samples(self, run_id: int) -> list[dict[str, Any]]:
         return list(self.db.query("select * from samples where run_id = ? order by t_s", [run_id]))

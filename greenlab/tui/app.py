@@ -19,9 +19,9 @@ from typing import Any, Iterable
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Grid
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Footer, Header, Label, TabbedContent, TabPane
+from textual.css.query import NoMatches
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from greenlab.core import fetch, formatting, preflight
@@ -30,35 +30,18 @@ from greenlab.core.progress import GridPresenter
 from greenlab.core.errors import ConfigError, GreenLabError
 from greenlab.core.runner import RunSupervisor
 from greenlab.core.store import Store
-from greenlab.tui import messages
+from greenlab.tui import messages, preferences
 from greenlab.tui.detail import DetailScreen
+from greenlab.tui.dialogs import CancelChoice, ConfirmQuit, HelpScreen, Question
 from greenlab.tui.live import LivePane
 from greenlab.tui.runs import RunsPane
 from greenlab.tui.setup import SetupPane
 from greenlab.tui.themes import DEFAULT_THEME, load_themes
 
 PANES = {"setup": "Setup", "live": "Live", "runs": "Runs"}
-KEYS = {"setup": "1", "live": "2", "runs": "3"}
-
-
-class ConfirmQuit(ModalScreen[bool]):
-    """Asked when quitting while a run trains: quitting cancels it (stored as interrupted)."""
-
-    BINDINGS = [Binding("y", "answer(True)", "Yes", id="quit.yes"),
-                Binding("n,escape", "answer(False)", "No", id="quit.no")]
-
-    def compose(self) -> ComposeResult:
-        with Grid(id="confirm"):
-            yield Label("A run is in progress. Quit anyway? It will be cancelled and stored as "
-                        "interrupted, with what it measured so far.", id="confirm-question")
-            yield Button("Quit (y)", variant="error", id="confirm-yes")
-            yield Button("Keep running (n)", variant="primary", id="confirm-no")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm-yes")
-
-    def action_answer(self, answer: bool) -> None:
-        self.dismiss(answer)
+KEYS = {"setup": "F2", "live": "F3", "runs": "F4"}
+# Toasts go after a few seconds; what must stay (a refused setting, a failed run) stays in its pane too.
+ERROR_TOAST_S = 8
 
 
 class GreenLabApp(App[int]):
@@ -66,20 +49,27 @@ class GreenLabApp(App[int]):
 
     CSS_PATH = Path(__file__).with_name("greenlab.tcss")  # absolute: subclasses elsewhere keep it
     TITLE = "GreenLab"
+    NOTIFICATION_TIMEOUT = 4
     SUB_TITLE = "energy of fine-tuning, with and without compression"
     # Width classes on the screen let the stylesheet stack columns on an 80-column terminal.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
     # Height classes: a short terminal (24 rows) gives the runs table the room and hides the chart (c shows it).
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [
-        # The tabs already show these keys ("1 Setup"); keeping them out of the footer leaves room at 80 columns.
-        Binding("1", "show_pane('setup')", "Setup", id="pane.setup", show=False),
-        Binding("2", "show_pane('live')", "Live", id="pane.live", show=False),
-        Binding("3", "show_pane('runs')", "Runs", id="pane.runs", show=False),
+        # Function keys switch panes from anywhere: they never type into a field. The digits do the same
+        # when no text field has focus (in one, a digit is text).
+        Binding("f2", "show_pane('setup')", "Setup", id="pane.setup"),
+        Binding("f3", "show_pane('live')", "Live", id="pane.live"),
+        Binding("f4", "show_pane('runs')", "Runs", id="pane.runs"),
+        Binding("1", "pane_key('setup')", "Setup (no field focused)", id="pane.setup.digit", show=False),
+        Binding("2", "pane_key('live')", "Live (no field focused)", id="pane.live.digit", show=False),
+        Binding("3", "pane_key('runs')", "Runs (no field focused)", id="pane.runs.digit", show=False),
+        Binding("escape", "leave_field", "Leave the field", id="field.leave", show=False),
         # Running is app-wide so ctrl+r works from any pane, with whatever the setup form holds.
         Binding("ctrl+r", "run_selection", "Run", id="run.selection", tooltip="Run the selection in Setup"),
         Binding("ctrl+o", "load_file", "Load file", id="run.file", show=False),
-        Binding("x", "cancel_run", "Cancel run", id="run.cancel"),
+        Binding("x", "cancel_run", "Cancel", id="run.cancel"),
+        Binding("question_mark,f1", "help", "Help", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
@@ -89,7 +79,9 @@ class GreenLabApp(App[int]):
         self.db_path = db
         self.experiments_path = experiments
         self.theme_problems: list[str] = []
-        self._requested_theme = theme or DEFAULT_THEME
+        self.preferences, self.preference_problems = preferences.load()
+        self._saved_preferences: preferences.Preferences | None = None
+        self._requested_theme = theme or self.preferences.theme or DEFAULT_THEME
         self._clock = clock or time.monotonic
         # One understanding of the grids for the whole app: the worker folds events in, the panes read it.
         self.presenter = GridPresenter(clock=self._clock, hints={"skipped": "tick force rerun in Setup"})
@@ -102,6 +94,8 @@ class GreenLabApp(App[int]):
         self._pending: list[tuple[int, list[GridRun], bool]] = []
         self._quitting = False
         self._register_themes()
+        if self.preferences.keymap:  # a user's keys for binding ids (see the help screen and README)
+            self.set_keymap(self.preferences.keymap)
 
     def _register_themes(self) -> None:
         themes, self.theme_problems = load_themes()
@@ -119,18 +113,42 @@ class GreenLabApp(App[int]):
         yield Header()
         with TabbedContent(initial="setup", id="panes"):
             with TabPane(f"{KEYS['setup']} {PANES['setup']}", id="setup"):
-                yield SetupPane(self.experiments_path, id="setup-pane")
+                yield SetupPane(self.experiments_path, restore=self.preferences.setup, id="setup-pane")
             with TabPane(f"{KEYS['live']} {PANES['live']}", id="live"):
                 yield LivePane(id="live-pane", clock=self._clock)
             with TabPane(f"{KEYS['runs']} {PANES['runs']}", id="runs"):
-                yield RunsPane(self.store.runs, id="runs-pane")
-        yield Footer()
+                yield RunsPane(self.store, restore=self.preferences.runs, id="runs-pane")
+        # Compact, without the palette's own entry (ctrl+p is in help): at 80 columns every key still fits.
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = f"store {self.store.path if self.store else '-'}"
         self.query_one("#f-models").focus()
         for problem in self.theme_problems:
             self.notify(problem, title="Theme not loaded", severity="warning", markup=False)
+        for problem in self.preference_problems:
+            self.notify(problem, title="Preferences", severity="warning", markup=False)
+        self.theme_changed_signal.subscribe(self, lambda _theme: self.save_preferences())
+
+    def save_preferences(self) -> None:
+        """Keep the theme, the form as it stands and the runs table's view for the next launch."""
+        try:
+            setup, runs = self.query_one(SetupPane), self.runs_pane
+        except NoMatches:  # closing before the panes were built
+            return
+        prefs = preferences.Preferences(theme=self.theme, setup=setup.preference(), runs=runs.preference(),
+                                        keymap=self.preferences.keymap)
+        if prefs == self._saved_preferences:
+            return
+        problem = preferences.save(prefs)
+        if problem:
+            self.log.warning(problem)
+        self._saved_preferences = prefs
+
+    @on(SetupPane.FormChanged)
+    @on(RunsPane.ViewChanged)
+    def _view_changed(self) -> None:
+        self.save_preferences()
 
     @property
     def live(self) -> LivePane:
@@ -159,18 +177,68 @@ class GreenLabApp(App[int]):
     def action_load_file(self) -> None:
         self.query_one(SetupPane).action_load_file()
 
+    def action_pane_key(self, pane: str) -> None:
+        self.action_show_pane(pane)
+
+    def action_leave_field(self) -> None:
+        """Escape from a text field: focus goes to the pane's main widget, so digits switch panes again."""
+        pane = self.query_one("#panes", TabbedContent).active
+        self.query_one({"setup": "#f-models", "live": "#queue", "runs": "#runs-table"}[pane]).focus()
+
+    def action_help(self) -> None:
+        """Every key of what is on screen now: the pane's own first, then the app's, then the focused
+        widget's (cursor moves and the like), each with its description (or tooltip, where one is longer)."""
+        if isinstance(self.screen, HelpScreen):
+            return
+        groups: dict[str, dict[str, str]] = {"pane": {}, "app": {}, "widget": {}}
+        for active in self.screen.active_bindings.values():
+            binding = active.binding
+            if not binding.description or not active.enabled:
+                continue
+            if isinstance(active.node, (RunsPane, SetupPane, LivePane, DetailScreen)):
+                group = "pane"
+            elif active.node is self or isinstance(active.node, Screen):
+                group = "app"
+            else:
+                group = "widget"
+            described = binding.tooltip or binding.description
+            groups[group].setdefault(described, self.get_key_display(binding))
+        rows = [(key, description) for group in ("pane", "app", "widget")
+                for description, key in sorted(groups[group].items(), key=lambda item: item[1])]
+        pane = PANES.get(self.query_one("#panes", TabbedContent).active, "")
+        title = f"Keys: {pane} pane" if self.screen is self.screen_stack[0] else "Keys: this screen"
+        self.push_screen(HelpScreen(title, rows))
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("run_selection", "load_file") and self.screen is not self.screen_stack[0]:
             return False  # not over the detail screen or a dialog: the form is out of sight there
-        if action == "show_pane" and isinstance(self.screen, ConfirmQuit):
+        if action in ("show_pane", "pane_key", "help") and isinstance(self.screen, (Question, HelpScreen)):
             return False
+        if action in ("pane_key", "leave_field"):
+            in_field = isinstance(self.focused, Input)
+            return not in_field if action == "pane_key" else in_field
         if action == "cancel_run":
             return True if self._grid_active else False  # in the footer only while something runs
         return True
 
     def action_cancel_run(self) -> None:
+        """x: ask whether to stop the run in progress only, or it and everything queued after it."""
         if not self._grid_active:
             self.notify("No run in progress.", timeout=2)
+            return
+        queued = sum(1 for entry in self.presenter.snapshot().queue if entry.status == "waiting")
+        self.push_screen(CancelChoice(queued), self._cancel_answered)
+
+    def _cancel_answered(self, answer: str | None) -> None:
+        if answer == "run":
+            self.notify("Stopping this run: it is stored as interrupted; the queue goes on.", title="Cancel")
+            self._cancel_supervisor(only_current=True)
+        elif answer == "queue":
+            self.cancel_everything()
+
+    def cancel_everything(self) -> None:
+        """Stop the run in progress (stored as interrupted) and every grid queued after it."""
+        if not self._grid_active:
             return
         for grid, _runs, _force in self._pending:
             self.live.snapshot = self.presenter.end_grid(grid, cancelled=True)
@@ -180,11 +248,11 @@ class GreenLabApp(App[int]):
         self._cancel_supervisor()
 
     @work(thread=True, group="cancel", exit_on_error=False)
-    def _cancel_supervisor(self) -> None:
-        # supervisor.cancel() may wait a few seconds for the child to exit: not on the UI thread.
+    def _cancel_supervisor(self, only_current: bool = False) -> None:
+        # Stopping a child may wait a few seconds for it to exit: not on the UI thread.
         supervisor = self._supervisor
         if supervisor is not None:
-            supervisor.cancel()
+            supervisor.cancel_current() if only_current else supervisor.cancel()
 
     async def action_quit(self) -> None:
         if not self._grid_active:
@@ -196,7 +264,7 @@ class GreenLabApp(App[int]):
         if not answer:
             return
         self._quitting = True
-        self.action_cancel_run()
+        self.cancel_everything()
         # Exits once the worker has stored the interrupted run (see _worker_changed); this is the fallback.
         self.set_timer(20, lambda: self.exit(130))
 
@@ -228,7 +296,7 @@ class GreenLabApp(App[int]):
                               runs.action_toggle_chart),
             ]
         if self._grid_active:
-            commands.append(SystemCommand("Cancel run", "Stop the current run and store it as interrupted (x)",
+            commands.append(SystemCommand("Cancel", "Stop the current run, or the whole queue (x)",
                                           self.action_cancel_run))
         commands += [SystemCommand(f"Theme: {theme}", "Switch to this GreenLab theme",
                                    partial(setattr, self, "theme", theme))
@@ -253,11 +321,18 @@ class GreenLabApp(App[int]):
             return
         self._grid_number += 1
         self.live.snapshot = self.presenter.add_grid(self._grid_number, event.runs)
+        stored = set() if event.force or self.store is None else self.store.completed_keys()
+        skipped = sum(run.settings_key() in stored for run in event.runs)
+        what = f"{len(event.runs) - skipped} of {len(event.runs)} runs from {event.source}"
+        if skipped:
+            what += f"; {skipped} skipped: already stored (tick force rerun in Setup)"
+        if skipped == len(event.runs):
+            what = f"{skipped} runs from {event.source} skipped: already stored (tick force rerun in Setup)"
         if self._grid_active:
             self._pending.append((self._grid_number, event.runs, event.force))
-            self.notify(f"{len(event.runs)} runs from {event.source} queued after the current grid.", markup=False)
+            self.notify(f"{what}; queued after the current grid.", markup=False)
         else:
-            self.notify(f"{len(event.runs)} runs from {event.source}.", title="Started", markup=False)
+            self.notify(what, title="Queued" if skipped < len(event.runs) else "Nothing new to run", markup=False)
             self._launch(self._grid_number, event.runs, event.force)
         self.action_show_pane("live")
 
@@ -300,10 +375,11 @@ class GreenLabApp(App[int]):
         if event.state == WorkerState.ERROR:
             error = worker.error
             if isinstance(error, GreenLabError):  # the user's to fix, told in full: a grid that cannot run here
-                self.notify(str(error), title="Grid not started", severity="error", timeout=20, markup=False)
+                self.notify(str(error), title="Grid not started", severity="error", timeout=ERROR_TOAST_S,
+                            markup=False)
             else:
                 self.notify(f"{type(error).__name__}: {error}", title=f"{worker.name} failed", severity="error",
-                            timeout=10, markup=False)
+                            timeout=ERROR_TOAST_S, markup=False)
         if worker.group != "grid" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
                                                          WorkerState.CANCELLED):
             return
@@ -345,6 +421,7 @@ class GreenLabApp(App[int]):
         self.action_open_detail(event.run_id)
 
     def on_unmount(self) -> None:
+        self.save_preferences()
         # However the app ends, a training child must not outlive it (the worker thread would keep the
         # process alive until the grid finished): cancel stores the run as interrupted and stops the rest.
         supervisor = self._supervisor

@@ -67,7 +67,7 @@ class DetailScreen(Screen):
             yield Static(self._meters(), id="detail-meters")
             yield Label("Settings", classes="section")
             yield Static(self._settings(), id="detail-settings")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         row = self.row

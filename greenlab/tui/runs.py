@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Label, Select
+from textual.widgets import DataTable, Input, Label, Select
 from textual_plotext import PlotextPlot
 
 from greenlab.core import report
@@ -24,6 +24,7 @@ from greenlab.core.formatting import accuracy, duration, energy, kind_of_row
 from greenlab.core.report import changes, format_change
 from greenlab.core.report_formats import change_text
 from greenlab.core.store import STATUSES
+from greenlab.tui.dialogs import ConfirmDelete
 
 FILTERS = ("model", "technique", "status")
 
@@ -37,22 +38,38 @@ class Column:
     right: bool = False
 
 
+def accuracy_text(row: dict[str, Any]) -> str:
+    """The final accuracy, or, for a run that stopped early, its last epoch's in parentheses (partial)."""
+    if row.get("val_accuracy") is None and row.get("partial_accuracy") is not None:
+        return f"({accuracy(row['partial_accuracy'])})"
+    return accuracy(row.get("val_accuracy"))
+
+
+def matches(row: dict[str, Any], query: str) -> bool:
+    """The `/` search: every word appears in the run's id, model, technique, status, experiment or dataset."""
+    text = " ".join(str(row.get(k) or "") for k in ("id", "model", "technique", "status", "experiment",
+                                                     "dataset")).lower()
+    return all(word in text for word in query.lower().split())
+
+
+# id, model and technique are pinned (they stay when the table scrolls sideways), status right after them.
+PINNED = 3
 COLUMNS: tuple[Column, ...] = (
     Column("id", "id", lambda r: r["id"], lambda r: str(r["id"]), True),
     Column("model", "model", lambda r: r["model"], lambda r: r["model"]),
     Column("technique", "technique", lambda r: r["technique"], lambda r: r["technique"]),
+    Column("status", "status", lambda r: r["status"], lambda r: r["status"]),
     Column("energy", "energy", lambda r: r.get("energy_j"), lambda r: energy(r.get("energy_j")), True),
     Column("d_energy", "Δ energy", lambda r: r.get("change_energy_j"),
            lambda r: format_change(r.get("change_energy_j")), True),
-    Column("accuracy", "acc", lambda r: r.get("val_accuracy"), lambda r: accuracy(r.get("val_accuracy")),
-           True),
+    Column("accuracy", "acc", lambda r: r["val_accuracy"] if r.get("val_accuracy") is not None
+           else r.get("partial_accuracy"), accuracy_text, True),
     Column("d_accuracy", "Δ acc", lambda r: r.get("change_val_accuracy"),
            lambda r: format_change(r.get("change_val_accuracy"), "val_accuracy"), True),
     Column("training", "training", lambda r: r.get("energy_training_j"),
            lambda r: energy(r.get("energy_training_j")), True),
     Column("d_training", "Δ training", lambda r: r.get("change_energy_training_j"),
            lambda r: format_change(r.get("change_energy_training_j")), True),
-    Column("status", "status", lambda r: r["status"], lambda r: r["status"]),
     Column("time", "time", lambda r: r.get("duration_s"), lambda r: duration(r.get("duration_s")), True),
     Column("d_time", "Δ time", lambda r: r.get("change_duration_s"),
            lambda r: format_change(r.get("change_duration_s")), True),
@@ -67,8 +84,24 @@ def with_changes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for row, change in zip(rows, changes(rows))]
 
 
-def filter_rows(rows: list[dict[str, Any]], filters: dict[str, str | None]) -> list[dict[str, Any]]:
-    return [r for r in rows if all(value is None or r.get(key) == value for key, value in filters.items())]
+def filter_rows(rows: list[dict[str, Any]], filters: dict[str, str | None], query: str = "") -> list[dict[str, Any]]:
+    return [r for r in rows if all(value is None or r.get(key) == value for key, value in filters.items())
+            and matches(r, query)]
+
+
+def fill(table: DataTable, columns: list[tuple[str, str, bool]], rows: list[tuple[str, list[Text | str]]]) -> None:
+    """Rebuild `table` with columns (key, label, right-aligned) sized to their widest cell.
+
+    The widths are set here, not left to the table: a table rebuilt while another widget has focus (a
+    filter) otherwise keeps every column at its header's width until it is focused again.
+    """
+    table.clear(columns=True)
+    widths = [max([len(label), *(Text(str(cells[i])).cell_len for _key, cells in rows)])
+              for i, (_key, label, _right) in enumerate(columns)]
+    for (key, label, right), width in zip(columns, widths):
+        table.add_column(Text(label, justify="right" if right else "left"), key=key, width=width)
+    for key, cells in rows:
+        table.add_row(*cells, key=key)
 
 
 def sort_rows(rows: list[dict[str, Any]], column: str, reverse: bool = False) -> list[dict[str, Any]]:
@@ -84,10 +117,13 @@ class RunsPane(Vertical):
 
     BINDINGS = [
         Binding("s", "sort_next", "Sort", id="runs.sort"),
-        Binding("r", "sort_reverse", "Reverse", id="runs.reverse"),
-        Binding("space", "mark", "Mark", id="runs.mark"),
-        Binding("c", "toggle_chart", "Chart", id="runs.chart"),
-        Binding("v", "toggle_verdicts", "Verdicts", id="runs.verdicts"),
+        Binding("r", "sort_reverse", "Rev", id="runs.reverse", tooltip="Reverse the order"),
+        Binding("space", "mark", "Mark", id="runs.mark", key_display="␣"),
+        Binding("slash", "search", "Find", id="runs.search", tooltip="Filter as you type"),
+        Binding("d", "delete", "Del", id="runs.delete", tooltip="Delete the marked runs (asks first)"),
+        # Shown in help (?) and the command palette; the footer keeps room for the keys above at 80 columns.
+        Binding("c", "toggle_chart", "Chart", id="runs.chart", show=False),
+        Binding("v", "toggle_verdicts", "Verdicts", id="runs.verdicts", show=False),
         Binding("f5", "reload", "Refresh", id="runs.reload", show=False),  # it refreshes itself on every stored run
     ]
 
@@ -97,24 +133,47 @@ class RunsPane(Vertical):
 
         run_id: int
 
-    def __init__(self, read_runs: Callable[[], list[dict[str, Any]]], *, id: str | None = None) -> None:
+    @dataclass
+    class ViewChanged(Message):
+        """Sort, order or filters changed (the app keeps them as preferences)."""
+
+    def __init__(self, store: Any, *, restore: dict[str, Any] | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.read_runs = read_runs  # Store.runs of the UI thread's store
+        self.store = store  # the UI thread's Store: reads, and deleting the runs a user marked
         self.rows: list[dict[str, Any]] = []
         self.shown: list[dict[str, Any]] = []
         self.sort_column = "id"
         self.reverse = False
+        self.query_text = ""
+        self.wanted_filters: dict[str, str | None] = {}  # restored preferences, applied once options exist
         self.marked: set[int] = set()
+        self._restore(restore or {})
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        """The view as the user left it (sort, order, filters, search); unknown values are ignored."""
+        if saved.get("sort") in COLUMN_KEYS:
+            self.sort_column = saved["sort"]
+        self.reverse = bool(saved.get("reverse", False))
+        self.query_text = str(saved.get("search", ""))
+        filters = saved.get("filters")
+        if isinstance(filters, dict):
+            self.wanted_filters = {k: str(v) for k, v in filters.items() if k in FILTERS and v}
+
+    def preference(self) -> dict[str, Any]:
+        return {"sort": self.sort_column, "reverse": self.reverse, "search": self.query_text,
+                "filters": {k: v for k, v in self.filters().items() if v is not None}}
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="filters"):
             for key in FILTERS:
                 yield Select([], prompt=f"{key}: all", id=f"filter-{key}", compact=True)
+            yield Input(self.query_text, placeholder="/ search", id="runs-search", compact=True)
             yield Label("", id="runs-count")
         verdicts = DataTable(id="verdicts-table", cursor_type="none", zebra_stripes=True)
         verdicts.border_title = "Verdicts: training energy against the matching baseline"
         yield verdicts
         table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        table.fixed_columns = PINNED
         yield table
         chart = PlotextPlot(id="tradeoff")
         chart.border_title = "Energy against accuracy"
@@ -126,13 +185,15 @@ class RunsPane(Vertical):
     # -- data -----------------------------------------------------------------------------------------
     def reload(self) -> None:
         """Read the store again and rebuild the filters, table and chart; keeps the cursor's run."""
-        self.rows = with_changes(self.read_runs())
+        partial = self.store.last_epoch_accuracies()
+        self.rows = [{**row, "partial_accuracy": partial.get(row["id"]) if row["status"] != "completed" else None}
+                     for row in with_changes(self.store.runs())]
         for key in FILTERS:
             select = self.query_one(f"#filter-{key}", Select)
             values = sorted({str(r[key]) for r in self.rows if r.get(key)}, key=str)
             if key == "status":
                 values = [s for s in STATUSES if s in values]
-            current = select.value
+            current = self.wanted_filters.pop(key, None) or select.value
             with select.prevent(Select.Changed):
                 select.set_options([(v, v) for v in values])
                 if current in values:
@@ -151,46 +212,47 @@ class RunsPane(Vertical):
         keep = None
         if table.row_count and table.cursor_row < table.row_count:
             keep = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        self.shown = sort_rows(filter_rows(self.rows, self.filters()), self.sort_column, self.reverse)
-        table.clear(columns=True)
-        for column in COLUMNS:
-            arrow = (" ▼" if self.reverse else " ▲") if column.key == self.sort_column else ""
-            table.add_column(Text(column.label + arrow, justify="right" if column.right else "left"),
-                             key=column.key)
+        self.shown = sort_rows(filter_rows(self.rows, self.filters(), self.query_text), self.sort_column, self.reverse)
+        headers = [(c.key, c.label + ((" ▼" if self.reverse else " ▲") if c.key == self.sort_column else ""), c.right)
+                   for c in COLUMNS]
+        rows = []
         for row in self.shown:
-            cells = []
+            cells: list[Text | str] = []
             for column in COLUMNS:
                 text = column.text(row)
                 if column.key == "id" and row["id"] in self.marked:
                     text = "•" + text
                 cells.append(Text(text, justify="right" if column.right else "left",
                                   style=_status_style(row["status"]) if column.key == "status" else ""))
-            table.add_row(*cells, key=str(row["id"]))
+            rows.append((str(row["id"]), cells))
+        fill(table, headers, rows)
         if keep is not None and any(str(r["id"]) == keep for r in self.shown):
             table.move_cursor(row=table.get_row_index(keep))
-        total = len(self.rows)
+        partial = any(r.get("partial_accuracy") is not None and r.get("val_accuracy") is None for r in self.shown)
         self.query_one("#runs-count", Label).update(
-            f"{len(self.shown)} of {total} runs" + (f", {len(self.marked)} marked" if self.marked else ""))
+            f"{len(self.shown)} of {len(self.rows)} runs" + (f", {len(self.marked)} marked" if self.marked else "")
+            + ("; (acc) = last epoch of a stopped run" if partial else ""))
         self._verdicts()
         self._chart()
 
     def _verdicts(self) -> None:
         """One row per technique and conditions among the shown runs: n, the training-energy change [95 % CI],
         the verdict and the accuracy difference in pp [95 % CI], as `greenlab report` computes and writes them."""
-        table = self.query_one("#verdicts-table", DataTable)
-        table.clear(columns=True)
-        for label in ("model", "technique", "n", "Δ energy [95 % CI]", "verdict", "Δ acc [95 % CI]"):
-            table.add_column(label, key=label)
         shown = {row["id"] for row in self.shown}
         comparisons = report.compare(self.rows, metrics=(report.HEADLINE, "val_accuracy"),
                                      include=lambda row: row["id"] in shown)
         accuracy_of = {(c.conditions, c.technique): c for c in comparisons if c.metric == "val_accuracy"}
-        for c in (c for c in comparisons if c.metric == report.HEADLINE):
-            table.add_row(c.model, c.technique, f"{c.stats.n} v {c.stats.n_baseline}", change_text(c, with_ci=True),
-                          Text(c.verdict, style=_VERDICT_STYLE.get(c.verdict, "")),
-                          change_text(accuracy_of.get((c.conditions, c.technique)), with_ci=True))
-        if not table.row_count:
-            table.add_row("-", "no technique with a completed baseline among the shown runs", "", "", "", "")
+        rows: list[tuple[str, list[Text | str]]] = [
+            (f"{c.conditions}-{c.technique}",
+             [c.model, c.technique, f"{c.stats.n} v {c.stats.n_baseline}", change_text(c, with_ci=True),
+              Text(c.verdict, style=_VERDICT_STYLE.get(c.verdict, "")),
+              change_text(accuracy_of.get((c.conditions, c.technique)), with_ci=True)])
+            for c in comparisons if c.metric == report.HEADLINE]
+        if not rows:
+            rows = [("none", ["-", "no technique with a completed baseline among the shown runs", "", "", "", ""])]
+        fill(self.query_one("#verdicts-table", DataTable),
+             [(label, label, False) for label in ("model", "technique", "n", "Δ energy [95 % CI]", "verdict",
+                                                  "Δ acc [95 % CI]")], rows)
 
     def _chart(self) -> None:
         chart = self.query_one("#tradeoff", PlotextPlot)
@@ -214,6 +276,39 @@ class RunsPane(Vertical):
     @on(Select.Changed)
     def _filter_changed(self) -> None:
         self._show()
+        self.post_message(self.ViewChanged())
+
+    @on(Input.Changed, "#runs-search")
+    def _search_changed(self, event: Input.Changed) -> None:
+        self.query_text = event.value
+        self._show()
+
+    @on(Input.Submitted, "#runs-search")
+    def _search_done(self) -> None:
+        self.query_one("#runs-table", DataTable).focus()
+
+    def action_search(self) -> None:
+        """/: filter as you type (model, technique, status, experiment, dataset, id); enter goes back."""
+        self.query_one("#runs-search", Input).focus()
+
+    def action_delete(self) -> None:
+        """d: delete the marked runs, after a confirmation, with their epochs, samples and components."""
+        if not self.marked:
+            self.app.notify("Mark runs with space first; d deletes the marked ones.")
+            return
+        running = [r["id"] for r in self.rows if r["id"] in self.marked and r["status"] == "running"]
+        if running:
+            self.app.notify(f"Run {running[0]} is still running: cancel it first (x).", severity="warning")
+            return
+        self.app.push_screen(ConfirmDelete(len(self.marked)), self._delete_answered)
+
+    def _delete_answered(self, answer: bool | None) -> None:
+        if not answer:
+            return
+        deleted = self.store.delete_runs(sorted(self.marked))
+        self.marked.clear()
+        self.reload()
+        self.app.notify(f"Deleted {deleted} run{'s' if deleted != 1 else ''} and their data.")
 
     @on(DataTable.HeaderSelected)
     def _header(self, event: DataTable.HeaderSelected) -> None:
@@ -223,6 +318,7 @@ class RunsPane(Vertical):
         else:
             self.sort_column, self.reverse = key, False
         self._show()
+        self.post_message(self.ViewChanged())
 
     @on(DataTable.RowSelected)
     def _open(self, event: DataTable.RowSelected) -> None:
@@ -232,11 +328,13 @@ class RunsPane(Vertical):
         index = COLUMN_KEYS.index(self.sort_column)
         self.sort_column, self.reverse = COLUMN_KEYS[(index + 1) % len(COLUMN_KEYS)], False
         self._show()
+        self.post_message(self.ViewChanged())
         self.app.notify(f"sorted by {next(c.label for c in COLUMNS if c.key == self.sort_column)}", timeout=1.5)
 
     def action_sort_reverse(self) -> None:
         self.reverse = not self.reverse
         self._show()
+        self.post_message(self.ViewChanged())
 
     def action_mark(self) -> None:
         table = self.query_one("#runs-table", DataTable)

@@ -17,6 +17,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
+from textual.widgets.select import InvalidSelectValueError
 from textual.widgets.selection_list import Selection
 
 from greenlab.core import compression, datasets, zoo
@@ -24,6 +25,7 @@ from greenlab.core.config import GridRun, expand_grid, load_experiments
 from greenlab.core.settings import OPTIMIZERS
 from greenlab.core.errors import ConfigError
 from greenlab.tui import form
+from greenlab.tui.ticks import TickBox, TickList
 
 _LABELS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch size", "lr": "lr",
            "optimizer": "optimizer", "device": "device", "repeats": "repeats", "seed": "seed",
@@ -46,6 +48,10 @@ class SetupPane(Vertical):
     """The form and its two actions (run the selection; load a file and queue its grid)."""
 
     @dataclass
+    class FormChanged(Message):
+        """A value of the form changed (the app keeps the form as a preference)."""
+
+    @dataclass
     class GridRequested(Message):
         """A validated grid to queue; `source` says where it came from (the form or a file)."""
 
@@ -53,10 +59,12 @@ class SetupPane(Vertical):
         force: bool
         source: str
 
-    def __init__(self, experiments_path: str | None = None, *, id: str | None = None) -> None:
+    def __init__(self, experiments_path: str | None = None, *, restore: dict[str, Any] | None = None,
+                 id: str | None = None) -> None:
         super().__init__(id=id)
         self.experiments_path = experiments_path or ""
-        self.initial = form.initial_values(experiments_path)
+        self.initial = form.initial_values(experiments_path)  # what "changed" is measured against
+        self.restore = restore or {}  # the form as the user last left it (preferences)
         self._ready = False
         self.problem: str | None = None  # the loader's message for the form as it stands, or None
 
@@ -66,7 +74,7 @@ class SetupPane(Vertical):
         with Horizontal(id="setup-columns"):
             with Vertical(id="models-col", classes="column"):
                 yield Label("Models        [dim]params  in[/]", classes="section")
-                yield SelectionList[str](
+                yield TickList(
                     *(Selection(model_prompt(spec), spec.name, spec.name in initial.models, id=f"m-{spec.name}")
                       for spec in zoo.MODELS.values()),
                     id="f-models")
@@ -84,7 +92,7 @@ class SetupPane(Vertical):
                     yield Label("Techniques", classes="section")
                     tables = initial.technique_settings
                     for name in compression.technique_names():
-                        yield Checkbox(name, name in initial.techniques, id=f"t-{name}", compact=True,
+                        yield TickBox(name, name in initial.techniques, id=f"t-{name}", compact=True,
                                        classes="technique")
                         for key, value in tables.get(name, {}).items():
                             yield from self._technique_row(name, key, value)
@@ -95,17 +103,17 @@ class SetupPane(Vertical):
         yield Static("", id="setup-status")
         with Horizontal(id="setup-actions"):
             yield Button("Run selection", id="run-selection", variant="primary", compact=True)
-            yield Checkbox("force rerun", id="f-force", compact=True,
+            yield TickBox("force rerun", id="f-force", compact=True,
                            tooltip="rerun runs already completed with identical settings")
             yield Input(self.experiments_path, placeholder="experiments.toml", id="f-file", compact=True)
             yield Button("Load file", id="load-file", compact=True)
 
     def _setting_row(self, key: str, value: Any) -> ComposeResult:
         if key == "pretrained":
-            yield Checkbox(_LABELS[key], bool(value), id="f-pretrained", compact=True)
+            yield TickBox(_LABELS[key], bool(value), id="f-pretrained", compact=True)
             return
         with Horizontal(classes="row"):
-            yield Label(_LABELS[key], classes="field-label")
+            yield Label(_LABELS[key], classes="field-label", id=f"l-{key}")
             if key == "optimizer":
                 yield Select([(o, o) for o in OPTIMIZERS], value=value if value in OPTIMIZERS else OPTIMIZERS[0],
                              allow_blank=False, id="f-optimizer", compact=True)
@@ -117,7 +125,7 @@ class SetupPane(Vertical):
 
     def _technique_row(self, name: str, key: str, value: Any) -> ComposeResult:
         with Horizontal(classes="row technique-setting"):
-            yield Label(key.replace("_", " "), classes="field-label")
+            yield Label(key.replace("_", " "), classes="field-label", id=f"l-{name}-{key}")
             choices = form.CHOICES.get((name, key))
             if choices:
                 yield Select([(c, c) for c in choices], value=value if value in choices else choices[0],
@@ -127,8 +135,79 @@ class SetupPane(Vertical):
                             placeholder="default" if value == "" else "")
 
     def on_mount(self) -> None:
+        self._apply(self.restore)
         self._ready = True
         self.check()
+        self.mark_changed()
+
+    def _apply(self, saved: dict[str, Any]) -> None:
+        """Put saved form values back into the widgets; anything unknown or of the wrong kind is skipped."""
+        models = saved.get("models")
+        if isinstance(models, list):
+            picker = self.query_one("#f-models", TickList)
+            picker.deselect_all()
+            for name in models:
+                if name in zoo.MODELS:
+                    picker.select(name)
+        for key, widget_id in (("extra_models", "#f-extra_models"), ("combinations", "#f-combinations")):
+            if isinstance(saved.get(key), str):
+                self.query_one(widget_id, Input).value = saved[key]
+        settings = saved.get("settings") if isinstance(saved.get("settings"), dict) else {}
+        for key in form.FORM_SETTINGS:
+            if key in settings:
+                self._set(f"#f-{key}", settings[key])
+        techniques = saved.get("techniques")
+        if isinstance(techniques, list):
+            for name in compression.technique_names():
+                self.query_one(f"#t-{name}", TickBox).value = name in techniques
+        tables = saved.get("technique_settings") if isinstance(saved.get("technique_settings"), dict) else {}
+        for name, table in self.initial.technique_settings.items():
+            for key in table:
+                value = (tables.get(name) or {}).get(key) if isinstance(tables.get(name), dict) else None
+                if value is not None:
+                    self._set(f"#f-{name}-{key}", value)
+
+    def _set(self, selector: str, value: Any) -> None:
+        widget = self.query_one(selector)
+        if isinstance(widget, TickBox):
+            widget.value = bool(value)
+        elif isinstance(widget, Select):
+            try:
+                widget.value = value
+            except InvalidSelectValueError:  # a choice this version no longer offers: keep the file's
+                pass
+        elif isinstance(widget, Input):
+            widget.value = str(value)
+
+    def preference(self) -> dict[str, Any]:
+        """The form as it stands, for the preferences file (the file's hidden settings stay in the file)."""
+        values = self.values()
+        return {"models": values.models, "extra_models": values.extra_models, "settings": values.settings,
+                "techniques": values.techniques, "combinations": values.combinations,
+                "technique_settings": values.technique_settings}
+
+    def _fields(self) -> list[tuple[str, Any, Any]]:
+        """(field id, its value now, its value as loaded) for every setting field of the form."""
+        values, initial = self.values(), self.initial
+        fields = [(key, values.settings.get(key), initial.settings.get(key)) for key in form.FORM_SETTINGS]
+        for name, table in initial.technique_settings.items():
+            fields += [(f"{name}-{key}", values.technique_settings[name][key], value) for key, value in table.items()]
+        return fields
+
+    def mark_changed(self) -> None:
+        """A field whose value differs from the loaded file's (or the defaults') gets a '*' after its label and
+        the `-changed` class: visible without colour, so nothing runs with a setting the user did not mean."""
+        for field_id, now, loaded in self._fields():
+            changed = str(now) != str(loaded)
+            widget = self.query_one(f"#f-{field_id}")
+            widget.set_class(changed, "-changed")
+            if isinstance(widget, TickBox):
+                text = _LABELS[field_id]
+                widget.label = f"{text} *" if changed else text
+                continue
+            label = self.query_one(f"#l-{field_id}", Label)
+            text = _LABELS.get(field_id, field_id.split("-", 1)[-1].replace("_", " "))
+            label.update(f"{text} *" if changed else text)
 
     # -- reading the form -----------------------------------------------------------------------------
     def values(self) -> form.FormValues:
@@ -198,6 +277,8 @@ class SetupPane(Vertical):
         control = getattr(event, "control", None)
         if self._ready and getattr(control, "id", None) not in ("f-file", "f-force"):
             self.check()
+            self.mark_changed()
+            self.post_message(self.FormChanged())
 
     # -- actions --------------------------------------------------------------------------------------
     @on(Button.Pressed, "#run-selection")

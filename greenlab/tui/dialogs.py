@@ -1,0 +1,102 @@
+"""The TUI's modal screens: questions with a few answers (quit, cancel, delete) and the keys help.
+
+A question screen returns the value of the answer chosen, by key or by button; each answer's key is a
+binding with an id, so a user keymap can move it. Escape always means the harmless answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Label
+
+
+class Question(ModalScreen[Any]):
+    """A question and its answers: (value, button label, variant), in the order of the bindings."""
+
+    ANSWERS: tuple[tuple[Any, str, str], ...] = ()
+
+    def __init__(self, question: str) -> None:
+        super().__init__(classes="question")
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Grid(id="confirm"):
+            yield Label(self.question, id="confirm-question")
+            for index, (_value, label, variant) in enumerate(self.ANSWERS):
+                yield Button(label, variant=variant, id=f"answer-{index}")  # type: ignore[arg-type]
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm", Grid).styles.grid_size_columns = len(self.ANSWERS)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(self.ANSWERS[int(str(event.button.id).rsplit("-", 1)[1])][0])
+
+    def action_answer(self, index: int) -> None:
+        self.dismiss(self.ANSWERS[index][0])
+
+
+class ConfirmQuit(Question):
+    """Asked when quitting while a run trains: quitting cancels it (stored as interrupted)."""
+
+    ANSWERS = ((True, "Quit (y)", "error"), (False, "Keep running (n)", "primary"))
+    BINDINGS = [Binding("y", "answer(0)", "Quit", id="quit.yes"),
+                Binding("n,escape", "answer(1)", "Keep running", id="quit.no")]
+
+    def __init__(self) -> None:
+        super().__init__("A run is in progress. Quit anyway? It will be cancelled and stored as interrupted, "
+                         "with what it measured so far.")
+
+
+class CancelChoice(Question):
+    """Asked by x: stop only the run in progress, or it and every run queued after it."""
+
+    ANSWERS = (("run", "This run (r)", "warning"), ("queue", "Whole queue (a)", "error"),
+               (None, "Keep running (n)", "primary"))
+    BINDINGS = [Binding("r", "answer(0)", "Stop this run", id="cancel.run"),
+                Binding("a", "answer(1)", "Stop the whole queue", id="cancel.queue"),
+                Binding("n,escape", "answer(2)", "Keep running", id="cancel.no")]
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(f"Stop the run in progress (stored as interrupted), or it and the {queued} run"
+                         f"{'s' if queued != 1 else ''} queued after it?")
+
+
+class ConfirmDelete(Question):
+    """Asked by d on the runs pane: deleting runs removes their epochs, samples and components too."""
+
+    ANSWERS = ((True, "Delete (y)", "error"), (False, "Keep them (n)", "primary"))
+    BINDINGS = [Binding("y", "answer(0)", "Delete", id="delete.yes"),
+                Binding("n,escape", "answer(1)", "Keep them", id="delete.no")]
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"Delete {count} marked run{'s' if count != 1 else ''} from the store, with their "
+                         "epochs, samples and energy components? This cannot be undone.")
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key of the pane it was opened over, with what it does."""
+
+    BINDINGS = [Binding("escape,q,question_mark,f1", "app.pop_screen", "Close", id="help.close")]
+
+    def __init__(self, title: str, keys: Iterable[tuple[str, str]]) -> None:
+        super().__init__(id="help")
+        self.title_text = title
+        self.keys = list(keys)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help-body"):
+            yield Label(self.title_text, id="help-title")
+            yield DataTable(id="help-keys", cursor_type="none", zebra_stripes=True)
+            yield Label("escape closes this help", id="help-hint")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#help-keys", DataTable)
+        table.add_column("key", key="key")
+        table.add_column("what it does", key="what")
+        for keys, description in self.keys:
+            table.add_row(keys, description)

@@ -1,0 +1,223 @@
+"""The TUI as a keyboard user meets it: keys that never surprise, state without colour, help, preferences."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import html
+import re
+
+from textual.widgets import Input, TabbedContent
+
+from greenlab.tui.app import GreenLabApp
+from greenlab.tui.dialogs import HelpScreen
+
+FILE = """
+[defaults]
+dataset = "digits"
+epochs = 2
+pretrained = false
+device = "cpu"
+idle_s = 0
+
+[[experiment]]
+name = "keys"
+models = ["tinycnn"]
+techniques = ["baseline"]
+"""
+
+
+def sync(test):
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+def app_for(tmp_path) -> GreenLabApp:
+    path = tmp_path / "experiments.toml"
+    path.write_text(FILE)
+    return GreenLabApp(db=tmp_path / "runs.db", experiments=str(path))
+
+
+def screen_text(app) -> str:
+    """What the terminal shows, line by line, from the app's SVG screenshot."""
+    rows: dict[float, list[tuple[float, str]]] = {}
+    for match in re.finditer(r'<text[^>]*x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', app.export_screenshot()):
+        text = html.unescape(match.group(3)).replace("\xa0", " ")
+        rows.setdefault(float(match.group(2)), []).append((float(match.group(1)), text))
+    return "\n".join("".join(t for _x, t in sorted(rows[y])) for y in sorted(rows))
+
+
+def active(app) -> str:
+    return app.query_one("#panes", TabbedContent).active
+
+
+@sync
+async def test_digits_type_into_a_field_and_function_keys_switch_panes(tmp_path):
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        epochs = app.query_one("#f-epochs", Input)
+        epochs.focus()
+        await pilot.press("end", "2")
+        assert epochs.value == "22" and active(app) == "setup"  # a digit in a field is text
+        await pilot.press("backspace")
+        await pilot.press("f4")  # a function key never types: it switches from anywhere
+        assert active(app) == "runs" and epochs.value == "2"
+        await pilot.press("f2")
+        epochs.focus()
+        await pilot.press("escape")  # leaves the field...
+        assert not isinstance(app.focused, Input)
+        await pilot.press("3")  # ...and then digits switch panes
+        assert active(app) == "runs" and epochs.value == "2"
+
+
+@sync
+async def test_a_setting_changed_from_the_file_is_marked(tmp_path):
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        epochs = app.query_one("#f-epochs", Input)
+        label = app.query_one("#l-epochs")
+        assert "*" not in str(label.render())
+        epochs.value = "5"
+        await pilot.pause()
+        assert str(label.render()).endswith("*") and epochs.has_class("-changed")
+        epochs.value = "2"
+        await pilot.pause()
+        assert "*" not in str(label.render()) and not epochs.has_class("-changed")
+
+
+@sync
+async def test_ticked_and_unticked_read_without_colour(tmp_path):
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        text = screen_text(app).replace(" ", "")  # the SVG places words apart: compare without spaces
+        assert "[x]tinycnn" in text and "[]resnet18" in text
+        assert "[x]baseline" in text and "[]stego" in text and "[]pretrainedweights" in text
+
+
+@sync
+async def test_help_lists_the_keys_of_the_pane(tmp_path):
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("f4")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        rows = [tuple(str(c) for c in app.screen.query_one("#help-keys").get_row_at(i))
+                for i in range(app.screen.query_one("#help-keys").row_count)]
+        described = {description for _key, description in rows}
+        assert {"Sort", "Reverse the order", "Mark", "Filter as you type", "Help", "Quit", "Runs"} <= described
+        assert rows[0][1] in ("Sort", "Reverse the order", "Mark", "Filter as you type")  # the pane's own keys first
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+
+
+@sync
+async def test_preferences_persist_between_launches(tmp_path):
+    from greenlab.tui import preferences
+
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app.theme = "greenlab-light"
+        app.query_one("#f-epochs", Input).value = "7"
+        await pilot.press("f4")
+        await pilot.press("s", "r")  # sort by model, reversed
+    saved, problems = preferences.load()
+    assert problems == [] and saved.theme == "greenlab-light"
+    assert saved.setup["settings"]["epochs"] == "7" and saved.runs["sort"] == "model" and saved.runs["reverse"]
+    again = app_for(tmp_path)
+    async with again.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert again.theme == "greenlab-light"
+        epochs = again.query_one("#f-epochs", Input)
+        assert epochs.value == "7" and epochs.has_class("-changed")  # restored, and still marked against the file
+        assert (again.runs_pane.sort_column, again.runs_pane.reverse) == ("model", True)
+
+
+@sync
+async def test_a_corrupted_preferences_file_warns_and_uses_the_defaults(tmp_path):
+    from greenlab.tui import preferences
+
+    preferences.config_path().parent.mkdir(parents=True, exist_ok=True)
+    preferences.config_path().write_text("theme = [unclosed\n")
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert app.theme == "greenlab-dark"
+        assert any(n.title == "Preferences" and "cannot be read" in n.message for n in app._notifications)
+
+
+@sync
+async def test_a_user_keymap_rebinds_an_action_by_its_id(tmp_path):
+    from greenlab.tui import preferences
+
+    preferences.save(preferences.Preferences(keymap={"runs.sort": "o"}))
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("f4")
+        await pilot.press("o")
+        assert app.runs_pane.sort_column == "model"
+
+
+@sync
+async def test_runs_table_pins_columns_searches_deletes_and_shows_partial_accuracy(tmp_path):
+    from textual.widgets import DataTable
+
+    from greenlab.core.store import Store
+    from greenlab.tui.dialogs import ConfirmDelete
+    from tests.tui_demo import seed_store
+
+    db = tmp_path / "demo.db"
+    seed_store(db)
+    app = GreenLabApp(db=db, experiments=None)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("f4")
+        runs, table = app.runs_pane, app.query_one("#runs-table", DataTable)
+        assert table.fixed_columns == 3 and [str(c.label) for c in table.columns.values()][:4] == \
+            ["id ▲", "model", "technique", "status"]
+        interrupted = next(r for r in runs.shown if r["status"] == "interrupted")
+        row = table.get_row(str(interrupted["id"]))
+        assert str(row[6]).startswith("(") and str(row[6]).endswith("%)")  # the last epoch's, marked partial
+        # a filter chosen while another widget has focus keeps every column wide enough for its cells
+        app.query_one("#filter-technique").value = "stego"
+        await pilot.pause()
+        for index, column in enumerate(table.columns.values()):
+            widest = max(len(str(table.get_row_at(r)[index])) for r in range(table.row_count))
+            assert column.width >= widest, column.label
+        app.query_one("#filter-technique").clear()
+        await pilot.pause()
+        await pilot.press("slash", *"vit", "enter")
+        assert runs.shown and {r["model"] for r in runs.shown} == {"vit_b_16"}
+        assert app.focused is table
+        await pilot.press("space", "down", "space", "d")
+        assert isinstance(app.screen, ConfirmDelete)
+        await pilot.press("y")
+        await pilot.pause()
+        assert len(runs.marked) == 0 and len(runs.rows) == 12
+    store = Store(db)
+    assert len(store.runs()) == 12 and not store.db.execute(
+        "select count(*) from samples where run_id not in (select id from runs)").fetchone()[0]
+    store.close()
+
+
+def test_the_readme_lists_every_key_by_its_id():
+    from textual.binding import Binding
+
+    from greenlab.tui import app, detail, dialogs, runs
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    classes = [app.GreenLabApp, runs.RunsPane, detail.DetailScreen, dialogs.ConfirmQuit, dialogs.CancelChoice,
+               dialogs.ConfirmDelete, dialogs.HelpScreen]
+    ids = [b.id for cls in classes for b in cls.BINDINGS if isinstance(b, Binding)]
+    assert all(ids) and [i for i in ids if f"`{i}`" not in readme] == []
