@@ -32,6 +32,7 @@ class Question(ModalScreen[Any]):
 
     def on_mount(self) -> None:
         self.query_one("#confirm", Grid).styles.grid_size_columns = len(self.ANSWERS)
+        self.query_one("#confirm-question", Label).styles.column_span = len(self.ANSWERS)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(self.ANSWERS[int(str(event.button.id).rsplit("-", 1)[1])][0])
