@@ -218,3 +218,23 @@ def test_a_stalled_store_shifts_no_window_edge(tmp_path):
         assert epoch["train_window_s"] == pytest.approx(epoch["train_s"], abs=0.3)
         assert epoch["eval_window_s"] == pytest.approx(epoch["eval_s"], abs=0.3)
     assert outcome.row["energy_training_j"] == pytest.approx(sum(e["energy_j"] for e in epochs))
+
+
+def test_a_grid_warms_the_machine_up_once_before_its_first_run(tmp_path):
+    from greenlab.core.launcher import SpawnLauncher
+
+    class Recording(SpawnLauncher):
+        def __init__(self):
+            super().__init__()
+            self.modules = []
+
+        def launch(self, run_json, event_write_fd, env=None, *, module="greenlab.core.worker"):
+            self.modules.append(module)
+            return super().launch(run_json, event_write_fd, env, module=module)
+
+    launcher = Recording()
+    runs = expand_grid(parse_experiments(QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0\nrepeats = 2")
+                                         .replace("max_train_batches = 30", "max_train_batches = 2")))
+    outcomes = runner.RunSupervisor(Store(tmp_path / "runs.db"), launcher=launcher).run_grid(runs)
+    assert [o.status for o in outcomes] == ["completed", "completed"]
+    assert launcher.modules == ["greenlab.core.warmup", "greenlab.core.worker", "greenlab.core.worker"]

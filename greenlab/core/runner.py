@@ -37,6 +37,7 @@ from greenlab.core.store import RUN_COLUMNS, Store, now_iso
 from greenlab.core.storewriter import StoreWriter
 
 _SAMPLE_FLUSH_S = 1.0
+_WARMUP_TIMEOUT_S = 120.0
 
 
 
@@ -100,6 +101,7 @@ class RunSupervisor:
         self._cancel = threading.Event()
         self._cancel_one = threading.Event()  # cancel_current: this run only
         self._child: RunChild | None = None
+        self._warming: Any = None  # the warm-up child, while it runs
         self._idle_cache: dict[tuple[str, ...], dict[str, float]] = {}
         # Children start from a fork server that imported torch once (GREENLAB_LAUNCHER=spawn: a fresh
         # interpreter each); a bad GREENLAB_LAUNCHER is the user's error, raised here.
@@ -134,9 +136,12 @@ class RunSupervisor:
 
     def _terminate_child(self) -> None:
         with self._child_lock:
-            child = self._child
+            child, warming = self._child, self._warming
         if child is not None:
             child.terminate()
+        if warming is not None and warming.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(warming.pid, signal.SIGKILL)
 
     # -- the grid -------------------------------------------------------------------------------------
     def run_grid(self, runs: list[GridRun], *, force: bool = False, wait: bool = True) -> list[RunStored]:
@@ -153,6 +158,7 @@ class RunSupervisor:
             return outcomes  # cancelled while waiting: nothing ran
         try:
             self.launcher.start(_child_env())  # the fork server imports torch now, not inside the first run
+            self._warm_up()
             done = {} if force else self.store.completed_by_key()  # read under the lock: the last grid's too
             stop_rule = StopRule()
             for index, run in enumerate(runs):
@@ -185,6 +191,36 @@ class RunSupervisor:
             self.launcher.close()
             lock.release()
         return outcomes
+
+    def _warm_up(self) -> None:
+        """One unmeasured child before the grid (greenlab.core.warmup), so the first measured run does not
+        pay for a cold machine; a warm-up that fails is told, never fatal. A cancel stops it."""
+        if self.cancelled:
+            return
+        read_fd, write_fd = os.pipe()
+        child = None
+        try:
+            try:
+                child = self.launcher.launch("{}", write_fd, _child_env(), module="greenlab.core.warmup")
+            finally:
+                os.close(write_fd)
+            with self._child_lock:
+                self._warming = child
+            code = child.wait(timeout=_WARMUP_TIMEOUT_S)
+            if code != 0 and not self.cancelled:
+                self.on_event(SupervisorNote(f"the warm-up run exited with code {code}; the first run may be "
+                                             "slower than the rest"))
+        except Exception as exc:  # noqa: BLE001 - a cold first run is a bias to tell, not a reason to stop
+            if child is not None and child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+            self.on_event(SupervisorNote(f"no warm-up run ({type(exc).__name__}: {exc}); the first run may be "
+                                         "slower than the rest"))
+        finally:
+            with self._child_lock:
+                self._warming = None
+            if child is not None:
+                child.stdout.close()
+            os.close(read_fd)
 
     def _reuse(self, previous: dict[str, Any], run: GridRun) -> str:
         """Keep a completed run; when only the accounting inputs changed, recompute its CO2e and cost."""
