@@ -88,24 +88,24 @@ def run_headless(path: str, *, db: str | None = None, force: bool = False, out: 
     experiments = load_experiments(path)  # ConfigError propagates to the CLI: exit 2, nothing written
     grid = expand_grid(experiments)
     if ray is None:
-        return _run(grid, path, db=db, force=force, out=out, wait=wait, sources=sources)
+        prepare_grid(grid, path, out=out, sources=sources)  # PreflightError/FetchError: exit 2, nothing written
+        return _run(grid, path, db=db, force=force, out=out, wait=wait)
     from greenlab.core import raycluster  # only here: a grid without --ray never imports Ray
 
     address = raycluster.resolve_address(ray)
-    # On a cluster, its nodes' GPUs count, not this machine's: the cluster is checked once joined.
+    # On a cluster its nodes' GPUs count, not this machine's: placement is checked once it is joined.
     prepare_grid(grid, path, out=out, sources=sources, devices=address == raycluster.LOCAL)
     cluster = raycluster.connect(address)  # GreenLabError: exit 2, nothing written
     try:
-        raycluster.check_placement(cluster, grid, path)
-        return _run(grid, path, db=db, force=force, out=out, wait=wait, sources=sources, cluster=cluster)
+        raycluster.check_placement(cluster, grid, path)  # PreflightError: exit 2, nothing written
+        return _run(grid, path, db=db, force=force, out=out, wait=wait, cluster=cluster)
     finally:
         cluster.close()
 
 
 def _run(grid: list[GridRun], path: str, *, db: str | None, force: bool, out: TextIO, wait: bool,
-         sources: Sources | None, cluster: Any = None) -> int:
-    if cluster is None:
-        prepare_grid(grid, path, out=out, sources=sources)  # PreflightError/FetchError: exit 2, nothing written
+         cluster: Any = None) -> int:
+    """Run a prepared grid here, or on `cluster` (a RayCluster); print the summary; the exit code."""
     if not wait and (cluster is None or cluster.single_host):
         ensure_free()  # LockBusy: exit 2 before the store file exists
     store = Store(db)
@@ -124,8 +124,9 @@ def _run(grid: list[GridRun], path: str, *, db: str | None, force: bool, out: Te
         outcomes = supervisor.run_grid(grid, force=force, wait=wait)
     except KeyboardInterrupt:
         stored = len(progress.interrupted)
-        progress.line(f"interrupted: {'the run' if stored == 1 else f'{stored} runs'} in progress stored as "
-                      "interrupted" if stored else "interrupted before a run began: nothing was stored")
+        runs = "the run in progress is" if stored == 1 else f"the {stored} runs in progress are"
+        progress.line(f"interrupted: {runs} stored as interrupted" if stored
+                      else "interrupted before a run began: nothing was stored")
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous_term)

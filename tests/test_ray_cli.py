@@ -84,7 +84,7 @@ def test_ctrl_c_cancels_the_ray_tasks_and_stores_the_running_run_as_interrupted(
     out, err = "".join(lines), "".join(errors)
     assert process.returncode == 130, out + err
     assert "Traceback" not in out + err
-    assert "interrupted: the run in progress stored as interrupted" in out
+    assert "interrupted: the run in progress is stored as interrupted" in out
     with sqlite3.connect(db) as conn:
         rows = conn.execute("select status, error, executor, duration_s, energy_j from runs").fetchall()
         samples = conn.execute("select count(*) from samples").fetchone()[0]

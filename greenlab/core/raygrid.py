@@ -361,7 +361,8 @@ class RayGrid:
         where = {**self._where(task), "status": status, "error": error, "finished_at": now_iso()}
         if task.run_id is None:
             task.run_id = self.store.start_run({**run_row_values(task.run), **where,
-                                                "meters": {"placement": task.placement()}})
+                                                "meters": {"placement": task.placement()},
+                                                "host": {"hostname": task.hostname} if task.hostname else None})
         else:
             row = self.store.run(task.run_id) or {}
             meters = json.loads(row.get("meters") or "{}")
