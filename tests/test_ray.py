@@ -238,6 +238,7 @@ def test_a_grid_runs_on_ray_and_only_the_driver_writes_the_store(ray_instance, t
         assert row["supervisor_pid"] == os.getpid()  # the driver wrote it
         placement = json.loads(row["meters"])["placement"]
         assert placement["node_id"] == node_id and placement["resources"] == {"num_cpus": 2, "num_gpus": 0}
+        assert placement["omp_num_threads"] == "2"  # Ray's, inherited by the run's torch
         assert json.loads(row["host"])["hostname"] == placement["hostname"]
         assert store.epochs(row["id"]) and store.samples(row["id"])
         assert {c["component"] for c in store.components(row["id"])} == {"cpu", "dram"}
@@ -265,7 +266,8 @@ def test_runs_sharing_a_node_are_flagged_and_list_each_other(ray_instance, tmp_p
     assert json.loads(second["concurrent_runs"]) == [first["id"]]
     for row in (first, second):
         assert "shared_node_cpu" in json.loads(row["flags"])
-        assert json.loads(row["meters"])["placement"]["resources"]["num_cpus"] == 1
+        placement = json.loads(row["meters"])["placement"]
+        assert placement["resources"]["num_cpus"] == 1 and placement["omp_num_threads"] == "1"
 
 
 def test_a_killed_worker_is_retried_once_and_stored_once(ray_instance, tmp_path):

@@ -61,6 +61,7 @@ class _Task:
     hostname: str | None = None
     worker_pid: int | None = None
     gpu: dict[str, Any] = field(default_factory=dict)
+    omp_num_threads: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     earlier: list[dict[str, Any]] = field(default_factory=list)  # attempts that died: node and why
     tracker: RemoteTracker | None = None
@@ -69,7 +70,8 @@ class _Task:
         """Where and how the run was placed, for the row's `meters` JSON."""
         facts: dict[str, Any] = {"executor": "ray", "node_id": self.node_id, "hostname": self.hostname,
                                  "worker_pid": self.worker_pid, "attempt": self.attempt + 1,
-                                 "resources": {k: v for k, v in self.options.items() if k.startswith("num_")}}
+                                 "resources": {k: v for k, v in self.options.items() if k.startswith("num_")},
+                                 "omp_num_threads": self.omp_num_threads}
         if self.gpu:
             facts["gpu"] = self.gpu
         if self.earlier:
@@ -195,7 +197,8 @@ class RayGrid:
                     cancel_sent = time.monotonic()
                     self._cancel_tasks()
                 if cancel_sent is not None and time.monotonic() - cancel_sent > self._settle_s:
-                    self._abandon("the node did not return the run's record in time")
+                    with signals_deferred():
+                        outcomes.extend(self._abandon("the node did not return the run's record in time"))
                     break
                 ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=POLL_S)
                 with signals_deferred():  # a message taken is a message handled, a result taken is stored
@@ -215,7 +218,7 @@ class RayGrid:
             except KeyboardInterrupt:
                 if interrupted:  # a second Ctrl-C: no more waiting for the nodes
                     with signals_deferred():
-                        self._abandon("interrupted twice; the node's record was not awaited")
+                        outcomes.extend(self._abandon("interrupted twice; the node's record was not awaited"))
                     break
                 interrupted = True
                 self._cancel.set()
@@ -223,7 +226,7 @@ class RayGrid:
 
     def _cancel_tasks(self) -> None:
         """Running tasks hear of it from the inbox and return their interrupted records; the others (and
-        all of them, if the inbox is gone) get `ray.cancel`. A task starting meanwhile asks the inbox too."""
+        all of them, if the inbox is gone) get `ray.cancel`, so a long queue never starts."""
         ray = import_ray()
         told = False
         if self._inbox is not None and not self._inbox_failed:
@@ -232,6 +235,9 @@ class RayGrid:
                 told = True
             except ray.exceptions.RayError:
                 self._inbox_failed = True
+        if told:  # a task says it started before anything else (and hears of a cancel then)
+            with signals_deferred():
+                self._take_messages()
         for ref, task in list(self._inflight.items()):
             if not (told and task.began):
                 ray.cancel(ref)
@@ -244,14 +250,16 @@ class RayGrid:
             ray.cancel(ref)
         self.on_event(GridStopped(cause, [task.run for _ref, task in sorted(waiting, key=lambda p: p[1].index)]))
 
-    def _abandon(self, why: str) -> None:
-        """Kill the tasks still out and store those whose run had begun as interrupted."""
+    def _abandon(self, why: str) -> list[RunStored]:
+        """Kill the tasks still out; those whose run had begun are stored as interrupted."""
         ray = import_ray()
+        stored = []
         for ref, task in list(self._inflight.items()):
             ray.cancel(ref, force=True)
             if task.run_id is not None:
-                self._store_outcome(task, "interrupted", f"cancelled by the user; {why}")
+                stored.append(self._store_outcome(task, "interrupted", f"cancelled by the user; {why}"))
         self._inflight.clear()
+        return stored
 
     # -- messages from the nodes ------------------------------------------------------------------------
     def _take_messages(self) -> None:
@@ -276,7 +284,7 @@ class RayGrid:
             case TaskStarted():
                 task.began = True
                 task.node_id, task.hostname, task.worker_pid = message.node_id, message.hostname, message.worker_pid
-                task.gpu = message.gpu
+                task.gpu, task.omp_num_threads = message.gpu, message.omp_num_threads
                 self.attempts.setdefault(task.index, []).append(message)
                 self.on_event(RunQueued(task.index, self._total, task.run))
             case RowStarted(values=values):

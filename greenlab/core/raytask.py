@@ -65,6 +65,7 @@ class TaskStarted:
     hostname: str
     worker_pid: int
     gpu: dict[str, Any] = field(default_factory=dict)  # Ray's GPU ids, CUDA_VISIBLE_DEVICES, the UUIDs pinned
+    omp_num_threads: str | None = None  # Ray sets it to the task's CPUs; the child's torch inherits it
 
 
 @dataclass(frozen=True)
@@ -292,7 +293,9 @@ def run_on_node(request: TaskRequest, inbox: Any) -> TaskResult:
     try:
         node_id = ray.get_runtime_context().get_node_id()
         gpu = {"ray_gpu_ids": [str(i) for i in ray.get_gpu_ids()], **pin_gpus_by_uuid(os.environ)}
-        channel.send(TaskStarted(request.tag, request.attempt, node_id, socket.gethostname(), os.getpid(), gpu))
+        channel.send(TaskStarted(request.tag, request.attempt, node_id, socket.gethostname(), os.getpid(), gpu,
+                                 os.environ.get("OMP_NUM_THREADS")))
+        channel.flush()  # at once: the driver learns the task runs, and the task whether the grid is cancelled
         recorder = ChannelRecorder(channel, run_id=request.tag)
         launcher = _worker_launcher(channel)
         supervisor = RunSupervisor(None, on_event=channel.relay, launcher=launcher, recorder=recorder,
