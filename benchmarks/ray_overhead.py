@@ -90,7 +90,8 @@ def main() -> None:
     for side, rounds in results.items():
         walls = [wall for wall, _measured in rounds]
         around[side] = statistics.mean((wall - measured) / n for wall, measured in rounds)
-        print(f"{side:<6}: grid {' and '.join(f'{w:.2f}' for w in walls)} s; per run {statistics.mean(walls) / n:.2f} s, "
+        grids = " and ".join(f"{w:.2f}" for w in walls)
+        print(f"{side:<6}: grid {grids} s; per run {statistics.mean(walls) / n:.2f} s, "
               f"of which {around[side]:.2f} s outside the run's own measured time")
     wall_ratio = statistics.mean(w for w, _m in results["ray"]) / statistics.mean(w for w, _m in results["local"])
     print(f"Ray's scheduling overhead per run: {around['ray'] - around['local']:+.2f} s; "

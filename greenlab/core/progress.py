@@ -2,8 +2,9 @@
 
 Both faces read the same understanding of a running grid from here: the queue with statuses, each run in
 flight (several at once on Ray) with its phase, epoch, batch, loss and accuracy and how its energy is
-obtained, the latest note and a log of what happened, already worded (greenlab.core.formatting). This is the one place that dispatches over
-event types; the headless driver prints what changed between two snapshots and the TUI renders them.
+obtained, the latest note and a log of what happened, already worded (greenlab.core.formatting). This is
+the one place that dispatches over event types; the headless driver prints what changed between two
+snapshots and the TUI renders them.
 
 Time-dependent figures (elapsed, ETA, the running energy from the tracker's own windows) are computed by
 `live(view, now)` when a face draws, so a snapshot stays valid between events. Thread-safe: events may
@@ -140,12 +141,12 @@ class _State:
     version: int = 0
     seq: int = 0
     queued: dict[int, list[tuple[int, GridRun]]] = field(default_factory=dict)  # grid -> runs being prepared
+    meters_described: str = ""
+    download_quarters: dict[str, int] = field(default_factory=dict)
 
     @property
     def current(self) -> RunView | None:
         return next(reversed(self.running.values()), None) if self.running else self.last
-    meters_described: str = ""
-    download_quarters: dict[str, int] = field(default_factory=dict)
 
 
 class GridPresenter:

@@ -342,7 +342,8 @@ class RayGrid:
                 self._submit(task, lock_store, avoid=avoid)
                 return None
             earlier = "; ".join(e["error"] for e in task.earlier)
-            return self._store_outcome(task, "failed", reason + (f"; on the first attempt, {earlier}" if earlier else ""))
+            error = reason + (f"; on the first attempt, {earlier}" if earlier else "")
+            return self._store_outcome(task, "failed", error)
         if not result.began:
             return None  # cancelled while it waited for its node's lock or idle baseline: nothing ran
         return self._apply(task, result)

@@ -255,8 +255,8 @@ _WORKER: dict[str, Any] = {}  # this worker process's launcher, its current note
 
 
 def _worker_launcher(channel: Channel) -> Launcher:
-    """The fork server this worker started for an earlier task (torch imported once per worker), or a new one.
-    A Ray worker serves one driver's tasks only, so a cached idle baseline is still this grid's."""
+    """The fork server this worker started for an earlier task (torch imported once per worker), or a new
+    one; its notes go to the current task's channel."""
     _WORKER["note"] = lambda text: channel.send(Relayed(channel.tag, channel.attempt, SupervisorNote(text)))
     launcher = _WORKER.get("launcher")
     if launcher is None:
@@ -266,7 +266,8 @@ def _worker_launcher(channel: Channel) -> Launcher:
 
 
 def _idle_cache() -> dict[tuple[str, ...], dict[str, float]]:
-    """Idle baselines of this worker, per set of visible GPUs (component names do not tell boards apart)."""
+    """Idle baselines of this worker, per set of visible GPUs (component names do not tell boards apart).
+    A Ray worker serves one driver's tasks only, so a cached baseline is still this grid's."""
     caches = _WORKER.setdefault("idle", {})
     return caches.setdefault(os.environ.get("CUDA_VISIBLE_DEVICES"), {})
 

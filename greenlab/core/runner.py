@@ -4,10 +4,11 @@ The child (greenlab.core.worker, started and read through greenlab.core.child) t
 this side owns the meters (an EnergyTracker sampling in a thread), the idle baseline, the energy windows
 opened and closed on the child's phase events and the run's record (greenlab.core.record); a recorder
 (greenlab.core.recorder) decides where the record's rows go: the store, through a writer thread, for a
-local grid, or memory on a Ray node, whose driver writes them (greenlab.core.raygrid). A child that raises, runs out of memory or is killed leaves a
-`failed` run with its error and partial data; a cancel or Ctrl-C leaves an `interrupted` one. Faces
-(headless, TUI) subscribe through `on_event` (greenlab.core.grid_events; the presenter in
-greenlab.core.progress folds them) and never see a process or a SQL statement.
+local grid, or memory on a Ray node, whose driver writes them (greenlab.core.raygrid). A child that
+raises, runs out of memory or is killed leaves a `failed` run with its error and partial data; a cancel
+or Ctrl-C leaves an `interrupted` one. Faces (headless, TUI) subscribe through `on_event`
+(greenlab.core.grid_events; the presenter in greenlab.core.progress folds them) and never see a process
+or a SQL statement.
 """
 
 from __future__ import annotations
