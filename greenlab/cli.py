@@ -23,6 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="rerun runs already completed with identical settings")
     parser.add_argument("--no-wait", action="store_true",
                         help="with --headless: exit 2 at once if another grid is measuring on this host")
+    parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                        help="with --headless: run the grid on Ray, each run a task on a node: ADDRESS local "
+                             "(a Ray instance on this machine, the default unless RAY_ADDRESS is set), auto "
+                             "(the cluster started here with `ray start`) or ray://host:port")
     parser.add_argument("--fetch", metavar="EXPERIMENTS.toml",
                         help="download every dataset and weight file a grid needs, then exit")
     parser.add_argument("--list-models", action="store_true", help="print the model zoo and exit")
@@ -91,10 +95,13 @@ def main(argv: list[str] | None = None) -> int:
             from greenlab.prepare import run_fetch
 
             return run_fetch(args.fetch)
+        if args.ray is not None and not args.headless:
+            print("greenlab: --ray runs a grid file: greenlab --headless FILE --ray [ADDRESS]", file=sys.stderr)
+            return 2
         if args.headless:
             from greenlab.headless import run_headless
 
-            return run_headless(args.headless, db=args.db, force=args.force, wait=not args.no_wait)
+            return run_headless(args.headless, db=args.db, force=args.force, wait=not args.no_wait, ray=args.ray)
         try:
             from greenlab.tui.app import run_app
         except ModuleNotFoundError as exc:

@@ -2,7 +2,8 @@
 
 New log lines are printed as lines; on a terminal, a one-line bar (the training run's batches, or a
 download's bytes, rate and ETA) is redrawn in place at most a few times a second; on a pipe or a log there
-is no bar. Used by `--headless` and `--fetch`; it never dispatches over event types itself.
+is no bar. With several runs at once (on Ray) the lines, each naming its run, tell them all; the bar
+follows the latest run begun. Used by `--headless` and `--fetch`; it never dispatches over event types itself.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import shutil
 import time
 from typing import Any, TextIO
 
-from greenlab.core.progress import GridPresenter, RunView
+from greenlab.core.progress import GridPresenter, QueueEntry, RunView
 
 REDRAW_S = 0.2
 
@@ -56,8 +57,12 @@ class Progress:
 
     @property
     def run_open(self) -> bool:
-        current = self.snapshot.current
-        return current is not None and current.stored is None
+        return bool(self.snapshot.running)
+
+    @property
+    def interrupted(self) -> list[QueueEntry]:
+        """The queue's runs stored as interrupted (by a Ctrl-C, a SIGTERM or a cancel)."""
+        return [entry for entry in self.snapshot.queue if entry.status == "interrupted"]
 
     @property
     def stopped(self) -> str | None:
@@ -73,7 +78,8 @@ class Progress:
             self._printed = line.seq
         current = self.snapshot.current
         if self.run_open and current is not None and current.phase == "train" and current.batches:
-            self.terminal.bar(_run_bar(current))
+            others = len(self.snapshot.running) - 1  # on Ray several run at once: the bar shows the latest
+            self.terminal.bar(_run_bar(current) + (f"  (+{others} running)" if others else ""))
         elif all(line.level == "progress" for line in lines) and self.snapshot.note != before.note:
             self.terminal.bar(self.snapshot.note)  # a download's progress: bytes, rate, ETA
 

@@ -1,9 +1,10 @@
 """`greenlab --headless experiments.toml`: run a grid with no UI and print a comparison.
 
-A thin face on greenlab.core: it validates the file, asks the RunSupervisor to run the grid, shows
-progress (a one-line bar on a terminal, plain lines otherwise) and prints each technique against its
-baseline. Before the store is opened, the grid is checked and what it must download is fetched
-(greenlab.prepare). Exit codes: 0 all completed, 1 a run failed or the grid stopped on an environment
+A thin face on greenlab.core: it validates the file, asks the RunSupervisor to run the grid (or, with
+`--ray`, a RayGrid on a Ray cluster, greenlab.core.raygrid), shows progress (a one-line bar on a terminal,
+plain lines otherwise) and prints each technique against its baseline. Before the store is opened, the
+grid is checked and what it must download is fetched (greenlab.prepare), and a Ray cluster is joined and
+checked for room. Exit codes: 0 all completed, 1 a run failed or the grid stopped on an environment
 failure, 2 invalid input or a grid that cannot run here (nothing written), 130 interrupted.
 """
 
@@ -82,21 +83,49 @@ def _terminate_as_interrupt(signum: int, frame: Any) -> None:
 
 
 def run_headless(path: str, *, db: str | None = None, force: bool = False, out: TextIO = sys.stdout,
-                 wait: bool = True, sources: Sources | None = None) -> int:
+                 wait: bool = True, sources: Sources | None = None, ray: str | None = None) -> int:
+    """Run the grid of `path`; `ray` (an address, "" for the default) runs it on Ray instead of here."""
     experiments = load_experiments(path)  # ConfigError propagates to the CLI: exit 2, nothing written
     grid = expand_grid(experiments)
-    prepare_grid(grid, path, out=out, sources=sources)  # PreflightError/FetchError: exit 2, nothing written
-    if not wait:
+    if ray is None:
+        prepare_grid(grid, path, out=out, sources=sources)  # PreflightError/FetchError: exit 2, nothing written
+        return _run(grid, path, db=db, force=force, out=out, wait=wait)
+    from greenlab.core import raycluster  # only here: a grid without --ray never imports Ray
+
+    address = raycluster.resolve_address(ray)
+    # On a cluster its nodes' GPUs count, not this machine's: placement is checked once it is joined.
+    prepare_grid(grid, path, out=out, sources=sources, devices=address == raycluster.LOCAL)
+    cluster = raycluster.connect(address)  # GreenLabError: exit 2, nothing written
+    try:
+        raycluster.check_placement(cluster, grid, path)  # PreflightError: exit 2, nothing written
+        return _run(grid, path, db=db, force=force, out=out, wait=wait, cluster=cluster)
+    finally:
+        cluster.close()
+
+
+def _run(grid: list[GridRun], path: str, *, db: str | None, force: bool, out: TextIO, wait: bool,
+         cluster: Any = None) -> int:
+    """Run a prepared grid here, or on `cluster` (a RayCluster); print the summary; the exit code."""
+    if not wait and (cluster is None or cluster.single_host):
         ensure_free()  # LockBusy: exit 2 before the store file exists
     store = Store(db)
     progress = Progress(out)
-    supervisor = RunSupervisor(store, on_event=progress)
-    progress.line(f"greenlab: {len(grid)} runs from {path} into {store.path}")
+    progress.presenter.add_grid(0, grid)  # the queue's statuses tell what an interrupt left
+    if cluster is None:
+        supervisor: Any = RunSupervisor(store, on_event=progress)
+        progress.line(f"greenlab: {len(grid)} runs from {path} into {store.path}")
+    else:
+        from greenlab.core.raygrid import RayGrid
+
+        supervisor = RayGrid(store, cluster, on_event=progress)
+        progress.line(f"greenlab: {len(grid)} runs from {path} into {store.path}, on {cluster.describe()}")
     previous_term = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         outcomes = supervisor.run_grid(grid, force=force, wait=wait)
     except KeyboardInterrupt:
-        progress.line("interrupted: the run in progress is stored as interrupted" if progress.run_open
+        stored = len(progress.interrupted)
+        runs = "the run in progress is" if stored == 1 else f"the {stored} runs in progress are"
+        progress.line(f"interrupted: {runs} stored as interrupted" if stored
                       else "interrupted before a run began: nothing was stored")
         return EXIT_INTERRUPTED
     finally:

@@ -23,9 +23,10 @@ def _failures(report: fetch.FetchReport) -> fetch.FetchError:
 
 
 def prepare_grid(grid: list[GridRun], source: str | Path, *, out: TextIO = sys.stdout,
-                 sources: fetch.Sources | None = None) -> None:
-    """Check the grid (PreflightError: exit 2) and download what it needs on first use, with progress."""
-    report = preflight.check_file(grid, source, sources=sources)
+                 sources: fetch.Sources | None = None, devices: bool = True) -> None:
+    """Check the grid (PreflightError: exit 2) and download what it needs on first use, with progress.
+    `devices` False: the grid runs on a Ray cluster, which checks its own GPUs (greenlab.core.raycluster)."""
+    report = preflight.check_file(grid, source, sources=sources, devices=devices)
     report.raise_for_problems()
     if report.to_fetch:
         fetched = fetch.fetch_all(report.to_fetch, Progress(out), reachable=report.reachable)

@@ -143,3 +143,18 @@ def test_a_run_running_under_another_live_supervisor_is_skipped(tmp_path):
         other.kill()
         other.wait()
     assert store.running_elsewhere(runs[0].settings_key()) is None  # a dead supervisor's run is not running
+
+
+def test_ray_tasks_share_a_nodes_lock_that_a_plain_grid_cannot_take(tmp_path):
+    first = hostlock.HostLock("runs.db (a Ray grid driven from head)", shared=True)
+    second = hostlock.HostLock("runs.db (a Ray grid driven from head)", shared=True)
+    assert first.try_acquire() and second.try_acquire()  # two runs of a Ray grid on one node
+    plain = hostlock.HostLock(tmp_path / "a.db")
+    assert not plain.try_acquire()
+    assert "a Ray grid driven from head" in hostlock.current_holder().store  # a waiting grid says who
+    first.release()
+    assert not plain.try_acquire()  # the other task still measures
+    second.release()
+    assert plain.try_acquire()
+    assert not hostlock.HostLock("x", shared=True).try_acquire()  # and a task waits for a plain grid
+    plain.release()

@@ -101,3 +101,44 @@ def test_shared_wording():
     assert formatting.kind_of_methods({"gpu0": "counter", "cpu": "estimate"}) == "mixed"
     assert formatting.kind_of_methods({"cpu": "unavailable"}) == "unavailable"
     assert formatting.kind_of_row({"energy_measured_j": 0.0, "energy_estimated_j": 3.0}) == "estimated"
+
+
+def test_several_runs_in_flight_each_follow_their_own_events():
+    """On Ray several runs run at once: `running` holds them in start order, `current` is the latest."""
+    clock = [100.0]
+    presenter = GridPresenter(clock=lambda: clock[0])
+    presenter.add_grid(1, GRID)
+    for index in (0, 1, 2):  # all three queued before any begins
+        presenter.apply(RunQueued(index, len(GRID), GRID[index]), grid=1)
+    presenter.apply(RunBegan(11, GRID[1], Tracker()), grid=1)
+    snapshot = presenter.apply(RunBegan(10, GRID[0], Tracker()), grid=1)
+    assert [v.run_id for v in snapshot.running] == [11, 10] and snapshot.current.run_id == 10
+    assert [(e.status, e.run_id) for e in snapshot.queue] == [("running", 10), ("running", 11), ("starting", None),
+                                                              ("waiting", None)]
+    presenter.apply(ChildEvent(11, events.BatchFinished(1, 4, 5, 0.7)), grid=1)
+    snapshot = presenter.apply(ChildEvent(10, events.BatchFinished(1, 1, 5, 2.0)), grid=1)
+    by_id = {v.run_id: v for v in snapshot.running}
+    assert (by_id[11].batch, by_id[11].loss) == (4, 0.7) and (by_id[10].batch, by_id[10].loss) == (1, 2.0)
+    # The older run is stored first: the newer one stays current and running.
+    snapshot = presenter.apply(RunStored(11, GRID[1], "completed", None, {"energy_j": 3.0}), grid=1)
+    assert [v.run_id for v in snapshot.running] == [10] and snapshot.current.run_id == 10
+    assert snapshot.queue[1].status == "completed" and snapshot.queue[0].status == "running"
+    # A retried run begins again under its id, and moves to the end.
+    presenter.apply(RunBegan(12, GRID[2], Tracker()), grid=1)
+    presenter.apply(RunQueued(0, len(GRID), GRID[0]), grid=1)
+    snapshot = presenter.apply(RunBegan(10, GRID[0], Tracker()), grid=1)
+    assert [v.run_id for v in snapshot.running] == [12, 10] and snapshot.running[1].batch == 0
+    presenter.apply(RunStored(10, GRID[0], "interrupted", "cancelled by the user", {}), grid=1)
+    snapshot = presenter.apply(RunStored(12, GRID[2], "failed", "boom", {}), grid=1)
+    assert snapshot.running == () and snapshot.current.run_id == 12 and snapshot.current.stored == {}
+    assert [e.status for e in snapshot.queue] == ["interrupted", "completed", "failed", "waiting"]
+
+
+def test_a_run_stored_without_beginning_marks_its_queue_entry():
+    """A Ray task whose worker died before its run began: the row is stored failed, the queue says so."""
+    presenter = GridPresenter()
+    presenter.add_grid(1, GRID)
+    presenter.apply(RunQueued(2, len(GRID), GRID[2]), grid=1)
+    snapshot = presenter.apply(RunStored(5, GRID[2], "failed", "the Ray worker died", {}), grid=1)
+    assert snapshot.queue[2].status == "failed" and snapshot.queue[2].run_id == 5 and snapshot.running == ()
+    assert "FAILED: the Ray worker died" in snapshot.log[-1].text

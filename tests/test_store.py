@@ -99,3 +99,29 @@ def test_db_path_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("GREENLAB_DB", str(tmp_path / "env.db"))
     assert store_module.resolve_path(None) == tmp_path / "env.db"
     assert store_module.resolve_path(tmp_path / "arg.db") == tmp_path / "arg.db"
+
+
+def test_every_row_says_where_it_ran(tmp_path):
+    """A local run: executor 'local' on this host; rows from before schema 2 were all local."""
+    import socket
+
+    import sqlite_utils
+
+    store = Store(tmp_path / "runs.db")
+    run_id = store.start_run({"model": "tinycnn", "technique": "baseline"})
+    row = store.run(run_id)
+    assert (row["executor"], row["node"], row["attempts"]) == ("local", socket.gethostname(), 1)
+    assert json.loads(row["concurrent_runs"]) == []
+    ray_id = store.start_run({"model": "tinycnn", "technique": "prune", "executor": "ray", "node": "abc123"})
+    assert (store.run(ray_id)["executor"], store.run(ray_id)["node"]) == ("ray", "abc123")
+    store.close()
+
+    old = tmp_path / "old.db"
+    db = sqlite_utils.Database(old)
+    store_module._migrate_1(db)
+    db.execute("PRAGMA user_version = 1")
+    db["runs"].insert({"model": "tinycnn", "technique": "baseline", "status": "completed", "settings": "{}",
+                       "host": json.dumps({"hostname": "lab-3"})})
+    db.close()
+    (row,) = Store(old).runs()
+    assert (row["executor"], row["node"], row["attempts"], row["concurrent_runs"]) == ("local", "lab-3", 1, "[]")

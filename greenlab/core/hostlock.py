@@ -7,6 +7,10 @@ the holding process dies, however it dies, so a crashed grid never leaves the ho
 says who holds it (pid, host, store, since) for the grids that wait.
 
 The descriptor is opened close-on-exec, so the children a supervisor starts never hold the lock.
+
+A Ray task (greenlab.core.raytask) holds its node's lock `shared`: the runs of one Ray grid may share a
+node (its driver flags them `shared_node_cpu`), while a plain grid, which holds the lock exclusively,
+never measures beside them.
 """
 
 from __future__ import annotations
@@ -117,11 +121,13 @@ def ensure_free(path: Path | None = None) -> None:
 
 
 class HostLock:
-    """The lock for one grid: acquire before the first run, release after the last."""
+    """The lock for one grid: acquire before the first run, release after the last. `shared` holders (Ray
+    tasks) exclude exclusive ones, not each other; `store` names what the holder writes, for waiters."""
 
-    def __init__(self, store: str | os.PathLike[str], path: Path | None = None) -> None:
-        self.store = os.path.abspath(store)
+    def __init__(self, store: str | os.PathLike[str], path: Path | None = None, *, shared: bool = False) -> None:
+        self.store = str(store) if shared else os.path.abspath(store)
         self.path = path or lock_path()
+        self.shared = shared
         self._fd: int | None = None
 
     @property
@@ -133,14 +139,15 @@ class HostLock:
             return True
         fd = _open(self.path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
         since = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        holder = Holder(os.getpid(), socket.gethostname(), self.store, since)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(asdict(holder)).encode(), 0)
+        holder = json.dumps(asdict(Holder(os.getpid(), socket.gethostname(), self.store, since))).encode()
+        # Shared holders all write their name: the last one is shown (a torn write reads as unknown).
+        os.pwrite(fd, holder, 0)
+        os.ftruncate(fd, len(holder))
         self._fd = fd
         return True
 
@@ -171,7 +178,8 @@ class HostLock:
         if fd is None:
             return
         try:
-            os.ftruncate(fd, 0)  # the next reader must not name a grid that has finished
+            if not self.shared:  # other shared holders may remain, and the next exclusive one writes anew
+                os.ftruncate(fd, 0)  # the next reader must not name a grid that has finished
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

@@ -64,15 +64,18 @@ class PreflightReport:
 
 def check(runs: list[GridRun], *, source: str | None = None, text: str | None = None,
           sources: fetch.Sources | None = None,
-          probe: Callable[[Iterable[str]], dict[str, bool]] = fetch.probe_hosts) -> PreflightReport:
-    """Every problem of the grid at once; `text` (the file's) lets each problem carry its line."""
+          probe: Callable[[Iterable[str]], dict[str, bool]] = fetch.probe_hosts,
+          devices: bool = True) -> PreflightReport:
+    """Every problem of the grid at once; `text` (the file's) lets each problem carry its line. `devices`
+    False leaves the devices to whoever places the runs (a Ray cluster's GPUs are not this machine's)."""
     report = PreflightReport()
     found: dict[tuple[str, str, str], None] = {}
 
     def problem(run: GridRun, key: str, message: str) -> None:
         found[(run.experiment, key, message)] = None
 
-    _check_devices(runs, problem)
+    if devices:
+        _check_devices(runs, problem)
     for run in runs:
         _check_numbers(run, problem)
         if run.settings.dataset.startswith(datasets.IMAGEFOLDER_PREFIX):

@@ -1,9 +1,10 @@
 """The presenter: folds a supervisor's events into immutable snapshots of the grids it runs.
 
-Both faces read the same understanding of a running grid from here: the queue with statuses, the current
-run's phase, epoch, batch, loss and accuracy, how its energy is obtained, the latest note and a log of
-what happened, already worded (greenlab.core.formatting). This is the one place that dispatches over
-event types; the headless driver prints what changed between two snapshots and the TUI renders them.
+Both faces read the same understanding of a running grid from here: the queue with statuses, each run in
+flight (several at once on Ray) with its phase, epoch, batch, loss and accuracy and how its energy is
+obtained, the latest note and a log of what happened, already worded (greenlab.core.formatting). This is
+the one place that dispatches over event types; the headless driver prints what changed between two
+snapshots and the TUI renders them.
 
 Time-dependent figures (elapsed, ETA, the running energy from the tracker's own windows) are computed by
 `live(view, now)` when a face draws, so a snapshot stays valid between events. Thread-safe: events may
@@ -49,14 +50,14 @@ class LogLine:
 
 @dataclass(frozen=True)
 class RunView:
-    """The run in progress (or the last one, once stored), as the faces show it."""
+    """A run in progress (or the last one, once stored), as the faces show it."""
 
     grid: int
     run_id: int
     run: GridRun
     label: str
     began: float  # the presenter's clock when its row was written
-    tracker: Any  # the live power source: history() and running_j() are thread-safe
+    tracker: Any  # the live power source (an EnergyTracker, or a RemoteTracker for a Ray node's run): thread-safe
     t0: float  # tracker time at the run's start
     methods: dict[str, str]
     index: int | None = None  # its place in the grid's queue
@@ -98,8 +99,12 @@ class Live:
 
 @dataclass(frozen=True)
 class GridSnapshot:
+    """`running` holds every run begun and not yet stored, in start order (one at a time locally, several on
+    Ray); `current` is the most recently begun of them, or, when none runs, the last one stored."""
+
     queue: tuple[QueueEntry, ...] = ()
     current: RunView | None = None
+    running: tuple[RunView, ...] = ()
     note: str = "Nothing running."
     log: tuple[LogLine, ...] = ()
     stored: tuple[int, ...] = ()  # run ids stored so far, in order
@@ -127,16 +132,21 @@ def live(view: RunView, now: float) -> Live:
 @dataclass
 class _State:
     queue: list[QueueEntry] = field(default_factory=list)
-    current: RunView | None = None
+    running: dict[int, RunView] = field(default_factory=dict)  # run id -> view, in start order
+    last: RunView | None = None  # the last run stored (or begun)
     note: str = "Nothing running."
     log: list[LogLine] = field(default_factory=list)
     stored: list[int] = field(default_factory=list)
     stopped: str | None = None
     version: int = 0
     seq: int = 0
-    queued: dict[int, int | None] = field(default_factory=dict)  # grid -> index of the run being prepared
+    queued: dict[int, list[tuple[int, GridRun]]] = field(default_factory=dict)  # grid -> runs being prepared
     meters_described: str = ""
     download_quarters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def current(self) -> RunView | None:
+        return next(reversed(self.running.values()), None) if self.running else self.last
 
 
 class GridPresenter:
@@ -152,7 +162,8 @@ class GridPresenter:
     def snapshot(self) -> GridSnapshot:
         with self._lock:
             state = self._state
-            return GridSnapshot(queue=tuple(state.queue), current=state.current, note=state.note,
+            return GridSnapshot(queue=tuple(state.queue), current=state.current,
+                                running=tuple(state.running.values()), note=state.note,
                                 log=tuple(state.log), stored=tuple(state.stored), stopped=state.stopped,
                                 version=state.version)
 
@@ -173,6 +184,15 @@ class GridPresenter:
             if entry.grid == grid and entry.index == index:
                 self._state.queue[position] = replace(entry, status=status, **values)
                 return
+
+    def _take_queued(self, grid: int, run: GridRun, *, or_latest: bool = True) -> int | None:
+        """The queue index of `run`, queued in `grid` and now begun (or stored without beginning); several
+        runs may be queued at once (on Ray), so it is found by the run, else the latest queued is taken."""
+        pending = self._state.queued.get(grid, [])
+        for position, (index, queued) in enumerate(pending):
+            if queued == run:
+                return pending.pop(position)[0]
+        return pending.pop()[0] if pending and or_latest else None
 
     # -- grids --------------------------------------------------------------------------------------
     def add_grid(self, grid: int, runs: list[GridRun]) -> GridSnapshot:
@@ -204,7 +224,7 @@ class GridPresenter:
         state = self._state
         match event:
             case RunQueued(index=index, total=total, run=run):
-                state.queued[grid] = index
+                state.queued.setdefault(grid, []).append((index, run))
                 self._set_status(grid, index, "starting")
                 label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
                 self._say(f"[{index + 1}/{total}] {label}: starting")
@@ -218,9 +238,8 @@ class GridPresenter:
                 self._say(formatting.cooling_text(temperatures, target_c))
             case RunBegan():
                 self._began(event, grid)
-            case ChildEvent(run_id=run_id, event=child) if state.current is not None and \
-                    state.current.run_id == run_id:
-                self._child(child)
+            case ChildEvent(run_id=run_id, event=child) if run_id in state.running:
+                self._child(state.running[run_id], child)
             case RunStored():
                 self._stored(event, grid)
             case SupervisorNote(text=text):
@@ -249,13 +268,14 @@ class GridPresenter:
         state = self._state
         tracker = event.tracker
         run = event.run
-        index = state.queued.get(grid)
+        index = self._take_queued(grid, run)
         methods = tracker.methods()
-        state.current = RunView(grid=grid, run_id=event.run_id, run=run,
-                                label=formatting.run_label(run.model, run.technique, run.repeat,
-                                                           run.settings.repeats),
-                                began=self.clock(), tracker=tracker, t0=tracker.now(), methods=methods,
-                                index=index, epochs=run.settings.epochs)
+        state.running.pop(event.run_id, None)  # a retried run begins again: it moves to the end
+        state.running[event.run_id] = state.last = RunView(
+            grid=grid, run_id=event.run_id, run=run,
+            label=formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats),
+            began=self.clock(), tracker=tracker, t0=tracker.now(), methods=methods, index=index,
+            epochs=run.settings.epochs)
         self._set_status(grid, index, "running", run_id=event.run_id)
         described = ", ".join(f"{c} {m}" for c, m in methods.items())
         if described != state.meters_described:  # once per grid, and again if the meters change
@@ -265,33 +285,30 @@ class GridPresenter:
                 self._say(f"energy: {component}: {why}", note=False)
         state.note = ""
 
-    def _child(self, event: events.Event) -> None:
-        state = self._state
-        view = state.current
-        assert view is not None
+    def _child(self, view: RunView, event: events.Event) -> None:
+        def update(**changes: Any) -> None:
+            self._state.running[view.run_id] = replace(view, **changes)
+
         match event:
             case events.RunStarted():
-                state.current = replace(view, device=event.device, batches=event.batches_per_epoch,
-                                        epochs=event.epochs,
-                                        note=f"{event.n_train} training examples, {event.input_description}")
+                update(device=event.device, batches=event.batches_per_epoch, epochs=event.epochs,
+                       note=f"{event.n_train} training examples, {event.input_description}")
             case events.ModelPrepared(warnings=warnings):
-                state.current = replace(view, warnings=tuple(warnings),
-                                        note=f"warning: {warnings[-1]}" if warnings else view.note)
+                update(warnings=tuple(warnings), note=f"warning: {warnings[-1]}" if warnings else view.note)
                 for warning in warnings:
                     self._say(f"{view.label}: warning: {warning}", "warning")
             case events.PhaseBegan(epoch=epoch, phase=phase):
-                state.current = replace(view, phase=phase, epoch=epoch,
-                                        batch=0 if phase == "train" else view.batch)
+                update(phase=phase, epoch=epoch, batch=0 if phase == "train" else view.batch)
             case events.BatchFinished(epoch=epoch, batch=batch, batches=batches, loss=loss):
-                state.current = replace(view, phase="train", epoch=epoch, batch=batch, batches=batches, loss=loss)
+                update(phase="train", epoch=epoch, batch=batch, batches=batches, loss=loss)
             case events.EpochFinished():
-                state.current = replace(view, epoch=event.epoch, batch=view.batches, loss=event.train_loss,
-                                        val_accuracy=event.val_accuracy)
+                update(epoch=event.epoch, batch=view.batches, loss=event.train_loss,
+                       val_accuracy=event.val_accuracy)
                 self._say(f"{view.label}: epoch {event.epoch} loss {event.train_loss:.4f} val acc "
                           f"{event.val_accuracy:.2%} f1 {event.val_f1:.3f} ({formatting.duration(event.duration_s)})",
                           note=False)
             case events.LogWritten(message=message):
-                state.current = replace(view, note=message)
+                update(note=message)
                 self._say(f"{view.label}: {message}", note=False)
             case events.PhaseEnded() | events.RunFinished() | events.RunFailed():
                 pass  # the stored outcome (RunStored) tells these
@@ -299,13 +316,17 @@ class GridPresenter:
     def _stored(self, event: RunStored, grid: int) -> None:
         state = self._state
         row = event.row
-        view = state.current
+        view = state.running.pop(event.run_id, None)
         label = view.label if view is not None else formatting.run_label(
             event.run.model, event.run.technique, event.run.repeat, event.run.settings.repeats)
-        if view is not None and view.run_id == event.run_id:
-            state.current = replace(view, stored=row, ended=self.clock(), phase=event.status,
-                                    note=f"{event.status}: {event.error.splitlines()[0]}" if event.error else view.note)
+        if view is not None:
+            state.last = replace(view, stored=row, ended=self.clock(), phase=event.status,
+                                 note=f"{event.status}: {event.error.splitlines()[0]}" if event.error else view.note)
             self._set_status(grid, view.index, event.status, energy_j=row.get("energy_j"))
+        else:  # stored without having begun (a Ray task that died on its node before its run started)
+            index = self._take_queued(grid, event.run, or_latest=False)
+            if index is not None:
+                self._set_status(grid, index, event.status, run_id=event.run_id)
         state.stored.append(event.run_id)
         if event.status == "completed":
             self._say(f"{label}: completed in {formatting.duration(row.get('duration_s'))}, "

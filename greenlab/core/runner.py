@@ -2,11 +2,13 @@
 
 The child (greenlab.core.worker, started and read through greenlab.core.child) trains and streams events;
 this side owns the meters (an EnergyTracker sampling in a thread), the idle baseline, the energy windows
-opened and closed on the child's phase events, the run's record (greenlab.core.record) and every write to
-the store (through a writer thread). A child that raises, runs out of memory or is killed leaves a
-`failed` run with its error and partial data; a cancel or Ctrl-C leaves an `interrupted` one. Faces
-(headless, TUI) subscribe through `on_event` (greenlab.core.grid_events; the presenter in
-greenlab.core.progress folds them) and never see a process or a SQL statement.
+opened and closed on the child's phase events and the run's record (greenlab.core.record); a recorder
+(greenlab.core.recorder) decides where the record's rows go: the store, through a writer thread, for a
+local grid, or memory on a Ray node, whose driver writes them (greenlab.core.raygrid). A child that
+raises, runs out of memory or is killed leaves a `failed` run with its error and partial data; a cancel
+or Ctrl-C leaves an `interrupted` one. Faces (headless, TUI) subscribe through `on_event`
+(greenlab.core.grid_events; the presenter in greenlab.core.progress folds them) and never see a process
+or a SQL statement.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from greenlab.core.hostlock import HostLock, WaitingForLock  # noqa: F401 - supe
 from greenlab.core.child import RunChild
 from greenlab.core.launcher import Launcher, default_launcher
 from greenlab.core.record import RunRecord, accounting_columns, energy_columns, gpus_used
+from greenlab.core.recorder import RowWriter, RunRecorder, StoreRecorder
 from greenlab.core.store import RUN_COLUMNS, Store, now_iso
-from greenlab.core.storewriter import StoreWriter
 
 _SAMPLE_FLUSH_S = 1.0
 _WARMUP_TIMEOUT_S = 120.0
@@ -42,7 +44,8 @@ _WARMUP_TIMEOUT_S = 120.0
 
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """The environment a run's child starts in (a fork server started with it serves every run)."""
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
@@ -64,8 +67,42 @@ def make_tracker(settings: RunSettings) -> tuple[EnergyTracker, dict[str, str]]:
     return EnergyTracker(setup.meters, sample_hz=settings.sample_hz), setup.notes
 
 
+def skip_reason(store: Store, run: GridRun, done: dict[str, dict[str, Any]]) -> str | None:
+    """Why a grid entry does not run now, or None: it completed with identical settings (`done`, from
+    `store.completed_by_key()`), or another live supervisor is running it in this store."""
+    key = run.settings_key()
+    if key in done:
+        return _reuse(store, done[key], run)
+    other = store.running_elsewhere(key)
+    if other is not None:
+        return f"running now under supervisor pid {other}"
+    return None
+
+
+def _reuse(store: Store, previous: dict[str, Any], run: GridRun) -> str:
+    """Keep a completed run; when only the accounting inputs changed, recompute its CO2e and cost."""
+    accounting = run.accounting()
+    stored = {k: previous.get(k) for k in accounting}
+    if stored == accounting:
+        return "already completed with identical settings"
+    settings = json.loads(previous.get("settings") or "{}")
+    store.update_run(previous["id"], settings={**settings, **accounting},
+                     **accounting_columns(previous.get("energy_j"), accounting))
+    return "already completed with identical settings; CO2e and cost recomputed for the new accounting inputs"
+
+
+def run_row_values(run: GridRun) -> dict[str, Any]:
+    """The columns a run's row starts with: what runs, its keys and its accounting inputs."""
+    settings = run.settings
+    return {"experiment": run.experiment, "model": run.model, "dataset": settings.dataset,
+            "technique": run.technique, "settings": run.settings_dict(), "settings_key": run.settings_key(),
+            "conditions_key": run.conditions_key(), "seed": run.seed, "repeat": run.repeat,
+            "grid_position": run.position, "device": settings.device, "sampler_hz": settings.sample_hz,
+            **accounting_columns(None, run.accounting())}
+
+
 @contextlib.contextmanager
-def _signals_deferred() -> Any:
+def signals_deferred() -> Any:
     """Hold SIGINT and SIGTERM while the outcome is written (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -91,10 +128,22 @@ def _temperatures(tracker: EnergyTracker) -> dict[str, float]:
 
 
 class RunSupervisor:
-    """Executes grid runs one at a time; `cancel()` may be called from any thread."""
+    """Executes grid runs one at a time; `cancel()` may be called from any thread.
 
-    def __init__(self, store: Store, on_event: Listener | None = None, *, launcher: Launcher | None = None) -> None:
+    `recorder` decides where a run's rows go (default: `store`, through a writer thread); a Ray node's
+    supervisor passes a MemoryRecorder and no store, and calls `execute` only. `idle_cache` holds the
+    idle baselines measured once per grid (`idle_scope = "grid"`); a Ray worker shares one across its tasks.
+    """
+
+    def __init__(self, store: Store | None, on_event: Listener | None = None, *, launcher: Launcher | None = None,
+                 recorder: RunRecorder | None = None,
+                 idle_cache: dict[tuple[str, ...], dict[str, float]] | None = None) -> None:
         self.store = store
+        if recorder is None:
+            if store is None:
+                raise ValueError("a supervisor needs a store or a recorder")
+            recorder = StoreRecorder(store)
+        self.recorder = recorder
         self._listener = on_event or (lambda event: None)
         self.listener_errors: list[str] = []
         self._child_lock = threading.Lock()
@@ -102,7 +151,7 @@ class RunSupervisor:
         self._cancel_one = threading.Event()  # cancel_current: this run only
         self._child: RunChild | None = None
         self._warming: Any = None  # the warm-up child, while it runs
-        self._idle_cache: dict[tuple[str, ...], dict[str, float]] = {}
+        self._idle_cache = {} if idle_cache is None else idle_cache
         # Children start from a fork server that imported torch once (GREENLAB_LAUNCHER=spawn: a fresh
         # interpreter each); a bad GREENLAB_LAUNCHER is the user's error, raised here.
         self.launcher = launcher or default_launcher(on_note=lambda text: self.on_event(SupervisorNote(text)))
@@ -152,25 +201,23 @@ class RunSupervisor:
         running in this store is skipped. A failure that would fail every following run the same way
         (greenlab.core.gridstop) stops the grid with GridStopped, which lists the runs not started.
         """
+        if self.store is None:
+            raise ValueError("run_grid needs the supervisor's store")
         outcomes: list[RunStored] = []
         lock = HostLock(self.store.path)
         if not lock.acquire(wait=wait, on_wait=self.on_event, stop=self._cancel):
             return outcomes  # cancelled while waiting: nothing ran
         try:
-            self.launcher.start(_child_env())  # the fork server imports torch now, not inside the first run
+            self.launcher.start(child_env())  # the fork server imports torch now, not inside the first run
             self._warm_up()
             done = {} if force else self.store.completed_by_key()  # read under the lock: the last grid's too
             stop_rule = StopRule()
             for index, run in enumerate(runs):
                 if self.cancelled:
                     break
-                key = run.settings_key()
-                if key in done:
-                    self.on_event(RunSkipped(index, run, self._reuse(done[key], run)))
-                    continue
-                other = self.store.running_elsewhere(key)
-                if other is not None:
-                    self.on_event(RunSkipped(index, run, f"running now under supervisor pid {other}"))
+                reason = skip_reason(self.store, run, done)
+                if reason is not None:
+                    self.on_event(RunSkipped(index, run, reason))
                     continue
                 self.on_event(RunQueued(index, len(runs), run))
                 try:
@@ -201,7 +248,7 @@ class RunSupervisor:
         child = None
         try:
             try:
-                child = self.launcher.launch("{}", write_fd, _child_env(), module="greenlab.core.warmup")
+                child = self.launcher.launch("{}", write_fd, child_env(), module="greenlab.core.warmup")
             finally:
                 os.close(write_fd)
             with self._child_lock:
@@ -221,17 +268,6 @@ class RunSupervisor:
             if child is not None:
                 child.stdout.close()
             os.close(read_fd)
-
-    def _reuse(self, previous: dict[str, Any], run: GridRun) -> str:
-        """Keep a completed run; when only the accounting inputs changed, recompute its CO2e and cost."""
-        accounting = run.accounting()
-        stored = {k: previous.get(k) for k in accounting}
-        if stored == accounting:
-            return "already completed with identical settings"
-        settings = json.loads(previous.get("settings") or "{}")
-        self.store.update_run(previous["id"], settings={**settings, **accounting},
-                              **accounting_columns(previous.get("energy_j"), accounting))
-        return "already completed with identical settings; CO2e and cost recomputed for the new accounting inputs"
 
     # -- one run --------------------------------------------------------------------------------------
     def _idle_baseline(self, tracker: EnergyTracker, settings: RunSettings) -> dict[str, float]:
@@ -274,13 +310,7 @@ class RunSupervisor:
                                           for c in tracker.components()}, "fallbacks": notes,
                            "idle_w": idle, "idle_s": settings.idle_s if idle else 0,
                            "temperature_start_c": _temperatures(tracker)}
-            run_id = self.store.start_run({
-                "experiment": run.experiment, "model": run.model, "dataset": settings.dataset,
-                "technique": run.technique, "settings": run.settings_dict(), "settings_key": run.settings_key(),
-                "conditions_key": run.conditions_key(), "seed": run.seed, "repeat": run.repeat,
-                "grid_position": run.position,
-                "device": settings.device, "sampler_hz": settings.sample_hz, "meters": meters_info,
-                **accounting_columns(None, run.accounting())})
+            run_id = self.recorder.start_run({**run_row_values(run), "meters": meters_info})
             return self._supervise(RunRecord(run_id, run, tracker.now(), idle, meters_info), tracker)
         finally:
             tracker.close()
@@ -289,9 +319,9 @@ class RunSupervisor:
         self.on_event(RunBegan(record.run_id, record.run, tracker, record.meters_info.get("fallbacks", {})))
         tracker.drain_samples()  # samples before the run (idle, cooling) are not the run's
         cpu_before = tracker.sampler_cpu_s
-        writer = StoreWriter(self.store.path)
+        writer = self.recorder.writer()
         with self._child_lock:  # a cancel from another thread now sees the child, or sees none at all
-            child = self._child = RunChild(self.launcher, record.run, _child_env())
+            child = self._child = RunChild(self.launcher, record.run, child_env())
         record.meters_info["launcher"] = child.launcher_kind
         tracker.track_processes([child.pid])
         tracker.begin_window("run")
@@ -315,7 +345,7 @@ class RunSupervisor:
             with self._child_lock:
                 self._child = None
         # Finishing the record must not be cut short by a second Ctrl-C: the child is already stopped.
-        with _signals_deferred():
+        with signals_deferred():
             try:
                 stored = self._finish(record, tracker, child, writer, cpu_before)
             finally:
@@ -346,7 +376,7 @@ class RunSupervisor:
         tail = child.output_tail()
         return "failed", error + (f"; its last output:\n{tail}" if tail else "")
 
-    def _finish(self, record: RunRecord, tracker: EnergyTracker, child: RunChild, writer: StoreWriter,
+    def _finish(self, record: RunRecord, tracker: EnergyTracker, child: RunChild, writer: RowWriter,
                 cpu_before: float) -> RunStored:
         """Close the run's window and store its outcome, whatever happened to the child."""
         run, run_id = record.run, record.run_id
@@ -380,20 +410,20 @@ class RunSupervisor:
             + [f"display: {e}" for e in self.listener_errors],
             "meters": meters,
         }
-        self.store.update_run(run_id, **values)
-        self.store.set_components(run_id, component_rows)
-        self.store.delete_samples(run_id, record.gpus_unused)
-        stored = RunStored(run_id, run, status, error, self.store.run(run_id) or {})
+        self.recorder.update_run(run_id, **values)
+        self.recorder.set_components(run_id, component_rows)
+        self.recorder.delete_samples(run_id, record.gpus_unused)
+        stored = RunStored(run_id, run, status, error, self.recorder.run(run_id) or {})
         self.on_event(stored)
         return stored
 
-    def _flush_samples(self, record: RunRecord, tracker: EnergyTracker, writer: StoreWriter) -> None:
+    def _flush_samples(self, record: RunRecord, tracker: EnergyTracker, writer: RowWriter) -> None:
         rows = [(t - record.t0, c, w) for t, c, w in tracker.drain_samples()
                 if t >= record.t0 and c not in record.gpus_unused]
         if rows:
             writer.submit("add_samples", record.run_id, rows)
 
-    def _handle(self, record: RunRecord, event: events.Event, tracker: EnergyTracker, writer: StoreWriter) -> None:
+    def _handle(self, record: RunRecord, event: events.Event, tracker: EnergyTracker, writer: RowWriter) -> None:
         """What the supervisor does with each child event: measure, record, and pass it on to the faces."""
         run_id = record.run_id
         match event:

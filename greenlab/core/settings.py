@@ -93,6 +93,11 @@ class RunSettings:
                                              group="measurement", shown_default="rule")
     dram_w_per_gb: float = setting(0.375, _NUMBER, "DRAM estimate: watts per resident GB", minimum=0,
                                    group="measurement")
+    cpus_per_run: int | None = setting(None, (int,), "with `--ray`: CPUs a CPU run reserves on its node; by "
+                                       "default all of the node's, so no other run shares its CPU packages "
+                                       "and their RAPL energy is the run's alone (fewer let runs share a node: "
+                                       "flagged `shared_node_cpu`)", minimum=1, keyed=False,
+                                       group="measurement", shown_default="the node's")
     carbon_g_per_kwh: float = setting(475.0, _NUMBER, "grid carbon intensity (see Accounting)", minimum=0,
                                       keyed=False, group="accounting")
     pue: float = setting(1.0, _NUMBER, "power usage effectiveness of the facility", minimum=1, keyed=False,

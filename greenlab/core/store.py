@@ -48,6 +48,8 @@ RUN_COLUMNS: dict[str, type] = {
     "grid_position": int,
     # Energy to accuracy (greenlab.core.energy_to_target): the target and the energy until first reaching it.
     "target_accuracy": float, "energy_to_target_j": float,
+    # Where it ran (greenlab.core.raygrid): the executor, the node, the runs that shared the node, the attempts.
+    "executor": str, "node": str, "concurrent_runs": str, "attempts": int,
 }
 EPOCH_COLUMNS: dict[str, type] = {
     "run_id": int, "epoch": int, "train_loss": float, "val_accuracy": float, "val_f1": float,
@@ -79,7 +81,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
 
 _COLUMNS_2 = {
     "runs": ("conditions_key", "compute_dtype", "weights_dtype", "price_per_kwh", "grid_position",
-             "target_accuracy", "energy_to_target_j"),
+             "target_accuracy", "energy_to_target_j", "executor", "node", "concurrent_runs", "attempts"),
     "epochs": ("train_window_s", "eval_window_s", "flags"),
 }
 
@@ -94,13 +96,13 @@ def _add_columns(db: sqlite_utils.Database, table: str, names: tuple[str, ...], 
 def _migrate_2(db: sqlite_utils.Database) -> None:
     """Run keys that ignore `repeats` and the accounting inputs; the conditions key that chooses a
     technique's baselines; what the run computed in and stored; the run's own seed; its grid position;
-    window lengths; energy to a target accuracy."""
+    window lengths; energy to a target accuracy; where each run ran (every run before this was local)."""
     from greenlab.core.config import conditions_key, run_key
 
     _add_columns(db, "runs", _COLUMNS_2["runs"], RUN_COLUMNS)
     _add_columns(db, "epochs", _COLUMNS_2["epochs"], EPOCH_COLUMNS)
     db["runs"].create_index(["conditions_key", "technique", "status"], if_not_exists=True)
-    for row in list(db.query("select id, model, technique, repeat, seed, settings, train_dtype from runs")):
+    for row in list(db.query("select id, model, technique, repeat, seed, settings, train_dtype, host from runs")):
         try:
             settings = json.loads(row["settings"] or "{}")
         except ValueError:
@@ -114,7 +116,15 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
             "seed": (row["seed"] or 0) + repeat,
             "price_per_kwh": settings.get("price_per_kwh"),
             "compute_dtype": row["train_dtype"],
+            "executor": "local", "node": _hostname_of(row["host"]), "concurrent_runs": "[]", "attempts": 1,
         })
+
+
+def _hostname_of(host: str | None) -> str | None:
+    try:
+        return json.loads(host or "{}").get("hostname")
+    except (ValueError, AttributeError):
+        return None
 
 
 # Migration n brings a store from version n-1 to n. Append, never edit a released one.
@@ -192,8 +202,10 @@ class Store:
 
     # -- writes ---------------------------------------------------------------------------------------
     def start_run(self, values: dict[str, Any]) -> int:
+        """Insert a run's row as `running`; by default a local run of this host (a Ray driver says where)."""
         row = {"status": "running", "started_at": now_iso(), "greenlab_version": __version__,
-               "host": json.dumps(host_facts()), "supervisor_pid": os.getpid(), **values}
+               "host": json.dumps(host_facts()), "supervisor_pid": os.getpid(), "executor": "local",
+               "node": socket.gethostname(), "concurrent_runs": [], "attempts": 1, **values}
         with self.db.conn:
             return int(self.db["runs"].insert(_encode(row)).last_pk)
 
@@ -238,6 +250,31 @@ class Store:
         with self.db.conn:
             self.db["capacity"].upsert_all([{"run_id": run_id, "bits": int(b), "val_accuracy": a}
                                             for b, a in curve], pk=("run_id", "bits"))
+
+    def write_record(self, run_id: int, values: dict[str, Any], *, epochs: Iterable[dict[str, Any]] = (),
+                     samples: Iterable[tuple[float, str, float]] = (), components: Iterable[dict[str, Any]] = (),
+                     capacity: Iterable[tuple[int, float]] = ()) -> None:
+        """A run's whole record at once (one returned by a Ray node): its epochs, samples, components and
+        capacity curve, replacing any it had, so a record applied twice is still stored once; then its
+        row's values, last, so a driver killed half-way leaves a `running` row (later `interrupted`)."""
+        with self.db.conn:
+            for table in ("epochs", "samples", "energy_components", "capacity"):
+                self.db.execute(f"delete from {table} where run_id = ?", [run_id])
+            rows = [_encode({**row, "run_id": run_id}) for row in epochs]
+            if rows:
+                self.db["epochs"].insert_all(rows, pk=("run_id", "epoch"), replace=True)
+            points = [{"run_id": run_id, "t_s": round(t, 4), "component": c, "watts": round(w, 4)}
+                      for t, c, w in samples]
+            if points:
+                self.db["samples"].insert_all(points, batch_size=1000)
+            parts = [_encode({**row, "run_id": run_id}) for row in components]
+            if parts:
+                self.db["energy_components"].insert_all(parts, pk=("run_id", "component"), replace=True)
+            curve = [{"run_id": run_id, "bits": int(b), "val_accuracy": a} for b, a in capacity]
+            if curve:
+                self.db["capacity"].insert_all(curve, pk=("run_id", "bits"), replace=True)
+            if values:
+                self.db["runs"].update(run_id, _encode(values))
 
     # -- reads ----------------------------------------------------------------------------------------
     def completed_keys(self) -> set[str]:

@@ -1,0 +1,322 @@
+"""A grid on Ray: tasks measure on their node, the driver alone writes the store, faults and cancels.
+
+Only ever a local Ray instance on this machine (2 CPUs, no dashboard, 127.0.0.1), started once for the
+module and shut down after it; nothing here connects anywhere else. The first tests need no Ray at all
+(the recorder, the live tracker, GPU pinning and placement rules over a described cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from greenlab.core import events, raycluster
+from greenlab.core.config import expand_grid, parse_experiments
+from greenlab.core.grid_events import ChildEvent, RunBegan, RunQueued
+from greenlab.core.progress import GridPresenter
+from greenlab.core.raycluster import Node, RayCluster
+from greenlab.core.recorder import MemoryRecorder
+from greenlab.core.remotetracker import RemoteTracker
+from greenlab.core.store import Store
+from tests.conftest import QUICK_DEFAULTS, REPO
+from tests.fake_pynvml import FakeGpu, make_fake_pynvml
+
+
+def grid_of(body: str, defaults: str = QUICK_DEFAULTS):
+    return expand_grid(parse_experiments(defaults + body))
+
+
+# -- without Ray ----------------------------------------------------------------------------------------------
+def test_a_node_record_is_written_once_however_often_it_is_applied(tmp_path):
+    recorder = MemoryRecorder(run_id=5)
+    assert recorder.run(5) is None and not recorder.started
+    assert recorder.start_run({"model": "tinycnn", "technique": "baseline"}) == 5
+    writer = recorder.writer()
+    writer.submit("add_epoch", {"run_id": 5, "epoch": 1, "train_loss": 1.0, "val_accuracy": 0.5})
+    writer.submit("add_samples", 5, [(0.1, "cpu", 10.0), (0.1, "gpu1", 50.0), (0.2, "cpu", 12.0)])
+    writer.submit("set_capacity", 5, [(3, 0.5), (4, 0.4)])
+    recorder.update_run(5, status="completed", energy_j=7.5, meters={"components": {}})
+    recorder.set_components(5, [{"component": "cpu", "energy_j": 7.5, "method": "estimate", "flags": []}])
+    recorder.delete_samples(5, {"gpu1"})  # a GPU metered but not used
+    rows = recorder.rows()
+    assert rows.status == "completed" and [s[1] for s in rows.samples] == ["cpu", "cpu"]
+    assert recorder.run(5)["energy_j"] == 7.5 and recorder.run(5)["model"] == "tinycnn"
+
+    store = Store(tmp_path / "runs.db")
+    run_id = store.start_run({**rows.start, "executor": "ray", "node": "n1"})
+    for _ in range(2):  # a record applied twice is still one record
+        store.write_record(run_id, rows.values, epochs=rows.epochs, samples=rows.samples,
+                           components=rows.components, capacity=rows.capacity)
+    row = store.run(run_id)
+    assert (row["status"], row["executor"], row["node"], row["energy_j"]) == ("completed", "ray", "n1", 7.5)
+    assert len(store.epochs(run_id)) == 1 and len(store.samples(run_id)) == 2
+    assert len(store.components(run_id)) == 1
+    assert store.db.execute("select count(*) from capacity").fetchone()[0] == 2
+
+
+def test_the_driver_follows_a_nodes_power_from_its_samples():
+    clock = [100.0]
+    tracker = RemoteTracker({"cpu": "rapl", "gpu0": "counter"}, clock=lambda: clock[0])
+    assert tracker.components() == ["cpu", "gpu0"] and tracker.running_j(0.0) == {}
+    tracker.add_samples([(0.0, "cpu", 10.0), (1.0, "cpu", 30.0), (0.5, "gpu0", 100.0), (1.5, "gpu0", 100.0)])
+    tracker.add_samples([(1.0, "cpu", 30.0), (2.0, "cpu", 30.0)])  # a sample already seen is ignored
+    clock[0] = 102.5
+    assert tracker.now() == pytest.approx(2.5)
+    assert tracker.latest() == {"cpu": 30.0, "gpu0": 100.0}
+    assert tracker.history("cpu") == [(0.0, 10.0), (1.0, 30.0), (2.0, 30.0)]
+    assert tracker.running_j(0.0) == pytest.approx({"cpu": 20.0 + 30.0, "gpu0": 100.0})
+    assert tracker.running_j(1.0)["cpu"] == pytest.approx(30.0)
+
+
+def test_rays_gpu_index_is_pinned_to_the_boards_uuid(monkeypatch):
+    from greenlab.core.raytask import pin_gpus_by_uuid
+
+    gpus = [FakeGpu(uuid=f"GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd") for i in range(4)]
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake_pynvml(gpus))
+    environ = {"CUDA_VISIBLE_DEVICES": "2"}
+    facts = pin_gpus_by_uuid(environ)
+    assert environ["CUDA_VISIBLE_DEVICES"] == gpus[2].uuid and facts["gpu_uuids"] == [gpus[2].uuid]
+    assert facts["cuda_visible_devices"] == "2"
+    environ = {"CUDA_VISIBLE_DEVICES": gpus[1].uuid}  # already a UUID: nothing to do
+    assert pin_gpus_by_uuid(environ) == {"cuda_visible_devices": gpus[1].uuid}
+    environ = {}  # a CPU task: no GPU named
+    assert pin_gpus_by_uuid(environ) == {"cuda_visible_devices": None} and environ == {}
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake_pynvml([], init_error=RuntimeError("no driver")))
+    environ = {"CUDA_VISIBLE_DEVICES": "0"}
+    assert "no driver" in pin_gpus_by_uuid(environ)["uuid_error"] and environ["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+class DescribedCluster(RayCluster):
+    """A cluster as Ray would describe it, without Ray."""
+
+    def __init__(self, nodes):
+        super().__init__("auto", owned=False)
+        self._nodes = nodes
+
+    def nodes(self):
+        return self._nodes
+
+
+def test_placement_gives_a_gpu_run_a_whole_board_and_a_cpu_run_a_whole_node(tmp_path):
+    big, small = Node("a", "gpu-box", "10.0.0.1", 32, 8), Node("b", "cpu-box", "10.0.0.2", 8, 0)
+    cluster = DescribedCluster([big, small])
+    cpu_run, = grid_of('[[experiment]]\nname = "c"\nmodels = ["tinycnn"]\n')
+    cuda_run, = grid_of('[[experiment]]\nname = "g"\nmodels = ["tinycnn"]\ndevice = "cuda"\nnum_workers = 2\n')
+    auto_run, = grid_of('[[experiment]]\nname = "a"\nmodels = ["tinycnn"]\ndevice = "auto"\n')
+    shared_run, = grid_of('[[experiment]]\nname = "s"\nmodels = ["tinycnn"]\ncpus_per_run = 4\n')
+    assert cluster.task_options(cuda_run) == {"num_gpus": 1, "num_cpus": 3}
+    assert cluster.task_options(auto_run)["num_gpus"] == 1  # auto trains on a GPU where the cluster has one
+    assert cluster.task_options(cpu_run) == {"num_cpus": 32, "num_gpus": 0}  # every CPU of the largest node
+    assert cluster.task_options(shared_run) == {"num_cpus": 4, "num_gpus": 0}
+    assert cluster.other_node("a", {"num_cpus": 4, "num_gpus": 0}) == "b"
+    assert cluster.other_node("a", {"num_cpus": 1, "num_gpus": 1}) is None
+    assert cluster.placement_problems([cpu_run, cuda_run, auto_run, shared_run]) == []
+
+    toml = tmp_path / "grid.toml"
+    toml.write_text(QUICK_DEFAULTS + '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ndevice = "cuda:1"\n'
+                    '[[experiment]]\nname = "y"\nmodels = ["tinycnn"]\ncpus_per_run = 64\n')
+    with pytest.raises(raycluster.PreflightError) as refused:
+        raycluster.check_placement(cluster, expand_grid(parse_experiments(toml.read_text())), str(toml))
+    lines = str(refused.value).splitlines()
+    assert len(lines) == 2
+    assert "experiment 'x'.device: device 'cuda:1' names a GPU" in lines[0] and 'device = "cuda"' in lines[0]
+    assert f"{toml}:" in lines[1] and "largest node has 32; set cpus_per_run = 32 or fewer" in lines[1]
+    cpu_only = DescribedCluster([small])
+    assert cpu_only.task_options(auto_run) == {"num_cpus": 8, "num_gpus": 0}  # auto runs on the CPUs here
+    (problem,) = cpu_only.placement_problems([cuda_run])
+    assert problem[1] == "device" and "needs a GPU" in problem[2]
+
+
+def test_the_address_defaults_to_ray_address_then_a_local_instance(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert raycluster.resolve_address("") == raycluster.resolve_address(None) == "local"
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert raycluster.resolve_address("") == "ray://head:10001"
+    assert raycluster.resolve_address("local") == "local" and raycluster.resolve_address("auto") == "auto"
+
+
+# -- on a local Ray instance ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_instance(tmp_path_factory):
+    """One local instance for the module: 2 CPUs on 127.0.0.1, its workers isolated as the tests are."""
+    ray = pytest.importorskip("ray")
+    folder = tmp_path_factory.mktemp("ray")
+    patch = pytest.MonkeyPatch()
+    # Workers inherit this environment when the instance starts: GreenLab importable, no real RAPL.
+    patch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    patch.setenv("GREENLAB_POWERCAP_ROOT", str(folder / "no-powercap"))
+    patch.setenv("GREENLAB_DATA_DIR", str(folder / "data"))
+    patch.delenv("GREENLAB_DB", raising=False)
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+             logging_level="warning", object_store_memory=200 * 1024**2)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        patch.undo()
+
+
+def run_on_ray(tmp_path, runs, *, listen=None, **options):
+    """The grid through a RayGrid on the module's instance; (outcomes, store, events, presenter, driver)."""
+    from greenlab.core.raygrid import RayGrid
+
+    store = Store(tmp_path / "runs.db")
+    presenter = GridPresenter()
+    presenter.add_grid(0, runs)
+    seen = []
+    holder = {}
+
+    def on_event(event):
+        seen.append(event)
+        presenter.apply(event)
+        if listen is not None:
+            listen(event, holder["driver"])
+
+    driver = holder["driver"] = RayGrid(store, raycluster.connect(), on_event=on_event, **options)
+    outcomes = driver.run_grid(runs)
+    return outcomes, store, seen, presenter, driver
+
+
+def no_database_on_node():
+    """The real task, on a node where opening any SQLite database fails the task."""
+    def task(request, inbox):
+        import sqlite3
+
+        from greenlab.core import raytask
+
+        connect = sqlite3.connect
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("a Ray node opened a database: only the driver may write the store")
+
+        sqlite3.connect = refuse
+        try:
+            return raytask.run_on_node(request, inbox)
+        finally:
+            sqlite3.connect = connect
+
+    return task
+
+
+def dies_on(attempts):
+    """The real task, whose Ray worker SIGKILLs itself on the given attempts once the run's first batch has
+    reached the driver: a worker killed mid-run (the OOM killer, a lost node), deterministically."""
+    def task(request, inbox):
+        import os
+        import signal
+
+        from greenlab.core import raytask
+
+        if request.attempt in attempts:
+            send = raytask.Channel.send
+
+            def send_then_die(channel, message):
+                send(channel, message)
+                if isinstance(message, raytask.Relayed) and \
+                        type(getattr(message.event, "event", None)).__name__ == "BatchFinished":
+                    channel.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            raytask.Channel.send = send_then_die  # only this worker, which dies with it
+        return raytask.run_on_node(request, inbox)
+
+    return task
+
+
+def test_a_grid_runs_on_ray_and_only_the_driver_writes_the_store(ray_instance, tmp_path):
+    runs = grid_of('[[experiment]]\nname = "e"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n')
+    outcomes, store, seen, presenter, _driver = run_on_ray(tmp_path, runs, task=no_database_on_node())
+    node_id = ray_instance.nodes()[0]["NodeID"]
+    assert [o.status for o in outcomes] == ["completed", "completed"], [o.error for o in outcomes]
+    rows = store.runs()
+    assert len(rows) == 2
+    for row in rows:
+        assert (row["status"], row["executor"], row["node"], row["attempts"]) == ("completed", "ray", node_id, 1)
+        assert row["supervisor_pid"] == os.getpid()  # the driver wrote it
+        placement = json.loads(row["meters"])["placement"]
+        assert placement["node_id"] == node_id and placement["resources"] == {"num_cpus": 2, "num_gpus": 0}
+        assert placement["omp_num_threads"] == "2"  # Ray's, inherited by the run's torch
+        assert json.loads(row["host"])["hostname"] == placement["hostname"]
+        assert store.epochs(row["id"]) and store.samples(row["id"])
+        assert {c["component"] for c in store.components(row["id"])} == {"cpu", "dram"}
+        assert row["energy_j"] > 0 and row["val_accuracy"] is not None
+        # A run takes all of the node's CPUs: none shared them, so nothing is flagged.
+        assert json.loads(row["concurrent_runs"]) == [] and "shared_node_cpu" not in json.loads(row["flags"])
+    # Live events came back tagged with the stored runs' ids, and the presenter followed them.
+    began = [e for e in seen if isinstance(e, RunBegan)]
+    assert sorted(e.run_id for e in began) == sorted(r["id"] for r in rows)
+    assert all(isinstance(e.tracker, RemoteTracker) for e in began)
+    batches = [e for e in seen if isinstance(e, ChildEvent) and isinstance(e.event, events.BatchFinished)]
+    assert {e.run_id for e in batches} == {r["id"] for r in rows}
+    snapshot = presenter.snapshot()
+    assert [e.status for e in snapshot.queue] == ["completed", "completed"] and snapshot.running == ()
+    assert snapshot.current.stored is not None
+
+
+def test_runs_sharing_a_node_are_flagged_and_list_each_other(ray_instance, tmp_path):
+    runs = grid_of('[[experiment]]\nname = "s"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n'
+                   'cpus_per_run = 1\nepochs = 2\nmax_train_batches = 60\n')
+    outcomes, store, _seen, _presenter, _driver = run_on_ray(tmp_path, runs)
+    assert [o.status for o in outcomes] == ["completed", "completed"], [o.error for o in outcomes]
+    first, second = store.runs()
+    assert json.loads(first["concurrent_runs"]) == [second["id"]]
+    assert json.loads(second["concurrent_runs"]) == [first["id"]]
+    for row in (first, second):
+        assert "shared_node_cpu" in json.loads(row["flags"])
+        placement = json.loads(row["meters"])["placement"]
+        assert placement["resources"]["num_cpus"] == 1 and placement["omp_num_threads"] == "1"
+
+
+def test_a_killed_worker_is_retried_once_and_stored_once(ray_instance, tmp_path):
+    runs = grid_of('[[experiment]]\nname = "k"\nmodels = ["tinycnn"]\n')
+    outcomes, store, seen, presenter, driver = run_on_ray(tmp_path, runs, task=dies_on({0}))
+    (row,) = store.runs()
+    assert [o.status for o in outcomes] == ["completed"] and row["status"] == "completed"
+    assert row["attempts"] == 2 and row["error"] is None
+    first, retry = driver.attempts[0]
+    assert first.worker_pid != retry.worker_pid  # the retry ran in another worker (the first one is dead)
+    (earlier,) = json.loads(row["meters"])["placement"]["earlier_attempts"]
+    assert "died" in earlier["error"] and "WorkerCrashedError" in earlier["error"]
+    assert len(store.epochs(row["id"])) == 1  # the retry's epochs only, once
+    assert [e.status for e in presenter.snapshot().queue] == ["completed"]
+    assert any("retrying once" in line.text for line in presenter.snapshot().log)
+    assert sum(isinstance(e, RunQueued) for e in seen) == 2
+
+
+def test_a_run_whose_worker_dies_twice_is_stored_failed_with_the_reason(ray_instance, tmp_path):
+    runs = grid_of('[[experiment]]\nname = "k"\nmodels = ["tinycnn"]\n')
+    outcomes, store, _seen, presenter, _driver = run_on_ray(tmp_path, runs, task=dies_on({0, 1}))
+    (row,) = store.runs()
+    assert [o.status for o in outcomes] == ["failed"] and row["status"] == "failed" and row["attempts"] == 2
+    assert row["error"].count("the Ray worker running it on") == 2 and "on the first attempt" in row["error"]
+    assert [e.status for e in presenter.snapshot().queue] == ["failed"]
+
+
+def test_cancel_stores_the_running_runs_as_interrupted_and_never_starts_the_rest(ray_instance, tmp_path):
+    long = QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400").replace(
+        "epochs = 1", "epochs = 50")
+    runs = grid_of('[[experiment]]\nname = "c"\nmodels = ["tinycnn"]\ncpus_per_run = 1\n'
+                   'techniques = ["baseline", "prune", "lowrank"]\n', defaults=long)
+    state = {"began": set(), "epoch": False}
+
+    def listen(event, driver):  # cancel once both runs that fit run and one has finished an epoch
+        if isinstance(event, RunBegan):
+            state["began"].add(event.run_id)
+        if isinstance(event, ChildEvent) and isinstance(event.event, events.EpochFinished):
+            state["epoch"] = True
+        if len(state["began"]) == 2 and state["epoch"]:
+            driver.cancel()
+
+    outcomes, store, _seen, presenter, _driver = run_on_ray(tmp_path, runs, listen=listen)
+    rows = store.runs()
+    assert len(rows) == 2  # the third never started: no row
+    assert [o.status for o in outcomes] == ["interrupted", "interrupted"]
+    for row in rows:
+        assert row["status"] == "interrupted" and "cancelled by the user" in row["error"]
+        assert row["finished_at"] and row["energy_j"] > 0 and store.samples(row["id"])
+    assert sum(len(store.epochs(row["id"])) for row in rows) >= 1  # the partial data came back
+    presenter.end_grid(0, cancelled=True)
+    assert sorted(e.status for e in presenter.snapshot().queue) == ["cancelled", "interrupted", "interrupted"]
