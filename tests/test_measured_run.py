@@ -238,3 +238,41 @@ def test_a_grid_warms_the_machine_up_once_before_its_first_run(tmp_path):
     outcomes = runner.RunSupervisor(Store(tmp_path / "runs.db"), launcher=launcher).run_grid(runs)
     assert [o.status for o in outcomes] == ["completed", "completed"]
     assert launcher.modules == ["greenlab.core.warmup", "greenlab.core.worker", "greenlab.core.worker"]
+
+
+def test_a_run_that_cannot_start_is_stored_as_failed(tmp_path):
+    from greenlab.core.launcher import SpawnLauncher
+
+    class Broken(SpawnLauncher):
+        def launch(self, run_json, event_write_fd, env=None, *, module="greenlab.core.worker"):
+            raise OSError(24, "Too many open files")
+
+    (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0")))
+    store = Store(tmp_path / "runs.db")
+    outcome = runner.RunSupervisor(store, launcher=Broken()).execute(run)
+    assert outcome.status == "failed" and "could not start" in outcome.error and "Too many open files" in outcome.error
+    (row,) = store.runs()
+    assert row["status"] == "failed" and row["finished_at"]
+    assert not [t for t in threading.enumerate() if t.name == "greenlab-store-writer"]
+
+
+def test_a_second_ctrl_c_while_the_outcome_is_written_waits_for_it(tmp_path, monkeypatch):
+    """The sampler and writer threads are alive: a signal still waits until the record is written."""
+    import os
+    import signal as signals
+
+    (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0")))
+    store = Store(tmp_path / "runs.db")
+    supervisor = runner.RunSupervisor(store)
+    finish = supervisor._finish
+
+    def finish_after_a_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signals.SIGINT)  # arrives while the outcome is being written
+        time.sleep(0.2)
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(supervisor, "_finish", finish_after_a_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        supervisor.execute(run)
+    (row,) = store.runs()
+    assert row["status"] in ("completed", "interrupted") and row["finished_at"] and row["energy_j"]

@@ -46,6 +46,8 @@ def supervise(store, runs):
     executed, skipped = [], []
     supervisor = RunSupervisor(store, on_event=lambda e: skipped.append(e) if isinstance(e, RunSkipped) else None)
     supervisor.execute = lambda run: executed.append(run)
+    supervisor.launcher.start = lambda env=None: None  # nothing is launched: execution is recorded only
+    supervisor._warm_up = lambda: None
     supervisor.run_grid(runs)
     return executed, skipped
 
@@ -95,20 +97,49 @@ def test_conditions_and_keys_follow_the_work():
     assert baseline.conditions_key() == prune.conditions_key() and baseline.settings_key() != prune.settings_key()
 
 
-def test_a_schema_1_store_gets_todays_keys(tmp_path):
+def test_a_schema_1_store_gets_keys_of_its_own_epoch(tmp_path):
+    """Old runs followed other rules (truncation toward zero, one data order for all repeats): they keep
+    distinct keys, so a grid neither skips today's runs for them nor compares the two."""
+    from greenlab.core.config import LEGACY_KEY_EPOCH, conditions_key, run_key
+
     path = tmp_path / "old.db"
     db = sqlite_utils.Database(path)
     store_module._migrate_1(db)
     db.execute("PRAGMA user_version = 1")
-    run = next(r for r in grid() if r.technique == "prune" and r.repeat == 0)
+    run = next(r for r in grid() if r.technique == "prune" and r.repeat == 1)
+    settings = run.settings_dict()
     db["runs"].insert({"experiment": "demo", "model": "tinycnn", "technique": "prune", "status": "completed",
-                       "settings": json.dumps(run.settings_dict()), "settings_key": "old-hash", "seed": 0,
+                       "settings": json.dumps(settings), "settings_key": "old-hash", "seed": 0,
                        "repeat": 1, "train_dtype": "float32"})
     db.close()
     store = Store(path)
     (row,) = store.runs()
     assert store.version == store_module.SCHEMA_VERSION
-    assert row["conditions_key"] == run.conditions_key()
-    repeat_1 = next(r for r in grid() if r.technique == "prune" and r.repeat == 1)
-    assert row["settings_key"] == repeat_1.settings_key()
+    plain = {k: v for k, v in settings.items() if k != "techniques"}
+    assert row["conditions_key"] == conditions_key("tinycnn", plain, epoch=LEGACY_KEY_EPOCH) != run.conditions_key()
+    assert row["settings_key"] == run_key("tinycnn", "prune", 1, plain, settings["techniques"],
+                                          epoch=LEGACY_KEY_EPOCH) != run.settings_key()
     assert row["seed"] == 1 and row["compute_dtype"] == "float32"
+    store_module._migrate_2(store.db)  # again: nothing moves
+    assert store.runs()[0]["seed"] == 1 and store.runs()[0]["settings_key"] == row["settings_key"]
+
+
+def test_one_grid_runs_a_shared_baseline_once(tmp_path):
+    """Two experiments with the same model and settings share their baseline: it runs once per grid."""
+    runs = grid(name="first") + grid(name="second")
+    store = Store(tmp_path / "runs.db")
+    executed = []
+
+    def execute(run):
+        executed.append(run)
+        store_completed(store, [run])
+        from greenlab.core.runner import RunStored
+
+        return RunStored(len(executed), run, "completed", None, store.runs()[-1])
+
+    supervisor = RunSupervisor(store)
+    supervisor.execute = execute
+    supervisor.launcher.start = lambda env=None: None  # nothing to launch: execution is recorded only
+    supervisor._warm_up = lambda: None
+    supervisor.run_grid(runs)
+    assert len(executed) == len(runs) // 2  # every key once, whichever experiment named it first

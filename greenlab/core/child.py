@@ -8,7 +8,6 @@ stores anything.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -19,7 +18,7 @@ from collections import deque
 from typing import Any, Callable, Iterator, Mapping
 
 from greenlab.core import events
-from greenlab.core.config import GridRun
+from greenlab.core.forkserver import WORKER_MODULE
 from greenlab.core.launcher import ForkedProcess, Launcher, RunProcess
 
 TERMINATE_GRACE_S = 5.0
@@ -45,10 +44,11 @@ class _Output:
 class RunChild:
     """A started run: `events()` until the child closes its end, `terminate()` from any thread, `reap()`."""
 
-    def __init__(self, launcher: Launcher, run: GridRun, env: Mapping[str, str]) -> None:
+    def __init__(self, launcher: Launcher, run_json: str, env: Mapping[str, str], *,
+                 module: str = WORKER_MODULE) -> None:
         self._read_fd, write_fd = os.pipe()
         try:
-            self.process: RunProcess = launcher.launch(json.dumps(run.to_json()), write_fd, env)
+            self.process: RunProcess = launcher.launch(run_json, write_fd, env, module=module)
         except BaseException:
             os.close(self._read_fd)
             raise
@@ -100,10 +100,10 @@ class RunChild:
             self._closed = True
             os.close(self._read_fd)
 
-    def reap(self) -> int:
+    def reap(self, timeout_s: float = TERMINATE_GRACE_S * 2) -> int:
         """The child's exit status (negative: a signal), killing it if it does not end in time."""
         try:
-            return self.process.wait(timeout=TERMINATE_GRACE_S * 2)
+            return self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait()

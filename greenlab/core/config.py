@@ -23,7 +23,14 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def conditions_key(model: str, settings: dict[str, Any]) -> str:
+# Runs measured under different rules are never the same run nor the same conditions: the epoch changes
+# when what a run does or how it is measured changes (2: rounded stego truncation, a seed per repeat for the
+# data order, balanced fake-text, the VM-aware CPU estimate). Stores of schema 1 hold epoch-1 runs.
+KEY_EPOCH = 2
+LEGACY_KEY_EPOCH = 1
+
+
+def conditions_key(model: str, settings: dict[str, Any], *, epoch: int = KEY_EPOCH) -> str:
     """What makes two runs comparable: the model and every setting that changes the work (data, training,
     device, measurement), but not the technique, the repeat, `repeats`, the accounting inputs or the
     experiment's name. A technique is compared with the baselines of its conditions.
@@ -33,15 +40,18 @@ def conditions_key(model: str, settings: dict[str, Any]) -> str:
     """
     merged = {**asdict(RunSettings()), **{k: v for k, v in settings.items() if k in SETTING_KEYS}}
     work = {k: v for k, v in merged.items() if k not in UNKEYED_SETTINGS}
-    return _digest({"model": model, "settings": work})
+    payload: dict[str, Any] = {"model": model, "settings": work}
+    if epoch != LEGACY_KEY_EPOCH:
+        payload["epoch"] = epoch
+    return _digest(payload)
 
 
 def run_key(model: str, technique: str, repeat: int, settings: dict[str, Any],
-            technique_settings: dict[str, Any]) -> str:
+            technique_settings: dict[str, Any], *, epoch: int = KEY_EPOCH) -> str:
     """Identical runs share this key: same conditions, technique, technique settings and repeat index.
     A grid skips a run whose key is already completed (raising `repeats` runs only the new repeats)."""
-    return _digest({"conditions": conditions_key(model, settings), "technique": technique, "repeat": repeat,
-                    "techniques": technique_settings})
+    return _digest({"conditions": conditions_key(model, settings, epoch=epoch), "technique": technique,
+                    "repeat": repeat, "techniques": technique_settings})
 EXPERIMENT_KEYS = ("name", "models", "techniques")
 
 

@@ -141,11 +141,15 @@ class RayGrid:
         try:
             done = {} if force else self.store.completed_by_key()
             todo = []
+            planned: dict[str, int] = {}  # key -> entry: another experiment's identical run is the same run
             for index, run in enumerate(runs):
                 reason = skip_reason(self.store, run, done)
+                if reason is None and run.settings_key() in planned:
+                    reason = f"the same run as entry {planned[run.settings_key()] + 1} of this grid"
                 if reason is not None:
                     self.on_event(RunSkipped(index, run, reason))
                 else:
+                    planned[run.settings_key()] = index
                     todo.append(_Task(index, run))
             if not todo or self.cancelled:
                 return outcomes

@@ -40,6 +40,7 @@ from greenlab.core.store import RUN_COLUMNS, Store, now_iso
 
 _SAMPLE_FLUSH_S = 1.0
 _WARMUP_TIMEOUT_S = 120.0
+WARMUP_MODULE = "greenlab.core.warmup"
 
 
 
@@ -103,16 +104,23 @@ def run_row_values(run: GridRun) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def signals_deferred() -> Any:
-    """Hold SIGINT and SIGTERM while the outcome is written (main thread only; elsewhere a no-op)."""
+    """Collect SIGINT and SIGTERM while the outcome is written; yields the list of those that arrived, for
+    the caller to act on afterwards (main thread only; elsewhere signals never reach Python code anyway).
+
+    The handlers are swapped, not the signals masked: the kernel may deliver a signal to any thread (the
+    sampler, the store writer), and Python then runs the handler in the main thread regardless.
+    """
+    pending: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield pending
         return
-    blocked = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    previous = {number: signal.signal(number, lambda signum, frame: pending.append(signum))
+                for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield pending
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _temperatures(tracker: EnergyTracker) -> dict[str, float]:
@@ -150,7 +158,6 @@ class RunSupervisor:
         self._cancel = threading.Event()
         self._cancel_one = threading.Event()  # cancel_current: this run only
         self._child: RunChild | None = None
-        self._warming: Any = None  # the warm-up child, while it runs
         self._idle_cache = {} if idle_cache is None else idle_cache
         # Children start from a fork server that imported torch once (GREENLAB_LAUNCHER=spawn: a fresh
         # interpreter each); a bad GREENLAB_LAUNCHER is the user's error, raised here.
@@ -185,12 +192,9 @@ class RunSupervisor:
 
     def _terminate_child(self) -> None:
         with self._child_lock:
-            child, warming = self._child, self._warming
+            child = self._child
         if child is not None:
             child.terminate()
-        if warming is not None and warming.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(warming.pid, signal.SIGKILL)
 
     # -- the grid -------------------------------------------------------------------------------------
     def run_grid(self, runs: list[GridRun], *, force: bool = False, wait: bool = True) -> list[RunStored]:
@@ -231,6 +235,8 @@ class RunSupervisor:
                     stop = stop_rule.cause(outcome) if outcome is not None else None
                 if outcome is not None:
                     outcomes.append(outcome)
+                    if outcome.status == "completed":  # a later entry with the same key (another
+                        done[run.settings_key()] = outcome.row  # experiment's baseline) is the same run
                 if stop is not None and not self.cancelled:
                     self.on_event(GridStopped(stop, [r for r in runs[index + 1:] if r.settings_key() not in done]))
                     break
@@ -244,30 +250,31 @@ class RunSupervisor:
         pay for a cold machine; a warm-up that fails is told, never fatal. A cancel stops it."""
         if self.cancelled:
             return
-        read_fd, write_fd = os.pipe()
         child = None
         try:
-            try:
-                child = self.launcher.launch("{}", write_fd, child_env(), module="greenlab.core.warmup")
-            finally:
-                os.close(write_fd)
             with self._child_lock:
-                self._warming = child
-            code = child.wait(timeout=_WARMUP_TIMEOUT_S)
+                child = self._child = RunChild(self.launcher, "{}", child_env(), module=WARMUP_MODULE)
+            deadline = time.monotonic() + _WARMUP_TIMEOUT_S
+
+            def in_time() -> None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the warm-up took over {_WARMUP_TIMEOUT_S:g} s")
+
+            for _event in child.events(tick=in_time, tick_s=1.0):
+                pass  # it writes none; the loop ends when the child does
+            code = child.reap()
             if code != 0 and not self.cancelled:
                 self.on_event(SupervisorNote(f"the warm-up run exited with code {code}; the first run may be "
                                              "slower than the rest"))
         except Exception as exc:  # noqa: BLE001 - a cold first run is a bias to tell, not a reason to stop
-            if child is not None and child.poll() is None:
-                os.killpg(child.pid, signal.SIGKILL)
             self.on_event(SupervisorNote(f"no warm-up run ({type(exc).__name__}: {exc}); the first run may be "
                                          "slower than the rest"))
         finally:
             with self._child_lock:
-                self._warming = None
+                self._child = None
             if child is not None:
-                child.stdout.close()
-            os.close(read_fd)
+                child.terminate()
+                child.close()
 
     # -- one run --------------------------------------------------------------------------------------
     def _idle_baseline(self, tracker: EnergyTracker, settings: RunSettings) -> dict[str, float]:
@@ -319,44 +326,55 @@ class RunSupervisor:
         self.on_event(RunBegan(record.run_id, record.run, tracker, record.meters_info.get("fallbacks", {})))
         tracker.drain_samples()  # samples before the run (idle, cooling) are not the run's
         cpu_before = tracker.sampler_cpu_s
-        writer = self.recorder.writer()
-        with self._child_lock:  # a cancel from another thread now sees the child, or sees none at all
-            child = self._child = RunChild(self.launcher, record.run, child_env())
-        record.meters_info["launcher"] = child.launcher_kind
-        tracker.track_processes([child.pid])
         tracker.begin_window("run")
         record.t0 = tracker.now()
+        writer: RowWriter | None = None
+        child: RunChild | None = None
         raised: BaseException | None = None
         try:
+            writer = self.recorder.writer()
+            with self._child_lock:  # a cancel from another thread now sees the child, or sees none at all
+                child = self._child = RunChild(self.launcher, json.dumps(record.run.to_json()), child_env())
+            record.meters_info["launcher"] = child.launcher_kind
+            tracker.track_processes([child.pid])
             if self.cancelled or self._cancel_one.is_set():  # cancelled before the child started
                 child.terminate()
             for event in child.events(tick=lambda: self._flush_samples(record, tracker, writer),
                                       tick_s=_SAMPLE_FLUSH_S):
                 self._handle(record, event, tracker, writer)
-        except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM or a store error: record, then re-raise
+        except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM, a launch or store error: record, re-raise
             raised = exc
             if isinstance(exc, KeyboardInterrupt):
                 self._cancel.set()
             else:
                 record.supervisor_error = record.supervisor_error or f"{type(exc).__name__}: {exc}"
-            child.terminate()
-        finally:
-            child.close()
+        # Stopping the child and writing the outcome must not be cut short by a second Ctrl-C.
+        with signals_deferred() as pending:
+            if child is not None:
+                if raised is not None:
+                    child.terminate()
+                child.close()
             with self._child_lock:
                 self._child = None
-        # Finishing the record must not be cut short by a second Ctrl-C: the child is already stopped.
-        with signals_deferred():
             try:
                 stored = self._finish(record, tracker, child, writer, cpu_before)
             finally:
-                writer.close()
+                if writer is not None:
+                    writer.close()
                 self._cancel_one.clear()  # "this run only" is spent: the next run starts clean
+        if pending and raised is None:  # a Ctrl-C while the outcome was written stops the grid now
+            self._cancel.set()
+            raised = KeyboardInterrupt()
+        if child is None and isinstance(raised, OSError):
+            raised = None  # it could not start (fork, pipes, files): stored as failed; the grid's rules decide
         if raised is not None:
             raise raised
         return stored
 
-    def _outcome(self, record: RunRecord, return_code: int, child: RunChild) -> tuple[str, str | None]:
+    def _outcome(self, record: RunRecord, return_code: int | None, child: RunChild | None) -> tuple[str, str | None]:
         """The run's status and error from what the child said, how it ended and what the user did."""
+        if child is None:
+            return "failed", f"the run could not start: {record.supervisor_error}"
         if record.child_status == "completed" and return_code == 0:
             return "completed", None  # finished before a late cancel arrived: it counts
         if self.cancelled:
@@ -373,21 +391,22 @@ class RunSupervisor:
         if record.meters_info.get("launcher") == "forkserver" and self.launcher.notes:
             reason += f"; the launcher said: {self.launcher.notes[-1]}"  # e.g. the fork server died
         error = f"the training process {reason} without reporting an error"
-        tail = child.output_tail()
+        tail = child.output_tail() if child is not None else ""
         return "failed", error + (f"; its last output:\n{tail}" if tail else "")
 
-    def _finish(self, record: RunRecord, tracker: EnergyTracker, child: RunChild, writer: RowWriter,
+    def _finish(self, record: RunRecord, tracker: EnergyTracker, child: RunChild | None, writer: RowWriter | None,
                 cpu_before: float) -> RunStored:
-        """Close the run's window and store its outcome, whatever happened to the child."""
+        """Close the run's window and store its outcome, whatever happened to the child (even if none started)."""
         run, run_id = record.run, record.run_id
-        return_code = child.reap()
+        return_code = child.reap() if child is not None else None
         if record.device is None:  # the child never said where it trained: no GPU did this run's work
             record.gpus_unused = {c for c in tracker.components() if c.startswith("gpu")}
         window = tracker.end_window("run").without(record.gpus_unused)
         tracker.discard_windows()  # a phase cut short by a failure has no end
         try:
-            self._flush_samples(record, tracker, writer)
-            writer.flush()
+            if writer is not None:
+                self._flush_samples(record, tracker, writer)
+                writer.flush()
         except Exception as exc:  # noqa: BLE001 - the outcome below is still written, on this thread
             record.supervisor_error = record.supervisor_error or f"{type(exc).__name__}: {exc}"
         status, error = self._outcome(record, return_code, child)

@@ -97,7 +97,7 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
     """Run keys that ignore `repeats` and the accounting inputs; the conditions key that chooses a
     technique's baselines; what the run computed in and stored; the run's own seed; its grid position;
     window lengths; energy to a target accuracy; where each run ran (every run before this was local)."""
-    from greenlab.core.config import conditions_key, run_key
+    from greenlab.core.config import LEGACY_KEY_EPOCH, conditions_key, run_key
 
     _add_columns(db, "runs", _COLUMNS_2["runs"], RUN_COLUMNS)
     _add_columns(db, "epochs", _COLUMNS_2["epochs"], EPOCH_COLUMNS)
@@ -109,11 +109,15 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
             continue
         techniques = settings.pop("techniques", {}) or {}
         repeat = row["repeat"] or 0
+        # Runs of schema 1 keep keys of their own epoch: their stego truncation chopped toward zero, their
+        # repeats shared one data order, fake-text differed and the CPU estimate's rule was another. They are
+        # never skipped as done for, or compared with, the runs of today.
+        epoch = LEGACY_KEY_EPOCH
         db["runs"].update(row["id"], {
-            "settings_key": run_key(row["model"], row["technique"], repeat, settings, techniques),
-            "conditions_key": conditions_key(row["model"], settings),
+            "settings_key": run_key(row["model"], row["technique"], repeat, settings, techniques, epoch=epoch),
+            "conditions_key": conditions_key(row["model"], settings, epoch=epoch),
             # Before schema 2 the stored seed was the grid's; initialisation already used seed + repeat.
-            "seed": (row["seed"] or 0) + repeat,
+            "seed": int(settings.get("seed", row["seed"] or 0)) + repeat,
             "price_per_kwh": settings.get("price_per_kwh"),
             "compute_dtype": row["train_dtype"],
             "executor": "local", "node": _hostname_of(row["host"]), "concurrent_runs": "[]", "attempts": 1,
@@ -186,7 +190,7 @@ class Store:
             raise GreenLabError(f"{self.path} has schema version {version}, newer than this greenlab "
                                 f"({SCHEMA_VERSION}) understands; upgrade greenlab (pip install -U greenlab)")
         for number in range(version + 1, SCHEMA_VERSION + 1):
-            with self.db.conn:
+            with self.db.atomic():  # one transaction: a migration cut short leaves the store as it was
                 MIGRATIONS[number - 1](self.db)
                 self.db.execute(f"PRAGMA user_version = {number}")
 
