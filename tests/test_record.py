@@ -69,3 +69,26 @@ def test_index_is_the_flagged_last_resort():
 @pytest.mark.parametrize("device", ["cpu", "mps"])
 def test_a_run_off_cuda_uses_no_gpu(device):
     assert gpus_used(device, GPUS) == (set(), [])
+
+
+def test_a_phase_measured_by_polled_power_marks_the_run():
+    from greenlab.core.config import expand_grid, parse_experiments
+    from greenlab.core.record import RunRecord
+
+    (run,) = expand_grid(parse_experiments('[defaults]\npretrained = false\n[[experiment]]\nname = "e"\n'
+                                           'models = ["tinycnn"]\n'))
+    record = RunRecord(1, run, 0.0, {}, {"components": {}})
+    short = WindowResult("1:eval", 0.05, {"gpu0": ComponentEnergy("gpu0", 4.0, "polled", {},
+                                                                   ("short_window_polled",)),
+                                          "cpu": ComponentEnergy("cpu", 1.0, "counter")})
+    record.add_phase(1, "eval", short)
+    columns, _rows, flags = energy_columns(window(gpu0=(500.0, "counter"), cpu=(80.0, "counter")),
+                                           {"gpu0": 1.0, "cpu": 1.0}, record.phase_methods)
+    assert columns["energy_gpu_method"] == "counter+polled" and columns["energy_cpu_method"] == "counter"
+    assert "short_window_polled" in record.flags
+
+
+def test_a_component_without_a_reading_leaves_the_total_unknown():
+    columns, _rows, flags = energy_columns(window(gpu0=(None, "counter"), cpu=(80.0, "estimate")), {})
+    assert columns["energy_j"] is None and columns["energy_kwh"] is None
+    assert columns["energy_estimated_j"] == 80.0 and "energy_incomplete" in flags

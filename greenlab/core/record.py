@@ -17,6 +17,7 @@ from greenlab.core.energy.tracker import WindowResult
 FLAG_NET_BELOW_IDLE = "net_below_idle"  # a component drew less than its idle baseline: a bad baseline
 FLAG_NO_IDLE_BASELINE = "no_idle_baseline"  # measured energy without a baseline: no net figure
 FLAG_GPU_BY_INDEX = "gpu_matched_by_index"  # the child's GPU could not be matched by UUID or PCI bus id
+FLAG_ENERGY_INCOMPLETE = "energy_incomplete"  # a component had no reading: energy_j is unknown
 
 
 @dataclass
@@ -40,9 +41,14 @@ class RunRecord:
     training_j: float | None = None
     training_unknown: bool = False
     flags: list[str] = field(default_factory=list)
+    phase_methods: dict[str, set[str]] = field(default_factory=dict)  # gpu/cpu/dram -> methods its phases used
 
     def add_phase(self, epoch: int, phase: str, window: WindowResult) -> None:
-        """Record a phase's window; one phase without a reading makes the training total unknown."""
+        """Record a phase's window; one phase without a reading makes the training total unknown. Its flags
+        and methods (a short phase measured by polled power) reach the run's row too."""
+        for name, energy in window.components.items():
+            self.phase_methods.setdefault(_group(name), set()).add(energy.method)
+        self.flags.extend(flag for flag in window.flags() if flag not in self.flags)
         joules = window.total_j()
         self.phase_energy.setdefault(epoch, {})[phase] = joules
         self.phase_windows.setdefault(epoch, {})[phase] = window
@@ -101,7 +107,11 @@ def _bus(value: str) -> str:
         return value.strip().lower()
 
 
-def energy_columns(window: WindowResult, idle: dict[str, float]
+def _group(component: str) -> str:
+    return "gpu" if component.startswith("gpu") else component
+
+
+def energy_columns(window: WindowResult, idle: dict[str, float], phase_methods: dict[str, set[str]] | None = None
                    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """`runs` columns, `energy_components` rows and the run's energy flags, from the run's window and the
     idle baseline.
@@ -139,14 +149,18 @@ def energy_columns(window: WindowResult, idle: dict[str, float]
         run_flags.update(flags)
         rows.append({"component": name, "energy_j": energy.energy_j, "method": energy.method, "idle_w": idle_w,
                      "net_energy_j": net, "inputs": energy.inputs, "flags": flags})
-        groups["gpu" if name.startswith("gpu") else name].append(energy)
+        groups[_group(name)].append(energy)
     for group, members in groups.items():
         values = [m.energy_j for m in members if m.energy_j is not None]
         columns[f"energy_{group}_j"] = sum(values) if values else None
-        methods = sorted({m.method for m in members})
+        # A group's method names every way its figures were obtained, a phase's polled fallback included.
+        methods = sorted({m.method for m in members} | ((phase_methods or {}).get(group, set()) if members else set()))
         columns[f"energy_{group}_method"] = "+".join(methods) if methods else "unavailable"
     measured, estimated = window.split_j()
-    total = measured + estimated
+    # A component without a reading leaves the total unknown, never a partial sum labelled as the whole.
+    total = measured + estimated if window.total_j() is not None else None
+    if total is None:
+        run_flags.add(FLAG_ENERGY_INCOMPLETE)
     columns.update(energy_j=total, energy_kwh=carbon.kwh(total), energy_measured_j=measured,
                    energy_estimated_j=estimated, energy_net_j=net_total,
                    idle_w=idle_total if any(r["idle_w"] is not None for r in rows) else None)

@@ -410,7 +410,7 @@ class RunSupervisor:
         except Exception as exc:  # noqa: BLE001 - the outcome below is still written, on this thread
             record.supervisor_error = record.supervisor_error or f"{type(exc).__name__}: {exc}"
         status, error = self._outcome(record, return_code, child)
-        columns, component_rows, energy_flags = energy_columns(window, record.idle)
+        columns, component_rows, energy_flags = energy_columns(window, record.idle, record.phase_methods)
         idle = {c: w for c, w in record.idle.items() if c not in record.gpus_unused}
         meters = {**record.meters_info, "idle_w": idle, "temperature_end_c": _temperatures(tracker),
                   "components": {c: facts for c, facts in record.meters_info["components"].items()

@@ -188,8 +188,8 @@ class EnergyTracker:
 
     def sample(self) -> dict[str, float]:
         """Take one sample now (the thread calls this; tests may too)."""
-        now = self._clock()
-        with self._lock:
+        with self._lock:  # the clock is read under the lock, next to the readings it stamps
+            now = self._clock()
             watts = self._read(now)
             t = now - self._origin
             for component, power in watts.items():
@@ -287,8 +287,8 @@ class EnergyTracker:
         return _interpolate(self._readings[index - 1], after, t)
 
     def _snapshot(self, at: float | None = None) -> _Snapshot:
-        now = self._clock()
-        with self._lock:
+        with self._lock:  # stamped under the lock: readings stay in time order for _edge_at's bisect
+            now = self._clock()
             self._read(now)
             fresh = self._readings[-1]
             if at is None:
