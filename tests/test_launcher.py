@@ -148,7 +148,7 @@ def test_spawned_and_forked_runs_deliver_the_same_events_and_exit_0(fork_launche
     assert spawned.returncode == 0, spawned.output
     assert forked.returncode == 0, forked.output
     assert forked.event_types == spawned.event_types
-    assert forked.event_types[0] == "RunStarted" and forked.event_types[-1] == "RunFinished"
+    assert forked.event_types[0] == "RunStarted" and forked.event_types[-2:] == ["RunFinished", "ProcessEnding"]
     assert "BatchFinished" in forked.event_types
     # Seeded alike, both train alike: nothing in the server shifted the run's random streams.
     assert forked.losses == spawned.losses
@@ -162,8 +162,8 @@ def test_a_failing_run_relays_its_run_failed_event_and_exit_code_1(kind, fork_la
     # resnet18 needs 32 px: the worker refuses 16 before loading anything.
     outcome = run_to_end(launcher, run_json("resnet18", image_size=16), env)
     assert outcome.returncode == 1
-    (failed,) = [events.decode(line) for line in outcome.lines]
-    assert isinstance(failed, events.RunFailed) and failed.user_error
+    failed, ending = [events.decode(line) for line in outcome.lines]
+    assert isinstance(failed, events.RunFailed) and failed.user_error and isinstance(ending, events.ProcessEnding)
     assert "at least 32 px" in failed.error
 
 

@@ -322,3 +322,15 @@ def test_window_context_manager():
     with tracker.window("w") as w:
         now[0] += 2.0
     assert w["result"].components["cpu"].energy_j == pytest.approx(20.0)
+
+
+def test_a_process_s_own_final_cpu_time_counts_after_its_last_read():
+    now = [0.0]
+    meter = EstimateMeter(["cpu"], cpu_w_per_thread=4.0)
+    meter.track_processes([os.getpid()])
+    tracker = EnergyTracker([meter], sample_hz=10, clock=lambda: now[0])
+    tracker.begin_window("run")
+    read = meter.cpu_seconds()
+    tracker.process_ended(os.getpid(), read + 2.5)  # 2.5 CPU-seconds after the last read, as it ended
+    cpu = tracker.end_window("run").components["cpu"]
+    assert cpu.inputs["cpu_seconds"] >= 2.5 and cpu.energy_j >= 4.0 * 2.5

@@ -102,10 +102,17 @@ class RunFailed:
     user_error: bool = False  # a GreenLabError: the message is the whole story
 
 
+@dataclass
+class ProcessEnding:
+    """The child's last word: its own CPU time, so the CPU estimate counts the time after its last sample."""
+
+    cpu_s: float
+
+
 EVENT_TYPES = {cls.__name__: cls for cls in (RunStarted, ModelPrepared, PhaseBegan, PhaseEnded, BatchFinished,
-                                              EpochFinished, LogWritten, RunFinished, RunFailed)}
+                                              EpochFinished, LogWritten, RunFinished, RunFailed, ProcessEnding)}
 Event = Union[RunStarted, ModelPrepared, PhaseBegan, PhaseEnded, BatchFinished, EpochFinished, LogWritten,
-              RunFinished, RunFailed]
+              RunFinished, RunFailed, ProcessEnding]
 
 
 def encode(event: Event) -> str:

@@ -310,7 +310,7 @@ class GridPresenter:
             case events.LogWritten(message=message):
                 update(note=message)
                 self._say(f"{view.label}: {message}", note=False)
-            case events.PhaseEnded() | events.RunFinished() | events.RunFailed():
+            case events.PhaseEnded() | events.RunFinished() | events.RunFailed() | events.ProcessEnding():
                 pass  # the stored outcome (RunStored) tells these
 
     def _stored(self, event: RunStored, grid: int) -> None:

@@ -33,6 +33,7 @@ class RunRecord:
     child_error: str | None = None
     supervisor_error: str | None = None
     device: str | None = None  # as the child reported it
+    child_pid: int | None = None
     train_s: float | None = None
     final: dict[str, Any] = field(default_factory=dict)  # the RunFinished event's fields
     gpus_unused: set[str] = field(default_factory=set)  # metered GPU components the child did not use

@@ -336,6 +336,7 @@ class RunSupervisor:
             with self._child_lock:  # a cancel from another thread now sees the child, or sees none at all
                 child = self._child = RunChild(self.launcher, json.dumps(record.run.to_json()), child_env())
             record.meters_info["launcher"] = child.launcher_kind
+            record.child_pid = child.pid
             tracker.track_processes([child.pid])
             if self.cancelled or self._cancel_one.is_set():  # cancelled before the child started
                 child.terminate()
@@ -474,6 +475,8 @@ class RunSupervisor:
                     "val_accuracy": event.val_accuracy, "val_f1": event.val_f1, "val_loss": event.val_loss,
                     "duration_s": event.duration_s, "train_s": event.train_s, "eval_s": event.eval_s,
                     **record.epoch_energy(event.epoch)})
+            case events.ProcessEnding(cpu_s=cpu_s) if record.child_pid is not None:
+                tracker.process_ended(record.child_pid, cpu_s)
             case events.RunFinished():
                 record.child_status, record.train_s, record.final = "completed", event.train_s, asdict(event)
             case events.RunFailed():

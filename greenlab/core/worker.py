@@ -8,8 +8,10 @@ touches the store: if it crashes, the supervisor still has everything it was sen
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import resource
 import sys
 import time
 import traceback
@@ -119,6 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stream = os.fdopen(args.event_fd, "w", buffering=1, encoding="utf-8")
     emit = EventWriter(stream)
+    try:
+        return _run(emit)
+    finally:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        with contextlib.suppress(OSError, ValueError):  # a supervisor that is gone hears nothing
+            emit(events.ProcessEnding(cpu_s=usage.ru_utime + usage.ru_stime))
+
+
+def _run(emit: EventWriter) -> int:
     try:
         run = GridRun.from_json(json.loads(sys.stdin.read()))
         execute(run, emit)

@@ -111,8 +111,13 @@ def cpu_power_rule(model_name: str, *, cpu_tdp_w: float | None = None, cpu_w_per
     if cpu_w_per_thread is not None:
         return {"w_per_thread": cpu_w_per_thread, "rule": "config cpu_w_per_thread"}
     if cpu_tdp_w is not None:
-        return {"w_per_thread": cpu_tdp_w / threads, "rule": "config cpu_tdp_w / package threads",
+        rule = {"w_per_thread": cpu_tdp_w / threads, "rule": "config cpu_tdp_w / package threads",
                 "tdp_w": cpu_tdp_w, "package_threads": threads}
+        if virtual is not None:  # the guest sees a few vCPUs of a package with many threads
+            rule["warning"] = (f"a virtual machine ({virtual}): cpu_tdp_w is divided by the {threads} vCPUs "
+                               "this guest sees, not by the host package's threads, which overstates a thread's "
+                               "power; set cpu_w_per_thread instead")
+        return rule
     key = match_cpu(model_name)
     if key is not None:
         tdp, package_threads = CPU_TABLE[key]
@@ -173,6 +178,12 @@ class ProcessSet:
             self.cpu_seconds_by_pid[pid] = max(used, self.cpu_seconds_by_pid.get(pid, 0.0))
         return sum(self.cpu_seconds_by_pid.values())
 
+    def ended(self, pid: int, cpu_seconds: float) -> None:
+        """A tracked process's own final CPU time (it says so as it ends): the time after the last read
+        counts too."""
+        if pid in self.cpu_seconds_by_pid or pid in self.members:
+            self.cpu_seconds_by_pid[pid] = max(cpu_seconds, self.cpu_seconds_by_pid.get(pid, 0.0))
+
     def resident_gb(self) -> float:
         total = 0
         for process in list(self.members.values()):
@@ -203,6 +214,9 @@ class EstimateMeter(Meter):
 
     def track_processes(self, pids: list[int]) -> None:
         self.processes.track(pids)
+
+    def process_ended(self, pid: int, cpu_seconds: float) -> None:
+        self.processes.ended(pid, cpu_seconds)
 
     def components(self) -> list[str]:
         return list(self._components)

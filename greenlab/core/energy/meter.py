@@ -71,5 +71,8 @@ class Meter(ABC):
     def track_processes(self, pids: list[int]) -> None:
         """Attribute the given processes (and their children) to the run, for per-process estimates."""
 
+    def process_ended(self, pid: int, cpu_seconds: float) -> None:
+        """A tracked process reports its own final CPU time as it ends (per-process estimates use it)."""
+
     def close(self) -> None:
         """Release handles (NVML shutdown, open files)."""

@@ -135,6 +135,11 @@ class EnergyTracker:
             for meter in self.meters:
                 meter.track_processes(pids)
 
+    def process_ended(self, pid: int, cpu_seconds: float) -> None:
+        with self._lock:
+            for meter in self.meters:
+                meter.process_ended(pid, cpu_seconds)
+
     # -- sampling -----------------------------------------------------------------------------------
     def _read(self, now: float) -> dict[str, float]:
         """One reading of every meter, integrated and kept for past edges; returns this sample's watts.
