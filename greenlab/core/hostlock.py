@@ -15,6 +15,7 @@ never measures beside them.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -89,9 +90,18 @@ def read_holder(path: Path | None = None) -> Holder | None:
 
 
 def _open(path: Path) -> int:
+    """The lock file, created readable and writable by all, so that a folder shared by several users
+    (GREENLAB_LOCK_DIR=/tmp/greenlab, say) makes one lock for the whole host; a file another user created
+    is opened read-only, which flock accepts."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except PermissionError:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666)  # the umask trimmed it; another user's grid must open it too
+        return fd
     except OSError as exc:
         raise GreenLabError(f"cannot create the host's measurement lock {path} ({exc.strerror or exc}); set "
                             "GREENLAB_LOCK_DIR to a writable local folder") from None
@@ -146,8 +156,9 @@ class HostLock:
         since = datetime.now(timezone.utc).isoformat(timespec="seconds")
         holder = json.dumps(asdict(Holder(os.getpid(), socket.gethostname(), self.store, since))).encode()
         # Shared holders all write their name: the last one is shown (a torn write reads as unknown).
-        os.pwrite(fd, holder, 0)
-        os.ftruncate(fd, len(holder))
+        with contextlib.suppress(OSError):  # a file of another user's is read-only here: the holder stays unnamed
+            os.pwrite(fd, holder, 0)
+            os.ftruncate(fd, len(holder))
         self._fd = fd
         return True
 
@@ -179,7 +190,8 @@ class HostLock:
             return
         try:
             if not self.shared:  # other shared holders may remain, and the next exclusive one writes anew
-                os.ftruncate(fd, 0)  # the next reader must not name a grid that has finished
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)  # the next reader must not name a grid that has finished
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
