@@ -127,6 +127,7 @@ def _run(grid: list[GridRun], path: str, *, db: str | None, force: bool, out: Te
         runs = "the run in progress is" if stored == 1 else f"the {stored} runs in progress are"
         progress.line(f"interrupted: {runs} stored as interrupted" if stored
                       else "interrupted before a run began: nothing was stored")
+        update_energy_to_target(store)  # the runs completed before the interrupt are judged as after a grid
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous_term)

@@ -62,9 +62,9 @@ def test_a_forced_rerun_replaces_its_earlier_run():
 
 def test_comparisons_and_sentences():
     rows = [{**row("baseline", e, acc=a), "id": i} for i, (e, a) in enumerate(
-        [(100.0, 0.90), (102.0, 0.91), (98.0, 0.89)])]
+        [(100.0, 0.900), (102.0, 0.902), (98.0, 0.898)])]
     rows += [{**row("stego", e, acc=a), "id": 10 + i} for i, (e, a) in enumerate(
-        [(70.0, 0.90), (71.0, 0.91), (69.0, 0.89)])]
+        [(70.0, 0.900), (71.0, 0.902), (69.0, 0.898)])]
     rows += [{**row("prune", e), "id": 20, "experiment": "other"} for e in [80.0]]
     found = {(c.technique, c.metric): c for c in report.compare(rows, metrics=("energy_j", "val_accuracy"))}
     stego = found[("stego", "energy_j")]
@@ -124,3 +124,20 @@ def test_the_headless_summary_says_plainly_that_one_run_cannot_show_significance
     rows += [{**row("lowrank", e), "id": 20 + i} for i, e in enumerate([70.0, 71.0])]
     text = report_formats.verdict_summary(report.compare(rows, metrics=("energy_training_j",)))
     assert "One run per cell" not in text and "m: lowrank" in text and "[" in text
+
+
+def test_accuracy_is_equivalent_only_within_a_point():
+    """A relative 5 % would call 90 % and 86 % equivalent; accuracy is judged within ±1 pp."""
+    base = [{**row("baseline", 100.0, acc=a), "id": i} for i, a in enumerate([0.900, 0.905, 0.895])]
+    near = [{**row("stego", 100.0, acc=a), "id": 10 + i} for i, a in enumerate([0.901, 0.906, 0.896])]
+    far = [{**row("prune", 100.0, acc=a), "id": 20 + i} for i, a in enumerate([0.880, 0.885, 0.875])]
+    found = {c.technique: c for c in report.compare(base + near + far, metrics=("val_accuracy",))}
+    assert found["stego"].verdict == "equivalent"
+    assert found["prune"].verdict == "costs"  # 2 pp less, clearly
+
+
+def test_energy_to_target_with_runs_that_never_reached_it_is_insufficient():
+    base = [{**row("baseline", 100.0), "id": i, "energy_to_target_j": e} for i, e in enumerate([50.0, 52.0, 51.0])]
+    tech = [{**row("prune", 100.0), "id": 10 + i, "energy_to_target_j": e} for i, e in enumerate([20.0, 21.0, None])]
+    (found,) = report.compare(base + tech, metrics=("energy_to_target_j",))
+    assert found.verdict == "insufficient" and found.stats.n_missing == 1

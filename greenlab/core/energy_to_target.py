@@ -82,13 +82,11 @@ def compute(rows: list[dict[str, Any]], epochs_of: Callable[[int], list[dict[str
 
 def with_energy_to_target(rows: list[dict[str, Any]], epochs_of: Callable[[int], list[dict[str, Any]]]
                           ) -> list[dict[str, Any]]:
-    """Rows with the two columns filled where the store has none yet (a store written before them)."""
-    missing = {r.get("id") for r in rows if r.get("target_accuracy") is None and r.get("status") == "completed"}
-    if not missing:
-        return rows
+    """Rows with both columns computed afresh from these rows' baselines, so every run of a cell is judged
+    against the same target, whatever the store holds from an earlier grid."""
     computed = compute(rows, epochs_of)
     return [{**row, "target_accuracy": computed[row["id"]][0], "energy_to_target_j": computed[row["id"]][1]}
-            if row.get("id") in missing and row.get("id") in computed else row for row in rows]
+            if row.get("id") in computed else row for row in rows]
 
 
 def update_energy_to_target(store: Store, drop_pp: float = TARGET_DROP_PP) -> int:
@@ -96,7 +94,7 @@ def update_energy_to_target(store: Store, drop_pp: float = TARGET_DROP_PP) -> in
     completed baselines, baselines included; one transaction. Returns how many runs were written."""
     rows = store.runs("status = 'completed'")
     computed = compute(rows, store.epochs, drop_pp)
-    with store.db.conn:
+    with store.db.atomic():
         for run_id, (target, energy) in computed.items():
             store.db["runs"].update(run_id, {"target_accuracy": target, "energy_to_target_j": energy})
     return len(computed)

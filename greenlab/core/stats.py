@@ -179,7 +179,7 @@ def _welch_p(a: list[float], b: list[float]) -> float:
 
 
 def repeats_to_decide(sd: float, baseline_sd: float, difference: float, baseline_mean: float,
-                      margin: float) -> int | None:
+                      margin: float, margin_abs: float | None = None) -> int | None:
     """Runs per side (equal groups) with which a Welch test at 5 % would likely (80 % power) show the
     observed difference, or the equivalence test show it lies inside the margin — whichever needs fewer,
     assuming the observed means and SDs are the truth. None when neither happens by MAX_REPEATS."""
@@ -192,7 +192,7 @@ def repeats_to_decide(sd: float, baseline_sd: float, difference: float, baseline
     se = np.sqrt(v)
     beta = sps.t.ppf(POWER, df)
     decided = abs(difference) / se >= sps.t.ppf(1 - ALPHA / 2, df) + beta
-    allowed = margin * abs(baseline_mean)
+    allowed = margin_abs if margin_abs is not None else margin * abs(baseline_mean)
     if abs(difference) < allowed:
         decided |= (allowed - abs(difference)) / se >= sps.t.ppf(1 - ALPHA, df) + beta
     hits = np.flatnonzero(decided)
@@ -200,8 +200,12 @@ def repeats_to_decide(sd: float, baseline_sd: float, difference: float, baseline
 
 
 def compare(values: Iterable[float | None], baseline: Iterable[float | None], *,
-            margin: float = DEFAULT_MARGIN) -> TwoSample:
-    """Everything a verdict needs about `values` against `baseline`; see the module docstring."""
+            margin: float = DEFAULT_MARGIN, margin_abs: float | None = None) -> TwoSample:
+    """Everything a verdict needs about `values` against `baseline`; see the module docstring.
+
+    With `margin_abs`, equivalence is judged on the difference instead of the ratio: its 90 % interval must
+    lie within ±margin_abs (accuracy in percentage points: a relative 5 % of 90 % would allow 4.5 pp).
+    """
     a, a_missing = clean(values)
     b, b_missing = clean(baseline)
     notes: list[str] = []
@@ -226,7 +230,8 @@ def compare(values: Iterable[float | None], baseline: Iterable[float | None], *,
         # Values that repeat exactly (a deterministic accuracy, say): no sampling spread was seen, so the
         # observed difference is the whole story — the interval collapses onto it and p is 0 or 1.
         notes.append("no variance in either group: the interval is the observed value itself")
-        inside = ratio is not None and 1 - margin <= ratio <= 1 + margin
+        inside = (abs(difference) <= margin_abs if margin_abs is not None
+                  else ratio is not None and 1 - margin <= ratio <= 1 + margin)
         result.update(difference_ci_low=difference, difference_ci_high=difference, ratio_method=EXACT,
                       p_value=0.0 if difference != 0 else 1.0, p_equivalence=0.0 if inside else 1.0,
                       equivalent=inside)
@@ -238,7 +243,7 @@ def compare(values: Iterable[float | None], baseline: Iterable[float | None], *,
     half = sps.t.ppf(1 - ALPHA / 2, welch_df(v1, len(a), v0, len(b))) * math.sqrt(v1 + v0)
     result.update(difference_ci_low=difference - half, difference_ci_high=difference + half,
                   p_value=_welch_p(a, b), effect_size=hedges_g(a, b),
-                  repeats_to_decide=repeats_to_decide(sd, base_sd, difference, base, margin))
+                  repeats_to_decide=repeats_to_decide(sd, base_sd, difference, base, margin, margin_abs))
 
     if min(a) > 0 and min(b) > 0:
         ci95, ci90 = _log_welch(a, b, 0.95), _log_welch(a, b, 0.90)
@@ -256,6 +261,12 @@ def compare(values: Iterable[float | None], baseline: Iterable[float | None], *,
                       equivalent=1 - margin <= ci90[0] and ci90[1] <= 1 + margin)
     else:
         result.update(equivalent=False)
+    if margin_abs is not None:  # equivalence on the difference: its 90 % interval within ±margin_abs
+        df, se = welch_df(v1, len(a), v0, len(b)), math.sqrt(v1 + v0)
+        half90 = sps.t.ppf(1 - ALPHA, df) * se
+        result.update(equivalent=bool(-margin_abs <= difference - half90 and difference + half90 <= margin_abs),
+                      p_equivalence=float(max(sps.t.sf((difference + margin_abs) / se, df),
+                                              sps.t.sf((margin_abs - difference) / se, df))))
     return TwoSample(**result, notes=tuple(notes))
 
 

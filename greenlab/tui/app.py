@@ -26,6 +26,7 @@ from textual.worker import Worker, WorkerState
 
 from greenlab.core import fetch, formatting, preflight
 from greenlab.core.config import GridRun
+from greenlab.core.energy_to_target import update_energy_to_target
 from greenlab.core.progress import GridPresenter
 from greenlab.core.errors import ConfigError, GreenLabError
 from greenlab.core.runner import RunSupervisor
@@ -363,6 +364,7 @@ class GreenLabApp(App[int]):
             if self._cancel_requested:  # a cancel pressed before the supervisor existed
                 supervisor.cancel()
             supervisor.run_grid(runs, force=force)
+            update_energy_to_target(store)  # the grid's runs (and their cells' others) against one target
             return grid
         finally:
             self._supervisor = None
