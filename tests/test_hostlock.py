@@ -132,7 +132,8 @@ def test_a_run_running_under_another_live_supervisor_is_skipped(tmp_path):
         for run in runs:
             run_id = store.start_run({"experiment": run.experiment, "model": run.model, "technique": run.technique,
                                       "settings_key": run.settings_key()})
-            store.update_run(run_id, supervisor_pid=other.pid)
+            # Another machine sharing this store (NFS, say): its supervisor is alive there.
+            store.update_run(run_id, supervisor_pid=other.pid, host={"hostname": "another-machine"})
         assert store.running_elsewhere(runs[0].settings_key()) == other.pid
         heard = []
         assert RunSupervisor(store, on_event=heard.append).run_grid(runs) == []
@@ -143,6 +144,16 @@ def test_a_run_running_under_another_live_supervisor_is_skipped(tmp_path):
         other.kill()
         other.wait()
     assert store.running_elsewhere(runs[0].settings_key()) is None  # a dead supervisor's run is not running
+
+
+def test_a_running_row_of_this_host_under_another_pid_is_stale(tmp_path):
+    """Under the host lock no other supervisor of this host can be running: a reused pid blocks nothing."""
+    runs = expand_grid(parse_experiments(_grid("s")))
+    store = Store(tmp_path / "runs.db")
+    run_id = store.start_run({"experiment": "s", "model": runs[0].model, "technique": runs[0].technique,
+                              "settings_key": runs[0].settings_key()})
+    store.update_run(run_id, supervisor_pid=1)  # pid 1 is alive, and is no supervisor of ours
+    assert store.running_elsewhere(runs[0].settings_key()) is None
 
 
 def test_ray_tasks_share_a_nodes_lock_that_a_plain_grid_cannot_take(tmp_path):

@@ -142,3 +142,20 @@ def test_a_run_stored_without_beginning_marks_its_queue_entry():
     snapshot = presenter.apply(RunStored(5, GRID[2], "failed", "the Ray worker died", {}), grid=1)
     assert snapshot.queue[2].status == "failed" and snapshot.queue[2].run_id == 5 and snapshot.running == ()
     assert "FAILED: the Ray worker died" in snapshot.log[-1].text
+
+
+def test_live_energy_counts_only_the_components_of_the_run():
+    from greenlab.core.grid_events import RunMetered
+
+    class TwoGpus(Tracker):
+        def methods(self):
+            return {"gpu0": "counter", "gpu1": "counter", "cpu": "estimate"}
+
+        def running_j(self, since):
+            return {"gpu0": 100.0, "gpu1": 90.0, "cpu": 5.0}
+
+    presenter = GridPresenter(clock=lambda: 200.0)
+    started(presenter, TwoGpus())
+    assert live(presenter.snapshot().current, 200.0).energy_j == pytest.approx(195.0)
+    snapshot = presenter.apply(RunMetered(7, ["gpu1", "cpu"]), grid=1)  # it trained on gpu1
+    assert live(snapshot.current, 200.0).energy_j == pytest.approx(95.0)

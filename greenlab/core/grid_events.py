@@ -62,6 +62,15 @@ class ChildEvent:
 
 
 @dataclass
+class RunMetered:
+    """After the child said where it trains: the metered components whose energy is this run's (a GPU it
+    did not use is metered but not counted)."""
+
+    run_id: int
+    components: list[str]
+
+
+@dataclass
 class SupervisorNote:
     """Something the supervisor wants the user to know that is no run's (the fork server fell back)."""
 
@@ -79,6 +88,6 @@ class RunStored:
     row: dict[str, Any] = field(default_factory=dict)
 
 
-SupervisorEvent = Union[RunQueued, RunSkipped, IdleMeasured, CoolingDown, RunBegan, ChildEvent, SupervisorNote,
-                        RunStored, WaitingForLock, GridStopped]
+SupervisorEvent = Union[RunQueued, RunSkipped, IdleMeasured, CoolingDown, RunBegan, ChildEvent, RunMetered,
+                        SupervisorNote, RunStored, WaitingForLock, GridStopped]
 Listener = Callable[[SupervisorEvent], None]

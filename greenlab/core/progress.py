@@ -22,8 +22,8 @@ from greenlab.core import events, formatting
 from greenlab.core.config import GridRun
 from greenlab.core.fetch import DownloadEvent, DownloadFailed, DownloadFinished, DownloadProgressed, \
     DownloadStarted, format_progress
-from greenlab.core.grid_events import (ChildEvent, CoolingDown, IdleMeasured, RunBegan, RunQueued, RunSkipped,
-                                       RunStored, SupervisorEvent, SupervisorNote)
+from greenlab.core.grid_events import (ChildEvent, CoolingDown, IdleMeasured, RunBegan, RunMetered, RunQueued,
+                                       RunSkipped, RunStored, SupervisorEvent, SupervisorNote)
 from greenlab.core.gridstop import GridStopped
 from greenlab.core.hostlock import WaitingForLock
 
@@ -61,6 +61,7 @@ class RunView:
     t0: float  # tracker time at the run's start
     methods: dict[str, str]
     index: int | None = None  # its place in the grid's queue
+    counted: tuple[str, ...] | None = None  # the components whose energy is the run's (None: all metered)
     phase: str = "preparing"  # preparing | train | eval | completed | failed | interrupted
     device: str = ""
     epoch: int = 0
@@ -126,6 +127,8 @@ def live(view: RunView, now: float) -> Live:
     if view.stored is not None:
         return Live(elapsed, None, view.stored.get("energy_j"), {})
     components = view.tracker.running_j(view.t0) if view.tracker is not None else {}
+    if view.counted is not None:  # a GPU metered but not used by the run is not its energy
+        components = {c: j for c, j in components.items() if c in view.counted}
     return Live(elapsed, eta, sum(components.values()) if components else None, components)
 
 
@@ -240,6 +243,8 @@ class GridPresenter:
                 self._began(event, grid)
             case ChildEvent(run_id=run_id, event=child) if run_id in state.running:
                 self._child(state.running[run_id], child)
+            case RunMetered(run_id=run_id, components=components) if run_id in state.running:
+                state.running[run_id] = replace(state.running[run_id], counted=tuple(components))
             case RunStored():
                 self._stored(event, grid)
             case SupervisorNote(text=text):

@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 from greenlab.core.config import GridRun
 from greenlab.core.formatting import run_label
-from greenlab.core.grid_events import (ChildEvent, Listener, RunBegan, RunQueued, RunSkipped, RunStored,
-                                       SupervisorEvent, SupervisorNote)
+from greenlab.core.grid_events import (ChildEvent, Listener, RunBegan, RunMetered, RunQueued, RunSkipped,
+                                       RunStored, SupervisorEvent, SupervisorNote)
 from greenlab.core.gridstop import GridStopped, StopRule, exception_cause, first_line
 from greenlab.core.hostlock import HostLock
 from greenlab.core.raycluster import RayCluster, import_ray
@@ -300,7 +300,9 @@ class RayGrid:
                 task.tracker.add_samples(rows)
             case Relayed(event=ChildEvent(event=event)) if task.run_id is not None:
                 self.on_event(ChildEvent(task.run_id, event))
-            case Relayed(event=event) if not isinstance(event, ChildEvent):
+            case Relayed(event=RunMetered(components=components)) if task.run_id is not None:
+                self.on_event(RunMetered(task.run_id, components))  # the node's run id is not the store's
+            case Relayed(event=event) if not isinstance(event, (ChildEvent, RunMetered)):
                 self.on_event(event)
 
     def _where(self, task: _Task) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import Any, Union
 
 from greenlab.core.config import GridRun
 from greenlab.core.energy.nvml import parse_visible_devices
-from greenlab.core.grid_events import (ChildEvent, CoolingDown, IdleMeasured, RunBegan, SupervisorEvent,
+from greenlab.core.grid_events import (ChildEvent, CoolingDown, IdleMeasured, RunBegan, RunMetered, SupervisorEvent,
                                        SupervisorNote)
 from greenlab.core.hostlock import HostLock, WaitingForLock
 from greenlab.core.launcher import Launcher, default_launcher
@@ -171,7 +171,7 @@ class Channel:
         match event:
             case RunBegan(tracker=tracker, fallbacks=fallbacks):
                 self.send(RunBeganOnNode(self.tag, self.attempt, tracker.methods(), dict(fallbacks)))
-            case ChildEvent() | IdleMeasured() | CoolingDown() | SupervisorNote() | WaitingForLock():
+            case ChildEvent() | RunMetered() | IdleMeasured() | CoolingDown() | SupervisorNote() | WaitingForLock():
                 self.send(Relayed(self.tag, self.attempt, event))
             case _:
                 pass  # RunStored: the driver tells it once the row is written

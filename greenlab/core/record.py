@@ -12,12 +12,13 @@ from typing import Any
 
 from greenlab.core.config import GridRun
 from greenlab.core.energy import carbon
-from greenlab.core.energy.tracker import WindowResult
+from greenlab.core.energy.tracker import FLAG_SHORT_WINDOW_POLLED, WindowResult
 
 FLAG_NET_BELOW_IDLE = "net_below_idle"  # a component drew less than its idle baseline: a bad baseline
 FLAG_NO_IDLE_BASELINE = "no_idle_baseline"  # measured energy without a baseline: no net figure
 FLAG_GPU_BY_INDEX = "gpu_matched_by_index"  # the child's GPU could not be matched by UUID or PCI bus id
 FLAG_ENERGY_INCOMPLETE = "energy_incomplete"  # a component had no reading: energy_j is unknown
+_PHASE_FLAGS_FOR_THE_RUN = (FLAG_SHORT_WINDOW_POLLED, "stale_reading")
 
 
 @dataclass
@@ -49,7 +50,9 @@ class RunRecord:
         and methods (a short phase measured by polled power) reach the run's row too."""
         for name, energy in window.components.items():
             self.phase_methods.setdefault(_group(name), set()).add(energy.method)
-        self.flags.extend(flag for flag in window.flags() if flag not in self.flags)
+        # What changes how a phase's figure was obtained reaches the run; a short phase's counter and polled
+        # disagreeing is the cause of the fallback, not news about the run.
+        self.flags.extend(flag for flag in window.flags() if flag in _PHASE_FLAGS_FOR_THE_RUN and flag not in self.flags)
         joules = window.total_j()
         self.phase_energy.setdefault(epoch, {})[phase] = joules
         self.phase_windows.setdefault(epoch, {})[phase] = window

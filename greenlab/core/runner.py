@@ -29,7 +29,8 @@ from greenlab.core.energy.meter import MEASURED_METHODS
 from greenlab.core.energy.tracker import EnergyTracker
 # The supervisor's events live in greenlab.core.grid_events; re-exported here, where faces long found them.
 from greenlab.core.grid_events import (ChildEvent, CoolingDown, IdleMeasured, Listener, RunBegan,  # noqa: F401
-                                       RunQueued, RunSkipped, RunStored, SupervisorEvent, SupervisorNote)
+                                       RunMetered, RunQueued, RunSkipped, RunStored, SupervisorEvent,
+                                       SupervisorNote)
 from greenlab.core.gridstop import GridStopped, StopRule, exception_cause
 from greenlab.core.hostlock import HostLock, WaitingForLock  # noqa: F401 - supervisor events faces import
 from greenlab.core.child import RunChild
@@ -455,6 +456,7 @@ class RunSupervisor:
                                         pci_bus_id=event.pci_bus_id, cuda_index=event.cuda_index)
                 record.gpus_unused = set(gpu_facts) - used
                 record.flags.extend(flags)
+                self.on_event(RunMetered(run_id, [c for c in tracker.components() if c not in record.gpus_unused]))
                 writer.submit("update_run", run_id, device=event.device)
             case events.ModelPrepared(after=after, before=before):
                 stats = ("params_total", "params_nonzero", "model_bytes", "flops_step")

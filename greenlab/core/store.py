@@ -292,10 +292,16 @@ class Store:
         return {row["settings_key"]: row for row in rows}
 
     def running_elsewhere(self, settings_key: str) -> int | None:
-        """The pid of another live supervisor running these settings in this store now, or None."""
-        for row in self.db.query("select supervisor_pid from runs where settings_key = ? and status = 'running'",
-                                 [settings_key]):
+        """The pid of another live supervisor running these settings in this store now, or None.
+
+        Called under the host's measurement lock: a plain run of this host marked `running` by another
+        pid cannot be running now (its supervisor would hold the lock), whatever that pid is today."""
+        here = socket.gethostname()
+        for row in self.db.query("select supervisor_pid, host, executor from runs where settings_key = ? and "
+                                 "status = 'running'", [settings_key]):
             pid = row["supervisor_pid"]
+            if row["executor"] != "ray" and _hostname_of(row["host"]) == here:
+                continue
             if pid != os.getpid() and _pid_alive(pid):
                 return int(pid)
         return None
