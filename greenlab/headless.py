@@ -70,11 +70,7 @@ def verdicts(store: Store, grid: list[GridRun], metric: str = report.HEADLINE) -
 def grid_rows(store: Store, grid: list[GridRun]) -> list[dict[str, Any]]:
     """The latest completed run of each grid entry (runs skipped this time included)."""
     keys = {run.settings_key() for run in grid}
-    latest: dict[str, dict[str, Any]] = {}
-    for row in store.runs("status = 'completed'"):
-        if row["settings_key"] in keys:
-            latest[row["settings_key"]] = row
-    return list(latest.values())
+    return [row for row in report.latest_runs(store.runs("status = 'completed'")) if row["settings_key"] in keys]
 
 
 def _terminate_as_interrupt(signum: int, frame: Any) -> None:

@@ -198,14 +198,21 @@ def test_a_stalled_store_shifts_no_window_edge(tmp_path):
     store = Store(path)
     stalls = []
 
+    held = {}
+    handled = []
+
     def hold_the_lock():
         conn = sqlite3.connect(path, timeout=10)
         conn.execute("BEGIN IMMEDIATE")
+        held["from"] = time.monotonic()
         time.sleep(2.0)
+        held["to"] = time.monotonic()
         conn.commit()
         conn.close()
 
     def on_event(event):
+        if isinstance(event, runner.ChildEvent):
+            handled.append(time.monotonic())
         if isinstance(event, runner.ChildEvent) and isinstance(event.event, events.EpochFinished) \
                 and event.event.epoch == 1:
             thread = threading.Thread(target=hold_the_lock)
@@ -216,6 +223,8 @@ def test_a_stalled_store_shifts_no_window_edge(tmp_path):
     for thread in stalls:
         thread.join()
     assert outcome.status == "completed", outcome.error
+    # the supervisor kept reading its child's events while the store was locked
+    assert [t for t in handled if held["from"] < t < held["to"]]
     epochs = store.epochs(outcome.run_id)
     assert len(epochs) == 3 and stalls
     for epoch in epochs:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from greenlab.core import formatting, report
+from greenlab.core import formatting, report, stats
 
 
 def row(technique, energy, *, epochs=2, acc=0.9, experiment="e", model="m", **settings):
@@ -22,12 +22,12 @@ def test_change_against_the_matching_baseline_only():
     groups = {(g.technique, g.means["energy_j"]): g for g in report.summarize(rows)}
     assert groups[("prune", 50.0)].change["energy_j"] == pytest.approx(-50.0)
     assert groups[("prune", 600.0)].change["energy_j"] == pytest.approx(100.0)
-    assert report.row_change(rows[2], rows, "energy_j") == pytest.approx(-50.0)
+    assert report.changes(rows)[2]["energy_j"] == pytest.approx(-50.0)
 
 
 def test_experiments_with_the_same_conditions_share_a_baseline():
     rows = [row("baseline", 100.0, experiment="a"), row("prune", 50.0, experiment="b")]
-    assert report.row_change(rows[1], rows, "energy_j") == pytest.approx(-50.0)
+    assert report.changes(rows)[1]["energy_j"] == pytest.approx(-50.0)
     assert report.conditions_of(rows[0]) == report.conditions_of(rows[1])
 
 
@@ -50,7 +50,7 @@ def test_a_stored_conditions_key_wins():
     a, b = row("baseline", 100.0, epochs=2), row("prune", 50.0, epochs=5)
     a["conditions_key"] = b["conditions_key"] = "k"
     assert report.conditions_of(a) == report.conditions_of(b) == "k"
-    assert report.row_change(b, [a, b], "energy_j") == pytest.approx(-50.0)
+    assert report.changes([a, b])[1]["energy_j"] == pytest.approx(-50.0)
     assert report.conditions_of({**a, "conditions_key": None}) != "k"  # NULL: computed from the settings
 
 
@@ -101,10 +101,10 @@ def test_confidence_interval_uses_the_exact_t_quantile():
 
     from scipy.stats import t
 
-    assert report.ci95(values) == pytest.approx(t.ppf(0.975, 11) * stdev(values) / 12 ** 0.5)
-    assert report.ci95(values) == pytest.approx(2.201 * stdev(values) / 12 ** 0.5, rel=1e-4)  # printed tables
-    assert report.ci95(values[:2] * 40) == pytest.approx(t.ppf(0.975, 79) * stdev(values[:2] * 40) / 80 ** 0.5)
-    assert report.ci95([1.0]) is None
+    assert stats.mean_ci95(values) == pytest.approx(t.ppf(0.975, 11) * stdev(values) / 12 ** 0.5)
+    assert stats.mean_ci95(values) == pytest.approx(2.201 * stdev(values) / 12 ** 0.5, rel=1e-4)  # printed tables
+    assert stats.mean_ci95(values[:2] * 40) == pytest.approx(t.ppf(0.975, 79) * stdev(values[:2] * 40) / 80 ** 0.5)
+    assert stats.mean_ci95([1.0]) is None
 
 
 def test_energy_and_interval_share_a_unit():
@@ -114,7 +114,7 @@ def test_energy_and_interval_share_a_unit():
 
 
 def test_the_headless_summary_says_plainly_that_one_run_cannot_show_significance():
-    from greenlab.core import formatting, report_formats
+    from greenlab.core import report_formats
 
     rows = [{**row("baseline", 100.0), "id": 1}, {**row("lowrank", 128.6), "id": 2}]
     text = report_formats.verdict_summary(report.compare(rows, metrics=("energy_training_j",)))

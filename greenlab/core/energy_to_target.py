@@ -46,16 +46,7 @@ def accuracy_curve(epochs: Iterable[dict[str, Any]]) -> list[tuple[int, float, f
 def energy_to_target(epochs: Iterable[dict[str, Any]], target: float) -> float | None:
     """Cumulative energy until val_accuracy first reaches `target`; None if it never does, or if an
     epoch on the way has no known energy (a partial sum would understate the cost)."""
-    total = 0.0
-    for epoch in sorted(epochs, key=lambda e: e.get("epoch") or 0):
-        energy = epoch_energy(epoch)
-        if energy is None:
-            return None
-        total += energy
-        accuracy = epoch.get("val_accuracy")
-        if accuracy is not None and accuracy >= target:
-            return total
-    return None
+    return next((joules for _epoch, joules, accuracy in accuracy_curve(epochs) if accuracy >= target), None)
 
 
 def default_targets(rows: Iterable[dict[str, Any]], drop_pp: float = TARGET_DROP_PP) -> dict[str, float]:

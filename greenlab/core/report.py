@@ -76,11 +76,6 @@ def latest_runs(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
-def ci95(values: list[float]) -> float | None:
-    """Half-width of the 95 % confidence interval of the mean (Student t), or None below two values."""
-    return stats.mean_ci95(values)
-
-
 def metric_change(metric: str, value: float | None, reference: float | None) -> float | None:
     """A value against its baseline's: percentage points for accuracy and F1, percent for the rest."""
     if metric in DIFFERENCE_METRICS:
@@ -109,7 +104,7 @@ class Group:
 
 def _mean(rows: list[dict[str, Any]], key: str) -> tuple[float | None, float | None]:
     values = [r[key] for r in rows if r.get(key) is not None]
-    return (mean(values) if values else None), ci95(values)
+    return (mean(values) if values else None), stats.mean_ci95(values)
 
 
 def summarize(rows: Iterable[dict[str, Any]]) -> list[Group]:
@@ -153,13 +148,6 @@ def changes(rows: list[dict[str, Any]]) -> list[dict[str, float | None]]:
         reference = means.get(conditions_of(row), {}) if row.get("technique") != "baseline" else {}
         result.append({m: metric_change(m, row.get(m), reference.get(m)) for m in METRICS})
     return result
-
-
-def row_change(row: dict[str, Any], all_rows: Iterable[dict[str, Any]], metric: str) -> float | None:
-    """A single run's change in `metric` against the mean of its completed baselines."""
-    if row.get("technique") == "baseline":
-        return None
-    return metric_change(metric, row.get(metric), baseline_means(all_rows).get(conditions_of(row), {}).get(metric))
 
 
 # -- comparisons with verdicts ---------------------------------------------------------------------------
