@@ -226,6 +226,39 @@ def dies_on(attempts):
     return task
 
 
+def slow_inbox(seconds):
+    """The real task, whose every delivery to the driver takes `seconds` (a loaded driver, a far node)."""
+    def task(request, inbox):
+        import time
+
+        import ray
+
+        from greenlab.core import raytask
+
+        @ray.remote(num_cpus=0)
+        def put_late(batch):
+            time.sleep(seconds)
+            return ray.get(inbox.put.remote(batch))
+
+        class LateInbox:
+            class put:  # noqa: N801 - quacks like the actor handle's method
+                remote = staticmethod(put_late.remote)
+
+        return raytask.run_on_node(request, LateInbox())
+
+    return task
+
+
+def test_a_run_that_waits_on_the_driver_keeps_its_node_to_itself(ray_instance, tmp_path):
+    """Ray lends a task's CPUs away while its main thread blocks in ray.get: a slow delivery must not let a
+    second whole-node run onto the node."""
+    runs = grid_of('[[experiment]]\nname = "w"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n')
+    outcomes, store, _seen, _presenter, _driver = run_on_ray(tmp_path, runs, task=slow_inbox(1.5))
+    assert [o.status for o in outcomes] == ["completed", "completed"], [o.error for o in outcomes]
+    for row in store.runs():
+        assert json.loads(row["concurrent_runs"] or "[]") == [] and "shared_node_cpu" not in json.loads(row["flags"])
+
+
 def test_a_grid_runs_on_ray_and_only_the_driver_writes_the_store(ray_instance, tmp_path):
     runs = grid_of('[[experiment]]\nname = "e"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n')
     outcomes, store, seen, presenter, _driver = run_on_ray(tmp_path, runs, task=no_database_on_node())
@@ -320,3 +353,40 @@ def test_cancel_stores_the_running_runs_as_interrupted_and_never_starts_the_rest
     assert sum(len(store.epochs(row["id"])) for row in rows) >= 1  # the partial data came back
     presenter.end_grid(0, cancelled=True)
     assert sorted(e.status for e in presenter.snapshot().queue) == ["cancelled", "interrupted", "interrupted"]
+
+
+def test_the_tui_runs_a_grid_on_ray_with_a_row_per_running_run(ray_instance, tmp_path):
+    """The Setup pane's Ray field as a user fills it: two runs at once, each with its row, stored by ray."""
+    import asyncio
+    import time
+
+    from textual.widgets import Input
+
+    from greenlab.tui.app import GreenLabApp
+
+    path = tmp_path / "experiments.toml"
+    path.write_text(QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 60") +
+                    '[[experiment]]\nname = "t"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n'
+                    'cpus_per_run = 1\nepochs = 2\n')
+
+    async def drive() -> int:
+        app = GreenLabApp(db=tmp_path / "runs.db", experiments=str(path))
+        most = 0
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            field = app.query_one("#f-ray", Input)
+            field.focus()
+            await pilot.press(*"local")
+            await pilot.press("escape", "ctrl+r")
+            deadline = time.monotonic() + 180
+            while len(app.live.snapshot.stored if app.live.snapshot else ()) < 2 or app.running:
+                assert time.monotonic() < deadline, "the Ray grid did not finish"
+                most = max(most, app.live.running_table.row_count)
+                await pilot.pause(0.2)
+        return most
+
+    most = asyncio.run(drive())
+    store = Store(tmp_path / "runs.db")
+    rows = store.runs()
+    assert [(r["status"], r["executor"]) for r in rows] == [("completed", "ray"), ("completed", "ray")]
+    assert most == 2  # both ran at once, each on its row

@@ -10,7 +10,7 @@ import re
 from textual.widgets import Input, TabbedContent
 
 from greenlab.tui.app import GreenLabApp
-from greenlab.tui.dialogs import HelpScreen
+from greenlab.tui.dialogs import CancelChoice, HelpScreen
 
 FILE = """
 [defaults]
@@ -128,6 +128,10 @@ async def test_preferences_persist_between_launches(tmp_path):
         await pilot.pause()
         app.theme = "greenlab-light"
         app.query_one("#f-epochs", Input).value = "7"
+        app.query_one("#f-ray", Input).value = "auto"
+        await pilot.pause()
+        saved, _problems = preferences.load()
+        assert saved.setup["ray"] == "auto"  # kept as typed, whatever else changes or not
         await pilot.press("f4")
         await pilot.press("s", "r")  # sort by model, reversed
     saved, problems = preferences.load()
@@ -139,7 +143,50 @@ async def test_preferences_persist_between_launches(tmp_path):
         assert again.theme == "greenlab-light"
         epochs = again.query_one("#f-epochs", Input)
         assert epochs.value == "7" and epochs.has_class("-changed")  # restored, and still marked against the file
+        assert again.query_one("#f-ray", Input).value == "auto" and again.query_one("#setup-pane").ray_address == "auto"
         assert (again.runs_pane.sort_column, again.runs_pane.reverse) == ("model", True)
+
+
+@sync
+async def test_several_runs_at_once_get_a_row_each(tmp_path):
+    """A Ray grid runs several at once: each running run has its row, gone once it is stored."""
+    from greenlab.core import runner
+    from greenlab.tui import messages
+    from tests.tui_demo import FakeTracker, demo_grid
+
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f3")
+        grid = demo_grid()
+        app.presenter.add_grid(7, grid)
+
+        def post(event) -> None:
+            app.post_message(messages.GridChanged(app.presenter.apply(event, grid=7)))
+
+        running = app.live.running_table
+        post(runner.RunBegan(1, grid[0], FakeTracker()))
+        await pilot.pause()
+        app.live.redraw()
+        assert not running.display  # one run: the panel above says it all
+        post(runner.RunBegan(2, grid[1], FakeTracker()))
+        await pilot.pause()
+        app.live.redraw()
+        await pilot.pause()
+        assert running.display and running.row_count == 2
+        assert [str(running.get_row_at(i)[1]) for i in range(2)] == ["1", "2"]
+        assert "Running now" in screen_text(app)
+        post(runner.RunStored(1, grid[0], "completed", None, {"energy_j": 10.0}))
+        await pilot.pause()
+        app.live.redraw()
+        assert not running.display and running.row_count == 0
+
+        # x on a Ray grid: it stops as a whole, and the question says so
+        app._grid_active, app._active_ray = True, "local"  # as _launch leaves them for a Ray grid
+        await pilot.press("x")
+        assert isinstance(app.screen, CancelChoice) and "Ray grid" in app.screen.question
+        assert str(app.screen.query_one("#answer-0").label) == "This grid (r)"
+        await pilot.press("n")
+        app._grid_active = False
 
 
 @sync

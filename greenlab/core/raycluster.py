@@ -11,9 +11,11 @@ Ray is imported inside these functions only: a grid without `--ray` never loads 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,13 +147,34 @@ def connect(address: str | None = None) -> RayCluster:
     if address == LOCAL:
         options["_node_ip_address"] = "127.0.0.1"  # a local instance listens on this machine only
     try:
-        ray.init(address=address, **options)
+        with _streams_with_descriptors():
+            ray.init(address=address, **options)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError, depending on the address
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GreenLabError(f"cannot use Ray at '{address}' ({first}); start a cluster with `ray start --head` "
                             "and pass --ray auto (or its ray://host:port), or --ray local for this machine "
                             "alone") from None
     return RayCluster(address, owned=True)
+
+
+def _has_descriptor(stream: Any) -> bool:
+    try:
+        return stream.fileno() >= 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _streams_with_descriptors():
+    """ray.init enables faulthandler on sys.stderr, which needs a file descriptor; a face that captures the
+    streams (the TUI's print capture has none) lends os.devnull instead for the call, and leaves it open
+    for faulthandler to keep."""
+    if _has_descriptor(sys.stdout) and _has_descriptor(sys.stderr):
+        yield
+        return
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - faulthandler holds it for the process's life
+    with contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        yield
 
 
 def check_placement(cluster: RayCluster, runs: list[GridRun], source: str | None = None) -> None:

@@ -177,6 +177,16 @@ class Channel:
                 pass  # RunStored: the driver tells it once the row is written
 
     def flush(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            # Ray lends a task's CPUs to other tasks while its main thread blocks in ray.get, so a run placed
+            # alone on a node would share it; waiting for another thread is no Ray call.
+            helper = threading.Thread(target=self._deliver, name="greenlab-ray-flush", daemon=True)
+            helper.start()
+            helper.join()
+        else:
+            self._deliver()
+
+    def _deliver(self) -> None:
         import ray
 
         with self._deliver_lock:  # one delivery at a time keeps the order

@@ -91,8 +91,9 @@ class GreenLabApp(App[int]):
         self._supervisor: RunSupervisor | None = None
         self._cancel_requested = False
         self._grid_active = False
+        self._active_ray = ""  # the running grid's Ray address; empty when it runs here
         self._grid_number = 0
-        self._pending: list[tuple[int, list[GridRun], bool]] = []
+        self._pending: list[tuple[int, list[GridRun], bool, str]] = []  # grid, runs, force, Ray address
         self._quitting = False
         self._register_themes()
         if self.preferences.keymap:  # a user's keys for binding ids (see the help screen and README)
@@ -228,10 +229,14 @@ class GreenLabApp(App[int]):
             self.notify("No run in progress.", timeout=2)
             return
         queued = sum(1 for entry in self.presenter.snapshot().queue if entry.status == "waiting")
-        self.push_screen(CancelChoice(queued), self._cancel_answered)
+        self.push_screen(CancelChoice(queued, ray=bool(self._active_ray)), self._cancel_answered)
 
     def _cancel_answered(self, answer: str | None) -> None:
-        if answer == "run":
+        if answer == "run" and self._active_ray:
+            self.notify("Stopping this Ray grid: its running runs are stored as interrupted; the grids queued "
+                        "after it go on.", title="Cancel")
+            self._cancel_supervisor(only_current=True)
+        elif answer == "run":
             self.notify("Stopping this run: it is stored as interrupted; the queue goes on.", title="Cancel")
             self._cancel_supervisor(only_current=True)
         elif answer == "queue":
@@ -241,7 +246,7 @@ class GreenLabApp(App[int]):
         """Stop the run in progress (stored as interrupted) and every grid queued after it."""
         if not self._grid_active:
             return
-        for grid, _runs, _force in self._pending:
+        for grid, *_rest in self._pending:
             self.live.snapshot = self.presenter.end_grid(grid, cancelled=True)
         self._pending.clear()
         self._cancel_requested = True
@@ -252,8 +257,12 @@ class GreenLabApp(App[int]):
     def _cancel_supervisor(self, only_current: bool = False) -> None:
         # Stopping a child may wait a few seconds for it to exit: not on the UI thread.
         supervisor = self._supervisor
-        if supervisor is not None:
-            supervisor.cancel_current() if only_current else supervisor.cancel()
+        if supervisor is None:
+            return
+        if only_current and not self._active_ray:
+            supervisor.cancel_current()
+        else:  # a Ray grid runs many at once: it stops as a whole
+            supervisor.cancel()
 
     async def action_quit(self) -> None:
         if not self._grid_active:
@@ -330,36 +339,51 @@ class GreenLabApp(App[int]):
         if skipped == len(event.runs):
             what = f"{skipped} runs from {event.source} skipped: already stored (tick force rerun in Setup)"
         if self._grid_active:
-            self._pending.append((self._grid_number, event.runs, event.force))
+            self._pending.append((self._grid_number, event.runs, event.force, event.ray))
             self.notify(f"{what}; queued after the current grid.", markup=False)
         else:
             self.notify(what, title="Queued" if skipped < len(event.runs) else "Nothing new to run", markup=False)
-            self._launch(self._grid_number, event.runs, event.force)
+            self._launch(self._grid_number, event.runs, event.force, event.ray)
         self.action_show_pane("live")
 
-    def _launch(self, grid: int, runs: list[GridRun], force: bool) -> None:
+    def _launch(self, grid: int, runs: list[GridRun], force: bool, ray: str = "") -> None:
         self._grid_active = True
+        self._active_ray = ray
         self._cancel_requested = False
         self.refresh_bindings()
-        self.run_worker(partial(self._supervise, grid, runs, force), name=f"grid-{grid}", group="grid",
+        self.run_worker(partial(self._supervise, grid, runs, force, ray), name=f"grid-{grid}", group="grid",
                         thread=True, exit_on_error=False)
 
-    def _supervise(self, grid: int, runs: list[GridRun], force: bool) -> int:
-        """Runs in the worker thread: its own Store, a supervisor, events posted as messages."""
+    def _supervise(self, grid: int, runs: list[GridRun], force: bool, ray: str = "") -> int:
+        """Runs in the worker thread: its own Store, a supervisor (or, with a Ray address, a Ray grid whose
+        tasks measure on their nodes), events posted as messages."""
 
         def forward(event: Any) -> None:
             self.post_message(messages.GridChanged(self.presenter.apply(event, grid)))
 
         # Before the store is touched: a grid that cannot run here is refused (PreflightError, notified).
-        report = preflight.check(runs)
+        # On a Ray cluster the devices are the nodes' to have: only a local instance checks this machine's.
+        report = preflight.check(runs, devices=not ray or ray == "local")
         report.raise_for_problems()
         if report.to_fetch:
             fetched = fetch.fetch_all(report.to_fetch, forward, reachable=report.reachable)
             if fetched.failed:
                 raise fetch.FetchError("\n".join(reason for _item, reason in fetched.failed))
+        cluster = None
+        if ray:
+            from greenlab.core import raycluster  # Ray is imported only when a grid asks for it
+            from greenlab.core.raygrid import RayGrid
+
+            cluster = raycluster.connect(ray)
+            try:
+                raycluster.check_placement(cluster, runs)
+            except BaseException:
+                cluster.close()
+                raise
         store = Store(self.db_path)
         try:
-            supervisor = RunSupervisor(store, on_event=forward)
+            supervisor = RayGrid(store, cluster, on_event=forward) if cluster is not None \
+                else RunSupervisor(store, on_event=forward)
             self._supervisor = supervisor
             if self._cancel_requested:  # a cancel pressed before the supervisor existed
                 supervisor.cancel()
@@ -369,6 +393,8 @@ class GreenLabApp(App[int]):
         finally:
             self._supervisor = None
             store.close()
+            if cluster is not None:
+                cluster.close()
 
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
@@ -395,8 +421,7 @@ class GreenLabApp(App[int]):
             self.exit(130)
             return
         if self._pending:
-            grid, runs, force = self._pending.pop(0)
-            self._launch(grid, runs, force)
+            self._launch(*self._pending.pop(0))
 
     # -- routing the grid's messages ------------------------------------------------------------------
     @on(messages.GridChanged)

@@ -62,7 +62,12 @@ class CancelChoice(Question):
                 Binding("a", "answer(1)", "Stop the whole queue", id="cancel.queue"),
                 Binding("n,escape", "answer(2)", "Keep running", id="cancel.no")]
 
-    def __init__(self, queued: int) -> None:
+    def __init__(self, queued: int, *, ray: bool = False) -> None:
+        if ray:  # a Ray grid runs several at once and stops as a whole
+            self.ANSWERS = (("run", "This grid (r)", "warning"), *self.ANSWERS[1:])
+            super().__init__("Stop this Ray grid (its running runs stored as interrupted, the rest of it not "
+                             "started), or it and every grid queued after it?")
+            return
         super().__init__(f"Stop the run in progress (stored as interrupted), or it and the {queued} run"
                          f"{'s' if queued != 1 else ''} queued after it?")
 

@@ -49,6 +49,7 @@ class LivePane(Vertical):
     batch_label = getters.query_one("#batch-label", Label)
     plot = getters.query_one("#power-plot", PlotextPlot)
     sparks = getters.query_one("#sparks", Vertical)
+    running_table = getters.query_one("#running", DataTable)
 
     def __init__(self, *, id: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(id=id)
@@ -83,6 +84,10 @@ class LivePane(Vertical):
                     yield Label("", id="energy-method")
                     yield Static("", id="run-energy")
                 yield Static("", id="run-note")
+        # Several runs at once (a Ray grid): one row each; the panel above follows the latest begun.
+        running = DataTable(id="running", cursor_type="none", zebra_stripes=True)
+        running.border_title = "Running now"
+        yield running
         with Horizontal(id="live-bottom"):
             plot = PlotextPlot(id="power-plot")
             plot.border_title = "Power (W)"
@@ -95,6 +100,10 @@ class LivePane(Vertical):
         # Two columns keep the queue readable at 80 columns; the energy joins the status once stored.
         self.queue.add_column("run", key="run")
         self.queue.add_column("status", key="status")
+        for label, key in (("run", "label"), ("id", "id"), ("on", "device"), ("done", "done"), ("ETA", "eta"),
+                           ("energy", "energy")):
+            self.running_table.add_column(label, key=key)
+        self.running_table.display = False
         self.redraw()
         self.set_interval(1 / REDRAW_HZ, self.redraw, name="live-redraw")
 
@@ -126,6 +135,7 @@ class LivePane(Vertical):
 
     def redraw(self) -> None:
         self._ticks += 1
+        self._running_rows()
         current = self.current
         if current is None:
             self.title.update("[b]No run in progress[/]")
@@ -154,6 +164,23 @@ class LivePane(Vertical):
         self._sparks(current, figures.component_j)
         if self._ticks % PLOT_EVERY == 0 or current.stored is not None:
             self._plot(current)
+
+    def _running_rows(self) -> None:
+        """One row per run begun and not yet stored, shown only while more than one runs."""
+        running = self.snapshot.running if self.snapshot is not None else ()
+        table = self.running_table
+        table.display = len(running) > 1
+        if not table.display:
+            if table.row_count:
+                table.clear()
+            return
+        now = self.clock()
+        table.clear()
+        for view in running:
+            figures = live(view, now)
+            table.add_row(view.label, str(view.run_id), view.device or "-", f"{view.done_fraction:.0%}",
+                          formatting.clock(figures.eta_s), formatting.energy(figures.energy_j),
+                          key=str(view.run_id))
 
     def _bars(self, epoch: float, epochs: float | None, batch: float, batches: float | None,
               epoch_label: str, batch_label: str) -> None:

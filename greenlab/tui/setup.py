@@ -58,6 +58,7 @@ class SetupPane(Vertical):
         runs: list[GridRun]
         force: bool
         source: str
+        ray: str = ""  # a Ray address (local, auto, ray://host:port); empty: this machine, one run at a time
 
     def __init__(self, experiments_path: str | None = None, *, restore: dict[str, Any] | None = None,
                  id: str | None = None) -> None:
@@ -106,6 +107,8 @@ class SetupPane(Vertical):
             yield TickBox("force rerun", id="f-force", compact=True,
                            tooltip="rerun runs already completed with identical settings")
             yield Input(self.experiments_path, placeholder="experiments.toml", id="f-file", compact=True)
+            yield Input(placeholder="ray: off", id="f-ray", compact=True,
+                        tooltip="Run on Ray: local, auto or ray://host:port (empty: here, one run at a time)")
             yield Button("Load file", id="load-file", compact=True)
 
     def _setting_row(self, key: str, value: Any) -> ComposeResult:
@@ -149,7 +152,8 @@ class SetupPane(Vertical):
             for name in models:
                 if name in zoo.MODELS:
                     picker.select(name)
-        for key, widget_id in (("extra_models", "#f-extra_models"), ("combinations", "#f-combinations")):
+        for key, widget_id in (("extra_models", "#f-extra_models"), ("combinations", "#f-combinations"),
+                               ("ray", "#f-ray")):
             if isinstance(saved.get(key), str):
                 self.query_one(widget_id, Input).value = saved[key]
         settings = saved.get("settings") if isinstance(saved.get("settings"), dict) else {}
@@ -184,7 +188,7 @@ class SetupPane(Vertical):
         values = self.values()
         return {"models": values.models, "extra_models": values.extra_models, "settings": values.settings,
                 "techniques": values.techniques, "combinations": values.combinations,
-                "technique_settings": values.technique_settings}
+                "technique_settings": values.technique_settings, "ray": self.ray_address}
 
     def _fields(self) -> list[tuple[str, Any, Any]]:
         """(field id, its value now, its value as loaded) for every setting field of the form."""
@@ -225,6 +229,10 @@ class SetupPane(Vertical):
             techniques=[n for n in names if self.query_one(f"#t-{n}", Checkbox).value],
             combinations=self.query_one("#f-combinations", Input).value,
             technique_settings=tables, hidden_settings=self.initial.hidden_settings)
+
+    @property
+    def ray_address(self) -> str:
+        return self.query_one("#f-ray", Input).value.strip()
 
     @property
     def force(self) -> bool:
@@ -275,10 +283,12 @@ class SetupPane(Vertical):
     @on(SelectionList.SelectedChanged)
     def _changed(self, event: Message) -> None:
         control = getattr(event, "control", None)
-        if self._ready and getattr(control, "id", None) not in ("f-file", "f-force"):
+        if not self._ready or getattr(control, "id", None) in ("f-file", "f-force"):
+            return
+        if getattr(control, "id", None) != "f-ray":  # where the grid runs is no setting of its runs
             self.check()
             self.mark_changed()
-            self.post_message(self.FormChanged())
+        self.post_message(self.FormChanged())  # kept in the preferences
 
     # -- actions --------------------------------------------------------------------------------------
     @on(Button.Pressed, "#run-selection")
@@ -287,7 +297,7 @@ class SetupPane(Vertical):
         if runs is None:
             self.app.notify(self.problem or "", title="Not run", severity="error", markup=False)
             return
-        self.post_message(self.GridRequested(runs, self.force, "the setup form"))
+        self.post_message(self.GridRequested(runs, self.force, "the setup form", self.ray_address))
 
     @on(Button.Pressed, "#load-file")
     @on(Input.Submitted, "#f-file")
@@ -303,4 +313,4 @@ class SetupPane(Vertical):
             return
         status.update(Content(f"{path}: {len(runs)} runs queued"))
         status.set_class(False, "-error")
-        self.post_message(self.GridRequested(runs, self.force, path))
+        self.post_message(self.GridRequested(runs, self.force, path, self.ray_address))
