@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from greenlab.core import compression  # noqa: E402
 from greenlab.core.compression.stats import model_stats  # noqa: E402
+from greenlab.core.compression import stego  # noqa: E402
 from greenlab.core.training import synchronize, training_step  # noqa: E402
 
 VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                      "step": make_step(model, hooks, x, y, device), "dtype": str(dtype).removeprefix("torch.")})
     print(f"resnet18, batch {args.batch} x 3 x {args.size} x {args.size}, {device}, "
           f"{torch.get_num_threads()} threads; built in {time.perf_counter() - started:.1f} s")
+    if device.type == "cpu":  # the bfloat16 rows mean one thing on a CPU that has the instructions, another without
+        print(stego.bfloat16_cpu_note() or "bfloat16 on this CPU: unknown (no /proc/cpuinfo flags)")
 
     for row in rows:
         for _ in range(args.warmup):

@@ -167,6 +167,7 @@ def test_truncate_mode_hooks_keep_the_bits_off_through_training():
     for param in model.parameters():
         assert int((param.detach().view(torch.int32) & 0xFFFF).count_nonzero()) == 0
     assert pickle.loads(pickle.dumps(applied.hooks.after_step[0])).bits == 16  # crosses into a child process
+    assert any("rounds every float32 weight after each optimizer step" in w for w in applied.warnings)
 
 
 @pytest.mark.parametrize("bits, device, dtype, kept, scaler", [
@@ -189,6 +190,29 @@ def test_dtype_mode_picks_the_narrowest_format(bits, device, dtype, kept, scaler
         assert any("no native format" in w for w in applied.warnings)
     if (bits, device) == (13, "cpu"):
         assert any("float16 autocast is poor" in w for w in applied.warnings)
+
+
+@pytest.mark.parametrize("flags, says", [
+    ("fpu sse avx2 avx512f avx512_bf16", "native (avx512_bf16)"),
+    ("fpu sse avx2 amx_bf16 avx512_bf16", "native (avx512_bf16, amx_bf16)"),
+    ("fpu sse avx2 avx512f", "emulated"),
+])
+def test_a_bfloat16_cpu_run_says_whether_this_cpu_does_bfloat16_natively(tmp_path, monkeypatch, flags, says):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
+    note = stego.bfloat16_cpu_note(str(cpuinfo))
+    assert says in note
+    monkeypatch.setattr(stego, "bfloat16_cpu_note", lambda: note)
+    assert note in stego.apply(tiny_cnn(), {"bits": 16, "mode": "dtype"}, context()).warnings
+    assert note in stego.apply(tiny_cnn(), {"bits": 16, "mode": "stored"}, context()).warnings
+    assert note not in stego.apply(tiny_cnn(), {"bits": 16, "mode": "dtype"}, context(device="cuda")).warnings
+    assert note not in stego.apply(tiny_cnn(), {"bits": 16, "mode": "truncate"}, context()).warnings
+
+
+def test_without_cpu_flags_to_read_nothing_is_claimed(tmp_path):
+    assert stego.bfloat16_cpu_note(str(tmp_path / "absent")) is None
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")  # an Arm board says it otherwise
+    assert stego.bfloat16_cpu_note(str(tmp_path / "cpuinfo")) is None
 
 
 def test_zero_bits_says_it_does_nothing():

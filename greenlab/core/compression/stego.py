@@ -74,20 +74,26 @@ def round_low_bits(model: nn.Module, bits: int) -> int:
     if bits <= 0:
         return 0
     low = _low_mask(bits)
-    half = 1 << (bits - 1)
     ceiling = _MAX_FINITE & ~low
     touched = 0
     with torch.no_grad():
         for param in float32_params(model):
             view = param.data.view(torch.int32)
             magnitude = view & _MAGNITUDE
-            remainder = magnitude & low
-            kept = magnitude - remainder
-            odd = (kept >> bits) & 1
-            up = (remainder > half) | ((remainder == half) & (odd == 1))
-            rounded = torch.clamp(kept + up.to(torch.int32) * (1 << bits), max=ceiling)
-            rounded = torch.where(magnitude >= _EXPONENT_ALL_ONES, magnitude, rounded)
-            view.copy_(rounded | (view & _SIGN_BIT))
+            special = magnitude >= _EXPONENT_ALL_ONES
+            # Nearest, ties to even, in place (it runs after every step): adding half a quantum less one, plus
+            # the kept part's last bit, carries exactly when the value rounds up.
+            rounded = (magnitude >> bits) & 1
+            rounded += magnitude
+            rounded += (1 << (bits - 1)) - 1
+            rounded &= ~low
+            rounded.clamp_(max=ceiling)
+            # infinities and NaNs stay; asking first spares a pass on the CPU (on a GPU the question would
+            # wait for the device, once per parameter and step)
+            if view.device.type != "cpu" or bool(special.any()):
+                torch.where(special, magnitude, rounded, out=rounded)
+            rounded |= view & _SIGN_BIT
+            view.copy_(rounded)
             touched += param.numel()
     return touched
 
@@ -189,6 +195,33 @@ def choose_dtype(kept: int, device_type: str) -> tuple[str, torch.dtype | None, 
     return "float32", None, MANTISSA_BITS, warnings
 
 
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 instructions that do bfloat16 arithmetic natively
+
+
+def cpu_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """Which of BF16_CPU_FLAGS this CPU has ('' for none: bfloat16 is then emulated, and slower than float32),
+    or None where /proc/cpuinfo does not say (not Linux, not x86)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), None)
+    except OSError:
+        return None
+    if flags is None:
+        return None
+    return ", ".join(flag for flag in BF16_CPU_FLAGS if flag in flags)
+
+
+def bfloat16_cpu_note(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """What a bfloat16 run on this CPU measures: native arithmetic, or an emulation slower than float32."""
+    found = cpu_bfloat16(cpuinfo)
+    if found is None:
+        return None
+    if found:
+        return f"bfloat16 on this CPU is native ({found}): the energy is that of narrower arithmetic"
+    return ("bfloat16 on this CPU is emulated (no avx512_bf16 or amx_bf16): expect it slower and costlier "
+            "than float32, a property of this CPU, not of fewer bits")
+
+
 def validate(table: dict[str, Any], key_path: str) -> dict[str, Any]:
     bits = table["bits"]
     if bits != "auto" and (isinstance(bits, bool) or not isinstance(bits, int)
@@ -262,6 +295,13 @@ def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -
         kept = needed
         round_low_bits(model, bits)
         hooks = TrainingHooks(after_step=[RoundLowBits(bits)])
+        warnings.append("mode \"truncate\" rounds every float32 weight after each optimizer step: work counted "
+                        "in the run's energy that no narrower arithmetic pays back; it isolates fewer bits, "
+                        "not a hardware saving (mode \"dtype\" or \"stored\" measures that)")
+    if compute_dtype == "bfloat16" and device_type == "cpu":
+        note = bfloat16_cpu_note()
+        if note:
+            warnings.append(note)
 
     columns = {
         "capacity_bits": bits,
