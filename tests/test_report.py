@@ -141,3 +141,17 @@ def test_energy_to_target_with_runs_that_never_reached_it_is_insufficient():
     tech = [{**row("prune", 100.0), "id": 10 + i, "energy_to_target_j": e} for i, e in enumerate([20.0, 21.0, None])]
     (found,) = report.compare(base + tech, metrics=("energy_to_target_j",))
     assert found.verdict == "insufficient" and found.stats.n_missing == 1
+
+
+def test_runs_to_decide_are_counted_at_the_holm_level_the_verdict_uses():
+    """5 % alone would promise a decision from runs that the Holm-adjusted p then calls inconclusive."""
+    rows = [row("baseline", e) for e in (100.0, 104.0, 96.0)]
+    rows += [row("prune", e) for e in (88.0, 92.0, 85.0)]  # raw p about 0.02: Holm over the family withholds it
+    rows += [row(t, e) for t in ("stego", "lowrank", "mix", "other") for e in (99.0, 103.0, 101.0)]
+    prune = next(c for c in report.compare(rows, metrics=["energy_j"]) if c.technique == "prune")
+    s = prune.stats
+    assert prune.verdict == "inconclusive" and s.p_value < 0.05 < prune.p_holm
+    plain = stats.repeats_to_decide(s.sd, s.baseline_sd, s.difference, s.baseline_mean, s.margin)
+    assert plain <= 3  # what 5 % alone would have said: no more than the runs that did not decide
+    assert s.repeats_to_decide > max(plain, 3)
+    assert f"about {s.repeats_to_decide} runs per side would decide" in prune.sentence

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import mean
 from typing import Any, Callable, Iterable
 
@@ -250,6 +250,9 @@ def compare(rows: Iterable[dict[str, Any]], *, metrics: Iterable[str] = METRICS,
     for index, (key, members, reference, metric, result) in enumerate(drafts):
         verdict = stats.decide(result, p_value=holm[index], higher_is_better=metric in HIGHER_IS_BETTER,
                                on_difference=metric in DIFFERENCE_METRICS)
+        if verdict == "inconclusive" and family[metric] > 1:
+            margin_abs = ACCURACY_MARGIN_PP / 100 if metric in DIFFERENCE_METRICS else None
+            result = replace(result, repeats_to_decide=_repeats_under_holm(result, family[metric], margin_abs))
         if metric == "energy_to_target_j" and (result.n_missing or result.n_baseline_missing):
             # Runs that never reached the target are left out of the means: judging the survivors alone
             # would favour whichever side reached it less often. The sentence says how many.
@@ -271,6 +274,18 @@ def compare(rows: Iterable[dict[str, Any]], *, metrics: Iterable[str] = METRICS,
     comparisons.sort(key=lambda c: (c.model, c.dataset, c.conditions, first_run[c.technique], c.technique,
                                     order[c.metric]))
     return comparisons
+
+
+def _repeats_under_holm(result: stats.TwoSample, family: int, margin_abs: float | None) -> int | None:
+    """Runs per side that would likely decide at the Holm family's strictest step (5 % over `family`):
+    the plain 5 % estimate would promise a decision that the adjusted p then withholds. Never fewer than
+    one more than this comparison already has (those were not enough)."""
+    if result.sd is None or result.baseline_sd is None or result.difference is None \
+            or result.baseline_mean is None:
+        return result.repeats_to_decide
+    needed = stats.repeats_to_decide(result.sd, result.baseline_sd, result.difference, result.baseline_mean,
+                                     result.margin, margin_abs, alpha=stats.ALPHA / family)
+    return None if needed is None else max(needed, max(result.n, result.n_baseline) + 1)
 
 
 # -- words ------------------------------------------------------------------------------------------------

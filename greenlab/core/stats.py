@@ -179,10 +179,10 @@ def _welch_p(a: list[float], b: list[float]) -> float:
 
 
 def repeats_to_decide(sd: float, baseline_sd: float, difference: float, baseline_mean: float,
-                      margin: float, margin_abs: float | None = None) -> int | None:
-    """Runs per side (equal groups) with which a Welch test at 5 % would likely (80 % power) show the
-    observed difference, or the equivalence test show it lies inside the margin — whichever needs fewer,
-    assuming the observed means and SDs are the truth. None when neither happens by MAX_REPEATS."""
+                      margin: float, margin_abs: float | None = None, alpha: float = ALPHA) -> int | None:
+    """Runs per side (equal groups) with which a Welch test at `alpha` would likely (80 % power) show the
+    observed difference, or the equivalence test (at 5 %) show it lies inside the margin — whichever needs
+    fewer, assuming the observed means and SDs are the truth. None when neither happens by MAX_REPEATS."""
     spread = sd ** 2 + baseline_sd ** 2
     if spread == 0:
         return None
@@ -191,7 +191,7 @@ def repeats_to_decide(sd: float, baseline_sd: float, difference: float, baseline
     df = v ** 2 / ((sd ** 2 / n) ** 2 / (n - 1) + (baseline_sd ** 2 / n) ** 2 / (n - 1))
     se = np.sqrt(v)
     beta = sps.t.ppf(POWER, df)
-    decided = abs(difference) / se >= sps.t.ppf(1 - ALPHA / 2, df) + beta
+    decided = abs(difference) / se >= sps.t.ppf(1 - alpha / 2, df) + beta
     allowed = margin_abs if margin_abs is not None else margin * abs(baseline_mean)
     if abs(difference) < allowed:
         decided |= (allowed - abs(difference)) / se >= sps.t.ppf(1 - ALPHA, df) + beta
