@@ -138,6 +138,37 @@ def test_the_address_defaults_to_ray_address_then_a_local_instance(monkeypatch):
     assert raycluster.resolve_address("local") == "local" and raycluster.resolve_address("auto") == "auto"
 
 
+def test_ray_init_gets_streams_with_descriptors_under_a_face_that_captures_them(monkeypatch):
+    """The TUI's print capture answers fileno() with -1; ray.init enables faulthandler on sys.stderr."""
+    import faulthandler
+    import io
+
+    class Capture(io.StringIO):
+        def fileno(self) -> int:
+            return -1
+
+    captured = Capture()
+    monkeypatch.setattr(sys, "stderr", captured)
+    monkeypatch.setattr(sys, "stdout", captured)
+    seen = {}
+
+    class FakeRay:
+        @staticmethod
+        def is_initialized():
+            return False
+
+        @staticmethod
+        def init(**options):
+            seen["fd"] = sys.stderr.fileno()
+            faulthandler.enable(file=sys.stderr)  # what ray.init does; -1 would raise ValueError
+            faulthandler.disable()
+
+    monkeypatch.setattr(raycluster, "import_ray", lambda: FakeRay)
+    cluster = raycluster.connect("local")
+    assert seen["fd"] >= 0 and cluster.owned
+    assert sys.stderr is captured and sys.stdout is captured  # the face's capture is back afterwards
+
+
 # -- on a local Ray instance ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_instance(tmp_path_factory):
@@ -390,3 +421,25 @@ def test_the_tui_runs_a_grid_on_ray_with_a_row_per_running_run(ray_instance, tmp
     rows = store.runs()
     assert [(r["status"], r["executor"]) for r in rows] == [("completed", "ray"), ("completed", "ray")]
     assert most == 2  # both ran at once, each on its row
+
+
+def test_a_ctrl_c_while_the_driver_handles_messages_still_cancels_the_grid(ray_instance, tmp_path):
+    """The driver defers Ctrl-C while it takes messages and stores records; deferred is not dropped."""
+    import signal
+
+    long = QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400").replace(
+        "epochs = 1", "epochs = 50")
+    runs = grid_of('[[experiment]]\nname = "i"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n',
+                   defaults=long)
+    sent = []
+
+    def listen(event, driver):  # on the driver's main thread, inside the deferred block: as a user's Ctrl-C
+        if not sent and isinstance(event, ChildEvent) and isinstance(event.event, events.EpochFinished):
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_on_ray(tmp_path, runs, listen=listen)
+    rows = Store(tmp_path / "runs.db").runs()
+    assert sent and [r["status"] for r in rows] == ["interrupted"]  # the second run never started
+    assert "cancelled by the user" in rows[0]["error"]

@@ -159,3 +159,11 @@ def test_mean_ci_uses_the_t_quantile():
     values = [10.0 + i for i in range(12)]
     assert stats.mean_ci95(values) == pytest.approx(2.201 * np.std(values, ddof=1) / 12 ** 0.5, rel=1e-3)
     assert stats.mean_ci95([1.0]) is None
+
+
+def test_runs_that_would_decide_are_more_than_the_smaller_side_had():
+    """Two runs against ten did not decide: the estimate (equal groups) can be 3, never 2."""
+    r = stats.compare([91.0, 94.0], [100, 101, 99, 102, 98, 100, 101, 99, 100, 100])
+    assert r.p_value > 0.05 and r.repeats_to_decide == 3
+    assert stats.beyond_what_was_run(2, 2, 10) == 3 and stats.beyond_what_was_run(8, 3, 3) == 8
+    assert stats.beyond_what_was_run(None, 3, 3) is None

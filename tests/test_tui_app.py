@@ -205,6 +205,37 @@ async def test_x_can_stop_only_the_current_run_and_the_queue_goes_on(tmp_path):
     store.close()
 
 
+@pytest.mark.slow
+@sync
+async def test_stopping_this_run_before_the_grid_has_started_still_stops_it(tmp_path, monkeypatch):
+    """x, r while the grid is still being checked (preflight, a fetch, joining Ray): no supervisor yet."""
+    import threading
+
+    from greenlab.core import preflight
+
+    checked, release = threading.Event(), threading.Event()
+    check = preflight.check
+
+    def slow_check(*args, **kwargs):
+        checked.set()
+        release.wait(30)
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(preflight, "check", slow_check)
+    app = GreenLabApp(db=tmp_path / "runs.db",
+                      experiments=_file(tmp_path, QUICK.replace("resnet18", "tinycnn") + "repeats = 2\n"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await _wait(pilot, checked.is_set, 30, "the grid's checks to begin")
+        await pilot.press("x", "r")
+        await _wait(pilot, lambda: app._stop_current_requested, 10, "the stop to be noted")
+        release.set()
+        await _wait(pilot, lambda: not app.running, 90, "the grid to end")
+    rows = Store(tmp_path / "runs.db").runs()
+    assert [r["status"] for r in rows] == ["interrupted", "completed"]  # the first stopped, the queue went on
+
+
 @sync
 async def test_invalid_settings_are_refused_inline(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # short paths to type

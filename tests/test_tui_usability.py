@@ -175,7 +175,15 @@ async def test_several_runs_at_once_get_a_row_each(tmp_path):
         assert running.display and running.row_count == 2
         assert [str(running.get_row_at(i)[1]) for i in range(2)] == ["1", "2"]
         assert "Running now" in screen_text(app)
+        post(runner.RunBegan(3, grid[2], FakeTracker()))
+        await pilot.pause()
+        app.live.redraw()
+        assert [str(running.get_row_at(i)[1]) for i in range(3)] == ["1", "2", "3"]
         post(runner.RunStored(1, grid[0], "completed", None, {"energy_j": 10.0}))
+        await pilot.pause()
+        app.live.redraw()
+        assert [str(running.get_row_at(i)[1]) for i in range(running.row_count)] == ["2", "3"]
+        post(runner.RunStored(2, grid[1], "completed", None, {"energy_j": 10.0}))
         await pilot.pause()
         app.live.redraw()
         assert not running.display and running.row_count == 0
@@ -185,6 +193,7 @@ async def test_several_runs_at_once_get_a_row_each(tmp_path):
         await pilot.press("x")
         assert isinstance(app.screen, CancelChoice) and "Ray grid" in app.screen.question
         assert str(app.screen.query_one("#answer-0").label) == "This grid (r)"
+        assert [b.description for b in app.screen.BINDINGS if b.key == "r"] == ["Stop this Ray grid"]
         await pilot.press("n")
         app._grid_active = False
 
@@ -265,6 +274,6 @@ def test_the_readme_lists_every_key_by_its_id():
 
     readme = (REPO / "README.md").read_text()
     classes = [app.GreenLabApp, runs.RunsPane, detail.DetailScreen, dialogs.ConfirmQuit, dialogs.CancelChoice,
-               dialogs.ConfirmDelete, dialogs.HelpScreen]
+               dialogs.CancelRayGrid, dialogs.ConfirmDelete, dialogs.HelpScreen]
     ids = [b.id for cls in classes for b in cls.BINDINGS if isinstance(b, Binding)]
     assert all(ids) and [i for i in ids if f"`{i}`" not in readme] == []

@@ -157,6 +157,9 @@ def connect(address: str | None = None) -> RayCluster:
     return RayCluster(address, owned=True)
 
 
+_DEVNULL: Any = None
+
+
 def _has_descriptor(stream: Any) -> bool:
     try:
         return stream.fileno() >= 0
@@ -169,11 +172,13 @@ def _streams_with_descriptors():
     """ray.init enables faulthandler on sys.stderr, which needs a file descriptor; a face that captures the
     streams (the TUI's print capture has none) lends os.devnull instead for the call, and leaves it open
     for faulthandler to keep."""
+    global _DEVNULL
     if _has_descriptor(sys.stdout) and _has_descriptor(sys.stderr):
         yield
         return
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - faulthandler holds it for the process's life
-    with contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+    if _DEVNULL is None:  # one for the process: faulthandler keeps it, and each grid's ray.init finds it
+        _DEVNULL = open(os.devnull, "w")  # noqa: SIM115
+    with contextlib.redirect_stdout(_DEVNULL), contextlib.redirect_stderr(_DEVNULL):
         yield
 
 

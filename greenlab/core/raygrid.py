@@ -201,20 +201,23 @@ class RayGrid:
                     cancel_sent = time.monotonic()
                     self._cancel_tasks()
                 if cancel_sent is not None and time.monotonic() - cancel_sent > self._settle_s:
-                    with signals_deferred():
+                    with signals_deferred(reraise=True):
                         outcomes.extend(self._abandon("the node did not return the run's record in time"))
                     break
                 ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=POLL_S)
-                with signals_deferred():  # a message taken is a message handled, a result taken is stored
+                # A message taken is a message handled, a result taken is stored; a Ctrl-C meanwhile counts
+                # once they are (raised after the block, into the handler below).
+                with signals_deferred(reraise=True):
                     self._take_messages()
                 for ref in ready:
-                    with signals_deferred():
+                    with signals_deferred(reraise=True):
                         task = self._inflight.pop(ref)
                         self._take_messages()  # the task delivered its last messages before returning
                         outcome = self._settle(ref, task, lock_store)
+                        if outcome is not None:
+                            outcomes.append(outcome)
                     if outcome is None:
                         continue
-                    outcomes.append(outcome)
                     cause = stop_rule.cause(outcome)
                     if cause is not None and not stopped and not self.cancelled:
                         stopped = True
@@ -240,7 +243,7 @@ class RayGrid:
             except ray.exceptions.RayError:
                 self._inbox_failed = True
         if told:  # a task says it started before anything else (and hears of a cancel then)
-            with signals_deferred():
+            with signals_deferred(reraise=True):
                 self._take_messages()
         for ref, task in list(self._inflight.items()):
             if not (told and task.began):

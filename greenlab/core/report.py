@@ -278,14 +278,13 @@ def compare(rows: Iterable[dict[str, Any]], *, metrics: Iterable[str] = METRICS,
 
 def _repeats_under_holm(result: stats.TwoSample, family: int, margin_abs: float | None) -> int | None:
     """Runs per side that would likely decide at the Holm family's strictest step (5 % over `family`):
-    the plain 5 % estimate would promise a decision that the adjusted p then withholds. Never fewer than
-    one more than this comparison already has (those were not enough)."""
+    the plain 5 % estimate would promise a decision that the adjusted p then withholds."""
     if result.sd is None or result.baseline_sd is None or result.difference is None \
             or result.baseline_mean is None:
         return result.repeats_to_decide
     needed = stats.repeats_to_decide(result.sd, result.baseline_sd, result.difference, result.baseline_mean,
                                      result.margin, margin_abs, alpha=stats.ALPHA / family)
-    return None if needed is None else max(needed, max(result.n, result.n_baseline) + 1)
+    return stats.beyond_what_was_run(needed, result.n, result.n_baseline)
 
 
 # -- words ------------------------------------------------------------------------------------------------

@@ -104,9 +104,10 @@ def run_row_values(run: GridRun) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def signals_deferred() -> Any:
+def signals_deferred(reraise: bool = False) -> Any:
     """Collect SIGINT and SIGTERM while the outcome is written; yields the list of those that arrived, for
-    the caller to act on afterwards (main thread only; elsewhere signals never reach Python code anyway).
+    the caller to act on afterwards, or, with `reraise`, raises KeyboardInterrupt once the block is done if
+    any arrived (main thread only; elsewhere signals never reach Python code anyway).
 
     The handlers are swapped, not the signals masked: the kernel may deliver a signal to any thread (the
     sampler, the store writer), and Python then runs the handler in the main thread regardless.
@@ -122,6 +123,8 @@ def signals_deferred() -> Any:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+    if reraise and pending:  # not reached when the block raised: its exception goes first
+        raise KeyboardInterrupt
 
 
 def _temperatures(tracker: EnergyTracker) -> dict[str, float]:

@@ -199,6 +199,12 @@ def repeats_to_decide(sd: float, baseline_sd: float, difference: float, baseline
     return int(n[hits[0]]) if hits.size else None
 
 
+def beyond_what_was_run(needed: int | None, n: int, n_baseline: int) -> int | None:
+    """`needed` runs per side, but never as few as the smaller side already has: equal groups that small
+    were already run, and did not decide."""
+    return None if needed is None else max(needed, min(n, n_baseline) + 1)
+
+
 def compare(values: Iterable[float | None], baseline: Iterable[float | None], *,
             margin: float = DEFAULT_MARGIN, margin_abs: float | None = None) -> TwoSample:
     """Everything a verdict needs about `values` against `baseline`; see the module docstring.
@@ -243,7 +249,8 @@ def compare(values: Iterable[float | None], baseline: Iterable[float | None], *,
     half = sps.t.ppf(1 - ALPHA / 2, welch_df(v1, len(a), v0, len(b))) * math.sqrt(v1 + v0)
     result.update(difference_ci_low=difference - half, difference_ci_high=difference + half,
                   p_value=_welch_p(a, b), effect_size=hedges_g(a, b),
-                  repeats_to_decide=repeats_to_decide(sd, base_sd, difference, base, margin, margin_abs))
+                  repeats_to_decide=beyond_what_was_run(repeats_to_decide(sd, base_sd, difference, base, margin,
+                                                                          margin_abs), len(a), len(b)))
 
     if min(a) > 0 and min(b) > 0:
         ci95, ci90 = _log_welch(a, b, 0.95), _log_welch(a, b, 0.90)

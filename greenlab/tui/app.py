@@ -33,7 +33,7 @@ from greenlab.core.runner import RunSupervisor
 from greenlab.core.store import Store
 from greenlab.tui import messages, preferences
 from greenlab.tui.detail import DetailScreen
-from greenlab.tui.dialogs import CancelChoice, ConfirmQuit, HelpScreen, Question
+from greenlab.tui.dialogs import CancelChoice, CancelRayGrid, ConfirmQuit, HelpScreen, Question
 from greenlab.tui.live import LivePane
 from greenlab.tui.runs import RunsPane
 from greenlab.tui.setup import SetupPane
@@ -90,6 +90,7 @@ class GreenLabApp(App[int]):
         self.store: Store | None = None
         self._supervisor: RunSupervisor | None = None
         self._cancel_requested = False
+        self._stop_current_requested = False  # "this run" (a Ray grid: this grid), perhaps before it began
         self._grid_active = False
         self._active_ray = ""  # the running grid's Ray address; empty when it runs here
         self._grid_number = 0
@@ -229,7 +230,8 @@ class GreenLabApp(App[int]):
             self.notify("No run in progress.", timeout=2)
             return
         queued = sum(1 for entry in self.presenter.snapshot().queue if entry.status == "waiting")
-        self.push_screen(CancelChoice(queued, ray=bool(self._active_ray)), self._cancel_answered)
+        question = CancelRayGrid() if self._active_ray else CancelChoice(queued)
+        self.push_screen(question, self._cancel_answered)
 
     def _cancel_answered(self, answer: str | None) -> None:
         if answer == "run" and self._active_ray:
@@ -256,6 +258,8 @@ class GreenLabApp(App[int]):
     @work(thread=True, group="cancel", exit_on_error=False)
     def _cancel_supervisor(self, only_current: bool = False) -> None:
         # Stopping a child may wait a few seconds for it to exit: not on the UI thread.
+        if only_current:
+            self._stop_current_requested = True  # kept for a supervisor not made yet (preflight, Ray joining)
         supervisor = self._supervisor
         if supervisor is None:
             return
@@ -350,6 +354,7 @@ class GreenLabApp(App[int]):
         self._grid_active = True
         self._active_ray = ray
         self._cancel_requested = False
+        self._stop_current_requested = False
         self.refresh_bindings()
         self.run_worker(partial(self._supervise, grid, runs, force, ray), name=f"grid-{grid}", group="grid",
                         thread=True, exit_on_error=False)
@@ -387,6 +392,8 @@ class GreenLabApp(App[int]):
             self._supervisor = supervisor
             if self._cancel_requested:  # a cancel pressed before the supervisor existed
                 supervisor.cancel()
+            elif self._stop_current_requested:
+                supervisor.cancel() if ray else supervisor.cancel_current()
             supervisor.run_grid(runs, force=force)
             update_energy_to_target(store)  # the grid's runs (and their cells' others) against one target
             return grid
@@ -414,7 +421,8 @@ class GreenLabApp(App[int]):
         grid = int(worker.name.split("-")[1])
         refused = isinstance(worker.error, GreenLabError)  # not started: preflight or a fetch said why
         self.live.snapshot = self.presenter.end_grid(
-            grid, cancelled=self._cancel_requested or (event.state != WorkerState.SUCCESS and not refused))
+            grid, cancelled=self._cancel_requested or (self._stop_current_requested and bool(self._active_ray))
+            or (event.state != WorkerState.SUCCESS and not refused))
         self._grid_active = False
         self.refresh_bindings()
         if self._quitting:

@@ -62,14 +62,21 @@ class CancelChoice(Question):
                 Binding("a", "answer(1)", "Stop the whole queue", id="cancel.queue"),
                 Binding("n,escape", "answer(2)", "Keep running", id="cancel.no")]
 
-    def __init__(self, queued: int, *, ray: bool = False) -> None:
-        if ray:  # a Ray grid runs several at once and stops as a whole
-            self.ANSWERS = (("run", "This grid (r)", "warning"), *self.ANSWERS[1:])
-            super().__init__("Stop this Ray grid (its running runs stored as interrupted, the rest of it not "
-                             "started), or it and every grid queued after it?")
-            return
+    def __init__(self, queued: int) -> None:
         super().__init__(f"Stop the run in progress (stored as interrupted), or it and the {queued} run"
                          f"{'s' if queued != 1 else ''} queued after it?")
+
+
+class CancelRayGrid(CancelChoice):
+    """Asked by x while a Ray grid runs: it runs several at once and stops as a whole (same keys, same ids)."""
+
+    ANSWERS = (("run", "This grid (r)", "warning"), *CancelChoice.ANSWERS[1:])
+    BINDINGS = [Binding("r", "answer(0)", "Stop this Ray grid", id="cancel.run"),
+                *CancelChoice.BINDINGS[1:]]
+
+    def __init__(self) -> None:
+        Question.__init__(self, "Stop this Ray grid (its running runs stored as interrupted, the rest of it not "
+                          "started), or it and every grid queued after it?")
 
 
 class ConfirmDelete(Question):

@@ -30,6 +30,7 @@ REDRAW_HZ = 4  # a few Hz reads as live without spending the CPU the training ne
 PLOT_EVERY = 2  # the plotext chart is the costly part: redraw it every second tick
 WINDOW_S = 60.0  # seconds of power shown in the chart and sparklines
 IDLE_NOTE = "Nothing running: choose runs in Setup (key 1), then ctrl+r."
+RUNNING_COLUMNS = ("label", "id", "device", "done", "eta", "energy")  # the Running now table's column keys
 
 
 class LivePane(Vertical):
@@ -100,8 +101,7 @@ class LivePane(Vertical):
         # Two columns keep the queue readable at 80 columns; the energy joins the status once stored.
         self.queue.add_column("run", key="run")
         self.queue.add_column("status", key="status")
-        for label, key in (("run", "label"), ("id", "id"), ("on", "device"), ("done", "done"), ("ETA", "eta"),
-                           ("energy", "energy")):
+        for label, key in zip(("run", "id", "on", "done", "ETA", "energy"), RUNNING_COLUMNS):
             self.running_table.add_column(label, key=key)
         self.running_table.display = False
         self.redraw()
@@ -175,12 +175,22 @@ class LivePane(Vertical):
                 table.clear()
             return
         now = self.clock()
-        table.clear()
+        rows = {}
         for view in running:
             figures = live(view, now)
-            table.add_row(view.label, str(view.run_id), view.device or "-", f"{view.done_fraction:.0%}",
-                          formatting.clock(figures.eta_s), formatting.energy(figures.energy_j),
-                          key=str(view.run_id))
+            rows[str(view.run_id)] = (view.label, str(view.run_id), view.device or "-", f"{view.done_fraction:.0%}",
+                                      formatting.clock(figures.eta_s), formatting.energy(figures.energy_j))
+        # Cells change in place: clearing would reset the scroll of a table taller than its pane.
+        for key in [row.value for row in table.rows if row.value not in rows]:
+            table.remove_row(key)
+        present = {row.value for row in table.rows}
+        for key, cells in rows.items():
+            if key not in present:
+                table.add_row(*cells, key=key)
+                continue
+            for column, value in zip(RUNNING_COLUMNS, cells):
+                if str(table.get_cell(key, column)) != value:
+                    table.update_cell(key, column, value)
 
     def _bars(self, epoch: float, epochs: float | None, batch: float, batches: float | None,
               epoch_label: str, batch_label: str) -> None:
