@@ -230,8 +230,9 @@ class RunsPane(Vertical):
             table.move_cursor(row=table.get_row_index(keep))
         partial = any(r.get("partial_accuracy") is not None and r.get("val_accuracy") is None for r in self.shown)
         self.query_one("#runs-count", Label).update(
-            f"{len(self.shown)} of {len(self.rows)} runs" + (f", {len(self.marked)} marked" if self.marked else "")
-            + ("; (acc) = last epoch of a stopped run" if partial else ""))
+            f"{len(self.shown)} of {len(self.rows)} runs" + (f", {len(self.marked)} marked" if self.marked else ""))
+        # The legend sits under the table it explains: the filter bar has no room for it at 80 columns.
+        table.border_subtitle = "(acc) = last epoch of a stopped run" if partial else ""
         self._verdicts()
         self._chart()
 
