@@ -117,6 +117,10 @@ async def test_help_lists_the_keys_of_the_pane(tmp_path):
         assert not isinstance(app.screen, HelpScreen)
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
+        await pilot.resize_terminal(80, 24)  # the list is longer than the dialog: how to close it stays in sight
+        await pilot.pause()
+        hint = app.screen.query_one("#help-hint")
+        assert hint.region.height == 1 and hint.region.bottom <= 24 and "escape" in str(hint.render())
 
 
 @sync

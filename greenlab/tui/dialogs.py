@@ -104,8 +104,9 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="help-body"):
             yield Label(self.title_text, id="help-title")
+            # Above the table: on a short terminal the table fills the dialog and would push it out of sight.
+            yield Label("escape closes this help; ↑ ↓ scroll", id="help-hint")
             yield DataTable(id="help-keys", cursor_type="none", zebra_stripes=True)
-            yield Label("escape closes this help", id="help-hint")
 
     def on_mount(self) -> None:
         table = self.query_one("#help-keys", DataTable)
