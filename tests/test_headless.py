@@ -106,6 +106,21 @@ def test_rerun_skips_completed_and_force_reruns(grid_db):
     assert "tinycnn" in again.stdout  # the summary still shows the skipped run's numbers
 
 
+def test_a_forced_rerun_supersedes_the_run_it_repeats(grid_db, tmp_path):
+    """Both stay stored, but only the rerun counts: `status = 'completed'` sees each run key once."""
+    import shutil
+
+    toml, db, _ = grid_db
+    copy = tmp_path / "runs.db"
+    shutil.copy(db, copy)
+    (before,) = _rows(copy, "select id from runs where model = 'tinycnn'")
+    forced = run_cli("--headless", str(toml), "--db", str(copy), "--force")
+    assert forced.returncode == 1  # inception_v3 fails again, by design
+    rows = _rows(copy, "select id, status, superseded_by from runs where model = 'tinycnn' order by id")
+    assert [r["status"] for r in rows] == ["superseded", "completed"]
+    assert rows[0]["id"] == before["id"] and rows[0]["superseded_by"] == rows[1]["id"]
+
+
 def test_energy_to_target_is_written_at_the_end_of_the_grid(grid_db):
     _, db, _ = grid_db
     (run,) = _rows(db, "select * from runs where model = 'tinycnn'")

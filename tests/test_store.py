@@ -125,3 +125,41 @@ def test_every_row_says_where_it_ran(tmp_path):
     db.close()
     (row,) = Store(old).runs()
     assert (row["executor"], row["node"], row["attempts"], row["concurrent_runs"]) == ("local", "lab-3", 1, "[]")
+
+
+def test_a_completed_rerun_supersedes_the_earlier_runs_of_its_key(tmp_path):
+    """Only a completed rerun replaces: a failed one leaves the earlier run counting; deleting the rerun
+    makes the earlier run count again."""
+    store = Store(tmp_path / "runs.db")
+    first = store.start_run({"model": "tinycnn", "technique": "baseline", "settings_key": "k"})
+    store.update_run(first, status="completed")
+    other = store.start_run({"model": "tinycnn", "technique": "prune", "settings_key": "other"})
+    store.update_run(other, status="completed")
+    failed = store.start_run({"model": "tinycnn", "technique": "baseline", "settings_key": "k"})
+    store.update_run(failed, status="failed")
+    assert store.run(first)["status"] == "completed"
+    rerun = store.start_run({"model": "tinycnn", "technique": "baseline", "settings_key": "k"})
+    store.write_record(rerun, {"status": "completed"})  # as a Ray driver stores it
+    assert (store.run(first)["status"], store.run(first)["superseded_by"]) == ("superseded", rerun)
+    assert store.run(other)["status"] == "completed" and store.run(failed)["status"] == "failed"
+    assert [r["id"] for r in store.runs("status = 'completed'")] == [other, rerun]
+    store.delete_runs([rerun])
+    assert (store.run(first)["status"], store.run(first)["superseded_by"]) == ("completed", None)
+    store.close()
+
+
+def test_migration_3_marks_earlier_forced_reruns_superseded(tmp_path):
+    import sqlite_utils
+
+    old = tmp_path / "old.db"
+    db = sqlite_utils.Database(old)
+    store_module._migrate_1(db)
+    store_module._migrate_2(db)
+    db.execute("PRAGMA user_version = 2")
+    for status in ("completed", "completed", "failed", "completed"):
+        db["runs"].insert({"model": "tinycnn", "technique": "baseline", "status": status, "settings_key": "k"})
+    db["runs"].insert({"model": "tinycnn", "technique": "prune", "status": "completed", "settings_key": "p"})
+    db.close()
+    rows = Store(old).runs()
+    assert [(r["status"], r["superseded_by"]) for r in rows] == [
+        ("superseded", 4), ("superseded", 4), ("failed", None), ("completed", None), ("completed", None)]

@@ -23,8 +23,10 @@ from greenlab import __version__
 from greenlab.core.errors import GreenLabError
 
 DEFAULT_DB = Path("data") / "runs.db"
-SCHEMA_VERSION = 2
-STATUSES = ("running", "completed", "failed", "interrupted")
+SCHEMA_VERSION = 3
+# `superseded`: a completed run whose settings a forced rerun completed again; its data stays, its figures
+# no longer count (a query over `status = 'completed'` sees each run key once).
+STATUSES = ("running", "completed", "failed", "interrupted", "superseded")
 
 # The public `runs` table. Column order is the documented order (README "Schema").
 RUN_COLUMNS: dict[str, type] = {
@@ -50,6 +52,8 @@ RUN_COLUMNS: dict[str, type] = {
     "target_accuracy": float, "energy_to_target_j": float,
     # Where it ran (greenlab.core.raygrid): the executor, the node, the runs that shared the node, the attempts.
     "executor": str, "node": str, "concurrent_runs": str, "attempts": int,
+    # Schema 3: the completed forced rerun that replaced this run (its status then `superseded`).
+    "superseded_by": int,
 }
 EPOCH_COLUMNS: dict[str, type] = {
     "run_id": int, "epoch": int, "train_loss": float, "val_accuracy": float, "val_f1": float,
@@ -124,6 +128,20 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
         })
 
 
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """`superseded_by`; of the completed runs that share a run key (forced reruns), all but the latest are
+    marked superseded by it, as a forced rerun now does when it completes."""
+    _add_columns(db, "runs", ("superseded_by",), RUN_COLUMNS)
+    _supersede_all(db)
+
+
+def _supersede_all(db: sqlite_utils.Database) -> None:
+    db.execute("update runs set status = 'superseded', superseded_by = (select max(l.id) from runs l where "
+               "l.settings_key = runs.settings_key and l.status = 'completed') where status = 'completed' and "
+               "id < (select max(l.id) from runs l where l.settings_key = runs.settings_key and "
+               "l.status = 'completed')")
+
+
 def _hostname_of(host: str | None) -> str | None:
     try:
         return json.loads(host or "{}").get("hostname")
@@ -132,7 +150,7 @@ def _hostname_of(host: str | None) -> str | None:
 
 
 # Migration n brings a store from version n-1 to n. Append, never edit a released one.
-MIGRATIONS = [_migrate_1, _migrate_2]
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3]
 
 
 def now_iso() -> str:
@@ -216,6 +234,15 @@ class Store:
     def update_run(self, run_id: int, **values: Any) -> None:
         with self.db.conn:
             self.db["runs"].update(run_id, _encode(values))
+            if values.get("status") == "completed":
+                self._supersede_earlier(run_id)
+
+    def _supersede_earlier(self, run_id: int) -> None:
+        """A completed run replaces the earlier completed runs of its key (a forced rerun): they become
+        `superseded`, in the same transaction, so no moment shows both as completed."""
+        self.db.execute("update runs set status = 'superseded', superseded_by = ? where status = 'completed' "
+                        "and id < ? and settings_key = (select settings_key from runs where id = ?)",
+                        [run_id, run_id, run_id])
 
     def add_epoch(self, row: dict[str, Any]) -> None:
         with self.db.conn:
@@ -248,7 +275,12 @@ class Store:
         with self.db.conn:
             for table in ("epochs", "samples", "energy_components", "capacity"):
                 self.db.execute(f"delete from {table} where run_id in ({marks})", run_ids)
-            return self.db.execute(f"delete from runs where id in ({marks})", run_ids).rowcount
+            deleted = self.db.execute(f"delete from runs where id in ({marks})", run_ids).rowcount
+            # The runs a deleted rerun had replaced count again: the latest of each key completed once more.
+            self.db.execute(f"update runs set status = 'completed', superseded_by = null where superseded_by "
+                            f"in ({marks})", run_ids)
+            _supersede_all(self.db)
+            return deleted
 
     def set_capacity(self, run_id: int, curve: list[tuple[int, float]]) -> None:
         with self.db.conn:
@@ -279,6 +311,8 @@ class Store:
                 self.db["capacity"].insert_all(curve, pk=("run_id", "bits"), replace=True)
             if values:
                 self.db["runs"].update(run_id, _encode(values))
+                if values.get("status") == "completed":
+                    self._supersede_earlier(run_id)
 
     # -- reads ----------------------------------------------------------------------------------------
     def completed_keys(self) -> set[str]:

@@ -363,4 +363,4 @@ _VERDICT_STYLE = {"saves": "bold", "costs": "bold reverse"}
 
 def _status_style(status: str) -> str:
     # Rich styles here, not colours: the theme's palette colours the table; these only add emphasis.
-    return {"failed": "bold reverse", "interrupted": "italic", "running": "bold"}.get(status, "")
+    return {"failed": "bold reverse", "interrupted": "italic", "running": "bold", "superseded": "dim"}.get(status, "")
