@@ -104,9 +104,11 @@ class RunFailed:
 
 @dataclass
 class ProcessEnding:
-    """The child's last word: its own CPU time, so the CPU estimate counts the time after its last sample."""
+    """The child's last word: its own CPU time, so the CPU estimate counts the time after its last sample;
+    and that of its reaped children (data-loading workers), so they are not taken for other processes."""
 
     cpu_s: float
+    children_cpu_s: float = 0.0
 
 
 EVENT_TYPES = {cls.__name__: cls for cls in (RunStarted, ModelPrepared, PhaseBegan, PhaseEnded, BatchFinished,

@@ -6,6 +6,7 @@ Pure functions of plain values; nothing here reads a meter, a store or a widget.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 from greenlab.core.energy.meter import MEASURED_METHODS
@@ -78,3 +79,22 @@ def idle_text(watts: Mapping[str, float], seconds: float) -> str:
 def cooling_text(temperatures: Mapping[str, float], target_c: float) -> str:
     listed = ", ".join(f"{c} {t:.0f} °C" for c, t in temperatures.items())
     return f"cooling down to {target_c:g} °C: {listed}"
+
+
+def _json_field(value: Any, default: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return default
+    return default if value is None else value
+
+
+def host_busy(row: Mapping[str, Any]) -> str:
+    """The warning for a run flagged `host_busy` (empty when it is not): how much of the host others used."""
+    if "host_busy" not in _json_field(row.get("flags"), []):
+        return ""
+    share = (_json_field(row.get("meters"), {}).get("host_load") or {}).get("other_share")
+    used = f" {share:.0%} of" if isinstance(share, (int, float)) else ""
+    return (f"the host was busy: other processes used{used} its CPUs meanwhile, so its CPU and DRAM figures "
+            "(measured or estimated) include their effect (flag host_busy); rerun on a quiet machine")

@@ -339,6 +339,9 @@ class GridPresenter:
                       f"(measured {formatting.energy(row.get('energy_measured_j'))}, "
                       f"estimated {formatting.energy(row.get('energy_estimated_j'))}), "
                       f"val acc {formatting.accuracy(row.get('val_accuracy'))}  [run {event.run_id}]")
+            busy = formatting.host_busy(row)
+            if busy:
+                self._say(f"{label}: {busy}", "warning")
         else:
             first = event.error.splitlines()[0] if event.error else ""
             self._say(f"{label}: {event.status.upper()}: {first}  [run {event.run_id}]",

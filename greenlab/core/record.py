@@ -44,6 +44,8 @@ class RunRecord:
     training_unknown: bool = False
     flags: list[str] = field(default_factory=list)
     phase_methods: dict[str, set[str]] = field(default_factory=dict)  # gpu/cpu/dram -> methods its phases used
+    child_cpu_s: float | None = None  # the child's and its reaped children's CPU time, as it reported them
+    host_start: Any = None  # hostload.Mark when the run's window began
 
     def add_phase(self, epoch: int, phase: str, window: WindowResult) -> None:
         """Record a phase's window; one phase without a reading makes the training total unknown. Its flags

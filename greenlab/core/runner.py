@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from greenlab.core import events
+from greenlab.core import events, hostload
 from greenlab.core.config import GridRun, RunSettings
 from greenlab.core.energy.detect import build_meters
 from greenlab.core.energy.meter import MEASURED_METHODS
@@ -332,6 +332,7 @@ class RunSupervisor:
         cpu_before = tracker.sampler_cpu_s
         tracker.begin_window("run")
         record.t0 = tracker.now()
+        record.host_start = hostload.mark()
         writer: RowWriter | None = None
         child: RunChild | None = None
         raised: BaseException | None = None
@@ -407,6 +408,8 @@ class RunSupervisor:
         if record.device is None:  # the child never said where it trained: no GPU did this run's work
             record.gpus_unused = {c for c in tracker.components() if c.startswith("gpu")}
         window = tracker.end_window("run").without(record.gpus_unused)
+        load = hostload.others(record.host_start, hostload.mark(), record.child_cpu_s) \
+            if record.host_start is not None else None
         tracker.discard_windows()  # a phase cut short by a failure has no end
         try:
             if writer is not None:
@@ -420,6 +423,10 @@ class RunSupervisor:
         meters = {**record.meters_info, "idle_w": idle, "temperature_end_c": _temperatures(tracker),
                   "components": {c: facts for c, facts in record.meters_info["components"].items()
                                  if c not in record.gpus_unused}}
+        if load is not None:
+            meters["host_load"] = load
+            if hostload.busy(load):
+                record.flags.append(hostload.FLAG_HOST_BUSY)
         if record.gpus_unused:
             meters["gpus_not_used"] = {"components": sorted(record.gpus_unused),
                                        "why": f"the run trained on {record.device or 'another device'}"}
@@ -482,6 +489,7 @@ class RunSupervisor:
                     **record.epoch_energy(event.epoch)})
             case events.ProcessEnding(cpu_s=cpu_s) if record.child_pid is not None:
                 tracker.process_ended(record.child_pid, cpu_s)
+                record.child_cpu_s = cpu_s + event.children_cpu_s
             case events.RunFinished():
                 record.child_status, record.train_s, record.final = "completed", event.train_s, asdict(event)
             case events.RunFailed():

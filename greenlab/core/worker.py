@@ -125,8 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(emit)
     finally:
         usage = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         with contextlib.suppress(OSError, ValueError):  # a supervisor that is gone hears nothing
-            emit(events.ProcessEnding(cpu_s=usage.ru_utime + usage.ru_stime))
+            emit(events.ProcessEnding(cpu_s=usage.ru_utime + usage.ru_stime,
+                                      children_cpu_s=children.ru_utime + children.ru_stime))
 
 
 def _run(emit: EventWriter) -> int:

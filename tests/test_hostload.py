@@ -1,0 +1,61 @@
+"""How busy the rest of the host was during a run: the arithmetic, and a real run beside a CPU hog."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+import pytest
+
+from greenlab.core import formatting, hostload, runner
+from greenlab.core.config import expand_grid, parse_experiments
+from greenlab.core.store import Store
+from tests.test_measured_run import QUICK_RUN
+
+
+def test_others_are_the_busy_time_less_the_run_and_its_supervisor():
+    start = hostload.Mark(at=100.0, busy_s=1000.0, steal_s=5.0, own_s=2.0)
+    end = hostload.Mark(at=110.0, busy_s=1012.0, steal_s=7.0, own_s=3.0)  # 10 s on 2 CPUs: 20 CPU-s capacity
+    load = hostload.others(start, end, run_cpu_s=7.0, cpus=2)
+    assert load["other_cpu_s"] == pytest.approx(4.0) and load["other_share"] == pytest.approx(0.2)
+    assert load["steal_share"] == pytest.approx(0.1) and hostload.busy(load)
+    quiet = hostload.others(start, end, run_cpu_s=10.5, cpus=2)
+    assert quiet["other_share"] == pytest.approx(0.025) and not hostload.busy(quiet)
+    unknown = hostload.others(start, end, run_cpu_s=None, cpus=2)
+    assert unknown["other_share"] is None and not hostload.busy(unknown)
+
+
+def test_a_mark_counts_this_process_and_the_host():
+    before = hostload.mark()
+    sum(i * i for i in range(2_000_000))
+    after = hostload.mark()
+    assert after.own_s > before.own_s and after.busy_s >= before.busy_s + (after.own_s - before.own_s) * 0.5
+
+
+def _hog(seconds: float) -> None:
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_a_run_beside_a_cpu_hog_is_flagged_host_busy(tmp_path):
+    """Other processes burn every CPU while the run trains: its CPU figures cannot be its own alone."""
+    (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0")))
+    store = Store(tmp_path / "runs.db")
+    hogs = [multiprocessing.get_context("spawn").Process(target=_hog, args=(60,), daemon=True)
+            for _ in range(os.cpu_count() or 1)]
+    for hog in hogs:
+        hog.start()
+    try:
+        outcome = runner.RunSupervisor(store).execute(run)
+    finally:
+        for hog in hogs:
+            hog.terminate()
+    row = outcome.row
+    load = json.loads(row["meters"])["host_load"]
+    assert outcome.status == "completed" and load["other_share"] > hostload.BUSY_SHARE
+    assert hostload.FLAG_HOST_BUSY in json.loads(row["flags"])
+    assert "the host was busy" in formatting.host_busy(row) and f"{load['other_share']:.0%}" in formatting.host_busy(row)
