@@ -73,6 +73,20 @@ def grid_rows(store: Store, grid: list[GridRun]) -> list[dict[str, Any]]:
     return [row for row in report.latest_runs(store.runs("status = 'completed'")) if row["settings_key"] in keys]
 
 
+def interrupt_text(queue: Any) -> str:
+    """What a Ctrl-C left of the grid: the runs it stored as interrupted, and those completed before it."""
+    stopped = sum(1 for entry in queue if entry.status == "interrupted")
+    completed = sum(1 for entry in queue if entry.status == "completed")
+    done = (f"; the {completed} runs completed before it stay stored" if completed > 1
+            else "; the run completed before it stays stored" if completed else "")
+    if stopped:
+        runs = "the run in progress is" if stopped == 1 else f"the {stopped} runs in progress are"
+        return f"interrupted: {runs} stored as interrupted{done}"
+    if completed:  # between runs: cooling down, measuring idle power, or starting the next child
+        return f"interrupted between runs: no run was in progress{done}"
+    return "interrupted before the first run began (warm-up, idle baseline or cool-down): no run was stored"
+
+
 def _terminate_as_interrupt(signum: int, frame: Any) -> None:
     """SIGTERM (a CI job cancelled, `kill`) stops the grid like Ctrl-C: the run is stored as interrupted."""
     raise KeyboardInterrupt
@@ -119,10 +133,7 @@ def _run(grid: list[GridRun], path: str, *, db: str | None, force: bool, out: Te
     try:
         outcomes = supervisor.run_grid(grid, force=force, wait=wait)
     except KeyboardInterrupt:
-        stored = len(progress.interrupted)
-        runs = "the run in progress is" if stored == 1 else f"the {stored} runs in progress are"
-        progress.line(f"interrupted: {runs} stored as interrupted" if stored
-                      else "interrupted before a run began: nothing was stored")
+        progress.line(interrupt_text(progress.snapshot.queue))
         update_energy_to_target(store)  # the runs completed before the interrupt are judged as after a grid
         return EXIT_INTERRUPTED
     finally:

@@ -106,3 +106,18 @@ def test_cancel_during_the_idle_baseline_trains_nothing(tmp_path):
     assert supervisor.run_grid([run, run]) == []
     assert time.monotonic() - started < 10
     assert store.runs() == []
+
+
+def test_the_interrupt_line_says_what_the_grid_kept():
+    """A Ctrl-C between runs stores nothing new, but the runs completed before it stay: never "nothing"."""
+    from greenlab.core.progress import QueueEntry
+    from greenlab.headless import interrupt_text
+
+    def queue(*statuses):
+        return [QueueEntry(0, i, f"run {i}", s) for i, s in enumerate(statuses)]
+
+    assert interrupt_text(queue("completed", "completed", "starting", "waiting")) == \
+        "interrupted between runs: no run was in progress; the 2 runs completed before it stay stored"
+    assert interrupt_text(queue("completed", "interrupted", "waiting")) == \
+        "interrupted: the run in progress is stored as interrupted; the run completed before it stays stored"
+    assert interrupt_text(queue("starting", "waiting")).startswith("interrupted before the first run began")
