@@ -143,6 +143,28 @@ def test_energy_to_target_with_runs_that_never_reached_it_is_insufficient():
     assert found.verdict == "insufficient" and found.stats.n_missing == 1
 
 
+def test_energy_to_target_names_the_runs_that_never_reached_it_not_a_lack_of_values():
+    """2 vs 2 values remain: the reason to withhold a verdict is the run per side that dropped out."""
+    def cell(technique, energies, first):
+        return [{**row(technique, 100.0), "id": first + i, "energy_to_target_j": e, "target_accuracy": 0.889}
+                for i, e in enumerate(energies)]
+
+    rows = cell("baseline", [50.0, 52.0, None], 0) + cell("stego", [64.0, 65.0, None], 10)
+    (found,) = report.compare(rows, metrics=("energy_to_target_j",))
+    assert found.verdict == "insufficient" and (found.stats.n, found.stats.n_baseline) == (2, 2)
+    assert "fewer than 2 runs" not in found.sentence and "too few" not in found.sentence
+    assert found.sentence == ("stego: energy to the target accuracy is insufficient: 1 of 3 stego runs and 1 of 3 "
+                              "baseline runs never reached the target (88.9 %), so comparing only the runs that "
+                              "did would understate both sides' cost")
+    assert found.to_dict()["notes"] == ["verdict withheld: 1 of 3 technique runs and 1 of 3 baseline runs never "
+                                        "reached the target accuracy; comparing only the runs that did would be "
+                                        "biased"]
+    rows = cell("baseline", [50.0, 52.0, 51.0], 0) + cell("stego", [64.0, 65.0, None], 10)
+    (found,) = report.compare(rows, metrics=("energy_to_target_j",))
+    assert "1 of 3 stego runs never reached" in found.sentence and "favour stego, which reached it less often" \
+        in found.sentence
+
+
 def test_runs_to_decide_are_counted_at_the_holm_level_the_verdict_uses():
     """5 % alone would promise a decision from runs that the Holm-adjusted p then calls inconclusive."""
     rows = [row("baseline", e) for e in (100.0, 104.0, 96.0)]

@@ -194,6 +194,28 @@ def test_plot_files(study, capsys, tmp_path, suffix, magic):
     assert data.startswith(magic) and len(data) > 5000
 
 
+def test_energy_to_target_gives_the_real_reason_in_every_format(tmp_path, capsys):
+    """1 of 3 runs a side never reach the target: 2 vs 2 values remain, and every format says why it is
+    insufficient (runs that dropped out), never that too few runs have a value."""
+    path = tmp_path / "unreached.db"
+    store = Store(path)
+    for repeat, accuracy in enumerate((0.90, 0.92, 0.85)):  # target: 0.89 - 1 pp; 0.85 never gets there
+        _add(store, "study", "tinycnn", "baseline", repeat, BASELINE[repeat], accuracy)
+        _add(store, "study", "tinycnn", "stego", repeat, 1.27 * BASELINE[repeat], accuracy)
+    store.close()
+    _, out, _ = report("--db", str(path), "--format", "json", "--metric", "energy_to_target_j", capsys=capsys)
+    (found,) = json.loads(out)
+    assert (found["n"], found["n_baseline"], found["verdict"]) == (2, 2, "insufficient")
+    reason = "1 of 3 stego runs and 1 of 3 baseline runs never reached the target (88.0 %)"
+    assert reason in found["sentence"] and "fewer than 2" not in found["sentence"]
+    assert any("never reached the target" in note for note in found["notes"])
+    for fmt in ("text", "markdown"):
+        _, out, _ = report("--db", str(path), "--format", fmt, capsys=capsys)
+        assert reason in out and "fewer than 2 runs a side have a value" not in out
+    _, out, _ = report("--db", str(path), "--metric", "energy_to_target_j", capsys=capsys)
+    assert "insufficient (fewer than 2 runs a side, or no baseline, or a run that never reached the target)" in out
+
+
 def test_pareto_front():
     from greenlab.core.report_plot import pareto_front
 

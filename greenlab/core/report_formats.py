@@ -115,13 +115,16 @@ def legend(comparisons: list[Comparison], metric: str = report.HEADLINE, *, tex:
     label = report.METRIC_LABELS.get(metric, metric)
     what = ("difference in percentage points" if metric in report.DIFFERENCE_METRICS
             else "ratio of means - 1, in %")
+    insufficient = "fewer than 2 runs a side, or no baseline"
+    if metric == "energy_to_target_j":
+        insufficient += ", or a run that never reached the target"
     margin_text = "/".join(f"{100 * m:g}" for m in margins) or f"{100 * stats.DEFAULT_MARGIN:g}"
     return (f"change: {label} against the matching baseline ({what}), [95 % CI: "
             f"{'; '.join(methods) or 'none'}]; time: change in duration; acc: difference in validation "
             f"accuracy, pp. Marks: {marks['saves']} saves, {marks['costs']} costs (95 % CI beyond no change "
             f"and Holm-adjusted Welch p < 0.05, Holm over {family} comparisons), {marks['equivalent']} "
             f"equivalent (90 % CI within ±{margin_text} %), {marks['inconclusive']} inconclusive, "
-            f"{marks['insufficient']} insufficient (fewer than 2 runs a side).")
+            f"{marks['insufficient']} insufficient ({insufficient}).")
 
 
 def _sentences(comparisons: list[Comparison], metric: str) -> list[tuple[str, list[str]]]:
