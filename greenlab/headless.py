@@ -29,8 +29,10 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
     """Per model, each technique against its baseline: energy (whole run, and training alone), time and
-    accuracy, with the change in percent (accuracy: in percentage points). The whole run includes start-up, data loading and compression
-    (a capacity scan, say); the training column isolates what the compressed model costs to train."""
+    accuracy, with the change of the mean against the baseline's mean (accuracy: in percentage points).
+    The whole run includes start-up, data loading and compression (a capacity scan, say); the training
+    column isolates what the compressed model costs to train. A legend under the table says what ± and Δ
+    are; the change's own interval and p are the verdicts' (verdict_summary), printed after it."""
     groups = report.summarize(rows)
     if not groups:
         return "no completed runs to summarise"
@@ -38,24 +40,36 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     def energy(g: report.Group, metric: str) -> str:
         return formatting.energy(g.means[metric], g.ci[metric])
 
-    header = (f"{'model':<14} {'technique':<14} {'n':>2} {'energy':>11} {'Δ':>8} {'training':>11} {'Δ':>8} "
-              f"{'time':>8} {'Δ':>8} {'val acc':>8} {'Δ':>9}")
-    lines = [header, "-" * len(header)]
-    current = None
+    cells = []
     for g in groups:
-        if current is not None and g.model != current:
-            lines.append("")
-        current = g.model
         duration = g.means["duration_s"]
         accuracy = g.means["val_accuracy"]
-        lines.append(
-            f"{g.model:<14} {g.technique:<14} {g.runs:>2} {energy(g, 'energy_j'):>11} "
-            f"{report.format_change(g.change['energy_j']):>8} {energy(g, 'energy_training_j'):>11} "
-            f"{report.format_change(g.change['energy_training_j']):>8} "
-            f"{(f'{duration:.1f}s' if duration is not None else '-'):>8} "
-            f"{report.format_change(g.change['duration_s']):>8} "
-            f"{(f'{accuracy:.1%}' if accuracy is not None else '-'):>8} "
-            f"{report.format_change(g.change['val_accuracy'], 'val_accuracy'):>9}")
+        cells.append((g.model, g.technique, str(g.runs), energy(g, "energy_j"),
+                      report.format_change(g.change["energy_j"]), energy(g, "energy_training_j"),
+                      report.format_change(g.change["energy_training_j"]),
+                      f"{duration:.1f}s" if duration is not None else "-",
+                      report.format_change(g.change["duration_s"]),
+                      f"{accuracy:.1%}" if accuracy is not None else "-",
+                      report.format_change(g.change["val_accuracy"], "val_accuracy")))
+    heads = ("model", "technique", "n", "energy", "Δ", "training", "Δ", "time", "Δ", "val acc", "Δ")
+    minimum = (14, 14, 2, 11, 8, 11, 8, 8, 8, 8, 9)
+    # Widths grow with their cells: an energy with its ± is wider than the bare figure.
+    widths = [max(m, len(h), *(len(c[i]) for c in cells)) for i, (h, m) in enumerate(zip(heads, minimum))]
+
+    def line(values: tuple[str, ...]) -> str:
+        return " ".join(f"{v:<{w}}" if i < 2 else f"{v:>{w}}" for i, (v, w) in enumerate(zip(values, widths)))
+
+    header = line(heads)
+    lines = [header, "-" * len(header)]
+    for index, (g, values) in enumerate(zip(groups, cells)):
+        if index and g.model != groups[index - 1].model:
+            lines.append("")
+        lines.append(line(values).rstrip())
+    lines.append("")
+    if any(g.runs > 1 for g in groups):
+        lines.append("±: half-width of the 95 % confidence interval of the mean (Student t over the n runs).")
+    lines.append("Δ: the mean against the baseline's mean, % (accuracy: pp); the verdicts below give training "
+                 "energy's with its 95 % CI and p.")
     return "\n".join(lines)
 
 

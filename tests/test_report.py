@@ -126,6 +126,47 @@ def test_the_headless_summary_says_plainly_that_one_run_cannot_show_significance
     assert "One run per cell" not in text and "m: lowrank" in text and "[" in text
 
 
+def test_the_headless_table_says_what_its_plus_minus_and_delta_are_and_stays_aligned():
+    from greenlab.headless import summary_table
+
+    rows = [{**row("baseline", e, acc=a), "id": i} for i, (e, a) in enumerate([(2000.0, 0.9), (2200.0, 0.92),
+                                                                               (1800.0, 0.88)])]
+    rows += [{**row("stego", e), "id": 10 + i} for i, e in enumerate([1400.0, 1500.0, 1440.0])]
+    text = summary_table(rows)
+    assert "±: half-width of the 95 % confidence interval of the mean" in text
+    assert "Δ: the mean against the baseline's mean" in text
+    header, _, *table = text.splitlines()
+    energy_end = header.index(" energy") + len(" energy")
+    for line in table[:2]:
+        assert "±" in line and line[energy_end - 1] == "J"  # the energy with its ± fits its column
+    single = summary_table([{**row("baseline", 100.0), "id": 1}, {**row("stego", 70.0), "id": 2}])
+    assert "±" not in single and "Δ: the mean" in single  # no interval from one run, so no legend for it
+
+
+def test_the_verdicts_header_names_no_holm_family_when_no_comparison_has_a_p():
+    from greenlab.core import report_formats
+
+    rows = [{**row("baseline", 100.0), "id": 1}, {**row("stego", 70.0), "id": 2}]
+    text = report_formats.verdict_summary(report.compare(rows, metrics=("energy_training_j",)))
+    assert "Holm over 0" not in text and "no comparison has a p-value: fewer than 2 runs a side" in text
+    legend = report_formats.legend(report.compare(rows, metrics=("energy_training_j",)))
+    assert "Holm over 0" not in legend and "no comparison has a p-value" in legend
+    rows += [{**row("baseline", e), "id": 10 + i} for i, e in enumerate([102.0, 98.0])]
+    rows += [{**row("stego", e), "id": 20 + i} for i, e in enumerate([70.0, 71.0])]
+    text = report_formats.verdict_summary(report.compare(rows, metrics=("energy_training_j",)))
+    assert "Welch p, Holm over 1 comparison;" in text
+
+
+def test_the_readme_promises_the_headless_table_what_it_shows():
+    from tests.conftest import REPO
+
+    readme = " ".join((REPO / "README.md").read_text().split())
+    start = readme.index("The headless summary shows")
+    paragraph = readme[start:readme.index("Exit codes of `--headless`", start)]
+    assert "each with its change in percent (and a 95 % confidence interval" not in paragraph
+    assert "half-width of the 95 % confidence interval of its mean" in paragraph
+
+
 def test_accuracy_is_equivalent_only_within_a_point():
     """A relative 5 % would call 90 % and 86 % equivalent; accuracy is judged within ±1 pp."""
     base = [{**row("baseline", 100.0, acc=a), "id": i} for i, a in enumerate([0.900, 0.905, 0.895])]
@@ -141,6 +182,28 @@ def test_energy_to_target_with_runs_that_never_reached_it_is_insufficient():
     tech = [{**row("prune", 100.0), "id": 10 + i, "energy_to_target_j": e} for i, e in enumerate([20.0, 21.0, None])]
     (found,) = report.compare(base + tech, metrics=("energy_to_target_j",))
     assert found.verdict == "insufficient" and found.stats.n_missing == 1
+
+
+def test_energy_to_target_names_the_runs_that_never_reached_it_not_a_lack_of_values():
+    """2 vs 2 values remain: the reason to withhold a verdict is the run per side that dropped out."""
+    def cell(technique, energies, first):
+        return [{**row(technique, 100.0), "id": first + i, "energy_to_target_j": e, "target_accuracy": 0.889}
+                for i, e in enumerate(energies)]
+
+    rows = cell("baseline", [50.0, 52.0, None], 0) + cell("stego", [64.0, 65.0, None], 10)
+    (found,) = report.compare(rows, metrics=("energy_to_target_j",))
+    assert found.verdict == "insufficient" and (found.stats.n, found.stats.n_baseline) == (2, 2)
+    assert "fewer than 2 runs" not in found.sentence and "too few" not in found.sentence
+    assert found.sentence == ("stego: energy to the target accuracy is insufficient: 1 of 3 stego runs and 1 of 3 "
+                              "baseline runs never reached the target (88.9 %), so comparing only the runs that "
+                              "did would understate both sides' cost")
+    assert found.to_dict()["notes"] == ["verdict withheld: 1 of 3 technique runs and 1 of 3 baseline runs never "
+                                        "reached the target accuracy; comparing only the runs that did would be "
+                                        "biased"]
+    rows = cell("baseline", [50.0, 52.0, 51.0], 0) + cell("stego", [64.0, 65.0, None], 10)
+    (found,) = report.compare(rows, metrics=("energy_to_target_j",))
+    assert "1 of 3 stego runs never reached" in found.sentence and "favour stego, which reached it less often" \
+        in found.sentence
 
 
 def test_runs_to_decide_are_counted_at_the_holm_level_the_verdict_uses():

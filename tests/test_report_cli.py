@@ -194,6 +194,67 @@ def test_plot_files(study, capsys, tmp_path, suffix, magic):
     assert data.startswith(magic) and len(data) > 5000
 
 
+def test_plot_bars_stay_in_the_physical_range(tmp_path):
+    """Three runs far apart: the t-intervals reach below 0 J and outside 0–100 %; the drawn bars do not,
+    and the figure says they are cut."""
+    from matplotlib.container import ErrorbarContainer
+
+    from greenlab.core import report as core_report
+    from greenlab.core import stats
+    from greenlab.core.report_plot import CLIP_NOTE, bar_extent, build_figure
+    from greenlab.report_cli import read_store
+
+    path = tmp_path / "wide.db"
+    store = Store(path)
+    for repeat, (energy, accuracy) in enumerate(((1.0, 0.99), (100.0, 0.10), (2.0, 0.98))):
+        _add(store, "study", "tinycnn", "baseline", repeat, energy, accuracy)
+        _add(store, "study", "tinycnn", "stego", repeat, energy * 0.9, accuracy)
+    store.close()
+    half = stats.mean_ci95([99.0, 10.0, 98.0])
+    assert 69.0 - half < 0 and 69.0 + half > 100  # the interval itself is out of range
+    rows, _ = read_store(path)
+    comparisons = core_report.compare(rows)
+    figure = build_figure(rows, comparisons)
+    model_axes, change_axes = figure.axes[0], figure.axes[-1]
+    segments = [segment for c in model_axes.containers if isinstance(c, ErrorbarContainer)
+                for collection in c.lines[2] for segment in collection.get_segments()]
+    assert len(segments) == 4  # x and y bars of baseline and stego
+    xs = [x for segment in segments for x, _ in segment]
+    ys = [y for segment in segments for _, y in segment]
+    assert min(xs) >= 0.0 and 0.0 <= min(ys) and max(ys) <= 100.0
+    assert min(ys) == 0.0 and max(ys) == 100.0 and min(xs) == 0.0  # cut at the bounds, not dropped
+    changes = [x for c in change_axes.containers if isinstance(c, ErrorbarContainer)
+               for collection in c.lines[2] for segment in collection.get_segments() for x, _ in segment]
+    assert changes and min(changes) >= -100.0
+    assert CLIP_NOTE in [text.get_text() for text in figure.texts]
+    # cut only where a bound is passed, and never to a negative length
+    assert bar_extent(69.0, half, half, 0.0, 100.0) == (69.0, 31.0)
+    assert bar_extent(50.0, 10.0, 10.0, 0.0, 100.0) == (10.0, 10.0)
+    assert bar_extent(-5.0, 1.0, 1.0) == (0.0, 1.0)
+
+
+def test_energy_to_target_gives_the_real_reason_in_every_format(tmp_path, capsys):
+    """1 of 3 runs a side never reach the target: 2 vs 2 values remain, and every format says why it is
+    insufficient (runs that dropped out), never that too few runs have a value."""
+    path = tmp_path / "unreached.db"
+    store = Store(path)
+    for repeat, accuracy in enumerate((0.90, 0.92, 0.85)):  # target: 0.89 - 1 pp; 0.85 never gets there
+        _add(store, "study", "tinycnn", "baseline", repeat, BASELINE[repeat], accuracy)
+        _add(store, "study", "tinycnn", "stego", repeat, 1.27 * BASELINE[repeat], accuracy)
+    store.close()
+    _, out, _ = report("--db", str(path), "--format", "json", "--metric", "energy_to_target_j", capsys=capsys)
+    (found,) = json.loads(out)
+    assert (found["n"], found["n_baseline"], found["verdict"]) == (2, 2, "insufficient")
+    reason = "1 of 3 stego runs and 1 of 3 baseline runs never reached the target (88.0 %)"
+    assert reason in found["sentence"] and "fewer than 2" not in found["sentence"]
+    assert any("never reached the target" in note for note in found["notes"])
+    for fmt in ("text", "markdown"):
+        _, out, _ = report("--db", str(path), "--format", fmt, capsys=capsys)
+        assert reason in out and "fewer than 2 runs a side have a value" not in out
+    _, out, _ = report("--db", str(path), "--metric", "energy_to_target_j", capsys=capsys)
+    assert "insufficient (fewer than 2 runs a side, or no baseline, or a run that never reached the target)" in out
+
+
 def test_pareto_front():
     from greenlab.core.report_plot import pareto_front
 

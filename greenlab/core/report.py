@@ -253,17 +253,20 @@ def compare(rows: Iterable[dict[str, Any]], *, metrics: Iterable[str] = METRICS,
         if verdict == "inconclusive" and family[metric] > 1:
             margin_abs = ACCURACY_MARGIN_PP / 100 if metric in DIFFERENCE_METRICS else None
             result = replace(result, repeats_to_decide=_repeats_under_holm(result, family[metric], margin_abs))
+        target = None
         if metric == "energy_to_target_j" and (result.n_missing or result.n_baseline_missing):
             # Runs that never reached the target are left out of the means: judging the survivors alone
             # would favour whichever side reached it less often. The sentence says how many.
             verdict = "insufficient"
+            target = _target_of(members + reference)
+            result = replace(result, notes=(*result.notes, _unreached_note(result)))
         technique = members[0]["technique"]
         comparisons.append(Comparison(
             model=members[0]["model"], dataset=members[0].get("dataset") or "", technique=technique,
             metric=metric, conditions=key,
             experiments=tuple(sorted({str(r.get("experiment") or "") for r in members})), stats=result,
             p_holm=holm[index], holm_family=family[metric], verdict=verdict,
-            sentence=sentence(technique, metric, result, verdict, holm[index], family[metric]),
+            sentence=sentence(technique, metric, result, verdict, holm[index], family[metric], target=target),
             run_ids=tuple(r["id"] for r in members if r.get("id") is not None),
             baseline_run_ids=tuple(r["id"] for r in reference if r.get("id") is not None)))
     order = {m: i for i, m in enumerate(metrics)}
@@ -274,6 +277,16 @@ def compare(rows: Iterable[dict[str, Any]], *, metrics: Iterable[str] = METRICS,
     comparisons.sort(key=lambda c: (c.model, c.dataset, c.conditions, first_run[c.technique], c.technique,
                                     order[c.metric]))
     return comparisons
+
+
+def _target_of(rows: list[dict[str, Any]]) -> float | None:
+    """The target accuracy the cell's runs were judged against (one per conditions, so any run's)."""
+    return next((float(r["target_accuracy"]) for r in rows if r.get("target_accuracy") is not None), None)
+
+
+def _unreached_note(s: stats.TwoSample) -> str:
+    return (f"verdict withheld: {_unreached_sides(s, 'technique')} never reached the target accuracy; "
+            "comparing only the runs that did would be biased")
 
 
 def _repeats_under_holm(result: stats.TwoSample, family: int, margin_abs: float | None) -> int | None:
@@ -310,8 +323,9 @@ def _signed(value: float, unit: str) -> str:
 
 
 def sentence(technique: str, metric: str, s: stats.TwoSample, verdict: str, p_holm: float | None = None,
-             holm_family: int = 1) -> str:
-    """The verdict in words, e.g. "stego saves 30 % training energy (95 % CI 27–33 %, p < 0.001, n = 5 vs 5)"."""
+             holm_family: int = 1, *, target: float | None = None) -> str:
+    """The verdict in words, e.g. "stego saves 30 % training energy (95 % CI 27–33 %, p < 0.001, n = 5 vs 5)".
+    `target` is the energy-to-target's accuracy (a fraction), named when runs never reached it."""
     label = METRIC_LABELS.get(metric, metric)
     in_pp = metric in DIFFERENCE_METRICS
     unit = "pp" if in_pp else "%"
@@ -338,10 +352,13 @@ def sentence(technique: str, metric: str, s: stats.TwoSample, verdict: str, p_ho
             text = f"{technique}: no completed baseline with the same conditions to compare {label} with; " \
                    "run the baseline too"
         elif metric == "energy_to_target_j" and s.n == 0:
+            where = f" = {100 * target:.1f} %" if target is not None else ""
             return (f"{technique} never reached the target accuracy (the baselines' mean minus "
-                    f"{TARGET_DROP_PP:g} pp) in any of its {s.n_missing} runs: no energy to target to compare")
+                    f"{TARGET_DROP_PP:g} pp{where}) in any of its {s.n_missing} runs: no energy to target to compare")
         elif s.n == 0 or s.n_baseline == 0:
             text = f"{technique}: no values of {label} on {'its' if s.n == 0 else 'the baseline'} side"
+        elif metric == "energy_to_target_j" and (s.n_missing or s.n_baseline_missing):
+            return _unreached_sentence(technique, s, target)
         else:
             observed = f"{_signed(change, unit)} {label}" if change is not None else label
             if s.n + s.n_missing < 2 or s.n_baseline + s.n_baseline_missing < 2:
@@ -381,6 +398,31 @@ def sentence(technique: str, metric: str, s: stats.TwoSample, verdict: str, p_ho
             text += f"; more than {stats.MAX_REPEATS:,} runs per side would be needed at this spread"
     return text + _missing_note(metric, s) + ("; Fieller interval (values of 0 or below)"
                                               if s.ratio_method == stats.FIELLER else "")
+
+
+def _unreached_sentence(technique: str, s: stats.TwoSample, target: float | None) -> str:
+    """Why energy to target is not judged when some runs never reached it: enough values may remain on
+    both sides, so the count of values is not the reason; the runs that dropped out are."""
+    where = f" ({100 * target:.1f} %)" if target is not None else ""
+    share = s.n_missing / (s.n + s.n_missing) - s.n_baseline_missing / (s.n_baseline + s.n_baseline_missing)
+    if share > 0:
+        bias = f"favour {technique}, which reached it less often"
+    elif share < 0:
+        bias = "favour the baseline, which reached it less often"
+    else:
+        bias = "understate both sides' cost"
+    return (f"{technique}: energy to the target accuracy is insufficient: {_unreached_sides(s, technique)} "
+            f"never reached the target{where}, so comparing only the runs that did would {bias}")
+
+
+def _unreached_sides(s: stats.TwoSample, technique: str) -> str:
+    """'1 of 3 runs of stego and 1 of 3 baseline runs': each side that lost runs, out of its runs."""
+    sides = []
+    if s.n_missing:
+        sides.append(f"{s.n_missing} of {s.n + s.n_missing} {technique} runs")
+    if s.n_baseline_missing:
+        sides.append(f"{s.n_baseline_missing} of {s.n_baseline + s.n_baseline_missing} baseline runs")
+    return " and ".join(sides)
 
 
 def _missing_note(metric: str, s: stats.TwoSample) -> str:

@@ -106,6 +106,14 @@ def study_table(comparisons: list[Comparison], metric: str = report.HEADLINE
     return techniques, rows
 
 
+def holm_clause(family: int) -> str:
+    """How a table's p-values were adjusted: Holm over the family, or, with one run a side everywhere, that
+    there is no p to adjust ("Holm over 0" reads as a mistake)."""
+    if family == 0:
+        return "no comparison has a p-value: fewer than 2 runs a side"
+    return f"Holm over {family} comparison{'s' if family > 1 else ''}"
+
+
 def legend(comparisons: list[Comparison], metric: str = report.HEADLINE, *, tex: bool = False) -> str:
     headline = [c for c in comparisons if c.metric == metric]
     methods = sorted({c.stats.ratio_method for c in headline if c.stats.ratio_method})
@@ -115,13 +123,16 @@ def legend(comparisons: list[Comparison], metric: str = report.HEADLINE, *, tex:
     label = report.METRIC_LABELS.get(metric, metric)
     what = ("difference in percentage points" if metric in report.DIFFERENCE_METRICS
             else "ratio of means - 1, in %")
+    insufficient = "fewer than 2 runs a side, or no baseline"
+    if metric == "energy_to_target_j":
+        insufficient += ", or a run that never reached the target"
     margin_text = "/".join(f"{100 * m:g}" for m in margins) or f"{100 * stats.DEFAULT_MARGIN:g}"
     return (f"change: {label} against the matching baseline ({what}), [95 % CI: "
             f"{'; '.join(methods) or 'none'}]; time: change in duration; acc: difference in validation "
             f"accuracy, pp. Marks: {marks['saves']} saves, {marks['costs']} costs (95 % CI beyond no change "
-            f"and Holm-adjusted Welch p < 0.05, Holm over {family} comparisons), {marks['equivalent']} "
+            f"and Holm-adjusted Welch p < 0.05; {holm_clause(family)}), {marks['equivalent']} "
             f"equivalent (90 % CI within ±{margin_text} %), {marks['inconclusive']} inconclusive, "
-            f"{marks['insufficient']} insufficient (fewer than 2 runs a side).")
+            f"{marks['insufficient']} insufficient ({insufficient}).")
 
 
 def _sentences(comparisons: list[Comparison], metric: str) -> list[tuple[str, list[str]]]:
@@ -378,7 +389,7 @@ def verdict_summary(comparisons: list[Comparison], metric: str = report.HEADLINE
     label = report.METRIC_LABELS.get(metric, metric)
     family = max(c.holm_family for c in chosen)
     margins = "/".join(sorted({f"{100 * c.stats.margin:g}" for c in chosen}))
-    lines = [f"Verdicts on {label} (ratio of means, 95 % CI; Welch p, Holm over {family}; "
+    lines = [f"Verdicts on {label} (ratio of means, 95 % CI; {'Welch p, ' if family else ''}{holm_clause(family)}; "
              f"equivalent within ±{margins} %):"]
     header = f"{'model':<14} {'technique':<14} {'n':>7} {'ratio [95 % CI]':>22} {'p (Holm)':>9}  verdict"
     lines += [header, "-" * len(header)]

@@ -1,6 +1,10 @@
 """The report's figure: energy against accuracy per model (95 % error bars, Pareto front marked) and the
 energy change of every technique with its 95 % CI. One file, SVG or PNG, drawn by matplotlib.
 
+The bars are drawn within the physical range (accuracy 0–100 %, energy and time ≥ 0, a change ≥ -100 %):
+a symmetric t-interval of three runs easily reaches past it, and a bar to -20 % accuracy reads as data.
+The figure says so; the report's numbers (json, csv) keep the whole interval.
+
 matplotlib is imported when a figure is drawn, never at import: the rest of GreenLab does not need it.
 The object-oriented Figure API is used (no pyplot), so no GUI backend or global state is touched.
 """
@@ -16,6 +20,8 @@ from greenlab.core.errors import GreenLabError
 from greenlab.core.report import Comparison
 
 PLOT_FORMATS = ("svg", "png")
+CLIP_NOTE = ("Error bars are cut at the physical range (accuracy 0–100 %, energy and time ≥ 0, change ≥ -100 %); "
+             "the report's json and csv keep the whole 95 % interval.")
 VERDICT_COLOURS = {"saves": "#1b7837", "costs": "#b2182b", "equivalent": "#2166ac", "inconclusive": "#7f7f7f",
                    "insufficient": "#bdbdbd"}
 
@@ -30,6 +36,18 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
             front.append(i)
             best = points[i][1]
     return front
+
+
+def bar_extent(centre: float, below: float, above: float, low: float = 0.0, high: float = math.inf
+               ) -> tuple[float, float]:
+    """The lengths below and above `centre` of an error bar [centre - below, centre + above], cut to
+    [low, high]; never negative, so a centre on a bound draws no bar past it."""
+    return max(0.0, min(below, centre - low)), max(0.0, min(above, high - centre))
+
+
+def _bounds(metric: str) -> tuple[float, float]:
+    """The physical range of a metric as the figure plots it: accuracy and F1 as fractions, the rest ≥ 0."""
+    return (0.0, 1.0) if metric in report.DIFFERENCE_METRICS else (0.0, math.inf)
 
 
 def _mean_ci(values: list[Any]) -> tuple[float | None, float]:
@@ -68,6 +86,15 @@ def render_plot(rows: list[dict[str, Any]], comparisons: list[Comparison], fmt: 
     """The figure as bytes of `fmt` (svg or png)."""
     if fmt not in PLOT_FORMATS:
         raise GreenLabError(f"--plot writes .svg or .png, not .{fmt}; name the file plot.svg or plot.png")
+    figure = build_figure(rows, comparisons, metric)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=fmt, dpi=150)
+    return buffer.getvalue()
+
+
+def build_figure(rows: list[dict[str, Any]], comparisons: list[Comparison], metric: str = report.HEADLINE
+                 ) -> Any:
+    """The matplotlib Figure, unsaved (tests read its artists)."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -84,9 +111,12 @@ def render_plot(rows: list[dict[str, Any]], comparisons: list[Comparison], fmt: 
 
     for index, ((model, dataset, _), points) in enumerate(cells.items()):
         axes = figure.add_subplot(grid[index // columns, index % columns])
+        low, high = _bounds(metric)
         for technique, energy, energy_ci, accuracy, accuracy_ci in points:
-            axes.errorbar(energy, accuracy, xerr=energy_ci, yerr=accuracy_ci, fmt="o", capsize=3,
-                          label=technique, color="black" if technique == "baseline" else None)
+            x_below, x_above = bar_extent(energy, energy_ci, energy_ci, low, high)
+            y_below, y_above = bar_extent(accuracy, accuracy_ci, accuracy_ci, 0.0, 100.0)
+            axes.errorbar(energy, accuracy, xerr=[[x_below], [x_above]], yerr=[[y_below], [y_above]], fmt="o",
+                          capsize=3, label=technique, color="black" if technique == "baseline" else None)
         front = pareto_front([(p[1], p[3]) for p in points])
         if len(front) > 1:
             axes.plot([points[i][1] for i in front], [points[i][3] for i in front], "--", color="#555555",
@@ -107,7 +137,10 @@ def render_plot(rows: list[dict[str, Any]], comparisons: list[Comparison], fmt: 
             continue
         centre = 100 * (s.ratio - 1)
         if s.ratio_ci_low is not None and s.ratio_ci_high is not None:
-            error = [[centre - 100 * (s.ratio_ci_low - 1)], [100 * (s.ratio_ci_high - 1) - centre]]
+            # A Fieller interval may reach below a ratio of 0: no technique spends less than nothing.
+            below, above = bar_extent(centre, centre - 100 * (s.ratio_ci_low - 1),
+                                      100 * (s.ratio_ci_high - 1) - centre, low=-100.0)
+            error = [[below], [above]]
         else:
             error = None
         axes.errorbar(centre, y, xerr=error, fmt="o", capsize=3, color=VERDICT_COLOURS[c.verdict])
@@ -122,7 +155,5 @@ def render_plot(rows: list[dict[str, Any]], comparisons: list[Comparison], fmt: 
     axes.set_ylim(len(names) - 0.5, -0.5)  # first comparison on top
     axes.set_xlabel(f"change in {label} vs the baseline (%), 95 % CI; dotted: ±equivalence margin")
     axes.grid(True, axis="x", alpha=0.3)
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=fmt, dpi=150)
-    return buffer.getvalue()
+    figure.supxlabel(CLIP_NOTE, fontsize="x-small", color="#555555")  # constrained layout makes room for it
+    return figure
