@@ -218,3 +218,20 @@ def test_runs_to_decide_are_counted_at_the_holm_level_the_verdict_uses():
     assert plain <= 3  # what 5 % alone would have said: no more than the runs that did not decide
     assert s.repeats_to_decide > max(plain, 3)
     assert f"about {s.repeats_to_decide} runs per side would decide" in prune.sentence
+
+
+def test_runs_flagged_busy_or_sharing_a_node_are_counted_in_the_sentence_and_notes():
+    """The verdict stands, but energy and time say how many of their runs covered other work too."""
+    rows = [{**row("baseline", e), "id": i} for i, e in enumerate((100.0, 101.0, 99.0), 1)]
+    rows += [{**row("prune", e), "id": i} for i, e in enumerate((60.0, 61.0, 59.0), 4)]
+    rows[1]["flags"] = json.dumps(["host_busy"])
+    rows[4]["flags"] = ["host_busy", "shared_node_cpu"]
+    by_metric = {c.metric: c for c in report.compare(rows, metrics=("energy_j", "val_accuracy"))}
+    energy = by_metric["energy_j"]
+    assert energy.verdict == "saves"
+    assert energy.sentence.endswith("; 2 of 6 runs measured on a busy host (flag host_busy); 1 of 6 runs sharing "
+                                    "their node's CPUs (flag shared_node_cpu)")
+    assert "2 of 6 runs measured on a busy host (flag host_busy)" in energy.to_dict()["notes"][-1]
+    assert "busy host" not in by_metric["val_accuracy"].sentence  # accuracy is not a figure of the host
+    clean = report.compare([{**r, "flags": "[]"} for r in rows], metrics=("energy_j",))
+    assert "flag" not in clean[0].sentence and not clean[0].stats.notes

@@ -260,13 +260,17 @@ def compare(rows: Iterable[dict[str, Any]], *, metrics: Iterable[str] = METRICS,
             verdict = "insufficient"
             target = _target_of(members + reference)
             result = replace(result, notes=(*result.notes, _unreached_note(result)))
+        caveat = _flagged_caveat(members + reference) if metric not in DIFFERENCE_METRICS else ""
+        if caveat:
+            result = replace(result, notes=(*result.notes, caveat))
         technique = members[0]["technique"]
+        text = sentence(technique, metric, result, verdict, holm[index], family[metric], target=target)
         comparisons.append(Comparison(
             model=members[0]["model"], dataset=members[0].get("dataset") or "", technique=technique,
             metric=metric, conditions=key,
             experiments=tuple(sorted({str(r.get("experiment") or "") for r in members})), stats=result,
             p_holm=holm[index], holm_family=family[metric], verdict=verdict,
-            sentence=sentence(technique, metric, result, verdict, holm[index], family[metric], target=target),
+            sentence=f"{text}; {caveat}" if caveat else text,
             run_ids=tuple(r["id"] for r in members if r.get("id") is not None),
             baseline_run_ids=tuple(r["id"] for r in reference if r.get("id") is not None)))
     order = {m: i for i, m in enumerate(metrics)}
@@ -277,6 +281,31 @@ def compare(rows: Iterable[dict[str, Any]], *, metrics: Iterable[str] = METRICS,
     comparisons.sort(key=lambda c: (c.model, c.dataset, c.conditions, first_run[c.technique], c.technique,
                                     order[c.metric]))
     return comparisons
+
+
+# Flags that make a run's CPU and DRAM figures (and its time) cover more than its own work.
+CAVEAT_FLAGS = {"host_busy": "measured on a busy host", "shared_node_cpu": "sharing their node's CPUs"}
+
+
+def _flagged_caveat(rows: list[dict[str, Any]]) -> str:
+    """'2 of 6 runs measured on a busy host (flag host_busy)', for each such flag among `rows`; the
+    verdict stands, but a reader should know its figures include other work."""
+    parts = []
+    for flag, words in CAVEAT_FLAGS.items():
+        count = sum(1 for r in rows if flag in _flags(r))
+        if count:
+            parts.append(f"{count} of {len(rows)} runs {words} (flag {flag})")
+    return "; ".join(parts)
+
+
+def _flags(row: dict[str, Any]) -> list[str]:
+    value = row.get("flags")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return []
+    return value if isinstance(value, list) else []
 
 
 def _target_of(rows: list[dict[str, Any]]) -> float | None:
