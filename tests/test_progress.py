@@ -159,3 +159,15 @@ def test_live_energy_counts_only_the_components_of_the_run():
     assert live(presenter.snapshot().current, 200.0).energy_j == pytest.approx(195.0)
     snapshot = presenter.apply(RunMetered(7, ["gpu1", "cpu"]), grid=1)  # it trained on gpu1
     assert live(snapshot.current, 200.0).energy_j == pytest.approx(95.0)
+
+
+def test_an_idle_baseline_taken_on_a_busy_host_is_a_warning():
+    """Others working while idle power is measured make the baseline too high: the faces say so."""
+    presenter = GridPresenter()
+    presenter.add_grid(1, GRID)
+    busy = presenter.apply(IdleMeasured({"cpu": 30.0}, 2.0, others_share=0.6), grid=1).log[-1]
+    assert busy.level == "warning" and "other processes used 60% of its CPUs" in busy.text
+    quiet = presenter.apply(IdleMeasured({"cpu": 3.0}, 2.0, others_share=0.02), grid=1).log[-1]
+    assert quiet.level == "info" and quiet.text == "idle baseline over 2 s: cpu 3.0 W"
+    estimated = presenter.apply(IdleMeasured({}, 2.0, others_share=0.6), grid=1).log[-1]
+    assert estimated.level == "info"  # nothing measured: no baseline to spoil

@@ -10,6 +10,7 @@ import json
 from typing import Any, Mapping
 
 from greenlab.core.energy.meter import MEASURED_METHODS
+from greenlab.core import hostload
 
 KINDS = ("measured", "estimated", "mixed", "unavailable")
 
@@ -71,9 +72,14 @@ def kind_of_row(row: Mapping[str, Any]) -> str:
     return "unavailable"
 
 
-def idle_text(watts: Mapping[str, float], seconds: float) -> str:
+def idle_text(watts: Mapping[str, float], seconds: float, others_share: float | None = None) -> str:
     listed = ", ".join(f"{c} {w:.1f} W" for c, w in watts.items()) or "nothing measurable"
-    return f"idle baseline over {seconds:g} s: {listed}"
+    text = f"idle baseline over {seconds:g} s: {listed}"
+    if watts and hostload.busy({"other_share": others_share}):
+        # A baseline taken while others work is too high, and every net figure below it too low.
+        text += (f"; the host was not idle (other processes used {others_share:.0%} of its CPUs), so this "
+                 "baseline is too high and net energy too low: stop them, or rerun")
+    return text
 
 
 def cooling_text(temperatures: Mapping[str, float], target_c: float) -> str:

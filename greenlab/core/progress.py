@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from greenlab.core import events, formatting
+from greenlab.core import events, formatting, hostload
 from greenlab.core.config import GridRun
 from greenlab.core.fetch import DownloadEvent, DownloadFailed, DownloadFinished, DownloadProgressed, \
     DownloadStarted, format_progress
@@ -235,8 +235,9 @@ class GridPresenter:
                 self._set_status(grid, index, "skipped")
                 label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
                 self._say(self._hinted(f"[{index + 1}] {label}: skipped ({reason})", "skipped"))
-            case IdleMeasured(watts=watts, seconds=seconds):
-                self._say(formatting.idle_text(watts, seconds))
+            case IdleMeasured(watts=watts, seconds=seconds, others_share=share):
+                busy = bool(watts) and hostload.busy({"other_share": share})  # only a measured baseline suffers
+                self._say(formatting.idle_text(watts, seconds, share), "warning" if busy else "info")
             case CoolingDown(temperatures=temperatures, target_c=target_c):
                 self._say(formatting.cooling_text(temperatures, target_c))
             case RunBegan():

@@ -163,6 +163,7 @@ class RunSupervisor:
         self._cancel_one = threading.Event()  # cancel_current: this run only
         self._child: RunChild | None = None
         self._idle_cache = {} if idle_cache is None else idle_cache
+        self.idle_load: dict[str, Any] | None = None  # what others used of the host while idle was measured
         # Children start from a fork server that imported torch once (GREENLAB_LAUNCHER=spawn: a fresh
         # interpreter each); a bad GREENLAB_LAUNCHER is the user's error, raised here.
         self.launcher = launcher or default_launcher(on_note=lambda text: self.on_event(SupervisorNote(text)))
@@ -287,13 +288,16 @@ class RunSupervisor:
         key = tuple(sorted(f"{c}:{tracker.method(c)}" for c in tracker.components()))
         if settings.idle_scope == "grid" and key in self._idle_cache:
             return self._idle_cache[key]
+        before = hostload.mark()
         watts = tracker.measure_idle(settings.idle_s, wait=self._cancel.wait)
         if self.cancelled:
             return {}
         # An estimate follows the run's own processes, so it is already net of idle: keep measured only.
         watts = {c: w for c, w in watts.items() if tracker.method(c) in MEASURED_METHODS}
         self._idle_cache[key] = watts
-        self.on_event(IdleMeasured(watts, settings.idle_s))
+        # Nothing of the run's is running yet: whatever the host did meanwhile, others did.
+        self.idle_load = hostload.others(before, hostload.mark(), run_cpu_s=0.0)
+        self.on_event(IdleMeasured(watts, settings.idle_s, self.idle_load["other_share"]))
         return watts
 
     def _cool_down(self, tracker: EnergyTracker, settings: RunSettings) -> None:
@@ -320,6 +324,7 @@ class RunSupervisor:
             meters_info = {"components": {c: {"method": tracker.method(c), **tracker.info().get(c, {})}
                                           for c in tracker.components()}, "fallbacks": notes,
                            "idle_w": idle, "idle_s": settings.idle_s if idle else 0,
+                           "idle_host_load": self.idle_load if idle and self.idle_load else None,
                            "temperature_start_c": _temperatures(tracker)}
             run_id = self.recorder.start_run({**run_row_values(run), "meters": meters_info})
             return self._supervise(RunRecord(run_id, run, tracker.now(), idle, meters_info), tracker)
