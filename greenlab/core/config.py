@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from greenlab.core import compression, zoo
-from greenlab.core.errors import ConfigError, suggest
+from greenlab.core.errors import ConfigError, suggest, toml_text
 from greenlab.core.settings import ACCOUNTING_SETTINGS, SETTING_KEYS, UNKEYED_SETTINGS, RunSettings, check
 from greenlab.core.tomlfile import tomllib
 
@@ -53,6 +53,7 @@ def run_key(model: str, technique: str, repeat: int, settings: dict[str, Any],
     return _digest({"conditions": conditions_key(model, settings, epoch=epoch), "technique": technique,
                     "repeat": repeat, "techniques": technique_settings})
 EXPERIMENT_KEYS = ("name", "models", "techniques")
+_LIST_EXAMPLES = {"models": ["tinycnn"], "techniques": ["baseline", "prune"]}  # offered in a list's fix
 
 
 @dataclass(frozen=True)
@@ -250,8 +251,8 @@ def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
                 raise ConfigError("every experiment needs a name = \"...\"", key=f"{label}.name")
             label = f"experiment '{name}'"
             if name in names:
-                raise ConfigError(f"duplicate experiment name '{name}'; names must be unique",
-                                  key=f"{label}.name")
+                raise ConfigError(f"duplicate experiment name '{name}'; names must be unique: rename one, "
+                                  f"e.g. name = {toml_text(name + '-2')}", key=f"{label}.name")
             names.add(name)
             settings_raw, techniques_raw = _split_table(raw, label, EXPERIMENT_KEYS)
             settings = validate_settings({**asdict(RunSettings()), **default_settings, **settings_raw},
@@ -263,7 +264,8 @@ def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
             # "prune + stego" and "prune+stego" are one technique: store the normalised spelling.
             specs = ["+".join(compression.parse_technique(spec, f"{label}.techniques")) for spec in written]
             if len(set(specs)) != len(specs):
-                raise ConfigError(f"lists a technique twice: {written!r}", key=f"{label}.techniques")
+                raise ConfigError(f"lists a technique twice: {toml_text(written)}; remove the repeat",
+                                  key=f"{label}.techniques")
             # Every table is checked, used or not: a typo in an unused table is still a typo.
             technique_settings = {
                 part: compression.validate_settings(
@@ -280,12 +282,14 @@ def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
 
 def _string_list(raw: dict[str, Any], key: str, label: str) -> list[str]:
     value = raw.get(key)
+    example = f"{key} = {toml_text(_LIST_EXAMPLES[key])}"
     if value is None:
-        raise ConfigError(f"missing; add {key} = [\"...\"]", key=f"{label}.{key}")
+        raise ConfigError(f"missing; add e.g. {example}", key=f"{label}.{key}")
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"must be a non-empty list of strings, got {value!r}", key=f"{label}.{key}")
+        raise ConfigError(f"must be a non-empty list of names in quotes, got {toml_text(value)}; write e.g. "
+                          f"{example}", key=f"{label}.{key}")
     if len(set(value)) != len(value):
-        raise ConfigError(f"lists a name twice: {value!r}", key=f"{label}.{key}")
+        raise ConfigError(f"lists a name twice: {toml_text(value)}; remove the repeat", key=f"{label}.{key}")
     return value
 
 
@@ -293,12 +297,19 @@ def load_experiments(path: str | Path) -> list[Experiment]:
     """Read and validate an experiments file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError("file not found; pass the path of an experiments.toml",
                           source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read it ({exc})", source=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read it ({exc.strerror or exc}); pass the path of an experiments.toml you "
+                          "can read", source=str(path)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # TOML is UTF-8: point at the first byte that is not
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} cannot be read); save the file as "
+                          "UTF-8", source=str(path), line=line) from None
     return parse_experiments(text, str(path))
 
 
