@@ -132,6 +132,29 @@ def test_technique_spelling_is_normalised():
     assert run.technique == "prune+stego" and run.parts == ["prune", "stego"]
 
 
+EXPERIMENT = '[[experiment]]\nname = "{name}"\nmodels = ["tinycnn"]\ntechniques = ["prune"]\n'
+LOCATED_CASES = [
+    # (file text, the line the message must name): every key at its own line, however it is written
+    (EXPERIMENT.format(name="a") + '[experiment.prun]\namount = 0.5\n', 5),  # a misspelt technique table
+    ('[defaults]\nepochs = 1\n[defaults.prun]\namount = 0.5\n' + EXPERIMENT.format(name="a"), 3),
+    ('[defaults.prun]\namount = 0.5\n' + EXPERIMENT.format(name="a"), 1),  # no [defaults] header at all
+    (EXPERIMENT.format(name="a") + '[experiment.prune]\namount = 0.5\n'
+     + EXPERIMENT.format(name="b") + '[experiment.prune]\namount = 0.5\nmethod = "nope"\n', 13),
+    (EXPERIMENT.format(name="a") + 'lr = 0.1\n' + EXPERIMENT.format(name="b") + 'lr = -1\n', 10),
+    (EXPERIMENT.format(name="a") + 'prune.amount = 1.5\n', 5),  # a dotted key
+    (EXPERIMENT.format(name="a") + 'lowrank = {rank_ratio = 0.5}\nprune = {amount = 1.5}\n', 6),  # inline
+    (EXPERIMENT.format(name="a.b") + '[experiment.prune]\namount = 0.5\nmethod = "nope"\n', 7),  # a dotted name
+    ('[ experiment ]\nname = "x"\n', 1),
+]
+
+
+@pytest.mark.parametrize("text,line", LOCATED_CASES)
+def test_nested_tables_and_keys_are_located_at_their_own_line(text, line):
+    with pytest.raises(ConfigError) as caught:
+        parse_experiments(text, "a.toml")
+    assert str(caught.value).startswith(f"a.toml:{line}: "), (str(caught.value), text)
+
+
 @pytest.mark.parametrize("name", list(SPECS))
 def test_every_setting_of_the_wrong_type_names_its_fix(name):
     """The fix comes from the declaration (greenlab.core.settings), so no setting can lack one."""
