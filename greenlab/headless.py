@@ -21,7 +21,7 @@ from greenlab.core.energy_to_target import update_energy_to_target
 from greenlab.core.fetch import Sources
 from greenlab.core.hostlock import ensure_free
 from greenlab.core.runner import RunSupervisor
-from greenlab.core.store import Store
+from greenlab.core.store import Store, check_location
 from greenlab.prepare import prepare_grid
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -110,6 +110,7 @@ def run_headless(path: str, *, db: str | None = None, force: bool = False, out: 
                  wait: bool = True, sources: Sources | None = None, ray: str | None = None) -> int:
     """Run the grid of `path`; `ray` (an address, "" for the default) runs it on Ray instead of here."""
     experiments = load_experiments(path)  # ConfigError propagates to the CLI: exit 2, nothing written
+    check_location(db)  # a --db in a missing folder: exit 2 before anything is fetched or created
     grid = expand_grid(experiments)
     if ray is None:
         prepare_grid(grid, path, out=out, sources=sources)  # PreflightError/FetchError: exit 2, nothing written
@@ -132,7 +133,7 @@ def _run(grid: list[GridRun], path: str, *, db: str | None, force: bool, out: Te
     """Run a prepared grid here, or on `cluster` (a RayCluster); print the summary; the exit code."""
     if not wait and (cluster is None or cluster.single_host):
         ensure_free()  # LockBusy: exit 2 before the store file exists
-    store = Store(db)
+    store = Store(db)  # the file is created by the first run's row: an interrupt before it leaves none
     progress = Progress(out)
     progress.presenter.add_grid(0, grid)  # the queue's statuses tell what an interrupt left
     if cluster is None:

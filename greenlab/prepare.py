@@ -17,9 +17,14 @@ from greenlab.core import fetch, preflight
 from greenlab.core.config import GridRun, expand_grid, load_experiments
 
 
-def _failures(report: fetch.FetchReport) -> fetch.FetchError:
-    """One line per file not fetched: what is missing, why, and where to put it by hand."""
-    return fetch.FetchError("\n".join(reason for _item, reason in report.failed))
+def _failures(report: fetch.FetchReport, source: str | Path, tried: int) -> fetch.FetchError:
+    """The last word on files not fetched. Each was already shown as it failed, with why and where to put it
+    by hand (a FAILED line of the progress): this names them and the grid's file, without repeating that."""
+    names = ", ".join(item.what for item, _reason in report.failed)
+    count = len(report.failed)
+    lines = "the FAILED line above says" if count == 1 else "the FAILED lines above say"
+    return fetch.FetchError(f"{source}: {count} of {tried} file{'s' if tried != 1 else ''} not fetched "
+                            f"({names}); {lines} why and how to get {'it' if count == 1 else 'them'} by hand")
 
 
 def prepare_grid(grid: list[GridRun], source: str | Path, *, out: TextIO = sys.stdout,
@@ -29,9 +34,10 @@ def prepare_grid(grid: list[GridRun], source: str | Path, *, out: TextIO = sys.s
     report = preflight.check_file(grid, source, sources=sources, devices=devices)
     report.raise_for_problems()
     if report.to_fetch:
-        fetched = fetch.fetch_all(report.to_fetch, Progress(out), reachable=report.reachable)
+        fetched = fetch.fetch_all(report.to_fetch, Progress(out), reachable=report.reachable,
+                                  experiments_file=str(source))
         if fetched.failed:
-            raise _failures(fetched)
+            raise _failures(fetched, source, len(set(report.to_fetch)))
 
 
 def run_fetch(path: str, *, out: TextIO = sys.stdout, sources: fetch.Sources | None = None) -> int:
@@ -46,8 +52,8 @@ def run_fetch(path: str, *, out: TextIO = sys.stdout, sources: fetch.Sources | N
                   f"nothing to download: {path} runs offline (no dataset or weights to fetch)\n")
         return 0
     out.write(f"greenlab: {len(todo)} to download for {path}" + (f" ({present} present)" if present else "") + "\n")
-    report = fetch.fetch_all(todo, Progress(out))
+    report = fetch.fetch_all(todo, Progress(out), experiments_file=path, fetching=True)
     if report.failed:
-        raise _failures(report)
+        raise _failures(report, path, len(todo))
     out.write(f"fetched {len(report.fetched)}: the grid of {path} can now run offline\n")
     return 0

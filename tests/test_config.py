@@ -6,6 +6,7 @@ import pytest
 
 from greenlab.core.config import expand_grid, load_experiments, parse_experiments
 from greenlab.core.errors import ConfigError
+from greenlab.core.settings import SPECS
 from tests.conftest import run_cli
 
 GOOD = """
@@ -70,12 +71,20 @@ BAD_CASES = [
     ('[[experiment]]\nname = "demo"\nmodels = ["resnet-18"]\n',
      ["bad.toml:3", "experiment 'demo'.models", "unknown model 'resnet-18'", "did you mean 'resnet18'"]),
     ('[defaults]\nepochs = -1\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
-     ["bad.toml:2", "defaults.epochs", "at least 1", "set epochs"]),
+     ["bad.toml:2", "defaults.epochs", "at least 1", "write e.g. epochs = 2 (the default)"]),
     ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nepoch = 2\n',
      ["bad.toml:4", "experiment 'x'.epoch", "unknown key 'epoch'", "did you mean 'epochs'"]),
     ('[defaults]\nepochs = 2\nlr = \n', ["bad.toml:3", "not valid TOML"]),
     ('[defaults]\nepochs = "two"\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
-     ["defaults.epochs", "must be integer", "'two'"]),
+     ["defaults.epochs", "must be a whole number", 'got "two"', "write e.g. epochs = 2"]),
+    ('[defaults]\nepochs = 2.5\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
+     ["bad.toml:2: defaults.epochs: must be a whole number, got 2.5; write e.g. epochs = 2 (the default)"]),
+    ('[defaults]\nepochs = true\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
+     ["bad.toml:2: defaults.epochs: must be a whole number, got true; write e.g. epochs = 2 (the default)"]),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nlr = -1\n',
+     ["bad.toml:4: experiment 'x'.lr: must be greater than 0, got -1; write e.g. lr = 0.01 (the default)"]),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nimage_size = 4\n',
+     ["must be at least 8, got 4; write e.g. image_size = 32, or remove it for the default (natural)"]),
     ('[defaults]\nepochs = 1\n', ["no experiments", "[[experiment]]"]),
     ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prunning"]\n',
      ["experiment 'x'.techniques", "unknown technique 'prunning'", "did you mean 'prune'"]),
@@ -85,9 +94,10 @@ BAD_CASES = [
      ["experiment 'x'.dataset", "unknown dataset 'mnist'"]),
     ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ndevice = "gpu"\n',
      ["experiment 'x'.device", "cuda:N"]),
-    ('[[experiment]]\nname = "x"\nmodels = []\n', ["experiment 'x'.models", "non-empty list"]),
+    ('[[experiment]]\nname = "x"\nmodels = []\n',
+     ["bad.toml:3", "experiment 'x'.models", "non-empty list", 'got []; write e.g. models = ["tinycnn"]']),
     ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
-     ["duplicate experiment name 'x'"]),
+     ["bad.toml:5", "duplicate experiment name 'x'", 'rename one, e.g. name = "x-2"']),
     ('[experiments]\nname = "x"\n', ["unknown top-level table 'experiments'", "did you mean 'experiment'"]),
     ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nrepeats = 0\n', ["experiment 'x'.repeats"]),
     ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\npue = 0.5\n', ["experiment 'x'.pue", "below 1"]),
@@ -102,7 +112,7 @@ BAD_CASES = [
      ["bad.toml:2", "defaults.prune.amount"]),
     ('[defaults]\nprune = 3\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n', ["[defaults.prune]"]),
     ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["prune+stego", "prune + stego"]\n',
-     ["experiment 'x'.techniques", "twice"]),
+     ["experiment 'x'.techniques", "twice", "remove the repeat"]),
 ]
 
 
@@ -120,6 +130,51 @@ def test_technique_spelling_is_normalised():
     text = '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = [" prune + stego "]\n'
     (run,) = expand_grid(parse_experiments(text))
     assert run.technique == "prune+stego" and run.parts == ["prune", "stego"]
+
+
+EXPERIMENT = '[[experiment]]\nname = "{name}"\nmodels = ["tinycnn"]\ntechniques = ["prune"]\n'
+LOCATED_CASES = [
+    # (file text, the line the message must name): every key at its own line, however it is written
+    (EXPERIMENT.format(name="a") + '[experiment.prun]\namount = 0.5\n', 5),  # a misspelt technique table
+    ('[defaults]\nepochs = 1\n[defaults.prun]\namount = 0.5\n' + EXPERIMENT.format(name="a"), 3),
+    ('[defaults.prun]\namount = 0.5\n' + EXPERIMENT.format(name="a"), 1),  # no [defaults] header at all
+    (EXPERIMENT.format(name="a") + '[experiment.prune]\namount = 0.5\n'
+     + EXPERIMENT.format(name="b") + '[experiment.prune]\namount = 0.5\nmethod = "nope"\n', 13),
+    (EXPERIMENT.format(name="a") + 'lr = 0.1\n' + EXPERIMENT.format(name="b") + 'lr = -1\n', 10),
+    (EXPERIMENT.format(name="a") + 'prune.amount = 1.5\n', 5),  # a dotted key
+    (EXPERIMENT.format(name="a") + 'lowrank = {rank_ratio = 0.5}\nprune = {amount = 1.5}\n', 6),  # inline
+    (EXPERIMENT.format(name="a.b") + '[experiment.prune]\namount = 0.5\nmethod = "nope"\n', 7),  # a dotted name
+    ('[ experiment ]\nname = "x"\n', 1),
+]
+
+
+@pytest.mark.parametrize("text,line", LOCATED_CASES)
+def test_nested_tables_and_keys_are_located_at_their_own_line(text, line):
+    with pytest.raises(ConfigError) as caught:
+        parse_experiments(text, "a.toml")
+    assert str(caught.value).startswith(f"a.toml:{line}: "), (str(caught.value), text)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_every_setting_of_the_wrong_type_names_its_fix(name):
+    """The fix comes from the declaration (greenlab.core.settings), so no setting can lack one."""
+    wrong = "[1]"  # a list: no setting takes one
+    text = f'[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n{name} = {wrong}\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_experiments(text, "bad.toml")
+    message = str(caught.value)
+    assert message.startswith(f"bad.toml:4: experiment 'x'.{name}: must be ") and ", got [1]; " in message
+    assert f"write e.g. {name} = " in message or "remove it for the default" in message, message
+    written = message.split(f"write e.g. {name} = ")[-1].split(" (the default)")[0].split(", or remove")[0]
+    parse_experiments(text.replace(f"{name} = {wrong}", f"{name} = {written}"), "good.toml")  # the fix is valid
+
+
+def test_a_file_that_is_not_utf8_names_the_line_and_the_fix(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[defaults]\nepochs = 2\n# café\n[[experiment]]\nname = "x"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_experiments(path)
+    assert str(caught.value) == (f"{path}:3: not UTF-8 text (byte 0xe9 cannot be read); save the file as UTF-8")
 
 
 def test_missing_file_is_a_config_error(tmp_path):

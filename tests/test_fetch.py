@@ -71,12 +71,14 @@ def test_a_wrong_checksum_exits_2_and_keeps_nothing(server, tmp_path, monkeypatc
     name = "resnet18-00000000.pth"  # the name promises a hash the content does not have
     (served / name).write_bytes(WEIGHTS)
     sources = fetch.Sources(weights=lambda model: fetch.weights_file(f"{base}/{name}", f"{model} weights"))
+    out = io.StringIO()
     with pytest.raises(fetch.FetchError) as caught:
-        run_fetch(str(_weights_grid(tmp_path)), out=io.StringIO(), sources=sources)
+        run_fetch(str(_weights_grid(tmp_path)), out=out, sources=sources)
     assert caught.value.exit_code == 2
-    message = str(caught.value)
-    assert "resnet18 weights: checksum mismatch" in message and "expected sha256 prefix 00000000" in message
-    assert f"put {name} (from {base}/{name}) in {tmp_path / 'torch' / 'hub' / 'checkpoints'}" in message
+    assert "(resnet18 weights); the FAILED line above says why" in str(caught.value)
+    shown = out.getvalue()  # the failure's line, as it happened, carries why and the way by hand
+    assert "resnet18 weights: FAILED: checksum mismatch" in shown and "expected sha256 prefix 00000000" in shown
+    assert f"put {name} (from {base}/{name}) in {tmp_path / 'torch' / 'hub' / 'checkpoints'}" in shown
     assert list((tmp_path / "torch" / "hub" / "checkpoints").iterdir()) == []  # no file, no .part
 
 
@@ -128,11 +130,16 @@ def test_offline_fetch_exits_2_naming_what_is_missing_and_where(tmp_path, monkey
     toml = _weights_grid(tmp_path)
     with pytest.raises(fetch.FetchError) as caught:
         run_fetch(str(toml), out=out, sources=sources)
-    message = str(caught.value)
-    assert message.startswith(f"resnet18 weights: not in the cache and http://127.0.0.1:{port} cannot be reached")
-    assert f"put resnet18-f37072fd.pth (from http://127.0.0.1:{port}/resnet18-f37072fd.pth) in " \
-           f"{tmp_path / 'torch' / 'hub' / 'checkpoints'}" in message
-    assert "resnet18 weights: FAILED" in out.getvalue()
+    shown = out.getvalue()
+    failed = [line for line in shown.splitlines() if "FAILED" in line]
+    assert failed == [f"resnet18 weights: FAILED: not in the cache and http://127.0.0.1:{port} cannot be reached "
+                      f"from here; by hand: put resnet18-f37072fd.pth (from http://127.0.0.1:{port}/"
+                      f"resnet18-f37072fd.pth) in {tmp_path / 'torch' / 'hub' / 'checkpoints'}; then run "
+                      f"`greenlab --fetch {toml}` again"]
+    # The last word names the grid's file and what failed, without repeating why: said once is enough.
+    assert str(caught.value) == (f"{toml}: 1 of 1 file not fetched (resnet18 weights); the FAILED line above "
+                                 "says why and how to get it by hand")
+    assert "--fetch FILE" not in shown + str(caught.value) and "machine with internet" not in shown
 
 
 def test_the_shipped_grid_has_nothing_to_download():

@@ -124,6 +124,29 @@ def test_cancel_while_waiting_runs_nothing(tmp_path):
     assert hostlock.current_holder() is False
 
 
+def test_ctrl_c_while_waiting_leaves_no_store(tmp_path):
+    """"nothing was stored" is true of the disk too: the store file is created by the first run only."""
+    (tmp_path / "w.toml").write_text(_grid("w", '["baseline"]'))
+    db = tmp_path / "runs.db"
+    lines: list[str] = []
+    with hostlock.HostLock("other.db"):
+        proc = subprocess.Popen([sys.executable, "-m", "greenlab", "--headless", str(tmp_path / "w.toml"),
+                                 "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                cwd=REPO, env={**os.environ})
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120
+        while not any("waiting for another grid" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        reader.join(10)
+    output = "".join(lines)
+    assert proc.returncode == 130, output
+    assert "interrupted before a run began: nothing was stored" in output
+    assert not db.exists() and not list(tmp_path.glob("runs.db*"))
+
+
 def test_a_run_running_under_another_live_supervisor_is_skipped(tmp_path):
     runs = expand_grid(parse_experiments(_grid("s")))
     store = Store(tmp_path / "runs.db")

@@ -163,3 +163,47 @@ def test_migration_3_marks_earlier_forced_reruns_superseded(tmp_path):
     rows = Store(old).runs()
     assert [(r["status"], r["superseded_by"]) for r in rows] == [
         ("superseded", 4), ("superseded", 4), ("failed", None), ("completed", None), ("completed", None)]
+
+
+@pytest.mark.parametrize("face", [["--headless", str(REPO / "experiments.toml")], [], ["report"]])
+def test_a_db_in_a_missing_folder_is_refused_and_nothing_created(tmp_path, face):
+    """A folder the user typed is never created (a typo would grow a tree): one line, exit 2."""
+    db = tmp_path / "nodir" / "runs.db"
+    command = ["report", "--db", str(db)] if face == ["report"] else [*face, "--db", str(db)]
+    result = run_cli(*command, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    if face != ["report"]:  # report names the missing store in its own words
+        assert result.stderr.strip() == (f"greenlab: --db {db}: folder {db.parent} does not exist; create it or "
+                                         "choose another --db")
+    assert not db.parent.exists()
+
+
+def test_a_greenlab_db_in_a_missing_folder_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("GREENLAB_DB", str(tmp_path / "nodir" / "runs.db"))
+    with pytest.raises(GreenLabError, match=r"^GREENLAB_DB=.*: folder .*nodir does not exist; create it or set "
+                                            r"GREENLAB_DB to another path$"):
+        Store()
+    assert not (tmp_path / "nodir").exists()
+
+
+def test_the_default_store_creates_its_data_folder_on_the_first_write(tmp_path, monkeypatch):
+    monkeypatch.delenv("GREENLAB_DB")
+    monkeypatch.chdir(tmp_path)
+    store = Store()
+    assert store.runs() == [] and not (tmp_path / "data").exists()
+    store.start_run({"model": "m", "technique": "baseline"})
+    assert (tmp_path / "data" / "runs.db").is_file()
+
+
+def test_opening_and_reading_a_new_store_creates_no_file(tmp_path):
+    """Only the first write creates the file: a grid stopped before its first run leaves no store."""
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    assert store.runs() == [] and store.completed_by_key() == {} and store.run(1) is None
+    assert store.running_elsewhere("key") is None and store.last_epoch_accuracies() == {}
+    store.close()
+    assert not path.exists()
+    store = Store(path)
+    run_id = store.start_run({"model": "m", "technique": "baseline"})
+    assert path.is_file() and [r["id"] for r in Store(path).runs()] == [run_id]

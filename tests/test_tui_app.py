@@ -244,7 +244,7 @@ async def test_invalid_settings_are_refused_inline(tmp_path, monkeypatch):
         await pilot.pause()
         await _type(pilot, "#f-epochs", "0")
         status = _status(app)
-        assert "settings: defaults.epochs: must be at least 1, got 0; set epochs = 1 or more" in str(status.render())
+        assert "settings: defaults.epochs: must be at least 1, got 0; write e.g. epochs = 2 (the default)" in str(status.render())
         assert status.has_class("-error") and app.query_one("#f-epochs").has_class("-invalid")
         await pilot.press("ctrl+r")
         assert not app.running and app.query_one("#panes", TabbedContent).active == "setup"

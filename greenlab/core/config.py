@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from greenlab.core import compression, zoo
-from greenlab.core.errors import ConfigError, suggest
+from greenlab.core.errors import ConfigError, suggest, toml_text
 from greenlab.core.settings import ACCOUNTING_SETTINGS, SETTING_KEYS, UNKEYED_SETTINGS, RunSettings, check
 from greenlab.core.tomlfile import tomllib
 
@@ -53,6 +53,7 @@ def run_key(model: str, technique: str, repeat: int, settings: dict[str, Any],
     return _digest({"conditions": conditions_key(model, settings, epoch=epoch), "technique": technique,
                     "repeat": repeat, "techniques": technique_settings})
 EXPERIMENT_KEYS = ("name", "models", "techniques")
+_LIST_EXAMPLES = {"models": ["tinycnn"], "techniques": ["baseline", "prune"]}  # offered in a list's fix
 
 
 @dataclass(frozen=True)
@@ -113,39 +114,78 @@ class GridRun:
                    technique_settings=data["technique_settings"], position=data.get("position", 0))
 
 
+KeyPath = tuple[Any, ...]  # a key's place in the parsed data: ("experiment", 0, "prune", "amount")
+
+_NAME = r'(?:[A-Za-z0-9_-]+|"[^"]*"|\'[^\']*\')'  # a bare or quoted key
+_DOTTED = rf"{_NAME}(?:\s*\.\s*{_NAME})*"
+_HEADER = re.compile(rf"^\s*(\[\[?)\s*({_DOTTED})\s*\]\]?\s*(#.*)?$")  # not an array's row: [1, 2],
+_KEY = re.compile(rf"^\s*({_DOTTED})\s*=")
+_PART = re.compile(rf"{_NAME}")
+
+
+def _names(dotted: str) -> list[str]:
+    return [part.strip("\"'") for part in _PART.findall(dotted)]
+
+
 class _Locator:
-    """Finds the line of a key in the TOML text, so semantic errors can point at it too."""
+    """Finds the line of any key in the TOML text, so semantic errors can point at it too.
+
+    One pass records where every table header ([defaults.prune], each [[experiment]], [experiment.prune]
+    under it) and every key (plain, dotted, or an inline table's name) first appears, by its path in the
+    parsed data, arrays of tables counted as TOML counts them. A path not written in the file (a setting
+    left at its default) takes the line of its nearest written parent.
+    """
 
     def __init__(self, text: str) -> None:
-        self.lines = text.splitlines()
+        self.lines: dict[KeyPath, int] = {}
+        arrays: dict[KeyPath, int] = {}  # an array of tables: how many of its tables are open so far
+        table: KeyPath = ()
+        in_string = False
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.count('"""') % 2 or line.count("'''") % 2:  # a multi-line string opens or closes
+                in_string = not in_string
+                if in_string:
+                    self._key(table, line, number)
+                continue
+            if in_string:
+                continue
+            header = _HEADER.match(line)
+            if header:
+                names = _names(header.group(2))
+                if header.group(1) == "[[":  # one more table of the array: its parents are their latest
+                    array = (*self._resolve(names[:-1], arrays), *names[-1:])
+                    arrays[array] = arrays.get(array, 0) + 1
+                    table = (*array, arrays[array] - 1)
+                else:
+                    table = self._resolve(names, arrays)
+                self.lines.setdefault(table, number)
+                continue
+            self._key(table, line, number)
 
-    def _section_start(self, header: str, index: int) -> int | None:
-        seen = -1
-        pattern = re.compile(r"^\s*" + re.escape(header) + r"\s*(#.*)?$")
-        for number, line in enumerate(self.lines):
-            if pattern.match(line):
-                seen += 1
-                if seen == index:
-                    return number
+    @staticmethod
+    def _resolve(names: list[str], arrays: dict[KeyPath, int]) -> KeyPath:
+        """A header's names as a path: each array of tables on the way stands for its latest table."""
+        path: KeyPath = ()
+        for name in names:
+            path = (*path, name)
+            if path in arrays:
+                path = (*path, arrays[path] - 1)
+        return path
+
+    def _key(self, table: KeyPath, line: str, number: int) -> None:
+        match = _KEY.match(line)
+        if match:
+            names = _names(match.group(1))
+            for depth in range(1, len(names) + 1):  # a dotted key also writes its parents
+                self.lines.setdefault((*table, *names[:depth]), number)
+
+    def line_of(self, path: KeyPath | None) -> int | None:
+        """The line of `path`, or of its nearest parent written in the file; None if none is."""
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
         return None
-
-    def line_of(self, header: str | None, index: int, key: str | None) -> int | None:
-        start = 0
-        if header is not None:
-            found = self._section_start(header, index)
-            if found is None:
-                return None
-            start = found
-            if key is None:
-                return start + 1
-        key_pattern = re.compile(r"^\s*" + re.escape(key or "") + r"\s*=")
-        for number in range(start + (1 if header else 0), len(self.lines)):
-            line = self.lines[number]
-            if header is not None and number > start and re.match(r"^\s*\[\[?experiment\]?\]?\s*$", line):
-                break
-            if key and key_pattern.match(line):
-                return number + 1
-        return start + 1 if header else None
 
 
 def validate_settings(values: dict[str, Any], key_prefix: str) -> RunSettings:
@@ -208,38 +248,35 @@ class _Located(Exception):
 
 
 def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
-    def fail(error: ConfigError, header: str | None, index: int, key: str | None) -> None:
-        raise _Located(error, locator.line_of(header, index, key))
+    def fail(error: ConfigError, path: KeyPath | None) -> None:
+        raise _Located(error, locator.line_of(path))
 
     for key in data:
         if key not in ("defaults", "experiment"):
             fail(ConfigError(f"unknown top-level table '{key}'{suggest(key, ['defaults', 'experiment'])}; "
-                             "only [defaults] and [[experiment]] are read", key=key), None, 0, key)
+                             "only [defaults] and [[experiment]] are read", key=key), (key,))
     defaults_table = data.get("defaults", {})
     if not isinstance(defaults_table, dict):
-        fail(ConfigError("must be a table: [defaults]", key="defaults"), None, 0, "defaults")
+        fail(ConfigError("must be a table: [defaults]", key="defaults"), ("defaults",))
     try:
         default_settings, default_techniques = _split_table(defaults_table, "defaults", ())
         validate_settings({**asdict(RunSettings()), **default_settings}, "defaults")
         for part, table in default_techniques.items():  # checked here, so errors point at [defaults.X]
             compression.validate_settings(part, table, f"defaults.{part}")
     except ConfigError as exc:
-        parts = (exc.key or "").split(".")
-        table = f"[defaults.{parts[1]}]" if len(parts) == 3 else "[defaults]"
-        fail(exc, table, 0, parts[-1] or None)
+        fail(exc, tuple((exc.key or "defaults").split(".")))  # defaults.X or defaults.prune.X
 
     experiments_raw = data.get("experiment")
     if not experiments_raw:
         fail(ConfigError("no experiments; add at least one [[experiment]] table with name, models "
-                         "and techniques", key="experiment"), None, 0, None)
+                         "and techniques", key="experiment"), None)
     if not isinstance(experiments_raw, list):
         fail(ConfigError("must be an array of tables: write [[experiment]], not [experiment]",
-                         key="experiment"), None, 0, None)
+                         key="experiment"), ("experiment",))
 
     experiments: list[Experiment] = []
     names: set[str] = set()
     for index, raw in enumerate(experiments_raw):
-        header = "[[experiment]]"
         label = f"experiment[{index}]"
         try:
             if not isinstance(raw, dict):
@@ -250,8 +287,8 @@ def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
                 raise ConfigError("every experiment needs a name = \"...\"", key=f"{label}.name")
             label = f"experiment '{name}'"
             if name in names:
-                raise ConfigError(f"duplicate experiment name '{name}'; names must be unique",
-                                  key=f"{label}.name")
+                raise ConfigError(f"duplicate experiment name '{name}'; names must be unique: rename one, "
+                                  f"e.g. name = {toml_text(name + '-2')}", key=f"{label}.name")
             names.add(name)
             settings_raw, techniques_raw = _split_table(raw, label, EXPERIMENT_KEYS)
             settings = validate_settings({**asdict(RunSettings()), **default_settings, **settings_raw},
@@ -263,7 +300,8 @@ def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
             # "prune + stego" and "prune+stego" are one technique: store the normalised spelling.
             specs = ["+".join(compression.parse_technique(spec, f"{label}.techniques")) for spec in written]
             if len(set(specs)) != len(specs):
-                raise ConfigError(f"lists a technique twice: {written!r}", key=f"{label}.techniques")
+                raise ConfigError(f"lists a technique twice: {toml_text(written)}; remove the repeat",
+                                  key=f"{label}.techniques")
             # Every table is checked, used or not: a typo in an unused table is still a typo.
             technique_settings = {
                 part: compression.validate_settings(
@@ -271,8 +309,9 @@ def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
                 for part in {*techniques_raw, *(p for spec in specs for p in spec.split("+"))}
                 if part != compression.BASELINE}
         except ConfigError as exc:
-            key = (exc.key or "").rsplit(".", 1)[-1] if exc.key else None
-            fail(exc, header, index, key)
+            # The key path below the experiment's label (names may hold dots; setting keys never do).
+            below = (exc.key or "")[len(label) + 1:].split(".") if (exc.key or "").startswith(label + ".") else []
+            fail(exc, ("experiment", index, *filter(None, below)))
         experiments.append(Experiment(name=name, models=tuple(models), techniques=tuple(specs),
                                       settings=settings, technique_settings=technique_settings))
     return experiments
@@ -280,12 +319,14 @@ def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
 
 def _string_list(raw: dict[str, Any], key: str, label: str) -> list[str]:
     value = raw.get(key)
+    example = f"{key} = {toml_text(_LIST_EXAMPLES[key])}"
     if value is None:
-        raise ConfigError(f"missing; add {key} = [\"...\"]", key=f"{label}.{key}")
+        raise ConfigError(f"missing; add e.g. {example}", key=f"{label}.{key}")
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"must be a non-empty list of strings, got {value!r}", key=f"{label}.{key}")
+        raise ConfigError(f"must be a non-empty list of names in quotes, got {toml_text(value)}; write e.g. "
+                          f"{example}", key=f"{label}.{key}")
     if len(set(value)) != len(value):
-        raise ConfigError(f"lists a name twice: {value!r}", key=f"{label}.{key}")
+        raise ConfigError(f"lists a name twice: {toml_text(value)}; remove the repeat", key=f"{label}.{key}")
     return value
 
 
@@ -293,12 +334,19 @@ def load_experiments(path: str | Path) -> list[Experiment]:
     """Read and validate an experiments file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError("file not found; pass the path of an experiments.toml",
                           source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read it ({exc})", source=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read it ({exc.strerror or exc}); pass the path of an experiments.toml you "
+                          "can read", source=str(path)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # TOML is UTF-8: point at the first byte that is not
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} cannot be read); save the file as "
+                          "UTF-8", source=str(path), line=line) from None
     return parse_experiments(text, str(path))
 
 
@@ -362,8 +410,8 @@ def locate_setting(text: str, experiment: str, key: str) -> int | None:
     index = names.index(experiment)
     locator = _Locator(text)
     if key in tables[index]:
-        return locator.line_of("[[experiment]]", index, key)
+        return locator.line_of(("experiment", index, key))
     defaults = data.get("defaults")
     if isinstance(defaults, dict) and key in defaults:
-        return locator.line_of("[defaults]", 0, key)
-    return locator.line_of("[[experiment]]", index, None)
+        return locator.line_of(("defaults", key))
+    return locator.line_of(("experiment", index))

@@ -85,6 +85,8 @@ def update_energy_to_target(store: Store, drop_pp: float = TARGET_DROP_PP) -> in
     completed baselines, baselines included; one transaction. Returns how many runs were written."""
     rows = store.runs("status = 'completed'")
     computed = compute(rows, store.epochs, drop_pp)
+    if not computed:
+        return 0  # nothing to write: an empty store stays uncreated (greenlab.core.store)
     with store.db.atomic():
         for run_id, (target, energy) in computed.items():
             store.db["runs"].update(run_id, {"target_accuracy": target, "energy_to_target_j": energy})

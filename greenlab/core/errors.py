@@ -51,3 +51,18 @@ def suggest(name: str, known: list[str] | tuple[str, ...]) -> str:
         if key in lowered:
             match = [lowered[key]]
     return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def toml_text(value: object) -> str:
+    """A value as it is written in TOML (true, "text", [1, 2]), so a message quotes what the user wrote."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        import json
+
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_text(v)}" for k, v in value.items()) + "}"
+    return repr(value) if isinstance(value, float) else str(value)

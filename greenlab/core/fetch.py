@@ -427,19 +427,24 @@ class FetchReport:
     failed: list[tuple[Requirement, str]] = field(default_factory=list)  # and why, with the manual fix
 
 
-def unreachable_reason(item: Requirement, experiments_file: str | None = None) -> str:
-    """Why `item` cannot be fetched from here, and the ways to get it anyway."""
+def unreachable_reason(item: Requirement, experiments_file: str | None = None, *, fetching: bool = False) -> str:
+    """Why `item` cannot be fetched from here, and the ways to get it anyway. `fetching`: said by
+    `greenlab --fetch` itself, where only the way by hand is left (and a rerun of it then checks the file)."""
     if isinstance(item, HubModel) and hub_offline():
         why = "HF_HUB_OFFLINE is set"
     else:
         why = f"{item.host} cannot be reached from here"
-    return (f"{item.what}: not in the cache and {why}; run `greenlab --fetch {experiments_file or 'FILE'}` on a "
-            f"machine with internet, or {item.manual_fix()}")
+    command = f"`greenlab --fetch {experiments_file or 'FILE'}`"
+    if fetching:
+        return f"{item.what}: not in the cache and {why}; by hand: {item.manual_fix()}; then run {command} again"
+    return f"{item.what}: not in the cache and {why}; run {command} on a machine with internet, or {item.manual_fix()}"
 
 
 def fetch_all(requirements: Iterable[Requirement], on_event: DownloadListener,
-              reachable: dict[str, bool] | None = None) -> FetchReport:
-    """Download every missing requirement; hosts found unreachable are not tried (each fails at once)."""
+              reachable: dict[str, bool] | None = None, *, experiments_file: str | None = None,
+              fetching: bool = False) -> FetchReport:
+    """Download every missing requirement; hosts found unreachable are not tried (each fails at once,
+    with `unreachable_reason(item, experiments_file, fetching=fetching)`)."""
     report = FetchReport()
     todo = []
     for item in dict.fromkeys(requirements):
@@ -448,7 +453,7 @@ def fetch_all(requirements: Iterable[Requirement], on_event: DownloadListener,
         reachable = probe_hosts(item.host for item in todo if not (isinstance(item, HubModel) and hub_offline()))
     for item in todo:
         if not reachable.get(item.host, False) or (isinstance(item, HubModel) and hub_offline()):
-            reason = unreachable_reason(item)
+            reason = unreachable_reason(item, experiments_file, fetching=fetching)
             report.failed.append((item, reason))
             on_event(DownloadFailed(item.what, reason))
             continue

@@ -268,6 +268,7 @@ class GridPresenter:
             case DownloadStarted() | DownloadFinished():
                 self._say(format_progress(event))
             case DownloadFailed(what=what, reason=reason):
+                reason = reason.removeprefix(f"{what}: ")  # a FetchError's message names its file already
                 self._say(f"{what}: FAILED: {reason}", "error")
 
     def _began(self, event: RunBegan, grid: int) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from greenlab.core import datasets
-from greenlab.core.errors import ConfigError, suggest
+from greenlab.core.errors import ConfigError, suggest, toml_text
 
 _MAX_SEED = 2**32 - 1
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -36,8 +36,9 @@ class Spec:
     choices: tuple[str, ...] | None = None
     keyed: bool = True  # part of the run's key: it changes the run's work (see config.run_key)
     group: str = "training"  # training | measurement | accounting | report
-    fix: str = ""  # appended to a bound's message
+    fix: str = ""  # appended to a bound's message: why the bound is there
     shown_default: str | None = None  # the README's default, where the value itself says little
+    example: Any = None  # a value to suggest in a message, where the default is None
 
 
 def setting(default: Any, types: tuple[type, ...], doc: str, **spec: Any) -> Any:
@@ -49,7 +50,7 @@ class RunSettings:
     """Training, measurement, accounting and report settings of one run; every key may sit in [defaults]."""
 
     dataset: str = setting("digits", (str,), "see Models and datasets")
-    epochs: int = setting(2, (int,), "fine-tuning epochs", minimum=1, fix="; set epochs = 1 or more")
+    epochs: int = setting(2, (int,), "fine-tuning epochs", minimum=1)
     batch_size: int = setting(64, (int,), "examples per batch", minimum=1)
     lr: float = setting(0.01, _NUMBER, "learning rate", minimum=0, exclusive=True)
     optimizer: str = setting("sgd", (str,), "sgd, adam or adamw", choices=OPTIMIZERS)
@@ -69,35 +70,36 @@ class RunSettings:
     pretrained: bool = setting(True, (bool,), "torchvision `weights=\"DEFAULT\"`; false = random init (offline)")
     image_size: int | None = setting(None, (int,), "input size in pixels; digits: the model's minimum (at least "
                                      "32 px), others: the model's input size", minimum=8,
-                                     shown_default="natural")
+                                     shown_default="natural", example=32)
     max_train_batches: int | None = setting(None, (int,), "cap on training batches per epoch (quick or "
-                                            "energy-only runs)", minimum=1)
-    max_eval_batches: int | None = setting(None, (int,), "cap on evaluation batches", minimum=1)
-    train_limit: int | None = setting(None, (int,), "use at most this many training examples", minimum=2)
+                                            "energy-only runs)", minimum=1, example=10)
+    max_eval_batches: int | None = setting(None, (int,), "cap on evaluation batches", minimum=1, example=4)
+    train_limit: int | None = setting(None, (int,), "use at most this many training examples", minimum=2,
+                                      example=1000)
     val_fraction: float = setting(0.2, _NUMBER, "share of the data held out for validation (a seeded split)",
                                   minimum=0, maximum=1, exclusive=True)
     num_workers: int = setting(0, (int,), "DataLoader worker processes", minimum=0)
     idle_s: float = setting(5.0, _NUMBER, "seconds of idle power measured as the baseline (0 disables)",
-                            minimum=0, group="measurement", fix="; 0 disables the idle baseline")
+                            minimum=0, group="measurement", fix=" (0 disables the idle baseline)")
     idle_scope: str = setting("grid", (str,), "`grid`: the idle baseline once before the grid; `run`: before "
                               "every run", choices=IDLE_SCOPES, group="measurement")
     cooldown_c: float | None = setting(None, _NUMBER, "wait until every GPU is below this temperature (°C) "
-                                       "before a run", group="measurement")
+                                       "before a run", group="measurement", example=60)
     cooldown_timeout_s: float = setting(300.0, _NUMBER, "the longest cool-down wait", minimum=0,
                                         group="measurement")
     sample_hz: float = setting(10.0, _NUMBER, "power sampling rate", minimum=1, maximum=200, group="measurement")
     cpu_tdp_w: float | None = setting(None, _NUMBER, "CPU estimate: this package TDP over its threads, instead "
-                                      "of the table", minimum=0, exclusive=True, group="measurement")
+                                      "of the table", minimum=0, exclusive=True, group="measurement", example=65)
     cpu_w_per_thread: float | None = setting(None, _NUMBER, "CPU estimate: watts of one busy hardware thread, "
                                              "instead of any rule", minimum=0, exclusive=True,
-                                             group="measurement", shown_default="rule")
+                                             group="measurement", shown_default="rule", example=5)
     dram_w_per_gb: float = setting(0.375, _NUMBER, "DRAM estimate: watts per resident GB", minimum=0,
                                    group="measurement")
     cpus_per_run: int | None = setting(None, (int,), "with `--ray`: CPUs a CPU run reserves on its node; by "
                                        "default all of the node's, so no other run shares its CPU packages "
                                        "and their RAPL energy is the run's alone (fewer let runs share a node: "
                                        "flagged `shared_node_cpu`)", minimum=1, keyed=False,
-                                       group="measurement", shown_default="the node's")
+                                       group="measurement", shown_default="the node's", example=4)
     carbon_g_per_kwh: float = setting(475.0, _NUMBER, "grid carbon intensity (see Accounting)", minimum=0,
                                       keyed=False, group="accounting")
     pue: float = setting(1.0, _NUMBER, "power usage effectiveness of the facility", minimum=1, keyed=False,
@@ -117,7 +119,18 @@ REPORT_ONLY_KEYS = tuple(name for name, spec in SPECS.items() if spec.group == "
 
 
 def _type_name(kind: type) -> str:
-    return {int: "integer", float: "number", str: "string", bool: "true/false"}[kind]
+    return {int: "a whole number", float: "a number", str: "text in quotes", bool: "true or false"}[kind]
+
+
+def fix_text(name: str) -> str:
+    """The fix a message about setting `name` ends with, from its declaration: a valid line to write
+    (the default, or the declared example where the default is none) and how to get the default back."""
+    spec, default = SPECS[name], RunSettings.__dataclass_fields__[name].default
+    if default is not None:
+        return f"write e.g. {name} = {toml_text(default)} (the default)"
+    example = spec.example if spec.example is not None else spec.minimum
+    back = f"remove it for the default ({_default_text(name).strip('`')})"
+    return f"write e.g. {name} = {toml_text(example)}, or {back}" if example is not None else back
 
 
 def _check_one(name: str, value: Any, key: str) -> None:
@@ -125,10 +138,10 @@ def _check_one(name: str, value: Any, key: str) -> None:
     if value is None and RunSettings.__dataclass_fields__[name].default is None:
         return
     if not isinstance(value, spec.types) or (isinstance(value, bool) and bool not in spec.types):
-        names = " or ".join(dict.fromkeys("number" if t is float else _type_name(t) for t in spec.types))
-        raise ConfigError(f"must be {names}, got {value!r}", key=key)
+        kind = "a number" if float in spec.types else _type_name(spec.types[0])
+        raise ConfigError(f"must be {kind}, got {toml_text(value)}; {fix_text(name)}", key=key)
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"must be a finite number, got {value!r}", key=key)
+        raise ConfigError(f"must be a finite number, got {toml_text(value)}; {fix_text(name)}", key=key)
     if spec.choices is not None and value not in spec.choices:
         raise ConfigError(f"unknown {name} '{value}'{suggest(str(value), spec.choices)} "
                           f"(known: {', '.join(spec.choices)})", key=key)
@@ -137,11 +150,12 @@ def _check_one(name: str, value: Any, key: str) -> None:
         if (low is not None and value <= low) or (high is not None and value >= high):
             bounds = (f"between {low:g} and {high:g} (exclusive)" if high is not None
                       else f"greater than {low:g}")
-            raise ConfigError(f"must be {bounds}, got {value}{spec.fix}", key=key)
+            raise ConfigError(f"must be {bounds}, got {value}{spec.fix}; {fix_text(name)}", key=key)
     elif low is not None and high is not None and not low <= value <= high:
-        raise ConfigError(f"must be between {low:g} and {high:g}, got {value}{spec.fix}", key=key)
+        raise ConfigError(f"must be between {low:g} and {high:g}, got {value}{spec.fix}; {fix_text(name)}",
+                          key=key)
     elif low is not None and value < low:
-        raise ConfigError(f"must be at least {low:g}, got {value}{spec.fix}", key=key)
+        raise ConfigError(f"must be at least {low:g}, got {value}{spec.fix}; {fix_text(name)}", key=key)
 
 
 def check(values: dict[str, Any], key_prefix: str) -> RunSettings:
@@ -151,7 +165,7 @@ def check(values: dict[str, Any], key_prefix: str) -> RunSettings:
     s = RunSettings(**values)
     if s.seed + s.repeats - 1 > _MAX_SEED:  # a run's seed is seed + repeat; torch takes 32 bits
         raise ConfigError(f"must be at most {_MAX_SEED - s.repeats + 1} (seed + repeats - 1 is a 32-bit seed), "
-                          f"got {s.seed}", key=f"{key_prefix}.seed")
+                          f"got {s.seed}; {fix_text('seed')}", key=f"{key_prefix}.seed")
     if not _DEVICE_PATTERN.match(s.device):
         raise ConfigError(f"unknown device '{s.device}'; use auto, cpu, cuda, cuda:N or mps",
                           key=f"{key_prefix}.device")

@@ -4,6 +4,10 @@ Only the supervising process writes here. A run row is inserted when the run sta
 and completed when it ends, so a killed supervisor leaves evidence; such rows are marked `interrupted`
 the next time the store is opened and their supervisor is gone. Every write is its own transaction, so a
 crash can lose at most the write in flight, never corrupt what is stored.
+
+The file is created by the first write, not by opening: a grid stopped before its first run (waiting for
+the host lock, say) leaves no store behind. A path the user named (--db, $GREENLAB_DB) must be in a folder
+that exists; only the default's folder, data/, is created.
 """
 
 from __future__ import annotations
@@ -180,23 +184,69 @@ def resolve_path(path: str | os.PathLike[str] | None) -> Path:
     return Path(path or os.environ.get("GREENLAB_DB") or DEFAULT_DB)
 
 
+def _named_by(path: str | os.PathLike[str] | None) -> str | None:
+    """Who named the store: "--db", "GREENLAB_DB", or None for the default."""
+    if path:
+        return "--db"
+    return "GREENLAB_DB" if os.environ.get("GREENLAB_DB") else None
+
+
+def check_location(path: str | os.PathLike[str] | None) -> Path:
+    """The store's path, refused (GreenLabError, nothing created) when it cannot hold a store: a folder,
+    or a file in a folder that does not exist or cannot be written. The default's folder may be missing:
+    GreenLab creates data/ itself; a folder the user named is never created (a typo would grow a tree)."""
+    resolved = resolve_path(path)
+    named_by = _named_by(path)
+    shown = {"--db": f"--db {resolved}", "GREENLAB_DB": f"GREENLAB_DB={resolved}"}.get(named_by, str(resolved))
+    other = "set GREENLAB_DB to another path" if named_by == "GREENLAB_DB" else "choose another --db"
+    if resolved.is_dir():
+        raise GreenLabError(f"{shown} is a folder; name a file in it, e.g. {resolved / 'runs.db'}")
+    folder = resolved.parent
+    if named_by is None and not folder.exists():
+        return resolved
+    if not folder.exists():
+        raise GreenLabError(f"{shown}: folder {folder} does not exist; create it or {other}")
+    if not folder.is_dir():
+        raise GreenLabError(f"{shown}: {folder} is a file, not a folder; {other}")
+    if not resolved.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        raise GreenLabError(f"{shown}: folder {folder} is not writable; {other}")
+    return resolved
+
+
 class Store:
     """Reads and writes runs.db; see the module docstring for the guarantees."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = resolve_path(path)
+        self.path = check_location(path)
+        self._db: sqlite_utils.Database | None = None
+        if self.path.exists():  # a store already there is opened (and migrated) now: its errors surface here
+            self._open()
+
+    def _open(self) -> sqlite_utils.Database:
         try:
-            if self.path.is_dir():
-                raise IsADirectoryError(f"{self.path} is a folder")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite_utils.Database(self.path)
-            self.db.execute("PRAGMA busy_timeout = 5000")
-            self.db.enable_wal()
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # only the default's: check_location refused others
+            db = sqlite_utils.Database(self.path)
+            self._db = db
+            db.execute("PRAGMA busy_timeout = 5000")
+            db.enable_wal()
             self.migrate()
             self._recover_orphans()
         except (sqlite3.DatabaseError, OSError) as exc:
+            self._db = None
             raise GreenLabError(f"cannot use the run store {self.path} ({exc}); pass --db (or set GREENLAB_DB) "
                                 "to a writable .db file path, or move that file away") from None
+        return db
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The connection; the first use creates the file."""
+        return self._db if self._db is not None else self._open()
+
+    def _query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Rows of a read; none while the file does not exist (reading a store never creates it)."""
+        if self._db is None and not self.path.exists():
+            return []
+        return list(self.db.query(sql, params or []))
 
     @property
     def version(self) -> int:
@@ -213,14 +263,15 @@ class Store:
                 self.db.execute(f"PRAGMA user_version = {number}")
 
     def _recover_orphans(self) -> None:
-        rows = list(self.db.query("select id, supervisor_pid from runs where status = 'running'"))
+        rows = self._query("select id, supervisor_pid from runs where status = 'running'")
         for row in rows:
             if row["supervisor_pid"] != os.getpid() and not _pid_alive(row["supervisor_pid"]):
                 self.update_run(row["id"], status="interrupted", finished_at=now_iso(),
                                 error="the supervising process ended before the run finished")
 
     def close(self) -> None:
-        self.db.close()
+        if self._db is not None:
+            self._db.close()
 
     # -- writes ---------------------------------------------------------------------------------------
     def start_run(self, values: dict[str, Any]) -> int:
@@ -321,7 +372,7 @@ class Store:
     def completed_by_key(self) -> dict[str, dict[str, Any]]:
         """The latest completed run of each run key, with what a rerun needs to know of it: its id, gross
         energy, settings and accounting inputs."""
-        rows = self.db.query("select id, settings_key, energy_j, settings, carbon_g_per_kwh, pue, price_per_kwh, "
+        rows = self._query("select id, settings_key, energy_j, settings, carbon_g_per_kwh, pue, price_per_kwh, "
                              "currency from runs where status = 'completed' order by id")
         return {row["settings_key"]: row for row in rows}
 
@@ -331,7 +382,7 @@ class Store:
         Called under the host's measurement lock: a plain run of this host marked `running` by another
         pid cannot be running now (its supervisor would hold the lock), whatever that pid is today."""
         here = socket.gethostname()
-        for row in self.db.query("select supervisor_pid, host, executor from runs where settings_key = ? and "
+        for row in self._query("select supervisor_pid, host, executor from runs where settings_key = ? and "
                                  "status = 'running'", [settings_key]):
             pid = row["supervisor_pid"]
             if row["executor"] != "ray" and _hostname_of(row["host"]) == here:
@@ -341,27 +392,26 @@ class Store:
         return None
 
     def run(self, run_id: int) -> dict[str, Any] | None:
-        rows = list(self.db.query("select * from runs where id = ?", [run_id]))
+        rows = self._query("select * from runs where id = ?", [run_id])
         return rows[0] if rows else None
 
     def runs(self, where: str = "1 = 1", params: list[Any] | None = None) -> list[dict[str, Any]]:
-        return list(self.db.query(f"select * from runs where {where} order by id", params or []))
+        return self._query(f"select * from runs where {where} order by id", params)
 
     def epochs(self, run_id: int) -> list[dict[str, Any]]:
-        return list(self.db.query("select * from epochs where run_id = ? order by epoch", [run_id]))
+        return self._query("select * from epochs where run_id = ? order by epoch", [run_id])
 
     def last_epoch_accuracies(self) -> dict[int, float]:
         """Each run's validation accuracy at its last stored epoch (a stopped run's partial result)."""
-        rows = self.db.query("select run_id, val_accuracy from epochs e where epoch = "
+        rows = self._query("select run_id, val_accuracy from epochs e where epoch = "
                              "(select max(epoch) from epochs where run_id = e.run_id)")
         return {row["run_id"]: row["val_accuracy"] for row in rows if row["val_accuracy"] is not None}
 
     def samples(self, run_id: int) -> list[dict[str, Any]]:
-        return list(self.db.query("select * from samples where run_id = ? order by t_s", [run_id]))
+        return self._query("select * from samples where run_id = ? order by t_s", [run_id])
 
     def components(self, run_id: int) -> list[dict[str, Any]]:
-        return list(self.db.query("select * from energy_components where run_id = ? order by component",
-                                  [run_id]))
+        return self._query("select * from energy_components where run_id = ? order by component", [run_id])
 
 
 def _encode(values: dict[str, Any]) -> dict[str, Any]:
