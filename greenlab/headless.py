@@ -98,7 +98,8 @@ def interrupt_text(queue: Any) -> str:
         return f"interrupted: {runs} stored as interrupted{done}"
     if completed:  # between runs: cooling down, measuring idle power, or starting the next child
         return f"interrupted between runs: no run was in progress{done}"
-    return "interrupted before the first run began (warm-up, idle baseline or cool-down): no run was stored"
+    return ("interrupted before the first run began (waiting for the host, warming up, measuring idle power "
+            "or cooling down): no run was stored")
 
 
 def _terminate_as_interrupt(signum: int, frame: Any) -> None:

@@ -125,7 +125,7 @@ def test_cancel_while_waiting_runs_nothing(tmp_path):
 
 
 def test_ctrl_c_while_waiting_leaves_no_store(tmp_path):
-    """"nothing was stored" is true of the disk too: the store file is created by the first run only."""
+    """"no run was stored" is true of the disk too: the store file is created by the first run only."""
     (tmp_path / "w.toml").write_text(_grid("w", '["baseline"]'))
     db = tmp_path / "runs.db"
     lines: list[str] = []
@@ -143,7 +143,7 @@ def test_ctrl_c_while_waiting_leaves_no_store(tmp_path):
         reader.join(10)
     output = "".join(lines)
     assert proc.returncode == 130, output
-    assert "interrupted before a run began: nothing was stored" in output
+    assert "interrupted before the first run began (waiting for the host" in output and "no run was stored" in output
     assert not db.exists() and not list(tmp_path.glob("runs.db*"))
 
 
