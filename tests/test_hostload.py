@@ -58,4 +58,5 @@ def test_a_run_beside_a_cpu_hog_is_flagged_host_busy(tmp_path):
     load = json.loads(row["meters"])["host_load"]
     assert outcome.status == "completed" and load["other_share"] > hostload.BUSY_SHARE
     assert hostload.FLAG_HOST_BUSY in json.loads(row["flags"])
-    assert "the host was busy" in formatting.host_busy(row) and f"{load['other_share']:.0%}" in formatting.host_busy(row)
+    warning = formatting.host_busy(row)
+    assert "the host was busy" in warning and f"{load['other_share']:.0%}" in warning
