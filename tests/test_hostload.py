@@ -22,6 +22,9 @@ def test_others_are_the_busy_time_less_the_run_and_its_supervisor():
     assert load["steal_share"] == pytest.approx(0.1) and hostload.busy(load)
     quiet = hostload.others(start, end, run_cpu_s=10.5, cpus=2)
     assert quiet["other_share"] == pytest.approx(0.025) and not hostload.busy(quiet)
+    # a sub-second run: 20 % of its capacity is only the exit cost of its process, not a busy host
+    brief = hostload.others(hostload.Mark(0.0, 0.0, 0.0, 0.0), hostload.Mark(0.5, 0.9, 0.0, 0.0), 0.7, cpus=2)
+    assert brief["other_share"] == pytest.approx(0.2) and not hostload.busy(brief)
     unknown = hostload.others(start, end, run_cpu_s=None, cpus=2)
     assert unknown["other_share"] is None and not hostload.busy(unknown)
 

@@ -165,9 +165,9 @@ def test_an_idle_baseline_taken_on_a_busy_host_is_a_warning():
     """Others working while idle power is measured make the baseline too high: the faces say so."""
     presenter = GridPresenter()
     presenter.add_grid(1, GRID)
-    busy = presenter.apply(IdleMeasured({"cpu": 30.0}, 2.0, others_share=0.6), grid=1).log[-1]
+    busy = presenter.apply(IdleMeasured({"cpu": 30.0}, 2.0, {"other_share": 0.6, "other_cpu_s": 2.4}), grid=1).log[-1]
     assert busy.level == "warning" and "other processes used 60% of its CPUs" in busy.text
-    quiet = presenter.apply(IdleMeasured({"cpu": 3.0}, 2.0, others_share=0.02), grid=1).log[-1]
-    assert quiet.level == "info" and quiet.text == "idle baseline over 2 s: cpu 3.0 W"
-    estimated = presenter.apply(IdleMeasured({}, 2.0, others_share=0.6), grid=1).log[-1]
+    quiet = presenter.apply(IdleMeasured({"cpu": 3.0}, 2.0, {"other_share": 0.02, "other_cpu_s": 0.08}), grid=1)
+    assert quiet.log[-1].level == "info" and quiet.log[-1].text == "idle baseline over 2 s: cpu 3.0 W"
+    estimated = presenter.apply(IdleMeasured({}, 2.0, {"other_share": 0.6, "other_cpu_s": 2.4}), grid=1).log[-1]
     assert estimated.level == "info"  # nothing measured: no baseline to spoil

@@ -72,12 +72,12 @@ def kind_of_row(row: Mapping[str, Any]) -> str:
     return "unavailable"
 
 
-def idle_text(watts: Mapping[str, float], seconds: float, others_share: float | None = None) -> str:
+def idle_text(watts: Mapping[str, float], seconds: float, host_load: Mapping[str, Any] | None = None) -> str:
     listed = ", ".join(f"{c} {w:.1f} W" for c, w in watts.items()) or "nothing measurable"
     text = f"idle baseline over {seconds:g} s: {listed}"
-    if watts and hostload.busy({"other_share": others_share}):
+    if watts and host_load and hostload.busy(dict(host_load)):
         # A baseline taken while others work is too high, and every net figure below it too low.
-        text += (f"; the host was not idle (other processes used {others_share:.0%} of its CPUs), so this "
+        text += (f"; the host was not idle (other processes used {host_load['other_share']:.0%} of its CPUs), so this "
                  "baseline is too high and net energy too low: stop them, or rerun")
     return text
 

@@ -37,7 +37,7 @@ class RunSkipped:
 class IdleMeasured:
     watts: dict[str, float]
     seconds: float
-    others_share: float | None = None  # what other processes used of the host's CPUs meanwhile
+    host_load: dict[str, Any] | None = None  # what other processes used of the host's CPUs meanwhile (hostload)
 
 
 @dataclass

@@ -18,6 +18,9 @@ import psutil
 
 FLAG_HOST_BUSY = "host_busy"
 BUSY_SHARE = 0.10  # others' share of the host's CPU capacity above which a run's CPU figures are suspect
+# ... and no fewer CPU-seconds than this: ending a process (unmapping a forked torch) costs the kernel tens
+# of milliseconds that no counter of the run's own sees, which on a sub-second run alone would exceed 10 %.
+MIN_OTHER_CPU_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,11 @@ def others(start: Mark, end: Mark, run_cpu_s: float | None, cpus: int | None = N
                 "why": "the run did not report its CPU time"}
     other = max(end.busy_s - start.busy_s - (end.own_s - start.own_s) - run_cpu_s, 0.0)
     return {"other_cpu_s": round(other, 3), "other_share": round(other / capacity, 4), "steal_share": steal_share,
-            "cpus": cpus, "busy_above": BUSY_SHARE}
+            "cpus": cpus, "busy_above": BUSY_SHARE, "busy_above_cpu_s": MIN_OTHER_CPU_S}
 
 
-def busy(load: dict[str, Any]) -> bool:
-    share = load.get("other_share")
-    return share is not None and share > BUSY_SHARE
+def busy(load: dict[str, Any] | None) -> bool:
+    """Others used more than BUSY_SHARE of the host, and more than MIN_OTHER_CPU_S in all."""
+    if not load or load.get("other_share") is None or load.get("other_cpu_s") is None:
+        return False
+    return load["other_share"] > BUSY_SHARE and load["other_cpu_s"] > MIN_OTHER_CPU_S

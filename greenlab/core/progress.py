@@ -235,9 +235,9 @@ class GridPresenter:
                 self._set_status(grid, index, "skipped")
                 label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
                 self._say(self._hinted(f"[{index + 1}] {label}: skipped ({reason})", "skipped"))
-            case IdleMeasured(watts=watts, seconds=seconds, others_share=share):
-                busy = bool(watts) and hostload.busy({"other_share": share})  # only a measured baseline suffers
-                self._say(formatting.idle_text(watts, seconds, share), "warning" if busy else "info")
+            case IdleMeasured(watts=watts, seconds=seconds, host_load=load):
+                busy = bool(watts) and hostload.busy(load)  # only a measured baseline suffers
+                self._say(formatting.idle_text(watts, seconds, load), "warning" if busy else "info")
             case CoolingDown(temperatures=temperatures, target_c=target_c):
                 self._say(formatting.cooling_text(temperatures, target_c))
             case RunBegan():

@@ -297,7 +297,7 @@ class RunSupervisor:
         self._idle_cache[key] = watts
         # Nothing of the run's is running yet: whatever the host did meanwhile, others did.
         self.idle_load = hostload.others(before, hostload.mark(), run_cpu_s=0.0)
-        self.on_event(IdleMeasured(watts, settings.idle_s, self.idle_load["other_share"]))
+        self.on_event(IdleMeasured(watts, settings.idle_s, self.idle_load))
         return watts
 
     def _cool_down(self, tracker: EnergyTracker, settings: RunSettings) -> None:
