@@ -211,6 +211,10 @@ def _split_table(table: dict[str, Any], key_path: str, allowed_extra: tuple[str,
             per_technique[key] = value
         elif key in SETTING_KEYS:
             settings[key] = value
+        elif isinstance(value, dict):  # a table here can only be a technique's: name those, not every setting
+            raise ConfigError(f"unknown technique table '{key}'{suggest(key, tuple(technique_tables))}; remove it "
+                              f"or fix its name (technique tables: {', '.join(technique_tables)})",
+                              key=f"{key_path}.{key}")
         else:
             raise ConfigError(f"unknown key '{key}'{suggest(key, known)}; remove it or fix its name "
                               f"(settings: {', '.join(SETTING_KEYS)})", key=f"{key_path}.{key}")
