@@ -90,9 +90,9 @@ def grid_rows(store: Store, grid: list[GridRun]) -> list[dict[str, Any]]:
 def interrupt_text(queue: Any) -> str:
     """What a Ctrl-C left of the grid: the runs it stored as interrupted, and those completed before it."""
     stopped = sum(1 for entry in queue if entry.status == "interrupted")
-    completed = sum(1 for entry in queue if entry.status == "completed")
-    done = (f"; the {completed} runs completed before it stay stored" if completed > 1
-            else "; the run completed before it stays stored" if completed else "")
+    completed = sum(1 for entry in queue if entry.status in ("completed", "failed"))  # both stored, both stay
+    done = (f"; the {completed} runs that ended before it stay stored" if completed > 1
+            else "; the run that ended before it stays stored" if completed else "")
     if stopped:
         runs = "the run in progress is" if stopped == 1 else f"the {stopped} runs in progress are"
         return f"interrupted: {runs} stored as interrupted{done}"

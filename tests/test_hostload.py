@@ -11,7 +11,7 @@ import pytest
 from greenlab.core import formatting, hostload, runner
 from greenlab.core.config import expand_grid, parse_experiments
 from greenlab.core.store import Store
-from tests.test_measured_run import QUICK_RUN
+from tests.test_measured_run import QUICK_RUN, fake_hardware  # noqa: F401 - a fixture
 
 
 def test_others_are_the_busy_time_less_the_run_and_its_supervisor():
@@ -63,3 +63,16 @@ def test_a_run_beside_a_cpu_hog_is_flagged_host_busy(tmp_path):
     assert hostload.FLAG_HOST_BUSY in json.loads(row["flags"])
     warning = formatting.host_busy(row)
     assert "the host was busy" in warning and f"{load['other_share']:.0%}" in warning
+
+
+def test_every_run_under_a_grid_baseline_stores_the_load_it_was_measured_under(fake_hardware, tmp_path):
+    """The idle baseline is measured once (here with fake RAPL counters) and shared, as a Ray worker shares
+    it between the supervisors of its tasks: the runs that reuse it carry the load it was measured under."""
+    runs = expand_grid(parse_experiments(QUICK_RUN.replace("max_train_batches = 30", "max_train_batches = 2")
+                                         .replace("idle_s = 0.5", "idle_s = 0.5\nrepeats = 2")))
+    cache: dict = {}
+    store = Store(tmp_path / "runs.db")
+    outcomes = [runner.RunSupervisor(store, idle_cache=cache).execute(run) for run in runs]
+    loads = [json.loads(o.row["meters"])["idle_host_load"] for o in outcomes]
+    assert [o.status for o in outcomes] == ["completed", "completed"]
+    assert loads[0] is not None and loads[0]["other_share"] is not None and loads[1] == loads[0]

@@ -117,7 +117,9 @@ def test_the_interrupt_line_says_what_the_grid_kept():
         return [QueueEntry(0, i, f"run {i}", s) for i, s in enumerate(statuses)]
 
     assert interrupt_text(queue("completed", "completed", "starting", "waiting")) == \
-        "interrupted between runs: no run was in progress; the 2 runs completed before it stay stored"
+        "interrupted between runs: no run was in progress; the 2 runs that ended before it stay stored"
     assert interrupt_text(queue("completed", "interrupted", "waiting")) == \
-        "interrupted: the run in progress is stored as interrupted; the run completed before it stays stored"
+        "interrupted: the run in progress is stored as interrupted; the run that ended before it stays stored"
+    assert interrupt_text(queue("failed", "starting")) == \
+        "interrupted between runs: no run was in progress; the run that ended before it stays stored"
     assert interrupt_text(queue("starting", "waiting")).startswith("interrupted before the first run began")

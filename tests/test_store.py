@@ -207,3 +207,28 @@ def test_opening_and_reading_a_new_store_creates_no_file(tmp_path):
     store = Store(path)
     run_id = store.start_run({"model": "m", "technique": "baseline"})
     assert path.is_file() and [r["id"] for r in Store(path).runs()] == [run_id]
+
+
+def test_runs_of_one_key_completing_out_of_order_leave_one_completed(tmp_path):
+    """Two supervisors on one store: the later-started run may finish first; the latest (by id) counts."""
+    store = Store(tmp_path / "runs.db")
+    first = store.start_run({"model": "tinycnn", "technique": "baseline", "settings_key": "k"})
+    second = store.start_run({"model": "tinycnn", "technique": "baseline", "settings_key": "k"})
+    store.update_run(second, status="completed")
+    store.update_run(first, status="completed")
+    assert (store.run(first)["status"], store.run(first)["superseded_by"]) == ("superseded", second)
+    assert store.run(second)["status"] == "completed"
+    store.close()
+
+
+def test_a_store_that_fails_to_open_keeps_no_half_open_connection(tmp_path):
+    """The file appears (another, newer greenlab made it) after this store was set up without one: its first
+    use refuses it, and so does every later one, never reading through a connection left half-open."""
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table runs (id integer primary key, status text)")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    for _ in range(2):
+        with pytest.raises(GreenLabError, match="newer than this greenlab"):
+            store.runs()

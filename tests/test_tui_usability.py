@@ -287,3 +287,22 @@ def test_the_readme_lists_every_key_by_its_id():
                dialogs.CancelRayGrid, dialogs.ConfirmDelete, dialogs.HelpScreen]
     ids = [b.id for cls in classes for b in cls.BINDINGS if isinstance(b, Binding)]
     assert all(ids) and [i for i in ids if f"`{i}`" not in readme] == []
+
+
+@sync
+async def test_a_superseded_run_is_listed_but_not_plotted_twice(tmp_path):
+    from greenlab.core.store import Store
+
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    for energy in (10.0, 12.0):  # a run and its forced rerun
+        run_id = store.start_run({"model": "tinycnn", "technique": "baseline", "settings_key": "k"})
+        store.update_run(run_id, status="completed", energy_j=energy, val_accuracy=0.5)
+    store.close()
+    app = GreenLabApp(db=db, experiments=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("f4")
+        await pilot.pause()
+        assert sorted(r["status"] for r in app.runs_pane.shown) == ["completed", "superseded"]
+        assert app.query_one("#tradeoff").border_title == "Energy against accuracy: 1 shown runs"

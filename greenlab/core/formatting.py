@@ -102,5 +102,6 @@ def host_busy(row: Mapping[str, Any]) -> str:
         return ""
     share = (_json_field(row.get("meters"), {}).get("host_load") or {}).get("other_share")
     used = f" {share:.0%} of" if isinstance(share, (int, float)) else ""
-    return (f"the host was busy: other processes used{used} its CPUs meanwhile, so its CPU and DRAM figures "
-            "(measured or estimated) include their effect (flag host_busy); rerun on a quiet machine")
+    return (f"the host was busy: other processes (on Ray, other runs on the node too) used{used} its CPUs "
+            "meanwhile, so its CPU and DRAM figures (measured or estimated) include their effect (flag host_busy); "
+            "compare it with care, or rerun on a quiet machine")

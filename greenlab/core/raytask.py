@@ -275,7 +275,7 @@ def _worker_launcher(channel: Channel) -> Launcher:
     return launcher
 
 
-def _idle_cache() -> dict[tuple[str, ...], dict[str, float]]:
+def _idle_cache() -> dict[tuple[str, ...], tuple[dict[str, float], dict[str, Any]]]:
     """Idle baselines of this worker, per set of visible GPUs (component names do not tell boards apart).
     A Ray worker serves one driver's tasks only, so a cached baseline is still this grid's."""
     caches = _WORKER.setdefault("idle", {})

@@ -283,19 +283,21 @@ def compare(rows: Iterable[dict[str, Any]], *, metrics: Iterable[str] = METRICS,
     return comparisons
 
 
-# Flags that make a run's CPU and DRAM figures (and its time) cover more than its own work.
-CAVEAT_FLAGS = {"host_busy": "measured on a busy host", "shared_node_cpu": "sharing their node's CPUs"}
+# Flags that make a run's CPU and DRAM figures (and its time) cover more than its own work: others busy
+# on its host, or other runs of a Ray grid on its node (such a run is often flagged both ways).
+CAVEAT_FLAGS = ("host_busy", "shared_node_cpu")
 
 
 def _flagged_caveat(rows: list[dict[str, Any]]) -> str:
-    """'2 of 6 runs measured on a busy host (flag host_busy)', for each such flag among `rows`; the
-    verdict stands, but a reader should know its figures include other work."""
-    parts = []
-    for flag, words in CAVEAT_FLAGS.items():
-        count = sum(1 for r in rows if flag in _flags(r))
-        if count:
-            parts.append(f"{count} of {len(rows)} runs {words} (flag {flag})")
-    return "; ".join(parts)
+    """'2 of 6 runs measured beside other work (flag host_busy)'; the verdict stands, but a reader should
+    know its figures include other work. Each run counts once, whichever of the flags it has."""
+    flagged = [set(_flags(r)) & set(CAVEAT_FLAGS) for r in rows]
+    count = sum(1 for flags in flagged if flags)
+    if not count:
+        return ""
+    names = [f for f in CAVEAT_FLAGS if any(f in flags for flags in flagged)]
+    return (f"{count} of {len(rows)} runs measured beside other work on their host "
+            f"(flag{'s' if len(names) > 1 else ''} {', '.join(names)})")
 
 
 def _flags(row: dict[str, Any]) -> list[str]:

@@ -149,7 +149,8 @@ class RunSupervisor:
 
     def __init__(self, store: Store | None, on_event: Listener | None = None, *, launcher: Launcher | None = None,
                  recorder: RunRecorder | None = None,
-                 idle_cache: dict[tuple[str, ...], dict[str, float]] | None = None) -> None:
+                 idle_cache: dict[tuple[str, ...], tuple[dict[str, float], dict[str, Any]]] | None = None
+                 ) -> None:
         self.store = store
         if recorder is None:
             if store is None:
@@ -287,16 +288,17 @@ class RunSupervisor:
             return {}
         key = tuple(sorted(f"{c}:{tracker.method(c)}" for c in tracker.components()))
         if settings.idle_scope == "grid" and key in self._idle_cache:
-            return self._idle_cache[key]
+            watts, self.idle_load = self._idle_cache[key]  # the load that baseline was measured under
+            return watts
         before = hostload.mark()
         watts = tracker.measure_idle(settings.idle_s, wait=self._cancel.wait)
         if self.cancelled:
             return {}
         # An estimate follows the run's own processes, so it is already net of idle: keep measured only.
         watts = {c: w for c, w in watts.items() if tracker.method(c) in MEASURED_METHODS}
-        self._idle_cache[key] = watts
         # Nothing of the run's is running yet: whatever the host did meanwhile, others did.
         self.idle_load = hostload.others(before, hostload.mark(), run_cpu_s=0.0)
+        self._idle_cache[key] = (watts, self.idle_load)
         self.on_event(IdleMeasured(watts, settings.idle_s, self.idle_load))
         return watts
 

@@ -139,11 +139,14 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     _supersede_all(db)
 
 
-def _supersede_all(db: sqlite_utils.Database) -> None:
+def _supersede_all(db: sqlite_utils.Database, settings_key: str | None = None) -> None:
+    """Of the completed runs of each key (or of `settings_key` only), all but the latest (highest id, as the
+    report counts them) become superseded by it, whichever finished last."""
+    only = "" if settings_key is None else " and settings_key = ?"
     db.execute("update runs set status = 'superseded', superseded_by = (select max(l.id) from runs l where "
                "l.settings_key = runs.settings_key and l.status = 'completed') where status = 'completed' and "
                "id < (select max(l.id) from runs l where l.settings_key = runs.settings_key and "
-               "l.status = 'completed')")
+               f"l.status = 'completed'){only}", [] if settings_key is None else [settings_key])
 
 
 def _hostname_of(host: str | None) -> str | None:
@@ -223,6 +226,7 @@ class Store:
             self._open()
 
     def _open(self) -> sqlite_utils.Database:
+        db: sqlite_utils.Database | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)  # only the default's: check_location refused others
             db = sqlite_utils.Database(self.path)
@@ -231,10 +235,16 @@ class Store:
             db.enable_wal()
             self.migrate()
             self._recover_orphans()
-        except (sqlite3.DatabaseError, OSError) as exc:
+        except BaseException as exc:
+            # Never keep a connection that failed half-way (a newer schema, a locked file): the next use
+            # would skip the checks above.
             self._db = None
-            raise GreenLabError(f"cannot use the run store {self.path} ({exc}); pass --db (or set GREENLAB_DB) "
-                                "to a writable .db file path, or move that file away") from None
+            if db is not None:
+                db.close()
+            if isinstance(exc, (sqlite3.DatabaseError, OSError)):
+                raise GreenLabError(f"cannot use the run store {self.path} ({exc}); pass --db (or set "
+                                    "GREENLAB_DB) to a writable .db file path, or move that file away") from None
+            raise
         return db
 
     @property
@@ -253,14 +263,23 @@ class Store:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> None:
-        version = self.version
-        if version > SCHEMA_VERSION:
-            raise GreenLabError(f"{self.path} has schema version {version}, newer than this greenlab "
-                                f"({SCHEMA_VERSION}) understands; upgrade greenlab (pip install -U greenlab)")
-        for number in range(version + 1, SCHEMA_VERSION + 1):
-            with self.db.atomic():  # one transaction: a migration cut short leaves the store as it was
+        """Bring the store to SCHEMA_VERSION in one write transaction, taken before the version is read: two
+        processes opening a new file at once (a TUI and its grid) migrate it once, one after the other."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self.version
+            if version > SCHEMA_VERSION:
+                raise GreenLabError(f"{self.path} has schema version {version}, newer than this greenlab "
+                                    f"({SCHEMA_VERSION}) understands; upgrade greenlab (pip install -U greenlab)")
+            for number in range(version + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[number - 1](self.db)
                 self.db.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # a migration cut short leaves the store as it was
+                conn.execute("ROLLBACK")
+            raise
 
     def _recover_orphans(self) -> None:
         rows = self._query("select id, supervisor_pid from runs where status = 'running'")
@@ -289,11 +308,11 @@ class Store:
                 self._supersede_earlier(run_id)
 
     def _supersede_earlier(self, run_id: int) -> None:
-        """A completed run replaces the earlier completed runs of its key (a forced rerun): they become
-        `superseded`, in the same transaction, so no moment shows both as completed."""
-        self.db.execute("update runs set status = 'superseded', superseded_by = ? where status = 'completed' "
-                        "and id < ? and settings_key = (select settings_key from runs where id = ?)",
-                        [run_id, run_id, run_id])
+        """A completed run and the other completed runs of its key (a forced rerun): all but the latest become
+        `superseded`, in the same transaction, so no moment shows two as completed."""
+        row = self.db.execute("select settings_key from runs where id = ?", [run_id]).fetchone()
+        if row is not None and row[0] is not None:
+            _supersede_all(self.db, row[0])
 
     def add_epoch(self, row: dict[str, Any]) -> None:
         with self.db.conn:

@@ -260,7 +260,9 @@ class RunsPane(Vertical):
         plt = chart.plt
         plt.clear_data()
         plt.clear_figure()
-        chosen = [r for r in self.shown if r["id"] in self.marked] or self.shown
+        # A superseded run was replaced by its forced rerun: plotting both would show the work twice.
+        chosen = [r for r in self.shown if r["id"] in self.marked] or [
+            r for r in self.shown if r["status"] != "superseded" or self.filters().get("status") == "superseded"]
         points = [r for r in chosen if r.get("energy_j") is not None and r.get("val_accuracy") is not None]
         use_wh = any(r["energy_j"] >= 3600 for r in points)
         for technique in sorted({r["technique"] for r in points}):
