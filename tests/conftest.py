@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -61,3 +63,13 @@ def write_toml(tmp_path):
         return path
 
     return write
+
+
+def sync(test):
+    """Run an async test body on a fresh event loop (no asyncio pytest plugin needed)."""
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper

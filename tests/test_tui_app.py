@@ -6,7 +6,6 @@ Real runs use tinycnn on digits, one short epoch, no idle baseline, into a tmp_p
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,6 +18,7 @@ from greenlab.core.store import Store
 from greenlab.tui.app import GreenLabApp
 from greenlab.tui.dialogs import CancelChoice, ConfirmQuit
 from greenlab.tui.detail import DetailScreen
+from tests.conftest import sync
 from tests.tui_demo import seed_store
 
 QUICK = """
@@ -38,16 +38,6 @@ name = "pilot"
 models = ["resnet18"]
 techniques = ["baseline"]
 """
-
-
-def sync(test):
-    """Run an async test body on a fresh event loop (no asyncio pytest plugin needed)."""
-
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(test(*args, **kwargs))
-
-    return wrapper
 
 
 def _file(tmp_path: Path, text: str) -> str:

@@ -8,7 +8,8 @@ import os
 from greenlab.core import hostlock
 from greenlab.core.store import Store
 from greenlab.tui.app import GreenLabApp
-from tests.test_tui_app import QUICK, _file, _wait, sync
+from tests.conftest import sync
+from tests.test_tui_app import QUICK, _file, _wait
 
 
 @sync

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import html
 import re
 
@@ -11,6 +9,7 @@ from textual.widgets import Input, TabbedContent
 
 from greenlab.tui.app import GreenLabApp
 from greenlab.tui.dialogs import CancelChoice, HelpScreen
+from tests.conftest import sync
 
 FILE = """
 [defaults]
@@ -25,14 +24,6 @@ name = "keys"
 models = ["tinycnn"]
 techniques = ["baseline"]
 """
-
-
-def sync(test):
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(test(*args, **kwargs))
-
-    return wrapper
 
 
 def app_for(tmp_path) -> GreenLabApp:

@@ -75,7 +75,7 @@ def kind_of_row(row: Mapping[str, Any]) -> str:
 def idle_text(watts: Mapping[str, float], seconds: float, host_load: Mapping[str, Any] | None = None) -> str:
     listed = ", ".join(f"{c} {w:.1f} W" for c, w in watts.items()) or "nothing measurable"
     text = f"idle baseline over {seconds:g} s: {listed}"
-    if watts and host_load and hostload.busy(dict(host_load)):
+    if watts and hostload.busy(host_load):
         # A baseline taken while others work is too high, and every net figure below it too low.
         text += (f"; the host was not idle (other processes used {host_load['other_share']:.0%} of its CPUs), so this "
                  "baseline is too high and net energy too low: stop them, or rerun")
@@ -87,20 +87,22 @@ def cooling_text(temperatures: Mapping[str, float], target_c: float) -> str:
     return f"cooling down to {target_c:g} °C: {listed}"
 
 
-def _json_field(value: Any, default: Any) -> Any:
+def json_column(value: Any, default: Any) -> Any:
+    """A JSON column of a runs row (flags, meters, settings, ...) as stored, or already parsed; `default`
+    when it is empty, not JSON, or not of the default's kind (a list, a dict)."""
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            value = json.loads(value)
         except ValueError:
             return default
-    return default if value is None else value
+    return value if isinstance(value, type(default)) else default
 
 
 def host_busy(row: Mapping[str, Any]) -> str:
     """The warning for a run flagged `host_busy` (empty when it is not): how much of the host others used."""
-    if "host_busy" not in _json_field(row.get("flags"), []):
+    if "host_busy" not in json_column(row.get("flags"), []):
         return ""
-    share = (_json_field(row.get("meters"), {}).get("host_load") or {}).get("other_share")
+    share = (json_column(row.get("meters"), {}).get("host_load") or {}).get("other_share")
     used = f" {share:.0%} of" if isinstance(share, (int, float)) else ""
     return (f"the host was busy: other processes (on Ray, other runs on the node too) used{used} its CPUs "
             "meanwhile, so its CPU and DRAM figures (measured or estimated) include their effect (flag host_busy); "

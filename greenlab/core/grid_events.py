@@ -92,3 +92,19 @@ class RunStored:
 SupervisorEvent = Union[RunQueued, RunSkipped, IdleMeasured, CoolingDown, RunBegan, ChildEvent, RunMetered,
                         SupervisorNote, RunStored, WaitingForLock, GridStopped]
 Listener = Callable[[SupervisorEvent], None]
+
+
+class SafeListener:
+    """Tells a face of supervisor events; a face that fails (a closed pipe, a widget error) never costs a run
+    its record: its first errors are kept in `errors`, for the run's flags, instead."""
+
+    def __init__(self, listener: Listener | None = None) -> None:
+        self._listener = listener or (lambda event: None)
+        self.errors: list[str] = []
+
+    def __call__(self, event: SupervisorEvent) -> None:
+        try:
+            self._listener(event)
+        except Exception as exc:  # noqa: BLE001 - the store matters more than the display
+            if len(self.errors) < 20:
+                self.errors.append(f"{type(exc).__name__}: {exc}")

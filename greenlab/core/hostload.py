@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import psutil
 
@@ -57,7 +57,7 @@ def others(start: Mark, end: Mark, run_cpu_s: float | None, cpus: int | None = N
             "cpus": cpus, "busy_above": BUSY_SHARE, "busy_above_cpu_s": MIN_OTHER_CPU_S}
 
 
-def busy(load: dict[str, Any] | None) -> bool:
+def busy(load: Mapping[str, Any] | None) -> bool:
     """Others used more than BUSY_SHARE of the host, and more than MIN_OTHER_CPU_S in all."""
     if not load or load.get("other_share") is None or load.get("other_cpu_s") is None:
         return False

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from greenlab.core.config import GridRun
 from greenlab.core.formatting import run_label
 from greenlab.core.grid_events import (ChildEvent, Listener, RunBegan, RunMetered, RunQueued, RunSkipped,
-                                       RunStored, SupervisorEvent, SupervisorNote)
+                                       RunStored, SafeListener, SupervisorEvent, SupervisorNote)
 from greenlab.core.gridstop import GridStopped, StopRule, exception_cause, first_line
 from greenlab.core.hostlock import HostLock
 from greenlab.core.raycluster import RayCluster, import_ray
@@ -89,8 +89,8 @@ class RayGrid:
                  task: Callable[[TaskRequest, Any], TaskResult] = run_on_node, settle_s: float = SETTLE_S) -> None:
         self.store = store
         self.cluster = cluster
-        self._listener = on_event or (lambda event: None)
-        self.listener_errors: list[str] = []
+        self._tell = SafeListener(on_event)
+        self.listener_errors = self._tell.errors
         self._task_fn = task
         self._settle_s = settle_s
         self._cancel = threading.Event()
@@ -104,11 +104,7 @@ class RayGrid:
         self.attempts: dict[int, list[TaskStarted]] = {}  # grid index -> each attempt's start, for the curious
 
     def on_event(self, event: SupervisorEvent) -> None:
-        try:
-            self._listener(event)
-        except Exception as exc:  # noqa: BLE001 - the store matters more than the display
-            if len(self.listener_errors) < 20:
-                self.listener_errors.append(f"{type(exc).__name__}: {exc}")
+        self._tell(event)
 
     def cancel(self) -> None:
         """Stop every run (running ones are stored as interrupted) from any thread."""

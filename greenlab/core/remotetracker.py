@@ -16,10 +16,12 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
+from greenlab.core.energy.tracker import PowerHistory
+
 HISTORY_LIMIT = 3000  # samples kept per component: five minutes at 10 Hz, as a local tracker keeps
 
 
-class RemoteTracker:
+class RemoteTracker(PowerHistory):
     """The read side of an EnergyTracker (`components`, `methods`, `now`, `history`, `latest`,
     `running_j`), fed by `add_samples`; thread-safe."""
 
@@ -53,14 +55,6 @@ class RemoteTracker:
                 joules = 0.0 if not history else energy[-1][1] + (t - history[-1][0]) * (watts + history[-1][1]) / 2
                 history.append((t, watts))
                 energy.append((t, joules))
-
-    def history(self, component: str) -> list[tuple[float, float]]:
-        with self._lock:
-            return list(self._history.get(component, ()))
-
-    def latest(self) -> dict[str, float]:
-        with self._lock:
-            return {c: h[-1][1] for c, h in self._history.items() if h}
 
     def running_j(self, since: float) -> dict[str, float]:
         """Joules per component from `since` to the last sample, integrated from the samples (from the

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from statistics import mean
 from typing import Any, Callable, Iterable
 
-from greenlab.core import stats
+from greenlab.core import formatting, stats
 from greenlab.core.config import conditions_key
 
 HEADLINE = "energy_training_j"
@@ -291,23 +291,13 @@ CAVEAT_FLAGS = ("host_busy", "shared_node_cpu")
 def _flagged_caveat(rows: list[dict[str, Any]]) -> str:
     """'2 of 6 runs measured beside other work (flag host_busy)'; the verdict stands, but a reader should
     know its figures include other work. Each run counts once, whichever of the flags it has."""
-    flagged = [set(_flags(r)) & set(CAVEAT_FLAGS) for r in rows]
+    flagged = [set(formatting.json_column(r.get("flags"), [])) & set(CAVEAT_FLAGS) for r in rows]
     count = sum(1 for flags in flagged if flags)
     if not count:
         return ""
     names = [f for f in CAVEAT_FLAGS if any(f in flags for flags in flagged)]
     return (f"{count} of {len(rows)} runs measured beside other work on their host "
             f"(flag{'s' if len(names) > 1 else ''} {', '.join(names)})")
-
-
-def _flags(row: dict[str, Any]) -> list[str]:
-    value = row.get("flags")
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return []
-    return value if isinstance(value, list) else []
 
 
 def _target_of(rows: list[dict[str, Any]]) -> float | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from greenlab.core import report, stats
+from greenlab.core import formatting, report, stats
 from greenlab.core.report import Comparison
 
 FORMATS = ("text", "markdown", "csv", "json", "latex", "codecarbon")
@@ -309,16 +309,6 @@ def render_csv(rows: list[dict[str, Any]], comparisons: list[Comparison], metric
     return out.getvalue()
 
 
-def _json_field(row: dict[str, Any], key: str) -> dict[str, Any]:
-    value = row.get(key)
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _kwh(joules: Any) -> float | None:
     return None if joules is None else float(joules) / 3.6e6
 
@@ -331,8 +321,8 @@ def codecarbon_row(row: dict[str, Any]) -> dict[str, Any]:
     """A run in CodeCarbon's emissions.csv layout. What GreenLab does not know (location, cloud,
     utilisation, water) stays empty, and codecarbon_version stays empty: CodeCarbon measured nothing.
     A component GreenLab could not read at all (method `unavailable`) stays empty rather than 0."""
-    host = _json_field(row, "host")
-    components = _json_field(row, "meters").get("components", {})
+    host = formatting.json_column(row.get("host"), {})
+    components = formatting.json_column(row.get("meters"), {}).get("components", {})
     gpus = [facts for name, facts in components.items() if name.startswith("gpu") and isinstance(facts, dict)]
     cpu_facts = components.get("cpu") if isinstance(components.get("cpu"), dict) else {}
     duration = row.get("duration_s")

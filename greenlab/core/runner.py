@@ -30,7 +30,7 @@ from greenlab.core.energy.tracker import EnergyTracker
 # The supervisor's events live in greenlab.core.grid_events; re-exported here, where faces long found them.
 from greenlab.core.grid_events import (ChildEvent, CoolingDown, IdleMeasured, Listener, RunBegan,  # noqa: F401
                                        RunMetered, RunQueued, RunSkipped, RunStored, SupervisorEvent,
-                                       SupervisorNote)
+                                       SafeListener, SupervisorNote)
 from greenlab.core.gridstop import GridStopped, StopRule, exception_cause
 from greenlab.core.hostlock import HostLock, WaitingForLock  # noqa: F401 - supervisor events faces import
 from greenlab.core.child import RunChild
@@ -157,8 +157,8 @@ class RunSupervisor:
                 raise ValueError("a supervisor needs a store or a recorder")
             recorder = StoreRecorder(store)
         self.recorder = recorder
-        self._listener = on_event or (lambda event: None)
-        self.listener_errors: list[str] = []
+        self._tell = SafeListener(on_event)
+        self.listener_errors = self._tell.errors
         self._child_lock = threading.Lock()
         self._cancel = threading.Event()
         self._cancel_one = threading.Event()  # cancel_current: this run only
@@ -175,11 +175,7 @@ class RunSupervisor:
 
     def on_event(self, event: SupervisorEvent) -> None:
         """Tell the face; a face that fails (a closed pipe, a widget error) never costs a run its record."""
-        try:
-            self._listener(event)
-        except Exception as exc:  # noqa: BLE001 - the store matters more than the display
-            if len(self.listener_errors) < 20:
-                self.listener_errors.append(f"{type(exc).__name__}: {exc}")
+        self._tell(event)
 
     # -- control --------------------------------------------------------------------------------------
     def cancel(self) -> None:

@@ -18,16 +18,7 @@ from textual.widgets import DataTable, Footer, Header, Label, Static
 from textual_plotext import PlotextPlot
 
 from greenlab.core.energy_to_target import accuracy_curve
-from greenlab.core.formatting import accuracy, duration, energy, kind_of_row
-
-
-def _json(value: Any, default: Any) -> Any:
-    if value in (None, ""):
-        return default
-    try:
-        return json.loads(value) if isinstance(value, str) else value
-    except ValueError:
-        return default
+from greenlab.core.formatting import accuracy, duration, energy, json_column, kind_of_row
 
 
 def _number(value: Any, unit: str = "", digits: int = 1) -> str:
@@ -107,9 +98,9 @@ class DetailScreen(Screen):
                          f" (before: {row.get('params_nonzero_before') or 0:,} of {row.get('params_total_before') or 0:,})")
         if row.get("error"):
             lines.append(f"[b]error[/] {escape(str(row['error']).splitlines()[0])}")
-        for warning in _json(row.get("warnings"), []):
+        for warning in json_column(row.get("warnings"), []):
             lines.append(f"warning: {escape(str(warning))}")
-        flags = _json(row.get("flags"), [])
+        flags = json_column(row.get("flags"), [])
         if flags:
             lines.append("flags: " + escape(", ".join(map(str, flags))))
         return "\n".join(lines)
@@ -157,12 +148,13 @@ class DetailScreen(Screen):
         for row in self.component_rows:
             table.add_row(row["component"], energy(row.get("energy_j")), row.get("method") or "-",
                           _number(row.get("idle_w")), energy(row.get("net_energy_j")),
-                          _inputs(_json(row.get("inputs"), {})), ", ".join(_json(row.get("flags"), [])) or "-")
+                          _inputs(json_column(row.get("inputs"), {})),
+                          ", ".join(json_column(row.get("flags"), [])) or "-")
         if not table.row_count:
             table.add_row("-", "-", "no components stored", "", "", "", "")
 
     def _meters(self) -> str:
-        meters = _json(self.row.get("meters"), {})
+        meters = json_column(self.row.get("meters"), {})
         lines = []
         for component, facts in (meters.get("components") or {}).items():
             described = ", ".join(f"{k}={v}" for k, v in facts.items() if k != "method")
@@ -172,7 +164,7 @@ class DetailScreen(Screen):
         return "\n".join(lines) or "no meter facts stored"
 
     def _settings(self) -> str:
-        settings = _json(self.row.get("settings"), {})
+        settings = json_column(self.row.get("settings"), {})
         techniques = settings.pop("techniques", {}) if isinstance(settings, dict) else {}
         parts = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
         for name, table in (techniques or {}).items():

@@ -81,7 +81,23 @@ def _interpolate(before: _Snapshot, after: _Snapshot, t: float) -> _Snapshot:
                      stale=before.stale | after.stale)
 
 
-class EnergyTracker:
+class PowerHistory:
+    """What a face reads of any tracker, local or rebuilt from a Ray node's samples: per component, the
+    (t, watts) history kept in `_history` under `_lock`."""
+
+    _lock: threading.Lock
+    _history: dict[str, deque[tuple[float, float]]]
+
+    def history(self, component: str) -> list[tuple[float, float]]:
+        with self._lock:
+            return list(self._history.get(component, ()))
+
+    def latest(self) -> dict[str, float]:
+        with self._lock:
+            return {c: h[-1][1] for c, h in self._history.items() if h}
+
+
+class EnergyTracker(PowerHistory):
     """Combines meters; one instance per run (or per grid), its sampler on a thread.
 
     `clock` is the monotonic clock the tracker reads (injectable for tests); an edge given with `at` is a
@@ -246,14 +262,6 @@ class EnergyTracker:
             rows = list(self._pending)
             self._pending.clear()
         return rows
-
-    def history(self, component: str) -> list[tuple[float, float]]:
-        with self._lock:
-            return list(self._history.get(component, ()))
-
-    def latest(self) -> dict[str, float]:
-        with self._lock:
-            return {c: h[-1][1] for c, h in self._history.items() if h}
 
     def now(self) -> float:
         """Seconds on the tracker's clock (the `t` of samples)."""
