@@ -16,7 +16,8 @@ from typing import Any, TextIO
 
 from greenlab.console import Progress
 from greenlab.core import formatting, report, report_formats
-from greenlab.core.config import GridRun, expand_grid, load_experiments
+from greenlab.core.analysis import Plan
+from greenlab.core.config import GridRun, load_grid
 from greenlab.core.energy_to_target import update_energy_to_target
 from greenlab.core.fetch import Sources
 from greenlab.core.hostlock import ensure_free
@@ -68,17 +69,16 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     lines.append("")
     if any(g.runs > 1 for g in groups):
         lines.append("±: half-width of the 95 % confidence interval of the mean (Student t over the n runs).")
-    lines.append("Δ: the mean against the baseline's mean, % (accuracy: pp); the verdicts below give training "
-                 "energy's with its 95 % CI and p.")
+    lines.append("Δ: the mean against the baseline's mean, % (accuracy: pp); the verdicts below test the plan's "
+                 "primary metric, with the interval and p that decide it.")
     return "\n".join(lines)
 
 
-def verdicts(store: Store, grid: list[GridRun], metric: str = report.HEADLINE) -> str:
-    """The grid's techniques judged against the store's matching baselines: table and sentences."""
-    ids = {row["id"] for row in grid_rows(store, grid)}
-    comparisons = report.compare(store.runs("status = 'completed'"), metrics=(metric,),
-                                 include=lambda row: row["id"] in ids)
-    return report_formats.verdict_summary(comparisons, metric)
+def verdicts(store: Store, plan: Plan) -> str:
+    """The grid's comparisons, judged on the whole store under their plans (as `greenlab report` and the TUI
+    judge them), on the plan's primary metric: table, diagnostics and sentences."""
+    comparisons = report.judge(store.runs(), store.plans(), metrics=(plan.analysis.primary,))
+    return report_formats.verdict_summary(report.of_cells(comparisons, plan.keys), plan.analysis.primary)
 
 
 def grid_rows(store: Store, grid: list[GridRun]) -> list[dict[str, Any]]:
@@ -110,12 +110,13 @@ def _terminate_as_interrupt(signum: int, frame: Any) -> None:
 def run_headless(path: str, *, db: str | None = None, force: bool = False, out: TextIO = sys.stdout,
                  wait: bool = True, sources: Sources | None = None, ray: str | None = None) -> int:
     """Run the grid of `path`; `ray` (an address, "" for the default) runs it on Ray instead of here."""
-    experiments = load_experiments(path)  # ConfigError propagates to the CLI: exit 2, nothing written
+    grid_file = load_grid(path)  # ConfigError propagates to the CLI: exit 2, nothing written
     check_location(db)  # a --db in a missing folder: exit 2 before anything is fetched or created
-    grid = expand_grid(experiments)
+    grid = grid_file.grid()
+    plan = grid_file.plan(grid)
     if ray is None:
         prepare_grid(grid, path, out=out, sources=sources)  # PreflightError/FetchError: exit 2, nothing written
-        return _run(grid, path, db=db, force=force, out=out, wait=wait)
+        return _run(grid, plan, path, db=db, force=force, out=out, wait=wait)
     from greenlab.core import raycluster  # only here: a grid without --ray never imports Ray
 
     address = raycluster.resolve_address(ray)
@@ -124,17 +125,18 @@ def run_headless(path: str, *, db: str | None = None, force: bool = False, out: 
     cluster = raycluster.connect(address)  # GreenLabError: exit 2, nothing written
     try:
         raycluster.check_placement(cluster, grid, path)  # PreflightError: exit 2, nothing written
-        return _run(grid, path, db=db, force=force, out=out, wait=wait, cluster=cluster)
+        return _run(grid, plan, path, db=db, force=force, out=out, wait=wait, cluster=cluster)
     finally:
         cluster.close()
 
 
-def _run(grid: list[GridRun], path: str, *, db: str | None, force: bool, out: TextIO, wait: bool,
+def _run(grid: list[GridRun], plan: Plan, path: str, *, db: str | None, force: bool, out: TextIO, wait: bool,
          cluster: Any = None) -> int:
     """Run a prepared grid here, or on `cluster` (a RayCluster); print the summary; the exit code."""
     if not wait and (cluster is None or cluster.single_host):
         ensure_free()  # LockBusy: exit 2 before the store file exists
     store = Store(db)  # the file is created by the first run's row: an interrupt before it leaves none
+    store.declare_plan(plan)  # stored with the first run: the verdicts are judged under it
     progress = Progress(out)
     progress.presenter.add_grid(0, grid)  # the queue's statuses tell what an interrupt left
     if cluster is None:
@@ -157,7 +159,7 @@ def _run(grid: list[GridRun], path: str, *, db: str | None, force: bool, out: Te
     update_energy_to_target(store)
     progress.line("")
     progress.line(summary_table(grid_rows(store, grid)))
-    judged = verdicts(store, grid)
+    judged = verdicts(store, plan)
     if judged:
         progress.line("")
         progress.line(judged)

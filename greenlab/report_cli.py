@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sqlite3
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from greenlab.core import energy_to_target, report, report_formats
+from greenlab.core.analysis import PostHoc
 from greenlab.core.errors import GreenLabError, suggest
-from greenlab.core.store import resolve_path
+from greenlab.core.store import read_snapshot, resolve_path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,10 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--experiment", metavar="NAME", help="only this experiment's techniques")
     parser.add_argument("--metric", metavar="NAME",
                         help=f"headline metric, and the only one in json/csv ({', '.join(report.METRICS)}; "
-                             f"default {report.HEADLINE}, all metrics in json/csv)")
+                             f"default: the plan's primary metric, all metrics in json/csv)")
     parser.add_argument("--margin", metavar="F",
-                        help="equivalence margin as a fraction (0.05 = ±5 %%; default: the runs' "
-                             "equivalence_margin setting, else 0.05)")
+                        help="post hoc: equivalence margin as a fraction (0.05 = ±5 %%), instead of the one the "
+                             "runs' plan declared; every format labels it post hoc")
+    parser.add_argument("--alpha", metavar="A",
+                        help="post hoc: test level instead of the plan's (0 < A < 0.5); labelled post hoc")
+    parser.add_argument("--accuracy-margin-pp", metavar="PP",
+                        help="post hoc: accuracy and F1 equivalence margin in percentage points instead of the "
+                             "plan's; labelled post hoc")
     parser.add_argument("--format", default="text", metavar="FORMAT",
                         help=f"{' | '.join(report_formats.FORMATS)} (default text)")
     parser.add_argument("--out", metavar="FILE", help="write the report here instead of standard output")
@@ -50,13 +55,28 @@ def _parser() -> argparse.ArgumentParser:
 def _margin(text: str | None) -> float | None:
     if text is None:
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise GreenLabError(f"--margin must be a number such as 0.05 (±5 %), got {text!r}") from None
+    value = _float(text, "--margin", "0.05 (±5 %)")
     if not math.isfinite(value) or not 0 < value < 1:
         hint = f"; for ±{value:g} % write --margin {value / 100:g}" if 1 <= value < 100 else ""
         raise GreenLabError(f"--margin is a fraction between 0 and 1 (0.05 means ±5 %), got {text}{hint}")
+    return value
+
+
+def _float(text: str, flag: str, example: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise GreenLabError(f"{flag} must be a number such as {example}, got {text!r}") from None
+
+
+def _number(text: str | None, flag: str, low: float, high: float, example: str) -> float | None:
+    """A post hoc value given on the command line, within (low, high); GreenLabError names the fix."""
+    if text is None:
+        return None
+    value = _float(text, flag, example)
+    if not math.isfinite(value) or not low < value < high:
+        raise GreenLabError(f"{flag} must be between {low:g} and {high:g} (exclusive), got {text}; "
+                            f"e.g. {flag} {example}")
     return value
 
 
@@ -76,30 +96,6 @@ def _choice(value: str, known: tuple[str, ...], flag: str) -> str:
     if value not in known:
         raise GreenLabError(f"unknown {flag} '{value}'{suggest(value, known)}; use one of {', '.join(known)}")
     return value
-
-
-def read_store(path: Path) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
-    """Every run row, and the epochs of every run; nothing is written."""
-    if not path.is_file():
-        raise GreenLabError(f"no run store at {path}; run a grid first (greenlab --headless experiments.toml) "
-                            "or pass --db PATH (or set GREENLAB_DB)")
-    try:
-        # Only SELECTs are issued. A read-write connection lets SQLite tidy its -wal/-shm files on close;
-        # a store we may not write is opened read-only instead.
-        uri = path.resolve().as_uri()
-        conn = sqlite3.connect(uri + ("?mode=rw" if os.access(path, os.W_OK) else "?mode=ro"), uri=True)
-        conn.row_factory = sqlite3.Row
-        try:
-            runs = [dict(r) for r in conn.execute("select * from runs order by id")]
-            epochs: dict[int, list[dict[str, Any]]] = {}
-            for row in conn.execute("select * from epochs order by run_id, epoch"):
-                epochs.setdefault(row["run_id"], []).append(dict(row))
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise GreenLabError(f"cannot read {path} as a GreenLab run store ({exc}); pass --db with the runs.db "
-                            "a grid wrote") from None
-    return runs, epochs
 
 
 def _write_all(files: list[tuple[Path, bytes]]) -> None:
@@ -131,20 +127,29 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
     if plot_path and plot_format not in ("svg", "png"):
         raise GreenLabError(f"--plot {plot_path}: name the file .svg or .png")
 
+    post_hoc = PostHoc(alpha=_number(args.alpha, "--alpha", 0, 0.5, "0.05"), equivalence_margin=margin,
+                       accuracy_margin_pp=_number(args.accuracy_margin_pp, "--accuracy-margin-pp", 0, 100, "1"))
+
     db = resolve_path(args.db)
-    rows, epochs = read_store(db)
+    snapshot = read_snapshot(db)
+    rows = snapshot.runs
     experiments = sorted({str(r["experiment"]) for r in rows if r.get("experiment")})
     if args.experiment is not None and args.experiment not in experiments:
         raise GreenLabError(f"no runs of experiment '{args.experiment}' in {db}"
                             f"{suggest(args.experiment, experiments)}; experiments there: "
                             f"{', '.join(experiments) or 'none'}")
-    rows = energy_to_target.with_energy_to_target(rows, lambda run_id: epochs.get(run_id, []))
-    include = (lambda r: r.get("experiment") == args.experiment) if args.experiment is not None else None
-    comparisons = report.compare(rows, metrics=report.METRICS, margin=margin, include=include)
+    rows = energy_to_target.with_energy_to_target(rows, lambda run_id: snapshot.epochs.get(run_id, []))
+    # Every comparison is judged on the whole store, under its plan; a filter only picks what is shown.
+    comparisons = report.judge(rows, snapshot.plans, post_hoc=post_hoc)
+    if args.experiment is not None:
+        comparisons = report.of_experiment(comparisons, args.experiment)
     if not comparisons:
         scope = f" of experiment '{args.experiment}'" if args.experiment else ""
         raise GreenLabError(f"nothing to compare in {db}: no completed technique runs{scope}; run a grid with "
                             "a baseline and at least one technique first")
+    if not args.metric:
+        primaries = {c.plan.analysis.primary for c in comparisons}
+        headline = primaries.pop() if len(primaries) == 1 else report.HEADLINE
 
     metrics = (headline,) if args.metric else report.METRICS
     if fmt == "text":

@@ -242,18 +242,6 @@ def test_order_is_not_part_of_a_runs_key():
     assert shuffled == written
 
 
-def test_equivalence_margin_is_read_validated_and_reruns_nothing():
-    base = '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n'
-    (default,) = parse_experiments(base)
-    (custom,) = parse_experiments(base + "equivalence_margin = 0.1\n")
-    assert default.settings.equivalence_margin == 0.05 and custom.settings.equivalence_margin == 0.1
-    assert expand_grid([custom])[0].settings_dict()["equivalence_margin"] == 0.1  # stored with the run
-    assert expand_grid([default])[0].settings_key() == expand_grid([custom])[0].settings_key()
-    for bad in ("0", "1", "-0.05", "5"):
-        with pytest.raises(ConfigError, match="equivalence_margin.*between 0 and 1"):
-            parse_experiments(base + f"equivalence_margin = {bad}\n", "bad.toml")
-
-
 def test_readme_settings_table_is_generated_from_the_declarations():
     from greenlab.core.settings import settings_table
     from tests.conftest import REPO

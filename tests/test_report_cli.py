@@ -84,18 +84,22 @@ def test_json_agrees_with_scipy(study, capsys, tmp_path):
         assert o["verdict"] == EXPECTED[technique], o["sentence"]
         assert (o["n"], o["n_baseline"]) == (5, 5)
         assert o["mean"] == pytest.approx(tech.mean()) and o["baseline_mean"] == pytest.approx(base.mean())
-        assert o["ratio"] == pytest.approx(tech.mean() / base.mean())
-        assert o["p_value"] == pytest.approx(sps.ttest_ind(tech, base, equal_var=False).pvalue)
         lt, lb = np.log(tech), np.log(base)
+        assert o["ratio"] == pytest.approx(math.exp(lt.mean() - lb.mean()))  # ratio of geometric means
+        assert o["ratio_of_means"] == pytest.approx(tech.mean() / base.mean())
+        assert o["p_value"] == pytest.approx(sps.ttest_ind(lt, lb, equal_var=False).pvalue)  # on logs too
         va, vb = lt.var(ddof=1) / 5, lb.var(ddof=1) / 5
         df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 4)
         half = sps.t.ppf(0.975, df) * math.sqrt(va + vb)
         assert o["ratio_ci_low"] == pytest.approx(math.exp(lt.mean() - lb.mean() - half))
         assert o["ratio_ci_high"] == pytest.approx(math.exp(lt.mean() - lb.mean() + half))
-        assert o["ratio_method"] == "Welch interval on log values"
-        pooled = math.sqrt((tech.var(ddof=1) + base.var(ddof=1)) / 2)
+        assert o["test"] == "Welch t (Welch–Satterthwaite df)" and o["df"] == pytest.approx(df)
+        pooled = math.sqrt((lt.var(ddof=1) + lb.var(ddof=1)) / 2)
         j = math.gamma(4) / (math.sqrt(4) * math.gamma(3.5))
-        assert o["effect_size"] == pytest.approx((tech.mean() - base.mean()) / pooled * j)
+        assert o["effect_size"] == pytest.approx((lt.mean() - lb.mean()) / pooled * j)  # on the tested scale
+        assert o["equivalence_bounds"] == pytest.approx([1 / 1.05, 1.05]) and o["margin"] == 0.05
+        assert o["primary"] is True and o["role"] == "primary" and o["holm_family"] == 8
+        assert o["plan"]["declared"] is False and o["energy_method"] == "estimated"
         assert o["equivalent"] == (technique == "prune")
         for key in ("model", "dataset", "technique", "metric", "p_holm", "sentence"):
             assert key in o
@@ -108,7 +112,9 @@ def test_json_agrees_with_scipy(study, capsys, tmp_path):
         expected[index] = running
     assert [o["p_holm"] for _, o in sorted(headline.items())] == pytest.approx(expected)
     stego = headline[("tinycnn", "stego")]
-    assert stego["sentence"].startswith("stego saves 30 % training energy (95 % CI ")
+    assert stego["sentence"].startswith("stego saves 30 % training energy (")
+    assert "% CI (Holm-adjusted, 8 comparisons)" in stego["sentence"]
+    assert stego["word"] == "saves (estimated)" and "time" in stego["sentence"]
     assert "n = 5 vs 5" in stego["sentence"]
     inconclusive = headline[("tinycnn", "prune+stego")]
     assert inconclusive["repeats_to_decide"] > 5 and "runs per side would decide" in inconclusive["sentence"]
@@ -116,6 +122,8 @@ def test_json_agrees_with_scipy(study, capsys, tmp_path):
     assert accuracy["difference_pp"] == pytest.approx(-5.4)  # 0.85 against 0.904, in points
     assert accuracy["difference_pp_ci_low"] < -5.4 < accuracy["difference_pp_ci_high"] < 0
     assert accuracy["verdict"] == "costs" and "pp validation accuracy" in accuracy["sentence"]
+    assert accuracy["margin_pp"] == 1.0 and accuracy["equivalence_bounds"] == pytest.approx([-1.0, 1.0])
+    assert accuracy["primary"] is False and accuracy["role"] == "secondary"
 
 
 def test_one_run_cells_are_insufficient(study, capsys):
@@ -140,7 +148,7 @@ def test_energy_to_target_is_a_metric(study, capsys):
     assert objects[("tinycnn", "stego")]["verdict"] == "saves"
 
 
-@pytest.mark.parametrize("fmt, marker", [("text", "change [95 % CI]"), ("markdown", "| model |"),
+@pytest.mark.parametrize("fmt, marker", [("text", "change [CI]"), ("markdown", "| model |"),
                                          ("latex", "\\begin{tabular}"), ("csv", "energy_training_j_verdict"),
                                          ("json", '"verdict"'), ("codecarbon", "energy_consumed")])
 def test_every_format_renders(study, capsys, fmt, marker):
@@ -202,7 +210,7 @@ def test_plot_bars_stay_in_the_physical_range(tmp_path):
     from greenlab.core import report as core_report
     from greenlab.core import stats
     from greenlab.core.report_plot import CLIP_NOTE, bar_extent, build_figure
-    from greenlab.report_cli import read_store
+    from greenlab.core.store import read_snapshot
 
     path = tmp_path / "wide.db"
     store = Store(path)
@@ -212,8 +220,9 @@ def test_plot_bars_stay_in_the_physical_range(tmp_path):
     store.close()
     half = stats.mean_ci95([99.0, 10.0, 98.0])
     assert 69.0 - half < 0 and 69.0 + half > 100  # the interval itself is out of range
-    rows, _ = read_store(path)
-    comparisons = core_report.compare(rows)
+    snapshot = read_snapshot(path)
+    rows = snapshot.runs
+    comparisons = core_report.judge(rows, snapshot.plans)
     figure = build_figure(rows, comparisons)
     model_axes, change_axes = figure.axes[0], figure.axes[-1]
     segments = [segment for c in model_axes.containers if isinstance(c, ErrorbarContainer)
@@ -252,7 +261,7 @@ def test_energy_to_target_gives_the_real_reason_in_every_format(tmp_path, capsys
         _, out, _ = report("--db", str(path), "--format", fmt, capsys=capsys)
         assert reason in out and "fewer than 2 runs a side have a value" not in out
     _, out, _ = report("--db", str(path), "--metric", "energy_to_target_j", capsys=capsys)
-    assert "insufficient (fewer than 2 runs a side, or no baseline, or a run that never reached the target)" in out
+    assert "insufficient (fewer than 2 usable runs a side, or no baseline, or a run that never reached the target)" in out
 
 
 def test_pareto_front():
@@ -301,10 +310,12 @@ def test_readme_documents_every_json_key_and_the_new_columns(study, capsys):
     VERDICT_COLUMNS = ("target_accuracy", "energy_to_target_j")
     from tests.conftest import REPO
 
-    readme = (REPO / "README.md").read_text()
+    docs = (REPO / "docs" / "statistics.md").read_text()
     _, out, _ = report("--db", str(study), "--experiment", "study", "--format", "json", capsys=capsys)
     keys = {key for o in json.loads(out) for key in o}
-    missing = [k for k in sorted(keys | set(VERDICT_COLUMNS)) if f"`{k}`" not in readme]
-    assert not missing, f"README lacks: {missing}"
-    for verdict in ("saves", "costs", "equivalent", "inconclusive", "insufficient"):
-        assert f"| `{verdict}` |" in readme
+    missing = [k for k in sorted(keys | set(VERDICT_COLUMNS)) if f"`{k}`" not in docs]
+    assert not missing, f"docs/statistics.md lacks: {missing}"
+    from greenlab.core import stats
+
+    for verdict in stats.VERDICTS:  # the decision table states every word
+        assert f"`{verdict}`" in docs.split("## The decision table")[1].split("##")[0], verdict

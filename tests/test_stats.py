@@ -1,4 +1,4 @@
-"""Two-sample statistics and verdicts, checked against scipy and hand computations."""
+"""Two-sample statistics, Holm and the verdict rule, against scipy, hand computations and random samples."""
 
 from __future__ import annotations
 
@@ -6,9 +6,23 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as sps
 
 from greenlab.core import stats
+
+BASE = [100.0, 102.0, 98.0, 101.0, 99.0]
+ONE = stats.HolmStep(None, 1, 1)
+
+
+def step_for(s: stats.TwoSample) -> stats.HolmStep:
+    """A family of one: Holm's p is the test's own."""
+    return stats.holm([s.p_value], 1, s.alpha)[0]
+
+
+def verdict(s: stats.TwoSample, higher_is_better: bool = False) -> str:
+    return stats.decide(s, step_for(s), higher_is_better=higher_is_better).verdict
 
 
 def exact_sample(mean: float, sd: float, n: int) -> list[float]:
@@ -18,111 +32,92 @@ def exact_sample(mean: float, sd: float, n: int) -> list[float]:
     return list(mean + sd * z)
 
 
-def log_welch_ci(a, b, level):
-    """Welch's interval of the difference of log means, exponentiated — computed here independently."""
-    la, lb = np.log(a), np.log(b)
-    va, vb = la.var(ddof=1) / len(la), lb.var(ddof=1) / len(lb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(la) - 1) + vb ** 2 / (len(lb) - 1))
-    half = sps.t.ppf(0.5 + level / 2, df) * math.sqrt(va + vb)
-    d = la.mean() - lb.mean()
-    return math.exp(d - half), math.exp(d + half)
-
-
-BASE = [100.0, 102.0, 98.0, 101.0, 99.0]
-
-
-def test_clear_saving_agrees_with_scipy():
+def test_ratio_is_welch_on_log_values_p_and_interval_alike():
     tech = [70.0, 71.5, 69.0, 70.5, 69.5]
     r = stats.compare(tech, BASE)
-    assert r.n == 5 and r.n_baseline == 5
-    assert r.ratio == pytest.approx(np.mean(tech) / np.mean(BASE))
-    assert r.p_value == pytest.approx(sps.ttest_ind(tech, BASE, equal_var=False).pvalue)
-    low, high = log_welch_ci(np.array(tech), np.array(BASE), 0.95)
-    assert (r.ratio_ci_low, r.ratio_ci_high) == (pytest.approx(low), pytest.approx(high))
-    assert r.ratio_method == stats.LOG_WELCH
-    assert stats.decide(r) == "saves"
-    assert r.equivalent is False
+    la, lb = np.log(tech), np.log(BASE)
+    welch = sps.ttest_ind(la, lb, equal_var=False)
+    assert r.p_value == pytest.approx(welch.pvalue)  # the p-value is on the log scale, as the interval
+    ci = welch.confidence_interval(0.95)
+    assert (r.ci_low, r.ci_high) == (pytest.approx(math.exp(ci.low)), pytest.approx(math.exp(ci.high)))
+    assert r.estimate == pytest.approx(math.exp(la.mean() - lb.mean()))  # ratio of geometric means
+    assert r.ratio_of_means == pytest.approx(np.mean(tech) / np.mean(BASE))
+    assert r.test == stats.WELCH
+    assert verdict(r) == "saves" and r.equivalent is False
 
 
-def test_clear_cost():
-    r = stats.compare([120.0, 121.0, 119.0, 122.0], BASE)
-    assert r.ratio_ci_low > 1 and r.p_value < 0.001
-    assert stats.decide(r) == "costs"
+def test_the_issues_two_scales_example_now_agrees():
+    """Baseline 100, 101, 99, 100, 160 J against 80, 82, 81, 83 J: the old CI excluded 1 beside p = 0.064."""
+    r = stats.compare([80.0, 82.0, 81.0, 83.0], [100.0, 101.0, 99.0, 100.0, 160.0])
+    excludes = r.ci_high < 1 or r.ci_low > 1
+    assert excludes == (r.p_value < 0.05)
 
 
-def test_equivalence_is_the_90_percent_interval_inside_the_margin():
+def test_unequal_sizes_take_hsus_conservative_df():
+    r = stats.compare([80.0, 82.0, 81.0], [100.0, 101.0, 99.0, 100.0, 103.0])
+    assert r.test == stats.HSU and r.df == 2
+    t = r.center / r.se
+    assert r.p_value == pytest.approx(2 * sps.t.sf(abs(t), 2))
+
+
+def test_equivalence_reads_the_90_percent_interval_against_a_log_symmetric_band():
     tech = [100.5, 101.0, 99.5, 100.0, 100.8]
     r = stats.compare(tech, BASE, margin=0.05)
-    low, high = log_welch_ci(np.array(tech), np.array(BASE), 0.90)
-    assert (r.ratio_ci90_low, r.ratio_ci90_high) == (pytest.approx(low), pytest.approx(high))
-    assert 0.95 < low and high < 1.05 and r.equivalent
-    assert r.p_equivalence < 0.05
-    assert stats.decide(r) == "equivalent"
-    # the same data cannot be called equivalent within a margin narrower than its interval
+    ci90 = sps.ttest_ind(np.log(tech), np.log(BASE), equal_var=False).confidence_interval(0.90)
+    assert (r.eq_low, r.eq_high) == (pytest.approx(math.exp(ci90.low)), pytest.approx(math.exp(ci90.high)))
+    assert r.equivalence_bounds == pytest.approx((1 / 1.05, 1.05))
+    assert r.equivalent and r.p_equivalence < 0.05
+    assert verdict(r) == "equivalent"
     narrow = stats.compare(tech, BASE, margin=0.005)
     assert narrow.equivalent is False and narrow.p_equivalence > 0.05
-    assert stats.decide(narrow) == "inconclusive"
+    assert verdict(narrow) == "inconclusive"
 
 
-def test_inconclusive_estimates_the_repeats_that_would_decide():
-    tech = [80.0, 130.0, 105.0]
-    base = [100.0, 90.0, 115.0]
-    r = stats.compare(tech, base)
-    assert stats.decide(r) == "inconclusive"
-    assert r.repeats_to_decide is not None and r.repeats_to_decide > 3
-    # with that many runs of the same means and SDs, the comparison decides
-    n = r.repeats_to_decide
-    again = stats.compare(exact_sample(r.mean, r.sd, n), exact_sample(r.baseline_mean, r.baseline_sd, n))
-    assert stats.decide(again) != "inconclusive"
-    # a tighter spread needs fewer runs
-    assert stats.repeats_to_decide(r.sd / 2, r.baseline_sd / 2, r.difference, r.baseline_mean, r.margin) < n
+def test_significant_and_negligible_both_hold_and_both_are_said():
+    base = exact_sample(100.0, 0.3, 10)
+    tech = exact_sample(98.0, 0.3, 10)  # a significant 2 % saving inside a 5 % margin
+    r = stats.compare(tech, base, margin=0.05)
+    decision = stats.decide(r, step_for(r))
+    assert decision.verdict == "saves" and decision.negligible
+    assert 0.95 < r.ci_low < r.ci_high < 1
+
+
+def test_no_spread_is_no_certainty():
+    """100 J ×3 against 90 J ×3, or accuracy 0.90 ×5 against 0.88 ×5: nothing to test against."""
+    energy = stats.compare([90.0] * 3, [100.0] * 3)
+    assert energy.no_spread and energy.p_value is None and energy.ci_low is None
+    assert verdict(energy) == "no spread"
+    accuracy = stats.compare([0.88] * 5, [0.90] * 5, scale=stats.DIFFERENCE, margin=0.01)
+    assert accuracy.no_spread and verdict(accuracy, higher_is_better=True) == "no spread"
+
+
+def test_identical_non_binary_values_do_not_divide_by_zero():
+    """Accuracy 0.1 in three runs of each side (a diverged 10-class model): log variance 1e-33, not 0."""
+    r = stats.compare([0.1, 0.1, 0.1], [0.1, 0.1, 0.1])
+    assert r.no_spread and verdict(r) == "no spread"
+    d = stats.compare([0.1, 0.1, 0.1], [0.1, 0.1, 0.1], scale=stats.DIFFERENCE, margin=0.01)
+    assert d.no_spread
+
+
+def test_a_ratio_refuses_values_without_a_log():
+    with pytest.raises(ValueError, match="logs"):
+        stats.compare([-100.0, -103.0], [45.0, 46.0])
+    with pytest.raises(ValueError):
+        stats.compare([0.0, 1.0], [2.0, 3.0])
 
 
 def test_one_run_per_side_is_insufficient():
     r = stats.compare([70.0], [100.0])
-    assert r.ratio == pytest.approx(0.7)
-    assert r.p_value is None and r.ratio_ci_low is None and r.effect_size is None
-    assert stats.decide(r) == "insufficient"
-    assert stats.decide(stats.compare([70.0, 71.0], [100.0])) == "insufficient"
+    assert r.estimate == pytest.approx(0.7)
+    assert r.p_value is None and r.ci_low is None and r.effect_size is None
+    assert verdict(r) == "insufficient"
+    assert verdict(stats.compare([70.0, 71.0], [100.0])) == "insufficient"
 
 
 def test_missing_values_are_dropped_and_counted():
-    r = stats.compare([70.0, None, 71.0, float("nan")], [100.0, 101.0, None])
-    assert (r.n, r.n_missing, r.n_baseline, r.n_baseline_missing) == (2, 2, 2, 1)
+    r = stats.compare([70.0, None, 71.0], [100.0, 101.0, None])
+    assert (r.n, r.n_missing, r.n_baseline, r.n_baseline_missing) == (2, 1, 2, 1)
     assert r.mean == pytest.approx(70.5)
-
-
-def test_zero_variance_in_both_groups():
-    same = stats.compare([0.9, 0.9, 0.9], [0.9, 0.9])
-    assert same.p_value == 1.0 and same.equivalent and same.ratio_ci_low == same.ratio_ci_high == 1.0
-    assert stats.decide(same, higher_is_better=True, on_difference=True) == "equivalent"
-    lower = stats.compare([0.8, 0.8], [0.9, 0.9])
-    assert lower.p_value == 0.0 and lower.difference_ci_low == pytest.approx(-0.1)
-    assert stats.decide(lower, higher_is_better=True, on_difference=True) == "costs"
-    assert any("no variance" in note for note in lower.notes)
-
-
-def test_zeros_make_logs_impossible_so_fieller_is_used():
-    tech = [0.0, 1.0, 2.0, 1.0]
-    base = [10.0, 11.0, 9.0, 10.0]
-    r = stats.compare(tech, base)
-    assert r.ratio_method == stats.FIELLER and any("Fieller" in n for n in r.notes)
-    assert r.ratio_ci_low < r.ratio < r.ratio_ci_high < 1
-    # Fieller's bounds solve (x̄ - ρ x̄₀)² = t² (v + ρ² v₀) with the Welch df at the estimate
-    m1, m0 = np.mean(tech), np.mean(base)
-    v1, v0 = np.var(tech, ddof=1) / 4, np.var(base, ddof=1) / 4
-    rho = r.ratio
-    df = (v1 + rho ** 2 * v0) ** 2 / (v1 ** 2 / 3 + (rho ** 2 * v0) ** 2 / 3)
-    t = sps.t.ppf(0.975, df)
-    for bound in (r.ratio_ci_low, r.ratio_ci_high):
-        assert (m1 - bound * m0) ** 2 == pytest.approx(t ** 2 * (v1 + bound ** 2 * v0))
-    assert stats.decide(r) == "saves"
-
-
-def test_fieller_interval_is_unbounded_when_the_baseline_mean_is_near_zero():
-    r = stats.compare([1.0, 2.0, 3.0], [-1.0, 0.5, 1.0])
-    assert r.ratio_method == stats.FIELLER and r.ratio_ci_low is None
-    assert stats.decide(r) == "inconclusive"
 
 
 def test_hedges_g_by_hand():
@@ -130,29 +125,36 @@ def test_hedges_g_by_hand():
     pooled = math.sqrt((3 * np.var(a, ddof=1) + 2 * np.var(b, ddof=1)) / 5)
     j = math.gamma(2.5) / (math.sqrt(2.5) * math.gamma(2.0))
     assert stats.hedges_g(a, b) == pytest.approx((np.mean(a) - np.mean(b)) / pooled * j)
-    assert j == pytest.approx(1 - 3 / (4 * 5 - 1), abs=0.01)  # the usual approximation agrees
 
 
-def test_holm_by_hand():
-    # sorted: 0.01 (x4 = 0.04), 0.02 (x3 = 0.06), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> monotone 0.06)
-    assert stats.holm([0.03, 0.01, None, 0.04, 0.02]) == [pytest.approx(0.06), pytest.approx(0.04), None,
-                                                         pytest.approx(0.06), pytest.approx(0.06)]
-    assert stats.holm([0.5, 0.9]) == [pytest.approx(1.0), pytest.approx(1.0)]
+def test_holm_by_hand_with_the_steps_interval_divisors():
+    # a family of 5 (one without p): 0.01 x5 = 0.05, 0.02 x4 = 0.08, 0.03 x3 = 0.09, 0.04 x2 = 0.08 -> 0.09
+    steps = stats.holm([0.03, 0.01, None, 0.04, 0.02], 5)
+    assert [s.p_holm for s in steps] == [pytest.approx(0.09), pytest.approx(0.05), None,
+                                         pytest.approx(0.09), pytest.approx(0.08)]
+    # sorted: 0.01 (x4 = 0.04 rejects), 0.02 (x3 = 0.06 stops), 0.03, 0.04; family of 4
+    steps = stats.holm([0.03, 0.01, 0.04, 0.02], 4)
+    assert [s.p_holm for s in steps] == [pytest.approx(0.06), pytest.approx(0.04), pytest.approx(0.06),
+                                         pytest.approx(0.06)]
+    # rank 1 rejects at α/4; Holm stops at rank 2, so ranks 2.. use its divisor 3
+    assert [s.divisor for s in steps] == [3, 4, 3, 3]
+    assert all(s.family == 4 for s in steps)
     assert stats.holm([]) == []
 
 
-def test_holm_adjusted_p_can_turn_a_saving_inconclusive():
-    r = stats.compare([91.0, 95.0, 92.0, 96.0], BASE)
-    assert stats.decide(r) == "saves" and 0.005 < r.p_value < 0.01
-    assert stats.decide(r, p_value=10 * r.p_value) == "inconclusive"  # e.g. Holm over ten comparisons
+def test_a_declared_family_counts_comparisons_without_a_p():
+    alone = stats.holm([0.02], 1)[0]
+    declared = stats.holm([0.02, None, None], 3)[0]
+    assert alone.p_holm == pytest.approx(0.02) and declared.p_holm == pytest.approx(0.06)
 
 
-def test_accuracy_verdict_reads_the_difference_and_higher_is_better():
-    r = stats.compare([0.85, 0.86, 0.84], [0.90, 0.91, 0.89])
-    assert r.difference_ci_high < 0
-    assert stats.decide(r, higher_is_better=True, on_difference=True) == "costs"
-    gain = stats.compare([0.95, 0.96, 0.94], [0.90, 0.91, 0.89])
-    assert stats.decide(gain, higher_is_better=True, on_difference=True) == "saves"
+def test_accuracy_reads_the_difference_and_higher_is_better():
+    r = stats.compare([0.85, 0.86, 0.84], [0.90, 0.91, 0.89], scale=stats.DIFFERENCE, margin=0.01)
+    assert r.ci_high < 0 and r.estimate == pytest.approx(-0.05)
+    assert verdict(r, higher_is_better=True) == "costs"
+    gain = stats.compare([0.95, 0.96, 0.94], [0.90, 0.91, 0.89], scale=stats.DIFFERENCE, margin=0.01)
+    assert verdict(gain, higher_is_better=True) == "saves"
+    assert gain.equivalence_bounds == (-0.01, 0.01)
 
 
 def test_mean_ci_uses_the_t_quantile():
@@ -161,9 +163,97 @@ def test_mean_ci_uses_the_t_quantile():
     assert stats.mean_ci95([1.0]) is None
 
 
+def test_repeats_to_decide_decide_when_the_estimate_is_the_truth():
+    r = stats.compare([80.0, 130.0, 105.0], [100.0, 90.0, 115.0])
+    assert verdict(r) == "inconclusive"
+    n = stats.repeats_for(r, step_for(r))
+    assert n is not None and n > 3
+    # with that many runs at the same log means and SDs, the comparison decides
+    log_a = exact_sample(float(np.mean(np.log([80.0, 130.0, 105.0]))), r.tested_sd, n)
+    log_b = exact_sample(float(np.mean(np.log([100.0, 90.0, 115.0]))), r.tested_baseline_sd, n)
+    again = stats.compare(np.exp(log_a), np.exp(log_b))
+    assert verdict(again) != "inconclusive"
+
+
+def test_repeats_to_decide_by_bisection_match_a_scan():
+    for sd, sd0, center, bound in [(0.1, 0.1, 0.02, 0.05), (0.05, 0.2, 0.1, 0.0488), (0.3, 0.1, 0.0, 0.0488)]:
+        found = stats.repeats_to_decide(sd, sd0, center, bound, divisor=3)
+        scan = next((n for n in range(2, 3000) if _decides(sd, sd0, center, bound, n, 3)), None)
+        assert found == scan
+
+
+def _decides(sd, sd0, center, bound, n, divisor):
+    spread = sd ** 2 + sd0 ** 2
+    se = math.sqrt(spread / n)
+    df = spread ** 2 * (n - 1) / (sd ** 4 + sd0 ** 4)
+    beta = sps.t.ppf(0.8, df)
+    if abs(center) / se >= sps.t.ppf(1 - 0.05 / divisor / 2, df) + beta:
+        return True
+    return abs(center) < bound and (bound - abs(center)) / se >= sps.t.ppf(0.95, df) + beta
+
+
 def test_runs_that_would_decide_are_more_than_the_smaller_side_had():
-    """Two runs against ten did not decide: the estimate (equal groups) can be 3, never 2."""
-    r = stats.compare([91.0, 94.0], [100, 101, 99, 102, 98, 100, 101, 99, 100, 100])
-    assert r.p_value > 0.05 and r.repeats_to_decide == 3
     assert stats.beyond_what_was_run(2, 2, 10) == 3 and stats.beyond_what_was_run(8, 3, 3) == 8
     assert stats.beyond_what_was_run(None, 3, 3) is None
+
+
+# -- properties over random samples ---------------------------------------------------------------------------
+positive = st.floats(min_value=1e-3, max_value=1e6, allow_nan=False, allow_infinity=False)
+fraction = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(positive, min_size=2, max_size=12), st.lists(positive, min_size=2, max_size=12),
+       st.sampled_from([0.01, 0.05, 0.1]))
+def test_the_interval_excludes_no_change_exactly_when_p_is_below_alpha(a, b, alpha):
+    r = stats.compare(a, b, alpha=alpha)
+    if r.no_spread:
+        assert r.p_value is None and r.ci_low is None
+        return
+    if abs(r.p_value - alpha) < 1e-9:
+        return  # on the boundary itself, rounding decides
+    excludes = r.ci_high < 1 or r.ci_low > 1
+    assert excludes == (r.p_value < alpha)
+    assert (r.p_equivalence < alpha) == bool(r.equivalent)
+    low, high = r.equivalence_bounds
+    if abs(r.p_equivalence - alpha) > 1e-9:
+        assert bool(r.equivalent) == (low <= r.eq_low and r.eq_high <= high)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(fraction, min_size=2, max_size=10), st.lists(fraction, min_size=2, max_size=10))
+def test_differences_agree_too(a, b):
+    r = stats.compare(a, b, scale=stats.DIFFERENCE, margin=0.01)
+    if r.no_spread:
+        return
+    if abs(r.p_value - 0.05) > 1e-9:
+        assert (r.ci_high < 0 or r.ci_low > 0) == (r.p_value < 0.05)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0.0, max_value=0.2, allow_nan=False), min_size=1, max_size=12),
+       st.integers(min_value=1, max_value=12), st.sampled_from([0.01, 0.05]))
+def test_holm_adjusted_intervals_match_holm_decisions(p_values, extra, alpha):
+    """The (1 − α/k) interval of each comparison excludes no change exactly when Holm rejects it."""
+    family = len(p_values) + extra - 1
+    steps = stats.holm(p_values, family, alpha)
+    for p, step in zip(p_values, steps):
+        if abs(p * step.divisor - alpha) < 1e-12 or abs(step.p_holm - alpha) < 1e-12:
+            continue
+        assert (p < alpha / step.divisor) == (step.p_holm < alpha)
+        assert step.p_holm >= p
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(positive, min_size=2, max_size=8), st.lists(positive, min_size=2, max_size=8))
+def test_decisions_follow_the_decision_table(a, b):
+    r = stats.compare(a, b)
+    step = step_for(r)
+    d = stats.decide(r, step)
+    if r.no_spread:
+        assert d.verdict == "no spread"
+    elif r.p_value < 0.05:
+        assert d.verdict == ("saves" if r.center < 0 else "costs")
+        assert d.negligible == bool(r.equivalent)
+    else:
+        assert d.verdict == ("equivalent" if r.equivalent else "inconclusive") and not d.negligible

@@ -235,6 +235,8 @@ async def show(app: Any, pilot: Any, pane: str, clock: FrozenClock) -> None:
     elif pane in ("runs", "detail"):
         app.action_show_pane("runs")
         await pilot.pause()
+        await app.workers.wait_for_complete()  # the verdicts are judged on a worker thread
+        await pilot.pause()
         if pane == "detail":
             app.action_open_detail(5)  # resnet18 · stego in the seeded order
             await pilot.pause()

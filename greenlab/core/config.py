@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from greenlab.core import compression, zoo
+from greenlab.core import analysis, compression, zoo
+from greenlab.core.analysis import AnalysisSettings, Plan
 from greenlab.core.errors import ConfigError, suggest, toml_text
 from greenlab.core.settings import ACCOUNTING_SETTINGS, SETTING_KEYS, UNKEYED_SETTINGS, RunSettings, check
 from greenlab.core.tomlfile import tomllib
@@ -53,6 +54,7 @@ def run_key(model: str, technique: str, repeat: int, settings: dict[str, Any],
     return _digest({"conditions": conditions_key(model, settings, epoch=epoch), "technique": technique,
                     "repeat": repeat, "techniques": technique_settings})
 EXPERIMENT_KEYS = ("name", "models", "techniques")
+TOP_LEVEL_TABLES = ("defaults", "experiment", analysis.TABLE)
 _LIST_EXAMPLES = {"models": ["tinycnn"], "techniques": ["baseline", "prune"]}  # offered in a list's fix
 
 
@@ -112,6 +114,22 @@ class GridRun:
         return cls(experiment=data["experiment"], model=data["model"], technique=data["technique"],
                    repeat=data["repeat"], settings=RunSettings(**data["settings"]),
                    technique_settings=data["technique_settings"], position=data.get("position", 0))
+
+
+@dataclass(frozen=True)
+class GridFile:
+    """An experiments file as loaded: its experiments and its declared analysis plan."""
+
+    experiments: list[Experiment]
+    analysis: AnalysisSettings
+    source: str = ""
+
+    def grid(self) -> list[GridRun]:
+        return expand_grid(self.experiments)
+
+    def plan(self, grid: list[GridRun] | None = None) -> Plan:
+        """The plan the grid's verdicts are judged by: the file's [analysis] over the grid's comparisons."""
+        return Plan.for_grid(self.grid() if grid is None else grid, self.analysis, self.source)
 
 
 KeyPath = tuple[Any, ...]  # a key's place in the parsed data: ("experiment", 0, "prune", "amount")
@@ -211,6 +229,10 @@ def _split_table(table: dict[str, Any], key_path: str, allowed_extra: tuple[str,
             per_technique[key] = value
         elif key in SETTING_KEYS:
             settings[key] = value
+        elif key in analysis.ANALYSIS_KEYS:  # declared once for the grid, before its runs
+            raise ConfigError(f"'{key}' belongs to the analysis plan, declared once for the whole grid: move it "
+                              f"under [analysis] (e.g. {key} = {toml_text(analysis.DECLARATION.default(key))})",
+                              key=f"{key_path}.{key}")
         elif isinstance(value, dict):  # a table here can only be a technique's: name those, not every setting
             raise ConfigError(f"unknown technique table '{key}'{suggest(key, tuple(technique_tables))}; remove it "
                               f"or fix its name (technique tables: {', '.join(technique_tables)})",
@@ -221,7 +243,7 @@ def _split_table(table: dict[str, Any], key_path: str, allowed_extra: tuple[str,
     return settings, per_technique
 
 
-def parse_experiments(text: str, source: str = "<string>") -> list[Experiment]:
+def parse_grid(text: str, source: str = "<string>") -> GridFile:
     """Parse the text of an experiments file; raise ConfigError located in `source`."""
     try:
         data = tomllib.loads(text)
@@ -233,17 +255,28 @@ def parse_experiments(text: str, source: str = "<string>") -> list[Experiment]:
         raise ConfigError(f"not valid TOML: {exc}; fix the syntax there", source=source, line=line) from None
     locator = _Locator(text)
     try:
-        return _build(data, locator)
+        experiments, declared = _build(data, locator)
     except _Located as located:
         raise located.error.located(source, located.line) from None
+    return GridFile(experiments, declared, source)
+
+
+def parse_experiments(text: str, source: str = "<string>") -> list[Experiment]:
+    """The experiments of an experiments file's text (see parse_grid for its analysis plan)."""
+    return parse_grid(text, source).experiments
+
+
+def build_grid(data: dict[str, Any], source: str = "settings") -> GridFile:
+    """Validate experiments given as data (the TUI's form) with the same rules and messages as a file."""
+    try:
+        experiments, declared = _build(data, _Locator(""))
+    except _Located as located:
+        raise located.error.located(source) from None
+    return GridFile(experiments, declared, source)
 
 
 def build_experiments(data: dict[str, Any], source: str = "settings") -> list[Experiment]:
-    """Validate experiments given as data (the TUI's form) with the same rules and messages as a file."""
-    try:
-        return _build(data, _Locator(""))
-    except _Located as located:
-        raise located.error.located(source) from None
+    return build_grid(data, source).experiments
 
 
 class _Located(Exception):
@@ -251,14 +284,20 @@ class _Located(Exception):
         self.error, self.line = error, line
 
 
-def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
+def _build(data: dict[str, Any], locator: _Locator) -> tuple[list[Experiment], AnalysisSettings]:
     def fail(error: ConfigError, path: KeyPath | None) -> None:
         raise _Located(error, locator.line_of(path))
 
     for key in data:
-        if key not in ("defaults", "experiment"):
-            fail(ConfigError(f"unknown top-level table '{key}'{suggest(key, ['defaults', 'experiment'])}; "
-                             "only [defaults] and [[experiment]] are read", key=key), (key,))
+        if key not in TOP_LEVEL_TABLES:
+            fail(ConfigError(f"unknown top-level table '{key}'{suggest(key, TOP_LEVEL_TABLES)}; "
+                             "only [defaults], [[experiment]] and [analysis] are read", key=key), (key,))
+    declared = AnalysisSettings()
+    if analysis.TABLE in data:
+        try:
+            declared = analysis.check(data[analysis.TABLE])
+        except ConfigError as exc:
+            fail(exc, tuple((exc.key or analysis.TABLE).split(".")))
     defaults_table = data.get("defaults", {})
     if not isinstance(defaults_table, dict):
         fail(ConfigError("must be a table: [defaults]", key="defaults"), ("defaults",))
@@ -318,7 +357,7 @@ def _build(data: dict[str, Any], locator: _Locator) -> list[Experiment]:
             fail(exc, ("experiment", index, *filter(None, below)))
         experiments.append(Experiment(name=name, models=tuple(models), techniques=tuple(specs),
                                       settings=settings, technique_settings=technique_settings))
-    return experiments
+    return experiments, declared
 
 
 def _string_list(raw: dict[str, Any], key: str, label: str) -> list[str]:
@@ -334,8 +373,8 @@ def _string_list(raw: dict[str, Any], key: str, label: str) -> list[str]:
     return value
 
 
-def load_experiments(path: str | Path) -> list[Experiment]:
-    """Read and validate an experiments file."""
+def load_grid(path: str | Path) -> GridFile:
+    """Read and validate an experiments file: its experiments and its analysis plan."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -351,7 +390,12 @@ def load_experiments(path: str | Path) -> list[Experiment]:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} cannot be read); save the file as "
                           "UTF-8", source=str(path), line=line) from None
-    return parse_experiments(text, str(path))
+    return parse_grid(text, str(path))
+
+
+def load_experiments(path: str | Path) -> list[Experiment]:
+    """Read and validate an experiments file's experiments (see load_grid for its analysis plan)."""
+    return load_grid(path).experiments
 
 
 def technique_order(techniques: tuple[str, ...], order: str, repeat: int, seed: int, model: str) -> list[str]:

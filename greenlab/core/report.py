@@ -1,8 +1,12 @@
-"""Comparisons of stored runs: each technique against the completed baselines of the same conditions.
+"""Comparisons of stored runs under their analysis plans: the one function every face's verdicts come from.
 
-Pure functions over `runs` rows (dicts), shared by the headless summary, the TUI's runs pane and
-`greenlab report`. The statistics of one comparison live in greenlab.core.stats; this module matches
-runs to baselines, applies Holm across a report, chooses the verdict and words the sentence.
+`judge` takes the store's runs and plans and returns every comparison — each technique against the
+completed baselines of the same conditions, per metric — decided under the plan its runs were run under:
+Holm over that plan's declared family, its α and margins. The headless summary, the TUI's runs pane and
+`greenlab report` all call it on the whole store and only then pick what they show, so a verdict never
+depends on a filter or on unrelated runs. The statistics of one comparison live in greenlab.core.stats,
+the checks before a verdict in greenlab.core.diagnostics, the words in greenlab.core.verdict_words.
+Also here: the per-group means of the headless table and the TUI (summarize, changes).
 """
 
 from __future__ import annotations
@@ -11,24 +15,24 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from statistics import mean
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-from greenlab.core import formatting, stats
+from greenlab.core import diagnostics, formatting, metrics, stats
+from greenlab.core.analysis import AnalysisSettings, Cell, Plan, PostHoc, implied
 from greenlab.core.config import conditions_key
 
-HEADLINE = "energy_training_j"
+HEADLINE = metrics.DEFAULT_PRIMARY
 TARGET_DROP_PP = 1.0  # energy to target: the target is the baselines' mean final accuracy minus this
-METRICS = ("energy_training_j", "energy_j", "duration_s", "val_accuracy", "val_f1", "energy_to_target_j")
-DIFFERENCE_METRICS = ("val_accuracy", "val_f1")  # fractions, compared in percentage points
-# Accuracy and F1 are "equivalent" when the 90 % interval of their difference lies within ±1 pp: the same
-# tolerance as the capacity scan's and the energy-to-target's, rather than a relative 5 % (4.5 pp at 90 %).
-ACCURACY_MARGIN_PP = 1.0
-HIGHER_IS_BETTER = ("val_accuracy", "val_f1")
-METRIC_LABELS = {
-    "energy_training_j": "training energy", "energy_j": "whole-run energy", "duration_s": "time",
-    "val_accuracy": "validation accuracy", "val_f1": "validation F1",
-    "energy_to_target_j": "energy to the target accuracy",
-}
+METRICS = metrics.METRICS
+DIFFERENCE_METRICS = metrics.DIFFERENCE_METRICS  # fractions, compared in percentage points
+HIGHER_IS_BETTER = metrics.HIGHER_IS_BETTER
+METRIC_LABELS = metrics.LABELS
+# Flags that make a run's CPU and DRAM figures (and its time) cover more than its own work: others busy
+# on its host, or other runs of a Ray grid on its node (such a run is often flagged both ways).
+CAVEAT_FLAGS = ("host_busy", "shared_node_cpu")
+FLAG_NET_BELOW_IDLE = "net_below_idle"
+MEASURED, ESTIMATED, MIXED = "measured", "estimated", "mixed"
+Values = list[tuple[int, "float | None"]]  # (run id, value) in execution order
 
 
 def _settings(row: dict[str, Any]) -> dict[str, Any] | str | None:
@@ -150,13 +154,25 @@ def changes(rows: list[dict[str, Any]]) -> list[dict[str, float | None]]:
     return result
 
 
+
 # -- comparisons with verdicts ---------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Comparison:
-    """One technique against its matching baselines, for one metric, within one report.
+class Excluded:
+    """A run whose value the analysis cannot take (an energy of 0 or below has no log), named, not used."""
 
-    `p_holm` is Holm-adjusted over the `holm_family` comparisons of the same metric in the report; the
-    verdict uses it. `stats` holds the rest (means, ratio and its intervals, p, equivalence, Hedges' g).
+    run_id: int | None
+    side: str  # technique | baseline
+    value: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One technique against its matching baselines, for one metric, decided under its plan.
+
+    `step` is the comparison's place in the plan's Holm family (adjusted p, the interval's divisor);
+    `decision` its verdict and the interval that matches it; `analysis` the settings used (the plan's, or
+    post hoc values given later, listed in `post_hoc` as {name: (used, declared)}).
     """
 
     model: str
@@ -166,46 +182,131 @@ class Comparison:
     conditions: str
     experiments: tuple[str, ...]
     stats: stats.TwoSample
-    p_holm: float | None
-    holm_family: int
+    plan: Plan
+    analysis: AnalysisSettings
+    step: stats.HolmStep
+    decision: stats.Decision
     verdict: str
-    sentence: str
-    run_ids: tuple[int, ...] = field(default=())
-    baseline_run_ids: tuple[int, ...] = field(default=())
+    sentence: str = ""
+    post_hoc: dict[str, tuple[float, float]] = field(default_factory=dict)
+    run_ids: tuple[int, ...] = ()
+    baseline_run_ids: tuple[int, ...] = ()
+    excluded: tuple[Excluded, ...] = ()
+    diagnostics: tuple[diagnostics.Diagnostic, ...] = ()
+    energy_method: str | None = None
+    repeats_to_decide: int | None = None
+    target: float | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def in_pp(self) -> bool:
         return self.metric in DIFFERENCE_METRICS
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object of `greenlab report --format json` (README lists every key)."""
+    @property
+    def p_holm(self) -> float | None:
+        return self.step.p_holm
+
+    @property
+    def holm_family(self) -> int:
+        return self.step.family
+
+    @property
+    def primary(self) -> bool:
+        return self.metric == self.plan.analysis.primary
+
+    @property
+    def role(self) -> str:
+        return "primary" if self.primary else "secondary"
+
+    @property
+    def significant(self) -> bool:
+        return self.verdict in (stats.SAVES, stats.COSTS)
+
+    @property
+    def negligible(self) -> bool:
+        return self.decision.negligible and self.significant
+
+    @property
+    def word(self) -> str:
+        """The verdict as every face shows it: 'saves', 'saves, negligible', 'saves (estimated)'."""
+        text = self.verdict + (", negligible" if self.negligible else "")
+        if self.significant and self.energy_method == ESTIMATED:
+            text += " (estimated)"
+        elif self.significant and self.energy_method == MIXED:
+            text += " (partly estimated)"
+        return text
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The interval a table shows: the one that matches the decision (Holm-adjusted where the family has
+        more than one comparison), on the display scale."""
+        if self.decision.adjusted is not None:
+            return self.decision.adjusted
         s = self.stats
+        return (s.ci_low, s.ci_high) if s.ci_low is not None and s.ci_high is not None else None
+
+    @property
+    def cell(self) -> tuple[str, str]:
+        return self.conditions, self.technique
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of `greenlab report --format json` (docs/statistics.md lists every key)."""
+        s = self.stats
+        ratio = s.scale == stats.RATIO
+        low_eq, high_eq = s.equivalence_bounds
+        adjusted = self.decision.adjusted
         data: dict[str, Any] = {
             "model": self.model, "dataset": self.dataset, "technique": self.technique, "metric": self.metric,
+            "role": self.role, "primary": self.primary, "scale": s.scale,
             "experiment": ", ".join(self.experiments), "conditions": self.conditions,
             "n": s.n, "n_baseline": s.n_baseline, "n_missing": s.n_missing,
             "n_baseline_missing": s.n_baseline_missing, "mean": s.mean, "baseline_mean": s.baseline_mean,
-            "sd": s.sd, "baseline_sd": s.baseline_sd, "ratio": s.ratio, "ratio_ci_low": s.ratio_ci_low,
-            "ratio_ci_high": s.ratio_ci_high, "ratio_ci90_low": s.ratio_ci90_low,
-            "ratio_ci90_high": s.ratio_ci90_high, "ratio_method": s.ratio_method,
-            "difference": s.difference, "difference_ci_low": s.difference_ci_low,
-            "difference_ci_high": s.difference_ci_high, "p_value": s.p_value, "p_holm": self.p_holm,
-            "holm_family": self.holm_family, "margin": s.margin, "p_equivalence": s.p_equivalence,
-            "equivalent": s.equivalent, "effect_size": s.effect_size, "verdict": self.verdict,
-            "repeats_to_decide": s.repeats_to_decide if self.verdict == "inconclusive" else None,
-            "sentence": self.sentence, "notes": list(s.notes), "run_ids": list(self.run_ids),
-            "baseline_run_ids": list(self.baseline_run_ids),
+            "sd": s.sd, "baseline_sd": s.baseline_sd,
+            "ratio": s.estimate if ratio else None, "ratio_of_means": s.ratio_of_means if ratio else None,
+            "ratio_ci_low": s.ci_low if ratio else None, "ratio_ci_high": s.ci_high if ratio else None,
+            "ratio_ci90_low": s.eq_low if ratio else None, "ratio_ci90_high": s.eq_high if ratio else None,
+            "difference": s.difference,
+            "difference_ci_low": None if ratio else s.ci_low, "difference_ci_high": None if ratio else s.ci_high,
+            "difference_ci90_low": None if ratio else s.eq_low,
+            "difference_ci90_high": None if ratio else s.eq_high,
+            "ci_level": 1 - self.analysis.alpha, "equivalence_ci_level": 1 - 2 * self.analysis.alpha,
+            "test": s.test, "df": s.df, "p_value": s.p_value, "p_holm": self.p_holm,
+            "holm_family": self.holm_family, "adjusted_ci_low": adjusted[0] if adjusted else None,
+            "adjusted_ci_high": adjusted[1] if adjusted else None,
+            "adjusted_ci_level": self.decision.adjusted_level, "alpha": self.analysis.alpha,
+            "margin": self.analysis.equivalence_margin if ratio else None,
+            "margin_pp": None if ratio else self.analysis.accuracy_margin_pp,
+            "equivalence_bounds": [low_eq, high_eq] if ratio else [100 * low_eq, 100 * high_eq],
+            "equivalence_bounds_unit": "ratio" if ratio else "pp",
+            "p_equivalence": s.p_equivalence, "equivalent": None if s.equivalent is None else bool(s.equivalent),
+            "effect_size": s.effect_size, "verdict": self.verdict, "negligible": self.negligible,
+            "word": self.word, "energy_method": self.energy_method,
+            "repeats_to_decide": self.repeats_to_decide if self.verdict == stats.INCONCLUSIVE else None,
+            "sentence": self.sentence, "notes": list(self.notes),
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
+            "excluded": [{"run_id": e.run_id, "side": e.side, "value": e.value, "reason": e.reason}
+                         for e in self.excluded],
+            "plan": self.plan.to_json(),
+            "post_hoc": {name: {"used": used, "declared": declared}
+                         for name, (used, declared) in self.post_hoc.items()},
+            "run_ids": list(self.run_ids), "baseline_run_ids": list(self.baseline_run_ids),
         }
         if self.in_pp:
-            data.update(difference_pp=_pp(s.difference), difference_pp_ci_low=_pp(s.difference_ci_low),
-                        difference_pp_ci_high=_pp(s.difference_ci_high))
+            data.update(difference_pp=_pp(s.difference), difference_pp_ci_low=_pp(s.ci_low),
+                        difference_pp_ci_high=_pp(s.ci_high))
         return {k: _plain(v) for k, v in data.items()}
 
 
 def _plain(value: Any) -> Any:
-    """JSON-safe: numpy floats become floats, and a non-finite number becomes null."""
-    if isinstance(value, float) and not isinstance(value, bool):
-        return float(value) if math.isfinite(value) else None
+    """JSON-safe: numpy numbers become Python numbers, a non-finite number becomes null, recursively."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # a numpy scalar
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     return value
 
 
@@ -213,69 +314,149 @@ def _pp(value: float | None) -> float | None:
     return None if value is None else 100.0 * value
 
 
-def compare(rows: Iterable[dict[str, Any]], *, metrics: Iterable[str] = METRICS, margin: float | None = None,
-            include: Callable[[dict[str, Any]], bool] | None = None) -> list[Comparison]:
-    """Every technique's comparisons in `rows`, per metric, with Holm applied per metric.
+def run_energy_method(row: dict[str, Any]) -> str | None:
+    """How a run's energy was obtained: measured (hardware counters or polled power), estimated (CPU time
+    × watts), mixed (some components each way), or None when the row does not say."""
+    measured, estimated = row.get("energy_measured_j") or 0, row.get("energy_estimated_j") or 0
+    if measured > 0 and estimated > 0:
+        return MIXED
+    if measured > 0:
+        return MEASURED
+    if estimated > 0:
+        return ESTIMATED
+    return None
 
-    Techniques are grouped by conditions (conditions_of) and technique; `include` picks which runs are
-    reported (an experiment, this grid), while baselines come from every completed run in `rows`. The
-    margin is `margin` if given, else the technique runs' stored `equivalence_margin`, else 5 %.
+
+def energy_method(rows: Iterable[dict[str, Any]]) -> str | None:
+    methods = {m for m in (run_energy_method(r) for r in rows) if m is not None}
+    if not methods:
+        return None
+    return methods.pop() if len(methods) == 1 else MIXED
+
+
+def usable(rows: list[dict[str, Any]], metric: str, side: str) -> tuple[Values, list[Excluded]]:
+    """(run id, value or None) of the runs the analysis can use, in execution order, and the runs it cannot:
+    on a ratio scale a value of 0 or below has no log, and no scale takes a value that is not finite; such
+    a run is named, never turned into a saving. None (no value: a run that never reached its target)
+    stays None, counted as missing."""
+    kept: Values = []
+    left_out: list[Excluded] = []
+    ratio = metric not in DIFFERENCE_METRICS
+    for row in sorted(rows, key=lambda r: r.get("id") or 0):
+        value, run_id = row.get(metric), row.get("id")
+        if value is None:
+            kept.append((run_id, None))
+            continue
+        value = float(value)
+        if not math.isfinite(value):
+            left_out.append(Excluded(run_id, side, value, "not finite"))
+        elif ratio and value <= 0:
+            flags = formatting.json_column(row.get("flags"), [])
+            reason = "net below idle" if FLAG_NET_BELOW_IDLE in flags else ("zero" if value == 0 else "negative")
+            left_out.append(Excluded(run_id, side, value, reason))
+        else:
+            kept.append((run_id, value))
+    return kept, left_out
+
+
+@dataclass
+class _Cell:
+    key: tuple[str, str]
+    members: list[dict[str, Any]]
+    reference: list[dict[str, Any]]
+    plan: Plan | None = None
+
+
+@dataclass(frozen=True)
+class _Judged:
+    stats: stats.TwoSample
+    excluded: list[Excluded]
+    technique: Values
+    baseline: Values
+
+
+def _governing_plans(cells: Iterable[_Cell], plans: dict[int, Plan]) -> None:
+    """Each cell's plan: that of its latest run that ran under a known plan; cells with none are judged
+    under their experiment's implied plan (runs from before plans), one per experiment."""
+    orphans: dict[str, list[_Cell]] = {}
+    for cell in cells:
+        ordered = sorted(cell.members, key=lambda r: r.get("id") or 0, reverse=True)
+        cell.plan = next((plans[r["plan_id"]] for r in ordered if r.get("plan_id") in plans), None)
+        if cell.plan is None:
+            orphans.setdefault(str(ordered[0].get("experiment") or ""), []).append(cell)
+    for experiment, group in orphans.items():
+        members = [r for cell in group for r in cell.members]
+        declared = implied(experiment, [Cell(c.key[0], c.key[1], str(c.members[0].get("model") or ""), experiment)
+                                        for c in group], stored_margin(members))
+        for cell in group:
+            cell.plan = declared
+
+
+def _plan_key(plan: Plan) -> tuple[str, Any]:
+    return ("plan", plan.id) if plan.declared else ("implied", plan.source)
+
+
+def judge(rows: Iterable[dict[str, Any]], plans: dict[int, Plan] | None = None, *,
+          metrics: Iterable[str] = METRICS, post_hoc: PostHoc | None = None) -> list[Comparison]:
+    """Every comparison the store's runs support, decided under its plan; see the module docstring.
+
+    `rows` are the store's runs (every status: only the latest completed run of each key counts); `plans`
+    the store's plans by id. `post_hoc` values replace the plans' (and each comparison says so).
     """
-    completed = latest_runs(rows)
+    plans = plans or {}
+    post_hoc = post_hoc or PostHoc()
     baselines: dict[str, list[dict[str, Any]]] = {}
-    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in completed:
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in latest_runs(rows):
         if row.get("technique") == "baseline":
             baselines.setdefault(conditions_of(row), []).append(row)
-        elif include is None or include(row):
-            cells.setdefault((conditions_of(row), row["technique"]), []).append(row)
-    metrics = tuple(metrics)
-    drafts: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]], str, stats.TwoSample]] = []
-    for (key, technique), members in cells.items():
-        reference = baselines.get(key, [])
-        chosen = margin if margin is not None else (stored_margin(members) or stats.DEFAULT_MARGIN)
-        for metric in metrics:
-            result = stats.compare([r.get(metric) for r in members], [r.get(metric) for r in reference],
-                                   margin=chosen,
-                                   margin_abs=ACCURACY_MARGIN_PP / 100 if metric in DIFFERENCE_METRICS else None)
-            drafts.append((key, members, reference, metric, result))
-    holm: dict[int, float | None] = {}
-    family: dict[str, int] = {}
-    for metric in metrics:
-        indices = [i for i, d in enumerate(drafts) if d[3] == metric]
-        adjusted = stats.holm([drafts[i][4].p_value for i in indices])
-        holm.update(zip(indices, adjusted))
-        family[metric] = sum(p is not None for p in adjusted)
-    comparisons = []
-    for index, (key, members, reference, metric, result) in enumerate(drafts):
-        verdict = stats.decide(result, p_value=holm[index], higher_is_better=metric in HIGHER_IS_BETTER,
-                               on_difference=metric in DIFFERENCE_METRICS)
-        if verdict == "inconclusive" and family[metric] > 1:
-            margin_abs = ACCURACY_MARGIN_PP / 100 if metric in DIFFERENCE_METRICS else None
-            result = replace(result, repeats_to_decide=_repeats_under_holm(result, family[metric], margin_abs))
-        target = None
-        if metric == "energy_to_target_j" and (result.n_missing or result.n_baseline_missing):
-            # Runs that never reached the target are left out of the means: judging the survivors alone
-            # would favour whichever side reached it less often. The sentence says how many.
-            verdict = "insufficient"
-            target = _target_of(members + reference)
-            result = replace(result, notes=(*result.notes, _unreached_note(result)))
-        caveat = _flagged_caveat(members + reference) if metric not in DIFFERENCE_METRICS else ""
-        if caveat:
-            result = replace(result, notes=(*result.notes, caveat))
-        technique = members[0]["technique"]
-        text = sentence(technique, metric, result, verdict, holm[index], family[metric], target=target)
-        comparisons.append(Comparison(
-            model=members[0]["model"], dataset=members[0].get("dataset") or "", technique=technique,
-            metric=metric, conditions=key,
-            experiments=tuple(sorted({str(r.get("experiment") or "") for r in members})), stats=result,
-            p_holm=holm[index], holm_family=family[metric], verdict=verdict,
-            sentence=f"{text}; {caveat}" if caveat else text,
-            run_ids=tuple(r["id"] for r in members if r.get("id") is not None),
-            baseline_run_ids=tuple(r["id"] for r in reference if r.get("id") is not None)))
-    order = {m: i for i, m in enumerate(metrics)}
+        else:
+            grouped.setdefault((conditions_of(row), row["technique"]), []).append(row)
+    cells = {key: _Cell(key, members, baselines.get(key[0], [])) for key, members in grouped.items()}
+    _governing_plans(cells.values(), plans)
+    families: dict[tuple[str, Any], tuple[Plan, list[tuple[str, str]]]] = {}
+    for cell in cells.values():
+        assert cell.plan is not None
+        plan, family = families.setdefault(_plan_key(cell.plan), (cell.plan, [c.key for c in cell.plan.cells]))
+        if cell.key not in family:
+            family.append(cell.key)  # a governed cell its plan did not list (a changed setting): counted too
+    settings = {key: post_hoc.apply(plan.analysis) for key, (plan, _) in families.items()}
+    cache: dict[tuple[tuple[str, str], str], _Judged] = {}
+
+    def judged(cell: _Cell, metric: str) -> _Judged:
+        """A cell's statistics under its own governing plan (its p-value is the same under any plan)."""
+        found = cache.get((cell.key, metric))
+        if found is None:
+            assert cell.plan is not None
+            used = settings[_plan_key(cell.plan)][0]
+            technique, out_technique = usable(cell.members, metric, "technique")
+            baseline, out_baseline = usable(cell.reference, metric, "baseline")
+            ratio = metric not in DIFFERENCE_METRICS
+            result = stats.compare([v for _, v in technique], [v for _, v in baseline],
+                                   scale=stats.RATIO if ratio else stats.DIFFERENCE, alpha=used.alpha,
+                                   margin=used.equivalence_margin if ratio else used.accuracy_margin_pp / 100)
+            found = cache[(cell.key, metric)] = _Judged(result, out_technique + out_baseline, technique, baseline)
+        return found
+
+    wanted = tuple(metrics)
+    comparisons: list[Comparison] = []
+    baseline_checks: dict[tuple[str, str], list[diagnostics.Diagnostic]] = {}
+    for plan_key, (plan, family) in families.items():
+        used, changed = settings[plan_key]
+        for metric in wanted:
+            p_values: list[float | None] = []
+            for key in family:  # a declared cell never completed counts as p = 1 (stats.holm)
+                s = judged(cells[key], metric).stats if key in cells else None
+                withheld = s is None or (metric == "energy_to_target_j" and (s.n_missing or s.n_baseline_missing))
+                p_values.append(None if withheld else s.p_value)  # type: ignore[union-attr]
+            for key, step in zip(family, stats.holm(p_values, len(family), used.alpha)):
+                cell = cells.get(key)
+                if cell is not None and cell.plan is not None and _plan_key(cell.plan) == plan_key:
+                    comparisons.append(_comparison(cell, metric, plan, used, changed, step, judged(cell, metric),
+                                                   baseline_checks))
+    order = {m: i for i, m in enumerate(wanted)}
     first_run: dict[str, int] = {}  # techniques keep the order in which they were first run
-    for (_, technique), members in cells.items():
+    for (_, technique), members in grouped.items():
         first = min((r.get("id") or 0 for r in members), default=0)
         first_run[technique] = min(first_run.get(technique, first), first)
     comparisons.sort(key=lambda c: (c.model, c.dataset, c.conditions, first_run[c.technique], c.technique,
@@ -283,9 +464,49 @@ def compare(rows: Iterable[dict[str, Any]], *, metrics: Iterable[str] = METRICS,
     return comparisons
 
 
-# Flags that make a run's CPU and DRAM figures (and its time) cover more than its own work: others busy
-# on its host, or other runs of a Ray grid on its node (such a run is often flagged both ways).
-CAVEAT_FLAGS = ("host_busy", "shared_node_cpu")
+def _comparison(cell: _Cell, metric: str, plan: Plan, used: AnalysisSettings, changed: dict[str, tuple[float, float]],
+                step: stats.HolmStep, judged: _Judged,
+                baseline_checks: dict[tuple[str, str], list[diagnostics.Diagnostic]]) -> Comparison:
+    from greenlab.core import verdict_words
+
+    s = judged.stats
+    decision = stats.decide(s, step, higher_is_better=metric in HIGHER_IS_BETTER)
+    verdict = decision.verdict
+    technique = cell.members[0]["technique"]
+    notes: list[str] = []
+    target = None
+    if metric == "energy_to_target_j" and (s.n_missing or s.n_baseline_missing):
+        # Runs that never reached the target are left out of the means: judging the survivors alone
+        # would favour whichever side reached it less often. The sentence says how many.
+        verdict = stats.INSUFFICIENT
+        target = _target_of(cell.members + cell.reference)
+        notes.append(verdict_words.unreached_note(s, technique))
+    ratio = metric not in DIFFERENCE_METRICS
+    unit = "pp" if not ratio else ("s" if metric == "duration_s" else "J")
+    checks = diagnostics.check_side("technique", [(i, v) for i, v in judged.technique if v is not None], unit,
+                                    ratio_scale=ratio, name=technique)
+    base_key = (cell.key[0], metric)
+    if base_key not in baseline_checks:
+        baseline_checks[base_key] = diagnostics.check_side(
+            "baseline", [(i, v) for i, v in judged.baseline if v is not None], unit, ratio_scale=ratio)
+    checks += baseline_checks[base_key]
+    caveat = _flagged_caveat(cell.members + cell.reference) if ratio else ""
+    if caveat:
+        notes.append(caveat)
+    if judged.excluded:
+        notes.append(verdict_words.excluded_note(judged.excluded, metric))
+    first = cell.members[0]
+    comparison = Comparison(
+        model=first["model"], dataset=first.get("dataset") or "", technique=technique, metric=metric,
+        conditions=cell.key[0], experiments=tuple(sorted({str(r.get("experiment") or "") for r in cell.members})),
+        stats=s, plan=plan, analysis=used, step=step, decision=decision, verdict=verdict, post_hoc=changed,
+        run_ids=tuple(r["id"] for r in cell.members if r.get("id") is not None),
+        baseline_run_ids=tuple(r["id"] for r in cell.reference if r.get("id") is not None),
+        excluded=tuple(judged.excluded), diagnostics=tuple(checks),
+        energy_method=energy_method(cell.members + cell.reference) if metric in metrics.ENERGY_METRICS else None,
+        repeats_to_decide=stats.repeats_for(s, step) if verdict == stats.INCONCLUSIVE else None,
+        target=target, notes=tuple(notes))
+    return replace(comparison, sentence=verdict_words.sentence(comparison))
 
 
 def _flagged_caveat(rows: list[dict[str, Any]]) -> str:
@@ -305,157 +526,21 @@ def _target_of(rows: list[dict[str, Any]]) -> float | None:
     return next((float(r["target_accuracy"]) for r in rows if r.get("target_accuracy") is not None), None)
 
 
-def _unreached_note(s: stats.TwoSample) -> str:
-    return (f"verdict withheld: {_unreached_sides(s, 'technique')} never reached the target accuracy; "
-            "comparing only the runs that did would be biased")
+# -- what a face shows, chosen after judging everything ----------------------------------------------------
+def of_experiment(comparisons: Iterable[Comparison], experiment: str) -> list[Comparison]:
+    return [c for c in comparisons if experiment in c.experiments]
 
 
-def _repeats_under_holm(result: stats.TwoSample, family: int, margin_abs: float | None) -> int | None:
-    """Runs per side that would likely decide at the Holm family's strictest step (5 % over `family`):
-    the plain 5 % estimate would promise a decision that the adjusted p then withholds."""
-    if result.sd is None or result.baseline_sd is None or result.difference is None \
-            or result.baseline_mean is None:
-        return result.repeats_to_decide
-    needed = stats.repeats_to_decide(result.sd, result.baseline_sd, result.difference, result.baseline_mean,
-                                     result.margin, margin_abs, alpha=stats.ALPHA / family)
-    return stats.beyond_what_was_run(needed, result.n, result.n_baseline)
+def of_runs(comparisons: Iterable[Comparison], run_ids: Iterable[int]) -> list[Comparison]:
+    """The comparisons any of whose technique runs are among `run_ids` (the rows a view shows)."""
+    ids = set(run_ids)
+    return [c for c in comparisons if ids.intersection(c.run_ids)]
 
 
-# -- words ------------------------------------------------------------------------------------------------
-def _num(value: float) -> str:
-    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.1f}"
-
-
-def format_p(p: float) -> str:
-    if p < 0.001:
-        return "p < 0.001"
-    return f"p = {p:.3g}" if p < 0.1 else f"p = {p:.2f}"
-
-
-def _span(low: float, high: float, unit: str, signed: bool = True) -> str:
-    """'27–33 %' for the size of a saving or cost; '-10 to +80 %' for a signed change."""
-    if not signed:
-        return f"{_num(low)}–{_num(high)} {unit}"
-    return f"{_signed(low, '').strip()} to {_signed(high, unit)}"
-
-
-def _signed(value: float, unit: str) -> str:
-    return f"{'+' if value >= 0 else '-'}{_num(abs(value))} {unit}"
-
-
-def sentence(technique: str, metric: str, s: stats.TwoSample, verdict: str, p_holm: float | None = None,
-             holm_family: int = 1, *, target: float | None = None) -> str:
-    """The verdict in words, e.g. "stego saves 30 % training energy (95 % CI 27–33 %, p < 0.001, n = 5 vs 5)".
-    `target` is the energy-to-target's accuracy (a fraction), named when runs never reached it."""
-    label = METRIC_LABELS.get(metric, metric)
-    in_pp = metric in DIFFERENCE_METRICS
-    unit = "pp" if in_pp else "%"
-    counts = f"n = {s.n} vs {s.n_baseline}"
-    p_text = ""
-    if s.p_value is not None:
-        p_text = format_p(s.p_value)
-        if holm_family > 1 and p_holm is not None:
-            p_text += f", Holm-adjusted {format_p(p_holm)[2:].lstrip('= ')}"
-    change = None
-    if in_pp and s.difference is not None:
-        change = 100 * s.difference
-    elif not in_pp and s.ratio is not None:
-        change = 100 * (s.ratio - 1)
-    low = high = None
-    if in_pp and s.difference_ci_low is not None and s.difference_ci_high is not None:
-        low, high = 100 * s.difference_ci_low, 100 * s.difference_ci_high
-    elif not in_pp and s.ratio_ci_low is not None and s.ratio_ci_high is not None:
-        low, high = 100 * (s.ratio_ci_low - 1), 100 * (s.ratio_ci_high - 1)
-    more = "" if in_pp else " more"
-
-    if verdict == "insufficient":
-        if s.n_baseline == 0 and s.n_baseline_missing == 0:
-            text = f"{technique}: no completed baseline with the same conditions to compare {label} with; " \
-                   "run the baseline too"
-        elif metric == "energy_to_target_j" and s.n == 0:
-            where = f" = {100 * target:.1f} %" if target is not None else ""
-            return (f"{technique} never reached the target accuracy (the baselines' mean minus "
-                    f"{TARGET_DROP_PP:g} pp{where}) in any of its {s.n_missing} runs: no energy to target to compare")
-        elif s.n == 0 or s.n_baseline == 0:
-            text = f"{technique}: no values of {label} on {'its' if s.n == 0 else 'the baseline'} side"
-        elif metric == "energy_to_target_j" and (s.n_missing or s.n_baseline_missing):
-            return _unreached_sentence(technique, s, target)
-        else:
-            observed = f"{_signed(change, unit)} {label}" if change is not None else label
-            if s.n + s.n_missing < 2 or s.n_baseline + s.n_baseline_missing < 2:
-                why = "one run per cell cannot show significance; set repeats = 3 or more"
-            else:
-                why = "fewer than 2 runs a side have a value"
-            text = f"{technique}: {observed} from {counts}, too few to judge: {why}"
-    elif verdict in ("saves", "costs") and low is not None and high is not None and change is not None:
-        gain = verdict == "saves"
-        if in_pp:
-            size, lo, hi = (change, low, high) if gain else (-change, -high, -low)
-            word = "gains" if gain else "costs"
-        else:
-            size, lo, hi = (-change, -high, -low) if gain else (change, low, high)
-            word = verdict
-        text = f"{technique} {word} {_num(size)} {unit}{'' if gain else more} {label} " \
-               f"(95 % CI {_span(lo, hi, unit, signed=False)}, {p_text}, {counts})"
-    elif verdict == "equivalent":
-        bounds = ""
-        if in_pp and change is not None and low is not None and high is not None:
-            bounds = f" ({_signed(change, unit)}, 95 % CI {_span(low, high, unit)}, {counts})"
-        elif s.ratio_ci90_low is not None and s.ratio_ci90_high is not None and change is not None:
-            bounds = (f" ({_signed(change, unit)}, 90 % CI "
-                      f"{_span(100 * (s.ratio_ci90_low - 1), 100 * (s.ratio_ci90_high - 1), unit)}, {counts})")
-        within = f"±{100 * s.margin:g} %"
-        if in_pp and s.baseline_mean is not None:
-            within += f" of it (±{100 * s.margin * abs(s.baseline_mean):.1f} pp)"
-        text = f"{technique} is equivalent to the baseline in {label} within {within}{bounds}"
-    else:
-        observed = _signed(change, unit) if change is not None else "no ratio"
-        interval = f"95 % CI {_span(low, high, unit)}, " if low is not None and high is not None else \
-            "no bounded interval, "
-        text = f"{technique}: inconclusive on {label}, {observed} ({interval}{p_text or 'no p'}, {counts})"
-        if s.repeats_to_decide is not None:
-            text += f"; about {s.repeats_to_decide} runs per side would decide"
-        elif s.sufficient:
-            text += f"; more than {stats.MAX_REPEATS:,} runs per side would be needed at this spread"
-    return text + _missing_note(metric, s) + ("; Fieller interval (values of 0 or below)"
-                                              if s.ratio_method == stats.FIELLER else "")
-
-
-def _unreached_sentence(technique: str, s: stats.TwoSample, target: float | None) -> str:
-    """Why energy to target is not judged when some runs never reached it: enough values may remain on
-    both sides, so the count of values is not the reason; the runs that dropped out are."""
-    where = f" ({100 * target:.1f} %)" if target is not None else ""
-    share = s.n_missing / (s.n + s.n_missing) - s.n_baseline_missing / (s.n_baseline + s.n_baseline_missing)
-    if share > 0:
-        bias = f"favour {technique}, which reached it less often"
-    elif share < 0:
-        bias = "favour the baseline, which reached it less often"
-    else:
-        bias = "understate both sides' cost"
-    return (f"{technique}: energy to the target accuracy is insufficient: {_unreached_sides(s, technique)} "
-            f"never reached the target{where}, so comparing only the runs that did would {bias}")
-
-
-def _unreached_sides(s: stats.TwoSample, technique: str) -> str:
-    """'1 of 3 runs of stego and 1 of 3 baseline runs': each side that lost runs, out of its runs."""
-    sides = []
-    if s.n_missing:
-        sides.append(f"{s.n_missing} of {s.n + s.n_missing} {technique} runs")
-    if s.n_baseline_missing:
-        sides.append(f"{s.n_baseline_missing} of {s.n_baseline + s.n_baseline_missing} baseline runs")
-    return " and ".join(sides)
-
-
-def _missing_note(metric: str, s: stats.TwoSample) -> str:
-    if not (s.n_missing or s.n_baseline_missing):
-        return ""
-    what = "never reached the target accuracy" if metric == "energy_to_target_j" else f"have no {metric}"
-    sides = []
-    if s.n_missing:
-        sides.append(f"{s.n_missing} of {s.n + s.n_missing} technique runs")
-    if s.n_baseline_missing:
-        sides.append(f"{s.n_baseline_missing} of {s.n_baseline + s.n_baseline_missing} baseline runs")
-    return f"; {' and '.join(sides)} {what} (left out)"
+def of_cells(comparisons: Iterable[Comparison], cells: Iterable[tuple[str, str]]) -> list[Comparison]:
+    """The comparisons of these (conditions, technique) cells: a grid's plan."""
+    wanted = set(cells)
+    return [c for c in comparisons if c.cell in wanted]
 
 
 # -- units ------------------------------------------------------------------------------------------------

@@ -14,13 +14,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from greenlab.core import formatting, report, stats
+from greenlab.core import formatting, metrics, report, stats, verdict_words
 from greenlab.core.report import Comparison
 
 FORMATS = ("text", "markdown", "csv", "json", "latex", "codecarbon")
-MARKS = {"saves": "↓", "costs": "↑", "equivalent": "≈", "inconclusive": "?", "insufficient": "–"}
+MARKS = {"saves": "↓", "costs": "↑", "equivalent": "≈", "inconclusive": "?", "insufficient": "–",
+         "no spread": "="}
 TEX_MARKS = {"saves": r"$\downarrow$", "costs": r"$\uparrow$", "equivalent": r"$\approx$",
-             "inconclusive": "?", "insufficient": "--"}
+             "inconclusive": "?", "insufficient": "--", "no spread": "="}
+NEGLIGIBLE_MARK = "≈"  # after ↓ or ↑: significant, yet inside the equivalence band
+ESTIMATED_MARK = "*"  # the verdict rests on estimated energy (CPU time × watts)
+
+
+def mark(c: Comparison, marks: dict[str, str] = MARKS) -> str:
+    """A verdict's mark in a table: ↓, ↑, ≈, ?, –, =; '↓≈' significant but negligible; '*' estimated energy."""
+    text = marks[c.verdict]
+    if c.negligible:
+        text += marks["equivalent"] if marks is not MARKS else NEGLIGIBLE_MARK
+    if c.significant and c.energy_method in (report.ESTIMATED, report.MIXED):
+        text += ESTIMATED_MARK
+    return text
 # The columns of CodeCarbon's emissions.csv (3.x, EmissionsData), in its order.
 CODECARBON_COLUMNS = (
     "timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions", "emissions_rate",
@@ -42,10 +55,10 @@ RUN_CSV_COLUMNS = (
 class Cell:
     """One technique's column group in one model's row."""
 
-    change: str  # the headline metric's change [95 % CI]
+    change: str  # the headline metric's change [the interval matching its verdict]
     time: str
     accuracy: str
-    verdict: str
+    comparison: Comparison
 
 
 @dataclass(frozen=True)
@@ -55,20 +68,15 @@ class TableRow:
 
 
 def change_text(c: Comparison | None, with_ci: bool) -> str:
-    """A comparison's change as a table shows it: +x % of the baseline (pp for accuracy), [95 % CI]."""
-    if c is None:
+    """A comparison's change as a table shows it: +x % of the baseline (pp for accuracy) [the interval that
+    matches its verdict: Holm-adjusted in a family of several]."""
+    if c is None or c.stats.estimate is None:
         return "-"
-    s = c.stats
-    if c.in_pp:
-        centre, low, high, unit = s.difference, s.difference_ci_low, s.difference_ci_high, "pp"
-    else:
-        centre, low, high = (None if v is None else v - 1 for v in (s.ratio, s.ratio_ci_low, s.ratio_ci_high))
-        unit = "%"
-    if centre is None:
-        return "-"
-    text = f"{100 * centre:+.1f} {unit}"
-    if with_ci and low is not None and high is not None:
-        text += f" [{100 * low:+.1f}, {100 * high:+.1f}]"
+    offset, unit = (0.0, "pp") if c.in_pp else (1.0, "%")
+    text = f"{100 * (c.stats.estimate - offset):+.1f} {unit}"
+    shown = c.interval
+    if with_ci and shown is not None:
+        text += f" [{100 * (shown[0] - offset):+.1f}, {100 * (shown[1] - offset):+.1f}]"
     return text
 
 
@@ -101,47 +109,76 @@ def study_table(comparisons: list[Comparison], metric: str = report.HEADLINE
                 change=change_text(headline, with_ci=True),
                 time=change_text(index.get((conditions, model, technique, "duration_s")), with_ci=False),
                 accuracy=change_text(index.get((conditions, model, technique, "val_accuracy")), with_ci=False),
-                verdict=headline.verdict)
+                comparison=headline)
         rows.append(TableRow(label, row))
     return techniques, rows
 
 
-def holm_clause(family: int) -> str:
-    """How a table's p-values were adjusted: Holm over the family, or, with one run a side everywhere, that
-    there is no p to adjust ("Holm over 0" reads as a mistake)."""
-    if family == 0:
-        return "no comparison has a p-value: fewer than 2 runs a side"
-    return f"Holm over {family} comparison{'s' if family > 1 else ''}"
+def holm_clause(comparisons: list[Comparison]) -> str:
+    """How a table's p-values were adjusted: Holm over each plan's declared family, or, where no comparison
+    has a p-value, that there is none to adjust ("Holm over 0" reads as a mistake)."""
+    if not any(c.stats.p_value is not None for c in comparisons):
+        return "no comparison has a p-value: fewer than 2 runs a side, or no spread"
+    families = sorted({c.holm_family for c in comparisons})
+    sizes = "/".join(str(f) for f in families)
+    return f"Holm over each plan's declared family ({sizes} comparison{'s' if families != [1] else ''})"
+
+
+def plan_lines(comparisons: list[Comparison]) -> list[str]:
+    """One line per plan the shown verdicts were decided under, and one per value given post hoc."""
+    plans: dict[str, Comparison] = {}
+    for c in comparisons:
+        plans.setdefault(c.plan.describe(), c)
+    lines = []
+    for described, c in plans.items():
+        a = c.plan.analysis
+        lines.append(f"Plan: {described}: primary {a.primary}, α = {a.alpha:g}, equivalence ±"
+                     f"{100 * a.equivalence_margin:g} % (ratio {1 / (1 + a.equivalence_margin):.3f}–"
+                     f"{1 + a.equivalence_margin:.3f}), accuracy ±{a.accuracy_margin_pp:g} pp.")
+    post_hoc: dict[str, tuple[float, float]] = {}
+    for c in comparisons:
+        post_hoc.update(c.post_hoc)
+    for name, (used, declared) in post_hoc.items():
+        lines.append(f"Post hoc: {name} = {used:g} was given after the runs, on the command line; the plan "
+                     f"declared {declared:g}. Verdicts under it are exploratory.")
+    return lines
 
 
 def legend(comparisons: list[Comparison], metric: str = report.HEADLINE, *, tex: bool = False) -> str:
     headline = [c for c in comparisons if c.metric == metric]
-    methods = sorted({c.stats.ratio_method for c in headline if c.stats.ratio_method})
-    margins = sorted({c.stats.margin for c in headline})
-    family = max((c.holm_family for c in headline), default=0)
     marks = TEX_MARKS if tex else MARKS
-    label = report.METRIC_LABELS.get(metric, metric)
+    label = metrics.label(metric)
+    role = "primary" if any(c.primary for c in headline) else "secondary"
     what = ("difference in percentage points" if metric in report.DIFFERENCE_METRICS
-            else "ratio of means - 1, in %")
-    insufficient = "fewer than 2 runs a side, or no baseline"
+            else "ratio of geometric means - 1, in %")
+    insufficient = "fewer than 2 usable runs a side, or no baseline"
     if metric == "energy_to_target_j":
         insufficient += ", or a run that never reached the target"
-    margin_text = "/".join(f"{100 * m:g}" for m in margins) or f"{100 * stats.DEFAULT_MARGIN:g}"
-    return (f"change: {label} against the matching baseline ({what}), [95 % CI: "
-            f"{'; '.join(methods) or 'none'}]; time: change in duration; acc: difference in validation "
-            f"accuracy, pp. Marks: {marks['saves']} saves, {marks['costs']} costs (95 % CI beyond no change "
-            f"and Holm-adjusted Welch p < 0.05; {holm_clause(family)}), {marks['equivalent']} "
-            f"equivalent (90 % CI within ±{margin_text} %), {marks['inconclusive']} inconclusive, "
-            f"{marks['insufficient']} insufficient ({insufficient}).")
+    alphas = "/".join(sorted({f"{c.analysis.alpha:g}" for c in headline})) or "0.05"
+    if metric in report.DIFFERENCE_METRICS:
+        band = "±" + "/".join(sorted({f"{c.analysis.accuracy_margin_pp:g}" for c in headline})) + " pp"
+    else:
+        band = "±" + "/".join(sorted({f"{100 * c.analysis.equivalence_margin:g}" for c in headline})) + " % (log-symmetric)"
+    return (f"change: {label} ({role} metric) against the matching baseline ({what}), [the interval that "
+            f"matches the verdict: Holm-adjusted where a plan has several comparisons; tested on "
+            f"{'raw values' if metric in report.DIFFERENCE_METRICS else 'log values'}]; time: change in duration; "
+            f"acc: difference in validation accuracy, pp. Marks: {marks['saves']} saves, {marks['costs']} costs "
+            f"(Holm-adjusted p < α = {alphas}; {holm_clause(headline)}), {marks['equivalent']} equivalent "
+            f"(the (1 − 2α) CI within {band}), {marks['saves']}{NEGLIGIBLE_MARK if not tex else marks['equivalent']} "
+            f"significant yet negligible (both), {marks['inconclusive']} inconclusive, {marks['insufficient']} "
+            f"insufficient ({insufficient}), {marks['no spread']} no spread (identical runs: nothing to test); "
+            f"{ESTIMATED_MARK} the energy is estimated (CPU time × watts): a time saving as much as an energy one.")
 
 
 def _sentences(comparisons: list[Comparison], metric: str) -> list[tuple[str, list[str]]]:
-    """Per table row label: the headline sentence, then accuracy and energy to target where present."""
+    """Per table row label: the diagnostics of its runs first, then the headline sentence, then accuracy and
+    energy to target where present, each tagged primary or secondary."""
     techniques, rows = study_table(comparisons, metric)
     index = _index(comparisons)
     labels = {(c.model, c.dataset, c.conditions): None for c in comparisons}
     result = []
     for (model, dataset, conditions), row in zip(labels, rows):
+        checks: list[str] = []
         lines = []
         for technique in techniques:
             for wanted in dict.fromkeys((metric, "val_accuracy", "energy_to_target_j")):
@@ -150,8 +187,12 @@ def _sentences(comparisons: list[Comparison], metric: str) -> list[tuple[str, li
                     continue
                 if wanted == "energy_to_target_j" and c.stats.n == 0 and c.stats.n_baseline == 0:
                     continue
-                lines.append(c.sentence)
-        result.append((row.label, lines))
+                for d in c.diagnostics:
+                    text = f"check ({metrics.label(wanted)}): {d.text}"
+                    if text not in checks:
+                        checks.append(text)
+                lines.append(f"[{c.role}] {c.sentence}")
+        result.append((row.label, checks + lines))
     return result
 
 
@@ -159,7 +200,7 @@ def render_text(comparisons: list[Comparison], metric: str = report.HEADLINE) ->
     if not comparisons:
         return "no comparisons: no completed technique runs"
     techniques, rows = study_table(comparisons, metric)
-    heads = ("change [95 % CI]", "time", "acc", "")
+    heads = ("change [CI]", "time", "acc", "")
     widths: dict[str, tuple[int, int, int, int]] = {}
     for t in techniques:
         cells = [r.cells[t] for r in rows if t in r.cells]
@@ -182,10 +223,10 @@ def render_text(comparisons: list[Comparison], metric: str = report.HEADLINE) ->
         text = f"{row.label:<{label_width}}"
         for t in techniques:
             cell = row.cells.get(t)
-            values = (cell.change, cell.time, cell.accuracy, MARKS[cell.verdict]) if cell else ("", "", "", "")
+            values = (cell.change, cell.time, cell.accuracy, mark(cell.comparison)) if cell else ("", "", "", "")
             text += f"   {group(t, values)}"
         lines.append(text.rstrip())
-    lines += ["", legend(comparisons, metric), ""]
+    lines += ["", legend(comparisons, metric), *plan_lines(comparisons), ""]
     for label, sentences in _sentences(comparisons, metric):
         lines.append(f"{label}:")
         lines += [f"  - {s}" for s in sentences]
@@ -202,16 +243,16 @@ def render_markdown(comparisons: list[Comparison], metric: str = report.HEADLINE
     techniques, rows = study_table(comparisons, metric)
     header = ["model"]
     for t in techniques:
-        header += [f"{t}: change [95 % CI]", f"{t}: time", f"{t}: acc", f"{t}"]
+        header += [f"{t}: change [CI]", f"{t}: time", f"{t}: acc", f"{t}"]
     lines = ["| " + " | ".join(_md(h) for h in header) + " |",
              "|" + "|".join(["---"] + ["---:", "---:", "---:", ":---:"] * len(techniques)) + "|"]
     for row in rows:
         values = [row.label]
         for t in techniques:
             cell = row.cells.get(t)
-            values += [cell.change, cell.time, cell.accuracy, MARKS[cell.verdict]] if cell else ["", "", "", ""]
+            values += [cell.change, cell.time, cell.accuracy, mark(cell.comparison)] if cell else ["", "", "", ""]
         lines.append("| " + " | ".join(_md(v) for v in values) + " |")
-    lines += ["", f"*{legend(comparisons, metric)}*", ""]
+    lines += ["", f"*{legend(comparisons, metric)}*", "", *[f"*{_md(line)}*" for line in plan_lines(comparisons)], ""]
     for label, sentences in _sentences(comparisons, metric):
         lines.append(f"**{_md(label)}**")
         lines.append("")
@@ -222,7 +263,7 @@ def render_markdown(comparisons: list[Comparison], metric: str = report.HEADLINE
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--", "±": r"$\pm$",
-        "<": r"$<$", ">": r"$>$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "≈": r"$\approx$", "·": r"$\cdot$"}
+        "<": r"$<$", ">": r"$>$", "α": r"$\alpha$", "−": "-", "×": r"$\times$", "≤": r"$\leq$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "≈": r"$\approx$", "·": r"$\cdot$"}
 
 
 def tex_escape(text: str) -> str:
@@ -239,16 +280,17 @@ def render_latex(comparisons: list[Comparison], metric: str = report.HEADLINE) -
              "\\small", f"\\begin{{tabular}}{{{columns}}}", "\\toprule",
              " & " + " & ".join(f"\\multicolumn{{4}}{{c}}{{{tex_escape(t)}}}" for t in techniques) + " \\\\",
              " ".join(f"\\cmidrule(lr){{{2 + 4 * i}-{5 + 4 * i}}}" for i in range(len(techniques))),
-             " & ".join(["model", *(["change [95\\,\\% CI]", "time", "acc", ""] * len(techniques))]) + " \\\\",
+             " & ".join(["model", *(["change [CI]", "time", "acc", ""] * len(techniques))]) + " \\\\",
              "\\midrule"]
     for row in rows:
         values = [tex_escape(row.label)]
         for t in techniques:
             cell = row.cells.get(t)
             values += ([tex_escape(cell.change), tex_escape(cell.time), tex_escape(cell.accuracy),
-                        TEX_MARKS[cell.verdict]] if cell else ["", "", "", ""])
+                        mark(cell.comparison, TEX_MARKS)] if cell else ["", "", "", ""])
         lines.append(" & ".join(values) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{tex_escape(legend(comparisons, metric))}}}",
+    caption = " ".join([legend(comparisons, metric), *plan_lines(comparisons)])
+    lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{tex_escape(caption)}}}",
               "\\end{table}", "", "\\begin{itemize}"]
     for label, sentences in _sentences(comparisons, metric):
         lines += [f"  \\item {tex_escape(label)}: {tex_escape(s)}" for s in sentences]
@@ -281,8 +323,9 @@ def render_csv(rows: list[dict[str, Any]], comparisons: list[Comparison], metric
     """One row per run (compared runs and their baselines), with its comparison's columns per metric."""
     metrics = tuple(metrics)
     by_run: dict[tuple[int, str], Comparison] = {(i, c.metric): c for c in comparisons for i in c.run_ids}
-    per_metric = ["n", "n_baseline", "ratio", "ratio_ci_low", "ratio_ci_high", "p_value", "p_holm", "equivalent",
-                  "verdict"]
+    per_metric = ["role", "n", "n_baseline", "ratio", "ratio_ci_low", "ratio_ci_high", "adjusted_ci_low",
+                  "adjusted_ci_high", "p_value", "p_holm", "holm_family", "equivalent", "verdict", "negligible",
+                  "energy_method", "post_hoc"]
     header = list(RUN_CSV_COLUMNS)
     for m in metrics:
         header += [f"{m}_{k}" for k in per_metric]
@@ -300,6 +343,8 @@ def render_csv(rows: list[dict[str, Any]], comparisons: list[Comparison], metric
             if c is None:
                 continue
             data = c.to_dict()
+            data["post_hoc"] = "; ".join(f"{name}={used:g} (declared {declared:g})"
+                                         for name, (used, declared) in c.post_hoc.items())
             for k in per_metric:
                 line[f"{m}_{k}"] = _csv_value(data[k])
             if m in report.DIFFERENCE_METRICS:
@@ -371,27 +416,34 @@ def estimated_runs(rows: list[dict[str, Any]]) -> int:
 
 
 # -- the headless summary ----------------------------------------------------------------------------------
-def verdict_summary(comparisons: list[Comparison], metric: str = report.HEADLINE) -> str:
-    """A compact table (ratio [95 % CI], p, verdict) and the sentences, for the end of a headless grid."""
+def verdict_summary(comparisons: list[Comparison], metric: str | None = None) -> str:
+    """A compact table (change [CI], p, Holm p, verdict), the diagnostics and the sentences, for the end of a
+    headless grid; `metric` defaults to the plan's primary one."""
+    if metric is None:
+        metric = next((c.plan.analysis.primary for c in comparisons), report.HEADLINE)
     chosen = [c for c in comparisons if c.metric == metric]
     if not chosen:
         return ""
-    label = report.METRIC_LABELS.get(metric, metric)
-    family = max(c.holm_family for c in chosen)
-    margins = "/".join(sorted({f"{100 * c.stats.margin:g}" for c in chosen}))
-    lines = [f"Verdicts on {label} (ratio of means, 95 % CI; {'Welch p, ' if family else ''}{holm_clause(family)}; "
-             f"equivalent within ±{margins} %):"]
-    header = f"{'model':<14} {'technique':<14} {'n':>7} {'ratio [95 % CI]':>22} {'p (Holm)':>9}  verdict"
+    label = metrics.label(metric)
+    role = "primary" if chosen[0].primary else "secondary"
+    what = "difference in pp" if metric in report.DIFFERENCE_METRICS else "ratio of geometric means, log scale"
+    lines = [f"Verdicts on {label}, the {role} metric ({what}; {holm_clause(chosen)}; the interval is the one "
+             "that matches the verdict):"]
+    header = f"{'model':<14} {'technique':<14} {'n':>7} {'change [CI]':>24} {'p':>7} {'p Holm':>7}  verdict"
     lines += [header, "-" * len(header)]
     for c in chosen:
         s = c.stats
-        ratio = "-" if s.ratio is None else f"{s.ratio:.3f}"
-        if s.ratio_ci_low is not None and s.ratio_ci_high is not None:
-            ratio += f" [{s.ratio_ci_low:.3f}, {s.ratio_ci_high:.3f}]"
-        p = "-" if c.p_holm is None else ("<0.001" if c.p_holm < 0.001 else f"{c.p_holm:.3f}")
-        lines.append(f"{c.model:<14} {c.technique:<14} {f'{s.n}v{s.n_baseline}':>7} {ratio:>22} {p:>9}  "
-                     f"{c.verdict}")
-    decided = [c for c in chosen if c.verdict != "insufficient"]
+        p = "-" if s.p_value is None else ("<0.001" if s.p_value < 0.001 else f"{s.p_value:.3f}")
+        p_holm = "-" if c.p_holm is None else ("<0.001" if c.p_holm < 0.001 else f"{c.p_holm:.3f}")
+        lines.append(f"{c.model:<14} {c.technique:<14} {f'{s.n}v{s.n_baseline}':>7} "
+                     f"{change_text(c, with_ci=True):>24} {p:>7} {p_holm:>7}  {c.word}")
+    lines += ["", *plan_lines(chosen)]
+    checks = list(dict.fromkeys(f"check: {c.model}: {d.text}" for c in chosen for d in c.diagnostics))
+    if checks:
+        checks.insert(0, "Look before you trust a verdict (flagged, never dropped):")
+    if checks:
+        lines += ["", *checks]
+    decided = [c for c in chosen if c.verdict != stats.INSUFFICIENT]
     if decided:
         lines.append("")
         lines += [f"{c.model}: {c.sentence}" for c in decided]

@@ -23,7 +23,7 @@ PLOT_FORMATS = ("svg", "png")
 CLIP_NOTE = ("Error bars are cut at the physical range (accuracy 0–100 %, energy and time ≥ 0, change ≥ -100 %); "
              "the report's json and csv keep the whole 95 % interval.")
 VERDICT_COLOURS = {"saves": "#1b7837", "costs": "#b2182b", "equivalent": "#2166ac", "inconclusive": "#7f7f7f",
-                   "insufficient": "#bdbdbd"}
+                   "insufficient": "#bdbdbd", "no spread": "#bdbdbd"}
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -131,29 +131,33 @@ def build_figure(rows: list[dict[str, Any]], comparisons: list[Comparison], metr
 
     axes = figure.add_subplot(grid[model_rows, :])
     names = [f"{c.model} · {c.technique}" for c in headline]
+    in_pp = metric in report.DIFFERENCE_METRICS
+    offset = 0.0 if in_pp else 1.0
     for y, c in enumerate(headline):
         s = c.stats
-        if s.ratio is None:
+        if s.estimate is None:
             continue
-        centre = 100 * (s.ratio - 1)
-        if s.ratio_ci_low is not None and s.ratio_ci_high is not None:
-            # A Fieller interval may reach below a ratio of 0: no technique spends less than nothing.
-            below, above = bar_extent(centre, centre - 100 * (s.ratio_ci_low - 1),
-                                      100 * (s.ratio_ci_high - 1) - centre, low=-100.0)
+        centre = 100 * (s.estimate - offset)
+        shown = c.interval
+        if shown is not None:
+            below, above = bar_extent(centre, centre - 100 * (shown[0] - offset), 100 * (shown[1] - offset) - centre,
+                                      low=-math.inf if in_pp else -100.0)
             error = [[below], [above]]
         else:
             error = None
         axes.errorbar(centre, y, xerr=error, fmt="o", capsize=3, color=VERDICT_COLOURS[c.verdict])
-        axes.annotate(c.verdict, (centre, y), textcoords="offset points", xytext=(6, 4), fontsize="small",
+        axes.annotate(c.word, (centre, y), textcoords="offset points", xytext=(6, 4), fontsize="small",
                       color=VERDICT_COLOURS[c.verdict])
-    margins = {c.stats.margin for c in headline}
+    bands = {c.stats.equivalence_bounds for c in headline}
     axes.axvline(0, color="black", linewidth=0.8)
-    for margin in margins:
-        for side in (-1, 1):
-            axes.axvline(side * 100 * margin, color="#2166ac", linewidth=0.8, linestyle=":")
+    for band in bands:
+        for edge in band:
+            axes.axvline(100 * (edge - offset), color="#2166ac", linewidth=0.8, linestyle=":")
     axes.set_yticks(range(len(names)), names)
     axes.set_ylim(len(names) - 0.5, -0.5)  # first comparison on top
-    axes.set_xlabel(f"change in {label} vs the baseline (%), 95 % CI; dotted: ±equivalence margin")
+    unit = "pp" if in_pp else "%"
+    axes.set_xlabel(f"change in {label} vs the baseline ({unit}), the interval that matches each verdict "
+                    "(Holm-adjusted in a family); dotted: the equivalence band")
     axes.grid(True, axis="x", alpha=0.3)
     figure.supxlabel(CLIP_NOTE, fontsize="x-small", color="#555555")  # constrained layout makes room for it
     return figure

@@ -35,7 +35,7 @@ class Spec:
     exclusive: bool = False
     choices: tuple[str, ...] | None = None
     keyed: bool = True  # part of the run's key: it changes the run's work (see config.run_key)
-    group: str = "training"  # training | measurement | accounting | report
+    group: str = "training"  # training | measurement | accounting | analysis
     fix: str = ""  # appended to a bound's message: why the bound is there
     shown_default: str | None = None  # the README's default, where the value itself says little
     example: Any = None  # a value to suggest in a message, where the default is None
@@ -47,7 +47,7 @@ def setting(default: Any, types: tuple[type, ...], doc: str, **spec: Any) -> Any
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Training, measurement, accounting and report settings of one run; every key may sit in [defaults]."""
+    """Training, measurement and accounting settings of one run; every key may sit in [defaults]."""
 
     dataset: str = setting("digits", (str,), "see Models and datasets")
     epochs: int = setting(2, (int,), "fine-tuning epochs", minimum=1)
@@ -106,16 +106,81 @@ class RunSettings:
                          group="accounting", fix=" (a PUE below 1 is impossible)")
     price_per_kwh: float = setting(0.29, _NUMBER, "electricity price", minimum=0, keyed=False, group="accounting")
     currency: str = setting("EUR", (str,), "currency of `price_per_kwh`", keyed=False, group="accounting")
-    equivalence_margin: float = setting(0.05, _NUMBER, "a technique is `equivalent` when the 90 % CI of its "
-                                        "ratio lies within 1 ± this margin (see Verdicts)", minimum=0, maximum=1,
-                                        exclusive=True, keyed=False, group="report")
 
 
-SPECS: dict[str, Spec] = {f.name: f.metadata["spec"] for f in fields(RunSettings)}
+
+class Declaration:
+    """The specs and defaults of one declared dataclass (run settings, the analysis plan): its checks,
+    messages and documentation table all come from here."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        self.specs: dict[str, Spec] = {f.name: f.metadata["spec"] for f in fields(cls)}
+
+    def default(self, name: str) -> Any:
+        return self.cls.__dataclass_fields__[name].default
+
+    def fix_text(self, name: str) -> str:
+        """The fix a message about setting `name` ends with, from its declaration: a valid line to write
+        (the default, or the declared example where the default is none) and how to get the default back."""
+        spec, default = self.specs[name], self.default(name)
+        if default is not None:
+            return f"write e.g. {name} = {toml_text(default)} (the default)"
+        example = spec.example if spec.example is not None else spec.minimum
+        back = f"remove it for the default ({self.default_text(name).strip('`')})"
+        return f"write e.g. {name} = {toml_text(example)}, or {back}" if example is not None else back
+
+    def check_one(self, name: str, value: Any, key: str) -> None:
+        spec = self.specs[name]
+        fix = self.fix_text(name)
+        if value is None and self.default(name) is None:
+            return
+        if not isinstance(value, spec.types) or (isinstance(value, bool) and bool not in spec.types):
+            kind = "a number" if float in spec.types else _type_name(spec.types[0])
+            raise ConfigError(f"must be {kind}, got {toml_text(value)}; {fix}", key=key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"must be a finite number, got {toml_text(value)}; {fix}", key=key)
+        if spec.choices is not None and value not in spec.choices:
+            raise ConfigError(f"unknown {name} '{value}'{suggest(str(value), spec.choices)} "
+                              f"(known: {', '.join(spec.choices)}); {fix}", key=key)
+        low, high = spec.minimum, spec.maximum
+        if spec.exclusive:
+            if (low is not None and value <= low) or (high is not None and value >= high):
+                bounds = (f"between {low:g} and {high:g} (exclusive)" if high is not None
+                          else f"greater than {low:g}")
+                raise ConfigError(f"must be {bounds}, got {value}{spec.fix}; {fix}", key=key)
+        elif low is not None and high is not None and not low <= value <= high:
+            raise ConfigError(f"must be between {low:g} and {high:g}, got {value}{spec.fix}; {fix}", key=key)
+        elif low is not None and value < low:
+            raise ConfigError(f"must be at least {low:g}, got {value}{spec.fix}; {fix}", key=key)
+
+    def default_text(self, name: str) -> str:
+        spec, default = self.specs[name], self.default(name)
+        if spec.shown_default is not None:
+            return spec.shown_default
+        if default is None:
+            return "none"
+        if isinstance(default, bool):
+            return "true" if default else "false"
+        if isinstance(default, str):
+            return f'`"{default}"`'
+        return f"{default:g}" if isinstance(default, float) else str(default)
+
+    def table(self) -> str:
+        """A markdown table, one row per setting, from the declarations."""
+        lines = ["| key | default | meaning |", "|---|---|---|"]
+        for name, spec in self.specs.items():
+            notes = [] if spec.keyed else ["not part of a run's key"]
+            doc = spec.doc + _bounds_text(spec) + (f"; {', '.join(notes)}" if notes else "")
+            lines.append(f"| `{name}` | {self.default_text(name)} | {spec.group}: {doc} |")
+        return "\n".join(lines)
+
+
+RUN_SETTINGS = Declaration(RunSettings)
+SPECS: dict[str, Spec] = RUN_SETTINGS.specs
 SETTING_KEYS = tuple(SPECS)
 UNKEYED_SETTINGS = frozenset(name for name, spec in SPECS.items() if not spec.keyed)
 ACCOUNTING_SETTINGS = tuple(name for name, spec in SPECS.items() if spec.group == "accounting")
-REPORT_ONLY_KEYS = tuple(name for name, spec in SPECS.items() if spec.group == "report")
 
 
 def _type_name(kind: type) -> str:
@@ -123,45 +188,13 @@ def _type_name(kind: type) -> str:
 
 
 def fix_text(name: str) -> str:
-    """The fix a message about setting `name` ends with, from its declaration: a valid line to write
-    (the default, or the declared example where the default is none) and how to get the default back."""
-    spec, default = SPECS[name], RunSettings.__dataclass_fields__[name].default
-    if default is not None:
-        return f"write e.g. {name} = {toml_text(default)} (the default)"
-    example = spec.example if spec.example is not None else spec.minimum
-    back = f"remove it for the default ({_default_text(name).strip('`')})"
-    return f"write e.g. {name} = {toml_text(example)}, or {back}" if example is not None else back
-
-
-def _check_one(name: str, value: Any, key: str) -> None:
-    spec = SPECS[name]
-    if value is None and RunSettings.__dataclass_fields__[name].default is None:
-        return
-    if not isinstance(value, spec.types) or (isinstance(value, bool) and bool not in spec.types):
-        kind = "a number" if float in spec.types else _type_name(spec.types[0])
-        raise ConfigError(f"must be {kind}, got {toml_text(value)}; {fix_text(name)}", key=key)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"must be a finite number, got {toml_text(value)}; {fix_text(name)}", key=key)
-    if spec.choices is not None and value not in spec.choices:
-        raise ConfigError(f"unknown {name} '{value}'{suggest(str(value), spec.choices)} "
-                          f"(known: {', '.join(spec.choices)})", key=key)
-    low, high = spec.minimum, spec.maximum
-    if spec.exclusive:
-        if (low is not None and value <= low) or (high is not None and value >= high):
-            bounds = (f"between {low:g} and {high:g} (exclusive)" if high is not None
-                      else f"greater than {low:g}")
-            raise ConfigError(f"must be {bounds}, got {value}{spec.fix}; {fix_text(name)}", key=key)
-    elif low is not None and high is not None and not low <= value <= high:
-        raise ConfigError(f"must be between {low:g} and {high:g}, got {value}{spec.fix}; {fix_text(name)}",
-                          key=key)
-    elif low is not None and value < low:
-        raise ConfigError(f"must be at least {low:g}, got {value}{spec.fix}; {fix_text(name)}", key=key)
+    return RUN_SETTINGS.fix_text(name)
 
 
 def check(values: dict[str, Any], key_prefix: str) -> RunSettings:
     """Validate merged settings against their declarations; raise ConfigError on the first problem."""
     for name, value in values.items():
-        _check_one(name, value, f"{key_prefix}.{name}")
+        RUN_SETTINGS.check_one(name, value, f"{key_prefix}.{name}")
     s = RunSettings(**values)
     if s.seed + s.repeats - 1 > _MAX_SEED:  # a run's seed is seed + repeat; torch takes 32 bits
         raise ConfigError(f"must be at most {_MAX_SEED - s.repeats + 1} (seed + repeats - 1 is a 32-bit seed), "
@@ -173,36 +206,20 @@ def check(values: dict[str, Any], key_prefix: str) -> RunSettings:
     return s
 
 
-def _default_text(name: str) -> str:
-    spec, default = SPECS[name], RunSettings.__dataclass_fields__[name].default
-    if spec.shown_default is not None:
-        return spec.shown_default
-    if default is None:
-        return "none"
-    if isinstance(default, bool):
-        return "true" if default else "false"
-    if isinstance(default, str):
-        return f'`"{default}"`'
-    return f"{default:g}" if isinstance(default, float) else str(default)
-
-
 def _bounds_text(spec: Spec) -> str:
     if spec.choices or (spec.minimum is None and spec.maximum is None):
         return ""
     low, high = spec.minimum, spec.maximum
     if spec.exclusive:
-        return f" ({low:g} < value < {high:g})" if high is not None else f" (> {low:g})"
+        if high is not None:
+            return f" ({low:g} < value < {high:g})"
+        return f" (> {low:g})"
     return f" ({low:g}–{high:g})" if high is not None else f" (≥ {low:g})"
 
 
 def settings_table() -> str:
     """The README's table of settings, one row per setting, from the declarations above."""
-    lines = ["| key | default | meaning |", "|---|---|---|"]
-    for name, spec in SPECS.items():
-        notes = [] if spec.keyed else ["not part of a run's key"]
-        doc = spec.doc + _bounds_text(spec) + (f"; {', '.join(notes)}" if notes else "")
-        lines.append(f"| `{name}` | {_default_text(name)} | {spec.group}: {doc} |")
-    return "\n".join(lines)
+    return RUN_SETTINGS.table()
 
 
 if __name__ == "__main__":  # python -m greenlab.core.settings: print the README's table

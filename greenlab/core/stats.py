@@ -1,96 +1,153 @@
-"""Two-sample statistics of one comparison: a technique's values against its baseline's.
+"""Two-sample statistics of one comparison, a family's Holm adjustment, and the verdict rule.
 
-Pure functions over lists of numbers (None and NaN are dropped and counted). scipy supplies every
-distribution and test; nothing here knows of runs, stores or metric names — greenlab.core.report groups
-runs into comparisons, applies Holm across a report and words the verdicts.
+Pure functions over lists of numbers; nothing here knows of runs, stores or metric names (the caller says
+which scale a metric is tested on: greenlab.core.metrics). scipy supplies the t distribution.
 
-Methods, in one place so the README can cite them:
-- ratio of means x̄/x̄₀ with a 95 % interval: Welch's interval on log values (exp of the Welch interval
-  of the difference of log means); where a value is 0 or negative, logs are impossible and Fieller's
-  interval for a ratio of two independent means (Welch degrees of freedom at the estimate) is used;
-- p: Welch's two-sided t-test on the raw values (scipy.stats.ttest_ind, equal_var=False);
-- equivalence: two one-sided tests at 5 %, i.e. the 90 % interval of the ratio inside [1 − m, 1 + m];
-- effect size: Hedges' g (Cohen's d on the pooled SD, times the exact small-sample correction J);
-- difference x̄ − x̄₀ with Welch's 95 % interval (accuracy and F1 are reported this way, in pp).
+One scale per comparison, so the interval and the test always agree:
+- `ratio` (energy, time): the values' logs are compared. The estimate is the ratio of geometric means,
+  exp(mean log x − mean log x₀); p is Welch's two-sided t-test on the logs; the (1 − α) interval is its
+  interval, exponentiated; the equivalence test (two one-sided tests at α) asks whether the (1 − 2α)
+  interval lies within [1/(1 + m), 1 + m], a band symmetric on that scale. So "the interval excludes 1"
+  and "p < α" are one statement, and the equivalence interval has the same degrees of freedom.
+  Values that are 0, negative or not finite have no log: the caller leaves them out (and says so).
+- `difference` (accuracy, F1): the same on the raw values, the band ±margin in the values' unit.
+
+Degrees of freedom (our simulation, benchmarks/verdict_calibration.py, chose them): Welch–Satterthwaite's
+when both sides have the same number of runs, where they keep the false-verdict rate at or under α for
+variances up to 3× unequal; Hsu's conservative min(n, n₀) − 1 when the sides differ in size, where
+Welch–Satterthwaite's let it rise to 6–9 % (3 against 5, 2 against 5 runs).
+
+With no spread on either side (every run of each side identical) there is no test: `no_spread` is set and
+no p, interval or equivalence is formed. Effect size: Hedges' g on the tested scale.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-import numpy as np
 from scipy import special
-from scipy import stats as sps
 
+RATIO = "ratio"
+DIFFERENCE = "difference"
 ALPHA = 0.05
-DEFAULT_MARGIN = 0.05
 POWER = 0.80  # of the "repeats that would decide" estimate
 MAX_REPEATS = 10_000
-VERDICTS = ("saves", "costs", "equivalent", "inconclusive", "insufficient")
+WELCH = "Welch t (Welch–Satterthwaite df)"
+HSU = "Welch t (Hsu's conservative df: min(n) − 1)"
 
-LOG_WELCH = "Welch interval on log values"
-FIELLER = "Fieller interval (Welch df)"
-EXACT = "exact: no variance in either group"
+
+def t_quantile(p: float, df: float) -> float:
+    return float(special.stdtrit(df, p))
+
+
+def t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with `df` degrees of freedom."""
+    return float(special.stdtr(df, -t))
 
 
 @dataclass(frozen=True)
 class TwoSample:
-    """A technique's values (n) against its baseline's (n_baseline), in the values' own unit.
+    """A technique's values (n) against its baseline's (n_baseline), on one scale.
 
-    Intervals are None where they cannot be formed (fewer than two values a side, or an unbounded
-    Fieller interval). `ratio_ci90_*` is the interval the equivalence test uses; `p_equivalence` is the
-    larger of the two one-sided p-values (below 0.05 exactly when that interval lies inside the margin).
+    `estimate`, `ci_low`/`ci_high` ((1 − α)) and `eq_low`/`eq_high` ((1 − 2α), the interval the equivalence
+    test reads) are on the display scale: a ratio (technique / baseline) or a difference (technique −
+    baseline, in the values' unit). `center`, `se` and `df` are on the tested scale (log values for a
+    ratio), so `interval(level)` gives an interval at any level with the same test. Everything that cannot
+    be formed (fewer than two values a side, no spread) is None.
     """
 
+    scale: str
+    alpha: float
+    margin: float  # ratio: m, the band [1/(1 + m), 1 + m]; difference: ±margin in the values' unit
     n: int
     n_baseline: int
-    n_missing: int  # values that were None or NaN, dropped
-    n_baseline_missing: int
-    mean: float | None
-    baseline_mean: float | None
-    sd: float | None
-    baseline_sd: float | None
-    difference: float | None  # mean - baseline_mean
-    difference_ci_low: float | None
-    difference_ci_high: float | None
-    ratio: float | None  # mean / baseline_mean
-    ratio_ci_low: float | None
-    ratio_ci_high: float | None
-    ratio_ci90_low: float | None
-    ratio_ci90_high: float | None
-    ratio_method: str | None
-    p_value: float | None
-    p_equivalence: float | None
-    margin: float
-    equivalent: bool | None
-    effect_size: float | None  # Hedges' g, technique minus baseline
-    repeats_to_decide: int | None  # runs per side that would likely decide, from the observed spread
-    notes: tuple[str, ...] = ()
+    n_missing: int = 0  # values that were None: left out
+    n_baseline_missing: int = 0
+    mean: float | None = None  # arithmetic means and SDs of the kept values, in their unit
+    baseline_mean: float | None = None
+    sd: float | None = None
+    baseline_sd: float | None = None
+    center: float | None = None  # on the tested scale: mean log difference, or mean difference
+    se: float | None = None
+    df: float | None = None
+    tested_sd: float | None = None  # the SDs on the tested scale (of the logs, for a ratio)
+    tested_baseline_sd: float | None = None
+    test: str | None = None
+    estimate: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    eq_low: float | None = None
+    eq_high: float | None = None
+    p_value: float | None = None
+    p_equivalence: float | None = None
+    equivalent: bool | None = None
+    effect_size: float | None = None
+    no_spread: bool = False
+    notes: tuple[str, ...] = field(default=())
 
     @property
     def sufficient(self) -> bool:
         return self.n >= 2 and self.n_baseline >= 2
 
+    @property
+    def neutral(self) -> float:
+        """No change, on the display scale."""
+        return 1.0 if self.scale == RATIO else 0.0
+
+    @property
+    def equivalence_bounds(self) -> tuple[float, float]:
+        if self.scale == RATIO:
+            return 1 / (1 + self.margin), 1 + self.margin
+        return -self.margin, self.margin
+
+    @property
+    def difference(self) -> float | None:
+        """Mean minus baseline mean, in the values' unit (descriptive for a ratio metric)."""
+        return None if self.mean is None or self.baseline_mean is None else self.mean - self.baseline_mean
+
+    @property
+    def ratio_of_means(self) -> float | None:
+        if self.mean is None or not self.baseline_mean:
+            return None
+        return self.mean / self.baseline_mean
+
+    def interval(self, level: float) -> tuple[float, float] | None:
+        """The two-sided interval at `level` (0.95, or a Holm step's 1 − α/k), on the display scale."""
+        if self.center is None or self.se is None or self.df is None:
+            return None
+        half = t_quantile(0.5 + level / 2, self.df) * self.se
+        low, high = self.center - half, self.center + half
+        return (_exp(low), _exp(high)) if self.scale == RATIO else (low, high)
+
+
+def _exp(x: float) -> float:
+    """exp that saturates: an interval of one degree of freedom at a Holm step can reach e^1000."""
+    return math.exp(x) if x < 709.0 else math.inf
+
 
 def clean(values: Iterable[float | None]) -> tuple[list[float], int]:
     """The finite values, and how many were dropped (None, NaN or infinite)."""
-    kept, dropped = [], 0
-    for value in values:
-        if value is None or not math.isfinite(float(value)):
-            dropped += 1
-        else:
-            kept.append(float(value))
-    return kept, dropped
+    given = list(values)
+    kept = [float(v) for v in given if v is not None and math.isfinite(float(v))]
+    return kept, len(given) - len(kept)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _var(values: Sequence[float], mean: float) -> float:
+    return math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
 
 
 def mean_ci95(values: Sequence[float]) -> float | None:
     """Half-width of the 95 % Student interval of the mean, or None with fewer than two values."""
     if len(values) < 2:
         return None
-    return float(sps.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+    m = _mean(values)
+    return t_quantile(0.975, len(values) - 1) * math.sqrt(_var(values, m) / len(values))
 
 
 def welch_df(v1: float, n1: int, v0: float, n0: int) -> float:
@@ -100,103 +157,182 @@ def welch_df(v1: float, n1: int, v0: float, n0: int) -> float:
 
 
 def hedges_g(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """(mean a - mean b) / pooled SD, times J = Γ(df/2) / (√(df/2) Γ((df-1)/2)); None without spread."""
+    """(mean a − mean b) / pooled SD, times J = Γ(df/2) / (√(df/2) Γ((df−1)/2)); None without spread."""
     n1, n0 = len(a), len(b)
     if n1 < 2 or n0 < 2:
         return None
     df = n1 + n0 - 2
-    pooled = math.sqrt(((n1 - 1) * np.var(a, ddof=1) + (n0 - 1) * np.var(b, ddof=1)) / df)
+    ma, mb = _mean(a), _mean(b)
+    pooled = math.sqrt(((n1 - 1) * _var(a, ma) + (n0 - 1) * _var(b, mb)) / df)
     if pooled == 0:
         return None
     correction = math.exp(special.gammaln(df / 2) - special.gammaln((df - 1) / 2)) / math.sqrt(df / 2)
-    return float((np.mean(a) - np.mean(b)) / pooled * correction)
+    return float((ma - mb) / pooled * correction)
 
 
-def holm(p_values: Sequence[float | None]) -> list[float | None]:
-    """Holm's step-down adjustment of a family of p-values (None entries are not part of the family)."""
+def compare(values: Iterable[float | None], baseline: Iterable[float | None], *, scale: str = RATIO,
+            alpha: float = ALPHA, margin: float = 0.05) -> TwoSample:
+    """Everything a verdict needs about `values` against `baseline`; see the module docstring.
+
+    None values are left out and counted. Values the scale cannot take (for a ratio: 0, negative or not
+    finite; for a difference: not finite) must have been left out by the caller, which names them.
+    """
+    given, given_baseline = list(values), list(baseline)
+    a = [float(v) for v in given if v is not None]
+    b = [float(v) for v in given_baseline if v is not None]
+    missing, base_missing = len(given) - len(a), len(given_baseline) - len(b)
+    ratio = scale == RATIO
+    if ratio and any(v <= 0 or not math.isfinite(v) for v in (*a, *b)):
+        raise ValueError("a ratio is tested on logs: leave out values that are 0, negative or not finite")
+    if not ratio and any(not math.isfinite(v) for v in (*a, *b)):
+        raise ValueError("leave out values that are not finite")
+    result: dict[str, object] = dict(scale=scale, alpha=alpha, margin=margin, n=len(a), n_baseline=len(b),
+                                     n_missing=missing, n_baseline_missing=base_missing)
+    if a:
+        result["mean"] = _mean(a)
+    if b:
+        result["baseline_mean"] = _mean(b)
+    if len(a) >= 2:
+        result["sd"] = math.sqrt(_var(a, _mean(a)))
+    if len(b) >= 2:
+        result["baseline_sd"] = math.sqrt(_var(b, _mean(b)))
+    if a and b:
+        ta = [math.log(v) for v in a] if ratio else a
+        tb = [math.log(v) for v in b] if ratio else b
+        center = _mean(ta) - _mean(tb)
+        result["estimate"] = math.exp(center) if ratio else center
+    if len(a) < 2 or len(b) < 2:
+        return TwoSample(**result)  # type: ignore[arg-type]
+
+    # Identical values on each side: no spread to test against. Compared as values, not as a variance,
+    # which rounding can leave a hair above 0 (three runs at accuracy 0.1 have a log variance of 1e-33).
+    if len(set(a)) == 1 and len(set(b)) == 1:
+        return TwoSample(**result, no_spread=True)  # type: ignore[arg-type]
+
+    ma, mb = _mean(ta), _mean(tb)
+    v1, v0 = _var(ta, ma) / len(ta), _var(tb, mb) / len(tb)
+    se = math.sqrt(v1 + v0)
+    if not se > 0 or not math.isfinite(se):  # a spread below what a double can hold (denormal values)
+        return TwoSample(**result, no_spread=True)  # type: ignore[arg-type]
+    if len(a) == len(b):
+        df, test = welch_df(v1, len(a), v0, len(b)), WELCH
+    else:
+        df, test = float(min(len(a), len(b)) - 1), HSU
+    t = center / se
+    p = min(1.0, 2 * t_sf(abs(t), df))
+    bound = math.log1p(margin) if ratio else margin
+    p_eq = max(t_sf((center + bound) / se, df), t_sf((bound - center) / se, df))
+    result.update(center=center, se=se, df=df, test=test, p_value=p, p_equivalence=p_eq,
+                  tested_sd=math.sqrt(v1 * len(ta)), tested_baseline_sd=math.sqrt(v0 * len(tb)),
+                  equivalent=bool(p_eq < alpha), effect_size=hedges_g(ta, tb))
+    sample = TwoSample(**result)  # type: ignore[arg-type]
+    ci = sample.interval(1 - alpha)
+    eq = sample.interval(1 - 2 * alpha)
+    assert ci is not None and eq is not None
+    result.update(ci_low=ci[0], ci_high=ci[1], eq_low=eq[0], eq_high=eq[1])
+    return TwoSample(**result)  # type: ignore[arg-type]
+
+
+# -- a family: Holm -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HolmStep:
+    """One comparison's place in its family: Holm's adjusted p and the divisor k of the interval that
+    matches the decision (its level is 1 − α/k)."""
+
+    p_holm: float | None
+    divisor: int
+    family: int
+
+
+def holm(p_values: Sequence[float | None], family: int | None = None, alpha: float = ALPHA) -> list[HolmStep]:
+    """Holm's step-down adjustment over a declared family of `family` comparisons (at least the p-values
+    given); a comparison declared but without a p-value (not run, no spread, too few runs) counts as p = 1,
+    so the family never shrinks to what happened to be testable.
+
+    The divisor of rank r (ascending p) is m − r + 1 up to the first rank s that Holm does not reject, and
+    m − s + 1 from there on. The (1 − α/k) interval then excludes no change exactly when Holm rejects: a
+    rejected comparison's own step level excludes it; past the step where Holm stopped, every p is at least
+    the stopping one, so the interval at that step's level keeps no change inside.
+    """
+    m = max(family or 0, len(p_values))
     ranked = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
-    adjusted: list[float | None] = [None] * len(p_values)
-    family, running = len(ranked), 0.0
-    for rank, (p, index) in enumerate(ranked):
-        running = max(running, min(1.0, (family - rank) * p))
-        adjusted[index] = running
-    return adjusted
+    steps: list[HolmStep] = [HolmStep(None, m, m)] * len(p_values)
+    running = 0.0
+    stopped: int | None = None
+    for rank, (p, index) in enumerate(ranked, start=1):
+        running = max(running, min(1.0, (m - rank + 1) * p))
+        if stopped is None and (m - rank + 1) * p >= alpha:
+            stopped = rank
+        divisor = m - (rank if stopped is None else stopped) + 1
+        steps[index] = HolmStep(running, divisor, m)
+    return steps
 
 
-def _log_welch(a: list[float], b: list[float], level: float) -> tuple[float, float]:
-    la, lb = np.log(a), np.log(b)
-    va, vb = np.var(la, ddof=1) / len(la), np.var(lb, ddof=1) / len(lb)
-    df = welch_df(va, len(la), vb, len(lb))
-    half = sps.t.ppf(0.5 + level / 2, df) * math.sqrt(va + vb)
-    centre = float(np.mean(la) - np.mean(lb))
-    return math.exp(centre - half), math.exp(centre + half)
+# -- the verdict rule ---------------------------------------------------------------------------------------
+SAVES, COSTS, EQUIVALENT, INCONCLUSIVE, INSUFFICIENT, NO_SPREAD = (
+    "saves", "costs", "equivalent", "inconclusive", "insufficient", "no spread")
+VERDICTS = (SAVES, COSTS, EQUIVALENT, INCONCLUSIVE, INSUFFICIENT, NO_SPREAD)
 
 
-def _log_tost(a: list[float], b: list[float], margin: float) -> float:
-    la, lb = np.log(a), np.log(b)
-    va, vb = np.var(la, ddof=1) / len(la), np.var(lb, ddof=1) / len(lb)
-    df, se = welch_df(va, len(la), vb, len(lb)), math.sqrt(va + vb)
-    centre = float(np.mean(la) - np.mean(lb))
-    return float(max(sps.t.sf((centre - math.log1p(-margin)) / se, df),
-                     sps.t.sf((math.log1p(margin) - centre) / se, df)))
+@dataclass(frozen=True)
+class Decision:
+    verdict: str
+    negligible: bool  # significant, and yet inside the equivalence band: smaller than the effect of interest
+    adjusted: tuple[float, float] | None  # the interval that matches the decision (level 1 − α/k)
+    adjusted_level: float | None
 
 
-def _fieller(a: list[float], b: list[float], level: float) -> tuple[float, float] | None:
-    """Roots of (x̄ - ρ x̄₀)² = t² (v + ρ² v₀); None when the interval is unbounded (x̄₀ near 0)."""
-    m1, m0 = float(np.mean(a)), float(np.mean(b))
-    v1, v0 = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-    if m0 == 0:
-        return None
-    r = m1 / m0
-    df = welch_df(v1, len(a), r * r * v0, len(b))
-    t2 = sps.t.ppf(0.5 + level / 2, df) ** 2
-    quad = m0 * m0 - t2 * v0
-    if quad <= 0:
-        return None
-    discriminant = (m1 * m0) ** 2 - quad * (m1 * m1 - t2 * v1)
-    if discriminant < 0:  # the confidence set is the whole line minus an interval: unbounded too
-        return None
-    root = math.sqrt(discriminant)
-    return (m1 * m0 - root) / quad, (m1 * m0 + root) / quad
+def decide(s: TwoSample, step: HolmStep, *, higher_is_better: bool = False) -> Decision:
+    """The verdict of one comparison under its family's Holm step; see the decision table (docs)."""
+    if not s.sufficient:
+        return Decision(INSUFFICIENT, False, None, None)
+    if s.no_spread or s.p_value is None:
+        return Decision(NO_SPREAD, False, None, None)
+    level = 1 - s.alpha / step.divisor
+    adjusted = s.interval(level)
+    significant = step.p_holm is not None and step.p_holm < s.alpha
+    if significant and s.center is not None:
+        lower = s.center < 0
+        verdict = SAVES if lower != higher_is_better else COSTS
+        return Decision(verdict, bool(s.equivalent), adjusted, level)
+    return Decision(EQUIVALENT if s.equivalent else INCONCLUSIVE, False, adjusted, level)
 
 
-def _fieller_tost(a: list[float], b: list[float], margin: float) -> float:
-    """H0: μ ≤ (1-m) μ₀ or μ ≥ (1+m) μ₀, each tested as a Welch t on x̄ - ρ x̄₀ (Fieller's pivot)."""
-    m1, m0 = float(np.mean(a)), float(np.mean(b))
-    v1, v0 = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-    p = []
-    for bound, side in ((1 - margin, 1.0), (1 + margin, -1.0)):
-        se = math.sqrt(v1 + bound * bound * v0)
-        p.append(float(sps.t.sf(side * (m1 - bound * m0) / se, welch_df(v1, len(a), bound * bound * v0, len(b)))))
-    return max(p)
+# -- repeats that would decide ------------------------------------------------------------------------------
+def repeats_to_decide(sd: float, baseline_sd: float, center: float, bound: float, *, alpha: float = ALPHA,
+                      divisor: int = 1) -> int | None:
+    """Runs per side (equal groups, so Welch–Satterthwaite df) with which the test at the family's
+    strictest step (α / divisor) would likely (80 % power) show the observed difference, or the equivalence
+    test (at α) show it lies inside ±bound — whichever needs fewer — if the observed center and SDs (on the
+    tested scale) were the truth. None when neither happens by MAX_REPEATS.
 
-
-def _welch_p(a: list[float], b: list[float]) -> float:
-    with warnings.catch_warnings():
-        # Near-identical groups (a deterministic accuracy) make scipy warn of precision loss; p is then ~1.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(sps.ttest_ind(a, b, equal_var=False).pvalue)
-
-
-def repeats_to_decide(sd: float, baseline_sd: float, difference: float, baseline_mean: float,
-                      margin: float, margin_abs: float | None = None, alpha: float = ALPHA) -> int | None:
-    """Runs per side (equal groups) with which a Welch test at `alpha` would likely (80 % power) show the
-    observed difference, or the equivalence test (at 5 %) show it lies inside the margin — whichever needs
-    fewer, assuming the observed means and SDs are the truth. None when neither happens by MAX_REPEATS."""
+    Both conditions only ever turn true as n grows (the standard error shrinks and the t quantiles fall
+    with the df), so the smallest n is found by bisection: a few quantiles, not one per candidate n."""
     spread = sd ** 2 + baseline_sd ** 2
     if spread == 0:
         return None
-    n = np.arange(2, MAX_REPEATS + 1, dtype=float)
-    v = spread / n
-    df = v ** 2 / ((sd ** 2 / n) ** 2 / (n - 1) + (baseline_sd ** 2 / n) ** 2 / (n - 1))
-    se = np.sqrt(v)
-    beta = sps.t.ppf(POWER, df)
-    decided = abs(difference) / se >= sps.t.ppf(1 - alpha / 2, df) + beta
-    allowed = margin_abs if margin_abs is not None else margin * abs(baseline_mean)
-    if abs(difference) < allowed:
-        decided |= (allowed - abs(difference)) / se >= sps.t.ppf(1 - ALPHA, df) + beta
-    hits = np.flatnonzero(decided)
-    return int(n[hits[0]]) if hits.size else None
+    fourth = sd ** 4 + baseline_sd ** 4
+
+    def decides(n: int) -> bool:
+        se = math.sqrt(spread / n)
+        df = spread ** 2 * (n - 1) / fourth
+        beta = t_quantile(POWER, df)
+        if abs(center) / se >= t_quantile(1 - alpha / divisor / 2, df) + beta:
+            return True
+        return abs(center) < bound and (bound - abs(center)) / se >= t_quantile(1 - alpha, df) + beta
+
+    if not decides(MAX_REPEATS):
+        return None
+    low, high = 2, MAX_REPEATS  # decides(high) holds; find the smallest such n
+    if decides(low):
+        return low
+    while high - low > 1:
+        middle = (low + high) // 2
+        if decides(middle):
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def beyond_what_was_run(needed: int | None, n: int, n_baseline: int) -> int | None:
@@ -205,95 +341,11 @@ def beyond_what_was_run(needed: int | None, n: int, n_baseline: int) -> int | No
     return None if needed is None else max(needed, min(n, n_baseline) + 1)
 
 
-def compare(values: Iterable[float | None], baseline: Iterable[float | None], *,
-            margin: float = DEFAULT_MARGIN, margin_abs: float | None = None) -> TwoSample:
-    """Everything a verdict needs about `values` against `baseline`; see the module docstring.
-
-    With `margin_abs`, equivalence is judged on the difference instead of the ratio: its 90 % interval must
-    lie within ±margin_abs (accuracy in percentage points: a relative 5 % of 90 % would allow 4.5 pp).
-    """
-    a, a_missing = clean(values)
-    b, b_missing = clean(baseline)
-    notes: list[str] = []
-    mean = float(np.mean(a)) if a else None
-    base = float(np.mean(b)) if b else None
-    sd = float(np.std(a, ddof=1)) if len(a) >= 2 else None
-    base_sd = float(np.std(b, ddof=1)) if len(b) >= 2 else None
-    difference = mean - base if mean is not None and base is not None else None
-    ratio = mean / base if difference is not None and base != 0 else None
-    result = dict(n=len(a), n_baseline=len(b), n_missing=a_missing, n_baseline_missing=b_missing, mean=mean,
-                  baseline_mean=base, sd=sd, baseline_sd=base_sd, difference=difference,
-                  difference_ci_low=None, difference_ci_high=None, ratio=ratio, ratio_ci_low=None,
-                  ratio_ci_high=None, ratio_ci90_low=None, ratio_ci90_high=None, ratio_method=None,
-                  p_value=None, p_equivalence=None, margin=margin, equivalent=None, effect_size=None,
-                  repeats_to_decide=None)
-    if len(a) < 2 or len(b) < 2:
-        return TwoSample(**result, notes=tuple(notes))
-    assert mean is not None and base is not None and sd is not None and base_sd is not None
-    assert difference is not None
-
-    if sd == 0 and base_sd == 0:
-        # Values that repeat exactly (a deterministic accuracy, say): no sampling spread was seen, so the
-        # observed difference is the whole story — the interval collapses onto it and p is 0 or 1.
-        notes.append("no variance in either group: the interval is the observed value itself")
-        inside = (abs(difference) <= margin_abs if margin_abs is not None
-                  else ratio is not None and 1 - margin <= ratio <= 1 + margin)
-        result.update(difference_ci_low=difference, difference_ci_high=difference, ratio_method=EXACT,
-                      p_value=0.0 if difference != 0 else 1.0, p_equivalence=0.0 if inside else 1.0,
-                      equivalent=inside)
-        if ratio is not None:
-            result.update(ratio_ci_low=ratio, ratio_ci_high=ratio, ratio_ci90_low=ratio, ratio_ci90_high=ratio)
-        return TwoSample(**result, notes=tuple(notes))
-
-    v1, v0 = sd ** 2 / len(a), base_sd ** 2 / len(b)
-    half = sps.t.ppf(1 - ALPHA / 2, welch_df(v1, len(a), v0, len(b))) * math.sqrt(v1 + v0)
-    result.update(difference_ci_low=difference - half, difference_ci_high=difference + half,
-                  p_value=_welch_p(a, b), effect_size=hedges_g(a, b),
-                  repeats_to_decide=beyond_what_was_run(repeats_to_decide(sd, base_sd, difference, base, margin,
-                                                                          margin_abs), len(a), len(b)))
-
-    if min(a) > 0 and min(b) > 0:
-        ci95, ci90 = _log_welch(a, b, 0.95), _log_welch(a, b, 0.90)
-        result.update(ratio_method=LOG_WELCH, p_equivalence=_log_tost(a, b, margin))
-    else:
-        notes.append("values of 0 or below make logs impossible: Fieller's interval is used instead")
-        ci95, ci90 = _fieller(a, b, 0.95), _fieller(a, b, 0.90)
-        result.update(ratio_method=FIELLER, p_equivalence=_fieller_tost(a, b, margin) if base != 0 else None)
-        if ci95 is None:
-            notes.append("the ratio's interval is unbounded: the baseline mean is not clearly away from 0")
-    if ci95 is not None:
-        result.update(ratio_ci_low=ci95[0], ratio_ci_high=ci95[1])
-    if ci90 is not None:
-        result.update(ratio_ci90_low=ci90[0], ratio_ci90_high=ci90[1],
-                      equivalent=1 - margin <= ci90[0] and ci90[1] <= 1 + margin)
-    else:
-        result.update(equivalent=False)
-    if margin_abs is not None:  # equivalence on the difference: its 90 % interval within ±margin_abs
-        df, se = welch_df(v1, len(a), v0, len(b)), math.sqrt(v1 + v0)
-        half90 = sps.t.ppf(1 - ALPHA, df) * se
-        result.update(equivalent=bool(-margin_abs <= difference - half90 and difference + half90 <= margin_abs),
-                      p_equivalence=float(max(sps.t.sf((difference + margin_abs) / se, df),
-                                              sps.t.sf((margin_abs - difference) / se, df))))
-    return TwoSample(**result, notes=tuple(notes))
-
-
-def decide(result: TwoSample, *, p_value: float | None = None, higher_is_better: bool = False,
-           on_difference: bool = False) -> str:
-    """One of VERDICTS. `p_value` overrides the result's own (a Holm-adjusted one); `on_difference` reads
-    the difference's interval against 0 instead of the ratio's against 1 (accuracy, F1). `saves` is the
-    better direction for the user (less energy; more accuracy), `costs` the worse."""
-    if not result.sufficient:
-        return "insufficient"
-    p = result.p_value if p_value is None else p_value
-    if on_difference:
-        low, high, neutral = result.difference_ci_low, result.difference_ci_high, 0.0
-    else:
-        low, high, neutral = result.ratio_ci_low, result.ratio_ci_high, 1.0
-    if p is not None and p < ALPHA and low is not None and high is not None:
-        if high < neutral:
-            return "costs" if higher_is_better else "saves"
-        if low > neutral:
-            return "saves" if higher_is_better else "costs"
-    if result.equivalent:
-        return "equivalent"
-    return "inconclusive"
+def repeats_for(s: TwoSample, step: HolmStep) -> int | None:
+    """repeats_to_decide for a comparison at its family's strictest step, never fewer than were run."""
+    if s.center is None or s.tested_sd is None or s.tested_baseline_sd is None:
+        return None
+    bound = math.log1p(s.margin) if s.scale == RATIO else s.margin
+    needed = repeats_to_decide(s.tested_sd, s.tested_baseline_sd, s.center, bound, alpha=s.alpha,
+                               divisor=step.family or 1)
+    return beyond_what_was_run(needed, s.n, s.n_baseline)

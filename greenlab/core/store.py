@@ -17,6 +17,7 @@ import os
 import platform
 import socket
 import sqlite3
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -24,10 +25,11 @@ from typing import Any, Iterable
 import sqlite_utils
 
 from greenlab import __version__
+from greenlab.core.analysis import Plan
 from greenlab.core.errors import GreenLabError
 
 DEFAULT_DB = Path("data") / "runs.db"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # `superseded`: a completed run whose settings a forced rerun completed again; its data stays, its figures
 # no longer count (a query over `status = 'completed'` sees each run key once).
 STATUSES = ("running", "completed", "failed", "interrupted", "superseded")
@@ -58,6 +60,8 @@ RUN_COLUMNS: dict[str, type] = {
     "executor": str, "node": str, "concurrent_runs": str, "attempts": int,
     # Schema 3: the completed forced rerun that replaced this run (its status then `superseded`).
     "superseded_by": int,
+    # Schema 4: the analysis plan the run's grid declared before it ran (the `plans` table).
+    "plan_id": int,
 }
 EPOCH_COLUMNS: dict[str, type] = {
     "run_id": int, "epoch": int, "train_loss": float, "val_accuracy": float, "val_f1": float,
@@ -72,6 +76,11 @@ COMPONENT_COLUMNS: dict[str, type] = {
     "net_energy_j": float, "inputs": str, "flags": str,
 }
 CAPACITY_COLUMNS: dict[str, type] = {"run_id": int, "bits": int, "val_accuracy": float}
+# Schema 4: a grid's analysis plan (greenlab.core.analysis), stored once per distinct declaration.
+PLAN_COLUMNS: dict[str, type] = {
+    "id": int, "digest": str, "created_at": str, "source": str, "analysis": str, "cells": str,
+    "greenlab_version": str,
+}
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -156,8 +165,16 @@ def _hostname_of(host: str | None) -> str | None:
         return None
 
 
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """Analysis plans: the `plans` table and each run's `plan_id`. Runs stored before have none and are
+    judged under an implied plan (greenlab.core.analysis.implied), labelled as such."""
+    db["plans"].create(PLAN_COLUMNS, pk="id", not_null={"digest"}, if_not_exists=True)
+    db["plans"].create_index(["digest"], unique=True, if_not_exists=True)
+    _add_columns(db, "runs", ("plan_id",), RUN_COLUMNS)
+
+
 # Migration n brings a store from version n-1 to n. Append, never edit a released one.
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3]
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
 
 
 def now_iso() -> str:
@@ -216,12 +233,59 @@ def check_location(path: str | os.PathLike[str] | None) -> Path:
     return resolved
 
 
+def check_version(path: Path, version: int) -> None:
+    """Refuse a store written by a newer GreenLab: its schema may mean what this one cannot read."""
+    if version > SCHEMA_VERSION:
+        raise GreenLabError(f"{path} has schema version {version}, newer than this greenlab "
+                            f"({SCHEMA_VERSION}) understands; upgrade greenlab (pip install -U greenlab)")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A store as read at one moment, without writing it: every run, every run's epochs, every plan."""
+
+    runs: list[dict[str, Any]]
+    epochs: dict[int, list[dict[str, Any]]]
+    plans: dict[int, Plan]
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    """Read a whole store without changing it (a report never writes runs.db); GreenLabError when it is
+    missing, unreadable, or newer than this GreenLab."""
+    if not path.is_file():
+        raise GreenLabError(f"no run store at {path}; run a grid first (greenlab --headless experiments.toml) "
+                            "or pass --db PATH (or set GREENLAB_DB)")
+    try:
+        # Only SELECTs are issued. A read-write connection lets SQLite tidy its -wal/-shm files on close;
+        # a store we may not write is opened read-only instead.
+        uri = path.resolve().as_uri()
+        conn = sqlite3.connect(uri + ("?mode=rw" if os.access(path, os.W_OK) else "?mode=ro"), uri=True)
+        conn.row_factory = sqlite3.Row
+        try:
+            check_version(path, int(conn.execute("PRAGMA user_version").fetchone()[0]))
+            runs = [dict(r) for r in conn.execute("select * from runs order by id")]
+            epochs: dict[int, list[dict[str, Any]]] = {}
+            for row in conn.execute("select * from epochs order by run_id, epoch"):
+                epochs.setdefault(row["run_id"], []).append(dict(row))
+            tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
+            plans = ({int(r["id"]): Plan.from_stored(dict(r)) for r in conn.execute("select * from plans")}
+                     if "plans" in tables else {})
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise GreenLabError(f"cannot read {path} as a GreenLab run store ({exc}); pass --db with the runs.db "
+                            "a grid wrote") from None
+    return Snapshot(runs, epochs, plans)
+
+
 class Store:
     """Reads and writes runs.db; see the module docstring for the guarantees."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = check_location(path)
         self._db: sqlite_utils.Database | None = None
+        self._plan: Plan | None = None  # declared by the grid; recorded with its first run
+        self._plan_id: int | None = None
         if self.path.exists():  # a store already there is opened (and migrated) now: its errors surface here
             self._open()
 
@@ -269,9 +333,7 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = self.version
-            if version > SCHEMA_VERSION:
-                raise GreenLabError(f"{self.path} has schema version {version}, newer than this greenlab "
-                                    f"({SCHEMA_VERSION}) understands; upgrade greenlab (pip install -U greenlab)")
+            check_version(self.path, version)
             for number in range(version + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[number - 1](self.db)
                 self.db.execute(f"PRAGMA user_version = {number}")
@@ -293,12 +355,37 @@ class Store:
             self._db.close()
 
     # -- writes ---------------------------------------------------------------------------------------
+    def declare_plan(self, plan: Plan | None) -> None:
+        """The analysis plan of the grid about to run: recorded with its first run's row (in the same
+        transaction), and every run this store starts from now on carries its id. A grid stopped before its
+        first run leaves neither row nor file."""
+        self._plan, self._plan_id = plan, None
+
+    def _record_plan(self) -> int | None:
+        """The declared plan's id, inserting it unless an identical declaration is already stored."""
+        if self._plan is None:
+            return None
+        if self._plan_id is None:
+            digest = self._plan.digest()
+            found = self.db.execute("select id from plans where digest = ?", [digest]).fetchone()
+            if found is not None:
+                self._plan_id = int(found[0])
+            else:
+                self._plan_id = int(self.db["plans"].insert({
+                    "digest": digest, "created_at": now_iso(), "source": self._plan.source,
+                    "analysis": json.dumps(self._plan.analysis.to_json()),
+                    "cells": json.dumps(self._plan.cells_json()), "greenlab_version": __version__}).last_pk)
+        return self._plan_id
+
     def start_run(self, values: dict[str, Any]) -> int:
         """Insert a run's row as `running`; by default a local run of this host (a Ray driver says where)."""
         row = {"status": "running", "started_at": now_iso(), "greenlab_version": __version__,
                "host": json.dumps(host_facts()), "supervisor_pid": os.getpid(), "executor": "local",
                "node": socket.gethostname(), "concurrent_runs": [], "attempts": 1, **values}
         with self.db.conn:
+            plan_id = self._record_plan()
+            if plan_id is not None and row.get("plan_id") is None:
+                row["plan_id"] = plan_id
             return int(self.db["runs"].insert(_encode(row)).last_pk)
 
     def update_run(self, run_id: int, **values: Any) -> None:
@@ -428,6 +515,14 @@ class Store:
 
     def samples(self, run_id: int) -> list[dict[str, Any]]:
         return self._query("select * from samples where run_id = ? order by t_s", [run_id])
+
+    def plans(self) -> dict[int, Plan]:
+        """Every stored analysis plan, by id."""
+        if self._db is None and not self.path.exists():
+            return {}
+        if "plans" not in self.db.table_names():
+            return {}
+        return {int(row["id"]): Plan.from_stored(row) for row in self._query("select * from plans order by id")}
 
     def components(self, run_id: int) -> list[dict[str, Any]]:
         return self._query("select * from energy_components where run_id = ? order by component", [run_id])

@@ -25,6 +25,7 @@ from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from greenlab.core import fetch, formatting, preflight
+from greenlab.core.analysis import Plan
 from greenlab.core.config import GridRun
 from greenlab.core.energy_to_target import update_energy_to_target
 from greenlab.core.progress import GridPresenter
@@ -94,7 +95,7 @@ class GreenLabApp(App[int]):
         self._grid_active = False
         self._active_ray = ""  # the running grid's Ray address; empty when it runs here
         self._grid_number = 0
-        self._pending: list[tuple[int, list[GridRun], bool, str]] = []  # grid, runs, force, Ray address
+        self._pending: list[tuple[int, list[GridRun], bool, str, Plan | None]] = []  # grid, runs, force, Ray, plan
         self._quitting = False
         self._register_themes()
         if self.preferences.keymap:  # a user's keys for binding ids (see the help screen and README)
@@ -343,23 +344,23 @@ class GreenLabApp(App[int]):
         if skipped == len(event.runs):
             what = f"{skipped} runs from {event.source} skipped: already stored (tick force rerun in Setup)"
         if self._grid_active:
-            self._pending.append((self._grid_number, event.runs, event.force, event.ray))
+            self._pending.append((self._grid_number, event.runs, event.force, event.ray, event.plan))
             self.notify(f"{what}; queued after the current grid.", markup=False)
         else:
             self.notify(what, title="Queued" if skipped < len(event.runs) else "Nothing new to run", markup=False)
-            self._launch(self._grid_number, event.runs, event.force, event.ray)
+            self._launch(self._grid_number, event.runs, event.force, event.ray, event.plan)
         self.action_show_pane("live")
 
-    def _launch(self, grid: int, runs: list[GridRun], force: bool, ray: str = "") -> None:
+    def _launch(self, grid: int, runs: list[GridRun], force: bool, ray: str = "", plan: Plan | None = None) -> None:
         self._grid_active = True
         self._active_ray = ray
         self._cancel_requested = False
         self._stop_current_requested = False
         self.refresh_bindings()
-        self.run_worker(partial(self._supervise, grid, runs, force, ray), name=f"grid-{grid}", group="grid",
+        self.run_worker(partial(self._supervise, grid, runs, force, ray, plan), name=f"grid-{grid}", group="grid",
                         thread=True, exit_on_error=False)
 
-    def _supervise(self, grid: int, runs: list[GridRun], force: bool, ray: str = "") -> int:
+    def _supervise(self, grid: int, runs: list[GridRun], force: bool, ray: str = "", plan: Plan | None = None) -> int:
         """Runs in the worker thread: its own Store, a supervisor (or, with a Ray address, a Ray grid whose
         tasks measure on their nodes), events posted as messages."""
 
@@ -386,6 +387,7 @@ class GreenLabApp(App[int]):
                 cluster.close()
                 raise
         store = Store(self.db_path)
+        store.declare_plan(plan or Plan.for_grid(runs))  # stored with the first run: its verdicts' plan
         try:
             supervisor = RayGrid(store, cluster, on_event=forward) if cluster is not None \
                 else RunSupervisor(store, on_event=forward)

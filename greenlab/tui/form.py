@@ -7,12 +7,13 @@ messages a file would get. `field_of` maps such an error back to the form field 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from greenlab.core import compression
-from greenlab.core.config import SETTING_KEYS, GridRun, RunSettings, build_experiments, expand_grid
+from greenlab.core.analysis import Plan
+from greenlab.core.config import SETTING_KEYS, GridRun, RunSettings, build_grid
 from greenlab.core.errors import ConfigError
 from greenlab.core.tomlfile import tomllib
 
@@ -60,6 +61,8 @@ class FormValues:
     # Settings the form does not show, carried over as read from the offered file (max_eval_batches,
     # sample_hz, carbon_g_per_kwh, ...): a run from the form measures like a run from the file.
     hidden_settings: dict[str, Any] = field(default_factory=dict)
+    # The offered file's [analysis] table: a grid from the form is judged under the plan the file declares.
+    analysis: dict[str, Any] = field(default_factory=dict)
 
 
 def _split(text: str) -> list[str]:
@@ -88,12 +91,20 @@ def experiments_data(values: FormValues) -> dict[str, Any]:
             if value is not None:
                 typed[key] = value
         experiment[name] = typed
-    return {"defaults": defaults, "experiment": [experiment]}
+    data: dict[str, Any] = {"defaults": defaults, "experiment": [experiment]}
+    if values.analysis:
+        data["analysis"] = dict(values.analysis)
+    return data
 
 
 def validate(values: FormValues) -> list[GridRun]:
     """The grid the form describes; raises ConfigError with the loader's message."""
-    return expand_grid(build_experiments(experiments_data(values), source="settings"))
+    return build_grid(experiments_data(values), source="settings").grid()
+
+
+def declared_plan(values: FormValues, runs: list[GridRun], source: str = "the setup form") -> Plan:
+    """The analysis plan of the form's grid: the offered file's [analysis] (or the defaults) over its runs."""
+    return replace(build_grid(experiments_data(values), source="settings").plan(runs), source=source)
 
 
 def field_of(error: ConfigError) -> str | None:
@@ -114,6 +125,7 @@ def initial_values(experiments_path: str | None) -> FormValues:
     base = {**asdict(RunSettings()), "pretrained": False}
     defaults: dict[str, Any] = {}
     first: dict[str, Any] = {}
+    analysis: dict[str, Any] = {}
     if experiments_path:
         try:
             data = tomllib.loads(Path(experiments_path).read_text(encoding="utf-8"))
@@ -121,6 +133,7 @@ def initial_values(experiments_path: str | None) -> FormValues:
             experiments = data.get("experiment")
             first = experiments[0] if isinstance(experiments, list) and experiments and \
                 isinstance(experiments[0], dict) else {}
+            analysis = data.get("analysis", {}) if isinstance(data.get("analysis"), dict) else {}
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             pass
     merged = {**base, **{k: v for k, v in {**defaults, **first}.items() if k in SETTING_KEYS}}
@@ -139,7 +152,7 @@ def initial_values(experiments_path: str | None) -> FormValues:
     combinations = ", ".join(t for t in first.get("techniques", []) if isinstance(t, str) and "+" in t)
     hidden = {k: v for k, v in {**defaults, **first}.items() if k in SETTING_KEYS and k not in FORM_SETTINGS}
     return FormValues(models=models, settings=settings, techniques=techniques, combinations=combinations,
-                      technique_settings=tables, hidden_settings=hidden)
+                      technique_settings=tables, hidden_settings=hidden, analysis=analysis)
 
 
 def _text(value: Any) -> str:

@@ -27,6 +27,10 @@ from greenlab.core.store import STATUSES
 from greenlab.tui.dialogs import ConfirmDelete
 
 FILTERS = ("model", "technique", "status")
+# The table lists this many of the shown runs (in the chosen order): a DataTable rebuilds every row on each
+# sort, filter or search key, and a study's thousands would hold each key for a second. The count, the
+# verdicts and the chart still cover every shown run; / and the filters narrow the list.
+ROW_LIMIT = 400
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,13 @@ class RunsPane(Vertical):
     class ViewChanged(Message):
         """Sort, order or filters changed (the app keeps them as preferences)."""
 
+    @dataclass
+    class VerdictsJudged(Message):
+        """The verdicts of the store as read at `generation`, judged on a worker thread."""
+
+        generation: int
+        comparisons: list[report.Comparison]
+
     def __init__(self, store: Any, *, restore: dict[str, Any] | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
         self.store = store  # the UI thread's Store: reads, and deleting the runs a user marked
@@ -147,6 +158,10 @@ class RunsPane(Vertical):
         self.query_text = ""
         self.wanted_filters: dict[str, str | None] = {}  # restored preferences, applied once options exist
         self.marked: set[int] = set()
+        # Judged on a thread from the whole store (the verdicts never depend on what is shown), then picked
+        # for the shown rows; `None` while the latest reload is being judged.
+        self.comparisons: list[report.Comparison] | None = None
+        self._generation = 0
         self._restore(restore or {})
 
     def _restore(self, saved: dict[str, Any]) -> None:
@@ -186,8 +201,12 @@ class RunsPane(Vertical):
     def reload(self) -> None:
         """Read the store again and rebuild the filters, table and chart; keeps the cursor's run."""
         partial = self.store.last_epoch_accuracies()
+        stored = self.store.runs()
         self.rows = [{**row, "partial_accuracy": partial.get(row["id"]) if row["status"] != "completed" else None}
-                     for row in with_changes(self.store.runs())]
+                     for row in with_changes(stored)]
+        self._generation += 1
+        self.comparisons = None
+        self._judge(self._generation, stored, self.store.plans())
         for key in FILTERS:
             select = self.query_one(f"#filter-{key}", Select)
             values = sorted({str(r[key]) for r in self.rows if r.get(key)}, key=str)
@@ -216,7 +235,7 @@ class RunsPane(Vertical):
         headers = [(c.key, c.label + ((" ▼" if self.reverse else " ▲") if c.key == self.sort_column else ""), c.right)
                    for c in COLUMNS]
         rows = []
-        for row in self.shown:
+        for row in self.shown[:ROW_LIMIT]:
             cells: list[Text | str] = []
             for column in COLUMNS:
                 text = column.text(row)
@@ -226,34 +245,60 @@ class RunsPane(Vertical):
                                   style=_status_style(row["status"]) if column.key == "status" else ""))
             rows.append((str(row["id"]), cells))
         fill(table, headers, rows)
-        if keep is not None and any(str(r["id"]) == keep for r in self.shown):
+        if keep is not None and any(key == keep for key, _ in rows):
             table.move_cursor(row=table.get_row_index(keep))
         partial = any(r.get("partial_accuracy") is not None and r.get("val_accuracy") is None for r in self.shown)
+        listed = f", first {ROW_LIMIT} listed" if len(self.shown) > ROW_LIMIT else ""
         self.query_one("#runs-count", Label).update(
-            f"{len(self.shown)} of {len(self.rows)} runs" + (f", {len(self.marked)} marked" if self.marked else ""))
+            f"{len(self.shown)} of {len(self.rows)} runs{listed}"
+            + (f", {len(self.marked)} marked" if self.marked else ""))
         # The legend sits under the table it explains: the filter bar has no room for it at 80 columns.
         table.border_subtitle = "(acc) = last epoch of a stopped run" if partial else ""
         self._verdicts()
         self._chart()
 
+    def _judge(self, generation: int, rows: list[dict[str, Any]], plans: dict[int, Any]) -> None:
+        """The store's verdicts, judged on a worker thread: at a study's scale they take seconds, and every key
+        would wait. Only the training energy and accuracy are judged (the table's two columns)."""
+
+        def judge() -> None:
+            comparisons = report.judge(rows, plans, metrics=(report.HEADLINE, "val_accuracy"))
+            self.post_message(self.VerdictsJudged(generation, comparisons))
+
+        # A described worker: the @work decorator would describe it by the repr of thousands of rows.
+        self.run_worker(judge, name="verdicts", group="verdicts", description="judging the store's verdicts",
+                        thread=True, exclusive=True, exit_on_error=False)
+
+    @on(VerdictsJudged)
+    def _judged(self, message: VerdictsJudged) -> None:
+        if message.generation == self._generation:  # a reload since has its own on the way
+            self.comparisons = message.comparisons
+            self._verdicts()
+
     def _verdicts(self) -> None:
-        """One row per technique and conditions among the shown runs: n, the training-energy change [95 % CI],
-        the verdict and the accuracy difference in pp [95 % CI], as `greenlab report` computes and writes them."""
-        shown = {row["id"] for row in self.shown}
-        comparisons = report.compare(self.rows, metrics=(report.HEADLINE, "val_accuracy"),
-                                     include=lambda row: row["id"] in shown)
-        accuracy_of = {(c.conditions, c.technique): c for c in comparisons if c.metric == "val_accuracy"}
-        rows: list[tuple[str, list[Text | str]]] = [
-            (f"{c.conditions}-{c.technique}",
-             [c.model, c.technique, f"{c.stats.n} v {c.stats.n_baseline}", change_text(c, with_ci=True),
-              Text(c.verdict, style=_VERDICT_STYLE.get(c.verdict, "")),
-              change_text(accuracy_of.get((c.conditions, c.technique)), with_ci=True)])
-            for c in comparisons if c.metric == report.HEADLINE]
+        """One row per technique and conditions among the shown runs: n, the training-energy change [the
+        interval that matches its verdict], the verdict, p after Holm with the plan's family size, and the
+        accuracy difference in pp, as `greenlab report` computes them on the whole store."""
+        table = self.query_one("#verdicts-table", DataTable)
+        heads = [(label, label, False) for label in ("model", "technique", "n", "Δ energy [CI]", "verdict",
+                                                     "p Holm (of)", "Δ acc [CI]")]
+        if self.comparisons is None:
+            fill(table, heads, [("judging", ["-", "judging the store's verdicts…", "", "", "", "", ""])])
+            return
+        chosen = report.of_runs(self.comparisons, (row["id"] for row in self.shown))
+        accuracy_of = {c.cell: c for c in chosen if c.metric == "val_accuracy"}
+        rows: list[tuple[str, list[Text | str]]] = []
+        for c in chosen:
+            if c.metric != report.HEADLINE:
+                continue
+            p = "-" if c.p_holm is None else ("<0.001" if c.p_holm < 0.001 else f"{c.p_holm:.3f}")
+            rows.append((f"{c.conditions}-{c.technique}",
+                         [c.model, c.technique, f"{c.stats.n} v {c.stats.n_baseline}", change_text(c, with_ci=True),
+                          Text(c.word, style=_VERDICT_STYLE.get(c.verdict, "")), f"{p} ({c.holm_family})",
+                          change_text(accuracy_of.get(c.cell), with_ci=True)]))
         if not rows:
-            rows = [("none", ["-", "no technique with a completed baseline among the shown runs", "", "", "", ""])]
-        fill(self.query_one("#verdicts-table", DataTable),
-             [(label, label, False) for label in ("model", "technique", "n", "Δ energy [95 % CI]", "verdict",
-                                                  "Δ acc [95 % CI]")], rows)
+            rows = [("none", ["-", "no technique with a completed baseline among the shown runs", "", "", "", "", ""])]
+        fill(table, heads, rows)
 
     def _chart(self) -> None:
         chart = self.query_one("#tradeoff", PlotextPlot)

@@ -21,7 +21,8 @@ from textual.widgets.select import InvalidSelectValueError
 from textual.widgets.selection_list import Selection
 
 from greenlab.core import compression, datasets, zoo
-from greenlab.core.config import GridRun, expand_grid, load_experiments
+from greenlab.core.analysis import Plan
+from greenlab.core.config import GridRun, load_grid
 from greenlab.core.settings import OPTIMIZERS
 from greenlab.core.errors import ConfigError
 from greenlab.tui import form
@@ -59,6 +60,7 @@ class SetupPane(Vertical):
         force: bool
         source: str
         ray: str = ""  # a Ray address (local, auto, ray://host:port); empty: this machine, one run at a time
+        plan: Plan | None = None  # the analysis plan its verdicts are judged by
 
     def __init__(self, experiments_path: str | None = None, *, restore: dict[str, Any] | None = None,
                  id: str | None = None) -> None:
@@ -228,7 +230,8 @@ class SetupPane(Vertical):
             settings=settings,
             techniques=[n for n in names if self.query_one(f"#t-{n}", Checkbox).value],
             combinations=self.query_one("#f-combinations", Input).value,
-            technique_settings=tables, hidden_settings=self.initial.hidden_settings)
+            technique_settings=tables, hidden_settings=self.initial.hidden_settings,
+            analysis=self.initial.analysis)
 
     @property
     def ray_address(self) -> str:
@@ -297,7 +300,8 @@ class SetupPane(Vertical):
         if runs is None:
             self.app.notify(self.problem or "", title="Not run", severity="error", markup=False)
             return
-        self.post_message(self.GridRequested(runs, self.force, "the setup form", self.ray_address))
+        self.post_message(self.GridRequested(runs, self.force, "the setup form", self.ray_address,
+                                             form.declared_plan(self.values(), runs)))
 
     @on(Button.Pressed, "#load-file")
     @on(Input.Submitted, "#f-file")
@@ -305,7 +309,8 @@ class SetupPane(Vertical):
         path = self.query_one("#f-file", Input).value.strip() or "experiments.toml"
         status = self.query_one("#setup-status", Static)
         try:
-            runs = expand_grid(load_experiments(path))
+            grid_file = load_grid(path)
+            runs = grid_file.grid()
         except ConfigError as exc:
             status.update(Content(str(exc)))
             status.set_class(True, "-error")
@@ -313,4 +318,4 @@ class SetupPane(Vertical):
             return
         status.update(Content(f"{path}: {len(runs)} runs queued"))
         status.set_class(False, "-error")
-        self.post_message(self.GridRequested(runs, self.force, path, self.ray_address))
+        self.post_message(self.GridRequested(runs, self.force, path, self.ray_address, grid_file.plan(runs)))

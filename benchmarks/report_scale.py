@@ -1,0 +1,149 @@
+"""`greenlab report` and the TUI's verdicts at the scale of a real study, in one run.
+
+Builds a store of 5,000 completed runs — 25 models x 8 techniques (a baseline and 7 compressions) x 25
+repeats, two epochs each, under one declared plan: 175 comparisons per metric, 1,050 over the six
+metrics — through the ordinary Store methods, then times:
+- `greenlab report` as a user runs it (text and json), end to end in this process, with its parts
+  (reading the store, energy to target, judging, rendering);
+- the runs pane of the TUI on that store: how long a key takes to answer while the verdicts are being
+  judged on their worker thread (the UI thread must stay free), and how long the judging takes.
+
+Targets (issue: verdicts from a declared plan): the report under 2 s; a key under 100 ms. Nothing is
+asserted; the figures are printed. Usage: python benchmarks/report_scale.py [--models 25] [--repeats 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from greenlab import cli
+from greenlab.core import energy_to_target, report, report_formats
+from greenlab.core.analysis import AnalysisSettings, Cell, Plan
+from greenlab.core.store import Store, read_snapshot
+
+TECHNIQUES = ("baseline", "stego", "prune", "lowrank", "prune+stego", "stego-dtype", "prune-structured",
+              "lowrank-25")
+
+
+def build(path: Path, models: int, repeats: int) -> int:
+    rng = random.Random(5)
+    names = [f"model{m:02d}" for m in range(models)]
+    plan = Plan(AnalysisSettings(), tuple(Cell(f"cond-{n}", t, n, "study") for n in names for t in TECHNIQUES[1:]),
+                "study.toml")
+    store = Store(path)
+    store.declare_plan(plan)
+    store.db.execute("PRAGMA synchronous = OFF")  # a benchmark's fixture: speed of building, not of the store
+    count = 0
+    for name in names:
+        base_energy = rng.uniform(50, 5000)
+        effects = {t: rng.choice([1.0, 1.0, 0.97, 0.8, 1.1]) for t in TECHNIQUES}
+        effects["baseline"] = 1.0
+        for repeat in range(repeats):
+            for technique in TECHNIQUES:
+                energy = base_energy * effects[technique] * rng.lognormvariate(0, 0.05)
+                accuracy = min(1.0, max(0.0, 0.9 - (0.0 if technique == "baseline" else rng.uniform(0, 0.02))))
+                run_id = store.start_run({"experiment": "study", "model": name, "dataset": "cifar10",
+                                          "technique": technique, "settings_key": f"{name}-{technique}-{repeat}",
+                                          "conditions_key": f"cond-{name}", "repeat": repeat, "seed": repeat,
+                                          "settings": {"epochs": 2}})
+                for epoch in (1, 2):
+                    store.add_epoch({"run_id": run_id, "epoch": epoch, "energy_j": energy / 2,
+                                     "val_accuracy": accuracy - (0.05 if epoch == 1 else 0.0)})
+                store.update_run(run_id, status="completed", energy_training_j=energy, energy_j=energy * 1.1,
+                                 duration_s=energy / 100, val_accuracy=accuracy, val_f1=accuracy - 0.01,
+                                 energy_measured_j=energy * 1.1, energy_estimated_j=0.0)
+                count += 1
+    energy_to_target.update_energy_to_target(store)
+    store.close()
+    return count
+
+
+def time_report(path: Path, fmt: str) -> float:
+    started = time.perf_counter()
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = cli.main(["report", "--db", str(path), "--format", fmt])
+    if code != 0:
+        raise SystemExit(f"report --format {fmt} failed: {code}")
+    return time.perf_counter() - started
+
+
+def parts(path: Path) -> dict[str, float]:
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+    snapshot = read_snapshot(path)
+    times["read the store"] = time.perf_counter() - started
+    started = time.perf_counter()
+    rows = energy_to_target.with_energy_to_target(snapshot.runs, lambda i: snapshot.epochs.get(i, []))
+    times["energy to target"] = time.perf_counter() - started
+    started = time.perf_counter()
+    comparisons = report.judge(rows, snapshot.plans)
+    times["judge (6 metrics)"] = time.perf_counter() - started
+    started = time.perf_counter()
+    report_formats.render_text(comparisons)
+    times["render text"] = time.perf_counter() - started
+    return times
+
+
+async def tui_keys(path: Path) -> tuple[list[float], float, float]:
+    """How long the runs pane's key handlers (sort, reverse, filter by search) hold the UI thread while its
+    verdicts are judged on their worker thread; the judging's own time; and a reload's (reading the store
+    after a run is stored)."""
+    from greenlab.tui.app import GreenLabApp
+
+    app = GreenLabApp(db=str(path))
+    handlers = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4")
+        pane = app.runs_pane
+        started = time.perf_counter()
+        pane.reload()  # a fresh judging starts on the worker thread
+        reload_s = time.perf_counter() - started
+        keys = [pane.action_sort_next, pane.action_sort_reverse, pane.action_sort_next, pane.action_sort_reverse]
+        for handler in keys * 3:
+            before = time.perf_counter()
+            handler()
+            handlers.append(time.perf_counter() - before)
+            await pilot.pause(0.01)  # let the worker thread and the screen have their turn, as between keys
+        while pane.comparisons is None:
+            await pilot.pause(0.05)
+        judged = time.perf_counter() - started
+    return handlers, judged, reload_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=25)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "study.db"
+        started = time.perf_counter()
+        runs = build(path, args.models, args.repeats)
+        comparisons = args.models * (len(TECHNIQUES) - 1)
+        print(f"store: {runs} completed runs, {comparisons} comparisons per metric, {6 * comparisons} in all "
+              f"(built in {time.perf_counter() - started:.1f} s)")
+        for fmt in ("text", "json"):
+            seconds = [time_report(path, fmt) for _ in range(3)]
+            print(f"greenlab report --format {fmt}: median {statistics.median(seconds):.2f} s of 3 "
+                  f"(target under 2 s: {statistics.median(seconds) / 2.0:.2f}x the target)")
+        for name, seconds in parts(path).items():
+            print(f"  {name}: {seconds:.3f} s")
+        handlers, judged, reload_s = asyncio.run(tui_keys(path))
+        print(f"TUI runs pane: a sort key holds the UI thread {1000 * statistics.median(handlers):.0f} ms "
+              f"(median of {len(handlers)}, max {1000 * max(handlers):.0f} ms) while the verdicts are judged "
+              f"(target under 100 ms: {statistics.median(handlers) / 0.1:.2f}x); the judging took {judged:.2f} s "
+              f"on its worker thread; a reload (after each stored run) {1000 * reload_s:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""How often the verdicts are wrong, and how often they find what is there: a simulation of the real method.
+
+Every simulated study goes through GreenLab's own code (greenlab.core.stats: compare, holm, decide,
+repeats_for), exactly as `greenlab report` calls it. A family is a plan's set of comparisons: 1, 4 or 12
+techniques; every 4 of them share one baseline sample (one model's baseline, as in a grid).
+
+Designs: n = 3, 5 and 10 runs per side, and 3 against 5 (a failed or extra run); equal variances, and the
+technique's variance 3x the baseline's; log-normal run-to-run noise with a CV of 5, 10 and 20 %.
+- null: nothing differs. The false-verdict rate is how often `saves` or `costs` is said: per comparison,
+  and family-wise (any false claim in the family). At α = 0.05 both must stay at or under 5 % beyond the
+  simulation's error (its 95 % interval is printed).
+- effect: every technique truly saves 10 % (ratio 0.90). Power is how often `saves` is said.
+- repeats to decide: for each `inconclusive` under the effect, a fresh study of the suggested number of
+  runs per side, at the family's strictest Holm level (what the estimate promises, with 80 % power); how
+  often it decides (saves, costs or equivalent).
+
+Usage: python benchmarks/verdict_calibration.py [--sims 1000] [--seed 1]. Two processes share the work.
+Nothing is asserted; the README's table comes from a run of this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+from greenlab.core import stats
+
+ALPHA = 0.05
+MARGIN = 0.05
+SIZES = ((3, 3), (5, 5), (10, 10), (3, 5))  # (technique runs, baseline runs)
+VARIANCES = (1.0, 3.0)  # technique variance / baseline variance (of the logs)
+CVS = (0.05, 0.10, 0.20)
+FAMILIES = (1, 4, 12)
+EFFECT = 0.90
+
+
+@dataclass(frozen=True)
+class Design:
+    n: int
+    n_baseline: int
+    variance_ratio: float
+    cv: float
+    family: int
+
+
+def _sample(rng: random.Random, n: int, log_mean: float, log_sd: float) -> list[float]:
+    return [math.exp(rng.gauss(log_mean, log_sd)) for _ in range(n)]
+
+
+def _family(rng: random.Random, d: Design, ratio: float) -> list[stats.TwoSample]:
+    """One simulated plan: `family` comparisons, every 4 sharing a baseline sample."""
+    sd0 = math.sqrt(math.log1p(d.cv ** 2))
+    sd1 = sd0 * math.sqrt(d.variance_ratio)
+    results = []
+    baseline: list[float] = []
+    for i in range(d.family):
+        if i % 4 == 0:
+            baseline = _sample(rng, d.n_baseline, 0.0, sd0)
+        results.append(stats.compare(_sample(rng, d.n, math.log(ratio), sd1), baseline, alpha=ALPHA, margin=MARGIN))
+    return results
+
+
+def _decide(results: list[stats.TwoSample], family: int) -> list[tuple[stats.Decision, stats.HolmStep]]:
+    steps = stats.holm([r.p_value for r in results], family, ALPHA)
+    return [(stats.decide(r, step), step) for r, step in zip(results, steps)]
+
+
+def simulate(d: Design, sims: int, seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    false_claims = family_errors = comparisons = 0
+    found = effect_comparisons = 0
+    followed = decided = 0
+    for _ in range(sims):
+        # nothing differs
+        decisions = _decide(_family(rng, d, 1.0), d.family)
+        claims = sum(1 for decision, _ in decisions if decision.verdict in (stats.SAVES, stats.COSTS))
+        false_claims += claims
+        family_errors += claims > 0
+        comparisons += len(decisions)
+        # every technique saves 10 %
+        results = _family(rng, d, EFFECT)
+        for result, (decision, step) in zip(results, _decide(results, d.family)):
+            effect_comparisons += 1
+            found += decision.verdict == stats.SAVES
+            if decision.verdict == stats.INCONCLUSIVE and followed < sims:
+                needed = stats.repeats_for(result, step)
+                if needed is None or needed > 200:
+                    continue
+                sd0 = math.sqrt(math.log1p(d.cv ** 2))
+                again = stats.compare(_sample(rng, needed, math.log(EFFECT), sd0 * math.sqrt(d.variance_ratio)),
+                                      _sample(rng, needed, 0.0, sd0), alpha=ALPHA, margin=MARGIN)
+                strictest = stats.HolmStep(None if again.p_value is None else min(1.0, again.p_value * d.family),
+                                           d.family, d.family)
+                followed += 1
+                decided += stats.decide(again, strictest).verdict in (stats.SAVES, stats.COSTS, stats.EQUIVALENT)
+    return {"false": false_claims / comparisons, "familywise": family_errors / sims, "power": found / effect_comparisons,
+            "followed": followed, "decided": decided / followed if followed else float("nan"),
+            "comparisons": comparisons, "sims": sims}
+
+
+def _interval(rate: float, count: int) -> str:
+    """A 95 % Wilson interval of a simulated rate."""
+    z = 1.96
+    centre = (rate + z * z / (2 * count)) / (1 + z * z / count)
+    half = z * math.sqrt(rate * (1 - rate) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    return f"[{100 * max(0.0, centre - half):.1f}, {100 * (centre + half):.1f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sims", type=int, default=1000, help="simulated studies per design (default 1000)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cv", type=float, nargs="*", default=list(CVS))
+    args = parser.parse_args()
+    designs = [Design(n, n0, v, cv, m) for n, n0 in SIZES for v in VARIANCES for cv in args.cv for m in FAMILIES]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(simulate, designs, [args.sims] * len(designs),
+                                [args.seed * 100_003 + i for i in range(len(designs))]))
+    print(f"{len(designs)} designs x {args.sims} simulated studies, α = {ALPHA}, equivalence ±{100 * MARGIN:g} %, "
+          f"effect ratio {EFFECT} ({time.perf_counter() - started:.0f} s)")
+    print("false: saves/costs said when nothing differs, per comparison and family-wise [95 % simulation "
+          "interval]; power: saves found at a true 10 % saving; decides: follow-ups of the suggested size "
+          "that decided")
+    header = (f"{'n v n0':>7} {'var':>4} {'CV':>4} {'m':>3}  {'false %':>6} {'[95 % sim]':>12}  "
+              f"{'family %':>8} {'[95 % sim]':>12}  {'power %':>7}  {'decides %':>9}")
+    print(header)
+    print("-" * len(header))
+    worst = 0.0
+    for d, r in zip(designs, results):
+        worst = max(worst, r["familywise"])
+        decides = "-" if not r["followed"] else f"{100 * r['decided']:.0f} ({r['followed']})"
+        print(f"{f'{d.n}v{d.n_baseline}':>7} {d.variance_ratio:>4g} {100 * d.cv:>3g}% {d.family:>3}  "
+              f"{100 * r['false']:>6.1f} {_interval(r['false'], r['comparisons']):>12}  "
+              f"{100 * r['familywise']:>8.1f} {_interval(r['familywise'], r['sims']):>12}  "
+              f"{100 * r['power']:>7.1f}  {decides:>9}")
+    print(f"\nworst family-wise false-verdict rate: {100 * worst:.1f} % (α = {100 * ALPHA:g} %)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""What to look at before a verdict: outliers, high spread and drift with run order, per side of a comparison.
+
+Following the benchmarking tools people trust (hyperfine's and pyperf's warnings, criterion's outlier
+classes), a cell's runs are checked before they are tested, and what is found is flagged, never dropped:
+- an outlier: modified z-score |0.6745 (x − median) / MAD| above 3.5 (Iglewicz and Hoaglin), 3 runs or more;
+- high spread: a coefficient of variation above 10 % (energy and time only: accuracy is not a ratio scale);
+- warm-up: the first run in execution order is the highest, more than 10 % above the median of the rest;
+- drift: a monotone trend with run order (Kendall's tau, exact p < 0.05, 5 runs or more): a steady rise
+  is the machine heating up, a steady fall a cache or clock warming.
+
+Pure functions over (run id, value) pairs in execution order; nothing here decides a verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from statistics import median
+from typing import Sequence
+
+MODIFIED_Z = 3.5
+CV_LIMIT = 0.10
+WARMUP_EXCESS = 0.10
+TREND_ALPHA = 0.05
+OUTLIER, HIGH_CV, WARM_UP, DRIFT = "outlier", "high_cv", "warm_up", "drift"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    kind: str  # outlier | high_cv | warm_up | drift
+    side: str  # technique | baseline
+    run_ids: tuple[int, ...]
+    text: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "side": self.side, "run_ids": list(self.run_ids), "text": self.text}
+
+
+def outliers(values: Sequence[float]) -> list[tuple[int, float]]:
+    """(index, modified z) of each value beyond MODIFIED_Z; none with fewer than 3 values. With a MAD of 0
+    (most values equal), any value off the median is an outlier of infinite z."""
+    if len(values) < 3:
+        return []
+    centre = median(values)
+    mad = median(abs(v - centre) for v in values)
+    found = []
+    for index, value in enumerate(values):
+        if value == centre:
+            continue
+        z = math.inf if mad == 0 else 0.6745 * (value - centre) / mad
+        if abs(z) > MODIFIED_Z:
+            found.append((index, z))
+    return found
+
+
+def coefficient_of_variation(values: Sequence[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = math.fsum(values) / len(values)
+    if mean <= 0:
+        return None
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return sd / mean
+
+
+@lru_cache(maxsize=None)
+def _inversion_counts(n: int) -> tuple[int, ...]:
+    """How many permutations of n items have k inversions, k = 0..n(n−1)/2 (Mahonian numbers): the exact
+    null distribution of Kendall's S without ties."""
+    counts = [1]
+    for size in range(2, n + 1):
+        grown = [0] * (len(counts) + size - 1)
+        for k, c in enumerate(counts):
+            for extra in range(size):
+                grown[k + extra] += c
+        counts = grown
+    return tuple(counts)
+
+
+def kendall_trend(values: Sequence[float]) -> tuple[float, float] | None:
+    """Kendall's tau of the values against their order, and its two-sided p: exact without ties (up to 30
+    values), else the normal approximation with the ties' variance correction. None below 3 values."""
+    n = len(values)
+    if n < 3:
+        return None
+    concordant = discordant = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if values[j] > values[i]:
+                concordant += 1
+            elif values[j] < values[i]:
+                discordant += 1
+    pairs = n * (n - 1) // 2
+    s = concordant - discordant
+    ties = pairs - concordant - discordant
+    if concordant + discordant == 0:
+        return None
+    tau = s / math.sqrt(pairs * (concordant + discordant))
+    if ties == 0 and n <= 30:
+        counts = _inversion_counts(n)
+        total = math.factorial(n)
+        inversions = discordant  # pairs out of increasing order
+        tail = min(inversions, pairs - inversions)
+        p = min(1.0, 2 * sum(counts[: tail + 1]) / total)
+        return tau, p
+    groups: dict[float, int] = {}
+    for v in values:
+        groups[v] = groups.get(v, 0) + 1
+    variance = (n * (n - 1) * (2 * n + 5) - sum(t * (t - 1) * (2 * t + 5) for t in groups.values())) / 18
+    if variance <= 0:
+        return None
+    z = (abs(s) - 1) / math.sqrt(variance)
+    return tau, min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2)))
+
+
+def check_side(side: str, runs: Sequence[tuple[int, float]], unit: str, *, ratio_scale: bool,
+               name: str | None = None) -> list[Diagnostic]:
+    """Every diagnostic of one side's (run id, value) pairs, given in execution order; `name` (the technique)
+    is what the text calls the side."""
+    called = name or side
+    ids = [run_id for run_id, _ in runs]
+    values = [value for _, value in runs]
+    found: list[Diagnostic] = []
+    for index, z in outliers(values):
+        zed = "∞" if math.isinf(z) else f"{z:.1f}"
+        found.append(Diagnostic(OUTLIER, side, (ids[index],), f"{called} run {ids[index]} is an outlier "
+                                f"({_value(values[index], unit)} against a median of {_value(median(values), unit)}; "
+                                f"modified z = {zed}): kept, but look at it or rerun it"))
+    if ratio_scale:
+        cv = coefficient_of_variation(values)
+        if cv is not None and cv > CV_LIMIT:
+            found.append(Diagnostic(HIGH_CV, side, tuple(ids), f"{called} runs vary by {100 * cv:.0f} % (coefficient "
+                                    f"of variation above {100 * CV_LIMIT:.0f} %): a noisy host or too short runs"))
+        rest = values[1:]
+        if len(values) >= 3 and values[0] > max(rest) and values[0] > median(rest) * (1 + WARMUP_EXCESS):
+            excess = 100 * (values[0] / median(rest) - 1)
+            found.append(Diagnostic(WARM_UP, side, (ids[0],), f"{called}'s first run ({ids[0]}) is {excess:.0f} % "
+                                    "above the median of the rest: warm-up? (a longer warm-up or discarding "
+                                    "the first repeat would tell)"))
+    if len(values) >= 5:
+        trend = kendall_trend(values)
+        if trend is not None and trend[1] < TREND_ALPHA:
+            tau, p = trend
+            way = "rises" if tau > 0 else "falls"
+            why = "heat?" if tau > 0 else "warming caches or clocks?"
+            found.append(Diagnostic(DRIFT, side, tuple(ids), f"{called} {way} steadily with run order (Kendall "
+                                    f"tau = {tau:+.2f}, p = {p:.3f}): {why} cooldown or more interleaving "
+                                    "would tell"))
+    return found
+
+
+def _value(value: float, unit: str) -> str:
+    if unit == "pp":
+        return f"{100 * value:.1f} %"
+    if unit == "J":
+        return f"{value:.4g} J"
+    if unit == "s":
+        return f"{value:.4g} s"
+    return f"{value:.4g}"

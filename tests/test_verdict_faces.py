@@ -1,0 +1,90 @@
+"""One store, three faces: the headless summary, the TUI's verdicts table and `greenlab report` give the same
+verdict for the same runs, with or without a filter, whatever else the store holds."""
+
+from __future__ import annotations
+
+import json
+
+from textual.widgets import DataTable
+
+from greenlab import cli
+from greenlab.core.config import parse_grid
+from greenlab.core.runner import run_row_values
+from greenlab.core.store import Store
+from greenlab.headless import verdicts
+from greenlab.tui.app import GreenLabApp
+from tests.conftest import sync
+
+GRID_A = """
+[analysis]
+alpha = 0.05
+[[experiment]]
+name = "a"
+models = ["tinycnn"]
+techniques = ["baseline", "prune", "stego", "lowrank"]
+repeats = 4
+"""
+GRID_B = GRID_A.replace('name = "a"', 'name = "b"').replace('"tinycnn"', '"resnet18"')
+ENERGY_A = {"baseline": [100.0, 103.0, 97.0, 101.0], "prune": [92.0, 94.0, 90.0, 93.0],
+            "stego": [101.0, 99.0, 102.0, 98.0], "lowrank": [100.0, 104.0, 96.0, 100.0]}
+ENERGY_B = {"baseline": [50.0, 51.0, 49.0, 50.5], "prune": [50.5, 49.5, 50.0, 50.2],
+            "stego": [49.0, 51.0, 50.0, 50.1], "lowrank": [50.0, 50.5, 49.5, 50.3]}
+
+
+def _fill(store: Store, text: str, energies: dict[str, list[float]], source: str):
+    grid_file = parse_grid(text, source)
+    grid = grid_file.grid()
+    plan = grid_file.plan(grid)
+    store.declare_plan(plan)
+    for run in grid:
+        run_id = store.start_run(run_row_values(run))
+        energy = energies[run.technique][run.repeat]
+        store.update_run(run_id, status="completed", energy_training_j=energy, energy_j=energy + 20,
+                         duration_s=energy / 10, val_accuracy=0.9 + 0.001 * run.repeat, val_f1=0.9,
+                         energy_measured_j=energy + 20, energy_estimated_j=0.0)
+    return plan
+
+
+def _report(db, *args, capsys) -> dict[str, str]:
+    assert cli.main(["report", "--db", str(db), "--format", "json", "--metric", "energy_training_j", *args]) == 0
+    return {o["technique"]: o["word"] for o in json.loads(capsys.readouterr().out) if o["model"] == "tinycnn"}
+
+
+def _headless(store: Store, plan) -> dict[str, str]:
+    found = {}
+    for line in verdicts(store, plan).splitlines():
+        parts = line.split()
+        if parts and parts[0] == "tinycnn" and len(parts) > 2 and "v" in parts[2]:
+            found[parts[1]] = line.split("  ")[-1].strip()
+    return found
+
+
+async def _tui(db, search: str = "") -> dict[str, str]:
+    app = GreenLabApp(db=str(db))
+    async with app.run_test(size=(140, 45)) as pilot:
+        await pilot.press("f4")
+        pane = app.runs_pane
+        if search:
+            await pilot.press("slash", *search, "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        table = pane.query_one("#verdicts-table", DataTable)
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        return {str(r[1]): str(r[4]) for r in rows if str(r[0]) == "tinycnn"}
+
+
+@sync
+async def test_three_faces_agree_on_one_store_whatever_else_it_holds(tmp_path, capsys):
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    plan = _fill(store, GRID_A, ENERGY_A, "a.toml")
+    alone = {"report": _report(db, capsys=capsys), "headless": _headless(store, plan), "tui": await _tui(db)}
+    assert alone["report"]["prune"] == "saves"  # p about 0.01 in a family of 3: Holm keeps it
+    assert alone["report"] == alone["headless"] == alone["tui"], alone
+    # another experiment's null comparisons join the store: a's verdicts stay as they were, in every face
+    _fill(store, GRID_B, ENERGY_B, "b.toml")
+    shared = {"report": _report(db, capsys=capsys), "filtered": _report(db, "--experiment", "a", capsys=capsys),
+              "headless": _headless(store, plan), "tui": await _tui(db), "searched": await _tui(db, "tinycnn")}
+    store.close()
+    for face, found in shared.items():
+        assert found == alone["report"], (face, found)
