@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from greenlab.core import compression  # noqa: E402
-from greenlab.core.compression.stats import model_stats  # noqa: E402
-from greenlab.core.compression import stego  # noqa: E402
-from greenlab.core.training import synchronize, training_step  # noqa: E402
+from greenlab.core.train import compression  # noqa: E402
+from greenlab.core.train.compression.stats import model_stats  # noqa: E402
+from greenlab.core.train.compression import stego  # noqa: E402
+from greenlab.core.train.training import synchronize, training_step  # noqa: E402
 
 VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
     ("baseline", "baseline", {}),
@@ -57,7 +57,7 @@ def build(spec: str, tables: dict[str, Any], example: torch.Tensor,
 
 
 def make_step(model: Any, hooks: Any, x: torch.Tensor, y: torch.Tensor, device: torch.device):
-    """The training loop's own step (greenlab.core.training.training_step), synchronised for timing."""
+    """The training loop's own step (greenlab.core.train.training.training_step), synchronised for timing."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type) if hooks.grad_scaler else None
     model.train()

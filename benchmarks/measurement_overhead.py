@@ -16,15 +16,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from greenlab.core.config import expand_grid, parse_experiments
-from greenlab.core.runner import RunSupervisor
-from greenlab.core.store import Store
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.run.supervisor import RunSupervisor
+from greenlab.core.store.database import Store
 
 MODEL, STEPS, BATCH, SIZE, REPEATS = "resnet18", 30, 32, 32, 3
 
 PLAIN = f"""
 import time, torch, torch.nn.functional as F
-from greenlab.core import datasets, training, zoo
+from greenlab.core.train import datasets, training, zoo
 training.seed_everything(0)
 data = datasets.load("digits", image_size={SIZE}, batch_size={BATCH}, seed=0, val_fraction=0.2)
 model = zoo.build_model("{MODEL}", 10, pretrained=False)

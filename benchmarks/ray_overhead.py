@@ -2,8 +2,8 @@
 
 Both sides run tinycnn on digits (baseline, prune and lowrank, 2 repeats: 6 runs of 3 batches each, no
 idle baseline) into fresh stores:
-- local: RunSupervisor.run_grid, one run after another in this process's supervisor;
-- ray: RayGrid.run_grid on a local Ray instance with this machine's CPUs; each CPU run takes every CPU
+- local: LocalDriver.run_grid, one run after another in this process's supervisor;
+- ray: RayDriver.run_grid on a local Ray instance with this machine's CPUs; each CPU run takes every CPU
   of the node, so the runs go one after another there too, and the difference is Ray's: a task per run,
   a worker (with its own fork server) on the node, the record sent back and written by the driver.
 After an untimed one-run grid (file caches), the rounds go local, ray, ray, local, each Ray round on a
@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from greenlab.core.config import expand_grid, parse_experiments
-from greenlab.core.runner import RunSupervisor
-from greenlab.core.store import Store
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.grid.local import LocalDriver
+from greenlab.core.store.database import Store
 
 GRID = """
 [defaults]
@@ -60,26 +60,26 @@ def timed_grid(supervisor, runs) -> tuple[float, float]:
 def main() -> None:
     import ray
 
-    from greenlab.core import raycluster
-    from greenlab.core.raygrid import RayGrid
+    from greenlab.core.grid import ray_cluster
+    from greenlab.core.grid.ray_driver import RayDriver
 
     runs = expand_grid(parse_experiments(GRID))
     results: dict[str, list[tuple[float, float]]] = {"local": [], "ray": []}
     starts = []
     with tempfile.TemporaryDirectory() as folder:
         os.environ["GREENLAB_LOCK_DIR"] = str(Path(folder) / "lock")
-        RunSupervisor(Store(Path(folder) / "warm-up.db")).run_grid(runs[:1])  # file caches, not timed
+        LocalDriver(Store(Path(folder) / "warm-up.db")).run_grid(runs[:1])  # file caches, not timed
         for number, side in enumerate(("local", "ray", "ray", "local")):
             store = Store(Path(folder) / f"{number}-{side}.db")
             if side == "local":
-                results[side].append(timed_grid(RunSupervisor(store), runs))
+                results[side].append(timed_grid(LocalDriver(store), runs))
                 continue
             started = time.perf_counter()
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
                      log_to_driver=False, logging_level=logging.WARNING)
             starts.append(time.perf_counter() - started)
             try:
-                results[side].append(timed_grid(RayGrid(store, raycluster.connect()), runs))
+                results[side].append(timed_grid(RayDriver(store, ray_cluster.connect()), runs))
             finally:
                 ray.shutdown()
     n = len(runs)

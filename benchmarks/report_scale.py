@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 
 from greenlab import cli
-from greenlab.core import energy_to_target, report, report_formats
-from greenlab.core.analysis import AnalysisSettings, Cell, Plan
-from greenlab.core.store import Store, read_snapshot
+from greenlab.core.report import compare, energy_to_target, formats
+from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan
+from greenlab.core.grid.session import with_targets
+from greenlab.core.store.database import Store, read_snapshot
 
 TECHNIQUES = ("baseline", "stego", "prune", "lowrank", "prune+stego", "stego-dtype", "prune-structured",
               "lowrank-25")
@@ -60,7 +61,7 @@ def build(path: Path, models: int, repeats: int) -> int:
                                  duration_s=energy / 100, val_accuracy=accuracy, val_f1=accuracy - 0.01,
                                  energy_measured_j=energy * 1.1, energy_estimated_j=0.0)
                 count += 1
-    energy_to_target.update_energy_to_target(store)
+    with_targets(store)
     store.close()
     return count
 
@@ -86,10 +87,10 @@ def parts(path: Path) -> dict[str, float]:
     rows = energy_to_target.with_energy_to_target(snapshot.runs, lambda i: snapshot.epochs.get(i, []))
     times["energy to target"] = time.perf_counter() - started
     started = time.perf_counter()
-    comparisons = report.judge(rows, snapshot.plans)
+    comparisons = compare.judge(rows, snapshot.plans)
     times["judge (6 metrics)"] = time.perf_counter() - started
     started = time.perf_counter()
-    report_formats.render_text(comparisons)
+    formats.render_text(comparisons)
     times["render text"] = time.perf_counter() - started
     return times
 

@@ -2,7 +2,7 @@
 
 Both sides start the same tinycnn run on digits (3 batches of 64 at 32 px, CPU) and read its events
 as the supervisor does:
-- spawn: a fresh interpreter per run (`python -m greenlab.core.worker`), importing torch every time;
+- spawn: a fresh interpreter per run (`python -m greenlab.core.run.child_main`), importing torch every time;
 - forkserver: a fork of a server that imported torch, torchvision and the rest once (its own start is
   paid once per supervisor, before any run, and printed apart).
 The overhead is launch to the first BatchFinished event: start-up, data loading, building the model,
@@ -17,9 +17,9 @@ import os
 import statistics
 import time
 
-from greenlab.core import events
-from greenlab.core.config import expand_grid, parse_experiments
-from greenlab.core.launcher import ForkServerLauncher, Launcher, SpawnLauncher
+from greenlab.core.train import events
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.run.launcher import ForkServerLauncher, Launcher, SpawnLauncher
 
 REPEATS = 7
 

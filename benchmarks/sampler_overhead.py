@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from greenlab.core.energy.detect import build_meters
-from greenlab.core.energy.rapl import discover_rapl
-from greenlab.core.energy.tracker import EnergyTracker
+from greenlab.core.measure.detect import build_meters
+from greenlab.core.measure.rapl import discover_rapl
+from greenlab.core.measure.tracker import EnergyTracker
 
 SECONDS = 8.0
 

@@ -1,6 +1,6 @@
 """How often the verdicts are wrong, and how often they find what is there: a simulation of the real method.
 
-Every simulated study goes through GreenLab's own code (greenlab.core.stats: compare, holm, decide,
+Every simulated study goes through GreenLab's own code (greenlab.core.report.stats: compare, holm, decide,
 repeats_for), exactly as `greenlab report` calls it. A family is a plan's set of comparisons: 1, 4 or 12
 techniques; every 4 of them share one baseline sample (one model's baseline, as in a grid).
 
@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from greenlab.core import stats
+from greenlab.core.report import stats
 
 ALPHA = 0.05
 MARGIN = 0.05

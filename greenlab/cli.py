@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list_models() -> int:
-    from greenlab.core.zoo import describe_models
+    from greenlab.core.train.zoo import describe_models
 
     print(f"{'model':<18} {'params':>12} {'input':>6}  {'kind':<6} source")
     for row in describe_models():
@@ -62,7 +62,7 @@ def _list_models() -> int:
 
 
 def _capacity(args: argparse.Namespace) -> int:
-    from greenlab.core.capacity import scan_model_capacity
+    from greenlab.core.train.capacity import scan_model_capacity
 
     result = scan_model_capacity(
         args.capacity, dataset=args.dataset, image_size=args.image_size, batch_size=args.batch_size,
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.capacity:
             return _capacity(args)
         if args.fetch:
-            from greenlab.prepare import run_fetch
+            from greenlab.headless import run_fetch
 
             return run_fetch(args.fetch)
         if args.ray is not None and not args.headless:

@@ -1,4 +1,4 @@
-"""The console face: prints what changed between the presenter's snapshots (greenlab.core.progress).
+"""The console face: prints what changed between the presenter's snapshots (greenlab.core.grid.presenter).
 
 New log lines are printed as lines; on a terminal, a one-line bar (the training run's batches, or a
 download's bytes, rate and ETA) is redrawn in place at most a few times a second; on a pipe or a log there
@@ -12,7 +12,7 @@ import shutil
 import time
 from typing import Any, TextIO
 
-from greenlab.core.progress import GridPresenter, QueueEntry, RunView
+from greenlab.core.grid.presenter import GridPresenter, QueueEntry, RunView
 
 REDRAW_S = 0.2
 
@@ -42,7 +42,7 @@ class TerminalLines:
         self._bar_shown = True
 
 
-class Progress:
+class ConsoleView:
     """A presenter's listener that prints what changed between its snapshots."""
 
     def __init__(self, out: TextIO, presenter: GridPresenter | None = None) -> None:

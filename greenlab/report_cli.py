@@ -1,7 +1,7 @@
 """`greenlab report`: the comparisons of a run store as the study's table, JSON, CSV, LaTeX or CodeCarbon's
 emissions.csv, and optionally a figure.
 
-A thin face on greenlab.core.report. It checks every argument before reading anything, reads the store
+A thin face on greenlab.core.report.compare. It checks every argument before reading anything, reads the store
 read-only (a report never changes runs.db), renders in memory and only then writes --out and --plot.
 Bad input is a GreenLabError: one line naming the fix, exit 2, nothing written.
 """
@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from greenlab.core import energy_to_target, report, report_formats
-from greenlab.core.analysis import PostHoc
+from greenlab.core.report import compare, energy_to_target, formats
+from greenlab.core.plan.analysis import PostHoc
 from greenlab.core.errors import GreenLabError, suggest
-from greenlab.core.store import read_snapshot, resolve_path
+from greenlab.core.store.database import read_snapshot, resolve_path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", metavar="PATH", help="run store (default: $GREENLAB_DB or data/runs.db)")
     parser.add_argument("--experiment", metavar="NAME", help="only this experiment's techniques")
     parser.add_argument("--metric", metavar="NAME",
-                        help=f"headline metric, and the only one in json/csv ({', '.join(report.METRICS)}; "
+                        help=f"headline metric, and the only one in json/csv ({', '.join(compare.METRICS)}; "
                              f"default: the plan's primary metric, all metrics in json/csv)")
     parser.add_argument("--margin", metavar="F",
                         help="post hoc: equivalence margin as a fraction (0.05 = ±5 %%), instead of the one the "
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="post hoc: accuracy and F1 equivalence margin in percentage points instead of the "
                              "plan's; labelled post hoc")
     parser.add_argument("--format", default="text", metavar="FORMAT",
-                        help=f"{' | '.join(report_formats.FORMATS)} (default text)")
+                        help=f"{' | '.join(formats.FORMATS)} (default text)")
     parser.add_argument("--out", metavar="FILE", help="write the report here instead of standard output")
     parser.add_argument("--plot", metavar="FILE", help="also draw the figure into FILE.svg or FILE.png")
     return parser
@@ -118,8 +118,8 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
     out = out or sys.stdout
     err = err or sys.stderr
     args = _parser().parse_args(argv)
-    fmt = _choice(args.format, report_formats.FORMATS, "--format")
-    headline = _choice(args.metric, report.METRICS, "--metric") if args.metric else report.HEADLINE
+    fmt = _choice(args.format, formats.FORMATS, "--format")
+    headline = _choice(args.metric, compare.METRICS, "--metric") if args.metric else compare.HEADLINE
     margin = _margin(args.margin)
     out_path = _writable(args.out, "--out") if args.out else None
     plot_path = _writable(args.plot, "--plot") if args.plot else None
@@ -140,38 +140,38 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
                             f"{', '.join(experiments) or 'none'}")
     rows = energy_to_target.with_energy_to_target(rows, lambda run_id: snapshot.epochs.get(run_id, []))
     # Every comparison is judged on the whole store, under its plan; a filter only picks what is shown.
-    comparisons = report.judge(rows, snapshot.plans, post_hoc=post_hoc)
+    comparisons = compare.judge(rows, snapshot.plans, post_hoc=post_hoc)
     if args.experiment is not None:
-        comparisons = report.of_experiment(comparisons, args.experiment)
+        comparisons = compare.of_experiment(comparisons, args.experiment)
     if not comparisons:
         scope = f" of experiment '{args.experiment}'" if args.experiment else ""
         raise GreenLabError(f"nothing to compare in {db}: no completed technique runs{scope}; run a grid with "
                             "a baseline and at least one technique first")
     if not args.metric:
         primaries = {c.plan.analysis.primary for c in comparisons}
-        headline = primaries.pop() if len(primaries) == 1 else report.HEADLINE
+        headline = primaries.pop() if len(primaries) == 1 else compare.HEADLINE
 
-    metrics = (headline,) if args.metric else report.METRICS
+    metrics = (headline,) if args.metric else compare.METRICS
     if fmt == "text":
-        text = report_formats.render_text(comparisons, headline) + "\n"
+        text = formats.render_text(comparisons, headline) + "\n"
     elif fmt == "markdown":
-        text = report_formats.render_markdown(comparisons, headline)
+        text = formats.render_markdown(comparisons, headline)
     elif fmt == "latex":
-        text = report_formats.render_latex(comparisons, headline)
+        text = formats.render_latex(comparisons, headline)
     elif fmt == "json":
-        text = report_formats.render_json(comparisons, metrics)
+        text = formats.render_json(comparisons, metrics)
     elif fmt == "csv":
-        text = report_formats.render_csv(rows, comparisons, metrics)
+        text = formats.render_csv(rows, comparisons, metrics)
     else:
-        runs = report_formats.report_runs(rows, comparisons)
-        text = report_formats.render_codecarbon(runs)
-        estimated = report_formats.estimated_runs(runs)
+        runs = formats.report_runs(rows, comparisons)
+        text = formats.render_codecarbon(runs)
+        estimated = formats.estimated_runs(runs)
         if estimated:
             print(f"greenlab report: {estimated} of {len(runs)} runs hold estimated energy, which CodeCarbon's "
                   "columns cannot mark; runs.energy_estimated_j and runs.meters say which", file=err)
     files: list[tuple[Path, bytes]] = []
     if plot_path is not None:
-        from greenlab.core.report_plot import render_plot
+        from greenlab.core.report.plot import render_plot
 
         files.append((plot_path, render_plot(rows, comparisons, str(plot_format), headline)))
     if out_path is not None:

@@ -29,7 +29,7 @@ async def _wait(pilot, condition, timeout: float) -> None:
 
 
 async def _shoot(db: Path, out: Path, name: str, pane: str, theme: str) -> Path:
-    from greenlab.core.store import Store
+    from greenlab.core.store.database import Store
     from greenlab.tui.app import GreenLabApp
 
     app = GreenLabApp(db=db, theme=theme, experiments=EXPERIMENTS)

@@ -20,7 +20,7 @@ def main() -> int:
     parser.add_argument("--event-fd", type=int, required=True)
     args = parser.parse_args()
     request = json.loads(sys.stdin.read())
-    import greenlab.core.events as marked
+    import greenlab.core.train.events as marked
 
     facts = {"pid": os.getpid(), "pgid": os.getpgid(0), "sid": os.getsid(0), "name": __name__,
              "argv": sys.argv[1:], "cwd": os.getcwd(), "seen_mark": getattr(marked, "_probe_mark", None),

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from greenlab.core import analysis
-from greenlab.core.analysis import AnalysisSettings, Plan, PostHoc
-from greenlab.core.config import parse_grid
+from greenlab.core.plan import analysis
+from greenlab.core.plan.analysis import AnalysisSettings, Plan, PostHoc
+from greenlab.core.plan.config import parse_grid
 from greenlab.core.errors import ConfigError
-from greenlab.core.store import Store, read_snapshot
+from greenlab.core.store.database import Store, read_snapshot
 from tests.conftest import run_cli
 
 BASE = '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune", "stego"]\n'

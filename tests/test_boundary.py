@@ -15,7 +15,7 @@ def _core_modules() -> list[str]:
 
 def test_core_modules_are_found():
     modules = _core_modules()
-    assert "greenlab.core.runner" in modules and "greenlab.core.energy.tracker" in modules
+    assert "greenlab.core.run.supervisor" in modules and "greenlab.core.measure.tracker" in modules
 
 
 def test_importing_core_loads_no_textual():

@@ -8,9 +8,9 @@ import sys
 import torch
 from torch import nn
 
-from greenlab.core import compression
-from greenlab.core.compression import CompressionContext, parse_technique, validate_settings
-from greenlab.core.compression.stats import model_stats
+from greenlab.core.train import compression
+from greenlab.core.train.compression import CompressionContext, parse_technique, validate_settings
+from greenlab.core.train.compression.stats import model_stats
 from tests.training_helpers import train_steps
 
 
@@ -109,7 +109,7 @@ def test_unstructured_on_attention_models_trains():
 
 
 def test_core_compression_never_imports_textual():
-    modules = ", ".join(f"greenlab.core.compression.{m}" for m in ("stego", "prune", "lowrank", "stats"))
+    modules = ", ".join(f"greenlab.core.train.compression.{m}" for m in ("stego", "prune", "lowrank", "stats"))
     code = (f"import sys, {modules}; "
             "sys.exit(1 if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from greenlab.core.compression import CompressionContext, validate_settings
-from greenlab.core.compression import lowrank
-from greenlab.core.compression.stats import model_stats
+from greenlab.core.train.compression import CompressionContext, validate_settings
+from greenlab.core.train.compression import lowrank
+from greenlab.core.train.compression.stats import model_stats
 from greenlab.core.errors import ConfigError
 from tests.training_helpers import train_steps
 
@@ -121,7 +121,7 @@ def test_bad_settings_name_the_key(table, key):
 
 def test_the_svd_runs_on_the_cpu_off_cuda(monkeypatch):
     """MPS has no float64: every float64 copy the factorisation makes must be made on the CPU (or CUDA)."""
-    from greenlab.core.compression import lowrank
+    from greenlab.core.train.compression import lowrank
 
     casts = []
     original = torch.Tensor.to

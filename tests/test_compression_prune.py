@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from greenlab.core.compression import CompressionContext, validate_settings
-from greenlab.core.compression import prune
-from greenlab.core.compression.stats import model_stats
+from greenlab.core.train.compression import CompressionContext, validate_settings
+from greenlab.core.train.compression import prune
+from greenlab.core.train.compression.stats import model_stats
 from greenlab.core.errors import ConfigError
 from tests.training_helpers import train_steps
 
@@ -115,7 +115,7 @@ def test_structured_vision_transformer_keeps_heads():
 
 def test_structured_hugging_face_bert():
     pytest.importorskip("transformers")
-    from greenlab.core import zoo
+    from greenlab.core.train import zoo
 
     torch.manual_seed(0)
     model = zoo.build_model("hf-tiny-bert", 10, pretrained=False)

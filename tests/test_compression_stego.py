@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from greenlab.core.compression import CompressionContext, validate_settings
-from greenlab.core.compression import stego
+from greenlab.core.train.compression import CompressionContext, validate_settings
+from greenlab.core.train.compression import stego
 from greenlab.core.errors import ConfigError
 from tests.training_helpers import train_steps
 
@@ -263,7 +263,7 @@ def test_auto_on_an_untrained_model_warns():
 
 
 def test_stored_mode_really_stores_bfloat16_weights():
-    from greenlab.core.compression.stats import model_stats
+    from greenlab.core.train.compression.stats import model_stats
 
     torch.manual_seed(0)
     model = tiny_cnn()
@@ -286,7 +286,7 @@ def test_stored_mode_refuses_more_bits_than_bfloat16_keeps():
 
 def test_dtype_mode_stores_true_bytes_through_the_worker_stats():
     """Under autocast the weights stay float32: the model's bytes must not halve."""
-    from greenlab.core.compression.stats import model_stats
+    from greenlab.core.train.compression.stats import model_stats
 
     model = tiny_cnn()
     x = torch.randn(2, 3, 8, 8)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from greenlab.core.config import expand_grid, load_experiments, parse_experiments
+from greenlab.core.plan.config import expand_grid, load_experiments, parse_experiments
 from greenlab.core.errors import ConfigError
-from greenlab.core.settings import SPECS
+from greenlab.core.plan.settings import SPECS
 from tests.conftest import run_cli
 
 GOOD = """
@@ -160,7 +160,7 @@ def test_nested_tables_and_keys_are_located_at_their_own_line(text, line):
 
 @pytest.mark.parametrize("name", list(SPECS))
 def test_every_setting_of_the_wrong_type_names_its_fix(name):
-    """The fix comes from the declaration (greenlab.core.settings), so no setting can lack one."""
+    """The fix comes from the declaration (greenlab.core.plan.settings), so no setting can lack one."""
     wrong = "[1]"  # a list: no setting takes one
     text = f'[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n{name} = {wrong}\n'
     with pytest.raises(ConfigError) as caught:
@@ -243,7 +243,7 @@ def test_order_is_not_part_of_a_runs_key():
 
 
 def test_readme_settings_table_is_generated_from_the_declarations():
-    from greenlab.core.settings import settings_table
+    from greenlab.core.plan.settings import settings_table
     from tests.conftest import REPO
 
     assert settings_table() in (REPO / "README.md").read_text()
@@ -252,7 +252,7 @@ def test_readme_settings_table_is_generated_from_the_declarations():
 def test_every_setting_is_declared_with_a_type_and_documentation():
     from dataclasses import fields
 
-    from greenlab.core.settings import SPECS, RunSettings
+    from greenlab.core.plan.settings import SPECS, RunSettings
 
     assert [f.name for f in fields(RunSettings)] == list(SPECS)
     assert all(spec.doc and spec.types for spec in SPECS.values())

@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 
-from greenlab.core import energy_to_target as e2t
-from greenlab.core import store as store_module
-from greenlab.core.store import Store
+from greenlab.core.report import energy_to_target as e2t
+from greenlab.core.store import database as store_module
+from greenlab.core.store.database import Store
 
 
 def epoch(n, acc, energy=None, train=None, evaluate=None):
@@ -52,7 +52,9 @@ def test_update_writes_target_and_energy_for_runs_with_baselines(tmp_path):
     never = _run(store, "prune", 0.60, [(0.5, 10.0), (0.6, 10.0)])
     alone = _run(store, "prune", 0.90, [(0.9, 1.0)], epochs_setting=5)  # no baseline of its conditions
     failed = _run(store, "lowrank", 0.95, [(0.95, 1.0)], status="failed")
-    assert e2t.update_energy_to_target(store) == 4
+    from greenlab.core.grid.session import with_targets
+
+    assert with_targets(store) == 4
     target = (0.90 + 0.92) / 2 - 0.01
     rows = {r["id"]: r for r in store.runs()}
     assert rows[fast]["target_accuracy"] == pytest.approx(target)

@@ -13,10 +13,10 @@ from functools import partial
 
 import pytest
 
-from greenlab.core import fetch
-from greenlab.core.config import expand_grid, parse_experiments
-from greenlab.console import Progress
-from greenlab.prepare import run_fetch
+from greenlab.core.plan import fetch
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.console import ConsoleView
+from greenlab.headless import run_fetch
 from tests.conftest import QUICK_DEFAULTS, REPO, run_cli
 from tests.test_preflight import closed_port
 
@@ -174,7 +174,7 @@ def test_bar_redraws_one_line_on_a_terminal():
             return True
 
     out = Terminal()
-    bar = Progress(out)
+    bar = ConsoleView(out)
     bar(fetch.DownloadStarted("x", "http://h/x", "/tmp/x", 100))
     bar(fetch.DownloadProgressed("x", 50, 100, 10.0, 5.0))
     bar(fetch.DownloadFinished("x", "/tmp/x", 100, 1.0, "md5 abc verified"))
@@ -190,8 +190,10 @@ def test_probe_sees_a_listening_port_and_a_closed_one(server):
 
 
 def test_a_headless_grid_downloads_what_it_needs_first_with_progress(server, tmp_path, monkeypatch):
-    """run_headless calls prepare_grid before opening the store: a reachable missing file is fetched there."""
-    from greenlab.prepare import prepare_grid
+    """The grid session prepares the grid before opening the store: a reachable missing file is fetched there."""
+    from greenlab.console import ConsoleView
+    from greenlab.core.grid.session import GridRequest, GridSession
+    from greenlab.core.plan.config import load_grid
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     served, base = server
@@ -200,7 +202,8 @@ def test_a_headless_grid_downloads_what_it_needs_first_with_progress(server, tmp
     sources = fetch.Sources(weights=lambda model: fetch.weights_file(f"{base}/{name}", f"{model} weights"))
     toml = _weights_grid(tmp_path)
     out = io.StringIO()
-    prepare_grid(expand_grid(parse_experiments(toml.read_text())), toml, out=out, sources=sources)
+    request = GridRequest.from_file(load_grid(toml), db=str(tmp_path / "runs.db"), sources=sources)
+    GridSession(request, on_event=ConsoleView(out)).prepare()
     assert (tmp_path / "torch" / "hub" / "checkpoints" / name).read_bytes() == WEIGHTS
     assert "resnet18 weights: downloading" in out.getvalue() and "verified" in out.getvalue()
     assert not (tmp_path / "runs.db").exists()

@@ -8,10 +8,14 @@ import sqlite3
 
 import pytest
 
-from greenlab.core import gridstop
-from greenlab.core.config import expand_grid, parse_experiments
-from greenlab.core.runner import GridStopped, RunQueued, RunStored, RunSupervisor
-from greenlab.core.store import Store
+from greenlab.core.grid import stop_rules
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.grid.grid_events import RunQueued
+from greenlab.core.grid.local import LocalDriver
+from greenlab.core.grid.stop_rules import GridStopped
+from greenlab.core.run.run_events import RunStored
+from greenlab.core.run.supervisor import RunSupervisor
+from greenlab.core.store.database import Store
 from greenlab.headless import EXIT_FAILED, run_headless
 from tests.conftest import QUICK_DEFAULTS
 
@@ -23,12 +27,12 @@ def _stored(run, status="failed", error=None):
 
 
 def test_signature_strips_numbers_from_the_first_line():
-    assert gridstop.signature("shape [3, 75] at step 12.5\ntraceback 1") == "shape [N, N] at step N"
+    assert stop_rules.signature("shape [3, 75] at step 12.5\ntraceback 1") == "shape [N, N] at step N"
 
 
 def test_stop_rule():
     tiny, resnet, alexnet = expand_grid(parse_experiments(GRID))[:3]
-    rule = gridstop.StopRule()
+    rule = stop_rules.StopRule()
     # one model failing the same way for its techniques is that model's problem
     assert rule.cause(_stored(tiny, error="needs 75 px, image_size is 32")) is None
     assert rule.cause(_stored(tiny, error="needs 75 px, image_size is 32")) is None
@@ -36,24 +40,24 @@ def test_stop_rule():
     cause = rule.cause(_stored(resnet, error="needs 64 px, image_size is 32"))
     assert cause == "the same error on tinycnn and resnet18: needs 64 px, image_size is 32"
     # a completed run in between resets; out of memory is always one model's
-    rule = gridstop.StopRule()
+    rule = stop_rules.StopRule()
     assert rule.cause(_stored(tiny, error="boom")) is None
     assert rule.cause(_stored(resnet, status="completed")) is None
     assert rule.cause(_stored(alexnet, error="boom")) is None
     assert rule.cause(_stored(tiny, error="out of memory: 2 GB; lower batch_size")) is None
     assert rule.cause(_stored(resnet, error="out of memory: 3 GB; lower batch_size")) is None
     # environment failures stop at once
-    assert gridstop.StopRule().cause(_stored(tiny, error="device 'cuda' requested but CUDA is not available here")) \
+    assert stop_rules.StopRule().cause(_stored(tiny, error="device 'cuda' requested but CUDA is not available here")) \
         .startswith("no CUDA: device 'cuda'")
-    assert gridstop.StopRule().cause(_stored(tiny, error="OSError: [Errno 28] No space left on device")) \
+    assert stop_rules.StopRule().cause(_stored(tiny, error="OSError: [Errno 28] No space left on device")) \
         .startswith("no disk space")
 
 
 def test_exception_causes():
-    readonly = gridstop.exception_cause(sqlite3.OperationalError("attempt to write a readonly database"))
+    readonly = stop_rules.exception_cause(sqlite3.OperationalError("attempt to write a readonly database"))
     assert readonly == "the run store cannot be written: OperationalError: attempt to write a readonly database"
-    assert gridstop.exception_cause(OSError(errno.ENOSPC, "No space left on device")).startswith("no disk space")
-    assert gridstop.exception_cause(ValueError("a bug")) is None
+    assert stop_rules.exception_cause(OSError(errno.ENOSPC, "No space left on device")).startswith("no disk space")
+    assert stop_rules.exception_cause(ValueError("a bug")) is None
 
 
 def test_same_error_twice_stops_the_grid_and_lists_the_rest(tmp_path, monkeypatch):
@@ -66,7 +70,7 @@ def test_same_error_twice_stops_the_grid_and_lists_the_rest(tmp_path, monkeypatc
 
     monkeypatch.setattr(RunSupervisor, "execute", failing)
     heard = []
-    outcomes = RunSupervisor(Store(tmp_path / "runs.db"), on_event=heard.append).run_grid(runs)
+    outcomes = LocalDriver(Store(tmp_path / "runs.db"), on_event=heard.append).run_grid(runs)
     assert executed == ["tinycnn", "resnet18"] and len(outcomes) == 2
     (stopped,) = [e for e in heard if isinstance(e, GridStopped)]
     assert stopped.cause == "the same error on tinycnn and resnet18: RuntimeError: the meters broke after 2 s"
@@ -94,4 +98,4 @@ def test_an_unexpected_supervisor_error_still_raises(tmp_path, monkeypatch):
     monkeypatch.setattr(RunSupervisor, "execute", buggy)
     (run,) = expand_grid(parse_experiments(GRID))[:1]
     with pytest.raises(ValueError):
-        RunSupervisor(Store(tmp_path / "runs.db")).run_grid([run])
+        LocalDriver(Store(tmp_path / "runs.db")).run_grid([run])

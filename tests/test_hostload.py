@@ -8,9 +8,13 @@ import os
 
 import pytest
 
-from greenlab.core import formatting, hostload, runner
-from greenlab.core.config import expand_grid, parse_experiments
-from greenlab.core.store import Store
+from greenlab.core.measure import hostload
+
+from greenlab.core.report import formatting
+
+from greenlab.core.run import supervisor
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.store.database import Store
 from tests.test_measured_run import QUICK_RUN, fake_hardware  # noqa: F401 - a fixture
 
 
@@ -53,7 +57,7 @@ def test_a_run_beside_a_cpu_hog_is_flagged_host_busy(tmp_path):
     for hog in hogs:
         hog.start()
     try:
-        outcome = runner.RunSupervisor(store).execute(run)
+        outcome = supervisor.RunSupervisor(store).execute(run)
     finally:
         for hog in hogs:
             hog.terminate()
@@ -72,7 +76,7 @@ def test_every_run_under_a_grid_baseline_stores_the_load_it_was_measured_under(f
                                          .replace("idle_s = 0.5", "idle_s = 0.5\nrepeats = 2")))
     cache: dict = {}
     store = Store(tmp_path / "runs.db")
-    outcomes = [runner.RunSupervisor(store, idle_cache=cache).execute(run) for run in runs]
+    outcomes = [supervisor.RunSupervisor(store, idle_cache=cache).execute(run) for run in runs]
     loads = [json.loads(o.row["meters"])["idle_host_load"] for o in outcomes]
     assert [o.status for o in outcomes] == ["completed", "completed"]
     assert loads[0] is not None and loads[0]["other_share"] is not None and loads[1] == loads[0]

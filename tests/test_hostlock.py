@@ -13,41 +13,43 @@ import time
 
 import pytest
 
-from greenlab.core import hostlock
-from greenlab.core.config import expand_grid, parse_experiments
-from greenlab.core.runner import RunSkipped, RunSupervisor, WaitingForLock
-from greenlab.core.store import Store
+from greenlab.core.measure import host_lock
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.grid.grid_events import RunSkipped
+from greenlab.core.grid.local import LocalDriver
+from greenlab.core.measure.host_lock import WaitingForLock
+from greenlab.core.store.database import Store
 from tests.conftest import QUICK_DEFAULTS, REPO, run_cli
 
 
 def test_lock_holds_says_who_and_releases(tmp_path):
-    first = hostlock.HostLock(tmp_path / "a.db")
-    assert hostlock.current_holder() is False
+    first = host_lock.HostLock(tmp_path / "a.db")
+    assert host_lock.current_holder() is False
     assert first.try_acquire()
-    holder = hostlock.current_holder()
+    holder = host_lock.current_holder()
     assert holder.pid == os.getpid() and holder.store == str(tmp_path / "a.db") and holder.since
-    second = hostlock.HostLock(tmp_path / "b.db")
+    second = host_lock.HostLock(tmp_path / "b.db")
     assert not second.try_acquire()  # a second descriptor conflicts, even in one process
-    with pytest.raises(hostlock.LockBusy) as busy:
+    with pytest.raises(host_lock.LockBusy) as busy:
         second.acquire(wait=False)
     assert f"pid {os.getpid()}" in str(busy.value) and "a.db" in str(busy.value) and busy.value.exit_code == 2
     first.release()
-    assert hostlock.current_holder() is False and hostlock.read_holder() is None
+    assert host_lock.current_holder() is False and host_lock.read_holder() is None
     assert second.try_acquire()
     second.release()
 
 
 def test_the_os_releases_the_lock_of_a_killed_holder(tmp_path):
-    code = ("import sys, time; from greenlab.core.hostlock import HostLock; HostLock('x.db').acquire(); "
+    code = ("import sys, time; from greenlab.core.measure.host_lock import HostLock; HostLock('x.db').acquire(); "
             "print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert hostlock.current_holder().pid == holder.pid
+        assert host_lock.current_holder().pid == holder.pid
         holder.send_signal(signal.SIGKILL)
         holder.wait(30)
-        assert hostlock.current_holder() is False
+        assert host_lock.current_holder() is False
     finally:
         holder.kill()
         holder.wait()
@@ -56,16 +58,16 @@ def test_the_os_releases_the_lock_of_a_killed_holder(tmp_path):
 def test_lock_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("GREENLAB_LOCK_DIR")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    assert hostlock.lock_path() == tmp_path / "run" / "greenlab" / "measure.lock"
+    assert host_lock.lock_path() == tmp_path / "run" / "greenlab" / "measure.lock"
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert hostlock.lock_dir() == tmp_path / "home" / ".cache" / "greenlab"
+    assert host_lock.lock_dir() == tmp_path / "home" / ".cache" / "greenlab"
 
 
 def test_no_wait_exits_2_at_once_naming_the_holder(write_toml, tmp_path):
     toml = write_toml('[[experiment]]\nname = "q"\nmodels = ["tinycnn"]\n')
     db = tmp_path / "runs.db"
-    with hostlock.HostLock("somebody-else.db"):
+    with host_lock.HostLock("somebody-else.db"):
         done = run_cli("--headless", str(toml), "--db", str(db), "--no-wait", timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"another grid is measuring on this host (pid {os.getpid()} on" in done.stderr
@@ -107,8 +109,8 @@ def test_cancel_while_waiting_runs_nothing(tmp_path):
     (run,) = expand_grid(parse_experiments(_grid("c", '["baseline"]')))
     store = Store(tmp_path / "runs.db")
     heard = []
-    supervisor = RunSupervisor(store, on_event=heard.append)
-    with hostlock.HostLock("other.db"):
+    supervisor = LocalDriver(store, on_event=heard.append)
+    with host_lock.HostLock("other.db"):
         result = {}
         thread = threading.Thread(target=lambda: result.update(outcomes=supervisor.run_grid([run])))
         thread.start()
@@ -121,7 +123,7 @@ def test_cancel_while_waiting_runs_nothing(tmp_path):
     (waiting,) = [e for e in heard if isinstance(e, WaitingForLock)]
     assert waiting.holder.pid == os.getpid() and waiting.holder.store == os.path.abspath("other.db")
     assert store.runs() == []
-    assert hostlock.current_holder() is False
+    assert host_lock.current_holder() is False
 
 
 def test_ctrl_c_while_waiting_leaves_no_store(tmp_path):
@@ -129,7 +131,7 @@ def test_ctrl_c_while_waiting_leaves_no_store(tmp_path):
     (tmp_path / "w.toml").write_text(_grid("w", '["baseline"]'))
     db = tmp_path / "runs.db"
     lines: list[str] = []
-    with hostlock.HostLock("other.db"):
+    with host_lock.HostLock("other.db"):
         proc = subprocess.Popen([sys.executable, "-m", "greenlab", "--headless", str(tmp_path / "w.toml"),
                                  "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 cwd=REPO, env={**os.environ})
@@ -159,7 +161,7 @@ def test_a_run_running_under_another_live_supervisor_is_skipped(tmp_path):
             store.update_run(run_id, supervisor_pid=other.pid, host={"hostname": "another-machine"})
         assert store.running_elsewhere(runs[0].settings_key()) == other.pid
         heard = []
-        assert RunSupervisor(store, on_event=heard.append).run_grid(runs) == []
+        assert LocalDriver(store, on_event=heard.append).run_grid(runs) == []
         skipped = [e for e in heard if isinstance(e, RunSkipped)]
         assert [e.run for e in skipped] == runs
         assert skipped[0].reason == f"running now under supervisor pid {other.pid}"
@@ -180,15 +182,15 @@ def test_a_running_row_of_this_host_under_another_pid_is_stale(tmp_path):
 
 
 def test_ray_tasks_share_a_nodes_lock_that_a_plain_grid_cannot_take(tmp_path):
-    first = hostlock.HostLock("runs.db (a Ray grid driven from head)", shared=True)
-    second = hostlock.HostLock("runs.db (a Ray grid driven from head)", shared=True)
+    first = host_lock.HostLock("runs.db (a Ray grid driven from head)", shared=True)
+    second = host_lock.HostLock("runs.db (a Ray grid driven from head)", shared=True)
     assert first.try_acquire() and second.try_acquire()  # two runs of a Ray grid on one node
-    plain = hostlock.HostLock(tmp_path / "a.db")
+    plain = host_lock.HostLock(tmp_path / "a.db")
     assert not plain.try_acquire()
-    assert "a Ray grid driven from head" in hostlock.current_holder().store  # a waiting grid says who
+    assert "a Ray grid driven from head" in host_lock.current_holder().store  # a waiting grid says who
     first.release()
     assert not plain.try_acquire()  # the other task still measures
     second.release()
     assert plain.try_acquire()
-    assert not hostlock.HostLock("x", shared=True).try_acquire()  # and a task waits for a plain grid
+    assert not host_lock.HostLock("x", shared=True).try_acquire()  # and a task waits for a plain grid
     plain.release()

@@ -56,10 +56,11 @@ def test_a_killed_training_process_is_stored_as_failed_with_partial_data(tmp_pat
     """What an OOM kill looks like to the supervisor: the child vanishes mid-epoch without a word."""
     import threading
 
-    from greenlab.core import events
-    from greenlab.core.config import expand_grid, parse_experiments
-    from greenlab.core.runner import ChildEvent, RunSupervisor
-    from greenlab.core.store import Store
+    from greenlab.core.train import events
+    from greenlab.core.plan.config import expand_grid, parse_experiments
+    from greenlab.core.run.run_events import ChildEvent
+    from greenlab.core.run.supervisor import RunSupervisor
+    from greenlab.core.store.database import Store
 
     text = QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400").replace(
         "epochs = 1", "epochs = 50") + '[[experiment]]\nname = "oom"\nmodels = ["tinycnn"]\n'
@@ -93,14 +94,14 @@ def test_a_killed_training_process_is_stored_as_failed_with_partial_data(tmp_pat
 def test_cancel_during_the_idle_baseline_trains_nothing(tmp_path):
     import threading
 
-    from greenlab.core.config import expand_grid, parse_experiments
-    from greenlab.core.runner import RunSupervisor
-    from greenlab.core.store import Store
+    from greenlab.core.plan.config import expand_grid, parse_experiments
+    from greenlab.core.grid.local import LocalDriver
+    from greenlab.core.store.database import Store
 
     text = QUICK_DEFAULTS.replace("idle_s = 0", "idle_s = 30") + '[[experiment]]\nname = "c"\nmodels = ["tinycnn"]\n'
     (run,) = expand_grid(parse_experiments(text))
     store = Store(tmp_path / "runs.db")
-    supervisor = RunSupervisor(store)
+    supervisor = LocalDriver(store)
     threading.Timer(0.5, supervisor.cancel).start()
     started = time.monotonic()
     assert supervisor.run_grid([run, run]) == []
@@ -110,7 +111,7 @@ def test_cancel_during_the_idle_baseline_trains_nothing(tmp_path):
 
 def test_the_interrupt_line_says_what_the_grid_kept():
     """A Ctrl-C between runs stores nothing new, but the runs completed before it stay: never "nothing"."""
-    from greenlab.core.progress import QueueEntry
+    from greenlab.core.grid.presenter import QueueEntry
     from greenlab.headless import interrupt_text
 
     def queue(*statuses):

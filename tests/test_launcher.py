@@ -16,10 +16,10 @@ from typing import Any, Callable
 import psutil
 import pytest
 
-from greenlab.core import events
-from greenlab.core.config import expand_grid, parse_experiments
+from greenlab.core.train import events
+from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.errors import GreenLabError
-from greenlab.core.launcher import (ForkedProcess, ForkServerLauncher, SpawnLauncher, default_launcher,
+from greenlab.core.run.launcher import (ForkedProcess, ForkServerLauncher, SpawnLauncher, default_launcher,
                                     fork_server_supported)
 from tests.conftest import QUICK_DEFAULTS, REPO
 
@@ -278,7 +278,7 @@ def test_close_stops_the_server_and_its_runs(light_launcher, env):
 
 def test_the_server_exits_when_its_supervisor_dies(env):
     supervisor = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom greenlab.core.launcher import ForkServerLauncher\n"
+        [sys.executable, "-c", "import time\nfrom greenlab.core.run.launcher import ForkServerLauncher\n"
          "launcher = ForkServerLauncher(preload=())\nlauncher.start()\nprint(launcher.server_pid, flush=True)\n"
          "time.sleep(300)\n"], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:

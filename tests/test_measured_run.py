@@ -9,10 +9,11 @@ import time
 
 import pytest
 
-from greenlab.core import runner
-from greenlab.core.config import expand_grid, parse_experiments
-from greenlab.core.energy.detect import build_meters
-from greenlab.core.store import Store
+from greenlab.core.grid.local import LocalDriver
+from greenlab.core.run import run_events, supervisor
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.measure.detect import build_meters
+from greenlab.core.store.database import Store
 from tests.fake_pynvml import FakeGpu, make_fake_pynvml
 from tests.test_rapl import two_sockets
 
@@ -59,7 +60,7 @@ def fake_hardware(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", make_fake_pynvml([gpu]))
     monkeypatch.setenv("GREENLAB_POWERCAP_ROOT", str(root))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(runner, "gpus_for", lambda device: [0])
+    monkeypatch.setattr(supervisor, "gpus_for", lambda device: [0])
     with Hardware(zones, gpu) as hardware:
         yield hardware
 
@@ -67,7 +68,7 @@ def fake_hardware(tmp_path, monkeypatch):
 @pytest.fixture
 def child_on_gpu(monkeypatch):
     """The child trains on the CPU here; the supervisor takes it to have reported the fake gpu0."""
-    monkeypatch.setattr(runner, "gpus_used", lambda device, facts, **ids: ({"gpu0"}, []))
+    monkeypatch.setattr(supervisor, "gpus_used", lambda device, facts, **ids: ({"gpu0"}, []))
 
 
 def test_meter_selection_prefers_hardware(fake_hardware):
@@ -105,7 +106,7 @@ def test_supervised_run_is_measured_and_labelled(fake_hardware, child_on_gpu, tm
     (run,) = expand_grid(parse_experiments(QUICK_RUN))
     store = Store(tmp_path / "runs.db")
     seen = []
-    outcome = runner.RunSupervisor(store, on_event=seen.append).execute(run)
+    outcome = supervisor.RunSupervisor(store, on_event=seen.append).execute(run)
     assert outcome.status == "completed", outcome.error
     row = outcome.row
     # A phase shorter than the counter's update period is measured by polled power, and the row says so.
@@ -121,7 +122,7 @@ def test_supervised_run_is_measured_and_labelled(fake_hardware, child_on_gpu, tm
     # idle ran on the same fake hardware, so the run's net (dynamic) energy is close to zero
     assert row["idle_w"] == pytest.approx(GPU_W + PKG_W + DRAM_W, rel=0.1)
     assert row["energy_net_j"] < 0.1 * row["energy_j"]
-    assert any(isinstance(e, runner.IdleMeasured) for e in seen)
+    assert any(isinstance(e, run_events.IdleMeasured) for e in seen)
     components = {c["component"]: c for c in store.components(row["id"])}
     gpu_inputs = json.loads(components["gpu0"]["inputs"])
     assert gpu_inputs["polled_j"] == pytest.approx(components["gpu0"]["energy_j"], rel=0.1)
@@ -142,7 +143,7 @@ def test_a_run_on_the_cpu_keeps_no_gpu_energy(fake_hardware, tmp_path):
     """device = "auto" fell back to the CPU (as here): an idle GPU's joules are not the run's."""
     (run,) = expand_grid(parse_experiments(QUICK_RUN.replace('device = "cpu"', 'device = "auto"')))
     store = Store(tmp_path / "runs.db")
-    outcome = runner.RunSupervisor(store).execute(run)
+    outcome = supervisor.RunSupervisor(store).execute(run)
     row = outcome.row
     assert outcome.status == "completed" and row["device"] == "cpu"
     assert row["energy_gpu_j"] is None and row["energy_gpu_method"] == "unavailable"
@@ -175,12 +176,12 @@ models = ["tinycnn"]
 
     def cool_when_waited(event):
         seen.append(event)
-        if isinstance(event, runner.CoolingDown):
+        if isinstance(event, run_events.CoolingDown):
             fake_hardware.gpu.temperature_c = 40
 
-    outcome = runner.RunSupervisor(Store(tmp_path / "runs.db"), on_event=cool_when_waited).execute(run)
+    outcome = supervisor.RunSupervisor(Store(tmp_path / "runs.db"), on_event=cool_when_waited).execute(run)
     assert outcome.status == "completed"
-    assert [e.temperatures for e in seen if isinstance(e, runner.CoolingDown)] == [{"gpu0": 80.0}]
+    assert [e.temperatures for e in seen if isinstance(e, run_events.CoolingDown)] == [{"gpu0": 80.0}]
     meters = json.loads(outcome.row["meters"])
     assert meters["temperature_start_c"] == {"gpu0": 40.0}
 
@@ -190,7 +191,7 @@ def test_a_stalled_store_shifts_no_window_edge(tmp_path):
     its child's events, and each phase window still spans what the child timed."""
     import sqlite3
 
-    from greenlab.core import events
+    from greenlab.core.train import events
 
     (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("epochs = 1", "epochs = 3")
                                            .replace("max_train_batches = 30", "max_train_batches = 12")))
@@ -211,15 +212,15 @@ def test_a_stalled_store_shifts_no_window_edge(tmp_path):
         conn.close()
 
     def on_event(event):
-        if isinstance(event, runner.ChildEvent):
+        if isinstance(event, run_events.ChildEvent):
             handled.append(time.monotonic())
-        if isinstance(event, runner.ChildEvent) and isinstance(event.event, events.EpochFinished) \
+        if isinstance(event, run_events.ChildEvent) and isinstance(event.event, events.EpochFinished) \
                 and event.event.epoch == 1:
             thread = threading.Thread(target=hold_the_lock)
             thread.start()
             stalls.append(thread)
 
-    outcome = runner.RunSupervisor(store, on_event=on_event).execute(run)
+    outcome = supervisor.RunSupervisor(store, on_event=on_event).execute(run)
     for thread in stalls:
         thread.join()
     assert outcome.status == "completed", outcome.error
@@ -234,35 +235,35 @@ def test_a_stalled_store_shifts_no_window_edge(tmp_path):
 
 
 def test_a_grid_warms_the_machine_up_once_before_its_first_run(tmp_path):
-    from greenlab.core.launcher import SpawnLauncher
+    from greenlab.core.run.launcher import SpawnLauncher
 
     class Recording(SpawnLauncher):
         def __init__(self):
             super().__init__()
             self.modules = []
 
-        def launch(self, run_json, event_write_fd, env=None, *, module="greenlab.core.worker"):
+        def launch(self, run_json, event_write_fd, env=None, *, module="greenlab.core.run.child_main"):
             self.modules.append(module)
             return super().launch(run_json, event_write_fd, env, module=module)
 
     launcher = Recording()
     runs = expand_grid(parse_experiments(QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0\nrepeats = 2")
                                          .replace("max_train_batches = 30", "max_train_batches = 2")))
-    outcomes = runner.RunSupervisor(Store(tmp_path / "runs.db"), launcher=launcher).run_grid(runs)
+    outcomes = LocalDriver(Store(tmp_path / "runs.db"), launcher=launcher).run_grid(runs)
     assert [o.status for o in outcomes] == ["completed", "completed"]
-    assert launcher.modules == ["greenlab.core.warmup", "greenlab.core.worker", "greenlab.core.worker"]
+    assert launcher.modules == ["greenlab.core.run.warmup_main", "greenlab.core.run.child_main", "greenlab.core.run.child_main"]
 
 
 def test_a_run_that_cannot_start_is_stored_as_failed(tmp_path):
-    from greenlab.core.launcher import SpawnLauncher
+    from greenlab.core.run.launcher import SpawnLauncher
 
     class Broken(SpawnLauncher):
-        def launch(self, run_json, event_write_fd, env=None, *, module="greenlab.core.worker"):
+        def launch(self, run_json, event_write_fd, env=None, *, module="greenlab.core.run.child_main"):
             raise OSError(24, "Too many open files")
 
     (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0")))
     store = Store(tmp_path / "runs.db")
-    outcome = runner.RunSupervisor(store, launcher=Broken()).execute(run)
+    outcome = supervisor.RunSupervisor(store, launcher=Broken()).execute(run)
     assert outcome.status == "failed" and "could not start" in outcome.error and "Too many open files" in outcome.error
     (row,) = store.runs()
     assert row["status"] == "failed" and row["finished_at"]
@@ -276,16 +277,16 @@ def test_a_second_ctrl_c_while_the_outcome_is_written_waits_for_it(tmp_path, mon
 
     (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0")))
     store = Store(tmp_path / "runs.db")
-    supervisor = runner.RunSupervisor(store)
-    finish = supervisor._finish
+    watched = supervisor.RunSupervisor(store)
+    finish = watched._finish
 
     def finish_after_a_ctrl_c(*args, **kwargs):
         os.kill(os.getpid(), signals.SIGINT)  # arrives while the outcome is being written
         time.sleep(0.2)
         return finish(*args, **kwargs)
 
-    monkeypatch.setattr(supervisor, "_finish", finish_after_a_ctrl_c)
+    monkeypatch.setattr(watched, "_finish", finish_after_a_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
-        supervisor.execute(run)
+        watched.execute(run)
     (row,) = store.runs()
     assert row["status"] in ("completed", "interrupted") and row["finished_at"] and row["energy_j"]

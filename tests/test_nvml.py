@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from greenlab.core.energy import nvml
-from greenlab.core.energy.nvml import (FLAG_COUNTER_STILL, FLAG_SHORT_POLLED_WINDOW, FLAG_SHORT_WINDOW,
+from greenlab.core.measure import nvml
+from greenlab.core.measure.nvml import (FLAG_COUNTER_STILL, FLAG_SHORT_POLLED_WINDOW, FLAG_SHORT_WINDOW,
                                        discover_nvml, parse_visible_devices)
 
 try:
@@ -206,7 +206,7 @@ def test_temperatures(monkeypatch):
 def test_module_imports_without_pynvml_or_torch():
     import subprocess
 
-    code = ("import sys; sys.modules['pynvml'] = None; import greenlab.core.energy.nvml, "
-            "greenlab.core.energy.rapl; assert 'torch' not in sys.modules; assert 'textual' not in sys.modules")
+    code = ("import sys; sys.modules['pynvml'] = None; import greenlab.core.measure.nvml, "
+            "greenlab.core.measure.rapl; assert 'torch' not in sys.modules; assert 'textual' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert nvml.COUNTER_UPDATE_S == pytest.approx(0.1)

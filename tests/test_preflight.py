@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from greenlab.core import fetch, preflight
-from greenlab.core.config import expand_grid, load_experiments, parse_experiments
+from greenlab.core.plan import fetch, preflight
+from greenlab.core.plan.config import expand_grid, load_experiments, parse_experiments
 from greenlab.headless import run_headless
 from tests.conftest import QUICK_DEFAULTS, REPO, run_cli
 
@@ -220,7 +220,7 @@ def test_the_shipped_grid_passes_offline_without_torchvision():
     import subprocess
     import sys
 
-    code = ("import sys; from greenlab.core import preflight; from greenlab.core.config import expand_grid, "
+    code = ("import sys; from greenlab.core.plan import preflight; from greenlab.core.plan.config import expand_grid, "
             "load_experiments; r = preflight.check_file(expand_grid(load_experiments('experiments.toml')), "
             "'experiments.toml', probe=None); print(r.problems, r.to_fetch, 'torchvision' in sys.modules)")
     # nothing to download and no GPU named: no weights lookup, no probe (probe=None would raise)

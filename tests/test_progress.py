@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from greenlab.core import events, formatting
-from greenlab.core.config import expand_grid, parse_experiments
-from greenlab.core.gridstop import GridStopped
-from greenlab.core.progress import GridPresenter, live
-from greenlab.core.runner import ChildEvent, IdleMeasured, RunBegan, RunQueued, RunSkipped, RunStored
+from greenlab.core.report import formatting
+
+from greenlab.core.train import events
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.grid.stop_rules import GridStopped
+from greenlab.core.grid.presenter import GridPresenter, live
+from greenlab.core.grid.grid_events import RunQueued, RunSkipped
+from greenlab.core.run.run_events import ChildEvent, IdleMeasured, RunBegan, RunStored
 
 GRID = expand_grid(parse_experiments('[defaults]\npretrained = false\nrepeats = 2\norder = "as-written"\n'
                                      '[[experiment]]\nname = "e"\nmodels = ["tinycnn"]\n'
@@ -145,7 +148,7 @@ def test_a_run_stored_without_beginning_marks_its_queue_entry():
 
 
 def test_live_energy_counts_only_the_components_of_the_run():
-    from greenlab.core.grid_events import RunMetered
+    from greenlab.core.run.run_events import RunMetered
 
     class TwoGpus(Tracker):
         def methods(self):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from greenlab.core.energy import rapl
-from greenlab.core.energy.rapl import counter_delta_uj, discover_rapl
+from greenlab.core.measure import rapl
+from greenlab.core.measure.rapl import counter_delta_uj, discover_rapl
 
 MAX = 262_143_328_850  # a real package max_energy_range_uj (2^32 units of 61 uJ)
 

@@ -13,14 +13,17 @@ import sys
 
 import pytest
 
-from greenlab.core import events, raycluster
-from greenlab.core.config import expand_grid, parse_experiments
-from greenlab.core.grid_events import ChildEvent, RunBegan, RunQueued
-from greenlab.core.progress import GridPresenter
-from greenlab.core.raycluster import Node, RayCluster
-from greenlab.core.recorder import MemoryRecorder
-from greenlab.core.remotetracker import RemoteTracker
-from greenlab.core.store import Store
+from greenlab.core.grid import ray_cluster
+
+from greenlab.core.train import events
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.grid.grid_events import RunQueued
+from greenlab.core.run.run_events import ChildEvent, RunBegan
+from greenlab.core.grid.presenter import GridPresenter
+from greenlab.core.grid.ray_cluster import Node, RayCluster
+from greenlab.core.run.sinks import MemorySink
+from greenlab.core.measure.remote_tracker import RemoteTracker
+from greenlab.core.store.database import Store
 from tests.conftest import QUICK_DEFAULTS, REPO
 from tests.fake_pynvml import FakeGpu, make_fake_pynvml
 
@@ -31,19 +34,19 @@ def grid_of(body: str, defaults: str = QUICK_DEFAULTS):
 
 # -- without Ray ----------------------------------------------------------------------------------------------
 def test_a_node_record_is_written_once_however_often_it_is_applied(tmp_path):
-    recorder = MemoryRecorder(run_id=5)
-    assert recorder.run(5) is None and not recorder.started
-    assert recorder.start_run({"model": "tinycnn", "technique": "baseline"}) == 5
-    writer = recorder.writer()
+    sink = MemorySink(run_id=5)
+    assert sink.run(5) is None and not sink.started
+    assert sink.start_run({"model": "tinycnn", "technique": "baseline"}) == 5
+    writer = sink.writer()
     writer.submit("add_epoch", {"run_id": 5, "epoch": 1, "train_loss": 1.0, "val_accuracy": 0.5})
     writer.submit("add_samples", 5, [(0.1, "cpu", 10.0), (0.1, "gpu1", 50.0), (0.2, "cpu", 12.0)])
     writer.submit("set_capacity", 5, [(3, 0.5), (4, 0.4)])
-    recorder.update_run(5, status="completed", energy_j=7.5, meters={"components": {}})
-    recorder.set_components(5, [{"component": "cpu", "energy_j": 7.5, "method": "estimate", "flags": []}])
-    recorder.delete_samples(5, {"gpu1"})  # a GPU metered but not used
-    rows = recorder.rows()
+    sink.update_run(5, status="completed", energy_j=7.5, meters={"components": {}})
+    sink.set_components(5, [{"component": "cpu", "energy_j": 7.5, "method": "estimate", "flags": []}])
+    sink.delete_samples(5, {"gpu1"})  # a GPU metered but not used
+    rows = sink.rows()
     assert rows.status == "completed" and [s[1] for s in rows.samples] == ["cpu", "cpu"]
-    assert recorder.run(5)["energy_j"] == 7.5 and recorder.run(5)["model"] == "tinycnn"
+    assert sink.run(5)["energy_j"] == 7.5 and sink.run(5)["model"] == "tinycnn"
 
     store = Store(tmp_path / "runs.db")
     run_id = store.start_run({**rows.start, "executor": "ray", "node": "n1"})
@@ -72,7 +75,7 @@ def test_the_driver_follows_a_nodes_power_from_its_samples():
 
 
 def test_rays_gpu_index_is_pinned_to_the_boards_uuid(monkeypatch):
-    from greenlab.core.raytask import pin_gpus_by_uuid
+    from greenlab.core.grid.ray_task import pin_gpus_by_uuid
 
     gpus = [FakeGpu(uuid=f"GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd") for i in range(4)]
     monkeypatch.setitem(sys.modules, "pynvml", make_fake_pynvml(gpus))
@@ -118,8 +121,8 @@ def test_placement_gives_a_gpu_run_a_whole_board_and_a_cpu_run_a_whole_node(tmp_
     toml = tmp_path / "grid.toml"
     toml.write_text(QUICK_DEFAULTS + '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ndevice = "cuda:1"\n'
                     '[[experiment]]\nname = "y"\nmodels = ["tinycnn"]\ncpus_per_run = 64\n')
-    with pytest.raises(raycluster.PreflightError) as refused:
-        raycluster.check_placement(cluster, expand_grid(parse_experiments(toml.read_text())), str(toml))
+    with pytest.raises(ray_cluster.PreflightError) as refused:
+        ray_cluster.check_placement(cluster, expand_grid(parse_experiments(toml.read_text())), str(toml))
     lines = str(refused.value).splitlines()
     assert len(lines) == 2
     assert "experiment 'x'.device: device 'cuda:1' names a GPU" in lines[0] and 'device = "cuda"' in lines[0]
@@ -132,10 +135,10 @@ def test_placement_gives_a_gpu_run_a_whole_board_and_a_cpu_run_a_whole_node(tmp_
 
 def test_the_address_defaults_to_ray_address_then_a_local_instance(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert raycluster.resolve_address("") == raycluster.resolve_address(None) == "local"
+    assert ray_cluster.resolve_address("") == ray_cluster.resolve_address(None) == "local"
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
-    assert raycluster.resolve_address("") == "ray://head:10001"
-    assert raycluster.resolve_address("local") == "local" and raycluster.resolve_address("auto") == "auto"
+    assert ray_cluster.resolve_address("") == "ray://head:10001"
+    assert ray_cluster.resolve_address("local") == "local" and ray_cluster.resolve_address("auto") == "auto"
 
 
 def test_ray_init_gets_streams_with_descriptors_under_a_face_that_captures_them(monkeypatch):
@@ -163,8 +166,8 @@ def test_ray_init_gets_streams_with_descriptors_under_a_face_that_captures_them(
             faulthandler.enable(file=sys.stderr)  # what ray.init does; -1 would raise ValueError
             faulthandler.disable()
 
-    monkeypatch.setattr(raycluster, "import_ray", lambda: FakeRay)
-    cluster = raycluster.connect("local")
+    monkeypatch.setattr(ray_cluster, "import_ray", lambda: FakeRay)
+    cluster = ray_cluster.connect("local")
     assert seen["fd"] >= 0 and cluster.owned
     assert sys.stderr is captured and sys.stdout is captured  # the face's capture is back afterwards
 
@@ -191,8 +194,8 @@ def ray_instance(tmp_path_factory):
 
 
 def run_on_ray(tmp_path, runs, *, listen=None, **options):
-    """The grid through a RayGrid on the module's instance; (outcomes, store, events, presenter, driver)."""
-    from greenlab.core.raygrid import RayGrid
+    """The grid through a RayDriver on the module's instance; (outcomes, store, events, presenter, driver)."""
+    from greenlab.core.grid.ray_driver import RayDriver
 
     store = Store(tmp_path / "runs.db")
     presenter = GridPresenter()
@@ -206,7 +209,7 @@ def run_on_ray(tmp_path, runs, *, listen=None, **options):
         if listen is not None:
             listen(event, holder["driver"])
 
-    driver = holder["driver"] = RayGrid(store, raycluster.connect(), on_event=on_event, **options)
+    driver = holder["driver"] = RayDriver(store, ray_cluster.connect(), on_event=on_event, **options)
     outcomes = driver.run_grid(runs)
     return outcomes, store, seen, presenter, driver
 
@@ -216,7 +219,7 @@ def no_database_on_node():
     def task(request, inbox):
         import sqlite3
 
-        from greenlab.core import raytask
+        from greenlab.core.grid import ray_task
 
         connect = sqlite3.connect
 
@@ -225,7 +228,7 @@ def no_database_on_node():
 
         sqlite3.connect = refuse
         try:
-            return raytask.run_on_node(request, inbox)
+            return ray_task.run_on_node(request, inbox)
         finally:
             sqlite3.connect = connect
 
@@ -239,20 +242,20 @@ def dies_on(attempts):
         import os
         import signal
 
-        from greenlab.core import raytask
+        from greenlab.core.grid import ray_task
 
         if request.attempt in attempts:
-            send = raytask.Channel.send
+            send = ray_task.Channel.send
 
             def send_then_die(channel, message):
                 send(channel, message)
-                if isinstance(message, raytask.Relayed) and \
+                if isinstance(message, ray_task.Relayed) and\
                         type(getattr(message.event, "event", None)).__name__ == "BatchFinished":
                     channel.flush()
                     os.kill(os.getpid(), signal.SIGKILL)
 
-            raytask.Channel.send = send_then_die  # only this worker, which dies with it
-        return raytask.run_on_node(request, inbox)
+            ray_task.Channel.send = send_then_die  # only this worker, which dies with it
+        return ray_task.run_on_node(request, inbox)
 
     return task
 
@@ -264,7 +267,7 @@ def slow_inbox(seconds):
 
         import ray
 
-        from greenlab.core import raytask
+        from greenlab.core.grid import ray_task
 
         @ray.remote(num_cpus=0)
         def put_late(batch):
@@ -275,7 +278,7 @@ def slow_inbox(seconds):
             class put:  # noqa: N801 - quacks like the actor handle's method
                 remote = staticmethod(put_late.remote)
 
-        return raytask.run_on_node(request, LateInbox())
+        return ray_task.run_on_node(request, LateInbox())
 
     return task
 
@@ -318,6 +321,35 @@ def test_a_grid_runs_on_ray_and_only_the_driver_writes_the_store(ray_instance, t
     snapshot = presenter.snapshot()
     assert [e.status for e in snapshot.queue] == ["completed", "completed"] and snapshot.running == ()
     assert snapshot.current.stored is not None
+
+
+# Columns that say when, where and how much: they differ between any two runs of the same work.
+ASIDE = {"id", "started_at", "finished_at", "duration_s", "train_s", "energy_j", "energy_kwh", "energy_measured_j",
+         "energy_estimated_j", "energy_net_j", "idle_w", "energy_training_j", "energy_gpu_j", "energy_cpu_j",
+         "energy_dram_j", "co2e_g", "cost", "sampler_cpu_s", "samples_dropped", "host", "supervisor_pid", "meters",
+         "flags", "executor", "node", "concurrent_runs", "target_accuracy", "energy_to_target_j"}
+
+
+def test_the_same_grid_through_both_drivers_stores_the_same_rows(ray_instance, tmp_path):
+    """One driver protocol: the local driver and the Ray driver run the same grid through the same one-run
+    supervisor and store the same rows, column for column, timing and energy aside."""
+    from greenlab.core.grid.local import LocalDriver
+
+    runs = grid_of('[[experiment]]\nname = "both"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n')
+    (tmp_path / "local").mkdir()
+    local_store = Store(tmp_path / "local" / "runs.db")
+    local = LocalDriver(local_store).run_grid(runs)
+    remote, ray_store, _seen, _presenter, _driver = run_on_ray(tmp_path, runs)
+    assert [o.status for o in local] == [o.status for o in remote] == ["completed", "completed"]
+    local_rows, ray_rows = local_store.runs(), ray_store.runs()
+    assert [r["executor"] for r in local_rows] == ["local"] * 2 and [r["executor"] for r in ray_rows] == ["ray"] * 2
+    for mine, theirs in zip(local_rows, ray_rows, strict=True):
+        for column in mine:
+            if column not in ASIDE:
+                assert mine[column] == theirs[column], column
+        assert len(local_store.epochs(mine["id"])) == len(ray_store.epochs(theirs["id"]))
+        assert {c["component"] for c in local_store.components(mine["id"])} == \
+            {c["component"] for c in ray_store.components(theirs["id"])}
 
 
 def test_runs_sharing_a_node_are_flagged_and_list_each_other(ray_instance, tmp_path):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from greenlab.core import formatting, report, stats
+from greenlab.core.report import compare, formatting, stats
 
 
 def row(technique, energy, *, epochs=2, acc=0.9, experiment="e", model="m", **settings):
@@ -19,45 +19,45 @@ def row(technique, energy, *, epochs=2, acc=0.9, experiment="e", model="m", **se
 def test_change_against_the_matching_baseline_only():
     rows = [row("baseline", 100.0), row("baseline", 300.0, epochs=5), row("prune", 50.0),
             row("prune", 600.0, epochs=5)]
-    groups = {(g.technique, g.means["energy_j"]): g for g in report.summarize(rows)}
+    groups = {(g.technique, g.means["energy_j"]): g for g in compare.summarize(rows)}
     assert groups[("prune", 50.0)].change["energy_j"] == pytest.approx(-50.0)
     assert groups[("prune", 600.0)].change["energy_j"] == pytest.approx(100.0)
-    assert report.changes(rows)[2]["energy_j"] == pytest.approx(-50.0)
+    assert compare.changes(rows)[2]["energy_j"] == pytest.approx(-50.0)
 
 
 def test_experiments_with_the_same_conditions_share_a_baseline():
     rows = [row("baseline", 100.0, experiment="a"), row("prune", 50.0, experiment="b")]
-    assert report.changes(rows)[1]["energy_j"] == pytest.approx(-50.0)
-    assert report.conditions_of(rows[0]) == report.conditions_of(rows[1])
+    assert compare.changes(rows)[1]["energy_j"] == pytest.approx(-50.0)
+    assert compare.conditions_of(rows[0]) == compare.conditions_of(rows[1])
 
 
 @pytest.mark.parametrize("key, a, b", [("repeats", 1, 3), ("carbon_g_per_kwh", 475, 50), ("pue", 1.0, 1.5),
                                        ("price_per_kwh", 0.29, 0.1), ("currency", "EUR", "USD"),
                                        ("equivalence_margin", 0.05, 0.1)])
 def test_accounting_and_repeats_are_not_conditions(key, a, b):
-    assert report.conditions_of(row("baseline", 1.0, **{key: a})) == report.conditions_of(row("prune", 1.0, **{key: b}))
+    assert compare.conditions_of(row("baseline", 1.0, **{key: a})) == compare.conditions_of(row("prune", 1.0, **{key: b}))
 
 
 def test_work_settings_model_and_dataset_are_conditions():
     base = row("baseline", 1.0)
-    assert report.conditions_of(base) != report.conditions_of(row("baseline", 1.0, epochs=3))
-    assert report.conditions_of(base) != report.conditions_of(row("baseline", 1.0, lr=0.1))
-    assert report.conditions_of(base) != report.conditions_of(row("baseline", 1.0, model="other"))
-    assert report.conditions_of(base) != report.conditions_of({**base, "dataset": "cifar10"})
+    assert compare.conditions_of(base) != compare.conditions_of(row("baseline", 1.0, epochs=3))
+    assert compare.conditions_of(base) != compare.conditions_of(row("baseline", 1.0, lr=0.1))
+    assert compare.conditions_of(base) != compare.conditions_of(row("baseline", 1.0, model="other"))
+    assert compare.conditions_of(base) != compare.conditions_of({**base, "dataset": "cifar10"})
 
 
 def test_a_stored_conditions_key_wins():
     a, b = row("baseline", 100.0, epochs=2), row("prune", 50.0, epochs=5)
     a["conditions_key"] = b["conditions_key"] = "k"
-    assert report.conditions_of(a) == report.conditions_of(b) == "k"
-    assert report.changes([a, b])[1]["energy_j"] == pytest.approx(-50.0)
-    assert report.conditions_of({**a, "conditions_key": None}) != "k"  # NULL: computed from the settings
+    assert compare.conditions_of(a) == compare.conditions_of(b) == "k"
+    assert compare.changes([a, b])[1]["energy_j"] == pytest.approx(-50.0)
+    assert compare.conditions_of({**a, "conditions_key": None}) != "k"  # NULL: computed from the settings
 
 
 def test_a_forced_rerun_replaces_its_earlier_run():
     first = {**row("baseline", 100.0), "id": 1, "settings_key": "s"}
     rerun = {**row("baseline", 200.0), "id": 2, "settings_key": "s"}
-    assert report.latest_runs([rerun, first]) == [rerun]
+    assert compare.latest_runs([rerun, first]) == [rerun]
 
 
 def test_comparisons_and_sentences():
@@ -66,7 +66,7 @@ def test_comparisons_and_sentences():
     rows += [{**row("stego", e, acc=a), "id": 10 + i} for i, (e, a) in enumerate(
         [(70.0, 0.900), (71.0, 0.902), (69.0, 0.898)])]
     rows += [{**row("prune", e), "id": 20, "experiment": "other"} for e in [80.0]]
-    found = {(c.technique, c.metric): c for c in report.judge(rows, metrics=("energy_j", "val_accuracy"))}
+    found = {(c.technique, c.metric): c for c in compare.judge(rows, metrics=("energy_j", "val_accuracy"))}
     stego = found[("stego", "energy_j")]
     assert stego.verdict == "saves" and stego.holm_family == 1  # prune has one run: no p, not in the family
     assert stego.sentence.startswith("stego saves 30 % whole-run energy (95 % CI ")
@@ -76,34 +76,34 @@ def test_comparisons_and_sentences():
     assert found[("stego", "val_accuracy")].to_dict()["difference_pp"] == pytest.approx(0.0, abs=1e-9)
     prune = found[("prune", "energy_j")]
     assert prune.verdict == "insufficient" and "one run per cell cannot show significance" in prune.sentence
-    only_other = report.of_experiment(report.judge(rows, metrics=("energy_j",)), "other")
+    only_other = compare.of_experiment(compare.judge(rows, metrics=("energy_j",)), "other")
     assert [c.technique for c in only_other] == ["prune"]
     assert only_other[0].stats.n_baseline == 3  # baselines come from every experiment
 
 
 def test_a_technique_without_baseline_is_insufficient_and_says_why():
-    (c,) = report.judge([{**row("prune", 1.0), "id": 1}, {**row("prune", 2.0), "id": 2}],
+    (c,) = compare.judge([{**row("prune", 1.0), "id": 1}, {**row("prune", 2.0), "id": 2}],
                           metrics=("energy_j",))
     assert c.verdict == "insufficient" and "no completed baseline" in c.sentence
 
 
 def test_the_margin_comes_from_the_plan_post_hoc_values_are_labelled_and_old_runs_keep_theirs():
-    from greenlab.core.analysis import AnalysisSettings, Cell, Plan, PostHoc
+    from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan, PostHoc
 
     rows = [{**row("baseline", 100.0 + i), "id": i} for i in range(3)]
     rows += [{**row("prune", 100.0 + i, equivalence_margin=0.2), "id": 10 + i} for i in range(3)]
     # runs from before plans: an implied plan with the margin they stored
-    (old,) = report.judge(rows, metrics=("energy_j",))
+    (old,) = compare.judge(rows, metrics=("energy_j",))
     assert old.analysis.equivalence_margin == 0.2 and not old.plan.declared
     assert "no declared plan" in old.plan.describe()
-    (posthoc,) = report.judge(rows, metrics=("energy_j",), post_hoc=PostHoc(equivalence_margin=0.01))
+    (posthoc,) = compare.judge(rows, metrics=("energy_j",), post_hoc=PostHoc(equivalence_margin=0.01))
     assert posthoc.analysis.equivalence_margin == 0.01 and posthoc.post_hoc == {"equivalence_margin": (0.01, 0.2)}
     assert posthoc.to_dict()["post_hoc"] == {"equivalence_margin": {"used": 0.01, "declared": 0.2}}
     # runs of a declared plan: its margin, whatever the runs' settings say
-    key = report.conditions_of(rows[3])
+    key = compare.conditions_of(rows[3])
     plan = Plan(AnalysisSettings(equivalence_margin=0.1), (Cell(key, "prune"),), "e.toml", id=7)
     planned = [{**r, "plan_id": 7} for r in rows]
-    (declared,) = report.judge(planned, {7: plan}, metrics=("energy_j",))
+    (declared,) = compare.judge(planned, {7: plan}, metrics=("energy_j",))
     assert declared.analysis.equivalence_margin == 0.1 and declared.plan.id == 7
     assert declared.stats.equivalence_bounds == pytest.approx((1 / 1.1, 1.1))
 
@@ -127,15 +127,15 @@ def test_energy_and_interval_share_a_unit():
 
 
 def test_the_headless_summary_says_plainly_that_one_run_cannot_show_significance():
-    from greenlab.core import report_formats
+    from greenlab.core.report import formats
 
     rows = [{**row("baseline", 100.0), "id": 1}, {**row("lowrank", 128.6), "id": 2}]
-    text = report_formats.verdict_summary(report.judge(rows, metrics=("energy_training_j",)))
+    text = formats.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     assert "insufficient" in text and "1v1" in text
     assert "One run per cell cannot show significance: set repeats = 3" in text
     rows += [{**row("baseline", e), "id": 10 + i} for i, e in enumerate([102.0, 98.0])]
     rows += [{**row("lowrank", e), "id": 20 + i} for i, e in enumerate([70.0, 71.0])]
-    text = report_formats.verdict_summary(report.judge(rows, metrics=("energy_training_j",)))
+    text = formats.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     assert "One run per cell" not in text and "m: lowrank" in text and "[" in text
 
 
@@ -157,16 +157,16 @@ def test_the_headless_table_says_what_its_plus_minus_and_delta_are_and_stays_ali
 
 
 def test_the_verdicts_header_names_no_holm_family_when_no_comparison_has_a_p():
-    from greenlab.core import report_formats
+    from greenlab.core.report import formats
 
     rows = [{**row("baseline", 100.0), "id": 1}, {**row("stego", 70.0), "id": 2}]
-    text = report_formats.verdict_summary(report.judge(rows, metrics=("energy_training_j",)))
+    text = formats.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     assert "Holm over 0" not in text and "no comparison has a p-value: fewer than 2 runs a side" in text
-    legend = report_formats.legend(report.judge(rows, metrics=("energy_training_j",)))
+    legend = formats.legend(compare.judge(rows, metrics=("energy_training_j",)))
     assert "Holm over 0" not in legend and "no comparison has a p-value" in legend
     rows += [{**row("baseline", e), "id": 10 + i} for i, e in enumerate([102.0, 98.0])]
     rows += [{**row("stego", e), "id": 20 + i} for i, e in enumerate([70.0, 71.0])]
-    text = report_formats.verdict_summary(report.judge(rows, metrics=("energy_training_j",)))
+    text = formats.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     assert "Holm over each plan's declared family (1 comparison)" in text
 
 
@@ -185,7 +185,7 @@ def test_accuracy_is_equivalent_only_within_a_point():
     base = [{**row("baseline", 100.0, acc=a), "id": i} for i, a in enumerate([0.900, 0.905, 0.895])]
     near = [{**row("stego", 100.0, acc=a), "id": 10 + i} for i, a in enumerate([0.901, 0.906, 0.896])]
     far = [{**row("prune", 100.0, acc=a), "id": 20 + i} for i, a in enumerate([0.880, 0.885, 0.875])]
-    found = {c.technique: c for c in report.judge(base + near + far, metrics=("val_accuracy",))}
+    found = {c.technique: c for c in compare.judge(base + near + far, metrics=("val_accuracy",))}
     assert found["stego"].verdict == "equivalent"
     assert found["prune"].verdict == "costs"  # 2 pp less, clearly
 
@@ -193,7 +193,7 @@ def test_accuracy_is_equivalent_only_within_a_point():
 def test_energy_to_target_with_runs_that_never_reached_it_is_insufficient():
     base = [{**row("baseline", 100.0), "id": i, "energy_to_target_j": e} for i, e in enumerate([50.0, 52.0, 51.0])]
     tech = [{**row("prune", 100.0), "id": 10 + i, "energy_to_target_j": e} for i, e in enumerate([20.0, 21.0, None])]
-    (found,) = report.judge(base + tech, metrics=("energy_to_target_j",))
+    (found,) = compare.judge(base + tech, metrics=("energy_to_target_j",))
     assert found.verdict == "insufficient" and found.stats.n_missing == 1
 
 
@@ -204,7 +204,7 @@ def test_energy_to_target_names_the_runs_that_never_reached_it_not_a_lack_of_val
                 for i, e in enumerate(energies)]
 
     rows = cell("baseline", [50.0, 52.0, None], 0) + cell("stego", [64.0, 65.0, None], 10)
-    (found,) = report.judge(rows, metrics=("energy_to_target_j",))
+    (found,) = compare.judge(rows, metrics=("energy_to_target_j",))
     assert found.verdict == "insufficient" and (found.stats.n, found.stats.n_baseline) == (2, 2)
     assert "fewer than 2 runs" not in found.sentence and "too few" not in found.sentence
     assert found.sentence == ("stego: energy to the target accuracy is insufficient: 1 of 3 stego runs and 1 of 3 "
@@ -214,7 +214,7 @@ def test_energy_to_target_names_the_runs_that_never_reached_it_not_a_lack_of_val
                                         "reached the target accuracy; comparing only the runs that did would be "
                                         "biased"]
     rows = cell("baseline", [50.0, 52.0, 51.0], 0) + cell("stego", [64.0, 65.0, None], 10)
-    (found,) = report.judge(rows, metrics=("energy_to_target_j",))
+    (found,) = compare.judge(rows, metrics=("energy_to_target_j",))
     assert "1 of 3 stego runs never reached" in found.sentence and "favour stego, which reached it less often" \
         in found.sentence
 
@@ -224,7 +224,7 @@ def test_runs_to_decide_are_counted_at_the_holm_level_the_verdict_uses():
     rows = [row("baseline", e) for e in (100.0, 104.0, 96.0)]
     rows += [row("prune", e) for e in (88.0, 92.0, 85.0)]  # raw p about 0.02: Holm over the family withholds it
     rows += [row(t, e) for t in ("stego", "lowrank", "mix", "other") for e in (99.0, 103.0, 101.0)]
-    prune = next(c for c in report.judge(rows, metrics=["energy_j"]) if c.technique == "prune")
+    prune = next(c for c in compare.judge(rows, metrics=["energy_j"]) if c.technique == "prune")
     s = prune.stats
     assert prune.verdict == "inconclusive" and s.p_value < 0.05 < prune.p_holm
     import math
@@ -241,12 +241,12 @@ def test_runs_flagged_busy_or_sharing_a_node_are_counted_in_the_sentence_and_not
     rows += [{**row("prune", e), "id": i} for i, e in enumerate((60.0, 61.0, 59.0), 4)]
     rows[1]["flags"] = json.dumps(["host_busy"])
     rows[4]["flags"] = ["host_busy", "shared_node_cpu"]
-    by_metric = {c.metric: c for c in report.judge(rows, metrics=("energy_j", "val_accuracy"))}
+    by_metric = {c.metric: c for c in compare.judge(rows, metrics=("energy_j", "val_accuracy"))}
     energy = by_metric["energy_j"]
     assert energy.verdict == "saves"
     assert energy.sentence.endswith("; 2 of 6 runs measured beside other work on their host "
                                     "(flags host_busy, shared_node_cpu)")  # a run with both counts once
     assert energy.to_dict()["notes"][-1].startswith("2 of 6 runs measured beside other work")
     assert "other work" not in by_metric["val_accuracy"].sentence  # accuracy is not a figure of the host
-    clean = report.judge([{**r, "flags": "[]"} for r in rows], metrics=("energy_j",))
+    clean = compare.judge([{**r, "flags": "[]"} for r in rows], metrics=("energy_j",))
     assert "flag" not in clean[0].sentence and not clean[0].stats.notes

@@ -13,8 +13,8 @@ import pytest
 from scipy import stats as sps
 
 from greenlab import cli
-from greenlab.core import report_formats
-from greenlab.core.store import Store
+from greenlab.core.report import formats
+from greenlab.core.store.database import Store
 from tests.conftest import run_cli
 
 BASELINE = [100.0, 102.0, 98.0, 101.0, 99.0]
@@ -181,7 +181,7 @@ def test_csv_has_one_row_per_run_with_its_comparison(study, capsys):
 def test_codecarbon_layout(study, capsys):
     _, out, err = report("--db", str(study), "--experiment", "single", "--format", "codecarbon", capsys=capsys)
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == list(report_formats.CODECARBON_COLUMNS)
+    assert list(rows[0]) == list(formats.CODECARBON_COLUMNS)
     assert {"timestamp", "run_id", "cpu_energy", "gpu_energy", "ram_energy", "energy_consumed",
             "emissions", "pue"} <= set(rows[0])
     first = rows[0]
@@ -207,10 +207,10 @@ def test_plot_bars_stay_in_the_physical_range(tmp_path):
     and the figure says they are cut."""
     from matplotlib.container import ErrorbarContainer
 
-    from greenlab.core import report as core_report
-    from greenlab.core import stats
-    from greenlab.core.report_plot import CLIP_NOTE, bar_extent, build_figure
-    from greenlab.core.store import read_snapshot
+    from greenlab.core.report import compare as core_report
+    from greenlab.core.report import stats
+    from greenlab.core.report.plot import CLIP_NOTE, bar_extent, build_figure
+    from greenlab.core.store.database import read_snapshot
 
     path = tmp_path / "wide.db"
     store = Store(path)
@@ -265,7 +265,7 @@ def test_energy_to_target_gives_the_real_reason_in_every_format(tmp_path, capsys
 
 
 def test_pareto_front():
-    from greenlab.core.report_plot import pareto_front
+    from greenlab.core.report.plot import pareto_front
 
     points = [(100.0, 90.0), (70.0, 90.0), (120.0, 85.0), (60.0, 80.0), (130.0, 95.0)]
     assert pareto_front(points) == [3, 1, 4]
@@ -315,7 +315,7 @@ def test_readme_documents_every_json_key_and_the_new_columns(study, capsys):
     keys = {key for o in json.loads(out) for key in o}
     missing = [k for k in sorted(keys | set(VERDICT_COLUMNS)) if f"`{k}`" not in docs]
     assert not missing, f"docs/statistics.md lacks: {missing}"
-    from greenlab.core import stats
+    from greenlab.core.report import stats
 
     for verdict in stats.VERDICTS:  # the decision table states every word
         assert f"`{verdict}`" in docs.split("## The decision table")[1].split("##")[0], verdict

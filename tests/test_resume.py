@@ -7,10 +7,13 @@ import json
 import pytest
 import sqlite_utils
 
-from greenlab.core import report, store as store_module
-from greenlab.core.config import expand_grid, parse_experiments
-from greenlab.core.runner import RunSkipped, RunSupervisor
-from greenlab.core.store import Store
+from greenlab.core.report import compare
+
+from greenlab.core.store import database as store_module
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.grid.grid_events import RunSkipped
+from greenlab.core.grid.local import LocalDriver
+from greenlab.core.store.database import Store
 
 GRID = """
 [defaults]
@@ -44,10 +47,10 @@ def store_completed(store, runs, energy=3600.0):
 def supervise(store, runs):
     """run_grid with execution recorded instead of performed."""
     executed, skipped = [], []
-    supervisor = RunSupervisor(store, on_event=lambda e: skipped.append(e) if isinstance(e, RunSkipped) else None)
-    supervisor.execute = lambda run: executed.append(run)
-    supervisor.launcher.start = lambda env=None: None  # nothing is launched: execution is recorded only
-    supervisor._warm_up = lambda: None
+    supervisor = LocalDriver(store, on_event=lambda e: skipped.append(e) if isinstance(e, RunSkipped) else None)
+    supervisor.supervisor.execute = lambda run: executed.append(run)
+    supervisor.supervisor.launcher.start = lambda env=None: None  # nothing is launched: execution is recorded only
+    supervisor.supervisor.warm_up = lambda: None
     supervisor.run_grid(runs)
     return executed, skipped
 
@@ -82,7 +85,7 @@ def test_two_experiments_with_the_same_work_share_one_baseline(tmp_path):
     prune = {**store.runs("technique = 'prune'")[0], "experiment": "second"}
     baseline = store.runs("technique = 'baseline'")[0]
     assert prune["conditions_key"] == baseline["conditions_key"] == second[0].conditions_key()
-    assert report.conditions_of(prune) == report.conditions_of(baseline)
+    assert compare.conditions_of(prune) == compare.conditions_of(baseline)
 
 
 def test_conditions_and_keys_follow_the_work():
@@ -100,7 +103,7 @@ def test_conditions_and_keys_follow_the_work():
 def test_a_schema_1_store_gets_keys_of_its_own_epoch(tmp_path):
     """Old runs followed other rules (truncation toward zero, one data order for all repeats): they keep
     distinct keys, so a grid neither skips today's runs for them nor compares the two."""
-    from greenlab.core.config import LEGACY_KEY_EPOCH, conditions_key, run_key
+    from greenlab.core.plan.config import LEGACY_KEY_EPOCH, conditions_key, run_key
 
     path = tmp_path / "old.db"
     db = sqlite_utils.Database(path)
@@ -133,13 +136,13 @@ def test_one_grid_runs_a_shared_baseline_once(tmp_path):
     def execute(run):
         executed.append(run)
         store_completed(store, [run])
-        from greenlab.core.runner import RunStored
+        from greenlab.core.run.run_events import RunStored
 
         return RunStored(len(executed), run, "completed", None, store.runs()[-1])
 
-    supervisor = RunSupervisor(store)
-    supervisor.execute = execute
-    supervisor.launcher.start = lambda env=None: None  # nothing to launch: execution is recorded only
-    supervisor._warm_up = lambda: None
+    supervisor = LocalDriver(store)
+    supervisor.supervisor.execute = execute
+    supervisor.supervisor.launcher.start = lambda env=None: None  # nothing to launch: execution is recorded only
+    supervisor.supervisor.warm_up = lambda: None
     supervisor.run_grid(runs)
     assert len(executed) == len(runs) // 2  # every key once, whichever experiment named it first

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
-from greenlab.core import stats
+from greenlab.core.report import stats
 
 BASE = [100.0, 102.0, 98.0, 101.0, 99.0]
 ONE = stats.HolmStep(None, 1, 1)

@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 
-from greenlab.core import store as store_module
+from greenlab.core.store import database as store_module
 from greenlab.core.errors import GreenLabError
-from greenlab.core.store import RUN_COLUMNS, SCHEMA_VERSION, Store
+from greenlab.core.store.database import RUN_COLUMNS, SCHEMA_VERSION, Store
 from tests.conftest import REPO, run_cli
 
 DOCUMENTED_RUN_COLUMNS = [

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from greenlab.core.energy.estimate import EstimateMeter, cpu_power_rule, match_cpu, virtualization
-from greenlab.core.energy.meter import Meter
-from greenlab.core.energy.tracker import EnergyTracker
+from greenlab.core.measure.estimate import EstimateMeter, cpu_power_rule, match_cpu, virtualization
+from greenlab.core.measure.meter import Meter
+from greenlab.core.measure.tracker import EnergyTracker
 
 
 class Clock:
@@ -277,8 +277,8 @@ def test_a_failed_read_at_a_window_edge_is_flagged():
 
 
 def test_total_is_unknown_when_a_component_has_no_reading():
-    from greenlab.core.energy.meter import ComponentEnergy
-    from greenlab.core.energy.tracker import WindowResult
+    from greenlab.core.measure.meter import ComponentEnergy
+    from greenlab.core.measure.tracker import WindowResult
 
     window = WindowResult("w", 1.0, {"gpu0": ComponentEnergy("gpu0", None, "counter"),
                                      "cpu": ComponentEnergy("cpu", 5.0, "estimate")})

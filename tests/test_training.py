@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from greenlab.core import datasets, training, zoo
-from greenlab.core.events import EpochFinished
+from greenlab.core.train import datasets, training, zoo
+from greenlab.core.train.events import EpochFinished
 from greenlab.core.errors import ConfigError
 
 
@@ -85,7 +85,7 @@ def test_repeats_draw_their_own_order_from_one_split():
 
 
 def test_a_runs_seed_is_the_grids_seed_plus_its_repeat():
-    from greenlab.core.config import expand_grid, parse_experiments
+    from greenlab.core.plan.config import expand_grid, parse_experiments
 
     grid = expand_grid(parse_experiments('[defaults]\nseed = 7\nrepeats = 3\npretrained = false\n'
                                          '[[experiment]]\nname = "e"\nmodels = ["tinycnn"]\n'))
@@ -126,7 +126,7 @@ def _tiny_loader(n=32, batch=8):
 
 
 def test_train_runs_the_after_step_hooks_after_every_step():
-    from greenlab.core.compression import TrainingHooks
+    from greenlab.core.train.compression import TrainingHooks
 
     seen = []
     model = zoo.build_model("tinycnn", 10, pretrained=False)
@@ -138,7 +138,7 @@ def test_train_runs_the_after_step_hooks_after_every_step():
 
 
 def test_train_runs_forward_passes_under_the_hooks_autocast():
-    from greenlab.core.compression import TrainingHooks
+    from greenlab.core.train.compression import TrainingHooks
 
     model = zoo.build_model("tinycnn", 10, pretrained=False)
     dtypes = []
@@ -152,7 +152,7 @@ def test_train_runs_forward_passes_under_the_hooks_autocast():
 
 
 def test_train_scales_the_loss_when_the_hooks_ask(monkeypatch):
-    from greenlab.core.compression import TrainingHooks
+    from greenlab.core.train.compression import TrainingHooks
 
     scaled = []
 

@@ -13,8 +13,8 @@ from typing import Callable
 import pytest
 from textual.widgets import Input, SelectionList, Static, TabbedContent
 
-from greenlab.core.progress import live
-from greenlab.core.store import Store
+from greenlab.core.grid.presenter import live
+from greenlab.core.store.database import Store
 from greenlab.tui.app import GreenLabApp
 from greenlab.tui.dialogs import CancelChoice, ConfirmQuit
 from greenlab.tui.detail import DetailScreen
@@ -201,7 +201,7 @@ async def test_stopping_this_run_before_the_grid_has_started_still_stops_it(tmp_
     """x, r while the grid is still being checked (preflight, a fetch, joining Ray): no supervisor yet."""
     import threading
 
-    from greenlab.core import preflight
+    from greenlab.core.plan import preflight
 
     checked, release = threading.Event(), threading.Event()
     check = preflight.check
@@ -257,12 +257,12 @@ async def test_invalid_settings_are_refused_inline(tmp_path, monkeypatch):
 
 @sync
 async def test_worker_failure_is_notified_and_the_app_carries_on(tmp_path, monkeypatch):
-    from greenlab.core import runner
+    from greenlab.core.grid.local import LocalDriver
 
-    def broken(self, runs, force=False):
+    def broken(self, runs, force=False, wait=True):
         raise RuntimeError("meters exploded")
 
-    monkeypatch.setattr(runner.RunSupervisor, "run_grid", broken)
+    monkeypatch.setattr(LocalDriver, "run_grid", broken)
     app = GreenLabApp(db=tmp_path / "runs.db", experiments=_file(tmp_path, QUICK))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()

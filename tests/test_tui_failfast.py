@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from greenlab.core import hostlock
-from greenlab.core.store import Store
+from greenlab.core.measure import host_lock
+from greenlab.core.store.database import Store
 from greenlab.tui.app import GreenLabApp
 from tests.conftest import sync
 from tests.test_tui_app import QUICK, _file, _wait
@@ -32,7 +32,7 @@ async def test_a_grid_preflight_refuses_is_notified_and_not_started(tmp_path):
 @sync
 async def test_waiting_for_the_lock_shows_in_the_live_pane_and_cancels(tmp_path):
     app = GreenLabApp(db=tmp_path / "runs.db", experiments=_file(tmp_path, QUICK))
-    with hostlock.HostLock("the-other-grid.db"):
+    with host_lock.HostLock("the-other-grid.db"):
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()
             await pilot.press("ctrl+r")

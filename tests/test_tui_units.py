@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from greenlab.core.config import parse_experiments
+from greenlab.core.plan.config import parse_experiments
 from greenlab.core.errors import ConfigError
 from greenlab.tui import form, messages
 from greenlab.tui.runs import filter_rows, sort_rows, with_changes
@@ -131,7 +131,7 @@ def test_unknown_theme_is_a_config_error():
 
 # -- messages -----------------------------------------------------------------------------------------
 def test_a_newer_snapshot_replaces_a_queued_one():
-    from greenlab.core.progress import GridSnapshot
+    from greenlab.core.grid.presenter import GridSnapshot
 
     older, newer = messages.GridChanged(GridSnapshot(version=1)), messages.GridChanged(GridSnapshot(version=2))
     assert newer.can_replace(older) and newer.snapshot.version == 2

@@ -145,7 +145,7 @@ async def test_preferences_persist_between_launches(tmp_path):
 @sync
 async def test_several_runs_at_once_get_a_row_each(tmp_path):
     """A Ray grid runs several at once: each running run has its row, gone once it is stored."""
-    from greenlab.core import runner
+    from greenlab.core.run import supervisor
     from greenlab.tui import messages
     from tests.tui_demo import FakeTracker, demo_grid
 
@@ -159,26 +159,26 @@ async def test_several_runs_at_once_get_a_row_each(tmp_path):
             app.post_message(messages.GridChanged(app.presenter.apply(event, grid=7)))
 
         running = app.live.running_table
-        post(runner.RunBegan(1, grid[0], FakeTracker()))
+        post(supervisor.RunBegan(1, grid[0], FakeTracker()))
         await pilot.pause()
         app.live.redraw()
         assert not running.display  # one run: the panel above says it all
-        post(runner.RunBegan(2, grid[1], FakeTracker()))
+        post(supervisor.RunBegan(2, grid[1], FakeTracker()))
         await pilot.pause()
         app.live.redraw()
         await pilot.pause()
         assert running.display and running.row_count == 2
         assert [str(running.get_row_at(i)[1]) for i in range(2)] == ["1", "2"]
         assert "Running now" in screen_text(app)
-        post(runner.RunBegan(3, grid[2], FakeTracker()))
+        post(supervisor.RunBegan(3, grid[2], FakeTracker()))
         await pilot.pause()
         app.live.redraw()
         assert [str(running.get_row_at(i)[1]) for i in range(3)] == ["1", "2", "3"]
-        post(runner.RunStored(1, grid[0], "completed", None, {"energy_j": 10.0}))
+        post(supervisor.RunStored(1, grid[0], "completed", None, {"energy_j": 10.0}))
         await pilot.pause()
         app.live.redraw()
         assert [str(running.get_row_at(i)[1]) for i in range(running.row_count)] == ["2", "3"]
-        post(runner.RunStored(2, grid[1], "completed", None, {"energy_j": 10.0}))
+        post(supervisor.RunStored(2, grid[1], "completed", None, {"energy_j": 10.0}))
         await pilot.pause()
         app.live.redraw()
         assert not running.display and running.row_count == 0
@@ -223,7 +223,7 @@ async def test_a_user_keymap_rebinds_an_action_by_its_id(tmp_path):
 async def test_runs_table_pins_columns_searches_deletes_and_shows_partial_accuracy(tmp_path):
     from textual.widgets import DataTable
 
-    from greenlab.core.store import Store
+    from greenlab.core.store.database import Store
     from greenlab.tui.dialogs import ConfirmDelete
     from tests.tui_demo import seed_store
 
@@ -282,7 +282,7 @@ def test_the_readme_lists_every_key_by_its_id():
 
 @sync
 async def test_a_superseded_run_is_listed_but_not_plotted_twice(tmp_path):
-    from greenlab.core.store import Store
+    from greenlab.core.store.database import Store
 
     db = tmp_path / "runs.db"
     store = Store(db)

@@ -8,10 +8,11 @@ import json
 from textual.widgets import DataTable
 
 from greenlab import cli
-from greenlab.core.config import parse_grid
-from greenlab.core.runner import run_row_values
-from greenlab.core.store import Store
-from greenlab.headless import verdicts
+from greenlab.core.plan.config import parse_grid
+from greenlab.core.run.supervisor import run_row_values
+from greenlab.core.store.database import Store
+from greenlab.core.grid.session import plan_verdicts
+from greenlab.core.report.formats import verdict_summary
 from greenlab.tui.app import GreenLabApp
 from tests.conftest import sync
 
@@ -52,7 +53,7 @@ def _report(db, *args, capsys) -> dict[str, str]:
 
 def _headless(store: Store, plan) -> dict[str, str]:
     found = {}
-    for line in verdicts(store, plan).splitlines():
+    for line in verdict_summary(plan_verdicts(store, plan)).splitlines():
         parts = line.split()
         if parts and parts[0] == "tinycnn" and len(parts) > 2 and "v" in parts[2]:
             found[parts[1]] = line.split("  ")[-1].strip()

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from greenlab import cli
-from greenlab.core import report, report_formats, stats
-from greenlab.core.analysis import AnalysisSettings, Cell, Plan
-from greenlab.core.report_plot import build_figure
+from greenlab.core.report import compare, formats, stats
+from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan
+from greenlab.core.report.plot import build_figure
 
 FORMATS = ("text", "markdown", "latex", "csv", "json", "codecarbon")
 
@@ -54,13 +54,13 @@ def by_cell(comparisons, metric="energy_training_j"):
 
 def render_all(comparisons, rows) -> None:
     """Every format, as `greenlab report` renders it: none may raise."""
-    report_formats.render_text(comparisons)
-    report_formats.render_markdown(comparisons)
-    report_formats.render_latex(comparisons)
-    json.loads(report_formats.render_json(comparisons))
-    report_formats.render_csv(rows, comparisons, report.METRICS)
-    report_formats.render_codecarbon(rows)
-    report_formats.verdict_summary(comparisons)
+    formats.render_text(comparisons)
+    formats.render_markdown(comparisons)
+    formats.render_latex(comparisons)
+    json.loads(formats.render_json(comparisons))
+    formats.render_csv(rows, comparisons, compare.METRICS)
+    formats.render_codecarbon(rows)
+    formats.verdict_summary(comparisons)
 
 
 # -- the defects, each as it was seen ----------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def test_identical_values_that_are_not_binary_exact_do_not_crash_any_format():
     for technique in ("baseline", "prune"):
         for energy in (100.0, 101.0, 99.0):
             r.add(technique, energy, accuracy=0.1)
-    comparisons = report.judge(r.rows)
+    comparisons = compare.judge(r.rows)
     render_all(comparisons, r.rows)
     accuracy = by_cell(comparisons, "val_accuracy")[("m", "prune")]
     assert accuracy.verdict == "no spread" and accuracy.stats.p_value is None
@@ -82,8 +82,8 @@ def test_json_never_fails_on_a_store_with_energies_of_zero_or_below():
     r = Rows()
     r.cell("baseline", [100.0, 0.0, 98.0])
     r.cell("prune", [50.0, 52.0, -3.0])
-    comparisons = report.judge(r.rows)
-    data = json.loads(report_formats.render_json(comparisons))
+    comparisons = compare.judge(r.rows)
+    data = json.loads(formats.render_json(comparisons))
     assert all(isinstance(o["equivalent"], (bool, type(None))) for o in data)
 
 
@@ -93,7 +93,7 @@ def test_a_negative_baseline_never_turns_into_a_saving_and_is_named():
     for energy in (-100.0, -103.0, -97.0):
         r.add("baseline", energy, flags='["net_below_idle"]')
     r.cell("prune", [45.0, 46.0, 44.0])
-    (c,) = [c for c in report.judge(r.rows, metrics=("energy_training_j",))]
+    (c,) = [c for c in compare.judge(r.rows, metrics=("energy_training_j",))]
     assert c.verdict == "insufficient" and c.stats.n_baseline == 0
     assert [e.run_id for e in c.excluded] == [1, 2, 3] and {e.reason for e in c.excluded} == {"net below idle"}
     assert "3 runs with training energy ≤ 0 or not finite left out: ids 1, 2, 3 (net below idle)" in c.sentence
@@ -104,7 +104,7 @@ def test_two_left_out_runs_are_counted_and_the_rest_still_judged():
     r = Rows()
     r.cell("baseline", [100.0, 101.0, 99.0, 0.0, 100.5])
     r.cell("prune", [60.0, 61.0, 59.0, float("nan"), 60.5])
-    (c,) = report.judge(r.rows, metrics=("energy_training_j",))
+    (c,) = compare.judge(r.rows, metrics=("energy_training_j",))
     assert (c.stats.n, c.stats.n_baseline) == (4, 4) and c.verdict == "saves"
     assert [(e.run_id, e.reason) for e in c.excluded] == [(9, "not finite"), (4, "zero")]
     assert "2 runs with training energy ≤ 0 or not finite left out: ids 9, 4 (not finite, zero)" in c.sentence
@@ -122,7 +122,7 @@ def test_two_constant_samples_give_no_p_and_no_saving(metric, technique_value, b
         else:
             r.add("baseline", baseline_value)
             r.add("prune", technique_value)
-    c = by_cell(report.judge(r.rows, metrics=(metric,)), metric)[("m", "prune")]
+    c = by_cell(compare.judge(r.rows, metrics=(metric,)), metric)[("m", "prune")]
     assert c.verdict == "no spread" and c.stats.p_value is None and c.p_holm is None
     assert f"identical in all {n} runs of each side" in c.sentence and "p <" not in c.sentence
 
@@ -131,7 +131,7 @@ def test_ci_and_p_are_one_scale():
     r = Rows()
     r.cell("baseline", [100.0, 101.0, 99.0, 100.0, 160.0])
     r.cell("prune", [80.0, 82.0, 81.0, 83.0])
-    (c,) = report.judge(r.rows, metrics=("energy_training_j",))
+    (c,) = compare.judge(r.rows, metrics=("energy_training_j",))
     low, high = c.interval
     assert (high < 1 or low > 1) == (c.stats.p_value < 0.05)
 
@@ -157,15 +157,15 @@ def plans_for(rows):
 def test_a_verdict_does_not_depend_on_what_else_the_store_holds_or_a_filter():
     alone_rows = family_store(False)
     shared_rows = family_store(True)
-    alone = by_cell(report.judge(alone_rows, plans_for(alone_rows)))[("m", "prune")]
-    shared = by_cell(report.judge(shared_rows, plans_for(shared_rows)))[("m", "prune")]
-    filtered = by_cell(report.of_experiment(report.judge(shared_rows, plans_for(shared_rows)), "a"))[("m", "prune")]
+    alone = by_cell(compare.judge(alone_rows, plans_for(alone_rows)))[("m", "prune")]
+    shared = by_cell(compare.judge(shared_rows, plans_for(shared_rows)))[("m", "prune")]
+    filtered = by_cell(compare.of_experiment(compare.judge(shared_rows, plans_for(shared_rows)), "a"))[("m", "prune")]
     assert alone.holm_family == shared.holm_family == filtered.holm_family == 3
     assert alone.verdict == shared.verdict == filtered.verdict
     assert alone.p_holm == pytest.approx(shared.p_holm) and alone.sentence == shared.sentence
     # a view of some rows picks comparisons; it never re-judges them
     shown = [r["id"] for r in shared_rows if r["technique"] == "prune" and r["experiment"] == "a"]
-    (picked,) = [c for c in report.of_runs(report.judge(shared_rows, plans_for(shared_rows)), shown)
+    (picked,) = [c for c in compare.of_runs(compare.judge(shared_rows, plans_for(shared_rows)), shown)
                  if c.metric == "energy_training_j"]
     assert picked.verdict == alone.verdict and picked.p_holm == pytest.approx(alone.p_holm)
 
@@ -174,7 +174,7 @@ def test_a_declared_comparison_without_runs_still_counts_in_the_family():
     rows = family_store(False)
     plan = plan_of(rows, "a", 1)
     bigger = Plan(plan.analysis, (*plan.cells, Cell("never-run", "prune", "x", "a")), "a.toml", id=1)
-    c = by_cell(report.judge(rows, {1: bigger}))[("m", "prune")]
+    c = by_cell(compare.judge(rows, {1: bigger}))[("m", "prune")]
     assert c.holm_family == 4
 
 
@@ -184,7 +184,7 @@ def test_accuracy_equivalence_states_the_margin_tested():
         r.add("baseline", 100.0 + 10 * acc, accuracy=acc)
     for acc in (0.901, 0.906, 0.896, 0.903):
         r.add("stego", 100.0 + 10 * acc, accuracy=acc)
-    c = by_cell(report.judge(r.rows, metrics=("val_accuracy",)), "val_accuracy")[("m", "stego")]
+    c = by_cell(compare.judge(r.rows, metrics=("val_accuracy",)), "val_accuracy")[("m", "stego")]
     assert c.verdict == "equivalent"
     assert "within ±1 pp" in c.sentence and "±5 %" not in c.sentence and "4.5 pp" not in c.sentence
     data = c.to_dict()
@@ -195,7 +195,7 @@ def test_the_ratio_band_is_symmetric_on_the_log_scale():
     r = Rows()
     r.cell("baseline", [100.0, 101.0, 99.0, 100.5, 99.5])
     r.cell("prune", [100.2, 100.8, 99.6, 100.4, 100.0])
-    c = by_cell(report.judge(r.rows))[("m", "prune")]
+    c = by_cell(compare.judge(r.rows))[("m", "prune")]
     low, high = c.to_dict()["equivalence_bounds"]
     assert math.log(high) == pytest.approx(-math.log(low)) and high == pytest.approx(1.05)
     assert "ratio 0.952–1.050, symmetric on the log scale" in c.sentence
@@ -205,23 +205,23 @@ def test_significant_and_negligible_are_both_said():
     r = Rows()
     r.cell("baseline", [100.0, 100.2, 99.8, 100.1, 99.9, 100.0])
     r.cell("prune", [98.0, 98.2, 97.8, 98.1, 97.9, 98.0])
-    c = by_cell(report.judge(r.rows))[("m", "prune")]
+    c = by_cell(compare.judge(r.rows))[("m", "prune")]
     assert c.verdict == "saves" and c.negligible and c.word == "saves, negligible"
     assert "significant yet negligible" in c.sentence and c.to_dict()["negligible"] is True
-    assert report_formats.mark(c) == "↓≈"
+    assert formats.mark(c) == "↓≈"
 
 
 def test_an_estimated_energy_says_so_in_its_word_and_json():
     r = Rows()
     r.cell("baseline", [100.0, 101.0, 99.0], energy_measured_j=0.0, energy_estimated_j=100.0)
     r.cell("prune", [60.0, 61.0, 59.0], energy_measured_j=0.0, energy_estimated_j=60.0)
-    c = by_cell(report.judge(r.rows))[("m", "prune")]
+    c = by_cell(compare.judge(r.rows))[("m", "prune")]
     assert c.word == "saves (estimated)" and c.to_dict()["energy_method"] == "estimated"
     assert "so this is a saving in time" in c.sentence
     r.rows[0]["energy_measured_j"] = 50.0
-    mixed = by_cell(report.judge(r.rows))[("m", "prune")]
+    mixed = by_cell(compare.judge(r.rows))[("m", "prune")]
     assert mixed.energy_method == "mixed" and mixed.word == "saves (partly estimated)"
-    time = by_cell(report.judge(r.rows, metrics=("duration_s",)), "duration_s")
+    time = by_cell(compare.judge(r.rows, metrics=("duration_s",)), "duration_s")
     assert all(c.energy_method is None for c in time.values())
 
 
@@ -230,7 +230,7 @@ def test_diagnostics_flag_outliers_spread_and_order_and_drop_nothing():
     r.cell("baseline", [100.0, 101.0, 99.0, 100.0, 160.0])  # an outlier
     r.cell("prune", [80.0, 84.0, 88.0, 92.0, 96.0])  # a steady rise with run order
     r.cell("stego", [130.0, 100.0, 101.0, 99.0, 100.0])  # a slow first run
-    found = by_cell(report.judge(r.rows))
+    found = by_cell(compare.judge(r.rows))
     prune, stego = found[("m", "prune")], found[("m", "stego")]
     kinds = {(d.side, d.kind) for d in prune.diagnostics}
     assert ("baseline", "outlier") in kinds and ("technique", "drift") in kinds
@@ -239,25 +239,25 @@ def test_diagnostics_flag_outliers_spread_and_order_and_drop_nothing():
     outlier = next(d for d in prune.diagnostics if d.kind == "outlier")
     assert outlier.run_ids == (5,) and "baseline run 5 is an outlier (160 J" in outlier.text
     assert ("technique", "warm_up") in {(d.side, d.kind) for d in stego.diagnostics}
-    text = report_formats.render_text(report.judge(r.rows))
+    text = formats.render_text(compare.judge(r.rows))
     assert text.index("check (training energy): baseline run 5 is an outlier") < text.index("[primary] prune")
     assert prune.to_dict()["diagnostics"][0]["kind"] in ("outlier", "drift", "high_cv", "warm_up")
 
 
 def test_post_hoc_values_are_labelled_in_every_format(tmp_path, capsys):
-    from greenlab.core.analysis import PostHoc
+    from greenlab.core.plan.analysis import PostHoc
 
     r = Rows()
     r.cell("baseline", [100.0, 101.0, 99.0], plan_id=1)
     r.cell("prune", [100.5, 100.8, 99.6], plan_id=1)
     plans = {1: plan_of(r.rows, "a", 1)}
-    comparisons = report.judge(r.rows, plans, post_hoc=PostHoc(equivalence_margin=0.1, alpha=0.1))
-    for text in (report_formats.render_text(comparisons), report_formats.render_markdown(comparisons),
-                 report_formats.render_latex(comparisons)):
+    comparisons = compare.judge(r.rows, plans, post_hoc=PostHoc(equivalence_margin=0.1, alpha=0.1))
+    for text in (formats.render_text(comparisons), formats.render_markdown(comparisons),
+                 formats.render_latex(comparisons)):
         assert "Post hoc" in text and "declared 0.05" in text
-    table = report_formats.render_csv(r.rows, comparisons, ("energy_training_j",))
+    table = formats.render_csv(r.rows, comparisons, ("energy_training_j",))
     assert "equivalence_margin=0.1 (declared 0.05)" in table and "alpha=0.1 (declared 0.05)" in table
-    data = json.loads(report_formats.render_json(comparisons))
+    data = json.loads(formats.render_json(comparisons))
     assert data[0]["post_hoc"] == {"alpha": {"used": 0.1, "declared": 0.05},
                                    "equivalence_margin": {"used": 0.1, "declared": 0.05}}
     assert data[0]["plan"]["equivalence_margin"] == 0.05 and data[0]["margin"] == 0.1
@@ -285,14 +285,14 @@ def stores(draw):
 @given(stores())
 def test_no_format_crashes_and_nothing_at_or_below_zero_saves(rows):
     plans = {1: plan_of(rows, "a", 1)}
-    comparisons = report.judge(rows, plans)
+    comparisons = compare.judge(rows, plans)
     render_all(comparisons, rows)
     if comparisons:
         build_figure(rows, comparisons)
     for c in comparisons:
-        if c.metric in report.DIFFERENCE_METRICS:
+        if c.metric in compare.DIFFERENCE_METRICS:
             continue
-        values = [v for _, v in report.usable([r for r in rows if r["id"] in c.run_ids], c.metric, "t")[0]]
+        values = [v for _, v in compare.usable([r for r in rows if r["id"] in c.run_ids], c.metric, "t")[0]]
         assert all(v is None or v > 0 for v in values)
         if c.verdict == "saves" and c.interval is not None:
             assert c.interval[1] < 1  # a saving has its whole (matching) interval below no change
@@ -305,21 +305,21 @@ def test_no_format_crashes_and_nothing_at_or_below_zero_saves(rows):
 @given(stores(), stores())
 def test_unrelated_runs_and_filters_change_no_verdict(rows, unrelated):
     plans = {1: plan_of(rows, "a", 1)}
-    before = {(c.cell, c.metric): (c.verdict, c.p_holm, c.sentence) for c in report.judge(rows, plans)}
+    before = {(c.cell, c.metric): (c.verdict, c.p_holm, c.sentence) for c in compare.judge(rows, plans)}
     offset = len(rows)
     others = [{**r, "id": r["id"] + offset, "settings_key": f"u{r['id']}", "experiment": "z", "plan_id": 2,
                "conditions_key": "other-" + r["conditions_key"]} for r in unrelated]
     plans[2] = plan_of(others, "z", 2)
-    together = report.judge(rows + others, plans)
+    together = compare.judge(rows + others, plans)
     after = {(c.cell, c.metric): (c.verdict, c.p_holm, c.sentence) for c in together if c.plan.id == 1}
     assert after == before
-    picked = {(c.cell, c.metric): (c.verdict, c.p_holm, c.sentence) for c in report.of_experiment(together, "a")}
+    picked = {(c.cell, c.metric): (c.verdict, c.p_holm, c.sentence) for c in compare.of_experiment(together, "a")}
     assert picked == before
 
 
 def test_the_report_cli_exits_0_on_the_defect_stores(tmp_path, capsys):
     """The store the issue found crashing every format: accuracy 0.1 everywhere, an energy of 0."""
-    from greenlab.core.store import Store
+    from greenlab.core.store.database import Store
 
     path = tmp_path / "defects.db"
     store = Store(path)

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from greenlab.core import zoo
+from greenlab.core.train import zoo
 from greenlab.core.errors import ConfigError, ModelUnavailableError
 from tests.conftest import run_cli
 

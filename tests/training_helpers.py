@@ -1,12 +1,12 @@
-"""Drive the real training loop (greenlab.core.training.train) from compression tests, never a copy of it:
+"""Drive the real training loop (greenlab.core.train.training.train) from compression tests, never a copy of it:
 a hook dropped from training.py must fail these tests."""
 
 from __future__ import annotations
 
 import torch
 
-from greenlab.core import training
-from greenlab.core.compression import TrainingHooks
+from greenlab.core.train import training
+from greenlab.core.train.compression import TrainingHooks
 
 
 def train_steps(model, inputs, labels, hooks: TrainingHooks | None = None, steps: int = 2, lr: float = 0.05,

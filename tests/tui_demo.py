@@ -14,9 +14,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from greenlab.core import events
-from greenlab.core.config import GridRun, RunSettings, build_experiments, expand_grid
-from greenlab.core.store import Store
+from greenlab.core.grid import grid_events
+from greenlab.core.train import events
+from greenlab.core.plan.config import GridRun, RunSettings, build_experiments, expand_grid
+from greenlab.core.store.database import Store
 
 MODELS = {"resnet18": (311_000.0, 0.912, 840.0), "densenet121": (384_000.0, 0.897, 1010.0),
           "vit_b_16": (978_000.0, 0.941, 2330.0)}  # baseline joules, accuracy, seconds
@@ -188,7 +189,7 @@ def demo_grid() -> list[GridRun]:
 
 async def play_live_run(app: Any, pilot: Any, clock: FrozenClock, seconds: float = 83.0) -> None:
     """Drive the app's presenter through the events of a run in its second epoch, then settle."""
-    from greenlab.core import runner
+    from greenlab.core.run import supervisor
     from greenlab.tui import messages
 
     grid = demo_grid()
@@ -199,23 +200,23 @@ async def play_live_run(app: Any, pilot: Any, clock: FrozenClock, seconds: float
     def post(event: Any) -> None:
         app.post_message(messages.GridChanged(presenter.apply(event, grid=99)))
 
-    post(runner.RunQueued(0, len(grid), grid[0]))
-    post(runner.RunBegan(16, grid[0], tracker))
-    post(runner.RunStored(16, grid[0], "completed", None, {"energy_j": 86.39 * 3600}))
+    post(grid_events.RunQueued(0, len(grid), grid[0]))
+    post(supervisor.RunBegan(16, grid[0], tracker))
+    post(supervisor.RunStored(16, grid[0], "completed", None, {"energy_j": 86.39 * 3600}))
     await pilot.pause()
     app.clear_notifications()  # the stored run's toast would hide part of the picture
-    post(runner.RunQueued(1, len(grid), grid[1]))
-    post(runner.RunBegan(17, grid[1], tracker))
+    post(grid_events.RunQueued(1, len(grid), grid[1]))
+    post(supervisor.RunBegan(17, grid[1], tracker))
     await pilot.pause()
     tracker.t = clock.t = seconds
-    post(runner.ChildEvent(17, events.RunStarted(
+    post(supervisor.ChildEvent(17, events.RunStarted(
         device="cuda:0", dataset="cifar10", n_train=40_000, n_val=10_000, num_classes=10, image_size=224,
         input_description="3x224x224 (CIFAR-10 resized)", batches_per_epoch=625, epochs=3)))
-    post(runner.ChildEvent(17, events.EpochFinished(
+    post(supervisor.ChildEvent(17, events.EpochFinished(
         epoch=1, train_loss=0.8123, val_accuracy=0.8431, val_f1=0.8402, val_loss=0.6011, train_s=24.0, eval_s=3.1)))
-    post(runner.ChildEvent(17, events.PhaseBegan(2, "train")))
+    post(supervisor.ChildEvent(17, events.PhaseBegan(2, "train")))
     for batch in range(1, 402, 50):  # several batches at once: the newest supersedes the queued ones
-        post(runner.ChildEvent(17, events.BatchFinished(2, batch, 625, 0.52 + 0.001 * (batch % 7))))
+        post(supervisor.ChildEvent(17, events.BatchFinished(2, batch, 625, 0.52 + 0.001 * (batch % 7))))
     await pilot.pause()
     app.live.redraw()
     app.live.redraw()  # two ticks: the chart redraws every second one

@@ -1,10 +1,10 @@
 """The GreenLab TUI: three panes (setup, live, runs), a run detail screen, and the grid worker.
 
 The app owns two stores on purpose: sqlite connections stay in the thread that opened them, so the
-worker thread opens its own Store for the RunSupervisor's writes and the UI thread keeps one for reads.
-The worker turns supervisor events into typed messages (greenlab.tui.messages) posted to the app; the
-handlers here route them to the panes. Training runs in the supervisor's child process, so the UI thread
-only draws and answers keys while a model trains.
+worker thread runs the grid session (greenlab.core.grid.session: it opens its own Store for the grid's
+writes) and the UI thread keeps one for reads. The worker turns the session's events into typed messages
+(greenlab.tui.messages) posted to the app; the handlers here route them to the panes. Training runs in a
+child process, so the UI thread only draws and answers keys while a model trains.
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
-from greenlab.core import fetch, formatting, preflight
-from greenlab.core.analysis import Plan
-from greenlab.core.config import GridRun
-from greenlab.core.energy_to_target import update_energy_to_target
-from greenlab.core.progress import GridPresenter
+
+from greenlab.core.report import formatting
+from greenlab.core.plan.analysis import Plan
+from greenlab.core.plan.config import GridRun
+from greenlab.core.grid.presenter import GridPresenter
 from greenlab.core.errors import ConfigError, GreenLabError
-from greenlab.core.runner import RunSupervisor
-from greenlab.core.store import Store
+from greenlab.core.grid.session import GridRequest, GridSession
+from greenlab.core.run.cancel import CancelToken
+from greenlab.core.store.database import Store
 from greenlab.tui import messages, preferences
 from greenlab.tui.detail import DetailScreen
 from greenlab.tui.dialogs import CancelChoice, CancelRayGrid, ConfirmQuit, HelpScreen, Question
@@ -89,13 +90,14 @@ class GreenLabApp(App[int]):
         self.presenter = GridPresenter(clock=self._clock, hints={"skipped": "tick force rerun in Setup"})
         self._seen_stored = 0
         self.store: Store | None = None
-        self._supervisor: RunSupervisor | None = None
+        self._token: CancelToken | None = None  # the running grid's cancel
         self._cancel_requested = False
         self._stop_current_requested = False  # "this run" (a Ray grid: this grid), perhaps before it began
         self._grid_active = False
         self._active_ray = ""  # the running grid's Ray address; empty when it runs here
         self._grid_number = 0
-        self._pending: list[tuple[int, list[GridRun], bool, str, Plan | None]] = []  # grid, runs, force, Ray, plan
+        # grid, runs, force, Ray address, plan, source: what _launch takes
+        self._pending: list[tuple[int, list[GridRun], bool, str, Plan | None, str]] = []
         self._quitting = False
         self._register_themes()
         if self.preferences.keymap:  # a user's keys for binding ids (see the help screen and README)
@@ -259,15 +261,15 @@ class GreenLabApp(App[int]):
     @work(thread=True, group="cancel", exit_on_error=False)
     def _cancel_supervisor(self, only_current: bool = False) -> None:
         # Stopping a child may wait a few seconds for it to exit: not on the UI thread.
-        if only_current:
-            self._stop_current_requested = True  # kept for a supervisor not made yet (preflight, Ray joining)
-        supervisor = self._supervisor
-        if supervisor is None:
+        token = self._token
+        if token is None:
             return
+        if only_current:
+            self._stop_current_requested = True
         if only_current and not self._active_ray:
-            supervisor.cancel_current()
+            token.cancel_current()
         else:  # a Ray grid runs many at once: it stops as a whole
-            supervisor.cancel()
+            token.cancel()
 
     async def action_quit(self) -> None:
         if not self._grid_active:
@@ -344,66 +346,36 @@ class GreenLabApp(App[int]):
         if skipped == len(event.runs):
             what = f"{skipped} runs from {event.source} skipped: already stored (tick force rerun in Setup)"
         if self._grid_active:
-            self._pending.append((self._grid_number, event.runs, event.force, event.ray, event.plan))
+            self._pending.append((self._grid_number, event.runs, event.force, event.ray, event.plan, event.source))
             self.notify(f"{what}; queued after the current grid.", markup=False)
         else:
             self.notify(what, title="Queued" if skipped < len(event.runs) else "Nothing new to run", markup=False)
-            self._launch(self._grid_number, event.runs, event.force, event.ray, event.plan)
+            self._launch(self._grid_number, event.runs, event.force, event.ray, event.plan, event.source)
         self.action_show_pane("live")
 
-    def _launch(self, grid: int, runs: list[GridRun], force: bool, ray: str = "", plan: Plan | None = None) -> None:
+    def _launch(self, grid: int, runs: list[GridRun], force: bool, ray: str = "", plan: Plan | None = None,
+                source: str = "the setup form") -> None:
         self._grid_active = True
         self._active_ray = ray
         self._cancel_requested = False
         self._stop_current_requested = False
+        # The grid's cancel exists before its session does: an x pressed during preflight or a fetch counts.
+        self._token = CancelToken()
         self.refresh_bindings()
-        self.run_worker(partial(self._supervise, grid, runs, force, ray, plan), name=f"grid-{grid}", group="grid",
+        request = GridRequest(runs=runs, plan=plan or Plan.for_grid(runs), source=source, db=str(self.db_path),
+                              force=force, ray=ray or None)
+        self.run_worker(partial(self._supervise, grid, request, self._token), name=f"grid-{grid}", group="grid",
                         thread=True, exit_on_error=False)
 
-    def _supervise(self, grid: int, runs: list[GridRun], force: bool, ray: str = "", plan: Plan | None = None) -> int:
-        """Runs in the worker thread: its own Store, a supervisor (or, with a Ray address, a Ray grid whose
-        tasks measure on their nodes), events posted as messages."""
+    def _supervise(self, grid: int, request: GridRequest, token: CancelToken) -> int:
+        """Runs in the worker thread: the grid session (preflight, fetch, the store, the local or Ray
+        driver, energy to target), its events posted as messages. A refusal raises GreenLabError (notified)."""
 
         def forward(event: Any) -> None:
             self.post_message(messages.GridChanged(self.presenter.apply(event, grid)))
 
-        # Before the store is touched: a grid that cannot run here is refused (PreflightError, notified).
-        # On a Ray cluster the devices are the nodes' to have: only a local instance checks this machine's.
-        report = preflight.check(runs, devices=not ray or ray == "local")
-        report.raise_for_problems()
-        if report.to_fetch:
-            fetched = fetch.fetch_all(report.to_fetch, forward, reachable=report.reachable)
-            if fetched.failed:
-                raise fetch.FetchError("\n".join(reason for _item, reason in fetched.failed))
-        cluster = None
-        if ray:
-            from greenlab.core import raycluster  # Ray is imported only when a grid asks for it
-            from greenlab.core.raygrid import RayGrid
-
-            cluster = raycluster.connect(ray)
-            try:
-                raycluster.check_placement(cluster, runs)
-            except BaseException:
-                cluster.close()
-                raise
-        store = Store(self.db_path)
-        store.declare_plan(plan or Plan.for_grid(runs))  # stored with the first run: its verdicts' plan
-        try:
-            supervisor = RayGrid(store, cluster, on_event=forward) if cluster is not None \
-                else RunSupervisor(store, on_event=forward)
-            self._supervisor = supervisor
-            if self._cancel_requested:  # a cancel pressed before the supervisor existed
-                supervisor.cancel()
-            elif self._stop_current_requested:
-                supervisor.cancel() if ray else supervisor.cancel_current()
-            supervisor.run_grid(runs, force=force)
-            update_energy_to_target(store)  # the grid's runs (and their cells' others) against one target
-            return grid
-        finally:
-            self._supervisor = None
-            store.close()
-            if cluster is not None:
-                cluster.close()
+        GridSession(request, on_event=forward, token=token).run()
+        return grid
 
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
@@ -461,9 +433,8 @@ class GreenLabApp(App[int]):
         self.save_preferences()
         # However the app ends, a training child must not outlive it (the worker thread would keep the
         # process alive until the grid finished): cancel stores the run as interrupted and stops the rest.
-        supervisor = self._supervisor
-        if supervisor is not None:
-            supervisor.cancel()
+        if self._token is not None and self._grid_active:
+            self._token.cancel()
         if self.store is not None:
             self.store.close()
 

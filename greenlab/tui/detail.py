@@ -17,8 +17,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 from textual_plotext import PlotextPlot
 
-from greenlab.core.energy_to_target import accuracy_curve
-from greenlab.core.formatting import accuracy, duration, energy, json_column, kind_of_row
+from greenlab.core.report.energy_to_target import accuracy_curve
+from greenlab.core.report.formatting import accuracy, duration, energy, json_column, kind_of_row
 
 
 def _number(value: Any, unit: str = "", digits: int = 1) -> str:

@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from greenlab.core import compression
-from greenlab.core.analysis import Plan
-from greenlab.core.config import SETTING_KEYS, GridRun, RunSettings, build_grid
+from greenlab.core.train import compression
+from greenlab.core.plan.analysis import Plan
+from greenlab.core.plan.config import SETTING_KEYS, GridRun, RunSettings, build_grid
 from greenlab.core.errors import ConfigError
-from greenlab.core.tomlfile import tomllib
+from greenlab.core.plan.tomlfile import tomllib
 
 EXPERIMENT_NAME = "tui"
 # The training settings the form shows; everything else comes from the defaults (or an experiments file).

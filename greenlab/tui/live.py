@@ -1,6 +1,6 @@
 """The live pane: the queue of runs, and the current run's progress, metrics, power and energy.
 
-It renders the presenter's snapshot (greenlab.core.progress): `snapshot` is reactive, and watching it
+It renders the presenter's snapshot (greenlab.core.grid.presenter): `snapshot` is reactive, and watching it
 updates the queue and the run's state. A timer redraws what changes with time alone — elapsed time, ETA,
 the running energy (from the tracker's own readings, `progress.live`) and the power chart (from the
 tracker's buffers) — a few times a second. So the meter may sample at 10 Hz or more and batches may finish
@@ -22,9 +22,9 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Label, ProgressBar, Sparkline, Static
 from textual_plotext import PlotextPlot
 
-from greenlab.core import formatting
-from greenlab.core.energy.meter import MEASURED_METHODS
-from greenlab.core.progress import GridSnapshot, RunView, live
+from greenlab.core.report import formatting
+from greenlab.core.measure.meter import MEASURED_METHODS
+from greenlab.core.grid.presenter import GridSnapshot, RunView, live
 
 REDRAW_HZ = 4  # a few Hz reads as live without spending the CPU the training needs
 PLOT_EVERY = 2  # the plotext chart is the costly part: redraw it every second tick

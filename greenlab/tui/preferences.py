@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from greenlab.core.tomlfile import tomllib
+from greenlab.core.plan.tomlfile import tomllib
 
 CONFIG_ENV = "GREENLAB_CONFIG"
 

@@ -1,7 +1,7 @@
 """The runs pane: the store as a comparison table, filtered and sorted, with energy against accuracy.
 
 Rows come from `Store.runs()`; each run's change against its matching baseline (same experiment, model
-and dataset) comes from greenlab.core.report. Sorting and filtering are plain functions over those rows,
+and dataset) comes from greenlab.core.report.compare. Sorting and filtering are plain functions over those rows,
 so the table is rebuilt from data, never edited cell by cell. Opening a row asks the app for its detail.
 """
 
@@ -19,11 +19,11 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Label, Select
 from textual_plotext import PlotextPlot
 
-from greenlab.core import report
-from greenlab.core.formatting import accuracy, duration, energy, kind_of_row
-from greenlab.core.report import changes, format_change
-from greenlab.core.report_formats import change_text
-from greenlab.core.store import STATUSES
+from greenlab.core.report import compare
+from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
+from greenlab.core.report.compare import changes, format_change
+from greenlab.core.report.formats import change_text
+from greenlab.core.store.database import STATUSES
 from greenlab.tui.dialogs import ConfirmDelete
 
 FILTERS = ("model", "technique", "status")
@@ -146,7 +146,7 @@ class RunsPane(Vertical):
         """The verdicts of the store as read at `generation`, judged on a worker thread."""
 
         generation: int
-        comparisons: list[report.Comparison]
+        comparisons: list[compare.Comparison]
 
     def __init__(self, store: Any, *, restore: dict[str, Any] | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -160,7 +160,7 @@ class RunsPane(Vertical):
         self.marked: set[int] = set()
         # Judged on a thread from the whole store (the verdicts never depend on what is shown), then picked
         # for the shown rows; `None` while the latest reload is being judged.
-        self.comparisons: list[report.Comparison] | None = None
+        self.comparisons: list[compare.Comparison] | None = None
         self._generation = 0
         self._restore(restore or {})
 
@@ -262,7 +262,7 @@ class RunsPane(Vertical):
         would wait. Only the training energy and accuracy are judged (the table's two columns)."""
 
         def judge() -> None:
-            comparisons = report.judge(rows, plans, metrics=(report.HEADLINE, "val_accuracy"))
+            comparisons = compare.judge(rows, plans, metrics=(compare.HEADLINE, "val_accuracy"))
             self.post_message(self.VerdictsJudged(generation, comparisons))
 
         # A described worker: the @work decorator would describe it by the repr of thousands of rows.
@@ -285,11 +285,11 @@ class RunsPane(Vertical):
         if self.comparisons is None:
             fill(table, heads, [("judging", ["-", "judging the store's verdicts…", "", "", "", "", ""])])
             return
-        chosen = report.of_runs(self.comparisons, (row["id"] for row in self.shown))
+        chosen = compare.of_runs(self.comparisons, (row["id"] for row in self.shown))
         accuracy_of = {c.cell: c for c in chosen if c.metric == "val_accuracy"}
         rows: list[tuple[str, list[Text | str]]] = []
         for c in chosen:
-            if c.metric != report.HEADLINE:
+            if c.metric != compare.HEADLINE:
                 continue
             p = "-" if c.p_holm is None else ("<0.001" if c.p_holm < 0.001 else f"{c.p_holm:.3f}")
             rows.append((f"{c.conditions}-{c.technique}",

@@ -20,10 +20,10 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionLis
 from textual.widgets.select import InvalidSelectValueError
 from textual.widgets.selection_list import Selection
 
-from greenlab.core import compression, datasets, zoo
-from greenlab.core.analysis import Plan
-from greenlab.core.config import GridRun, load_grid
-from greenlab.core.settings import OPTIMIZERS
+from greenlab.core.train import compression, datasets, zoo
+from greenlab.core.plan.analysis import Plan
+from greenlab.core.plan.config import GridRun, load_grid
+from greenlab.core.plan.settings import OPTIMIZERS
 from greenlab.core.errors import ConfigError
 from greenlab.tui import form
 from greenlab.tui.ticks import TickBox, TickList

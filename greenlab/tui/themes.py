@@ -15,7 +15,7 @@ from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
 from greenlab.core.errors import ConfigError
-from greenlab.core.tomlfile import tomllib
+from greenlab.core.plan.tomlfile import tomllib
 
 DEFAULT_THEME = "greenlab-dark"
 _COLOUR_KEYS = ("primary", "secondary", "warning", "error", "success", "accent", "foreground", "background",

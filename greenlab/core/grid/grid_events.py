@@ -1,0 +1,34 @@
+"""What a grid driver tells its listener beyond each run's own events (greenlab.core.run.run_events).
+
+`GridEvent` is the union of everything a face hears while a grid runs: the runs' events, a run queued
+or skipped, the wait for the host lock, a grid stopped by an environment failure, and the downloads
+before it. The presenter (greenlab.core.grid.presenter) is the one place that dispatches over them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from greenlab.core.grid.stop_rules import GridStopped
+from greenlab.core.measure.host_lock import WaitingForLock
+from greenlab.core.plan.config import GridRun
+from greenlab.core.plan.fetch import DownloadEvent
+from greenlab.core.run.run_events import RunEvent
+
+
+@dataclass
+class RunQueued:
+    index: int
+    total: int
+    run: GridRun
+
+
+@dataclass
+class RunSkipped:
+    index: int
+    run: GridRun
+    reason: str
+
+
+GridEvent = Union[RunEvent, RunQueued, RunSkipped, WaitingForLock, GridStopped, DownloadEvent]

@@ -1,0 +1,353 @@
+"""The presenter: folds a supervisor's events into immutable snapshots of the grids it runs.
+
+Both faces read the same understanding of a running grid from here: the queue with statuses, each run in
+flight (several at once on Ray) with its phase, epoch, batch, loss and accuracy and how its energy is
+obtained, the latest note and a log of what happened, already worded (greenlab.core.report.formatting). This is
+the one place that dispatches over event types; the headless driver prints what changed between two
+snapshots and the TUI renders them.
+
+Time-dependent figures (elapsed, ETA, the running energy from the tracker's own windows) are computed by
+`live(view, now)` when a face draws, so a snapshot stays valid between events. Thread-safe: events may
+arrive on a worker thread while a face takes snapshots on another.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from greenlab.core.grid.grid_events import GridEvent, RunQueued, RunSkipped
+from greenlab.core.grid.stop_rules import GridStopped
+from greenlab.core.measure import hostload
+from greenlab.core.measure.host_lock import WaitingForLock
+from greenlab.core.plan.config import GridRun
+from greenlab.core.plan.fetch import (DownloadEvent, DownloadFailed, DownloadFinished, DownloadProgressed,
+                                      DownloadStarted, format_progress)
+from greenlab.core.report import formatting
+from greenlab.core.run.run_events import (ChildEvent, CoolingDown, IdleMeasured, RunBegan, RunMetered, RunStored,
+                                          SupervisorNote)
+from greenlab.core.train import events
+
+LOG_LIMIT = 200  # lines kept in a snapshot; faces keep what they printed themselves
+FINAL_STATUSES = ("completed", "failed", "interrupted", "skipped", "cancelled", "not run")
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    grid: int
+    index: int
+    label: str
+    status: str  # waiting | starting | running | completed | failed | interrupted | skipped | cancelled | not run
+    run_id: int | None = None
+    energy_j: float | None = None
+
+
+@dataclass(frozen=True)
+class LogLine:
+    seq: int  # increases by one per line, across the presenter's life
+    text: str
+    level: str = "info"  # info | warning | error | progress (a line a face with a live bar may skip)
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run in progress (or the last one, once stored), as the faces show it."""
+
+    grid: int
+    run_id: int
+    run: GridRun
+    label: str
+    began: float  # the presenter's clock when its row was written
+    tracker: Any  # the live power source (an EnergyTracker, or a RemoteTracker for a Ray node's run): thread-safe
+    t0: float  # tracker time at the run's start
+    methods: dict[str, str]
+    index: int | None = None  # its place in the grid's queue
+    counted: tuple[str, ...] | None = None  # the components whose energy is the run's (None: all metered)
+    phase: str = "preparing"  # preparing | train | eval | completed | failed | interrupted
+    device: str = ""
+    epoch: int = 0
+    epochs: int = 0
+    batch: int = 0
+    batches: int = 0
+    loss: float | None = None
+    val_accuracy: float | None = None
+    note: str = ""
+    warnings: tuple[str, ...] = ()
+    stored: dict[str, Any] | None = None  # the final row
+    ended: float | None = None
+
+    @property
+    def kind(self) -> str:
+        """How the run's energy is obtained: measured | estimated | mixed | unavailable."""
+        if self.stored is not None:
+            return formatting.kind_of_row(self.stored)
+        return formatting.kind_of_methods(self.methods)
+
+    @property
+    def done_fraction(self) -> float:
+        batches = max(self.batches, 1)
+        return ((max(self.epoch, 1) - 1) * batches + self.batch) / (batches * max(self.epochs, 1))
+
+
+@dataclass(frozen=True)
+class Live:
+    """A run's time-dependent figures at one moment (see `live`)."""
+
+    elapsed_s: float
+    eta_s: float | None
+    energy_j: float | None
+    component_j: dict[str, float]
+
+
+@dataclass(frozen=True)
+class GridSnapshot:
+    """`running` holds every run begun and not yet stored, in start order (one at a time locally, several on
+    Ray); `current` is the most recently begun of them, or, when none runs, the last one stored."""
+
+    queue: tuple[QueueEntry, ...] = ()
+    current: RunView | None = None
+    running: tuple[RunView, ...] = ()
+    note: str = "Nothing running."
+    log: tuple[LogLine, ...] = ()
+    stored: tuple[int, ...] = ()  # run ids stored so far, in order
+    stopped: str | None = None  # why the grid stopped early
+    version: int = 0
+
+    def new_lines(self, after: int) -> list[LogLine]:
+        """Log lines with a sequence number above `after` (what a face has not shown yet)."""
+        return [line for line in self.log if line.seq > after]
+
+
+def live(view: RunView, now: float) -> Live:
+    """Elapsed time, ETA and energy of `view` at `now` (the presenter's clock): the stored figure once the
+    run is stored, else what the tracker's own readings give since the run began."""
+    end = view.ended if view.ended is not None else now
+    elapsed = max(0.0, end - view.began)
+    done = view.done_fraction
+    eta = None if view.stored is not None or done <= 0 else elapsed * (1 - done) / done
+    if view.stored is not None:
+        return Live(elapsed, None, view.stored.get("energy_j"), {})
+    components = view.tracker.running_j(view.t0) if view.tracker is not None else {}
+    if view.counted is not None:  # a GPU metered but not used by the run is not its energy
+        components = {c: j for c, j in components.items() if c in view.counted}
+    return Live(elapsed, eta, sum(components.values()) if components else None, components)
+
+
+@dataclass
+class _State:
+    queue: list[QueueEntry] = field(default_factory=list)
+    running: dict[int, RunView] = field(default_factory=dict)  # run id -> view, in start order
+    last: RunView | None = None  # the last run stored (or begun)
+    note: str = "Nothing running."
+    log: list[LogLine] = field(default_factory=list)
+    stored: list[int] = field(default_factory=list)
+    stopped: str | None = None
+    version: int = 0
+    seq: int = 0
+    queued: dict[int, list[tuple[int, GridRun]]] = field(default_factory=dict)  # grid -> runs being prepared
+    meters_described: str = ""
+    download_quarters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def current(self) -> RunView | None:
+        return next(reversed(self.running.values()), None) if self.running else self.last
+
+
+class GridPresenter:
+    """Folds events into snapshots; `hints` adds a face's own advice, e.g. {"skipped": "--force reruns"}."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, hints: dict[str, str] | None = None) -> None:
+        self.clock = clock
+        self.hints = hints or {}
+        self._state = _State()
+        self._lock = threading.Lock()
+
+    # -- the snapshot -------------------------------------------------------------------------------
+    def snapshot(self) -> GridSnapshot:
+        with self._lock:
+            state = self._state
+            return GridSnapshot(queue=tuple(state.queue), current=state.current,
+                                running=tuple(state.running.values()), note=state.note,
+                                log=tuple(state.log), stored=tuple(state.stored), stopped=state.stopped,
+                                version=state.version)
+
+    def _say(self, text: str, level: str = "info", note: bool = True) -> None:
+        state = self._state
+        state.seq += 1
+        state.log.append(LogLine(state.seq, text, level))
+        del state.log[:-LOG_LIMIT]
+        if note:
+            state.note = text
+
+    def _hinted(self, text: str, key: str) -> str:
+        hint = self.hints.get(key)
+        return f"{text}; {hint}" if hint else text
+
+    def _set_status(self, grid: int, index: int | None, status: str, **values: Any) -> None:
+        for position, entry in enumerate(self._state.queue):
+            if entry.grid == grid and entry.index == index:
+                self._state.queue[position] = replace(entry, status=status, **values)
+                return
+
+    def _take_queued(self, grid: int, run: GridRun, *, or_latest: bool = True) -> int | None:
+        """The queue index of `run`, queued in `grid` and now begun (or stored without beginning); several
+        runs may be queued at once (on Ray), so it is found by the run, else the latest queued is taken."""
+        pending = self._state.queued.get(grid, [])
+        for position, (index, queued) in enumerate(pending):
+            if queued == run:
+                return pending.pop(position)[0]
+        return pending.pop()[0] if pending and or_latest else None
+
+    # -- grids --------------------------------------------------------------------------------------
+    def add_grid(self, grid: int, runs: list[GridRun]) -> GridSnapshot:
+        with self._lock:
+            for index, run in enumerate(runs):
+                label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
+                self._state.queue.append(QueueEntry(grid, index, label, "waiting"))
+            self._state.version += 1
+        return self.snapshot()
+
+    def end_grid(self, grid: int, cancelled: bool) -> GridSnapshot:
+        """Runs of a grid that never ran are marked, so the queue tells what happened to each."""
+        with self._lock:
+            for position, entry in enumerate(self._state.queue):
+                if entry.grid == grid and entry.status in ("waiting", "starting", "running"):
+                    self._state.queue[position] = replace(entry, status="cancelled" if cancelled else "not run")
+            self._state.version += 1
+        return self.snapshot()
+
+    # -- events -------------------------------------------------------------------------------------
+    def apply(self, event: GridEvent | DownloadEvent, grid: int = 0) -> GridSnapshot:
+        """Fold one event of grid `grid` into the state; returns the new snapshot."""
+        with self._lock:
+            self._fold(event, grid)
+            self._state.version += 1
+        return self.snapshot()
+
+    def _fold(self, event: Any, grid: int) -> None:
+        state = self._state
+        match event:
+            case RunQueued(index=index, total=total, run=run):
+                state.queued.setdefault(grid, []).append((index, run))
+                self._set_status(grid, index, "starting")
+                label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
+                self._say(f"[{index + 1}/{total}] {label}: starting")
+            case RunSkipped(index=index, run=run, reason=reason):
+                self._set_status(grid, index, "skipped")
+                label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
+                self._say(self._hinted(f"[{index + 1}] {label}: skipped ({reason})", "skipped"))
+            case IdleMeasured(watts=watts, seconds=seconds, host_load=load):
+                busy = bool(watts) and hostload.busy(load)  # only a measured baseline suffers
+                self._say(formatting.idle_text(watts, seconds, load), "warning" if busy else "info")
+            case CoolingDown(temperatures=temperatures, target_c=target_c):
+                self._say(formatting.cooling_text(temperatures, target_c))
+            case RunBegan():
+                self._began(event, grid)
+            case ChildEvent(run_id=run_id, event=child) if run_id in state.running:
+                self._child(state.running[run_id], child)
+            case RunMetered(run_id=run_id, components=components) if run_id in state.running:
+                state.running[run_id] = replace(state.running[run_id], counted=tuple(components))
+            case RunStored():
+                self._stored(event, grid)
+            case SupervisorNote(text=text):
+                self._say(text, "warning")
+            case WaitingForLock():
+                self._say(self._hinted(event.describe(), "waiting"))
+            case GridStopped(cause=cause, not_started=not_started):
+                names = ", ".join(f"{r.model} {r.technique}" for r in not_started[:6])
+                more = f" and {len(not_started) - 6} more" if len(not_started) > 6 else ""
+                state.stopped = cause
+                self._say(f"grid stopped: {cause}; {len(not_started)} runs not started"
+                          + (f" ({names}{more})" if names else ""), "error")
+            case DownloadProgressed(what=what, done_bytes=done, total_bytes=total):
+                # Many a second: the note carries each; the log only each quarter, for faces without a bar.
+                state.note = format_progress(event)
+                quarter = int(4 * done / total) if total else 0
+                if quarter > state.download_quarters.get(what, 0):
+                    state.download_quarters[what] = quarter
+                    self._say(state.note, "progress")
+            case DownloadStarted() | DownloadFinished():
+                self._say(format_progress(event))
+            case DownloadFailed(what=what, reason=reason):
+                reason = reason.removeprefix(f"{what}: ")  # a FetchError's message names its file already
+                self._say(f"{what}: FAILED: {reason}", "error")
+
+    def _began(self, event: RunBegan, grid: int) -> None:
+        state = self._state
+        tracker = event.tracker
+        run = event.run
+        index = self._take_queued(grid, run)
+        methods = tracker.methods()
+        state.running.pop(event.run_id, None)  # a retried run begins again: it moves to the end
+        state.running[event.run_id] = state.last = RunView(
+            grid=grid, run_id=event.run_id, run=run,
+            label=formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats),
+            began=self.clock(), tracker=tracker, t0=tracker.now(), methods=methods, index=index,
+            epochs=run.settings.epochs)
+        self._set_status(grid, index, "running", run_id=event.run_id)
+        described = ", ".join(f"{c} {m}" for c, m in methods.items())
+        if described != state.meters_described:  # once per grid, and again if the meters change
+            state.meters_described = described
+            self._say(f"energy: {described}", note=False)
+            for component, why in event.fallbacks.items():
+                self._say(f"energy: {component}: {why}", note=False)
+        state.note = ""
+
+    def _child(self, view: RunView, event: events.Event) -> None:
+        def update(**changes: Any) -> None:
+            self._state.running[view.run_id] = replace(view, **changes)
+
+        match event:
+            case events.RunStarted():
+                update(device=event.device, batches=event.batches_per_epoch, epochs=event.epochs,
+                       note=f"{event.n_train} training examples, {event.input_description}")
+            case events.ModelPrepared(warnings=warnings):
+                update(warnings=tuple(warnings), note=f"warning: {warnings[-1]}" if warnings else view.note)
+                for warning in warnings:
+                    self._say(f"{view.label}: warning: {warning}", "warning")
+            case events.PhaseBegan(epoch=epoch, phase=phase):
+                update(phase=phase, epoch=epoch, batch=0 if phase == "train" else view.batch)
+            case events.BatchFinished(epoch=epoch, batch=batch, batches=batches, loss=loss):
+                update(phase="train", epoch=epoch, batch=batch, batches=batches, loss=loss)
+            case events.EpochFinished():
+                update(epoch=event.epoch, batch=view.batches, loss=event.train_loss,
+                       val_accuracy=event.val_accuracy)
+                self._say(f"{view.label}: epoch {event.epoch} loss {event.train_loss:.4f} val acc "
+                          f"{event.val_accuracy:.2%} f1 {event.val_f1:.3f} ({formatting.duration(event.duration_s)})",
+                          note=False)
+            case events.LogWritten(message=message):
+                update(note=message)
+                self._say(f"{view.label}: {message}", note=False)
+            case events.PhaseEnded() | events.RunFinished() | events.RunFailed() | events.ProcessEnding():
+                pass  # the stored outcome (RunStored) tells these
+
+    def _stored(self, event: RunStored, grid: int) -> None:
+        state = self._state
+        row = event.row
+        view = state.running.pop(event.run_id, None)
+        label = view.label if view is not None else formatting.run_label(
+            event.run.model, event.run.technique, event.run.repeat, event.run.settings.repeats)
+        if view is not None:
+            state.last = replace(view, stored=row, ended=self.clock(), phase=event.status,
+                                 note=f"{event.status}: {event.error.splitlines()[0]}" if event.error else view.note)
+            self._set_status(grid, view.index, event.status, energy_j=row.get("energy_j"))
+        else:  # stored without having begun (a Ray task that died on its node before its run started)
+            index = self._take_queued(grid, event.run, or_latest=False)
+            if index is not None:
+                self._set_status(grid, index, event.status, run_id=event.run_id)
+        state.stored.append(event.run_id)
+        if event.status == "completed":
+            self._say(f"{label}: completed in {formatting.duration(row.get('duration_s'))}, "
+                      f"{formatting.energy(row.get('energy_j'))} "
+                      f"(measured {formatting.energy(row.get('energy_measured_j'))}, "
+                      f"estimated {formatting.energy(row.get('energy_estimated_j'))}), "
+                      f"val acc {formatting.accuracy(row.get('val_accuracy'))}  [run {event.run_id}]")
+            busy = formatting.host_busy(row)
+            if busy:
+                self._say(f"{label}: {busy}", "warning")
+        else:
+            first = event.error.splitlines()[0] if event.error else ""
+            self._say(f"{label}: {event.status.upper()}: {first}  [run {event.run_id}]",
+                      "warning" if event.status == "interrupted" else "error")

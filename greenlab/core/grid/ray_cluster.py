@@ -1,0 +1,197 @@
+"""The Ray cluster a grid runs on: joining or starting it, its nodes, and where each run may be placed.
+
+`connect(address)` starts a local Ray instance on this machine (`local`, the default) or joins a cluster
+(`auto`, `ray://host:port`, or whatever RAY_ADDRESS says when no address is given). Placement follows
+what can be attributed: a CUDA run takes one whole GPU (`num_gpus=1`: a shared board's energy cannot be
+split), a CPU run takes all of a node's CPUs (or `cpus_per_run`), so its RAPL figures are its own.
+`placement_problems` refuses, before anything is written, a grid the cluster cannot place.
+
+Ray is imported inside these functions only: a grid without `--ray` never loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from greenlab.core.plan.config import GridRun, locate_setting
+from greenlab.core.errors import GreenLabError
+from greenlab.core.plan.preflight import PreflightError, Problem
+
+LOCAL = "local"
+ADDRESS_ENV = "RAY_ADDRESS"
+
+
+def resolve_address(address: str | None) -> str:
+    """The address to use: the one given, else RAY_ADDRESS, else a local instance."""
+    return address or os.environ.get(ADDRESS_ENV) or LOCAL
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise GreenLabError("--ray needs Ray, which is not installed here; pip install 'greenlab[ray]' "
+                            "(or pip install ray)") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    hostname: str
+    address: str
+    cpus: int
+    gpus: int
+
+
+class RayCluster:
+    """A connection to Ray; `close()` shuts down only an instance this object started."""
+
+    def __init__(self, address: str, *, owned: bool) -> None:
+        self.address = address
+        self.owned = owned
+
+    # -- nodes ----------------------------------------------------------------------------------------
+    def nodes(self) -> list[Node]:
+        """The alive nodes and their CPU and GPU totals."""
+        ray = import_ray()
+        found = []
+        for node in ray.nodes():
+            if not node.get("Alive"):
+                continue
+            resources = node.get("Resources", {})
+            found.append(Node(node_id=node["NodeID"], hostname=node.get("NodeManagerHostname", ""),
+                              address=node.get("NodeManagerAddress", ""), cpus=int(resources.get("CPU", 0)),
+                              gpus=int(resources.get("GPU", 0))))
+        return found
+
+    @property
+    def single_host(self) -> bool:
+        """Every node is this machine (a local instance, or a cluster started here): the driver then holds
+        this host's measurement lock for the grid, as a local grid does, and the tasks hold none."""
+        here = socket.gethostname()
+        return all(node.hostname == here for node in self.nodes())
+
+    def describe(self) -> str:
+        nodes = self.nodes()
+        cpus, gpus = sum(n.cpus for n in nodes), sum(n.gpus for n in nodes)
+        kind = "a local Ray instance" if self.address == LOCAL else f"the Ray cluster at {self.address}"
+        return (f"{kind}: {len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus} CPU{'s' if cpus != 1 else ''}, "
+                f"{gpus} GPU{'s' if gpus != 1 else ''}")
+
+    # -- placement ------------------------------------------------------------------------------------
+    def uses_gpu(self, run: GridRun) -> bool:
+        device = run.settings.device
+        return device.startswith("cuda") or (device == "auto" and any(n.gpus for n in self.nodes()))
+
+    def task_options(self, run: GridRun) -> dict[str, Any]:
+        """Ray resources for one run: a whole GPU (and a CPU per data-loading process), or a node's CPUs."""
+        nodes = self.nodes()
+        if self.uses_gpu(run):
+            return {"num_gpus": 1, "num_cpus": 1 + run.settings.num_workers}
+        cpus = run.settings.cpus_per_run or max((n.cpus for n in nodes), default=1)
+        return {"num_cpus": cpus, "num_gpus": 0}
+
+    def other_node(self, avoid: str, options: dict[str, Any]) -> str | None:
+        """An alive node other than `avoid` that can hold a task with `options` (for a retry), or None."""
+        for node in self.nodes():
+            if node.node_id != avoid and node.cpus >= options.get("num_cpus", 1) and \
+                    node.gpus >= options.get("num_gpus", 0):
+                return node.node_id
+        return None
+
+    def placement_problems(self, runs: list[GridRun]) -> list[tuple[GridRun, str, str]]:
+        """(run, key, message) for each run the cluster cannot place; each message ends with the fix."""
+        nodes = self.nodes()
+        problems = []
+        for run in runs:
+            device = run.settings.device
+            if device.startswith("cuda:"):
+                problems.append((run, "device", f"device '{device}' names a GPU, but on Ray each CUDA run gets "
+                                                "a whole GPU that Ray chooses; use device = \"cuda\" (or \"auto\")"))
+                continue
+            options = self.task_options(run)
+            if not any(n.cpus >= options["num_cpus"] and n.gpus >= options["num_gpus"] for n in nodes):
+                if options["num_gpus"]:
+                    problems.append((run, "device", f"device '{device}' needs a GPU, but no node of "
+                                                    f"{self.describe()} has one with {options['num_cpus']} CPUs; "
+                                                    "use device = \"cpu\", or add a GPU node"))
+                else:
+                    most = max((n.cpus for n in nodes), default=0)
+                    problems.append((run, "cpus_per_run", f"a run needs {options['num_cpus']} CPUs, but the "
+                                                          f"largest node has {most}; set cpus_per_run = {most} "
+                                                          "or fewer"))
+        return problems
+
+    def close(self) -> None:
+        if self.owned:
+            import_ray().shutdown()
+            self.owned = False
+
+
+def connect(address: str | None = None) -> RayCluster:
+    """Start a local Ray instance or join a cluster; GreenLabError (exit 2, nothing written) if it fails.
+    A Ray already initialised in this process (by a test, say) is used as it is, and left running."""
+    ray = import_ray()
+    address = resolve_address(address)
+    if ray.is_initialized():
+        return RayCluster(address, owned=False)
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    if address == LOCAL:
+        options["_node_ip_address"] = "127.0.0.1"  # a local instance listens on this machine only
+    try:
+        with _streams_with_descriptors():
+            ray.init(address=address, **options)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError, depending on the address
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GreenLabError(f"cannot use Ray at '{address}' ({first}); start a cluster with `ray start --head` "
+                            "and pass --ray auto (or its ray://host:port), or --ray local for this machine "
+                            "alone") from None
+    return RayCluster(address, owned=True)
+
+
+_DEVNULL: Any = None
+
+
+def _has_descriptor(stream: Any) -> bool:
+    try:
+        return stream.fileno() >= 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _streams_with_descriptors():
+    """ray.init enables faulthandler on sys.stderr, which needs a file descriptor; a face that captures the
+    streams (the TUI's print capture has none) lends os.devnull instead for the call, and leaves it open
+    for faulthandler to keep."""
+    global _DEVNULL
+    if _has_descriptor(sys.stdout) and _has_descriptor(sys.stderr):
+        yield
+        return
+    if _DEVNULL is None:  # one for the process: faulthandler keeps it, and each grid's ray.init finds it
+        _DEVNULL = open(os.devnull, "w")  # noqa: SIM115
+    with contextlib.redirect_stdout(_DEVNULL), contextlib.redirect_stderr(_DEVNULL):
+        yield
+
+
+def check_placement(cluster: RayCluster, runs: list[GridRun], source: str | None = None) -> None:
+    """PreflightError (exit 2, nothing written) listing each run the cluster cannot place, located in the
+    experiments file `source` when given."""
+    found = {(run.experiment, key, message): None for run, key, message in cluster.placement_problems(runs)}
+    if not found:
+        return
+    try:
+        text = Path(source).read_text(encoding="utf-8") if source else None
+    except (OSError, UnicodeDecodeError):
+        text = None
+    raise PreflightError([Problem(f"experiment '{experiment}'.{key}", message, source,
+                                  locate_setting(text, experiment, key) if text is not None else None)
+                          for experiment, key, message in found])

@@ -1,0 +1,232 @@
+"""One grid, from request to verdicts, the same for every face: preflight → fetch → lock → store → driver →
+energy to target → summary.
+
+`GridSession.run()` checks the store's place, refuses a grid that cannot run here (PreflightError), fetches
+what it needs (FetchError), joins a Ray cluster when asked (GreenLabError) — all before the store is
+touched, so a refused grid writes nothing — then opens the store with the grid's analysis plan declared,
+runs the grid on the local or the Ray driver (greenlab.core.grid.driver) under one cancel token, stores
+each completed run's energy to target, and returns what the grid left: its outcomes, its rows and the
+verdicts of its plan. Faces (the headless driver, the TUI) build a `GridRequest`, give a listener for the
+typed events (greenlab.core.grid.grid_events) and render the outcome; they never import preflight, fetch,
+the host lock or a driver (an import-linter contract says so). `fetch_grid` is `greenlab --fetch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from greenlab.core.grid.driver import GridDriver
+from greenlab.core.grid.local import LocalDriver
+from greenlab.core.measure.host_lock import ensure_free
+from greenlab.core.plan import fetch, preflight
+from greenlab.core.plan.analysis import Plan
+from greenlab.core.plan.config import GridFile, GridRun
+from greenlab.core.report import compare, energy_to_target
+from greenlab.core.report.compare import Comparison
+from greenlab.core.run.cancel import CancelToken
+from greenlab.core.run.run_events import Listener, RunStored, SafeListener
+from greenlab.core.store.database import Store, check_location
+
+
+Sources = fetch.Sources  # where downloads come from: faces name it without importing fetch
+
+
+@dataclass(frozen=True)
+class GridRequest:
+    """A grid to run: its runs and plan, where it came from (a file's path, or "the setup form"), where to
+    store it, and how: `force` reruns completed runs, `wait` False refuses a busy host at once (LockBusy),
+    `ray` runs it on a Ray cluster at that address (None: here; "": $RAY_ADDRESS, else a local instance;
+    greenlab.core.grid.ray_cluster resolves "local", "auto" and ray://)."""
+
+    runs: list[GridRun]
+    plan: Plan
+    source: str
+    db: str | None = None
+    force: bool = False
+    wait: bool = True
+    ray: str | None = None
+    sources: Sources | None = None  # where downloads come from (tests point them at a local server)
+
+    @classmethod
+    def from_file(cls, grid_file: GridFile, **options: Any) -> GridRequest:
+        runs = grid_file.grid()
+        return cls(runs=runs, plan=grid_file.plan(runs), source=grid_file.source, **options)
+
+
+@dataclass
+class GridOutcome:
+    """What a grid left: its stored outcomes, whether an interrupt ended it, the latest completed run of
+    each of its entries, and its plan's verdicts on the primary metric (judged on the whole store)."""
+
+    outcomes: list[RunStored]
+    interrupted: bool  # a run was stored as interrupted
+    store_path: Path
+    cut_short: bool = False  # a Ctrl-C (or a SIGTERM made one) ended the grid: no summary follows
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: list[Comparison] = field(default_factory=list)
+    cluster: str | None = None  # where it ran, when on Ray
+
+    @property
+    def all_estimated(self) -> bool:
+        """Every stored run's energy is an estimate (no RAPL or NVML where it ran)."""
+        return bool(self.outcomes) and not any(o.row.get("energy_measured_j") for o in self.outcomes)
+
+    @property
+    def failed(self) -> bool:
+        return any(o.status == "failed" for o in self.outcomes)
+
+
+class GridSession:
+    """Runs one grid request; `cancel()` and `cancel_current()` may come from any thread, at any time (a
+    cancel before the driver exists is kept, and the driver starts cancelled)."""
+
+    def __init__(self, request: GridRequest, on_event: Listener | None = None, *,
+                 token: CancelToken | None = None) -> None:
+        self.request = request
+        self.token = token or CancelToken()
+        self._tell = SafeListener(on_event)
+        self.store_path = check_location(request.db)  # exit 2 before anything is fetched or created
+        self.cluster: Any = None
+
+    def cancel(self) -> None:
+        self.token.cancel()
+
+    def cancel_current(self) -> None:
+        self.token.cancel_current()
+
+    @property
+    def on_ray(self) -> bool:
+        return self.request.ray is not None
+
+    # -- before the store -------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Preflight and fetch (and join the Ray cluster): every refusal here writes nothing."""
+        request = self.request
+        address = None
+        if request.ray is not None:
+            from greenlab.core.grid import ray_cluster  # only here: a grid without Ray never imports it
+
+            address = ray_cluster.resolve_address(request.ray)
+        # On a cluster its nodes' GPUs count, not this machine's: placement is checked once it is joined.
+        devices = address is None or address == "local"
+        source = request.source
+        if Path(source).is_file():
+            report = preflight.check_file(request.runs, source, sources=request.sources, devices=devices)
+        else:
+            report = preflight.check(request.runs, sources=request.sources, devices=devices)
+        report.raise_for_problems()
+        if report.to_fetch:
+            fetched = fetch.fetch_all(report.to_fetch, self._tell, reachable=report.reachable,
+                                      experiments_file=source if Path(source).is_file() else None)
+            if fetched.failed:
+                raise fetch_failures(fetched, source, len(set(report.to_fetch)))
+        if address is not None:
+            from greenlab.core.grid import ray_cluster
+
+            self.cluster = ray_cluster.connect(address)  # GreenLabError: exit 2, nothing written
+            try:
+                ray_cluster.check_placement(self.cluster, request.runs,
+                                            source if Path(source).is_file() else None)
+            except BaseException:
+                self.close()
+                raise
+
+    def driver(self, store: Store) -> GridDriver:
+        if self.cluster is not None:
+            from greenlab.core.grid.ray_driver import RayDriver
+
+            return RayDriver(store, self.cluster, self._tell, token=self.token)
+        return LocalDriver(store, self._tell, token=self.token)
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+    # -- the grid ---------------------------------------------------------------------------------------
+    def run(self) -> GridOutcome:
+        """The whole sequence; see the module docstring. A Ctrl-C (KeyboardInterrupt) while the grid runs
+        stores the runs in progress as interrupted and returns an interrupted outcome."""
+        request = self.request
+        try:
+            if self.cluster is None:
+                self.prepare()
+            if not request.wait and (self.cluster is None or self.cluster.single_host):
+                ensure_free()  # LockBusy: exit 2 before the store file exists
+            store = Store(request.db)  # the file is created by the first run's row: an interrupt before leaves none
+            store.declare_plan(request.plan)  # stored with the first run: the verdicts are judged under it
+            driver = self.driver(store)
+            interrupted = False
+            outcomes: list[RunStored] = []
+            try:
+                outcomes = driver.run_grid(request.runs, force=request.force, wait=request.wait)
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                driver.close()
+            described = self.cluster.describe() if self.cluster is not None else None
+            with_targets(store)  # the grid's runs (and their cells' others) against one target
+            result = GridOutcome(outcomes, interrupted or any(o.status == "interrupted" for o in outcomes),
+                                 store.path, cut_short=interrupted, cluster=described)
+            if not interrupted:
+                result.rows = grid_rows(store, request.runs)
+                result.verdicts = plan_verdicts(store, request.plan)
+            store.close()
+            return result
+        finally:
+            self.close()
+
+
+def with_targets(store: Store) -> int:
+    """Store each completed run's target accuracy and energy to target (greenlab.core.report.energy_to_target)."""
+    computed = energy_to_target.compute(store.completed_runs(), store.epochs)
+    return store.set_energy_to_target(computed)
+
+
+def grid_rows(store: Store, runs: list[GridRun]) -> list[dict[str, Any]]:
+    """The latest completed run of each grid entry (runs skipped this time included)."""
+    keys = {run.settings_key() for run in runs}
+    return [row for row in compare.latest_runs(store.completed_runs()) if row["settings_key"] in keys]
+
+
+def plan_verdicts(store: Store, plan: Plan) -> list[Comparison]:
+    """The plan's comparisons on its primary metric, judged on the whole store under their plans, as
+    `greenlab report` and the TUI judge them."""
+    judged = compare.judge(store.runs(), store.plans(), metrics=(plan.analysis.primary,))
+    return compare.of_cells(judged, plan.keys)
+
+
+def fetch_failures(report: fetch.FetchReport, source: str | Path, tried: int) -> fetch.FetchError:
+    """The last word on files not fetched. Each was already told as it failed, with why and where to put it
+    by hand (a DownloadFailed event): this names them and the grid's file, without repeating that."""
+    names = ", ".join(item.what for item, _reason in report.failed)
+    count = len(report.failed)
+    lines = "the FAILED line above says" if count == 1 else "the FAILED lines above say"
+    return fetch.FetchError(f"{source}: {count} of {tried} file{'s' if tried != 1 else ''} not fetched "
+                            f"({names}); {lines} why and how to get {'it' if count == 1 else 'them'} by hand")
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    """What `greenlab --fetch` would do: how many files the grid needs are present, and which are not."""
+
+    source: str
+    present: int
+    todo: list[fetch.Requirement]
+
+
+def plan_fetch(grid_file: GridFile, sources: fetch.Sources | None = None) -> FetchPlan:
+    needs = fetch.plan(grid_file.grid(), sources)
+    todo = fetch.missing(needs)
+    return FetchPlan(grid_file.source, len({n.requirement for n in needs}) - len(todo), todo)
+
+
+def fetch_planned(plan: FetchPlan, on_event: Listener) -> int:
+    """`greenlab --fetch FILE`: download every missing dataset and weight file into its cache; how many
+    were fetched, or FetchError naming what was not."""
+    report = fetch.fetch_all(plan.todo, on_event, experiments_file=plan.source, fetching=True)
+    if report.failed:
+        raise fetch_failures(report, plan.source, len(plan.todo))
+    return len(report.fetched)

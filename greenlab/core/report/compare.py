@@ -1,0 +1,553 @@
+"""Comparisons of stored runs under their analysis plans: the one function every face's verdicts come from.
+
+`judge` takes the store's runs and plans and returns every comparison — each technique against the
+completed baselines of the same conditions, per metric — decided under the plan its runs were run under:
+Holm over that plan's declared family, its α and margins. The headless summary, the TUI's runs pane and
+`greenlab report` all call it on the whole store and only then pick what they show, so a verdict never
+depends on a filter or on unrelated runs. The statistics of one comparison live in greenlab.core.report.stats,
+the checks before a verdict in greenlab.core.report.diagnostics, the words in greenlab.core.report.words.
+Also here: the per-group means of the headless table and the TUI (summarize, changes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from statistics import mean
+from typing import Any, Iterable
+
+from greenlab.core.plan import metrics
+
+from greenlab.core.report import diagnostics, formatting, stats
+from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan, PostHoc, implied
+from greenlab.core.plan.config import conditions_key
+
+HEADLINE = metrics.DEFAULT_PRIMARY
+TARGET_DROP_PP = 1.0  # energy to target: the target is the baselines' mean final accuracy minus this
+METRICS = metrics.METRICS
+DIFFERENCE_METRICS = metrics.DIFFERENCE_METRICS  # fractions, compared in percentage points
+HIGHER_IS_BETTER = metrics.HIGHER_IS_BETTER
+METRIC_LABELS = metrics.LABELS
+# Flags that make a run's CPU and DRAM figures (and its time) cover more than its own work: others busy
+# on its host, or other runs of a Ray grid on its node (such a run is often flagged both ways).
+CAVEAT_FLAGS = ("host_busy", "shared_node_cpu")
+FLAG_NET_BELOW_IDLE = "net_below_idle"
+MEASURED, ESTIMATED, MIXED = "measured", "estimated", "mixed"
+Values = list[tuple[int, "float | None"]]  # (run id, value) in execution order
+
+
+def _settings(row: dict[str, Any]) -> dict[str, Any] | str | None:
+    settings = row.get("settings")
+    if isinstance(settings, str):
+        try:
+            return json.loads(settings)
+        except ValueError:
+            return settings
+    return settings
+
+
+def conditions_of(row: dict[str, Any]) -> str:
+    """The run's "same conditions" key (greenlab.core.plan.config.conditions_key): stored as `conditions_key`,
+    else computed from the model and the stored settings. The experiment's name is not part of it: two
+    experiments that ran the same work share a baseline."""
+    stored = row.get("conditions_key")
+    if stored is not None:
+        return str(stored)
+    settings = _settings(row)
+    if isinstance(settings, dict) and row.get("model"):
+        work = {k: v for k, v in settings.items() if k != "techniques"}
+        if row.get("dataset") and "dataset" not in work:
+            work["dataset"] = row["dataset"]
+        return conditions_key(str(row["model"]), work)
+    return f"model:{row.get('model')}:{row.get('dataset')}"
+
+
+def stored_margin(rows: Iterable[dict[str, Any]]) -> float | None:
+    """The `equivalence_margin` setting of the latest of `rows` that stored one."""
+    for row in sorted(rows, key=lambda r: r.get("id") or 0, reverse=True):
+        settings = _settings(row)
+        if isinstance(settings, dict) and isinstance(settings.get("equivalence_margin"), (int, float)):
+            return float(settings["equivalence_margin"])
+    return None
+
+
+def latest_runs(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Completed runs, one per settings_key (the latest): a forced rerun of the same settings and seed
+    replaces its earlier run rather than counting as another independent draw."""
+    latest: dict[Any, dict[str, Any]] = {}
+    for row in sorted((r for r in rows if r.get("status") == "completed"), key=lambda r: r.get("id") or 0):
+        key = row.get("settings_key")
+        latest[key if key is not None else ("row", id(row))] = row
+    return list(latest.values())
+
+
+def metric_change(metric: str, value: float | None, reference: float | None) -> float | None:
+    """A value against its baseline's: percentage points for accuracy and F1, percent for the rest."""
+    if metric in DIFFERENCE_METRICS:
+        return None if value is None or reference is None else 100.0 * (value - reference)
+    return percent_change(value, reference)
+
+
+def percent_change(value: float | None, reference: float | None) -> float | None:
+    if value is None or reference in (None, 0):
+        return None
+    return 100.0 * (value - reference) / reference
+
+
+# -- means per group (the headless table, the TUI) --------------------------------------------------------
+@dataclass
+class Group:
+    experiment: str
+    model: str
+    dataset: str
+    technique: str
+    runs: int
+    means: dict[str, float | None]
+    ci: dict[str, float | None]
+    change: dict[str, float | None]  # against the baseline mean: percent, or pp (see metric_change)
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> tuple[float | None, float | None]:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return (mean(values) if values else None), stats.mean_ci95(values)
+
+
+def summarize(rows: Iterable[dict[str, Any]]) -> list[Group]:
+    """Completed runs grouped by conditions and technique, each compared to its matching baseline."""
+    completed = latest_runs(rows)
+    buckets: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in completed:
+        buckets.setdefault((conditions_of(row), row["technique"]), []).append(row)
+    baselines = baseline_means(completed)
+    groups = []
+    for (key, technique), members in buckets.items():
+        means = {}
+        intervals = {}
+        for metric in METRICS:
+            means[metric], intervals[metric] = _mean(members, metric)
+        reference = baselines.get(key, {})
+        change = {m: metric_change(m, means[m], reference.get(m)) if technique != "baseline" else None
+                  for m in METRICS}
+        experiments = ", ".join(sorted({str(r.get("experiment") or "") for r in members}))
+        groups.append(Group(experiments, members[0]["model"], members[0].get("dataset") or "", technique,
+                            len(members), means, intervals, change))
+    groups.sort(key=lambda g: (g.model, g.dataset, g.experiment, g.technique != "baseline", g.technique))
+    return groups
+
+
+def baseline_means(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Mean of each metric over the completed baselines, by conditions: computed once per table."""
+    members: dict[str, list[dict[str, Any]]] = {}
+    for row in latest_runs(rows):
+        if row.get("technique") == "baseline":
+            members.setdefault(conditions_of(row), []).append(row)
+    return {key: {m: _mean(group, m)[0] for m in METRICS} for key, group in members.items()}
+
+
+def changes(rows: list[dict[str, Any]]) -> list[dict[str, float | None]]:
+    """Each row's change per metric against its matching baselines (None for a baseline): percent, or
+    percentage points for accuracy and F1."""
+    means = baseline_means(rows)
+    result = []
+    for row in rows:
+        reference = means.get(conditions_of(row), {}) if row.get("technique") != "baseline" else {}
+        result.append({m: metric_change(m, row.get(m), reference.get(m)) for m in METRICS})
+    return result
+
+
+
+# -- comparisons with verdicts ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Excluded:
+    """A run whose value the analysis cannot take (an energy of 0 or below has no log), named, not used."""
+
+    run_id: int | None
+    side: str  # technique | baseline
+    value: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One technique against its matching baselines, for one metric, decided under its plan.
+
+    `step` is the comparison's place in the plan's Holm family (adjusted p, the interval's divisor);
+    `decision` its verdict and the interval that matches it; `analysis` the settings used (the plan's, or
+    post hoc values given later, listed in `post_hoc` as {name: (used, declared)}).
+    """
+
+    model: str
+    dataset: str
+    technique: str
+    metric: str
+    conditions: str
+    experiments: tuple[str, ...]
+    stats: stats.TwoSample
+    plan: Plan
+    analysis: AnalysisSettings
+    step: stats.HolmStep
+    decision: stats.Decision
+    verdict: str
+    sentence: str = ""
+    post_hoc: dict[str, tuple[float, float]] = field(default_factory=dict)
+    run_ids: tuple[int, ...] = ()
+    baseline_run_ids: tuple[int, ...] = ()
+    excluded: tuple[Excluded, ...] = ()
+    diagnostics: tuple[diagnostics.Diagnostic, ...] = ()
+    energy_method: str | None = None
+    repeats_to_decide: int | None = None
+    target: float | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def in_pp(self) -> bool:
+        return self.metric in DIFFERENCE_METRICS
+
+    @property
+    def p_holm(self) -> float | None:
+        return self.step.p_holm
+
+    @property
+    def holm_family(self) -> int:
+        return self.step.family
+
+    @property
+    def primary(self) -> bool:
+        return self.metric == self.plan.analysis.primary
+
+    @property
+    def role(self) -> str:
+        return "primary" if self.primary else "secondary"
+
+    @property
+    def significant(self) -> bool:
+        return self.verdict in (stats.SAVES, stats.COSTS)
+
+    @property
+    def negligible(self) -> bool:
+        return self.decision.negligible and self.significant
+
+    @property
+    def word(self) -> str:
+        """The verdict as every face shows it: 'saves', 'saves, negligible', 'saves (estimated)'."""
+        text = self.verdict + (", negligible" if self.negligible else "")
+        if self.significant and self.energy_method == ESTIMATED:
+            text += " (estimated)"
+        elif self.significant and self.energy_method == MIXED:
+            text += " (partly estimated)"
+        return text
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The interval a table shows: the one that matches the decision (Holm-adjusted where the family has
+        more than one comparison), on the display scale."""
+        if self.decision.adjusted is not None:
+            return self.decision.adjusted
+        s = self.stats
+        return (s.ci_low, s.ci_high) if s.ci_low is not None and s.ci_high is not None else None
+
+    @property
+    def cell(self) -> tuple[str, str]:
+        return self.conditions, self.technique
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of `greenlab report --format json` (docs/statistics.md lists every key)."""
+        s = self.stats
+        ratio = s.scale == stats.RATIO
+        low_eq, high_eq = s.equivalence_bounds
+        adjusted = self.decision.adjusted
+        data: dict[str, Any] = {
+            "model": self.model, "dataset": self.dataset, "technique": self.technique, "metric": self.metric,
+            "role": self.role, "primary": self.primary, "scale": s.scale,
+            "experiment": ", ".join(self.experiments), "conditions": self.conditions,
+            "n": s.n, "n_baseline": s.n_baseline, "n_missing": s.n_missing,
+            "n_baseline_missing": s.n_baseline_missing, "mean": s.mean, "baseline_mean": s.baseline_mean,
+            "sd": s.sd, "baseline_sd": s.baseline_sd,
+            "ratio": s.estimate if ratio else None, "ratio_of_means": s.ratio_of_means if ratio else None,
+            "ratio_ci_low": s.ci_low if ratio else None, "ratio_ci_high": s.ci_high if ratio else None,
+            "ratio_ci90_low": s.eq_low if ratio else None, "ratio_ci90_high": s.eq_high if ratio else None,
+            "difference": s.difference,
+            "difference_ci_low": None if ratio else s.ci_low, "difference_ci_high": None if ratio else s.ci_high,
+            "difference_ci90_low": None if ratio else s.eq_low,
+            "difference_ci90_high": None if ratio else s.eq_high,
+            "ci_level": 1 - self.analysis.alpha, "equivalence_ci_level": 1 - 2 * self.analysis.alpha,
+            "test": s.test, "df": s.df, "p_value": s.p_value, "p_holm": self.p_holm,
+            "holm_family": self.holm_family, "adjusted_ci_low": adjusted[0] if adjusted else None,
+            "adjusted_ci_high": adjusted[1] if adjusted else None,
+            "adjusted_ci_level": self.decision.adjusted_level, "alpha": self.analysis.alpha,
+            "margin": self.analysis.equivalence_margin if ratio else None,
+            "margin_pp": None if ratio else self.analysis.accuracy_margin_pp,
+            "equivalence_bounds": [low_eq, high_eq] if ratio else [100 * low_eq, 100 * high_eq],
+            "equivalence_bounds_unit": "ratio" if ratio else "pp",
+            "p_equivalence": s.p_equivalence, "equivalent": None if s.equivalent is None else bool(s.equivalent),
+            "effect_size": s.effect_size, "verdict": self.verdict, "negligible": self.negligible,
+            "word": self.word, "energy_method": self.energy_method,
+            "repeats_to_decide": self.repeats_to_decide if self.verdict == stats.INCONCLUSIVE else None,
+            "sentence": self.sentence, "notes": list(self.notes),
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
+            "excluded": [{"run_id": e.run_id, "side": e.side, "value": e.value, "reason": e.reason}
+                         for e in self.excluded],
+            "plan": self.plan.to_json(),
+            "post_hoc": {name: {"used": used, "declared": declared}
+                         for name, (used, declared) in self.post_hoc.items()},
+            "run_ids": list(self.run_ids), "baseline_run_ids": list(self.baseline_run_ids),
+        }
+        if self.in_pp:
+            data.update(difference_pp=_pp(s.difference), difference_pp_ci_low=_pp(s.ci_low),
+                        difference_pp_ci_high=_pp(s.ci_high))
+        return {k: _plain(v) for k, v in data.items()}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: numpy numbers become Python numbers, a non-finite number becomes null, recursively."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # a numpy scalar
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+def _pp(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value
+
+
+def run_energy_method(row: dict[str, Any]) -> str | None:
+    """How a run's energy was obtained: measured (hardware counters or polled power), estimated (CPU time
+    × watts), mixed (some components each way), or None when the row does not say."""
+    measured, estimated = row.get("energy_measured_j") or 0, row.get("energy_estimated_j") or 0
+    if measured > 0 and estimated > 0:
+        return MIXED
+    if measured > 0:
+        return MEASURED
+    if estimated > 0:
+        return ESTIMATED
+    return None
+
+
+def energy_method(rows: Iterable[dict[str, Any]]) -> str | None:
+    methods = {m for m in (run_energy_method(r) for r in rows) if m is not None}
+    if not methods:
+        return None
+    return methods.pop() if len(methods) == 1 else MIXED
+
+
+def usable(rows: list[dict[str, Any]], metric: str, side: str) -> tuple[Values, list[Excluded]]:
+    """(run id, value or None) of the runs the analysis can use, in execution order, and the runs it cannot:
+    on a ratio scale a value of 0 or below has no log, and no scale takes a value that is not finite; such
+    a run is named, never turned into a saving. None (no value: a run that never reached its target)
+    stays None, counted as missing."""
+    kept: Values = []
+    left_out: list[Excluded] = []
+    ratio = metric not in DIFFERENCE_METRICS
+    for row in sorted(rows, key=lambda r: r.get("id") or 0):
+        value, run_id = row.get(metric), row.get("id")
+        if value is None:
+            kept.append((run_id, None))
+            continue
+        value = float(value)
+        if not math.isfinite(value):
+            left_out.append(Excluded(run_id, side, value, "not finite"))
+        elif ratio and value <= 0:
+            flags = formatting.json_column(row.get("flags"), [])
+            reason = "net below idle" if FLAG_NET_BELOW_IDLE in flags else ("zero" if value == 0 else "negative")
+            left_out.append(Excluded(run_id, side, value, reason))
+        else:
+            kept.append((run_id, value))
+    return kept, left_out
+
+
+@dataclass
+class _Cell:
+    key: tuple[str, str]
+    members: list[dict[str, Any]]
+    reference: list[dict[str, Any]]
+    plan: Plan | None = None
+
+
+@dataclass(frozen=True)
+class _Judged:
+    stats: stats.TwoSample
+    excluded: list[Excluded]
+    technique: Values
+    baseline: Values
+
+
+def _governing_plans(cells: Iterable[_Cell], plans: dict[int, Plan]) -> None:
+    """Each cell's plan: that of its latest run that ran under a known plan; cells with none are judged
+    under their experiment's implied plan (runs from before plans), one per experiment."""
+    orphans: dict[str, list[_Cell]] = {}
+    for cell in cells:
+        ordered = sorted(cell.members, key=lambda r: r.get("id") or 0, reverse=True)
+        cell.plan = next((plans[r["plan_id"]] for r in ordered if r.get("plan_id") in plans), None)
+        if cell.plan is None:
+            orphans.setdefault(str(ordered[0].get("experiment") or ""), []).append(cell)
+    for experiment, group in orphans.items():
+        members = [r for cell in group for r in cell.members]
+        declared = implied(experiment, [Cell(c.key[0], c.key[1], str(c.members[0].get("model") or ""), experiment)
+                                        for c in group], stored_margin(members))
+        for cell in group:
+            cell.plan = declared
+
+
+def _plan_key(plan: Plan) -> tuple[str, Any]:
+    return ("plan", plan.id) if plan.declared else ("implied", plan.source)
+
+
+def judge(rows: Iterable[dict[str, Any]], plans: dict[int, Plan] | None = None, *,
+          metrics: Iterable[str] = METRICS, post_hoc: PostHoc | None = None) -> list[Comparison]:
+    """Every comparison the store's runs support, decided under its plan; see the module docstring.
+
+    `rows` are the store's runs (every status: only the latest completed run of each key counts); `plans`
+    the store's plans by id. `post_hoc` values replace the plans' (and each comparison says so).
+    """
+    plans = plans or {}
+    post_hoc = post_hoc or PostHoc()
+    baselines: dict[str, list[dict[str, Any]]] = {}
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in latest_runs(rows):
+        if row.get("technique") == "baseline":
+            baselines.setdefault(conditions_of(row), []).append(row)
+        else:
+            grouped.setdefault((conditions_of(row), row["technique"]), []).append(row)
+    cells = {key: _Cell(key, members, baselines.get(key[0], [])) for key, members in grouped.items()}
+    _governing_plans(cells.values(), plans)
+    families: dict[tuple[str, Any], tuple[Plan, list[tuple[str, str]]]] = {}
+    for cell in cells.values():
+        assert cell.plan is not None
+        plan, family = families.setdefault(_plan_key(cell.plan), (cell.plan, [c.key for c in cell.plan.cells]))
+        if cell.key not in family:
+            family.append(cell.key)  # a governed cell its plan did not list (a changed setting): counted too
+    settings = {key: post_hoc.apply(plan.analysis) for key, (plan, _) in families.items()}
+    cache: dict[tuple[tuple[str, str], str], _Judged] = {}
+
+    def judged(cell: _Cell, metric: str) -> _Judged:
+        """A cell's statistics under its own governing plan (its p-value is the same under any plan)."""
+        found = cache.get((cell.key, metric))
+        if found is None:
+            assert cell.plan is not None
+            used = settings[_plan_key(cell.plan)][0]
+            technique, out_technique = usable(cell.members, metric, "technique")
+            baseline, out_baseline = usable(cell.reference, metric, "baseline")
+            ratio = metric not in DIFFERENCE_METRICS
+            result = stats.compare([v for _, v in technique], [v for _, v in baseline],
+                                   scale=stats.RATIO if ratio else stats.DIFFERENCE, alpha=used.alpha,
+                                   margin=used.equivalence_margin if ratio else used.accuracy_margin_pp / 100)
+            found = cache[(cell.key, metric)] = _Judged(result, out_technique + out_baseline, technique, baseline)
+        return found
+
+    wanted = tuple(metrics)
+    comparisons: list[Comparison] = []
+    baseline_checks: dict[tuple[str, str], list[diagnostics.Diagnostic]] = {}
+    for plan_key, (plan, family) in families.items():
+        used, changed = settings[plan_key]
+        for metric in wanted:
+            p_values: list[float | None] = []
+            for key in family:  # a declared cell never completed counts as p = 1 (stats.holm)
+                s = judged(cells[key], metric).stats if key in cells else None
+                withheld = s is None or (metric == "energy_to_target_j" and (s.n_missing or s.n_baseline_missing))
+                p_values.append(None if withheld else s.p_value)  # type: ignore[union-attr]
+            for key, step in zip(family, stats.holm(p_values, len(family), used.alpha)):
+                cell = cells.get(key)
+                if cell is not None and cell.plan is not None and _plan_key(cell.plan) == plan_key:
+                    comparisons.append(_comparison(cell, metric, plan, used, changed, step, judged(cell, metric),
+                                                   baseline_checks))
+    order = {m: i for i, m in enumerate(wanted)}
+    first_run: dict[str, int] = {}  # techniques keep the order in which they were first run
+    for (_, technique), members in grouped.items():
+        first = min((r.get("id") or 0 for r in members), default=0)
+        first_run[technique] = min(first_run.get(technique, first), first)
+    comparisons.sort(key=lambda c: (c.model, c.dataset, c.conditions, first_run[c.technique], c.technique,
+                                    order[c.metric]))
+    return comparisons
+
+
+def _comparison(cell: _Cell, metric: str, plan: Plan, used: AnalysisSettings, changed: dict[str, tuple[float, float]],
+                step: stats.HolmStep, judged: _Judged,
+                baseline_checks: dict[tuple[str, str], list[diagnostics.Diagnostic]]) -> Comparison:
+    from greenlab.core.report import words
+
+    s = judged.stats
+    decision = stats.decide(s, step, higher_is_better=metric in HIGHER_IS_BETTER)
+    verdict = decision.verdict
+    technique = cell.members[0]["technique"]
+    notes: list[str] = []
+    target = None
+    if metric == "energy_to_target_j" and (s.n_missing or s.n_baseline_missing):
+        # Runs that never reached the target are left out of the means: judging the survivors alone
+        # would favour whichever side reached it less often. The sentence says how many.
+        verdict = stats.INSUFFICIENT
+        target = _target_of(cell.members + cell.reference)
+        notes.append(words.unreached_note(s, technique))
+    ratio = metric not in DIFFERENCE_METRICS
+    unit = "pp" if not ratio else ("s" if metric == "duration_s" else "J")
+    checks = diagnostics.check_side("technique", [(i, v) for i, v in judged.technique if v is not None], unit,
+                                    ratio_scale=ratio, name=technique)
+    base_key = (cell.key[0], metric)
+    if base_key not in baseline_checks:
+        baseline_checks[base_key] = diagnostics.check_side(
+            "baseline", [(i, v) for i, v in judged.baseline if v is not None], unit, ratio_scale=ratio)
+    checks += baseline_checks[base_key]
+    caveat = _flagged_caveat(cell.members + cell.reference) if ratio else ""
+    if caveat:
+        notes.append(caveat)
+    if judged.excluded:
+        notes.append(words.excluded_note(judged.excluded, metric))
+    first = cell.members[0]
+    comparison = Comparison(
+        model=first["model"], dataset=first.get("dataset") or "", technique=technique, metric=metric,
+        conditions=cell.key[0], experiments=tuple(sorted({str(r.get("experiment") or "") for r in cell.members})),
+        stats=s, plan=plan, analysis=used, step=step, decision=decision, verdict=verdict, post_hoc=changed,
+        run_ids=tuple(r["id"] for r in cell.members if r.get("id") is not None),
+        baseline_run_ids=tuple(r["id"] for r in cell.reference if r.get("id") is not None),
+        excluded=tuple(judged.excluded), diagnostics=tuple(checks),
+        energy_method=energy_method(cell.members + cell.reference) if metric in metrics.ENERGY_METRICS else None,
+        repeats_to_decide=stats.repeats_for(s, step) if verdict == stats.INCONCLUSIVE else None,
+        target=target, notes=tuple(notes))
+    return replace(comparison, sentence=words.sentence(comparison))
+
+
+def _flagged_caveat(rows: list[dict[str, Any]]) -> str:
+    """'2 of 6 runs measured beside other work (flag host_busy)'; the verdict stands, but a reader should
+    know its figures include other work. Each run counts once, whichever of the flags it has."""
+    flagged = [set(formatting.json_column(r.get("flags"), [])) & set(CAVEAT_FLAGS) for r in rows]
+    count = sum(1 for flags in flagged if flags)
+    if not count:
+        return ""
+    names = [f for f in CAVEAT_FLAGS if any(f in flags for flags in flagged)]
+    return (f"{count} of {len(rows)} runs measured beside other work on their host "
+            f"(flag{'s' if len(names) > 1 else ''} {', '.join(names)})")
+
+
+def _target_of(rows: list[dict[str, Any]]) -> float | None:
+    """The target accuracy the cell's runs were judged against (one per conditions, so any run's)."""
+    return next((float(r["target_accuracy"]) for r in rows if r.get("target_accuracy") is not None), None)
+
+
+# -- what a face shows, chosen after judging everything ----------------------------------------------------
+def of_experiment(comparisons: Iterable[Comparison], experiment: str) -> list[Comparison]:
+    return [c for c in comparisons if experiment in c.experiments]
+
+
+def of_runs(comparisons: Iterable[Comparison], run_ids: Iterable[int]) -> list[Comparison]:
+    """The comparisons any of whose technique runs are among `run_ids` (the rows a view shows)."""
+    ids = set(run_ids)
+    return [c for c in comparisons if ids.intersection(c.run_ids)]
+
+
+def of_cells(comparisons: Iterable[Comparison], cells: Iterable[tuple[str, str]]) -> list[Comparison]:
+    """The comparisons of these (conditions, technique) cells: a grid's plan."""
+    wanted = set(cells)
+    return [c for c in comparisons if c.cell in wanted]
+
+
+# -- units ------------------------------------------------------------------------------------------------
+def format_change(value: float | None, metric: str | None = None) -> str:
+    """'+3.1%', or '+3.1 pp' for accuracy and F1 (see metric_change)."""
+    if value is None:
+        return ""
+    return f"{value:+.1f} pp" if metric in DIFFERENCE_METRICS else f"{value:+.1f}%"

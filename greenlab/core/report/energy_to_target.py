@@ -1,0 +1,77 @@
+"""Energy to accuracy: what a run spent until its validation accuracy first reached a target.
+
+The study compares at equal epochs; a reviewer also asks "at equal accuracy?". The target of a run is
+its matching baselines' mean final accuracy minus 1 percentage point (baselines included, so they have a
+figure to compare with). The energy is the sum of the epochs' energies (training and evaluation windows,
+the scope of `energy_training_j`) up to and including the first epoch at or above the target.
+
+Pure functions; the grid session (greenlab.core.grid.session) stores `compute`'s figures in
+`runs.target_accuracy` and `runs.energy_to_target_j` at the end of a grid.
+"""
+
+from __future__ import annotations
+
+from statistics import mean
+from typing import Any, Callable, Iterable
+
+from greenlab.core.report.compare import TARGET_DROP_PP, conditions_of, latest_runs
+
+
+def epoch_energy(epoch: dict[str, Any]) -> float | None:
+    """The epoch's energy: `energy_j`, else its training plus evaluation windows, else unknown."""
+    if epoch.get("energy_j") is not None:
+        return float(epoch["energy_j"])
+    if epoch.get("train_energy_j") is not None and epoch.get("eval_energy_j") is not None:
+        return float(epoch["train_energy_j"]) + float(epoch["eval_energy_j"])
+    return None
+
+
+def accuracy_curve(epochs: Iterable[dict[str, Any]]) -> list[tuple[int, float, float]]:
+    """(epoch, cumulative energy, validation accuracy) epoch by epoch, up to the first epoch whose energy
+    is unknown: the curve along which energy to target is read."""
+    curve: list[tuple[int, float, float]] = []
+    total = 0.0
+    for epoch in sorted(epochs, key=lambda e: e.get("epoch") or 0):
+        energy = epoch_energy(epoch)
+        if energy is None or epoch.get("val_accuracy") is None:
+            break
+        total += energy
+        curve.append((int(epoch["epoch"]), total, float(epoch["val_accuracy"])))
+    return curve
+
+
+def energy_to_target(epochs: Iterable[dict[str, Any]], target: float) -> float | None:
+    """Cumulative energy until val_accuracy first reaches `target`; None if it never does, or if an
+    epoch on the way has no known energy (a partial sum would understate the cost)."""
+    return next((joules for _epoch, joules, accuracy in accuracy_curve(epochs) if accuracy >= target), None)
+
+
+def default_targets(rows: Iterable[dict[str, Any]], drop_pp: float = TARGET_DROP_PP) -> dict[str, float]:
+    """Per conditions key: the completed baselines' mean final val_accuracy minus `drop_pp`."""
+    accuracies: dict[str, list[float]] = {}
+    for row in latest_runs(rows):
+        if row.get("technique") == "baseline" and row.get("val_accuracy") is not None:
+            accuracies.setdefault(conditions_of(row), []).append(float(row["val_accuracy"]))
+    return {key: mean(values) - drop_pp / 100.0 for key, values in accuracies.items()}
+
+
+def compute(rows: list[dict[str, Any]], epochs_of: Callable[[int], list[dict[str, Any]]],
+            drop_pp: float = TARGET_DROP_PP) -> dict[int, tuple[float, float | None]]:
+    """run id -> (target accuracy, energy to target) for every completed run whose conditions have
+    completed baselines with an accuracy."""
+    targets = default_targets(rows, drop_pp)
+    result: dict[int, tuple[float, float | None]] = {}
+    for row in rows:
+        target = targets.get(conditions_of(row))
+        if row.get("status") == "completed" and target is not None and row.get("id") is not None:
+            result[row["id"]] = (target, energy_to_target(epochs_of(row["id"]), target))
+    return result
+
+
+def with_energy_to_target(rows: list[dict[str, Any]], epochs_of: Callable[[int], list[dict[str, Any]]]
+                          ) -> list[dict[str, Any]]:
+    """Rows with both columns computed afresh from these rows' baselines, so every run of a cell is judged
+    against the same target, whatever the store holds from an earlier grid."""
+    computed = compute(rows, epochs_of)
+    return [{**row, "target_accuracy": computed[row["id"]][0], "energy_to_target_j": computed[row["id"]][1]}
+            if row.get("id") in computed else row for row in rows]

@@ -1,0 +1,109 @@
+"""Text for people: how every face writes labels, durations, energies, accuracies and how a figure was
+obtained. One module, so the headless lines, the TUI and `greenlab report` say things the same way.
+
+Pure functions of plain values; nothing here reads a meter, a store or a widget.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from greenlab.core.measure.meter import MEASURED_METHODS
+from greenlab.core.measure import hostload
+
+KINDS = ("measured", "estimated", "mixed", "unavailable")
+
+
+def run_label(model: str, technique: str, repeat: int, repeats: int) -> str:
+    """'resnet18 · prune #2' (the repeat only when a grid has several)."""
+    return f"{model} · {technique}" + (f" #{repeat + 1}" if repeats > 1 else "")
+
+
+def clock(seconds: float | None) -> str:
+    """'1:05' or '1:02:03' for elapsed times and ETAs; '-' when unknown."""
+    if seconds is None:
+        return "-"
+    whole = max(0, int(seconds))
+    if whole >= 3600:
+        return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def duration(seconds: float | None) -> str:
+    """'12.3 s' under a minute, else as `clock`; '-' when unknown."""
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f} s" if seconds < 60 else clock(seconds)
+
+
+def energy(joules: float | None, ci_j: float | None = None) -> str:
+    """J below an hour's watt (3600 J), Wh above, thousands separated; a confidence interval in the same
+    unit."""
+    if joules is None:
+        return "-"
+    if joules >= 3600:
+        text = f"{joules / 3600:,.2f}"
+        return f"{text} Wh" if ci_j is None else f"{text}±{ci_j / 3600:,.2f} Wh"
+    return f"{joules:,.1f} J" if ci_j is None else f"{joules:,.1f}±{ci_j:,.1f} J"
+
+
+def accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def kind_of_methods(methods: Mapping[str, str]) -> str:
+    """measured | estimated | mixed | unavailable, from each component's method."""
+    kinds = {"measured" if m in MEASURED_METHODS else "estimated" for m in methods.values() if m != "unavailable"}
+    if not kinds:
+        return "unavailable"
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def kind_of_row(row: Mapping[str, Any]) -> str:
+    """measured | estimated | mixed | unavailable, from a stored run's measured and estimated joules."""
+    measured, estimated = row.get("energy_measured_j") or 0.0, row.get("energy_estimated_j") or 0.0
+    if measured and estimated:
+        return "mixed"
+    if measured:
+        return "measured"
+    if estimated:
+        return "estimated"
+    return "unavailable"
+
+
+def idle_text(watts: Mapping[str, float], seconds: float, host_load: Mapping[str, Any] | None = None) -> str:
+    listed = ", ".join(f"{c} {w:.1f} W" for c, w in watts.items()) or "nothing measurable"
+    text = f"idle baseline over {seconds:g} s: {listed}"
+    if watts and hostload.busy(host_load):
+        # A baseline taken while others work is too high, and every net figure below it too low.
+        text += (f"; the host was not idle (other processes used {host_load['other_share']:.0%} of its CPUs), so this "
+                 "baseline is too high and net energy too low: stop them, or rerun")
+    return text
+
+
+def cooling_text(temperatures: Mapping[str, float], target_c: float) -> str:
+    listed = ", ".join(f"{c} {t:.0f} °C" for c, t in temperatures.items())
+    return f"cooling down to {target_c:g} °C: {listed}"
+
+
+def json_column(value: Any, default: Any) -> Any:
+    """A JSON column of a runs row (flags, meters, settings, ...) as stored, or already parsed; `default`
+    when it is empty, not JSON, or not of the default's kind (a list, a dict)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return default
+    return value if isinstance(value, type(default)) else default
+
+
+def host_busy(row: Mapping[str, Any]) -> str:
+    """The warning for a run flagged `host_busy` (empty when it is not): how much of the host others used."""
+    if "host_busy" not in json_column(row.get("flags"), []):
+        return ""
+    share = (json_column(row.get("meters"), {}).get("host_load") or {}).get("other_share")
+    used = f" {share:.0%} of" if isinstance(share, (int, float)) else ""
+    return (f"the host was busy: other processes (on Ray, other runs on the node too) used{used} its CPUs "
+            "meanwhile, so its CPU and DRAM figures (measured or estimated) include their effect (flag host_busy); "
+            "compare it with care, or rerun on a quiet machine")

@@ -1,0 +1,163 @@
+"""The report's figure: energy against accuracy per model (95 % error bars, Pareto front marked) and the
+energy change of every technique with its 95 % CI. One file, SVG or PNG, drawn by matplotlib.
+
+The bars are drawn within the physical range (accuracy 0–100 %, energy and time ≥ 0, a change ≥ -100 %):
+a symmetric t-interval of three runs easily reaches past it, and a bar to -20 % accuracy reads as data.
+The figure says so; the report's numbers (json, csv) keep the whole interval.
+
+matplotlib is imported when a figure is drawn, never at import: the rest of GreenLab does not need it.
+The object-oriented Figure API is used (no pyplot), so no GUI backend or global state is touched.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+from greenlab.core.report import compare, stats
+from greenlab.core.errors import GreenLabError
+from greenlab.core.report.compare import Comparison
+
+PLOT_FORMATS = ("svg", "png")
+CLIP_NOTE = ("Error bars are cut at the physical range (accuracy 0–100 %, energy and time ≥ 0, change ≥ -100 %); "
+             "the report's json and csv keep the whole 95 % interval.")
+VERDICT_COLOURS = {"saves": "#1b7837", "costs": "#b2182b", "equivalent": "#2166ac", "inconclusive": "#7f7f7f",
+                   "insufficient": "#bdbdbd", "no spread": "#bdbdbd"}
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both lower energy (x) and higher accuracy (y),
+    ordered by energy."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def bar_extent(centre: float, below: float, above: float, low: float = 0.0, high: float = math.inf
+               ) -> tuple[float, float]:
+    """The lengths below and above `centre` of an error bar [centre - below, centre + above], cut to
+    [low, high]; never negative, so a centre on a bound draws no bar past it."""
+    return max(0.0, min(below, centre - low)), max(0.0, min(above, high - centre))
+
+
+def _bounds(metric: str) -> tuple[float, float]:
+    """The physical range of a metric as the figure plots it: accuracy and F1 as fractions, the rest ≥ 0."""
+    return (0.0, 1.0) if metric in compare.DIFFERENCE_METRICS else (0.0, math.inf)
+
+
+def _mean_ci(values: list[Any]) -> tuple[float | None, float]:
+    kept, _ = stats.clean(values)
+    if not kept:
+        return None, 0.0
+    return sum(kept) / len(kept), stats.mean_ci95(kept) or 0.0
+
+
+def _cells(rows: list[dict[str, Any]], comparisons: list[Comparison], metric: str
+           ) -> dict[tuple[str, str, str], list[tuple[str, float, float, float, float]]]:
+    """Per (model, dataset, conditions): (technique, energy, energy CI, accuracy, accuracy CI), baseline first."""
+    by_id = {r["id"]: r for r in rows if r.get("id") is not None}
+    groups: dict[tuple[str, str, str], dict[str, list[int]]] = {}
+    for c in comparisons:
+        if c.metric != metric:
+            continue
+        cell = groups.setdefault((c.model, c.dataset, c.conditions), {})
+        cell["baseline"] = list(c.baseline_run_ids)
+        cell[c.technique] = list(c.run_ids)
+    result: dict[tuple[str, str, str], list[tuple[str, float, float, float, float]]] = {}
+    for key, techniques in groups.items():
+        points = []
+        for technique, ids in techniques.items():
+            members = [by_id[i] for i in ids if i in by_id]
+            energy, energy_ci = _mean_ci([r.get(metric) for r in members])
+            accuracy, accuracy_ci = _mean_ci([r.get("val_accuracy") for r in members])
+            if energy is not None and accuracy is not None:
+                points.append((technique, energy, energy_ci, 100 * accuracy, 100 * accuracy_ci))
+        result[key] = points
+    return result
+
+
+def render_plot(rows: list[dict[str, Any]], comparisons: list[Comparison], fmt: str,
+                metric: str = compare.HEADLINE) -> bytes:
+    """The figure as bytes of `fmt` (svg or png)."""
+    if fmt not in PLOT_FORMATS:
+        raise GreenLabError(f"--plot writes .svg or .png, not .{fmt}; name the file plot.svg or plot.png")
+    figure = build_figure(rows, comparisons, metric)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=fmt, dpi=150)
+    return buffer.getvalue()
+
+
+def build_figure(rows: list[dict[str, Any]], comparisons: list[Comparison], metric: str = compare.HEADLINE
+                 ) -> Any:
+    """The matplotlib Figure, unsaved (tests read its artists)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise GreenLabError("--plot needs matplotlib: pip install matplotlib (or reinstall greenlab)") from None
+
+    label = compare.METRIC_LABELS.get(metric, metric)
+    cells = _cells(rows, comparisons, metric)
+    headline = [c for c in comparisons if c.metric == metric]
+    columns = min(3, max(1, len(cells)))
+    model_rows = max(1, math.ceil(len(cells) / columns))
+    change_height = max(2.5, 0.35 * len(headline) + 1.2)
+    figure = Figure(figsize=(max(8.0, 5.0 * columns), 4.0 * model_rows + change_height), layout="constrained")
+    grid = figure.add_gridspec(model_rows + 1, columns, height_ratios=[4.0] * model_rows + [change_height])
+
+    for index, ((model, dataset, _), points) in enumerate(cells.items()):
+        axes = figure.add_subplot(grid[index // columns, index % columns])
+        low, high = _bounds(metric)
+        for technique, energy, energy_ci, accuracy, accuracy_ci in points:
+            x_below, x_above = bar_extent(energy, energy_ci, energy_ci, low, high)
+            y_below, y_above = bar_extent(accuracy, accuracy_ci, accuracy_ci, 0.0, 100.0)
+            axes.errorbar(energy, accuracy, xerr=[[x_below], [x_above]], yerr=[[y_below], [y_above]], fmt="o",
+                          capsize=3, label=technique, color="black" if technique == "baseline" else None)
+        front = pareto_front([(p[1], p[3]) for p in points])
+        if len(front) > 1:
+            axes.plot([points[i][1] for i in front], [points[i][3] for i in front], "--", color="#555555",
+                      linewidth=1)
+        axes.scatter([points[i][1] for i in front], [points[i][3] for i in front], s=160, facecolors="none",
+                     edgecolors="#555555", linewidths=1, label="Pareto front")
+        axes.set_title(f"{model} ({dataset})")
+        axes.set_xlabel(f"{label} ({'J' if metric.endswith('_j') else 's' if metric.endswith('_s') else 'mean'})")
+        axes.set_ylabel("validation accuracy (%)")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize="small")
+
+    axes = figure.add_subplot(grid[model_rows, :])
+    names = [f"{c.model} · {c.technique}" for c in headline]
+    in_pp = metric in compare.DIFFERENCE_METRICS
+    offset = 0.0 if in_pp else 1.0
+    for y, c in enumerate(headline):
+        s = c.stats
+        if s.estimate is None:
+            continue
+        centre = 100 * (s.estimate - offset)
+        shown = c.interval
+        if shown is not None:
+            below, above = bar_extent(centre, centre - 100 * (shown[0] - offset), 100 * (shown[1] - offset) - centre,
+                                      low=-math.inf if in_pp else -100.0)
+            error = [[below], [above]]
+        else:
+            error = None
+        axes.errorbar(centre, y, xerr=error, fmt="o", capsize=3, color=VERDICT_COLOURS[c.verdict])
+        axes.annotate(c.word, (centre, y), textcoords="offset points", xytext=(6, 4), fontsize="small",
+                      color=VERDICT_COLOURS[c.verdict])
+    bands = {c.stats.equivalence_bounds for c in headline}
+    axes.axvline(0, color="black", linewidth=0.8)
+    for band in bands:
+        for edge in band:
+            axes.axvline(100 * (edge - offset), color="#2166ac", linewidth=0.8, linestyle=":")
+    axes.set_yticks(range(len(names)), names)
+    axes.set_ylim(len(names) - 0.5, -0.5)  # first comparison on top
+    unit = "pp" if in_pp else "%"
+    axes.set_xlabel(f"change in {label} vs the baseline ({unit}), the interval that matches each verdict "
+                    "(Holm-adjusted in a family); dotted: the equivalence band")
+    axes.grid(True, axis="x", alpha=0.3)
+    figure.supxlabel(CLIP_NOTE, fontsize="x-small", color="#555555")  # constrained layout makes room for it
+    return figure

@@ -1,0 +1,69 @@
+"""One cancel for a grid and its runs, shared by the grid driver, the run supervisor and every face.
+
+`cancel()` stops the run in progress (stored `interrupted`) and every run after it; `cancel_current()`
+stops only the run in progress, and the grid goes on. Whoever holds a child registers `on_cancel` to stop
+it at once; waits (an idle baseline, a cool-down, the host lock) use `wait` or `stop_event`. Safe from any
+thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+
+class CancelToken:
+    def __init__(self) -> None:
+        self._all = threading.Event()
+        self._current = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+
+    def cancel(self) -> None:
+        """Stop the run in progress and every run after it."""
+        self._all.set()
+        self._fire()
+
+    def cancel_current(self) -> None:
+        """Stop only the run in progress; the grid goes on with the next run."""
+        self._current.set()
+        self._fire()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._all.is_set()
+
+    @property
+    def current_cancelled(self) -> bool:
+        return self._current.is_set()
+
+    def clear_current(self) -> None:
+        """"This run only" is spent once the run is stored: the next run starts clean."""
+        self._current.clear()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` seconds for a cancel of the whole grid; True when it came."""
+        return self._all.wait(timeout)
+
+    @property
+    def stop_event(self) -> threading.Event:
+        """The event a whole-grid cancel sets (for waits that take one: the host lock)."""
+        return self._all
+
+    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` on every cancel from now on; returns the function that stops it."""
+        with self._lock:
+            self._callbacks.append(callback)
+
+        def remove() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return remove
+
+    def _fire(self) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            callback()

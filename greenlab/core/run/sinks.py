@@ -1,0 +1,178 @@
+"""Where a supervised run's rows go: the seam between measuring a run and storing it.
+
+The supervisor (greenlab.core.run.supervisor) measures a run and produces its rows; a sink decides where
+the record's rows (the `runs` values, epochs, samples, components, capacity curve) are written:
+
+- `StoreSink`: into the run store, as a local grid does (row writes during the run on a StoreWriter
+  thread, so a slow disk never holds the supervisor's event loop);
+- `MemorySink`: into memory, on a Ray node, whose `rows()` the task returns to the driver, which
+  alone writes data/runs.db (greenlab.core.grid.ray_driver): SQLite stays single-writer.
+
+A sink is used for one run at a time. Nothing here measures anything or knows of Ray.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+from greenlab.core.store.database import Store
+from greenlab.core.store.writer import StoreWriter
+
+
+class RowWriter(Protocol):
+    """Row writes submitted while a run goes on: `submit("add_epoch", row)` and the like (Store methods)."""
+
+    def submit(self, method: str, *args: Any, **kwargs: Any) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RowSink(Protocol):
+    """The writes a supervisor makes for one run, and the row it reads back at the end."""
+
+    def start_run(self, values: dict[str, Any]) -> int: ...
+
+    def restart_run(self, run_id: int, values: dict[str, Any]) -> int: ...
+
+    def writer(self) -> RowWriter: ...
+
+    def update_run(self, run_id: int, **values: Any) -> None: ...
+
+    def set_components(self, run_id: int, rows: list[dict[str, Any]]) -> None: ...
+
+    def delete_samples(self, run_id: int, components: Iterable[str]) -> None: ...
+
+    def run(self, run_id: int) -> dict[str, Any] | None: ...
+
+
+class StoreSink:
+    """A local run's rows go to the store; writes during the run go through a StoreWriter thread."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def start_run(self, values: dict[str, Any]) -> int:
+        return self.store.start_run(values)
+
+    def restart_run(self, run_id: int, values: dict[str, Any]) -> int:
+        self.store.restart_run(run_id, values)
+        return run_id
+
+    def writer(self) -> RowWriter:
+        return StoreWriter(self.store.path)
+
+    def update_run(self, run_id: int, **values: Any) -> None:
+        self.store.update_run(run_id, **values)
+
+    def set_components(self, run_id: int, rows: list[dict[str, Any]]) -> None:
+        self.store.set_components(run_id, rows)
+
+    def delete_samples(self, run_id: int, components: Iterable[str]) -> None:
+        self.store.delete_samples(run_id, components)
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        return self.store.run(run_id)
+
+
+@dataclass
+class RunRows:
+    """One run's rows as a Ray node returns them; `values` are the `runs` columns set after its start."""
+
+    start: dict[str, Any] = field(default_factory=dict)  # the values its row started with
+    values: dict[str, Any] = field(default_factory=dict)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[tuple[float, str, float]] = field(default_factory=list)
+    components: list[dict[str, Any]] = field(default_factory=list)
+    capacity: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str | None:
+        return self.values.get("status")
+
+    @property
+    def error(self) -> str | None:
+        return self.values.get("error")
+
+
+class MemorySink:
+    """A run's rows kept in memory (a Ray node's run: the driver writes them); also its own RowWriter,
+    applying each write at once. `run_id` is the id the supervisor uses meanwhile; the driver stores the
+    rows under the run's real id."""
+
+    def __init__(self, run_id: int = 0) -> None:
+        self.run_id = run_id
+        self.started = False
+        self._lock = threading.Lock()
+        self._start: dict[str, Any] = {}
+        self._values: dict[str, Any] = {}
+        self._epochs: dict[int, dict[str, Any]] = {}
+        self._samples: list[tuple[float, str, float]] = []
+        self._components: dict[str, dict[str, Any]] = {}
+        self._capacity: dict[int, float] = {}
+
+    # -- RowSink ----------------------------------------------------------------------------------
+    def start_run(self, values: dict[str, Any]) -> int:
+        with self._lock:
+            self._start = dict(values)
+            self.started = True
+        return self.run_id
+
+    def restart_run(self, run_id: int, values: dict[str, Any]) -> int:
+        """A node never retries in place: the Ray driver starts a new task for a retry."""
+        raise NotImplementedError("a Ray node's run is retried by its driver, as a new task")
+
+    def writer(self) -> RowWriter:
+        return self
+
+    def update_run(self, run_id: int, **values: Any) -> None:
+        with self._lock:
+            self._values.update(values)
+
+    def set_components(self, run_id: int, rows: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._components.update({row["component"]: dict(row) for row in rows})
+
+    def delete_samples(self, run_id: int, components: Iterable[str]) -> None:
+        names = set(components)
+        if names:
+            with self._lock:
+                self._samples = [s for s in self._samples if s[1] not in names]
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            return {**self._start, **self._values, "id": run_id} if self.started else None
+
+    # -- the rest of the Store methods a supervisor submits -----------------------------------------
+    def add_epoch(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self._epochs[int(row["epoch"])] = {k: v for k, v in row.items() if k != "run_id"}
+
+    def add_samples(self, run_id: int, rows: Iterable[tuple[float, str, float]]) -> None:
+        with self._lock:
+            self._samples.extend(rows)
+
+    def set_capacity(self, run_id: int, curve: list[tuple[int, float]]) -> None:
+        with self._lock:
+            self._capacity.update({int(b): float(a) for b, a in curve})
+
+    # -- RowWriter ------------------------------------------------------------------------------------
+    def submit(self, method: str, *args: Any, **kwargs: Any) -> None:
+        getattr(self, method)(*args, **kwargs)
+
+    def flush(self) -> None:
+        """Every write is applied when submitted."""
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+    # -- the record -----------------------------------------------------------------------------------
+    def rows(self) -> RunRows:
+        with self._lock:
+            return RunRows(start=dict(self._start), values=dict(self._values),
+                              epochs=[self._epochs[e] for e in sorted(self._epochs)], samples=list(self._samples),
+                              components=list(self._components.values()),
+                              capacity=sorted(self._capacity.items()))

@@ -1,0 +1,445 @@
+"""One run's supervisor: starts the run's child process, measures it, and hands its rows to a sink.
+
+The child (greenlab.core.run.child_main, started and read through greenlab.core.run.child) trains and
+streams events; this side owns the meters (an EnergyTracker sampling in a thread), the idle baseline, the
+energy windows opened and closed on the child's phase events and the run's measurement
+(greenlab.core.run.measurement); a sink (greenlab.core.run.sinks) decides where the rows go: the store,
+through a writer thread, for a local grid, or memory on a Ray node, whose driver writes them. Both grid
+drivers (greenlab.core.grid.local, greenlab.core.grid.ray_task on each node) run their runs through this
+one object. A child that raises, runs out of memory or is killed leaves a `failed` run with its error and
+partial data; a cancel (greenlab.core.run.cancel) or Ctrl-C leaves an `interrupted` one. Listeners hear
+typed run events (greenlab.core.run.run_events) and never see a process or a SQL statement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict
+from typing import Any, Iterator
+
+from greenlab.core.measure import hostload
+from greenlab.core.measure.detect import build_meters
+from greenlab.core.measure.meter import MEASURED_METHODS
+from greenlab.core.measure.tracker import EnergyTracker
+from greenlab.core.plan.config import GridRun, RunSettings
+from greenlab.core.run.cancel import CancelToken
+from greenlab.core.run.child import RunChild
+from greenlab.core.run.launcher import Launcher, default_launcher
+from greenlab.core.run.measurement import RunMeasurement, accounting_columns, energy_columns, gpus_used
+from greenlab.core.run.run_events import (ChildEvent, CoolingDown, IdleMeasured, Listener, RunBegan, RunEvent,
+                                          RunMetered, RunStored, SafeListener, SupervisorNote)
+from greenlab.core.run.sinks import RowWriter, RowSink, StoreSink
+from greenlab.core.store.database import RUN_COLUMNS, Store, now_iso
+from greenlab.core.train import events
+
+_SAMPLE_FLUSH_S = 1.0
+_WARMUP_TIMEOUT_S = 120.0
+WARMUP_MODULE = "greenlab.core.run.warmup_main"
+
+
+
+
+def child_env() -> dict[str, str]:
+    """The environment a run's child starts in (a fork server started with it serves every run)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def gpus_for(device: str) -> list[int] | None:
+    """GPUs to meter for a run on `device`: None for none, [] for every visible one.
+
+    A run on "auto", "cuda" or "cuda:N" meters every visible GPU until its child reports the board it
+    trained on (by UUID and PCI bus id): only that board's energy is the run's, and a run that fell back
+    to the CPU keeps no GPU energy at all. CUDA's numbering need not be NVML's, so no index is trusted.
+    """
+    if device in ("cpu", "mps"):
+        return None
+    return []
+
+
+def make_tracker(settings: RunSettings) -> tuple[EnergyTracker, dict[str, str]]:
+    setup = build_meters(use_gpus=gpus_for(settings.device), cpu_tdp_w=settings.cpu_tdp_w,
+                         cpu_w_per_thread=settings.cpu_w_per_thread, dram_w_per_gb=settings.dram_w_per_gb)
+    return EnergyTracker(setup.meters, sample_hz=settings.sample_hz), setup.notes
+
+
+def run_row_values(run: GridRun) -> dict[str, Any]:
+    """The columns a run's row starts with: what runs, its keys and its accounting inputs."""
+    settings = run.settings
+    return {"experiment": run.experiment, "model": run.model, "dataset": settings.dataset,
+            "technique": run.technique, "settings": run.settings_dict(), "settings_key": run.settings_key(),
+            "conditions_key": run.conditions_key(), "seed": run.seed, "repeat": run.repeat,
+            "grid_position": run.position, "device": settings.device, "sampler_hz": settings.sample_hz,
+            **accounting_columns(None, run.accounting())}
+
+
+@contextlib.contextmanager
+def signals_deferred(reraise: bool = False) -> Iterator[list[int]]:
+    """Collect SIGINT and SIGTERM while the outcome is written; yields the list of those that arrived, for
+    the caller to act on afterwards, or, with `reraise`, raises KeyboardInterrupt once the block is done if
+    any arrived (main thread only; elsewhere signals never reach Python code anyway).
+
+    The handlers are swapped, not the signals masked: the kernel may deliver a signal to any thread (the
+    sampler, the store writer), and Python then runs the handler in the main thread regardless.
+    """
+    pending: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+    previous = {number: signal.signal(number, lambda signum, frame: pending.append(signum))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield pending
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if reraise and pending:  # not reached when the block raised: its exception goes first
+        raise KeyboardInterrupt
+
+
+def _temperatures(tracker: EnergyTracker) -> dict[str, float]:
+    """GPU temperatures now (a hot GPU draws more; start and end are stored with the run)."""
+    temperatures: dict[str, float] = {}
+    for meter in tracker.meters:
+        if hasattr(meter, "temperatures"):
+            try:
+                temperatures.update(meter.temperatures())
+            except Exception:  # a temperature is context, never a reason to lose the run's record
+                continue
+    return temperatures
+
+
+class RunSupervisor:
+    """Measures one grid entry at a time; `cancel()` may be called from any thread.
+
+    `sink` decides where a run's rows go (default: `store`, through a writer thread); a Ray node's
+    supervisor passes a MemorySink and no store. `idle_cache` holds the idle baselines measured once per
+    grid (`idle_scope = "grid"`); a Ray worker shares one across its tasks. `token` is the grid's cancel
+    (greenlab.core.run.cancel), shared with its driver.
+    """
+
+    def __init__(self, store: Store | None, on_event: Listener | None = None, *, launcher: Launcher | None = None,
+                 sink: RowSink | None = None,
+                 idle_cache: dict[tuple[str, ...], tuple[dict[str, float], dict[str, Any]]] | None = None,
+                 token: CancelToken | None = None) -> None:
+        self.store = store
+        if sink is None:
+            if store is None:
+                raise ValueError("a supervisor needs a store or a sink")
+            sink = StoreSink(store)
+        self.sink = sink
+        self._tell = SafeListener(on_event)
+        self.listener_errors = self._tell.errors
+        self.token = token or CancelToken()
+        self._child_lock = threading.Lock()
+        self._child: RunChild | None = None
+        self.token.on_cancel(self._terminate_child)
+        self._idle_cache = {} if idle_cache is None else idle_cache
+        self.idle_load: dict[str, Any] | None = None  # what others used of the host while idle was measured
+        # Children start from a fork server that imported torch once (GREENLAB_LAUNCHER=spawn: a fresh
+        # interpreter each); a bad GREENLAB_LAUNCHER is the user's error, raised here.
+        self.launcher = launcher or default_launcher(on_note=lambda text: self.on_event(SupervisorNote(text)))
+
+    def close(self) -> None:
+        """Stop the fork server (and any run it still has)."""
+        self.launcher.close()
+
+    def on_event(self, event: RunEvent) -> None:
+        """Tell the face; a face that fails (a closed pipe, a widget error) never costs a run its record."""
+        self._tell(event)
+
+    # -- control --------------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the current run (stored as interrupted) and every run after it."""
+        self.token.cancel()
+
+    def cancel_current(self) -> None:
+        """Stop only the run in progress (stored as interrupted); the grid goes on with the next run."""
+        self.token.cancel_current()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.token.cancelled
+
+    def _terminate_child(self) -> None:
+        with self._child_lock:
+            child = self._child
+        if child is not None:
+            child.terminate()
+
+    def warm_up(self) -> None:
+        """One unmeasured child before the grid (greenlab.core.run.warmup_main), so the first measured run does not
+        pay for a cold machine; a warm-up that fails is told, never fatal. A cancel stops it."""
+        if self.cancelled:
+            return
+        child = None
+        try:
+            with self._child_lock:
+                child = self._child = RunChild(self.launcher, "{}", child_env(), module=WARMUP_MODULE)
+            deadline = time.monotonic() + _WARMUP_TIMEOUT_S
+
+            def in_time() -> None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the warm-up took over {_WARMUP_TIMEOUT_S:g} s")
+
+            for _event in child.events(tick=in_time, tick_s=1.0):
+                pass  # it writes none; the loop ends when the child does
+            code = child.reap()
+            if code != 0 and not self.cancelled:
+                self.on_event(SupervisorNote(f"the warm-up run exited with code {code}; the first run may be "
+                                             "slower than the rest"))
+        except Exception as exc:  # noqa: BLE001 - a cold first run is a bias to tell, not a reason to stop
+            self.on_event(SupervisorNote(f"no warm-up run ({type(exc).__name__}: {exc}); the first run may be "
+                                         "slower than the rest"))
+        finally:
+            with self._child_lock:
+                self._child = None
+            if child is not None:
+                child.terminate()
+                child.close()
+
+    # -- one run --------------------------------------------------------------------------------------
+    def _idle_baseline(self, tracker: EnergyTracker, settings: RunSettings) -> dict[str, float]:
+        if settings.idle_s <= 0:
+            return {}
+        key = tuple(sorted(f"{c}:{tracker.method(c)}" for c in tracker.components()))
+        if settings.idle_scope == "grid" and key in self._idle_cache:
+            watts, self.idle_load = self._idle_cache[key]  # the load that baseline was measured under
+            return watts
+        before = hostload.mark()
+        watts = tracker.measure_idle(settings.idle_s, wait=self.token.wait)
+        if self.cancelled:
+            return {}
+        # An estimate follows the run's own processes, so it is already net of idle: keep measured only.
+        watts = {c: w for c, w in watts.items() if tracker.method(c) in MEASURED_METHODS}
+        # Nothing of the run's is running yet: whatever the host did meanwhile, others did.
+        self.idle_load = hostload.others(before, hostload.mark(), run_cpu_s=0.0)
+        self._idle_cache[key] = (watts, self.idle_load)
+        self.on_event(IdleMeasured(watts, settings.idle_s, self.idle_load))
+        return watts
+
+    def _cool_down(self, tracker: EnergyTracker, settings: RunSettings) -> None:
+        if settings.cooldown_c is None:
+            return
+        deadline = time.monotonic() + settings.cooldown_timeout_s
+        while not self.cancelled and time.monotonic() < deadline:
+            temperatures = _temperatures(tracker)
+            if all(t <= settings.cooldown_c for t in temperatures.values()):
+                return
+            self.on_event(CoolingDown(temperatures, settings.cooldown_c))
+            self.token.wait(2.0)
+
+    def execute(self, run: GridRun, *, retry_of: RunStored | None = None) -> RunStored | None:
+        """Run one grid entry; None when cancelled before it began (nothing is stored then).
+
+        `retry_of`: the stored outcome of an attempt whose executor died under it (greenlab.core.grid.driver's
+        retry rule): this attempt reuses its row, so the run is stored once, and keeps why the first died."""
+        settings = run.settings
+        tracker, notes = make_tracker(settings)
+        try:
+            tracker.start()
+            self._cool_down(tracker, settings)
+            idle = self._idle_baseline(tracker, settings)
+            if self.cancelled:
+                return None
+            meters_info = {"components": {c: {"method": tracker.method(c), **tracker.info().get(c, {})}
+                                          for c in tracker.components()}, "fallbacks": notes,
+                           "idle_w": idle, "idle_s": settings.idle_s if idle else 0,
+                           "idle_host_load": self.idle_load if idle and self.idle_load else None,
+                           "temperature_start_c": _temperatures(tracker)}
+            if retry_of is not None:
+                meters_info["earlier_attempts"] = [{"attempt": 1, "error": retry_of.error}]
+                run_id = self.sink.restart_run(retry_of.run_id, {**run_row_values(run), "meters": meters_info,
+                                                                     "attempts": 2})
+            else:
+                run_id = self.sink.start_run({**run_row_values(run), "meters": meters_info})
+            return self._supervise(RunMeasurement(run_id, run, tracker.now(), idle, meters_info), tracker)
+        finally:
+            tracker.close()
+
+    def _supervise(self, measured: RunMeasurement, tracker: EnergyTracker) -> RunStored:
+        self.on_event(RunBegan(measured.run_id, measured.run, tracker, measured.meters_info.get("fallbacks", {})))
+        tracker.drain_samples()  # samples before the run (idle, cooling) are not the run's
+        cpu_before = tracker.sampler_cpu_s
+        tracker.begin_window("run")
+        measured.t0 = tracker.now()
+        measured.host_start = hostload.mark()
+        writer: RowWriter | None = None
+        child: RunChild | None = None
+        raised: BaseException | None = None
+        try:
+            writer = self.sink.writer()
+            with self._child_lock:  # a cancel from another thread now sees the child, or sees none at all
+                child = self._child = RunChild(self.launcher, json.dumps(measured.run.to_json()), child_env())
+            measured.meters_info["launcher"] = child.launcher_kind
+            measured.child_pid = child.pid
+            measured.server_pid = getattr(self.launcher, "server_pid", None)
+            tracker.track_processes([child.pid])
+            if self.cancelled or self.token.current_cancelled:  # cancelled before the child started
+                child.terminate()
+            for event in child.events(tick=lambda: self._flush_samples(measured, tracker, writer),
+                                      tick_s=_SAMPLE_FLUSH_S):
+                self._handle(measured, event, tracker, writer)
+        except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM, a launch or store error: record, re-raise
+            raised = exc
+            if isinstance(exc, KeyboardInterrupt):
+                self.token.cancel()
+            else:
+                measured.supervisor_error = measured.supervisor_error or f"{type(exc).__name__}: {exc}"
+        # Stopping the child and writing the outcome must not be cut short by a second Ctrl-C.
+        with signals_deferred() as pending:
+            if child is not None:
+                if raised is not None:
+                    child.terminate()
+                child.close()
+            with self._child_lock:
+                self._child = None
+            try:
+                stored = self._finish(measured, tracker, child, writer, cpu_before)
+            finally:
+                if writer is not None:
+                    writer.close()
+                self.token.clear_current()  # "this run only" is spent: the next run starts clean
+        if pending and raised is None:  # a Ctrl-C while the outcome was written stops the grid now
+            self.token.cancel()
+            raised = KeyboardInterrupt()
+        if child is None and isinstance(raised, OSError):
+            raised = None  # it could not start (fork, pipes, files): stored as failed; the grid's rules decide
+        if raised is not None:
+            raise raised
+        return stored
+
+    def _executor_died(self, measured: RunMeasurement, child: RunChild | None) -> bool:
+        """The fork server that forked this run's child died while it ran: the run failed for no fault of
+        its own, and the driver's retry rule may run it again (spawned)."""
+        return (child is not None and measured.child_status is None and measured.meters_info.get("launcher") == "forkserver"
+                and measured.server_pid is not None and getattr(self.launcher, "server_pid", None) != measured.server_pid)
+
+    def _outcome(self, measured: RunMeasurement, return_code: int | None, child: RunChild | None) -> tuple[str, str | None]:
+        """The run's status and error from what the child said, how it ended and what the user did."""
+        if child is None:
+            return "failed", f"the run could not start: {measured.supervisor_error}"
+        if measured.child_status == "completed" and return_code == 0:
+            return "completed", None  # finished before a late cancel arrived: it counts
+        if self.cancelled:
+            return "interrupted", "cancelled by the user"
+        if self.token.current_cancelled:
+            return "interrupted", "cancelled by the user (this run only; the grid went on)"
+        if measured.supervisor_error is not None:
+            return "failed", f"the supervising process failed: {measured.supervisor_error}"
+        if measured.child_status == "failed":
+            return "failed", measured.child_error
+        reason = f"killed by signal {-return_code}" if return_code < 0 else f"exited with code {return_code}"
+        if return_code == -signal.SIGKILL:
+            reason += " (out of memory?)"
+        if measured.meters_info.get("launcher") == "forkserver" and self.launcher.notes:
+            reason += f"; the launcher said: {self.launcher.notes[-1]}"  # e.g. the fork server died
+        error = f"the training process {reason} without reporting an error"
+        tail = child.output_tail() if child is not None else ""
+        return "failed", error + (f"; its last output:\n{tail}" if tail else "")
+
+    def _finish(self, measured: RunMeasurement, tracker: EnergyTracker, child: RunChild | None, writer: RowWriter | None,
+                cpu_before: float) -> RunStored:
+        """Close the run's window and store its outcome, whatever happened to the child (even if none started)."""
+        run, run_id = measured.run, measured.run_id
+        return_code = child.reap() if child is not None else None
+        if measured.device is None:  # the child never said where it trained: no GPU did this run's work
+            measured.gpus_unused = {c for c in tracker.components() if c.startswith("gpu")}
+        window = tracker.end_window("run").without(measured.gpus_unused)
+        load = hostload.others(measured.host_start, hostload.mark(), measured.child_cpu_s)\
+            if measured.host_start is not None else None
+        tracker.discard_windows()  # a phase cut short by a failure has no end
+        try:
+            if writer is not None:
+                self._flush_samples(measured, tracker, writer)
+                writer.flush()
+        except Exception as exc:  # noqa: BLE001 - the outcome below is still written, on this thread
+            measured.supervisor_error = measured.supervisor_error or f"{type(exc).__name__}: {exc}"
+        status, error = self._outcome(measured, return_code, child)
+        columns, component_rows, energy_flags = energy_columns(window, measured.idle, measured.phase_methods)
+        idle = {c: w for c, w in measured.idle.items() if c not in measured.gpus_unused}
+        meters = {**measured.meters_info, "idle_w": idle, "temperature_end_c": _temperatures(tracker),
+                  "components": {c: facts for c, facts in measured.meters_info["components"].items()
+                                 if c not in measured.gpus_unused}}
+        if load is not None:
+            meters["host_load"] = load
+            if hostload.busy(load):
+                measured.flags.append(hostload.FLAG_HOST_BUSY)
+        if measured.gpus_unused:
+            meters["gpus_not_used"] = {"components": sorted(measured.gpus_unused),
+                                       "why": f"the run trained on {measured.device or 'another device'}"}
+        values = {
+            "status": status, "error": error, "finished_at": now_iso(), "duration_s": window.seconds,
+            "train_s": measured.train_s, "energy_training_j": measured.training_j,
+            "val_accuracy": measured.final.get("val_accuracy"), "val_f1": measured.final.get("val_f1"),
+            **columns, **accounting_columns(columns["energy_j"], run.accounting()),
+            "sampler_cpu_s": round(tracker.sampler_cpu_s - cpu_before, 4),
+            "samples_dropped": tracker.samples_dropped,
+            "flags": sorted({*energy_flags, *measured.flags}) + tracker.errors
+            + [f"display: {e}" for e in self.listener_errors],
+            "meters": meters,
+        }
+        self.sink.update_run(run_id, **values)
+        self.sink.set_components(run_id, component_rows)
+        self.sink.delete_samples(run_id, measured.gpus_unused)
+        executor_died = status == "failed" and self._executor_died(measured, child)
+        stored = RunStored(run_id, run, status, error, self.sink.run(run_id) or {}, executor_died)
+        self.on_event(stored)
+        return stored
+
+    def _flush_samples(self, measured: RunMeasurement, tracker: EnergyTracker, writer: RowWriter) -> None:
+        rows = [(t - measured.t0, c, w) for t, c, w in tracker.drain_samples()
+                if t >= measured.t0 and c not in measured.gpus_unused]
+        if rows:
+            writer.submit("add_samples", measured.run_id, rows)
+
+    def _handle(self, measured: RunMeasurement, event: events.Event, tracker: EnergyTracker, writer: RowWriter) -> None:
+        """What the supervisor does with each child event: measure, record, and pass it on to the faces."""
+        run_id = measured.run_id
+        match event:
+            case events.RunStarted():
+                measured.device = event.device
+                gpu_facts = {c: facts for c, facts in measured.meters_info["components"].items()
+                             if c.startswith("gpu")}
+                used, flags = gpus_used(event.device, gpu_facts, cuda_uuid=event.cuda_uuid,
+                                        pci_bus_id=event.pci_bus_id, cuda_index=event.cuda_index)
+                measured.gpus_unused = set(gpu_facts) - used
+                measured.flags.extend(flags)
+                self.on_event(RunMetered(run_id, [c for c in tracker.components() if c not in measured.gpus_unused]))
+                writer.submit("update_run", run_id, device=event.device)
+            case events.ModelPrepared(after=after, before=before):
+                stats = ("params_total", "params_nonzero", "model_bytes", "flops_step")
+                values = {**{k: after.get(k) for k in stats}, **{f"{k}_before": before.get(k) for k in stats},
+                          "compression": event.report, "warnings": event.warnings,
+                          **{k: v for k, v in event.columns.items() if k in RUN_COLUMNS}}
+                writer.submit("update_run", run_id, **values)
+                if event.capacity_curve:
+                    writer.submit("set_capacity", run_id, [(int(b), float(a)) for b, a in event.capacity_curve])
+            case events.PhaseBegan(epoch=epoch, phase=phase, t_mono=at):
+                tracker.begin_window(f"{epoch}:{phase}", at=at)
+            case events.PhaseEnded(epoch=epoch, phase=phase, t_mono=at):
+                window = tracker.end_window(f"{epoch}:{phase}", at=at)
+                measured.add_phase(epoch, phase, window.without(measured.gpus_unused))
+            case events.EpochFinished():
+                writer.submit("add_epoch", {
+                    "run_id": run_id, "epoch": event.epoch, "train_loss": event.train_loss,
+                    "val_accuracy": event.val_accuracy, "val_f1": event.val_f1, "val_loss": event.val_loss,
+                    "duration_s": event.duration_s, "train_s": event.train_s, "eval_s": event.eval_s,
+                    **measured.epoch_energy(event.epoch)})
+            case events.ProcessEnding(cpu_s=cpu_s) if measured.child_pid is not None:
+                tracker.process_ended(measured.child_pid, cpu_s)
+                measured.child_cpu_s = cpu_s + event.children_cpu_s
+            case events.RunFinished():
+                measured.child_status, measured.train_s, measured.final = "completed", event.train_s, asdict(event)
+            case events.RunFailed():
+                # A user's mistake is fully told by its message; an unexpected failure keeps its traceback,
+                # after a first line that faces show on their own.
+                error = event.error if event.user_error else f"{event.kind}: {event.error}"
+                if event.traceback and not event.user_error:
+                    error += "\n\n" + event.traceback.rstrip()
+                measured.child_status, measured.child_error = "failed", error
+        self.on_event(ChildEvent(run_id, event))

@@ -1,0 +1,128 @@
+"""Typed rows of the store: a `runs` row as a frozen dataclass, its JSON columns decoded once, on read.
+
+`RunRow` is what every reader of runs.db gets (the faces, the report, the drivers): attributes by the
+documented column names (docs/schema.md), and, so that code over several metrics can name a column by a
+variable (`row[metric]`, `row.get(metric)`), a read-only mapping of the same names. The JSON columns
+(`settings`, `compression`, `warnings`, `flags`, `meters`, `host`, `concurrent_runs`) hold their decoded
+values; a value that is not valid JSON (a hand-edited store) reads as empty rather than failing a report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+JSON_COLUMNS: dict[str, type] = {"settings": dict, "compression": dict, "warnings": list, "flags": list,
+                                 "meters": dict, "host": dict, "concurrent_runs": list}
+
+
+def decode(name: str, value: Any) -> Any:
+    """A JSON column's stored text as its value (a dict or list); anything unreadable as the empty one."""
+    kind = JSON_COLUMNS[name]
+    if isinstance(value, (str, bytes)):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return kind()
+    return value if isinstance(value, kind) else kind()
+
+
+@dataclass(frozen=True)
+class RunRow(Mapping[str, Any]):
+    """One row of `runs`; every column of the public schema, in its documented order."""
+
+    id: int
+    experiment: str | None = None
+    model: str = ""
+    dataset: str | None = None
+    technique: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    settings_key: str | None = None
+    seed: int | None = None
+    repeat: int | None = None
+    status: str = ""
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
+    train_s: float | None = None
+    device: str | None = None
+    params_total: int | None = None
+    params_nonzero: int | None = None
+    model_bytes: int | None = None
+    flops_step: float | None = None
+    params_total_before: int | None = None
+    params_nonzero_before: int | None = None
+    model_bytes_before: int | None = None
+    flops_step_before: float | None = None
+    val_accuracy: float | None = None
+    val_f1: float | None = None
+    energy_j: float | None = None
+    energy_kwh: float | None = None
+    energy_measured_j: float | None = None
+    energy_estimated_j: float | None = None
+    energy_net_j: float | None = None
+    idle_w: float | None = None
+    energy_training_j: float | None = None
+    energy_gpu_j: float | None = None
+    energy_gpu_method: str | None = None
+    energy_cpu_j: float | None = None
+    energy_cpu_method: str | None = None
+    energy_dram_j: float | None = None
+    energy_dram_method: str | None = None
+    co2e_g: float | None = None
+    cost: float | None = None
+    currency: str | None = None
+    carbon_g_per_kwh: float | None = None
+    pue: float | None = None
+    sampler_hz: float | None = None
+    sampler_cpu_s: float | None = None
+    samples_dropped: int | None = None
+    capacity_bits: int | None = None
+    capacity_bytes: float | None = None
+    train_dtype: str | None = None
+    mantissa_bits_kept: int | None = None
+    compression: dict[str, Any] = field(default_factory=dict)
+    warnings: list[Any] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    meters: dict[str, Any] = field(default_factory=dict)
+    greenlab_version: str | None = None
+    host: dict[str, Any] = field(default_factory=dict)
+    supervisor_pid: int | None = None
+    conditions_key: str | None = None
+    compute_dtype: str | None = None
+    weights_dtype: str | None = None
+    price_per_kwh: float | None = None
+    grid_position: int | None = None
+    target_accuracy: float | None = None
+    energy_to_target_j: float | None = None
+    executor: str | None = None
+    node: str | None = None
+    concurrent_runs: list[int] = field(default_factory=list)
+    attempts: int | None = None
+    superseded_by: int | None = None
+    plan_id: int | None = None
+
+    @classmethod
+    def from_stored(cls, values: Mapping[str, Any]) -> RunRow:
+        """A row as sqlite returns it: JSON columns decoded, columns this GreenLab does not know left out."""
+        known = _NAMES
+        return cls(**{k: decode(k, v) if k in JSON_COLUMNS else v for k, v in values.items() if k in known})
+
+    # -- the read-only mapping of column names --------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        if key not in _NAMES:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_ORDER)
+
+    def __len__(self) -> int:
+        return len(_ORDER)
+
+
+_ORDER: tuple[str, ...] = tuple(f.name for f in fields(RunRow))
+_NAMES = frozenset(_ORDER)
