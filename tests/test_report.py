@@ -170,12 +170,12 @@ def test_the_verdicts_header_names_no_holm_family_when_no_comparison_has_a_p():
     assert "Holm over each plan's declared family (1 comparison)" in text
 
 
-def test_the_readme_promises_the_headless_table_what_it_shows():
+def test_the_docs_promise_the_headless_table_what_it_shows():
     from tests.conftest import REPO
 
-    readme = " ".join((REPO / "README.md").read_text().split())
-    start = readme.index("The headless summary shows")
-    paragraph = readme[start:readme.index("Exit codes of `--headless`", start)]
+    docs = " ".join((REPO / "docs" / "commands.md").read_text().split())
+    start = docs.index("The headless summary shows")
+    paragraph = docs[start:docs.index("Exit codes of `--headless`", start)]
     assert "each with its change in percent (and a 95 % confidence interval" not in paragraph
     assert "half-width of the 95 % confidence interval of its mean" in paragraph
 
