@@ -180,6 +180,17 @@ def test_the_docs_promise_the_headless_table_what_it_shows():
     assert "half-width of the 95 % confidence interval of its mean" in paragraph
 
 
+def test_the_readme_shows_the_verdicts_table_headed_as_the_headless_run_prints_it():
+    from greenlab.core import report_formats
+    from tests.conftest import REPO
+
+    rows = [{**row("baseline", e), "id": i} for i, e in enumerate([100.0, 102.0, 98.0])]
+    rows += [{**row("prune", e), "id": 10 + i} for i, e in enumerate([70.0, 71.0, 69.0])]
+    text = report_formats.verdict_summary(report.judge(rows, metrics=("energy_training_j",)))
+    header, rule = text.splitlines()[1:3]
+    assert f"{header}\n{rule}\n" in (REPO / "README.md").read_text() and " 3v3 " in text
+
+
 def test_accuracy_is_equivalent_only_within_a_point():
     """A relative 5 % would call 90 % and 86 % equivalent; accuracy is judged within ±1 pp."""
     base = [{**row("baseline", 100.0, acc=a), "id": i} for i, a in enumerate([0.900, 0.905, 0.895])]
