@@ -31,7 +31,8 @@ test: $(TEST_STAMP)
 	$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
 
-# SVG pictures of each TUI pane from a seeded demo store (deterministic fake runs), for the README.
+# SVG pictures of each TUI pane, taken while the default grid really runs (scripts/screenshots.py),
+# for docs/tui.md and the README.
 screenshots: $(STAMP)
 	$(BIN)/python scripts/screenshots.py screenshots
 

@@ -26,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from greenlab.core.measure.nvml import discover_nvml  # noqa: E402
+from greenlab.core.measure.nvml import discover_nvml  # noqa: E402 - after the sys.path line that lets the script run from a checkout
 
 SAMPLE_HZ = 10.0
 

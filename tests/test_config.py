@@ -242,11 +242,11 @@ def test_order_is_not_part_of_a_runs_key():
     assert shuffled == written
 
 
-def test_readme_settings_table_is_generated_from_the_declarations():
+def test_the_settings_table_in_the_docs_is_generated_from_the_declarations():
     from greenlab.core.plan.settings import settings_table
     from tests.conftest import REPO
 
-    assert settings_table() in (REPO / "README.md").read_text()
+    assert settings_table() in (REPO / "docs" / "configuration.md").read_text()
 
 
 def test_every_setting_is_declared_with_a_type_and_documentation():

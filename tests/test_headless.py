@@ -68,7 +68,7 @@ def test_completed_run_row(grid_db):
     assert run["energy_measured_j"] == 0
     assert run["co2e_g"] == pytest.approx(run["energy_kwh"] * 475.0)
     assert run["finished_at"] >= run["started_at"] and run["duration_s"] > 0
-    assert json.loads(run["settings"])["epochs"] == 2
+    assert json.loads(run["settings"])["epochs"] == 2  # the raw column: JSON text
     assert run["sampler_cpu_s"] is not None
     assert 0 < run["energy_training_j"] < run["energy_j"]
     components = _rows(db, f"select * from energy_components where run_id = {run['id']}")

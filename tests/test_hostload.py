@@ -62,9 +62,9 @@ def test_a_run_beside_a_cpu_hog_is_flagged_host_busy(tmp_path):
         for hog in hogs:
             hog.terminate()
     row = outcome.row
-    load = json.loads(row["meters"])["host_load"]
+    load = row["meters"]["host_load"]
     assert outcome.status == "completed" and load["other_share"] > hostload.BUSY_SHARE
-    assert hostload.FLAG_HOST_BUSY in json.loads(row["flags"])
+    assert hostload.FLAG_HOST_BUSY in row["flags"]
     warning = formatting.host_busy(row)
     assert "the host was busy" in warning and f"{load['other_share']:.0%}" in warning
 
@@ -77,6 +77,6 @@ def test_every_run_under_a_grid_baseline_stores_the_load_it_was_measured_under(f
     cache: dict = {}
     store = Store(tmp_path / "runs.db")
     outcomes = [supervisor.RunSupervisor(store, idle_cache=cache).execute(run) for run in runs]
-    loads = [json.loads(o.row["meters"])["idle_host_load"] for o in outcomes]
+    loads = [o.row["meters"]["idle_host_load"] for o in outcomes]
     assert [o.status for o in outcomes] == ["completed", "completed"]
     assert loads[0] is not None and loads[0]["other_share"] is not None and loads[1] == loads[0]

@@ -112,7 +112,7 @@ def test_supervised_run_is_measured_and_labelled(fake_hardware, child_on_gpu, tm
     # A phase shorter than the counter's update period is measured by polled power, and the row says so.
     gpu_methods = set(row["energy_gpu_method"].split("+"))
     assert "counter" in gpu_methods and gpu_methods <= {"counter", "polled"}
-    assert ("polled" in gpu_methods) == ("short_window_polled" in json.loads(row["flags"]))
+    assert ("polled" in gpu_methods) == ("short_window_polled" in row["flags"])
     assert row["energy_cpu_method"] == "counter"
     assert row["energy_dram_method"] == "counter"
     assert row["energy_estimated_j"] == 0 and row["energy_measured_j"] == pytest.approx(row["energy_j"])
@@ -126,8 +126,8 @@ def test_supervised_run_is_measured_and_labelled(fake_hardware, child_on_gpu, tm
     components = {c["component"]: c for c in store.components(row["id"])}
     gpu_inputs = json.loads(components["gpu0"]["inputs"])
     assert gpu_inputs["polled_j"] == pytest.approx(components["gpu0"]["energy_j"], rel=0.1)
-    assert "counter_polled_disagree" not in json.loads(row["flags"])
-    meters = json.loads(row["meters"])
+    assert "counter_polled_disagree" not in row["flags"]
+    meters = row["meters"]
     assert meters["components"]["gpu0"]["method"] == "counter"
     assert meters["components"]["gpu0"]["name"] == "NVIDIA H200"
     epochs = store.epochs(row["id"])
@@ -151,7 +151,7 @@ def test_a_run_on_the_cpu_keeps_no_gpu_energy(fake_hardware, tmp_path):
     assert row["idle_w"] == pytest.approx(PKG_W + DRAM_W, rel=0.1)
     assert {c["component"] for c in store.components(row["id"])} == {"cpu", "dram"}
     assert "gpu0" not in {s["component"] for s in store.samples(row["id"])}
-    meters = json.loads(row["meters"])
+    meters = row["meters"]
     assert meters["gpus_not_used"]["components"] == ["gpu0"] and "gpu0" not in meters["components"]
 
 
@@ -182,7 +182,7 @@ models = ["tinycnn"]
     outcome = supervisor.RunSupervisor(Store(tmp_path / "runs.db"), on_event=cool_when_waited).execute(run)
     assert outcome.status == "completed"
     assert [e.temperatures for e in seen if isinstance(e, run_events.CoolingDown)] == [{"gpu0": 80.0}]
-    meters = json.loads(outcome.row["meters"])
+    meters = outcome.row["meters"]
     assert meters["temperature_start_c"] == {"gpu0": 40.0}
 
 

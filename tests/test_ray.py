@@ -290,7 +290,7 @@ def test_a_run_that_waits_on_the_driver_keeps_its_node_to_itself(ray_instance, t
     outcomes, store, _seen, _presenter, _driver = run_on_ray(tmp_path, runs, task=slow_inbox(1.5))
     assert [o.status for o in outcomes] == ["completed", "completed"], [o.error for o in outcomes]
     for row in store.runs():
-        assert json.loads(row["concurrent_runs"] or "[]") == [] and "shared_node_cpu" not in json.loads(row["flags"])
+        assert row["concurrent_runs"] == [] and "shared_node_cpu" not in row["flags"]
 
 
 def test_a_grid_runs_on_ray_and_only_the_driver_writes_the_store(ray_instance, tmp_path):
@@ -303,15 +303,15 @@ def test_a_grid_runs_on_ray_and_only_the_driver_writes_the_store(ray_instance, t
     for row in rows:
         assert (row["status"], row["executor"], row["node"], row["attempts"]) == ("completed", "ray", node_id, 1)
         assert row["supervisor_pid"] == os.getpid()  # the driver wrote it
-        placement = json.loads(row["meters"])["placement"]
+        placement = row["meters"]["placement"]
         assert placement["node_id"] == node_id and placement["resources"] == {"num_cpus": 2, "num_gpus": 0}
         assert placement["omp_num_threads"] == "2"  # Ray's, inherited by the run's torch
-        assert json.loads(row["host"])["hostname"] == placement["hostname"]
+        assert row["host"]["hostname"] == placement["hostname"]
         assert store.epochs(row["id"]) and store.samples(row["id"])
         assert {c["component"] for c in store.components(row["id"])} == {"cpu", "dram"}
         assert row["energy_j"] > 0 and row["val_accuracy"] is not None
         # A run takes all of the node's CPUs: none shared them, so nothing is flagged.
-        assert json.loads(row["concurrent_runs"]) == [] and "shared_node_cpu" not in json.loads(row["flags"])
+        assert row["concurrent_runs"] == [] and "shared_node_cpu" not in row["flags"]
     # Live events came back tagged with the stored runs' ids, and the presenter followed them.
     began = [e for e in seen if isinstance(e, RunBegan)]
     assert sorted(e.run_id for e in began) == sorted(r["id"] for r in rows)
@@ -358,11 +358,11 @@ def test_runs_sharing_a_node_are_flagged_and_list_each_other(ray_instance, tmp_p
     outcomes, store, _seen, _presenter, _driver = run_on_ray(tmp_path, runs)
     assert [o.status for o in outcomes] == ["completed", "completed"], [o.error for o in outcomes]
     first, second = store.runs()
-    assert json.loads(first["concurrent_runs"]) == [second["id"]]
-    assert json.loads(second["concurrent_runs"]) == [first["id"]]
+    assert first["concurrent_runs"] == [second["id"]]
+    assert second["concurrent_runs"] == [first["id"]]
     for row in (first, second):
-        assert "shared_node_cpu" in json.loads(row["flags"])
-        placement = json.loads(row["meters"])["placement"]
+        assert "shared_node_cpu" in row["flags"]
+        placement = row["meters"]["placement"]
         assert placement["resources"]["num_cpus"] == 1 and placement["omp_num_threads"] == "1"
 
 
@@ -374,7 +374,7 @@ def test_a_killed_worker_is_retried_once_and_stored_once(ray_instance, tmp_path)
     assert row["attempts"] == 2 and row["error"] is None
     first, retry = driver.attempts[0]
     assert first.worker_pid != retry.worker_pid  # the retry ran in another worker (the first one is dead)
-    (earlier,) = json.loads(row["meters"])["placement"]["earlier_attempts"]
+    (earlier,) = row["meters"]["placement"]["earlier_attempts"]
     assert "died" in earlier["error"] and "WorkerCrashedError" in earlier["error"]
     assert len(store.epochs(row["id"])) == 1  # the retry's epochs only, once
     assert [e.status for e in presenter.snapshot().queue] == ["completed"]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from greenlab.core.report import compare, formatting, stats
+from greenlab.core.report import compare, formats, formatting, stats
 
 
 def row(technique, energy, *, epochs=2, acc=0.9, experiment="e", model="m", **settings):
@@ -170,14 +170,24 @@ def test_the_verdicts_header_names_no_holm_family_when_no_comparison_has_a_p():
     assert "Holm over each plan's declared family (1 comparison)" in text
 
 
-def test_the_readme_promises_the_headless_table_what_it_shows():
+def test_the_docs_promise_the_headless_table_what_it_shows():
     from tests.conftest import REPO
 
-    readme = " ".join((REPO / "README.md").read_text().split())
-    start = readme.index("The headless summary shows")
-    paragraph = readme[start:readme.index("Exit codes of `--headless`", start)]
+    docs = " ".join((REPO / "docs" / "commands.md").read_text().split())
+    start = docs.index("The headless summary shows")
+    paragraph = docs[start:docs.index("Exit codes of `--headless`", start)]
     assert "each with its change in percent (and a 95 % confidence interval" not in paragraph
     assert "half-width of the 95 % confidence interval of its mean" in paragraph
+
+
+def test_the_readme_shows_the_verdicts_table_headed_as_the_headless_run_prints_it():
+    from tests.conftest import REPO
+
+    rows = [{**row("baseline", e), "id": i} for i, e in enumerate([100.0, 102.0, 98.0])]
+    rows += [{**row("prune", e), "id": 10 + i} for i, e in enumerate([70.0, 71.0, 69.0])]
+    text = formats.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
+    header, rule = text.splitlines()[1:3]
+    assert f"{header}\n{rule}\n" in (REPO / "README.md").read_text() and " 3v3 " in text
 
 
 def test_accuracy_is_equivalent_only_within_a_point():
@@ -232,7 +242,7 @@ def test_runs_to_decide_are_counted_at_the_holm_level_the_verdict_uses():
     plain = stats.repeats_to_decide(s.tested_sd, s.tested_baseline_sd, s.center, math.log1p(0.05))
     assert plain <= 4  # what 5 % alone would have said
     assert prune.repeats_to_decide > max(plain, 3)
-    assert f"about {prune.repeats_to_decide} runs per side would decide" in prune.sentence
+    assert f"about {prune.repeats_to_decide} runs per side would likely decide" in prune.sentence
 
 
 def test_runs_flagged_busy_or_sharing_a_node_are_counted_in_the_sentence_and_notes():

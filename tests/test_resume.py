@@ -72,7 +72,7 @@ def test_new_accounting_inputs_recompute_instead_of_rerunning(tmp_path):
     rows = store.runs()
     assert [row["cost"] for row in rows] == pytest.approx([0.5] * len(rows))
     assert {row["price_per_kwh"] for row in rows} == {0.5}
-    assert {json.loads(row["settings"])["price_per_kwh"] for row in rows} == {0.5}
+    assert {row["settings"]["price_per_kwh"] for row in rows} == {0.5}
 
 
 def test_two_experiments_with_the_same_work_share_one_baseline(tmp_path):
@@ -82,8 +82,8 @@ def test_two_experiments_with_the_same_work_share_one_baseline(tmp_path):
     executed, _ = supervise(store, second)
     assert executed == []  # the same work, already done under the first experiment's name
     # A technique of the second experiment still meets its baseline: conditions ignore the name.
-    prune = {**store.runs("technique = 'prune'")[0], "experiment": "second"}
-    baseline = store.runs("technique = 'baseline'")[0]
+    prune = {**next(r for r in store.runs() if r.technique == "prune"), "experiment": "second"}
+    baseline = next(r for r in store.runs() if r.technique == "baseline")
     assert prune["conditions_key"] == baseline["conditions_key"] == second[0].conditions_key()
     assert compare.conditions_of(prune) == compare.conditions_of(baseline)
 

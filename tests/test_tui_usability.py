@@ -267,17 +267,17 @@ async def test_runs_table_pins_columns_searches_deletes_and_shows_partial_accura
     store.close()
 
 
-def test_the_readme_lists_every_key_by_its_id():
+def test_the_tui_page_lists_every_key_by_its_id():
     from textual.binding import Binding
 
     from greenlab.tui import app, detail, dialogs, runs
     from tests.conftest import REPO
 
-    readme = (REPO / "README.md").read_text()
+    docs = (REPO / "docs" / "tui.md").read_text()
     classes = [app.GreenLabApp, runs.RunsPane, detail.DetailScreen, dialogs.ConfirmQuit, dialogs.CancelChoice,
                dialogs.CancelRayGrid, dialogs.ConfirmDelete, dialogs.HelpScreen]
     ids = [b.id for cls in classes for b in cls.BINDINGS if isinstance(b, Binding)]
-    assert all(ids) and [i for i in ids if f"`{i}`" not in readme] == []
+    assert all(ids) and [i for i in ids if f"`{i}`" not in docs] == []
 
 
 @sync

@@ -334,3 +334,65 @@ def test_the_report_cli_exits_0_on_the_defect_stores(tmp_path, capsys):
         code = cli.main(["report", "--db", str(path), "--format", fmt])
         out = capsys.readouterr().out
         assert code == 0 and out, fmt
+
+
+# -- a statistician's review, each finding as a test ----------------------------------------------------------
+def test_a_withheld_energy_to_target_shows_no_survivors_estimate():
+    r = Rows()
+    for energy, target in ((100.0, 50.0), (102.0, 52.0), (98.0, None)):
+        r.add("baseline", energy, energy_to_target_j=target, target_accuracy=0.88)
+    for energy, target in ((60.0, 30.0), (61.0, 31.0), (59.0, 29.0)):
+        r.add("prune", energy, energy_to_target_j=target, target_accuracy=0.88)
+    c = by_cell(compare.judge(r.rows, metrics=("energy_to_target_j",)), "energy_to_target_j")[("m", "prune")]
+    assert c.verdict == "insufficient" and c.interval is None and c.stats.estimate is None
+    assert formats.change_text(c, with_ci=True) == "-"
+    data = c.to_dict()
+    assert data["ratio"] is None and data["adjusted_ci_low"] is None and data["p_value"] is None
+
+
+def test_an_equivalence_says_when_the_unadjusted_interval_alone_would_have_found_a_change():
+    r = Rows()
+    r.cell("baseline", [100.0, 100.4, 99.6, 100.2, 99.8, 100.1, 99.9, 100.0], plan_id=1)
+    r.cell("a", [98.9, 99.1, 98.8, 99.0, 99.2, 98.9, 99.1, 99.0], plan_id=1)  # -1 %: p about 0.001 alone
+    r.cell("b", [100.5, 99.5, 101.0, 99.0, 100.0, 100.2, 99.8, 100.0], plan_id=1)
+    r.cell("c", [100.3, 99.7, 100.9, 99.1, 100.1, 100.4, 99.6, 100.0], plan_id=1)
+    plan = plan_of(r.rows, "a", 1)
+    bigger = Plan(plan.analysis, (*plan.cells, *(Cell(f"x{i}", "t") for i in range(40))), "a.toml", id=1)
+    a = by_cell(compare.judge(r.rows, {1: bigger}))[("m", "a")]
+    if a.verdict == "equivalent" and a.stats.ci_high < 1:
+        assert "Holm's adjustment over the plan's 43 comparisons governs" in a.sentence
+    assert a.verdict in ("equivalent", "saves")
+
+
+def test_outliers_are_not_flagged_in_three_runs_and_a_zero_mad_falls_back():
+    from greenlab.core.report import diagnostics
+
+    assert diagnostics.outliers([100.0, 101.0, 160.0]) == []  # three runs cannot tell an outlier
+    assert diagnostics.outliers([0.9, 0.9, 0.9, 0.9001]) == []  # MAD 0: the mean deviation stands in
+    assert [i for i, _ in diagnostics.outliers([100.0] * 9 + [180.0])] == [9]  # MAD 0, one clearly off
+    flagged = 0
+    import random
+
+    rng = random.Random(2)
+    for _ in range(2000):
+        flagged += bool(diagnostics.outliers([rng.gauss(0, 1) for _ in range(5)]))
+    assert flagged / 2000 < 0.08  # about 5 % of clean 5-run sides, not the 21 % of the textbook 3.5
+
+
+def test_one_constant_side_is_flagged():
+    r = Rows()
+    r.cell("baseline", [100.0, 101.0, 99.0])
+    r.cell("prune", [90.0, 90.0, 90.0])
+    c = by_cell(compare.judge(r.rows))[("m", "prune")]
+    assert any(d.kind == "one_side_constant" and d.side == "technique" for d in c.diagnostics)
+
+
+def test_small_changes_keep_their_digits_and_two_runs_read_as_both():
+    from greenlab.core.report import words
+
+    assert words._num(0.042) == "0.042" and words._num(2.34) == "2.3" and words._num(31.0) == "31"
+    r = Rows()
+    r.cell("baseline", [100.0, 100.0])
+    r.cell("prune", [90.0, 90.0])
+    c = by_cell(compare.judge(r.rows))[("m", "prune")]
+    assert "identical in both runs of each side" in c.sentence

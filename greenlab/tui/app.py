@@ -100,7 +100,7 @@ class GreenLabApp(App[int]):
         self._pending: list[tuple[int, list[GridRun], bool, str, Plan | None, str]] = []
         self._quitting = False
         self._register_themes()
-        if self.preferences.keymap:  # a user's keys for binding ids (see the help screen and README)
+        if self.preferences.keymap:  # a user's keys for binding ids (see the help screen and docs/tui.md)
             self.set_keymap(self.preferences.keymap)
 
     def _register_themes(self) -> None:

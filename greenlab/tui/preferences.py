@@ -7,7 +7,7 @@ kind is dropped with a warning. Written whole and atomically (a temporary file r
 
     theme = "greenlab-light"
 
-    [keymap]              # binding id = keys (see the help screen, ?, for ids in the README)
+    [keymap]              # binding id = keys (see the help screen, ?, for ids in docs/tui.md)
     "runs.sort" = "o"
 
     [runs]
@@ -107,7 +107,7 @@ def _table(lines: list[str], name: str, table: dict[str, Any]) -> None:
 
 
 def to_toml(preferences: Preferences) -> str:
-    lines = ["# GreenLab's TUI preferences, written when the app closes; edit freely (see README, Preferences)."]
+    lines = ["# GreenLab's TUI preferences, written when the app closes; edit freely (see docs/tui.md, Preferences)."]
     _table(lines, "", {"theme": preferences.theme, "keymap": preferences.keymap, "runs": preferences.runs,
                        "setup": preferences.setup})
     return "\n".join(lines) + "\n"

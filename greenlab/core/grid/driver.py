@@ -14,7 +14,6 @@ and share the rules below:
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
 
 from greenlab.core.plan.config import GridRun
@@ -73,7 +72,7 @@ def _reuse(store: Store, previous: dict[str, Any], run: GridRun) -> str:
     stored = {k: previous.get(k) for k in accounting}
     if stored == accounting:
         return "already completed with identical settings"
-    settings = json.loads(previous.get("settings") or "{}")
+    settings = dict(previous.get("settings") or {})
     store.update_run(previous["id"], settings={**settings, **accounting},
                      **accounting_columns(previous.get("energy_j"), accounting))
     return "already completed with identical settings; CO2e and cost recomputed for the new accounting inputs"

@@ -177,7 +177,7 @@ def _streams_with_descriptors():
         yield
         return
     if _DEVNULL is None:  # one for the process: faulthandler keeps it, and each grid's ray.init finds it
-        _DEVNULL = open(os.devnull, "w")  # noqa: SIM115
+        _DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - kept open for the process, never closed
     with contextlib.redirect_stdout(_DEVNULL), contextlib.redirect_stderr(_DEVNULL):
         yield
 

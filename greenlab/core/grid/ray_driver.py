@@ -23,7 +23,6 @@ running get `ray.cancel` and never start. A task that has not returned a minute 
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from dataclasses import dataclass, field
@@ -383,8 +382,8 @@ class RayDriver:
                                                 "meters": {"placement": task.placement()},
                                                 "host": {"hostname": task.hostname} if task.hostname else None})
         else:
-            row = self.store.run(task.run_id) or {}
-            meters = json.loads(row.get("meters") or "{}")
+            row = self.store.run(task.run_id)
+            meters = dict(row.meters) if row is not None else {}
             self.store.update_run(task.run_id, meters={**meters, "placement": task.placement()}, **where)
         return self._told(task, status, error)
 
@@ -408,9 +407,9 @@ class RayDriver:
                 self._mark_shared(other, [run_id])
 
     def _mark_shared(self, run_id: int, others: list[int]) -> None:
-        row = self.store.run(run_id) or {}
-        concurrent = sorted(set(json.loads(row.get("concurrent_runs") or "[]")) | set(others))
-        flags = list(json.loads(row.get("flags") or "[]"))
+        row = self.store.run(run_id)
+        concurrent = sorted(set(row.concurrent_runs if row is not None else []) | set(others))
+        flags = list(row.flags) if row is not None else []
         if FLAG_SHARED_NODE_CPU not in flags:
             flags.append(FLAG_SHARED_NODE_CPU)
         self.store.update_run(run_id, concurrent_runs=concurrent, flags=flags)

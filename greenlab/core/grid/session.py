@@ -28,6 +28,7 @@ from greenlab.core.report.compare import Comparison
 from greenlab.core.run.cancel import CancelToken
 from greenlab.core.run.run_events import Listener, RunStored, SafeListener
 from greenlab.core.store.database import Store, check_location
+from greenlab.core.store.rows import RunRow
 
 
 Sources = fetch.Sources  # where downloads come from: faces name it without importing fetch
@@ -64,7 +65,7 @@ class GridOutcome:
     interrupted: bool  # a run was stored as interrupted
     store_path: Path
     cut_short: bool = False  # a Ctrl-C (or a SIGTERM made one) ended the grid: no summary follows
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[RunRow] = field(default_factory=list)
     verdicts: list[Comparison] = field(default_factory=list)
     cluster: str | None = None  # where it ran, when on Ray
 
@@ -185,10 +186,9 @@ def with_targets(store: Store) -> int:
     return store.set_energy_to_target(computed)
 
 
-def grid_rows(store: Store, runs: list[GridRun]) -> list[dict[str, Any]]:
+def grid_rows(store: Store, runs: list[GridRun]) -> list[RunRow]:
     """The latest completed run of each grid entry (runs skipped this time included)."""
-    keys = {run.settings_key() for run in runs}
-    return [row for row in compare.latest_runs(store.completed_runs()) if row["settings_key"] in keys]
+    return store.completed_runs_of_grid(run.settings_key() for run in runs)
 
 
 def plan_verdicts(store: Store, plan: Plan) -> list[Comparison]:

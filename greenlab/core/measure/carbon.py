@@ -1,4 +1,4 @@
-"""From joules to kWh, CO2e and cost, with the inputs stated (defaults and sources in README)."""
+"""From joules to kWh, CO2e and cost, with the inputs stated (defaults and sources in docs/configuration.md, Accounting)."""
 
 from __future__ import annotations
 

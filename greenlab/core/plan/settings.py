@@ -1,7 +1,7 @@
 """Every run setting declared once: type, default, bounds, whether it keys a run, and its documentation.
 
 `RunSettings` is the one declaration; `check` validates merged values against it (the experiments file
-and the TUI's form both go through it) and `settings_table` renders the README's table from it, so the
+and the TUI's form both go through it) and `settings_table` renders the documentation's table (docs/configuration.md) from it, so the
 documentation cannot drift from what is accepted. Checks that involve more than one field, or other
 modules (dataset names, the device pattern), sit in `check` after the declared ones.
 """
@@ -37,7 +37,7 @@ class Spec:
     keyed: bool = True  # part of the run's key: it changes the run's work (see config.run_key)
     group: str = "training"  # training | measurement | accounting | analysis
     fix: str = ""  # appended to a bound's message: why the bound is there
-    shown_default: str | None = None  # the README's default, where the value itself says little
+    shown_default: str | None = None  # the documented default, where the value itself says little
     example: Any = None  # a value to suggest in a message, where the default is None
 
 
@@ -218,9 +218,9 @@ def _bounds_text(spec: Spec) -> str:
 
 
 def settings_table() -> str:
-    """The README's table of settings, one row per setting, from the declarations above."""
+    """The documentation's table of settings, one row per setting, from the declarations above."""
     return RUN_SETTINGS.table()
 
 
-if __name__ == "__main__":  # python -m greenlab.core.plan.settings: print the README's table
+if __name__ == "__main__":  # python -m greenlab.core.plan.settings: print the documentation's table
     print(settings_table())

@@ -479,8 +479,12 @@ def _comparison(cell: _Cell, metric: str, plan: Plan, used: AnalysisSettings, ch
     target = None
     if metric == "energy_to_target_j" and (s.n_missing or s.n_baseline_missing):
         # Runs that never reached the target are left out of the means: judging the survivors alone
-        # would favour whichever side reached it less often. The sentence says how many.
+        # would favour whichever side reached it less often. So no verdict, and no survivors' estimate either.
         verdict = stats.INSUFFICIENT
+        decision = stats.Decision(stats.INSUFFICIENT, False, None, None)
+        s = replace(s, mean=None, baseline_mean=None, sd=None, baseline_sd=None, center=None, se=None, df=None,
+                    tested_sd=None, tested_baseline_sd=None, estimate=None, ci_low=None, ci_high=None, eq_low=None,
+                    eq_high=None, p_value=None, p_equivalence=None, equivalent=None, effect_size=None)
         target = _target_of(cell.members + cell.reference)
         notes.append(words.unreached_note(s, technique))
     ratio = metric not in DIFFERENCE_METRICS
@@ -492,6 +496,8 @@ def _comparison(cell: _Cell, metric: str, plan: Plan, used: AnalysisSettings, ch
         baseline_checks[base_key] = diagnostics.check_side(
             "baseline", [(i, v) for i, v in judged.baseline if v is not None], unit, ratio_scale=ratio)
     checks += baseline_checks[base_key]
+    checks += diagnostics.one_side_constant([(i, v) for i, v in judged.technique if v is not None],
+                                            [(i, v) for i, v in judged.baseline if v is not None], technique)
     caveat = _flagged_caveat(cell.members + cell.reference) if ratio else ""
     if caveat:
         notes.append(caveat)

@@ -12,10 +12,11 @@ One scale per comparison, so the interval and the test always agree:
   Values that are 0, negative or not finite have no log: the caller leaves them out (and says so).
 - `difference` (accuracy, F1): the same on the raw values, the band ±margin in the values' unit.
 
-Degrees of freedom (our simulation, benchmarks/verdict_calibration.py, chose them): Welch–Satterthwaite's
-when both sides have the same number of runs, where they keep the false-verdict rate at or under α for
-variances up to 3× unequal; Hsu's conservative min(n, n₀) − 1 when the sides differ in size, where
-Welch–Satterthwaite's let it rise to 6–9 % (3 against 5, 2 against 5 runs).
+Degrees of freedom: Welch–Satterthwaite's, never more than 2 (min(n, n₀) − 1), the most an equal design of
+the smaller side's size could have. With equal sides that is Welch's own; with unequal sides, where a small
+side with the larger spread makes Welch liberal (5.8 % at 3 against 5 runs, 9 % at 2 against 5, 3× the
+variance), the cap keeps it near α, and a run added to either side never lowers it (a rule that switched
+on equal sizes would). benchmarks/verdict_calibration.py shows the rates.
 
 With no spread on either side (every run of each side identical) there is no test: `no_spread` is set and
 no p, interval or equivalence is formed. Effect size: Hedges' g on the tested scale.
@@ -34,8 +35,7 @@ DIFFERENCE = "difference"
 ALPHA = 0.05
 POWER = 0.80  # of the "repeats that would decide" estimate
 MAX_REPEATS = 10_000
-WELCH = "Welch t (Welch–Satterthwaite df)"
-HSU = "Welch t (Hsu's conservative df: min(n) − 1)"
+WELCH = "Welch t (Welch–Satterthwaite df, at most 2 (min n − 1))"
 
 
 def t_quantile(p: float, df: float) -> float:
@@ -135,11 +135,19 @@ def clean(values: Iterable[float | None]) -> tuple[list[float], int]:
 
 
 def _mean(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values)
+    """The mean, scaled first so that values near the float range (a corrupt 1e300 J) cannot overflow."""
+    scale = max(abs(v) for v in values) or 1.0
+    return scale * math.fsum(v / scale for v in values) / len(values)
+
+
+def _sd(values: Sequence[float], mean: float) -> float:
+    """The sample SD, scaled as `_mean`."""
+    scale = max(abs(v - mean) for v in values) or 1.0
+    return scale * math.sqrt(math.fsum(((v - mean) / scale) ** 2 for v in values) / (len(values) - 1))
 
 
 def _var(values: Sequence[float], mean: float) -> float:
-    return math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return _sd(values, mean) ** 2
 
 
 def mean_ci95(values: Sequence[float]) -> float | None:
@@ -193,9 +201,9 @@ def compare(values: Iterable[float | None], baseline: Iterable[float | None], *,
     if b:
         result["baseline_mean"] = _mean(b)
     if len(a) >= 2:
-        result["sd"] = math.sqrt(_var(a, _mean(a)))
+        result["sd"] = _sd(a, _mean(a))
     if len(b) >= 2:
-        result["baseline_sd"] = math.sqrt(_var(b, _mean(b)))
+        result["baseline_sd"] = _sd(b, _mean(b))
     if a and b:
         ta = [math.log(v) for v in a] if ratio else a
         tb = [math.log(v) for v in b] if ratio else b
@@ -214,15 +222,12 @@ def compare(values: Iterable[float | None], baseline: Iterable[float | None], *,
     se = math.sqrt(v1 + v0)
     if not se > 0 or not math.isfinite(se):  # a spread below what a double can hold (denormal values)
         return TwoSample(**result, no_spread=True)  # type: ignore[arg-type]
-    if len(a) == len(b):
-        df, test = welch_df(v1, len(a), v0, len(b)), WELCH
-    else:
-        df, test = float(min(len(a), len(b)) - 1), HSU
+    df = min(welch_df(v1, len(a), v0, len(b)), 2.0 * (min(len(a), len(b)) - 1))
     t = center / se
     p = min(1.0, 2 * t_sf(abs(t), df))
     bound = math.log1p(margin) if ratio else margin
     p_eq = max(t_sf((center + bound) / se, df), t_sf((bound - center) / se, df))
-    result.update(center=center, se=se, df=df, test=test, p_value=p, p_equivalence=p_eq,
+    result.update(center=center, se=se, df=df, test=WELCH, p_value=p, p_equivalence=p_eq,
                   tested_sd=math.sqrt(v1 * len(ta)), tested_baseline_sd=math.sqrt(v0 * len(tb)),
                   equivalent=bool(p_eq < alpha), effect_size=hedges_g(ta, tb))
     sample = TwoSample(**result)  # type: ignore[arg-type]
@@ -259,11 +264,15 @@ def holm(p_values: Sequence[float | None], family: int | None = None, alpha: flo
     steps: list[HolmStep] = [HolmStep(None, m, m)] * len(p_values)
     running = 0.0
     stopped: int | None = None
+    previous: tuple[float, int] | None = None  # (p, divisor) of the rank before
     for rank, (p, index) in enumerate(ranked, start=1):
         running = max(running, min(1.0, (m - rank + 1) * p))
         if stopped is None and (m - rank + 1) * p >= alpha:
             stopped = rank
         divisor = m - (rank if stopped is None else stopped) + 1
+        if previous is not None and previous[0] == p:
+            divisor = previous[1]  # tied p-values are one decision: one interval level
+        previous = (p, divisor)
         steps[index] = HolmStep(running, divisor, m)
     return steps
 
@@ -302,9 +311,10 @@ def decide(s: TwoSample, step: HolmStep, *, higher_is_better: bool = False) -> D
 def repeats_to_decide(sd: float, baseline_sd: float, center: float, bound: float, *, alpha: float = ALPHA,
                       divisor: int = 1) -> int | None:
     """Runs per side (equal groups, so Welch–Satterthwaite df) with which the test at the family's
-    strictest step (α / divisor) would likely (80 % power) show the observed difference, or the equivalence
-    test (at α) show it lies inside ±bound — whichever needs fewer — if the observed center and SDs (on the
-    tested scale) were the truth. None when neither happens by MAX_REPEATS.
+    strictest step (α / divisor) would have 80 % power to show the observed difference, or the equivalence
+    test (at α, both one-sided tests) 80 % power to show it lies inside ±bound — whichever needs fewer — if
+    the observed center and SDs (on the tested scale) were the truth. None when neither happens by
+    MAX_REPEATS.
 
     Both conditions only ever turn true as n grows (the standard error shrinks and the t quantiles fall
     with the df), so the smallest n is found by bisection: a few quantiles, not one per candidate n."""
@@ -316,10 +326,14 @@ def repeats_to_decide(sd: float, baseline_sd: float, center: float, bound: float
     def decides(n: int) -> bool:
         se = math.sqrt(spread / n)
         df = spread ** 2 * (n - 1) / fourth
-        beta = t_quantile(POWER, df)
-        if abs(center) / se >= t_quantile(1 - alpha / divisor / 2, df) + beta:
+        if abs(center) / se >= t_quantile(1 - alpha / divisor / 2, df) + t_quantile(POWER, df):
             return True
-        return abs(center) < bound and (bound - abs(center)) / se >= t_quantile(1 - alpha, df) + beta
+        if abs(center) >= bound:
+            return False
+        # Equivalence needs both one-sided tests: near no difference each may fail on its own side.
+        critical = t_quantile(1 - alpha, df)
+        fails = t_sf(-(critical - (bound - abs(center)) / se), df) + t_sf(-(critical - (bound + abs(center)) / se), df)
+        return 1 - fails >= POWER
 
     if not decides(MAX_REPEATS):
         return None

@@ -7,6 +7,7 @@ after Holm, the family, the runs on each side, and whatever was left out or decl
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Iterable
 
 from greenlab.core.plan import metrics
@@ -18,7 +19,12 @@ if TYPE_CHECKING:
 
 
 def _num(value: float) -> str:
-    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.1f}"
+    """'30', '2.3', '0.042': enough digits that a small change never reads as 0."""
+    if not math.isfinite(value):
+        return "unbounded"
+    if abs(value) >= 10:
+        return f"{value:.0f}"
+    return f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.2g}"
 
 
 def format_p(p: float) -> str:
@@ -32,11 +38,14 @@ def _bare_p(p: float) -> str:
 
 
 def _signed(value: float, unit: str) -> str:
-    return f"{'+' if value >= 0 else '-'}{_num(abs(value))} {unit}"
+    return f"{'+' if value >= 0 else '-'}{_num(abs(value))} {unit}".rstrip()
 
 
 def _span(low: float, high: float, unit: str, signed: bool = True) -> str:
-    """'27–33 %' for the size of a saving or cost; '-10 to +80 %' for a signed change."""
+    """'27–33 %' for the size of a saving or cost; '-10 to +80 %' for a signed change; an end a t interval of
+    very few runs cannot bound (e^1000) is said to be unbounded."""
+    if not math.isfinite(high):
+        return f"{_signed(low, '').strip() if signed else _num(low)} {unit} to unbounded above"
     if not signed:
         return f"{_num(low)}–{_num(high)} {unit}"
     return f"{_signed(low, '').strip()} to {_signed(high, unit)}"
@@ -97,8 +106,8 @@ def sentence(c: Comparison) -> str:
         text = _insufficient(c, label, change, unit)
     elif verdict == stats.NO_SPREAD:
         assert s.mean is not None and s.baseline_mean is not None
-        sides = (f"all {s.n} runs of each side" if s.n == s.n_baseline
-                 else f"each side ({s.n} technique runs, {s.n_baseline} baseline runs)")
+        sides = ("both runs of each side" if s.n == s.n_baseline == 2 else f"all {s.n} runs of each side"
+                 if s.n == s.n_baseline else f"each side ({s.n} technique runs, {s.n_baseline} baseline runs)")
         text = (f"{c.technique}: identical in {sides}: {value_text(c.metric, s.mean)} against "
                 f"{value_text(c.metric, s.baseline_mean)} {label}; with no spread there is nothing to test the "
                 "difference against, so no p-value and no verdict")
@@ -121,7 +130,7 @@ def sentence(c: Comparison) -> str:
         text = (f"{c.technique} is equivalent to the baseline in {label} within {_band(c)} "
                 f"({_signed(change, unit)}, {level_text(1 - 2 * c.analysis.alpha)} % CI "
                 f"{_span(_display(c, s.eq_low), _display(c, s.eq_high), unit)}, TOST {format_p(s.p_equivalence or 1.0)}, "
-                f"{_counts(c)})")
+                f"{_counts(c)})") + _governs(c)
     else:
         observed = _signed(change, unit) if change is not None else "no estimate"
         interval = (f"{interval_label(c)} {_span(low, high, unit)}, " if low is not None and high is not None
@@ -129,7 +138,8 @@ def sentence(c: Comparison) -> str:
         text = f"{c.technique}: inconclusive on {label}, {observed} ({interval}{_p_text(c)}, {_counts(c)})"
         text += _governs(c)
         if c.repeats_to_decide is not None:
-            text += f"; about {c.repeats_to_decide} runs per side would decide"
+            text += (f"; about {c.repeats_to_decide} runs per side would likely decide (80 % power if the "
+                     "observed difference and spread were the truth)")
         elif s.sufficient:
             text += f"; more than {stats.MAX_REPEATS:,} runs per side would be needed at this spread"
     return text + _missing_note(c) + _post_hoc_note(c)
@@ -186,8 +196,8 @@ def _governs(c: Comparison) -> str:
     if s.ci_high < s.neutral or s.ci_low > s.neutral:
         unit = "pp" if c.in_pp else "%"
         return (f"; the unadjusted {level_text(1 - c.analysis.alpha)} % CI "
-                f"{_span(_display(c, s.ci_low), _display(c, s.ci_high), unit)} excludes no change, but the "
-                f"verdict is Holm's over the plan's {c.holm_family} comparisons")
+                f"{_span(_display(c, s.ci_low), _display(c, s.ci_high), unit)} excludes no change, but Holm's "
+                f"adjustment over the plan's {c.holm_family} comparisons governs: not significant")
     return ""
 
 

@@ -25,8 +25,9 @@ from typing import Any, Iterable
 import sqlite_utils
 
 from greenlab import __version__
-from greenlab.core.plan.analysis import Plan
 from greenlab.core.errors import GreenLabError
+from greenlab.core.plan.analysis import Plan
+from greenlab.core.store.rows import RunRow
 
 DEFAULT_DB = Path("data") / "runs.db"
 SCHEMA_VERSION = 4
@@ -34,7 +35,7 @@ SCHEMA_VERSION = 4
 # no longer count (a query over `status = 'completed'` sees each run key once).
 STATUSES = ("running", "completed", "failed", "interrupted", "superseded")
 
-# The public `runs` table. Column order is the documented order (README "Schema").
+# The public `runs` table. Column order is the documented order (docs/schema.md).
 RUN_COLUMNS: dict[str, type] = {
     "id": int, "experiment": str, "model": str, "dataset": str, "technique": str, "settings": str,
     "settings_key": str, "seed": int, "repeat": int, "status": str, "error": str,
@@ -244,7 +245,7 @@ def check_version(path: Path, version: int) -> None:
 class Snapshot:
     """A store as read at one moment, without writing it: every run, every run's epochs, every plan."""
 
-    runs: list[dict[str, Any]]
+    runs: list[RunRow]
     epochs: dict[int, list[dict[str, Any]]]
     plans: dict[int, Plan]
 
@@ -263,7 +264,7 @@ def read_snapshot(path: Path) -> Snapshot:
         conn.row_factory = sqlite3.Row
         try:
             check_version(path, int(conn.execute("PRAGMA user_version").fetchone()[0]))
-            runs = [dict(r) for r in conn.execute("select * from runs order by id")]
+            runs = [RunRow.from_stored(dict(r)) for r in conn.execute("select * from runs order by id")]
             epochs: dict[int, list[dict[str, Any]]] = {}
             for row in conn.execute("select * from epochs order by run_id, epoch"):
                 epochs.setdefault(row["run_id"], []).append(dict(row))
@@ -493,12 +494,9 @@ class Store:
     def completed_keys(self) -> set[str]:
         return set(self.completed_by_key())
 
-    def completed_by_key(self) -> dict[str, dict[str, Any]]:
-        """The latest completed run of each run key, with what a rerun needs to know of it: its id, gross
-        energy, settings and accounting inputs."""
-        rows = self._query("select id, settings_key, energy_j, settings, carbon_g_per_kwh, pue, price_per_kwh, "
-                             "currency from runs where status = 'completed' order by id")
-        return {row["settings_key"]: row for row in rows}
+    def completed_by_key(self) -> dict[str, RunRow]:
+        """The latest completed run of each run key (what a rerun skips, or recomputes the accounting of)."""
+        return {row.settings_key: row for row in self.completed_runs() if row.settings_key is not None}
 
     def running_elsewhere(self, settings_key: str) -> int | None:
         """The pid of another live supervisor running these settings in this store now, or None.
@@ -515,16 +513,27 @@ class Store:
                 return int(pid)
         return None
 
-    def run(self, run_id: int) -> dict[str, Any] | None:
+    def run(self, run_id: int) -> RunRow | None:
         rows = self._query("select * from runs where id = ?", [run_id])
-        return rows[0] if rows else None
+        return RunRow.from_stored(rows[0]) if rows else None
 
-    def runs(self, where: str = "1 = 1", params: list[Any] | None = None) -> list[dict[str, Any]]:
-        return self._query(f"select * from runs where {where} order by id", params)
+    def runs(self) -> list[RunRow]:
+        """Every run, in id order (the order they started)."""
+        return [RunRow.from_stored(r) for r in self._query("select * from runs order by id")]
 
-    def completed_runs(self) -> list[dict[str, Any]]:
+    def completed_runs(self) -> list[RunRow]:
         """Every completed run (a superseded one is not), in id order."""
-        return self._query("select * from runs where status = 'completed' order by id")
+        return [RunRow.from_stored(r) for r in self._query("select * from runs where status = 'completed' order by id")]
+
+    def runs_of_experiment(self, experiment: str) -> list[RunRow]:
+        """Every run of one experiment, whatever its status, in id order."""
+        return [RunRow.from_stored(r) for r in self._query("select * from runs where experiment = ? order by id",
+                                                           [experiment])]
+
+    def completed_runs_of_grid(self, settings_keys: Iterable[str]) -> list[RunRow]:
+        """The latest completed run of each of these run keys (a grid's entries, those skipped included)."""
+        wanted = set(settings_keys)
+        return [row for key, row in self.completed_by_key().items() if key in wanted]
 
     def epochs(self, run_id: int) -> list[dict[str, Any]]:
         return self._query("select * from epochs where run_id = ? order by epoch", [run_id])

@@ -1,0 +1,68 @@
+"""The shape of the code, held by tests: SQL only in the store, typed rows of the whole public schema, each
+package saying what it owns, and every lint exception giving its reason."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from greenlab.core.store.database import RUN_COLUMNS
+from greenlab.core.store.rows import JSON_COLUMNS, RunRow
+from tests.conftest import REPO
+
+PACKAGE = REPO / "greenlab"
+SQL = re.compile(r"^\s*(select\b.+\bfrom\b|insert\s+into\b|update\s+\w+\s+set\b|delete\s+from\b|create\s+(table|index)\b"
+                 r"|pragma\b|begin\s+(immediate|exclusive|transaction)\b|(commit|rollback)$)", re.I | re.S)
+
+
+def _strings(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.append((node.lineno, node.value))
+        elif isinstance(node, ast.JoinedStr):  # an f-string: its literal parts
+            text = "".join(v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str))
+            found.append((node.lineno, text))
+    return found
+
+
+def test_no_sql_text_outside_the_store():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.is_relative_to(PACKAGE / "core" / "store"):
+            continue
+        for line, text in _strings(path):
+            if SQL.search(text):
+                offenders.append(f"{path.relative_to(REPO)}:{line}: {text[:60]!r}")
+    assert not offenders, "SQL outside greenlab/core/store/:\n" + "\n".join(offenders)
+
+
+def test_the_store_really_holds_the_sql_the_check_looks_for():
+    """The check above is not vacuous: the store's own module trips it."""
+    assert any(SQL.search(text) for _, text in _strings(PACKAGE / "core" / "store" / "database.py"))
+
+
+def test_a_run_row_is_the_whole_public_schema_with_its_json_decoded():
+    assert list(RunRow.__dataclass_fields__) == list(RUN_COLUMNS)
+    row = RunRow.from_stored({"id": 1, "flags": '["a"]', "meters": "not json", "settings": '{"lr": 0.1}'})
+    assert row.flags == ["a"] and row.meters == {} and row["settings"] == {"lr": 0.1}
+    assert set(JSON_COLUMNS) <= set(RUN_COLUMNS)
+    assert dict(row)["id"] == 1 and row.get("absent", 5) == 5
+
+
+def test_every_core_package_says_what_it_owns():
+    for init in (PACKAGE / "core").rglob("__init__.py"):
+        docstring = ast.get_docstring(ast.parse(init.read_text()))
+        assert docstring and len(docstring) > 80, f"{init.relative_to(REPO)} needs a docstring of what it owns"
+
+
+def test_every_noqa_gives_its_reason():
+    bare = []
+    for path in [*PACKAGE.rglob("*.py"), *(REPO / "benchmarks").glob("*.py"), *(REPO / "scripts").glob("*.py")]:
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            match = re.search(r"#\s*noqa(:\s*[A-Z]+\d+(,\s*[A-Z]+\d+)*)?(.*)$", line)
+            if match and not re.search(r"\w{3,}", match.group(3) or ""):
+                bare.append(f"{path.relative_to(REPO)}:{number}")
+    assert not bare, "a noqa without its reason:\n" + "\n".join(bare)
