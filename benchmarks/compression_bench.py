@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from greenlab.core.train import compression  # noqa: E402 - after the sys.path line that lets the script run from a checkout
-from greenlab.core.train.compression.stats import model_stats  # noqa: E402 - after the sys.path line that lets the script run from a checkout
 from greenlab.core.train.compression import stego  # noqa: E402 - after the sys.path line that lets the script run from a checkout
+from greenlab.core.train.compression.stats import model_stats  # noqa: E402 - after the sys.path line that lets the script run from a checkout
 from greenlab.core.train.training import synchronize, training_step  # noqa: E402 - after the sys.path line that lets the script run from a checkout
 
 VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
@@ -41,17 +41,18 @@ VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def build(spec: str, tables: dict[str, Any], example: torch.Tensor,
-          device: torch.device) -> tuple[Any, Any, list]:
+def build(spec: str, tables: dict[str, Any], example: torch.Tensor, device: torch.device) -> tuple[Any, Any, list]:
     import torchvision
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=10).to(device)
     parts = compression.parse_technique(spec, "bench")
-    settings = {p: compression.validate_settings(p, tables.get(p, {}), f"bench.{p}")
-                for p in parts if p != compression.BASELINE}
-    ctx = compression.CompressionContext(evaluate=lambda m: 0.0, device=device, seed=0, example_input=example,
-                                         num_classes=10, log=lambda line: None)
+    settings = {
+        p: compression.validate_settings(p, tables.get(p, {}), f"bench.{p}") for p in parts if p != compression.BASELINE
+    }
+    ctx = compression.CompressionContext(
+        evaluate=lambda m: 0.0, device=device, seed=0, example_input=example, num_classes=10, log=lambda line: None
+    )
     applied = compression.apply(parts, model, settings, ctx)
     return applied.model, applied.hooks, applied.warnings
 
@@ -77,9 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1, help="steps per technique per round")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per technique first")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads (default 1: on a shared machine a multi-threaded step waits at every "
-                             "barrier for whichever thread another process preempted, and times scatter tenfold)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (default 1: on a shared machine a multi-threaded step waits at every "
+        "barrier for whichever thread another process preempted, and times scatter tenfold)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.threads:
@@ -94,11 +99,20 @@ def main(argv: list[str] | None = None) -> int:
         model, hooks, _ = build(spec, tables, x, device)
         dtype = hooks.autocast_dtype or torch.float32
         # bytes as stored: autocast narrows the arithmetic, only "stored" narrows the weights
-        rows.append({"label": label, "stats": model_stats(model, x, autocast_dtype=hooks.autocast_dtype),
-                     "times": [], "cpu": [],
-                     "step": make_step(model, hooks, x, y, device), "dtype": str(dtype).removeprefix("torch.")})
-    print(f"resnet18, batch {args.batch} x 3 x {args.size} x {args.size}, {device}, "
-          f"{torch.get_num_threads()} threads; built in {time.perf_counter() - started:.1f} s")
+        rows.append(
+            {
+                "label": label,
+                "stats": model_stats(model, x, autocast_dtype=hooks.autocast_dtype),
+                "times": [],
+                "cpu": [],
+                "step": make_step(model, hooks, x, y, device),
+                "dtype": str(dtype).removeprefix("torch."),
+            }
+        )
+    print(
+        f"resnet18, batch {args.batch} x 3 x {args.size} x {args.size}, {device}, "
+        f"{torch.get_num_threads()} threads; built in {time.perf_counter() - started:.1f} s"
+    )
     if device.type == "cpu":  # the bfloat16 rows mean one thing on a CPU that has the instructions, another without
         print(stego.bfloat16_cpu_note() or "bfloat16 on this CPU: unknown (no /proc/cpuinfo flags)")
 
@@ -118,22 +132,28 @@ def main(argv: list[str] | None = None) -> int:
     base_time = statistics.median(base["times"])
     base_cpu = statistics.median(base["cpu"])
     base_min = min(base["times"])
-    header = f"{'technique':<27} {'dtype':>9} {'FLOPs/step':>11} {'FLOPs':>6} {'nonzero':>8} " \
-             f"{'bytes':>6} {'step ms':>8} {'time':>6} {'spread':>7} {'min time':>9} {'cpu time':>9}"
+    header = (
+        f"{'technique':<27} {'dtype':>9} {'FLOPs/step':>11} {'FLOPs':>6} {'nonzero':>8} "
+        f"{'bytes':>6} {'step ms':>8} {'time':>6} {'spread':>7} {'min time':>9} {'cpu time':>9}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
         s, b = row["stats"], base["stats"]
         median = statistics.median(row["times"])
         spread = (max(row["times"]) - min(row["times"])) / median
-        print(f"{row['label']:<27} {row['dtype']:>9} {s['flops_step'] / 1e9:>9.2f} G "
-              f"{s['flops_step'] / b['flops_step']:>6.2f} {s['params_nonzero'] / b['params_nonzero']:>8.2f} "
-              f"{s['model_bytes'] / b['model_bytes']:>6.2f} {median * 1e3:>8.1f} {median / base_time:>6.2f} "
-              f"{spread:>6.0%} {min(row['times']) / base_min:>9.2f} "
-              f"{statistics.median(row['cpu']) / base_cpu:>9.2f}")
-    print(f"ratios are to the baseline; time = median wall time over {args.rounds} interleaved rounds of "
-          f"{args.steps} step(s); spread = (max - min) / median; min time = fastest round, the least disturbed "
-          f"by other processes; cpu time = median process CPU time; total {time.perf_counter() - started:.0f} s")
+        print(
+            f"{row['label']:<27} {row['dtype']:>9} {s['flops_step'] / 1e9:>9.2f} G "
+            f"{s['flops_step'] / b['flops_step']:>6.2f} {s['params_nonzero'] / b['params_nonzero']:>8.2f} "
+            f"{s['model_bytes'] / b['model_bytes']:>6.2f} {median * 1e3:>8.1f} {median / base_time:>6.2f} "
+            f"{spread:>6.0%} {min(row['times']) / base_min:>9.2f} "
+            f"{statistics.median(row['cpu']) / base_cpu:>9.2f}"
+        )
+    print(
+        f"ratios are to the baseline; time = median wall time over {args.rounds} interleaved rounds of "
+        f"{args.steps} step(s); spread = (max - min) / median; min time = fastest round, the least disturbed "
+        f"by other processes; cpu time = median process CPU time; total {time.perf_counter() - started:.0f} s"
+    )
     return 0
 
 

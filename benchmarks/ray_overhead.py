@@ -24,26 +24,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from greenlab.core.plan.config import expand_grid, parse_experiments
+from quick_grid import quick_grid
+
 from greenlab.core.grid.local import LocalDriver
 from greenlab.core.store.database import Store
 
-GRID = """
-[defaults]
-dataset = "digits"
-epochs = 1
-batch_size = 64
-image_size = 32
-pretrained = false
-device = "cpu"
-idle_s = 0
-max_train_batches = 3
-max_eval_batches = 1
-repeats = 2
+EXPERIMENT = """
 [[experiment]]
 name = "bench"
 models = ["tinycnn"]
 techniques = ["baseline", "prune", "lowrank"]
+repeats = 2
 """
 
 
@@ -63,7 +54,7 @@ def main() -> None:
     from greenlab.core.grid import ray_cluster
     from greenlab.core.grid.ray_driver import RayDriver
 
-    runs = expand_grid(parse_experiments(GRID))
+    runs = quick_grid(EXPERIMENT)
     results: dict[str, list[tuple[float, float]]] = {"local": [], "ray": []}
     starts = []
     with tempfile.TemporaryDirectory() as folder:
@@ -75,27 +66,38 @@ def main() -> None:
                 results[side].append(timed_grid(LocalDriver(store), runs))
                 continue
             started = time.perf_counter()
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
-                     log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
             starts.append(time.perf_counter() - started)
             try:
                 results[side].append(timed_grid(RayDriver(store, ray_cluster.connect()), runs))
             finally:
                 ray.shutdown()
     n = len(runs)
-    print(f"tinycnn on digits, {n} CPU runs of 3 batches of 64 at 32 px, {os.cpu_count()} CPUs, one after another; "
-          "rounds local, ray, ray, local")
+    print(
+        f"tinycnn on digits, {n} CPU runs of 3 batches of 64 at 32 px, {os.cpu_count()} CPUs, one after another; "
+        "rounds local, ray, ray, local"
+    )
     print(f"local Ray instance start (once per grid): {statistics.mean(starts):.2f} s")
     around = {}
     for side, rounds in results.items():
         walls = [wall for wall, _measured in rounds]
         around[side] = statistics.mean((wall - measured) / n for wall, measured in rounds)
         grids = " and ".join(f"{w:.2f}" for w in walls)
-        print(f"{side:<6}: grid {grids} s; per run {statistics.mean(walls) / n:.2f} s, "
-              f"of which {around[side]:.2f} s outside the run's own measured time")
+        print(
+            f"{side:<6}: grid {grids} s; per run {statistics.mean(walls) / n:.2f} s, "
+            f"of which {around[side]:.2f} s outside the run's own measured time"
+        )
     wall_ratio = statistics.mean(w for w, _m in results["ray"]) / statistics.mean(w for w, _m in results["local"])
-    print(f"Ray's scheduling overhead per run: {around['ray'] - around['local']:+.2f} s; "
-          f"wall time per run ratio (ray / local): {wall_ratio:.2f}x")
+    print(
+        f"Ray's scheduling overhead per run: {around['ray'] - around['local']:+.2f} s; "
+        f"wall time per run ratio (ray / local): {wall_ratio:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -24,20 +24,20 @@ import time
 from pathlib import Path
 
 from greenlab import cli
-from greenlab.core.report import compare, energy_to_target, formats
-from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan
 from greenlab.core.grid.session import with_targets
+from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan
+from greenlab.core.report import compare, energy_to_target, formats
 from greenlab.core.store.database import Store, read_snapshot
 
-TECHNIQUES = ("baseline", "stego", "prune", "lowrank", "prune+stego", "stego-dtype", "prune-structured",
-              "lowrank-25")
+TECHNIQUES = ("baseline", "stego", "prune", "lowrank", "prune+stego", "stego-dtype", "prune-structured", "lowrank-25")
 
 
 def build(path: Path, models: int, repeats: int) -> int:
     rng = random.Random(5)
     names = [f"model{m:02d}" for m in range(models)]
-    plan = Plan(AnalysisSettings(), tuple(Cell(f"cond-{n}", t, n, "study") for n in names for t in TECHNIQUES[1:]),
-                "study.toml")
+    plan = Plan(
+        AnalysisSettings(), tuple(Cell(f"cond-{n}", t, n, "study") for n in names for t in TECHNIQUES[1:]), "study.toml"
+    )
     store = Store(path)
     store.declare_plan(plan)
     store.db.execute("PRAGMA synchronous = OFF")  # a benchmark's fixture: speed of building, not of the store
@@ -50,16 +50,39 @@ def build(path: Path, models: int, repeats: int) -> int:
             for technique in TECHNIQUES:
                 energy = base_energy * effects[technique] * rng.lognormvariate(0, 0.05)
                 accuracy = min(1.0, max(0.0, 0.9 - (0.0 if technique == "baseline" else rng.uniform(0, 0.02))))
-                run_id = store.start_run({"experiment": "study", "model": name, "dataset": "cifar10",
-                                          "technique": technique, "settings_key": f"{name}-{technique}-{repeat}",
-                                          "conditions_key": f"cond-{name}", "repeat": repeat, "seed": repeat,
-                                          "settings": {"epochs": 2}})
+                run_id = store.start_run(
+                    {
+                        "experiment": "study",
+                        "model": name,
+                        "dataset": "cifar10",
+                        "technique": technique,
+                        "settings_key": f"{name}-{technique}-{repeat}",
+                        "conditions_key": f"cond-{name}",
+                        "repeat": repeat,
+                        "seed": repeat,
+                        "settings": {"epochs": 2},
+                    }
+                )
                 for epoch in (1, 2):
-                    store.add_epoch({"run_id": run_id, "epoch": epoch, "energy_j": energy / 2,
-                                     "val_accuracy": accuracy - (0.05 if epoch == 1 else 0.0)})
-                store.update_run(run_id, status="completed", energy_training_j=energy, energy_j=energy * 1.1,
-                                 duration_s=energy / 100, val_accuracy=accuracy, val_f1=accuracy - 0.01,
-                                 energy_measured_j=energy * 1.1, energy_estimated_j=0.0)
+                    store.add_epoch(
+                        {
+                            "run_id": run_id,
+                            "epoch": epoch,
+                            "energy_j": energy / 2,
+                            "val_accuracy": accuracy - (0.05 if epoch == 1 else 0.0),
+                        }
+                    )
+                store.update_run(
+                    run_id,
+                    status="completed",
+                    energy_training_j=energy,
+                    energy_j=energy * 1.1,
+                    duration_s=energy / 100,
+                    val_accuracy=accuracy,
+                    val_f1=accuracy - 0.01,
+                    energy_measured_j=energy * 1.1,
+                    energy_estimated_j=0.0,
+                )
                 count += 1
     with_targets(store)
     store.close()
@@ -131,19 +154,25 @@ def main() -> None:
         started = time.perf_counter()
         runs = build(path, args.models, args.repeats)
         comparisons = args.models * (len(TECHNIQUES) - 1)
-        print(f"store: {runs} completed runs, {comparisons} comparisons per metric, {6 * comparisons} in all "
-              f"(built in {time.perf_counter() - started:.1f} s)")
+        print(
+            f"store: {runs} completed runs, {comparisons} comparisons per metric, {6 * comparisons} in all "
+            f"(built in {time.perf_counter() - started:.1f} s)"
+        )
         for fmt in ("text", "json"):
             seconds = [time_report(path, fmt) for _ in range(3)]
-            print(f"greenlab report --format {fmt}: median {statistics.median(seconds):.2f} s of 3 "
-                  f"(target under 2 s: {statistics.median(seconds) / 2.0:.2f}x the target)")
+            print(
+                f"greenlab report --format {fmt}: median {statistics.median(seconds):.2f} s of 3 "
+                f"(target under 2 s: {statistics.median(seconds) / 2.0:.2f}x the target)"
+            )
         for name, seconds in parts(path).items():
             print(f"  {name}: {seconds:.3f} s")
         handlers, judged, reload_s = asyncio.run(tui_keys(path))
-        print(f"TUI runs pane: a sort key holds the UI thread {1000 * statistics.median(handlers):.0f} ms "
-              f"(median of {len(handlers)}, max {1000 * max(handlers):.0f} ms) while the verdicts are judged "
-              f"(target under 100 ms: {statistics.median(handlers) / 0.1:.2f}x); the judging took {judged:.2f} s "
-              f"on its worker thread; a reload (after each stored run) {1000 * reload_s:.0f} ms")
+        print(
+            f"TUI runs pane: a sort key holds the UI thread {1000 * statistics.median(handlers):.0f} ms "
+            f"(median of {len(handlers)}, max {1000 * max(handlers):.0f} ms) while the verdicts are judged "
+            f"(target under 100 ms: {statistics.median(handlers) / 0.1:.2f}x); the judging took {judged:.2f} s "
+            f"on its worker thread; a reload (after each stored run) {1000 * reload_s:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -17,27 +17,12 @@ import os
 import statistics
 import time
 
-from greenlab.core.train import events
-from greenlab.core.plan.config import expand_grid, parse_experiments
+from quick_grid import quick_grid
+
 from greenlab.core.run.launcher import ForkServerLauncher, Launcher, SpawnLauncher
+from greenlab.core.train import events
 
 REPEATS = 7
-
-GRID = """
-[defaults]
-dataset = "digits"
-epochs = 1
-batch_size = 64
-image_size = 32
-pretrained = false
-device = "cpu"
-idle_s = 0
-max_train_batches = 3
-max_eval_batches = 1
-[[experiment]]
-name = "bench"
-models = ["tinycnn"]
-"""
 
 
 def timed_run(launcher: Launcher, run_json: str, env: dict[str, str]) -> tuple[float, float]:
@@ -58,7 +43,7 @@ def timed_run(launcher: Launcher, run_json: str, env: dict[str, str]) -> tuple[f
 
 
 def main() -> None:
-    (run,) = expand_grid(parse_experiments(GRID))
+    (run,) = quick_grid()
     run_json = json.dumps(run.to_json())
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # as the supervisor passes it
     spawn = SpawnLauncher()
@@ -78,10 +63,13 @@ def main() -> None:
     for name, runs in results.items():
         firsts = [round(first, 2) for first, _ in runs]
         totals = statistics.median(total for _, total in runs)
-        print(f"{name:<10}: launch to first batch median {medians[name]:.2f} s  {firsts}; "
-              f"whole run median {totals:.2f} s")
-    print(f"overhead ratio (spawn / forkserver): {medians['spawn'] / medians['forkserver']:.1f}x   "
-          f"goal: forkserver under 0.5 s")
+        print(
+            f"{name:<10}: launch to first batch median {medians[name]:.2f} s  {firsts}; whole run median {totals:.2f} s"
+        )
+    print(
+        f"overhead ratio (spawn / forkserver): {medians['spawn'] / medians['forkserver']:.1f}x   "
+        f"goal: forkserver under 0.5 s"
+    )
 
 
 if __name__ == "__main__":

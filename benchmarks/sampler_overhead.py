@@ -21,8 +21,12 @@ SECONDS = 8.0
 
 
 def fake_powercap(root: Path) -> None:
-    for zone_id, name in (("intel-rapl:0", "package-0"), ("intel-rapl:0:0", "dram"),
-                          ("intel-rapl:1", "package-1"), ("intel-rapl:1:0", "dram")):
+    for zone_id, name in (
+        ("intel-rapl:0", "package-0"),
+        ("intel-rapl:0:0", "dram"),
+        ("intel-rapl:1", "package-1"),
+        ("intel-rapl:1:0", "dram"),
+    ):
         zone = root / zone_id
         zone.mkdir(parents=True)
         (zone / "name").write_text(name + "\n")

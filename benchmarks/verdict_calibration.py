@@ -39,8 +39,15 @@ SIZES = ((3, 3), (5, 5), (10, 10))  # (technique runs, baseline runs): the defau
 VARIANCES = (1.0, 3.0)  # technique variance / baseline variance (of the logs)
 CVS = (0.05, 0.10, 0.20)
 FAMILIES = (1, 4, 12)
-BEYOND = [((3, 5), 3.0), ((5, 3), 3.0), ((2, 5), 3.0), ((3, 10), 3.0), ((3, 5), 10.0), ((3, 3), 10.0),
-          ((5, 5), 10.0)]  # unbalanced sides and 10x variances, at a CV of 10 %
+BEYOND = [
+    ((3, 5), 3.0),
+    ((5, 3), 3.0),
+    ((2, 5), 3.0),
+    ((3, 10), 3.0),
+    ((3, 5), 10.0),
+    ((3, 3), 10.0),
+    ((5, 5), 10.0),
+]  # unbalanced sides and 10x variances, at a CV of 10 %
 EFFECT = 0.90
 
 
@@ -59,7 +66,7 @@ def _sample(rng: random.Random, n: int, log_mean: float, log_sd: float) -> list[
 
 def _family(rng: random.Random, d: Design, ratio: float) -> list[stats.TwoSample]:
     """One simulated plan: `family` comparisons, every 4 sharing a baseline sample."""
-    sd0 = math.sqrt(math.log1p(d.cv ** 2))
+    sd0 = math.sqrt(math.log1p(d.cv**2))
     sd1 = sd0 * math.sqrt(d.variance_ratio)
     results = []
     baseline: list[float] = []
@@ -83,8 +90,9 @@ def simulate(d: Design, sims: int, seed: int) -> dict[str, float]:
     edge_equivalent = 0
     for _ in range(sims):
         # a true cost of exactly the margin: "equivalent" would be wrong
-        edge_equivalent += sum(bool(r.equivalent) for r in _family(rng, Design(d.n, d.n_baseline, d.variance_ratio,
-                                                                                   d.cv, 1), 1 + MARGIN))
+        edge_equivalent += sum(
+            bool(r.equivalent) for r in _family(rng, Design(d.n, d.n_baseline, d.variance_ratio, d.cv, 1), 1 + MARGIN)
+        )
         # nothing differs
         decisions = _decide(_family(rng, d, 1.0), d.family)
         claims = sum(1 for decision, _ in decisions if decision.verdict in (stats.SAVES, stats.COSTS))
@@ -100,16 +108,28 @@ def simulate(d: Design, sims: int, seed: int) -> dict[str, float]:
                 needed = stats.repeats_for(result, step)
                 if needed is None or needed > 200:
                     continue
-                sd0 = math.sqrt(math.log1p(d.cv ** 2))
-                again = stats.compare(_sample(rng, needed, math.log(EFFECT), sd0 * math.sqrt(d.variance_ratio)),
-                                      _sample(rng, needed, 0.0, sd0), alpha=ALPHA, margin=MARGIN)
-                strictest = stats.HolmStep(None if again.p_value is None else min(1.0, again.p_value * d.family),
-                                           d.family, d.family)
+                sd0 = math.sqrt(math.log1p(d.cv**2))
+                again = stats.compare(
+                    _sample(rng, needed, math.log(EFFECT), sd0 * math.sqrt(d.variance_ratio)),
+                    _sample(rng, needed, 0.0, sd0),
+                    alpha=ALPHA,
+                    margin=MARGIN,
+                )
+                strictest = stats.HolmStep(
+                    None if again.p_value is None else min(1.0, again.p_value * d.family), d.family, d.family
+                )
                 followed += 1
                 decided += stats.decide(again, strictest).verdict in (stats.SAVES, stats.COSTS, stats.EQUIVALENT)
-    return {"false": false_claims / comparisons, "familywise": family_errors / sims, "power": found / effect_comparisons,
-            "followed": followed, "decided": decided / followed if followed else float("nan"),
-            "comparisons": comparisons, "sims": sims, "edge": edge_equivalent / sims}
+    return {
+        "false": false_claims / comparisons,
+        "familywise": family_errors / sims,
+        "power": found / effect_comparisons,
+        "followed": followed,
+        "decided": decided / followed if followed else float("nan"),
+        "comparisons": comparisons,
+        "sims": sims,
+        "edge": edge_equivalent / sims,
+    }
 
 
 def _interval(rate: float, count: int) -> str:
@@ -130,15 +150,24 @@ def main() -> None:
     designs += [Design(n, n0, v, 0.10, m) for (n, n0), v in BEYOND for m in (1, 4)]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(simulate, designs, [args.sims] * len(designs),
-                                [args.seed * 100_003 + i for i in range(len(designs))]))
-    print(f"{len(designs)} designs x {args.sims} simulated studies, α = {ALPHA}, equivalence ±{100 * MARGIN:g} %, "
-          f"effect ratio {EFFECT} ({time.perf_counter() - started:.0f} s)")
-    print("false: saves/costs said when nothing differs, per comparison and family-wise [95 % simulation "
-          "interval]; power: saves found at a true 10 % saving; decides: follow-ups of the suggested size "
-          "that decided (how many were simulated); edge ≈: equivalent said at a true ratio of 1.05")
-    header = (f"{'n v n0':>7} {'var':>4} {'CV':>4} {'m':>3}  {'false %':>6} {'[95 % sim]':>12}  "
-              f"{'family %':>8} {'[95 % sim]':>12}  {'power %':>7}  {'decides %':>12}  {'edge ≈ %':>8}")
+        results = list(
+            pool.map(
+                simulate, designs, [args.sims] * len(designs), [args.seed * 100_003 + i for i in range(len(designs))]
+            )
+        )
+    print(
+        f"{len(designs)} designs x {args.sims} simulated studies, α = {ALPHA}, equivalence ±{100 * MARGIN:g} %, "
+        f"effect ratio {EFFECT} ({time.perf_counter() - started:.0f} s)"
+    )
+    print(
+        "false: saves/costs said when nothing differs, per comparison and family-wise [95 % simulation "
+        "interval]; power: saves found at a true 10 % saving; decides: follow-ups of the suggested size "
+        "that decided (how many were simulated); edge ≈: equivalent said at a true ratio of 1.05"
+    )
+    header = (
+        f"{'n v n0':>7} {'var':>4} {'CV':>4} {'m':>3}  {'false %':>6} {'[95 % sim]':>12}  "
+        f"{'family %':>8} {'[95 % sim]':>12}  {'power %':>7}  {'decides %':>12}  {'edge ≈ %':>8}"
+    )
     print(header)
     print("-" * len(header))
     worst = 0.0
@@ -146,12 +175,16 @@ def main() -> None:
         if (d.n, d.n_baseline) in SIZES and d.variance_ratio in VARIANCES:
             worst = max(worst, r["familywise"])
         decides = "-" if not r["followed"] else f"{100 * r['decided']:.0f} ({r['followed']})"
-        print(f"{f'{d.n}v{d.n_baseline}':>7} {d.variance_ratio:>4g} {100 * d.cv:>3g}% {d.family:>3}  "
-              f"{100 * r['false']:>6.1f} {_interval(r['false'], r['comparisons']):>12}  "
-              f"{100 * r['familywise']:>8.1f} {_interval(r['familywise'], r['sims']):>12}  "
-              f"{100 * r['power']:>7.1f}  {decides:>12}  {100 * r['edge']:>8.1f}")
-    print(f"\nworst family-wise false-verdict rate of the balanced designs up to 3x unequal variances: "
-          f"{100 * worst:.1f} % (α = {100 * ALPHA:g} %)")
+        print(
+            f"{f'{d.n}v{d.n_baseline}':>7} {d.variance_ratio:>4g} {100 * d.cv:>3g}% {d.family:>3}  "
+            f"{100 * r['false']:>6.1f} {_interval(r['false'], r['comparisons']):>12}  "
+            f"{100 * r['familywise']:>8.1f} {_interval(r['familywise'], r['sims']):>12}  "
+            f"{100 * r['power']:>7.1f}  {decides:>12}  {100 * r['edge']:>8.1f}"
+        )
+    print(
+        f"\nworst family-wise false-verdict rate of the balanced designs up to 3x unequal variances: "
+        f"{100 * worst:.1f} % (α = {100 * ALPHA:g} %)"
+    )
 
 
 if __name__ == "__main__":

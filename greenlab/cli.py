@@ -16,35 +16,55 @@ from greenlab.core.errors import GreenLabError
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="greenlab", description="Measure the electricity of fine-tuning, with and without compression.",
-        epilog="greenlab report --help: compare stored runs (verdicts, tables, JSON, CSV, plots).")
+        prog="greenlab",
+        description="Measure the electricity of fine-tuning, with and without compression.",
+        epilog="greenlab report --help: compare stored runs (verdicts, tables, JSON, CSV, plots).",
+    )
     parser.add_argument("--headless", metavar="EXPERIMENTS.toml", help="run the grid of a file with no UI")
     parser.add_argument("--db", metavar="PATH", help="run store (default: $GREENLAB_DB or data/runs.db)")
     parser.add_argument("--force", action="store_true", help="rerun runs already completed with identical settings")
-    parser.add_argument("--no-wait", action="store_true",
-                        help="with --headless: exit 2 at once if another grid is measuring on this host")
-    parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                        help="with --headless: run the grid on Ray, each run a task on a node: ADDRESS local "
-                             "(a Ray instance on this machine, the default unless RAY_ADDRESS is set), auto "
-                             "(the cluster started here with `ray start`) or ray://host:port")
-    parser.add_argument("--fetch", metavar="EXPERIMENTS.toml",
-                        help="download every dataset and weight file a grid needs, then exit")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="with --headless: exit 2 at once if another grid is measuring on this host",
+    )
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="with --headless: run the grid on Ray, each run a task on a node: ADDRESS local "
+        "(a Ray instance on this machine, the default unless RAY_ADDRESS is set), auto "
+        "(the cluster started here with `ray start`) or ray://host:port",
+    )
+    parser.add_argument(
+        "--fetch", metavar="EXPERIMENTS.toml", help="download every dataset and weight file a grid needs, then exit"
+    )
     parser.add_argument("--list-models", action="store_true", help="print the model zoo and exit")
     parser.add_argument("--capacity", metavar="MODEL", help="scan a model's steganographic capacity and exit")
     parser.add_argument("--dataset", default="digits", help="dataset for --capacity (default: digits)")
     parser.add_argument("--image-size", type=int, default=None, help="input size for --capacity")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size for --capacity")
-    parser.add_argument("--tolerance", type=float, default=1.0,
-                        help="accuracy drop allowed by --capacity, in percentage points (default 1)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1.0,
+        help="accuracy drop allowed by --capacity, in percentage points (default 1)",
+    )
     parser.add_argument("--device", default="auto", help="device for --capacity (auto, cpu, cuda:N)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --capacity")
-    parser.add_argument("--epochs", type=int, default=1,
-                        help="fine-tuning epochs before --capacity scans (capacity is a trained model's)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="fine-tuning epochs before --capacity scans (capacity is a trained model's)",
+    )
     parser.add_argument("--no-pretrained", action="store_true", help="random init for --capacity (offline)")
     parser.add_argument("--max-eval-batches", type=int, default=None, help="cap evaluation batches for --capacity")
     parser.add_argument("--theme", metavar="NAME", help="TUI theme (see themes/)")
-    parser.add_argument("--experiments", metavar="PATH", default="experiments.toml",
-                        help="experiments file the TUI offers to load")
+    parser.add_argument(
+        "--experiments", metavar="PATH", default="experiments.toml", help="experiments file the TUI offers to load"
+    )
     parser.add_argument("--version", action="version", version=f"greenlab {__version__}")
     return parser
 
@@ -54,8 +74,11 @@ def _list_models() -> int:
 
     print(f"{'model':<18} {'params':>12} {'input':>6}  {'kind':<6} source")
     for row in describe_models():
-        params = f"{row['params'] / 1e6:.1f}M" if row["params"] and row["params"] >= 1e6 else (
-            f"{row['params']:,}" if row["params"] else "-")
+        params = (
+            f"{row['params'] / 1e6:.1f}M"
+            if row["params"] and row["params"] >= 1e6
+            else (f"{row['params']:,}" if row["params"] else "-")
+        )
         print(f"{row['name']:<18} {params:>12} {row['input']:>6}  {row['modality']:<6} {row['source']}")
     print("\nparams: with the 1000-class ImageNet head; GreenLab replaces the head for the dataset's classes.")
     return 0
@@ -65,17 +88,28 @@ def _capacity(args: argparse.Namespace) -> int:
     from greenlab.core.train.capacity import scan_model_capacity
 
     result = scan_model_capacity(
-        args.capacity, dataset=args.dataset, image_size=args.image_size, batch_size=args.batch_size,
-        tolerance_pp=args.tolerance, device=args.device, seed=args.seed, pretrained=not args.no_pretrained,
-        epochs=args.epochs, max_eval_batches=args.max_eval_batches, log=lambda m: print(m, file=sys.stderr))
+        args.capacity,
+        dataset=args.dataset,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        tolerance_pp=args.tolerance,
+        device=args.device,
+        seed=args.seed,
+        pretrained=not args.no_pretrained,
+        epochs=args.epochs,
+        max_eval_batches=args.max_eval_batches,
+        log=lambda m: print(m, file=sys.stderr),
+    )
     print(f"\n{'bits overwritten':>16}  val accuracy")
     for bits, accuracy in result.curve:
         marker = "  <- capacity" if bits == result.capacity_bits else ""
         print(f"{bits:>16}  {accuracy:.2%}{marker}")
-    print(f"\n{result.model} on {result.dataset}: capacity {result.capacity_bits} of 23 mantissa bits per "
-          f"parameter (accuracy drop within {result.tolerance_pp:g} pp of {result.trained_accuracy:.2%}); "
-          f"{result.capacity_bytes / 1e6:.2f} MB over {result.params:,} parameters; "
-          f"{23 - result.capacity_bits} mantissa bits needed")
+    print(
+        f"\n{result.model} on {result.dataset}: capacity {result.capacity_bits} of 23 mantissa bits per "
+        f"parameter (accuracy drop within {result.tolerance_pp:g} pp of {result.trained_accuracy:.2%}); "
+        f"{result.capacity_bytes / 1e6:.2f} MB over {result.params:,} parameters; "
+        f"{23 - result.capacity_bits} mantissa bits needed"
+    )
     return 0
 
 
@@ -106,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             from greenlab.tui.app import run_app
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.startswith("greenlab.tui"):
-                print("greenlab: the TUI is not available in this build; use greenlab --headless experiments.toml",
-                      file=sys.stderr)
+                print(
+                    "greenlab: the TUI is not available in this build; use greenlab --headless experiments.toml",
+                    file=sys.stderr,
+                )
                 return 2
             raise
         return run_app(db=args.db, theme=args.theme, experiments=args.experiments)

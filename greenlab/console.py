@@ -47,8 +47,9 @@ class ConsoleView:
 
     def __init__(self, out: TextIO, presenter: GridPresenter | None = None) -> None:
         self.terminal = TerminalLines(out)
-        self.presenter = presenter or GridPresenter(hints={"skipped": "--force reruns",
-                                                           "waiting": "--no-wait exits instead"})
+        self.presenter = presenter or GridPresenter(
+            hints={"skipped": "--force reruns", "waiting": "--no-wait exits instead"}
+        )
         self.snapshot = self.presenter.snapshot()
         self._printed = 0
 
@@ -89,5 +90,6 @@ def _run_bar(view: RunView) -> str:
     filled = int(width * view.batch / max(view.batches, 1))
     watts = " ".join(f"{c} {w:.0f}W" for c, w in view.tracker.latest().items()) if view.tracker else ""
     loss = f" loss {view.loss:.3f}" if view.loss is not None else ""
-    return (f"{view.label} e{view.epoch} [{'#' * filled}{'.' * (width - filled)}] {view.batch}/{view.batches}"
-            f"{loss} {watts}")
+    return (
+        f"{view.label} e{view.epoch} [{'#' * filled}{'.' * (width - filled)}] {view.batch}/{view.batches}{loss} {watts}"
+    )

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from greenlab.console import ConsoleView
 from greenlab.core.grid.session import GridRequest, GridSession, Sources, fetch_planned, plan_fetch
 from greenlab.core.plan.config import load_grid
 from greenlab.core.report import compare, formats, formatting
+from greenlab.core.store.rows import Row
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def summary_table(rows: list[dict[str, Any]]) -> str:
+def summary_table(rows: Sequence[Row]) -> str:
     """Per model, each technique against its baseline: energy (whole run, and training alone), time and
     accuracy, with the change of the mean against the baseline's mean (accuracy: in percentage points).
     The whole run includes start-up, data loading and compression (a capacity scan, say); the training
@@ -39,13 +41,21 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     for g in groups:
         duration = g.means["duration_s"]
         accuracy = g.means["val_accuracy"]
-        cells.append((g.model, g.technique, str(g.runs), energy(g, "energy_j"),
-                      compare.format_change(g.change["energy_j"]), energy(g, "energy_training_j"),
-                      compare.format_change(g.change["energy_training_j"]),
-                      f"{duration:.1f}s" if duration is not None else "-",
-                      compare.format_change(g.change["duration_s"]),
-                      f"{accuracy:.1%}" if accuracy is not None else "-",
-                      compare.format_change(g.change["val_accuracy"], "val_accuracy")))
+        cells.append(
+            (
+                g.model,
+                g.technique,
+                str(g.runs),
+                energy(g, "energy_j"),
+                compare.format_change(g.change["energy_j"]),
+                energy(g, "energy_training_j"),
+                compare.format_change(g.change["energy_training_j"]),
+                f"{duration:.1f}s" if duration is not None else "-",
+                compare.format_change(g.change["duration_s"]),
+                f"{accuracy:.1%}" if accuracy is not None else "-",
+                compare.format_change(g.change["val_accuracy"], "val_accuracy"),
+            )
+        )
     heads = ("model", "technique", "n", "energy", "Δ", "training", "Δ", "time", "Δ", "val acc", "Δ")
     minimum = (14, 14, 2, 11, 8, 11, 8, 8, 8, 8, 9)
     # Widths grow with their cells: an energy with its ± is wider than the bare figure.
@@ -63,8 +73,10 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     lines.append("")
     if any(g.runs > 1 for g in groups):
         lines.append("±: half-width of the 95 % confidence interval of the mean (Student t over the n runs).")
-    lines.append("Δ: the mean against the baseline's mean, % (accuracy: pp); the verdicts below test the plan's "
-                 "primary metric, with the interval and p that decide it.")
+    lines.append(
+        "Δ: the mean against the baseline's mean, % (accuracy: pp); the verdicts below test the plan's "
+        "primary metric, with the interval and p that decide it."
+    )
     return "\n".join(lines)
 
 
@@ -72,15 +84,22 @@ def interrupt_text(queue: Any) -> str:
     """What a Ctrl-C left of the grid: the runs it stored as interrupted, and those completed before it."""
     stopped = sum(1 for entry in queue if entry.status == "interrupted")
     completed = sum(1 for entry in queue if entry.status in ("completed", "failed"))  # both stored, both stay
-    done = (f"; the {completed} runs that ended before it stay stored" if completed > 1
-            else "; the run that ended before it stays stored" if completed else "")
+    done = (
+        f"; the {completed} runs that ended before it stay stored"
+        if completed > 1
+        else "; the run that ended before it stays stored"
+        if completed
+        else ""
+    )
     if stopped:
         runs = "the run in progress is" if stopped == 1 else f"the {stopped} runs in progress are"
         return f"interrupted: {runs} stored as interrupted{done}"
     if completed:  # between runs: cooling down, measuring idle power, or starting the next child
         return f"interrupted between runs: no run was in progress{done}"
-    return ("interrupted before the first run began (waiting for the host, warming up, measuring idle power "
-            "or cooling down): no run was stored")
+    return (
+        "interrupted before the first run began (waiting for the host, warming up, measuring idle power "
+        "or cooling down): no run was stored"
+    )
 
 
 def _terminate_as_interrupt(signum: int, frame: Any) -> None:
@@ -88,8 +107,16 @@ def _terminate_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run_headless(path: str, *, db: str | None = None, force: bool = False, out: TextIO = sys.stdout,
-                 wait: bool = True, sources: Sources | None = None, ray: str | None = None) -> int:
+def run_headless(
+    path: str,
+    *,
+    db: str | None = None,
+    force: bool = False,
+    out: TextIO = sys.stdout,
+    wait: bool = True,
+    sources: Sources | None = None,
+    ray: str | None = None,
+) -> int:
     """Run the grid of `path`; `ray` (an address, "" for the default) runs it on Ray instead of here."""
     grid_file = load_grid(path)  # ConfigError propagates to the CLI: exit 2, nothing written
     request = GridRequest.from_file(grid_file, db=db, force=force, wait=wait, ray=ray, sources=sources)
@@ -114,8 +141,10 @@ def run_headless(path: str, *, db: str | None = None, force: bool = False, out: 
         progress.line("")
         progress.line(judged)
     if outcome.all_estimated:
-        progress.line("\nenergy: every figure above is an estimate (no RAPL or NVML here); see "
-                      "runs.meters and energy_components.inputs for the formula's inputs")
+        progress.line(
+            "\nenergy: every figure above is an estimate (no RAPL or NVML here); see "
+            "runs.meters and energy_components.inputs for the formula's inputs"
+        )
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     if progress.stopped is not None or outcome.failed:
@@ -127,12 +156,18 @@ def run_fetch(path: str, *, out: TextIO = sys.stdout, sources: Sources | None = 
     """`greenlab --fetch FILE`: download every dataset and weight file the grid needs into its cache."""
     plan = plan_fetch(load_grid(path), sources)  # ConfigError: exit 2, nothing written
     if not plan.todo:
-        out.write(f"nothing to download: {path} needs {plan.present} file{'s' if plan.present != 1 else ''} from "
-                  "the internet and every one is present\n" if plan.present else
-                  f"nothing to download: {path} runs offline (no dataset or weights to fetch)\n")
+        out.write(
+            f"nothing to download: {path} needs {plan.present} file{'s' if plan.present != 1 else ''} from "
+            "the internet and every one is present\n"
+            if plan.present
+            else f"nothing to download: {path} runs offline (no dataset or weights to fetch)\n"
+        )
         return 0
-    out.write(f"greenlab: {len(plan.todo)} to download for {path}"
-              + (f" ({plan.present} present)" if plan.present else "") + "\n")
+    out.write(
+        f"greenlab: {len(plan.todo)} to download for {path}"
+        + (f" ({plan.present} present)" if plan.present else "")
+        + "\n"
+    )
     fetched = fetch_planned(plan, ConsoleView(out))  # FetchError: exit 2
     out.write(f"fetched {fetched}: the grid of {path} can now run offline\n")
     return 0

@@ -12,13 +12,15 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from greenlab.core.report import compare, energy_to_target, formats
-from greenlab.core.plan.analysis import PostHoc
 from greenlab.core.errors import GreenLabError, suggest
+from greenlab.core.plan.analysis import PostHoc
+from greenlab.core.report import compare, energy_to_target, formats
 from greenlab.core.store.database import read_snapshot, resolve_path
+from greenlab.core.store.rows import Row
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,24 +31,37 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="greenlab report",
-                     description="Compare each technique with its matching baseline: ratio with 95 % CI, Welch p "
-                                 "(Holm-adjusted), equivalence, Hedges' g and a verdict.")
+    parser = _Parser(
+        prog="greenlab report",
+        description="Compare each technique with its matching baseline: ratio with 95 % CI, Welch p "
+        "(Holm-adjusted), equivalence, Hedges' g and a verdict.",
+    )
     parser.add_argument("--db", metavar="PATH", help="run store (default: $GREENLAB_DB or data/runs.db)")
     parser.add_argument("--experiment", metavar="NAME", help="only this experiment's techniques")
-    parser.add_argument("--metric", metavar="NAME",
-                        help=f"headline metric, and the only one in json/csv ({', '.join(compare.METRICS)}; "
-                             f"default: the plan's primary metric, all metrics in json/csv)")
-    parser.add_argument("--margin", metavar="F",
-                        help="post hoc: equivalence margin as a fraction (0.05 = ±5 %%), instead of the one the "
-                             "runs' plan declared; every format labels it post hoc")
-    parser.add_argument("--alpha", metavar="A",
-                        help="post hoc: test level instead of the plan's (0 < A < 0.5); labelled post hoc")
-    parser.add_argument("--accuracy-margin-pp", metavar="PP",
-                        help="post hoc: accuracy and F1 equivalence margin in percentage points instead of the "
-                             "plan's; labelled post hoc")
-    parser.add_argument("--format", default="text", metavar="FORMAT",
-                        help=f"{' | '.join(formats.FORMATS)} (default text)")
+    parser.add_argument(
+        "--metric",
+        metavar="NAME",
+        help=f"headline metric, and the only one in json/csv ({', '.join(compare.METRICS)}; "
+        f"default: the plan's primary metric, all metrics in json/csv)",
+    )
+    parser.add_argument(
+        "--margin",
+        metavar="F",
+        help="post hoc: equivalence margin as a fraction (0.05 = ±5 %%), instead of the one the "
+        "runs' plan declared; every format labels it post hoc",
+    )
+    parser.add_argument(
+        "--alpha", metavar="A", help="post hoc: test level instead of the plan's (0 < A < 0.5); labelled post hoc"
+    )
+    parser.add_argument(
+        "--accuracy-margin-pp",
+        metavar="PP",
+        help="post hoc: accuracy and F1 equivalence margin in percentage points instead of the "
+        "plan's; labelled post hoc",
+    )
+    parser.add_argument(
+        "--format", default="text", metavar="FORMAT", help=f"{' | '.join(formats.FORMATS)} (default text)"
+    )
     parser.add_argument("--out", metavar="FILE", help="write the report here instead of standard output")
     parser.add_argument("--plot", metavar="FILE", help="also draw the figure into FILE.svg or FILE.png")
     return parser
@@ -75,8 +90,9 @@ def _number(text: str | None, flag: str, low: float, high: float, example: str) 
         return None
     value = _float(text, flag, example)
     if not math.isfinite(value) or not low < value < high:
-        raise GreenLabError(f"{flag} must be between {low:g} and {high:g} (exclusive), got {text}; "
-                            f"e.g. {flag} {example}")
+        raise GreenLabError(
+            f"{flag} must be between {low:g} and {high:g} (exclusive), got {text}; e.g. {flag} {example}"
+        )
     return value
 
 
@@ -127,17 +143,22 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
     if plot_path and plot_format not in ("svg", "png"):
         raise GreenLabError(f"--plot {plot_path}: name the file .svg or .png")
 
-    post_hoc = PostHoc(alpha=_number(args.alpha, "--alpha", 0, 0.5, "0.05"), equivalence_margin=margin,
-                       accuracy_margin_pp=_number(args.accuracy_margin_pp, "--accuracy-margin-pp", 0, 100, "1"))
+    post_hoc = PostHoc(
+        alpha=_number(args.alpha, "--alpha", 0, 0.5, "0.05"),
+        equivalence_margin=margin,
+        accuracy_margin_pp=_number(args.accuracy_margin_pp, "--accuracy-margin-pp", 0, 100, "1"),
+    )
 
     db = resolve_path(args.db)
     snapshot = read_snapshot(db)
-    rows = snapshot.runs
+    rows: Sequence[Row] = snapshot.runs
     experiments = sorted({str(r["experiment"]) for r in rows if r.get("experiment")})
     if args.experiment is not None and args.experiment not in experiments:
-        raise GreenLabError(f"no runs of experiment '{args.experiment}' in {db}"
-                            f"{suggest(args.experiment, experiments)}; experiments there: "
-                            f"{', '.join(experiments) or 'none'}")
+        raise GreenLabError(
+            f"no runs of experiment '{args.experiment}' in {db}"
+            f"{suggest(args.experiment, experiments)}; experiments there: "
+            f"{', '.join(experiments) or 'none'}"
+        )
     rows = energy_to_target.with_energy_to_target(rows, lambda run_id: snapshot.epochs.get(run_id, []))
     # Every comparison is judged on the whole store, under its plan; a filter only picks what is shown.
     comparisons = compare.judge(rows, snapshot.plans, post_hoc=post_hoc)
@@ -145,8 +166,10 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
         comparisons = compare.of_experiment(comparisons, args.experiment)
     if not comparisons:
         scope = f" of experiment '{args.experiment}'" if args.experiment else ""
-        raise GreenLabError(f"nothing to compare in {db}: no completed technique runs{scope}; run a grid with "
-                            "a baseline and at least one technique first")
+        raise GreenLabError(
+            f"nothing to compare in {db}: no completed technique runs{scope}; run a grid with "
+            "a baseline and at least one technique first"
+        )
     if not args.metric:
         primaries = {c.plan.analysis.primary for c in comparisons}
         headline = primaries.pop() if len(primaries) == 1 else compare.HEADLINE
@@ -167,8 +190,11 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
         text = formats.render_codecarbon(runs)
         estimated = formats.estimated_runs(runs)
         if estimated:
-            print(f"greenlab report: {estimated} of {len(runs)} runs hold estimated energy, which CodeCarbon's "
-                  "columns cannot mark; runs.energy_estimated_j and runs.meters say which", file=err)
+            print(
+                f"greenlab report: {estimated} of {len(runs)} runs hold estimated energy, which CodeCarbon's "
+                "columns cannot mark; runs.energy_estimated_j and runs.meters say which",
+                file=err,
+            )
     files: list[tuple[Path, bytes]] = []
     if plot_path is not None:
         from greenlab.core.report.plot import render_plot

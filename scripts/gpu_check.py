@@ -67,8 +67,7 @@ class PowerIntegrator:
         self._sample()  # close the integral at the window's end
 
     def energy_j(self) -> float:
-        return sum((t1 - t0) * (w0 + w1) / 2.0
-                   for (t0, w0), (t1, w1) in zip(self.samples, self.samples[1:]))
+        return sum((t1 - t0) * (w0 + w1) / 2.0 for (t0, w0), (t1, w1) in zip(self.samples, self.samples[1:]))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,8 +75,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=60.0, help="length of the measured window (default 60)")
     p.add_argument("--device", type=int, default=0, help="CUDA device index as torch numbers it (default 0)")
     p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
-    p.add_argument("--warmup-steps", type=int, default=10,
-                   help="steps before the window, so cuDNN autotuning and allocation stay outside it")
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=10,
+        help="steps before the window, so cuDNN autotuning and allocation stay outside it",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     return p.parse_args(argv)
 
@@ -87,16 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
     except ImportError:
-        print("gpu_check: torch is not installed; this check needs torch with CUDA and an NVIDIA GPU",
-              file=sys.stderr)
+        print("gpu_check: torch is not installed; this check needs torch with CUDA and an NVIDIA GPU", file=sys.stderr)
         return 2
     if not torch.cuda.is_available():
-        print("gpu_check: no CUDA GPU available to torch (no NVIDIA GPU or driver on this machine); "
-              "nothing to measure", file=sys.stderr)
+        print(
+            "gpu_check: no CUDA GPU available to torch (no NVIDIA GPU or driver on this machine); nothing to measure",
+            file=sys.stderr,
+        )
         return 2
     if not 0 <= args.device < torch.cuda.device_count():
-        print(f"gpu_check: CUDA device {args.device} does not exist "
-              f"({torch.cuda.device_count()} visible)", file=sys.stderr)
+        print(
+            f"gpu_check: CUDA device {args.device} does not exist ({torch.cuda.device_count()} visible)",
+            file=sys.stderr,
+        )
         return 2
     meter, reason = discover_nvml([args.device])
     if meter is None:
@@ -157,25 +163,44 @@ def run_check(torch, meter, args: argparse.Namespace) -> int:
     flags = meter.window_flags(component, duration, counter_j if has_counter else polled_j)
 
     results = {
-        "gpu": facts.get("name"), "uuid": facts.get("uuid"), "driver_version": facts.get("driver_version"),
-        "power_limit_w": facts.get("power_limit_w"), "mig_mode": facts.get("mig_mode"),
+        "gpu": facts.get("name"),
+        "uuid": facts.get("uuid"),
+        "driver_version": facts.get("driver_version"),
+        "power_limit_w": facts.get("power_limit_w"),
+        "mig_mode": facts.get("mig_mode"),
         "counter_supported": has_counter,
-        "temperature_c_start": temp_start, "temperature_c_end": temp_end,
-        "duration_s": duration, "steps": steps, "steps_per_s": steps / duration if duration else None,
-        "batch": args.batch, "counter_energy_j": counter_j, "polled_energy_j": polled_j,
-        "polled_over_counter": ratio, "power_samples": len(sampler.samples), "missed_samples": sampler.missed,
+        "temperature_c_start": temp_start,
+        "temperature_c_end": temp_end,
+        "duration_s": duration,
+        "steps": steps,
+        "steps_per_s": steps / duration if duration else None,
+        "batch": args.batch,
+        "counter_energy_j": counter_j,
+        "polled_energy_j": polled_j,
+        "polled_over_counter": ratio,
+        "power_samples": len(sampler.samples),
+        "missed_samples": sampler.missed,
         "mean_power_w_counter": counter_j / duration if counter_j is not None and duration else None,
-        "flags": list(flags), "torch": torch.__version__,
+        "flags": list(flags),
+        "torch": torch.__version__,
     }
-    print(f"GPU              {results['gpu']} ({results['uuid']}), driver {results['driver_version']}, "
-          f"power limit {_fmt(results['power_limit_w'], 'W')}, MIG {results['mig_mode']}")
+    print(
+        f"GPU              {results['gpu']} ({results['uuid']}), driver {results['driver_version']}, "
+        f"power limit {_fmt(results['power_limit_w'], 'W')}, MIG {results['mig_mode']}"
+    )
     print(f"temperature      {_fmt(temp_start, 'C')} -> {_fmt(temp_end, 'C')}")
-    print(f"window           {duration:.2f} s, {steps} steps of batch {args.batch} "
-          f"({_fmt(results['steps_per_s'], 'steps/s')})")
-    print(f"counter energy   {_fmt(counter_j, 'J')}"
-          + ("" if has_counter else "  (nvmlDeviceGetTotalEnergyConsumption not supported on this GPU)"))
-    print(f"polled energy    {_fmt(polled_j, 'J')}  ({len(sampler.samples)} samples at {SAMPLE_HZ:g} Hz, "
-          f"{sampler.missed} missed)")
+    print(
+        f"window           {duration:.2f} s, {steps} steps of batch {args.batch} "
+        f"({_fmt(results['steps_per_s'], 'steps/s')})"
+    )
+    print(
+        f"counter energy   {_fmt(counter_j, 'J')}"
+        + ("" if has_counter else "  (nvmlDeviceGetTotalEnergyConsumption not supported on this GPU)")
+    )
+    print(
+        f"polled energy    {_fmt(polled_j, 'J')}  ({len(sampler.samples)} samples at {SAMPLE_HZ:g} Hz, "
+        f"{sampler.missed} missed)"
+    )
     print(f"polled/counter   {_fmt(ratio, '', 4)}")
     print(f"mean power       {_fmt(results['mean_power_w_counter'], 'W')} (counter)")
     if flags:

@@ -39,8 +39,16 @@ async def _shoot(db: Path, out: Path, name: str, pane: str, theme: str) -> Path:
         if pane == "live":
             await pilot.press("ctrl+r")
             # a resnet18 run well into its training: the chart has a few seconds of power to show
-            await _wait(pilot, lambda: app.live.current is not None and app.live.current.run.model == "resnet18"
-                        and app.live.current.phase == "train" and app.live.current.batch >= 6, 300)
+            await _wait(
+                pilot,
+                lambda: (
+                    app.live.current is not None
+                    and app.live.current.run.model == "resnet18"
+                    and app.live.current.phase == "train"
+                    and app.live.current.batch >= 6
+                ),
+                300,
+            )
             app.live.redraw()
             app.live.redraw()
             await pilot.pause()
@@ -78,11 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         if run_headless(EXPERIMENTS, db=str(db), out=log) != 0:
             print(log.getvalue())
             return 1
-        for name, pane, theme, store in (("setup.svg", "setup", "greenlab-dark", db),
-                                         ("live.svg", "live", "greenlab-dark", Path(tmp) / "live.db"),
-                                         ("runs.svg", "runs", "greenlab-dark", db),
-                                         ("detail.svg", "detail", "greenlab-dark", db),
-                                         ("runs-light.svg", "runs", "greenlab-light", db)):
+        for name, pane, theme, store in (
+            ("setup.svg", "setup", "greenlab-dark", db),
+            ("live.svg", "live", "greenlab-dark", Path(tmp) / "live.db"),
+            ("runs.svg", "runs", "greenlab-dark", db),
+            ("detail.svg", "detail", "greenlab-dark", db),
+            ("runs-light.svg", "runs", "greenlab-light", db),
+        ):
             print(f"wrote {asyncio.run(_shoot(store, out, name, pane, theme))}")
     return 0
 

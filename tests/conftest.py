@@ -51,8 +51,14 @@ def _isolated(tmp_path, monkeypatch):
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """`greenlab ARGS` in a subprocess, as a user types it."""
-    return subprocess.run([sys.executable, "-m", "greenlab", *args], capture_output=True, text=True,
-                          cwd=cwd or REPO, timeout=timeout, env={**os.environ})
+    return subprocess.run(
+        [sys.executable, "-m", "greenlab", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        timeout=timeout,
+        env={**os.environ},
+    )
 
 
 @pytest.fixture

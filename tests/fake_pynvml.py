@@ -49,9 +49,14 @@ class FakeMig:
     parent: FakeGpu
 
 
-def make_fake_pynvml(gpus: list[FakeGpu], *, init_error: Exception | None = None,
-                     migs: list[FakeMig] | None = None, driver: str | bytes = "570.86.15",
-                     bytes_uuid_only: bool = False) -> types.ModuleType:
+def make_fake_pynvml(
+    gpus: list[FakeGpu],
+    *,
+    init_error: Exception | None = None,
+    migs: list[FakeMig] | None = None,
+    driver: str | bytes = "570.86.15",
+    bytes_uuid_only: bool = False,
+) -> types.ModuleType:
     """A module object with the pynvml API over `gpus`; `calls` counts init and shutdown."""
     mod = types.ModuleType("pynvml")
     mod.calls = {"init": 0, "shutdown": 0}
@@ -123,10 +128,21 @@ def make_fake_pynvml(gpus: list[FakeGpu], *, init_error: Exception | None = None
             raise NVMLError_NotSupported()
         return list(gpu.mig_mode)
 
-    for fn in (nvmlInit, nvmlShutdown, nvmlDeviceGetCount, nvmlDeviceGetHandleByIndex,
-               nvmlDeviceGetHandleByUUID, nvmlDeviceGetDeviceHandleFromMigDeviceHandle,
-               nvmlDeviceGetTotalEnergyConsumption, nvmlDeviceGetPowerUsage, nvmlDeviceGetName,
-               nvmlDeviceGetUUID, nvmlSystemGetDriverVersion, nvmlDeviceGetEnforcedPowerLimit,
-               nvmlDeviceGetTemperature, nvmlDeviceGetMigMode):
+    for fn in (
+        nvmlInit,
+        nvmlShutdown,
+        nvmlDeviceGetCount,
+        nvmlDeviceGetHandleByIndex,
+        nvmlDeviceGetHandleByUUID,
+        nvmlDeviceGetDeviceHandleFromMigDeviceHandle,
+        nvmlDeviceGetTotalEnergyConsumption,
+        nvmlDeviceGetPowerUsage,
+        nvmlDeviceGetName,
+        nvmlDeviceGetUUID,
+        nvmlSystemGetDriverVersion,
+        nvmlDeviceGetEnforcedPowerLimit,
+        nvmlDeviceGetTemperature,
+        nvmlDeviceGetMigMode,
+    ):
         setattr(mod, fn.__name__, fn)
     return mod

@@ -22,17 +22,27 @@ def main() -> int:
     request = json.loads(sys.stdin.read())
     import greenlab.core.train.events as marked
 
-    facts = {"pid": os.getpid(), "pgid": os.getpgid(0), "sid": os.getsid(0), "name": __name__,
-             "argv": sys.argv[1:], "cwd": os.getcwd(), "seen_mark": getattr(marked, "_probe_mark", None),
-             "env": os.environ.get(request.get("env_key", ""))}
+    facts = {
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+        "sid": os.getsid(0),
+        "name": __name__,
+        "argv": sys.argv[1:],
+        "cwd": os.getcwd(),
+        "seen_mark": getattr(marked, "_probe_mark", None),
+        "env": os.environ.get(request.get("env_key", "")),
+    }
     marked._probe_mark = os.getpid()
     if request.get("rng"):
         import numpy
         import torch
 
-        facts.update(numpy_draw=int(numpy.random.randint(1 << 30)), torch_seed=torch.initial_seed(),
-                     torch_state=hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest(),
-                     cuda_initialized=torch.cuda.is_initialized())
+        facts.update(
+            numpy_draw=int(numpy.random.randint(1 << 30)),
+            torch_seed=torch.initial_seed(),
+            torch_state=hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest(),
+            cuda_initialized=torch.cuda.is_initialized(),
+        )
     with os.fdopen(args.event_fd, "w") as events:
         events.write(json.dumps(facts) + "\n")
         events.flush()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from greenlab.core.errors import ConfigError
 from greenlab.core.plan import analysis
 from greenlab.core.plan.analysis import AnalysisSettings, Plan, PostHoc
 from greenlab.core.plan.config import parse_grid
-from greenlab.core.errors import ConfigError
 from greenlab.core.store.database import Store, read_snapshot
 from tests.conftest import run_cli
 
@@ -24,16 +24,23 @@ def test_defaults_when_no_analysis_table():
 
 
 def test_a_declared_plan_is_read_and_its_family_is_the_grids_comparisons():
-    text = ('[analysis]\nprimary = "duration_s"\nalpha = 0.01\nequivalence_margin = 0.1\naccuracy_margin_pp = 2\n'
-            + BASE + '[[experiment]]\nname = "y"\nmodels = ["tinycnn", "resnet18"]\ntechniques = ["baseline", "lowrank"]\n'
-            'epochs = 3\n')
+    text = (
+        '[analysis]\nprimary = "duration_s"\nalpha = 0.01\nequivalence_margin = 0.1\naccuracy_margin_pp = 2\n'
+        + BASE
+        + '[[experiment]]\nname = "y"\nmodels = ["tinycnn", "resnet18"]\ntechniques = ["baseline", "lowrank"]\n'
+        "epochs = 3\n"
+    )
     grid = parse_grid(text, "p.toml")
     assert grid.analysis == AnalysisSettings("duration_s", 0.01, 0.1, 2.0)
     plan = grid.plan()
     # x: tinycnn prune, stego; y: tinycnn lowrank, resnet18 lowrank (baselines are no comparison)
     assert plan.family_size == 4
-    assert {(c.model, c.technique) for c in plan.cells} == {("tinycnn", "prune"), ("tinycnn", "stego"),
-                                                            ("tinycnn", "lowrank"), ("resnet18", "lowrank")}
+    assert {(c.model, c.technique) for c in plan.cells} == {
+        ("tinycnn", "prune"),
+        ("tinycnn", "stego"),
+        ("tinycnn", "lowrank"),
+        ("resnet18", "lowrank"),
+    }
     assert plan.source == "p.toml"
 
 
@@ -45,17 +52,20 @@ def test_the_same_declaration_is_the_same_plan_whatever_file_or_repeats():
     assert other_alpha.digest() != one.digest()
 
 
-@pytest.mark.parametrize("line, fragment", [
-    ("alpha = 0", "alpha: must be between 0 and 0.5 (exclusive), got 0"),
-    ("alpha = 1", "alpha: must be between 0 and 0.5 (exclusive), got 1"),
-    ("alpha = 0.5", "must be between 0 and 0.5"),
-    ("equivalence_margin = -0.05", "equivalence_margin: must be between 0 and 1 (exclusive)"),
-    ("equivalence_margin = 5", "equivalence_margin: must be between 0 and 1"),
-    ("accuracy_margin_pp = -1", "accuracy_margin_pp: must be between 0 and 100"),
-    ('primary = "energy"', "unknown primary 'energy'"),
-    ('alpha = "0.05"', "alpha: must be a number"),
-    ("alpa = 0.05", "unknown key 'alpa'; did you mean 'alpha'?"),
-])
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        ("alpha = 0", "alpha: must be between 0 and 0.5 (exclusive), got 0"),
+        ("alpha = 1", "alpha: must be between 0 and 0.5 (exclusive), got 1"),
+        ("alpha = 0.5", "must be between 0 and 0.5"),
+        ("equivalence_margin = -0.05", "equivalence_margin: must be between 0 and 1 (exclusive)"),
+        ("equivalence_margin = 5", "equivalence_margin: must be between 0 and 1"),
+        ("accuracy_margin_pp = -1", "accuracy_margin_pp: must be between 0 and 100"),
+        ('primary = "energy"', "unknown primary 'energy'"),
+        ('alpha = "0.05"', "alpha: must be a number"),
+        ("alpa = 0.05", "unknown key 'alpa'; did you mean 'alpha'?"),
+    ],
+)
 def test_bad_analysis_values_name_file_line_key_and_fix(line, fragment):
     text = BASE + f"\n[analysis]\n{line}\n"
     with pytest.raises(ConfigError) as caught:

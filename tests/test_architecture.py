@@ -12,8 +12,11 @@ from greenlab.core.store.rows import JSON_COLUMNS, RunRow
 from tests.conftest import REPO
 
 PACKAGE = REPO / "greenlab"
-SQL = re.compile(r"^\s*(select\b.+\bfrom\b|insert\s+into\b|update\s+\w+\s+set\b|delete\s+from\b|create\s+(table|index)\b"
-                 r"|pragma\b|begin\s+(immediate|exclusive|transaction)\b|(commit|rollback)$)", re.I | re.S)
+SQL = re.compile(
+    r"^\s*(select\b.+\bfrom\b|insert\s+into\b|update\s+\w+\s+set\b|delete\s+from\b|create\s+(table|index)\b"
+    r"|pragma\b|begin\s+(immediate|exclusive|transaction)\b|(commit|rollback)$)",
+    re.I | re.S,
+)
 
 
 def _strings(path: Path) -> list[tuple[int, str]]:

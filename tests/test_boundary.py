@@ -20,12 +20,14 @@ def test_core_modules_are_found():
 
 def test_importing_core_loads_no_textual():
     modules = _core_modules()
-    code = ("import importlib, sys\n"
-            f"for name in {modules!r}:\n"
-            "    importlib.import_module(name)\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'textual_plotext') "
-            "or m.startswith('greenlab.tui'))\n"
-            "print(','.join(bad))\n")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'textual_plotext') "
+        "or m.startswith('greenlab.tui'))\n"
+        "print(','.join(bad))\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"core pulled in: {result.stdout}"

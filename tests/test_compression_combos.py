@@ -16,21 +16,37 @@ from tests.training_helpers import train_steps
 
 def tiny_cnn(num_classes: int = 10) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, num_classes),
     )
 
 
 def context(example, evaluate=lambda model: 0.5) -> CompressionContext:
-    return CompressionContext(evaluate=evaluate, device=torch.device("cpu"), seed=0, example_input=example,
-                              num_classes=10, log=lambda line: None)
+    return CompressionContext(
+        evaluate=evaluate,
+        device=torch.device("cpu"),
+        seed=0,
+        example_input=example,
+        num_classes=10,
+        log=lambda line: None,
+    )
 
 
 def chain(spec: str, tables: dict, model: nn.Module, example, evaluate=lambda model: 0.5):
     parts = parse_technique(spec, "experiment 'demo'.techniques")
-    settings = {part: validate_settings(part, tables.get(part, {}), f"experiment 'demo'.{part}")
-                for part in parts if part != compression.BASELINE}
+    settings = {
+        part: validate_settings(part, tables.get(part, {}), f"experiment 'demo'.{part}")
+        for part in parts
+        if part != compression.BASELINE
+    }
     return compression.apply(parts, model, settings, context(example, evaluate))
 
 
@@ -99,8 +115,9 @@ def test_unstructured_on_attention_models_trains():
     from torchvision.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=16, patch_size=8, num_layers=1, num_heads=2, hidden_dim=32,
-                              mlp_dim=64, num_classes=10)
+    model = VisionTransformer(
+        image_size=16, patch_size=8, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10
+    )
     x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 10, (2,))
     applied = chain("prune", {"prune": {"amount": 0.3}}, model, x)
     assert abs(applied.report["prune"]["sparsity"] - 0.3) < 0.01
@@ -110,8 +127,10 @@ def test_unstructured_on_attention_models_trains():
 
 def test_core_compression_never_imports_textual():
     modules = ", ".join(f"greenlab.core.train.compression.{m}" for m in ("stego", "prune", "lowrank", "stats"))
-    code = (f"import sys, {modules}; "
-            "sys.exit(1 if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 0)")
+    code = (
+        f"import sys, {modules}; "
+        "sys.exit(1 if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
 
 

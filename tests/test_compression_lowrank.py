@@ -6,16 +6,21 @@ import pytest
 import torch
 from torch import nn
 
-from greenlab.core.train.compression import CompressionContext, validate_settings
-from greenlab.core.train.compression import lowrank
-from greenlab.core.train.compression.stats import model_stats
 from greenlab.core.errors import ConfigError
+from greenlab.core.train.compression import CompressionContext, lowrank, validate_settings
+from greenlab.core.train.compression.stats import model_stats
 from tests.training_helpers import train_steps
 
 
 def context(example, num_classes: int = 10) -> CompressionContext:
-    return CompressionContext(evaluate=lambda model: 0.5, device=torch.device("cpu"), seed=0,
-                              example_input=example, num_classes=num_classes, log=lambda line: None)
+    return CompressionContext(
+        evaluate=lambda model: 0.5,
+        device=torch.device("cpu"),
+        seed=0,
+        example_input=example,
+        num_classes=num_classes,
+        log=lambda line: None,
+    )
 
 
 def test_full_rank_linear_reproduces_the_layer():
@@ -55,8 +60,15 @@ def test_half_rank_sizes_and_the_classifier_is_kept():
 
 def test_conv_model_factors_and_still_trains():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    )
     x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
     before = model_stats(model, x)
     applied = lowrank.apply(model, {"rank_ratio": 0.25}, context(x))
@@ -108,10 +120,15 @@ def test_torch_transformer_layers_are_left_alone():
         assert model(x).shape == x.shape
 
 
-@pytest.mark.parametrize("table, key", [
-    ({"rank_ratio": 0}, "rank_ratio"), ({"rank_ratio": 1.5}, "rank_ratio"),
-    ({"energy": 0}, "energy"), ({"energy": "high"}, "energy"),
-])
+@pytest.mark.parametrize(
+    "table, key",
+    [
+        ({"rank_ratio": 0}, "rank_ratio"),
+        ({"rank_ratio": 1.5}, "rank_ratio"),
+        ({"energy": 0}, "energy"),
+        ({"energy": "high"}, "energy"),
+    ],
+)
 def test_bad_settings_name_the_key(table, key):
     with pytest.raises(ConfigError) as err:
         validate_settings("lowrank", table, "experiment 'demo'.lowrank")

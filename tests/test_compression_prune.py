@@ -6,10 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from greenlab.core.train.compression import CompressionContext, validate_settings
-from greenlab.core.train.compression import prune
-from greenlab.core.train.compression.stats import model_stats
 from greenlab.core.errors import ConfigError
+from greenlab.core.train.compression import CompressionContext, prune, validate_settings
+from greenlab.core.train.compression.stats import model_stats
 from tests.training_helpers import train_steps
 
 torchvision = pytest.importorskip("torchvision")
@@ -17,17 +16,28 @@ torchvision = pytest.importorskip("torchvision")
 
 def tiny_cnn(num_classes: int = 10) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, num_classes),
     )
 
 
 def context(example, num_classes: int = 10) -> CompressionContext:
-    return CompressionContext(evaluate=lambda model: 0.5, device=torch.device("cpu"), seed=0,
-                              example_input=example, num_classes=num_classes, log=lambda line: None)
-
-
+    return CompressionContext(
+        evaluate=lambda model: 0.5,
+        device=torch.device("cpu"),
+        seed=0,
+        example_input=example,
+        num_classes=num_classes,
+        log=lambda line: None,
+    )
 
 
 def test_unstructured_zeroes_half_and_holds_the_zeros():
@@ -77,7 +87,6 @@ def check_structured(model: nn.Module, x, num_classes: int = 10):
 def test_structured_tiny_cnn():
     torch.manual_seed(0)
     model = tiny_cnn()
-    running = model[1].running_var.clone()
     applied = check_structured(model, torch.randn(4, 3, 16, 16))
     assert model[-1].out_features == 10
     assert model[0].out_channels == 8 and model[3].out_channels == 16
@@ -105,8 +114,9 @@ def test_structured_vision_transformer_keeps_heads():
     from torchvision.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64,
-                              mlp_dim=128, num_classes=10)
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=10
+    )
     check_structured(model, torch.randn(2, 3, 32, 32))
     attention = model.encoder.layers[0].self_attention
     assert attention.embed_dim == 32 and attention.num_heads == 4 and attention.head_dim == 8
@@ -148,12 +158,15 @@ def test_structured_refuses_unknown_hugging_face_attention():
         prune.apply(model, {"method": "structured"}, context(torch.randn(2, 4, 8)))
 
 
-@pytest.mark.parametrize("table, key, words", [
-    ({"amount": 1.5}, "amount", "strictly between 0 and 1"),
-    ({"amount": 0}, "amount", "strictly between 0 and 1"),
-    ({"method": "l2"}, "method", "unknown method 'l2'"),
-    ({"method": "structure"}, "method", "did you mean 'structured'"),
-])
+@pytest.mark.parametrize(
+    "table, key, words",
+    [
+        ({"amount": 1.5}, "amount", "strictly between 0 and 1"),
+        ({"amount": 0}, "amount", "strictly between 0 and 1"),
+        ({"method": "l2"}, "method", "unknown method 'l2'"),
+        ({"method": "structure"}, "method", "did you mean 'structured'"),
+    ],
+)
 def test_bad_settings_name_the_key(table, key, words):
     with pytest.raises(ConfigError) as err:
         validate_settings("prune", table, "experiment 'demo'.prune")

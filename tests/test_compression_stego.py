@@ -8,23 +8,32 @@ import pytest
 import torch
 from torch import nn
 
-from greenlab.core.train.compression import CompressionContext, validate_settings
-from greenlab.core.train.compression import stego
 from greenlab.core.errors import ConfigError
+from greenlab.core.train.compression import CompressionContext, stego, validate_settings
 from tests.training_helpers import train_steps
 
 
 def tiny_cnn(num_classes: int = 10) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, num_classes),
     )
 
 
 def context(evaluate=lambda model: 0.5, device="cpu") -> CompressionContext:
-    return CompressionContext(evaluate=evaluate, device=torch.device(device), seed=3,
-                              example_input=torch.randn(2, 3, 8, 8), num_classes=10, log=lambda line: None)
+    return CompressionContext(
+        evaluate=evaluate,
+        device=torch.device(device),
+        seed=3,
+        example_input=torch.randn(2, 3, 8, 8),
+        num_classes=10,
+        log=lambda line: None,
+    )
 
 
 def snapshot(model: nn.Module) -> list[torch.Tensor]:
@@ -48,15 +57,15 @@ def test_rounding_zeroes_the_low_bits_to_the_nearest_value(bits):
 
 
 def test_rounding_is_to_nearest_with_ties_to_even():
-    values = torch.tensor([1.0 + 3 * 2.0 ** -23, 1.0 + 2 * 2.0 ** -23, 1.0 + 6 * 2.0 ** -23, -(1.0 + 3 * 2.0 ** -23),
-                           float("inf"), 0.0])
+    values = torch.tensor(
+        [1.0 + 3 * 2.0**-23, 1.0 + 2 * 2.0**-23, 1.0 + 6 * 2.0**-23, -(1.0 + 3 * 2.0**-23), float("inf"), 0.0]
+    )
     model = nn.Linear(1, 6, bias=False)
     with torch.no_grad():
         model.weight.copy_(values[:, None])
     stego.round_low_bits(model, 2)  # quantum 4 ulps: 3 -> 4, 2 (a tie) -> 0 (even), 6 (a tie) -> 8 (even)
     got = model.weight.detach()[:, 0]
-    assert got.tolist() == [1.0 + 4 * 2.0 ** -23, 1.0, 1.0 + 8 * 2.0 ** -23, -(1.0 + 4 * 2.0 ** -23),
-                            float("inf"), 0.0]
+    assert got.tolist() == [1.0 + 4 * 2.0**-23, 1.0, 1.0 + 8 * 2.0**-23, -(1.0 + 4 * 2.0**-23), float("inf"), 0.0]
 
 
 def test_rounding_of_zero_bits_changes_nothing():
@@ -105,8 +114,10 @@ def relative_error_evaluate(reference: list[torch.Tensor], limit: float):
     """A stand-in for validation: full accuracy while no weight moved more than `limit` (relative)."""
 
     def evaluate(model: nn.Module) -> float:
-        worst = max(float(((p.detach() - r).abs() / r.abs().clamp_min(1e-30)).max())
-                    for p, r in zip(model.parameters(), reference))
+        worst = max(
+            float(((p.detach() - r).abs() / r.abs().clamp_min(1e-30)).max())
+            for p, r in zip(model.parameters(), reference)
+        )
         return 0.9 if worst < limit else 0.1
 
     return evaluate
@@ -117,8 +128,7 @@ def test_scan_finds_the_knee_and_restores_weights():
     model = tiny_cnn()
     before = snapshot(model)
     # Overwriting k low bits moves a weight by less than 2**(k - 23) of itself.
-    curve, capacity = stego.capacity_scan(model, relative_error_evaluate(before, 2 ** -10), seed=1,
-                                          log=lambda line: None)
+    curve, capacity = stego.capacity_scan(model, relative_error_evaluate(before, 2**-10), seed=1, log=lambda line: None)
     assert [k for k, _ in curve] == list(range(24))
     assert capacity == 13
     assert all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(before, model.parameters()))
@@ -126,8 +136,9 @@ def test_scan_finds_the_knee_and_restores_weights():
 
 def test_scan_requires_every_smaller_level_within_tolerance():
     answers = iter([0.90, 0.90, 0.80, 0.90, 0.90])
-    curve, capacity = stego.capacity_scan(tiny_cnn(), lambda m: next(answers), seed=0, bits_range=range(5),
-                                          log=lambda line: None)
+    curve, capacity = stego.capacity_scan(
+        tiny_cnn(), lambda m: next(answers), seed=0, bits_range=range(5), log=lambda line: None
+    )
     assert capacity == 1
     assert curve[3] == (3, 0.90)
 
@@ -159,9 +170,14 @@ def test_truncate_mode_hooks_keep_the_bits_off_through_training():
     torch.manual_seed(0)
     model = tiny_cnn()
     applied = stego.apply(model, {"bits": 16, "mode": "truncate"}, context())
-    assert applied.columns == {"capacity_bits": 16, "capacity_bytes": stego.capacity_bytes(model, 16),
-                               "compute_dtype": "float32", "weights_dtype": "float32", "mantissa_bits_kept": 7,
-                               "stego_mode": "truncate"}
+    assert applied.columns == {
+        "capacity_bits": 16,
+        "capacity_bytes": stego.capacity_bytes(model, 16),
+        "compute_dtype": "float32",
+        "weights_dtype": "float32",
+        "mantissa_bits_kept": 7,
+        "stego_mode": "truncate",
+    }
     assert applied.hooks.autocast_dtype is None and applied.capacity_curve is None
     train_steps(model, torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)), applied.hooks, lr=0.1)
     for param in model.parameters():
@@ -170,13 +186,16 @@ def test_truncate_mode_hooks_keep_the_bits_off_through_training():
     assert any("rounds every float32 weight after each optimizer step" in w for w in applied.warnings)
 
 
-@pytest.mark.parametrize("bits, device, dtype, kept, scaler", [
-    (16, "cpu", torch.bfloat16, 7, False),
-    (20, "cuda", torch.bfloat16, 7, False),
-    (13, "cuda", torch.float16, 10, True),
-    (13, "cpu", torch.bfloat16, 7, False),  # float16 autocast is poor on CPU
-    (5, "cpu", None, 23, False),
-])
+@pytest.mark.parametrize(
+    "bits, device, dtype, kept, scaler",
+    [
+        (16, "cpu", torch.bfloat16, 7, False),
+        (20, "cuda", torch.bfloat16, 7, False),
+        (13, "cuda", torch.float16, 10, True),
+        (13, "cpu", torch.bfloat16, 7, False),  # float16 autocast is poor on CPU
+        (5, "cpu", None, 23, False),
+    ],
+)
 def test_dtype_mode_picks_the_narrowest_format(bits, device, dtype, kept, scaler):
     applied = stego.apply(tiny_cnn(), {"bits": bits, "mode": "dtype"}, context(device=device))
     assert applied.hooks.autocast_dtype == dtype
@@ -192,11 +211,14 @@ def test_dtype_mode_picks_the_narrowest_format(bits, device, dtype, kept, scaler
         assert any("float16 autocast is poor" in w for w in applied.warnings)
 
 
-@pytest.mark.parametrize("flags, says", [
-    ("fpu sse avx2 avx512f avx512_bf16", "native (avx512_bf16)"),
-    ("fpu sse avx2 amx_bf16 avx512_bf16", "native (avx512_bf16, amx_bf16)"),
-    ("fpu sse avx2 avx512f", "emulated"),
-])
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        ("fpu sse avx2 avx512f avx512_bf16", "native (avx512_bf16)"),
+        ("fpu sse avx2 amx_bf16 avx512_bf16", "native (avx512_bf16, amx_bf16)"),
+        ("fpu sse avx2 avx512f", "emulated"),
+    ],
+)
 def test_a_bfloat16_cpu_run_says_whether_this_cpu_does_bfloat16_natively(tmp_path, monkeypatch, flags, says):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
@@ -236,13 +258,16 @@ def test_auto_runs_the_scan():
     assert applied.report["capacity_curve"][14] == [14, 0.9]
 
 
-@pytest.mark.parametrize("table, key, words", [
-    ({"bits": 30}, "bits", "integer from 0 to 23"),
-    ({"bits": "all"}, "bits", "\"auto\""),
-    ({"bits": True}, "bits", "integer"),
-    ({"mode": "trunc"}, "mode", "did you mean 'truncate'"),
-    ({"tolerance": -1}, "tolerance", ">= 0"),
-])
+@pytest.mark.parametrize(
+    "table, key, words",
+    [
+        ({"bits": 30}, "bits", "integer from 0 to 23"),
+        ({"bits": "all"}, "bits", '"auto"'),
+        ({"bits": True}, "bits", "integer"),
+        ({"mode": "trunc"}, "mode", "did you mean 'truncate'"),
+        ({"tolerance": -1}, "tolerance", ">= 0"),
+    ],
+)
 def test_bad_settings_name_the_key(table, key, words):
     with pytest.raises(ConfigError) as err:
         validate_settings("stego", table, "experiment 'demo'.stego")

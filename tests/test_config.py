@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from greenlab.core.plan.config import expand_grid, load_experiments, parse_experiments
 from greenlab.core.errors import ConfigError
+from greenlab.core.plan.config import expand_grid, load_experiments, parse_experiments
 from greenlab.core.plan.settings import SPECS
 from tests.conftest import run_cli
 
@@ -68,54 +68,94 @@ def test_repository_files_are_valid():
 
 BAD_CASES = [
     # (file text, fragments the message must contain)
-    ('[[experiment]]\nname = "demo"\nmodels = ["resnet-18"]\n',
-     ["bad.toml:3", "experiment 'demo'.models", "unknown model 'resnet-18'", "did you mean 'resnet18'"]),
-    ('[defaults]\nepochs = -1\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
-     ["bad.toml:2", "defaults.epochs", "at least 1", "write e.g. epochs = 2 (the default)"]),
-    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nepoch = 2\n',
-     ["bad.toml:4", "experiment 'x'.epoch", "unknown key 'epoch'", "did you mean 'epochs'"]),
-    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n[experiment.prun]\namount = 0.5\n',
-     ["bad.toml:4", "experiment 'x'.prun", "unknown technique table 'prun'", "did you mean 'prune'",
-      "(technique tables: stego, prune, lowrank)"]),
-    ('[defaults]\nepochs = 2\nlr = \n', ["bad.toml:3", "not valid TOML"]),
-    ('[defaults]\nepochs = "two"\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
-     ["defaults.epochs", "must be a whole number", 'got "two"', "write e.g. epochs = 2"]),
-    ('[defaults]\nepochs = 2.5\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
-     ["bad.toml:2: defaults.epochs: must be a whole number, got 2.5; write e.g. epochs = 2 (the default)"]),
-    ('[defaults]\nepochs = true\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
-     ["bad.toml:2: defaults.epochs: must be a whole number, got true; write e.g. epochs = 2 (the default)"]),
-    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nlr = -1\n',
-     ["bad.toml:4: experiment 'x'.lr: must be greater than 0, got -1; write e.g. lr = 0.01 (the default)"]),
-    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nimage_size = 4\n',
-     ["must be at least 8, got 4; write e.g. image_size = 32, or remove it for the default (natural)"]),
-    ('[defaults]\nepochs = 1\n', ["no experiments", "[[experiment]]"]),
-    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prunning"]\n',
-     ["experiment 'x'.techniques", "unknown technique 'prunning'", "did you mean 'prune'"]),
-    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\noptimizer = "adamm"\n',
-     ["experiment 'x'.optimizer", "unknown optimizer 'adamm'", "did you mean 'adam'"]),
-    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ndataset = "mnist"\n',
-     ["experiment 'x'.dataset", "unknown dataset 'mnist'"]),
-    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ndevice = "gpu"\n',
-     ["experiment 'x'.device", "cuda:N"]),
-    ('[[experiment]]\nname = "x"\nmodels = []\n',
-     ["bad.toml:3", "experiment 'x'.models", "non-empty list", 'got []; write e.g. models = ["tinycnn"]']),
-    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
-     ["bad.toml:5", "duplicate experiment name 'x'", 'rename one, e.g. name = "x-2"']),
+    (
+        '[[experiment]]\nname = "demo"\nmodels = ["resnet-18"]\n',
+        ["bad.toml:3", "experiment 'demo'.models", "unknown model 'resnet-18'", "did you mean 'resnet18'"],
+    ),
+    (
+        '[defaults]\nepochs = -1\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
+        ["bad.toml:2", "defaults.epochs", "at least 1", "write e.g. epochs = 2 (the default)"],
+    ),
+    (
+        '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nepoch = 2\n',
+        ["bad.toml:4", "experiment 'x'.epoch", "unknown key 'epoch'", "did you mean 'epochs'"],
+    ),
+    (
+        '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n[experiment.prun]\namount = 0.5\n',
+        [
+            "bad.toml:4",
+            "experiment 'x'.prun",
+            "unknown technique table 'prun'",
+            "did you mean 'prune'",
+            "(technique tables: stego, prune, lowrank)",
+        ],
+    ),
+    ("[defaults]\nepochs = 2\nlr = \n", ["bad.toml:3", "not valid TOML"]),
+    (
+        '[defaults]\nepochs = "two"\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
+        ["defaults.epochs", "must be a whole number", 'got "two"', "write e.g. epochs = 2"],
+    ),
+    (
+        '[defaults]\nepochs = 2.5\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
+        ["bad.toml:2: defaults.epochs: must be a whole number, got 2.5; write e.g. epochs = 2 (the default)"],
+    ),
+    (
+        '[defaults]\nepochs = true\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
+        ["bad.toml:2: defaults.epochs: must be a whole number, got true; write e.g. epochs = 2 (the default)"],
+    ),
+    (
+        '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nlr = -1\n',
+        ["bad.toml:4: experiment 'x'.lr: must be greater than 0, got -1; write e.g. lr = 0.01 (the default)"],
+    ),
+    (
+        '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nimage_size = 4\n',
+        ["must be at least 8, got 4; write e.g. image_size = 32, or remove it for the default (natural)"],
+    ),
+    ("[defaults]\nepochs = 1\n", ["no experiments", "[[experiment]]"]),
+    (
+        '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prunning"]\n',
+        ["experiment 'x'.techniques", "unknown technique 'prunning'", "did you mean 'prune'"],
+    ),
+    (
+        '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\noptimizer = "adamm"\n',
+        ["experiment 'x'.optimizer", "unknown optimizer 'adamm'", "did you mean 'adam'"],
+    ),
+    (
+        '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ndataset = "mnist"\n',
+        ["experiment 'x'.dataset", "unknown dataset 'mnist'"],
+    ),
+    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ndevice = "gpu"\n', ["experiment 'x'.device", "cuda:N"]),
+    (
+        '[[experiment]]\nname = "x"\nmodels = []\n',
+        ["bad.toml:3", "experiment 'x'.models", "non-empty list", 'got []; write e.g. models = ["tinycnn"]'],
+    ),
+    (
+        '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
+        ["bad.toml:5", "duplicate experiment name 'x'", 'rename one, e.g. name = "x-2"'],
+    ),
     ('[experiments]\nname = "x"\n', ["unknown top-level table 'experiments'", "did you mean 'experiment'"]),
     ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nrepeats = 0\n', ["experiment 'x'.repeats"]),
     ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\npue = 0.5\n', ["experiment 'x'.pue", "below 1"]),
-    ('experiment = [1]\n', ["experiment[0]", "must be a table", "[[experiment]]"]),
-    ('[defaults]\nlr = nan\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
-     ["bad.toml:2", "defaults.lr", "finite"]),
+    ("experiment = [1]\n", ["experiment[0]", "must be a table", "[[experiment]]"]),
+    (
+        '[defaults]\nlr = nan\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n',
+        ["bad.toml:2", "defaults.lr", "finite"],
+    ),
     ('[defaults]\nidle_s = inf\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n', ["defaults.idle_s", "finite"]),
     ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\nseed = 9999999999999\n', ["experiment 'x'.seed", "32-bit"]),
-    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["baseline"]\n[experiment.prune]\namount = 1.5\n',
-     ["bad.toml:6", "experiment 'x'.prune.amount"]),
-    ('[defaults.prune]\namount = 1.5\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["prune"]\n',
-     ["bad.toml:2", "defaults.prune.amount"]),
+    (
+        '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["baseline"]\n[experiment.prune]\namount = 1.5\n',
+        ["bad.toml:6", "experiment 'x'.prune.amount"],
+    ),
+    (
+        '[defaults.prune]\namount = 1.5\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["prune"]\n',
+        ["bad.toml:2", "defaults.prune.amount"],
+    ),
     ('[defaults]\nprune = 3\n[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\n', ["[defaults.prune]"]),
-    ('[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["prune+stego", "prune + stego"]\n',
-     ["experiment 'x'.techniques", "twice", "remove the repeat"]),
+    (
+        '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["prune+stego", "prune + stego"]\n',
+        ["experiment 'x'.techniques", "twice", "remove the repeat"],
+    ),
 ]
 
 
@@ -138,14 +178,19 @@ def test_technique_spelling_is_normalised():
 EXPERIMENT = '[[experiment]]\nname = "{name}"\nmodels = ["tinycnn"]\ntechniques = ["prune"]\n'
 LOCATED_CASES = [
     # (file text, the line the message must name): every key at its own line, however it is written
-    (EXPERIMENT.format(name="a") + '[experiment.prun]\namount = 0.5\n', 5),  # a misspelt technique table
-    ('[defaults]\nepochs = 1\n[defaults.prun]\namount = 0.5\n' + EXPERIMENT.format(name="a"), 3),
-    ('[defaults.prun]\namount = 0.5\n' + EXPERIMENT.format(name="a"), 1),  # no [defaults] header at all
-    (EXPERIMENT.format(name="a") + '[experiment.prune]\namount = 0.5\n'
-     + EXPERIMENT.format(name="b") + '[experiment.prune]\namount = 0.5\nmethod = "nope"\n', 13),
-    (EXPERIMENT.format(name="a") + 'lr = 0.1\n' + EXPERIMENT.format(name="b") + 'lr = -1\n', 10),
-    (EXPERIMENT.format(name="a") + 'prune.amount = 1.5\n', 5),  # a dotted key
-    (EXPERIMENT.format(name="a") + 'lowrank = {rank_ratio = 0.5}\nprune = {amount = 1.5}\n', 6),  # inline
+    (EXPERIMENT.format(name="a") + "[experiment.prun]\namount = 0.5\n", 5),  # a misspelt technique table
+    ("[defaults]\nepochs = 1\n[defaults.prun]\namount = 0.5\n" + EXPERIMENT.format(name="a"), 3),
+    ("[defaults.prun]\namount = 0.5\n" + EXPERIMENT.format(name="a"), 1),  # no [defaults] header at all
+    (
+        EXPERIMENT.format(name="a")
+        + "[experiment.prune]\namount = 0.5\n"
+        + EXPERIMENT.format(name="b")
+        + '[experiment.prune]\namount = 0.5\nmethod = "nope"\n',
+        13,
+    ),
+    (EXPERIMENT.format(name="a") + "lr = 0.1\n" + EXPERIMENT.format(name="b") + "lr = -1\n", 10),
+    (EXPERIMENT.format(name="a") + "prune.amount = 1.5\n", 5),  # a dotted key
+    (EXPERIMENT.format(name="a") + "lowrank = {rank_ratio = 0.5}\nprune = {amount = 1.5}\n", 6),  # inline
     (EXPERIMENT.format(name="a.b") + '[experiment.prune]\namount = 0.5\nmethod = "nope"\n', 7),  # a dotted name
     ('[ experiment ]\nname = "x"\n', 1),
 ]
@@ -225,8 +270,10 @@ def test_shuffle_is_seeded_and_does_not_always_start_with_the_baseline():
     firsts, grid = _firsts("shuffle")
     assert len(set(firsts)) > 1
     assert [r.technique for r in grid] == [r.technique for r in _firsts("shuffle")[1]]  # reproducible
-    assert all(sorted(r.technique for r in grid if r.repeat == k) == sorted(["baseline", "stego", "prune",
-                                                                              "lowrank"]) for k in range(4))
+    assert all(
+        sorted(r.technique for r in grid if r.repeat == k) == sorted(["baseline", "stego", "prune", "lowrank"])
+        for k in range(4)
+    )
 
 
 def test_as_written_keeps_the_files_order_and_order_is_checked():

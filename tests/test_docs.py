@@ -23,8 +23,10 @@ def _anchors(page):
     """The anchors a page's headings get, as GitHub forms them: lower case, punctuation dropped, spaces to
     hyphens (repeated headings, which would get -1 suffixes, do not occur here)."""
     text = FENCE.sub("", page.read_text())
-    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
-            for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
+    return {
+        re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)
+    }
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())

@@ -36,8 +36,15 @@ def test_phase_windows_stand_in_for_the_epoch_energy_and_unknown_energy_is_none(
 
 
 def _run(store, technique, accuracy, epochs, *, epochs_setting=2, status="completed"):
-    run_id = store.start_run({"experiment": "e", "model": "tinycnn", "dataset": "digits", "technique": technique,
-                              "settings": {"epochs": epochs_setting, "techniques": {}}})
+    run_id = store.start_run(
+        {
+            "experiment": "e",
+            "model": "tinycnn",
+            "dataset": "digits",
+            "technique": technique,
+            "settings": {"epochs": epochs_setting, "techniques": {}},
+        }
+    )
     for number, (acc, energy) in enumerate(epochs, start=1):
         store.add_epoch({"run_id": run_id, "epoch": number, "val_accuracy": acc, "energy_j": energy})
     store.update_run(run_id, status=status, val_accuracy=accuracy)
@@ -65,10 +72,26 @@ def test_update_writes_target_and_energy_for_runs_with_baselines(tmp_path):
 
 
 def test_rows_of_an_older_store_are_filled_in_memory():
-    rows = [{"id": 1, "status": "completed", "technique": "baseline", "model": "m", "dataset": "d",
-             "settings": json.dumps({"epochs": 1}), "val_accuracy": 0.9},
-            {"id": 2, "status": "completed", "technique": "prune", "model": "m", "dataset": "d",
-             "settings": json.dumps({"epochs": 1}), "val_accuracy": 0.9}]
+    rows = [
+        {
+            "id": 1,
+            "status": "completed",
+            "technique": "baseline",
+            "model": "m",
+            "dataset": "d",
+            "settings": json.dumps({"epochs": 1}),
+            "val_accuracy": 0.9,
+        },
+        {
+            "id": 2,
+            "status": "completed",
+            "technique": "prune",
+            "model": "m",
+            "dataset": "d",
+            "settings": json.dumps({"epochs": 1}),
+            "val_accuracy": 0.9,
+        },
+    ]
     epochs = {1: [epoch(1, 0.9, 10.0)], 2: [epoch(1, 0.89, 4.0)]}
     filled = e2t.with_energy_to_target(rows, epochs.__getitem__)
     assert [r["energy_to_target_j"] for r in filled] == [10.0, 4.0]

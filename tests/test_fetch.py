@@ -13,9 +13,9 @@ from functools import partial
 
 import pytest
 
+from greenlab.console import ConsoleView
 from greenlab.core.plan import fetch
 from greenlab.core.plan.config import expand_grid, parse_experiments
-from greenlab.console import ConsoleView
 from greenlab.headless import run_fetch
 from tests.conftest import QUICK_DEFAULTS, REPO, run_cli
 from tests.test_preflight import closed_port
@@ -40,8 +40,10 @@ def server(tmp_path):
 
 def _weights_grid(tmp_path):
     toml = tmp_path / "experiments.toml"
-    toml.write_text(QUICK_DEFAULTS.replace("pretrained = false", "pretrained = true")
-                    + '[[experiment]]\nname = "w"\nmodels = ["resnet18"]\n')
+    toml.write_text(
+        QUICK_DEFAULTS.replace("pretrained = false", "pretrained = true")
+        + '[[experiment]]\nname = "w"\nmodels = ["resnet18"]\n'
+    )
     return toml
 
 
@@ -86,8 +88,7 @@ def test_cifar10_archive_is_verified_by_md5_and_unpacked(server, tmp_path):
     served, base = server
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-        for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-                     "test_batch"):
+        for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = 4
             tar.addfile(info, io.BytesIO(b"fake"))
@@ -132,13 +133,16 @@ def test_offline_fetch_exits_2_naming_what_is_missing_and_where(tmp_path, monkey
         run_fetch(str(toml), out=out, sources=sources)
     shown = out.getvalue()
     failed = [line for line in shown.splitlines() if "FAILED" in line]
-    assert failed == [f"resnet18 weights: FAILED: not in the cache and http://127.0.0.1:{port} cannot be reached "
-                      f"from here; by hand: put resnet18-f37072fd.pth (from http://127.0.0.1:{port}/"
-                      f"resnet18-f37072fd.pth) in {tmp_path / 'torch' / 'hub' / 'checkpoints'}; then run "
-                      f"`greenlab --fetch {toml}` again"]
+    assert failed == [
+        f"resnet18 weights: FAILED: not in the cache and http://127.0.0.1:{port} cannot be reached "
+        f"from here; by hand: put resnet18-f37072fd.pth (from http://127.0.0.1:{port}/"
+        f"resnet18-f37072fd.pth) in {tmp_path / 'torch' / 'hub' / 'checkpoints'}; then run "
+        f"`greenlab --fetch {toml}` again"
+    ]
     # The last word names the grid's file and what failed, without repeating why: said once is enough.
-    assert str(caught.value) == (f"{toml}: 1 of 1 file not fetched (resnet18 weights); the FAILED line above "
-                                 "says why and how to get it by hand")
+    assert str(caught.value) == (
+        f"{toml}: 1 of 1 file not fetched (resnet18 weights); the FAILED line above says why and how to get it by hand"
+    )
     assert "--fetch FILE" not in shown + str(caught.value) and "machine with internet" not in shown
 
 
@@ -150,15 +154,21 @@ def test_the_shipped_grid_has_nothing_to_download():
 
 def test_plan_lists_each_need_once_per_experiment(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    grid = expand_grid(parse_experiments(
-        QUICK_DEFAULTS.replace("pretrained = false", "pretrained = true").replace('"digits"', '"cifar10"')
-        + '[[experiment]]\nname = "a"\nmodels = ["tinycnn", "resnet18", "alexnet"]\n'
-        + 'techniques = ["baseline", "prune"]\n'
-        + '[[experiment]]\nname = "b"\nmodels = ["resnet18"]\npretrained = false\n'))
+    grid = expand_grid(
+        parse_experiments(
+            QUICK_DEFAULTS.replace("pretrained = false", "pretrained = true").replace('"digits"', '"cifar10"')
+            + '[[experiment]]\nname = "a"\nmodels = ["tinycnn", "resnet18", "alexnet"]\n'
+            + 'techniques = ["baseline", "prune"]\n'
+            + '[[experiment]]\nname = "b"\nmodels = ["resnet18"]\npretrained = false\n'
+        )
+    )
     needs = fetch.plan(grid)
     assert [(n.experiment, n.key, n.subject) for n in needs] == [
-        ("a", "dataset", "cifar10"), ("a", "models", "resnet18"), ("a", "models", "alexnet"),
-        ("b", "dataset", "cifar10")]
+        ("a", "dataset", "cifar10"),
+        ("a", "models", "resnet18"),
+        ("a", "models", "alexnet"),
+        ("b", "dataset", "cifar10"),
+    ]
     assert [r.what for r in fetch.missing(needs)] == ["CIFAR-10", "resnet18 weights", "alexnet weights"]
 
 

@@ -9,10 +9,10 @@ import sqlite3
 import pytest
 
 from greenlab.core.grid import stop_rules
-from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.grid.grid_events import RunQueued
 from greenlab.core.grid.local import LocalDriver
 from greenlab.core.grid.stop_rules import GridStopped
+from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.run.run_events import RunStored
 from greenlab.core.run.supervisor import RunSupervisor
 from greenlab.core.store.database import Store
@@ -47,10 +47,16 @@ def test_stop_rule():
     assert rule.cause(_stored(tiny, error="out of memory: 2 GB; lower batch_size")) is None
     assert rule.cause(_stored(resnet, error="out of memory: 3 GB; lower batch_size")) is None
     # environment failures stop at once
-    assert stop_rules.StopRule().cause(_stored(tiny, error="device 'cuda' requested but CUDA is not available here")) \
+    assert (
+        stop_rules.StopRule()
+        .cause(_stored(tiny, error="device 'cuda' requested but CUDA is not available here"))
         .startswith("no CUDA: device 'cuda'")
-    assert stop_rules.StopRule().cause(_stored(tiny, error="OSError: [Errno 28] No space left on device")) \
+    )
+    assert (
+        stop_rules.StopRule()
+        .cause(_stored(tiny, error="OSError: [Errno 28] No space left on device"))
         .startswith("no disk space")
+    )
 
 
 def test_exception_causes():
@@ -84,11 +90,13 @@ def test_an_unwritable_store_stops_headless_with_exit_1(tmp_path, write_toml, mo
 
     monkeypatch.setattr(RunSupervisor, "execute", unwritable)
     out = io.StringIO()
-    toml = write_toml(GRID[len(QUICK_DEFAULTS):])
+    toml = write_toml(GRID[len(QUICK_DEFAULTS) :])
     assert run_headless(str(toml), db=str(tmp_path / "runs.db"), out=out) == EXIT_FAILED
     lines = [line for line in out.getvalue().splitlines() if line.startswith("grid stopped")]
-    assert lines == ["grid stopped: the run store cannot be written: OperationalError: attempt to write a readonly "
-                     "database; 3 runs not started (resnet18 baseline, alexnet baseline, vgg16 baseline)"]
+    assert lines == [
+        "grid stopped: the run store cannot be written: OperationalError: attempt to write a readonly "
+        "database; 3 runs not started (resnet18 baseline, alexnet baseline, vgg16 baseline)"
+    ]
 
 
 def test_an_unexpected_supervisor_error_still_raises(tmp_path, monkeypatch):

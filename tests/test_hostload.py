@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 
 import pytest
 
 from greenlab.core.measure import hostload
-
-from greenlab.core.report import formatting
-
-from greenlab.core.run import supervisor
 from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.report import formatting
+from greenlab.core.run import supervisor
 from greenlab.core.store.database import Store
 from tests.test_measured_run import QUICK_RUN, fake_hardware  # noqa: F401 - a fixture
 
@@ -52,8 +49,10 @@ def test_a_run_beside_a_cpu_hog_is_flagged_host_busy(tmp_path):
     """Other processes burn every CPU while the run trains: its CPU figures cannot be its own alone."""
     (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0")))
     store = Store(tmp_path / "runs.db")
-    hogs = [multiprocessing.get_context("spawn").Process(target=_hog, args=(60,), daemon=True)
-            for _ in range(os.cpu_count() or 1)]
+    hogs = [
+        multiprocessing.get_context("spawn").Process(target=_hog, args=(60,), daemon=True)
+        for _ in range(os.cpu_count() or 1)
+    ]
     for hog in hogs:
         hog.start()
     try:
@@ -72,8 +71,13 @@ def test_a_run_beside_a_cpu_hog_is_flagged_host_busy(tmp_path):
 def test_every_run_under_a_grid_baseline_stores_the_load_it_was_measured_under(fake_hardware, tmp_path):
     """The idle baseline is measured once (here with fake RAPL counters) and shared, as a Ray worker shares
     it between the supervisors of its tasks: the runs that reuse it carry the load it was measured under."""
-    runs = expand_grid(parse_experiments(QUICK_RUN.replace("max_train_batches = 30", "max_train_batches = 2")
-                                         .replace("idle_s = 0.5", "idle_s = 0.5\nrepeats = 2")))
+    runs = expand_grid(
+        parse_experiments(
+            QUICK_RUN.replace("max_train_batches = 30", "max_train_batches = 2").replace(
+                "idle_s = 0.5", "idle_s = 0.5\nrepeats = 2"
+            )
+        )
+    )
     cache: dict = {}
     store = Store(tmp_path / "runs.db")
     outcomes = [supervisor.RunSupervisor(store, idle_cache=cache).execute(run) for run in runs]

@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from greenlab.core.measure import host_lock
-from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.grid.grid_events import RunSkipped
 from greenlab.core.grid.local import LocalDriver
+from greenlab.core.measure import host_lock
 from greenlab.core.measure.host_lock import WaitingForLock
+from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.store.database import Store
 from tests.conftest import QUICK_DEFAULTS, REPO, run_cli
 
@@ -40,10 +40,17 @@ def test_lock_holds_says_who_and_releases(tmp_path):
 
 
 def test_the_os_releases_the_lock_of_a_killed_holder(tmp_path):
-    code = ("import sys, time; from greenlab.core.measure.host_lock import HostLock; HostLock('x.db').acquire(); "
-            "print('held', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys, time; from greenlab.core.measure.host_lock import HostLock; HostLock('x.db').acquire(); "
+        "print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         assert host_lock.current_holder().pid == holder.pid
@@ -90,9 +97,21 @@ def test_two_headless_grids_run_one_after_the_other(tmp_path):
     for name in ("a", "b"):
         (tmp_path / f"{name}.toml").write_text(_grid(name, '["baseline"]'))
         procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "greenlab", "--headless", str(tmp_path / f"{name}.toml"),
-             "--db", str(tmp_path / f"{name}.db")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env={**os.environ})
+            [
+                sys.executable,
+                "-m",
+                "greenlab",
+                "--headless",
+                str(tmp_path / f"{name}.toml"),
+                "--db",
+                str(tmp_path / f"{name}.db"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+            env={**os.environ},
+        )
     outputs = {name: proc.communicate(timeout=300)[0] for name, proc in procs.items()}
     assert all(proc.returncode == 0 for proc in procs.values()), outputs
     waited = [name for name, text in outputs.items() if "waiting for another grid measuring on this host" in text]
@@ -127,14 +146,19 @@ def test_cancel_while_waiting_runs_nothing(tmp_path):
 
 
 def test_ctrl_c_while_waiting_leaves_no_store(tmp_path):
-    """"no run was stored" is true of the disk too: the store file is created by the first run only."""
+    """ "no run was stored" is true of the disk too: the store file is created by the first run only."""
     (tmp_path / "w.toml").write_text(_grid("w", '["baseline"]'))
     db = tmp_path / "runs.db"
     lines: list[str] = []
     with host_lock.HostLock("other.db"):
-        proc = subprocess.Popen([sys.executable, "-m", "greenlab", "--headless", str(tmp_path / "w.toml"),
-                                 "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                cwd=REPO, env={**os.environ})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "greenlab", "--headless", str(tmp_path / "w.toml"), "--db", str(db)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+            env={**os.environ},
+        )
         reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
         reader.start()
         deadline = time.monotonic() + 120
@@ -155,8 +179,14 @@ def test_a_run_running_under_another_live_supervisor_is_skipped(tmp_path):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         for run in runs:
-            run_id = store.start_run({"experiment": run.experiment, "model": run.model, "technique": run.technique,
-                                      "settings_key": run.settings_key()})
+            run_id = store.start_run(
+                {
+                    "experiment": run.experiment,
+                    "model": run.model,
+                    "technique": run.technique,
+                    "settings_key": run.settings_key(),
+                }
+            )
             # Another machine sharing this store (NFS, say): its supervisor is alive there.
             store.update_run(run_id, supervisor_pid=other.pid, host={"hostname": "another-machine"})
         assert store.running_elsewhere(runs[0].settings_key()) == other.pid
@@ -175,8 +205,14 @@ def test_a_running_row_of_this_host_under_another_pid_is_stale(tmp_path):
     """Under the host lock no other supervisor of this host can be running: a reused pid blocks nothing."""
     runs = expand_grid(parse_experiments(_grid("s")))
     store = Store(tmp_path / "runs.db")
-    run_id = store.start_run({"experiment": "s", "model": runs[0].model, "technique": runs[0].technique,
-                              "settings_key": runs[0].settings_key()})
+    run_id = store.start_run(
+        {
+            "experiment": "s",
+            "model": runs[0].model,
+            "technique": runs[0].technique,
+            "settings_key": runs[0].settings_key(),
+        }
+    )
     store.update_run(run_id, supervisor_pid=1)  # pid 1 is alive, and is no supervisor of ours
     assert store.running_elsewhere(runs[0].settings_key()) is None
 

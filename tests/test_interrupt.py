@@ -9,25 +9,31 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import QUICK_DEFAULTS, REPO
-
-
 import pytest
+
+from tests.conftest import QUICK_DEFAULTS, REPO
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_stopping_stores_the_run_as_interrupted(tmp_path, sig):
     toml = tmp_path / "long.toml"
-    toml.write_text(QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400")
-                    .replace("epochs = 1", "epochs = 50") + """
+    toml.write_text(
+        QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400").replace("epochs = 1", "epochs = 50")
+        + """
 [[experiment]]
 name = "long"
 models = ["tinycnn"]
 techniques = ["baseline"]
-""")
+"""
+    )
     db = tmp_path / "runs.db"
-    process = subprocess.Popen([sys.executable, "-m", "greenlab", "--headless", str(toml), "--db", str(db)],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "greenlab", "--headless", str(toml), "--db", str(db)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     epochs = 0
     while time.monotonic() < deadline and epochs == 0:  # wait until at least one epoch is stored
@@ -45,7 +51,8 @@ techniques = ["baseline"]
     assert "Traceback" not in out + err
     with sqlite3.connect(db) as conn:
         status, error, energy, finished = conn.execute(
-            "select status, error, energy_j, finished_at from runs").fetchone()
+            "select status, error, energy_j, finished_at from runs"
+        ).fetchone()
         stored_epochs = conn.execute("select count(*) from epochs").fetchone()[0]
         samples = conn.execute("select count(*) from samples").fetchone()[0]
     assert status == "interrupted" and "cancel" in error
@@ -56,14 +63,16 @@ def test_a_killed_training_process_is_stored_as_failed_with_partial_data(tmp_pat
     """What an OOM kill looks like to the supervisor: the child vanishes mid-epoch without a word."""
     import threading
 
-    from greenlab.core.train import events
     from greenlab.core.plan.config import expand_grid, parse_experiments
     from greenlab.core.run.run_events import ChildEvent
     from greenlab.core.run.supervisor import RunSupervisor
     from greenlab.core.store.database import Store
+    from greenlab.core.train import events
 
-    text = QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400").replace(
-        "epochs = 1", "epochs = 50") + '[[experiment]]\nname = "oom"\nmodels = ["tinycnn"]\n'
+    text = (
+        QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400").replace("epochs = 1", "epochs = 50")
+        + '[[experiment]]\nname = "oom"\nmodels = ["tinycnn"]\n'
+    )
     (run,) = expand_grid(parse_experiments(text))
     first_epoch = threading.Event()
 
@@ -94,8 +103,8 @@ def test_a_killed_training_process_is_stored_as_failed_with_partial_data(tmp_pat
 def test_cancel_during_the_idle_baseline_trains_nothing(tmp_path):
     import threading
 
-    from greenlab.core.plan.config import expand_grid, parse_experiments
     from greenlab.core.grid.local import LocalDriver
+    from greenlab.core.plan.config import expand_grid, parse_experiments
     from greenlab.core.store.database import Store
 
     text = QUICK_DEFAULTS.replace("idle_s = 0", "idle_s = 30") + '[[experiment]]\nname = "c"\nmodels = ["tinycnn"]\n'
@@ -117,10 +126,16 @@ def test_the_interrupt_line_says_what_the_grid_kept():
     def queue(*statuses):
         return [QueueEntry(0, i, f"run {i}", s) for i, s in enumerate(statuses)]
 
-    assert interrupt_text(queue("completed", "completed", "starting", "waiting")) == \
-        "interrupted between runs: no run was in progress; the 2 runs that ended before it stay stored"
-    assert interrupt_text(queue("completed", "interrupted", "waiting")) == \
-        "interrupted: the run in progress is stored as interrupted; the run that ended before it stays stored"
-    assert interrupt_text(queue("failed", "starting")) == \
-        "interrupted between runs: no run was in progress; the run that ended before it stays stored"
+    assert (
+        interrupt_text(queue("completed", "completed", "starting", "waiting"))
+        == "interrupted between runs: no run was in progress; the 2 runs that ended before it stay stored"
+    )
+    assert (
+        interrupt_text(queue("completed", "interrupted", "waiting"))
+        == "interrupted: the run in progress is stored as interrupted; the run that ended before it stays stored"
+    )
+    assert (
+        interrupt_text(queue("failed", "starting"))
+        == "interrupted between runs: no run was in progress; the run that ended before it stays stored"
+    )
     assert interrupt_text(queue("starting", "waiting")).startswith("interrupted before the first run began")

@@ -10,17 +10,24 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from greenlab.core.train import events
-from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.errors import GreenLabError
-from greenlab.core.run.launcher import (ForkedProcess, ForkServerLauncher, SpawnLauncher, default_launcher,
-                                    fork_server_supported)
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.run.launcher import (
+    ForkedProcess,
+    ForkServerLauncher,
+    SpawnLauncher,
+    default_launcher,
+    fork_server_supported,
+)
+from greenlab.core.train import events
 from tests.conftest import QUICK_DEFAULTS, REPO
 
 pytestmark = pytest.mark.skipif(not fork_server_supported(), reason="the fork server needs fork and Unix sockets")
@@ -31,11 +38,16 @@ DEADLINE_S = 180  # generous: a bound for a hung child, never a timing assertion
 
 def run_json(model: str = "tinycnn", **settings: Any) -> str:
     """A quick run (tests/conftest.py's QUICK_DEFAULTS) as the supervisor sends it, settings overridden."""
-    (run,) = expand_grid(parse_experiments(QUICK_DEFAULTS + f"""
+    (run,) = expand_grid(
+        parse_experiments(
+            QUICK_DEFAULTS
+            + f"""
 [[experiment]]
 name = "launch"
 models = ["{model}"]
-"""))
+"""
+        )
+    )
     data = run.to_json()
     data["settings"].update(settings)
     return json.dumps(data)
@@ -45,8 +57,13 @@ models = ["{model}"]
 def env(tmp_path_factory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("launcher")
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "GREENLAB_DB": str(home / "runs.db"),
-            "GREENLAB_DATA_DIR": str(home / "data")}
+    return {
+        **os.environ,
+        "PYTHONPATH": path,
+        "PYTHONUNBUFFERED": "1",
+        "GREENLAB_DB": str(home / "runs.db"),
+        "GREENLAB_DATA_DIR": str(home / "data"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +105,14 @@ class Outcome:
         return json.loads(self.lines[0])
 
 
-def run_to_end(launcher: Any, run_json: str, env: dict[str, str], *, module: str | None = None,
-               on_line: Callable[[Any, str], None] | None = None) -> Outcome:
+def run_to_end(
+    launcher: Any,
+    run_json: str,
+    env: dict[str, str],
+    *,
+    module: str | None = None,
+    on_line: Callable[[Any, str], None] | None = None,
+) -> Outcome:
     """Launch as the supervisor does, read every event until the child closes its end, then wait."""
     read_fd, write_fd = os.pipe()
     try:
@@ -194,7 +217,7 @@ def test_the_server_holds_no_thread_and_never_initialised_cuda(fork_launcher, en
     assert run_to_end(fork_launcher, run_json(), env).returncode == 0
     server = psutil.Process(fork_launcher.server_pid)
     assert server.num_threads() == 1  # still, after forking a run
-    maps = open(f"/proc/{server.pid}/maps").read() if sys.platform.startswith("linux") else ""
+    maps = Path(f"/proc/{server.pid}/maps").read_text() if sys.platform.startswith("linux") else ""
     assert "libcuda.so" not in maps  # the CUDA driver was never loaded, let alone initialised
 
 
@@ -278,9 +301,18 @@ def test_close_stops_the_server_and_its_runs(light_launcher, env):
 
 def test_the_server_exits_when_its_supervisor_dies(env):
     supervisor = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom greenlab.core.run.launcher import ForkServerLauncher\n"
-         "launcher = ForkServerLauncher(preload=())\nlauncher.start()\nprint(launcher.server_pid, flush=True)\n"
-         "time.sleep(300)\n"], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        [
+            sys.executable,
+            "-c",
+            "import time\nfrom greenlab.core.run.launcher import ForkServerLauncher\n"
+            "launcher = ForkServerLauncher(preload=())\nlauncher.start()\nprint(launcher.server_pid, flush=True)\n"
+            "time.sleep(300)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
     try:
         server_pid = int(supervisor.stdout.readline())
         assert not gone(server_pid)
@@ -315,8 +347,15 @@ def test_a_new_environment_never_kills_a_run_in_flight(light_launcher, env):
 
 
 # -- choosing ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("value", "kind"), [("", ForkServerLauncher), ("forkserver", ForkServerLauncher),
-                                             ("spawn", SpawnLauncher), (" Spawn ", SpawnLauncher)])
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("", ForkServerLauncher),
+        ("forkserver", ForkServerLauncher),
+        ("spawn", SpawnLauncher),
+        (" Spawn ", SpawnLauncher),
+    ],
+)
 def test_default_launcher_honours_greenlab_launcher(monkeypatch, value, kind):
     monkeypatch.setenv("GREENLAB_LAUNCHER", value)
     launcher = default_launcher()

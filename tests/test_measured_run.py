@@ -10,9 +10,9 @@ import time
 import pytest
 
 from greenlab.core.grid.local import LocalDriver
-from greenlab.core.run import run_events, supervisor
-from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.measure.detect import build_meters
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.run import run_events, supervisor
 from greenlab.core.store.database import Store
 from tests.fake_pynvml import FakeGpu, make_fake_pynvml
 from tests.test_rapl import two_sockets
@@ -35,8 +35,7 @@ class Hardware:
             now = time.monotonic()
             dt = now - last
             last = now
-            for name, watts in (("pkg0", PKG_W / 2), ("pkg1", PKG_W / 2), ("dram0", DRAM_W / 2),
-                                ("dram1", DRAM_W / 2)):
+            for name, watts in (("pkg0", PKG_W / 2), ("pkg1", PKG_W / 2), ("dram0", DRAM_W / 2), ("dram1", DRAM_W / 2)):
                 self.uj[name] += int(watts * dt * 1e6)
                 staged = self.zones[name] / "energy_uj.new"
                 staged.write_text(f"{self.uj[name]}\n")
@@ -193,8 +192,11 @@ def test_a_stalled_store_shifts_no_window_edge(tmp_path):
 
     from greenlab.core.train import events
 
-    (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("epochs = 1", "epochs = 3")
-                                           .replace("max_train_batches = 30", "max_train_batches = 12")))
+    (run,) = expand_grid(
+        parse_experiments(
+            QUICK_RUN.replace("epochs = 1", "epochs = 3").replace("max_train_batches = 30", "max_train_batches = 12")
+        )
+    )
     path = tmp_path / "runs.db"
     store = Store(path)
     stalls = []
@@ -214,8 +216,11 @@ def test_a_stalled_store_shifts_no_window_edge(tmp_path):
     def on_event(event):
         if isinstance(event, run_events.ChildEvent):
             handled.append(time.monotonic())
-        if isinstance(event, run_events.ChildEvent) and isinstance(event.event, events.EpochFinished) \
-                and event.event.epoch == 1:
+        if (
+            isinstance(event, run_events.ChildEvent)
+            and isinstance(event.event, events.EpochFinished)
+            and event.event.epoch == 1
+        ):
             thread = threading.Thread(target=hold_the_lock)
             thread.start()
             stalls.append(thread)
@@ -247,11 +252,20 @@ def test_a_grid_warms_the_machine_up_once_before_its_first_run(tmp_path):
             return super().launch(run_json, event_write_fd, env, module=module)
 
     launcher = Recording()
-    runs = expand_grid(parse_experiments(QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0\nrepeats = 2")
-                                         .replace("max_train_batches = 30", "max_train_batches = 2")))
+    runs = expand_grid(
+        parse_experiments(
+            QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0\nrepeats = 2").replace(
+                "max_train_batches = 30", "max_train_batches = 2"
+            )
+        )
+    )
     outcomes = LocalDriver(Store(tmp_path / "runs.db"), launcher=launcher).run_grid(runs)
     assert [o.status for o in outcomes] == ["completed", "completed"]
-    assert launcher.modules == ["greenlab.core.run.warmup_main", "greenlab.core.run.child_main", "greenlab.core.run.child_main"]
+    assert launcher.modules == [
+        "greenlab.core.run.warmup_main",
+        "greenlab.core.run.child_main",
+        "greenlab.core.run.child_main",
+    ]
 
 
 def test_a_run_that_cannot_start_is_stored_as_failed(tmp_path):

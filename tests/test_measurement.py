@@ -10,8 +10,9 @@ from greenlab.core.run.measurement import energy_columns, gpus_used
 
 
 def window(**components):
-    return WindowResult("run", 10.0, {name: ComponentEnergy(name, joules, method)
-                                      for name, (joules, method) in components.items()})
+    return WindowResult(
+        "run", 10.0, {name: ComponentEnergy(name, joules, method) for name, (joules, method) in components.items()}
+    )
 
 
 def by_component(rows):
@@ -19,8 +20,9 @@ def by_component(rows):
 
 
 def test_net_is_signed_and_flagged_below_idle():
-    columns, rows, flags = energy_columns(window(gpu0=(500.0, "counter"), cpu=(80.0, "counter")),
-                                          {"gpu0": 30.0, "cpu": 10.0})
+    columns, rows, flags = energy_columns(
+        window(gpu0=(500.0, "counter"), cpu=(80.0, "counter")), {"gpu0": 30.0, "cpu": 10.0}
+    )
     rows = by_component(rows)
     assert rows["gpu0"]["net_energy_j"] == pytest.approx(200.0)
     assert rows["cpu"]["net_energy_j"] == pytest.approx(-20.0)  # drew less than at idle: a bad baseline
@@ -75,15 +77,22 @@ def test_a_phase_measured_by_polled_power_marks_the_run():
     from greenlab.core.plan.config import expand_grid, parse_experiments
     from greenlab.core.run.measurement import RunMeasurement
 
-    (run,) = expand_grid(parse_experiments('[defaults]\npretrained = false\n[[experiment]]\nname = "e"\n'
-                                           'models = ["tinycnn"]\n'))
+    (run,) = expand_grid(
+        parse_experiments('[defaults]\npretrained = false\n[[experiment]]\nname = "e"\nmodels = ["tinycnn"]\n')
+    )
     record = RunMeasurement(1, run, 0.0, {}, {"components": {}})
-    short = WindowResult("1:eval", 0.05, {"gpu0": ComponentEnergy("gpu0", 4.0, "polled", {},
-                                                                   ("short_window_polled",)),
-                                          "cpu": ComponentEnergy("cpu", 1.0, "counter")})
+    short = WindowResult(
+        "1:eval",
+        0.05,
+        {
+            "gpu0": ComponentEnergy("gpu0", 4.0, "polled", {}, ("short_window_polled",)),
+            "cpu": ComponentEnergy("cpu", 1.0, "counter"),
+        },
+    )
     record.add_phase(1, "eval", short)
-    columns, _rows, flags = energy_columns(window(gpu0=(500.0, "counter"), cpu=(80.0, "counter")),
-                                           {"gpu0": 1.0, "cpu": 1.0}, record.phase_methods)
+    columns, _rows, flags = energy_columns(
+        window(gpu0=(500.0, "counter"), cpu=(80.0, "counter")), {"gpu0": 1.0, "cpu": 1.0}, record.phase_methods
+    )
     assert columns["energy_gpu_method"] == "counter+polled" and columns["energy_cpu_method"] == "counter"
     assert "short_window_polled" in record.flags
 

@@ -8,8 +8,13 @@ import sys
 import pytest
 
 from greenlab.core.measure import nvml
-from greenlab.core.measure.nvml import (FLAG_COUNTER_STILL, FLAG_SHORT_POLLED_WINDOW, FLAG_SHORT_WINDOW,
-                                       discover_nvml, parse_visible_devices)
+from greenlab.core.measure.nvml import (
+    FLAG_COUNTER_STILL,
+    FLAG_SHORT_POLLED_WINDOW,
+    FLAG_SHORT_WINDOW,
+    discover_nvml,
+    parse_visible_devices,
+)
 
 try:
     from fake_pynvml import FakeGpu, FakeMig, NVMLError_LibraryNotFound, make_fake_pynvml
@@ -57,8 +62,7 @@ def test_counter_gpu_reports_joules_from_millijoules(monkeypatch):
 
 
 def test_gpu_without_counter_is_polled(monkeypatch):
-    install(monkeypatch, make_fake_pynvml([FakeGpu(uuid=UUID0, energy_mj=None, power_mw=75_000,
-                                                   mig_mode=None)]))
+    install(monkeypatch, make_fake_pynvml([FakeGpu(uuid=UUID0, energy_mj=None, power_mw=75_000, mig_mode=None)]))
     meter, reason = discover_nvml()
     assert reason is None
     assert meter.method("gpu0") == "polled"
@@ -121,8 +125,9 @@ def test_cuda_indices_select_a_subset(monkeypatch):
 
 
 def test_visible_devices_by_uuid_prefix_and_bytes_names(monkeypatch):
-    install(monkeypatch, make_fake_pynvml([FakeGpu(uuid=UUID0, name=b"Tesla V100"), FakeGpu(uuid=UUID1)],
-                                          driver=b"535.1"))
+    install(
+        monkeypatch, make_fake_pynvml([FakeGpu(uuid=UUID0, name=b"Tesla V100"), FakeGpu(uuid=UUID1)], driver=b"535.1")
+    )
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-9999,GPU-0000")
     meter, reason = discover_nvml()
     assert reason is None
@@ -206,7 +211,9 @@ def test_temperatures(monkeypatch):
 def test_module_imports_without_pynvml_or_torch():
     import subprocess
 
-    code = ("import sys; sys.modules['pynvml'] = None; import greenlab.core.measure.nvml, "
-            "greenlab.core.measure.rapl; assert 'torch' not in sys.modules; assert 'textual' not in sys.modules")
+    code = (
+        "import sys; sys.modules['pynvml'] = None; import greenlab.core.measure.nvml, "
+        "greenlab.core.measure.rapl; assert 'torch' not in sys.modules; assert 'textual' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
-    assert nvml.COUNTER_UPDATE_S == pytest.approx(0.1)
+    assert pytest.approx(0.1) == nvml.COUNTER_UPDATE_S

@@ -89,8 +89,9 @@ def test_image_folder_problems(tmp_path, monkeypatch):
     (folder / "cat").mkdir(parents=True)
     (folder / "dog" / "nested").mkdir(parents=True)
     (folder / "cat" / "notes.txt").write_text("not an image")
-    assert "cat, dog in" in preflight.image_folder_problem(folder) and "no image file" in \
-        preflight.image_folder_problem(folder)
+    assert "cat, dog in" in preflight.image_folder_problem(
+        folder
+    ) and "no image file" in preflight.image_folder_problem(folder)
     (folder / "cat" / "a.PNG").write_bytes(b"\x89PNG")
     (folder / "dog" / "nested" / "b.jpg").write_bytes(b"\xff\xd8")
     assert preflight.image_folder_problem(folder) is None
@@ -131,19 +132,24 @@ def test_image_extensions_follow_torchvision():
 def test_offline_cifar10_names_the_file_and_the_folder(write_toml, tmp_path):
     port = closed_port()
     toml = write_toml('[[experiment]]\nname = "c"\nmodels = ["tinycnn"]\ndataset = "cifar10"\n')
-    sources = fetch.Sources(cifar10=lambda: dataclasses.replace(
-        fetch._cifar10(), url=f"http://127.0.0.1:{port}/cifar-10-python.tar.gz"))
+    sources = fetch.Sources(
+        cifar10=lambda: dataclasses.replace(fetch._cifar10(), url=f"http://127.0.0.1:{port}/cifar-10-python.tar.gz")
+    )
     db = tmp_path / "runs.db"
     with pytest.raises(preflight.PreflightError) as caught:
         run_headless(str(toml), db=str(db), sources=sources)
     message = str(caught.value)
     assert caught.value.exit_code == 2 and not db.exists()
     line = toml.read_text().splitlines().index('dataset = "cifar10"') + 1
-    assert message.startswith(f"{toml}:{line}: experiment 'c'.dataset: CIFAR-10: not in the cache and "
-                              f"http://127.0.0.1:{port} cannot be reached")
+    assert message.startswith(
+        f"{toml}:{line}: experiment 'c'.dataset: CIFAR-10: not in the cache and "
+        f"http://127.0.0.1:{port} cannot be reached"
+    )
     assert f"greenlab --fetch {toml}" in message
-    assert f"put cifar-10-python.tar.gz (from http://127.0.0.1:{port}/cifar-10-python.tar.gz) in " \
-           f"{tmp_path / 'data' / 'downloads'}" in message
+    assert (
+        f"put cifar-10-python.tar.gz (from http://127.0.0.1:{port}/cifar-10-python.tar.gz) in "
+        f"{tmp_path / 'data' / 'downloads'}" in message
+    )
     assert 'dataset = "digits"' in message
 
 
@@ -151,17 +157,24 @@ def test_offline_pretrained_weights(write_toml, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     port = closed_port()
     toml = write_toml('[[experiment]]\nname = "w"\nmodels = ["tinycnn", "resnet18"]\npretrained = true\n')
-    sources = fetch.Sources(weights=lambda model: dataclasses.replace(
-        fetch._torchvision_weights(model), url=f"http://127.0.0.1:{port}/resnet18-f37072fd.pth"))
+    sources = fetch.Sources(
+        weights=lambda model: dataclasses.replace(
+            fetch._torchvision_weights(model), url=f"http://127.0.0.1:{port}/resnet18-f37072fd.pth"
+        )
+    )
     db = tmp_path / "runs.db"
     with pytest.raises(preflight.PreflightError) as caught:
         run_headless(str(toml), db=str(db), sources=sources)
     (problem,) = caught.value.problems  # tinycnn is built in: only resnet18 needs weights
-    assert problem.key == "experiment 'w'.models" and problem.line == toml.read_text().splitlines().index(
-        'models = ["tinycnn", "resnet18"]') + 1
+    assert (
+        problem.key == "experiment 'w'.models"
+        and problem.line == toml.read_text().splitlines().index('models = ["tinycnn", "resnet18"]') + 1
+    )
     assert "resnet18 weights: not in the cache" in problem.message
-    assert f"put resnet18-f37072fd.pth (from http://127.0.0.1:{port}/resnet18-f37072fd.pth) in " \
-           f"{tmp_path / 'torch' / 'hub' / 'checkpoints'}" in problem.message
+    assert (
+        f"put resnet18-f37072fd.pth (from http://127.0.0.1:{port}/resnet18-f37072fd.pth) in "
+        f"{tmp_path / 'torch' / 'hub' / 'checkpoints'}" in problem.message
+    )
     assert "set pretrained = false" in problem.message
     assert not db.exists()
 
@@ -171,8 +184,9 @@ def test_cached_weights_pass_without_probing(write_toml, tmp_path, monkeypatch):
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / "resnet18-f37072fd.pth").write_bytes(b"cached")
-    runs = expand_grid(parse_experiments(QUICK_DEFAULTS + '[[experiment]]\nname = "w"\nmodels = ["resnet18"]\n'
-                                         "pretrained = true\n"))
+    runs = expand_grid(
+        parse_experiments(QUICK_DEFAULTS + '[[experiment]]\nname = "w"\nmodels = ["resnet18"]\npretrained = true\n')
+    )
 
     def no_probe(hosts):
         raise AssertionError(f"probed {list(hosts)} although everything is cached")
@@ -183,17 +197,21 @@ def test_cached_weights_pass_without_probing(write_toml, tmp_path, monkeypatch):
 
 def test_reachable_missing_file_is_fetched_not_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    runs = expand_grid(parse_experiments(QUICK_DEFAULTS + '[[experiment]]\nname = "w"\nmodels = ["alexnet"]\n'
-                                         "pretrained = true\n"))
-    report = preflight.check(runs, probe=lambda hosts: {h: True for h in hosts})
+    runs = expand_grid(
+        parse_experiments(QUICK_DEFAULTS + '[[experiment]]\nname = "w"\nmodels = ["alexnet"]\npretrained = true\n')
+    )
+    report = preflight.check(runs, probe=lambda hosts: dict.fromkeys(hosts, True))
     assert report.problems == []
     assert [item.what for item in report.to_fetch] == ["alexnet weights"]
 
 
 def test_memory_estimate_against_the_machine(monkeypatch):
     monkeypatch.setattr(preflight, "_machine_memory_bytes", lambda: 1_000_000_000)
-    runs = expand_grid(parse_experiments(QUICK_DEFAULTS + '[[experiment]]\nname = "m"\nmodels = ["tinycnn"]\n'
-                                         "image_size = 1024\nbatch_size = 64\n"))
+    runs = expand_grid(
+        parse_experiments(
+            QUICK_DEFAULTS + '[[experiment]]\nname = "m"\nmodels = ["tinycnn"]\nimage_size = 1024\nbatch_size = 64\n'
+        )
+    )
     (problem,) = preflight.check(runs).problems
     assert problem.key == "experiment 'm'.image_size"
     assert "needs 0.8 GB" in problem.message and "1.0 GB of memory" in problem.message
@@ -203,15 +221,21 @@ def test_memory_estimate_against_the_machine(monkeypatch):
 
 def test_absurd_epochs_and_batch_size(monkeypatch):
     monkeypatch.setattr(preflight, "_machine_memory_bytes", lambda: None)
-    runs = expand_grid(parse_experiments(QUICK_DEFAULTS + '[[experiment]]\nname = "n"\nmodels = ["tinycnn"]\n'
-                                         "epochs = 1000000\nbatch_size = 10000000\n"))
+    runs = expand_grid(
+        parse_experiments(
+            QUICK_DEFAULTS + '[[experiment]]\nname = "n"\nmodels = ["tinycnn"]\n'
+            "epochs = 1000000\nbatch_size = 10000000\n"
+        )
+    )
     keys = sorted(p.key for p in preflight.check(runs).problems)
     assert keys == ["experiment 'n'.batch_size", "experiment 'n'.epochs"]
 
 
 def test_every_problem_once_per_experiment(write_toml, tmp_path):
-    toml = write_toml('[[experiment]]\nname = "a"\nmodels = ["tinycnn", "resnet18"]\n'
-                      'techniques = ["baseline", "prune"]\nimage_size = 100000\nrepeats = 3\n')
+    toml = write_toml(
+        '[[experiment]]\nname = "a"\nmodels = ["tinycnn", "resnet18"]\n'
+        'techniques = ["baseline", "prune"]\nimage_size = 100000\nrepeats = 3\n'
+    )
     report = preflight.check_file(expand_grid(load_experiments(toml)), toml)
     assert [p.key for p in report.problems] == ["experiment 'a'.image_size"]
 
@@ -220,10 +244,18 @@ def test_the_shipped_grid_passes_offline_without_torchvision():
     import subprocess
     import sys
 
-    code = ("import sys; from greenlab.core.plan import preflight; from greenlab.core.plan.config import expand_grid, "
-            "load_experiments; r = preflight.check_file(expand_grid(load_experiments('experiments.toml')), "
-            "'experiments.toml', probe=None); print(r.problems, r.to_fetch, 'torchvision' in sys.modules)")
+    code = (
+        "import sys; from greenlab.core.plan import preflight; from greenlab.core.plan.config import expand_grid, "
+        "load_experiments; r = preflight.check_file(expand_grid(load_experiments('experiments.toml')), "
+        "'experiments.toml', probe=None); print(r.problems, r.to_fetch, 'torchvision' in sys.modules)"
+    )
     # nothing to download and no GPU named: no weights lookup, no probe (probe=None would raise)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.stdout.strip() == "[] [] False", done.stdout + done.stderr

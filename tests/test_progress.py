@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from greenlab.core.report import formatting
-
-from greenlab.core.train import events
-from greenlab.core.plan.config import expand_grid, parse_experiments
-from greenlab.core.grid.stop_rules import GridStopped
-from greenlab.core.grid.presenter import GridPresenter, live
 from greenlab.core.grid.grid_events import RunQueued, RunSkipped
+from greenlab.core.grid.presenter import GridPresenter, live
+from greenlab.core.grid.stop_rules import GridStopped
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.report import formatting
 from greenlab.core.run.run_events import ChildEvent, IdleMeasured, RunBegan, RunStored
+from greenlab.core.train import events
 
-GRID = expand_grid(parse_experiments('[defaults]\npretrained = false\nrepeats = 2\norder = "as-written"\n'
-                                     '[[experiment]]\nname = "e"\nmodels = ["tinycnn"]\n'
-                                     'techniques = ["baseline", "prune"]\n'))
+GRID = expand_grid(
+    parse_experiments(
+        '[defaults]\npretrained = false\nrepeats = 2\norder = "as-written"\n'
+        '[[experiment]]\nname = "e"\nmodels = ["tinycnn"]\n'
+        'techniques = ["baseline", "prune"]\n'
+    )
+)
 
 
 class Tracker:
@@ -51,8 +54,11 @@ def test_a_run_moves_through_the_queue_and_the_log():
     assert [e.status for e in snapshot.queue] == ["waiting", "running", "waiting", "waiting"]
     assert snapshot.current.label == "tinycnn · prune #1" and snapshot.current.kind == "estimated"
     texts = [line.text for line in snapshot.log]
-    assert texts == ["[2/4] tinycnn · prune #1: starting", "energy: cpu estimate, dram estimate",
-                     "energy: cpu: no RAPL"]
+    assert texts == [
+        "[2/4] tinycnn · prune #1: starting",
+        "energy: cpu estimate, dram estimate",
+        "energy: cpu: no RAPL",
+    ]
     presenter.apply(ChildEvent(7, events.RunStarted("cpu", "digits", 1400, 359, 10, 32, "3x32x32", 5, 2)), grid=1)
     presenter.apply(ChildEvent(7, events.BatchFinished(1, 3, 5, 0.9)), grid=1)
     snapshot = presenter.apply(ChildEvent(7, events.EpochFinished(1, 0.8, 0.5, 0.45, 0.7, 1.0, 0.2)), grid=1)
@@ -63,8 +69,13 @@ def test_a_run_moves_through_the_queue_and_the_log():
     figures = live(view, clock[0])
     assert figures.elapsed_s == pytest.approx(4.0) and figures.eta_s == pytest.approx(4.0)  # half done
     assert figures.energy_j == pytest.approx(10.0)  # the tracker's own readings since the run began
-    row = {"energy_j": 12.5, "energy_measured_j": 0.0, "energy_estimated_j": 12.5, "duration_s": 4.2,
-           "val_accuracy": 0.55}
+    row = {
+        "energy_j": 12.5,
+        "energy_measured_j": 0.0,
+        "energy_estimated_j": 12.5,
+        "duration_s": 4.2,
+        "val_accuracy": 0.55,
+    }
     snapshot = presenter.apply(RunStored(7, GRID[1], "completed", None, row), grid=1)
     assert snapshot.queue[1].status == "completed" and snapshot.queue[1].energy_j == 12.5
     assert snapshot.stored == (7,) and live(snapshot.current, 200.0).energy_j == 12.5
@@ -116,8 +127,12 @@ def test_several_runs_in_flight_each_follow_their_own_events():
     presenter.apply(RunBegan(11, GRID[1], Tracker()), grid=1)
     snapshot = presenter.apply(RunBegan(10, GRID[0], Tracker()), grid=1)
     assert [v.run_id for v in snapshot.running] == [11, 10] and snapshot.current.run_id == 10
-    assert [(e.status, e.run_id) for e in snapshot.queue] == [("running", 10), ("running", 11), ("starting", None),
-                                                              ("waiting", None)]
+    assert [(e.status, e.run_id) for e in snapshot.queue] == [
+        ("running", 10),
+        ("running", 11),
+        ("starting", None),
+        ("waiting", None),
+    ]
     presenter.apply(ChildEvent(11, events.BatchFinished(1, 4, 5, 0.7)), grid=1)
     snapshot = presenter.apply(ChildEvent(10, events.BatchFinished(1, 1, 5, 2.0)), grid=1)
     by_id = {v.run_id: v for v in snapshot.running}

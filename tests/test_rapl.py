@@ -13,7 +13,9 @@ from greenlab.core.measure.rapl import counter_delta_uj, discover_rapl
 MAX = 262_143_328_850  # a real package max_energy_range_uj (2^32 units of 61 uJ)
 
 
-def zone(root: Path, zone_id: str, name: str, energy_uj: int, max_uj: int = MAX, *, nested_in: Path | None = None) -> Path:
+def zone(
+    root: Path, zone_id: str, name: str, energy_uj: int, max_uj: int = MAX, *, nested_in: Path | None = None
+) -> Path:
     d = (nested_in or root) / zone_id
     d.mkdir(parents=True)
     (d / "name").write_text(name + "\n")
@@ -85,8 +87,7 @@ def test_psys_core_and_uncore_are_never_added(tmp_path):
     meter, reason = discover_rapl(str(tmp_path))
     assert reason is None
     assert meter.components() == ["cpu"]
-    for d, uj in ((pkg, 10_000_000), (core, 6_000_000), (uncore, 1_000_000), (psys, 25_000_000),
-                  (mmio, 10_000_000)):
+    for d, uj in ((pkg, 10_000_000), (core, 6_000_000), (uncore, 1_000_000), (psys, 25_000_000), (mmio, 10_000_000)):
         set_uj(d, uj)
     assert meter.energy_j() == {"cpu": pytest.approx(10.0)}
     info = meter.info()["cpu"]

@@ -7,23 +7,22 @@ module and shut down after it; nothing here connects anywhere else. The first te
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import pytest
 
 from greenlab.core.grid import ray_cluster
-
-from greenlab.core.train import events
-from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.grid.grid_events import RunQueued
-from greenlab.core.run.run_events import ChildEvent, RunBegan
 from greenlab.core.grid.presenter import GridPresenter
 from greenlab.core.grid.ray_cluster import Node, RayCluster
-from greenlab.core.run.sinks import MemorySink
 from greenlab.core.measure.remote_tracker import RemoteTracker
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.run.run_events import ChildEvent, RunBegan
+from greenlab.core.run.sinks import MemorySink
 from greenlab.core.store.database import Store
+from greenlab.core.store.writer import AddEpoch, AddSamples, SetCapacity
+from greenlab.core.train import events
 from tests.conftest import QUICK_DEFAULTS, REPO
 from tests.fake_pynvml import FakeGpu, make_fake_pynvml
 
@@ -38,9 +37,9 @@ def test_a_node_record_is_written_once_however_often_it_is_applied(tmp_path):
     assert sink.run(5) is None and not sink.started
     assert sink.start_run({"model": "tinycnn", "technique": "baseline"}) == 5
     writer = sink.writer()
-    writer.submit("add_epoch", {"run_id": 5, "epoch": 1, "train_loss": 1.0, "val_accuracy": 0.5})
-    writer.submit("add_samples", 5, [(0.1, "cpu", 10.0), (0.1, "gpu1", 50.0), (0.2, "cpu", 12.0)])
-    writer.submit("set_capacity", 5, [(3, 0.5), (4, 0.4)])
+    writer.submit(AddEpoch({"run_id": 5, "epoch": 1, "train_loss": 1.0, "val_accuracy": 0.5}))
+    writer.submit(AddSamples(5, [(0.1, "cpu", 10.0), (0.1, "gpu1", 50.0), (0.2, "cpu", 12.0)]))
+    writer.submit(SetCapacity(5, [(3, 0.5), (4, 0.4)]))
     sink.update_run(5, status="completed", energy_j=7.5, meters={"components": {}})
     sink.set_components(5, [{"component": "cpu", "energy_j": 7.5, "method": "estimate", "flags": []}])
     sink.delete_samples(5, {"gpu1"})  # a GPU metered but not used
@@ -51,8 +50,14 @@ def test_a_node_record_is_written_once_however_often_it_is_applied(tmp_path):
     store = Store(tmp_path / "runs.db")
     run_id = store.start_run({**rows.start, "executor": "ray", "node": "n1"})
     for _ in range(2):  # a record applied twice is still one record
-        store.write_record(run_id, rows.values, epochs=rows.epochs, samples=rows.samples,
-                           components=rows.components, capacity=rows.capacity)
+        store.write_record(
+            run_id,
+            rows.values,
+            epochs=rows.epochs,
+            samples=rows.samples,
+            components=rows.components,
+            capacity=rows.capacity,
+        )
     row = store.run(run_id)
     assert (row["status"], row["executor"], row["node"], row["energy_j"]) == ("completed", "ray", "n1", 7.5)
     assert len(store.epochs(run_id)) == 1 and len(store.samples(run_id)) == 2
@@ -106,10 +111,10 @@ class DescribedCluster(RayCluster):
 def test_placement_gives_a_gpu_run_a_whole_board_and_a_cpu_run_a_whole_node(tmp_path):
     big, small = Node("a", "gpu-box", "10.0.0.1", 32, 8), Node("b", "cpu-box", "10.0.0.2", 8, 0)
     cluster = DescribedCluster([big, small])
-    cpu_run, = grid_of('[[experiment]]\nname = "c"\nmodels = ["tinycnn"]\n')
-    cuda_run, = grid_of('[[experiment]]\nname = "g"\nmodels = ["tinycnn"]\ndevice = "cuda"\nnum_workers = 2\n')
-    auto_run, = grid_of('[[experiment]]\nname = "a"\nmodels = ["tinycnn"]\ndevice = "auto"\n')
-    shared_run, = grid_of('[[experiment]]\nname = "s"\nmodels = ["tinycnn"]\ncpus_per_run = 4\n')
+    (cpu_run,) = grid_of('[[experiment]]\nname = "c"\nmodels = ["tinycnn"]\n')
+    (cuda_run,) = grid_of('[[experiment]]\nname = "g"\nmodels = ["tinycnn"]\ndevice = "cuda"\nnum_workers = 2\n')
+    (auto_run,) = grid_of('[[experiment]]\nname = "a"\nmodels = ["tinycnn"]\ndevice = "auto"\n')
+    (shared_run,) = grid_of('[[experiment]]\nname = "s"\nmodels = ["tinycnn"]\ncpus_per_run = 4\n')
     assert cluster.task_options(cuda_run) == {"num_gpus": 1, "num_cpus": 3}
     assert cluster.task_options(auto_run)["num_gpus"] == 1  # auto trains on a GPU where the cluster has one
     assert cluster.task_options(cpu_run) == {"num_cpus": 32, "num_gpus": 0}  # every CPU of the largest node
@@ -119,8 +124,10 @@ def test_placement_gives_a_gpu_run_a_whole_board_and_a_cpu_run_a_whole_node(tmp_
     assert cluster.placement_problems([cpu_run, cuda_run, auto_run, shared_run]) == []
 
     toml = tmp_path / "grid.toml"
-    toml.write_text(QUICK_DEFAULTS + '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ndevice = "cuda:1"\n'
-                    '[[experiment]]\nname = "y"\nmodels = ["tinycnn"]\ncpus_per_run = 64\n')
+    toml.write_text(
+        QUICK_DEFAULTS + '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ndevice = "cuda:1"\n'
+        '[[experiment]]\nname = "y"\nmodels = ["tinycnn"]\ncpus_per_run = 64\n'
+    )
     with pytest.raises(ray_cluster.PreflightError) as refused:
         ray_cluster.check_placement(cluster, expand_grid(parse_experiments(toml.read_text())), str(toml))
     lines = str(refused.value).splitlines()
@@ -184,8 +191,14 @@ def ray_instance(tmp_path_factory):
     patch.setenv("GREENLAB_POWERCAP_ROOT", str(folder / "no-powercap"))
     patch.setenv("GREENLAB_DATA_DIR", str(folder / "data"))
     patch.delenv("GREENLAB_DB", raising=False)
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             logging_level="warning", object_store_memory=200 * 1024**2)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        logging_level="warning",
+        object_store_memory=200 * 1024**2,
+    )
     try:
         yield ray
     finally:
@@ -216,6 +229,7 @@ def run_on_ray(tmp_path, runs, *, listen=None, **options):
 
 def no_database_on_node():
     """The real task, on a node where opening any SQLite database fails the task."""
+
     def task(request, inbox):
         import sqlite3
 
@@ -238,6 +252,7 @@ def no_database_on_node():
 def dies_on(attempts):
     """The real task, whose Ray worker SIGKILLs itself on the given attempts once the run's first batch has
     reached the driver: a worker killed mid-run (the OOM killer, a lost node), deterministically."""
+
     def task(request, inbox):
         import os
         import signal
@@ -249,8 +264,10 @@ def dies_on(attempts):
 
             def send_then_die(channel, message):
                 send(channel, message)
-                if isinstance(message, ray_task.Relayed) and\
-                        type(getattr(message.event, "event", None)).__name__ == "BatchFinished":
+                if (
+                    isinstance(message, ray_task.Relayed)
+                    and type(getattr(message.event, "event", None)).__name__ == "BatchFinished"
+                ):
                     channel.flush()
                     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -262,6 +279,7 @@ def dies_on(attempts):
 
 def slow_inbox(seconds):
     """The real task, whose every delivery to the driver takes `seconds` (a loaded driver, a far node)."""
+
     def task(request, inbox):
         import time
 
@@ -324,10 +342,36 @@ def test_a_grid_runs_on_ray_and_only_the_driver_writes_the_store(ray_instance, t
 
 
 # Columns that say when, where and how much: they differ between any two runs of the same work.
-ASIDE = {"id", "started_at", "finished_at", "duration_s", "train_s", "energy_j", "energy_kwh", "energy_measured_j",
-         "energy_estimated_j", "energy_net_j", "idle_w", "energy_training_j", "energy_gpu_j", "energy_cpu_j",
-         "energy_dram_j", "co2e_g", "cost", "sampler_cpu_s", "samples_dropped", "host", "supervisor_pid", "meters",
-         "flags", "executor", "node", "concurrent_runs", "target_accuracy", "energy_to_target_j"}
+ASIDE = {
+    "id",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "train_s",
+    "energy_j",
+    "energy_kwh",
+    "energy_measured_j",
+    "energy_estimated_j",
+    "energy_net_j",
+    "idle_w",
+    "energy_training_j",
+    "energy_gpu_j",
+    "energy_cpu_j",
+    "energy_dram_j",
+    "co2e_g",
+    "cost",
+    "sampler_cpu_s",
+    "samples_dropped",
+    "host",
+    "supervisor_pid",
+    "meters",
+    "flags",
+    "executor",
+    "node",
+    "concurrent_runs",
+    "target_accuracy",
+    "energy_to_target_j",
+}
 
 
 def test_the_same_grid_through_both_drivers_stores_the_same_rows(ray_instance, tmp_path):
@@ -348,13 +392,16 @@ def test_the_same_grid_through_both_drivers_stores_the_same_rows(ray_instance, t
             if column not in ASIDE:
                 assert mine[column] == theirs[column], column
         assert len(local_store.epochs(mine["id"])) == len(ray_store.epochs(theirs["id"]))
-        assert {c["component"] for c in local_store.components(mine["id"])} == \
-            {c["component"] for c in ray_store.components(theirs["id"])}
+        assert {c["component"] for c in local_store.components(mine["id"])} == {
+            c["component"] for c in ray_store.components(theirs["id"])
+        }
 
 
 def test_runs_sharing_a_node_are_flagged_and_list_each_other(ray_instance, tmp_path):
-    runs = grid_of('[[experiment]]\nname = "s"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n'
-                   'cpus_per_run = 1\nepochs = 2\nmax_train_batches = 60\n')
+    runs = grid_of(
+        '[[experiment]]\nname = "s"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n'
+        "cpus_per_run = 1\nepochs = 2\nmax_train_batches = 60\n"
+    )
     outcomes, store, _seen, _presenter, _driver = run_on_ray(tmp_path, runs)
     assert [o.status for o in outcomes] == ["completed", "completed"], [o.error for o in outcomes]
     first, second = store.runs()
@@ -393,9 +440,13 @@ def test_a_run_whose_worker_dies_twice_is_stored_failed_with_the_reason(ray_inst
 
 def test_cancel_stores_the_running_runs_as_interrupted_and_never_starts_the_rest(ray_instance, tmp_path):
     long = QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400").replace(
-        "epochs = 1", "epochs = 50")
-    runs = grid_of('[[experiment]]\nname = "c"\nmodels = ["tinycnn"]\ncpus_per_run = 1\n'
-                   'techniques = ["baseline", "prune", "lowrank"]\n', defaults=long)
+        "epochs = 1", "epochs = 50"
+    )
+    runs = grid_of(
+        '[[experiment]]\nname = "c"\nmodels = ["tinycnn"]\ncpus_per_run = 1\n'
+        'techniques = ["baseline", "prune", "lowrank"]\n',
+        defaults=long,
+    )
     state = {"began": set(), "epoch": False}
 
     def listen(event, driver):  # cancel once both runs that fit run and one has finished an epoch
@@ -428,9 +479,11 @@ def test_the_tui_runs_a_grid_on_ray_with_a_row_per_running_run(ray_instance, tmp
     from greenlab.tui.app import GreenLabApp
 
     path = tmp_path / "experiments.toml"
-    path.write_text(QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 60") +
-                    '[[experiment]]\nname = "t"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n'
-                    'cpus_per_run = 1\nepochs = 2\n')
+    path.write_text(
+        QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 60")
+        + '[[experiment]]\nname = "t"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n'
+        "cpus_per_run = 1\nepochs = 2\n"
+    )
 
     async def drive() -> int:
         app = GreenLabApp(db=tmp_path / "runs.db", experiments=str(path))
@@ -460,9 +513,11 @@ def test_a_ctrl_c_while_the_driver_handles_messages_still_cancels_the_grid(ray_i
     import signal
 
     long = QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400").replace(
-        "epochs = 1", "epochs = 50")
-    runs = grid_of('[[experiment]]\nname = "i"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n',
-                   defaults=long)
+        "epochs = 1", "epochs = 50"
+    )
+    runs = grid_of(
+        '[[experiment]]\nname = "i"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n', defaults=long
+    )
     sent = []
 
     def listen(event, driver):  # on the driver's main thread, inside the deferred block: as a user's Ctrl-C

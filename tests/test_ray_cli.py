@@ -22,9 +22,11 @@ GRID = '[[experiment]]\nname = "q"\nmodels = ["tinycnn"]\ntechniques = ["baselin
 
 def test_without_the_flag_a_grid_never_imports_ray(write_toml, tmp_path):
     toml = write_toml('[[experiment]]\nname = "q"\nmodels = ["tinycnn"]\n')
-    code = ("import sys\nfrom greenlab.cli import main\n"
-            f"code = main(['--headless', {str(toml)!r}, '--db', {str(tmp_path / 'runs.db')!r}])\n"
-            "print('exit', code, 'ray imported' if 'ray' in sys.modules else 'ray not imported')\n")
+    code = (
+        "import sys\nfrom greenlab.cli import main\n"
+        f"code = main(['--headless', {str(toml)!r}, '--db', {str(tmp_path / 'runs.db')!r}])\n"
+        "print('exit', code, 'ray imported' if 'ray' in sys.modules else 'ray not imported')\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "exit 0 ray not imported"
@@ -49,19 +51,27 @@ def test_headless_grid_on_a_local_ray_instance(write_toml, tmp_path):
     with sqlite3.connect(db) as conn:
         rows = conn.execute("select status, executor, node from runs").fetchall()
         epochs = conn.execute("select count(*) from epochs").fetchone()[0]
-    assert len(rows) == 2 and all(status == "completed" and executor == "ray" and node for status, executor, node
-                                  in rows)
+    assert len(rows) == 2 and all(
+        status == "completed" and executor == "ray" and node for status, executor, node in rows
+    )
     assert epochs == 2
 
 
 def test_ctrl_c_cancels_the_ray_tasks_and_stores_the_running_run_as_interrupted(tmp_path):
     pytest.importorskip("ray")
     toml = tmp_path / "long.toml"
-    toml.write_text(QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400")
-                    .replace("epochs = 1", "epochs = 50") + GRID)
+    toml.write_text(
+        QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400").replace("epochs = 1", "epochs = 50")
+        + GRID
+    )
     db = tmp_path / "runs.db"
-    process = subprocess.Popen([sys.executable, "-m", "greenlab", "--headless", str(toml), "--db", str(db),
-                                "--ray", "local"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "greenlab", "--headless", str(toml), "--db", str(db), "--ray", "local"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[str] = []
     epoch = threading.Event()
 
@@ -72,8 +82,10 @@ def test_ctrl_c_cancels_the_ray_tasks_and_stores_the_running_run_as_interrupted(
                 epoch.set()
 
     errors: list[str] = []
-    readers = [threading.Thread(target=read, daemon=True),
-               threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True)]
+    readers = [
+        threading.Thread(target=read, daemon=True),
+        threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True),
+    ]
     for reader in readers:
         reader.start()
     assert epoch.wait(180), "no epoch finished in time:\n" + "".join(lines)

@@ -10,15 +10,22 @@ from greenlab.core.report import compare, formats, formatting, stats
 
 
 def row(technique, energy, *, epochs=2, acc=0.9, experiment="e", model="m", **settings):
-    return {"experiment": experiment, "model": model, "dataset": "digits", "technique": technique,
-            "status": "completed", "energy_j": energy, "energy_training_j": energy / 2, "duration_s": 10.0,
-            "val_accuracy": acc,
-            "settings": json.dumps({"epochs": epochs, "techniques": {technique: {}}, **settings})}
+    return {
+        "experiment": experiment,
+        "model": model,
+        "dataset": "digits",
+        "technique": technique,
+        "status": "completed",
+        "energy_j": energy,
+        "energy_training_j": energy / 2,
+        "duration_s": 10.0,
+        "val_accuracy": acc,
+        "settings": json.dumps({"epochs": epochs, "techniques": {technique: {}}, **settings}),
+    }
 
 
 def test_change_against_the_matching_baseline_only():
-    rows = [row("baseline", 100.0), row("baseline", 300.0, epochs=5), row("prune", 50.0),
-            row("prune", 600.0, epochs=5)]
+    rows = [row("baseline", 100.0), row("baseline", 300.0, epochs=5), row("prune", 50.0), row("prune", 600.0, epochs=5)]
     groups = {(g.technique, g.means["energy_j"]): g for g in compare.summarize(rows)}
     assert groups[("prune", 50.0)].change["energy_j"] == pytest.approx(-50.0)
     assert groups[("prune", 600.0)].change["energy_j"] == pytest.approx(100.0)
@@ -31,11 +38,21 @@ def test_experiments_with_the_same_conditions_share_a_baseline():
     assert compare.conditions_of(rows[0]) == compare.conditions_of(rows[1])
 
 
-@pytest.mark.parametrize("key, a, b", [("repeats", 1, 3), ("carbon_g_per_kwh", 475, 50), ("pue", 1.0, 1.5),
-                                       ("price_per_kwh", 0.29, 0.1), ("currency", "EUR", "USD"),
-                                       ("equivalence_margin", 0.05, 0.1)])
+@pytest.mark.parametrize(
+    "key, a, b",
+    [
+        ("repeats", 1, 3),
+        ("carbon_g_per_kwh", 475, 50),
+        ("pue", 1.0, 1.5),
+        ("price_per_kwh", 0.29, 0.1),
+        ("currency", "EUR", "USD"),
+        ("equivalence_margin", 0.05, 0.1),
+    ],
+)
 def test_accounting_and_repeats_are_not_conditions(key, a, b):
-    assert compare.conditions_of(row("baseline", 1.0, **{key: a})) == compare.conditions_of(row("prune", 1.0, **{key: b}))
+    assert compare.conditions_of(row("baseline", 1.0, **{key: a})) == compare.conditions_of(
+        row("prune", 1.0, **{key: b})
+    )
 
 
 def test_work_settings_model_and_dataset_are_conditions():
@@ -61,10 +78,14 @@ def test_a_forced_rerun_replaces_its_earlier_run():
 
 
 def test_comparisons_and_sentences():
-    rows = [{**row("baseline", e, acc=a), "id": i} for i, (e, a) in enumerate(
-        [(100.0, 0.900), (102.0, 0.902), (98.0, 0.898)])]
-    rows += [{**row("stego", e, acc=a), "id": 10 + i} for i, (e, a) in enumerate(
-        [(70.0, 0.900), (71.0, 0.902), (69.0, 0.898)])]
+    rows = [
+        {**row("baseline", e, acc=a), "id": i}
+        for i, (e, a) in enumerate([(100.0, 0.900), (102.0, 0.902), (98.0, 0.898)])
+    ]
+    rows += [
+        {**row("stego", e, acc=a), "id": 10 + i}
+        for i, (e, a) in enumerate([(70.0, 0.900), (71.0, 0.902), (69.0, 0.898)])
+    ]
     rows += [{**row("prune", e), "id": 20, "experiment": "other"} for e in [80.0]]
     found = {(c.technique, c.metric): c for c in compare.judge(rows, metrics=("energy_j", "val_accuracy"))}
     stego = found[("stego", "energy_j")]
@@ -82,8 +103,7 @@ def test_comparisons_and_sentences():
 
 
 def test_a_technique_without_baseline_is_insufficient_and_says_why():
-    (c,) = compare.judge([{**row("prune", 1.0), "id": 1}, {**row("prune", 2.0), "id": 2}],
-                          metrics=("energy_j",))
+    (c,) = compare.judge([{**row("prune", 1.0), "id": 1}, {**row("prune", 2.0), "id": 2}], metrics=("energy_j",))
     assert c.verdict == "insufficient" and "no completed baseline" in c.sentence
 
 
@@ -114,9 +134,9 @@ def test_confidence_interval_uses_the_exact_t_quantile():
 
     from scipy.stats import t
 
-    assert stats.mean_ci95(values) == pytest.approx(t.ppf(0.975, 11) * stdev(values) / 12 ** 0.5)
-    assert stats.mean_ci95(values) == pytest.approx(2.201 * stdev(values) / 12 ** 0.5, rel=1e-4)  # printed tables
-    assert stats.mean_ci95(values[:2] * 40) == pytest.approx(t.ppf(0.975, 79) * stdev(values[:2] * 40) / 80 ** 0.5)
+    assert stats.mean_ci95(values) == pytest.approx(t.ppf(0.975, 11) * stdev(values) / 12**0.5)
+    assert stats.mean_ci95(values) == pytest.approx(2.201 * stdev(values) / 12**0.5, rel=1e-4)  # printed tables
+    assert stats.mean_ci95(values[:2] * 40) == pytest.approx(t.ppf(0.975, 79) * stdev(values[:2] * 40) / 80**0.5)
     assert stats.mean_ci95([1.0]) is None
 
 
@@ -142,8 +162,10 @@ def test_the_headless_summary_says_plainly_that_one_run_cannot_show_significance
 def test_the_headless_table_says_what_its_plus_minus_and_delta_are_and_stays_aligned():
     from greenlab.headless import summary_table
 
-    rows = [{**row("baseline", e, acc=a), "id": i} for i, (e, a) in enumerate([(2000.0, 0.9), (2200.0, 0.92),
-                                                                               (1800.0, 0.88)])]
+    rows = [
+        {**row("baseline", e, acc=a), "id": i}
+        for i, (e, a) in enumerate([(2000.0, 0.9), (2200.0, 0.92), (1800.0, 0.88)])
+    ]
     rows += [{**row("stego", e), "id": 10 + i} for i, e in enumerate([1400.0, 1500.0, 1440.0])]
     text = summary_table(rows)
     assert "±: half-width of the 95 % confidence interval of the mean" in text
@@ -175,7 +197,7 @@ def test_the_docs_promise_the_headless_table_what_it_shows():
 
     docs = " ".join((REPO / "docs" / "commands.md").read_text().split())
     start = docs.index("The headless summary shows")
-    paragraph = docs[start:docs.index("Exit codes of `--headless`", start)]
+    paragraph = docs[start : docs.index("Exit codes of `--headless`", start)]
     assert "each with its change in percent (and a 95 % confidence interval" not in paragraph
     assert "half-width of the 95 % confidence interval of its mean" in paragraph
 
@@ -209,24 +231,33 @@ def test_energy_to_target_with_runs_that_never_reached_it_is_insufficient():
 
 def test_energy_to_target_names_the_runs_that_never_reached_it_not_a_lack_of_values():
     """2 vs 2 values remain: the reason to withhold a verdict is the run per side that dropped out."""
+
     def cell(technique, energies, first):
-        return [{**row(technique, 100.0), "id": first + i, "energy_to_target_j": e, "target_accuracy": 0.889}
-                for i, e in enumerate(energies)]
+        return [
+            {**row(technique, 100.0), "id": first + i, "energy_to_target_j": e, "target_accuracy": 0.889}
+            for i, e in enumerate(energies)
+        ]
 
     rows = cell("baseline", [50.0, 52.0, None], 0) + cell("stego", [64.0, 65.0, None], 10)
     (found,) = compare.judge(rows, metrics=("energy_to_target_j",))
     assert found.verdict == "insufficient" and (found.stats.n, found.stats.n_baseline) == (2, 2)
     assert "fewer than 2 runs" not in found.sentence and "too few" not in found.sentence
-    assert found.sentence == ("stego: energy to the target accuracy is insufficient: 1 of 3 stego runs and 1 of 3 "
-                              "baseline runs never reached the target (88.9 %), so comparing only the runs that "
-                              "did would understate both sides' cost")
-    assert found.to_dict()["notes"] == ["verdict withheld: 1 of 3 stego runs and 1 of 3 baseline runs never "
-                                        "reached the target accuracy; comparing only the runs that did would be "
-                                        "biased"]
+    assert found.sentence == (
+        "stego: energy to the target accuracy is insufficient: 1 of 3 stego runs and 1 of 3 "
+        "baseline runs never reached the target (88.9 %), so comparing only the runs that "
+        "did would understate both sides' cost"
+    )
+    assert found.to_dict()["notes"] == [
+        "verdict withheld: 1 of 3 stego runs and 1 of 3 baseline runs never "
+        "reached the target accuracy; comparing only the runs that did would be "
+        "biased"
+    ]
     rows = cell("baseline", [50.0, 52.0, 51.0], 0) + cell("stego", [64.0, 65.0, None], 10)
     (found,) = compare.judge(rows, metrics=("energy_to_target_j",))
-    assert "1 of 3 stego runs never reached" in found.sentence and "favour stego, which reached it less often" \
-        in found.sentence
+    assert (
+        "1 of 3 stego runs never reached" in found.sentence
+        and "favour stego, which reached it less often" in found.sentence
+    )
 
 
 def test_runs_to_decide_are_counted_at_the_holm_level_the_verdict_uses():
@@ -254,8 +285,9 @@ def test_runs_flagged_busy_or_sharing_a_node_are_counted_in_the_sentence_and_not
     by_metric = {c.metric: c for c in compare.judge(rows, metrics=("energy_j", "val_accuracy"))}
     energy = by_metric["energy_j"]
     assert energy.verdict == "saves"
-    assert energy.sentence.endswith("; 2 of 6 runs measured beside other work on their host "
-                                    "(flags host_busy, shared_node_cpu)")  # a run with both counts once
+    assert energy.sentence.endswith(
+        "; 2 of 6 runs measured beside other work on their host (flags host_busy, shared_node_cpu)"
+    )  # a run with both counts once
     assert energy.to_dict()["notes"][-1].startswith("2 of 6 runs measured beside other work")
     assert "other work" not in by_metric["val_accuracy"].sentence  # accuracy is not a figure of the host
     clean = compare.judge([{**r, "flags": "[]"} for r in rows], metrics=("energy_j",))

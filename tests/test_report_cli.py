@@ -27,21 +27,52 @@ CELLS = {  # technique -> training energies; accuracy stays near the baseline's 
 EXPECTED = {"stego": "saves", "lowrank": "costs", "prune": "equivalent", "prune+stego": "inconclusive"}
 
 
-def _add(store: Store, experiment: str, model: str, technique: str, repeat: int, energy: float,
-         accuracy: float, epochs: int = 2) -> int:
+def _add(
+    store: Store,
+    experiment: str,
+    model: str,
+    technique: str,
+    repeat: int,
+    energy: float,
+    accuracy: float,
+    epochs: int = 2,
+) -> int:
     settings = {"epochs": epochs, "repeats": 5, "equivalence_margin": 0.05, "techniques": {technique: {}}}
-    run_id = store.start_run({"experiment": experiment, "model": model, "dataset": "digits",
-                              "technique": technique, "settings": settings, "repeat": repeat, "seed": repeat,
-                              "settings_key": f"{experiment}-{model}-{technique}-{repeat}-{epochs}"})
+    run_id = store.start_run(
+        {
+            "experiment": experiment,
+            "model": model,
+            "dataset": "digits",
+            "technique": technique,
+            "settings": settings,
+            "repeat": repeat,
+            "seed": repeat,
+            "settings_key": f"{experiment}-{model}-{technique}-{repeat}-{epochs}",
+        }
+    )
     store.add_epoch({"run_id": run_id, "epoch": 1, "val_accuracy": accuracy - 0.05, "energy_j": energy / 2})
     store.add_epoch({"run_id": run_id, "epoch": 2, "val_accuracy": accuracy, "energy_j": energy / 2})
-    store.update_run(run_id, status="completed", energy_training_j=energy, energy_j=energy + 300.0,
-                     energy_kwh=(energy + 300.0) / 3.6e6, energy_measured_j=0.0, energy_estimated_j=energy + 300.0,
-                     energy_cpu_j=energy + 250.0, energy_cpu_method="estimate", energy_dram_j=50.0,
-                     energy_dram_method="estimate", energy_gpu_method="unavailable", co2e_g=0.05, pue=1.0,
-                     duration_s=10.0 + energy / 100, val_accuracy=accuracy, val_f1=accuracy - 0.02,
-                     finished_at="2026-01-02T03:04:05+00:00",
-                     meters={"components": {"cpu": {"method": "estimate", "cpu_model": "Test CPU"}}})
+    store.update_run(
+        run_id,
+        status="completed",
+        energy_training_j=energy,
+        energy_j=energy + 300.0,
+        energy_kwh=(energy + 300.0) / 3.6e6,
+        energy_measured_j=0.0,
+        energy_estimated_j=energy + 300.0,
+        energy_cpu_j=energy + 250.0,
+        energy_cpu_method="estimate",
+        energy_dram_j=50.0,
+        energy_dram_method="estimate",
+        energy_gpu_method="unavailable",
+        co2e_g=0.05,
+        pue=1.0,
+        duration_s=10.0 + energy / 100,
+        val_accuracy=accuracy,
+        val_f1=accuracy - 0.02,
+        finished_at="2026-01-02T03:04:05+00:00",
+        meters={"components": {"cpu": {"method": "estimate", "cpu_model": "Test CPU"}}},
+    )
     return run_id
 
 
@@ -70,13 +101,19 @@ def report(*args: str, capsys) -> tuple[int, str, str]:
 
 def test_json_agrees_with_scipy(study, capsys, tmp_path):
     out = tmp_path / "report.json"
-    code, _, _ = report("--db", str(study), "--experiment", "study", "--format", "json", "--out", str(out),
-                        capsys=capsys)
+    code, _, _ = report(
+        "--db", str(study), "--experiment", "study", "--format", "json", "--out", str(out), capsys=capsys
+    )
     assert code == 0
     objects = json.loads(out.read_text())
     headline = {(o["model"], o["technique"]): o for o in objects if o["metric"] == "energy_training_j"}
-    assert len(headline) == 8 and {o["metric"] for o in objects} >= {"energy_j", "duration_s", "val_accuracy",
-                                                                     "val_f1", "energy_to_target_j"}
+    assert len(headline) == 8 and {o["metric"] for o in objects} >= {
+        "energy_j",
+        "duration_s",
+        "val_accuracy",
+        "val_f1",
+        "energy_to_target_j",
+    }
     raw_p = []
     for (model, technique), o in sorted(headline.items()):
         scale = 10.0 if model == "resnet18" else 1.0
@@ -89,7 +126,7 @@ def test_json_agrees_with_scipy(study, capsys, tmp_path):
         assert o["ratio_of_means"] == pytest.approx(tech.mean() / base.mean())
         assert o["p_value"] == pytest.approx(sps.ttest_ind(lt, lb, equal_var=False).pvalue)  # on logs too
         va, vb = lt.var(ddof=1) / 5, lb.var(ddof=1) / 5
-        df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 4)
+        df = (va + vb) ** 2 / (va**2 / 4 + vb**2 / 4)
         half = sps.t.ppf(0.975, df) * math.sqrt(va + vb)
         assert o["ratio_ci_low"] == pytest.approx(math.exp(lt.mean() - lb.mean() - half))
         assert o["ratio_ci_high"] == pytest.approx(math.exp(lt.mean() - lb.mean() + half))
@@ -127,8 +164,9 @@ def test_json_agrees_with_scipy(study, capsys, tmp_path):
 
 
 def test_one_run_cells_are_insufficient(study, capsys):
-    code, out, _ = report("--db", str(study), "--experiment", "single", "--format", "json",
-                          "--metric", "energy_training_j", capsys=capsys)
+    code, out, _ = report(
+        "--db", str(study), "--experiment", "single", "--format", "json", "--metric", "energy_training_j", capsys=capsys
+    )
     assert code == 0
     (only,) = json.loads(out)
     assert only["verdict"] == "insufficient" and only["p_value"] is None and only["ratio"] == pytest.approx(0.71)
@@ -136,8 +174,9 @@ def test_one_run_cells_are_insufficient(study, capsys):
 
 
 def test_energy_to_target_is_a_metric(study, capsys):
-    code, out, _ = report("--db", str(study), "--experiment", "study", "--format", "json",
-                          "--metric", "energy_to_target_j", capsys=capsys)
+    code, out, _ = report(
+        "--db", str(study), "--experiment", "study", "--format", "json", "--metric", "energy_to_target_j", capsys=capsys
+    )
     assert code == 0
     objects = {(o["model"], o["technique"]): o for o in json.loads(out)}
     assert {o["metric"] for o in objects.values()} == {"energy_to_target_j"}
@@ -148,9 +187,17 @@ def test_energy_to_target_is_a_metric(study, capsys):
     assert objects[("tinycnn", "stego")]["verdict"] == "saves"
 
 
-@pytest.mark.parametrize("fmt, marker", [("text", "change [CI]"), ("markdown", "| model |"),
-                                         ("latex", "\\begin{tabular}"), ("csv", "energy_training_j_verdict"),
-                                         ("json", '"verdict"'), ("codecarbon", "energy_consumed")])
+@pytest.mark.parametrize(
+    "fmt, marker",
+    [
+        ("text", "change [CI]"),
+        ("markdown", "| model |"),
+        ("latex", "\\begin{tabular}"),
+        ("csv", "energy_training_j_verdict"),
+        ("json", '"verdict"'),
+        ("codecarbon", "energy_consumed"),
+    ],
+)
 def test_every_format_renders(study, capsys, fmt, marker):
     code, out, _ = report("--db", str(study), "--format", fmt, capsys=capsys)
     assert code == 0 and marker in out
@@ -162,8 +209,8 @@ def test_every_format_renders(study, capsys, fmt, marker):
 def test_the_text_table_has_a_row_per_model_and_a_group_per_technique(study, capsys):
     _, out, _ = report("--db", str(study), "--experiment", "study", capsys=capsys)
     header, columns = out.splitlines()[:2]
-    assert [t for t in header.split()] == ["stego", "lowrank", "prune", "prune+stego"]  # order first run
-    rows = [line for line in out.splitlines()[3:5]]
+    assert header.split() == ["stego", "lowrank", "prune", "prune+stego"]  # order first run
+    rows = out.splitlines()[3:5]
     assert rows[0].startswith("resnet18") and rows[1].startswith("tinycnn")
     assert "↓" in rows[1] and "↑" in rows[1] and "≈" in rows[1] and "?" in rows[1]
     assert "-5.4 pp" in rows[1]  # lowrank's accuracy change in percentage points
@@ -182,8 +229,16 @@ def test_codecarbon_layout(study, capsys):
     _, out, err = report("--db", str(study), "--experiment", "single", "--format", "codecarbon", capsys=capsys)
     rows = list(csv.DictReader(io.StringIO(out)))
     assert list(rows[0]) == list(formats.CODECARBON_COLUMNS)
-    assert {"timestamp", "run_id", "cpu_energy", "gpu_energy", "ram_energy", "energy_consumed",
-            "emissions", "pue"} <= set(rows[0])
+    assert {
+        "timestamp",
+        "run_id",
+        "cpu_energy",
+        "gpu_energy",
+        "ram_energy",
+        "energy_consumed",
+        "emissions",
+        "pue",
+    } <= set(rows[0])
     first = rows[0]
     assert float(first["energy_consumed"]) == pytest.approx(400.0 / 3.6e6)
     assert float(first["cpu_energy"]) == pytest.approx(350.0 / 3.6e6)
@@ -225,15 +280,26 @@ def test_plot_bars_stay_in_the_physical_range(tmp_path):
     comparisons = core_report.judge(rows, snapshot.plans)
     figure = build_figure(rows, comparisons)
     model_axes, change_axes = figure.axes[0], figure.axes[-1]
-    segments = [segment for c in model_axes.containers if isinstance(c, ErrorbarContainer)
-                for collection in c.lines[2] for segment in collection.get_segments()]
+    segments = [
+        segment
+        for c in model_axes.containers
+        if isinstance(c, ErrorbarContainer)
+        for collection in c.lines[2]
+        for segment in collection.get_segments()
+    ]
     assert len(segments) == 4  # x and y bars of baseline and stego
     xs = [x for segment in segments for x, _ in segment]
     ys = [y for segment in segments for _, y in segment]
-    assert min(xs) >= 0.0 and 0.0 <= min(ys) and max(ys) <= 100.0
+    assert min(xs) >= 0.0 and min(ys) >= 0.0 and max(ys) <= 100.0
     assert min(ys) == 0.0 and max(ys) == 100.0 and min(xs) == 0.0  # cut at the bounds, not dropped
-    changes = [x for c in change_axes.containers if isinstance(c, ErrorbarContainer)
-               for collection in c.lines[2] for segment in collection.get_segments() for x, _ in segment]
+    changes = [
+        x
+        for c in change_axes.containers
+        if isinstance(c, ErrorbarContainer)
+        for collection in c.lines[2]
+        for segment in collection.get_segments()
+        for x, _ in segment
+    ]
     assert changes and min(changes) >= -100.0
     assert CLIP_NOTE in [text.get_text() for text in figure.texts]
     # cut only where a bound is passed, and never to a negative length
@@ -261,7 +327,9 @@ def test_energy_to_target_gives_the_real_reason_in_every_format(tmp_path, capsys
         _, out, _ = report("--db", str(path), "--format", fmt, capsys=capsys)
         assert reason in out and "fewer than 2 runs a side have a value" not in out
     _, out, _ = report("--db", str(path), "--metric", "energy_to_target_j", capsys=capsys)
-    assert "insufficient (fewer than 2 usable runs a side, or no baseline, or a run that never reached the target)" in out
+    assert (
+        "insufficient (fewer than 2 usable runs a side, or no baseline, or a run that never reached the target)" in out
+    )
 
 
 def test_pareto_front():
@@ -271,24 +339,30 @@ def test_pareto_front():
     assert pareto_front(points) == [3, 1, 4]
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--experiment", "nope"], "no runs of experiment 'nope'"),
-    (["--metric", "energy"], "unknown --metric 'energy'"),
-    (["--format", "pdf"], "unknown --format 'pdf'"),
-    (["--margin", "-0.1"], "--margin is a fraction"),
-    (["--margin", "5"], "--margin 0.05"),
-    (["--margin", "abc"], "--margin must be a number"),
-    (["--out", "{tmp}/missing/report.txt"], "does not exist"),
-    (["--out", "{tmp}"], "is a folder"),
-    (["--plot", "{tmp}/figure.pdf"], ".svg or .png"),
-    (["--bogus"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--experiment", "nope"], "no runs of experiment 'nope'"),
+        (["--metric", "energy"], "unknown --metric 'energy'"),
+        (["--format", "pdf"], "unknown --format 'pdf'"),
+        (["--margin", "-0.1"], "--margin is a fraction"),
+        (["--margin", "5"], "--margin 0.05"),
+        (["--margin", "abc"], "--margin must be a number"),
+        (["--out", "{tmp}/missing/report.txt"], "does not exist"),
+        (["--out", "{tmp}"], "is a folder"),
+        (["--plot", "{tmp}/figure.pdf"], ".svg or .png"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(study, capsys, tmp_path, args, words):
     before = sorted(p.name for p in tmp_path.iterdir())
     stat = study.stat()
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    code, out, err = report("--db", str(study), "--out", str(tmp_path / "r.txt"), *args, capsys=capsys) \
-        if "--out" not in args else report("--db", str(study), *args, capsys=capsys)
+    code, out, err = (
+        report("--db", str(study), "--out", str(tmp_path / "r.txt"), *args, capsys=capsys)
+        if "--out" not in args
+        else report("--db", str(study), *args, capsys=capsys)
+    )
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and words in err and err.startswith("greenlab: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -7,12 +7,11 @@ import json
 import pytest
 import sqlite_utils
 
-from greenlab.core.report import compare
-
-from greenlab.core.store import database as store_module
-from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.grid.grid_events import RunSkipped
 from greenlab.core.grid.local import LocalDriver
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.report import compare
+from greenlab.core.store import database as store_module
 from greenlab.core.store.database import Store
 
 GRID = """
@@ -37,10 +36,20 @@ def grid(repeats=2, price=0.29, name="demo"):
 def store_completed(store, runs, energy=3600.0):
     """Rows as a finished grid leaves them (no training: the keys are what is under test)."""
     for run in runs:
-        run_id = store.start_run({"experiment": run.experiment, "model": run.model, "technique": run.technique,
-                                  "dataset": run.settings.dataset, "settings": run.settings_dict(),
-                                  "settings_key": run.settings_key(), "conditions_key": run.conditions_key(),
-                                  "seed": run.seed, "repeat": run.repeat, **run.accounting()})
+        run_id = store.start_run(
+            {
+                "experiment": run.experiment,
+                "model": run.model,
+                "technique": run.technique,
+                "dataset": run.settings.dataset,
+                "settings": run.settings_dict(),
+                "settings_key": run.settings_key(),
+                "conditions_key": run.conditions_key(),
+                "seed": run.seed,
+                "repeat": run.repeat,
+                **run.accounting(),
+            }
+        )
         store.update_run(run_id, status="completed", energy_j=energy, val_accuracy=0.9)
 
 
@@ -90,11 +99,14 @@ def test_two_experiments_with_the_same_work_share_one_baseline(tmp_path):
 
 def test_conditions_and_keys_follow_the_work():
     base = next(r for r in grid() if r.technique == "baseline" and r.repeat == 0)
-    same = [next(r for r in g if r.technique == "baseline" and r.repeat == 0)
-            for g in (grid(price=0.5), grid(repeats=5), grid(name="other"))]
+    same = [
+        next(r for r in g if r.technique == "baseline" and r.repeat == 0)
+        for g in (grid(price=0.5), grid(repeats=5), grid(name="other"))
+    ]
     assert {r.settings_key() for r in same} == {base.settings_key()}
-    epochs = expand_grid(parse_experiments(GRID.format(repeats=2, price=0.29, name="demo")
-                                           .replace("epochs = 1", "epochs = 2")))[0]
+    epochs = expand_grid(
+        parse_experiments(GRID.format(repeats=2, price=0.29, name="demo").replace("epochs = 1", "epochs = 2"))
+    )[0]
     assert epochs.conditions_key() != base.conditions_key()
     baseline, prune = sorted(grid()[:2], key=lambda r: r.technique)
     assert baseline.conditions_key() == prune.conditions_key() and baseline.settings_key() != prune.settings_key()
@@ -111,17 +123,30 @@ def test_a_schema_1_store_gets_keys_of_its_own_epoch(tmp_path):
     db.execute("PRAGMA user_version = 1")
     run = next(r for r in grid() if r.technique == "prune" and r.repeat == 1)
     settings = run.settings_dict()
-    db["runs"].insert({"experiment": "demo", "model": "tinycnn", "technique": "prune", "status": "completed",
-                       "settings": json.dumps(settings), "settings_key": "old-hash", "seed": 0,
-                       "repeat": 1, "train_dtype": "float32"})
+    db["runs"].insert(
+        {
+            "experiment": "demo",
+            "model": "tinycnn",
+            "technique": "prune",
+            "status": "completed",
+            "settings": json.dumps(settings),
+            "settings_key": "old-hash",
+            "seed": 0,
+            "repeat": 1,
+            "train_dtype": "float32",
+        }
+    )
     db.close()
     store = Store(path)
     (row,) = store.runs()
     assert store.version == store_module.SCHEMA_VERSION
     plain = {k: v for k, v in settings.items() if k != "techniques"}
     assert row["conditions_key"] == conditions_key("tinycnn", plain, epoch=LEGACY_KEY_EPOCH) != run.conditions_key()
-    assert row["settings_key"] == run_key("tinycnn", "prune", 1, plain, settings["techniques"],
-                                          epoch=LEGACY_KEY_EPOCH) != run.settings_key()
+    assert (
+        row["settings_key"]
+        == run_key("tinycnn", "prune", 1, plain, settings["techniques"], epoch=LEGACY_KEY_EPOCH)
+        != run.settings_key()
+    )
     assert row["seed"] == 1 and row["compute_dtype"] == "float32"
     store_module._migrate_2(store.db)  # again: nothing moves
     assert store.runs()[0]["seed"] == 1 and store.runs()[0]["settings_key"] == row["settings_key"]

@@ -58,7 +58,7 @@ def test_unequal_sizes_cap_welchs_df_at_what_an_equal_design_of_the_smaller_side
     r = stats.compare([80.0, 92.0, 70.0], base)  # the small side has the large spread: Welch's df would be ~2
     la, lb = np.log([80.0, 92.0, 70.0]), np.log(base)
     va, vb = la.var(ddof=1) / 3, lb.var(ddof=1) / 7
-    welch = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 6)
+    welch = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 6)
     assert r.df == pytest.approx(min(welch, 4.0))
     wide = stats.compare([80.0, 80.5, 79.5], [100.0, 130.0, 70.0, 110.0, 90.0, 120.0, 80.0])  # here it caps
     assert wide.df == 4.0
@@ -153,12 +153,21 @@ def test_hedges_g_by_hand():
 def test_holm_by_hand_with_the_steps_interval_divisors():
     # a family of 5 (one without p): 0.01 x5 = 0.05, 0.02 x4 = 0.08, 0.03 x3 = 0.09, 0.04 x2 = 0.08 -> 0.09
     steps = stats.holm([0.03, 0.01, None, 0.04, 0.02], 5)
-    assert [s.p_holm for s in steps] == [pytest.approx(0.09), pytest.approx(0.05), None,
-                                         pytest.approx(0.09), pytest.approx(0.08)]
+    assert [s.p_holm for s in steps] == [
+        pytest.approx(0.09),
+        pytest.approx(0.05),
+        None,
+        pytest.approx(0.09),
+        pytest.approx(0.08),
+    ]
     # sorted: 0.01 (x4 = 0.04 rejects), 0.02 (x3 = 0.06 stops), 0.03, 0.04; family of 4
     steps = stats.holm([0.03, 0.01, 0.04, 0.02], 4)
-    assert [s.p_holm for s in steps] == [pytest.approx(0.06), pytest.approx(0.04), pytest.approx(0.06),
-                                         pytest.approx(0.06)]
+    assert [s.p_holm for s in steps] == [
+        pytest.approx(0.06),
+        pytest.approx(0.04),
+        pytest.approx(0.06),
+        pytest.approx(0.06),
+    ]
     # rank 1 rejects at α/4; Holm stops at rank 2, so ranks 2.. use its divisor 3
     assert [s.divisor for s in steps] == [3, 4, 3, 3]
     assert all(s.family == 4 for s in steps)
@@ -184,7 +193,7 @@ def test_accuracy_reads_the_difference_and_higher_is_better():
 
 def test_mean_ci_uses_the_t_quantile():
     values = [10.0 + i for i in range(12)]
-    assert stats.mean_ci95(values) == pytest.approx(2.201 * np.std(values, ddof=1) / 12 ** 0.5, rel=1e-3)
+    assert stats.mean_ci95(values) == pytest.approx(2.201 * np.std(values, ddof=1) / 12**0.5, rel=1e-3)
     assert stats.mean_ci95([1.0]) is None
 
 
@@ -208,9 +217,9 @@ def test_repeats_to_decide_by_bisection_match_a_scan():
 
 
 def _decides(sd, sd0, center, bound, n, divisor):
-    spread = sd ** 2 + sd0 ** 2
+    spread = sd**2 + sd0**2
     se = math.sqrt(spread / n)
-    df = spread ** 2 * (n - 1) / (sd ** 4 + sd0 ** 4)
+    df = spread**2 * (n - 1) / (sd**4 + sd0**4)
     if abs(center) / se >= sps.t.ppf(1 - 0.05 / divisor / 2, df) + sps.t.ppf(0.8, df):
         return True
     if abs(center) >= bound:
@@ -242,8 +251,11 @@ fraction = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(positive, min_size=2, max_size=12), st.lists(positive, min_size=2, max_size=12),
-       st.sampled_from([0.01, 0.05, 0.1]))
+@given(
+    st.lists(positive, min_size=2, max_size=12),
+    st.lists(positive, min_size=2, max_size=12),
+    st.sampled_from([0.01, 0.05, 0.1]),
+)
 def test_the_interval_excludes_no_change_exactly_when_p_is_below_alpha(a, b, alpha):
     r = stats.compare(a, b, alpha=alpha)
     if r.no_spread:
@@ -270,8 +282,11 @@ def test_differences_agree_too(a, b):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(min_value=0.0, max_value=0.2, allow_nan=False), min_size=1, max_size=12),
-       st.integers(min_value=1, max_value=12), st.sampled_from([0.01, 0.05]))
+@given(
+    st.lists(st.floats(min_value=0.0, max_value=0.2, allow_nan=False), min_size=1, max_size=12),
+    st.integers(min_value=1, max_value=12),
+    st.sampled_from([0.01, 0.05]),
+)
 def test_holm_adjusted_intervals_match_holm_decisions(p_values, extra, alpha):
     """The (1 − α/k) interval of each comparison excludes no change exactly when Holm rejects it."""
     family = len(p_values) + extra - 1

@@ -7,17 +7,46 @@ import sqlite3
 
 import pytest
 
-from greenlab.core.store import database as store_module
 from greenlab.core.errors import GreenLabError
+from greenlab.core.store import database as store_module
 from greenlab.core.store.database import RUN_COLUMNS, SCHEMA_VERSION, Store
 from tests.conftest import REPO, run_cli
 
 DOCUMENTED_RUN_COLUMNS = [
-    "id", "experiment", "model", "dataset", "technique", "settings", "seed", "repeat", "status", "error",
-    "started_at", "finished_at", "duration_s", "device", "params_total", "params_nonzero", "model_bytes",
-    "val_accuracy", "val_f1", "energy_j", "energy_kwh", "energy_gpu_j", "energy_gpu_method", "energy_cpu_j",
-    "energy_cpu_method", "energy_dram_j", "energy_dram_method", "energy_measured_j", "energy_estimated_j",
-    "idle_w", "co2e_g", "cost", "greenlab_version", "host",
+    "id",
+    "experiment",
+    "model",
+    "dataset",
+    "technique",
+    "settings",
+    "seed",
+    "repeat",
+    "status",
+    "error",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "device",
+    "params_total",
+    "params_nonzero",
+    "model_bytes",
+    "val_accuracy",
+    "val_f1",
+    "energy_j",
+    "energy_kwh",
+    "energy_gpu_j",
+    "energy_gpu_method",
+    "energy_cpu_j",
+    "energy_cpu_method",
+    "energy_dram_j",
+    "energy_dram_method",
+    "energy_measured_j",
+    "energy_estimated_j",
+    "idle_w",
+    "co2e_g",
+    "cost",
+    "greenlab_version",
+    "host",
 ]
 
 
@@ -25,8 +54,15 @@ def test_schema_has_the_public_columns(tmp_path):
     store = Store(tmp_path / "runs.db")
     columns = {c.name for c in store.db["runs"].columns}
     assert set(DOCUMENTED_RUN_COLUMNS) <= columns
-    assert {c.name for c in store.db["epochs"].columns} >= {"run_id", "epoch", "train_loss", "val_accuracy",
-                                                            "val_f1", "duration_s", "energy_j"}
+    assert {c.name for c in store.db["epochs"].columns} >= {
+        "run_id",
+        "epoch",
+        "train_loss",
+        "val_accuracy",
+        "val_f1",
+        "duration_s",
+        "energy_j",
+    }
     assert {c.name for c in store.db["samples"].columns} == {"run_id", "t_s", "component", "watts"}
     assert store.version == SCHEMA_VERSION
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -42,16 +78,35 @@ def test_the_schema_page_documents_every_runs_column():
 
 def test_round_trip(tmp_path):
     store = Store(tmp_path / "runs.db")
-    run_id = store.start_run({"experiment": "e", "model": "tinycnn", "technique": "baseline",
-                              "settings": {"lr": 0.1}, "seed": 0, "repeat": 0, "settings_key": "k1"})
+    run_id = store.start_run(
+        {
+            "experiment": "e",
+            "model": "tinycnn",
+            "technique": "baseline",
+            "settings": {"lr": 0.1},
+            "seed": 0,
+            "repeat": 0,
+            "settings_key": "k1",
+        }
+    )
     row = store.run(run_id)
     assert row["status"] == "running" and row["settings"] == {"lr": 0.1}
     assert row["host"]["cpu_count"] >= 1 and row["greenlab_version"]
-    store.add_epoch({"run_id": run_id, "epoch": 1, "train_loss": 1.5, "val_accuracy": 0.5, "val_f1": 0.4,
-                     "duration_s": 2.0, "energy_j": 10.0})
+    store.add_epoch(
+        {
+            "run_id": run_id,
+            "epoch": 1,
+            "train_loss": 1.5,
+            "val_accuracy": 0.5,
+            "val_f1": 0.4,
+            "duration_s": 2.0,
+            "energy_j": 10.0,
+        }
+    )
     store.add_samples(run_id, [(0.1, "cpu", 20.0), (0.2, "cpu", 21.0)])
-    store.set_components(run_id, [{"component": "cpu", "energy_j": 10.0, "method": "estimate",
-                                   "inputs": {"tdp_w": 85}, "flags": []}])
+    store.set_components(
+        run_id, [{"component": "cpu", "energy_j": 10.0, "method": "estimate", "inputs": {"tdp_w": 85}, "flags": []}]
+    )
     store.update_run(run_id, status="completed", energy_j=10.0)
     assert store.completed_keys() == {"k1"}
     assert [e["epoch"] for e in store.epochs(run_id)] == [1]
@@ -120,8 +175,15 @@ def test_every_row_says_where_it_ran(tmp_path):
     db = sqlite_utils.Database(old)
     store_module._migrate_1(db)
     db.execute("PRAGMA user_version = 1")
-    db["runs"].insert({"model": "tinycnn", "technique": "baseline", "status": "completed", "settings": "{}",
-                       "host": json.dumps({"hostname": "lab-3"})})
+    db["runs"].insert(
+        {
+            "model": "tinycnn",
+            "technique": "baseline",
+            "status": "completed",
+            "settings": "{}",
+            "host": json.dumps({"hostname": "lab-3"}),
+        }
+    )
     db.close()
     (row,) = Store(old).runs()
     assert (row["executor"], row["node"], row["attempts"], row["concurrent_runs"]) == ("local", "lab-3", 1, [])
@@ -162,7 +224,12 @@ def test_migration_3_marks_earlier_forced_reruns_superseded(tmp_path):
     db.close()
     rows = Store(old).runs()
     assert [(r["status"], r["superseded_by"]) for r in rows] == [
-        ("superseded", 4), ("superseded", 4), ("failed", None), ("completed", None), ("completed", None)]
+        ("superseded", 4),
+        ("superseded", 4),
+        ("failed", None),
+        ("completed", None),
+        ("completed", None),
+    ]
 
 
 @pytest.mark.parametrize("face", [["--headless", str(REPO / "experiments.toml")], [], ["report"]])
@@ -174,15 +241,19 @@ def test_a_db_in_a_missing_folder_is_refused_and_nothing_created(tmp_path, face)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     if face != ["report"]:  # report names the missing store in its own words
-        assert result.stderr.strip() == (f"greenlab: --db {db}: folder {db.parent} does not exist; create it or "
-                                         "choose another --db")
+        assert result.stderr.strip() == (
+            f"greenlab: --db {db}: folder {db.parent} does not exist; create it or choose another --db"
+        )
     assert not db.parent.exists()
 
 
 def test_a_greenlab_db_in_a_missing_folder_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("GREENLAB_DB", str(tmp_path / "nodir" / "runs.db"))
-    with pytest.raises(GreenLabError, match=r"^GREENLAB_DB=.*: folder .*nodir does not exist; create it or set "
-                                            r"GREENLAB_DB to another path$"):
+    with pytest.raises(
+        GreenLabError,
+        match=r"^GREENLAB_DB=.*: folder .*nodir does not exist; create it or set "
+        r"GREENLAB_DB to another path$",
+    ):
         Store()
     assert not (tmp_path / "nodir").exists()
 

@@ -138,14 +138,17 @@ def test_cpu_estimate_follows_process_cpu_seconds_and_stores_inputs():
     assert meter.info()["cpu"]["tdp_w"] == 64.0
 
 
-@pytest.mark.parametrize("name, key", [
-    ("Intel(R) Xeon(R) Platinum 8380 CPU @ 2.30GHz", "Xeon Platinum 8380"),
-    ("AMD EPYC 7763 64-Core Processor", "EPYC 7763"),
-    ("13th Gen Intel(R) Core(TM) i9-13900K", "Core i9-13900K"),
-    ("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", "Xeon Platinum 8375C"),
-    ("Intel(R) Xeon(R) Processor", None),
-    ("AMD EPYC 75430", None),  # a longer model number is another processor
-])
+@pytest.mark.parametrize(
+    "name, key",
+    [
+        ("Intel(R) Xeon(R) Platinum 8380 CPU @ 2.30GHz", "Xeon Platinum 8380"),
+        ("AMD EPYC 7763 64-Core Processor", "EPYC 7763"),
+        ("13th Gen Intel(R) Core(TM) i9-13900K", "Core i9-13900K"),
+        ("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", "Xeon Platinum 8375C"),
+        ("Intel(R) Xeon(R) Processor", None),
+        ("AMD EPYC 75430", None),  # a longer model number is another processor
+    ],
+)
 def test_real_cpu_names_match_the_table(name, key):
     assert match_cpu(name) == key
 
@@ -156,8 +159,7 @@ def test_cpu_power_rules_in_order():
     assert cpu_power_rule(xeon, cpu_tdp_w=100, threads_visible=10)["w_per_thread"] == 10.0
     server = cpu_power_rule(xeon, virtual="hypervisor")  # a known server package beats the VM figure
     assert server["w_per_thread"] == 270 / 80 and server["rule"].startswith("table: Xeon Platinum 8380")
-    vm = cpu_power_rule("Intel(R) Xeon(R) Processor", virtual="the CPU flags include 'hypervisor'",
-                        threads_visible=2)
+    vm = cpu_power_rule("Intel(R) Xeon(R) Processor", virtual="the CPU flags include 'hypervisor'", threads_visible=2)
     # A desktop TDP over the guest's 2 vCPUs would be 42.5 W each: ten times a server thread's share.
     assert vm["w_per_thread"] == 3.5 and "Cloud Carbon Footprint" in vm["source"]
     bare = cpu_power_rule("Mystery CPU", threads_visible=8)
@@ -178,8 +180,7 @@ def test_virtual_machines_are_recognised(tmp_path):
 
 def test_this_vm_estimates_a_server_threads_share(tmp_path):
     (tmp_path / "proc").mkdir()
-    (tmp_path / "proc/cpuinfo").write_text("model name\t: Intel(R) Xeon(R) Processor\n"
-                                           "flags\t\t: fpu hypervisor\n")
+    (tmp_path / "proc/cpuinfo").write_text("model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu hypervisor\n")
     meter = EstimateMeter(["cpu"], root=tmp_path)
     assert meter.w_per_thread == 3.5
     assert meter.info()["cpu"]["rule"].startswith("virtual machine")
@@ -280,8 +281,9 @@ def test_total_is_unknown_when_a_component_has_no_reading():
     from greenlab.core.measure.meter import ComponentEnergy
     from greenlab.core.measure.tracker import WindowResult
 
-    window = WindowResult("w", 1.0, {"gpu0": ComponentEnergy("gpu0", None, "counter"),
-                                     "cpu": ComponentEnergy("cpu", 5.0, "estimate")})
+    window = WindowResult(
+        "w", 1.0, {"gpu0": ComponentEnergy("gpu0", None, "counter"), "cpu": ComponentEnergy("cpu", 5.0, "estimate")}
+    )
     assert window.total_j() is None and window.split_j() == (0.0, 5.0)
 
 

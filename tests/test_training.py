@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from greenlab.core.errors import ConfigError
 from greenlab.core.train import datasets, training, zoo
 from greenlab.core.train.events import EpochFinished
-from greenlab.core.errors import ConfigError
 
 
 def _digits(seed: int, size: int = 16):
@@ -48,8 +48,9 @@ def test_macro_f1_matches_sklearn():
 
     generator = torch.Generator().manual_seed(3)
     labels = torch.randint(0, 5, (200,), generator=generator)
-    predictions = torch.where(torch.rand(200, generator=generator) < 0.6, labels,
-                              torch.randint(0, 5, (200,), generator=generator))
+    predictions = torch.where(
+        torch.rand(200, generator=generator) < 0.6, labels, torch.randint(0, 5, (200,), generator=generator)
+    )
     expected = f1_score(labels.numpy(), predictions.numpy(), average="macro")
     assert abs(training.macro_f1(predictions, labels, 5) - expected) < 1e-9
 
@@ -59,9 +60,18 @@ def _train_once(seed: int) -> list[EpochFinished]:
     data = _digits(seed)
     model = zoo.build_model("tinycnn", data.num_classes, pretrained=False)
     phases = []
-    results = training.train(model, data.train, data.val, device=torch.device("cpu"), num_classes=10, epochs=2,
-                             optimizer="adam", lr=0.01, max_train_batches=25,
-                             on_phase=lambda epoch, phase, edge: phases.append((epoch, phase, edge)))
+    results = training.train(
+        model,
+        data.train,
+        data.val,
+        device=torch.device("cpu"),
+        num_classes=10,
+        epochs=2,
+        optimizer="adam",
+        lr=0.01,
+        max_train_batches=25,
+        on_phase=lambda epoch, phase, edge: phases.append((epoch, phase, edge)),
+    )
     assert phases[:4] == [(1, "train", "begin"), (1, "train", "end"), (1, "eval", "begin"), (1, "eval", "end")]
     return results
 
@@ -87,8 +97,11 @@ def test_repeats_draw_their_own_order_from_one_split():
 def test_a_runs_seed_is_the_grids_seed_plus_its_repeat():
     from greenlab.core.plan.config import expand_grid, parse_experiments
 
-    grid = expand_grid(parse_experiments('[defaults]\nseed = 7\nrepeats = 3\npretrained = false\n'
-                                         '[[experiment]]\nname = "e"\nmodels = ["tinycnn"]\n'))
+    grid = expand_grid(
+        parse_experiments(
+            '[defaults]\nseed = 7\nrepeats = 3\npretrained = false\n[[experiment]]\nname = "e"\nmodels = ["tinycnn"]\n'
+        )
+    )
     assert [r.seed for r in grid] == [7, 8, 9]
 
 
@@ -97,8 +110,9 @@ def test_fake_text_is_balanced_and_learnable(vocab):
     class Tokenizer:
         vocab_size = vocab
 
-    data = datasets.load("fake-text", image_size=0, batch_size=1024, seed=0, val_fraction=0.2,
-                         tokenizer=Tokenizer() if vocab else None)
+    data = datasets.load(
+        "fake-text", image_size=0, batch_size=1024, seed=0, val_fraction=0.2, tokenizer=Tokenizer() if vocab else None
+    )
     dataset = data.train.dataset.dataset
     ids = torch.stack([dataset[i][0]["input_ids"] for i in range(len(dataset))])
     labels = torch.stack([dataset[i][1] for i in range(len(dataset))])
@@ -109,8 +123,9 @@ def test_fake_text_is_balanced_and_learnable(vocab):
     from sklearn.linear_model import LogisticRegression
 
     rows = torch.arange(len(ids)).repeat_interleave(ids.shape[1])
-    bags = csr_matrix((torch.ones(ids.numel()).numpy(), (rows.numpy(), ids.flatten().numpy())),
-                      shape=(len(ids), int(ids.max()) + 1))
+    bags = csr_matrix(
+        (torch.ones(ids.numel()).numpy(), (rows.numpy(), ids.flatten().numpy())), shape=(len(ids), int(ids.max()) + 1)
+    )
     train, val = data.train.dataset.indices, data.val.dataset.indices
     classifier = LogisticRegression(max_iter=1000).fit(bags[train], labels[train].numpy())
     assert classifier.score(bags[val], labels[val].numpy()) > 0.95
@@ -132,8 +147,17 @@ def test_train_runs_the_after_step_hooks_after_every_step():
     model = zoo.build_model("tinycnn", 10, pretrained=False)
     loader = _tiny_loader()
     hooks = TrainingHooks(after_step=[lambda m: seen.append(m)])
-    training.train(model, loader, loader, device=torch.device("cpu"), num_classes=10, epochs=2, optimizer="sgd",
-                   lr=0.01, hooks=hooks)
+    training.train(
+        model,
+        loader,
+        loader,
+        device=torch.device("cpu"),
+        num_classes=10,
+        epochs=2,
+        optimizer="sgd",
+        lr=0.01,
+        hooks=hooks,
+    )
     assert len(seen) == 2 * len(loader) and all(m is model for m in seen)
 
 
@@ -144,8 +168,17 @@ def test_train_runs_forward_passes_under_the_hooks_autocast():
     dtypes = []
     model[-1].register_forward_hook(lambda module, inputs, output: dtypes.append((module.training, output.dtype)))
     loader = _tiny_loader(n=16)
-    training.train(model, loader, loader, device=torch.device("cpu"), num_classes=10, epochs=1, optimizer="sgd",
-                   lr=0.01, hooks=TrainingHooks(autocast_dtype=torch.bfloat16))
+    training.train(
+        model,
+        loader,
+        loader,
+        device=torch.device("cpu"),
+        num_classes=10,
+        epochs=1,
+        optimizer="sgd",
+        lr=0.01,
+        hooks=TrainingHooks(autocast_dtype=torch.bfloat16),
+    )
     assert {d for training_mode, d in dtypes if training_mode} == {torch.bfloat16}  # training steps
     assert {d for training_mode, d in dtypes if not training_mode} == {torch.bfloat16}  # evaluation
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast leaves the weights alone
@@ -164,6 +197,15 @@ def test_train_scales_the_loss_when_the_hooks_ask(monkeypatch):
     monkeypatch.setattr(torch.amp, "GradScaler", SpyScaler)
     model = zoo.build_model("tinycnn", 10, pretrained=False)
     loader = _tiny_loader(n=16)
-    training.train(model, loader, loader, device=torch.device("cpu"), num_classes=10, epochs=1, optimizer="sgd",
-                   lr=0.01, hooks=TrainingHooks(grad_scaler=True))
+    training.train(
+        model,
+        loader,
+        loader,
+        device=torch.device("cpu"),
+        num_classes=10,
+        epochs=1,
+        optimizer="sgd",
+        lr=0.01,
+        hooks=TrainingHooks(grad_scaler=True),
+    )
     assert len(scaled) == len(loader)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from textual.widgets import Input, SelectionList, Static, TabbedContent
@@ -16,8 +16,8 @@ from textual.widgets import Input, SelectionList, Static, TabbedContent
 from greenlab.core.grid.presenter import live
 from greenlab.core.store.database import Store
 from greenlab.tui.app import GreenLabApp
-from greenlab.tui.dialogs import CancelChoice, ConfirmQuit
 from greenlab.tui.detail import DetailScreen
+from greenlab.tui.dialogs import CancelChoice, ConfirmQuit
 from tests.conftest import sync
 from tests.tui_demo import seed_store
 
@@ -117,14 +117,20 @@ async def test_run_tinycnn_from_the_keyboard(tmp_path, monkeypatch):
         told: list[str] = []
         notify = app.notify
         # toasts are short: under load one may be gone before the check, so keep what was said
-        monkeypatch.setattr(app, "notify", lambda message, *a, **k: (told.append(str(message)),
-                                                                      notify(message, *a, **k))[1])
+        monkeypatch.setattr(
+            app, "notify", lambda message, *a, **k: (told.append(str(message)), notify(message, *a, **k))[1]
+        )
         await _type(pilot, "#f-file", same.name)
         await pilot.press("enter")
-        await _wait(pilot, lambda: queue.row_count == 2 and not app.running
-                    and str(queue.get_row_at(1)[1]) == "skipped", 20, "the file's grid to be skipped")
-        assert any("skipped: already stored (tick force rerun in Setup)" in message
-                   for message in told)  # not "Started 1 runs"
+        await _wait(
+            pilot,
+            lambda: queue.row_count == 2 and not app.running and str(queue.get_row_at(1)[1]) == "skipped",
+            20,
+            "the file's grid to be skipped",
+        )
+        assert any(
+            "skipped: already stored (tick force rerun in Setup)" in message for message in told
+        )  # not "Started 1 runs"
         await pilot.press("3")
         assert app.query_one("#runs-table").row_count == 1
 
@@ -173,8 +179,9 @@ async def test_cancel_stores_the_run_as_interrupted(tmp_path):
 @sync
 async def test_x_can_stop_only_the_current_run_and_the_queue_goes_on(tmp_path):
     long = QUICK.replace("epochs = 2", "epochs = 50").replace("max_train_batches = 3\n", "")
-    app = GreenLabApp(db=tmp_path / "runs.db",
-                      experiments=_file(tmp_path, long.replace("resnet18", "tinycnn") + "repeats = 2\n"))
+    app = GreenLabApp(
+        db=tmp_path / "runs.db", experiments=_file(tmp_path, long.replace("resnet18", "tinycnn") + "repeats = 2\n")
+    )
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         await pilot.press("ctrl+r")
@@ -184,8 +191,12 @@ async def test_x_can_stop_only_the_current_run_and_the_queue_goes_on(tmp_path):
         await pilot.press("escape")  # keep running
         assert not isinstance(app.screen, CancelChoice) and app.running
         await pilot.press("x", "r")
-        await _wait(pilot, lambda: app.live.current is not None and app.live.current.run_id != first, 60,
-                    "the next run to begin after the first was stopped")
+        await _wait(
+            pilot,
+            lambda: app.live.current is not None and app.live.current.run_id != first,
+            60,
+            "the next run to begin after the first was stopped",
+        )
         await pilot.press("x", "a")
         await _wait(pilot, lambda: not app.running, 30, "the grid to end")
     store = Store(tmp_path / "runs.db")
@@ -212,8 +223,9 @@ async def test_stopping_this_run_before_the_grid_has_started_still_stops_it(tmp_
         return check(*args, **kwargs)
 
     monkeypatch.setattr(preflight, "check", slow_check)
-    app = GreenLabApp(db=tmp_path / "runs.db",
-                      experiments=_file(tmp_path, QUICK.replace("resnet18", "tinycnn") + "repeats = 2\n"))
+    app = GreenLabApp(
+        db=tmp_path / "runs.db", experiments=_file(tmp_path, QUICK.replace("resnet18", "tinycnn") + "repeats = 2\n")
+    )
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         await pilot.press("ctrl+r")
@@ -234,7 +246,9 @@ async def test_invalid_settings_are_refused_inline(tmp_path, monkeypatch):
         await pilot.pause()
         await _type(pilot, "#f-epochs", "0")
         status = _status(app)
-        assert "settings: defaults.epochs: must be at least 1, got 0; write e.g. epochs = 2 (the default)" in str(status.render())
+        assert "settings: defaults.epochs: must be at least 1, got 0; write e.g. epochs = 2 (the default)" in str(
+            status.render()
+        )
         assert status.has_class("-error") and app.query_one("#f-epochs").has_class("-invalid")
         await pilot.press("ctrl+r")
         assert not app.running and app.query_one("#panes", TabbedContent).active == "setup"

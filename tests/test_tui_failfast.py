@@ -14,14 +14,19 @@ from tests.test_tui_app import QUICK, _file, _wait
 
 @sync
 async def test_a_grid_preflight_refuses_is_notified_and_not_started(tmp_path):
-    experiments = _file(tmp_path, QUICK.replace('techniques = ["baseline"]', 'techniques = ["baseline"]\n'
-                                                "image_size = 100000"))
+    experiments = _file(
+        tmp_path, QUICK.replace('techniques = ["baseline"]', 'techniques = ["baseline"]\nimage_size = 100000')
+    )
     app = GreenLabApp(db=tmp_path / "runs.db", experiments=experiments)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         await pilot.press("ctrl+o")  # loads the file named in Setup: this one
-        await _wait(pilot, lambda: any(n.title == "Grid not started" for n in app._notifications), 20,
-                    "the preflight notification")
+        await _wait(
+            pilot,
+            lambda: any(n.title == "Grid not started" for n in app._notifications),
+            20,
+            "the preflight notification",
+        )
         await _wait(pilot, lambda: not app.running, 10, "the grid to end")
         (note,) = [n for n in app._notifications if n.title == "Grid not started"]
         assert "experiment 'pilot'.image_size: image_size 100000 px is beyond" in note.message

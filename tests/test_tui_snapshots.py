@@ -40,10 +40,20 @@ def demo_db(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("pane, size", [
-    ("setup", (120, 40)), ("live", (120, 40)), ("runs", (120, 40)), ("detail", (120, 40)),
-    ("setup", (80, 24)), ("live", (80, 24)), ("runs", (80, 24)), ("detail", (80, 24)),
-], ids=lambda value: "x".join(map(str, value)) if isinstance(value, tuple) else value)
+@pytest.mark.parametrize(
+    "pane, size",
+    [
+        ("setup", (120, 40)),
+        ("live", (120, 40)),
+        ("runs", (120, 40)),
+        ("detail", (120, 40)),
+        ("setup", (80, 24)),
+        ("live", (80, 24)),
+        ("runs", (80, 24)),
+        ("detail", (80, 24)),
+    ],
+    ids=lambda value: "x".join(map(str, value)) if isinstance(value, tuple) else value,
+)
 def test_pane(pane, size, snap_compare, demo_db, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the form shows the file's path: keep it the same on every machine
     (tmp_path / "experiments.toml").write_text(EXPERIMENTS)

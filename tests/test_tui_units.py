@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from greenlab.core.plan.config import parse_experiments
 from greenlab.core.errors import ConfigError
+from greenlab.core.plan.config import parse_experiments
 from greenlab.tui import form, messages
 from greenlab.tui.runs import filter_rows, sort_rows, with_changes
 from greenlab.tui.themes import load_theme, load_themes, theme_dirs
@@ -17,11 +17,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _values(**settings: str) -> form.FormValues:
-    base = {"dataset": "digits", "epochs": "1", "batch_size": "32", "lr": "0.01", "optimizer": "sgd",
-            "device": "cpu", "repeats": "1", "seed": "0", "max_train_batches": "", "idle_s": "0",
-            "pretrained": False}
-    return form.FormValues(models=["tinycnn"], settings={**base, **settings}, techniques=["baseline"],
-                           technique_settings={"prune": {"amount": "0.5", "method": "l1-unstructured"}})
+    base = {
+        "dataset": "digits",
+        "epochs": "1",
+        "batch_size": "32",
+        "lr": "0.01",
+        "optimizer": "sgd",
+        "device": "cpu",
+        "repeats": "1",
+        "seed": "0",
+        "max_train_batches": "",
+        "idle_s": "0",
+        "pretrained": False,
+    }
+    return form.FormValues(
+        models=["tinycnn"],
+        settings={**base, **settings},
+        techniques=["baseline"],
+        technique_settings={"prune": {"amount": "0.5", "method": "l1-unstructured"}},
+    )
 
 
 # -- the form -----------------------------------------------------------------------------------------
@@ -52,12 +66,15 @@ def test_unticked_technique_settings_do_not_block_a_run():
     assert len(form.validate(values)) == 1  # prune is not ticked
 
 
-@pytest.mark.parametrize("field, typed, toml", [
-    ("epochs", "0", "epochs = 0"),
-    ("lr", "fast", 'lr = "fast"'),
-    ("dataset", "digit", 'dataset = "digit"'),
-    ("optimizer", "adamm", 'optimizer = "adamm"'),
-])
+@pytest.mark.parametrize(
+    "field, typed, toml",
+    [
+        ("epochs", "0", "epochs = 0"),
+        ("lr", "fast", 'lr = "fast"'),
+        ("dataset", "digit", 'dataset = "digit"'),
+        ("optimizer", "adamm", 'optimizer = "adamm"'),
+    ],
+)
 def test_form_errors_carry_the_loader_message(field, typed, toml):
     with pytest.raises(ConfigError) as from_form:
         form.validate(_values(**{field: typed}))
@@ -80,8 +97,10 @@ def test_technique_error_names_its_field():
 
 def test_initial_values_come_from_the_offered_file(tmp_path):
     path = tmp_path / "experiments.toml"
-    path.write_text('[defaults]\nepochs = 3\nmax_eval_batches = 2\n[[experiment]]\nname = "a"\n'
-                    'models = ["resnet18"]\ntechniques = ["baseline", "prune"]\n[experiment.prune]\namount = 0.3\n')
+    path.write_text(
+        '[defaults]\nepochs = 3\nmax_eval_batches = 2\n[[experiment]]\nname = "a"\n'
+        'models = ["resnet18"]\ntechniques = ["baseline", "prune"]\n[experiment.prune]\namount = 0.3\n'
+    )
     values = form.initial_values(str(path))
     assert values.models == ["resnet18"] and values.settings["epochs"] == "3"
     assert values.techniques == ["baseline", "prune"]
@@ -139,12 +158,39 @@ def test_a_newer_snapshot_replaces_a_queued_one():
 
 # -- runs table ---------------------------------------------------------------------------------------
 ROWS = [
-    {"id": 1, "experiment": "e", "model": "m", "dataset": "d", "technique": "baseline", "status": "completed",
-     "energy_j": 100.0, "duration_s": 10.0, "val_accuracy": 0.9},
-    {"id": 2, "experiment": "e", "model": "m", "dataset": "d", "technique": "stego", "status": "completed",
-     "energy_j": 60.0, "duration_s": 8.0, "val_accuracy": 0.88},
-    {"id": 3, "experiment": "e", "model": "m", "dataset": "d", "technique": "prune", "status": "failed",
-     "energy_j": None, "duration_s": 1.0, "val_accuracy": None},
+    {
+        "id": 1,
+        "experiment": "e",
+        "model": "m",
+        "dataset": "d",
+        "technique": "baseline",
+        "status": "completed",
+        "energy_j": 100.0,
+        "duration_s": 10.0,
+        "val_accuracy": 0.9,
+    },
+    {
+        "id": 2,
+        "experiment": "e",
+        "model": "m",
+        "dataset": "d",
+        "technique": "stego",
+        "status": "completed",
+        "energy_j": 60.0,
+        "duration_s": 8.0,
+        "val_accuracy": 0.88,
+    },
+    {
+        "id": 3,
+        "experiment": "e",
+        "model": "m",
+        "dataset": "d",
+        "technique": "prune",
+        "status": "failed",
+        "energy_j": None,
+        "duration_s": 1.0,
+        "val_accuracy": None,
+    },
 ]
 
 

@@ -99,8 +99,10 @@ async def test_help_lists_the_keys_of_the_pane(tmp_path):
         await pilot.press("f4")
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        rows = [tuple(str(c) for c in app.screen.query_one("#help-keys").get_row_at(i))
-                for i in range(app.screen.query_one("#help-keys").row_count)]
+        rows = [
+            tuple(str(c) for c in app.screen.query_one("#help-keys").get_row_at(i))
+            for i in range(app.screen.query_one("#help-keys").row_count)
+        ]
         described = {description for _key, description in rows}
         assert {"Sort", "Reverse the order", "Mark", "Filter as you type", "Help", "Quit", "Runs"} <= described
         assert rows[0][1] in ("Sort", "Reverse the order", "Mark", "Filter as you type")  # the pane's own keys first
@@ -234,8 +236,12 @@ async def test_runs_table_pins_columns_searches_deletes_and_shows_partial_accura
         await pilot.pause()
         await pilot.press("f4")
         runs, table = app.runs_pane, app.query_one("#runs-table", DataTable)
-        assert table.fixed_columns == 3 and [str(c.label) for c in table.columns.values()][:4] == \
-            ["id ▲", "model", "technique", "status"]
+        assert table.fixed_columns == 3 and [str(c.label) for c in table.columns.values()][:4] == [
+            "id ▲",
+            "model",
+            "technique",
+            "status",
+        ]
         interrupted = next(r for r in runs.shown if r["status"] == "interrupted")
         row = table.get_row(str(interrupted["id"]))
         assert str(row[6]).startswith("(") and str(row[6]).endswith("%)")  # the last epoch's, marked partial
@@ -262,8 +268,10 @@ async def test_runs_table_pins_columns_searches_deletes_and_shows_partial_accura
         await pilot.pause()
         assert len(runs.marked) == 0 and len(runs.rows) == 12
     store = Store(db)
-    assert len(store.runs()) == 12 and not store.db.execute(
-        "select count(*) from samples where run_id not in (select id from runs)").fetchone()[0]
+    assert (
+        len(store.runs()) == 12
+        and not store.db.execute("select count(*) from samples where run_id not in (select id from runs)").fetchone()[0]
+    )
     store.close()
 
 
@@ -274,8 +282,16 @@ def test_the_tui_page_lists_every_key_by_its_id():
     from tests.conftest import REPO
 
     docs = (REPO / "docs" / "tui.md").read_text()
-    classes = [app.GreenLabApp, runs.RunsPane, detail.DetailScreen, dialogs.ConfirmQuit, dialogs.CancelChoice,
-               dialogs.CancelRayGrid, dialogs.ConfirmDelete, dialogs.HelpScreen]
+    classes = [
+        app.GreenLabApp,
+        runs.RunsPane,
+        detail.DetailScreen,
+        dialogs.ConfirmQuit,
+        dialogs.CancelChoice,
+        dialogs.CancelRayGrid,
+        dialogs.ConfirmDelete,
+        dialogs.HelpScreen,
+    ]
     ids = [b.id for cls in classes for b in cls.BINDINGS if isinstance(b, Binding)]
     assert all(ids) and [i for i in ids if f"`{i}`" not in docs] == []
 

@@ -8,11 +8,11 @@ import json
 from textual.widgets import DataTable
 
 from greenlab import cli
+from greenlab.core.grid.session import plan_verdicts
 from greenlab.core.plan.config import parse_grid
+from greenlab.core.report.formats import verdict_summary
 from greenlab.core.run.supervisor import run_row_values
 from greenlab.core.store.database import Store
-from greenlab.core.grid.session import plan_verdicts
-from greenlab.core.report.formats import verdict_summary
 from greenlab.tui.app import GreenLabApp
 from tests.conftest import sync
 
@@ -26,10 +26,18 @@ techniques = ["baseline", "prune", "stego", "lowrank"]
 repeats = 4
 """
 GRID_B = GRID_A.replace('name = "a"', 'name = "b"').replace('"tinycnn"', '"resnet18"')
-ENERGY_A = {"baseline": [100.0, 103.0, 97.0, 101.0], "prune": [92.0, 94.0, 90.0, 93.0],
-            "stego": [101.0, 99.0, 102.0, 98.0], "lowrank": [100.0, 104.0, 96.0, 100.0]}
-ENERGY_B = {"baseline": [50.0, 51.0, 49.0, 50.5], "prune": [50.5, 49.5, 50.0, 50.2],
-            "stego": [49.0, 51.0, 50.0, 50.1], "lowrank": [50.0, 50.5, 49.5, 50.3]}
+ENERGY_A = {
+    "baseline": [100.0, 103.0, 97.0, 101.0],
+    "prune": [92.0, 94.0, 90.0, 93.0],
+    "stego": [101.0, 99.0, 102.0, 98.0],
+    "lowrank": [100.0, 104.0, 96.0, 100.0],
+}
+ENERGY_B = {
+    "baseline": [50.0, 51.0, 49.0, 50.5],
+    "prune": [50.5, 49.5, 50.0, 50.2],
+    "stego": [49.0, 51.0, 50.0, 50.1],
+    "lowrank": [50.0, 50.5, 49.5, 50.3],
+}
 
 
 def _fill(store: Store, text: str, energies: dict[str, list[float]], source: str):
@@ -40,9 +48,17 @@ def _fill(store: Store, text: str, energies: dict[str, list[float]], source: str
     for run in grid:
         run_id = store.start_run(run_row_values(run))
         energy = energies[run.technique][run.repeat]
-        store.update_run(run_id, status="completed", energy_training_j=energy, energy_j=energy + 20,
-                         duration_s=energy / 10, val_accuracy=0.9 + 0.001 * run.repeat, val_f1=0.9,
-                         energy_measured_j=energy + 20, energy_estimated_j=0.0)
+        store.update_run(
+            run_id,
+            status="completed",
+            energy_training_j=energy,
+            energy_j=energy + 20,
+            duration_s=energy / 10,
+            val_accuracy=0.9 + 0.001 * run.repeat,
+            val_f1=0.9,
+            energy_measured_j=energy + 20,
+            energy_estimated_j=0.0,
+        )
     return plan
 
 
@@ -84,8 +100,13 @@ async def test_three_faces_agree_on_one_store_whatever_else_it_holds(tmp_path, c
     assert alone["report"] == alone["headless"] == alone["tui"], alone
     # another experiment's null comparisons join the store: a's verdicts stay as they were, in every face
     _fill(store, GRID_B, ENERGY_B, "b.toml")
-    shared = {"report": _report(db, capsys=capsys), "filtered": _report(db, "--experiment", "a", capsys=capsys),
-              "headless": _headless(store, plan), "tui": await _tui(db), "searched": await _tui(db, "tinycnn")}
+    shared = {
+        "report": _report(db, capsys=capsys),
+        "filtered": _report(db, "--experiment", "a", capsys=capsys),
+        "headless": _headless(store, plan),
+        "tui": await _tui(db),
+        "searched": await _tui(db, "tinycnn"),
+    }
     store.close()
     for face, found in shared.items():
         assert found == alone["report"], (face, found)

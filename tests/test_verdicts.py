@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from greenlab import cli
-from greenlab.core.report import compare, formats, stats
 from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan
+from greenlab.core.report import compare, formats
 from greenlab.core.report.plot import build_figure
 
 FORMATS = ("text", "markdown", "latex", "csv", "json", "codecarbon")
@@ -25,14 +25,37 @@ class Rows:
     def __init__(self) -> None:
         self.rows: list[dict] = []
 
-    def add(self, technique: str, energy: float | None, *, accuracy: float = 0.9, model: str = "m",
-            experiment: str = "a", plan_id: int | None = None, conditions: str | None = None, **extra) -> dict:
-        row = {"id": len(self.rows) + 1, "experiment": experiment, "model": model, "dataset": "digits",
-               "technique": technique, "status": "completed", "energy_training_j": energy,
-               "energy_j": None if energy is None else energy + 10, "duration_s": 10.0, "val_accuracy": accuracy,
-               "val_f1": accuracy, "settings_key": f"k{len(self.rows) + 1}",
-               "conditions_key": conditions or f"{model}-cond", "plan_id": plan_id,
-               "energy_measured_j": 1.0, "energy_estimated_j": 0.0, **extra}
+    def add(
+        self,
+        technique: str,
+        energy: float | None,
+        *,
+        accuracy: float = 0.9,
+        model: str = "m",
+        experiment: str = "a",
+        plan_id: int | None = None,
+        conditions: str | None = None,
+        **extra,
+    ) -> dict:
+        row = {
+            "id": len(self.rows) + 1,
+            "experiment": experiment,
+            "model": model,
+            "dataset": "digits",
+            "technique": technique,
+            "status": "completed",
+            "energy_training_j": energy,
+            "energy_j": None if energy is None else energy + 10,
+            "duration_s": 10.0,
+            "val_accuracy": accuracy,
+            "val_f1": accuracy,
+            "settings_key": f"k{len(self.rows) + 1}",
+            "conditions_key": conditions or f"{model}-cond",
+            "plan_id": plan_id,
+            "energy_measured_j": 1.0,
+            "energy_estimated_j": 0.0,
+            **extra,
+        }
         self.rows.append(row)
         return row
 
@@ -42,10 +65,19 @@ class Rows:
 
 
 def plan_of(rows: list[dict], experiment: str, plan_id: int, **analysis) -> Plan:
-    cells = sorted({(r["conditions_key"], r["technique"], r["model"]) for r in rows
-                    if r["experiment"] == experiment and r["technique"] != "baseline"})
-    return Plan(AnalysisSettings(**analysis), tuple(Cell(c, t, m, experiment) for c, t, m in cells),
-                f"{experiment}.toml", id=plan_id)
+    cells = sorted(
+        {
+            (r["conditions_key"], r["technique"], r["model"])
+            for r in rows
+            if r["experiment"] == experiment and r["technique"] != "baseline"
+        }
+    )
+    return Plan(
+        AnalysisSettings(**analysis),
+        tuple(Cell(c, t, m, experiment) for c, t, m in cells),
+        f"{experiment}.toml",
+        id=plan_id,
+    )
 
 
 def by_cell(comparisons, metric="energy_training_j"):
@@ -93,7 +125,7 @@ def test_a_negative_baseline_never_turns_into_a_saving_and_is_named():
     for energy in (-100.0, -103.0, -97.0):
         r.add("baseline", energy, flags='["net_below_idle"]')
     r.cell("prune", [45.0, 46.0, 44.0])
-    (c,) = [c for c in compare.judge(r.rows, metrics=("energy_training_j",))]
+    (c,) = compare.judge(r.rows, metrics=("energy_training_j",))
     assert c.verdict == "insufficient" and c.stats.n_baseline == 0
     assert [e.run_id for e in c.excluded] == [1, 2, 3] and {e.reason for e in c.excluded} == {"net below idle"}
     assert "3 runs with training energy ≤ 0 or not finite left out: ids 1, 2, 3 (net below idle)" in c.sentence
@@ -111,8 +143,10 @@ def test_two_left_out_runs_are_counted_and_the_rest_still_judged():
     assert c.to_dict()["excluded"][0] == {"run_id": 9, "side": "technique", "value": None, "reason": "not finite"}
 
 
-@pytest.mark.parametrize("metric, technique_value, baseline_value, n", [
-    ("energy_training_j", 90.0, 100.0, 3), ("val_accuracy", 0.88, 0.90, 5)])
+@pytest.mark.parametrize(
+    "metric, technique_value, baseline_value, n",
+    [("energy_training_j", 90.0, 100.0, 3), ("val_accuracy", 0.88, 0.90, 5)],
+)
 def test_two_constant_samples_give_no_p_and_no_saving(metric, technique_value, baseline_value, n):
     r = Rows()
     for _ in range(n):
@@ -165,8 +199,11 @@ def test_a_verdict_does_not_depend_on_what_else_the_store_holds_or_a_filter():
     assert alone.p_holm == pytest.approx(shared.p_holm) and alone.sentence == shared.sentence
     # a view of some rows picks comparisons; it never re-judges them
     shown = [r["id"] for r in shared_rows if r["technique"] == "prune" and r["experiment"] == "a"]
-    (picked,) = [c for c in compare.of_runs(compare.judge(shared_rows, plans_for(shared_rows)), shown)
-                 if c.metric == "energy_training_j"]
+    (picked,) = [
+        c
+        for c in compare.of_runs(compare.judge(shared_rows, plans_for(shared_rows)), shown)
+        if c.metric == "energy_training_j"
+    ]
     assert picked.verdict == alone.verdict and picked.p_holm == pytest.approx(alone.p_holm)
 
 
@@ -252,20 +289,30 @@ def test_post_hoc_values_are_labelled_in_every_format(tmp_path, capsys):
     r.cell("prune", [100.5, 100.8, 99.6], plan_id=1)
     plans = {1: plan_of(r.rows, "a", 1)}
     comparisons = compare.judge(r.rows, plans, post_hoc=PostHoc(equivalence_margin=0.1, alpha=0.1))
-    for text in (formats.render_text(comparisons), formats.render_markdown(comparisons),
-                 formats.render_latex(comparisons)):
+    for text in (
+        formats.render_text(comparisons),
+        formats.render_markdown(comparisons),
+        formats.render_latex(comparisons),
+    ):
         assert "Post hoc" in text and "declared 0.05" in text
     table = formats.render_csv(r.rows, comparisons, ("energy_training_j",))
     assert "equivalence_margin=0.1 (declared 0.05)" in table and "alpha=0.1 (declared 0.05)" in table
     data = json.loads(formats.render_json(comparisons))
-    assert data[0]["post_hoc"] == {"alpha": {"used": 0.1, "declared": 0.05},
-                                   "equivalence_margin": {"used": 0.1, "declared": 0.05}}
+    assert data[0]["post_hoc"] == {
+        "alpha": {"used": 0.1, "declared": 0.05},
+        "equivalence_margin": {"used": 0.1, "declared": 0.05},
+    }
     assert data[0]["plan"]["equivalence_margin"] == 0.05 and data[0]["margin"] == 0.1
 
 
 # -- properties over random stores ---------------------------------------------------------------------------
-energy = st.one_of(st.floats(min_value=-50.0, max_value=1e5, allow_nan=False), st.just(0.0), st.none(),
-                   st.just(float("nan")), st.just(float("inf")))
+energy = st.one_of(
+    st.floats(min_value=-50.0, max_value=1e5, allow_nan=False),
+    st.just(0.0),
+    st.none(),
+    st.just(float("nan")),
+    st.just(float("inf")),
+)
 accuracy = st.one_of(st.floats(min_value=0.0, max_value=1.0), st.just(0.1), st.none())
 cell_values = st.lists(st.tuples(energy, accuracy), min_size=0, max_size=6)
 
@@ -276,8 +323,16 @@ def stores(draw):
     for model in ("m1", "m2"):
         for technique in ("baseline", "prune", "stego"):
             for e, a in draw(cell_values):
-                r.add(technique, e, accuracy=0.5 if a is None else a, model=model, experiment="a", plan_id=1,
-                      energy_measured_j=draw(st.sampled_from([0.0, 1.0])), energy_estimated_j=1.0)
+                r.add(
+                    technique,
+                    e,
+                    accuracy=0.5 if a is None else a,
+                    model=model,
+                    experiment="a",
+                    plan_id=1,
+                    energy_measured_j=draw(st.sampled_from([0.0, 1.0])),
+                    energy_estimated_j=1.0,
+                )
     return r.rows
 
 
@@ -307,8 +362,17 @@ def test_unrelated_runs_and_filters_change_no_verdict(rows, unrelated):
     plans = {1: plan_of(rows, "a", 1)}
     before = {(c.cell, c.metric): (c.verdict, c.p_holm, c.sentence) for c in compare.judge(rows, plans)}
     offset = len(rows)
-    others = [{**r, "id": r["id"] + offset, "settings_key": f"u{r['id']}", "experiment": "z", "plan_id": 2,
-               "conditions_key": "other-" + r["conditions_key"]} for r in unrelated]
+    others = [
+        {
+            **r,
+            "id": r["id"] + offset,
+            "settings_key": f"u{r['id']}",
+            "experiment": "z",
+            "plan_id": 2,
+            "conditions_key": "other-" + r["conditions_key"],
+        }
+        for r in unrelated
+    ]
     plans[2] = plan_of(others, "z", 2)
     together = compare.judge(rows + others, plans)
     after = {(c.cell, c.metric): (c.verdict, c.p_holm, c.sentence) for c in together if c.plan.id == 1}
@@ -325,10 +389,24 @@ def test_the_report_cli_exits_0_on_the_defect_stores(tmp_path, capsys):
     store = Store(path)
     for technique, energies in (("baseline", (100.0, 0.0, 98.0)), ("prune", (50.0, 52.0, 51.0))):
         for repeat, e in enumerate(energies):
-            run_id = store.start_run({"experiment": "d", "model": "tinycnn", "technique": technique,
-                                      "settings_key": f"{technique}{repeat}", "conditions_key": "c"})
-            store.update_run(run_id, status="completed", energy_training_j=e, energy_j=e, duration_s=1.0,
-                             val_accuracy=0.1, val_f1=0.1)
+            run_id = store.start_run(
+                {
+                    "experiment": "d",
+                    "model": "tinycnn",
+                    "technique": technique,
+                    "settings_key": f"{technique}{repeat}",
+                    "conditions_key": "c",
+                }
+            )
+            store.update_run(
+                run_id,
+                status="completed",
+                energy_training_j=e,
+                energy_j=e,
+                duration_s=1.0,
+                val_accuracy=0.1,
+                val_f1=0.1,
+            )
     store.close()
     for fmt in FORMATS:
         code = cli.main(["report", "--db", str(path), "--format", fmt])

@@ -7,12 +7,21 @@ import time
 import pytest
 import torch
 
-from greenlab.core.train import zoo
 from greenlab.core.errors import ConfigError, ModelUnavailableError
+from greenlab.core.train import zoo
 from tests.conftest import run_cli
 
-NINE = ["densenet121", "resnet18", "resnet50", "inception_v3", "convnext_tiny", "resnet101", "alexnet",
-        "vit_b_16", "vgg16"]
+NINE = [
+    "densenet121",
+    "resnet18",
+    "resnet50",
+    "inception_v3",
+    "convnext_tiny",
+    "resnet101",
+    "alexnet",
+    "vit_b_16",
+    "vgg16",
+]
 
 
 def test_registry_holds_the_nine_models_and_tinycnn():

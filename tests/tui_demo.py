@@ -15,28 +15,50 @@ from pathlib import Path
 from typing import Any
 
 from greenlab.core.grid import grid_events
-from greenlab.core.train import events
 from greenlab.core.plan.config import GridRun, RunSettings, build_experiments, expand_grid
 from greenlab.core.store.database import Store
+from greenlab.core.train import events
 
-MODELS = {"resnet18": (311_000.0, 0.912, 840.0), "densenet121": (384_000.0, 0.897, 1010.0),
-          "vit_b_16": (978_000.0, 0.941, 2330.0)}  # baseline joules, accuracy, seconds
-TECHNIQUES = {"baseline": (1.0, 0.0, 1.0), "stego": (0.58, -0.004, 0.61), "prune": (0.97, -0.012, 0.99),
-              "lowrank": (0.94, -0.021, 0.95)}  # energy factor, accuracy change, time factor
+MODELS = {
+    "resnet18": (311_000.0, 0.912, 840.0),
+    "densenet121": (384_000.0, 0.897, 1010.0),
+    "vit_b_16": (978_000.0, 0.941, 2330.0),
+}  # baseline joules, accuracy, seconds
+TECHNIQUES = {
+    "baseline": (1.0, 0.0, 1.0),
+    "stego": (0.58, -0.004, 0.61),
+    "prune": (0.97, -0.012, 0.99),
+    "lowrank": (0.94, -0.021, 0.95),
+}  # energy factor, accuracy change, time factor
 SETTINGS = RunSettings(dataset="cifar10", epochs=3, batch_size=64, device="cuda:0", pretrained=True, idle_s=5.0)
-TECHNIQUE_SETTINGS = {"stego": {"bits": 16, "mode": "dtype", "tolerance": 1.0},
-                      "prune": {"amount": 0.5, "method": "l1-unstructured"},
-                      "lowrank": {"rank_ratio": 0.5, "energy": None}}
+TECHNIQUE_SETTINGS = {
+    "stego": {"bits": 16, "mode": "dtype", "tolerance": 1.0},
+    "prune": {"amount": 0.5, "method": "l1-unstructured"},
+    "lowrank": {"rank_ratio": 0.5, "energy": None},
+}
 GPU_SHARE, CPU_SHARE = 0.78, 0.2  # of each run's energy; dram takes the rest
 
 
 def _meters() -> dict[str, Any]:
-    return {"components": {
-        "gpu0": {"method": "counter", "name": "NVIDIA H100 80GB HBM3 (demo)", "counter": "nvmlDeviceGetTotalEnergyConsumption"},
-        "cpu": {"method": "estimate", "formula": "tdp_w / package_threads * cpu_seconds", "tdp_w": 205.0,
-                "why": "RAPL not readable without root"},
-        "dram": {"method": "estimate", "formula": "resident_gb * w_per_gb", "w_per_gb": 0.375}},
-        "fallbacks": {"cpu": "RAPL not readable without root"}, "idle_w": {"gpu0": 68.0}, "idle_s": 5.0}
+    return {
+        "components": {
+            "gpu0": {
+                "method": "counter",
+                "name": "NVIDIA H100 80GB HBM3 (demo)",
+                "counter": "nvmlDeviceGetTotalEnergyConsumption",
+            },
+            "cpu": {
+                "method": "estimate",
+                "formula": "tdp_w / package_threads * cpu_seconds",
+                "tdp_w": 205.0,
+                "why": "RAPL not readable without root",
+            },
+            "dram": {"method": "estimate", "formula": "resident_gb * w_per_gb", "w_per_gb": 0.375},
+        },
+        "fallbacks": {"cpu": "RAPL not readable without root"},
+        "idle_w": {"gpu0": 68.0},
+        "idle_s": 5.0,
+    }
 
 
 def _trace(rng: random.Random, seconds: float, mean_w: float, points: int = 240) -> list[tuple[float, float]]:
@@ -81,33 +103,78 @@ def _seed_run(store: Store, rng: random.Random, model: str, technique: str, repe
         energy, seconds, epochs_done = energy * 0.05, seconds * 0.05, 0
     techniques = {p: TECHNIQUE_SETTINGS[p] for p in parts if p in TECHNIQUE_SETTINGS}
     settings = {**asdict(SETTINGS), "techniques": techniques}
-    run_id = store.start_run({
-        "experiment": "demo", "model": model, "dataset": SETTINGS.dataset, "technique": technique,
-        "settings": settings, "settings_key": f"demo-{model}-{technique}-{repeat}", "seed": 0, "repeat": repeat,
-        "device": "cuda:0", "sampler_hz": 10.0, "carbon_g_per_kwh": 475.0, "pue": 1.0, "currency": "USD",
-        "meters": _meters()})
+    run_id = store.start_run(
+        {
+            "experiment": "demo",
+            "model": model,
+            "dataset": SETTINGS.dataset,
+            "technique": technique,
+            "settings": settings,
+            "settings_key": f"demo-{model}-{technique}-{repeat}",
+            "seed": 0,
+            "repeat": repeat,
+            "device": "cuda:0",
+            "sampler_hz": 10.0,
+            "carbon_g_per_kwh": 475.0,
+            "pue": 1.0,
+            "currency": "USD",
+            "meters": _meters(),
+        }
+    )
     gpu, cpu = energy * GPU_SHARE, energy * CPU_SHARE
     dram = energy - gpu - cpu
     idle_gpu = 68.0 * seconds
     components = [
-        {"component": "gpu0", "energy_j": gpu, "method": "counter", "idle_w": 68.0, "net_energy_j": gpu - idle_gpu,
-         "inputs": {"counter_mj_start": 912_345_000, "counter_mj_end": 912_345_000 + int(gpu * 1000),
-                    "polled_j": round(gpu * 0.993, 1)}, "flags": []},
-        {"component": "cpu", "energy_j": cpu, "method": "estimate", "idle_w": None, "net_energy_j": cpu,
-         "inputs": {"cpu_seconds": round(cpu / 205.0 * 64, 1), "tdp_w": 205.0, "package_threads": 64},
-         "flags": ["estimated_cpu"]},
-        {"component": "dram", "energy_j": dram, "method": "estimate", "idle_w": None, "net_energy_j": dram,
-         "inputs": {"mean_resident_gb": round(dram / seconds / 0.375, 2), "w_per_gb": 0.375}, "flags": []},
+        {
+            "component": "gpu0",
+            "energy_j": gpu,
+            "method": "counter",
+            "idle_w": 68.0,
+            "net_energy_j": gpu - idle_gpu,
+            "inputs": {
+                "counter_mj_start": 912_345_000,
+                "counter_mj_end": 912_345_000 + int(gpu * 1000),
+                "polled_j": round(gpu * 0.993, 1),
+            },
+            "flags": [],
+        },
+        {
+            "component": "cpu",
+            "energy_j": cpu,
+            "method": "estimate",
+            "idle_w": None,
+            "net_energy_j": cpu,
+            "inputs": {"cpu_seconds": round(cpu / 205.0 * 64, 1), "tdp_w": 205.0, "package_threads": 64},
+            "flags": ["estimated_cpu"],
+        },
+        {
+            "component": "dram",
+            "energy_j": dram,
+            "method": "estimate",
+            "idle_w": None,
+            "net_energy_j": dram,
+            "inputs": {"mean_resident_gb": round(dram / seconds / 0.375, 2), "w_per_gb": 0.375},
+            "flags": [],
+        },
     ]
     for epoch in range(1, epochs_done + 1):
         share = 1 / SETTINGS.epochs
-        store.add_epoch({"run_id": run_id, "epoch": epoch, "train_loss": round(1.9 / (epoch + 0.6) + 0.1, 4),
-                         "val_accuracy": accuracy - 0.05 * (SETTINGS.epochs - epoch),
-                         "val_f1": accuracy - 0.05 * (SETTINGS.epochs - epoch) - 0.01,
-                         "val_loss": round(1.7 / (epoch + 0.8) + 0.2, 4), "duration_s": seconds * share,
-                         "train_s": seconds * share * 0.9, "eval_s": seconds * share * 0.1,
-                         "energy_j": energy * share, "train_energy_j": energy * share * 0.92,
-                         "eval_energy_j": energy * share * 0.08})
+        store.add_epoch(
+            {
+                "run_id": run_id,
+                "epoch": epoch,
+                "train_loss": round(1.9 / (epoch + 0.6) + 0.1, 4),
+                "val_accuracy": accuracy - 0.05 * (SETTINGS.epochs - epoch),
+                "val_f1": accuracy - 0.05 * (SETTINGS.epochs - epoch) - 0.01,
+                "val_loss": round(1.7 / (epoch + 0.8) + 0.2, 4),
+                "duration_s": seconds * share,
+                "train_s": seconds * share * 0.9,
+                "eval_s": seconds * share * 0.1,
+                "energy_j": energy * share,
+                "train_energy_j": energy * share * 0.92,
+                "eval_energy_j": energy * share * 0.08,
+            }
+        )
     mean_gpu, mean_cpu, mean_dram = gpu / seconds, cpu / seconds, dram / seconds
     rows = []
     for component, mean_w in (("gpu0", mean_gpu), ("cpu", mean_cpu), ("dram", mean_dram)):
@@ -115,18 +182,39 @@ def _seed_run(store: Store, rng: random.Random, model: str, technique: str, repe
     store.add_samples(run_id, rows)
     completed = status == "completed"
     store.update_run(
-        run_id, status=status, finished_at="2025-06-01T12:00:00+00:00", duration_s=seconds,
+        run_id,
+        status=status,
+        finished_at="2025-06-01T12:00:00+00:00",
+        duration_s=seconds,
         train_s=seconds * 0.9 if completed else None,
-        error={"failed": "RuntimeError: CUDA out of memory while tracing the pruned graph (demo row)",
-               "interrupted": "cancelled by the user"}.get(status),
-        val_accuracy=accuracy if completed else None, val_f1=accuracy - 0.01 if completed else None,
-        energy_j=energy, energy_kwh=energy / 3.6e6, energy_measured_j=gpu, energy_estimated_j=cpu + dram,
-        energy_training_j=energy * epochs_done / SETTINGS.epochs, energy_net_j=energy - idle_gpu, idle_w=68.0, energy_gpu_j=gpu, energy_gpu_method="counter",
-        energy_cpu_j=cpu, energy_cpu_method="estimate", energy_dram_j=dram, energy_dram_method="estimate",
-        co2e_g=energy / 3.6e6 * 475.0, cost=energy / 3.6e6 * 0.30, params_total=11_181_642,
-        params_nonzero=5_590_821 if "prune" in parts else 11_181_642, params_total_before=11_181_642,
-        params_nonzero_before=11_181_642, flags=[], warnings=(
-            ["prune: unstructured pruning keeps every matrix its size"] if "prune" in parts else []))
+        error={
+            "failed": "RuntimeError: CUDA out of memory while tracing the pruned graph (demo row)",
+            "interrupted": "cancelled by the user",
+        }.get(status),
+        val_accuracy=accuracy if completed else None,
+        val_f1=accuracy - 0.01 if completed else None,
+        energy_j=energy,
+        energy_kwh=energy / 3.6e6,
+        energy_measured_j=gpu,
+        energy_estimated_j=cpu + dram,
+        energy_training_j=energy * epochs_done / SETTINGS.epochs,
+        energy_net_j=energy - idle_gpu,
+        idle_w=68.0,
+        energy_gpu_j=gpu,
+        energy_gpu_method="counter",
+        energy_cpu_j=cpu,
+        energy_cpu_method="estimate",
+        energy_dram_j=dram,
+        energy_dram_method="estimate",
+        co2e_g=energy / 3.6e6 * 475.0,
+        cost=energy / 3.6e6 * 0.30,
+        params_total=11_181_642,
+        params_nonzero=5_590_821 if "prune" in parts else 11_181_642,
+        params_total_before=11_181_642,
+        params_nonzero_before=11_181_642,
+        flags=[],
+        warnings=(["prune: unstructured pruning keeps every matrix its size"] if "prune" in parts else []),
+    )
     store.set_components(run_id, components)
     return run_id
 
@@ -180,10 +268,17 @@ class FrozenClock:
 
 
 def demo_grid() -> list[GridRun]:
-    data = {"defaults": {"dataset": "cifar10", "epochs": 3, "device": "cuda:0", "idle_s": 5, "order": "as-written"},
-            "experiment": [{"name": "demo", "models": ["resnet18", "vit_b_16"],
-                            "techniques": ["baseline", "stego", "prune"],
-                            "stego": {"bits": 16, "mode": "dtype"}}]}
+    data = {
+        "defaults": {"dataset": "cifar10", "epochs": 3, "device": "cuda:0", "idle_s": 5, "order": "as-written"},
+        "experiment": [
+            {
+                "name": "demo",
+                "models": ["resnet18", "vit_b_16"],
+                "techniques": ["baseline", "stego", "prune"],
+                "stego": {"bits": 16, "mode": "dtype"},
+            }
+        ],
+    }
     return expand_grid(build_experiments(data, source="demo"))
 
 
@@ -209,11 +304,36 @@ async def play_live_run(app: Any, pilot: Any, clock: FrozenClock, seconds: float
     post(supervisor.RunBegan(17, grid[1], tracker))
     await pilot.pause()
     tracker.t = clock.t = seconds
-    post(supervisor.ChildEvent(17, events.RunStarted(
-        device="cuda:0", dataset="cifar10", n_train=40_000, n_val=10_000, num_classes=10, image_size=224,
-        input_description="3x224x224 (CIFAR-10 resized)", batches_per_epoch=625, epochs=3)))
-    post(supervisor.ChildEvent(17, events.EpochFinished(
-        epoch=1, train_loss=0.8123, val_accuracy=0.8431, val_f1=0.8402, val_loss=0.6011, train_s=24.0, eval_s=3.1)))
+    post(
+        supervisor.ChildEvent(
+            17,
+            events.RunStarted(
+                device="cuda:0",
+                dataset="cifar10",
+                n_train=40_000,
+                n_val=10_000,
+                num_classes=10,
+                image_size=224,
+                input_description="3x224x224 (CIFAR-10 resized)",
+                batches_per_epoch=625,
+                epochs=3,
+            ),
+        )
+    )
+    post(
+        supervisor.ChildEvent(
+            17,
+            events.EpochFinished(
+                epoch=1,
+                train_loss=0.8123,
+                val_accuracy=0.8431,
+                val_f1=0.8402,
+                val_loss=0.6011,
+                train_s=24.0,
+                eval_s=3.1,
+            ),
+        )
+    )
     post(supervisor.ChildEvent(17, events.PhaseBegan(2, "train")))
     for batch in range(1, 402, 50):  # several batches at once: the newest supersedes the queued ones
         post(supervisor.ChildEvent(17, events.BatchFinished(2, batch, 625, 0.52 + 0.001 * (batch % 7))))

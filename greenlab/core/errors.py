@@ -15,8 +15,9 @@ class ConfigError(GreenLabError):
     The message names the file (and line when known), the key path, what is wrong and the fix.
     """
 
-    def __init__(self, message: str, *, source: str | None = None, line: int | None = None,
-                 key: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, source: str | None = None, line: int | None = None, key: str | None = None
+    ) -> None:
         self.detail = message
         self.source = source
         self.line = line
@@ -31,7 +32,7 @@ class ConfigError(GreenLabError):
             where = f"{where}: {self.key}" if where else self.key
         return f"{where}: {self.detail}" if where else self.detail
 
-    def located(self, source: str, line: int | None = None) -> "ConfigError":
+    def located(self, source: str, line: int | None = None) -> ConfigError:
         """The same error, placed in a file (settings validators know keys, not files)."""
         return ConfigError(self.detail, source=source, line=line if line else self.line, key=self.key)
 

@@ -12,25 +12,26 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
-
-from greenlab.core.report import formatting
+from greenlab.core.errors import ConfigError, GreenLabError
+from greenlab.core.grid.presenter import GridPresenter
+from greenlab.core.grid.session import GridRequest, GridSession
 from greenlab.core.plan.analysis import Plan
 from greenlab.core.plan.config import GridRun
-from greenlab.core.grid.presenter import GridPresenter
-from greenlab.core.errors import ConfigError, GreenLabError
-from greenlab.core.grid.session import GridRequest, GridSession
+from greenlab.core.report import formatting
 from greenlab.core.run.cancel import CancelToken
 from greenlab.core.store.database import Store
 from greenlab.tui import messages, preferences
@@ -76,8 +77,14 @@ class GreenLabApp(App[int]):
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
-    def __init__(self, db: str | os.PathLike[str] | None = None, theme: str | None = None,
-                 experiments: str | None = None, *, clock: Any = None) -> None:
+    def __init__(
+        self,
+        db: str | os.PathLike[str] | None = None,
+        theme: str | None = None,
+        experiments: str | None = None,
+        *,
+        clock: Any = None,
+    ) -> None:
         super().__init__()
         self.db_path = db
         self.experiments_path = experiments
@@ -142,8 +149,9 @@ class GreenLabApp(App[int]):
             setup, runs = self.query_one(SetupPane), self.runs_pane
         except NoMatches:  # closing before the panes were built
             return
-        prefs = preferences.Preferences(theme=self.theme, setup=setup.preference(), runs=runs.preference(),
-                                        keymap=self.preferences.keymap)
+        prefs = preferences.Preferences(
+            theme=self.theme, setup=setup.preference(), runs=runs.preference(), keymap=self.preferences.keymap
+        )
         if prefs == self._saved_preferences:
             return
         problem = preferences.save(prefs)
@@ -209,8 +217,11 @@ class GreenLabApp(App[int]):
                 group = "widget"
             described = binding.tooltip or binding.description
             groups[group].setdefault(described, self.get_key_display(binding))
-        rows = [(key, description) for group in ("pane", "app", "widget")
-                for description, key in sorted(groups[group].items(), key=lambda item: item[1])]
+        rows = [
+            (key, description)
+            for group in ("pane", "app", "widget")
+            for description, key in sorted(groups[group].items(), key=lambda item: item[1])
+        ]
         pane = PANES.get(self.query_one("#panes", TabbedContent).active, "")
         title = f"Keys: {pane} pane" if self.screen is self.screen_stack[0] else "Keys: this screen"
         self.push_screen(HelpScreen(title, rows))
@@ -224,7 +235,7 @@ class GreenLabApp(App[int]):
             in_field = isinstance(self.focused, Input)
             return not in_field if action == "pane_key" else in_field
         if action == "cancel_run":
-            return True if self._grid_active else False  # in the footer only while something runs
+            return self._grid_active  # in the footer only while something runs
         return True
 
     def action_cancel_run(self) -> None:
@@ -238,8 +249,10 @@ class GreenLabApp(App[int]):
 
     def _cancel_answered(self, answer: str | None) -> None:
         if answer == "run" and self._active_ray:
-            self.notify("Stopping this Ray grid: its running runs are stored as interrupted; the grids queued "
-                        "after it go on.", title="Cancel")
+            self.notify(
+                "Stopping this Ray grid: its running runs are stored as interrupted; the grids queued after it go on.",
+                title="Cancel",
+            )
             self._cancel_supervisor(only_current=True)
         elif answer == "run":
             self.notify("Stopping this run: it is stored as interrupted; the queue goes on.", title="Cancel")
@@ -288,36 +301,51 @@ class GreenLabApp(App[int]):
     def action_open_detail(self, run_id: int) -> None:
         assert self.store is not None
         store = self.store
-        self.push_screen(DetailScreen(run_id, {"run": store.run, "epochs": store.epochs,
-                                               "samples": store.samples, "components": store.components}))
+        self.push_screen(
+            DetailScreen(
+                run_id,
+                {"run": store.run, "epochs": store.epochs, "samples": store.samples, "components": store.components},
+            )
+        )
 
     # -- the command palette --------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for command in self._screen_commands(screen):
-            yield command
+        yield from self._screen_commands(screen)
 
     def _screen_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The app's actions by name, then the keys shown in the footer of the screen under the palette."""
-        commands = [SystemCommand(f"Show {title}", f"Switch to the {title.lower()} pane",
-                                  partial(self.action_show_pane, name)) for name, title in PANES.items()]
+        commands = [
+            SystemCommand(f"Show {title}", f"Switch to the {title.lower()} pane", partial(self.action_show_pane, name))
+            for name, title in PANES.items()
+        ]
         if screen is self.screen_stack[0]:
             setup, runs = self.query_one(SetupPane), self.runs_pane
             commands += [
-                SystemCommand("Run selection", "Run the models and techniques chosen in Setup (ctrl+r)",
-                              setup.action_run_selection),
-                SystemCommand("Load experiments file", "Queue the grid of the file named in Setup (ctrl+o)",
-                              setup.action_load_file),
+                SystemCommand(
+                    "Run selection",
+                    "Run the models and techniques chosen in Setup (ctrl+r)",
+                    setup.action_run_selection,
+                ),
+                SystemCommand(
+                    "Load experiments file",
+                    "Queue the grid of the file named in Setup (ctrl+o)",
+                    setup.action_load_file,
+                ),
                 SystemCommand("Refresh runs", "Read the run store again (f5)", runs.reload),
-                SystemCommand("Toggle energy chart", "Show or hide energy against accuracy (c)",
-                              runs.action_toggle_chart),
+                SystemCommand(
+                    "Toggle energy chart", "Show or hide energy against accuracy (c)", runs.action_toggle_chart
+                ),
             ]
         if self._grid_active:
-            commands.append(SystemCommand("Cancel", "Stop the current run, or the whole queue (x)",
-                                          self.action_cancel_run))
-        commands += [SystemCommand(f"Theme: {theme}", "Switch to this GreenLab theme",
-                                   partial(setattr, self, "theme", theme))
-                     for theme in sorted(self.available_themes) if theme.startswith("greenlab")]
+            commands.append(
+                SystemCommand("Cancel", "Stop the current run, or the whole queue (x)", self.action_cancel_run)
+            )
+        commands += [
+            SystemCommand(f"Theme: {theme}", "Switch to this GreenLab theme", partial(setattr, self, "theme", theme))
+            for theme in sorted(self.available_themes)
+            if theme.startswith("greenlab")
+        ]
         yield from commands
         # Footer keys of whatever has focus (sort, mark, back, ...), so each is also findable by name;
         # widget internals (cursor moves) stay out, as the footer leaves them out.
@@ -327,8 +355,9 @@ class GreenLabApp(App[int]):
             if not binding.show or not binding.description or not active.enabled or binding.description in titles:
                 continue
             titles.add(binding.description)
-            yield SystemCommand(binding.description, f"key: {binding.key}",
-                                partial(self.run_action, binding.action, active.node))
+            yield SystemCommand(
+                binding.description, f"key: {binding.key}", partial(self.run_action, binding.action, active.node)
+            )
 
     # -- grids and the worker -------------------------------------------------------------------------
     @on(SetupPane.GridRequested)
@@ -353,8 +382,15 @@ class GreenLabApp(App[int]):
             self._launch(self._grid_number, event.runs, event.force, event.ray, event.plan, event.source)
         self.action_show_pane("live")
 
-    def _launch(self, grid: int, runs: list[GridRun], force: bool, ray: str = "", plan: Plan | None = None,
-                source: str = "the setup form") -> None:
+    def _launch(
+        self,
+        grid: int,
+        runs: list[GridRun],
+        force: bool,
+        ray: str = "",
+        plan: Plan | None = None,
+        source: str = "the setup form",
+    ) -> None:
         self._grid_active = True
         self._active_ray = ray
         self._cancel_requested = False
@@ -362,10 +398,21 @@ class GreenLabApp(App[int]):
         # The grid's cancel exists before its session does: an x pressed during preflight or a fetch counts.
         self._token = CancelToken()
         self.refresh_bindings()
-        request = GridRequest(runs=runs, plan=plan or Plan.for_grid(runs), source=source, db=str(self.db_path),
-                              force=force, ray=ray or None)
-        self.run_worker(partial(self._supervise, grid, request, self._token), name=f"grid-{grid}", group="grid",
-                        thread=True, exit_on_error=False)
+        request = GridRequest(
+            runs=runs,
+            plan=plan or Plan.for_grid(runs),
+            source=source,
+            db=str(self.db_path),
+            force=force,
+            ray=ray or None,
+        )
+        self.run_worker(
+            partial(self._supervise, grid, request, self._token),
+            name=f"grid-{grid}",
+            group="grid",
+            thread=True,
+            exit_on_error=False,
+        )
 
     def _supervise(self, grid: int, request: GridRequest, token: CancelToken) -> int:
         """Runs in the worker thread: the grid session (preflight, fetch, the store, the local or Ray
@@ -384,19 +431,25 @@ class GreenLabApp(App[int]):
         if event.state == WorkerState.ERROR:
             error = worker.error
             if isinstance(error, GreenLabError):  # the user's to fix, told in full: a grid that cannot run here
-                self.notify(str(error), title="Grid not started", severity="error", timeout=ERROR_TOAST_S,
-                            markup=False)
+                self.notify(str(error), title="Grid not started", severity="error", timeout=ERROR_TOAST_S, markup=False)
             else:
-                self.notify(f"{type(error).__name__}: {error}", title=f"{worker.name} failed", severity="error",
-                            timeout=ERROR_TOAST_S, markup=False)
-        if worker.group != "grid" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
-                                                         WorkerState.CANCELLED):
+                self.notify(
+                    f"{type(error).__name__}: {error}",
+                    title=f"{worker.name} failed",
+                    severity="error",
+                    timeout=ERROR_TOAST_S,
+                    markup=False,
+                )
+        if worker.group != "grid" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             return
         grid = int(worker.name.split("-")[1])
         refused = isinstance(worker.error, GreenLabError)  # not started: preflight or a fetch said why
         self.live.snapshot = self.presenter.end_grid(
-            grid, cancelled=self._cancel_requested or (self._stop_current_requested and bool(self._active_ray))
-            or (event.state != WorkerState.SUCCESS and not refused))
+            grid,
+            cancelled=self._cancel_requested
+            or (self._stop_current_requested and bool(self._active_ray))
+            or (event.state != WorkerState.SUCCESS and not refused),
+        )
         self._grid_active = False
         self.refresh_bindings()
         if self._quitting:
@@ -410,7 +463,7 @@ class GreenLabApp(App[int]):
     def _grid_changed(self, message: messages.GridChanged) -> None:
         snapshot = message.snapshot
         self.live.snapshot = snapshot
-        stored = snapshot.stored[self._seen_stored:]  # runs stored since the last snapshot seen
+        stored = snapshot.stored[self._seen_stored :]  # runs stored since the last snapshot seen
         if not stored:
             return
         self._seen_stored = len(snapshot.stored)
@@ -420,10 +473,15 @@ class GreenLabApp(App[int]):
             entry = entries.get(run_id)
             if entry is None:
                 continue
-            severity = {"completed": "information", "interrupted": "warning"}.get(entry.status, "error")
+            severity: SeverityLevel = (
+                "information"
+                if entry.status == "completed"
+                else ("warning" if entry.status == "interrupted" else "error")
+            )
             energy = f", {formatting.energy(entry.energy_j)}" if entry.energy_j is not None else ""
-            self.notify(f"{entry.label}: {entry.status}{energy}", title=f"Run {run_id} stored", severity=severity,
-                        markup=False)
+            self.notify(
+                f"{entry.label}: {entry.status}{energy}", title=f"Run {run_id} stored", severity=severity, markup=False
+            )
 
     @on(RunsPane.DetailRequested)
     def _detail_requested(self, event: RunsPane.DetailRequested) -> None:
@@ -449,8 +507,11 @@ def run_app(db: str | None = None, theme: str | None = None, experiments: str | 
             from greenlab.core.errors import suggest
 
             names = sorted({*known, *BUILTIN_THEMES})
-            raise ConfigError(f"unknown theme '{theme}'{suggest(theme, names)} (known: {', '.join(names)}; "
-                              "add one as a TOML file in themes/)", key="--theme")
+            raise ConfigError(
+                f"unknown theme '{theme}'{suggest(theme, names)} (known: {', '.join(names)}; "
+                "add one as a TOML file in themes/)",
+                key="--theme",
+            )
     try:  # open the store once here, so a bad --db is one line on stderr, not a traceback in the UI
         Store(db).close()
     except (OSError, RuntimeError, sqlite3.Error) as exc:

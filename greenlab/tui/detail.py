@@ -7,7 +7,8 @@ computed here beyond formatting. Measured and estimated joules are shown apart, 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rich.markup import escape
 from textual.app import ComposeResult
@@ -19,6 +20,7 @@ from textual_plotext import PlotextPlot
 
 from greenlab.core.report.energy_to_target import accuracy_curve
 from greenlab.core.report.formatting import accuracy, duration, energy, json_column, kind_of_row
+from greenlab.tui.boxes import titled
 
 
 def _number(value: Any, unit: str = "", digits: int = 1) -> str:
@@ -45,12 +47,8 @@ class DetailScreen(Screen):
         yield Header()
         with VerticalScroll(id="detail-body"):
             yield Static(self._summary(), id="detail-summary")
-            trace = PlotextPlot(id="detail-trace")
-            trace.border_title = "Power trace (W, from the samples table)"
-            yield trace
-            curve = PlotextPlot(id="detail-to-target")
-            curve.border_title = "Energy to accuracy (epoch by epoch)"
-            yield curve
+            yield titled(PlotextPlot(id="detail-trace"), "Power trace (W, from the samples table)")
+            yield titled(PlotextPlot(id="detail-to-target"), "Energy to accuracy (epoch by epoch)")
             yield Label("Epochs", classes="section")
             yield DataTable(id="detail-epochs", cursor_type="none", zebra_stripes=True)
             yield Label("How the energy was obtained", classes="section")
@@ -94,8 +92,10 @@ class DetailScreen(Screen):
             f" x PUE {row.get('pue')}  cost {_number(row.get('cost'), ' ' + str(row.get('currency') or ''), 5)}",
         ]
         if row.get("params_total"):
-            lines.append(f"parameters {row.get('params_nonzero'):,} nonzero of {row['params_total']:,}"
-                         f" (before: {row.get('params_nonzero_before') or 0:,} of {row.get('params_total_before') or 0:,})")
+            lines.append(
+                f"parameters {row.get('params_nonzero'):,} nonzero of {row['params_total']:,}"
+                f" (before: {row.get('params_nonzero_before') or 0:,} of {row.get('params_total_before') or 0:,})"
+            )
         if row.get("error"):
             lines.append(f"[b]error[/] {escape(str(row['error']).splitlines()[0])}")
         for warning in json_column(row.get("warnings"), []):
@@ -107,16 +107,21 @@ class DetailScreen(Screen):
 
     def _epochs(self, epochs: list[dict[str, Any]]) -> None:
         table = self.query_one("#detail-epochs", DataTable)
-        for label in ("epoch", "train loss", "val acc", "f1", "val loss", "train s", "eval s", "energy",
-                      "cumulative"):
+        for label in ("epoch", "train loss", "val acc", "f1", "val loss", "train s", "eval s", "energy", "cumulative"):
             table.add_column(label, key=label)
         cumulative = {epoch: total for epoch, total, _accuracy in accuracy_curve(epochs)}
         for epoch in epochs:
-            table.add_row(str(epoch["epoch"]), _number(epoch.get("train_loss"), "", 4),
-                          accuracy(epoch.get("val_accuracy")), _number(epoch.get("val_f1"), "", 3),
-                          _number(epoch.get("val_loss"), "", 4), _number(epoch.get("train_s")),
-                          _number(epoch.get("eval_s")), energy(epoch.get("energy_j")),
-                          energy(cumulative.get(epoch["epoch"])))
+            table.add_row(
+                str(epoch["epoch"]),
+                _number(epoch.get("train_loss"), "", 4),
+                accuracy(epoch.get("val_accuracy")),
+                _number(epoch.get("val_f1"), "", 3),
+                _number(epoch.get("val_loss"), "", 4),
+                _number(epoch.get("train_s")),
+                _number(epoch.get("eval_s")),
+                energy(epoch.get("energy_j")),
+                energy(cumulative.get(epoch["epoch"])),
+            )
         if not table.row_count:
             table.add_row("-", "no epoch finished", "", "", "", "", "", "", "")
 
@@ -128,8 +133,12 @@ class DetailScreen(Screen):
         curve = accuracy_curve(epochs)
         target, reached = self.row.get("target_accuracy"), self.row.get("energy_to_target_j")
         if curve:
-            plt.plot([joules for _e, joules, _a in curve], [100 * a for _e, _j, a in curve], marker="braille",
-                     label="val acc")
+            plt.plot(
+                [joules for _e, joules, _a in curve],
+                [100 * a for _e, _j, a in curve],
+                marker="braille",
+                label="val acc",
+            )
             if target is not None:
                 plt.hline(100 * target)
         plt.xlabel("energy spent so far (J, training and evaluation windows)")
@@ -137,8 +146,10 @@ class DetailScreen(Screen):
         if target is None:
             plt.title("no target: no completed baseline of the same conditions" if curve else "no epoch energy")
         else:
-            plt.title(f"target {accuracy(target)} (baselines' mean - 1 pp): "
-                      + (f"reached after {energy(reached)}" if reached is not None else "never reached"))
+            plt.title(
+                f"target {accuracy(target)} (baselines' mean - 1 pp): "
+                + (f"reached after {energy(reached)}" if reached is not None else "never reached")
+            )
         plot.refresh()
 
     def _components(self) -> None:
@@ -146,10 +157,15 @@ class DetailScreen(Screen):
         for label in ("component", "energy", "method", "idle W", "net", "inputs", "flags"):
             table.add_column(label, key=label)
         for row in self.component_rows:
-            table.add_row(row["component"], energy(row.get("energy_j")), row.get("method") or "-",
-                          _number(row.get("idle_w")), energy(row.get("net_energy_j")),
-                          _inputs(json_column(row.get("inputs"), {})),
-                          ", ".join(json_column(row.get("flags"), [])) or "-")
+            table.add_row(
+                row["component"],
+                energy(row.get("energy_j")),
+                row.get("method") or "-",
+                _number(row.get("idle_w")),
+                energy(row.get("net_energy_j")),
+                _inputs(json_column(row.get("inputs"), {})),
+                ", ".join(json_column(row.get("flags"), [])) or "-",
+            )
         if not table.row_count:
             table.add_row("-", "-", "no components stored", "", "", "", "")
 

@@ -6,7 +6,8 @@ binding with an id, so a user keymap can move it. Escape always means the harmle
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -45,50 +46,67 @@ class ConfirmQuit(Question):
     """Asked when quitting while a run trains: quitting cancels it (stored as interrupted)."""
 
     ANSWERS = ((True, "Quit (y)", "error"), (False, "Keep running (n)", "primary"))
-    BINDINGS = [Binding("y", "answer(0)", "Quit", id="quit.yes"),
-                Binding("n,escape", "answer(1)", "Keep running", id="quit.no")]
+    BINDINGS = [
+        Binding("y", "answer(0)", "Quit", id="quit.yes"),
+        Binding("n,escape", "answer(1)", "Keep running", id="quit.no"),
+    ]
 
     def __init__(self) -> None:
-        super().__init__("A run is in progress. Quit anyway? It will be cancelled and stored as interrupted, "
-                         "with what it measured so far.")
+        super().__init__(
+            "A run is in progress. Quit anyway? It will be cancelled and stored as interrupted, "
+            "with what it measured so far."
+        )
 
 
 class CancelChoice(Question):
     """Asked by x: stop only the run in progress, or it and every run queued after it."""
 
-    ANSWERS = (("run", "This run (r)", "warning"), ("queue", "Whole queue (a)", "error"),
-               (None, "Keep running (n)", "primary"))
-    BINDINGS = [Binding("r", "answer(0)", "Stop this run", id="cancel.run"),
-                Binding("a", "answer(1)", "Stop the whole queue", id="cancel.queue"),
-                Binding("n,escape", "answer(2)", "Keep running", id="cancel.no")]
+    ANSWERS = (
+        ("run", "This run (r)", "warning"),
+        ("queue", "Whole queue (a)", "error"),
+        (None, "Keep running (n)", "primary"),
+    )
+    BINDINGS = [
+        Binding("r", "answer(0)", "Stop this run", id="cancel.run"),
+        Binding("a", "answer(1)", "Stop the whole queue", id="cancel.queue"),
+        Binding("n,escape", "answer(2)", "Keep running", id="cancel.no"),
+    ]
 
     def __init__(self, queued: int) -> None:
-        super().__init__(f"Stop the run in progress (stored as interrupted), or it and the {queued} run"
-                         f"{'s' if queued != 1 else ''} queued after it?")
+        super().__init__(
+            f"Stop the run in progress (stored as interrupted), or it and the {queued} run"
+            f"{'s' if queued != 1 else ''} queued after it?"
+        )
 
 
 class CancelRayGrid(CancelChoice):
     """Asked by x while a Ray grid runs: it runs several at once and stops as a whole (same keys, same ids)."""
 
     ANSWERS = (("run", "This grid (r)", "warning"), *CancelChoice.ANSWERS[1:])
-    BINDINGS = [Binding("r", "answer(0)", "Stop this Ray grid", id="cancel.run"),
-                *CancelChoice.BINDINGS[1:]]
+    BINDINGS = [Binding("r", "answer(0)", "Stop this Ray grid", id="cancel.run"), *CancelChoice.BINDINGS[1:]]
 
     def __init__(self) -> None:
-        Question.__init__(self, "Stop this Ray grid (its running runs stored as interrupted, the rest of it not "
-                          "started), or it and every grid queued after it?")
+        Question.__init__(
+            self,
+            "Stop this Ray grid (its running runs stored as interrupted, the rest of it not "
+            "started), or it and every grid queued after it?",
+        )
 
 
 class ConfirmDelete(Question):
     """Asked by d on the runs pane: deleting runs removes their epochs, samples and components too."""
 
     ANSWERS = ((True, "Delete (y)", "error"), (False, "Keep them (n)", "primary"))
-    BINDINGS = [Binding("y", "answer(0)", "Delete", id="delete.yes"),
-                Binding("n,escape", "answer(1)", "Keep them", id="delete.no")]
+    BINDINGS = [
+        Binding("y", "answer(0)", "Delete", id="delete.yes"),
+        Binding("n,escape", "answer(1)", "Keep them", id="delete.no"),
+    ]
 
     def __init__(self, count: int) -> None:
-        super().__init__(f"Delete {count} marked run{'s' if count != 1 else ''} from the store, with their "
-                         "epochs, samples and energy components? This cannot be undone.")
+        super().__init__(
+            f"Delete {count} marked run{'s' if count != 1 else ''} from the store, with their "
+            "epochs, samples and energy components? This cannot be undone."
+        )
 
 
 class HelpScreen(ModalScreen[None]):

@@ -11,16 +11,27 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from greenlab.core.train import compression
+from greenlab.core.errors import ConfigError
 from greenlab.core.plan.analysis import Plan
 from greenlab.core.plan.config import SETTING_KEYS, GridRun, RunSettings, build_grid
-from greenlab.core.errors import ConfigError
 from greenlab.core.plan.tomlfile import tomllib
+from greenlab.core.train import compression
 
 EXPERIMENT_NAME = "tui"
 # The training settings the form shows; everything else comes from the defaults (or an experiments file).
-FORM_SETTINGS = ("dataset", "epochs", "batch_size", "lr", "optimizer", "device", "repeats", "seed",
-                 "max_train_batches", "idle_s", "pretrained")
+FORM_SETTINGS = (
+    "dataset",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "device",
+    "repeats",
+    "seed",
+    "max_train_batches",
+    "idle_s",
+    "pretrained",
+)
 # Settings whose value is text: typed text is passed through, so "10" stays a (wrong) string, as in TOML.
 _TEXT_SETTINGS = {f.name for f in fields(RunSettings) if f.type in ("str", str)}
 # Technique settings that take one of a few names: the form offers a choice instead of free text.
@@ -79,8 +90,11 @@ def experiments_data(values: FormValues) -> dict[str, Any]:
         if value is not None and value != "":
             defaults[key] = value
     techniques = list(values.techniques) + _split(values.combinations)
-    experiment: dict[str, Any] = {"name": EXPERIMENT_NAME, "models": list(values.models) + _split(values.extra_models),
-                                  "techniques": techniques}
+    experiment: dict[str, Any] = {
+        "name": EXPERIMENT_NAME,
+        "models": list(values.models) + _split(values.extra_models),
+        "techniques": techniques,
+    }
     used = {part.strip() for spec in techniques for part in spec.split("+")}
     for name, table in values.technique_settings.items():
         if name not in used:
@@ -112,7 +126,7 @@ def field_of(error: ConfigError) -> str | None:
     key = error.key or ""
     for prefix in (f"experiment '{EXPERIMENT_NAME}'.", "defaults."):
         if key.startswith(prefix):
-            return key[len(prefix):]
+            return key[len(prefix) :]
     return key or None
 
 
@@ -131,8 +145,11 @@ def initial_values(experiments_path: str | None) -> FormValues:
             data = tomllib.loads(Path(experiments_path).read_text(encoding="utf-8"))
             defaults = data.get("defaults", {}) if isinstance(data.get("defaults"), dict) else {}
             experiments = data.get("experiment")
-            first = experiments[0] if isinstance(experiments, list) and experiments and \
-                isinstance(experiments[0], dict) else {}
+            first = (
+                experiments[0]
+                if isinstance(experiments, list) and experiments and isinstance(experiments[0], dict)
+                else {}
+            )
             analysis = data.get("analysis", {}) if isinstance(data.get("analysis"), dict) else {}
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             pass
@@ -144,15 +161,24 @@ def initial_values(experiments_path: str | None) -> FormValues:
     tables: dict[str, dict[str, Any]] = {}
     for name, table in compression.settings_tables().items():
         given = {**(defaults.get(name) or {}), **(first.get(name) or {})}
-        tables[name] = {key: _text({**table, **given}.get(key)) if (name, key) not in CHOICES
-                        else {**table, **given}.get(key) for key in table}
+        tables[name] = {
+            key: _text({**table, **given}.get(key)) if (name, key) not in CHOICES else {**table, **given}.get(key)
+            for key in table
+        }
     models = [m for m in first.get("models", []) if isinstance(m, str)] or ["tinycnn"]
     known = compression.technique_names()
     techniques = [t for t in first.get("techniques", []) if isinstance(t, str) and t in known] or ["baseline"]
     combinations = ", ".join(t for t in first.get("techniques", []) if isinstance(t, str) and "+" in t)
     hidden = {k: v for k, v in {**defaults, **first}.items() if k in SETTING_KEYS and k not in FORM_SETTINGS}
-    return FormValues(models=models, settings=settings, techniques=techniques, combinations=combinations,
-                      technique_settings=tables, hidden_settings=hidden, analysis=analysis)
+    return FormValues(
+        models=models,
+        settings=settings,
+        techniques=techniques,
+        combinations=combinations,
+        technique_settings=tables,
+        hidden_settings=hidden,
+        analysis=analysis,
+    )
 
 
 def _text(value: Any) -> str:

@@ -11,7 +11,7 @@ hundreds of times a second without the screen redrawing more than `REDRAW_HZ` ti
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from rich.markup import escape
 from textual import getters
@@ -22,9 +22,10 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Label, ProgressBar, Sparkline, Static
 from textual_plotext import PlotextPlot
 
-from greenlab.core.report import formatting
-from greenlab.core.measure.meter import MEASURED_METHODS
 from greenlab.core.grid.presenter import GridSnapshot, RunView, live
+from greenlab.core.measure.meter import MEASURED_METHODS
+from greenlab.core.report import formatting
+from greenlab.tui.boxes import titled
 
 REDRAW_HZ = 4  # a few Hz reads as live without spending the CPU the training needs
 PLOT_EVERY = 2  # the plotext chart is the costly part: redraw it every second tick
@@ -38,19 +39,18 @@ class LivePane(Vertical):
 
     snapshot: reactive[GridSnapshot | None] = reactive(None, always_update=True)
 
+    # the queue, the runs in flight and the current run's panel
     queue = getters.query_one("#queue", DataTable)
+    running_table = getters.query_one("#running", DataTable)
     title = getters.query_one("#run-title", Static)
     stats = getters.query_one("#run-stats", Static)
     energy_text = getters.query_one("#run-energy", Static)
     method = getters.query_one("#energy-method", Label)
     note_text = getters.query_one("#run-note", Static)
-    epoch_bar = getters.query_one("#epoch-bar", ProgressBar)
-    batch_bar = getters.query_one("#batch-bar", ProgressBar)
-    epoch_label = getters.query_one("#epoch-label", Label)
-    batch_label = getters.query_one("#batch-label", Label)
+
+    # power
     plot = getters.query_one("#power-plot", PlotextPlot)
     sparks = getters.query_one("#sparks", Vertical)
-    running_table = getters.query_one("#running", DataTable)
 
     def __init__(self, *, id: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(id=id)
@@ -68,9 +68,7 @@ class LivePane(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="live-top"):
-            table = DataTable(id="queue", cursor_type="row", zebra_stripes=True)
-            table.border_title = "Queue"
-            yield table
+            yield titled(DataTable(id="queue", cursor_type="row", zebra_stripes=True), "Queue")
             with Vertical(id="current"):
                 yield Static("", id="run-title")
                 with Horizontal(classes="bar-row"):
@@ -86,16 +84,10 @@ class LivePane(Vertical):
                     yield Static("", id="run-energy")
                 yield Static("", id="run-note")
         # Several runs at once (a Ray grid): one row each; the panel above follows the latest begun.
-        running = DataTable(id="running", cursor_type="none", zebra_stripes=True)
-        running.border_title = "Running now"
-        yield running
+        yield titled(DataTable(id="running", cursor_type="none", zebra_stripes=True), "Running now")
         with Horizontal(id="live-bottom"):
-            plot = PlotextPlot(id="power-plot")
-            plot.border_title = "Power (W)"
-            yield plot
-            sparks = Vertical(id="sparks")
-            sparks.border_title = "Now"
-            yield sparks
+            yield titled(PlotextPlot(id="power-plot"), "Power (W)")
+            yield titled(Vertical(id="sparks"), "Now")
 
     def on_mount(self) -> None:
         # Two columns keep the queue readable at 80 columns; the energy joins the status once stored.
@@ -153,12 +145,20 @@ class LivePane(Vertical):
         # the epoch bar moves with the batches, so a long epoch does not look stalled
         epochs_done = max(current.epoch - 1, 0) + current.batch / batches
         completed = current.stored is not None and current.phase == "completed"
-        self._bars(current.epochs if completed else epochs_done, current.epochs, current.batch, batches,
-                   f"epoch {current.epoch}/{current.epochs}", f"batch {current.batch}/{current.batches}")
+        self._bars(
+            current.epochs if completed else epochs_done,
+            current.epochs,
+            current.batch,
+            batches,
+            f"epoch {current.epoch}/{current.epochs}",
+            f"batch {current.batch}/{current.batches}",
+        )
         loss = f"{current.loss:.4f}" if current.loss is not None else "-"
         ends = formatting.clock(figures.eta_s) if current.stored is None else ("done" if completed else "-")
-        self.stats.update(f"elapsed {formatting.clock(figures.elapsed_s)}  ETA {ends}  loss {loss}"
-                          f"  val acc {formatting.accuracy(current.val_accuracy)}")
+        self.stats.update(
+            f"elapsed {formatting.clock(figures.elapsed_s)}  ETA {ends}  loss {loss}"
+            f"  val acc {formatting.accuracy(current.val_accuracy)}"
+        )
         self._energy(current, figures.energy_j)
         self.note_text.update(Content(current.note or self.note))  # log lines and errors: text, not markup
         self._sparks(current, figures.component_j)
@@ -178,10 +178,16 @@ class LivePane(Vertical):
         rows = {}
         for view in running:
             figures = live(view, now)
-            rows[str(view.run_id)] = (view.label, str(view.run_id), view.device or "-", f"{view.done_fraction:.0%}",
-                                      formatting.clock(figures.eta_s), formatting.energy(figures.energy_j))
+            rows[str(view.run_id)] = (
+                view.label,
+                str(view.run_id),
+                view.device or "-",
+                f"{view.done_fraction:.0%}",
+                formatting.clock(figures.eta_s),
+                formatting.energy(figures.energy_j),
+            )
         # Cells change in place: clearing would reset the scroll of a table taller than its pane.
-        for key in [row.value for row in table.rows if row.value not in rows]:
+        for key in [row.value for row in table.rows if row.value is not None and row.value not in rows]:
             table.remove_row(key)
         present = {row.value for row in table.rows}
         for key, cells in rows.items():
@@ -192,12 +198,18 @@ class LivePane(Vertical):
                 if str(table.get_cell(key, column)) != value:
                     table.update_cell(key, column, value)
 
-    def _bars(self, epoch: float, epochs: float | None, batch: float, batches: float | None,
-              epoch_label: str, batch_label: str) -> None:
-        self.epoch_bar.update(total=epochs, progress=epoch)
-        self.batch_bar.update(total=batches, progress=batch)
-        self.epoch_label.update(epoch_label)
-        self.batch_label.update(batch_label)
+    def _bars(
+        self,
+        epoch: float,
+        epochs: float | None,
+        batch: float,
+        batches: float | None,
+        epoch_label: str,
+        batch_label: str,
+    ) -> None:
+        for name, total, done, text in (("epoch", epochs, epoch, epoch_label), ("batch", batches, batch, batch_label)):
+            self.query_one(f"#{name}-bar", ProgressBar).update(total=total, progress=done)
+            self.query_one(f"#{name}-label", Label).update(text)
 
     def _energy(self, current: RunView, joules: float | None) -> None:
         kind = current.kind
@@ -220,8 +232,11 @@ class LivePane(Vertical):
             points = self._window(current, component)
             watts = points[-1][1] if points else None
             kind = "meas." if current.methods.get(component) in MEASURED_METHODS else "est."
-            label = (f"{component:<5}{watts:>7.1f} W {kind:<5} {joules.get(component, 0.0):>8,.1f} J"
-                     if watts is not None else f"{component:<5}      - W {kind}")
+            label = (
+                f"{component:<5}{watts:>7.1f} W {kind:<5} {joules.get(component, 0.0):>8,.1f} J"
+                if watts is not None
+                else f"{component:<5}      - W {kind}"
+            )
             self.query_one(f"#spark-label-{component}", Static).update(label)
             # Sparkline repaints on reassignment only: always give it a new list
             self.query_one(f"#spark-{component}", Sparkline).data = [w for _t, w in points[-120:]]

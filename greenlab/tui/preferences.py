@@ -76,7 +76,7 @@ def load(path: Path | None = None) -> tuple[Preferences, list[str]]:
             values[key] = value
     keymap = values.get("keymap", {})
     if any(not isinstance(keys, str) for keys in keymap.values()):
-        warnings.append(f"{path}: keymap values must be strings of keys, e.g. \"runs.sort\" = \"o\"; ignored")
+        warnings.append(f'{path}: keymap values must be strings of keys, e.g. "runs.sort" = "o"; ignored')
         values["keymap"] = {}
     return Preferences(**values), warnings
 
@@ -108,8 +108,16 @@ def _table(lines: list[str], name: str, table: dict[str, Any]) -> None:
 
 def to_toml(preferences: Preferences) -> str:
     lines = ["# GreenLab's TUI preferences, written when the app closes; edit freely (see docs/tui.md, Preferences)."]
-    _table(lines, "", {"theme": preferences.theme, "keymap": preferences.keymap, "runs": preferences.runs,
-                       "setup": preferences.setup})
+    _table(
+        lines,
+        "",
+        {
+            "theme": preferences.theme,
+            "keymap": preferences.keymap,
+            "runs": preferences.runs,
+            "setup": preferences.setup,
+        },
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -118,8 +126,9 @@ def save(preferences: Preferences, path: Path | None = None) -> str | None:
     path = path or config_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False,
-                                         prefix=".config-", suffix=".toml") as handle:
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=path.parent, delete=False, prefix=".config-", suffix=".toml"
+        ) as handle:
             handle.write(to_toml(preferences))
         os.replace(handle.name, path)
     except OSError as exc:

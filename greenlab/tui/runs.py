@@ -7,8 +7,9 @@ so the table is rebuilt from data, never edited cell by cell. Opening a row asks
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from rich.text import Text
 from textual import on
@@ -20,10 +21,12 @@ from textual.widgets import DataTable, Input, Label, Select
 from textual_plotext import PlotextPlot
 
 from greenlab.core.report import compare
-from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
 from greenlab.core.report.compare import changes, format_change
 from greenlab.core.report.formats import change_text
+from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
 from greenlab.core.store.database import STATUSES
+from greenlab.core.store.rows import Row
+from greenlab.tui.boxes import titled
 from greenlab.tui.dialogs import ConfirmDelete
 
 FILTERS = ("model", "technique", "status")
@@ -51,8 +54,9 @@ def accuracy_text(row: dict[str, Any]) -> str:
 
 def matches(row: dict[str, Any], query: str) -> bool:
     """The `/` search: every word appears in the run's id, model, technique, status, experiment or dataset."""
-    text = " ".join(str(row.get(k) or "") for k in ("id", "model", "technique", "status", "experiment",
-                                                     "dataset")).lower()
+    text = " ".join(
+        str(row.get(k) or "") for k in ("id", "model", "technique", "status", "experiment", "dataset")
+    ).lower()
     return all(word in text for word in query.lower().split())
 
 
@@ -64,33 +68,63 @@ COLUMNS: tuple[Column, ...] = (
     Column("technique", "technique", lambda r: r["technique"], lambda r: r["technique"]),
     Column("status", "status", lambda r: r["status"], lambda r: r["status"]),
     Column("energy", "energy", lambda r: r.get("energy_j"), lambda r: energy(r.get("energy_j")), True),
-    Column("d_energy", "Δ energy", lambda r: r.get("change_energy_j"),
-           lambda r: format_change(r.get("change_energy_j")), True),
-    Column("accuracy", "acc", lambda r: r["val_accuracy"] if r.get("val_accuracy") is not None
-           else r.get("partial_accuracy"), accuracy_text, True),
-    Column("d_accuracy", "Δ acc", lambda r: r.get("change_val_accuracy"),
-           lambda r: format_change(r.get("change_val_accuracy"), "val_accuracy"), True),
-    Column("training", "training", lambda r: r.get("energy_training_j"),
-           lambda r: energy(r.get("energy_training_j")), True),
-    Column("d_training", "Δ training", lambda r: r.get("change_energy_training_j"),
-           lambda r: format_change(r.get("change_energy_training_j")), True),
+    Column(
+        "d_energy",
+        "Δ energy",
+        lambda r: r.get("change_energy_j"),
+        lambda r: format_change(r.get("change_energy_j")),
+        True,
+    ),
+    Column(
+        "accuracy",
+        "acc",
+        lambda r: r["val_accuracy"] if r.get("val_accuracy") is not None else r.get("partial_accuracy"),
+        accuracy_text,
+        True,
+    ),
+    Column(
+        "d_accuracy",
+        "Δ acc",
+        lambda r: r.get("change_val_accuracy"),
+        lambda r: format_change(r.get("change_val_accuracy"), "val_accuracy"),
+        True,
+    ),
+    Column(
+        "training", "training", lambda r: r.get("energy_training_j"), lambda r: energy(r.get("energy_training_j")), True
+    ),
+    Column(
+        "d_training",
+        "Δ training",
+        lambda r: r.get("change_energy_training_j"),
+        lambda r: format_change(r.get("change_energy_training_j")),
+        True,
+    ),
     Column("time", "time", lambda r: r.get("duration_s"), lambda r: duration(r.get("duration_s")), True),
-    Column("d_time", "Δ time", lambda r: r.get("change_duration_s"),
-           lambda r: format_change(r.get("change_duration_s")), True),
+    Column(
+        "d_time",
+        "Δ time",
+        lambda r: r.get("change_duration_s"),
+        lambda r: format_change(r.get("change_duration_s")),
+        True,
+    ),
     Column("method", "energy is", kind_of_row, kind_of_row),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 
 
-def with_changes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_changes(rows: Sequence[Row]) -> list[dict[str, Any]]:
     """Rows with `change_<metric>`: percent against the mean of their completed matching baselines."""
-    return [{**row, **{f"change_{m}": value for m, value in change.items()}}
-            for row, change in zip(rows, changes(rows))]
+    return [
+        {**row, **{f"change_{m}": value for m, value in change.items()}} for row, change in zip(rows, changes(rows))
+    ]
 
 
 def filter_rows(rows: list[dict[str, Any]], filters: dict[str, str | None], query: str = "") -> list[dict[str, Any]]:
-    return [r for r in rows if all(value is None or r.get(key) == value for key, value in filters.items())
-            and matches(r, query)]
+    return [
+        r
+        for r in rows
+        if all(value is None or r.get(key) == value for key, value in filters.items()) and matches(r, query)
+    ]
 
 
 def fill(table: DataTable, columns: list[tuple[str, str, bool]], rows: list[tuple[str, list[Text | str]]]) -> None:
@@ -100,8 +134,10 @@ def fill(table: DataTable, columns: list[tuple[str, str, bool]], rows: list[tupl
     filter) otherwise keeps every column at its header's width until it is focused again.
     """
     table.clear(columns=True)
-    widths = [max([len(label), *(Text(str(cells[i])).cell_len for _key, cells in rows)])
-              for i, (_key, label, _right) in enumerate(columns)]
+    widths = [
+        max([len(label), *(Text(str(cells[i])).cell_len for _key, cells in rows)])
+        for i, (_key, label, _right) in enumerate(columns)
+    ]
     for (key, label, right), width in zip(columns, widths):
         table.add_column(Text(label, justify="right" if right else "left"), key=key, width=width)
     for key, cells in rows:
@@ -175,8 +211,12 @@ class RunsPane(Vertical):
             self.wanted_filters = {k: str(v) for k, v in filters.items() if k in FILTERS and v}
 
     def preference(self) -> dict[str, Any]:
-        return {"sort": self.sort_column, "reverse": self.reverse, "search": self.query_text,
-                "filters": {k: v for k, v in self.filters().items() if v is not None}}
+        return {
+            "sort": self.sort_column,
+            "reverse": self.reverse,
+            "search": self.query_text,
+            "filters": {k: v for k, v in self.filters().items() if v is not None},
+        }
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="filters"):
@@ -184,15 +224,14 @@ class RunsPane(Vertical):
                 yield Select([], prompt=f"{key}: all", id=f"filter-{key}", compact=True)
             yield Input(self.query_text, placeholder="/ search", id="runs-search", compact=True)
             yield Label("", id="runs-count")
-        verdicts = DataTable(id="verdicts-table", cursor_type="none", zebra_stripes=True)
-        verdicts.border_title = "Verdicts: training energy against the matching baseline"
-        yield verdicts
-        table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield titled(
+            DataTable(id="verdicts-table", cursor_type="none", zebra_stripes=True),
+            "Verdicts: training energy against the matching baseline",
+        )
+        table: DataTable[Any] = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         table.fixed_columns = PINNED
         yield table
-        chart = PlotextPlot(id="tradeoff")
-        chart.border_title = "Energy against accuracy"
-        yield chart
+        yield titled(PlotextPlot(id="tradeoff"), "Energy against accuracy")
 
     def on_mount(self) -> None:
         self.reload()
@@ -202,8 +241,10 @@ class RunsPane(Vertical):
         """Read the store again and rebuild the filters, table and chart; keeps the cursor's run."""
         partial = self.store.last_epoch_accuracies()
         stored = self.store.runs()
-        self.rows = [{**row, "partial_accuracy": partial.get(row["id"]) if row["status"] != "completed" else None}
-                     for row in with_changes(stored)]
+        self.rows = [
+            {**row, "partial_accuracy": partial.get(row["id"]) if row["status"] != "completed" else None}
+            for row in with_changes(stored)
+        ]
         self._generation += 1
         self.comparisons = None
         self._judge(self._generation, stored, self.store.plans())
@@ -232,8 +273,10 @@ class RunsPane(Vertical):
         if table.row_count and table.cursor_row < table.row_count:
             keep = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         self.shown = sort_rows(filter_rows(self.rows, self.filters(), self.query_text), self.sort_column, self.reverse)
-        headers = [(c.key, c.label + ((" ▼" if self.reverse else " ▲") if c.key == self.sort_column else ""), c.right)
-                   for c in COLUMNS]
+        headers = [
+            (c.key, c.label + ((" ▼" if self.reverse else " ▲") if c.key == self.sort_column else ""), c.right)
+            for c in COLUMNS
+        ]
         rows = []
         for row in self.shown[:ROW_LIMIT]:
             cells: list[Text | str] = []
@@ -241,8 +284,13 @@ class RunsPane(Vertical):
                 text = column.text(row)
                 if column.key == "id" and row["id"] in self.marked:
                     text = "•" + text
-                cells.append(Text(text, justify="right" if column.right else "left",
-                                  style=_status_style(row["status"]) if column.key == "status" else ""))
+                cells.append(
+                    Text(
+                        text,
+                        justify="right" if column.right else "left",
+                        style=_status_style(row["status"]) if column.key == "status" else "",
+                    )
+                )
             rows.append((str(row["id"]), cells))
         fill(table, headers, rows)
         if keep is not None and any(key == keep for key, _ in rows):
@@ -251,7 +299,8 @@ class RunsPane(Vertical):
         listed = f", first {ROW_LIMIT} listed" if len(self.shown) > ROW_LIMIT else ""
         self.query_one("#runs-count", Label).update(
             f"{len(self.shown)} of {len(self.rows)} runs{listed}"
-            + (f", {len(self.marked)} marked" if self.marked else ""))
+            + (f", {len(self.marked)} marked" if self.marked else "")
+        )
         # The legend sits under the table it explains: the filter bar has no room for it at 80 columns.
         table.border_subtitle = "(acc) = last epoch of a stopped run" if partial else ""
         self._verdicts()
@@ -266,8 +315,15 @@ class RunsPane(Vertical):
             self.post_message(self.VerdictsJudged(generation, comparisons))
 
         # A described worker: the @work decorator would describe it by the repr of thousands of rows.
-        self.run_worker(judge, name="verdicts", group="verdicts", description="judging the store's verdicts",
-                        thread=True, exclusive=True, exit_on_error=False)
+        self.run_worker(
+            judge,
+            name="verdicts",
+            group="verdicts",
+            description="judging the store's verdicts",
+            thread=True,
+            exclusive=True,
+            exit_on_error=False,
+        )
 
     @on(VerdictsJudged)
     def _judged(self, message: VerdictsJudged) -> None:
@@ -280,8 +336,10 @@ class RunsPane(Vertical):
         interval that matches its verdict], the verdict, p after Holm with the plan's family size, and the
         accuracy difference in pp, as `greenlab report` computes them on the whole store."""
         table = self.query_one("#verdicts-table", DataTable)
-        heads = [(label, label, False) for label in ("model", "technique", "n", "Δ energy [CI]", "verdict",
-                                                     "p Holm (of)", "Δ acc [CI]")]
+        heads = [
+            (label, label, False)
+            for label in ("model", "technique", "n", "Δ energy [CI]", "verdict", "p Holm (of)", "Δ acc [CI]")
+        ]
         if self.comparisons is None:
             fill(table, heads, [("judging", ["-", "judging the store's verdicts…", "", "", "", "", ""])])
             return
@@ -292,12 +350,27 @@ class RunsPane(Vertical):
             if c.metric != compare.HEADLINE:
                 continue
             p = "-" if c.p_holm is None else ("<0.001" if c.p_holm < 0.001 else f"{c.p_holm:.3f}")
-            rows.append((f"{c.conditions}-{c.technique}",
-                         [c.model, c.technique, f"{c.stats.n} v {c.stats.n_baseline}", change_text(c, with_ci=True),
-                          Text(c.word, style=_VERDICT_STYLE.get(c.verdict, "")), f"{p} ({c.holm_family})",
-                          change_text(accuracy_of.get(c.cell), with_ci=True)]))
+            rows.append(
+                (
+                    f"{c.conditions}-{c.technique}",
+                    [
+                        c.model,
+                        c.technique,
+                        f"{c.stats.n} v {c.stats.n_baseline}",
+                        change_text(c, with_ci=True),
+                        Text(c.word, style=_VERDICT_STYLE.get(c.verdict, "")),
+                        f"{p} ({c.holm_family})",
+                        change_text(accuracy_of.get(c.cell), with_ci=True),
+                    ],
+                )
+            )
         if not rows:
             rows = [("none", ["-", "no technique with a completed baseline among the shown runs", "", "", "", "", ""])]
+        roles = {c.role for c in chosen if c.metric == compare.HEADLINE}
+        table.border_title = (
+            f"Verdicts: training energy ({' and '.join(sorted(roles)) or 'primary'} metric) "
+            "against the matching baseline"
+        )
         fill(table, heads, rows)
 
     def _chart(self) -> None:
@@ -307,17 +380,25 @@ class RunsPane(Vertical):
         plt.clear_figure()
         # A superseded run was replaced by its forced rerun: plotting both would show the work twice.
         chosen = [r for r in self.shown if r["id"] in self.marked] or [
-            r for r in self.shown if r["status"] != "superseded" or self.filters().get("status") == "superseded"]
+            r for r in self.shown if r["status"] != "superseded" or self.filters().get("status") == "superseded"
+        ]
         points = [r for r in chosen if r.get("energy_j") is not None and r.get("val_accuracy") is not None]
         use_wh = any(r["energy_j"] >= 3600 for r in points)
         for technique in sorted({r["technique"] for r in points}):
             group = [r for r in points if r["technique"] == technique]
-            plt.scatter([r["energy_j"] / 3600 if use_wh else r["energy_j"] for r in group],
-                        [100 * r["val_accuracy"] for r in group], label=technique, marker="dot")
+            plt.scatter(
+                [r["energy_j"] / 3600 if use_wh else r["energy_j"] for r in group],
+                [100 * r["val_accuracy"] for r in group],
+                label=technique,
+                marker="dot",
+            )
         plt.xlabel("energy (Wh)" if use_wh else "energy (J)")
         plt.ylabel("val acc %")
-        chart.border_title = (f"Energy against accuracy: {len(points)} marked runs" if self.marked
-                              else f"Energy against accuracy: {len(points)} shown runs")
+        chart.border_title = (
+            f"Energy against accuracy: {len(points)} marked runs"
+            if self.marked
+            else f"Energy against accuracy: {len(points)} shown runs"
+        )
         chart.refresh()
 
     # -- events and actions ---------------------------------------------------------------------------
@@ -360,7 +441,7 @@ class RunsPane(Vertical):
 
     @on(DataTable.HeaderSelected)
     def _header(self, event: DataTable.HeaderSelected) -> None:
-        key = event.column_key.value
+        key = str(event.column_key.value)
         if key == self.sort_column:
             self.reverse = not self.reverse
         else:
@@ -370,7 +451,7 @@ class RunsPane(Vertical):
 
     @on(DataTable.RowSelected)
     def _open(self, event: DataTable.RowSelected) -> None:
-        self.post_message(self.DetailRequested(int(event.row_key.value)))
+        self.post_message(self.DetailRequested(int(event.row_key.value or 0)))
 
     def action_sort_next(self) -> None:
         index = COLUMN_KEYS.index(self.sort_column)
@@ -388,7 +469,7 @@ class RunsPane(Vertical):
         table = self.query_one("#runs-table", DataTable)
         if not table.row_count:
             return
-        run_id = int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        run_id = int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value or 0)
         self.marked ^= {run_id}
         self._show()
 

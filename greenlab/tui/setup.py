@@ -20,17 +20,27 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionLis
 from textual.widgets.select import InvalidSelectValueError
 from textual.widgets.selection_list import Selection
 
-from greenlab.core.train import compression, datasets, zoo
+from greenlab.core.errors import ConfigError
 from greenlab.core.plan.analysis import Plan
 from greenlab.core.plan.config import GridRun, load_grid
 from greenlab.core.plan.settings import OPTIMIZERS
-from greenlab.core.errors import ConfigError
+from greenlab.core.train import compression, datasets, zoo
 from greenlab.tui import form
 from greenlab.tui.ticks import TickBox, TickList
 
-_LABELS = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch size", "lr": "lr",
-           "optimizer": "optimizer", "device": "device", "repeats": "repeats", "seed": "seed",
-           "max_train_batches": "max batches", "idle_s": "idle s", "pretrained": "pretrained weights"}
+_LABELS = {
+    "dataset": "dataset",
+    "epochs": "epochs",
+    "batch_size": "batch size",
+    "lr": "lr",
+    "optimizer": "optimizer",
+    "device": "device",
+    "repeats": "repeats",
+    "seed": "seed",
+    "max_train_batches": "max batches",
+    "idle_s": "idle s",
+    "pretrained": "pretrained weights",
+}
 _DEVICES = ["auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps"]
 
 
@@ -62,8 +72,9 @@ class SetupPane(Vertical):
         ray: str = ""  # a Ray address (local, auto, ray://host:port); empty: this machine, one run at a time
         plan: Plan | None = None  # the analysis plan its verdicts are judged by
 
-    def __init__(self, experiments_path: str | None = None, *, restore: dict[str, Any] | None = None,
-                 id: str | None = None) -> None:
+    def __init__(
+        self, experiments_path: str | None = None, *, restore: dict[str, Any] | None = None, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
         self.experiments_path = experiments_path or ""
         self.initial = form.initial_values(experiments_path)  # what "changed" is measured against
@@ -78,9 +89,12 @@ class SetupPane(Vertical):
             with Vertical(id="models-col", classes="column"):
                 yield Label("Models        [dim]params  in[/]", classes="section")
                 yield TickList(
-                    *(Selection(model_prompt(spec), spec.name, spec.name in initial.models, id=f"m-{spec.name}")
-                      for spec in zoo.MODELS.values()),
-                    id="f-models")
+                    *(
+                        Selection(model_prompt(spec), spec.name, spec.name in initial.models, id=f"m-{spec.name}")
+                        for spec in zoo.MODELS.values()
+                    ),
+                    id="f-models",
+                )
                 with Horizontal(classes="row"):
                     yield Label("more", classes="field-label short")
                     yield Input(placeholder="hf:<id>, ...", id="f-extra_models", compact=True)
@@ -95,22 +109,32 @@ class SetupPane(Vertical):
                     yield Label("Techniques", classes="section")
                     tables = initial.technique_settings
                     for name in compression.technique_names():
-                        yield TickBox(name, name in initial.techniques, id=f"t-{name}", compact=True,
-                                       classes="technique")
+                        yield TickBox(
+                            name, name in initial.techniques, id=f"t-{name}", compact=True, classes="technique"
+                        )
                         for key, value in tables.get(name, {}).items():
                             yield from self._technique_row(name, key, value)
                     with Horizontal(classes="row"):
                         yield Label("combine", classes="field-label short")
-                        yield Input(initial.combinations, placeholder="prune+stego, ...", id="f-combinations",
-                                    compact=True)
+                        yield Input(
+                            initial.combinations, placeholder="prune+stego, ...", id="f-combinations", compact=True
+                        )
         yield Static("", id="setup-status")
         with Horizontal(id="setup-actions"):
             yield Button("Run selection", id="run-selection", variant="primary", compact=True)
-            yield TickBox("force rerun", id="f-force", compact=True,
-                           tooltip="rerun runs already completed with identical settings")
+            yield TickBox(
+                "force rerun",
+                id="f-force",
+                compact=True,
+                tooltip="rerun runs already completed with identical settings",
+            )
             yield Input(self.experiments_path, placeholder="experiments.toml", id="f-file", compact=True)
-            yield Input(placeholder="ray: off", id="f-ray", compact=True,
-                        tooltip="Run on Ray: local, auto or ray://host:port (empty: here, one run at a time)")
+            yield Input(
+                placeholder="ray: off",
+                id="f-ray",
+                compact=True,
+                tooltip="Run on Ray: local, auto or ray://host:port (empty: here, one run at a time)",
+            )
             yield Button("Load file", id="load-file", compact=True)
 
     def _setting_row(self, key: str, value: Any) -> ComposeResult:
@@ -120,24 +144,41 @@ class SetupPane(Vertical):
         with Horizontal(classes="row"):
             yield Label(_LABELS[key], classes="field-label", id=f"l-{key}")
             if key == "optimizer":
-                yield Select([(o, o) for o in OPTIMIZERS], value=value if value in OPTIMIZERS else OPTIMIZERS[0],
-                             allow_blank=False, id="f-optimizer", compact=True)
+                yield Select(
+                    [(o, o) for o in OPTIMIZERS],
+                    value=value if value in OPTIMIZERS else OPTIMIZERS[0],
+                    allow_blank=False,
+                    id="f-optimizer",
+                    compact=True,
+                )
             else:
-                suggester = {"dataset": SuggestFromList(list(datasets.NAMES)),
-                             "device": SuggestFromList(_DEVICES)}.get(key)
-                yield Input(str(value), id=f"f-{key}", compact=True, suggester=suggester,
-                            placeholder="none" if key == "max_train_batches" else "")
+                suggester = {"dataset": SuggestFromList(list(datasets.NAMES)), "device": SuggestFromList(_DEVICES)}.get(
+                    key
+                )
+                yield Input(
+                    str(value),
+                    id=f"f-{key}",
+                    compact=True,
+                    suggester=suggester,
+                    placeholder="none" if key == "max_train_batches" else "",
+                )
 
     def _technique_row(self, name: str, key: str, value: Any) -> ComposeResult:
         with Horizontal(classes="row technique-setting"):
             yield Label(key.replace("_", " "), classes="field-label", id=f"l-{name}-{key}")
             choices = form.CHOICES.get((name, key))
             if choices:
-                yield Select([(c, c) for c in choices], value=value if value in choices else choices[0],
-                             allow_blank=False, id=f"f-{name}-{key}", compact=True)
+                yield Select(
+                    [(c, c) for c in choices],
+                    value=value if value in choices else choices[0],
+                    allow_blank=False,
+                    id=f"f-{name}-{key}",
+                    compact=True,
+                )
             else:
-                yield Input(str(value), id=f"f-{name}-{key}", compact=True,
-                            placeholder="default" if value == "" else "")
+                yield Input(
+                    str(value), id=f"f-{name}-{key}", compact=True, placeholder="default" if value == "" else ""
+                )
 
     def on_mount(self) -> None:
         self._apply(self.restore)
@@ -154,11 +195,14 @@ class SetupPane(Vertical):
             for name in models:
                 if name in zoo.MODELS:
                     picker.select(name)
-        for key, widget_id in (("extra_models", "#f-extra_models"), ("combinations", "#f-combinations"),
-                               ("ray", "#f-ray")):
+        for key, widget_id in (
+            ("extra_models", "#f-extra_models"),
+            ("combinations", "#f-combinations"),
+            ("ray", "#f-ray"),
+        ):
             if isinstance(saved.get(key), str):
                 self.query_one(widget_id, Input).value = saved[key]
-        settings = saved.get("settings") if isinstance(saved.get("settings"), dict) else {}
+        settings: dict[str, Any] = saved["settings"] if isinstance(saved.get("settings"), dict) else {}
         for key in form.FORM_SETTINGS:
             if key in settings:
                 self._set(f"#f-{key}", settings[key])
@@ -166,7 +210,9 @@ class SetupPane(Vertical):
         if isinstance(techniques, list):
             for name in compression.technique_names():
                 self.query_one(f"#t-{name}", TickBox).value = name in techniques
-        tables = saved.get("technique_settings") if isinstance(saved.get("technique_settings"), dict) else {}
+        tables: dict[str, Any] = (
+            saved["technique_settings"] if isinstance(saved.get("technique_settings"), dict) else {}
+        )
         for name, table in self.initial.technique_settings.items():
             for key in table:
                 value = (tables.get(name) or {}).get(key) if isinstance(tables.get(name), dict) else None
@@ -188,9 +234,15 @@ class SetupPane(Vertical):
     def preference(self) -> dict[str, Any]:
         """The form as it stands, for the preferences file (the file's hidden settings stay in the file)."""
         values = self.values()
-        return {"models": values.models, "extra_models": values.extra_models, "settings": values.settings,
-                "techniques": values.techniques, "combinations": values.combinations,
-                "technique_settings": values.technique_settings, "ray": self.ray_address}
+        return {
+            "models": values.models,
+            "extra_models": values.extra_models,
+            "settings": values.settings,
+            "techniques": values.techniques,
+            "combinations": values.combinations,
+            "technique_settings": values.technique_settings,
+            "ray": self.ray_address,
+        }
 
     def _fields(self) -> list[tuple[str, Any, Any]]:
         """(field id, its value now, its value as loaded) for every setting field of the form."""
@@ -219,19 +271,23 @@ class SetupPane(Vertical):
     def values(self) -> form.FormValues:
         settings: dict[str, Any] = {}
         for key in form.FORM_SETTINGS:
-            widget = self.query_one(f"#f-{key}")
+            widget: Any = self.query_one(f"#f-{key}")  # an Input, a Checkbox or a Select: each has a value
             settings[key] = widget.value if not isinstance(widget, Select) else str(widget.value)
         names = compression.technique_names()
-        tables = {name: {key: self.query_one(f"#f-{name}-{key}").value for key in table}
-                  for name, table in self.initial.technique_settings.items()}
+        tables = {
+            name: {key: _value(self.query_one(f"#f-{name}-{key}")) for key in table}
+            for name, table in self.initial.technique_settings.items()
+        }
         return form.FormValues(
             models=list(self.query_one("#f-models", SelectionList).selected),
             extra_models=self.query_one("#f-extra_models", Input).value,
             settings=settings,
             techniques=[n for n in names if self.query_one(f"#t-{n}", Checkbox).value],
             combinations=self.query_one("#f-combinations", Input).value,
-            technique_settings=tables, hidden_settings=self.initial.hidden_settings,
-            analysis=self.initial.analysis)
+            technique_settings=tables,
+            hidden_settings=self.initial.hidden_settings,
+            analysis=self.initial.analysis,
+        )
 
     @property
     def ray_address(self) -> str:
@@ -259,11 +315,18 @@ class SetupPane(Vertical):
         models = len({r.model for r in runs})
         techniques = len({r.technique for r in runs})
         repeats = runs[0].settings.repeats if runs else 0
-        status.update(Content(f"{len(runs)} runs: {models} model{'s' * (models != 1)} x {techniques} "
-                      f"technique{'s' * (techniques != 1)} x {repeats} repeat{'s' * (repeats != 1)}"
-                      f" on {runs[0].settings.dataset if runs else '-'}"
-                      + (f" (and {', '.join(sorted(self.initial.hidden_settings))} from {self.experiments_path})"
-                         if self.initial.hidden_settings else "")))
+        status.update(
+            Content(
+                f"{len(runs)} runs: {models} model{'s' * (models != 1)} x {techniques} "
+                f"technique{'s' * (techniques != 1)} x {repeats} repeat{'s' * (repeats != 1)}"
+                f" on {runs[0].settings.dataset if runs else '-'}"
+                + (
+                    f" (and {', '.join(sorted(self.initial.hidden_settings))} from {self.experiments_path})"
+                    if self.initial.hidden_settings
+                    else ""
+                )
+            )
+        )
         status.set_class(False, "-error")
         return runs
 
@@ -300,8 +363,11 @@ class SetupPane(Vertical):
         if runs is None:
             self.app.notify(self.problem or "", title="Not run", severity="error", markup=False)
             return
-        self.post_message(self.GridRequested(runs, self.force, "the setup form", self.ray_address,
-                                             form.declared_plan(self.values(), runs)))
+        self.post_message(
+            self.GridRequested(
+                runs, self.force, "the setup form", self.ray_address, form.declared_plan(self.values(), runs)
+            )
+        )
 
     @on(Button.Pressed, "#load-file")
     @on(Input.Submitted, "#f-file")
@@ -319,3 +385,8 @@ class SetupPane(Vertical):
         status.update(Content(f"{path}: {len(runs)} runs queued"))
         status.set_class(False, "-error")
         self.post_message(self.GridRequested(runs, self.force, path, self.ray_address, grid_file.plan(runs)))
+
+
+def _value(widget: Any) -> Any:
+    """A form field's value: an Input's text, a Select's choice, a Checkbox's tick."""
+    return widget.value

@@ -18,8 +18,19 @@ from greenlab.core.errors import ConfigError
 from greenlab.core.plan.tomlfile import tomllib
 
 DEFAULT_THEME = "greenlab-dark"
-_COLOUR_KEYS = ("primary", "secondary", "warning", "error", "success", "accent", "foreground", "background",
-                "surface", "panel", "boost")
+_COLOUR_KEYS = (
+    "primary",
+    "secondary",
+    "warning",
+    "error",
+    "success",
+    "accent",
+    "foreground",
+    "background",
+    "surface",
+    "panel",
+    "boost",
+)
 _KNOWN_KEYS = {f.name for f in fields(Theme)}
 
 
@@ -50,8 +61,9 @@ def load_theme(path: Path) -> Theme:
         raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
     for key in data:
         if key not in _KNOWN_KEYS:
-            raise ConfigError(f"unknown key '{key}' (known: {', '.join(sorted(_KNOWN_KEYS))})",
-                              source=str(path), key=key)
+            raise ConfigError(
+                f"unknown key '{key}' (known: {', '.join(sorted(_KNOWN_KEYS))})", source=str(path), key=key
+            )
     if not isinstance(data.get("name"), str) or not data["name"].strip():
         raise ConfigError('missing; add name = "my-theme"', source=str(path), key="name")
     if "primary" not in data:
@@ -61,8 +73,7 @@ def load_theme(path: Path) -> Theme:
             try:
                 Color.parse(data[key])
             except (ColorParseError, TypeError):
-                raise ConfigError(f"not a colour: {data[key]!r}; use \"#RRGGBB\"", source=str(path),
-                                  key=key) from None
+                raise ConfigError(f'not a colour: {data[key]!r}; use "#RRGGBB"', source=str(path), key=key) from None
     variables = data.get("variables", {})
     if not isinstance(variables, dict):
         raise ConfigError("must be a table: [variables]", source=str(path), key="variables")

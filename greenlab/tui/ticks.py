@@ -33,8 +33,11 @@ class TickList(SelectionList):
         except OptionDoesNotExist:
             return line
         underlying = next(iter(line)).style or self.rich_style
-        component = "selection-list--button" + ("-selected" if selection.value in self._selected else "") + \
-            ("-highlighted" if self.highlighted == index else "")
+        component = (
+            "selection-list--button"
+            + ("-selected" if selection.value in self._selected else "")
+            + ("-highlighted" if self.highlighted == index else "")
+        )
         button = self.get_component_rich_style(component)
         meta = Style(meta={"option": index})  # clicking the box toggles the option, as in SelectionList
         glyph = TICKED if selection.value in self._selected else UNTICKED

@@ -14,6 +14,7 @@ and share the rules below:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from greenlab.core.plan.config import GridRun
@@ -49,7 +50,7 @@ class Resume:
 
     def __init__(self, store: Store, force: bool = False) -> None:
         self.store = store
-        self.done: dict[str, dict[str, Any]] = {} if force else store.completed_by_key()
+        self.done: dict[str, Mapping[str, Any]] = {} if force else dict(store.completed_by_key())
         self.planned: dict[str, int] = {}  # run key -> the entry of this grid that runs it
 
     def skip_reason(self, index: int, run: GridRun) -> str | None:
@@ -66,15 +67,16 @@ class Resume:
         return None
 
 
-def _reuse(store: Store, previous: dict[str, Any], run: GridRun) -> str:
+def _reuse(store: Store, previous: Mapping[str, Any], run: GridRun) -> str:
     """Keep a completed run; when only the accounting inputs changed, recompute its CO2e and cost."""
     accounting = run.accounting()
     stored = {k: previous.get(k) for k in accounting}
     if stored == accounting:
         return "already completed with identical settings"
     settings = dict(previous.get("settings") or {})
-    store.update_run(previous["id"], settings={**settings, **accounting},
-                     **accounting_columns(previous.get("energy_j"), accounting))
+    store.update_run(
+        previous["id"], settings={**settings, **accounting}, **accounting_columns(previous.get("energy_j"), accounting)
+    )
     return "already completed with identical settings; CO2e and cost recomputed for the new accounting inputs"
 
 

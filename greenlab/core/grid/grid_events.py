@@ -8,7 +8,6 @@ before it. The presenter (greenlab.core.grid.presenter) is the one place that di
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from greenlab.core.grid.stop_rules import GridStopped
 from greenlab.core.measure.host_lock import WaitingForLock
@@ -31,4 +30,4 @@ class RunSkipped:
     reason: str
 
 
-GridEvent = Union[RunEvent, RunQueued, RunSkipped, WaitingForLock, GridStopped, DownloadEvent]
+GridEvent = RunEvent | RunQueued | RunSkipped | WaitingForLock | GridStopped | DownloadEvent

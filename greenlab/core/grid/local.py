@@ -13,18 +13,24 @@ from greenlab.core.grid.grid_events import RunQueued, RunSkipped
 from greenlab.core.grid.stop_rules import GridStopped, StopRule, exception_cause
 from greenlab.core.measure.host_lock import HostLock
 from greenlab.core.plan.config import GridRun
-from greenlab.core.run.cancel import CancelToken
+from greenlab.core.run.cancel import Cancellable, CancelToken
 from greenlab.core.run.launcher import Launcher
 from greenlab.core.run.run_events import Listener, RunStored, SafeListener, SupervisorNote
 from greenlab.core.run.supervisor import RunSupervisor, child_env
 from greenlab.core.store.database import Store
 
 
-class LocalDriver:
+class LocalDriver(Cancellable):
     """Runs a grid here; `token` cancels it (or only the run in progress) from any thread."""
 
-    def __init__(self, store: Store, on_event: Listener | None = None, *, token: CancelToken | None = None,
-                 launcher: Launcher | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        on_event: Listener | None = None,
+        *,
+        token: CancelToken | None = None,
+        launcher: Launcher | None = None,
+    ) -> None:
         self.store = store
         self.token = token or CancelToken()
         self._tell = SafeListener(on_event)
@@ -33,16 +39,6 @@ class LocalDriver:
 
     def on_event(self, event: object) -> None:
         self._tell(event)
-
-    def cancel(self) -> None:
-        self.token.cancel()
-
-    def cancel_current(self) -> None:
-        self.token.cancel_current()
-
-    @property
-    def cancelled(self) -> bool:
-        return self.token.cancelled
 
     def close(self) -> None:
         self.supervisor.close()
@@ -80,8 +76,11 @@ class LocalDriver:
                 if outcome is not None:
                     outcomes.append(outcome)
                 if stop is not None and not self.cancelled:
-                    rest = [r for r in runs[index + 1:] if r.settings_key() not in resume.planned
-                            and r.settings_key() not in resume.done]
+                    rest = [
+                        r
+                        for r in runs[index + 1 :]
+                        if r.settings_key() not in resume.planned and r.settings_key() not in resume.done
+                    ]
                     self.on_event(GridStopped(stop, rest))
                     break
         finally:

@@ -15,19 +15,33 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from greenlab.core.grid.grid_events import GridEvent, RunQueued, RunSkipped
 from greenlab.core.grid.stop_rules import GridStopped
 from greenlab.core.measure import hostload
 from greenlab.core.measure.host_lock import WaitingForLock
 from greenlab.core.plan.config import GridRun
-from greenlab.core.plan.fetch import (DownloadEvent, DownloadFailed, DownloadFinished, DownloadProgressed,
-                                      DownloadStarted, format_progress)
+from greenlab.core.plan.fetch import (
+    DownloadEvent,
+    DownloadFailed,
+    DownloadFinished,
+    DownloadProgressed,
+    DownloadStarted,
+    format_progress,
+)
 from greenlab.core.report import formatting
-from greenlab.core.run.run_events import (ChildEvent, CoolingDown, IdleMeasured, RunBegan, RunMetered, RunStored,
-                                          SupervisorNote)
+from greenlab.core.run.run_events import (
+    ChildEvent,
+    CoolingDown,
+    IdleMeasured,
+    RunBegan,
+    RunMetered,
+    RunStored,
+    SupervisorNote,
+)
 from greenlab.core.train import events
 
 LOG_LIMIT = 200  # lines kept in a snapshot; faces keep what they printed themselves
@@ -168,10 +182,16 @@ class GridPresenter:
     def snapshot(self) -> GridSnapshot:
         with self._lock:
             state = self._state
-            return GridSnapshot(queue=tuple(state.queue), current=state.current,
-                                running=tuple(state.running.values()), note=state.note,
-                                log=tuple(state.log), stored=tuple(state.stored), stopped=state.stopped,
-                                version=state.version)
+            return GridSnapshot(
+                queue=tuple(state.queue),
+                current=state.current,
+                running=tuple(state.running.values()),
+                note=state.note,
+                log=tuple(state.log),
+                stored=tuple(state.stored),
+                stopped=state.stopped,
+                version=state.version,
+            )
 
     def _say(self, text: str, level: str = "info", note: bool = True) -> None:
         state = self._state
@@ -195,7 +215,7 @@ class GridPresenter:
         """The queue index of `run`, queued in `grid` and now begun (or stored without beginning); several
         runs may be queued at once (on Ray), so it is found by the run, else the latest queued is taken."""
         pending = self._state.queued.get(grid, [])
-        for position, (index, queued) in enumerate(pending):
+        for position, (_index, queued) in enumerate(pending):
             if queued == run:
                 return pending.pop(position)[0]
         return pending.pop()[0] if pending and or_latest else None
@@ -259,8 +279,11 @@ class GridPresenter:
                 names = ", ".join(f"{r.model} {r.technique}" for r in not_started[:6])
                 more = f" and {len(not_started) - 6} more" if len(not_started) > 6 else ""
                 state.stopped = cause
-                self._say(f"grid stopped: {cause}; {len(not_started)} runs not started"
-                          + (f" ({names}{more})" if names else ""), "error")
+                self._say(
+                    f"grid stopped: {cause}; {len(not_started)} runs not started"
+                    + (f" ({names}{more})" if names else ""),
+                    "error",
+                )
             case DownloadProgressed(what=what, done_bytes=done, total_bytes=total):
                 # Many a second: the note carries each; the log only each quarter, for faces without a bar.
                 state.note = format_progress(event)
@@ -282,10 +305,17 @@ class GridPresenter:
         methods = tracker.methods()
         state.running.pop(event.run_id, None)  # a retried run begins again: it moves to the end
         state.running[event.run_id] = state.last = RunView(
-            grid=grid, run_id=event.run_id, run=run,
+            grid=grid,
+            run_id=event.run_id,
+            run=run,
             label=formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats),
-            began=self.clock(), tracker=tracker, t0=tracker.now(), methods=methods, index=index,
-            epochs=run.settings.epochs)
+            began=self.clock(),
+            tracker=tracker,
+            t0=tracker.now() if hasattr(tracker, "now") else self.clock(),
+            methods=methods,
+            index=index,
+            epochs=run.settings.epochs,
+        )
         self._set_status(grid, index, "running", run_id=event.run_id)
         described = ", ".join(f"{c} {m}" for c, m in methods.items())
         if described != state.meters_described:  # once per grid, and again if the meters change
@@ -301,8 +331,12 @@ class GridPresenter:
 
         match event:
             case events.RunStarted():
-                update(device=event.device, batches=event.batches_per_epoch, epochs=event.epochs,
-                       note=f"{event.n_train} training examples, {event.input_description}")
+                update(
+                    device=event.device,
+                    batches=event.batches_per_epoch,
+                    epochs=event.epochs,
+                    note=f"{event.n_train} training examples, {event.input_description}",
+                )
             case events.ModelPrepared(warnings=warnings):
                 update(warnings=tuple(warnings), note=f"warning: {warnings[-1]}" if warnings else view.note)
                 for warning in warnings:
@@ -312,11 +346,12 @@ class GridPresenter:
             case events.BatchFinished(epoch=epoch, batch=batch, batches=batches, loss=loss):
                 update(phase="train", epoch=epoch, batch=batch, batches=batches, loss=loss)
             case events.EpochFinished():
-                update(epoch=event.epoch, batch=view.batches, loss=event.train_loss,
-                       val_accuracy=event.val_accuracy)
-                self._say(f"{view.label}: epoch {event.epoch} loss {event.train_loss:.4f} val acc "
-                          f"{event.val_accuracy:.2%} f1 {event.val_f1:.3f} ({formatting.duration(event.duration_s)})",
-                          note=False)
+                update(epoch=event.epoch, batch=view.batches, loss=event.train_loss, val_accuracy=event.val_accuracy)
+                self._say(
+                    f"{view.label}: epoch {event.epoch} loss {event.train_loss:.4f} val acc "
+                    f"{event.val_accuracy:.2%} f1 {event.val_f1:.3f} ({formatting.duration(event.duration_s)})",
+                    note=False,
+                )
             case events.LogWritten(message=message):
                 update(note=message)
                 self._say(f"{view.label}: {message}", note=False)
@@ -327,11 +362,21 @@ class GridPresenter:
         state = self._state
         row = event.row
         view = state.running.pop(event.run_id, None)
-        label = view.label if view is not None else formatting.run_label(
-            event.run.model, event.run.technique, event.run.repeat, event.run.settings.repeats)
+        label = (
+            view.label
+            if view is not None
+            else formatting.run_label(
+                event.run.model, event.run.technique, event.run.repeat, event.run.settings.repeats
+            )
+        )
         if view is not None:
-            state.last = replace(view, stored=row, ended=self.clock(), phase=event.status,
-                                 note=f"{event.status}: {event.error.splitlines()[0]}" if event.error else view.note)
+            state.last = replace(
+                view,
+                stored=dict(row),
+                ended=self.clock(),
+                phase=event.status,
+                note=f"{event.status}: {event.error.splitlines()[0]}" if event.error else view.note,
+            )
             self._set_status(grid, view.index, event.status, energy_j=row.get("energy_j"))
         else:  # stored without having begun (a Ray task that died on its node before its run started)
             index = self._take_queued(grid, event.run, or_latest=False)
@@ -339,15 +384,19 @@ class GridPresenter:
                 self._set_status(grid, index, event.status, run_id=event.run_id)
         state.stored.append(event.run_id)
         if event.status == "completed":
-            self._say(f"{label}: completed in {formatting.duration(row.get('duration_s'))}, "
-                      f"{formatting.energy(row.get('energy_j'))} "
-                      f"(measured {formatting.energy(row.get('energy_measured_j'))}, "
-                      f"estimated {formatting.energy(row.get('energy_estimated_j'))}), "
-                      f"val acc {formatting.accuracy(row.get('val_accuracy'))}  [run {event.run_id}]")
+            self._say(
+                f"{label}: completed in {formatting.duration(row.get('duration_s'))}, "
+                f"{formatting.energy(row.get('energy_j'))} "
+                f"(measured {formatting.energy(row.get('energy_measured_j'))}, "
+                f"estimated {formatting.energy(row.get('energy_estimated_j'))}), "
+                f"val acc {formatting.accuracy(row.get('val_accuracy'))}  [run {event.run_id}]"
+            )
             busy = formatting.host_busy(row)
             if busy:
                 self._say(f"{label}: {busy}", "warning")
         else:
             first = event.error.splitlines()[0] if event.error else ""
-            self._say(f"{label}: {event.status.upper()}: {first}  [run {event.run_id}]",
-                      "warning" if event.status == "interrupted" else "error")
+            self._say(
+                f"{label}: {event.status.upper()}: {first}  [run {event.run_id}]",
+                "warning" if event.status == "interrupted" else "error",
+            )

@@ -16,12 +16,13 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from greenlab.core.plan.config import GridRun, locate_setting
 from greenlab.core.errors import GreenLabError
+from greenlab.core.plan.config import GridRun, locate_setting
 from greenlab.core.plan.preflight import PreflightError, Problem
 
 LOCAL = "local"
@@ -37,8 +38,9 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise GreenLabError("--ray needs Ray, which is not installed here; pip install 'greenlab[ray]' "
-                            "(or pip install ray)") from None
+        raise GreenLabError(
+            "--ray needs Ray, which is not installed here; pip install 'greenlab[ray]' (or pip install ray)"
+        ) from None
     return ray
 
 
@@ -67,9 +69,15 @@ class RayCluster:
             if not node.get("Alive"):
                 continue
             resources = node.get("Resources", {})
-            found.append(Node(node_id=node["NodeID"], hostname=node.get("NodeManagerHostname", ""),
-                              address=node.get("NodeManagerAddress", ""), cpus=int(resources.get("CPU", 0)),
-                              gpus=int(resources.get("GPU", 0))))
+            found.append(
+                Node(
+                    node_id=node["NodeID"],
+                    hostname=node.get("NodeManagerHostname", ""),
+                    address=node.get("NodeManagerAddress", ""),
+                    cpus=int(resources.get("CPU", 0)),
+                    gpus=int(resources.get("GPU", 0)),
+                )
+            )
         return found
 
     @property
@@ -83,8 +91,10 @@ class RayCluster:
         nodes = self.nodes()
         cpus, gpus = sum(n.cpus for n in nodes), sum(n.gpus for n in nodes)
         kind = "a local Ray instance" if self.address == LOCAL else f"the Ray cluster at {self.address}"
-        return (f"{kind}: {len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus} CPU{'s' if cpus != 1 else ''}, "
-                f"{gpus} GPU{'s' if gpus != 1 else ''}")
+        return (
+            f"{kind}: {len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus} CPU{'s' if cpus != 1 else ''}, "
+            f"{gpus} GPU{'s' if gpus != 1 else ''}"
+        )
 
     # -- placement ------------------------------------------------------------------------------------
     def uses_gpu(self, run: GridRun) -> bool:
@@ -102,8 +112,11 @@ class RayCluster:
     def other_node(self, avoid: str, options: dict[str, Any]) -> str | None:
         """An alive node other than `avoid` that can hold a task with `options` (for a retry), or None."""
         for node in self.nodes():
-            if node.node_id != avoid and node.cpus >= options.get("num_cpus", 1) and \
-                    node.gpus >= options.get("num_gpus", 0):
+            if (
+                node.node_id != avoid
+                and node.cpus >= options.get("num_cpus", 1)
+                and node.gpus >= options.get("num_gpus", 0)
+            ):
                 return node.node_id
         return None
 
@@ -114,20 +127,38 @@ class RayCluster:
         for run in runs:
             device = run.settings.device
             if device.startswith("cuda:"):
-                problems.append((run, "device", f"device '{device}' names a GPU, but on Ray each CUDA run gets "
-                                                "a whole GPU that Ray chooses; use device = \"cuda\" (or \"auto\")"))
+                problems.append(
+                    (
+                        run,
+                        "device",
+                        f"device '{device}' names a GPU, but on Ray each CUDA run gets "
+                        'a whole GPU that Ray chooses; use device = "cuda" (or "auto")',
+                    )
+                )
                 continue
             options = self.task_options(run)
             if not any(n.cpus >= options["num_cpus"] and n.gpus >= options["num_gpus"] for n in nodes):
                 if options["num_gpus"]:
-                    problems.append((run, "device", f"device '{device}' needs a GPU, but no node of "
-                                                    f"{self.describe()} has one with {options['num_cpus']} CPUs; "
-                                                    "use device = \"cpu\", or add a GPU node"))
+                    problems.append(
+                        (
+                            run,
+                            "device",
+                            f"device '{device}' needs a GPU, but no node of "
+                            f"{self.describe()} has one with {options['num_cpus']} CPUs; "
+                            'use device = "cpu", or add a GPU node',
+                        )
+                    )
                 else:
                     most = max((n.cpus for n in nodes), default=0)
-                    problems.append((run, "cpus_per_run", f"a run needs {options['num_cpus']} CPUs, but the "
-                                                          f"largest node has {most}; set cpus_per_run = {most} "
-                                                          "or fewer"))
+                    problems.append(
+                        (
+                            run,
+                            "cpus_per_run",
+                            f"a run needs {options['num_cpus']} CPUs, but the "
+                            f"largest node has {most}; set cpus_per_run = {most} "
+                            "or fewer",
+                        )
+                    )
         return problems
 
     def close(self) -> None:
@@ -151,9 +182,11 @@ def connect(address: str | None = None) -> RayCluster:
             ray.init(address=address, **options)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError, depending on the address
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GreenLabError(f"cannot use Ray at '{address}' ({first}); start a cluster with `ray start --head` "
-                            "and pass --ray auto (or its ray://host:port), or --ray local for this machine "
-                            "alone") from None
+        raise GreenLabError(
+            f"cannot use Ray at '{address}' ({first}); start a cluster with `ray start --head` "
+            "and pass --ray auto (or its ray://host:port), or --ray local for this machine "
+            "alone"
+        ) from None
     return RayCluster(address, owned=True)
 
 
@@ -168,7 +201,7 @@ def _has_descriptor(stream: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _streams_with_descriptors():
+def _streams_with_descriptors() -> Iterator[None]:
     """ray.init enables faulthandler on sys.stderr, which needs a file descriptor; a face that captures the
     streams (the TUI's print capture has none) lends os.devnull instead for the call, and leaves it open
     for faulthandler to keep."""
@@ -192,6 +225,14 @@ def check_placement(cluster: RayCluster, runs: list[GridRun], source: str | None
         text = Path(source).read_text(encoding="utf-8") if source else None
     except (OSError, UnicodeDecodeError):
         text = None
-    raise PreflightError([Problem(f"experiment '{experiment}'.{key}", message, source,
-                                  locate_setting(text, experiment, key) if text is not None else None)
-                          for experiment, key, message in found])
+    raise PreflightError(
+        [
+            Problem(
+                f"experiment '{experiment}'.{key}",
+                message,
+                source,
+                locate_setting(text, experiment, key) if text is not None else None,
+            )
+            for experiment, key, message in found
+        ]
+    )

@@ -25,22 +25,40 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from greenlab.core.grid.driver import Resume, RetryRule
 from greenlab.core.grid.grid_events import RunQueued, RunSkipped
 from greenlab.core.grid.ray_cluster import RayCluster, import_ray
-from greenlab.core.grid.ray_task import (Inbox, Message, Relayed, RowStarted, RunBeganOnNode, SamplesTaken,
-                                         TaskRequest, TaskResult, TaskStarted, run_on_node)
+from greenlab.core.grid.ray_task import (
+    Inbox,
+    Message,
+    Relayed,
+    RowStarted,
+    RunBeganOnNode,
+    SamplesTaken,
+    TaskRequest,
+    TaskResult,
+    TaskStarted,
+    run_on_node,
+)
 from greenlab.core.grid.stop_rules import GridStopped, StopRule, exception_cause, first_line
 from greenlab.core.measure.host_lock import HostLock
 from greenlab.core.measure.remote_tracker import RemoteTracker
 from greenlab.core.plan.config import GridRun
 from greenlab.core.report.formatting import run_label
-from greenlab.core.run.cancel import CancelToken
-from greenlab.core.run.run_events import (ChildEvent, Listener, RunBegan, RunMetered, RunStored, SafeListener,
-                                          SupervisorNote)
+from greenlab.core.run.cancel import Cancellable, CancelToken
+from greenlab.core.run.run_events import (
+    ChildEvent,
+    Listener,
+    RunBegan,
+    RunMetered,
+    RunStored,
+    SafeListener,
+    SupervisorNote,
+)
 from greenlab.core.run.supervisor import run_row_values, signals_deferred
 from greenlab.core.store.database import Store, now_iso
 
@@ -69,10 +87,15 @@ class _Task:
 
     def placement(self) -> dict[str, Any]:
         """Where and how the run was placed, for the row's `meters` JSON."""
-        facts: dict[str, Any] = {"executor": "ray", "node_id": self.node_id, "hostname": self.hostname,
-                                 "worker_pid": self.worker_pid, "attempt": self.attempt + 1,
-                                 "resources": {k: v for k, v in self.options.items() if k.startswith("num_")},
-                                 "omp_num_threads": self.omp_num_threads}
+        facts: dict[str, Any] = {
+            "executor": "ray",
+            "node_id": self.node_id,
+            "hostname": self.hostname,
+            "worker_pid": self.worker_pid,
+            "attempt": self.attempt + 1,
+            "resources": {k: v for k, v in self.options.items() if k.startswith("num_")},
+            "omp_num_threads": self.omp_num_threads,
+        }
         if self.gpu:
             facts["gpu"] = self.gpu
         if self.earlier:
@@ -80,16 +103,23 @@ class _Task:
         return facts
 
 
-class RayDriver:
+class RayDriver(Cancellable):
     """Runs a grid's entries as Ray tasks (greenlab.core.grid.driver.GridDriver).
 
     `task` is the function each Ray task runs (tests pass a wrapper that injects a fault). A cancel of the
     run in progress stops the whole grid here: several runs are in progress at once.
     """
 
-    def __init__(self, store: Store, cluster: RayCluster, on_event: Listener | None = None, *,
-                 task: Callable[[TaskRequest, Any], TaskResult] = run_on_node, settle_s: float = SETTLE_S,
-                 token: CancelToken | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cluster: RayCluster,
+        on_event: Listener | None = None,
+        *,
+        task: Callable[[TaskRequest, Any], TaskResult] = run_on_node,
+        settle_s: float = SETTLE_S,
+        token: CancelToken | None = None,
+    ) -> None:
         self.store = store
         self.cluster = cluster
         self._tell = SafeListener(on_event)
@@ -109,10 +139,6 @@ class RayDriver:
 
     def on_event(self, event: object) -> None:
         self._tell(event)
-
-    def cancel(self) -> None:
-        """Stop every run (running ones are stored as interrupted) from any thread."""
-        self.token.cancel()
 
     def cancel_current(self) -> None:
         """On Ray several runs are in progress at once: stopping "this run" stops the grid."""
@@ -276,8 +302,12 @@ class RayDriver:
             messages = ray.get(self._inbox.take.remote())
         except ray.exceptions.RayError as exc:  # live events only: the records still come back
             self._inbox_failed = True
-            self.on_event(SupervisorNote(f"live progress from the nodes stopped ({first_line(str(exc))}); "
-                                         "runs go on and are stored as they end"))
+            self.on_event(
+                SupervisorNote(
+                    f"live progress from the nodes stopped ({first_line(str(exc))}); "
+                    "runs go on and are stored as they end"
+                )
+            )
             return
         for message in messages:
             self._receive(message)
@@ -316,8 +346,9 @@ class RayDriver:
         if task.run_id is None:
             task.run_id = self.store.start_run(columns)
         else:
-            self.store.update_run(task.run_id, status="running", error=None, started_at=now_iso(),
-                                  finished_at=None, **columns)
+            self.store.update_run(
+                task.run_id, status="running", error=None, started_at=now_iso(), finished_at=None, **columns
+            )
 
     # -- results ------------------------------------------------------------------------------------------
     def _settle(self, ref: Any, task: _Task, lock_store: str | None) -> RunStored | None:
@@ -329,23 +360,26 @@ class RayDriver:
         except exceptions.TaskCancelledError:
             if task.run_id is None:
                 return None  # cancelled before its run began: nothing to store
-            return self._store_outcome(task, "interrupted", "cancelled by the user before the node returned "
-                                                            "the run's record")
+            return self._store_outcome(
+                task, "interrupted", "cancelled by the user before the node returned the run's record"
+            )
         except exceptions.RayTaskError as exc:  # GreenLab's own code failed on the node (not the run)
             cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
             error = f"the Ray task failed on {task.hostname or 'its node'}: {type(cause).__name__}: {cause}"
             return self._store_outcome(task, "failed", exception_cause(cause) or error)
         except exceptions.RayError as exc:  # the worker or its node died, or Ray could not run the task
-            reason = (f"the Ray worker running it on {task.hostname or 'its node'} died "
-                      f"({type(exc).__name__}: {first_line(str(exc))})")
+            reason = (
+                f"the Ray worker running it on {task.hostname or 'its node'} died "
+                f"({type(exc).__name__}: {first_line(str(exc))})"
+            )
             if self.cancelled:
                 return self._store_outcome(task, "interrupted", f"cancelled by the user; {reason}")
             executor_died = not isinstance(exc, getattr(exceptions, "TaskUnschedulableError", ()))
             if self.retry_rule.retry(task.attempt + 1, executor_died, self.token):
-                task.earlier.append({"attempt": 1, "node_id": task.node_id, "hostname": task.hostname,
-                                     "error": reason})
-                self.on_event(SupervisorNote(f"{_label(task.run)}: {reason}; retrying once, on another node "
-                                             "when there is one"))
+                task.earlier.append({"attempt": 1, "node_id": task.node_id, "hostname": task.hostname, "error": reason})
+                self.on_event(
+                    SupervisorNote(f"{_label(task.run)}: {reason}; retrying once, on another node when there is one")
+                )
                 avoid = task.node_id
                 task.attempt, task.tracker = 1, None
                 self._submit(task, lock_store, avoid=avoid)
@@ -368,8 +402,14 @@ class RayDriver:
         values["meters"] = {**(values.get("meters") or {}), "placement": task.placement()}
         if self.listener_errors:
             values["flags"] = list(values.get("flags") or []) + [f"display: {e}" for e in self.listener_errors]
-        self.store.write_record(task.run_id, values, epochs=rows.epochs, samples=rows.samples,
-                                components=rows.components, capacity=rows.capacity)
+        self.store.write_record(
+            task.run_id,
+            values,
+            epochs=rows.epochs,
+            samples=rows.samples,
+            components=rows.components,
+            capacity=rows.capacity,
+        )
         if result.span is not None:
             self._note_span(task.run_id, result.node_id, result.span)
         return self._told(task, rows.status or "failed", rows.error)
@@ -378,9 +418,14 @@ class RayDriver:
         """A run whose node returned no record: its row (started now if it never was) ends with `error`."""
         where = {**self._where(task), "status": status, "error": error, "finished_at": now_iso()}
         if task.run_id is None:
-            task.run_id = self.store.start_run({**run_row_values(task.run), **where,
-                                                "meters": {"placement": task.placement()},
-                                                "host": {"hostname": task.hostname} if task.hostname else None})
+            task.run_id = self.store.start_run(
+                {
+                    **run_row_values(task.run),
+                    **where,
+                    "meters": {"placement": task.placement()},
+                    "host": {"hostname": task.hostname} if task.hostname else None,
+                }
+            )
         else:
             row = self.store.run(task.run_id)
             meters = dict(row.meters) if row is not None else {}

@@ -30,14 +30,21 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from greenlab.core.measure.host_lock import HostLock, WaitingForLock
 from greenlab.core.measure.nvml import parse_visible_devices
 from greenlab.core.plan.config import GridRun
 from greenlab.core.run.launcher import Launcher, default_launcher
-from greenlab.core.run.run_events import (ChildEvent, CoolingDown, IdleMeasured, RunBegan, RunEvent, RunMetered,
-                                          SupervisorNote)
+from greenlab.core.run.run_events import (
+    ChildEvent,
+    CoolingDown,
+    IdleMeasured,
+    RunBegan,
+    RunEvent,
+    RunMetered,
+    SupervisorNote,
+)
 from greenlab.core.run.sinks import MemorySink, RunRows
 from greenlab.core.run.supervisor import RunSupervisor, child_env
 from greenlab.core.store.database import host_facts
@@ -100,10 +107,10 @@ class Relayed:
 
     tag: int
     attempt: int
-    event: Union[RunEvent, WaitingForLock]
+    event: RunEvent | WaitingForLock
 
 
-Message = Union[TaskStarted, RowStarted, RunBeganOnNode, SamplesTaken, Relayed]
+Message = TaskStarted | RowStarted | RunBeganOnNode | SamplesTaken | Relayed
 
 
 @dataclass
@@ -148,8 +155,9 @@ class Channel:
     `on_cancel` once when the inbox says the grid is cancelled); `close` delivers the rest. Live messages
     are for display: one that cannot be delivered is dropped, never the run."""
 
-    def __init__(self, inbox: Any, tag: int, attempt: int, interval_s: float = FORWARD_INTERVAL_S,
-                 on_cancel: Any = None) -> None:
+    def __init__(
+        self, inbox: Any, tag: int, attempt: int, interval_s: float = FORWARD_INTERVAL_S, on_cancel: Any = None
+    ) -> None:
         self.inbox, self.tag, self.attempt = inbox, tag, attempt
         self.failures = 0
         self._on_cancel = on_cancel
@@ -158,15 +166,14 @@ class Channel:
         self._lock = threading.Lock()
         self._deliver_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(interval_s,), name="greenlab-ray-channel",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, args=(interval_s,), name="greenlab-ray-channel", daemon=True)
         self._thread.start()
 
     def send(self, message: Message) -> None:
         with self._lock:
             self._pending.append(message)
 
-    def relay(self, event: Union[RunEvent, WaitingForLock]) -> None:
+    def relay(self, event: RunEvent | WaitingForLock) -> None:
         """The supervisor's listener: its events, as the driver needs them."""
         match event:
             case RunBegan(tracker=tracker, fallbacks=fallbacks):
@@ -304,13 +311,21 @@ def run_on_node(request: TaskRequest, inbox: Any) -> TaskResult:
     try:
         node_id = ray.get_runtime_context().get_node_id()
         gpu = {"ray_gpu_ids": [str(i) for i in ray.get_gpu_ids()], **pin_gpus_by_uuid(os.environ)}
-        channel.send(TaskStarted(request.tag, request.attempt, node_id, socket.gethostname(), os.getpid(), gpu,
-                                 os.environ.get("OMP_NUM_THREADS")))
+        channel.send(
+            TaskStarted(
+                request.tag,
+                request.attempt,
+                node_id,
+                socket.gethostname(),
+                os.getpid(),
+                gpu,
+                os.environ.get("OMP_NUM_THREADS"),
+            )
+        )
         channel.flush()  # at once: the driver learns the task runs, and the task whether the grid is cancelled
         sink = ChannelSink(channel, run_id=request.tag)
         launcher = _worker_launcher(channel)
-        supervisor = RunSupervisor(None, on_event=channel.relay, launcher=launcher, sink=sink,
-                                   idle_cache=_idle_cache())
+        supervisor = RunSupervisor(None, on_event=channel.relay, launcher=launcher, sink=sink, idle_cache=_idle_cache())
         launcher.start(child_env())  # a new worker's fork server imports torch now, before the run's row
         if cancelled.is_set():
             return TaskResult(request.tag, request.attempt, node_id)

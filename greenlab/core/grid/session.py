@@ -25,11 +25,10 @@ from greenlab.core.plan.analysis import Plan
 from greenlab.core.plan.config import GridFile, GridRun
 from greenlab.core.report import compare, energy_to_target
 from greenlab.core.report.compare import Comparison
-from greenlab.core.run.cancel import CancelToken
+from greenlab.core.run.cancel import Cancellable, CancelToken
 from greenlab.core.run.run_events import Listener, RunStored, SafeListener
 from greenlab.core.store.database import Store, check_location
 from greenlab.core.store.rows import RunRow
-
 
 Sources = fetch.Sources  # where downloads come from: faces name it without importing fetch
 
@@ -79,23 +78,18 @@ class GridOutcome:
         return any(o.status == "failed" for o in self.outcomes)
 
 
-class GridSession:
+class GridSession(Cancellable):
     """Runs one grid request; `cancel()` and `cancel_current()` may come from any thread, at any time (a
     cancel before the driver exists is kept, and the driver starts cancelled)."""
 
-    def __init__(self, request: GridRequest, on_event: Listener | None = None, *,
-                 token: CancelToken | None = None) -> None:
+    def __init__(
+        self, request: GridRequest, on_event: Listener | None = None, *, token: CancelToken | None = None
+    ) -> None:
         self.request = request
         self.token = token or CancelToken()
         self._tell = SafeListener(on_event)
         self.store_path = check_location(request.db)  # exit 2 before anything is fetched or created
         self.cluster: Any = None
-
-    def cancel(self) -> None:
-        self.token.cancel()
-
-    def cancel_current(self) -> None:
-        self.token.cancel_current()
 
     @property
     def on_ray(self) -> bool:
@@ -119,8 +113,12 @@ class GridSession:
             report = preflight.check(request.runs, sources=request.sources, devices=devices)
         report.raise_for_problems()
         if report.to_fetch:
-            fetched = fetch.fetch_all(report.to_fetch, self._tell, reachable=report.reachable,
-                                      experiments_file=source if Path(source).is_file() else None)
+            fetched = fetch.fetch_all(
+                report.to_fetch,
+                self._tell,
+                reachable=report.reachable,
+                experiments_file=source if Path(source).is_file() else None,
+            )
             if fetched.failed:
                 raise fetch_failures(fetched, source, len(set(report.to_fetch)))
         if address is not None:
@@ -128,8 +126,7 @@ class GridSession:
 
             self.cluster = ray_cluster.connect(address)  # GreenLabError: exit 2, nothing written
             try:
-                ray_cluster.check_placement(self.cluster, request.runs,
-                                            source if Path(source).is_file() else None)
+                ray_cluster.check_placement(self.cluster, request.runs, source if Path(source).is_file() else None)
             except BaseException:
                 self.close()
                 raise
@@ -169,8 +166,13 @@ class GridSession:
                 driver.close()
             described = self.cluster.describe() if self.cluster is not None else None
             with_targets(store)  # the grid's runs (and their cells' others) against one target
-            result = GridOutcome(outcomes, interrupted or any(o.status == "interrupted" for o in outcomes),
-                                 store.path, cut_short=interrupted, cluster=described)
+            result = GridOutcome(
+                outcomes,
+                interrupted or any(o.status == "interrupted" for o in outcomes),
+                store.path,
+                cut_short=interrupted,
+                cluster=described,
+            )
             if not interrupted:
                 result.rows = grid_rows(store, request.runs)
                 result.verdicts = plan_verdicts(store, request.plan)
@@ -204,8 +206,10 @@ def fetch_failures(report: fetch.FetchReport, source: str | Path, tried: int) ->
     names = ", ".join(item.what for item, _reason in report.failed)
     count = len(report.failed)
     lines = "the FAILED line above says" if count == 1 else "the FAILED lines above say"
-    return fetch.FetchError(f"{source}: {count} of {tried} file{'s' if tried != 1 else ''} not fetched "
-                            f"({names}); {lines} why and how to get {'it' if count == 1 else 'them'} by hand")
+    return fetch.FetchError(
+        f"{source}: {count} of {tried} file{'s' if tried != 1 else ''} not fetched "
+        f"({names}); {lines} why and how to get {'it' if count == 1 else 'them'} by hand"
+    )
 
 
 @dataclass(frozen=True)

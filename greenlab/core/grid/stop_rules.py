@@ -18,11 +18,19 @@ from typing import Any
 from greenlab.core.plan.config import GridRun
 
 _ENVIRONMENT = [
-    (re.compile(r"CUDA is not available|no CUDA GPUs are available|found no NVIDIA driver|"
-                r"CUDA driver version is insufficient|CUDA-capable device\(s\) is/are busy", re.I), "no CUDA"),
+    (
+        re.compile(
+            r"CUDA is not available|no CUDA GPUs are available|found no NVIDIA driver|"
+            r"CUDA driver version is insufficient|CUDA-capable device\(s\) is/are busy",
+            re.I,
+        ),
+        "no CUDA",
+    ),
     (re.compile(r"No space left on device|database or disk is full|Disk quota exceeded", re.I), "no disk space"),
-    (re.compile(r"readonly database|read-only file system|disk I/O error|unable to open database file", re.I),
-     "the run store cannot be written"),
+    (
+        re.compile(r"readonly database|read-only file system|disk I/O error|unable to open database file", re.I),
+        "the run store cannot be written",
+    ),
 ]
 _RUN_SPECIFIC = re.compile(r"out of memory", re.I)  # a smaller model may still fit
 _NUMBER = re.compile(r"\d+(\.\d+)?")

@@ -18,13 +18,19 @@ class MeterSetup:
     notes: dict[str, str] = field(default_factory=dict)  # component or source -> why it fell back
 
 
-def build_meters(*, use_gpus: list[int] | None, cpu_tdp_w: float | None = None,
-                 cpu_w_per_thread: float | None = None, dram_w_per_gb: float = 0.375,
-                 powercap_root: str | None = None) -> MeterSetup:
+def build_meters(
+    *,
+    use_gpus: list[int] | None,
+    cpu_tdp_w: float | None = None,
+    cpu_w_per_thread: float | None = None,
+    dram_w_per_gb: float = 0.375,
+    powercap_root: str | None = None,
+) -> MeterSetup:
     """Meters for cpu, dram and (when `use_gpus` is a list) those CUDA devices; an empty list means every
     visible GPU."""
     meters: list[Meter] = []
     notes: dict[str, str] = {}
+    reason: str | None
     if use_gpus is not None:
         try:
             from greenlab.core.measure.nvml import discover_nvml
@@ -52,7 +58,13 @@ def build_meters(*, use_gpus: list[int] | None, cpu_tdp_w: float | None = None,
     if "dram" in missing and rapl is not None:
         notes["dram"] = "RAPL has no dram domain on this CPU"
     if missing:
-        meters.append(EstimateMeter(missing, cpu_tdp_w=cpu_tdp_w, cpu_w_per_thread=cpu_w_per_thread,
-                                    dram_w_per_gb=dram_w_per_gb,
-                                    reasons={c: notes.get(c, notes.get("cpu", "")) for c in missing}))
+        meters.append(
+            EstimateMeter(
+                missing,
+                cpu_tdp_w=cpu_tdp_w,
+                cpu_w_per_thread=cpu_w_per_thread,
+                dram_w_per_gb=dram_w_per_gb,
+                reasons={c: notes.get(c, notes.get("cpu", "")) for c in missing},
+            )
+        )
     return MeterSetup(meters=meters, notes=notes)

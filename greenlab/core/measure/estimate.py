@@ -23,26 +23,58 @@ from greenlab.core.measure.meter import Meter
 # Common CPUs: (TDP in W, hardware threads per package), from the vendors' specification pages. Keys are
 # matched as whole words against the normalised model name (see `normalise_cpu_name`).
 CPU_TABLE: dict[str, tuple[float, int]] = {
-    "EPYC 9654": (360, 192), "EPYC 9554": (360, 128), "EPYC 7763": (280, 128), "EPYC 7742": (225, 128),
-    "EPYC 7543": (225, 64), "EPYC 7B13": (240, 128), "EPYC 7R13": (240, 96), "EPYC 9R14": (360, 192),
-    "Xeon Platinum 8480": (350, 112), "Xeon Platinum 8380": (270, 80), "Xeon Platinum 8375C": (300, 64),
-    "Xeon Platinum 8259CL": (210, 48), "Xeon Platinum 8175M": (240, 48), "Xeon Gold 6248": (150, 40),
-    "Xeon Gold 6130": (125, 32), "Xeon E5-2686 v4": (145, 36),
-    "Ryzen 9 7950X": (170, 32), "Ryzen 9 5950X": (105, 32), "Ryzen 7 5800X": (105, 16),
-    "Core i9-13900K": (125, 32), "Core i7-12700": (65, 20), "Core i7-10700": (65, 16),
-    "Core i5-12400": (65, 12), "Apple M1": (20, 8), "Apple M2": (22, 8),
+    "EPYC 9654": (360, 192),
+    "EPYC 9554": (360, 128),
+    "EPYC 7763": (280, 128),
+    "EPYC 7742": (225, 128),
+    "EPYC 7543": (225, 64),
+    "EPYC 7B13": (240, 128),
+    "EPYC 7R13": (240, 96),
+    "EPYC 9R14": (360, 192),
+    "Xeon Platinum 8480": (350, 112),
+    "Xeon Platinum 8380": (270, 80),
+    "Xeon Platinum 8375C": (300, 64),
+    "Xeon Platinum 8259CL": (210, 48),
+    "Xeon Platinum 8175M": (240, 48),
+    "Xeon Gold 6248": (150, 40),
+    "Xeon Gold 6130": (125, 32),
+    "Xeon E5-2686 v4": (145, 36),
+    "Ryzen 9 7950X": (170, 32),
+    "Ryzen 9 5950X": (105, 32),
+    "Ryzen 7 5800X": (105, 16),
+    "Core i9-13900K": (125, 32),
+    "Core i7-12700": (65, 20),
+    "Core i7-10700": (65, 16),
+    "Core i5-12400": (65, 12),
+    "Apple M1": (20, 8),
+    "Apple M2": (22, 8),
 }
 # CodeCarbon's fallback constant for an unknown CPU on bare metal; applied to the threads this machine shows.
 DEFAULT_TDP_W = 85.0
 # A virtual machine's vCPU is one hardware thread of a server package. Cloud Carbon Footprint's average
 # maximum watts per vCPU over the AWS micro-architectures (SPECpower data) is the figure for a busy vCPU.
 VM_W_PER_VCPU = 3.5
-VM_W_PER_VCPU_SOURCE = ("Cloud Carbon Footprint methodology: AWS average max watts per vCPU (SPECpower), "
-                        "for a vCPU of an unknown server CPU")
+VM_W_PER_VCPU_SOURCE = (
+    "Cloud Carbon Footprint methodology: AWS average max watts per vCPU (SPECpower), "
+    "for a vCPU of an unknown server CPU"
+)
 DEFAULT_DRAM_W_PER_GB = 0.375  # 3 W per 8 GB DIMM, the figure CodeCarbon uses
 # Hypervisors and clouds as /sys/class/dmi/id names them.
-_VM_VENDORS = ("kvm", "qemu", "vmware", "virtualbox", "xen", "amazon ec2", "google compute engine",
-               "microsoft corporation", "openstack", "bochs", "parallels", "hetzner", "digitalocean")
+_VM_VENDORS = (
+    "kvm",
+    "qemu",
+    "vmware",
+    "virtualbox",
+    "xen",
+    "amazon ec2",
+    "google compute engine",
+    "microsoft corporation",
+    "openstack",
+    "bochs",
+    "parallels",
+    "hetzner",
+    "digitalocean",
+)
 
 
 def normalise_cpu_name(name: str) -> str:
@@ -79,8 +111,11 @@ def cpu_model_name(root: Path = Path("/")) -> str:
 
 def socket_count(root: Path = Path("/")) -> int:
     """Distinct physical packages in /proc/cpuinfo (1 where it does not say)."""
-    ids = {line.split(":", 1)[1].strip() for line in _read(root / "proc/cpuinfo").splitlines()
-           if line.startswith("physical id")}
+    ids = {
+        line.split(":", 1)[1].strip()
+        for line in _read(root / "proc/cpuinfo").splitlines()
+        if line.startswith("physical id")
+    }
     return max(1, len(ids))
 
 
@@ -99,9 +134,15 @@ def virtualization(root: Path = Path("/")) -> str | None:
     return None
 
 
-def cpu_power_rule(model_name: str, *, cpu_tdp_w: float | None = None, cpu_w_per_thread: float | None = None,
-                   virtual: str | None = None, threads_visible: int | None = None,
-                   sockets: int = 1) -> dict[str, Any]:
+def cpu_power_rule(
+    model_name: str,
+    *,
+    cpu_tdp_w: float | None = None,
+    cpu_w_per_thread: float | None = None,
+    virtual: str | None = None,
+    threads_visible: int | None = None,
+    sockets: int = 1,
+) -> dict[str, Any]:
     """The watts of one busy hardware thread, the rule that gave them and its inputs, in this order:
     the user's `cpu_w_per_thread`; the user's `cpu_tdp_w` over this package's threads; a known processor's
     TDP over its package's threads; on a VM or limited container, a server vCPU's figure; else CodeCarbon's
@@ -111,23 +152,41 @@ def cpu_power_rule(model_name: str, *, cpu_tdp_w: float | None = None, cpu_w_per
     if cpu_w_per_thread is not None:
         return {"w_per_thread": cpu_w_per_thread, "rule": "config cpu_w_per_thread"}
     if cpu_tdp_w is not None:
-        rule = {"w_per_thread": cpu_tdp_w / threads, "rule": "config cpu_tdp_w / package threads",
-                "tdp_w": cpu_tdp_w, "package_threads": threads}
+        rule = {
+            "w_per_thread": cpu_tdp_w / threads,
+            "rule": "config cpu_tdp_w / package threads",
+            "tdp_w": cpu_tdp_w,
+            "package_threads": threads,
+        }
         if virtual is not None:  # the guest sees a few vCPUs of a package with many threads
-            rule["warning"] = (f"a virtual machine ({virtual}): cpu_tdp_w is divided by the {threads} vCPUs "
-                               "this guest sees, not by the host package's threads, which overstates a thread's "
-                               "power; set cpu_w_per_thread instead")
+            rule["warning"] = (
+                f"a virtual machine ({virtual}): cpu_tdp_w is divided by the {threads} vCPUs "
+                "this guest sees, not by the host package's threads, which overstates a thread's "
+                "power; set cpu_w_per_thread instead"
+            )
         return rule
     key = match_cpu(model_name)
     if key is not None:
         tdp, package_threads = CPU_TABLE[key]
-        return {"w_per_thread": tdp / package_threads, "rule": f"table: {key} TDP / package threads",
-                "tdp_w": tdp, "package_threads": package_threads}
+        return {
+            "w_per_thread": tdp / package_threads,
+            "rule": f"table: {key} TDP / package threads",
+            "tdp_w": tdp,
+            "package_threads": package_threads,
+        }
     if virtual is not None:
-        return {"w_per_thread": VM_W_PER_VCPU, "rule": "virtual machine: watts of a busy server vCPU",
-                "source": VM_W_PER_VCPU_SOURCE, "virtual": virtual}
-    return {"w_per_thread": DEFAULT_TDP_W / threads, "rule": "default TDP / package threads (CPU not in the "
-            "table; set cpu_w_per_thread or cpu_tdp_w)", "tdp_w": DEFAULT_TDP_W, "package_threads": threads}
+        return {
+            "w_per_thread": VM_W_PER_VCPU,
+            "rule": "virtual machine: watts of a busy server vCPU",
+            "source": VM_W_PER_VCPU_SOURCE,
+            "virtual": virtual,
+        }
+    return {
+        "w_per_thread": DEFAULT_TDP_W / threads,
+        "rule": "default TDP / package threads (CPU not in the table; set cpu_w_per_thread or cpu_tdp_w)",
+        "tdp_w": DEFAULT_TDP_W,
+        "package_threads": threads,
+    }
 
 
 class ProcessSet:
@@ -197,17 +256,29 @@ class ProcessSet:
 class EstimateMeter(Meter):
     """`cpu` and/or `dram` as labelled estimates over the tracked processes."""
 
-    def __init__(self, components: list[str], *, cpu_tdp_w: float | None = None,
-                 cpu_w_per_thread: float | None = None, dram_w_per_gb: float = DEFAULT_DRAM_W_PER_GB,
-                 reasons: dict[str, str] | None = None, root: Path = Path("/")) -> None:
+    def __init__(
+        self,
+        components: list[str],
+        *,
+        cpu_tdp_w: float | None = None,
+        cpu_w_per_thread: float | None = None,
+        dram_w_per_gb: float = DEFAULT_DRAM_W_PER_GB,
+        reasons: dict[str, str] | None = None,
+        root: Path = Path("/"),
+    ) -> None:
         import time
 
         self._clock = time.monotonic
         self._components = components
         self.processes = ProcessSet()
         self.cpu_model = cpu_model_name(root)
-        self.cpu_rule = cpu_power_rule(self.cpu_model, cpu_tdp_w=cpu_tdp_w, cpu_w_per_thread=cpu_w_per_thread,
-                                       virtual=virtualization(root), sockets=socket_count(root))
+        self.cpu_rule = cpu_power_rule(
+            self.cpu_model,
+            cpu_tdp_w=cpu_tdp_w,
+            cpu_w_per_thread=cpu_w_per_thread,
+            virtual=virtualization(root),
+            sockets=socket_count(root),
+        )
         self.w_per_thread = float(self.cpu_rule["w_per_thread"])
         self.dram_w_per_gb = dram_w_per_gb
         self.reasons = reasons or {}
@@ -240,18 +311,30 @@ class EstimateMeter(Meter):
     def info(self) -> dict[str, dict[str, Any]]:
         facts: dict[str, dict[str, Any]] = {}
         if "cpu" in self._components:
-            facts["cpu"] = {"formula": "w_per_thread * cpu_seconds", "cpu_model": self.cpu_model,
-                            **self.cpu_rule, "why": self.reasons.get("cpu", "no CPU energy counter")}
+            facts["cpu"] = {
+                "formula": "w_per_thread * cpu_seconds",
+                "cpu_model": self.cpu_model,
+                **self.cpu_rule,
+                "why": self.reasons.get("cpu", "no CPU energy counter"),
+            }
         if "dram" in self._components:
-            facts["dram"] = {"formula": "resident_gb * w_per_gb, integrated over samples",
-                             "w_per_gb": self.dram_w_per_gb, "why": self.reasons.get("dram", "no DRAM counter")}
+            facts["dram"] = {
+                "formula": "resident_gb * w_per_gb, integrated over samples",
+                "w_per_gb": self.dram_w_per_gb,
+                "why": self.reasons.get("dram", "no DRAM counter"),
+            }
         return facts
 
     def window_inputs(self, component: str, energy_j: float, seconds: float) -> dict[str, Any]:
         if component == "cpu":
-            return {"cpu_seconds": round(energy_j / self.w_per_thread, 4),
-                    "w_per_thread": round(self.w_per_thread, 4), "rule": self.cpu_rule["rule"]}
+            return {
+                "cpu_seconds": round(energy_j / self.w_per_thread, 4),
+                "w_per_thread": round(self.w_per_thread, 4),
+                "rule": self.cpu_rule["rule"],
+            }
         if component == "dram" and seconds > 0:
-            return {"mean_resident_gb": round(energy_j / seconds / self.dram_w_per_gb, 4),
-                    "w_per_gb": self.dram_w_per_gb}
+            return {
+                "mean_resident_gb": round(energy_j / seconds / self.dram_w_per_gb, 4),
+                "w_per_gb": self.dram_w_per_gb,
+            }
         return {}

@@ -22,10 +22,10 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from greenlab.core.errors import GreenLabError
 
@@ -76,8 +76,10 @@ class LockBusy(GreenLabError):
     def __init__(self, holder: Holder | None, path: Path) -> None:
         self.holder = holder
         who = holder.describe() if holder else "holder unknown"
-        super().__init__(f"another grid is measuring on this host ({who}; lock {path}); wait for it to "
-                         "finish, or run without --no-wait to start as soon as it does")
+        super().__init__(
+            f"another grid is measuring on this host ({who}; lock {path}); wait for it to "
+            "finish, or run without --no-wait to start as soon as it does"
+        )
 
 
 def read_holder(path: Path | None = None) -> Holder | None:
@@ -103,8 +105,10 @@ def _open(path: Path) -> int:
             os.fchmod(fd, 0o666)  # the umask trimmed it; another user's grid must open it too
         return fd
     except OSError as exc:
-        raise GreenLabError(f"cannot create the host's measurement lock {path} ({exc.strerror or exc}); set "
-                            "GREENLAB_LOCK_DIR to a writable local folder") from None
+        raise GreenLabError(
+            f"cannot create the host's measurement lock {path} ({exc.strerror or exc}); set "
+            "GREENLAB_LOCK_DIR to a writable local folder"
+        ) from None
 
 
 def current_holder(path: Path | None = None) -> Holder | None | bool:
@@ -162,8 +166,13 @@ class HostLock:
         self._fd = fd
         return True
 
-    def acquire(self, *, wait: bool = True, on_wait: Callable[[WaitingForLock], None] | None = None,
-                stop: threading.Event | None = None) -> bool:
+    def acquire(
+        self,
+        *,
+        wait: bool = True,
+        on_wait: Callable[[WaitingForLock], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> bool:
         """Hold the lock; True once held, False when `stop` was set while waiting.
 
         Without `wait`, a held lock raises LockBusy at once. While waiting, `on_wait` hears who holds it,
@@ -196,7 +205,7 @@ class HostLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def __enter__(self) -> "HostLock":
+    def __enter__(self) -> HostLock:
         self.acquire()
         return self
 

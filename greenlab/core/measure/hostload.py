@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import psutil
 
@@ -50,11 +51,22 @@ def others(start: Mark, end: Mark, run_cpu_s: float | None, cpus: int | None = N
     capacity = max(end.at - start.at, 1e-9) * cpus
     steal_share = round(max(end.steal_s - start.steal_s, 0.0) / capacity, 4)
     if run_cpu_s is None:
-        return {"other_cpu_s": None, "other_share": None, "steal_share": steal_share, "cpus": cpus,
-                "why": "the run did not report its CPU time"}
+        return {
+            "other_cpu_s": None,
+            "other_share": None,
+            "steal_share": steal_share,
+            "cpus": cpus,
+            "why": "the run did not report its CPU time",
+        }
     other = max(end.busy_s - start.busy_s - (end.own_s - start.own_s) - run_cpu_s, 0.0)
-    return {"other_cpu_s": round(other, 3), "other_share": round(other / capacity, 4), "steal_share": steal_share,
-            "cpus": cpus, "busy_above": BUSY_SHARE, "busy_above_cpu_s": MIN_OTHER_CPU_S}
+    return {
+        "other_cpu_s": round(other, 3),
+        "other_share": round(other / capacity, 4),
+        "steal_share": steal_share,
+        "cpus": cpus,
+        "busy_above": BUSY_SHARE,
+        "busy_above_cpu_s": MIN_OTHER_CPU_S,
+    }
 
 
 def busy(load: Mapping[str, Any] | None) -> bool:

@@ -68,7 +68,7 @@ def parse_visible_devices(value: str | None) -> list[str] | None:
             if int(entry) < 0:
                 break
             entry = str(int(entry))
-        elif not (entry.startswith("GPU-") or entry.startswith("MIG-")):
+        elif not entry.startswith(("GPU-", "MIG-")):
             break
         entries.append(entry)
     return entries
@@ -116,7 +116,7 @@ def discover_nvml(cuda_indices: list[int] | None = None) -> tuple[NvmlMeter | No
         return None, "NVML bindings are not installed (pip install nvidia-ml-py); no GPU energy reading"
     try:
         nv.nvmlInit()
-    except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, or an OSError from ctypes
+    except Exception as exc:  # noqa: BLE001 - NVMLError_LibraryNotFound, DriverNotLoaded, or an OSError from ctypes
         return None, f"NVML could not start ({_text(exc) or type(exc).__name__}); no NVIDIA driver on this machine?"
 
     try:
@@ -132,8 +132,10 @@ def discover_nvml(cuda_indices: list[int] | None = None) -> tuple[NvmlMeter | No
         wanted = list(range(len(visible))) if cuda_indices is None else list(cuda_indices)
         for i in wanted:
             if not 0 <= i < len(visible):
-                raise LookupError(f"CUDA device {i} is not visible ({len(visible)} visible GPU(s)"
-                                  + (f", CUDA_VISIBLE_DEVICES={raw_visible!r})" if raw_visible is not None else ")"))
+                raise LookupError(
+                    f"CUDA device {i} is not visible ({len(visible)} visible GPU(s)"
+                    + (f", CUDA_VISIBLE_DEVICES={raw_visible!r})" if raw_visible is not None else ")")
+                )
         try:
             driver = _text(nv.nvmlSystemGetDriverVersion())
         except nv.NVMLError:
@@ -154,7 +156,7 @@ def discover_nvml(cuda_indices: list[int] | None = None) -> tuple[NvmlMeter | No
 def _shutdown_quietly(nv: Any) -> None:
     try:
         nv.nvmlShutdown()
-    except Exception:  # shutting down after a failure must not hide the failure's reason
+    except Exception:  # noqa: BLE001 - shutting down after a failure must not hide the failure's reason
         pass
 
 
@@ -169,8 +171,16 @@ def _optional(nv: Any, fn_name: str, *args: Any) -> Any:
         return None
 
 
-def _describe(nv: Any, component: str, cuda_index: int, entry: str, handle: Any, mig: Any,
-              nvml_index: int | None, driver: str | None) -> NvmlGpu:
+def _describe(
+    nv: Any,
+    component: str,
+    cuda_index: int,
+    entry: str,
+    handle: Any,
+    mig: Any,
+    nvml_index: int | None,
+    driver: str | None,
+) -> NvmlGpu:
     name = _optional(nv, "nvmlDeviceGetName", handle)
     uuid = _optional(nv, "nvmlDeviceGetUUID", handle)
     limit_mw = _optional(nv, "nvmlDeviceGetEnforcedPowerLimit", handle)

@@ -52,8 +52,12 @@ class RaplDomain:
     total_uj: int = 0
 
     def describe(self) -> dict[str, Any]:
-        return {"path": self.path, "name": self.name, "socket": self.socket,
-                "max_energy_range_uj": self.max_energy_range_uj}
+        return {
+            "path": self.path,
+            "name": self.name,
+            "socket": self.socket,
+            "max_energy_range_uj": self.max_energy_range_uj,
+        }
 
 
 def read_uj(path: str) -> int:
@@ -116,9 +120,11 @@ def _zone_dirs(root: str, ctype: str) -> dict[str, str]:
 
 
 def _permission_hint(root: str, ctype: str) -> str:
-    return (f"RAPL counters under {root} are not readable (permission denied); grant read access with: "
-            f"sudo chmod a+r {root}/{ctype}:*/energy_uj {root}/{ctype}:*:*/energy_uj"
-            " — falling back to the CPU estimate")
+    return (
+        f"RAPL counters under {root} are not readable (permission denied); grant read access with: "
+        f"sudo chmod a+r {root}/{ctype}:*/energy_uj {root}/{ctype}:*:*/energy_uj"
+        " — falling back to the CPU estimate"
+    )
 
 
 def discover_rapl(root: str | None = None) -> tuple[RaplMeter | None, str | None]:
@@ -161,16 +167,22 @@ def discover_rapl(root: str | None = None) -> tuple[RaplMeter | None, str | None
             ignored.append({"zone": zone_id, "name": name or "?", "why": why})
         for other in present:
             if other != ctype:
-                ignored.append({"zone": other, "name": other,
-                                "why": "another interface to the same packages; never added"})
+                ignored.append(
+                    {"zone": other, "name": other, "why": "another interface to the same packages; never added"}
+                )
         return _build(root, ctype, packages, drams, ignored, psys_present)
 
     return None, f"no RAPL domains under {root}"
 
 
-def _build(root: str, ctype: str, packages: dict[str, tuple[str, int]],
-           drams: dict[str, tuple[str, int]], ignored: list[dict[str, str]],
-           psys_present: bool) -> tuple[RaplMeter | None, str | None]:
+def _build(
+    root: str,
+    ctype: str,
+    packages: dict[str, tuple[str, int]],
+    drams: dict[str, tuple[str, int]],
+    ignored: list[dict[str, str]],
+    psys_present: bool,
+) -> tuple[RaplMeter | None, str | None]:
     domains: list[RaplDomain] = []
     dropped_dram: list[dict[str, str]] = []
     for component, found in (("cpu", packages), ("dram", drams)):
@@ -192,10 +204,14 @@ def _build(root: str, ctype: str, packages: dict[str, tuple[str, int]],
                     dropped_dram.append({"zone": zone_id, "why": "max_energy_range_uj is 0"})
                     continue
                 return None, f"RAPL package counter {path} reports max_energy_range_uj 0; cannot handle its wraparound"
-            domains.append(RaplDomain(path=path, name=name, component=component, socket=socket,
-                                      max_energy_range_uj=max_range, last_uj=now))
-    return RaplMeter(domains, root=root, control_type=ctype, psys_present=psys_present,
-                     ignored=ignored + dropped_dram), None
+            domains.append(
+                RaplDomain(
+                    path=path, name=name, component=component, socket=socket, max_energy_range_uj=max_range, last_uj=now
+                )
+            )
+    return RaplMeter(
+        domains, root=root, control_type=ctype, psys_present=psys_present, ignored=ignored + dropped_dram
+    ), None
 
 
 class RaplMeter(Meter):
@@ -207,9 +223,15 @@ class RaplMeter(Meter):
     edge reading is missing therefore has no measured energy, which the tracker reports as such.
     """
 
-    def __init__(self, domains: list[RaplDomain], *, root: str = DEFAULT_POWERCAP_ROOT,
-                 control_type: str = "intel-rapl", psys_present: bool = False,
-                 ignored: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        domains: list[RaplDomain],
+        *,
+        root: str = DEFAULT_POWERCAP_ROOT,
+        control_type: str = "intel-rapl",
+        psys_present: bool = False,
+        ignored: list[dict[str, str]] | None = None,
+    ) -> None:
         self._domains = domains
         self._root = root
         self._control_type = control_type

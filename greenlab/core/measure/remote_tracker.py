@@ -14,7 +14,7 @@ import bisect
 import threading
 import time
 from collections import deque
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from greenlab.core.measure.tracker import PowerHistory
 

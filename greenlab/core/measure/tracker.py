@@ -16,8 +16,9 @@ import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from greenlab.core.measure.meter import ComponentEnergy, Meter
 
@@ -42,22 +43,22 @@ class WindowResult:
         """All components together, or None when one has no reading (a partial sum would mislead)."""
         if any(c.energy_j is None for c in self.components.values()):
             return None
-        return sum(c.energy_j for c in self.components.values())
+        return sum(c.energy_j or 0.0 for c in self.components.values())
 
     def split_j(self) -> tuple[float, float]:
         """(measured, estimated) joules: the two are reported apart, never silently mixed."""
         measured = sum(c.energy_j or 0.0 for c in self.components.values() if c.measured)
-        estimated = sum(c.energy_j or 0.0 for c in self.components.values()
-                        if c.method == "estimate" and c.energy_j is not None)
+        estimated = sum(
+            c.energy_j or 0.0 for c in self.components.values() if c.method == "estimate" and c.energy_j is not None
+        )
         return measured, estimated
 
     def flags(self) -> list[str]:
         return sorted({flag for c in self.components.values() for flag in c.flags})
 
-    def without(self, components: set[str]) -> "WindowResult":
+    def without(self, components: set[str]) -> WindowResult:
         """The same window without some components (a GPU the run did not use)."""
-        return WindowResult(self.name, self.seconds,
-                            {k: v for k, v in self.components.items() if k not in components})
+        return WindowResult(self.name, self.seconds, {k: v for k, v in self.components.items() if k not in components})
 
 
 @dataclass
@@ -77,8 +78,12 @@ def _interpolate(before: _Snapshot, after: _Snapshot, t: float) -> _Snapshot:
     def mix(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
         return {c: a[c] + (b[c] - a[c]) * share if c in a else b[c] for c in b}
 
-    return _Snapshot(t=t, cumulative=mix(before.cumulative, after.cumulative), polled=mix(before.polled, after.polled),
-                     stale=before.stale | after.stale)
+    return _Snapshot(
+        t=t,
+        cumulative=mix(before.cumulative, after.cumulative),
+        polled=mix(before.polled, after.polled),
+        stale=before.stale | after.stale,
+    )
 
 
 class PowerHistory:
@@ -108,8 +113,15 @@ class EnergyTracker(PowerHistory):
     time on that clock.
     """
 
-    def __init__(self, meters: list[Meter], *, sample_hz: float = 10.0, history_s: float = 300.0,
-                 pending_limit: int = 500_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        meters: list[Meter],
+        *,
+        sample_hz: float = 10.0,
+        history_s: float = 300.0,
+        pending_limit: int = 500_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.meters = meters
         self.sample_hz = sample_hz
         self._clock = clock
@@ -120,8 +132,7 @@ class EnergyTracker(PowerHistory):
         self._last_power: dict[str, tuple[float, float]] = {}
         self._recent_cumulative: dict[str, deque[tuple[float, float]]] = {}
         self._history_len = max(10, int(history_s * sample_hz))
-        self._history: dict[str, deque[tuple[float, float]]] = {
-            c: deque(maxlen=self._history_len) for c in self._owner}
+        self._history: dict[str, deque[tuple[float, float]]] = {c: deque(maxlen=self._history_len) for c in self._owner}
         self._readings: deque[_Snapshot] = deque(maxlen=max(20, int(EDGE_HISTORY_S * sample_hz)))
         self._pending: deque[tuple[float, str, float]] = deque(maxlen=pending_limit)
         self.samples_dropped = 0
@@ -177,15 +188,16 @@ class EnergyTracker(PowerHistory):
             try:
                 direct.update(meter.power_w())
                 cumulative.update(meter.energy_j())
-            except Exception as exc:  # an unreadable sensor mid-run must not kill the run's measurement
+            except Exception as exc:  # noqa: BLE001 - an unreadable sensor mid-run must not kill the run's measurement
                 self._note_error(f"{type(meter).__name__}: {exc}")
             for component, message in getattr(meter, "last_errors", {}).items():
                 self._note_error(f"{component}: {message}")
         for component, power in direct.items():
             previous = self._last_power.get(component)
             if previous is not None:
-                self._polled_j[component] = (self._polled_j.get(component, 0.0)
-                                             + (t - previous[0]) * (previous[1] + power) / 2)
+                self._polled_j[component] = (
+                    self._polled_j.get(component, 0.0) + (t - previous[0]) * (previous[1] + power) / 2
+                )
             else:
                 self._polled_j.setdefault(component, 0.0)
             self._last_power[component] = (t, power)
@@ -201,10 +213,12 @@ class EnergyTracker(PowerHistory):
         # A component whose read failed this time keeps its last total: the counters are cumulative, so
         # the next good read covers the gap. A window edge taken on such a stale total is flagged.
         self._stale = {c for c in self._recent_cumulative if c not in cumulative}
-        self._latest_cumulative = {**{c: r[-1][1] for c, r in self._recent_cumulative.items() if r},
-                                   **cumulative}
-        self._readings.append(_Snapshot(t=t, cumulative=dict(self._latest_cumulative), polled=dict(self._polled_j),
-                                        stale=frozenset(self._stale)))
+        self._latest_cumulative = {**{c: r[-1][1] for c, r in self._recent_cumulative.items() if r}, **cumulative}
+        self._readings.append(
+            _Snapshot(
+                t=t, cumulative=dict(self._latest_cumulative), polled=dict(self._polled_j), stale=frozenset(self._stale)
+            )
+        )
         return watts
 
     def _note_error(self, message: str) -> None:
@@ -298,8 +312,13 @@ class EnergyTracker(PowerHistory):
         index = bisect.bisect_left(times, t)
         if index == 0:
             oldest = self._readings[0] if self._readings else fresh
-            return _Snapshot(t=oldest.t, cumulative=oldest.cumulative, polled=oldest.polled, stale=oldest.stale,
-                             flags=(FLAG_LATE_EDGE,) if t < oldest.t else ())
+            return _Snapshot(
+                t=oldest.t,
+                cumulative=oldest.cumulative,
+                polled=oldest.polled,
+                stale=oldest.stale,
+                flags=(FLAG_LATE_EDGE,) if t < oldest.t else (),
+            )
         after = self._readings[index] if index < len(self._readings) else fresh
         return _interpolate(self._readings[index - 1], after, t)
 
@@ -336,8 +355,9 @@ class EnergyTracker(PowerHistory):
         finally:
             holder["result"] = self.end_window(name)
 
-    def _component_energy(self, component: str, meter: Meter, start: _Snapshot, end: _Snapshot,
-                          seconds: float) -> ComponentEnergy:
+    def _component_energy(
+        self, component: str, meter: Meter, start: _Snapshot, end: _Snapshot, seconds: float
+    ) -> ComponentEnergy:
         method = meter.method(component)
         flags: list[str] = [*start.flags, *end.flags]
         inputs: dict[str, Any] = {}
@@ -381,5 +401,8 @@ class EnergyTracker(PowerHistory):
         self.begin_window("__idle__")
         wait(seconds)
         result = self.end_window("__idle__")
-        return {c: (e.energy_j / result.seconds) for c, e in result.components.items()
-                if e.energy_j is not None and result.seconds > 0}
+        return {
+            c: (e.energy_j / result.seconds)
+            for c, e in result.components.items()
+            if e.energy_j is not None and result.seconds > 0
+        }

@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
-from greenlab.core.plan import metrics
 from greenlab.core.errors import ConfigError
+from greenlab.core.plan import metrics
 from greenlab.core.plan.settings import Declaration, setting
 
 if TYPE_CHECKING:
@@ -32,19 +33,46 @@ _NUMBER = (int, float)
 class AnalysisSettings:
     """The `[analysis]` table: every key optional, each with the default shown."""
 
-    primary: str = setting(metrics.DEFAULT_PRIMARY, (str,), "the metric the study is about: marked primary in "
-                           "every face; the others are secondary", choices=metrics.METRICS, group="analysis")
-    alpha: float = setting(0.05, _NUMBER, "the test level: `saves`/`costs` need a Holm-adjusted p below it, "
-                           "`equivalent` the (1 − 2α) interval inside the band", minimum=0, maximum=0.5,
-                           exclusive=True, group="analysis",
-                           fix=" (a level of 0.5 or more would leave the equivalence interval, 1 − 2α, empty)")
-    equivalence_margin: float = setting(0.05, _NUMBER, "energy and time are `equivalent` when the (1 − 2α) "
-                                        "interval of their ratio lies within [1/(1 + m), 1 + m], a band "
-                                        "symmetric on the log scale the ratio is tested on", minimum=0,
-                                        maximum=1, exclusive=True, group="analysis")
-    accuracy_margin_pp: float = setting(1.0, _NUMBER, "accuracy and F1 are `equivalent` when the (1 − 2α) "
-                                        "interval of their difference lies within ± this many percentage "
-                                        "points", minimum=0, maximum=100, exclusive=True, group="analysis")
+    primary: str = setting(
+        metrics.DEFAULT_PRIMARY,
+        (str,),
+        "the metric the study is about: marked primary in every face; the others are secondary",
+        choices=metrics.METRICS,
+        group="analysis",
+    )
+    alpha: float = setting(
+        0.05,
+        _NUMBER,
+        "the test level: `saves`/`costs` need a Holm-adjusted p below it, "
+        "`equivalent` the (1 − 2α) interval inside the band",
+        minimum=0,
+        maximum=0.5,
+        exclusive=True,
+        group="analysis",
+        fix=" (a level of 0.5 or more would leave the equivalence interval, 1 − 2α, empty)",
+    )
+    equivalence_margin: float = setting(
+        0.05,
+        _NUMBER,
+        "energy and time are `equivalent` when the (1 − 2α) "
+        "interval of their ratio lies within [1/(1 + m), 1 + m], a band "
+        "symmetric on the log scale the ratio is tested on",
+        minimum=0,
+        maximum=1,
+        exclusive=True,
+        group="analysis",
+    )
+    accuracy_margin_pp: float = setting(
+        1.0,
+        _NUMBER,
+        "accuracy and F1 are `equivalent` when the (1 − 2α) "
+        "interval of their difference lies within ± this many percentage "
+        "points",
+        minimum=0,
+        maximum=100,
+        exclusive=True,
+        group="analysis",
+    )
 
     @property
     def ratio_band(self) -> tuple[float, float]:
@@ -64,16 +92,18 @@ TABLE = "analysis"
 def check(table: Any, key_prefix: str = TABLE) -> AnalysisSettings:
     """The `[analysis]` table validated against its declarations; ConfigError names the key and the fix."""
     if not isinstance(table, dict):
-        raise ConfigError("must be a table: write [analysis] with its keys below it, e.g. alpha = 0.05",
-                          key=key_prefix)
+        raise ConfigError("must be a table: write [analysis] with its keys below it, e.g. alpha = 0.05", key=key_prefix)
     for key, value in table.items():
         if key not in DECLARATION.specs:
             from greenlab.core.errors import suggest
 
-            raise ConfigError(f"unknown key '{key}'{suggest(key, ANALYSIS_KEYS)}; remove it or fix its name "
-                              f"(analysis keys: {', '.join(ANALYSIS_KEYS)})", key=f"{key_prefix}.{key}")
+            raise ConfigError(
+                f"unknown key '{key}'{suggest(key, ANALYSIS_KEYS)}; remove it or fix its name "
+                f"(analysis keys: {', '.join(ANALYSIS_KEYS)})",
+                key=f"{key_prefix}.{key}",
+            )
         DECLARATION.check_one(key, value, f"{key_prefix}.{key}")
-    values = {k: (float(v) if k != "primary" else v) for k, v in table.items()}
+    values: dict[str, Any] = {k: (float(v) if k != "primary" else v) for k, v in table.items()}
     return AnalysisSettings(**values)
 
 
@@ -133,7 +163,10 @@ class Plan:
     def digest(self) -> str:
         """What makes two declarations the same plan: the settings and the set of comparisons (the
         file's path and the time are not part of it: a resumed grid declares the same plan again)."""
-        payload = {"analysis": self.analysis.to_json(), "cells": sorted([c.conditions, c.technique] for c in self.cells)}
+        payload = {
+            "analysis": self.analysis.to_json(),
+            "cells": sorted([c.conditions, c.technique] for c in self.cells),
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> str:
@@ -145,19 +178,34 @@ class Plan:
         return f"{name} ({self.source or 'no file'}, {count})" if self.source else f"{name} ({count})"
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "declared": self.declared, "source": self.source, "created_at": self.created_at,
-                **self.analysis.to_json(), "family_size": self.family_size}
+        return {
+            "id": self.id,
+            "declared": self.declared,
+            "source": self.source,
+            "created_at": self.created_at,
+            **self.analysis.to_json(),
+            "family_size": self.family_size,
+        }
 
     def cells_json(self) -> list[dict[str, str]]:
-        return [{"conditions": c.conditions, "technique": c.technique, "model": c.model,
-                 "experiment": c.experiment} for c in self.cells]
+        return [
+            {"conditions": c.conditions, "technique": c.technique, "model": c.model, "experiment": c.experiment}
+            for c in self.cells
+        ]
 
     @classmethod
     def from_stored(cls, row: dict[str, Any]) -> Plan:
         """A plan as the store holds it (greenlab.core.store.database: the `plans` table)."""
         analysis = _analysis_from(row.get("analysis"))
-        cells = tuple(Cell(str(c.get("conditions")), str(c.get("technique")), str(c.get("model") or ""),
-                           str(c.get("experiment") or "")) for c in _json_list(row.get("cells")))
+        cells = tuple(
+            Cell(
+                str(c.get("conditions")),
+                str(c.get("technique")),
+                str(c.get("model") or ""),
+                str(c.get("experiment") or ""),
+            )
+            for c in _json_list(row.get("cells"))
+        )
         return cls(analysis, cells, str(row.get("source") or ""), True, row.get("id"), row.get("created_at"))
 
 
@@ -167,8 +215,9 @@ def implied(experiment: str, cells: Iterable[Cell], equivalence_margin: float | 
     analysis = AnalysisSettings()
     if equivalence_margin is not None and 0 < equivalence_margin < 1:
         analysis = replace(analysis, equivalence_margin=float(equivalence_margin))
-    return Plan(analysis, tuple(sorted(set(cells))), f"experiment {experiment}, runs from before analysis plans",
-                declared=False)
+    return Plan(
+        analysis, tuple(sorted(set(cells))), f"experiment {experiment}, runs from before analysis plans", declared=False
+    )
 
 
 @dataclass(frozen=True)

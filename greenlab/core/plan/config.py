@@ -12,15 +12,15 @@ import random
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from greenlab.core.plan import analysis
-
-from greenlab.core.train import compression, zoo
-from greenlab.core.plan.analysis import AnalysisSettings, Plan
 from greenlab.core.errors import ConfigError, suggest, toml_text
+from greenlab.core.plan import analysis
+from greenlab.core.plan.analysis import AnalysisSettings, Plan
 from greenlab.core.plan.settings import ACCOUNTING_SETTINGS, SETTING_KEYS, UNKEYED_SETTINGS, RunSettings, check
 from greenlab.core.plan.tomlfile import tomllib
+from greenlab.core.train import compression, zoo
+
 
 def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -49,12 +49,27 @@ def conditions_key(model: str, settings: dict[str, Any], *, epoch: int = KEY_EPO
     return _digest(payload)
 
 
-def run_key(model: str, technique: str, repeat: int, settings: dict[str, Any],
-            technique_settings: dict[str, Any], *, epoch: int = KEY_EPOCH) -> str:
+def run_key(
+    model: str,
+    technique: str,
+    repeat: int,
+    settings: dict[str, Any],
+    technique_settings: dict[str, Any],
+    *,
+    epoch: int = KEY_EPOCH,
+) -> str:
     """Identical runs share this key: same conditions, technique, technique settings and repeat index.
     A grid skips a run whose key is already completed (raising `repeats` runs only the new repeats)."""
-    return _digest({"conditions": conditions_key(model, settings, epoch=epoch), "technique": technique,
-                    "repeat": repeat, "techniques": technique_settings})
+    return _digest(
+        {
+            "conditions": conditions_key(model, settings, epoch=epoch),
+            "technique": technique,
+            "repeat": repeat,
+            "techniques": technique_settings,
+        }
+    )
+
+
 EXPERIMENT_KEYS = ("name", "models", "techniques")
 TOP_LEVEL_TABLES = ("defaults", "experiment", analysis.TABLE)
 _LIST_EXAMPLES = {"models": ["tinycnn"], "techniques": ["baseline", "prune"]}  # offered in a list's fix
@@ -107,15 +122,27 @@ class GridRun:
         return {k: getattr(self.settings, k) for k in ACCOUNTING_SETTINGS}
 
     def to_json(self) -> dict[str, Any]:
-        return {"experiment": self.experiment, "model": self.model, "technique": self.technique,
-                "repeat": self.repeat, "settings": asdict(self.settings),
-                "technique_settings": self.technique_settings, "position": self.position}
+        return {
+            "experiment": self.experiment,
+            "model": self.model,
+            "technique": self.technique,
+            "repeat": self.repeat,
+            "settings": asdict(self.settings),
+            "technique_settings": self.technique_settings,
+            "position": self.position,
+        }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "GridRun":
-        return cls(experiment=data["experiment"], model=data["model"], technique=data["technique"],
-                   repeat=data["repeat"], settings=RunSettings(**data["settings"]),
-                   technique_settings=data["technique_settings"], position=data.get("position", 0))
+    def from_json(cls, data: dict[str, Any]) -> GridRun:
+        return cls(
+            experiment=data["experiment"],
+            model=data["model"],
+            technique=data["technique"],
+            repeat=data["repeat"],
+            settings=RunSettings(**data["settings"]),
+            technique_settings=data["technique_settings"],
+            position=data.get("position", 0),
+        )
 
 
 @dataclass(frozen=True)
@@ -213,8 +240,9 @@ def validate_settings(values: dict[str, Any], key_prefix: str) -> RunSettings:
     return check(values, key_prefix)
 
 
-def _split_table(table: dict[str, Any], key_path: str, allowed_extra: tuple[str, ...]
-                 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def _split_table(
+    table: dict[str, Any], key_path: str, allowed_extra: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Separate plain settings from technique tables, rejecting unknown keys."""
     technique_tables = compression.settings_tables()
     settings: dict[str, Any] = {}
@@ -226,22 +254,30 @@ def _split_table(table: dict[str, Any], key_path: str, allowed_extra: tuple[str,
         if key in technique_tables:
             if not isinstance(value, dict):
                 section = "defaults" if key_path == "defaults" else "experiment"
-                raise ConfigError(f"must be a table: write [{section}.{key}] with its settings below it",
-                                  key=f"{key_path}.{key}")
+                raise ConfigError(
+                    f"must be a table: write [{section}.{key}] with its settings below it", key=f"{key_path}.{key}"
+                )
             per_technique[key] = value
         elif key in SETTING_KEYS:
             settings[key] = value
         elif key in analysis.ANALYSIS_KEYS:  # declared once for the grid, before its runs
-            raise ConfigError(f"'{key}' belongs to the analysis plan, declared once for the whole grid: move it "
-                              f"under [analysis] (e.g. {key} = {toml_text(analysis.DECLARATION.default(key))})",
-                              key=f"{key_path}.{key}")
+            raise ConfigError(
+                f"'{key}' belongs to the analysis plan, declared once for the whole grid: move it "
+                f"under [analysis] (e.g. {key} = {toml_text(analysis.DECLARATION.default(key))})",
+                key=f"{key_path}.{key}",
+            )
         elif isinstance(value, dict):  # a table here can only be a technique's: name those, not every setting
-            raise ConfigError(f"unknown technique table '{key}'{suggest(key, tuple(technique_tables))}; remove it "
-                              f"or fix its name (technique tables: {', '.join(technique_tables)})",
-                              key=f"{key_path}.{key}")
+            raise ConfigError(
+                f"unknown technique table '{key}'{suggest(key, tuple(technique_tables))}; remove it "
+                f"or fix its name (technique tables: {', '.join(technique_tables)})",
+                key=f"{key_path}.{key}",
+            )
         else:
-            raise ConfigError(f"unknown key '{key}'{suggest(key, known)}; remove it or fix its name "
-                              f"(settings: {', '.join(SETTING_KEYS)})", key=f"{key_path}.{key}")
+            raise ConfigError(
+                f"unknown key '{key}'{suggest(key, known)}; remove it or fix its name "
+                f"(settings: {', '.join(SETTING_KEYS)})",
+                key=f"{key_path}.{key}",
+            )
     return settings, per_technique
 
 
@@ -287,13 +323,19 @@ class _Located(Exception):
 
 
 def _build(data: dict[str, Any], locator: _Locator) -> tuple[list[Experiment], AnalysisSettings]:
-    def fail(error: ConfigError, path: KeyPath | None) -> None:
+    def fail(error: ConfigError, path: KeyPath | None) -> NoReturn:
         raise _Located(error, locator.line_of(path))
 
     for key in data:
         if key not in TOP_LEVEL_TABLES:
-            fail(ConfigError(f"unknown top-level table '{key}'{suggest(key, TOP_LEVEL_TABLES)}; "
-                             "only [defaults], [[experiment]] and [analysis] are read", key=key), (key,))
+            fail(
+                ConfigError(
+                    f"unknown top-level table '{key}'{suggest(key, TOP_LEVEL_TABLES)}; "
+                    "only [defaults], [[experiment]] and [analysis] are read",
+                    key=key,
+                ),
+                (key,),
+            )
     declared = AnalysisSettings()
     if analysis.TABLE in data:
         try:
@@ -313,11 +355,18 @@ def _build(data: dict[str, Any], locator: _Locator) -> tuple[list[Experiment], A
 
     experiments_raw = data.get("experiment")
     if not experiments_raw:
-        fail(ConfigError("no experiments; add at least one [[experiment]] table with name, models "
-                         "and techniques", key="experiment"), None)
+        fail(
+            ConfigError(
+                "no experiments; add at least one [[experiment]] table with name, models and techniques",
+                key="experiment",
+            ),
+            None,
+        )
     if not isinstance(experiments_raw, list):
-        fail(ConfigError("must be an array of tables: write [[experiment]], not [experiment]",
-                         key="experiment"), ("experiment",))
+        fail(
+            ConfigError("must be an array of tables: write [[experiment]], not [experiment]", key="experiment"),
+            ("experiment",),
+        )
 
     experiments: list[Experiment] = []
     names: set[str] = set()
@@ -325,19 +374,24 @@ def _build(data: dict[str, Any], locator: _Locator) -> tuple[list[Experiment], A
         label = f"experiment[{index}]"
         try:
             if not isinstance(raw, dict):
-                raise ConfigError(f"must be a table, got {raw!r}; write each experiment as an [[experiment]] "
-                                  "table with name, models and techniques", key=label)
+                raise ConfigError(
+                    f"must be a table, got {raw!r}; write each experiment as an [[experiment]] "
+                    "table with name, models and techniques",
+                    key=label,
+                )
             name = raw.get("name")
             if not isinstance(name, str) or not name.strip():
-                raise ConfigError("every experiment needs a name = \"...\"", key=f"{label}.name")
+                raise ConfigError('every experiment needs a name = "..."', key=f"{label}.name")
             label = f"experiment '{name}'"
             if name in names:
-                raise ConfigError(f"duplicate experiment name '{name}'; names must be unique: rename one, "
-                                  f"e.g. name = {toml_text(name + '-2')}", key=f"{label}.name")
+                raise ConfigError(
+                    f"duplicate experiment name '{name}'; names must be unique: rename one, "
+                    f"e.g. name = {toml_text(name + '-2')}",
+                    key=f"{label}.name",
+                )
             names.add(name)
             settings_raw, techniques_raw = _split_table(raw, label, EXPERIMENT_KEYS)
-            settings = validate_settings({**asdict(RunSettings()), **default_settings, **settings_raw},
-                                         label)
+            settings = validate_settings({**asdict(RunSettings()), **default_settings, **settings_raw}, label)
             models = _string_list(raw, "models", label)
             for model in models:
                 zoo.check_name(model, f"{label}.models")
@@ -345,20 +399,30 @@ def _build(data: dict[str, Any], locator: _Locator) -> tuple[list[Experiment], A
             # "prune + stego" and "prune+stego" are one technique: store the normalised spelling.
             specs = ["+".join(compression.parse_technique(spec, f"{label}.techniques")) for spec in written]
             if len(set(specs)) != len(specs):
-                raise ConfigError(f"lists a technique twice: {toml_text(written)}; remove the repeat",
-                                  key=f"{label}.techniques")
+                raise ConfigError(
+                    f"lists a technique twice: {toml_text(written)}; remove the repeat", key=f"{label}.techniques"
+                )
             # Every table is checked, used or not: a typo in an unused table is still a typo.
             technique_settings = {
                 part: compression.validate_settings(
-                    part, {**default_techniques.get(part, {}), **techniques_raw.get(part, {})}, f"{label}.{part}")
+                    part, {**default_techniques.get(part, {}), **techniques_raw.get(part, {})}, f"{label}.{part}"
+                )
                 for part in {*techniques_raw, *(p for spec in specs for p in spec.split("+"))}
-                if part != compression.BASELINE}
+                if part != compression.BASELINE
+            }
         except ConfigError as exc:
             # The key path below the experiment's label (names may hold dots; setting keys never do).
-            below = (exc.key or "")[len(label) + 1:].split(".") if (exc.key or "").startswith(label + ".") else []
+            below = (exc.key or "")[len(label) + 1 :].split(".") if (exc.key or "").startswith(label + ".") else []
             fail(exc, ("experiment", index, *filter(None, below)))
-        experiments.append(Experiment(name=name, models=tuple(models), techniques=tuple(specs),
-                                      settings=settings, technique_settings=technique_settings))
+        experiments.append(
+            Experiment(
+                name=name,
+                models=tuple(models),
+                techniques=tuple(specs),
+                settings=settings,
+                technique_settings=technique_settings,
+            )
+        )
     return experiments, declared
 
 
@@ -368,8 +432,10 @@ def _string_list(raw: dict[str, Any], key: str, label: str) -> list[str]:
     if value is None:
         raise ConfigError(f"missing; add e.g. {example}", key=f"{label}.{key}")
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"must be a non-empty list of names in quotes, got {toml_text(value)}; write e.g. "
-                          f"{example}", key=f"{label}.{key}")
+        raise ConfigError(
+            f"must be a non-empty list of names in quotes, got {toml_text(value)}; write e.g. {example}",
+            key=f"{label}.{key}",
+        )
     if len(set(value)) != len(value):
         raise ConfigError(f"lists a name twice: {toml_text(value)}; remove the repeat", key=f"{label}.{key}")
     return value
@@ -381,17 +447,21 @@ def load_grid(path: str | Path) -> GridFile:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError("file not found; pass the path of an experiments.toml",
-                          source=str(path)) from None
+        raise ConfigError("file not found; pass the path of an experiments.toml", source=str(path)) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read it ({exc.strerror or exc}); pass the path of an experiments.toml you "
-                          "can read", source=str(path)) from None
+        raise ConfigError(
+            f"cannot read it ({exc.strerror or exc}); pass the path of an experiments.toml you can read",
+            source=str(path),
+        ) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:  # TOML is UTF-8: point at the first byte that is not
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} cannot be read); save the file as "
-                          "UTF-8", source=str(path), line=line) from None
+        raise ConfigError(
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} cannot be read); save the file as UTF-8",
+            source=str(path),
+            line=line,
+        ) from None
     return parse_grid(text, str(path))
 
 
@@ -432,11 +502,18 @@ def expand_grid(experiments: list[Experiment]) -> list[GridRun]:
             for repeat in range(settings.repeats):
                 for technique in technique_order(experiment.techniques, settings.order, repeat, settings.seed, model):
                     parts = technique.split("+")
-                    used = {p: experiment.technique_settings[p] for p in parts
-                            if p in experiment.technique_settings}
-                    runs.append(GridRun(experiment=experiment.name, model=model, technique=technique,
-                                        repeat=repeat, settings=settings, technique_settings=used,
-                                        position=len(runs)))
+                    used = {p: experiment.technique_settings[p] for p in parts if p in experiment.technique_settings}
+                    runs.append(
+                        GridRun(
+                            experiment=experiment.name,
+                            model=model,
+                            technique=technique,
+                            repeat=repeat,
+                            settings=settings,
+                            technique_settings=used,
+                            position=len(runs),
+                        )
+                    )
     return runs
 
 

@@ -21,15 +21,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Union
+from typing import Any
 from urllib.parse import urlsplit
 
 from greenlab import __version__
-from greenlab.core.train import datasets, zoo
-from greenlab.core.plan.config import GridRun
 from greenlab.core.errors import GreenLabError
+from greenlab.core.plan.config import GridRun
+from greenlab.core.train import datasets, zoo
 
 PROBE_TIMEOUT_S = 3.0  # "downloadable" = the host answers a TCP connect this fast
 _READ_TIMEOUT_S = 30.0  # a stalled transfer fails instead of hanging the grid
@@ -98,18 +100,26 @@ class HubModel:
 
         if not cached("config.json"):
             return False
-        return not self.pretrained or any(cached(f) for f in ("model.safetensors", "pytorch_model.bin",
-                                                              "model.safetensors.index.json",
-                                                              "pytorch_model.bin.index.json"))
+        return not self.pretrained or any(
+            cached(f)
+            for f in (
+                "model.safetensors",
+                "pytorch_model.bin",
+                "model.safetensors.index.json",
+                "pytorch_model.bin.index.json",
+            )
+        )
 
     def manual_fix(self) -> str:
         from huggingface_hub import constants
 
-        return (f"run `huggingface-cli download {self.repo_id}` with internet and copy the cache to "
-                f"{constants.HF_HUB_CACHE}, or download it to a folder and use hf:/path/to/that/folder")
+        return (
+            f"run `huggingface-cli download {self.repo_id}` with internet and copy the cache to "
+            f"{constants.HF_HUB_CACHE}, or download it to a folder and use hf:/path/to/that/folder"
+        )
 
 
-Requirement = Union[FileDownload, HubModel]
+Requirement = FileDownload | HubModel
 
 
 @dataclass(frozen=True)
@@ -128,9 +138,14 @@ def _cifar10() -> FileDownload:
 
     root = datasets.data_dir()
     unpacked = root / CIFAR10.base_folder
-    return FileDownload("CIFAR-10", CIFAR10.url, root / CIFAR10.filename, Checksum("md5", CIFAR10.tgz_md5),
-                        ready=tuple(unpacked / name for name, _ in (*CIFAR10.train_list, *CIFAR10.test_list)),
-                        unpack=True)
+    return FileDownload(
+        "CIFAR-10",
+        CIFAR10.url,
+        root / CIFAR10.filename,
+        Checksum("md5", CIFAR10.tgz_md5),
+        ready=tuple(unpacked / name for name, _ in (*CIFAR10.train_list, *CIFAR10.test_list)),
+        unpack=True,
+    )
 
 
 def weights_file(url: str, what: str) -> FileDownload:
@@ -165,6 +180,10 @@ class Sources:
     hf_endpoint: Callable[[], str] = field(default=_hf_endpoint)
 
 
+def _hub_model(model: str, repo_id: str, pretrained: bool, sources: Sources) -> HubModel:
+    return HubModel(model, repo_id, pretrained, sources.hf_endpoint())
+
+
 def plan(runs: Iterable[GridRun], sources: Sources | None = None) -> list[Need]:
     """Everything the grid downloads on first use, once per experiment and setting, present or not."""
     sources = sources or Sources()
@@ -182,13 +201,17 @@ def plan(runs: Iterable[GridRun], sources: Sources | None = None) -> list[Need]:
             need("cifar10", sources.cifar10, run, "dataset")
         spec = zoo.spec_for(run.model)
         if spec.source == "torchvision" and s.pretrained:
-            need(run.model, lambda: sources.weights(run.model), run, "models")
+            need(run.model, partial(sources.weights, run.model), run, "models")
         elif spec.source == "transformers":
-            repo_id = run.model[len(zoo.HF_PREFIX):]
+            repo_id = run.model[len(zoo.HF_PREFIX) :]
             if not Path(repo_id).expanduser().is_dir():  # a local folder needs nothing fetched
                 # Even random init reads the hub's config.json (and the tokenizer), so every hf: model needs it.
-                need(f"{run.model}:{s.pretrained}",
-                     lambda: HubModel(f"{run.model}", repo_id, s.pretrained, sources.hf_endpoint()), run, "models")
+                need(
+                    f"{run.model}:{s.pretrained}",
+                    partial(_hub_model, run.model, repo_id, s.pretrained, sources),
+                    run,
+                    "models",
+                )
     return list(needs)
 
 
@@ -232,7 +255,7 @@ def probe_hosts(hosts: Iterable[str], timeout_s: float = PROBE_TIMEOUT_S) -> dic
         thread.start()
         threads.append((host, thread))
     deadline = time.monotonic() + timeout_s + 0.5
-    for host, thread in threads:
+    for _host, thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     return {host: results.get(host, False) for host, _ in threads}
 
@@ -275,7 +298,7 @@ class DownloadFailed:
     reason: str  # what went wrong and where to put the file by hand
 
 
-DownloadEvent = Union[DownloadStarted, DownloadProgressed, DownloadFinished, DownloadFailed]
+DownloadEvent = DownloadStarted | DownloadProgressed | DownloadFinished | DownloadFailed
 DownloadListener = Callable[[DownloadEvent], None]
 
 
@@ -319,8 +342,9 @@ def download_file(item: FileDownload, on_event: DownloadListener) -> DownloadFin
         partial.unlink(missing_ok=True)  # after a failure or Ctrl-C; a verified file was already moved
 
 
-def _download_verified(item: FileDownload, request: urllib.request.Request, partial: Path, hasher: Any,
-                       on_event: DownloadListener) -> DownloadFinished:
+def _download_verified(
+    item: FileDownload, request: urllib.request.Request, partial: Path, hasher: Any, on_event: DownloadListener
+) -> DownloadFinished:
     try:
         with urllib.request.urlopen(request, timeout=_READ_TIMEOUT_S) as response, open(partial, "wb") as out:
             length = response.headers.get("Content-Length")
@@ -336,15 +360,16 @@ def _download_verified(item: FileDownload, request: urllib.request.Request, part
         if total is not None and meter.done != total:
             raise OSError(f"the connection closed after {meter.done} of {total} bytes")
     except (OSError, http.client.HTTPException) as exc:
-        raise FetchError(f"{item.what}: could not download {item.url} ({_reason(exc)}); "
-                         f"{item.manual_fix()}") from None
+        raise FetchError(f"{item.what}: could not download {item.url} ({_reason(exc)}); {item.manual_fix()}") from None
     verified = "no published checksum to verify"
     if hasher is not None and item.checksum is not None:
         digest = hasher.hexdigest()
         if not item.checksum.matches(digest):
-            raise FetchError(f"{item.what}: checksum mismatch: {item.checksum.algorithm} of the file from "
-                             f"{item.url} is {digest}, expected {item.checksum.describe()}; it was not kept. "
-                             f"Retry, or {item.manual_fix()}")
+            raise FetchError(
+                f"{item.what}: checksum mismatch: {item.checksum.algorithm} of the file from "
+                f"{item.url} is {digest}, expected {item.checksum.describe()}; it was not kept. "
+                f"Retry, or {item.manual_fix()}"
+            )
         verified = f"{item.checksum.describe()} verified"
     os.replace(partial, item.dest)
     if item.unpack:
@@ -364,15 +389,17 @@ def _unpack(item: FileDownload) -> None:
     try:
         extract_archive(str(item.dest), str(item.dest.parent))
     except Exception as exc:  # noqa: BLE001 - any unreadable archive is the same problem for the user
-        raise FetchError(f"{item.what}: {item.dest} passed its checksum but cannot be unpacked "
-                         f"({type(exc).__name__}: {exc}); delete it and fetch again") from None
+        raise FetchError(
+            f"{item.what}: {item.dest} passed its checksum but cannot be unpacked "
+            f"({type(exc).__name__}: {exc}); delete it and fetch again"
+        ) from None
 
 
 def _hub_reporting_bar(report: Callable[[int], None]) -> type:
     """A silent tqdm class whose byte counts reach our events (huggingface_hub draws bars through tqdm)."""
     from tqdm.auto import tqdm
 
-    class Reporting(tqdm):  # type: ignore[misc, valid-type]
+    class Reporting(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
@@ -392,7 +419,7 @@ def _hub_files(files: list[Any]) -> list[Any]:
     for f in files:
         name = f.filename
         top_level = "/" not in name
-        if top_level and (name.endswith((".json", ".txt", ".model")) or name.endswith(weights_ext)):
+        if top_level and name.endswith((".json", ".txt", ".model", weights_ext)):
             chosen.append(f)
     return chosen
 
@@ -413,10 +440,17 @@ def download_hub_model(item: HubModel, on_event: DownloadListener) -> DownloadFi
         meter.add(0, force=True)
     except Exception as exc:  # noqa: BLE001 - hub errors come in many classes; each is the same for the user
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise FetchError(f"{item.what}: could not download {item.repo_id} from {item.endpoint} "
-                         f"({type(exc).__name__}: {first}); {item.manual_fix()}") from None
-    return DownloadFinished(item.what, "Hugging Face cache", meter.done, meter.seconds,
-                            "checked by huggingface_hub (no checksum verified here)")
+        raise FetchError(
+            f"{item.what}: could not download {item.repo_id} from {item.endpoint} "
+            f"({type(exc).__name__}: {first}); {item.manual_fix()}"
+        ) from None
+    return DownloadFinished(
+        item.what,
+        "Hugging Face cache",
+        meter.done,
+        meter.seconds,
+        "checked by huggingface_hub (no checksum verified here)",
+    )
 
 
 # -- fetching a grid's needs ------------------------------------------------------------------------------
@@ -440,13 +474,18 @@ def unreachable_reason(item: Requirement, experiments_file: str | None = None, *
     return f"{item.what}: not in the cache and {why}; run {command} on a machine with internet, or {item.manual_fix()}"
 
 
-def fetch_all(requirements: Iterable[Requirement], on_event: DownloadListener,
-              reachable: dict[str, bool] | None = None, *, experiments_file: str | None = None,
-              fetching: bool = False) -> FetchReport:
+def fetch_all(
+    requirements: Iterable[Requirement],
+    on_event: DownloadListener,
+    reachable: dict[str, bool] | None = None,
+    *,
+    experiments_file: str | None = None,
+    fetching: bool = False,
+) -> FetchReport:
     """Download every missing requirement; hosts found unreachable are not tried (each fails at once,
     with `unreachable_reason(item, experiments_file, fetching=fetching)`)."""
     report = FetchReport()
-    todo = []
+    todo: list[Requirement] = []
     for item in dict.fromkeys(requirements):
         (report.present if item.present() else todo).append(item)
     if reachable is None:
@@ -501,9 +540,13 @@ def format_progress(event: DownloadEvent, width: int = 20) -> str:
             bar = f"[{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%} "
         else:
             bar = ""
-        return (f"{event.what} {bar}{format_bytes(event.done_bytes)} of {format_bytes(event.total_bytes)} "
-                f"at {format_bytes(event.rate_bps)}/s, ETA {format_eta(event.eta_s)}")
+        return (
+            f"{event.what} {bar}{format_bytes(event.done_bytes)} of {format_bytes(event.total_bytes)} "
+            f"at {format_bytes(event.rate_bps)}/s, ETA {format_eta(event.eta_s)}"
+        )
     if isinstance(event, DownloadFinished):
-        return (f"{event.what}: {format_bytes(event.total_bytes)} in {event.seconds:.1f} s into {event.dest}; "
-                f"{event.verified}")
+        return (
+            f"{event.what}: {format_bytes(event.total_bytes)} in {event.seconds:.1f} s into {event.dest}; "
+            f"{event.verified}"
+        )
     return f"{event.what}: FAILED: {event.reason}"

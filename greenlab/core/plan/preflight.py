@@ -11,15 +11,14 @@ each download host is probed once, all at the same time, with a short timeout.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
-from greenlab.core.plan import fetch
-
-from greenlab.core.train import datasets, zoo
-from greenlab.core.plan.config import GridRun, locate_setting
 from greenlab.core.errors import GreenLabError
+from greenlab.core.plan import fetch
+from greenlab.core.plan.config import GridRun, locate_setting
+from greenlab.core.train import datasets, zoo
 
 MAX_IMAGE_SIZE = 4096  # px; beyond any pretrained model's input and any sane fine-tuning
 MAX_EPOCHS = 10_000
@@ -64,10 +63,15 @@ class PreflightReport:
             raise PreflightError(self.problems)
 
 
-def check(runs: list[GridRun], *, source: str | None = None, text: str | None = None,
-          sources: fetch.Sources | None = None,
-          probe: Callable[[Iterable[str]], dict[str, bool]] = fetch.probe_hosts,
-          devices: bool = True) -> PreflightReport:
+def check(
+    runs: list[GridRun],
+    *,
+    source: str | None = None,
+    text: str | None = None,
+    sources: fetch.Sources | None = None,
+    probe: Callable[[Iterable[str]], dict[str, bool]] = fetch.probe_hosts,
+    devices: bool = True,
+) -> PreflightReport:
     """Every problem of the grid at once; `text` (the file's) lets each problem carry its line. `devices`
     False leaves the devices to whoever places the runs (a Ray cluster's GPUs are not this machine's)."""
     report = PreflightReport()
@@ -81,7 +85,7 @@ def check(runs: list[GridRun], *, source: str | None = None, text: str | None = 
     for run in runs:
         _check_numbers(run, problem)
         if run.settings.dataset.startswith(datasets.IMAGEFOLDER_PREFIX):
-            folder = Path(run.settings.dataset[len(datasets.IMAGEFOLDER_PREFIX):]).expanduser()
+            folder = Path(run.settings.dataset[len(datasets.IMAGEFOLDER_PREFIX) :]).expanduser()
             message = image_folder_problem(folder)
             if message:
                 problem(run, "dataset", message)
@@ -115,18 +119,29 @@ def _check_devices(runs: list[GridRun], problem: Callable[[GridRun, str, str], N
         if device == "mps":
             mps = getattr(torch.backends, "mps", None)
             if not (mps and mps.is_available()):
-                problem(run, "device", "device 'mps' requested but Apple's Metal (MPS) is not available here; "
-                                       "use device = \"cpu\" or \"auto\"")
+                problem(
+                    run,
+                    "device",
+                    "device 'mps' requested but Apple's Metal (MPS) is not available here; "
+                    'use device = "cpu" or "auto"',
+                )
             continue
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         if cuda_count == 0:
             why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            problem(run, "device", f"device '{device}' requested but CUDA is not available here ({why}); "
-                                   "use device = \"cpu\" or \"auto\"")
+            problem(
+                run,
+                "device",
+                f'device \'{device}\' requested but CUDA is not available here ({why}); use device = "cpu" or "auto"',
+            )
         elif index >= cuda_count:
-            problem(run, "device", f"device '{device}' requested but this machine has {cuda_count} CUDA "
-                                   f"device{'s' if cuda_count > 1 else ''} (cuda:0 to cuda:{cuda_count - 1}); "
-                                   "pick one of those, or use \"cuda\" or \"auto\"")
+            problem(
+                run,
+                "device",
+                f"device '{device}' requested but this machine has {cuda_count} CUDA "
+                f"device{'s' if cuda_count > 1 else ''} (cuda:0 to cuda:{cuda_count - 1}); "
+                'pick one of those, or use "cuda" or "auto"',
+            )
 
 
 # -- numbers ---------------------------------------------------------------------------------------------
@@ -142,27 +157,37 @@ def _machine_memory_bytes() -> int | None:
 def _check_numbers(run: GridRun, problem: Callable[[GridRun, str, str], None]) -> None:
     s = run.settings
     if s.epochs > MAX_EPOCHS:
-        problem(run, "epochs", f"{s.epochs} epochs is beyond any fine-tuning (at most {MAX_EPOCHS}); "
-                               "lower epochs")
+        problem(run, "epochs", f"{s.epochs} epochs is beyond any fine-tuning (at most {MAX_EPOCHS}); lower epochs")
     if s.batch_size > MAX_BATCH_SIZE:
-        problem(run, "batch_size", f"batch_size {s.batch_size} is beyond what any device holds (at most "
-                                   f"{MAX_BATCH_SIZE}); lower batch_size")
+        problem(
+            run,
+            "batch_size",
+            f"batch_size {s.batch_size} is beyond what any device holds (at most {MAX_BATCH_SIZE}); lower batch_size",
+        )
     spec = zoo.spec_for(run.model)
     if spec.modality != "image":
         return
     if s.image_size is not None and s.image_size > MAX_IMAGE_SIZE:
-        problem(run, "image_size", f"image_size {s.image_size} px is beyond any model's input (at most "
-                                   f"{MAX_IMAGE_SIZE} px); lower image_size, or remove it to train at "
-                                   "each model's own input size")
+        problem(
+            run,
+            "image_size",
+            f"image_size {s.image_size} px is beyond any model's input (at most "
+            f"{MAX_IMAGE_SIZE} px); lower image_size, or remove it to train at "
+            "each model's own input size",
+        )
         return
     size = s.image_size or datasets.default_image_size(s.dataset, spec.input_size, spec.min_input_size)
     batch_bytes = s.batch_size * 3 * size * size * 4  # one float32 batch of inputs
     memory = _machine_memory_bytes()
     if memory and batch_bytes > memory * _BATCH_MEMORY_SHARE:
         key = "image_size" if s.image_size is not None else "batch_size"
-        problem(run, key, f"one batch of {s.batch_size} inputs at {size} px needs {batch_bytes / 1e9:.1f} GB "
-                          f"before any activation, and this machine has {memory / 1e9:.1f} GB of memory; "
-                          "lower batch_size or image_size")
+        problem(
+            run,
+            key,
+            f"one batch of {s.batch_size} inputs at {size} px needs {batch_bytes / 1e9:.1f} GB "
+            f"before any activation, and this machine has {memory / 1e9:.1f} GB of memory; "
+            "lower batch_size or image_size",
+        )
 
 
 # -- image folders ---------------------------------------------------------------------------------------
@@ -172,7 +197,7 @@ def _entries(path: Path) -> list[os.DirEntry[str]]:
 
 
 def _holds_image(folder: Path) -> bool:
-    for root, _dirs, files in os.walk(folder, followlinks=True, onerror=_raise):
+    for _root, _dirs, files in os.walk(folder, followlinks=True, onerror=_raise):
         if any(name.lower().endswith(IMAGE_EXTENSIONS) for name in files):
             return True
     return False
@@ -193,20 +218,28 @@ def image_folder_problem(path: Path) -> str | None:
     except OSError as exc:
         return f"cannot read image folder {path} ({exc.strerror or exc}); {readable}"
     if not classes:
-        return (f"image folder {path} holds no class folders; put the images in one subfolder per class "
-                f"({', '.join(IMAGE_EXTENSIONS)})")
+        return (
+            f"image folder {path} holds no class folders; put the images in one subfolder per class "
+            f"({', '.join(IMAGE_EXTENSIONS)})"
+        )
     if empty:
-        return (f"class folder{'s' if len(empty) > 1 else ''} {', '.join(empty[:5])} in {path} hold"
-                f"{'' if len(empty) > 1 else 's'} no image file ({', '.join(IMAGE_EXTENSIONS)}); add images or "
-                "remove the folder")
+        return (
+            f"class folder{'s' if len(empty) > 1 else ''} {', '.join(empty[:5])} in {path} hold"
+            f"{'' if len(empty) > 1 else 's'} no image file ({', '.join(IMAGE_EXTENSIONS)}); add images or "
+            "remove the folder"
+        )
     return None
 
 
 # -- downloads -------------------------------------------------------------------------------------------
-def _check_downloads(runs: list[GridRun], sources: fetch.Sources | None,
-                     probe: Callable[[Iterable[str]], dict[str, bool]],
-                     problem: Callable[[GridRun, str, str], None], report: PreflightReport,
-                     source: str | None) -> None:
+def _check_downloads(
+    runs: list[GridRun],
+    sources: fetch.Sources | None,
+    probe: Callable[[Iterable[str]], dict[str, bool]],
+    problem: Callable[[GridRun, str, str], None],
+    report: PreflightReport,
+    source: str | None,
+) -> None:
     needs = fetch.plan(runs, sources)
     missing = fetch.missing(needs)
     if not missing:
@@ -222,9 +255,12 @@ def _check_downloads(runs: list[GridRun], sources: fetch.Sources | None,
     first_run = {run.experiment: run for run in reversed(runs)}
     for need in needs:
         if need.requirement in unreachable:
-            alternative = {"dataset": "; or use dataset = \"digits\" (bundled, offline)",
-                           "models": "; or set pretrained = false (random init, offline)"}[need.key]
+            alternative = {
+                "dataset": '; or use dataset = "digits" (bundled, offline)',
+                "models": "; or set pretrained = false (random init, offline)",
+            }[need.key]
             if isinstance(need.requirement, fetch.HubModel):
                 alternative = "; hf-tiny-bert runs fully offline"
-            problem(first_run[need.experiment], need.key,
-                    fetch.unreachable_reason(need.requirement, source) + alternative)
+            problem(
+                first_run[need.experiment], need.key, fetch.unreachable_reason(need.requirement, source) + alternative
+            )

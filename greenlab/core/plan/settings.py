@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from greenlab.core.train import datasets
 from greenlab.core.errors import ConfigError, suggest, toml_text
+from greenlab.core.train import datasets
 
 _MAX_SEED = 2**32 - 1
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -57,56 +57,117 @@ class RunSettings:
     momentum: float = setting(0.9, _NUMBER, "SGD momentum", minimum=0)
     weight_decay: float = setting(0.0, _NUMBER, "weight decay", minimum=0)
     device: str = setting("auto", (str,), "auto (cuda if present, else mps, else cpu), cpu, cuda, cuda:N or mps")
-    seed: int = setting(0, (int,), "a run's seed is `seed + repeat`: it drives initialisation, the order of "
-                        "training batches and compression draws, so repeats are independent draws; the "
-                        "train/validation split stays fixed by `seed`, so every technique and repeat sees the "
-                        "same examples", minimum=0)
+    seed: int = setting(
+        0,
+        (int,),
+        "a run's seed is `seed + repeat`: it drives initialisation, the order of "
+        "training batches and compression draws, so repeats are independent draws; the "
+        "train/validation split stays fixed by `seed`, so every technique and repeat sees the "
+        "same examples",
+        minimum=0,
+    )
     repeats: int = setting(1, (int,), "independent runs of every model and technique", minimum=1, keyed=False)
-    order: str = setting("shuffle", (str,), "the order of techniques within each repeat: `shuffle` (seeded by "
-                         "`seed`, the model and the repeat), `rotate` (repeat r starts with the r-th technique) or "
-                         "`as-written`; the first two keep the baseline, or any technique, from always running "
-                         "first on a cold machine. Each run stores its place as `grid_position`",
-                         choices=ORDERS, keyed=False)
-    pretrained: bool = setting(True, (bool,), "torchvision `weights=\"DEFAULT\"`; false = random init (offline)")
-    image_size: int | None = setting(None, (int,), "input size in pixels; digits: the model's minimum (at least "
-                                     "32 px), others: the model's input size", minimum=8,
-                                     shown_default="natural", example=32)
-    max_train_batches: int | None = setting(None, (int,), "cap on training batches per epoch (quick or "
-                                            "energy-only runs)", minimum=1, example=10)
+    order: str = setting(
+        "shuffle",
+        (str,),
+        "the order of techniques within each repeat: `shuffle` (seeded by "
+        "`seed`, the model and the repeat), `rotate` (repeat r starts with the r-th technique) or "
+        "`as-written`; the first two keep the baseline, or any technique, from always running "
+        "first on a cold machine. Each run stores its place as `grid_position`",
+        choices=ORDERS,
+        keyed=False,
+    )
+    pretrained: bool = setting(True, (bool,), 'torchvision `weights="DEFAULT"`; false = random init (offline)')
+    image_size: int | None = setting(
+        None,
+        (int,),
+        "input size in pixels; digits: the model's minimum (at least 32 px), others: the model's input size",
+        minimum=8,
+        shown_default="natural",
+        example=32,
+    )
+    max_train_batches: int | None = setting(
+        None, (int,), "cap on training batches per epoch (quick or energy-only runs)", minimum=1, example=10
+    )
     max_eval_batches: int | None = setting(None, (int,), "cap on evaluation batches", minimum=1, example=4)
-    train_limit: int | None = setting(None, (int,), "use at most this many training examples", minimum=2,
-                                      example=1000)
-    val_fraction: float = setting(0.2, _NUMBER, "share of the data held out for validation (a seeded split)",
-                                  minimum=0, maximum=1, exclusive=True)
+    train_limit: int | None = setting(None, (int,), "use at most this many training examples", minimum=2, example=1000)
+    val_fraction: float = setting(
+        0.2, _NUMBER, "share of the data held out for validation (a seeded split)", minimum=0, maximum=1, exclusive=True
+    )
     num_workers: int = setting(0, (int,), "DataLoader worker processes", minimum=0)
-    idle_s: float = setting(5.0, _NUMBER, "seconds of idle power measured as the baseline (0 disables)",
-                            minimum=0, group="measurement", fix=" (0 disables the idle baseline)")
-    idle_scope: str = setting("grid", (str,), "`grid`: the idle baseline once before the grid; `run`: before "
-                              "every run", choices=IDLE_SCOPES, group="measurement")
-    cooldown_c: float | None = setting(None, _NUMBER, "wait until every GPU is below this temperature (°C) "
-                                       "before a run", group="measurement", example=60)
-    cooldown_timeout_s: float = setting(300.0, _NUMBER, "the longest cool-down wait", minimum=0,
-                                        group="measurement")
+    idle_s: float = setting(
+        5.0,
+        _NUMBER,
+        "seconds of idle power measured as the baseline (0 disables)",
+        minimum=0,
+        group="measurement",
+        fix=" (0 disables the idle baseline)",
+    )
+    idle_scope: str = setting(
+        "grid",
+        (str,),
+        "`grid`: the idle baseline once before the grid; `run`: before every run",
+        choices=IDLE_SCOPES,
+        group="measurement",
+    )
+    cooldown_c: float | None = setting(
+        None,
+        _NUMBER,
+        "wait until every GPU is below this temperature (°C) before a run",
+        group="measurement",
+        example=60,
+    )
+    cooldown_timeout_s: float = setting(300.0, _NUMBER, "the longest cool-down wait", minimum=0, group="measurement")
     sample_hz: float = setting(10.0, _NUMBER, "power sampling rate", minimum=1, maximum=200, group="measurement")
-    cpu_tdp_w: float | None = setting(None, _NUMBER, "CPU estimate: this package TDP over its threads, instead "
-                                      "of the table", minimum=0, exclusive=True, group="measurement", example=65)
-    cpu_w_per_thread: float | None = setting(None, _NUMBER, "CPU estimate: watts of one busy hardware thread, "
-                                             "instead of any rule", minimum=0, exclusive=True,
-                                             group="measurement", shown_default="rule", example=5)
-    dram_w_per_gb: float = setting(0.375, _NUMBER, "DRAM estimate: watts per resident GB", minimum=0,
-                                   group="measurement")
-    cpus_per_run: int | None = setting(None, (int,), "with `--ray`: CPUs a CPU run reserves on its node; by "
-                                       "default all of the node's, so no other run shares its CPU packages "
-                                       "and their RAPL energy is the run's alone (fewer let runs share a node: "
-                                       "flagged `shared_node_cpu`)", minimum=1, keyed=False,
-                                       group="measurement", shown_default="the node's", example=4)
-    carbon_g_per_kwh: float = setting(475.0, _NUMBER, "grid carbon intensity (see Accounting)", minimum=0,
-                                      keyed=False, group="accounting")
-    pue: float = setting(1.0, _NUMBER, "power usage effectiveness of the facility", minimum=1, keyed=False,
-                         group="accounting", fix=" (a PUE below 1 is impossible)")
+    cpu_tdp_w: float | None = setting(
+        None,
+        _NUMBER,
+        "CPU estimate: this package TDP over its threads, instead of the table",
+        minimum=0,
+        exclusive=True,
+        group="measurement",
+        example=65,
+    )
+    cpu_w_per_thread: float | None = setting(
+        None,
+        _NUMBER,
+        "CPU estimate: watts of one busy hardware thread, instead of any rule",
+        minimum=0,
+        exclusive=True,
+        group="measurement",
+        shown_default="rule",
+        example=5,
+    )
+    dram_w_per_gb: float = setting(
+        0.375, _NUMBER, "DRAM estimate: watts per resident GB", minimum=0, group="measurement"
+    )
+    cpus_per_run: int | None = setting(
+        None,
+        (int,),
+        "with `--ray`: CPUs a CPU run reserves on its node; by "
+        "default all of the node's, so no other run shares its CPU packages "
+        "and their RAPL energy is the run's alone (fewer let runs share a node: "
+        "flagged `shared_node_cpu`)",
+        minimum=1,
+        keyed=False,
+        group="measurement",
+        shown_default="the node's",
+        example=4,
+    )
+    carbon_g_per_kwh: float = setting(
+        475.0, _NUMBER, "grid carbon intensity (see Accounting)", minimum=0, keyed=False, group="accounting"
+    )
+    pue: float = setting(
+        1.0,
+        _NUMBER,
+        "power usage effectiveness of the facility",
+        minimum=1,
+        keyed=False,
+        group="accounting",
+        fix=" (a PUE below 1 is impossible)",
+    )
     price_per_kwh: float = setting(0.29, _NUMBER, "electricity price", minimum=0, keyed=False, group="accounting")
     currency: str = setting("EUR", (str,), "currency of `price_per_kwh`", keyed=False, group="accounting")
-
 
 
 class Declaration:
@@ -118,7 +179,7 @@ class Declaration:
         self.specs: dict[str, Spec] = {f.name: f.metadata["spec"] for f in fields(cls)}
 
     def default(self, name: str) -> Any:
-        return self.cls.__dataclass_fields__[name].default
+        return {f.name: f.default for f in fields(self.cls)}[name]
 
     def fix_text(self, name: str) -> str:
         """The fix a message about setting `name` ends with, from its declaration: a valid line to write
@@ -141,17 +202,20 @@ class Declaration:
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"must be a finite number, got {toml_text(value)}; {fix}", key=key)
         if spec.choices is not None and value not in spec.choices:
-            raise ConfigError(f"unknown {name} '{value}'{suggest(str(value), spec.choices)} "
-                              f"(known: {', '.join(spec.choices)}); {fix}", key=key)
+            raise ConfigError(
+                f"unknown {name} '{value}'{suggest(str(value), spec.choices)} "
+                f"(known: {', '.join(spec.choices)}); {fix}",
+                key=key,
+            )
         low, high = spec.minimum, spec.maximum
+        number = float(value) if isinstance(value, (int, float)) else 0.0  # its type was checked above
         if spec.exclusive:
-            if (low is not None and value <= low) or (high is not None and value >= high):
-                bounds = (f"between {low:g} and {high:g} (exclusive)" if high is not None
-                          else f"greater than {low:g}")
+            if (low is not None and number <= low) or (high is not None and number >= high):
+                bounds = f"between {low:g} and {high:g} (exclusive)" if high is not None else f"greater than {low:g}"
                 raise ConfigError(f"must be {bounds}, got {value}{spec.fix}; {fix}", key=key)
-        elif low is not None and high is not None and not low <= value <= high:
+        elif low is not None and high is not None and not low <= number <= high:
             raise ConfigError(f"must be between {low:g} and {high:g}, got {value}{spec.fix}; {fix}", key=key)
-        elif low is not None and value < low:
+        elif low is not None and number < low:
             raise ConfigError(f"must be at least {low:g}, got {value}{spec.fix}; {fix}", key=key)
 
     def default_text(self, name: str) -> str:
@@ -197,11 +261,15 @@ def check(values: dict[str, Any], key_prefix: str) -> RunSettings:
         RUN_SETTINGS.check_one(name, value, f"{key_prefix}.{name}")
     s = RunSettings(**values)
     if s.seed + s.repeats - 1 > _MAX_SEED:  # a run's seed is seed + repeat; torch takes 32 bits
-        raise ConfigError(f"must be at most {_MAX_SEED - s.repeats + 1} (seed + repeats - 1 is a 32-bit seed), "
-                          f"got {s.seed}; {fix_text('seed')}", key=f"{key_prefix}.seed")
+        raise ConfigError(
+            f"must be at most {_MAX_SEED - s.repeats + 1} (seed + repeats - 1 is a 32-bit seed), "
+            f"got {s.seed}; {fix_text('seed')}",
+            key=f"{key_prefix}.seed",
+        )
     if not _DEVICE_PATTERN.match(s.device):
-        raise ConfigError(f"unknown device '{s.device}'; use auto, cpu, cuda, cuda:N or mps",
-                          key=f"{key_prefix}.device")
+        raise ConfigError(
+            f"unknown device '{s.device}'; use auto, cpu, cuda, cuda:N or mps", key=f"{key_prefix}.device"
+        )
     datasets.check_name(s.dataset, f"{key_prefix}.dataset")
     return s
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from statistics import mean
-from typing import Any, Iterable
+from typing import Any
 
 from greenlab.core.plan import metrics
-
-from greenlab.core.report import diagnostics, formatting, stats
 from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan, PostHoc, implied
 from greenlab.core.plan.config import conditions_key
+from greenlab.core.report import diagnostics, formatting, stats
+from greenlab.core.report.stats import Decision, HolmStep, TwoSample
+from greenlab.core.store.rows import Row
 
 HEADLINE = metrics.DEFAULT_PRIMARY
 TARGET_DROP_PP = 1.0  # energy to target: the target is the baselines' mean final accuracy minus this
@@ -37,7 +39,7 @@ MEASURED, ESTIMATED, MIXED = "measured", "estimated", "mixed"
 Values = list[tuple[int, "float | None"]]  # (run id, value) in execution order
 
 
-def _settings(row: dict[str, Any]) -> dict[str, Any] | str | None:
+def _settings(row: Row) -> dict[str, Any] | str | None:
     settings = row.get("settings")
     if isinstance(settings, str):
         try:
@@ -47,7 +49,7 @@ def _settings(row: dict[str, Any]) -> dict[str, Any] | str | None:
     return settings
 
 
-def conditions_of(row: dict[str, Any]) -> str:
+def conditions_of(row: Row) -> str:
     """The run's "same conditions" key (greenlab.core.plan.config.conditions_key): stored as `conditions_key`,
     else computed from the model and the stored settings. The experiment's name is not part of it: two
     experiments that ran the same work share a baseline."""
@@ -63,7 +65,7 @@ def conditions_of(row: dict[str, Any]) -> str:
     return f"model:{row.get('model')}:{row.get('dataset')}"
 
 
-def stored_margin(rows: Iterable[dict[str, Any]]) -> float | None:
+def stored_margin(rows: Iterable[Row]) -> float | None:
     """The `equivalence_margin` setting of the latest of `rows` that stored one."""
     for row in sorted(rows, key=lambda r: r.get("id") or 0, reverse=True):
         settings = _settings(row)
@@ -72,10 +74,10 @@ def stored_margin(rows: Iterable[dict[str, Any]]) -> float | None:
     return None
 
 
-def latest_runs(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def latest_runs(rows: Iterable[Row]) -> list[Row]:
     """Completed runs, one per settings_key (the latest): a forced rerun of the same settings and seed
     replaces its earlier run rather than counting as another independent draw."""
-    latest: dict[Any, dict[str, Any]] = {}
+    latest: dict[Any, Row] = {}
     for row in sorted((r for r in rows if r.get("status") == "completed"), key=lambda r: r.get("id") or 0):
         key = row.get("settings_key")
         latest[key if key is not None else ("row", id(row))] = row
@@ -108,15 +110,15 @@ class Group:
     change: dict[str, float | None]  # against the baseline mean: percent, or pp (see metric_change)
 
 
-def _mean(rows: list[dict[str, Any]], key: str) -> tuple[float | None, float | None]:
+def _mean(rows: list[Row], key: str) -> tuple[float | None, float | None]:
     values = [r[key] for r in rows if r.get(key) is not None]
     return (mean(values) if values else None), stats.mean_ci95(values)
 
 
-def summarize(rows: Iterable[dict[str, Any]]) -> list[Group]:
+def summarize(rows: Iterable[Row]) -> list[Group]:
     """Completed runs grouped by conditions and technique, each compared to its matching baseline."""
     completed = latest_runs(rows)
-    buckets: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    buckets: dict[tuple[str, str], list[Row]] = {}
     for row in completed:
         buckets.setdefault((conditions_of(row), row["technique"]), []).append(row)
     baselines = baseline_means(completed)
@@ -127,25 +129,34 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[Group]:
         for metric in METRICS:
             means[metric], intervals[metric] = _mean(members, metric)
         reference = baselines.get(key, {})
-        change = {m: metric_change(m, means[m], reference.get(m)) if technique != "baseline" else None
-                  for m in METRICS}
+        change = {m: metric_change(m, means[m], reference.get(m)) if technique != "baseline" else None for m in METRICS}
         experiments = ", ".join(sorted({str(r.get("experiment") or "") for r in members}))
-        groups.append(Group(experiments, members[0]["model"], members[0].get("dataset") or "", technique,
-                            len(members), means, intervals, change))
+        groups.append(
+            Group(
+                experiments,
+                members[0]["model"],
+                members[0].get("dataset") or "",
+                technique,
+                len(members),
+                means,
+                intervals,
+                change,
+            )
+        )
     groups.sort(key=lambda g: (g.model, g.dataset, g.experiment, g.technique != "baseline", g.technique))
     return groups
 
 
-def baseline_means(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+def baseline_means(rows: Iterable[Row]) -> dict[str, dict[str, float | None]]:
     """Mean of each metric over the completed baselines, by conditions: computed once per table."""
-    members: dict[str, list[dict[str, Any]]] = {}
+    members: dict[str, list[Row]] = {}
     for row in latest_runs(rows):
         if row.get("technique") == "baseline":
             members.setdefault(conditions_of(row), []).append(row)
     return {key: {m: _mean(group, m)[0] for m in METRICS} for key, group in members.items()}
 
 
-def changes(rows: list[dict[str, Any]]) -> list[dict[str, float | None]]:
+def changes(rows: Sequence[Row]) -> list[dict[str, float | None]]:
     """Each row's change per metric against its matching baselines (None for a baseline): percent, or
     percentage points for accuracy and F1."""
     means = baseline_means(rows)
@@ -154,7 +165,6 @@ def changes(rows: list[dict[str, Any]]) -> list[dict[str, float | None]]:
         reference = means.get(conditions_of(row), {}) if row.get("technique") != "baseline" else {}
         result.append({m: metric_change(m, row.get(m), reference.get(m)) for m in METRICS})
     return result
-
 
 
 # -- comparisons with verdicts ---------------------------------------------------------------------------
@@ -183,11 +193,11 @@ class Comparison:
     metric: str
     conditions: str
     experiments: tuple[str, ...]
-    stats: stats.TwoSample
+    stats: TwoSample
     plan: Plan
     analysis: AnalysisSettings
-    step: stats.HolmStep
-    decision: stats.Decision
+    step: HolmStep
+    decision: Decision
     verdict: str
     sentence: str = ""
     post_hoc: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -258,44 +268,76 @@ class Comparison:
         low_eq, high_eq = s.equivalence_bounds
         adjusted = self.decision.adjusted
         data: dict[str, Any] = {
-            "model": self.model, "dataset": self.dataset, "technique": self.technique, "metric": self.metric,
-            "role": self.role, "primary": self.primary, "scale": s.scale,
-            "experiment": ", ".join(self.experiments), "conditions": self.conditions,
-            "n": s.n, "n_baseline": s.n_baseline, "n_missing": s.n_missing,
-            "n_baseline_missing": s.n_baseline_missing, "mean": s.mean, "baseline_mean": s.baseline_mean,
-            "sd": s.sd, "baseline_sd": s.baseline_sd,
-            "ratio": s.estimate if ratio else None, "ratio_of_means": s.ratio_of_means if ratio else None,
-            "ratio_ci_low": s.ci_low if ratio else None, "ratio_ci_high": s.ci_high if ratio else None,
-            "ratio_ci90_low": s.eq_low if ratio else None, "ratio_ci90_high": s.eq_high if ratio else None,
+            "model": self.model,
+            "dataset": self.dataset,
+            "technique": self.technique,
+            "metric": self.metric,
+            "role": self.role,
+            "primary": self.primary,
+            "scale": s.scale,
+            "experiment": ", ".join(self.experiments),
+            "conditions": self.conditions,
+            "n": s.n,
+            "n_baseline": s.n_baseline,
+            "n_missing": s.n_missing,
+            "n_baseline_missing": s.n_baseline_missing,
+            "mean": s.mean,
+            "baseline_mean": s.baseline_mean,
+            "sd": s.sd,
+            "baseline_sd": s.baseline_sd,
+            "ratio": s.estimate if ratio else None,
+            "ratio_of_means": s.ratio_of_means if ratio else None,
+            "ratio_ci_low": s.ci_low if ratio else None,
+            "ratio_ci_high": s.ci_high if ratio else None,
+            "ratio_ci90_low": s.eq_low if ratio else None,
+            "ratio_ci90_high": s.eq_high if ratio else None,
             "difference": s.difference,
-            "difference_ci_low": None if ratio else s.ci_low, "difference_ci_high": None if ratio else s.ci_high,
+            "difference_ci_low": None if ratio else s.ci_low,
+            "difference_ci_high": None if ratio else s.ci_high,
             "difference_ci90_low": None if ratio else s.eq_low,
             "difference_ci90_high": None if ratio else s.eq_high,
-            "ci_level": 1 - self.analysis.alpha, "equivalence_ci_level": 1 - 2 * self.analysis.alpha,
-            "test": s.test, "df": s.df, "p_value": s.p_value, "p_holm": self.p_holm,
-            "holm_family": self.holm_family, "adjusted_ci_low": adjusted[0] if adjusted else None,
+            "ci_level": 1 - self.analysis.alpha,
+            "equivalence_ci_level": 1 - 2 * self.analysis.alpha,
+            "test": s.test,
+            "df": s.df,
+            "p_value": s.p_value,
+            "p_holm": self.p_holm,
+            "holm_family": self.holm_family,
+            "adjusted_ci_low": adjusted[0] if adjusted else None,
             "adjusted_ci_high": adjusted[1] if adjusted else None,
-            "adjusted_ci_level": self.decision.adjusted_level, "alpha": self.analysis.alpha,
+            "adjusted_ci_level": self.decision.adjusted_level,
+            "alpha": self.analysis.alpha,
             "margin": self.analysis.equivalence_margin if ratio else None,
             "margin_pp": None if ratio else self.analysis.accuracy_margin_pp,
             "equivalence_bounds": [low_eq, high_eq] if ratio else [100 * low_eq, 100 * high_eq],
             "equivalence_bounds_unit": "ratio" if ratio else "pp",
-            "p_equivalence": s.p_equivalence, "equivalent": None if s.equivalent is None else bool(s.equivalent),
-            "effect_size": s.effect_size, "verdict": self.verdict, "negligible": self.negligible,
-            "word": self.word, "energy_method": self.energy_method,
+            "p_equivalence": s.p_equivalence,
+            "equivalent": None if s.equivalent is None else bool(s.equivalent),
+            "effect_size": s.effect_size,
+            "verdict": self.verdict,
+            "negligible": self.negligible,
+            "word": self.word,
+            "energy_method": self.energy_method,
             "repeats_to_decide": self.repeats_to_decide if self.verdict == stats.INCONCLUSIVE else None,
-            "sentence": self.sentence, "notes": list(self.notes),
+            "sentence": self.sentence,
+            "notes": list(self.notes),
             "diagnostics": [d.to_dict() for d in self.diagnostics],
-            "excluded": [{"run_id": e.run_id, "side": e.side, "value": e.value, "reason": e.reason}
-                         for e in self.excluded],
+            "excluded": [
+                {"run_id": e.run_id, "side": e.side, "value": e.value, "reason": e.reason} for e in self.excluded
+            ],
             "plan": self.plan.to_json(),
-            "post_hoc": {name: {"used": used, "declared": declared}
-                         for name, (used, declared) in self.post_hoc.items()},
-            "run_ids": list(self.run_ids), "baseline_run_ids": list(self.baseline_run_ids),
+            "post_hoc": {
+                name: {"used": used, "declared": declared} for name, (used, declared) in self.post_hoc.items()
+            },
+            "run_ids": list(self.run_ids),
+            "baseline_run_ids": list(self.baseline_run_ids),
         }
         if self.in_pp:
-            data.update(difference_pp=_pp(s.difference), difference_pp_ci_low=_pp(s.ci_low),
-                        difference_pp_ci_high=_pp(s.ci_high))
+            data.update(
+                difference_pp=_pp(s.difference),
+                difference_pp_ci_low=_pp(s.ci_low),
+                difference_pp_ci_high=_pp(s.ci_high),
+            )
         return {k: _plain(v) for k, v in data.items()}
 
 
@@ -316,7 +358,7 @@ def _pp(value: float | None) -> float | None:
     return None if value is None else 100.0 * value
 
 
-def run_energy_method(row: dict[str, Any]) -> str | None:
+def run_energy_method(row: Row) -> str | None:
     """How a run's energy was obtained: measured (hardware counters or polled power), estimated (CPU time
     × watts), mixed (some components each way), or None when the row does not say."""
     measured, estimated = row.get("energy_measured_j") or 0, row.get("energy_estimated_j") or 0
@@ -329,14 +371,14 @@ def run_energy_method(row: dict[str, Any]) -> str | None:
     return None
 
 
-def energy_method(rows: Iterable[dict[str, Any]]) -> str | None:
+def energy_method(rows: Iterable[Row]) -> str | None:
     methods = {m for m in (run_energy_method(r) for r in rows) if m is not None}
     if not methods:
         return None
     return methods.pop() if len(methods) == 1 else MIXED
 
 
-def usable(rows: list[dict[str, Any]], metric: str, side: str) -> tuple[Values, list[Excluded]]:
+def usable(rows: list[Row], metric: str, side: str) -> tuple[Values, list[Excluded]]:
     """(run id, value or None) of the runs the analysis can use, in execution order, and the runs it cannot:
     on a ratio scale a value of 0 or below has no log, and no scale takes a value that is not finite; such
     a run is named, never turned into a saving. None (no value: a run that never reached its target)
@@ -345,7 +387,7 @@ def usable(rows: list[dict[str, Any]], metric: str, side: str) -> tuple[Values, 
     left_out: list[Excluded] = []
     ratio = metric not in DIFFERENCE_METRICS
     for row in sorted(rows, key=lambda r: r.get("id") or 0):
-        value, run_id = row.get(metric), row.get("id")
+        value, run_id = row.get(metric), int(row.get("id") or 0)
         if value is None:
             kept.append((run_id, None))
             continue
@@ -364,8 +406,8 @@ def usable(rows: list[dict[str, Any]], metric: str, side: str) -> tuple[Values, 
 @dataclass
 class _Cell:
     key: tuple[str, str]
-    members: list[dict[str, Any]]
-    reference: list[dict[str, Any]]
+    members: list[Row]
+    reference: list[Row]
     plan: Plan | None = None
 
 
@@ -388,8 +430,11 @@ def _governing_plans(cells: Iterable[_Cell], plans: dict[int, Plan]) -> None:
             orphans.setdefault(str(ordered[0].get("experiment") or ""), []).append(cell)
     for experiment, group in orphans.items():
         members = [r for cell in group for r in cell.members]
-        declared = implied(experiment, [Cell(c.key[0], c.key[1], str(c.members[0].get("model") or ""), experiment)
-                                        for c in group], stored_margin(members))
+        declared = implied(
+            experiment,
+            [Cell(c.key[0], c.key[1], str(c.members[0].get("model") or ""), experiment) for c in group],
+            stored_margin(members),
+        )
         for cell in group:
             cell.plan = declared
 
@@ -398,8 +443,13 @@ def _plan_key(plan: Plan) -> tuple[str, Any]:
     return ("plan", plan.id) if plan.declared else ("implied", plan.source)
 
 
-def judge(rows: Iterable[dict[str, Any]], plans: dict[int, Plan] | None = None, *,
-          metrics: Iterable[str] = METRICS, post_hoc: PostHoc | None = None) -> list[Comparison]:
+def judge(
+    rows: Iterable[Row],
+    plans: dict[int, Plan] | None = None,
+    *,
+    metrics: Iterable[str] = METRICS,
+    post_hoc: PostHoc | None = None,
+) -> list[Comparison]:
     """Every comparison the store's runs support, decided under its plan; see the module docstring.
 
     `rows` are the store's runs (every status: only the latest completed run of each key counts); `plans`
@@ -407,8 +457,8 @@ def judge(rows: Iterable[dict[str, Any]], plans: dict[int, Plan] | None = None, 
     """
     plans = plans or {}
     post_hoc = post_hoc or PostHoc()
-    baselines: dict[str, list[dict[str, Any]]] = {}
-    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    baselines: dict[str, list[Row]] = {}
+    grouped: dict[tuple[str, str], list[Row]] = {}
     for row in latest_runs(rows):
         if row.get("technique") == "baseline":
             baselines.setdefault(conditions_of(row), []).append(row)
@@ -434,9 +484,13 @@ def judge(rows: Iterable[dict[str, Any]], plans: dict[int, Plan] | None = None, 
             technique, out_technique = usable(cell.members, metric, "technique")
             baseline, out_baseline = usable(cell.reference, metric, "baseline")
             ratio = metric not in DIFFERENCE_METRICS
-            result = stats.compare([v for _, v in technique], [v for _, v in baseline],
-                                   scale=stats.RATIO if ratio else stats.DIFFERENCE, alpha=used.alpha,
-                                   margin=used.equivalence_margin if ratio else used.accuracy_margin_pp / 100)
+            result = stats.compare(
+                [v for _, v in technique],
+                [v for _, v in baseline],
+                scale=stats.RATIO if ratio else stats.DIFFERENCE,
+                alpha=used.alpha,
+                margin=used.equivalence_margin if ratio else used.accuracy_margin_pp / 100,
+            )
             found = cache[(cell.key, metric)] = _Judged(result, out_technique + out_baseline, technique, baseline)
         return found
 
@@ -452,23 +506,34 @@ def judge(rows: Iterable[dict[str, Any]], plans: dict[int, Plan] | None = None, 
                 withheld = s is None or (metric == "energy_to_target_j" and (s.n_missing or s.n_baseline_missing))
                 p_values.append(None if withheld else s.p_value)  # type: ignore[union-attr]
             for key, step in zip(family, stats.holm(p_values, len(family), used.alpha)):
-                cell = cells.get(key)
-                if cell is not None and cell.plan is not None and _plan_key(cell.plan) == plan_key:
-                    comparisons.append(_comparison(cell, metric, plan, used, changed, step, judged(cell, metric),
-                                                   baseline_checks))
+                governed = cells.get(key)
+                if governed is not None and governed.plan is not None and _plan_key(governed.plan) == plan_key:
+                    comparisons.append(
+                        _comparison(
+                            governed, metric, plan, used, changed, step, judged(governed, metric), baseline_checks
+                        )
+                    )
     order = {m: i for i, m in enumerate(wanted)}
     first_run: dict[str, int] = {}  # techniques keep the order in which they were first run
     for (_, technique), members in grouped.items():
         first = min((r.get("id") or 0 for r in members), default=0)
         first_run[technique] = min(first_run.get(technique, first), first)
-    comparisons.sort(key=lambda c: (c.model, c.dataset, c.conditions, first_run[c.technique], c.technique,
-                                    order[c.metric]))
+    comparisons.sort(
+        key=lambda c: (c.model, c.dataset, c.conditions, first_run[c.technique], c.technique, order[c.metric])
+    )
     return comparisons
 
 
-def _comparison(cell: _Cell, metric: str, plan: Plan, used: AnalysisSettings, changed: dict[str, tuple[float, float]],
-                step: stats.HolmStep, judged: _Judged,
-                baseline_checks: dict[tuple[str, str], list[diagnostics.Diagnostic]]) -> Comparison:
+def _comparison(
+    cell: _Cell,
+    metric: str,
+    plan: Plan,
+    used: AnalysisSettings,
+    changed: dict[str, tuple[float, float]],
+    step: stats.HolmStep,
+    judged: _Judged,
+    baseline_checks: dict[tuple[str, str], list[diagnostics.Diagnostic]],
+) -> Comparison:
     from greenlab.core.report import words
 
     s = judged.stats
@@ -482,22 +547,45 @@ def _comparison(cell: _Cell, metric: str, plan: Plan, used: AnalysisSettings, ch
         # would favour whichever side reached it less often. So no verdict, and no survivors' estimate either.
         verdict = stats.INSUFFICIENT
         decision = stats.Decision(stats.INSUFFICIENT, False, None, None)
-        s = replace(s, mean=None, baseline_mean=None, sd=None, baseline_sd=None, center=None, se=None, df=None,
-                    tested_sd=None, tested_baseline_sd=None, estimate=None, ci_low=None, ci_high=None, eq_low=None,
-                    eq_high=None, p_value=None, p_equivalence=None, equivalent=None, effect_size=None)
+        s = replace(
+            s,
+            mean=None,
+            baseline_mean=None,
+            sd=None,
+            baseline_sd=None,
+            center=None,
+            se=None,
+            df=None,
+            tested_sd=None,
+            tested_baseline_sd=None,
+            estimate=None,
+            ci_low=None,
+            ci_high=None,
+            eq_low=None,
+            eq_high=None,
+            p_value=None,
+            p_equivalence=None,
+            equivalent=None,
+            effect_size=None,
+        )
         target = _target_of(cell.members + cell.reference)
         notes.append(words.unreached_note(s, technique))
     ratio = metric not in DIFFERENCE_METRICS
     unit = "pp" if not ratio else ("s" if metric == "duration_s" else "J")
-    checks = diagnostics.check_side("technique", [(i, v) for i, v in judged.technique if v is not None], unit,
-                                    ratio_scale=ratio, name=technique)
+    checks = diagnostics.check_side(
+        "technique", [(i, v) for i, v in judged.technique if v is not None], unit, ratio_scale=ratio, name=technique
+    )
     base_key = (cell.key[0], metric)
     if base_key not in baseline_checks:
         baseline_checks[base_key] = diagnostics.check_side(
-            "baseline", [(i, v) for i, v in judged.baseline if v is not None], unit, ratio_scale=ratio)
+            "baseline", [(i, v) for i, v in judged.baseline if v is not None], unit, ratio_scale=ratio
+        )
     checks += baseline_checks[base_key]
-    checks += diagnostics.one_side_constant([(i, v) for i, v in judged.technique if v is not None],
-                                            [(i, v) for i, v in judged.baseline if v is not None], technique)
+    checks += diagnostics.one_side_constant(
+        [(i, v) for i, v in judged.technique if v is not None],
+        [(i, v) for i, v in judged.baseline if v is not None],
+        technique,
+    )
     caveat = _flagged_caveat(cell.members + cell.reference) if ratio else ""
     if caveat:
         notes.append(caveat)
@@ -505,19 +593,32 @@ def _comparison(cell: _Cell, metric: str, plan: Plan, used: AnalysisSettings, ch
         notes.append(words.excluded_note(judged.excluded, metric))
     first = cell.members[0]
     comparison = Comparison(
-        model=first["model"], dataset=first.get("dataset") or "", technique=technique, metric=metric,
-        conditions=cell.key[0], experiments=tuple(sorted({str(r.get("experiment") or "") for r in cell.members})),
-        stats=s, plan=plan, analysis=used, step=step, decision=decision, verdict=verdict, post_hoc=changed,
+        model=first["model"],
+        dataset=first.get("dataset") or "",
+        technique=technique,
+        metric=metric,
+        conditions=cell.key[0],
+        experiments=tuple(sorted({str(r.get("experiment") or "") for r in cell.members})),
+        stats=s,
+        plan=plan,
+        analysis=used,
+        step=step,
+        decision=decision,
+        verdict=verdict,
+        post_hoc=changed,
         run_ids=tuple(r["id"] for r in cell.members if r.get("id") is not None),
         baseline_run_ids=tuple(r["id"] for r in cell.reference if r.get("id") is not None),
-        excluded=tuple(judged.excluded), diagnostics=tuple(checks),
+        excluded=tuple(judged.excluded),
+        diagnostics=tuple(checks),
         energy_method=energy_method(cell.members + cell.reference) if metric in metrics.ENERGY_METRICS else None,
         repeats_to_decide=stats.repeats_for(s, step) if verdict == stats.INCONCLUSIVE else None,
-        target=target, notes=tuple(notes))
+        target=target,
+        notes=tuple(notes),
+    )
     return replace(comparison, sentence=words.sentence(comparison))
 
 
-def _flagged_caveat(rows: list[dict[str, Any]]) -> str:
+def _flagged_caveat(rows: list[Row]) -> str:
     """'2 of 6 runs measured beside other work (flag host_busy)'; the verdict stands, but a reader should
     know its figures include other work. Each run counts once, whichever of the flags it has."""
     flagged = [set(formatting.json_column(r.get("flags"), [])) & set(CAVEAT_FLAGS) for r in rows]
@@ -525,11 +626,13 @@ def _flagged_caveat(rows: list[dict[str, Any]]) -> str:
     if not count:
         return ""
     names = [f for f in CAVEAT_FLAGS if any(f in flags for flags in flagged)]
-    return (f"{count} of {len(rows)} runs measured beside other work on their host "
-            f"(flag{'s' if len(names) > 1 else ''} {', '.join(names)})")
+    return (
+        f"{count} of {len(rows)} runs measured beside other work on their host "
+        f"(flag{'s' if len(names) > 1 else ''} {', '.join(names)})"
+    )
 
 
-def _target_of(rows: list[dict[str, Any]]) -> float | None:
+def _target_of(rows: list[Row]) -> float | None:
     """The target accuracy the cell's runs were judged against (one per conditions, so any run's)."""
     return next((float(r["target_accuracy"]) for r in rows if r.get("target_accuracy") is not None), None)
 

@@ -20,15 +20,35 @@ Pure functions over (run id, value) pairs in execution order; nothing here decid
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from statistics import median
-from typing import Sequence
 
 # The 95th percentile of the largest |modified z| among n normal runs (400,000 simulated cells each): a
 # clean cell is flagged 5 % of the time at every size.
-_OUTLIER_LEVEL = {4: 6.9, 5: 7.9, 6: 5.5, 7: 5.9, 8: 4.9, 9: 5.1, 10: 4.6, 11: 4.7, 12: 4.4, 13: 4.4, 14: 4.2,
-                  15: 4.3, 16: 4.1, 17: 4.2, 18: 4.0, 19: 4.1, 20: 4.0, 21: 4.0, 22: 4.0, 23: 4.0}
+_OUTLIER_LEVEL = {
+    4: 6.9,
+    5: 7.9,
+    6: 5.5,
+    7: 5.9,
+    8: 4.9,
+    9: 5.1,
+    10: 4.6,
+    11: 4.7,
+    12: 4.4,
+    13: 4.4,
+    14: 4.2,
+    15: 4.3,
+    16: 4.1,
+    17: 4.2,
+    18: 4.0,
+    19: 4.1,
+    20: 4.0,
+    21: 4.0,
+    22: 4.0,
+    23: 4.0,
+}
 _OUTLIER_LEVEL_LARGE = 3.9
 MIN_OUTLIER_RUNS = 4
 CV_LIMIT = 0.10
@@ -68,8 +88,9 @@ def outliers(values: Sequence[float]) -> list[tuple[int, float]]:
         if scale == 0:
             return []
     level = outlier_level(len(values))
-    return [(index, (value - centre) / scale) for index, value in enumerate(values)
-            if abs(value - centre) / scale > level]
+    return [
+        (index, (value - centre) / scale) for index, value in enumerate(values) if abs(value - centre) / scale > level
+    ]
 
 
 def coefficient_of_variation(values: Sequence[float]) -> float | None:
@@ -84,7 +105,7 @@ def coefficient_of_variation(values: Sequence[float]) -> float | None:
     return sd / mean
 
 
-@lru_cache(maxsize=None)
+@cache
 def _inversion_counts(n: int) -> tuple[int, ...]:
     """How many permutations of n items have k inversions, k = 0..n(n−1)/2 (Mahonian numbers): the exact
     null distribution of Kendall's S without ties."""
@@ -134,8 +155,9 @@ def kendall_trend(values: Sequence[float]) -> tuple[float, float] | None:
     return tau, min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2)))
 
 
-def check_side(side: str, runs: Sequence[tuple[int, float]], unit: str, *, ratio_scale: bool,
-               name: str | None = None) -> list[Diagnostic]:
+def check_side(
+    side: str, runs: Sequence[tuple[int, float]], unit: str, *, ratio_scale: bool, name: str | None = None
+) -> list[Diagnostic]:
     """Every diagnostic of one side's (run id, value) pairs, given in execution order; `name` (the technique)
     is what the text calls the side."""
     called = name or side
@@ -143,43 +165,80 @@ def check_side(side: str, runs: Sequence[tuple[int, float]], unit: str, *, ratio
     values = [value for _, value in runs]
     found: list[Diagnostic] = []
     for index, z in outliers(values):
-        found.append(Diagnostic(OUTLIER, side, (ids[index],), f"{called} run {ids[index]} is an outlier "
-                                f"({_value(values[index], unit)} against a median of {_value(median(values), unit)}; "
-                                f"modified z = {z:.1f}, over the {outlier_level(len(values)):g} that flags 5 % of "
-                                f"clean {len(values)}-run sides): kept, but look at it or rerun it"))
+        found.append(
+            Diagnostic(
+                OUTLIER,
+                side,
+                (ids[index],),
+                f"{called} run {ids[index]} is an outlier "
+                f"({_value(values[index], unit)} against a median of {_value(median(values), unit)}; "
+                f"modified z = {z:.1f}, over the {outlier_level(len(values)):g} that flags 5 % of "
+                f"clean {len(values)}-run sides): kept, but look at it or rerun it",
+            )
+        )
     if ratio_scale:
         cv = coefficient_of_variation(values)
         if cv is not None and cv > CV_LIMIT:
-            found.append(Diagnostic(HIGH_CV, side, tuple(ids), f"{called} runs vary by {100 * cv:.0f} % (coefficient "
-                                    f"of variation above {100 * CV_LIMIT:.0f} %): a noisy host or too short runs"))
+            found.append(
+                Diagnostic(
+                    HIGH_CV,
+                    side,
+                    tuple(ids),
+                    f"{called} runs vary by {100 * cv:.0f} % (coefficient "
+                    f"of variation above {100 * CV_LIMIT:.0f} %): a noisy host or too short runs",
+                )
+            )
         rest = values[1:]
         if len(values) >= 3 and values[0] > max(rest) and values[0] > median(rest) * (1 + WARMUP_EXCESS):
             excess = 100 * (values[0] / median(rest) - 1)
-            found.append(Diagnostic(WARM_UP, side, (ids[0],), f"{called}'s first run ({ids[0]}) is {excess:.0f} % "
-                                    "above the median of the rest: warm-up? (a longer warm-up or discarding "
-                                    "the first repeat would tell)"))
+            found.append(
+                Diagnostic(
+                    WARM_UP,
+                    side,
+                    (ids[0],),
+                    f"{called}'s first run ({ids[0]}) is {excess:.0f} % "
+                    "above the median of the rest: warm-up? (a longer warm-up or discarding "
+                    "the first repeat would tell)",
+                )
+            )
     if len(values) >= 5:
         trend = kendall_trend(values)
         if trend is not None and trend[1] < TREND_ALPHA:
             tau, p = trend
             way = "rises" if tau > 0 else "falls"
             why = "heat?" if tau > 0 else "warming caches or clocks?"
-            found.append(Diagnostic(DRIFT, side, tuple(ids), f"{called} {way} steadily with run order (Kendall "
-                                    f"tau = {tau:+.2f}, p = {p:.3f}): {why} cooldown or more interleaving "
-                                    "would tell"))
+            found.append(
+                Diagnostic(
+                    DRIFT,
+                    side,
+                    tuple(ids),
+                    f"{called} {way} steadily with run order (Kendall "
+                    f"tau = {tau:+.2f}, p = {p:.3f}): {why} cooldown or more interleaving "
+                    "would tell",
+                )
+            )
     return found
 
 
-def one_side_constant(technique: Sequence[tuple[int, float]], baseline: Sequence[tuple[int, float]],
-                      name: str) -> list[Diagnostic]:
+def one_side_constant(
+    technique: Sequence[tuple[int, float]], baseline: Sequence[tuple[int, float]], name: str
+) -> list[Diagnostic]:
     """Every run of one side identical while the other varies: legitimate for Welch's test, but its
     verdict then rests on the other side's spread alone."""
     found = []
-    for side, called, runs, other in (("technique", name, technique, baseline), ("baseline", "baseline", baseline, technique)):
+    for side, called, runs, other in (
+        ("technique", name, technique, baseline),
+        ("baseline", "baseline", baseline, technique),
+    ):
         if len(runs) >= 2 and len({v for _, v in runs}) == 1 and len({v for _, v in other}) > 1:
-            found.append(Diagnostic(ONE_SIDE_CONSTANT, side, tuple(i for i, _ in runs),
-                                    f"every {called} run has the same value: the test rests on the other side's "
-                                    "spread alone"))
+            found.append(
+                Diagnostic(
+                    ONE_SIDE_CONSTANT,
+                    side,
+                    tuple(i for i, _ in runs),
+                    f"every {called} run has the same value: the test rests on the other side's spread alone",
+                )
+            )
     return found
 
 

@@ -11,10 +11,12 @@ Pure functions; the grid session (greenlab.core.grid.session) stores `compute`'s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from statistics import mean
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from greenlab.core.report.compare import TARGET_DROP_PP, conditions_of, latest_runs
+from greenlab.core.store.rows import Row
 
 
 def epoch_energy(epoch: dict[str, Any]) -> float | None:
@@ -46,7 +48,7 @@ def energy_to_target(epochs: Iterable[dict[str, Any]], target: float) -> float |
     return next((joules for _epoch, joules, accuracy in accuracy_curve(epochs) if accuracy >= target), None)
 
 
-def default_targets(rows: Iterable[dict[str, Any]], drop_pp: float = TARGET_DROP_PP) -> dict[str, float]:
+def default_targets(rows: Iterable[Row], drop_pp: float = TARGET_DROP_PP) -> dict[str, float]:
     """Per conditions key: the completed baselines' mean final val_accuracy minus `drop_pp`."""
     accuracies: dict[str, list[float]] = {}
     for row in latest_runs(rows):
@@ -55,8 +57,9 @@ def default_targets(rows: Iterable[dict[str, Any]], drop_pp: float = TARGET_DROP
     return {key: mean(values) - drop_pp / 100.0 for key, values in accuracies.items()}
 
 
-def compute(rows: list[dict[str, Any]], epochs_of: Callable[[int], list[dict[str, Any]]],
-            drop_pp: float = TARGET_DROP_PP) -> dict[int, tuple[float, float | None]]:
+def compute(
+    rows: Sequence[Row], epochs_of: Callable[[int], list[dict[str, Any]]], drop_pp: float = TARGET_DROP_PP
+) -> dict[int, tuple[float, float | None]]:
     """run id -> (target accuracy, energy to target) for every completed run whose conditions have
     completed baselines with an accuracy."""
     targets = default_targets(rows, drop_pp)
@@ -68,10 +71,13 @@ def compute(rows: list[dict[str, Any]], epochs_of: Callable[[int], list[dict[str
     return result
 
 
-def with_energy_to_target(rows: list[dict[str, Any]], epochs_of: Callable[[int], list[dict[str, Any]]]
-                          ) -> list[dict[str, Any]]:
+def with_energy_to_target(rows: Sequence[Row], epochs_of: Callable[[int], list[dict[str, Any]]]) -> list[Row]:
     """Rows with both columns computed afresh from these rows' baselines, so every run of a cell is judged
     against the same target, whatever the store holds from an earlier grid."""
     computed = compute(rows, epochs_of)
-    return [{**row, "target_accuracy": computed[row["id"]][0], "energy_to_target_j": computed[row["id"]][1]}
-            if row.get("id") in computed else row for row in rows]
+    return [
+        {**row, "target_accuracy": computed[row["id"]][0], "energy_to_target_j": computed[row["id"]][1]}
+        if row.get("id") in computed
+        else row
+        for row in rows
+    ]

@@ -10,20 +10,26 @@ import io
 import json
 import math
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from greenlab.core.plan import metrics
-
 from greenlab.core.report import compare, formatting, stats
 from greenlab.core.report.compare import Comparison
+from greenlab.core.store.rows import Row
 
 FORMATS = ("text", "markdown", "csv", "json", "latex", "codecarbon")
-MARKS = {"saves": "↓", "costs": "↑", "equivalent": "≈", "inconclusive": "?", "insufficient": "–",
-         "no spread": "="}
-TEX_MARKS = {"saves": r"$\downarrow$", "costs": r"$\uparrow$", "equivalent": r"$\approx$",
-             "inconclusive": "?", "insufficient": "--", "no spread": "="}
+MARKS = {"saves": "↓", "costs": "↑", "equivalent": "≈", "inconclusive": "?", "insufficient": "–", "no spread": "="}
+TEX_MARKS = {
+    "saves": r"$\downarrow$",
+    "costs": r"$\uparrow$",
+    "equivalent": r"$\approx$",
+    "inconclusive": "?",
+    "insufficient": "--",
+    "no spread": "=",
+}
 NEGLIGIBLE_MARK = "≈"  # after ↓ or ↑: significant, yet inside the equivalence band
 ESTIMATED_MARK = "*"  # the verdict rests on estimated energy (CPU time × watts)
 
@@ -36,19 +42,68 @@ def mark(c: Comparison, marks: dict[str, str] = MARKS) -> str:
     if c.significant and c.energy_method in (compare.ESTIMATED, compare.MIXED):
         text += ESTIMATED_MARK
     return text
+
+
 # The columns of CodeCarbon's emissions.csv (3.x, EmissionsData), in its order.
 CODECARBON_COLUMNS = (
-    "timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions", "emissions_rate",
-    "cpu_power", "gpu_power", "ram_power", "cpu_energy", "gpu_energy", "ram_energy", "energy_consumed",
-    "water_consumed", "country_name", "country_iso_code", "region", "cloud_provider", "cloud_region", "os",
-    "python_version", "codecarbon_version", "cpu_count", "cpu_model", "gpu_count", "gpu_model", "longitude",
-    "latitude", "ram_total_size", "tracking_mode", "cpu_utilization_percent", "gpu_utilization_percent",
-    "ram_utilization_percent", "ram_used_gb", "on_cloud", "pue", "wue",
+    "timestamp",
+    "project_name",
+    "run_id",
+    "experiment_id",
+    "duration",
+    "emissions",
+    "emissions_rate",
+    "cpu_power",
+    "gpu_power",
+    "ram_power",
+    "cpu_energy",
+    "gpu_energy",
+    "ram_energy",
+    "energy_consumed",
+    "water_consumed",
+    "country_name",
+    "country_iso_code",
+    "region",
+    "cloud_provider",
+    "cloud_region",
+    "os",
+    "python_version",
+    "codecarbon_version",
+    "cpu_count",
+    "cpu_model",
+    "gpu_count",
+    "gpu_model",
+    "longitude",
+    "latitude",
+    "ram_total_size",
+    "tracking_mode",
+    "cpu_utilization_percent",
+    "gpu_utilization_percent",
+    "ram_utilization_percent",
+    "ram_used_gb",
+    "on_cloud",
+    "pue",
+    "wue",
 )
 RUN_CSV_COLUMNS = (
-    "id", "experiment", "model", "dataset", "technique", "repeat", "seed", "conditions", "role",
-    "energy_training_j", "energy_j", "duration_s", "val_accuracy", "val_f1", "target_accuracy",
-    "energy_to_target_j", "energy_measured_j", "energy_estimated_j",
+    "id",
+    "experiment",
+    "model",
+    "dataset",
+    "technique",
+    "repeat",
+    "seed",
+    "conditions",
+    "role",
+    "energy_training_j",
+    "energy_j",
+    "duration_s",
+    "val_accuracy",
+    "val_f1",
+    "target_accuracy",
+    "energy_to_target_j",
+    "energy_measured_j",
+    "energy_estimated_j",
 )
 
 
@@ -86,8 +141,7 @@ def _index(comparisons: Iterable[Comparison]) -> dict[tuple[str, str, str, str],
     return {(c.conditions, c.model, c.technique, c.metric): c for c in comparisons}
 
 
-def study_table(comparisons: list[Comparison], metric: str = compare.HEADLINE
-                ) -> tuple[list[str], list[TableRow]]:
+def study_table(comparisons: list[Comparison], metric: str = compare.HEADLINE) -> tuple[list[str], list[TableRow]]:
     """Techniques (column groups, in order of appearance) and one row per model (and dataset, and
     conditions where a model ran under several)."""
     index = _index(comparisons)
@@ -111,7 +165,8 @@ def study_table(comparisons: list[Comparison], metric: str = compare.HEADLINE
                 change=change_text(headline, with_ci=True),
                 time=change_text(index.get((conditions, model, technique, "duration_s")), with_ci=False),
                 accuracy=change_text(index.get((conditions, model, technique, "val_accuracy")), with_ci=False),
-                comparison=headline)
+                comparison=headline,
+            )
         rows.append(TableRow(label, row))
     return techniques, rows
 
@@ -134,15 +189,19 @@ def plan_lines(comparisons: list[Comparison]) -> list[str]:
     lines = []
     for described, c in plans.items():
         a = c.plan.analysis
-        lines.append(f"Plan: {described}: primary {a.primary}, α = {a.alpha:g}, equivalence ±"
-                     f"{100 * a.equivalence_margin:g} % (ratio {1 / (1 + a.equivalence_margin):.3f}–"
-                     f"{1 + a.equivalence_margin:.3f}), accuracy ±{a.accuracy_margin_pp:g} pp.")
+        lines.append(
+            f"Plan: {described}: primary {a.primary}, α = {a.alpha:g}, equivalence ±"
+            f"{100 * a.equivalence_margin:g} % (ratio {1 / (1 + a.equivalence_margin):.3f}–"
+            f"{1 + a.equivalence_margin:.3f}), accuracy ±{a.accuracy_margin_pp:g} pp."
+        )
     post_hoc: dict[str, tuple[float, float]] = {}
     for c in comparisons:
         post_hoc.update(c.post_hoc)
     for name, (used, declared) in post_hoc.items():
-        lines.append(f"Post hoc: {name} = {used:g} was given after the runs, on the command line; the plan "
-                     f"declared {declared:g}. Verdicts under it are exploratory.")
+        lines.append(
+            f"Post hoc: {name} = {used:g} was given after the runs, on the command line; the plan "
+            f"declared {declared:g}. Verdicts under it are exploratory."
+        )
     return lines
 
 
@@ -151,8 +210,11 @@ def legend(comparisons: list[Comparison], metric: str = compare.HEADLINE, *, tex
     marks = TEX_MARKS if tex else MARKS
     label = metrics.label(metric)
     role = "primary" if any(c.primary for c in headline) else "secondary"
-    what = ("difference in percentage points" if metric in compare.DIFFERENCE_METRICS
-            else "ratio of geometric means - 1, in %")
+    what = (
+        "difference in percentage points"
+        if metric in compare.DIFFERENCE_METRICS
+        else "ratio of geometric means - 1, in %"
+    )
     insufficient = "fewer than 2 usable runs a side, or no baseline"
     if metric == "energy_to_target_j":
         insufficient += ", or a run that never reached the target"
@@ -160,16 +222,22 @@ def legend(comparisons: list[Comparison], metric: str = compare.HEADLINE, *, tex
     if metric in compare.DIFFERENCE_METRICS:
         band = "±" + "/".join(sorted({f"{c.analysis.accuracy_margin_pp:g}" for c in headline})) + " pp"
     else:
-        band = "±" + "/".join(sorted({f"{100 * c.analysis.equivalence_margin:g}" for c in headline})) + " % (log-symmetric)"
-    return (f"change: {label} ({role} metric) against the matching baseline ({what}), [the interval that "
-            f"matches the verdict: Holm-adjusted where a plan has several comparisons; tested on "
-            f"{'raw values' if metric in compare.DIFFERENCE_METRICS else 'log values'}]; time: change in duration; "
-            f"acc: difference in validation accuracy, pp. Marks: {marks['saves']} saves, {marks['costs']} costs "
-            f"(Holm-adjusted p < α = {alphas}; {holm_clause(headline)}), {marks['equivalent']} equivalent "
-            f"(the (1 − 2α) CI within {band}), {marks['saves']}{NEGLIGIBLE_MARK if not tex else marks['equivalent']} "
-            f"significant yet negligible (both), {marks['inconclusive']} inconclusive, {marks['insufficient']} "
-            f"insufficient ({insufficient}), {marks['no spread']} no spread (identical runs: nothing to test); "
-            f"{ESTIMATED_MARK} the energy is estimated (CPU time × watts): a time saving as much as an energy one.")
+        band = (
+            "±"
+            + "/".join(sorted({f"{100 * c.analysis.equivalence_margin:g}" for c in headline}))
+            + " % (log-symmetric)"
+        )
+    return (
+        f"change: {label} ({role} metric) against the matching baseline ({what}), [the interval that "
+        f"matches the verdict: Holm-adjusted where a plan has several comparisons; tested on "
+        f"{'raw values' if metric in compare.DIFFERENCE_METRICS else 'log values'}]; time: change in duration; "
+        f"acc: difference in validation accuracy, pp. Marks: {marks['saves']} saves, {marks['costs']} costs "
+        f"(Holm-adjusted p < α = {alphas}; {holm_clause(headline)}), {marks['equivalent']} equivalent "
+        f"(the (1 − 2α) CI within {band}), {marks['saves']}{NEGLIGIBLE_MARK if not tex else marks['equivalent']} "
+        f"significant yet negligible (both), {marks['inconclusive']} inconclusive, {marks['insufficient']} "
+        f"insufficient ({insufficient}), {marks['no spread']} no spread (identical runs: nothing to test); "
+        f"{ESTIMATED_MARK} the energy is estimated (CPU time × watts): a time saving as much as an energy one."
+    )
 
 
 def _sentences(comparisons: list[Comparison], metric: str) -> list[tuple[str, list[str]]]:
@@ -179,7 +247,7 @@ def _sentences(comparisons: list[Comparison], metric: str) -> list[tuple[str, li
     index = _index(comparisons)
     labels = {(c.model, c.dataset, c.conditions): None for c in comparisons}
     result = []
-    for (model, dataset, conditions), row in zip(labels, rows):
+    for (model, _dataset, conditions), row in zip(labels, rows):
         checks: list[str] = []
         lines = []
         for technique in techniques:
@@ -206,9 +274,12 @@ def render_text(comparisons: list[Comparison], metric: str = compare.HEADLINE) -
     widths: dict[str, tuple[int, int, int, int]] = {}
     for t in techniques:
         cells = [r.cells[t] for r in rows if t in r.cells]
-        widths[t] = (max([len(heads[0]), *(len(c.change) for c in cells)]),
-                     max([len(heads[1]), *(len(c.time) for c in cells)]),
-                     max([len(heads[2]), *(len(c.accuracy) for c in cells)]), 1)
+        widths[t] = (
+            max([len(heads[0]), *(len(c.change) for c in cells)]),
+            max([len(heads[1]), *(len(c.time) for c in cells)]),
+            max([len(heads[2]), *(len(c.accuracy) for c in cells)]),
+            1,
+        )
     label_width = max([len("model"), *(len(r.label) for r in rows)])
 
     def group(t: str, values: tuple[str, str, str, str]) -> str:
@@ -218,8 +289,10 @@ def render_text(comparisons: list[Comparison], metric: str = compare.HEADLINE) -
     def group_width(t: str) -> int:
         return sum(widths[t]) + 5
 
-    lines = [" " * label_width + "".join(f"   {t:^{group_width(t)}}" for t in techniques),
-             f"{'model':<{label_width}}" + "".join(f"   {group(t, heads)}" for t in techniques)]
+    lines = [
+        " " * label_width + "".join(f"   {t:^{group_width(t)}}" for t in techniques),
+        f"{'model':<{label_width}}" + "".join(f"   {group(t, heads)}" for t in techniques),
+    ]
     lines.append("-" * len(lines[1]))
     for row in rows:
         text = f"{row.label:<{label_width}}"
@@ -246,8 +319,10 @@ def render_markdown(comparisons: list[Comparison], metric: str = compare.HEADLIN
     header = ["model"]
     for t in techniques:
         header += [f"{t}: change [CI]", f"{t}: time", f"{t}: acc", f"{t}"]
-    lines = ["| " + " | ".join(_md(h) for h in header) + " |",
-             "|" + "|".join(["---"] + ["---:", "---:", "---:", ":---:"] * len(techniques)) + "|"]
+    lines = [
+        "| " + " | ".join(_md(h) for h in header) + " |",
+        "|" + "|".join(["---"] + ["---:", "---:", "---:", ":---:"] * len(techniques)) + "|",
+    ]
     for row in rows:
         values = [row.label]
         for t in techniques:
@@ -263,9 +338,30 @@ def render_markdown(comparisons: list[Comparison], metric: str = compare.HEADLIN
     return "\n".join(lines)
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--", "±": r"$\pm$",
-        "<": r"$<$", ">": r"$>$", "α": r"$\alpha$", "−": "-", "×": r"$\times$", "≤": r"$\leq$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "≈": r"$\approx$", "·": r"$\cdot$"}
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "–": "--",
+    "±": r"$\pm$",
+    "<": r"$<$",
+    ">": r"$>$",
+    "α": r"$\alpha$",
+    "−": "-",
+    "×": r"$\times$",
+    "≤": r"$\leq$",
+    "↓": r"$\downarrow$",
+    "↑": r"$\uparrow$",
+    "≈": r"$\approx$",
+    "·": r"$\cdot$",
+}
 
 
 def tex_escape(text: str) -> str:
@@ -278,22 +374,42 @@ def render_latex(comparisons: list[Comparison], metric: str = compare.HEADLINE) 
         return "% greenlab report: no comparisons (no completed technique runs)\n"
     techniques, rows = study_table(comparisons, metric)
     columns = "l" + " ".join("rrrc" for _ in techniques)
-    lines = ["% greenlab report; needs \\usepackage{booktabs}", "\\begin{table}[ht]", "\\centering",
-             "\\small", f"\\begin{{tabular}}{{{columns}}}", "\\toprule",
-             " & " + " & ".join(f"\\multicolumn{{4}}{{c}}{{{tex_escape(t)}}}" for t in techniques) + " \\\\",
-             " ".join(f"\\cmidrule(lr){{{2 + 4 * i}-{5 + 4 * i}}}" for i in range(len(techniques))),
-             " & ".join(["model", *(["change [CI]", "time", "acc", ""] * len(techniques))]) + " \\\\",
-             "\\midrule"]
+    lines = [
+        "% greenlab report; needs \\usepackage{booktabs}",
+        "\\begin{table}[ht]",
+        "\\centering",
+        "\\small",
+        f"\\begin{{tabular}}{{{columns}}}",
+        "\\toprule",
+        " & " + " & ".join(f"\\multicolumn{{4}}{{c}}{{{tex_escape(t)}}}" for t in techniques) + " \\\\",
+        " ".join(f"\\cmidrule(lr){{{2 + 4 * i}-{5 + 4 * i}}}" for i in range(len(techniques))),
+        " & ".join(["model", *(["change [CI]", "time", "acc", ""] * len(techniques))]) + " \\\\",
+        "\\midrule",
+    ]
     for row in rows:
         values = [tex_escape(row.label)]
         for t in techniques:
             cell = row.cells.get(t)
-            values += ([tex_escape(cell.change), tex_escape(cell.time), tex_escape(cell.accuracy),
-                        mark(cell.comparison, TEX_MARKS)] if cell else ["", "", "", ""])
+            values += (
+                [
+                    tex_escape(cell.change),
+                    tex_escape(cell.time),
+                    tex_escape(cell.accuracy),
+                    mark(cell.comparison, TEX_MARKS),
+                ]
+                if cell
+                else ["", "", "", ""]
+            )
         lines.append(" & ".join(values) + " \\\\")
     caption = " ".join([legend(comparisons, metric), *plan_lines(comparisons)])
-    lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{tex_escape(caption)}}}",
-              "\\end{table}", "", "\\begin{itemize}"]
+    lines += [
+        "\\bottomrule",
+        "\\end{tabular}",
+        f"\\caption{{{tex_escape(caption)}}}",
+        "\\end{table}",
+        "",
+        "\\begin{itemize}",
+    ]
     for label, sentences in _sentences(comparisons, metric):
         lines += [f"  \\item {tex_escape(label)}: {tex_escape(s)}" for s in sentences]
     lines.append("\\end{itemize}")
@@ -307,7 +423,7 @@ def render_json(comparisons: list[Comparison], metrics: Iterable[str] | None = N
     return json.dumps(objects, indent=2, allow_nan=False) + "\n"
 
 
-def report_runs(rows: list[dict[str, Any]], comparisons: list[Comparison]) -> list[dict[str, Any]]:
+def report_runs(rows: Sequence[Row], comparisons: list[Comparison]) -> list[Row]:
     """The runs a report speaks of: the compared runs and their baselines, by id."""
     ids = {i for c in comparisons for i in (*c.run_ids, *c.baseline_run_ids)}
     return sorted((r for r in rows if r.get("id") in ids), key=lambda r: r["id"])
@@ -321,13 +437,28 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def render_csv(rows: list[dict[str, Any]], comparisons: list[Comparison], metrics: Iterable[str]) -> str:
+def render_csv(rows: Sequence[Row], comparisons: list[Comparison], metrics: Iterable[str]) -> str:
     """One row per run (compared runs and their baselines), with its comparison's columns per metric."""
     metrics = tuple(metrics)
     by_run: dict[tuple[int, str], Comparison] = {(i, c.metric): c for c in comparisons for i in c.run_ids}
-    per_metric = ["role", "n", "n_baseline", "ratio", "ratio_ci_low", "ratio_ci_high", "adjusted_ci_low",
-                  "adjusted_ci_high", "p_value", "p_holm", "holm_family", "equivalent", "verdict", "negligible",
-                  "energy_method", "post_hoc"]
+    per_metric = [
+        "role",
+        "n",
+        "n_baseline",
+        "ratio",
+        "ratio_ci_low",
+        "ratio_ci_high",
+        "adjusted_ci_low",
+        "adjusted_ci_high",
+        "p_value",
+        "p_holm",
+        "holm_family",
+        "equivalent",
+        "verdict",
+        "negligible",
+        "energy_method",
+        "post_hoc",
+    ]
     header = list(RUN_CSV_COLUMNS)
     for m in metrics:
         header += [f"{m}_{k}" for k in per_metric]
@@ -341,12 +472,13 @@ def render_csv(rows: list[dict[str, Any]], comparisons: list[Comparison], metric
         line["conditions"] = compare.conditions_of(row)
         line["role"] = "baseline" if row.get("technique") == "baseline" else "technique"
         for m in metrics:
-            c = by_run.get((row.get("id"), m))
+            c = by_run.get((int(row.get("id") or 0), m))
             if c is None:
                 continue
             data = c.to_dict()
-            data["post_hoc"] = "; ".join(f"{name}={used:g} (declared {declared:g})"
-                                         for name, (used, declared) in c.post_hoc.items())
+            data["post_hoc"] = "; ".join(
+                f"{name}={used:g} (declared {declared:g})" for name, (used, declared) in c.post_hoc.items()
+            )
             for k in per_metric:
                 line[f"{m}_{k}"] = _csv_value(data[k])
             if m in compare.DIFFERENCE_METRICS:
@@ -364,7 +496,7 @@ def _watts(joules: Any, seconds: Any) -> float | None:
     return None if joules is None or not seconds else float(joules) / float(seconds)
 
 
-def codecarbon_row(row: dict[str, Any]) -> dict[str, Any]:
+def codecarbon_row(row: Row) -> dict[str, Any]:
     """A run in CodeCarbon's emissions.csv layout. What GreenLab does not know (location, cloud,
     utilisation, water) stays empty, and codecarbon_version stays empty: CodeCarbon measured nothing.
     A component GreenLab could not read at all (method `unavailable`) stays empty rather than 0."""
@@ -384,26 +516,35 @@ def codecarbon_row(row: dict[str, Any]) -> dict[str, Any]:
         timestamp = datetime.fromisoformat(stamp).strftime("%Y-%m-%dT%H:%M:%S") if stamp else None
     except ValueError:
         timestamp = stamp
-    names = [g.get("name") for g in gpus if g.get("name")]
+    names = [str(g["name"]) for g in gpus if g.get("name")]
     values = {
-        "timestamp": timestamp, "project_name": row.get("experiment"),
+        "timestamp": timestamp,
+        "project_name": row.get("experiment"),
         "run_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"greenlab:run:{row.get('id')}:{row.get('started_at')}")),
         "experiment_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"greenlab:experiment:{row.get('experiment')}")),
-        "duration": duration, "emissions": emissions,
+        "duration": duration,
+        "emissions": emissions,
         "emissions_rate": emissions / duration if emissions is not None and duration else None,
-        "cpu_power": _watts(component("cpu"), duration), "gpu_power": _watts(component("gpu"), duration),
-        "ram_power": _watts(component("dram"), duration), "cpu_energy": _kwh(component("cpu")),
-        "gpu_energy": _kwh(component("gpu")), "ram_energy": _kwh(component("dram")),
-        "energy_consumed": row.get("energy_kwh"), "os": host.get("platform"),
-        "python_version": host.get("python"), "cpu_count": host.get("cpu_count"),
-        "cpu_model": cpu_facts.get("cpu_model"), "gpu_count": len(gpus) or None,
+        "cpu_power": _watts(component("cpu"), duration),
+        "gpu_power": _watts(component("gpu"), duration),
+        "ram_power": _watts(component("dram"), duration),
+        "cpu_energy": _kwh(component("cpu")),
+        "gpu_energy": _kwh(component("gpu")),
+        "ram_energy": _kwh(component("dram")),
+        "energy_consumed": row.get("energy_kwh"),
+        "os": host.get("platform"),
+        "python_version": host.get("python"),
+        "cpu_count": host.get("cpu_count"),
+        "cpu_model": cpu_facts.get("cpu_model"),
+        "gpu_count": len(gpus) or None,
         "gpu_model": f"{len(names)} x {names[0]}" if names and len(set(names)) == 1 else (", ".join(names) or None),
-        "ram_total_size": host.get("memory_gb"), "pue": row.get("pue"),
+        "ram_total_size": host.get("memory_gb"),
+        "pue": row.get("pue"),
     }
     return {column: _csv_value(values.get(column)) for column in CODECARBON_COLUMNS}
 
 
-def render_codecarbon(rows: list[dict[str, Any]]) -> str:
+def render_codecarbon(rows: Sequence[Row]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(CODECARBON_COLUMNS), lineterminator="\n")
     writer.writeheader()
@@ -412,7 +553,7 @@ def render_codecarbon(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def estimated_runs(rows: list[dict[str, Any]]) -> int:
+def estimated_runs(rows: Sequence[Row]) -> int:
     """How many runs hold estimated energy (CodeCarbon's layout has no column to say so)."""
     return sum(1 for r in rows if (r.get("energy_estimated_j") or 0) > 0)
 
@@ -429,16 +570,20 @@ def verdict_summary(comparisons: list[Comparison], metric: str | None = None) ->
     label = metrics.label(metric)
     role = "primary" if chosen[0].primary else "secondary"
     what = "difference in pp" if metric in compare.DIFFERENCE_METRICS else "ratio of geometric means, log scale"
-    lines = [f"Verdicts on {label}, the {role} metric ({what}; {holm_clause(chosen)}; the interval is the one "
-             "that matches the verdict):"]
+    lines = [
+        f"Verdicts on {label}, the {role} metric ({what}; {holm_clause(chosen)}; the interval is the one "
+        "that matches the verdict):"
+    ]
     header = f"{'model':<14} {'technique':<14} {'n':>7} {'change [CI]':>24} {'p':>7} {'p Holm':>7}  verdict"
     lines += [header, "-" * len(header)]
     for c in chosen:
         s = c.stats
         p = "-" if s.p_value is None else ("<0.001" if s.p_value < 0.001 else f"{s.p_value:.3f}")
         p_holm = "-" if c.p_holm is None else ("<0.001" if c.p_holm < 0.001 else f"{c.p_holm:.3f}")
-        lines.append(f"{c.model:<14} {c.technique:<14} {f'{s.n}v{s.n_baseline}':>7} "
-                     f"{change_text(c, with_ci=True):>24} {p:>7} {p_holm:>7}  {c.word}")
+        lines.append(
+            f"{c.model:<14} {c.technique:<14} {f'{s.n}v{s.n_baseline}':>7} "
+            f"{change_text(c, with_ci=True):>24} {p:>7} {p_holm:>7}  {c.word}"
+        )
     lines += ["", *plan_lines(chosen)]
     checks = list(dict.fromkeys(f"check: {c.model}: {d.text}" for c in chosen for d in c.diagnostics))
     if checks:
@@ -450,6 +595,9 @@ def verdict_summary(comparisons: list[Comparison], metric: str | None = None) ->
         lines.append("")
         lines += [f"{c.model}: {c.sentence}" for c in decided]
     if any(c.stats.n == 1 or c.stats.n_baseline == 1 for c in chosen):
-        lines += ["", "One run per cell cannot show significance: set repeats = 3 (or more) under [defaults] "
-                      "in the experiments file and run the grid again; each repeat is an independent draw."]
+        lines += [
+            "",
+            "One run per cell cannot show significance: set repeats = 3 (or more) under [defaults] "
+            "in the experiments file and run the grid again; each repeat is an independent draw.",
+        ]
     return "\n".join(lines)

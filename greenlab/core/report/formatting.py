@@ -7,10 +7,11 @@ Pure functions of plain values; nothing here reads a meter, a store or a widget.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from greenlab.core.measure.meter import MEASURED_METHODS
 from greenlab.core.measure import hostload
+from greenlab.core.measure.meter import MEASURED_METHODS
 
 KINDS = ("measured", "estimated", "mixed", "unavailable")
 
@@ -75,10 +76,12 @@ def kind_of_row(row: Mapping[str, Any]) -> str:
 def idle_text(watts: Mapping[str, float], seconds: float, host_load: Mapping[str, Any] | None = None) -> str:
     listed = ", ".join(f"{c} {w:.1f} W" for c, w in watts.items()) or "nothing measurable"
     text = f"idle baseline over {seconds:g} s: {listed}"
-    if watts and hostload.busy(host_load):
+    if watts and host_load is not None and hostload.busy(host_load):
         # A baseline taken while others work is too high, and every net figure below it too low.
-        text += (f"; the host was not idle (other processes used {host_load['other_share']:.0%} of its CPUs), so this "
-                 "baseline is too high and net energy too low: stop them, or rerun")
+        text += (
+            f"; the host was not idle (other processes used {host_load['other_share']:.0%} of its CPUs), so this "
+            "baseline is too high and net energy too low: stop them, or rerun"
+        )
     return text
 
 
@@ -104,6 +107,8 @@ def host_busy(row: Mapping[str, Any]) -> str:
         return ""
     share = (json_column(row.get("meters"), {}).get("host_load") or {}).get("other_share")
     used = f" {share:.0%} of" if isinstance(share, (int, float)) else ""
-    return (f"the host was busy: other processes (on Ray, other runs on the node too) used{used} its CPUs "
-            "meanwhile, so its CPU and DRAM figures (measured or estimated) include their effect (flag host_busy); "
-            "compare it with care, or rerun on a quiet machine")
+    return (
+        f"the host was busy: other processes (on Ray, other runs on the node too) used{used} its CPUs "
+        "meanwhile, so its CPU and DRAM figures (measured or estimated) include their effect (flag host_busy); "
+        "compare it with care, or rerun on a quiet machine"
+    )

@@ -13,17 +13,27 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from typing import Any
 
-from greenlab.core.report import compare, stats
 from greenlab.core.errors import GreenLabError
+from greenlab.core.report import compare, stats
 from greenlab.core.report.compare import Comparison
+from greenlab.core.store.rows import Row
 
 PLOT_FORMATS = ("svg", "png")
-CLIP_NOTE = ("Error bars are cut at the physical range (accuracy 0–100 %, energy and time ≥ 0, change ≥ -100 %); "
-             "the report's json and csv keep the whole 95 % interval.")
-VERDICT_COLOURS = {"saves": "#1b7837", "costs": "#b2182b", "equivalent": "#2166ac", "inconclusive": "#7f7f7f",
-                   "insufficient": "#bdbdbd", "no spread": "#bdbdbd"}
+CLIP_NOTE = (
+    "Error bars are cut at the physical range (accuracy 0–100 %, energy and time ≥ 0, change ≥ -100 %); "
+    "the report's json and csv keep the whole 95 % interval."
+)
+VERDICT_COLOURS = {
+    "saves": "#1b7837",
+    "costs": "#b2182b",
+    "equivalent": "#2166ac",
+    "inconclusive": "#7f7f7f",
+    "insufficient": "#bdbdbd",
+    "no spread": "#bdbdbd",
+}
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -38,8 +48,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def bar_extent(centre: float, below: float, above: float, low: float = 0.0, high: float = math.inf
-               ) -> tuple[float, float]:
+def bar_extent(
+    centre: float, below: float, above: float, low: float = 0.0, high: float = math.inf
+) -> tuple[float, float]:
     """The lengths below and above `centre` of an error bar [centre - below, centre + above], cut to
     [low, high]; never negative, so a centre on a bound draws no bar past it."""
     return max(0.0, min(below, centre - low)), max(0.0, min(above, high - centre))
@@ -57,8 +68,9 @@ def _mean_ci(values: list[Any]) -> tuple[float | None, float]:
     return sum(kept) / len(kept), stats.mean_ci95(kept) or 0.0
 
 
-def _cells(rows: list[dict[str, Any]], comparisons: list[Comparison], metric: str
-           ) -> dict[tuple[str, str, str], list[tuple[str, float, float, float, float]]]:
+def _cells(
+    rows: Sequence[Row], comparisons: list[Comparison], metric: str
+) -> dict[tuple[str, str, str], list[tuple[str, float, float, float, float]]]:
     """Per (model, dataset, conditions): (technique, energy, energy CI, accuracy, accuracy CI), baseline first."""
     by_id = {r["id"]: r for r in rows if r.get("id") is not None}
     groups: dict[tuple[str, str, str], dict[str, list[int]]] = {}
@@ -81,8 +93,7 @@ def _cells(rows: list[dict[str, Any]], comparisons: list[Comparison], metric: st
     return result
 
 
-def render_plot(rows: list[dict[str, Any]], comparisons: list[Comparison], fmt: str,
-                metric: str = compare.HEADLINE) -> bytes:
+def render_plot(rows: Sequence[Row], comparisons: list[Comparison], fmt: str, metric: str = compare.HEADLINE) -> bytes:
     """The figure as bytes of `fmt` (svg or png)."""
     if fmt not in PLOT_FORMATS:
         raise GreenLabError(f"--plot writes .svg or .png, not .{fmt}; name the file plot.svg or plot.png")
@@ -92,8 +103,7 @@ def render_plot(rows: list[dict[str, Any]], comparisons: list[Comparison], fmt: 
     return buffer.getvalue()
 
 
-def build_figure(rows: list[dict[str, Any]], comparisons: list[Comparison], metric: str = compare.HEADLINE
-                 ) -> Any:
+def build_figure(rows: Sequence[Row], comparisons: list[Comparison], metric: str = compare.HEADLINE) -> Any:
     """The matplotlib Figure, unsaved (tests read its artists)."""
     try:
         from matplotlib.figure import Figure
@@ -115,14 +125,28 @@ def build_figure(rows: list[dict[str, Any]], comparisons: list[Comparison], metr
         for technique, energy, energy_ci, accuracy, accuracy_ci in points:
             x_below, x_above = bar_extent(energy, energy_ci, energy_ci, low, high)
             y_below, y_above = bar_extent(accuracy, accuracy_ci, accuracy_ci, 0.0, 100.0)
-            axes.errorbar(energy, accuracy, xerr=[[x_below], [x_above]], yerr=[[y_below], [y_above]], fmt="o",
-                          capsize=3, label=technique, color="black" if technique == "baseline" else None)
+            axes.errorbar(
+                energy,
+                accuracy,
+                xerr=[[x_below], [x_above]],
+                yerr=[[y_below], [y_above]],
+                fmt="o",
+                capsize=3,
+                label=technique,
+                color="black" if technique == "baseline" else None,
+            )
         front = pareto_front([(p[1], p[3]) for p in points])
         if len(front) > 1:
-            axes.plot([points[i][1] for i in front], [points[i][3] for i in front], "--", color="#555555",
-                      linewidth=1)
-        axes.scatter([points[i][1] for i in front], [points[i][3] for i in front], s=160, facecolors="none",
-                     edgecolors="#555555", linewidths=1, label="Pareto front")
+            axes.plot([points[i][1] for i in front], [points[i][3] for i in front], "--", color="#555555", linewidth=1)
+        axes.scatter(
+            [points[i][1] for i in front],
+            [points[i][3] for i in front],
+            s=160,
+            facecolors="none",
+            edgecolors="#555555",
+            linewidths=1,
+            label="Pareto front",
+        )
         axes.set_title(f"{model} ({dataset})")
         axes.set_xlabel(f"{label} ({'J' if metric.endswith('_j') else 's' if metric.endswith('_s') else 'mean'})")
         axes.set_ylabel("validation accuracy (%)")
@@ -140,14 +164,24 @@ def build_figure(rows: list[dict[str, Any]], comparisons: list[Comparison], metr
         centre = 100 * (s.estimate - offset)
         shown = c.interval
         if shown is not None:
-            below, above = bar_extent(centre, centre - 100 * (shown[0] - offset), 100 * (shown[1] - offset) - centre,
-                                      low=-math.inf if in_pp else -100.0)
+            below, above = bar_extent(
+                centre,
+                centre - 100 * (shown[0] - offset),
+                100 * (shown[1] - offset) - centre,
+                low=-math.inf if in_pp else -100.0,
+            )
             error = [[below], [above]]
         else:
             error = None
         axes.errorbar(centre, y, xerr=error, fmt="o", capsize=3, color=VERDICT_COLOURS[c.verdict])
-        axes.annotate(c.word, (centre, y), textcoords="offset points", xytext=(6, 4), fontsize="small",
-                      color=VERDICT_COLOURS[c.verdict])
+        axes.annotate(
+            c.word,
+            (centre, y),
+            textcoords="offset points",
+            xytext=(6, 4),
+            fontsize="small",
+            color=VERDICT_COLOURS[c.verdict],
+        )
     bands = {c.stats.equivalence_bounds for c in headline}
     axes.axvline(0, color="black", linewidth=0.8)
     for band in bands:
@@ -156,8 +190,10 @@ def build_figure(rows: list[dict[str, Any]], comparisons: list[Comparison], metr
     axes.set_yticks(range(len(names)), names)
     axes.set_ylim(len(names) - 0.5, -0.5)  # first comparison on top
     unit = "pp" if in_pp else "%"
-    axes.set_xlabel(f"change in {label} vs the baseline ({unit}), the interval that matches each verdict "
-                    "(Holm-adjusted in a family); dotted: the equivalence band")
+    axes.set_xlabel(
+        f"change in {label} vs the baseline ({unit}), the interval that matches each verdict "
+        "(Holm-adjusted in a family); dotted: the equivalence band"
+    )
     axes.grid(True, axis="x", alpha=0.3)
     figure.supxlabel(CLIP_NOTE, fontsize="x-small", color="#555555")  # constrained layout makes room for it
     return figure

@@ -25,8 +25,8 @@ no p, interval or equivalence is formed. Effect size: Hedges' g on the tested sc
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from scipy import special
 
@@ -160,7 +160,7 @@ def mean_ci95(values: Sequence[float]) -> float | None:
 
 def welch_df(v1: float, n1: int, v0: float, n0: int) -> float:
     """Welch–Satterthwaite degrees of freedom, from the squared standard errors v = s²/n."""
-    denominator = v1 ** 2 / (n1 - 1) + v0 ** 2 / (n0 - 1)
+    denominator = v1**2 / (n1 - 1) + v0**2 / (n0 - 1)
     return (v1 + v0) ** 2 / denominator if denominator > 0 else float(n1 + n0 - 2)
 
 
@@ -178,8 +178,14 @@ def hedges_g(a: Sequence[float], b: Sequence[float]) -> float | None:
     return float((ma - mb) / pooled * correction)
 
 
-def compare(values: Iterable[float | None], baseline: Iterable[float | None], *, scale: str = RATIO,
-            alpha: float = ALPHA, margin: float = 0.05) -> TwoSample:
+def compare(
+    values: Iterable[float | None],
+    baseline: Iterable[float | None],
+    *,
+    scale: str = RATIO,
+    alpha: float = ALPHA,
+    margin: float = 0.05,
+) -> TwoSample:
     """Everything a verdict needs about `values` against `baseline`; see the module docstring.
 
     None values are left out and counted. Values the scale cannot take (for a ratio: 0, negative or not
@@ -194,8 +200,15 @@ def compare(values: Iterable[float | None], baseline: Iterable[float | None], *,
         raise ValueError("a ratio is tested on logs: leave out values that are 0, negative or not finite")
     if not ratio and any(not math.isfinite(v) for v in (*a, *b)):
         raise ValueError("leave out values that are not finite")
-    result: dict[str, object] = dict(scale=scale, alpha=alpha, margin=margin, n=len(a), n_baseline=len(b),
-                                     n_missing=missing, n_baseline_missing=base_missing)
+    result: dict[str, object] = {
+        "scale": scale,
+        "alpha": alpha,
+        "margin": margin,
+        "n": len(a),
+        "n_baseline": len(b),
+        "n_missing": missing,
+        "n_baseline_missing": base_missing,
+    }
     if a:
         result["mean"] = _mean(a)
     if b:
@@ -227,9 +240,18 @@ def compare(values: Iterable[float | None], baseline: Iterable[float | None], *,
     p = min(1.0, 2 * t_sf(abs(t), df))
     bound = math.log1p(margin) if ratio else margin
     p_eq = max(t_sf((center + bound) / se, df), t_sf((bound - center) / se, df))
-    result.update(center=center, se=se, df=df, test=WELCH, p_value=p, p_equivalence=p_eq,
-                  tested_sd=math.sqrt(v1 * len(ta)), tested_baseline_sd=math.sqrt(v0 * len(tb)),
-                  equivalent=bool(p_eq < alpha), effect_size=hedges_g(ta, tb))
+    result.update(
+        center=center,
+        se=se,
+        df=df,
+        test=WELCH,
+        p_value=p,
+        p_equivalence=p_eq,
+        tested_sd=math.sqrt(v1 * len(ta)),
+        tested_baseline_sd=math.sqrt(v0 * len(tb)),
+        equivalent=bool(p_eq < alpha),
+        effect_size=hedges_g(ta, tb),
+    )
     sample = TwoSample(**result)  # type: ignore[arg-type]
     ci = sample.interval(1 - alpha)
     eq = sample.interval(1 - 2 * alpha)
@@ -279,7 +301,13 @@ def holm(p_values: Sequence[float | None], family: int | None = None, alpha: flo
 
 # -- the verdict rule ---------------------------------------------------------------------------------------
 SAVES, COSTS, EQUIVALENT, INCONCLUSIVE, INSUFFICIENT, NO_SPREAD = (
-    "saves", "costs", "equivalent", "inconclusive", "insufficient", "no spread")
+    "saves",
+    "costs",
+    "equivalent",
+    "inconclusive",
+    "insufficient",
+    "no spread",
+)
 VERDICTS = (SAVES, COSTS, EQUIVALENT, INCONCLUSIVE, INSUFFICIENT, NO_SPREAD)
 
 
@@ -308,8 +336,9 @@ def decide(s: TwoSample, step: HolmStep, *, higher_is_better: bool = False) -> D
 
 
 # -- repeats that would decide ------------------------------------------------------------------------------
-def repeats_to_decide(sd: float, baseline_sd: float, center: float, bound: float, *, alpha: float = ALPHA,
-                      divisor: int = 1) -> int | None:
+def repeats_to_decide(
+    sd: float, baseline_sd: float, center: float, bound: float, *, alpha: float = ALPHA, divisor: int = 1
+) -> int | None:
     """Runs per side (equal groups, so Welch–Satterthwaite df) with which the test at the family's
     strictest step (α / divisor) would have 80 % power to show the observed difference, or the equivalence
     test (at α, both one-sided tests) 80 % power to show it lies inside ±bound — whichever needs fewer — if
@@ -318,14 +347,14 @@ def repeats_to_decide(sd: float, baseline_sd: float, center: float, bound: float
 
     Both conditions only ever turn true as n grows (the standard error shrinks and the t quantiles fall
     with the df), so the smallest n is found by bisection: a few quantiles, not one per candidate n."""
-    spread = sd ** 2 + baseline_sd ** 2
+    spread = sd**2 + baseline_sd**2
     if spread == 0:
         return None
-    fourth = sd ** 4 + baseline_sd ** 4
+    fourth = sd**4 + baseline_sd**4
 
     def decides(n: int) -> bool:
         se = math.sqrt(spread / n)
-        df = spread ** 2 * (n - 1) / fourth
+        df = spread**2 * (n - 1) / fourth
         if abs(center) / se >= t_quantile(1 - alpha / divisor / 2, df) + t_quantile(POWER, df):
             return True
         if abs(center) >= bound:
@@ -360,6 +389,7 @@ def repeats_for(s: TwoSample, step: HolmStep) -> int | None:
     if s.center is None or s.tested_sd is None or s.tested_baseline_sd is None:
         return None
     bound = math.log1p(s.margin) if s.scale == RATIO else s.margin
-    needed = repeats_to_decide(s.tested_sd, s.tested_baseline_sd, s.center, bound, alpha=s.alpha,
-                               divisor=step.family or 1)
+    needed = repeats_to_decide(
+        s.tested_sd, s.tested_baseline_sd, s.center, bound, alpha=s.alpha, divisor=step.family or 1
+    )
     return beyond_what_was_run(needed, s.n, s.n_baseline)

@@ -8,10 +8,10 @@ after Holm, the family, the runs on each side, and whatever was left out or decl
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from greenlab.core.plan import metrics
-
 from greenlab.core.report import stats
 
 if TYPE_CHECKING:
@@ -106,11 +106,18 @@ def sentence(c: Comparison) -> str:
         text = _insufficient(c, label, change, unit)
     elif verdict == stats.NO_SPREAD:
         assert s.mean is not None and s.baseline_mean is not None
-        sides = ("both runs of each side" if s.n == s.n_baseline == 2 else f"all {s.n} runs of each side"
-                 if s.n == s.n_baseline else f"each side ({s.n} technique runs, {s.n_baseline} baseline runs)")
-        text = (f"{c.technique}: identical in {sides}: {value_text(c.metric, s.mean)} against "
-                f"{value_text(c.metric, s.baseline_mean)} {label}; with no spread there is nothing to test the "
-                "difference against, so no p-value and no verdict")
+        sides = (
+            "both runs of each side"
+            if s.n == s.n_baseline == 2
+            else f"all {s.n} runs of each side"
+            if s.n == s.n_baseline
+            else f"each side ({s.n} technique runs, {s.n_baseline} baseline runs)"
+        )
+        text = (
+            f"{c.technique}: identical in {sides}: {value_text(c.metric, s.mean)} against "
+            f"{value_text(c.metric, s.baseline_mean)} {label}; with no spread there is nothing to test the "
+            "difference against, so no p-value and no verdict"
+        )
     elif c.significant and low is not None and high is not None and change is not None:
         gain = verdict == stats.SAVES
         if in_pp:
@@ -120,26 +127,37 @@ def sentence(c: Comparison) -> str:
             size, lo, hi = (-change, -high, -low) if gain else (change, low, high)
             word = verdict
         more = "" if in_pp or gain else " more"
-        text = (f"{c.technique} {word} {_num(size)} {unit}{more} {label} ({interval_label(c)} "
-                f"{_span(lo, hi, unit, signed=False)}, {_p_text(c)}, {_counts(c)})")
+        text = (
+            f"{c.technique} {word} {_num(size)} {unit}{more} {label} ({interval_label(c)} "
+            f"{_span(lo, hi, unit, signed=False)}, {_p_text(c)}, {_counts(c)})"
+        )
         if c.negligible:
-            text += (f", significant yet negligible: its {level_text(1 - 2 * c.analysis.alpha)} % CI lies inside "
-                     f"the declared equivalence band {_band(c)}")
+            text += (
+                f", significant yet negligible: its {level_text(1 - 2 * c.analysis.alpha)} % CI lies inside "
+                f"the declared equivalence band {_band(c)}"
+            )
         text += _estimated_clause(c)
     elif verdict == stats.EQUIVALENT and s.eq_low is not None and s.eq_high is not None and change is not None:
-        text = (f"{c.technique} is equivalent to the baseline in {label} within {_band(c)} "
-                f"({_signed(change, unit)}, {level_text(1 - 2 * c.analysis.alpha)} % CI "
-                f"{_span(_display(c, s.eq_low), _display(c, s.eq_high), unit)}, TOST {format_p(s.p_equivalence or 1.0)}, "
-                f"{_counts(c)})") + _governs(c)
+        text = (
+            f"{c.technique} is equivalent to the baseline in {label} within {_band(c)} "
+            f"({_signed(change, unit)}, {level_text(1 - 2 * c.analysis.alpha)} % CI "
+            f"{_span(_display(c, s.eq_low), _display(c, s.eq_high), unit)}, TOST {format_p(s.p_equivalence or 1.0)}, "
+            f"{_counts(c)})"
+        ) + _governs(c)
     else:
         observed = _signed(change, unit) if change is not None else "no estimate"
-        interval = (f"{interval_label(c)} {_span(low, high, unit)}, " if low is not None and high is not None
-                    else "no bounded interval, ")
+        interval = (
+            f"{interval_label(c)} {_span(low, high, unit)}, "
+            if low is not None and high is not None
+            else "no bounded interval, "
+        )
         text = f"{c.technique}: inconclusive on {label}, {observed} ({interval}{_p_text(c)}, {_counts(c)})"
         text += _governs(c)
         if c.repeats_to_decide is not None:
-            text += (f"; about {c.repeats_to_decide} runs per side would likely decide (80 % power if the "
-                     "observed difference and spread were the truth)")
+            text += (
+                f"; about {c.repeats_to_decide} runs per side would likely decide (80 % power if the "
+                "observed difference and spread were the truth)"
+            )
         elif s.sufficient:
             text += f"; more than {stats.MAX_REPEATS:,} runs per side would be needed at this spread"
     return text + _missing_note(c) + _post_hoc_note(c)
@@ -150,17 +168,23 @@ def _insufficient(c: Comparison, label: str, change: float | None, unit: str) ->
     if c.metric == "energy_to_target_j" and (s.n_missing or s.n_baseline_missing):
         if s.n == 0 and s.n_baseline:
             where = f" = {100 * c.target:.1f} %" if c.target is not None else ""
-            return (f"{c.technique} never reached the target accuracy (the baselines' mean minus 1 pp{where}) "
-                    f"in any of its {s.n_missing} runs: no energy to target to compare")
+            return (
+                f"{c.technique} never reached the target accuracy (the baselines' mean minus 1 pp{where}) "
+                f"in any of its {s.n_missing} runs: no energy to target to compare"
+            )
         return _unreached_sentence(c)
     if not c.baseline_run_ids:
-        return (f"{c.technique}: no completed baseline with the same conditions to compare {label} with; "
-                "run the baseline too")
+        return (
+            f"{c.technique}: no completed baseline with the same conditions to compare {label} with; "
+            "run the baseline too"
+        )
     left_out = list(c.excluded)
     if left_out and (s.n < 2 or s.n_baseline < 2):
         side = "the baseline" if s.n_baseline < 2 else "its"
-        return (f"{c.technique}: too few {label} values the analysis can use on {side} side "
-                f"({_counts(c)}): {excluded_note(left_out, c.metric)}")
+        return (
+            f"{c.technique}: too few {label} values the analysis can use on {side} side "
+            f"({_counts(c)}): {excluded_note(left_out, c.metric)}"
+        )
     if s.n == 0 or s.n_baseline == 0:
         return f"{c.technique}: no values of {label} on {'its' if s.n == 0 else 'the baseline'} side"
     observed = f"{_signed(change, unit)} {label}" if change is not None else label
@@ -195,16 +219,20 @@ def _governs(c: Comparison) -> str:
         return ""
     if s.ci_high < s.neutral or s.ci_low > s.neutral:
         unit = "pp" if c.in_pp else "%"
-        return (f"; the unadjusted {level_text(1 - c.analysis.alpha)} % CI "
-                f"{_span(_display(c, s.ci_low), _display(c, s.ci_high), unit)} excludes no change, but Holm's "
-                f"adjustment over the plan's {c.holm_family} comparisons governs: not significant")
+        return (
+            f"; the unadjusted {level_text(1 - c.analysis.alpha)} % CI "
+            f"{_span(_display(c, s.ci_low), _display(c, s.ci_high), unit)} excludes no change, but Holm's "
+            f"adjustment over the plan's {c.holm_family} comparisons governs: not significant"
+        )
     return ""
 
 
 def _estimated_clause(c: Comparison) -> str:
     if c.energy_method == "estimated":
-        return ("; the energy is estimated (CPU time × watts, no meter here), so this is a saving in time "
-                "as much as in energy")
+        return (
+            "; the energy is estimated (CPU time × watts, no meter here), so this is a saving in time "
+            "as much as in energy"
+        )
     if c.energy_method == "mixed":
         return "; part of the energy is estimated (CPU time × watts), part measured"
     return ""
@@ -227,8 +255,10 @@ def _unreached_sentence(c: Comparison) -> str:
         bias = "favour the baseline, which reached it less often"
     else:
         bias = "understate both sides' cost"
-    return (f"{c.technique}: energy to the target accuracy is insufficient: {unreached_sides(s, c.technique)} "
-            f"never reached the target{where}, so comparing only the runs that did would {bias}")
+    return (
+        f"{c.technique}: energy to the target accuracy is insufficient: {unreached_sides(s, c.technique)} "
+        f"never reached the target{where}, so comparing only the runs that did would {bias}"
+    )
 
 
 def unreached_sides(s: stats.TwoSample, technique: str) -> str:
@@ -242,8 +272,10 @@ def unreached_sides(s: stats.TwoSample, technique: str) -> str:
 
 
 def unreached_note(s: stats.TwoSample, technique: str) -> str:
-    return (f"verdict withheld: {unreached_sides(s, technique)} never reached the target accuracy; "
-            "comparing only the runs that did would be biased")
+    return (
+        f"verdict withheld: {unreached_sides(s, technique)} never reached the target accuracy; "
+        "comparing only the runs that did would be biased"
+    )
 
 
 def excluded_note(excluded: Iterable[Excluded], metric: str) -> str:

@@ -9,7 +9,7 @@ thread.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 
 class CancelToken:
@@ -38,7 +38,7 @@ class CancelToken:
         return self._current.is_set()
 
     def clear_current(self) -> None:
-        """"This run only" is spent once the run is stored: the next run starts clean."""
+        """ "This run only" is spent once the run is stored: the next run starts clean."""
         self._current.clear()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -67,3 +67,22 @@ class CancelToken:
             callbacks = list(self._callbacks)
         for callback in callbacks:
             callback()
+
+
+class Cancellable:
+    """`cancel()`, `cancel_current()` and `cancelled` for whatever holds a grid's token: the session, the
+    drivers and the one-run supervisor all answer the same way."""
+
+    token: CancelToken
+
+    def cancel(self) -> None:
+        """Stop the run in progress (stored as interrupted) and every run after it."""
+        self.token.cancel()
+
+    def cancel_current(self) -> None:
+        """Stop only the run in progress (stored as interrupted); the grid goes on with the next run."""
+        self.token.cancel_current()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.token.cancelled

@@ -15,11 +15,12 @@ import subprocess
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
-from greenlab.core.train import events
 from greenlab.core.run.forkserver import WORKER_MODULE
 from greenlab.core.run.launcher import ForkedProcess, Launcher, RunProcess
+from greenlab.core.train import events
 
 TERMINATE_GRACE_S = 5.0
 
@@ -44,8 +45,9 @@ class _Output:
 class RunChild:
     """A started run: `events()` until the child closes its end, `terminate()` from any thread, `reap()`."""
 
-    def __init__(self, launcher: Launcher, run_json: str, env: Mapping[str, str], *,
-                 module: str = WORKER_MODULE) -> None:
+    def __init__(
+        self, launcher: Launcher, run_json: str, env: Mapping[str, str], *, module: str = WORKER_MODULE
+    ) -> None:
         self._read_fd, write_fd = os.pipe()
         try:
             self.process: RunProcess = launcher.launch(run_json, write_fd, env, module=module)

@@ -17,10 +17,10 @@ import time
 import traceback
 from typing import Any, TextIO
 
+from greenlab.core.errors import GreenLabError
+from greenlab.core.plan.config import GridRun
 from greenlab.core.train import compression, datasets, events, training, zoo
 from greenlab.core.train.compression.stats import model_stats, weights_dtype
-from greenlab.core.plan.config import GridRun
-from greenlab.core.errors import GreenLabError
 
 
 class EventWriter:
@@ -42,8 +42,11 @@ def _cuda_identity(device: Any) -> dict[str, Any]:
     props = torch.cuda.get_device_properties(index)
     uuid = getattr(props, "uuid", None)
     bus = getattr(props, "pci_bus_id", None)
-    pci = (f"{getattr(props, 'pci_domain_id', 0):08x}:{bus:02x}:{getattr(props, 'pci_device_id', 0):02x}.0"
-           if isinstance(bus, int) else None)
+    pci = (
+        f"{getattr(props, 'pci_domain_id', 0):08x}:{bus:02x}:{getattr(props, 'pci_device_id', 0):02x}.0"
+        if isinstance(bus, int)
+        else None
+    )
     return {"cuda_index": index, "cuda_uuid": str(uuid) if uuid is not None else None, "pci_bus_id": pci}
 
 
@@ -54,65 +57,120 @@ def execute(run: GridRun, emit: EventWriter) -> None:
     device = training.resolve_device(s.device)
     spec = zoo.spec_for(run.model)
     if spec.modality != datasets.modality(s.dataset):
-        raise GreenLabError(f"model '{run.model}' takes {spec.modality} input but dataset '{s.dataset}' is "
-                            f"{datasets.modality(s.dataset)}; use dataset = \"fake-text\" for text models")
+        raise GreenLabError(
+            f"model '{run.model}' takes {spec.modality} input but dataset '{s.dataset}' is "
+            f'{datasets.modality(s.dataset)}; use dataset = "fake-text" for text models'
+        )
     image_size = None
     if spec.modality == "image":
         image_size = s.image_size or datasets.default_image_size(s.dataset, spec.input_size, spec.min_input_size)
         if image_size < spec.min_input_size:
-            raise GreenLabError(f"{run.model} needs inputs of at least {spec.min_input_size} px, "
-                                f"image_size is {image_size}; raise image_size")
+            raise GreenLabError(
+                f"{run.model} needs inputs of at least {spec.min_input_size} px, "
+                f"image_size is {image_size}; raise image_size"
+            )
     # The split is fixed by the grid's seed, so every technique and repeat sees the same examples; the
     # shuffle order follows the run's own seed, so repeats are independent draws.
-    data = datasets.load(s.dataset, image_size=image_size or 0, batch_size=s.batch_size, seed=s.seed,
-                         shuffle_seed=run.seed,
-                         val_fraction=s.val_fraction, train_limit=s.train_limit, num_workers=s.num_workers,
-                         tokenizer=zoo.tokenizer_for(run.model))
+    data = datasets.load(
+        s.dataset,
+        image_size=image_size or 0,
+        batch_size=s.batch_size,
+        seed=s.seed,
+        shuffle_seed=run.seed,
+        val_fraction=s.val_fraction,
+        train_limit=s.train_limit,
+        num_workers=s.num_workers,
+        tokenizer=zoo.tokenizer_for(run.model),
+    )
     batches = len(data.train) if s.max_train_batches is None else min(len(data.train), s.max_train_batches)
-    emit(events.RunStarted(device=str(device), dataset=s.dataset, n_train=data.n_train, n_val=data.n_val,
-                           num_classes=data.num_classes, image_size=image_size,
-                           input_description=data.input_description, batches_per_epoch=batches,
-                           epochs=s.epochs, seed=run.seed, **_cuda_identity(device)))
+    emit(
+        events.RunStarted(
+            device=str(device),
+            dataset=s.dataset,
+            n_train=data.n_train,
+            n_val=data.n_val,
+            num_classes=data.num_classes,
+            image_size=image_size,
+            input_description=data.input_description,
+            batches_per_epoch=batches,
+            epochs=s.epochs,
+            seed=run.seed,
+            **_cuda_identity(device),
+        )
+    )
     model = zoo.build_model(run.model, data.num_classes, s.pretrained).to(device)
     example_inputs, _ = next(iter(data.train))
     example = training.to_device(example_inputs, device)
     before = model_stats(model, example)
 
     def evaluate(candidate: Any) -> float:
-        return training.evaluate(candidate, data.val, device, data.num_classes,
-                                 max_batches=s.max_eval_batches)[0]
+        return training.evaluate(candidate, data.val, device, data.num_classes, max_batches=s.max_eval_batches)[0]
 
     context = compression.CompressionContext(
-        evaluate=evaluate, device=device, seed=run.seed, example_input=example,
-        num_classes=data.num_classes, log=lambda message: emit(events.LogWritten(message)))
+        evaluate=evaluate,
+        device=device,
+        seed=run.seed,
+        example_input=example,
+        num_classes=data.num_classes,
+        log=lambda message: emit(events.LogWritten(message)),
+    )
     applied = compression.apply(run.parts, model, run.technique_settings, context)
     model = applied.model.to(device)
     autocast = applied.hooks.autocast_dtype
     after = model_stats(model, example, autocast_dtype=autocast)
     # What the run really computes in and stores, whatever the technique: every run records both.
     compute = str(autocast).removeprefix("torch.") if autocast is not None else "float32"
-    applied.columns = {"compute_dtype": compute, "train_dtype": compute, "weights_dtype": weights_dtype(model),
-                       **applied.columns}
-    if run.technique != compression.BASELINE and not applied.warnings and before == after \
-            and not applied.hooks.after_step and applied.hooks.autocast_dtype is None:
+    applied.columns = {
+        "compute_dtype": compute,
+        "train_dtype": compute,
+        "weights_dtype": weights_dtype(model),
+        **applied.columns,
+    }
+    if (
+        run.technique != compression.BASELINE
+        and not applied.warnings
+        and before == after
+        and not applied.hooks.after_step
+        and applied.hooks.autocast_dtype is None
+    ):
         applied.warnings.append(f"{run.technique} changed nothing in {run.model}")
-    emit(events.ModelPrepared(before=before, after=after, columns=applied.columns, report=applied.report,
-                              warnings=applied.warnings,
-                              capacity_curve=[list(p) for p in applied.capacity_curve]
-                              if applied.capacity_curve else None))
+    emit(
+        events.ModelPrepared(
+            before=before,
+            after=after,
+            columns=applied.columns,
+            report=applied.report,
+            warnings=applied.warnings,
+            capacity_curve=[list(p) for p in applied.capacity_curve] if applied.capacity_curve else None,
+        )
+    )
 
     results = training.train(
-        model, data.train, data.val, device=device, num_classes=data.num_classes, epochs=s.epochs,
-        optimizer=s.optimizer, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay,
-        hooks=applied.hooks, max_train_batches=s.max_train_batches, max_eval_batches=s.max_eval_batches,
+        model,
+        data.train,
+        data.val,
+        device=device,
+        num_classes=data.num_classes,
+        epochs=s.epochs,
+        optimizer=s.optimizer,
+        lr=s.lr,
+        momentum=s.momentum,
+        weight_decay=s.weight_decay,
+        hooks=applied.hooks,
+        max_train_batches=s.max_train_batches,
+        max_eval_batches=s.max_eval_batches,
         on_phase=lambda epoch, phase, edge: emit(
-            events.PhaseBegan(epoch, phase, time.monotonic()) if edge == "begin"
-            else events.PhaseEnded(epoch, phase, time.monotonic())),
+            events.PhaseBegan(epoch, phase, time.monotonic())
+            if edge == "begin"
+            else events.PhaseEnded(epoch, phase, time.monotonic())
+        ),
         on_batch=lambda epoch, batch, total, loss: emit(events.BatchFinished(epoch, batch, total, loss)),
-        on_epoch=emit)
+        on_epoch=emit,
+    )
     last = results[-1]
-    emit(events.RunFinished(val_accuracy=last.val_accuracy, val_f1=last.val_f1,
-                            train_s=sum(r.train_s for r in results)))
+    emit(
+        events.RunFinished(val_accuracy=last.val_accuracy, val_f1=last.val_f1, train_s=sum(r.train_s for r in results))
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         with contextlib.suppress(OSError, ValueError):  # a supervisor that is gone hears nothing
-            emit(events.ProcessEnding(cpu_s=usage.ru_utime + usage.ru_stime,
-                                      children_cpu_s=children.ru_utime + children.ru_stime))
+            emit(
+                events.ProcessEnding(
+                    cpu_s=usage.ru_utime + usage.ru_stime, children_cpu_s=children.ru_utime + children.ru_stime
+                )
+            )
 
 
 def _run(emit: EventWriter) -> int:

@@ -120,9 +120,12 @@ def preload(modules: list[str] | tuple[str, ...]) -> dict[str, Any]:
     gc.collect()
     gc.freeze()
     torch = sys.modules.get("torch")
-    return {"seconds": round(time.perf_counter() - started, 3), "threads": thread_count(),
-            # A flag read, not a query: asking torch.cuda anything more would initialise the driver.
-            "cuda_initialized": bool(torch is not None and torch.cuda.is_initialized())}
+    return {
+        "seconds": round(time.perf_counter() - started, 3),
+        "threads": thread_count(),
+        # A flag read, not a query: asking torch.cuda anything more would initialise the driver.
+        "cuda_initialized": bool(torch is not None and torch.cuda.is_initialized()),
+    }
 
 
 def thread_count() -> int:
@@ -260,7 +263,8 @@ class Server:
         signal.signal(signal.SIGTERM, _exit_on_signal)
         try:
             while True:
-                ready, _, _ = select.select([self.sock, self._wake_r], [], [], _PARENT_CHECK_S)
+                readers: list[Any] = [self.sock, self._wake_r]
+                ready, _, _ = select.select(readers, [], [], _PARENT_CHECK_S)
                 if self._wake_r in ready:
                     _drain(self._wake_r)
                 if not self._reap():
@@ -331,8 +335,9 @@ class Server:
         self._send({"type": "started", "id": message["id"], "pid": pid})
         return None
 
-    def _become_child(self, message: dict[str, Any], stdin_fd: int, output_fd: int, event_fd: int,
-                      sync_w: int) -> RunJob:
+    def _become_child(
+        self, message: dict[str, Any], stdin_fd: int, output_fd: int, event_fd: int, sync_w: int
+    ) -> RunJob:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

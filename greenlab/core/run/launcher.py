@@ -29,7 +29,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import IO, Any, Callable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any, Protocol, cast
 
 from greenlab.core.errors import GreenLabError
 from greenlab.core.run.forkserver import DEFAULT_PRELOAD, WORKER_MODULE, kill_run, recv_message, send_message
@@ -61,8 +62,9 @@ class Launcher(Protocol):
 
     def start(self, env: Mapping[str, str] | None = None) -> None: ...
 
-    def launch(self, run_json: str, event_write_fd: int, env: Mapping[str, str] | None = None, *,
-               module: str = WORKER_MODULE) -> RunProcess: ...
+    def launch(
+        self, run_json: str, event_write_fd: int, env: Mapping[str, str] | None = None, *, module: str = WORKER_MODULE
+    ) -> RunProcess: ...
 
     def close(self) -> None: ...
 
@@ -88,20 +90,27 @@ class SpawnLauncher:
     def start(self, env: Mapping[str, str] | None = None) -> None:
         """Nothing to prepare."""
 
-    def launch(self, run_json: str, event_write_fd: int, env: Mapping[str, str] | None = None, *,
-               module: str = WORKER_MODULE) -> RunProcess:
+    def launch(
+        self, run_json: str, event_write_fd: int, env: Mapping[str, str] | None = None, *, module: str = WORKER_MODULE
+    ) -> RunProcess:
         child = subprocess.Popen(
             [sys.executable, "-m", module, "--event-fd", str(event_write_fd)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            pass_fds=(event_write_fd,), start_new_session=True,
-            env=dict(os.environ if env is None else env))
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            pass_fds=(event_write_fd,),
+            start_new_session=True,
+            env=dict(os.environ if env is None else env),
+        )
+        assert child.stdin is not None  # stdin=PIPE
         _feed_stdin(child.stdin, run_json)
-        return child
+        return cast(RunProcess, child)
 
     def close(self) -> None:
         """Nothing to stop."""
 
-    def __enter__(self) -> "SpawnLauncher":
+    def __enter__(self) -> SpawnLauncher:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -143,7 +152,7 @@ class ForkedProcess:
 
     def wait(self, timeout: float | None = None) -> int:
         if not self._status.done.wait(timeout):
-            raise subprocess.TimeoutExpired(self.args, timeout)
+            raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
         return self._status.returncode  # type: ignore[return-value]
 
     def __repr__(self) -> str:
@@ -153,26 +162,46 @@ class ForkedProcess:
 class _ServerConnection:
     """One running fork server: its process, its socket, and the statuses of the runs it forked."""
 
-    def __init__(self, key: tuple[Any, ...], env: dict[str, str], cwd: str, preload: Sequence[str],
-                 start_timeout_s: float, on_lost: Note) -> None:
+    def __init__(
+        self,
+        key: tuple[Any, ...],
+        env: dict[str, str],
+        cwd: str,
+        preload: Sequence[str],
+        start_timeout_s: float,
+        on_lost: Note,
+    ) -> None:
         self.key = key
         self._on_lost = on_lost
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
-        self._replies: dict[int, tuple[dict[str, Any], _ExitStatus | None]] = {}
+        self._replies: dict[int | None, tuple[dict[str, Any], _ExitStatus | None]] = {}
         self._statuses: dict[int, _ExitStatus] = {}
         self._closing = False
         self.alive = False
         self.facts: dict[str, Any] = {}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # Server errors go to a file, never to the supervisor's terminal (a TUI draws there).
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the file lives as long as the process that uses it, closed by its owner
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "greenlab.core.run.forkserver", "--socket-fd", str(theirs.fileno()),
-                 "--preload", ",".join(preload)],
-                pass_fds=(theirs.fileno(),), env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=self._stderr, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "greenlab.core.run.forkserver",
+                    "--socket-fd",
+                    str(theirs.fileno()),
+                    "--preload",
+                    ",".join(preload),
+                ],
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
+                start_new_session=True,
+            )
         except OSError as exc:
             ours.close()
             self._stderr.close()
@@ -243,8 +272,9 @@ class _ServerConnection:
                 elif message.get("type") == "refused":
                     self._replies[message.get("id")] = (message, None)
                 elif message.get("type") == "exited":
-                    status = self._statuses.pop(message["pid"], None)
-                    if status is not None:
+                    exited = self._statuses.pop(message["pid"]) if message["pid"] in self._statuses else None
+                    if exited is not None:
+                        status = exited
                         status.set(int(message["returncode"]))
                 self._cond.notify_all()
         with self._cond:
@@ -257,8 +287,9 @@ class _ServerConnection:
             kill_run(pid)
             status.set(-signal.SIGKILL)
         if orphans and not self._closing:
-            self._on_lost(f"the fork server (pid {self.pid}) exited during a run; {len(orphans)} run(s) "
-                          "in progress were stopped")
+            self._on_lost(
+                f"the fork server (pid {self.pid}) exited during a run; {len(orphans)} run(s) in progress were stopped"
+            )
 
     def launch(self, run_json: str, event_write_fd: int, module: str, cwd: str) -> ForkedProcess:
         stdin_r, stdin_w = os.pipe()
@@ -266,13 +297,17 @@ class _ServerConnection:
         request_id = next(self._ids)
         try:
             try:
-                send_message(self.sock, {"type": "fork", "id": request_id, "module": module, "cwd": cwd},
-                             fds=(stdin_r, output_w, event_write_fd))
+                send_message(
+                    self.sock,
+                    {"type": "fork", "id": request_id, "module": module, "cwd": cwd},
+                    fds=(stdin_r, output_w, event_write_fd),
+                )
             except OSError as exc:
                 raise ServerUnavailable(f"the request could not be sent ({exc})") from None
             with self._cond:
-                answered = self._cond.wait_for(lambda: request_id in self._replies or not self.alive,
-                                               timeout=_REPLY_TIMEOUT_S)
+                answered = self._cond.wait_for(
+                    lambda: request_id in self._replies or not self.alive, timeout=_REPLY_TIMEOUT_S
+                )
                 reply, status = self._replies.pop(request_id, (None, None))
             if reply is None:
                 if answered:  # the server went
@@ -288,7 +323,7 @@ class _ServerConnection:
         finally:
             os.close(stdin_r)
             os.close(output_w)
-        _feed_stdin(open(stdin_w, "w"), run_json)
+        _feed_stdin(open(stdin_w, "w"), run_json)  # noqa: SIM115 - the file lives as long as the process that uses it, closed by its owner
         return ForkedProcess(reply["pid"], open(output_r), status, module)
 
     def exit_description(self) -> str:
@@ -329,8 +364,9 @@ class ForkServerLauncher:
     (possibly from the thread that watches the server); `notes` keeps them.
     """
 
-    def __init__(self, preload: Sequence[str] = DEFAULT_PRELOAD, *, on_note: Note | None = None,
-                 start_timeout_s: float = 180.0) -> None:
+    def __init__(
+        self, preload: Sequence[str] = DEFAULT_PRELOAD, *, on_note: Note | None = None, start_timeout_s: float = 180.0
+    ) -> None:
         self.preload = tuple(preload)
         self.start_timeout_s = start_timeout_s
         self.notes: list[str] = []
@@ -399,8 +435,9 @@ class ForkServerLauncher:
         with self._lock:
             self._server_for(dict(os.environ if env is None else env))
 
-    def launch(self, run_json: str, event_write_fd: int, env: Mapping[str, str] | None = None, *,
-               module: str = WORKER_MODULE) -> RunProcess:
+    def launch(
+        self, run_json: str, event_write_fd: int, env: Mapping[str, str] | None = None, *, module: str = WORKER_MODULE
+    ) -> RunProcess:
         env = dict(os.environ if env is None else env)
         os.fstat(event_write_fd)  # a bad descriptor is the caller's error, not a reason to drop the server
         with self._lock:
@@ -421,7 +458,7 @@ class ForkServerLauncher:
                 self._server.close()
                 self._server = None
 
-    def __enter__(self) -> "ForkServerLauncher":
+    def __enter__(self) -> ForkServerLauncher:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -440,7 +477,9 @@ def default_launcher(*, on_note: Note | None = None) -> Launcher:
         return SpawnLauncher()
     if choice == "forkserver":
         if not fork_server_supported():
-            raise GreenLabError(f"{LAUNCHER_ENV}=forkserver needs fork and Unix sockets, which "
-                                f"{sys.platform} lacks; unset it or set {LAUNCHER_ENV}=spawn")
+            raise GreenLabError(
+                f"{LAUNCHER_ENV}=forkserver needs fork and Unix sockets, which "
+                f"{sys.platform} lacks; unset it or set {LAUNCHER_ENV}=spawn"
+            )
         return ForkServerLauncher(on_note=on_note)
     raise GreenLabError(f"{LAUNCHER_ENV} is '{raw}'; set it to one of {', '.join(LAUNCHER_CHOICES)}, or unset it")

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from greenlab.core.plan.config import GridRun
 from greenlab.core.measure import carbon
 from greenlab.core.measure.tracker import FLAG_SHORT_WINDOW_POLLED, WindowResult
+from greenlab.core.plan.config import GridRun
 
 FLAG_NET_BELOW_IDLE = "net_below_idle"  # a component drew less than its idle baseline: a bad baseline
 FLAG_NO_IDLE_BASELINE = "no_idle_baseline"  # measured energy without a baseline: no net figure
@@ -55,7 +55,9 @@ class RunMeasurement:
             self.phase_methods.setdefault(_group(name), set()).add(energy.method)
         # What changes how a phase's figure was obtained reaches the run; a short phase's counter and polled
         # disagreeing is the cause of the fallback, not news about the run.
-        self.flags.extend(flag for flag in window.flags() if flag in _PHASE_FLAGS_FOR_THE_RUN and flag not in self.flags)
+        self.flags.extend(
+            flag for flag in window.flags() if flag in _PHASE_FLAGS_FOR_THE_RUN and flag not in self.flags
+        )
         joules = window.total_j()
         self.phase_energy.setdefault(epoch, {})[phase] = joules
         self.phase_windows.setdefault(epoch, {})[phase] = window
@@ -70,26 +72,36 @@ class RunMeasurement:
         windows = self.phase_windows.get(epoch, {})
         train_j, eval_j = energies.get("train"), energies.get("eval")
         flags = sorted({f for w in windows.values() for f in w.flags()})
-        return {"energy_j": None if train_j is None or eval_j is None else train_j + eval_j,
-                "train_energy_j": train_j, "eval_energy_j": eval_j,
-                "train_window_s": windows["train"].seconds if "train" in windows else None,
-                "eval_window_s": windows["eval"].seconds if "eval" in windows else None,
-                "flags": flags}
+        return {
+            "energy_j": None if train_j is None or eval_j is None else train_j + eval_j,
+            "train_energy_j": train_j,
+            "eval_energy_j": eval_j,
+            "train_window_s": windows["train"].seconds if "train" in windows else None,
+            "eval_window_s": windows["eval"].seconds if "eval" in windows else None,
+            "flags": flags,
+        }
 
 
-def gpus_used(device: str, gpu_facts: dict[str, dict[str, Any]], *, cuda_uuid: str | None = None,
-              pci_bus_id: str | None = None, cuda_index: int | None = None) -> tuple[set[str], list[str]]:
+def gpus_used(
+    device: str,
+    gpu_facts: dict[str, dict[str, Any]],
+    *,
+    cuda_uuid: str | None = None,
+    pci_bus_id: str | None = None,
+    cuda_index: int | None = None,
+) -> tuple[set[str], list[str]]:
     """(metered GPU components the child trained on, flags). Only a CUDA run uses a GPU; its board is
     found by UUID, else PCI bus id — CUDA and NVML number boards differently — and only then by index."""
     if not device.startswith("cuda") or not gpu_facts:
         return set(), []
 
     def same_uuid(nvml_uuid: Any) -> bool:
-        return bool(cuda_uuid and nvml_uuid) and str(nvml_uuid).lower().removeprefix("gpu-") == \
-            cuda_uuid.lower().removeprefix("gpu-")
+        if not (cuda_uuid and nvml_uuid):
+            return False
+        return str(nvml_uuid).lower().removeprefix("gpu-") == cuda_uuid.lower().removeprefix("gpu-")
 
     def same_bus(nvml_bus: Any) -> bool:
-        return bool(pci_bus_id and nvml_bus) and _bus(str(nvml_bus)) == _bus(pci_bus_id)
+        return bool(pci_bus_id and nvml_bus) and _bus(str(nvml_bus)) == _bus(str(pci_bus_id))
 
     for matches in (same_uuid, same_bus):
         key = "uuid" if matches is same_uuid else "pci_bus_id"
@@ -118,8 +130,9 @@ def _group(component: str) -> str:
     return "gpu" if component.startswith("gpu") else component
 
 
-def energy_columns(window: WindowResult, idle: dict[str, float], phase_methods: dict[str, set[str]] | None = None
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+def energy_columns(
+    window: WindowResult, idle: dict[str, float], phase_methods: dict[str, set[str]] | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """`runs` columns, `energy_components` rows and the run's energy flags, from the run's window and the
     idle baseline.
 
@@ -154,8 +167,17 @@ def energy_columns(window: WindowResult, idle: dict[str, float], phase_methods: 
         if idle_w is not None:
             idle_total += idle_w
         run_flags.update(flags)
-        rows.append({"component": name, "energy_j": energy.energy_j, "method": energy.method, "idle_w": idle_w,
-                     "net_energy_j": net, "inputs": energy.inputs, "flags": flags})
+        rows.append(
+            {
+                "component": name,
+                "energy_j": energy.energy_j,
+                "method": energy.method,
+                "idle_w": idle_w,
+                "net_energy_j": net,
+                "inputs": energy.inputs,
+                "flags": flags,
+            }
+        )
         groups[_group(name)].append(energy)
     for group, members in groups.items():
         values = [m.energy_j for m in members if m.energy_j is not None]
@@ -168,14 +190,21 @@ def energy_columns(window: WindowResult, idle: dict[str, float], phase_methods: 
     total = measured + estimated if window.total_j() is not None else None
     if total is None:
         run_flags.add(FLAG_ENERGY_INCOMPLETE)
-    columns.update(energy_j=total, energy_kwh=carbon.kwh(total), energy_measured_j=measured,
-                   energy_estimated_j=estimated, energy_net_j=net_total,
-                   idle_w=idle_total if any(r["idle_w"] is not None for r in rows) else None)
+    columns.update(
+        energy_j=total,
+        energy_kwh=carbon.kwh(total),
+        energy_measured_j=measured,
+        energy_estimated_j=estimated,
+        energy_net_j=net_total,
+        idle_w=idle_total if any(r["idle_w"] is not None for r in rows) else None,
+    )
     return columns, rows, sorted(run_flags)
 
 
 def accounting_columns(energy_j: float | None, accounting: dict[str, Any]) -> dict[str, Any]:
     """CO2e and cost of a run's gross energy under the given accounting inputs, with the inputs."""
-    return {"co2e_g": carbon.co2e_g(energy_j, accounting["carbon_g_per_kwh"], accounting["pue"]),
-            "cost": carbon.cost(energy_j, accounting["price_per_kwh"], accounting["pue"]),
-            **accounting}
+    return {
+        "co2e_g": carbon.co2e_g(energy_j, accounting["carbon_g_per_kwh"], accounting["pue"]),
+        "cost": carbon.cost(energy_j, accounting["price_per_kwh"], accounting["pue"]),
+        **accounting,
+    }

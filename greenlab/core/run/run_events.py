@@ -8,8 +8,9 @@ snapshots instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any
 
 from greenlab.core.plan.config import GridRun
 from greenlab.core.train import events
@@ -37,7 +38,7 @@ class RunBegan:
 
     run_id: int
     run: GridRun
-    tracker: "PowerHistory"
+    tracker: PowerHistory
     fallbacks: dict[str, str] = field(default_factory=dict)  # component -> why it is not measured
 
 
@@ -71,11 +72,11 @@ class RunStored:
     run: GridRun
     status: str
     error: str | None
-    row: dict[str, Any] = field(default_factory=dict)
+    row: Mapping[str, Any] = field(default_factory=dict)
     executor_died: bool = False  # what ran it died under it (a fork server, a Ray worker): a retry may do
 
 
-RunEvent = Union[IdleMeasured, CoolingDown, RunBegan, ChildEvent, RunMetered, SupervisorNote, RunStored]
+RunEvent = IdleMeasured | CoolingDown | RunBegan | ChildEvent | RunMetered | SupervisorNote | RunStored
 Listener = Callable[[Any], None]  # of run events, and of grid events (greenlab.core.grid.grid_events)
 
 

@@ -14,17 +14,18 @@ A sink is used for one run at a time. Nothing here measures anything or knows of
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from greenlab.core.store.database import Store
-from greenlab.core.store.writer import StoreWriter
+from greenlab.core.store.writer import RowWrite, StoreWriter
 
 
 class RowWriter(Protocol):
-    """Row writes submitted while a run goes on: `submit("add_epoch", row)` and the like (Store methods)."""
+    """Row writes submitted while a run goes on: `submit(AddEpoch(row))` and the like (greenlab.core.store.writer)."""
 
-    def submit(self, method: str, *args: Any, **kwargs: Any) -> None: ...
+    def submit(self, write: RowWrite) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -46,7 +47,7 @@ class RowSink(Protocol):
 
     def delete_samples(self, run_id: int, components: Iterable[str]) -> None: ...
 
-    def run(self, run_id: int) -> dict[str, Any] | None: ...
+    def run(self, run_id: int) -> Mapping[str, Any] | None: ...
 
 
 class StoreSink:
@@ -74,7 +75,7 @@ class StoreSink:
     def delete_samples(self, run_id: int, components: Iterable[str]) -> None:
         self.store.delete_samples(run_id, components)
 
-    def run(self, run_id: int) -> dict[str, Any] | None:
+    def run(self, run_id: int) -> Mapping[str, Any] | None:
         return self.store.run(run_id)
 
 
@@ -142,7 +143,7 @@ class MemorySink:
             with self._lock:
                 self._samples = [s for s in self._samples if s[1] not in names]
 
-    def run(self, run_id: int) -> dict[str, Any] | None:
+    def run(self, run_id: int) -> Mapping[str, Any] | None:
         with self._lock:
             return {**self._start, **self._values, "id": run_id} if self.started else None
 
@@ -160,8 +161,8 @@ class MemorySink:
             self._capacity.update({int(b): float(a) for b, a in curve})
 
     # -- RowWriter ------------------------------------------------------------------------------------
-    def submit(self, method: str, *args: Any, **kwargs: Any) -> None:
-        getattr(self, method)(*args, **kwargs)
+    def submit(self, write: RowWrite) -> None:
+        write.apply(self)
 
     def flush(self) -> None:
         """Every write is applied when submitted."""
@@ -172,7 +173,11 @@ class MemorySink:
     # -- the record -----------------------------------------------------------------------------------
     def rows(self) -> RunRows:
         with self._lock:
-            return RunRows(start=dict(self._start), values=dict(self._values),
-                              epochs=[self._epochs[e] for e in sorted(self._epochs)], samples=list(self._samples),
-                              components=list(self._components.values()),
-                              capacity=sorted(self._capacity.items()))
+            return RunRows(
+                start=dict(self._start),
+                values=dict(self._values),
+                epochs=[self._epochs[e] for e in sorted(self._epochs)],
+                samples=list(self._samples),
+                components=list(self._components.values()),
+                capacity=sorted(self._capacity.items()),
+            )

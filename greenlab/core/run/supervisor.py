@@ -19,29 +19,39 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Any, Iterator
+from typing import Any
 
 from greenlab.core.measure import hostload
 from greenlab.core.measure.detect import build_meters
 from greenlab.core.measure.meter import MEASURED_METHODS
 from greenlab.core.measure.tracker import EnergyTracker
 from greenlab.core.plan.config import GridRun, RunSettings
-from greenlab.core.run.cancel import CancelToken
+from greenlab.core.run.cancel import Cancellable, CancelToken
 from greenlab.core.run.child import RunChild
 from greenlab.core.run.launcher import Launcher, default_launcher
 from greenlab.core.run.measurement import RunMeasurement, accounting_columns, energy_columns, gpus_used
-from greenlab.core.run.run_events import (ChildEvent, CoolingDown, IdleMeasured, Listener, RunBegan, RunEvent,
-                                          RunMetered, RunStored, SafeListener, SupervisorNote)
-from greenlab.core.run.sinks import RowWriter, RowSink, StoreSink
+from greenlab.core.run.run_events import (
+    ChildEvent,
+    CoolingDown,
+    IdleMeasured,
+    Listener,
+    RunBegan,
+    RunEvent,
+    RunMetered,
+    RunStored,
+    SafeListener,
+    SupervisorNote,
+)
+from greenlab.core.run.sinks import RowSink, RowWriter, StoreSink
 from greenlab.core.store.database import RUN_COLUMNS, Store, now_iso
+from greenlab.core.store.writer import AddEpoch, AddSamples, SetCapacity, UpdateRun
 from greenlab.core.train import events
 
 _SAMPLE_FLUSH_S = 1.0
 _WARMUP_TIMEOUT_S = 120.0
 WARMUP_MODULE = "greenlab.core.run.warmup_main"
-
-
 
 
 def child_env() -> dict[str, str]:
@@ -62,19 +72,33 @@ def gpus_for(device: str) -> list[int] | None:
 
 
 def make_tracker(settings: RunSettings) -> tuple[EnergyTracker, dict[str, str]]:
-    setup = build_meters(use_gpus=gpus_for(settings.device), cpu_tdp_w=settings.cpu_tdp_w,
-                         cpu_w_per_thread=settings.cpu_w_per_thread, dram_w_per_gb=settings.dram_w_per_gb)
+    setup = build_meters(
+        use_gpus=gpus_for(settings.device),
+        cpu_tdp_w=settings.cpu_tdp_w,
+        cpu_w_per_thread=settings.cpu_w_per_thread,
+        dram_w_per_gb=settings.dram_w_per_gb,
+    )
     return EnergyTracker(setup.meters, sample_hz=settings.sample_hz), setup.notes
 
 
 def run_row_values(run: GridRun) -> dict[str, Any]:
     """The columns a run's row starts with: what runs, its keys and its accounting inputs."""
     settings = run.settings
-    return {"experiment": run.experiment, "model": run.model, "dataset": settings.dataset,
-            "technique": run.technique, "settings": run.settings_dict(), "settings_key": run.settings_key(),
-            "conditions_key": run.conditions_key(), "seed": run.seed, "repeat": run.repeat,
-            "grid_position": run.position, "device": settings.device, "sampler_hz": settings.sample_hz,
-            **accounting_columns(None, run.accounting())}
+    return {
+        "experiment": run.experiment,
+        "model": run.model,
+        "dataset": settings.dataset,
+        "technique": run.technique,
+        "settings": run.settings_dict(),
+        "settings_key": run.settings_key(),
+        "conditions_key": run.conditions_key(),
+        "seed": run.seed,
+        "repeat": run.repeat,
+        "grid_position": run.position,
+        "device": settings.device,
+        "sampler_hz": settings.sample_hz,
+        **accounting_columns(None, run.accounting()),
+    }
 
 
 @contextlib.contextmanager
@@ -90,8 +114,10 @@ def signals_deferred(reraise: bool = False) -> Iterator[list[int]]:
     if threading.current_thread() is not threading.main_thread():
         yield pending
         return
-    previous = {number: signal.signal(number, lambda signum, frame: pending.append(signum))
-                for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        number: signal.signal(number, lambda signum, frame: pending.append(signum))
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield pending
     finally:
@@ -108,12 +134,12 @@ def _temperatures(tracker: EnergyTracker) -> dict[str, float]:
         if hasattr(meter, "temperatures"):
             try:
                 temperatures.update(meter.temperatures())
-            except Exception:  # a temperature is context, never a reason to lose the run's record
+            except Exception:  # noqa: BLE001 - a temperature is context, never a reason to lose the run's record
                 continue
     return temperatures
 
 
-class RunSupervisor:
+class RunSupervisor(Cancellable):
     """Measures one grid entry at a time; `cancel()` may be called from any thread.
 
     `sink` decides where a run's rows go (default: `store`, through a writer thread); a Ray node's
@@ -122,10 +148,16 @@ class RunSupervisor:
     (greenlab.core.run.cancel), shared with its driver.
     """
 
-    def __init__(self, store: Store | None, on_event: Listener | None = None, *, launcher: Launcher | None = None,
-                 sink: RowSink | None = None,
-                 idle_cache: dict[tuple[str, ...], tuple[dict[str, float], dict[str, Any]]] | None = None,
-                 token: CancelToken | None = None) -> None:
+    def __init__(
+        self,
+        store: Store | None,
+        on_event: Listener | None = None,
+        *,
+        launcher: Launcher | None = None,
+        sink: RowSink | None = None,
+        idle_cache: dict[tuple[str, ...], tuple[dict[str, float], dict[str, Any]]] | None = None,
+        token: CancelToken | None = None,
+    ) -> None:
         self.store = store
         if sink is None:
             if store is None:
@@ -153,18 +185,6 @@ class RunSupervisor:
         self._tell(event)
 
     # -- control --------------------------------------------------------------------------------------
-    def cancel(self) -> None:
-        """Stop the current run (stored as interrupted) and every run after it."""
-        self.token.cancel()
-
-    def cancel_current(self) -> None:
-        """Stop only the run in progress (stored as interrupted); the grid goes on with the next run."""
-        self.token.cancel_current()
-
-    @property
-    def cancelled(self) -> bool:
-        return self.token.cancelled
-
     def _terminate_child(self) -> None:
         with self._child_lock:
             child = self._child
@@ -190,11 +210,17 @@ class RunSupervisor:
                 pass  # it writes none; the loop ends when the child does
             code = child.reap()
             if code != 0 and not self.cancelled:
-                self.on_event(SupervisorNote(f"the warm-up run exited with code {code}; the first run may be "
-                                             "slower than the rest"))
+                self.on_event(
+                    SupervisorNote(
+                        f"the warm-up run exited with code {code}; the first run may be slower than the rest"
+                    )
+                )
         except Exception as exc:  # noqa: BLE001 - a cold first run is a bias to tell, not a reason to stop
-            self.on_event(SupervisorNote(f"no warm-up run ({type(exc).__name__}: {exc}); the first run may be "
-                                         "slower than the rest"))
+            self.on_event(
+                SupervisorNote(
+                    f"no warm-up run ({type(exc).__name__}: {exc}); the first run may be slower than the rest"
+                )
+            )
         finally:
             with self._child_lock:
                 self._child = None
@@ -246,15 +272,21 @@ class RunSupervisor:
             idle = self._idle_baseline(tracker, settings)
             if self.cancelled:
                 return None
-            meters_info = {"components": {c: {"method": tracker.method(c), **tracker.info().get(c, {})}
-                                          for c in tracker.components()}, "fallbacks": notes,
-                           "idle_w": idle, "idle_s": settings.idle_s if idle else 0,
-                           "idle_host_load": self.idle_load if idle and self.idle_load else None,
-                           "temperature_start_c": _temperatures(tracker)}
+            meters_info = {
+                "components": {
+                    c: {"method": tracker.method(c), **tracker.info().get(c, {})} for c in tracker.components()
+                },
+                "fallbacks": notes,
+                "idle_w": idle,
+                "idle_s": settings.idle_s if idle else 0,
+                "idle_host_load": self.idle_load if idle and self.idle_load else None,
+                "temperature_start_c": _temperatures(tracker),
+            }
             if retry_of is not None:
                 meters_info["earlier_attempts"] = [{"attempt": 1, "error": retry_of.error}]
-                run_id = self.sink.restart_run(retry_of.run_id, {**run_row_values(run), "meters": meters_info,
-                                                                     "attempts": 2})
+                run_id = self.sink.restart_run(
+                    retry_of.run_id, {**run_row_values(run), "meters": meters_info, "attempts": 2}
+                )
             else:
                 run_id = self.sink.start_run({**run_row_values(run), "meters": meters_info})
             return self._supervise(RunMeasurement(run_id, run, tracker.now(), idle, meters_info), tracker)
@@ -281,8 +313,9 @@ class RunSupervisor:
             tracker.track_processes([child.pid])
             if self.cancelled or self.token.current_cancelled:  # cancelled before the child started
                 child.terminate()
-            for event in child.events(tick=lambda: self._flush_samples(measured, tracker, writer),
-                                      tick_s=_SAMPLE_FLUSH_S):
+            for event in child.events(
+                tick=lambda: self._flush_samples(measured, tracker, writer), tick_s=_SAMPLE_FLUSH_S
+            ):
                 self._handle(measured, event, tracker, writer)
         except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM, a launch or store error: record, re-raise
             raised = exc
@@ -316,10 +349,17 @@ class RunSupervisor:
     def _executor_died(self, measured: RunMeasurement, child: RunChild | None) -> bool:
         """The fork server that forked this run's child died while it ran: the run failed for no fault of
         its own, and the driver's retry rule may run it again (spawned)."""
-        return (child is not None and measured.child_status is None and measured.meters_info.get("launcher") == "forkserver"
-                and measured.server_pid is not None and getattr(self.launcher, "server_pid", None) != measured.server_pid)
+        return (
+            child is not None
+            and measured.child_status is None
+            and measured.meters_info.get("launcher") == "forkserver"
+            and measured.server_pid is not None
+            and getattr(self.launcher, "server_pid", None) != measured.server_pid
+        )
 
-    def _outcome(self, measured: RunMeasurement, return_code: int | None, child: RunChild | None) -> tuple[str, str | None]:
+    def _outcome(
+        self, measured: RunMeasurement, return_code: int | None, child: RunChild | None
+    ) -> tuple[str, str | None]:
         """The run's status and error from what the child said, how it ended and what the user did."""
         if child is None:
             return "failed", f"the run could not start: {measured.supervisor_error}"
@@ -333,7 +373,8 @@ class RunSupervisor:
             return "failed", f"the supervising process failed: {measured.supervisor_error}"
         if measured.child_status == "failed":
             return "failed", measured.child_error
-        reason = f"killed by signal {-return_code}" if return_code < 0 else f"exited with code {return_code}"
+        code = return_code if return_code is not None else 0
+        reason = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
         if return_code == -signal.SIGKILL:
             reason += " (out of memory?)"
         if measured.meters_info.get("launcher") == "forkserver" and self.launcher.notes:
@@ -342,16 +383,25 @@ class RunSupervisor:
         tail = child.output_tail() if child is not None else ""
         return "failed", error + (f"; its last output:\n{tail}" if tail else "")
 
-    def _finish(self, measured: RunMeasurement, tracker: EnergyTracker, child: RunChild | None, writer: RowWriter | None,
-                cpu_before: float) -> RunStored:
+    def _finish(
+        self,
+        measured: RunMeasurement,
+        tracker: EnergyTracker,
+        child: RunChild | None,
+        writer: RowWriter | None,
+        cpu_before: float,
+    ) -> RunStored:
         """Close the run's window and store its outcome, whatever happened to the child (even if none started)."""
         run, run_id = measured.run, measured.run_id
         return_code = child.reap() if child is not None else None
         if measured.device is None:  # the child never said where it trained: no GPU did this run's work
             measured.gpus_unused = {c for c in tracker.components() if c.startswith("gpu")}
         window = tracker.end_window("run").without(measured.gpus_unused)
-        load = hostload.others(measured.host_start, hostload.mark(), measured.child_cpu_s)\
-            if measured.host_start is not None else None
+        load = (
+            hostload.others(measured.host_start, hostload.mark(), measured.child_cpu_s)
+            if measured.host_start is not None
+            else None
+        )
         tracker.discard_windows()  # a phase cut short by a failure has no end
         try:
             if writer is not None:
@@ -362,24 +412,38 @@ class RunSupervisor:
         status, error = self._outcome(measured, return_code, child)
         columns, component_rows, energy_flags = energy_columns(window, measured.idle, measured.phase_methods)
         idle = {c: w for c, w in measured.idle.items() if c not in measured.gpus_unused}
-        meters = {**measured.meters_info, "idle_w": idle, "temperature_end_c": _temperatures(tracker),
-                  "components": {c: facts for c, facts in measured.meters_info["components"].items()
-                                 if c not in measured.gpus_unused}}
+        meters = {
+            **measured.meters_info,
+            "idle_w": idle,
+            "temperature_end_c": _temperatures(tracker),
+            "components": {
+                c: facts for c, facts in measured.meters_info["components"].items() if c not in measured.gpus_unused
+            },
+        }
         if load is not None:
             meters["host_load"] = load
             if hostload.busy(load):
                 measured.flags.append(hostload.FLAG_HOST_BUSY)
         if measured.gpus_unused:
-            meters["gpus_not_used"] = {"components": sorted(measured.gpus_unused),
-                                       "why": f"the run trained on {measured.device or 'another device'}"}
+            meters["gpus_not_used"] = {
+                "components": sorted(measured.gpus_unused),
+                "why": f"the run trained on {measured.device or 'another device'}",
+            }
         values = {
-            "status": status, "error": error, "finished_at": now_iso(), "duration_s": window.seconds,
-            "train_s": measured.train_s, "energy_training_j": measured.training_j,
-            "val_accuracy": measured.final.get("val_accuracy"), "val_f1": measured.final.get("val_f1"),
-            **columns, **accounting_columns(columns["energy_j"], run.accounting()),
+            "status": status,
+            "error": error,
+            "finished_at": now_iso(),
+            "duration_s": window.seconds,
+            "train_s": measured.train_s,
+            "energy_training_j": measured.training_j,
+            "val_accuracy": measured.final.get("val_accuracy"),
+            "val_f1": measured.final.get("val_f1"),
+            **columns,
+            **accounting_columns(columns["energy_j"], run.accounting()),
             "sampler_cpu_s": round(tracker.sampler_cpu_s - cpu_before, 4),
             "samples_dropped": tracker.samples_dropped,
-            "flags": sorted({*energy_flags, *measured.flags}) + tracker.errors
+            "flags": sorted({*energy_flags, *measured.flags})
+            + tracker.errors
             + [f"display: {e}" for e in self.listener_errors],
             "meters": meters,
         }
@@ -392,10 +456,13 @@ class RunSupervisor:
         return stored
 
     def _flush_samples(self, measured: RunMeasurement, tracker: EnergyTracker, writer: RowWriter) -> None:
-        rows = [(t - measured.t0, c, w) for t, c, w in tracker.drain_samples()
-                if t >= measured.t0 and c not in measured.gpus_unused]
+        rows = [
+            (t - measured.t0, c, w)
+            for t, c, w in tracker.drain_samples()
+            if t >= measured.t0 and c not in measured.gpus_unused
+        ]
         if rows:
-            writer.submit("add_samples", measured.run_id, rows)
+            writer.submit(AddSamples(measured.run_id, rows))
 
     def _handle(self, measured: RunMeasurement, event: events.Event, tracker: EnergyTracker, writer: RowWriter) -> None:
         """What the supervisor does with each child event: measure, record, and pass it on to the faces."""
@@ -403,33 +470,52 @@ class RunSupervisor:
         match event:
             case events.RunStarted():
                 measured.device = event.device
-                gpu_facts = {c: facts for c, facts in measured.meters_info["components"].items()
-                             if c.startswith("gpu")}
-                used, flags = gpus_used(event.device, gpu_facts, cuda_uuid=event.cuda_uuid,
-                                        pci_bus_id=event.pci_bus_id, cuda_index=event.cuda_index)
+                gpu_facts = {c: facts for c, facts in measured.meters_info["components"].items() if c.startswith("gpu")}
+                used, flags = gpus_used(
+                    event.device,
+                    gpu_facts,
+                    cuda_uuid=event.cuda_uuid,
+                    pci_bus_id=event.pci_bus_id,
+                    cuda_index=event.cuda_index,
+                )
                 measured.gpus_unused = set(gpu_facts) - used
                 measured.flags.extend(flags)
                 self.on_event(RunMetered(run_id, [c for c in tracker.components() if c not in measured.gpus_unused]))
-                writer.submit("update_run", run_id, device=event.device)
+                writer.submit(UpdateRun(run_id, {"device": event.device}))
             case events.ModelPrepared(after=after, before=before):
                 stats = ("params_total", "params_nonzero", "model_bytes", "flops_step")
-                values = {**{k: after.get(k) for k in stats}, **{f"{k}_before": before.get(k) for k in stats},
-                          "compression": event.report, "warnings": event.warnings,
-                          **{k: v for k, v in event.columns.items() if k in RUN_COLUMNS}}
-                writer.submit("update_run", run_id, **values)
+                values = {
+                    **{k: after.get(k) for k in stats},
+                    **{f"{k}_before": before.get(k) for k in stats},
+                    "compression": event.report,
+                    "warnings": event.warnings,
+                    **{k: v for k, v in event.columns.items() if k in RUN_COLUMNS},
+                }
+                writer.submit(UpdateRun(run_id, values))
                 if event.capacity_curve:
-                    writer.submit("set_capacity", run_id, [(int(b), float(a)) for b, a in event.capacity_curve])
+                    writer.submit(SetCapacity(run_id, [(int(b), float(a)) for b, a in event.capacity_curve]))
             case events.PhaseBegan(epoch=epoch, phase=phase, t_mono=at):
                 tracker.begin_window(f"{epoch}:{phase}", at=at)
             case events.PhaseEnded(epoch=epoch, phase=phase, t_mono=at):
                 window = tracker.end_window(f"{epoch}:{phase}", at=at)
                 measured.add_phase(epoch, phase, window.without(measured.gpus_unused))
             case events.EpochFinished():
-                writer.submit("add_epoch", {
-                    "run_id": run_id, "epoch": event.epoch, "train_loss": event.train_loss,
-                    "val_accuracy": event.val_accuracy, "val_f1": event.val_f1, "val_loss": event.val_loss,
-                    "duration_s": event.duration_s, "train_s": event.train_s, "eval_s": event.eval_s,
-                    **measured.epoch_energy(event.epoch)})
+                writer.submit(
+                    AddEpoch(
+                        {
+                            "run_id": run_id,
+                            "epoch": event.epoch,
+                            "train_loss": event.train_loss,
+                            "val_accuracy": event.val_accuracy,
+                            "val_f1": event.val_f1,
+                            "val_loss": event.val_loss,
+                            "duration_s": event.duration_s,
+                            "train_s": event.train_s,
+                            "eval_s": event.eval_s,
+                            **measured.epoch_energy(event.epoch),
+                        }
+                    )
+                )
             case events.ProcessEnding(cpu_s=cpu_s) if measured.child_pid is not None:
                 tracker.process_ended(measured.child_pid, cpu_s)
                 measured.child_cpu_s = cpu_s + event.children_cpu_s

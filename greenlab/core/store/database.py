@@ -17,10 +17,11 @@ import os
 import platform
 import socket
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import sqlite_utils
 
@@ -37,69 +38,155 @@ STATUSES = ("running", "completed", "failed", "interrupted", "superseded")
 
 # The public `runs` table. Column order is the documented order (docs/schema.md).
 RUN_COLUMNS: dict[str, type] = {
-    "id": int, "experiment": str, "model": str, "dataset": str, "technique": str, "settings": str,
-    "settings_key": str, "seed": int, "repeat": int, "status": str, "error": str,
-    "started_at": str, "finished_at": str, "duration_s": float, "train_s": float, "device": str,
-    "params_total": int, "params_nonzero": int, "model_bytes": int, "flops_step": float,
-    "params_total_before": int, "params_nonzero_before": int, "model_bytes_before": int,
-    "flops_step_before": float, "val_accuracy": float, "val_f1": float,
-    "energy_j": float, "energy_kwh": float, "energy_measured_j": float, "energy_estimated_j": float,
-    "energy_net_j": float, "idle_w": float, "energy_training_j": float,
-    "energy_gpu_j": float, "energy_gpu_method": str, "energy_cpu_j": float, "energy_cpu_method": str,
-    "energy_dram_j": float, "energy_dram_method": str,
-    "co2e_g": float, "cost": float, "currency": str, "carbon_g_per_kwh": float, "pue": float,
-    "sampler_hz": float, "sampler_cpu_s": float, "samples_dropped": int,
-    "capacity_bits": int, "capacity_bytes": float, "train_dtype": str, "mantissa_bits_kept": int,
-    "compression": str, "warnings": str, "flags": str, "meters": str,
-    "greenlab_version": str, "host": str, "supervisor_pid": int,
+    "id": int,
+    "experiment": str,
+    "model": str,
+    "dataset": str,
+    "technique": str,
+    "settings": str,
+    "settings_key": str,
+    "seed": int,
+    "repeat": int,
+    "status": str,
+    "error": str,
+    "started_at": str,
+    "finished_at": str,
+    "duration_s": float,
+    "train_s": float,
+    "device": str,
+    "params_total": int,
+    "params_nonzero": int,
+    "model_bytes": int,
+    "flops_step": float,
+    "params_total_before": int,
+    "params_nonzero_before": int,
+    "model_bytes_before": int,
+    "flops_step_before": float,
+    "val_accuracy": float,
+    "val_f1": float,
+    "energy_j": float,
+    "energy_kwh": float,
+    "energy_measured_j": float,
+    "energy_estimated_j": float,
+    "energy_net_j": float,
+    "idle_w": float,
+    "energy_training_j": float,
+    "energy_gpu_j": float,
+    "energy_gpu_method": str,
+    "energy_cpu_j": float,
+    "energy_cpu_method": str,
+    "energy_dram_j": float,
+    "energy_dram_method": str,
+    "co2e_g": float,
+    "cost": float,
+    "currency": str,
+    "carbon_g_per_kwh": float,
+    "pue": float,
+    "sampler_hz": float,
+    "sampler_cpu_s": float,
+    "samples_dropped": int,
+    "capacity_bits": int,
+    "capacity_bytes": float,
+    "train_dtype": str,
+    "mantissa_bits_kept": int,
+    "compression": str,
+    "warnings": str,
+    "flags": str,
+    "meters": str,
+    "greenlab_version": str,
+    "host": str,
+    "supervisor_pid": int,
     # Schema 2
-    "conditions_key": str, "compute_dtype": str, "weights_dtype": str, "price_per_kwh": float,
+    "conditions_key": str,
+    "compute_dtype": str,
+    "weights_dtype": str,
+    "price_per_kwh": float,
     "grid_position": int,
     # Energy to accuracy (greenlab.core.report.energy_to_target): the target and the energy until first reaching it.
-    "target_accuracy": float, "energy_to_target_j": float,
+    "target_accuracy": float,
+    "energy_to_target_j": float,
     # Where it ran (greenlab.core.grid.ray_driver): the executor, the node, the runs that shared the node, the attempts.
-    "executor": str, "node": str, "concurrent_runs": str, "attempts": int,
+    "executor": str,
+    "node": str,
+    "concurrent_runs": str,
+    "attempts": int,
     # Schema 3: the completed forced rerun that replaced this run (its status then `superseded`).
     "superseded_by": int,
     # Schema 4: the analysis plan the run's grid declared before it ran (the `plans` table).
     "plan_id": int,
 }
 EPOCH_COLUMNS: dict[str, type] = {
-    "run_id": int, "epoch": int, "train_loss": float, "val_accuracy": float, "val_f1": float,
-    "val_loss": float, "duration_s": float, "train_s": float, "eval_s": float,
-    "energy_j": float, "train_energy_j": float, "eval_energy_j": float,
+    "run_id": int,
+    "epoch": int,
+    "train_loss": float,
+    "val_accuracy": float,
+    "val_f1": float,
+    "val_loss": float,
+    "duration_s": float,
+    "train_s": float,
+    "eval_s": float,
+    "energy_j": float,
+    "train_energy_j": float,
+    "eval_energy_j": float,
     # Schema 2
-    "train_window_s": float, "eval_window_s": float, "flags": str,
+    "train_window_s": float,
+    "eval_window_s": float,
+    "flags": str,
 }
 SAMPLE_COLUMNS: dict[str, type] = {"run_id": int, "t_s": float, "component": str, "watts": float}
 COMPONENT_COLUMNS: dict[str, type] = {
-    "run_id": int, "component": str, "energy_j": float, "method": str, "idle_w": float,
-    "net_energy_j": float, "inputs": str, "flags": str,
+    "run_id": int,
+    "component": str,
+    "energy_j": float,
+    "method": str,
+    "idle_w": float,
+    "net_energy_j": float,
+    "inputs": str,
+    "flags": str,
 }
 CAPACITY_COLUMNS: dict[str, type] = {"run_id": int, "bits": int, "val_accuracy": float}
 # Schema 4: a grid's analysis plan (greenlab.core.plan.analysis), stored once per distinct declaration.
 PLAN_COLUMNS: dict[str, type] = {
-    "id": int, "digest": str, "created_at": str, "source": str, "analysis": str, "cells": str,
+    "id": int,
+    "digest": str,
+    "created_at": str,
+    "source": str,
+    "analysis": str,
+    "cells": str,
     "greenlab_version": str,
 }
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
-    db["runs"].create(RUN_COLUMNS, pk="id", not_null={"model", "technique", "status"}, if_not_exists=True)
-    db["runs"].create_index(["settings_key", "status"], if_not_exists=True)
-    db["epochs"].create(EPOCH_COLUMNS, pk=("run_id", "epoch"), foreign_keys=[("run_id", "runs", "id")],
-                        if_not_exists=True)
-    db["samples"].create(SAMPLE_COLUMNS, foreign_keys=[("run_id", "runs", "id")], if_not_exists=True)
-    db["samples"].create_index(["run_id", "t_s"], if_not_exists=True)
-    db["energy_components"].create(COMPONENT_COLUMNS, pk=("run_id", "component"),
-                                   foreign_keys=[("run_id", "runs", "id")], if_not_exists=True)
-    db["capacity"].create(CAPACITY_COLUMNS, pk=("run_id", "bits"), foreign_keys=[("run_id", "runs", "id")],
-                          if_not_exists=True)
+    db.table("runs").create(RUN_COLUMNS, pk="id", not_null={"model", "technique", "status"}, if_not_exists=True)
+    db.table("runs").create_index(["settings_key", "status"], if_not_exists=True)
+    db.table("epochs").create(
+        EPOCH_COLUMNS, pk=("run_id", "epoch"), foreign_keys=[("run_id", "runs", "id")], if_not_exists=True
+    )
+    db.table("samples").create(SAMPLE_COLUMNS, foreign_keys=[("run_id", "runs", "id")], if_not_exists=True)
+    db.table("samples").create_index(["run_id", "t_s"], if_not_exists=True)
+    db.table("energy_components").create(
+        COMPONENT_COLUMNS, pk=("run_id", "component"), foreign_keys=[("run_id", "runs", "id")], if_not_exists=True
+    )
+    db.table("capacity").create(
+        CAPACITY_COLUMNS, pk=("run_id", "bits"), foreign_keys=[("run_id", "runs", "id")], if_not_exists=True
+    )
 
 
 _COLUMNS_2 = {
-    "runs": ("conditions_key", "compute_dtype", "weights_dtype", "price_per_kwh", "grid_position",
-             "target_accuracy", "energy_to_target_j", "executor", "node", "concurrent_runs", "attempts"),
+    "runs": (
+        "conditions_key",
+        "compute_dtype",
+        "weights_dtype",
+        "price_per_kwh",
+        "grid_position",
+        "target_accuracy",
+        "energy_to_target_j",
+        "executor",
+        "node",
+        "concurrent_runs",
+        "attempts",
+    ),
     "epochs": ("train_window_s", "eval_window_s", "flags"),
 }
 
@@ -108,7 +195,7 @@ def _add_columns(db: sqlite_utils.Database, table: str, names: tuple[str, ...], 
     present = set(db[table].columns_dict)
     for name in names:
         if name not in present:
-            db[table].add_column(name, types[name])
+            db.table(table).add_column(name, types[name])
 
 
 def _migrate_2(db: sqlite_utils.Database) -> None:
@@ -119,7 +206,7 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
 
     _add_columns(db, "runs", _COLUMNS_2["runs"], RUN_COLUMNS)
     _add_columns(db, "epochs", _COLUMNS_2["epochs"], EPOCH_COLUMNS)
-    db["runs"].create_index(["conditions_key", "technique", "status"], if_not_exists=True)
+    db.table("runs").create_index(["conditions_key", "technique", "status"], if_not_exists=True)
     for row in list(db.query("select id, model, technique, repeat, seed, settings, train_dtype, host from runs")):
         try:
             settings = json.loads(row["settings"] or "{}")
@@ -131,15 +218,21 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
         # repeats shared one data order, fake-text differed and the CPU estimate's rule was another. They are
         # never skipped as done for, or compared with, the runs of today.
         epoch = LEGACY_KEY_EPOCH
-        db["runs"].update(row["id"], {
-            "settings_key": run_key(row["model"], row["technique"], repeat, settings, techniques, epoch=epoch),
-            "conditions_key": conditions_key(row["model"], settings, epoch=epoch),
-            # Before schema 2 the stored seed was the grid's; initialisation already used seed + repeat.
-            "seed": int(settings.get("seed", row["seed"] or 0)) + repeat,
-            "price_per_kwh": settings.get("price_per_kwh"),
-            "compute_dtype": row["train_dtype"],
-            "executor": "local", "node": _hostname_of(row["host"]), "concurrent_runs": "[]", "attempts": 1,
-        })
+        db.table("runs").update(
+            row["id"],
+            {
+                "settings_key": run_key(row["model"], row["technique"], repeat, settings, techniques, epoch=epoch),
+                "conditions_key": conditions_key(row["model"], settings, epoch=epoch),
+                # Before schema 2 the stored seed was the grid's; initialisation already used seed + repeat.
+                "seed": int(settings.get("seed", row["seed"] or 0)) + repeat,
+                "price_per_kwh": settings.get("price_per_kwh"),
+                "compute_dtype": row["train_dtype"],
+                "executor": "local",
+                "node": _hostname_of(row["host"]),
+                "concurrent_runs": "[]",
+                "attempts": 1,
+            },
+        )
 
 
 def _migrate_3(db: sqlite_utils.Database) -> None:
@@ -153,10 +246,13 @@ def _supersede_all(db: sqlite_utils.Database, settings_key: str | None = None) -
     """Of the completed runs of each key (or of `settings_key` only), all but the latest (highest id, as the
     report counts them) become superseded by it, whichever finished last."""
     only = "" if settings_key is None else " and settings_key = ?"
-    db.execute("update runs set status = 'superseded', superseded_by = (select max(l.id) from runs l where "
-               "l.settings_key = runs.settings_key and l.status = 'completed') where status = 'completed' and "
-               "id < (select max(l.id) from runs l where l.settings_key = runs.settings_key and "
-               f"l.status = 'completed'){only}", [] if settings_key is None else [settings_key])
+    db.execute(
+        "update runs set status = 'superseded', superseded_by = (select max(l.id) from runs l where "
+        "l.settings_key = runs.settings_key and l.status = 'completed') where status = 'completed' and "
+        "id < (select max(l.id) from runs l where l.settings_key = runs.settings_key and "
+        f"l.status = 'completed'){only}",
+        [] if settings_key is None else [settings_key],
+    )
 
 
 def _hostname_of(host: str | None) -> str | None:
@@ -169,8 +265,8 @@ def _hostname_of(host: str | None) -> str | None:
 def _migrate_4(db: sqlite_utils.Database) -> None:
     """Analysis plans: the `plans` table and each run's `plan_id`. Runs stored before have none and are
     judged under an implied plan (greenlab.core.plan.analysis.implied), labelled as such."""
-    db["plans"].create(PLAN_COLUMNS, pk="id", not_null={"digest"}, if_not_exists=True)
-    db["plans"].create_index(["digest"], unique=True, if_not_exists=True)
+    db.table("plans").create(PLAN_COLUMNS, pk="id", not_null={"digest"}, if_not_exists=True)
+    db.table("plans").create_index(["digest"], unique=True, if_not_exists=True)
     _add_columns(db, "runs", ("plan_id",), RUN_COLUMNS)
 
 
@@ -185,8 +281,13 @@ def now_iso() -> str:
 def host_facts() -> dict[str, Any]:
     import psutil
 
-    return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 1e9, 1)}
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+    }
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -218,7 +319,7 @@ def check_location(path: str | os.PathLike[str] | None) -> Path:
     GreenLab creates data/ itself; a folder the user named is never created (a typo would grow a tree)."""
     resolved = resolve_path(path)
     named_by = _named_by(path)
-    shown = {"--db": f"--db {resolved}", "GREENLAB_DB": f"GREENLAB_DB={resolved}"}.get(named_by, str(resolved))
+    shown = {"--db": f"--db {resolved}", "GREENLAB_DB": f"GREENLAB_DB={resolved}"}.get(named_by or "", str(resolved))
     other = "set GREENLAB_DB to another path" if named_by == "GREENLAB_DB" else "choose another --db"
     if resolved.is_dir():
         raise GreenLabError(f"{shown} is a folder; name a file in it, e.g. {resolved / 'runs.db'}")
@@ -237,8 +338,10 @@ def check_location(path: str | os.PathLike[str] | None) -> Path:
 def check_version(path: Path, version: int) -> None:
     """Refuse a store written by a newer GreenLab: its schema may mean what this one cannot read."""
     if version > SCHEMA_VERSION:
-        raise GreenLabError(f"{path} has schema version {version}, newer than this greenlab "
-                            f"({SCHEMA_VERSION}) understands; upgrade greenlab (pip install -U greenlab)")
+        raise GreenLabError(
+            f"{path} has schema version {version}, newer than this greenlab "
+            f"({SCHEMA_VERSION}) understands; upgrade greenlab (pip install -U greenlab)"
+        )
 
 
 @dataclass(frozen=True)
@@ -254,8 +357,10 @@ def read_snapshot(path: Path) -> Snapshot:
     """Read a whole store without changing it (a report never writes runs.db); GreenLabError when it is
     missing, unreadable, or newer than this GreenLab."""
     if not path.is_file():
-        raise GreenLabError(f"no run store at {path}; run a grid first (greenlab --headless experiments.toml) "
-                            "or pass --db PATH (or set GREENLAB_DB)")
+        raise GreenLabError(
+            f"no run store at {path}; run a grid first (greenlab --headless experiments.toml) "
+            "or pass --db PATH (or set GREENLAB_DB)"
+        )
     try:
         # Only SELECTs are issued. A read-write connection lets SQLite tidy its -wal/-shm files on close;
         # a store we may not write is opened read-only instead.
@@ -269,13 +374,17 @@ def read_snapshot(path: Path) -> Snapshot:
             for row in conn.execute("select * from epochs order by run_id, epoch"):
                 epochs.setdefault(row["run_id"], []).append(dict(row))
             tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
-            plans = ({int(r["id"]): Plan.from_stored(dict(r)) for r in conn.execute("select * from plans")}
-                     if "plans" in tables else {})
+            plans = (
+                {int(r["id"]): Plan.from_stored(dict(r)) for r in conn.execute("select * from plans")}
+                if "plans" in tables
+                else {}
+            )
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        raise GreenLabError(f"cannot read {path} as a GreenLab run store ({exc}); pass --db with the runs.db "
-                            "a grid wrote") from None
+        raise GreenLabError(
+            f"cannot read {path} as a GreenLab run store ({exc}); pass --db with the runs.db a grid wrote"
+        ) from None
     return Snapshot(runs, epochs, plans)
 
 
@@ -307,8 +416,10 @@ class Store:
             if db is not None:
                 db.close()
             if isinstance(exc, (sqlite3.DatabaseError, OSError)):
-                raise GreenLabError(f"cannot use the run store {self.path} ({exc}); pass --db (or set "
-                                    "GREENLAB_DB) to a writable .db file path, or move that file away") from None
+                raise GreenLabError(
+                    f"cannot use the run store {self.path} ({exc}); pass --db (or set "
+                    "GREENLAB_DB) to a writable .db file path, or move that file away"
+                ) from None
             raise
         return db
 
@@ -348,8 +459,12 @@ class Store:
         rows = self._query("select id, supervisor_pid from runs where status = 'running'")
         for row in rows:
             if row["supervisor_pid"] != os.getpid() and not _pid_alive(row["supervisor_pid"]):
-                self.update_run(row["id"], status="interrupted", finished_at=now_iso(),
-                                error="the supervising process ended before the run finished")
+                self.update_run(
+                    row["id"],
+                    status="interrupted",
+                    finished_at=now_iso(),
+                    error="the supervising process ended before the run finished",
+                )
 
     def close(self) -> None:
         if self._db is not None:
@@ -372,22 +487,41 @@ class Store:
             if found is not None:
                 self._plan_id = int(found[0])
             else:
-                self._plan_id = int(self.db["plans"].insert({
-                    "digest": digest, "created_at": now_iso(), "source": self._plan.source,
-                    "analysis": json.dumps(self._plan.analysis.to_json()),
-                    "cells": json.dumps(self._plan.cells_json()), "greenlab_version": __version__}).last_pk)
+                self._plan_id = _pk(
+                    self.db.table("plans")
+                    .insert(
+                        {
+                            "digest": digest,
+                            "created_at": now_iso(),
+                            "source": self._plan.source,
+                            "analysis": json.dumps(self._plan.analysis.to_json()),
+                            "cells": json.dumps(self._plan.cells_json()),
+                            "greenlab_version": __version__,
+                        }
+                    )
+                    .last_pk
+                )
         return self._plan_id
 
     def start_run(self, values: dict[str, Any]) -> int:
         """Insert a run's row as `running`; by default a local run of this host (a Ray driver says where)."""
-        row = {"status": "running", "started_at": now_iso(), "greenlab_version": __version__,
-               "host": json.dumps(host_facts()), "supervisor_pid": os.getpid(), "executor": "local",
-               "node": socket.gethostname(), "concurrent_runs": [], "attempts": 1, **values}
+        row = {
+            "status": "running",
+            "started_at": now_iso(),
+            "greenlab_version": __version__,
+            "host": json.dumps(host_facts()),
+            "supervisor_pid": os.getpid(),
+            "executor": "local",
+            "node": socket.gethostname(),
+            "concurrent_runs": [],
+            "attempts": 1,
+            **values,
+        }
         with self.db.conn:
             plan_id = self._record_plan()
             if plan_id is not None and row.get("plan_id") is None:
                 row["plan_id"] = plan_id
-            return int(self.db["runs"].insert(_encode(row)).last_pk)
+            return _pk(self.db.table("runs").insert(_encode(row)).last_pk)
 
     def restart_run(self, run_id: int, values: dict[str, Any]) -> None:
         """A run retried in its own row (its executor died under the first attempt): the attempt's partial
@@ -395,12 +529,23 @@ class Store:
         with self.db.conn:
             for table in ("epochs", "samples", "energy_components", "capacity"):
                 self.db.execute(f"delete from {table} where run_id = ?", [run_id])
-            self.db["runs"].update(run_id, _encode({"status": "running", "error": None, "started_at": now_iso(),
-                                                    "finished_at": None, "supervisor_pid": os.getpid(), **values}))
+            self.db.table("runs").update(
+                run_id,
+                _encode(
+                    {
+                        "status": "running",
+                        "error": None,
+                        "started_at": now_iso(),
+                        "finished_at": None,
+                        "supervisor_pid": os.getpid(),
+                        **values,
+                    }
+                ),
+            )
 
     def update_run(self, run_id: int, **values: Any) -> None:
         with self.db.conn:
-            self.db["runs"].update(run_id, _encode(values))
+            self.db.table("runs").update(run_id, _encode(values))
             if values.get("status") == "completed":
                 self._supersede_earlier(run_id)
 
@@ -413,26 +558,29 @@ class Store:
 
     def add_epoch(self, row: dict[str, Any]) -> None:
         with self.db.conn:
-            self.db["epochs"].upsert(_encode(row), pk=("run_id", "epoch"))
+            self.db.table("epochs").upsert(_encode(row), pk=("run_id", "epoch"))
 
     def add_samples(self, run_id: int, rows: Iterable[tuple[float, str, float]]) -> None:
         batch = [{"run_id": run_id, "t_s": round(t, 4), "component": c, "watts": round(w, 4)} for t, c, w in rows]
         if batch:
             with self.db.conn:
-                self.db["samples"].insert_all(batch, batch_size=1000)
+                self.db.table("samples").insert_all(batch, batch_size=1000)
 
     def set_components(self, run_id: int, rows: list[dict[str, Any]]) -> None:
         with self.db.conn:
-            self.db["energy_components"].upsert_all([_encode({"run_id": run_id, **r}) for r in rows],
-                                                    pk=("run_id", "component"))
+            self.db.table("energy_components").upsert_all(
+                [_encode({"run_id": run_id, **r}) for r in rows], pk=("run_id", "component")
+            )
 
     def delete_samples(self, run_id: int, components: Iterable[str]) -> None:
         """Drop a run's samples of some components (a GPU metered but not used by the run)."""
         names = list(components)
         if names:
             with self.db.conn:
-                self.db.execute(f"delete from samples where run_id = ? and component in "
-                                f"({', '.join('?' for _ in names)})", [run_id, *names])
+                self.db.execute(
+                    f"delete from samples where run_id = ? and component in ({', '.join('?' for _ in names)})",
+                    [run_id, *names],
+                )
 
     def delete_runs(self, run_ids: list[int]) -> int:
         """Delete runs with their epochs, samples, energy components and capacity curves; returns how many."""
@@ -444,8 +592,9 @@ class Store:
                 self.db.execute(f"delete from {table} where run_id in ({marks})", run_ids)
             deleted = self.db.execute(f"delete from runs where id in ({marks})", run_ids).rowcount
             # The runs a deleted rerun had replaced count again: the latest of each key completed once more.
-            self.db.execute(f"update runs set status = 'completed', superseded_by = null where superseded_by "
-                            f"in ({marks})", run_ids)
+            self.db.execute(
+                f"update runs set status = 'completed', superseded_by = null where superseded_by in ({marks})", run_ids
+            )
             _supersede_all(self.db)
             return deleted
 
@@ -455,17 +604,25 @@ class Store:
             return 0  # nothing to write: an empty store stays uncreated
         with self.db.atomic():
             for run_id, (target, energy) in computed.items():
-                self.db["runs"].update(run_id, {"target_accuracy": target, "energy_to_target_j": energy})
+                self.db.table("runs").update(run_id, {"target_accuracy": target, "energy_to_target_j": energy})
         return len(computed)
 
     def set_capacity(self, run_id: int, curve: list[tuple[int, float]]) -> None:
         with self.db.conn:
-            self.db["capacity"].upsert_all([{"run_id": run_id, "bits": int(b), "val_accuracy": a}
-                                            for b, a in curve], pk=("run_id", "bits"))
+            self.db.table("capacity").upsert_all(
+                [{"run_id": run_id, "bits": int(b), "val_accuracy": a} for b, a in curve], pk=("run_id", "bits")
+            )
 
-    def write_record(self, run_id: int, values: dict[str, Any], *, epochs: Iterable[dict[str, Any]] = (),
-                     samples: Iterable[tuple[float, str, float]] = (), components: Iterable[dict[str, Any]] = (),
-                     capacity: Iterable[tuple[int, float]] = ()) -> None:
+    def write_record(
+        self,
+        run_id: int,
+        values: dict[str, Any],
+        *,
+        epochs: Iterable[dict[str, Any]] = (),
+        samples: Iterable[tuple[float, str, float]] = (),
+        components: Iterable[dict[str, Any]] = (),
+        capacity: Iterable[tuple[int, float]] = (),
+    ) -> None:
         """A run's whole record at once (one returned by a Ray node): its epochs, samples, components and
         capacity curve, replacing any it had, so a record applied twice is still stored once; then its
         row's values, last, so a driver killed half-way leaves a `running` row (later `interrupted`)."""
@@ -474,19 +631,20 @@ class Store:
                 self.db.execute(f"delete from {table} where run_id = ?", [run_id])
             rows = [_encode({**row, "run_id": run_id}) for row in epochs]
             if rows:
-                self.db["epochs"].insert_all(rows, pk=("run_id", "epoch"), replace=True)
-            points = [{"run_id": run_id, "t_s": round(t, 4), "component": c, "watts": round(w, 4)}
-                      for t, c, w in samples]
+                self.db.table("epochs").insert_all(rows, pk=("run_id", "epoch"), replace=True)
+            points = [
+                {"run_id": run_id, "t_s": round(t, 4), "component": c, "watts": round(w, 4)} for t, c, w in samples
+            ]
             if points:
-                self.db["samples"].insert_all(points, batch_size=1000)
+                self.db.table("samples").insert_all(points, batch_size=1000)
             parts = [_encode({**row, "run_id": run_id}) for row in components]
             if parts:
-                self.db["energy_components"].insert_all(parts, pk=("run_id", "component"), replace=True)
+                self.db.table("energy_components").insert_all(parts, pk=("run_id", "component"), replace=True)
             curve = [{"run_id": run_id, "bits": int(b), "val_accuracy": a} for b, a in capacity]
             if curve:
-                self.db["capacity"].insert_all(curve, pk=("run_id", "bits"), replace=True)
+                self.db.table("capacity").insert_all(curve, pk=("run_id", "bits"), replace=True)
             if values:
-                self.db["runs"].update(run_id, _encode(values))
+                self.db.table("runs").update(run_id, _encode(values))
                 if values.get("status") == "completed":
                     self._supersede_earlier(run_id)
 
@@ -504,8 +662,10 @@ class Store:
         Called under the host's measurement lock: a plain run of this host marked `running` by another
         pid cannot be running now (its supervisor would hold the lock), whatever that pid is today."""
         here = socket.gethostname()
-        for row in self._query("select supervisor_pid, host, executor from runs where settings_key = ? and "
-                                 "status = 'running'", [settings_key]):
+        for row in self._query(
+            "select supervisor_pid, host, executor from runs where settings_key = ? and status = 'running'",
+            [settings_key],
+        ):
             pid = row["supervisor_pid"]
             if row["executor"] != "ray" and _hostname_of(row["host"]) == here:
                 continue
@@ -527,8 +687,10 @@ class Store:
 
     def runs_of_experiment(self, experiment: str) -> list[RunRow]:
         """Every run of one experiment, whatever its status, in id order."""
-        return [RunRow.from_stored(r) for r in self._query("select * from runs where experiment = ? order by id",
-                                                           [experiment])]
+        return [
+            RunRow.from_stored(r)
+            for r in self._query("select * from runs where experiment = ? order by id", [experiment])
+        ]
 
     def completed_runs_of_grid(self, settings_keys: Iterable[str]) -> list[RunRow]:
         """The latest completed run of each of these run keys (a grid's entries, those skipped included)."""
@@ -540,8 +702,10 @@ class Store:
 
     def last_epoch_accuracies(self) -> dict[int, float]:
         """Each run's validation accuracy at its last stored epoch (a stopped run's partial result)."""
-        rows = self._query("select run_id, val_accuracy from epochs e where epoch = "
-                             "(select max(epoch) from epochs where run_id = e.run_id)")
+        rows = self._query(
+            "select run_id, val_accuracy from epochs e where epoch = "
+            "(select max(epoch) from epochs where run_id = e.run_id)"
+        )
         return {row["run_id"]: row["val_accuracy"] for row in rows if row["val_accuracy"] is not None}
 
     def samples(self, run_id: int) -> list[dict[str, Any]]:
@@ -557,6 +721,13 @@ class Store:
 
     def components(self, run_id: int) -> list[dict[str, Any]]:
         return self._query("select * from energy_components where run_id = ? order by component", [run_id])
+
+
+def _pk(value: Any) -> int:
+    """The id sqlite gave an inserted row (sqlite-utils types it as optional)."""
+    if value is None:
+        raise GreenLabError("the run store gave no id to an inserted row; the store file may be damaged")
+    return int(value)
 
 
 def _encode(values: dict[str, Any]) -> dict[str, Any]:

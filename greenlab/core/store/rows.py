@@ -14,8 +14,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-JSON_COLUMNS: dict[str, type] = {"settings": dict, "compression": dict, "warnings": list, "flags": list,
-                                 "meters": dict, "host": dict, "concurrent_runs": list}
+Row = Mapping[str, Any]  # a run's columns by name: a RunRow, or any mapping of them (a node's memory, a test)
+
+JSON_COLUMNS: dict[str, type] = {
+    "settings": dict,
+    "compression": dict,
+    "warnings": list,
+    "flags": list,
+    "meters": dict,
+    "host": dict,
+    "concurrent_runs": list,
+}
 
 
 def decode(name: str, value: Any) -> Any:

@@ -8,11 +8,12 @@ this answers "how many bits does this model need", not "how much energy".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from greenlab.core.train import datasets, training, zoo
 from greenlab.core.errors import ConfigError
+from greenlab.core.train import datasets, training, zoo
 
 
 @dataclass
@@ -27,11 +28,22 @@ class CapacityResult:
     trained_accuracy: float
 
 
-def scan_model_capacity(model_name: str, *, dataset: str = "digits", image_size: int | None = None,
-                        batch_size: int = 64, tolerance_pp: float = 1.0, device: str = "auto", seed: int = 0,
-                        pretrained: bool = True, epochs: int = 1, lr: float = 0.01,
-                        max_eval_batches: int | None = None, max_train_batches: int | None = None,
-                        log: Callable[[str], None] = print) -> CapacityResult:
+def scan_model_capacity(
+    model_name: str,
+    *,
+    dataset: str = "digits",
+    image_size: int | None = None,
+    batch_size: int = 64,
+    tolerance_pp: float = 1.0,
+    device: str = "auto",
+    seed: int = 0,
+    pretrained: bool = True,
+    epochs: int = 1,
+    lr: float = 0.01,
+    max_eval_batches: int | None = None,
+    max_train_batches: int | None = None,
+    log: Callable[[str], None] = print,
+) -> CapacityResult:
     from greenlab.core.train.compression import stego
 
     zoo.check_name(model_name, "--capacity")
@@ -44,21 +56,41 @@ def scan_model_capacity(model_name: str, *, dataset: str = "digits", image_size:
     torch_device = training.resolve_device(device)
     spec = zoo.spec_for(model_name)
     size = image_size or datasets.default_image_size(dataset, spec.input_size, spec.min_input_size)
-    data = datasets.load(dataset, image_size=size, batch_size=batch_size, seed=seed, val_fraction=0.2,
-                         tokenizer=zoo.tokenizer_for(model_name))
+    data = datasets.load(
+        dataset,
+        image_size=size,
+        batch_size=batch_size,
+        seed=seed,
+        val_fraction=0.2,
+        tokenizer=zoo.tokenizer_for(model_name),
+    )
     model: Any = zoo.build_model(model_name, data.num_classes, pretrained).to(torch_device)
     if epochs:
         log(f"fine-tuning {model_name} on {dataset} for {epochs} epoch(s) before the scan")
-        training.train(model, data.train, data.val, device=torch_device, num_classes=data.num_classes,
-                       epochs=epochs, optimizer="sgd", lr=lr, max_train_batches=max_train_batches,
-                       max_eval_batches=max_eval_batches)
+        training.train(
+            model,
+            data.train,
+            data.val,
+            device=torch_device,
+            num_classes=data.num_classes,
+            epochs=epochs,
+            optimizer="sgd",
+            lr=lr,
+            max_train_batches=max_train_batches,
+            max_eval_batches=max_eval_batches,
+        )
 
     def evaluate(candidate: Any) -> float:
-        return training.evaluate(candidate, data.val, torch_device, data.num_classes,
-                                 max_batches=max_eval_batches)[0]
+        return training.evaluate(candidate, data.val, torch_device, data.num_classes, max_batches=max_eval_batches)[0]
 
     curve, bits = stego.capacity_scan(model, evaluate, seed, tolerance_pp=tolerance_pp, log=log)
-    return CapacityResult(model=model_name, dataset=dataset, curve=curve, capacity_bits=bits,
-                          capacity_bytes=stego.capacity_bytes(model, bits),
-                          params=sum(p.numel() for p in model.parameters()), tolerance_pp=tolerance_pp,
-                          trained_accuracy=curve[0][1] if curve else 0.0)
+    return CapacityResult(
+        model=model_name,
+        dataset=dataset,
+        curve=curve,
+        capacity_bits=bits,
+        capacity_bytes=stego.capacity_bytes(model, bits),
+        params=sum(p.numel() for p in model.parameters()),
+        tolerance_pp=tolerance_pp,
+        trained_accuracy=curve[0][1] if curve else 0.0,
+    )

@@ -37,13 +37,15 @@ def check_name(name: str, key_path: str) -> None:
     if name in NAMES:
         return
     if name.startswith(IMAGEFOLDER_PREFIX):
-        path = Path(name[len(IMAGEFOLDER_PREFIX):]).expanduser()
+        path = Path(name[len(IMAGEFOLDER_PREFIX) :]).expanduser()
         if not path.is_dir():
-            raise ConfigError(f"image folder '{path}' does not exist; give a folder with one subfolder "
-                              "per class", key=key_path)
+            raise ConfigError(
+                f"image folder '{path}' does not exist; give a folder with one subfolder per class", key=key_path
+            )
         return
-    raise ConfigError(f"unknown dataset '{name}'{suggest(name, NAMES)} "
-                      f"(known: {', '.join(NAMES)}, imagefolder:<path>)", key=key_path)
+    raise ConfigError(
+        f"unknown dataset '{name}'{suggest(name, NAMES)} (known: {', '.join(NAMES)}, imagefolder:<path>)", key=key_path
+    )
 
 
 def modality(name: str) -> str:
@@ -99,13 +101,23 @@ class _ResizeCollate:
 def _image_transform(size: int) -> Any:
     from torchvision import transforms
 
-    return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
-                               transforms.Normalize(_MEAN, _STD)])
+    return transforms.Compose(
+        [transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(_MEAN, _STD)]
+    )
 
 
-def load(name: str, *, image_size: int, batch_size: int, seed: int, val_fraction: float,
-         train_limit: int | None = None, num_workers: int = 0, tokenizer: Any = None,
-         shuffle_seed: int | None = None) -> DataBundle:
+def load(
+    name: str,
+    *,
+    image_size: int,
+    batch_size: int,
+    seed: int,
+    val_fraction: float,
+    train_limit: int | None = None,
+    num_workers: int = 0,
+    tokenizer: Any = None,
+    shuffle_seed: int | None = None,
+) -> DataBundle:
     """Build train and validation loaders for `name`.
 
     `seed` fixes the data (the split, generated datasets); `shuffle_seed` (default: `seed`) the order in
@@ -130,16 +142,17 @@ def load(name: str, *, image_size: int, batch_size: int, seed: int, val_fraction
         root = data_dir()
         try:
             dataset = CIFAR10(str(root), train=True, download=True, transform=_image_transform(image_size))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of the library becomes the user's one-line error
             raise GreenLabError(
                 f"could not download CIFAR-10 into {root} ({type(exc).__name__}: {exc}); connect to the "
-                f"internet once, or place cifar-10-python.tar.gz in {root}, or use dataset = \"digits\"") from None
+                f'internet once, or place cifar-10-python.tar.gz in {root}, or use dataset = "digits"'
+            ) from None
         num_classes = 10
         description = f"3x{image_size}x{image_size}"
     elif name.startswith(IMAGEFOLDER_PREFIX):
         from torchvision.datasets import ImageFolder
 
-        path = Path(name[len(IMAGEFOLDER_PREFIX):]).expanduser()
+        path = Path(name[len(IMAGEFOLDER_PREFIX) :]).expanduser()
         try:
             dataset = ImageFolder(str(path), transform=_image_transform(image_size))
         except (FileNotFoundError, OSError) as exc:
@@ -150,8 +163,13 @@ def load(name: str, *, image_size: int, batch_size: int, seed: int, val_fraction
         from torchvision.datasets import FakeData
 
         size = train_limit or 512
-        dataset = FakeData(size=size, image_size=(3, image_size, image_size), num_classes=10,
-                           transform=_image_transform(image_size), random_offset=seed)
+        dataset = FakeData(
+            size=size,
+            image_size=(3, image_size, image_size),
+            num_classes=10,
+            transform=_image_transform(image_size),
+            random_offset=seed,
+        )
         num_classes = 10
         description = f"3x{image_size}x{image_size} (random)"
     elif name == "fake-text":
@@ -164,12 +182,26 @@ def load(name: str, *, image_size: int, batch_size: int, seed: int, val_fraction
     if train_limit is not None:
         train_idx = train_idx[:train_limit]
     generator = torch.Generator().manual_seed(seed if shuffle_seed is None else shuffle_seed)
-    train = DataLoader(Subset(dataset, train_idx), batch_size=batch_size, shuffle=True, generator=generator,
-                       collate_fn=collate, num_workers=num_workers, drop_last=len(train_idx) > batch_size)
-    val = DataLoader(Subset(dataset, val_idx), batch_size=batch_size, shuffle=False, collate_fn=collate,
-                     num_workers=num_workers)
-    return DataBundle(train=train, val=val, num_classes=num_classes, n_train=len(train_idx),
-                      n_val=len(val_idx), input_description=description)
+    train = DataLoader(
+        Subset(dataset, train_idx),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        collate_fn=collate,
+        num_workers=num_workers,
+        drop_last=len(train_idx) > batch_size,
+    )
+    val = DataLoader(
+        Subset(dataset, val_idx), batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers
+    )
+    return DataBundle(
+        train=train,
+        val=val,
+        num_classes=num_classes,
+        n_train=len(train_idx),
+        n_val=len(val_idx),
+        input_description=description,
+    )
 
 
 # fake-text: each class plants a few tokens of its own among random background tokens. Ids below
@@ -195,9 +227,11 @@ def _fake_text(seed: int, tokenizer: Any, num_classes: int = 2) -> tuple[Any, in
     labels = torch.arange(_TEXT_EXAMPLES) % num_classes
     labels = labels[torch.randperm(_TEXT_EXAMPLES, generator=generator)]
     ids = torch.randint(first_background, vocab, (_TEXT_EXAMPLES, _TEXT_LENGTH), generator=generator)
-    markers = (_TEXT_FIRST_ID + labels[:, None] * _TEXT_MARKERS_PER_CLASS
-               + torch.randint(0, _TEXT_MARKERS_PER_CLASS, (_TEXT_EXAMPLES, _TEXT_MARKERS_PER_SEQUENCE),
-                               generator=generator))
+    markers = (
+        _TEXT_FIRST_ID
+        + labels[:, None] * _TEXT_MARKERS_PER_CLASS
+        + torch.randint(0, _TEXT_MARKERS_PER_CLASS, (_TEXT_EXAMPLES, _TEXT_MARKERS_PER_SEQUENCE), generator=generator)
+    )
     positions = torch.rand(_TEXT_EXAMPLES, _TEXT_LENGTH, generator=generator).argsort(1)[:, :_TEXT_MARKERS_PER_SEQUENCE]
     ids.scatter_(1, positions, markers)
     labels = labels.long()
@@ -207,7 +241,9 @@ def _fake_text(seed: int, tokenizer: Any, num_classes: int = 2) -> tuple[Any, in
             return len(ids)
 
         def __getitem__(self, index: int) -> tuple[dict[str, Any], Any]:
-            return ({"input_ids": ids[index], "attention_mask": torch.ones(_TEXT_LENGTH, dtype=torch.long)},
-                    labels[index])
+            return (
+                {"input_ids": ids[index], "attention_mask": torch.ones(_TEXT_LENGTH, dtype=torch.long)},
+                labels[index],
+            )
 
     return TokenDataset(), num_classes

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass
@@ -111,10 +111,33 @@ class ProcessEnding:
     children_cpu_s: float = 0.0
 
 
-EVENT_TYPES = {cls.__name__: cls for cls in (RunStarted, ModelPrepared, PhaseBegan, PhaseEnded, BatchFinished,
-                                              EpochFinished, LogWritten, RunFinished, RunFailed, ProcessEnding)}
-Event = Union[RunStarted, ModelPrepared, PhaseBegan, PhaseEnded, BatchFinished, EpochFinished, LogWritten,
-              RunFinished, RunFailed, ProcessEnding]
+EVENT_TYPES = {
+    cls.__name__: cls
+    for cls in (
+        RunStarted,
+        ModelPrepared,
+        PhaseBegan,
+        PhaseEnded,
+        BatchFinished,
+        EpochFinished,
+        LogWritten,
+        RunFinished,
+        RunFailed,
+        ProcessEnding,
+    )
+}
+Event = (
+    RunStarted
+    | ModelPrepared
+    | PhaseBegan
+    | PhaseEnded
+    | BatchFinished
+    | EpochFinished
+    | LogWritten
+    | RunFinished
+    | RunFailed
+    | ProcessEnding
+)
 
 
 def encode(event: Event) -> str:

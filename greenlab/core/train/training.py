@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from greenlab.core.train.compression import TrainingHooks
 from greenlab.core.train.events import EpochFinished  # one epoch record for training and the event stream
@@ -36,8 +37,7 @@ def resolve_device(name: str) -> Any:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' requested but CUDA is not available here; use device = \"cpu\" "
-                           "or \"auto\"")
+        raise RuntimeError(f'device \'{name}\' requested but CUDA is not available here; use device = "cpu" or "auto"')
     return device
 
 
@@ -91,8 +91,15 @@ def macro_f1(predictions: Any, labels: Any, num_classes: int) -> float:
     return float(f1[present].mean()) if present.any() else 0.0
 
 
-def evaluate(model: Any, loader: Any, device: Any, num_classes: int, *, autocast_dtype: Any = None,
-             max_batches: int | None = None) -> tuple[float, float, float]:
+def evaluate(
+    model: Any,
+    loader: Any,
+    device: Any,
+    num_classes: int,
+    *,
+    autocast_dtype: Any = None,
+    max_batches: int | None = None,
+) -> tuple[float, float, float]:
     """(top-1 accuracy, macro-F1, mean loss) on `loader`."""
     import torch
     import torch.nn.functional as F
@@ -118,8 +125,9 @@ def evaluate(model: Any, loader: Any, device: Any, num_classes: int, *, autocast
     return accuracy, macro_f1(predicted, actual, num_classes), loss_sum / count
 
 
-def training_step(model: Any, opt: Any, scaler: Any, inputs: Any, targets: Any, hooks: TrainingHooks,
-                  device: Any) -> Any:
+def training_step(
+    model: Any, opt: Any, scaler: Any, inputs: Any, targets: Any, hooks: TrainingHooks, device: Any
+) -> Any:
     """One optimizer step under the compression's hooks; returns the loss tensor (not synchronised)."""
     import torch.nn.functional as F
 
@@ -138,19 +146,30 @@ def training_step(model: Any, opt: Any, scaler: Any, inputs: Any, targets: Any, 
     return loss
 
 
-def train(model: Any, train_loader: Any, val_loader: Any, *, device: Any, num_classes: int, epochs: int,
-          optimizer: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-          hooks: TrainingHooks | None = None, max_train_batches: int | None = None,
-          max_eval_batches: int | None = None,
-          on_phase: Callable[[int, str, str], None] = lambda epoch, phase, edge: None,
-          on_batch: Callable[[int, int, int, float], None] = lambda epoch, batch, total, loss: None,
-          on_epoch: Callable[[EpochFinished], None] = lambda result: None) -> list[EpochFinished]:
+def train(
+    model: Any,
+    train_loader: Any,
+    val_loader: Any,
+    *,
+    device: Any,
+    num_classes: int,
+    epochs: int,
+    optimizer: str,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    hooks: TrainingHooks | None = None,
+    max_train_batches: int | None = None,
+    max_eval_batches: int | None = None,
+    on_phase: Callable[[int, str, str], None] = lambda epoch, phase, edge: None,
+    on_batch: Callable[[int, int, int, float], None] = lambda epoch, batch, total, loss: None,
+    on_epoch: Callable[[EpochFinished], None] = lambda result: None,
+) -> list[EpochFinished]:
     """Fine-tune `model` in place; returns one result per epoch."""
     import torch
 
     hooks = hooks or TrainingHooks()
-    opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, momentum,
-                         weight_decay)
+    opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, momentum, weight_decay)
     scaler = torch.amp.GradScaler(device.type) if hooks.grad_scaler else None
     total = len(train_loader) if max_train_batches is None else min(len(train_loader), max_train_batches)
     results = []
@@ -168,8 +187,9 @@ def train(model: Any, train_loader: Any, val_loader: Any, *, device: Any, num_cl
             # .item() synchronises; once per batch is the price of a live loss and stays well under 1 %.
             batch_loss = float(loss.item())
             if batch_loss != batch_loss:  # NaN: training diverged; stop rather than burn energy
-                raise FloatingPointError(f"training loss became NaN at epoch {epoch}, batch {batch_index + 1}; "
-                                         "lower lr")
+                raise FloatingPointError(
+                    f"training loss became NaN at epoch {epoch}, batch {batch_index + 1}; lower lr"
+                )
             loss_sum += batch_loss * len(targets)
             seen += len(targets)
             on_batch(epoch, batch_index + 1, total, batch_loss)
@@ -178,13 +198,22 @@ def train(model: Any, train_loader: Any, val_loader: Any, *, device: Any, num_cl
         on_phase(epoch, "train", "end")
         on_phase(epoch, "eval", "begin")
         started = time.perf_counter()
-        accuracy, f1, val_loss = evaluate(model, val_loader, device, num_classes,
-                                          autocast_dtype=hooks.autocast_dtype, max_batches=max_eval_batches)
+        accuracy, f1, val_loss = evaluate(
+            model, val_loader, device, num_classes, autocast_dtype=hooks.autocast_dtype, max_batches=max_eval_batches
+        )
         synchronize(device)
         eval_s = time.perf_counter() - started
         on_phase(epoch, "eval", "end")
-        result = EpochFinished(epoch=epoch, train_loss=loss_sum / max(seen, 1), val_accuracy=accuracy,
-                             val_f1=f1, val_loss=val_loss, train_s=train_s, eval_s=eval_s, batches=total)
+        result = EpochFinished(
+            epoch=epoch,
+            train_loss=loss_sum / max(seen, 1),
+            val_accuracy=accuracy,
+            val_f1=f1,
+            val_loss=val_loss,
+            train_s=train_s,
+            eval_s=eval_s,
+            batches=total,
+        )
         results.append(result)
         on_epoch(result)
     return results

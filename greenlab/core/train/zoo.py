@@ -28,20 +28,23 @@ class ModelSpec:
     modality: str = "image"  # image | text
 
 
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
-    ModelSpec("tinycnn", 26_378, 32, 8, "builtin"),
-    ModelSpec("densenet121", 7_978_856, 224, 32, "torchvision"),
-    ModelSpec("resnet18", 11_689_512, 224, 32, "torchvision"),
-    ModelSpec("resnet50", 25_557_032, 224, 32, "torchvision"),
-    ModelSpec("inception_v3", 27_161_264, 299, 75, "torchvision"),
-    ModelSpec("convnext_tiny", 28_589_128, 224, 32, "torchvision"),
-    ModelSpec("resnet101", 44_549_160, 224, 32, "torchvision"),
-    ModelSpec("alexnet", 61_100_840, 224, 63, "torchvision"),
-    ModelSpec("vit_b_16", 86_567_656, 224, 224, "torchvision"),
-    ModelSpec("vgg16", 138_357_544, 224, 32, "torchvision"),
-    # A random-init BERT small enough for tests and offline demos of the transformers family.
-    ModelSpec("hf-tiny-bert", 24_482, 64, 8, "builtin", "text"),  # with 2 classes
-)}
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("tinycnn", 26_378, 32, 8, "builtin"),
+        ModelSpec("densenet121", 7_978_856, 224, 32, "torchvision"),
+        ModelSpec("resnet18", 11_689_512, 224, 32, "torchvision"),
+        ModelSpec("resnet50", 25_557_032, 224, 32, "torchvision"),
+        ModelSpec("inception_v3", 27_161_264, 299, 75, "torchvision"),
+        ModelSpec("convnext_tiny", 28_589_128, 224, 32, "torchvision"),
+        ModelSpec("resnet101", 44_549_160, 224, 32, "torchvision"),
+        ModelSpec("alexnet", 61_100_840, 224, 63, "torchvision"),
+        ModelSpec("vit_b_16", 86_567_656, 224, 224, "torchvision"),
+        ModelSpec("vgg16", 138_357_544, 224, 32, "torchvision"),
+        # A random-init BERT small enough for tests and offline demos of the transformers family.
+        ModelSpec("hf-tiny-bert", 24_482, 64, 8, "builtin", "text"),  # with 2 classes
+    )
+}
 
 
 def model_names() -> list[str]:
@@ -62,9 +65,12 @@ def check_name(name: str, key_path: str) -> None:
         return
     if name.startswith(HF_PREFIX) and len(name) > len(HF_PREFIX):
         return
-    raise ConfigError(f"unknown model '{name}'{suggest(name, model_names())} "
-                      f"(known: {', '.join(model_names())}, or hf:<hub id or local path>; "
-                      "see greenlab --list-models)", key=key_path)
+    raise ConfigError(
+        f"unknown model '{name}'{suggest(name, model_names())} "
+        f"(known: {', '.join(model_names())}, or hf:<hub id or local path>; "
+        "see greenlab --list-models)",
+        key=key_path,
+    )
 
 
 def build_model(name: str, num_classes: int, pretrained: bool) -> Any:
@@ -75,7 +81,7 @@ def build_model(name: str, num_classes: int, pretrained: bool) -> Any:
     if name == "hf-tiny-bert":
         return _tiny_bert(num_classes)
     if spec.source == "transformers":
-        return _hf_model(name[len(HF_PREFIX):], num_classes, pretrained)
+        return _hf_model(name[len(HF_PREFIX) :], num_classes, pretrained)
     return _torchvision_model(name, num_classes, pretrained)
 
 
@@ -86,10 +92,20 @@ def TinyCNN(num_classes: int) -> Any:  # noqa: N802 - reads as the class it buil
     # A 2x2 pooled grid, not a global average: where a stroke is matters for digits, and keeping it lets
     # tinycnn learn in a few dozen steps.
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(256, num_classes),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(256, num_classes),
     )
 
 
@@ -102,7 +118,7 @@ def _weights_file_hint(name: str) -> str:
 
         checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
         return f"put {url.rsplit('/', 1)[-1]} (from {url}) in {checkpoints}"
-    except Exception:  # the hint is best effort; the error itself is what matters
+    except Exception:  # noqa: BLE001 - the hint is best effort; the error itself is what matters
         return "put the weights file in $TORCH_HOME/hub/checkpoints"
 
 
@@ -128,7 +144,8 @@ def _torchvision_model(name: str, num_classes: int, pretrained: bool) -> Any:
             f"could not fetch pretrained weights for '{name}' ({type(exc).__name__}: {exc}). "
             f"Run offline from random init with pretrained = false in experiments.toml (--no-pretrained "
             f"for --capacity), or "
-            f"{_weights_file_hint(name)}") from None
+            f"{_weights_file_hint(name)}"
+        ) from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
     if name == "inception_v3":
@@ -152,7 +169,6 @@ def _replace_last_linear(model: Any, num_classes: int, nn: Any) -> None:
     setattr(parent, attr, nn.Linear(old.in_features, num_classes))
 
 
-
 def _wrap_hf(model: Any) -> Any:
     from torch import nn
 
@@ -172,8 +188,15 @@ def _wrap_hf(model: Any) -> Any:
 def _tiny_bert(num_classes: int) -> Any:
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=num_classes)
+    config = BertConfig(
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=num_classes,  # type: ignore[call-arg]  # a PretrainedConfig keyword the stubs omit
+    )
     return _wrap_hf(BertForSequenceClassification(config))
 
 
@@ -185,16 +208,18 @@ def _hf_model(model_id: str, num_classes: int, pretrained: bool) -> Any:
     try:
         if pretrained:
             model = AutoModelForSequenceClassification.from_pretrained(
-                model_id, num_labels=num_classes, ignore_mismatched_sizes=True)
+                model_id, num_labels=num_classes, ignore_mismatched_sizes=True
+            )
         else:
             config = AutoConfig.from_pretrained(model_id, num_labels=num_classes)
             model = AutoModelForSequenceClassification.from_config(config)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of the library becomes the user's one-line error
         raise ModelUnavailableError(
             f"could not load Hugging Face model '{model_id}' ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}). Check the id, or download it once with "
             f"internet (huggingface-cli download {model_id}) and pass its local path as "
-            f"hf:/path/to/model; hf-tiny-bert runs fully offline") from None
+            f"hf:/path/to/model; hf-tiny-bert runs fully offline"
+        ) from None
     return _wrap_hf(model)
 
 
@@ -205,8 +230,8 @@ def tokenizer_for(name: str) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(name[len(HF_PREFIX):])
-    except Exception as exc:
+        return AutoTokenizer.from_pretrained(name[len(HF_PREFIX) :])
+    except Exception as exc:  # noqa: BLE001 - any failure of the library becomes the user's one-line error
         raise ModelUnavailableError(f"could not load the tokenizer of '{name}': {exc}") from None
 
 
@@ -214,8 +239,22 @@ def describe_models() -> list[dict[str, Any]]:
     """Rows for `greenlab --list-models`."""
     rows = []
     for spec in MODELS.values():
-        rows.append({"name": spec.name, "params": spec.params, "input": spec.input_size,
-                     "modality": spec.modality, "source": spec.source})
-    rows.append({"name": "hf:<id or path>", "params": None, "input": 128, "modality": "text",
-                 "source": "transformers (Hugging Face hub or local folder)"})
+        rows.append(
+            {
+                "name": spec.name,
+                "params": spec.params,
+                "input": spec.input_size,
+                "modality": spec.modality,
+                "source": spec.source,
+            }
+        )
+    rows.append(
+        {
+            "name": "hf:<id or path>",
+            "params": None,
+            "input": 128,
+            "modality": "text",
+            "source": "transformers (Hugging Face hub or local folder)",
+        }
+    )
     return rows

@@ -15,8 +15,9 @@ and plain facts for the supervisor to store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from greenlab.core.errors import ConfigError, suggest
 
@@ -43,7 +44,7 @@ class TrainingHooks:
     grad_scaler: bool = False  # float16 on CUDA needs loss scaling
     after_step: list[Callable[[Any], None]] = field(default_factory=list)  # run after each optimizer step
 
-    def merge(self, other: "TrainingHooks") -> "TrainingHooks":
+    def merge(self, other: TrainingHooks) -> TrainingHooks:
         return TrainingHooks(
             autocast_dtype=other.autocast_dtype or self.autocast_dtype,
             grad_scaler=self.grad_scaler or other.grad_scaler,
@@ -79,14 +80,15 @@ def parse_technique(spec: str, key_path: str) -> list[str]:
     """Split a technique spec into its parts, checking each name."""
     known = technique_names()
     if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"a technique must be a non-empty string like 'baseline' or 'prune+stego', "
-                          f"got {spec!r}", key=key_path)
+        raise ConfigError(
+            f"a technique must be a non-empty string like 'baseline' or 'prune+stego', got {spec!r}", key=key_path
+        )
     parts = [p.strip() for p in spec.split("+")]
     for part in parts:
         if part not in known:
             raise ConfigError(
-                f"unknown technique '{part}'{suggest(part, known)} (known: {', '.join(known)})",
-                key=key_path)
+                f"unknown technique '{part}'{suggest(part, known)} (known: {', '.join(known)})", key=key_path
+            )
     if BASELINE in parts and len(parts) > 1:
         raise ConfigError(f"'baseline' cannot be combined ('{spec}'); list it on its own", key=key_path)
     if len(set(parts)) != len(parts):
@@ -106,13 +108,14 @@ def validate_settings(name: str, table: dict[str, Any], key_path: str) -> dict[s
         if key not in module.DEFAULTS:
             raise ConfigError(
                 f"unknown setting '{key}'{suggest(key, list(module.DEFAULTS))} for technique '{name}' "
-                f"(known: {', '.join(module.DEFAULTS) or 'none'})", key=f"{key_path}.{key}")
+                f"(known: {', '.join(module.DEFAULTS) or 'none'})",
+                key=f"{key_path}.{key}",
+            )
     merged = {**module.DEFAULTS, **table}
     return module.validate(merged, key_path)
 
 
-def apply(parts: list[str], model: Any, settings: dict[str, dict[str, Any]],
-          ctx: CompressionContext) -> Applied:
+def apply(parts: list[str], model: Any, settings: dict[str, dict[str, Any]], ctx: CompressionContext) -> Applied:
     """Apply the named techniques in order; `baseline` returns the model untouched."""
     result = Applied(model=model)
     registry = _registry()

@@ -21,13 +21,13 @@ Boundary: factorisation happens once, before training; nothing here evaluates th
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from greenlab.core.train.compression import Applied, CompressionContext, TrainingHooks
 from greenlab.core.errors import ConfigError
+from greenlab.core.train.compression import Applied, CompressionContext, TrainingHooks
 
 NAME = "lowrank"
 DEFAULTS: dict[str, Any] = {"rank_ratio": 0.5, "energy": None}
@@ -44,13 +44,16 @@ def validate(table: dict[str, Any], key_path: str) -> dict[str, Any]:
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
         raise ConfigError(
             f"rank_ratio must be a fraction in (0, 1], got {ratio!r}; fix: for example rank_ratio = 0.5 keeps "
-            f"half of each layer's full rank", key=f"{key_path}.rank_ratio")
+            f"half of each layer's full rank",
+            key=f"{key_path}.rank_ratio",
+        )
     energy = table["energy"]
-    if energy is not None and (isinstance(energy, bool) or not isinstance(energy, (int, float))
-                               or not 0 < energy <= 1):
+    if energy is not None and (isinstance(energy, bool) or not isinstance(energy, (int, float)) or not 0 < energy <= 1):
         raise ConfigError(
             f"energy must be a fraction in (0, 1] of the squared singular values to keep, got {energy!r}; "
-            f"fix: for example energy = 0.9, or leave it out to use rank_ratio", key=f"{key_path}.energy")
+            f"fix: for example energy = 0.9, or leave it out to use rank_ratio",
+            key=f"{key_path}.energy",
+        )
     return {"rank_ratio": float(ratio), "energy": None if energy is None else float(energy)}
 
 
@@ -65,8 +68,9 @@ def _svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     # On CUDA where the layer lives (fast, float64 supported); anywhere else on the CPU: MPS has no
     # float64. The factors are copied back to the layer's device when the new layers are filled.
     device = matrix.device if matrix.device.type == "cuda" else torch.device("cpu")
-    matrix = matrix.detach().to(device=device,
-                                dtype=torch.float64 if matrix.numel() <= _FLOAT64_SVD_MAX else torch.float32)
+    matrix = matrix.detach().to(
+        device=device, dtype=torch.float64 if matrix.numel() <= _FLOAT64_SVD_MAX else torch.float32
+    )
     rows, cols = matrix.shape
     if cols > 2 * rows:  # W = R^T Q^T with W^T = Q R
         q, r = torch.linalg.qr(matrix.T)
@@ -119,14 +123,23 @@ def factor_conv2d(layer: nn.Conv2d, rank: int, svd: tuple | None = None) -> nn.S
     out_ch, in_ch, kh, kw_ = weight.shape
     u, s, vh = svd if svd is not None else _svd(weight.reshape(out_ch, in_ch * kh * kw_))
     first, second = _factors(u, s, vh, rank)
-    kw = {"device": weight.device, "dtype": weight.dtype}
-    spatial = nn.Conv2d(in_ch, rank, (kh, kw_), stride=layer.stride, padding=layer.padding,
-                        dilation=layer.dilation, bias=False, padding_mode=layer.padding_mode, **kw)
-    pointwise = nn.Conv2d(rank, out_ch, 1, bias=layer.bias is not None, **kw)
+    spatial = nn.Conv2d(
+        in_ch,
+        rank,
+        (kh, kw_),
+        stride=cast(tuple[int, int], layer.stride),
+        padding=cast(Any, layer.padding),
+        dilation=cast(tuple[int, int], layer.dilation),
+        bias=False,
+        padding_mode=cast(Any, layer.padding_mode),
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    pointwise = nn.Conv2d(rank, out_ch, 1, bias=layer.bias is not None, device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         spatial.weight.copy_(first.reshape(rank, in_ch, kh, kw_))
         pointwise.weight.copy_(second.reshape(out_ch, rank, 1, 1))
-        if layer.bias is not None:
+        if layer.bias is not None and pointwise.bias is not None:
             pointwise.bias.copy_(layer.bias)
     return nn.Sequential(spatial, pointwise)
 
@@ -141,8 +154,9 @@ def _shape(layer: nn.Module) -> tuple[int, int] | None:
     return None
 
 
-def factorize(model: nn.Module, rank_ratio: float = 0.5, energy: float | None = None,
-              num_classes: int | None = None) -> dict[str, Any]:
+def factorize(
+    model: nn.Module, rank_ratio: float = 0.5, energy: float | None = None, num_classes: int | None = None
+) -> dict[str, Any]:
     """Factor every qualifying Linear and groups-1 Conv2d of `model` in place; returns the facts."""
     candidates, untouchable = [], 0
     for parent_name, parent in model.named_modules():
@@ -151,8 +165,9 @@ def factorize(model: nn.Module, rank_ratio: float = 0.5, energy: float | None = 
             if shape is not None and isinstance(parent, _READS_CHILD_WEIGHTS):
                 untouchable += 1
             elif shape is not None:
-                candidates.append((f"{parent_name}.{child_name}" if parent_name else child_name,
-                                   parent, child_name, child, shape))
+                candidates.append(
+                    (f"{parent_name}.{child_name}" if parent_name else child_name, parent, child_name, child, shape)
+                )
     factored, skipped, head = [], [], []
     params_before = params_after = 0
     for name, parent, child_name, layer, (out_dim, in_dim) in candidates:
@@ -192,15 +207,16 @@ def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -
     facts = factorize(model, settings["rank_ratio"], settings["energy"], ctx.num_classes)
     warnings = []
     if facts["layers_factored"] == 0:
-        how = (f"energy {settings['energy']}" if settings["energy"] is not None
-               else f"rank_ratio {settings['rank_ratio']}")
-        reasons = [f"{facts['layers_skipped']} would hold as many weights factored as whole",
-                   f"{facts['layers_read_directly']} belong to attention or transformer layers that read "
-                   f"their weights directly",
-                   f"{len(facts['classifier_layers_kept'])} produce the class scores"]
-        warnings.append(f"no layer qualified for factorisation at {how} ({'; '.join(reasons)}): the model is "
-                        f"unchanged")
-    columns = {"lowrank_layers_factored": facts["layers_factored"],
-               "lowrank_layers_skipped": facts["layers_skipped"]}
+        how = (
+            f"energy {settings['energy']}" if settings["energy"] is not None else f"rank_ratio {settings['rank_ratio']}"
+        )
+        reasons = [
+            f"{facts['layers_skipped']} would hold as many weights factored as whole",
+            f"{facts['layers_read_directly']} belong to attention or transformer layers that read "
+            f"their weights directly",
+            f"{len(facts['classifier_layers_kept'])} produce the class scores",
+        ]
+        warnings.append(f"no layer qualified for factorisation at {how} ({'; '.join(reasons)}): the model is unchanged")
+    columns = {"lowrank_layers_factored": facts["layers_factored"], "lowrank_layers_skipped": facts["layers_skipped"]}
     report = {**settings, **facts}
     return Applied(model=model, hooks=TrainingHooks(), report=report, warnings=warnings, columns=columns)

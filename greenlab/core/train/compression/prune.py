@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
+from greenlab.core.errors import ConfigError, suggest
 from greenlab.core.train.compression import Applied, CompressionContext, TrainingHooks
 from greenlab.core.train.compression.stats import output_logits, run_forward
-from greenlab.core.errors import ConfigError, suggest
 
 NAME = "prune"
 DEFAULTS: dict[str, Any] = {"amount": 0.5, "method": "l1-unstructured"}
@@ -39,10 +40,8 @@ METHODS = ("l1-unstructured", "structured")
 # Architectures torch-pruning cannot rewrite consistently, refused up front with the reason instead of
 # failing mid-surgery (its own torchvision test lists swin and shufflenet as failures).
 _REFUSED = {
-    "SwinTransformer": "swin's shifted-window attention reshapes channels in ways the dependency graph "
-                       "does not follow",
-    "ShuffleNetV2": "shufflenet's channel shuffle permutes channels in ways the dependency graph does not "
-                    "follow",
+    "SwinTransformer": "swin's shifted-window attention reshapes channels in ways the dependency graph does not follow",
+    "ShuffleNetV2": "shufflenet's channel shuffle permutes channels in ways the dependency graph does not follow",
 }
 
 
@@ -52,21 +51,24 @@ def validate(table: dict[str, Any], key_path: str) -> dict[str, Any]:
         raise ConfigError(
             f"amount must be a fraction strictly between 0 and 1, got {amount!r}; fix: for example "
             f"amount = 0.5 prunes half the weights (l1-unstructured) or half the channels (structured)",
-            key=f"{key_path}.amount")
+            key=f"{key_path}.amount",
+        )
     method = table["method"]
     if method not in METHODS:
         raise ConfigError(
-            f"unknown method {method!r}{suggest(str(method), METHODS)}; fix: method = \"l1-unstructured\" "
-            f"(zero the smallest weights) or method = \"structured\" (remove whole channels)",
-            key=f"{key_path}.method")
+            f'unknown method {method!r}{suggest(str(method), METHODS)}; fix: method = "l1-unstructured" '
+            f'(zero the smallest weights) or method = "structured" (remove whole channels)',
+            key=f"{key_path}.method",
+        )
     return {"amount": float(amount), "method": method}
 
 
 # -- l1-unstructured -------------------------------------------------------------------------------
 
+
 def unstructured_targets(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """(qualified parameter name, module, attribute) of every weight global pruning ranks."""
-    targets = []
+    targets: list[tuple[str, nn.Module, str]] = []
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
         if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
@@ -114,8 +116,9 @@ def prune_unstructured(model: nn.Module, amount: float) -> tuple[dict[str, Any],
     if not targets:
         return {"layers_pruned": 0, "weights_prunable": 0, "weights_zeroed": 0}, HoldZeros({})
     orders = {module: list(module._parameters) for _, module, _ in targets}
-    torch_prune.global_unstructured([(module, attr) for _, module, attr in targets],
-                                    pruning_method=torch_prune.L1Unstructured, amount=amount)
+    torch_prune.global_unstructured(
+        [(module, attr) for _, module, attr in targets], pruning_method=torch_prune.L1Unstructured, amount=amount
+    )
     masks = {}
     for name, module, attr in targets:
         masks[name] = getattr(module, f"{attr}_mask").detach()
@@ -131,8 +134,9 @@ def prune_unstructured(model: nn.Module, amount: float) -> tuple[dict[str, Any],
         "weights_prunable": total,
         "weights_zeroed": zeroed,
         "sparsity": zeroed / total if total else 0.0,
-        "sparsest_layers": sorted(((name, round(float((m == 0).float().mean()), 4)) for name, m in masks.items()),
-                                  key=lambda item: -item[1])[:5],
+        "sparsest_layers": sorted(
+            ((name, round(float((m == 0).float().mean()), 4)) for name, m in masks.items()), key=lambda item: -item[1]
+        )[:5],
     }
     return facts, HoldZeros(masks)
 
@@ -155,14 +159,20 @@ def _hf_attention(model: nn.Module) -> tuple[list[tuple[nn.Module, list[nn.Linea
     attention classes it cannot (a fused projection, or head attributes under names we do not know)."""
     known, unknown = [], []
     for module in model.modules():
-        projections = next(([getattr(module, n) for n in names] for names in _QKV_NAMES
-                            if all(isinstance(getattr(module, n, None), nn.Linear) for n in names)), None)
+        projections = next(
+            (
+                [getattr(module, n) for n in names]
+                for names in _QKV_NAMES
+                if all(isinstance(getattr(module, n, None), nn.Linear) for n in names)
+            ),
+            None,
+        )
         count, size = _first_attr(module, _HEAD_COUNT_ATTRS), _first_attr(module, _HEAD_SIZE_ATTRS)
         if projections and count and size:
             known.append((module, projections, count, size))
         elif "Attention" in type(module).__name__ and any(
-                not isinstance(child, nn.Dropout) and list(child.parameters(recurse=False))
-                for child in module.children()):
+            not isinstance(child, nn.Dropout) and list(child.parameters(recurse=False)) for child in module.children()
+        ):
             unknown.append(type(module).__name__)
     return known, sorted(set(unknown))
 
@@ -174,8 +184,10 @@ def _refusal(model: nn.Module) -> str | None:
     if any(type(m).__module__.startswith("transformers.") for m in model.modules()):
         _, unknown = _hf_attention(model)
         if unknown:
-            return (f"its attention ({', '.join(unknown)}) has no separate query/key/value layers with known "
-                    f"head attributes, so heads cannot be kept consistent")
+            return (
+                f"its attention ({', '.join(unknown)}) has no separate query/key/value layers with known "
+                f"head attributes, so heads cannot be kept consistent"
+            )
     return None
 
 
@@ -186,9 +198,9 @@ def _fix_attributes(model: nn.Module, attention: list[tuple[nn.Module, list[nn.L
         head_size = query.out_features // getattr(module, count_attr)
         setattr(module, size_attr, head_size)
         if isinstance(getattr(module, "all_head_size", None), int):
-            module.all_head_size = query.out_features
+            setattr(module, "all_head_size", query.out_features)  # noqa: B010 - not every module type has it
         if isinstance(getattr(module, "scaling", None), float):
-            module.scaling = head_size ** -0.5
+            setattr(module, "scaling", head_size**-0.5)  # noqa: B010 - not every module type has it
     try:
         from torchvision.models.vision_transformer import VisionTransformer
     except ModuleNotFoundError:
@@ -198,17 +210,15 @@ def _fix_attributes(model: nn.Module, attention: list[tuple[nn.Module, list[nn.L
 
 
 @contextmanager
-def _statistics_frozen(model: nn.Module):
+def _statistics_frozen(model: nn.Module) -> Iterator[None]:
     """Train-mode forwards that leave batch-norm running statistics (and the random stream) untouched.
 
     Tracing runs in train mode so that branches only taken in training (inception's auxiliary head) are
     in the graph and get their inputs pruned too. A momentum of 0 makes each running-statistics update
     a no-op while keeping the buffers in place for torch-pruning to shrink.
     """
-    norms = [m for m in model.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
-             for m in norms]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in norms]
     was_training = model.training
     cuda = [p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"][:1]
     with torch.random.fork_rng(devices=cuda):
@@ -220,7 +230,7 @@ def _statistics_frozen(model: nn.Module):
         finally:
             for m, (momentum, tracked) in zip(norms, saved):
                 m.momentum = momentum
-                if tracked is not None:
+                if tracked is not None and m.num_batches_tracked is not None:
                     m.num_batches_tracked.copy_(tracked)
             model.train(was_training)
 
@@ -238,13 +248,21 @@ def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
     1x1 convolution and inception's auxiliary head alike; a hidden layer that happens to have the same
     width is merely left unpruned.
     """
-    layers = []
+    layers: list[nn.Module] = []
     for module in model.modules():
-        if isinstance(module, nn.Linear) and module.out_features == num_classes:
-            layers.append(module)
-        elif isinstance(module, nn.modules.conv._ConvNd) and module.out_channels == num_classes:
+        if (
+            isinstance(module, nn.Linear)
+            and module.out_features == num_classes
+            or isinstance(module, nn.modules.conv._ConvNd)
+            and module.out_channels == num_classes
+        ):
             layers.append(module)
     return layers
+
+
+def _widths(model: nn.Module) -> dict[str, int]:
+    """Each layer's output width (channels or features), by qualified name."""
+    return {name: width for name, m in model.named_modules() if (width := _out_width(m)) is not None}
 
 
 def _out_width(module: nn.Module) -> int | None:
@@ -261,14 +279,16 @@ def prune_structured(model: nn.Module, amount: float, example_input: Any, num_cl
     if why:
         raise ConfigError(
             f"structured pruning does not support {type(model).__name__}: {why}; fix: use "
-            f"method = \"l1-unstructured\" for this model")
+            f'method = "l1-unstructured" for this model'
+        )
     try:
         import torch_pruning as tp
     except ModuleNotFoundError as exc:
-        raise ConfigError("structured pruning needs the torch-pruning package; fix: pip install "
-                          "'torch-pruning>=1.4'") from exc
+        raise ConfigError(
+            "structured pruning needs the torch-pruning package; fix: pip install 'torch-pruning>=1.4'"
+        ) from exc
 
-    widths_before = {name: _out_width(m) for name, m in model.named_modules() if _out_width(m) is not None}
+    widths_before = _widths(model)
     params_before = sum(p.numel() for p in model.parameters())
     ignored = classifier_layers(model, num_classes)
     # nn.MultiheadAttention is pruned along its embedding as one block (torch-pruning's num_heads option
@@ -286,7 +306,8 @@ def prune_structured(model: nn.Module, amount: float, example_input: Any, num_cl
                 # last dimension, which is the right one for every model we use.
                 warnings.simplefilter("ignore", UserWarning)
                 pruner = tp.pruner.BasePruner(
-                    model, example_input,
+                    model,
+                    example_input,
                     importance=tp.importance.GroupMagnitudeImportance(p=2),
                     pruning_ratio=amount,
                     ignored_layers=ignored,
@@ -303,14 +324,20 @@ def prune_structured(model: nn.Module, amount: float, example_input: Any, num_cl
         except Exception as exc:  # torch-pruning fails with assertions and shape errors deep inside
             raise ConfigError(
                 f"structured pruning failed on {type(model).__name__}: {type(exc).__name__}: {exc}; fix: "
-                f"use method = \"l1-unstructured\" for this model") from exc
+                f'use method = "l1-unstructured" for this model'
+            ) from exc
     if shape_after != shape_before:
-        raise ConfigError(f"structured pruning changed the output of {type(model).__name__} from "
-                          f"{shape_before} to {shape_after}; fix: use method = \"l1-unstructured\" for this model")
+        raise ConfigError(
+            f"structured pruning changed the output of {type(model).__name__} from "
+            f'{shape_before} to {shape_after}; fix: use method = "l1-unstructured" for this model'
+        )
 
-    widths_after = {name: _out_width(m) for name, m in model.named_modules() if _out_width(m) is not None}
-    shrunk = {name: (widths_before[name], w) for name, w in widths_after.items()
-              if name in widths_before and w is not None and w < widths_before[name]}
+    widths_after = _widths(model)
+    shrunk = {
+        name: (widths_before[name], w)
+        for name, w in widths_after.items()
+        if name in widths_before and w < widths_before[name]
+    }
     params_after = sum(p.numel() for p in model.parameters())
     return {
         "layers_pruned": len(shrunk),
@@ -324,6 +351,7 @@ def prune_structured(model: nn.Module, amount: float, example_input: Any, num_cl
 
 # -- contract --------------------------------------------------------------------------------------
 
+
 def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -> Applied:
     settings = validate({**DEFAULTS, **settings}, NAME)
     amount, method = settings["amount"], settings["method"]
@@ -335,8 +363,10 @@ def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -
             notes.append("no convolution or linear weight was found to prune: the model is unchanged")
         else:
             hooks = TrainingHooks(after_step=[hold])
-            notes.append("unstructured pruning zeroes weights but keeps every matrix its size: dense "
-                         "kernels still do the same work, so FLOPs and time are not expected to drop")
+            notes.append(
+                "unstructured pruning zeroes weights but keeps every matrix its size: dense "
+                "kernels still do the same work, so FLOPs and time are not expected to drop"
+            )
     else:
         ctx.log(f"prune: removing {amount:.0%} of the channels of every layer group (torch-pruning)")
         facts = prune_structured(model, amount, ctx.example_input, ctx.num_classes)

@@ -67,8 +67,7 @@ def model_bytes(model: nn.Module, dtype_bytes: int | torch.dtype | None = None) 
     if dtype_bytes is None:
         return sum(p.numel() * p.element_size() for p in model.parameters())
     width = _bytes_per_element(dtype_bytes)
-    return sum(p.numel() * (width if p.is_floating_point() else p.element_size())
-               for p in model.parameters())
+    return sum(p.numel() * (width if p.is_floating_point() else p.element_size()) for p in model.parameters())
 
 
 def weights_dtype(model: nn.Module) -> str:
@@ -104,8 +103,11 @@ def training_step_flops(model: nn.Module, example_input: Any, autocast_dtype: to
             model.train()
             counter = FlopCounterMode(display=False)
             # Under the run's autocast, as training runs it (weights stored narrower need it to run at all).
-            autocast = (torch.autocast(device_type=params[0].device.type if params else "cpu", dtype=autocast_dtype)
-                        if autocast_dtype is not None else contextlib.nullcontext())
+            autocast = (
+                torch.autocast(device_type=params[0].device.type if params else "cpu", dtype=autocast_dtype)
+                if autocast_dtype is not None
+                else contextlib.nullcontext()
+            )
             with counter, autocast:
                 logits = output_logits(run_forward(model, example_input))
                 loss = logits.float().sum()
@@ -122,8 +124,13 @@ def training_step_flops(model: nn.Module, example_input: Any, autocast_dtype: to
                         buf.copy_(saved_buffers[name])
 
 
-def model_stats(model: nn.Module, example_input: Any, dtype_bytes: int | torch.dtype | None = None, *,
-                autocast_dtype: torch.dtype | None = None) -> dict[str, int]:
+def model_stats(
+    model: nn.Module,
+    example_input: Any,
+    dtype_bytes: int | torch.dtype | None = None,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, int]:
     """Parameter counts, stored size and the FLOPs of one training step on `example_input`.
 
     Returns `params_total`, `params_nonzero` (unstructured pruning shows here and nowhere else),

@@ -22,13 +22,14 @@ not parameters already stored narrower); it changes the training loop only throu
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
-from greenlab.core.train.compression import Applied, CompressionContext, TrainingHooks
 from greenlab.core.errors import ConfigError, suggest
+from greenlab.core.train.compression import Applied, CompressionContext, TrainingHooks
 
 NAME = "stego"
 DEFAULTS: dict[str, Any] = {"bits": "auto", "mode": "dtype", "tolerance": 1.0}
@@ -42,10 +43,9 @@ STORED_MANTISSA_BITS = 7
 # What `mantissa_bits_kept` counts in each mode (stored in the run's compression report).
 _KEPT_MEANS = {
     "dtype": "mantissa bits of the arithmetic (matrix products and convolutions); weights and optimizer "
-             "state keep float32's 23",
+    "state keep float32's 23",
     "stored": "mantissa bits of the stored weights, and of the arithmetic with them",
-    "truncate": "mantissa bits left in the float32 weights after every optimizer step; the arithmetic is "
-                "float32",
+    "truncate": "mantissa bits left in the float32 weights after every optimizer step; the arithmetic is float32",
 }
 
 
@@ -109,8 +109,7 @@ def overwrite_low_bits(model: nn.Module, bits: int, seed: int) -> None:
             gen = generators.get(param.device)
             if gen is None:
                 gen = generators[param.device] = torch.Generator(device=param.device).manual_seed(seed)
-            noise = torch.randint(0, 1 << bits, param.shape, dtype=torch.int32, device=param.device,
-                                  generator=gen)
+            noise = torch.randint(0, 1 << bits, param.shape, dtype=torch.int32, device=param.device, generator=gen)
             param.data.view(torch.int32).bitwise_and_(keep).bitwise_or_(noise)
 
 
@@ -133,9 +132,14 @@ def capacity_bytes(model: nn.Module, bits: int) -> float:
     return sum(p.numel() for p in float32_params(model)) * bits / 8
 
 
-def capacity_scan(model: nn.Module, evaluate: Callable[[nn.Module], float], seed: int,
-                  tolerance_pp: float = 1.0, bits_range: Iterable[int] = range(0, 24),
-                  log: Callable[[str], None] = print) -> tuple[list[tuple[int, float]], int]:
+def capacity_scan(
+    model: nn.Module,
+    evaluate: Callable[[nn.Module], float],
+    seed: int,
+    tolerance_pp: float = 1.0,
+    bits_range: Iterable[int] = range(24),
+    log: Callable[[str], None] = print,
+) -> tuple[list[tuple[int, float]], int]:
     """Evaluate the model with k low mantissa bits overwritten, for each k in `bits_range`.
 
     Returns the curve [(k, accuracy)] and the capacity: the largest k such that it and every smaller
@@ -143,7 +147,7 @@ def capacity_scan(model: nn.Module, evaluate: Callable[[nn.Module], float], seed
     smaller k too keeps a lucky draw past the knee of the curve from licensing bits the model needs.
     The weights are restored exactly afterwards, also on error.
     """
-    bits_list = sorted(set(int(k) for k in bits_range))
+    bits_list = sorted({int(k) for k in bits_range})
     if any(k < 0 or k > MANTISSA_BITS for k in bits_list):
         raise ValueError(f"bits_range must lie within 0..{MANTISSA_BITS}, got {bits_list}")
     params = float32_params(model)
@@ -185,13 +189,17 @@ def choose_dtype(kept: int, device_type: str) -> tuple[str, torch.dtype | None, 
         if kept <= bits:
             if name == "float16" and device_type != "cuda":
                 # CPU autocast to float16 is slow and poorly covered; bfloat16 is the CPU's half format.
-                warnings.append(f"{kept} mantissa bits fit float16, but float16 autocast is poor on "
-                                f"{device_type}; training in bfloat16, which keeps only 7")
+                warnings.append(
+                    f"{kept} mantissa bits fit float16, but float16 autocast is poor on "
+                    f"{device_type}; training in bfloat16, which keeps only 7"
+                )
                 return "bfloat16", torch.bfloat16, 7, warnings
             return name, dtype, bits, warnings
-    warnings.append(f"no native format narrower than float32 keeps {kept} mantissa bits (bfloat16 keeps 7, "
-                    f"float16 keeps 10); training stays float32 — set mode = \"truncate\" to remove the bits "
-                    f"inside float32")
+    warnings.append(
+        f"no native format narrower than float32 keeps {kept} mantissa bits (bfloat16 keeps 7, "
+        f'float16 keeps 10); training stays float32 — set mode = "truncate" to remove the bits '
+        f"inside float32"
+    )
     return "float32", None, MANTISSA_BITS, warnings
 
 
@@ -218,30 +226,36 @@ def bfloat16_cpu_note(cpuinfo: str = "/proc/cpuinfo") -> str | None:
         return None
     if found:
         return f"bfloat16 on this CPU is native ({found}): the energy is that of narrower arithmetic"
-    return ("bfloat16 on this CPU is emulated (no avx512_bf16 or amx_bf16): expect it slower and costlier "
-            "than float32, a property of this CPU, not of fewer bits")
+    return (
+        "bfloat16 on this CPU is emulated (no avx512_bf16 or amx_bf16): expect it slower and costlier "
+        "than float32, a property of this CPU, not of fewer bits"
+    )
 
 
 def validate(table: dict[str, Any], key_path: str) -> dict[str, Any]:
     bits = table["bits"]
-    if bits != "auto" and (isinstance(bits, bool) or not isinstance(bits, int)
-                           or not 0 <= bits <= MANTISSA_BITS):
+    if bits != "auto" and (isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= MANTISSA_BITS):
         raise ConfigError(
-            f"bits must be an integer from 0 to {MANTISSA_BITS} or \"auto\", got {bits!r}; fix: write "
-            f"bits = \"auto\" to measure the capacity first, or the number of low mantissa bits to remove "
-            f"(for example bits = 16)", key=f"{key_path}.bits")
+            f'bits must be an integer from 0 to {MANTISSA_BITS} or "auto", got {bits!r}; fix: write '
+            f'bits = "auto" to measure the capacity first, or the number of low mantissa bits to remove '
+            f"(for example bits = 16)",
+            key=f"{key_path}.bits",
+        )
     mode = table["mode"]
     if mode not in MODES:
         raise ConfigError(
             f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}"
-            f"{suggest(str(mode), MODES)}; fix: mode = \"dtype\" narrows the arithmetic, mode = \"stored\" "
-            f"stores the weights in bfloat16, mode = \"truncate\" rounds the low bits away inside float32",
-            key=f"{key_path}.mode")
+            f'{suggest(str(mode), MODES)}; fix: mode = "dtype" narrows the arithmetic, mode = "stored" '
+            f'stores the weights in bfloat16, mode = "truncate" rounds the low bits away inside float32',
+            key=f"{key_path}.mode",
+        )
     tolerance = table["tolerance"]
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
         raise ConfigError(
             f"tolerance must be a number of accuracy percentage points >= 0, got {tolerance!r}; "
-            f"fix: for example tolerance = 1.0", key=f"{key_path}.tolerance")
+            f"fix: for example tolerance = 1.0",
+            key=f"{key_path}.tolerance",
+        )
     return {"bits": bits, "mode": mode, "tolerance": float(tolerance)}
 
 
@@ -255,9 +269,11 @@ def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -
         chance = 1 / max(ctx.num_classes, 1)
         if curve[0][1] <= 1.5 * chance or bits == MANTISSA_BITS:
             # An untrained head scores the same whatever its low bits hold: the scan then licenses them all.
-            warnings.append(f"the model scores {curve[0][1]:.1%} before training (chance is about {chance:.1%}) "
-                            f"and the scan found {bits} removable bits, which usually means it has not learned "
-                            f"yet; scan a fine-tuned model (greenlab --capacity) and set bits to its result")
+            warnings.append(
+                f"the model scores {curve[0][1]:.1%} before training (chance is about {chance:.1%}) "
+                f"and the scan found {bits} removable bits, which usually means it has not learned "
+                f"yet; scan a fine-tuned model (greenlab --capacity) and set bits to its result"
+            )
     else:
         bits = settings["bits"]
     needed = MANTISSA_BITS - bits
@@ -272,20 +288,22 @@ def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -
     float32_count = sum(p.numel() for p in float32_params(model))
     mode = settings["mode"]
     if bits == 0:
-        warnings.append("0 bits to remove (the model needs all 23 mantissa bits): the model and its "
-                        "training are unchanged")
+        warnings.append(
+            "0 bits to remove (the model needs all 23 mantissa bits): the model and its training are unchanged"
+        )
     elif mode == "dtype":
         compute_dtype, autocast, kept, notes = choose_dtype(needed, device_type)
         warnings += notes
-        hooks = TrainingHooks(autocast_dtype=autocast,
-                              grad_scaler=compute_dtype == "float16" and device_type == "cuda")
+        hooks = TrainingHooks(autocast_dtype=autocast, grad_scaler=compute_dtype == "float16" and device_type == "cuda")
         if autocast is None:
             warnings.append("the model and its training are unchanged")
     elif mode == "stored":
         if needed > STORED_MANTISSA_BITS:
-            warnings.append(f"mode \"stored\" keeps weights in bfloat16 ({STORED_MANTISSA_BITS} mantissa bits), "
-                            f"fewer than the {needed} this model needs; the model and its training are unchanged "
-                            f"— use mode = \"dtype\" (float16 arithmetic keeps 10) or lower bits")
+            warnings.append(
+                f'mode "stored" keeps weights in bfloat16 ({STORED_MANTISSA_BITS} mantissa bits), '
+                f"fewer than the {needed} this model needs; the model and its training are unchanged "
+                f'— use mode = "dtype" (float16 arithmetic keeps 10) or lower bits'
+            )
         else:
             model = model.to(torch.bfloat16)
             # autocast casts each batch to the weights' format at the first convolution or matrix product.
@@ -295,9 +313,11 @@ def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -
         kept = needed
         round_low_bits(model, bits)
         hooks = TrainingHooks(after_step=[RoundLowBits(bits)])
-        warnings.append("mode \"truncate\" rounds every float32 weight after each optimizer step: work counted "
-                        "in the run's energy that no narrower arithmetic pays back; it isolates fewer bits, "
-                        "not a hardware saving (mode \"dtype\" or \"stored\" measures that)")
+        warnings.append(
+            'mode "truncate" rounds every float32 weight after each optimizer step: work counted '
+            "in the run's energy that no narrower arithmetic pays back; it isolates fewer bits, "
+            'not a hardware saving (mode "dtype" or "stored" measures that)'
+        )
     if compute_dtype == "bfloat16" and device_type == "cpu":
         note = bfloat16_cpu_note()
         if note:
@@ -311,17 +331,34 @@ def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -
         "mantissa_bits_kept": kept,
         "stego_mode": mode,
     }
-    report = {**columns, "mantissa_bits_needed": needed, "tolerance_pp": settings["tolerance"],
-              "bits_source": "scan" if curve is not None else "setting", "float32_params": float32_count,
-              "mantissa_bits_kept_means": _KEPT_MEANS[mode]}
+    report = {
+        **columns,
+        "mantissa_bits_needed": needed,
+        "tolerance_pp": settings["tolerance"],
+        "bits_source": "scan" if curve is not None else "setting",
+        "float32_params": float32_count,
+        "mantissa_bits_kept_means": _KEPT_MEANS[mode],
+    }
     if mode == "dtype" and hooks.autocast_dtype is not None:
-        report["arithmetic"] = (f"autocast to {compute_dtype}: matrix products and convolutions, forward and "
-                                f"backward, run in {compute_dtype}; weights and the optimizer stay float32")
+        report["arithmetic"] = (
+            f"autocast to {compute_dtype}: matrix products and convolutions, forward and "
+            f"backward, run in {compute_dtype}; weights and the optimizer stay float32"
+        )
     if curve is not None:
         report["capacity_curve"] = [list(point) for point in curve]
-    return Applied(model=model, hooks=hooks, report=report, warnings=warnings, columns=columns,
-                   capacity_curve=curve)
+    return Applied(model=model, hooks=hooks, report=report, warnings=warnings, columns=columns, capacity_curve=curve)
 
 
-__all__ = ["NAME", "DEFAULTS", "validate", "apply", "capacity_scan", "capacity_bytes", "round_low_bits",
-           "overwrite_low_bits", "choose_dtype", "RoundLowBits", "float32_params"]
+__all__ = [
+    "NAME",
+    "DEFAULTS",
+    "validate",
+    "apply",
+    "capacity_scan",
+    "capacity_bytes",
+    "round_low_bits",
+    "overwrite_low_bits",
+    "choose_dtype",
+    "RoundLowBits",
+    "float32_params",
+]
