@@ -27,7 +27,8 @@ from greenlab import cli
 from greenlab.core.grid.session import with_targets
 from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan
 from greenlab.core.report import compare, energy_to_target, formats
-from greenlab.core.store.database import Store, read_snapshot
+from greenlab.core.store.database import Store
+from greenlab.core.store.snapshot import read_snapshot
 
 TECHNIQUES = ("baseline", "stego", "prune", "lowrank", "prune+stego", "stego-dtype", "prune-structured", "lowrank-25")
 

@@ -19,6 +19,7 @@ from greenlab.console import ConsoleView
 from greenlab.core.grid.session import GridRequest, GridSession, Sources, fetch_planned, plan_fetch
 from greenlab.core.plan.config import load_grid
 from greenlab.core.report import compare, formats, formatting
+from greenlab.core.run.cancel import SignalInterrupt
 from greenlab.core.store.rows import Row
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -103,8 +104,9 @@ def interrupt_text(queue: Any) -> str:
 
 
 def _terminate_as_interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM (a CI job cancelled, `kill`) stops the grid like Ctrl-C: the run is stored as interrupted."""
-    raise KeyboardInterrupt
+    """SIGTERM (a CI job cancelled, `kill`) stops the grid like Ctrl-C: the run is stored as interrupted,
+    with the signal's name as the reason."""
+    raise SignalInterrupt(signal.Signals(signum).name)
 
 
 def run_headless(
@@ -125,7 +127,8 @@ def run_headless(
     session.prepare()  # PreflightError, FetchError, a Ray that cannot be joined: exit 2, nothing written
     progress.presenter.add_grid(0, request.runs)  # the queue's statuses tell what an interrupt left
     where = f", on {session.cluster.describe()}" if session.cluster is not None else ""
-    progress.line(f"greenlab: {len(request.runs)} runs from {path} into {session.store_path}{where}")
+    count = len(request.runs)
+    progress.line(f"greenlab: {count} run{'s' * (count != 1)} from {path} into {session.store_path}{where}")
     previous_term = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         outcome = session.run()

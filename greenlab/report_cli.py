@@ -19,8 +19,9 @@ from typing import TextIO
 from greenlab.core.errors import GreenLabError, suggest
 from greenlab.core.plan.analysis import PostHoc
 from greenlab.core.report import compare, energy_to_target, formats
-from greenlab.core.store.database import read_snapshot, resolve_path
+from greenlab.core.store.database import resolve_path
 from greenlab.core.store.rows import Row
+from greenlab.core.store.snapshot import read_snapshot
 
 
 class _Parser(argparse.ArgumentParser):

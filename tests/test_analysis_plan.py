@@ -9,7 +9,8 @@ from greenlab.core.errors import ConfigError
 from greenlab.core.plan import analysis
 from greenlab.core.plan.analysis import AnalysisSettings, Plan, PostHoc
 from greenlab.core.plan.config import parse_grid
-from greenlab.core.store.database import Store, read_snapshot
+from greenlab.core.store.database import Store
+from greenlab.core.store.snapshot import read_snapshot
 from tests.conftest import run_cli
 
 BASE = '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune", "stego"]\n'

@@ -7,8 +7,8 @@ import ast
 import re
 from pathlib import Path
 
-from greenlab.core.store.database import RUN_COLUMNS
 from greenlab.core.store.rows import JSON_COLUMNS, RunRow
+from greenlab.core.store.schema import RUN_COLUMNS
 from tests.conftest import REPO
 
 PACKAGE = REPO / "greenlab"

@@ -50,3 +50,15 @@ def test_the_readme_links_every_docs_page():
     readme = (REPO / "README.md").read_text()
     unlinked = [p.name for p in PAGES[1:] if f"](docs/{p.name})" not in readme]
     assert not unlinked, f"README's Documentation list lacks: {unlinked}"
+
+
+def test_every_promise_of_the_reliability_page_names_a_test_that_exists():
+    """docs/reliability.md pairs each promise with a test: each named test must exist, so none is cited
+    after it was renamed or removed."""
+    page = (REPO / "docs" / "reliability.md").read_text()
+    cited = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", page)
+    assert len(cited) >= 20
+    missing = [
+        f"{path}::{name}" for path, name in cited if not re.search(rf"^def {name}\(", (REPO / path).read_text(), re.M)
+    ]
+    assert not missing, f"docs/reliability.md cites tests that do not exist: {missing}"

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from greenlab.core.report import energy_to_target as e2t
-from greenlab.core.store import database as store_module
+from greenlab.core.store import schema
 from greenlab.core.store.database import Store
 
 
@@ -103,14 +103,14 @@ def test_migration_adds_the_columns_to_a_version_1_store_once(tmp_path):
     import sqlite_utils
 
     db = sqlite_utils.Database(path)
-    store_module.MIGRATIONS[0](db)
+    schema.MIGRATIONS[0](db)
     db.execute("PRAGMA user_version = 1")
     db["runs"].insert({"model": "m", "technique": "baseline", "status": "completed"})
     db.close()
     store = Store(path)
     assert {"target_accuracy", "energy_to_target_j"} <= {c.name for c in store.db["runs"].columns}
-    assert store.version == store_module.SCHEMA_VERSION
-    store_module._migrate_2(store.db)  # idempotent
+    assert store.version == schema.SCHEMA_VERSION
+    schema._migrate_2(store.db)  # idempotent
     store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("select count(*) from runs").fetchone() == (1,)

@@ -21,7 +21,7 @@ from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.run.run_events import ChildEvent, RunBegan
 from greenlab.core.run.sinks import MemorySink
 from greenlab.core.store.database import Store
-from greenlab.core.store.writer import AddEpoch, AddSamples, SetCapacity
+from greenlab.core.store.writes import AddEpoch, AddSamples, SetCapacity
 from greenlab.core.train import events
 from tests.conftest import QUICK_DEFAULTS, REPO
 from tests.fake_pynvml import FakeGpu, make_fake_pynvml
@@ -427,6 +427,34 @@ def test_a_killed_worker_is_retried_once_and_stored_once(ray_instance, tmp_path)
     assert [e.status for e in presenter.snapshot().queue] == ["completed"]
     assert any("retrying once" in line.text for line in presenter.snapshot().log)
     assert sum(isinstance(e, RunQueued) for e in seen) == 2
+
+
+def test_a_record_the_store_cannot_take_waits_beside_it_and_the_grid_stops(ray_instance, tmp_path, monkeypatch):
+    """The driver's write of a node's record fails (the store locked past the busy budget): the record goes
+    to the pending folder, the grid starts nothing more and says where it is, and the next open imports it."""
+    from greenlab.core.grid.stop_rules import GridStopped
+    from greenlab.core.store import journal
+    from greenlab.core.store.database import StoreBusy
+
+    runs = grid_of('[[experiment]]\nname = "k"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\n')
+    monkeypatch.setattr(ray_cluster.RayCluster, "task_options", lambda self, run: {"num_cpus": 2, "num_gpus": 0})
+
+    def locked(self, *args, **kwargs):
+        raise StoreBusy("database is locked (held by another process for longer than 0 s)")
+
+    monkeypatch.setattr(Store, "write_record", locked)
+    outcomes, store, seen, _presenter, _driver = run_on_ray(tmp_path, runs)
+    monkeypatch.undo()
+    (stopped,) = [e for e in seen if isinstance(e, GridStopped)]
+    (kept,) = journal.pending(store.path)
+    assert str(kept) in stopped.cause and "goes into the store the next time it is opened" in stopped.cause
+    assert [r.technique for r in stopped.not_started] == [runs[1].technique]  # one node, one run at a time
+    assert outcomes == [] and [e.kept_in for e in seen if type(e).__name__ == "RunStored"] == [kept]
+    store.close()
+    reopened = Store(store.path)
+    (row,) = reopened.runs()
+    assert row["status"] == "completed" and len(reopened.epochs(row["id"])) == 1
+    assert len(reopened.samples(row["id"])) > 0 and journal.pending(store.path) == []
 
 
 def test_a_run_whose_worker_dies_twice_is_stored_failed_with_the_reason(ray_instance, tmp_path):

@@ -105,3 +105,47 @@ def test_ctrl_c_cancels_the_ray_tasks_and_stores_the_running_run_as_interrupted(
     status, error, executor, duration, energy = rows[0]
     assert status == "interrupted" and "cancelled by the user" in error and executor == "ray"
     assert duration > 0 and energy > 0 and samples > 0 and epochs >= 1  # the node's partial record came back
+
+
+def _closed_port() -> int:
+    """A port on this machine where nothing listens (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("how", ["flag", "ray-url", "env-auto"])
+def test_an_address_where_nothing_listens_exits_2_naming_it_and_writes_nothing(write_toml, tmp_path, monkeypatch, how):
+    """Ray itself retries such an address for minutes; GreenLab asks once, for a settable time."""
+    pytest.importorskip("ray")
+    port = _closed_port()
+    address = {"flag": f"127.0.0.1:{port}", "ray-url": f"ray://127.0.0.1:{port}", "env-auto": "auto"}[how]
+    if how == "env-auto":
+        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    monkeypatch.setenv("GREENLAB_RAY_CONNECT_TIMEOUT_S", "3")
+    db = tmp_path / "runs.db"
+    result = run_cli("--headless", str(write_toml(GRID)), "--db", str(db), "--ray", address, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = [text for text in result.stderr.splitlines() if text.strip()]  # one line, no Ray warnings
+    assert f"127.0.0.1:{port} did not answer within 3 s" in line and f"'{address}'" in line
+    assert "ray start --head" in line and "GREENLAB_RAY_CONNECT_TIMEOUT_S" in line
+    assert not db.exists()
+
+
+def test_a_connect_timeout_that_is_not_seconds_is_refused(write_toml, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("GREENLAB_RAY_CONNECT_TIMEOUT_S", "soon")
+    result = run_cli("--headless", str(write_toml(GRID)), "--db", str(tmp_path / "runs.db"), "--ray", "10.0.0.1:6379")
+    assert (
+        result.returncode == 2 and "GREENLAB_RAY_CONNECT_TIMEOUT_S='soon' is not a number of seconds" in result.stderr
+    )
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_auto_with_no_cluster_started_here_says_how_to_start_one(write_toml, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # no /tmp/ray/ray_current_cluster of another test's
+    result = run_cli("--headless", str(write_toml(GRID)), "--db", str(tmp_path / "runs.db"), "--ray", "auto")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot use Ray at 'auto'" in result.stderr and "ray start --head" in result.stderr

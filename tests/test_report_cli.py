@@ -265,7 +265,7 @@ def test_plot_bars_stay_in_the_physical_range(tmp_path):
     from greenlab.core.report import compare as core_report
     from greenlab.core.report import stats
     from greenlab.core.report.plot import CLIP_NOTE, bar_extent, build_figure
-    from greenlab.core.store.database import read_snapshot
+    from greenlab.core.store.snapshot import read_snapshot
 
     path = tmp_path / "wide.db"
     store = Store(path)

@@ -11,7 +11,7 @@ from greenlab.core.grid.grid_events import RunSkipped
 from greenlab.core.grid.local import LocalDriver
 from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.report import compare
-from greenlab.core.store import database as store_module
+from greenlab.core.store import schema
 from greenlab.core.store.database import Store
 
 GRID = """
@@ -119,7 +119,7 @@ def test_a_schema_1_store_gets_keys_of_its_own_epoch(tmp_path):
 
     path = tmp_path / "old.db"
     db = sqlite_utils.Database(path)
-    store_module._migrate_1(db)
+    schema._migrate_1(db)
     db.execute("PRAGMA user_version = 1")
     run = next(r for r in grid() if r.technique == "prune" and r.repeat == 1)
     settings = run.settings_dict()
@@ -139,7 +139,7 @@ def test_a_schema_1_store_gets_keys_of_its_own_epoch(tmp_path):
     db.close()
     store = Store(path)
     (row,) = store.runs()
-    assert store.version == store_module.SCHEMA_VERSION
+    assert store.version == schema.SCHEMA_VERSION
     plain = {k: v for k, v in settings.items() if k != "techniques"}
     assert row["conditions_key"] == conditions_key("tinycnn", plain, epoch=LEGACY_KEY_EPOCH) != run.conditions_key()
     assert (
@@ -148,7 +148,7 @@ def test_a_schema_1_store_gets_keys_of_its_own_epoch(tmp_path):
         != run.settings_key()
     )
     assert row["seed"] == 1 and row["compute_dtype"] == "float32"
-    store_module._migrate_2(store.db)  # again: nothing moves
+    schema._migrate_2(store.db)  # again: nothing moves
     assert store.runs()[0]["seed"] == 1 and store.runs()[0]["settings_key"] == row["settings_key"]
 
 

@@ -9,7 +9,9 @@ import pytest
 
 from greenlab.core.errors import GreenLabError
 from greenlab.core.store import database as store_module
-from greenlab.core.store.database import RUN_COLUMNS, SCHEMA_VERSION, Store
+from greenlab.core.store import schema
+from greenlab.core.store.database import Store
+from greenlab.core.store.schema import RUN_COLUMNS, SCHEMA_VERSION
 from tests.conftest import REPO, run_cli
 
 DOCUMENTED_RUN_COLUMNS = [
@@ -173,7 +175,7 @@ def test_every_row_says_where_it_ran(tmp_path):
 
     old = tmp_path / "old.db"
     db = sqlite_utils.Database(old)
-    store_module._migrate_1(db)
+    schema._migrate_1(db)
     db.execute("PRAGMA user_version = 1")
     db["runs"].insert(
         {
@@ -215,8 +217,8 @@ def test_migration_3_marks_earlier_forced_reruns_superseded(tmp_path):
 
     old = tmp_path / "old.db"
     db = sqlite_utils.Database(old)
-    store_module._migrate_1(db)
-    store_module._migrate_2(db)
+    schema._migrate_1(db)
+    schema._migrate_2(db)
     db.execute("PRAGMA user_version = 2")
     for status in ("completed", "completed", "failed", "completed"):
         db["runs"].insert({"model": "tinycnn", "technique": "baseline", "status": status, "settings_key": "k"})

@@ -24,8 +24,8 @@ from greenlab.core.report import compare
 from greenlab.core.report.compare import changes, format_change
 from greenlab.core.report.formats import change_text
 from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
-from greenlab.core.store.database import STATUSES
 from greenlab.core.store.rows import Row
+from greenlab.core.store.schema import STATUSES
 from greenlab.tui.boxes import titled
 from greenlab.tui.dialogs import ConfirmDelete
 

@@ -22,11 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from greenlab.core.errors import GreenLabError
+from greenlab.core.grid.ray_noise import RayNoise
 from greenlab.core.plan.config import GridRun, locate_setting
 from greenlab.core.plan.preflight import PreflightError, Problem
 
 LOCAL = "local"
 ADDRESS_ENV = "RAY_ADDRESS"
+CONNECT_TIMEOUT_ENV = "GREENLAB_RAY_CONNECT_TIMEOUT_S"
+CONNECT_TIMEOUT_S = 10.0  # ray.init retries an address where nothing listens for minutes; we ask once, this long
+CLIENT_PORT = 10001  # Ray Client's port when a ray:// address names none
 
 
 def resolve_address(address: str | None) -> str:
@@ -56,9 +60,10 @@ class Node:
 class RayCluster:
     """A connection to Ray; `close()` shuts down only an instance this object started."""
 
-    def __init__(self, address: str, *, owned: bool) -> None:
+    def __init__(self, address: str, *, owned: bool, noise: RayNoise | None = None) -> None:
         self.address = address
         self.owned = owned
+        self.noise = noise or RayNoise()
 
     # -- nodes ----------------------------------------------------------------------------------------
     def nodes(self) -> list[Node]:
@@ -165,29 +170,123 @@ class RayCluster:
         if self.owned:
             import_ray().shutdown()
             self.owned = False
+        self.noise.restore()
 
 
-def connect(address: str | None = None) -> RayCluster:
+def connect(address: str | None = None, noise: RayNoise | None = None) -> RayCluster:
     """Start a local Ray instance or join a cluster; GreenLabError (exit 2, nothing written) if it fails.
-    A Ray already initialised in this process (by a test, say) is used as it is, and left running."""
+    A Ray already initialised in this process (by a test, say) is used as it is, and left running.
+    Ray's own output goes to `noise`'s log (greenlab.core.grid.ray_noise) from here on."""
     ray = import_ray()
     address = resolve_address(address)
+    noise = noise or RayNoise()
     if ray.is_initialized():
-        return RayCluster(address, owned=False)
+        noise.route_listener()
+        return RayCluster(address, owned=False, noise=noise)
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if address == LOCAL:
         options["_node_ip_address"] = "127.0.0.1"  # a local instance listens on this machine only
+    else:
+        probe_address(address)
     try:
-        with _streams_with_descriptors():
+        with _streams_with_descriptors(), noise.descriptor_quiet():
             ray.init(address=address, **options)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError, depending on the address
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = noise.where()
+        if address.startswith("ray://") and "timeout" in str(exc).lower():
+            where = (
+                "a cluster started with Ray's token authentication (on by default since Ray 2.60) refuses "
+                "Ray Client without its token: start it with RAY_AUTH_MODE=disabled on a trusted network, or "
+                "pass its GCS address (host:6379) from a machine that holds the token; see docs/ray.md"
+                + (f"; {where}" if where else "")
+            )
         raise GreenLabError(
-            f"cannot use Ray at '{address}' ({first}); start a cluster with `ray start --head` "
-            "and pass --ray auto (or its ray://host:port), or --ray local for this machine "
-            "alone"
+            f"cannot use Ray at '{address}' ({first_line_of(exc)}); start a cluster with `ray start --head` "
+            "and pass --ray auto (or its ray://host:port), or --ray local for this machine alone"
+            + (f"; {where}" if where else "")
         ) from None
-    return RayCluster(address, owned=True)
+    noise.route_listener()
+    return RayCluster(address, owned=True, noise=noise)
+
+
+def connect_timeout_s() -> float:
+    """How long to wait for a cluster's address to answer: GREENLAB_RAY_CONNECT_TIMEOUT_S, else 10 s."""
+    text = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
+    try:
+        value = float(text) if text else CONNECT_TIMEOUT_S
+    except ValueError:
+        raise GreenLabError(
+            f"{CONNECT_TIMEOUT_ENV}={text!r} is not a number of seconds; set it to, say, 10, or unset it"
+        ) from None
+    if not value > 0:
+        raise GreenLabError(f"{CONNECT_TIMEOUT_ENV}={text!r} must be above 0 seconds; set it to, say, 10, or unset it")
+    return value
+
+
+def endpoint(address: str) -> tuple[str, int] | None:
+    """The host and port that `address` (auto, host:port or ray://host[:port]) reaches, or None when only
+    ray.init can tell; GreenLabError when `auto` finds no cluster or the address has no port."""
+    given = address
+    if address == "auto":
+        found = _auto_address(given)
+        if found is None:
+            return None
+        address = found
+    if address.startswith("ray://"):
+        rest = address.removeprefix("ray://").split("/", 1)[0]
+        host, _, port = rest.rpartition(":") if ":" in rest else (rest, "", str(CLIENT_PORT))
+    else:
+        host, _, port = address.rpartition(":")
+    host = host.strip("[]")  # an IPv6 literal
+    if not host or not port.isdigit():
+        raise GreenLabError(
+            f"cannot use Ray at '{given}': not an address Ray knows; pass --ray host:port (a cluster's GCS, "
+            "port 6379 by default), ray://host:10001 (Ray Client), auto, or local"
+        )
+    return host, int(port)
+
+
+def _auto_address(given: str) -> str | None:
+    """What `auto` means to Ray: RAY_ADDRESS, else the cluster last started here (`ray start`)."""
+    env = os.environ.get(ADDRESS_ENV, "").strip()
+    if env and env != "auto":
+        return env
+    try:
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+    except ImportError:  # Ray moved its private helper: let ray.init find the cluster itself
+        return None
+    try:
+        return str(canonicalize_bootstrap_address_or_die("auto"))
+    except Exception as exc:  # noqa: BLE001 - ConnectionError or ValueError, depending on what it found
+        raise GreenLabError(
+            f"cannot use Ray at '{given}': {first_line_of(exc)}; start one with `ray start --head`, "
+            "or pass its address (--ray host:port), or --ray local for this machine alone"
+        ) from None
+
+
+def probe_address(address: str) -> None:
+    """GreenLabError (exit 2) within the connect timeout when nothing listens at the cluster's address,
+    instead of Ray's minutes of retries; an address whose host is reached is left to ray.init."""
+    found = endpoint(address)
+    if found is None:
+        return
+    host, port = found
+    timeout = connect_timeout_s()
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = "nothing answered" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise GreenLabError(
+            f"cannot use Ray at '{address}': {host}:{port} did not answer within {timeout:g} s ({why}); "
+            "start the cluster there (`ray start --head`), check the address and port, or pass --ray local "
+            f"for this machine alone ({CONNECT_TIMEOUT_ENV} sets the wait)"
+        ) from None
+
+
+def first_line_of(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 _DEVNULL: Any = None

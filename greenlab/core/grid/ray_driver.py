@@ -4,8 +4,10 @@ the store.
 Each run is a task (greenlab.core.grid.ray_task) that runs GreenLab's own supervisor and child on its node and
 returns the run's rows; the driver writes them into data/runs.db, so SQLite keeps a single writer. The
 driver starts a run's row (status `running`, executor `ray`, its node) when the node says the run began,
-and completes it from the returned record. Live events arrive through an inbox actor, tagged with their
-run, and go to the same listener (and presenter) as a local grid's, so faces can follow several runs.
+and completes it from the returned record. Live events arrive through an inbox actor pinned to the
+driver's node (so no other node's loss takes it along), tagged with their run, and go to the same
+listener (and presenter) as a local grid's, so faces can follow several runs. A record the store cannot
+take waits in its pending folder (greenlab.core.store.journal), and the grid starts nothing more.
 
 Node-level truth: runs whose measured spans overlap on one node share its CPU packages and DRAM, whose
 RAPL counters (and the CPU estimate's package power) cover them all: each such row lists the others in
@@ -13,7 +15,8 @@ RAPL counters (and the CPU estimate's package power) cover them all: each such r
 
 Faults: a task whose worker or node dies is retried once, on another node when there is one (a retry
 here rather than Ray's `max_retries`: the driver keeps the first attempt's reason, steers the retry away
-from that node, and reuses the run's row, so a run is never stored twice); a second death stores the
+from that node, forgets the dead attempt's placement, and reuses the run's row, so a run is never stored
+twice); a lost node is named once, however many of its runs are retried; a second death stores the
 run as `failed` with both reasons. Cancelling (Ctrl-C, SIGTERM, `cancel()`) tells the running tasks
 through the inbox: each stops its child and returns its record, stored `interrupted` (Ray's own
 `ray.cancel` would turn a running task's result into TaskCancelledError and lose it); tasks not yet
@@ -24,6 +27,7 @@ running get `ray.cancel` and never start. A task that has not returned a minute 
 from __future__ import annotations
 
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,8 +63,20 @@ from greenlab.core.run.run_events import (
     SafeListener,
     SupervisorNote,
 )
+from greenlab.core.run.sinks import RunRows
 from greenlab.core.run.supervisor import run_row_values, signals_deferred
+from greenlab.core.store import journal
 from greenlab.core.store.database import Store, now_iso
+from greenlab.core.store.journal import RecordKept
+from greenlab.core.store.writes import (
+    AddEpoch,
+    AddSamples,
+    DeleteSamples,
+    RowWrite,
+    SetCapacity,
+    SetComponents,
+    UpdateRun,
+)
 
 FLAG_SHARED_NODE_CPU = "shared_node_cpu"  # other runs measured on this node meanwhile: CPU/DRAM figures cover them
 SETTLE_S = 60.0  # after a cancel, how long running tasks have to return their interrupted records
@@ -84,6 +100,12 @@ class _Task:
     options: dict[str, Any] = field(default_factory=dict)
     earlier: list[dict[str, Any]] = field(default_factory=list)  # attempts that died: node and why
     tracker: RemoteTracker | None = None
+
+    def forget_placement(self) -> None:
+        """Before a retry: nothing of the attempt that died may describe the one that runs."""
+        self.began = False
+        self.node_id = self.hostname = self.worker_pid = self.omp_num_threads = None
+        self.gpu = {}
 
     def placement(self) -> dict[str, Any]:
         """Where and how the run was placed, for the row's `meters` JSON."""
@@ -135,6 +157,7 @@ class RayDriver(Cancellable):
         self._remote: Any = None
         self._total = 0
         self._inbox_failed = False
+        self._lost_nodes: set[str | None] = set()
         self.attempts: dict[int, list[TaskStarted]] = {}  # grid index -> each attempt's start, for the curious
 
     def on_event(self, event: object) -> None:
@@ -180,7 +203,7 @@ class RayDriver(Cancellable):
             if not todo or self.cancelled:
                 return outcomes
             self._total = len(runs)
-            self._inbox = ray.remote(Inbox).options(num_cpus=0).remote()
+            self._inbox = self._start_inbox()
             self._remote = ray.remote(self._task_fn)
             lock_store = None if single_host else f"{self.store.path} (a Ray grid driven from {socket.gethostname()})"
             for task in todo:
@@ -199,6 +222,18 @@ class RayDriver(Cancellable):
         if interrupted:
             raise KeyboardInterrupt
         return outcomes
+
+    def _start_inbox(self) -> Any:
+        """The inbox actor, on the driver's own node: it lives as long as the driver can, whichever node is
+        lost (placed anywhere, it could die with a worker node and take live progress with it)."""
+        ray = import_ray()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = ray.get_runtime_context().get_node_id()
+        options: dict[str, Any] = {"num_cpus": 0}
+        if here:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(here, soft=False)
+        return ray.remote(Inbox).options(**options).remote()
 
     def _submit(self, task: _Task, lock_store: str | None, avoid: str | None = None) -> None:
         task.options = self.cluster.task_options(task.run)
@@ -238,7 +273,13 @@ class RayDriver(Cancellable):
                     with signals_deferred(reraise=True):
                         task = self._inflight.pop(ref)
                         self._take_messages()  # the task delivered its last messages before returning
-                        outcome = self._settle(ref, task, lock_store)
+                        try:
+                            outcome = self._settle(ref, task, lock_store)
+                        except RecordKept as kept:  # the runs still running finish; no other starts
+                            if not stopped:
+                                stopped = True
+                                self._stop_waiting(str(kept))
+                            continue
                         if outcome is not None:
                             outcomes.append(outcome)
                     if outcome is None:
@@ -368,10 +409,15 @@ class RayDriver(Cancellable):
             error = f"the Ray task failed on {task.hostname or 'its node'}: {type(cause).__name__}: {cause}"
             return self._store_outcome(task, "failed", exception_cause(cause) or error)
         except exceptions.RayError as exc:  # the worker or its node died, or Ray could not run the task
-            reason = (
-                f"the Ray worker running it on {task.hostname or 'its node'} died "
-                f"({type(exc).__name__}: {first_line(str(exc))})"
-            )
+            node_lost = isinstance(exc, getattr(exceptions, "NodeDiedError", ())) or self._node_gone(task.node_id)
+            if node_lost:
+                reason = f"its Ray node {_short(task.node_id)} ({task.hostname or 'unknown host'}) was lost"
+                self._name_lost_node(task)
+            else:
+                reason = (
+                    f"the Ray worker running it on {task.hostname or 'its node'} died "
+                    f"({type(exc).__name__}: {first_line(str(exc))})"
+                )
             if self.cancelled:
                 return self._store_outcome(task, "interrupted", f"cancelled by the user; {reason}")
             executor_died = not isinstance(exc, getattr(exceptions, "TaskUnschedulableError", ()))
@@ -382,6 +428,7 @@ class RayDriver(Cancellable):
                 )
                 avoid = task.node_id
                 task.attempt, task.tracker = 1, None
+                task.forget_placement()  # the retry's node says where it runs (TaskStarted, or its result)
                 self._submit(task, lock_store, avoid=avoid)
                 return None
             earlier = "; ".join(e["error"] for e in task.earlier)
@@ -391,10 +438,33 @@ class RayDriver(Cancellable):
             return None  # cancelled while it waited for its node's lock or idle baseline: nothing ran
         return self._apply(task, result)
 
+    def _node_gone(self, node_id: str | None) -> bool:
+        """Whether Ray no longer lists `node_id` among the alive nodes (a worker's death says less)."""
+        if not node_id:
+            return False
+        try:
+            return all(node.node_id != node_id for node in self.cluster.nodes())
+        except Exception:  # noqa: BLE001 - the GCS is unreachable: say what the exception said
+            return False
+
+    def _name_lost_node(self, task: _Task) -> None:
+        """One line per lost node, however many of its runs are retried; Ray's own account is in its log."""
+        if task.node_id in self._lost_nodes:
+            return
+        self._lost_nodes.add(task.node_id)
+        where = self.cluster.noise.where()
+        self.on_event(
+            SupervisorNote(
+                f"Ray node {_short(task.node_id)} ({task.hostname or 'unknown host'}) was lost; "
+                "its runs are retried once on another node" + (f" ({where})" if where else "")
+            )
+        )
+
     def _apply(self, task: _Task, result: TaskResult) -> RunStored:
         rows = result.rows
         assert rows is not None
-        task.node_id = task.node_id or result.node_id
+        if result.node_id and result.node_id != task.node_id:  # the attempt that ran says where it ran
+            task.node_id, task.hostname, task.worker_pid = result.node_id, result.hostname, result.worker_pid
         if task.run_id is None:  # its start message was lost (the inbox is gone): start the row now
             self._start_row(task, rows.start)
         assert task.run_id is not None
@@ -402,14 +472,22 @@ class RayDriver(Cancellable):
         values["meters"] = {**(values.get("meters") or {}), "placement": task.placement()}
         if self.listener_errors:
             values["flags"] = list(values.get("flags") or []) + [f"display: {e}" for e in self.listener_errors]
-        self.store.write_record(
-            task.run_id,
-            values,
-            epochs=rows.epochs,
-            samples=rows.samples,
-            components=rows.components,
-            capacity=rows.capacity,
-        )
+        try:
+            self.store.write_record(
+                task.run_id,
+                values,
+                epochs=rows.epochs,
+                samples=rows.samples,
+                components=rows.components,
+                capacity=rows.capacity,
+            )
+        except sqlite3.OperationalError as exc:  # busy past the budget, a full disk: the record waits beside it
+            kept = journal.save(self.store.path, task.run_id, record_writes(task.run_id, values, rows))
+            status = rows.status or "failed"
+            self.on_event(
+                RunStored(task.run_id, task.run, status, rows.error, {"id": task.run_id, **values}, kept_in=kept)
+            )
+            raise RecordKept(task.run_id, kept, exc) from None
         if result.span is not None:
             self._note_span(task.run_id, result.node_id, result.span)
         return self._told(task, rows.status or "failed", rows.error)
@@ -458,6 +536,21 @@ class RayDriver(Cancellable):
         if FLAG_SHARED_NODE_CPU not in flags:
             flags.append(FLAG_SHARED_NODE_CPU)
         self.store.update_run(run_id, concurrent_runs=concurrent, flags=flags)
+
+
+def record_writes(run_id: int, values: dict[str, Any], rows: RunRows) -> list[RowWrite]:
+    """A node's record as the writes that replay it into the store (greenlab.core.store.journal), replacing
+    any samples of its components, so a replay interrupted and done again stores it once."""
+    components = sorted({component for _t, component, _w in rows.samples})
+    kept: list[RowWrite] = [AddEpoch({**row, "run_id": run_id}) for row in rows.epochs]
+    kept += [DeleteSamples(run_id, components), AddSamples(run_id, list(rows.samples))]
+    kept += [SetComponents(run_id, list(rows.components)), SetCapacity(run_id, list(rows.capacity))]
+    return [*kept, UpdateRun(run_id, values)]
+
+
+def _short(node_id: str | None) -> str:
+    """A node id as Ray's own messages abbreviate it."""
+    return (node_id or "?")[:8]
 
 
 def _label(run: GridRun) -> str:

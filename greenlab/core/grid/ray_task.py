@@ -123,6 +123,8 @@ class TaskResult:
     node_id: str
     rows: RunRows | None = None
     span: tuple[float, float] | None = None
+    hostname: str = ""
+    worker_pid: int = 0
 
     @property
     def began(self) -> bool:
@@ -307,6 +309,7 @@ def run_on_node(request: TaskRequest, inbox: Any) -> TaskResult:
         previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel_run())
     channel = Channel(inbox, request.tag, request.attempt, on_cancel=cancel_run)
     node_id = ""
+    here: dict[str, Any] = {"hostname": socket.gethostname(), "worker_pid": os.getpid()}
     cuda_before = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
         node_id = ray.get_runtime_context().get_node_id()
@@ -328,10 +331,10 @@ def run_on_node(request: TaskRequest, inbox: Any) -> TaskResult:
         supervisor = RunSupervisor(None, on_event=channel.relay, launcher=launcher, sink=sink, idle_cache=_idle_cache())
         launcher.start(child_env())  # a new worker's fork server imports torch now, before the run's row
         if cancelled.is_set():
-            return TaskResult(request.tag, request.attempt, node_id)
+            return TaskResult(request.tag, request.attempt, node_id, **here)
         lock = HostLock(request.lock_store, shared=True) if request.lock_store else None
         if lock is not None and not lock.acquire(wait=True, on_wait=channel.relay, stop=cancelled):
-            return TaskResult(request.tag, request.attempt, node_id)
+            return TaskResult(request.tag, request.attempt, node_id, **here)
         began = time.monotonic()
         try:
             if cancelled.is_set():
@@ -344,8 +347,8 @@ def run_on_node(request: TaskRequest, inbox: Any) -> TaskResult:
                 lock.release()
         ended = time.monotonic()
         if not sink.started:
-            return TaskResult(request.tag, request.attempt, node_id)
-        return TaskResult(request.tag, request.attempt, node_id, sink.rows(), (began, ended))
+            return TaskResult(request.tag, request.attempt, node_id, **here)
+        return TaskResult(request.tag, request.attempt, node_id, sink.rows(), (began, ended), **here)
     finally:
         channel.close()
         if previous is not False:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greenlab.core.plan.config import GridRun
+from greenlab.core.store.journal import RecordKept
 
 _ENVIRONMENT = [
     (
@@ -64,6 +65,8 @@ def environment_cause(error: str) -> str | None:
 def exception_cause(exc: BaseException) -> str | None:
     """The environment cause of an exception raised while running or storing a run, or None."""
     text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, RecordKept):
+        return str(exc)
     if isinstance(exc, sqlite3.Error):
         return environment_cause(text) or f"the run store cannot be written: {first_line(text)}"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):

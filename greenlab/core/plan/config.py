@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from greenlab.core.errors import ConfigError, suggest, toml_text
-from greenlab.core.plan import analysis
+from greenlab.core.plan import analysis, limits
 from greenlab.core.plan.analysis import AnalysisSettings, Plan
 from greenlab.core.plan.settings import ACCOUNTING_SETTINGS, SETTING_KEYS, UNKEYED_SETTINGS, RunSettings, check
 from greenlab.core.plan.tomlfile import tomllib
@@ -283,6 +283,7 @@ def _split_table(
 
 def parse_grid(text: str, source: str = "<string>") -> GridFile:
     """Parse the text of an experiments file; raise ConfigError located in `source`."""
+    limits.guard_text(text.encode("utf-8", "replace"), source)  # a runaway file, refused before parsing
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -346,6 +347,11 @@ def _build(data: dict[str, Any], locator: _Locator) -> tuple[list[Experiment], A
     if not isinstance(defaults_table, dict):
         fail(ConfigError("must be a table: [defaults]", key="defaults"), ("defaults",))
     try:
+        max_runs = limits.max_runs(defaults_table)
+    except ConfigError as exc:
+        fail(exc, ("defaults", limits.MAX_RUNS_KEY))
+    defaults_table = {k: v for k, v in defaults_table.items() if k != limits.MAX_RUNS_KEY}
+    try:
         default_settings, default_techniques = _split_table(defaults_table, "defaults", ())
         validate_settings({**asdict(RunSettings()), **default_settings}, "defaults")
         for part, table in default_techniques.items():  # checked here, so errors point at [defaults.X]
@@ -390,6 +396,7 @@ def _build(data: dict[str, Any], locator: _Locator) -> tuple[list[Experiment], A
                     key=f"{label}.name",
                 )
             names.add(name)
+            limits.refuse_in_experiment(raw, label)
             settings_raw, techniques_raw = _split_table(raw, label, EXPERIMENT_KEYS)
             settings = validate_settings({**asdict(RunSettings()), **default_settings, **settings_raw}, label)
             models = _string_list(raw, "models", label)
@@ -423,6 +430,11 @@ def _build(data: dict[str, Any], locator: _Locator) -> tuple[list[Experiment], A
                 technique_settings=technique_settings,
             )
         )
+    sizes = [limits.Size(e.name, len(e.models), len(e.techniques), e.settings.repeats) for e in experiments]
+    try:
+        limits.check_size(sizes, max_runs)  # counted, not expanded: a runaway grid costs nothing
+    except ConfigError as exc:
+        fail(exc, ("defaults", limits.MAX_RUNS_KEY))
     return experiments, declared
 
 

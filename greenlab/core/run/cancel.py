@@ -12,15 +12,27 @@ import threading
 from collections.abc import Callable
 
 
+class SignalInterrupt(KeyboardInterrupt):
+    """A signal (SIGTERM: a CI job cancelled, `kill`) stopping a grid as Ctrl-C does; the run in progress is
+    stored as interrupted with the signal's name, not as cancelled by the user."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.reason = f"stopped by signal {signal_name}"
+
+
 class CancelToken:
     def __init__(self) -> None:
+        self.reason: str | None = None  # why, when not the user: a signal's name
         self._all = threading.Event()
         self._current = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[], None]] = []
 
-    def cancel(self) -> None:
-        """Stop the run in progress and every run after it."""
+    def cancel(self, reason: str | None = None) -> None:
+        """Stop the run in progress and every run after it; `reason` when it is not the user's doing."""
+        if reason is not None and self.reason is None:
+            self.reason = reason
         self._all.set()
         self._fire()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from greenlab.core.plan.config import GridRun
@@ -74,6 +75,7 @@ class RunStored:
     error: str | None
     row: Mapping[str, Any] = field(default_factory=dict)
     executor_died: bool = False  # what ran it died under it (a fork server, a Ray worker): a retry may do
+    kept_in: Path | None = None  # the store could not take its record: it waits in this file beside the store
 
 
 RunEvent = IdleMeasured | CoolingDown | RunBegan | ChildEvent | RunMetered | SupervisorNote | RunStored

@@ -13,13 +13,17 @@ A sink is used for one run at a time. Nothing here measures anything or knows of
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from greenlab.core.store import journal
 from greenlab.core.store.database import Store
-from greenlab.core.store.writer import RowWrite, StoreWriter
+from greenlab.core.store.journal import RecordKept
+from greenlab.core.store.writer import StoreWriteError, StoreWriter
+from greenlab.core.store.writes import RowWrite
 
 
 class RowWriter(Protocol):
@@ -41,6 +45,11 @@ class RowSink(Protocol):
 
     def writer(self) -> RowWriter: ...
 
+    def finish(self, run_id: int, final: list[RowWrite]) -> None:
+        """Every write of the run done, then `final` (its last row values, components, samples to drop);
+        RecordKept when the store could not take them and they were kept beside it instead."""
+        ...
+
     def update_run(self, run_id: int, **values: Any) -> None: ...
 
     def set_components(self, run_id: int, rows: list[dict[str, Any]]) -> None: ...
@@ -51,10 +60,13 @@ class RowSink(Protocol):
 
 
 class StoreSink:
-    """A local run's rows go to the store; writes during the run go through a StoreWriter thread."""
+    """A local run's rows go to the store; writes during the run go through a StoreWriter thread. A record
+    the store cannot take (greenlab.core.store.journal) is kept in the pending folder beside it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, on_busy: Callable[[str], None] | None = None) -> None:
         self.store = store
+        self.on_busy = on_busy
+        self._writer: StoreWriter | None = None
 
     def start_run(self, values: dict[str, Any]) -> int:
         return self.store.start_run(values)
@@ -64,7 +76,28 @@ class StoreSink:
         return run_id
 
     def writer(self) -> RowWriter:
-        return StoreWriter(self.store.path)
+        self._writer = StoreWriter(self.store.path, self.on_busy)
+        return self._writer
+
+    def finish(self, run_id: int, final: list[RowWrite]) -> None:
+        cause: BaseException | None = None
+        unwritten: list[RowWrite] = []
+        if self._writer is not None:
+            try:
+                self._writer.flush()
+            except StoreWriteError as exc:
+                cause, unwritten = exc, list(self._writer.unwritten)
+        if cause is None:
+            for index, write in enumerate(final):
+                try:
+                    write.apply(self.store)
+                except (sqlite3.Error, OSError) as exc:
+                    cause, unwritten = exc, final[index:]
+                    break
+        else:
+            unwritten += final
+        if cause is not None:
+            raise RecordKept(run_id, journal.save(self.store.path, run_id, unwritten), cause)
 
     def update_run(self, run_id: int, **values: Any) -> None:
         self.store.update_run(run_id, **values)
@@ -128,6 +161,10 @@ class MemorySink:
 
     def writer(self) -> RowWriter:
         return self
+
+    def finish(self, run_id: int, final: list[RowWrite]) -> None:
+        for write in final:
+            write.apply(self)
 
     def update_run(self, run_id: int, **values: Any) -> None:
         with self._lock:

@@ -45,8 +45,18 @@ from greenlab.core.run.run_events import (
     SupervisorNote,
 )
 from greenlab.core.run.sinks import RowSink, RowWriter, StoreSink
-from greenlab.core.store.database import RUN_COLUMNS, Store, now_iso
-from greenlab.core.store.writer import AddEpoch, AddSamples, SetCapacity, UpdateRun
+from greenlab.core.store.database import Store, now_iso
+from greenlab.core.store.journal import RecordKept
+from greenlab.core.store.schema import RUN_COLUMNS
+from greenlab.core.store.writes import (
+    AddEpoch,
+    AddSamples,
+    DeleteSamples,
+    RowWrite,
+    SetCapacity,
+    SetComponents,
+    UpdateRun,
+)
 from greenlab.core.train import events
 
 _SAMPLE_FLUSH_S = 1.0
@@ -159,13 +169,13 @@ class RunSupervisor(Cancellable):
         token: CancelToken | None = None,
     ) -> None:
         self.store = store
+        self._tell = SafeListener(on_event)
+        self.listener_errors = self._tell.errors
         if sink is None:
             if store is None:
                 raise ValueError("a supervisor needs a store or a sink")
-            sink = StoreSink(store)
+            sink = StoreSink(store, on_busy=lambda text: self.on_event(SupervisorNote(text)))
         self.sink = sink
-        self._tell = SafeListener(on_event)
-        self.listener_errors = self._tell.errors
         self.token = token or CancelToken()
         self._child_lock = threading.Lock()
         self._child: RunChild | None = None
@@ -320,7 +330,7 @@ class RunSupervisor(Cancellable):
         except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM, a launch or store error: record, re-raise
             raised = exc
             if isinstance(exc, KeyboardInterrupt):
-                self.token.cancel()
+                self.token.cancel(getattr(exc, "reason", None))
             else:
                 measured.supervisor_error = measured.supervisor_error or f"{type(exc).__name__}: {exc}"
         # Stopping the child and writing the outcome must not be cut short by a second Ctrl-C.
@@ -366,7 +376,7 @@ class RunSupervisor(Cancellable):
         if measured.child_status == "completed" and return_code == 0:
             return "completed", None  # finished before a late cancel arrived: it counts
         if self.cancelled:
-            return "interrupted", "cancelled by the user"
+            return "interrupted", self.token.reason or "cancelled by the user"
         if self.token.current_cancelled:
             return "interrupted", "cancelled by the user (this run only; the grid went on)"
         if measured.supervisor_error is not None:
@@ -403,12 +413,8 @@ class RunSupervisor(Cancellable):
             else None
         )
         tracker.discard_windows()  # a phase cut short by a failure has no end
-        try:
-            if writer is not None:
-                self._flush_samples(measured, tracker, writer)
-                writer.flush()
-        except Exception as exc:  # noqa: BLE001 - the outcome below is still written, on this thread
-            measured.supervisor_error = measured.supervisor_error or f"{type(exc).__name__}: {exc}"
+        if writer is not None:
+            self._flush_samples(measured, tracker, writer)  # queued: a store that cannot take it keeps it aside
         status, error = self._outcome(measured, return_code, child)
         columns, component_rows, energy_flags = energy_columns(window, measured.idle, measured.phase_methods)
         idle = {c: w for c, w in measured.idle.items() if c not in measured.gpus_unused}
@@ -447,12 +453,22 @@ class RunSupervisor(Cancellable):
             + [f"display: {e}" for e in self.listener_errors],
             "meters": meters,
         }
-        self.sink.update_run(run_id, **values)
-        self.sink.set_components(run_id, component_rows)
-        self.sink.delete_samples(run_id, measured.gpus_unused)
+        final: list[RowWrite] = [
+            UpdateRun(run_id, values),
+            SetComponents(run_id, component_rows),
+            DeleteSamples(run_id, sorted(measured.gpus_unused)),
+        ]
+        kept: RecordKept | None = None
+        try:
+            self.sink.finish(run_id, final)
+        except RecordKept as exc:  # the store could not take it: the record waits beside the store
+            kept = exc
         executor_died = status == "failed" and self._executor_died(measured, child)
-        stored = RunStored(run_id, run, status, error, self.sink.run(run_id) or {}, executor_died)
+        row = {"id": run_id, **values} if kept is not None else self.sink.run(run_id) or {}
+        stored = RunStored(run_id, run, status, error, row, executor_died, kept.path if kept is not None else None)
         self.on_event(stored)
+        if kept is not None:
+            raise kept  # the store is unwritable: the grid stops, naming where this record waits
         return stored
 
     def _flush_samples(self, measured: RunMeasurement, tracker: EnergyTracker, writer: RowWriter) -> None:

@@ -8,270 +8,76 @@ crash can lose at most the write in flight, never corrupt what is stored.
 The file is created by the first write, not by opening: a grid stopped before its first run (waiting for
 the host lock, say) leaves no store behind. A path the user named (--db, $GREENLAB_DB) must be in a folder
 that exists; only the default's folder, data/, is created.
+
+Another process may hold the write lock for a while (sqlite-utils in a terminal, a backup, the TUI deleting
+rows): every write waits and retries with backoff for up to GREENLAB_STORE_BUSY_S seconds (default 600),
+telling `on_busy` once per wait, and only then fails with StoreBusy. A run's record that still cannot be
+written goes to the pending folder beside the store (greenlab.core.store.journal), and the next open of the
+store imports it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
 import socket
 import sqlite3
-from collections.abc import Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
 from greenlab import __version__
 from greenlab.core.errors import GreenLabError
 from greenlab.core.plan.analysis import Plan
+from greenlab.core.store import journal
 from greenlab.core.store.rows import RunRow
+from greenlab.core.store.schema import (
+    APPLICATION_ID,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    check_version,
+    hostname_of,
+    identify,
+    supersede_all,
+)
+from greenlab.core.store.writes import RowWrite
 
 DEFAULT_DB = Path("data") / "runs.db"
-SCHEMA_VERSION = 4
-# `superseded`: a completed run whose settings a forced rerun completed again; its data stays, its figures
-# no longer count (a query over `status = 'completed'` sees each run key once).
-STATUSES = ("running", "completed", "failed", "interrupted", "superseded")
-
-# The public `runs` table. Column order is the documented order (docs/schema.md).
-RUN_COLUMNS: dict[str, type] = {
-    "id": int,
-    "experiment": str,
-    "model": str,
-    "dataset": str,
-    "technique": str,
-    "settings": str,
-    "settings_key": str,
-    "seed": int,
-    "repeat": int,
-    "status": str,
-    "error": str,
-    "started_at": str,
-    "finished_at": str,
-    "duration_s": float,
-    "train_s": float,
-    "device": str,
-    "params_total": int,
-    "params_nonzero": int,
-    "model_bytes": int,
-    "flops_step": float,
-    "params_total_before": int,
-    "params_nonzero_before": int,
-    "model_bytes_before": int,
-    "flops_step_before": float,
-    "val_accuracy": float,
-    "val_f1": float,
-    "energy_j": float,
-    "energy_kwh": float,
-    "energy_measured_j": float,
-    "energy_estimated_j": float,
-    "energy_net_j": float,
-    "idle_w": float,
-    "energy_training_j": float,
-    "energy_gpu_j": float,
-    "energy_gpu_method": str,
-    "energy_cpu_j": float,
-    "energy_cpu_method": str,
-    "energy_dram_j": float,
-    "energy_dram_method": str,
-    "co2e_g": float,
-    "cost": float,
-    "currency": str,
-    "carbon_g_per_kwh": float,
-    "pue": float,
-    "sampler_hz": float,
-    "sampler_cpu_s": float,
-    "samples_dropped": int,
-    "capacity_bits": int,
-    "capacity_bytes": float,
-    "train_dtype": str,
-    "mantissa_bits_kept": int,
-    "compression": str,
-    "warnings": str,
-    "flags": str,
-    "meters": str,
-    "greenlab_version": str,
-    "host": str,
-    "supervisor_pid": int,
-    # Schema 2
-    "conditions_key": str,
-    "compute_dtype": str,
-    "weights_dtype": str,
-    "price_per_kwh": float,
-    "grid_position": int,
-    # Energy to accuracy (greenlab.core.report.energy_to_target): the target and the energy until first reaching it.
-    "target_accuracy": float,
-    "energy_to_target_j": float,
-    # Where it ran (greenlab.core.grid.ray_driver): the executor, the node, the runs that shared the node, the attempts.
-    "executor": str,
-    "node": str,
-    "concurrent_runs": str,
-    "attempts": int,
-    # Schema 3: the completed forced rerun that replaced this run (its status then `superseded`).
-    "superseded_by": int,
-    # Schema 4: the analysis plan the run's grid declared before it ran (the `plans` table).
-    "plan_id": int,
-}
-EPOCH_COLUMNS: dict[str, type] = {
-    "run_id": int,
-    "epoch": int,
-    "train_loss": float,
-    "val_accuracy": float,
-    "val_f1": float,
-    "val_loss": float,
-    "duration_s": float,
-    "train_s": float,
-    "eval_s": float,
-    "energy_j": float,
-    "train_energy_j": float,
-    "eval_energy_j": float,
-    # Schema 2
-    "train_window_s": float,
-    "eval_window_s": float,
-    "flags": str,
-}
-SAMPLE_COLUMNS: dict[str, type] = {"run_id": int, "t_s": float, "component": str, "watts": float}
-COMPONENT_COLUMNS: dict[str, type] = {
-    "run_id": int,
-    "component": str,
-    "energy_j": float,
-    "method": str,
-    "idle_w": float,
-    "net_energy_j": float,
-    "inputs": str,
-    "flags": str,
-}
-CAPACITY_COLUMNS: dict[str, type] = {"run_id": int, "bits": int, "val_accuracy": float}
-# Schema 4: a grid's analysis plan (greenlab.core.plan.analysis), stored once per distinct declaration.
-PLAN_COLUMNS: dict[str, type] = {
-    "id": int,
-    "digest": str,
-    "created_at": str,
-    "source": str,
-    "analysis": str,
-    "cells": str,
-    "greenlab_version": str,
-}
+BUSY_BUDGET_S = 600.0  # how long a write waits for another process's lock, unless GREENLAB_STORE_BUSY_S says
+_BACKOFF_S = (0.05, 2.0)  # the first wait between tries, and the longest
+T = TypeVar("T")
 
 
-def _migrate_1(db: sqlite_utils.Database) -> None:
-    db.table("runs").create(RUN_COLUMNS, pk="id", not_null={"model", "technique", "status"}, if_not_exists=True)
-    db.table("runs").create_index(["settings_key", "status"], if_not_exists=True)
-    db.table("epochs").create(
-        EPOCH_COLUMNS, pk=("run_id", "epoch"), foreign_keys=[("run_id", "runs", "id")], if_not_exists=True
-    )
-    db.table("samples").create(SAMPLE_COLUMNS, foreign_keys=[("run_id", "runs", "id")], if_not_exists=True)
-    db.table("samples").create_index(["run_id", "t_s"], if_not_exists=True)
-    db.table("energy_components").create(
-        COMPONENT_COLUMNS, pk=("run_id", "component"), foreign_keys=[("run_id", "runs", "id")], if_not_exists=True
-    )
-    db.table("capacity").create(
-        CAPACITY_COLUMNS, pk=("run_id", "bits"), foreign_keys=[("run_id", "runs", "id")], if_not_exists=True
-    )
+class StoreBusy(sqlite3.OperationalError):
+    """Another process held the store's write lock for longer than the busy budget."""
 
 
-_COLUMNS_2 = {
-    "runs": (
-        "conditions_key",
-        "compute_dtype",
-        "weights_dtype",
-        "price_per_kwh",
-        "grid_position",
-        "target_accuracy",
-        "energy_to_target_j",
-        "executor",
-        "node",
-        "concurrent_runs",
-        "attempts",
-    ),
-    "epochs": ("train_window_s", "eval_window_s", "flags"),
-}
-
-
-def _add_columns(db: sqlite_utils.Database, table: str, names: tuple[str, ...], types: dict[str, type]) -> None:
-    present = set(db[table].columns_dict)
-    for name in names:
-        if name not in present:
-            db.table(table).add_column(name, types[name])
-
-
-def _migrate_2(db: sqlite_utils.Database) -> None:
-    """Run keys that ignore `repeats` and the accounting inputs; the conditions key that chooses a
-    technique's baselines; what the run computed in and stored; the run's own seed; its grid position;
-    window lengths; energy to a target accuracy; where each run ran (every run before this was local)."""
-    from greenlab.core.plan.config import LEGACY_KEY_EPOCH, conditions_key, run_key
-
-    _add_columns(db, "runs", _COLUMNS_2["runs"], RUN_COLUMNS)
-    _add_columns(db, "epochs", _COLUMNS_2["epochs"], EPOCH_COLUMNS)
-    db.table("runs").create_index(["conditions_key", "technique", "status"], if_not_exists=True)
-    for row in list(db.query("select id, model, technique, repeat, seed, settings, train_dtype, host from runs")):
-        try:
-            settings = json.loads(row["settings"] or "{}")
-        except ValueError:
-            continue
-        techniques = settings.pop("techniques", {}) or {}
-        repeat = row["repeat"] or 0
-        # Runs of schema 1 keep keys of their own epoch: their stego truncation chopped toward zero, their
-        # repeats shared one data order, fake-text differed and the CPU estimate's rule was another. They are
-        # never skipped as done for, or compared with, the runs of today.
-        epoch = LEGACY_KEY_EPOCH
-        db.table("runs").update(
-            row["id"],
-            {
-                "settings_key": run_key(row["model"], row["technique"], repeat, settings, techniques, epoch=epoch),
-                "conditions_key": conditions_key(row["model"], settings, epoch=epoch),
-                # Before schema 2 the stored seed was the grid's; initialisation already used seed + repeat.
-                "seed": int(settings.get("seed", row["seed"] or 0)) + repeat,
-                "price_per_kwh": settings.get("price_per_kwh"),
-                "compute_dtype": row["train_dtype"],
-                "executor": "local",
-                "node": _hostname_of(row["host"]),
-                "concurrent_runs": "[]",
-                "attempts": 1,
-            },
-        )
-
-
-def _migrate_3(db: sqlite_utils.Database) -> None:
-    """`superseded_by`; of the completed runs that share a run key (forced reruns), all but the latest are
-    marked superseded by it, as a forced rerun now does when it completes."""
-    _add_columns(db, "runs", ("superseded_by",), RUN_COLUMNS)
-    _supersede_all(db)
-
-
-def _supersede_all(db: sqlite_utils.Database, settings_key: str | None = None) -> None:
-    """Of the completed runs of each key (or of `settings_key` only), all but the latest (highest id, as the
-    report counts them) become superseded by it, whichever finished last."""
-    only = "" if settings_key is None else " and settings_key = ?"
-    db.execute(
-        "update runs set status = 'superseded', superseded_by = (select max(l.id) from runs l where "
-        "l.settings_key = runs.settings_key and l.status = 'completed') where status = 'completed' and "
-        "id < (select max(l.id) from runs l where l.settings_key = runs.settings_key and "
-        f"l.status = 'completed'){only}",
-        [] if settings_key is None else [settings_key],
-    )
-
-
-def _hostname_of(host: str | None) -> str | None:
+def busy_budget_s() -> float:
     try:
-        return json.loads(host or "{}").get("hostname")
-    except (ValueError, AttributeError):
-        return None
+        return max(0.0, float(os.environ.get("GREENLAB_STORE_BUSY_S", BUSY_BUDGET_S)))
+    except ValueError:
+        return BUSY_BUDGET_S
 
 
-def _migrate_4(db: sqlite_utils.Database) -> None:
-    """Analysis plans: the `plans` table and each run's `plan_id`. Runs stored before have none and are
-    judged under an implied plan (greenlab.core.plan.analysis.implied), labelled as such."""
-    db.table("plans").create(PLAN_COLUMNS, pk="id", not_null={"digest"}, if_not_exists=True)
-    db.table("plans").create_index(["digest"], unique=True, if_not_exists=True)
-    _add_columns(db, "runs", ("plan_id",), RUN_COLUMNS)
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
-# Migration n brings a store from version n-1 to n. Append, never edit a released one.
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
+def _retrying(method: Callable[..., T]) -> Callable[..., T]:
+    """A Store write that waits out another process's lock (see the module docstring)."""
+
+    @functools.wraps(method)
+    def write(self: Store, *args: Any, **kwargs: Any) -> T:
+        return self.while_busy(lambda: method(self, *args, **kwargs))
+
+    return write
 
 
 def now_iso() -> str:
@@ -335,79 +141,31 @@ def check_location(path: str | os.PathLike[str] | None) -> Path:
     return resolved
 
 
-def check_version(path: Path, version: int) -> None:
-    """Refuse a store written by a newer GreenLab: its schema may mean what this one cannot read."""
-    if version > SCHEMA_VERSION:
-        raise GreenLabError(
-            f"{path} has schema version {version}, newer than this greenlab "
-            f"({SCHEMA_VERSION}) understands; upgrade greenlab (pip install -U greenlab)"
-        )
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A store as read at one moment, without writing it: every run, every run's epochs, every plan."""
-
-    runs: list[RunRow]
-    epochs: dict[int, list[dict[str, Any]]]
-    plans: dict[int, Plan]
-
-
-def read_snapshot(path: Path) -> Snapshot:
-    """Read a whole store without changing it (a report never writes runs.db); GreenLabError when it is
-    missing, unreadable, or newer than this GreenLab."""
-    if not path.is_file():
-        raise GreenLabError(
-            f"no run store at {path}; run a grid first (greenlab --headless experiments.toml) "
-            "or pass --db PATH (or set GREENLAB_DB)"
-        )
-    try:
-        # Only SELECTs are issued. A read-write connection lets SQLite tidy its -wal/-shm files on close;
-        # a store we may not write is opened read-only instead.
-        uri = path.resolve().as_uri()
-        conn = sqlite3.connect(uri + ("?mode=rw" if os.access(path, os.W_OK) else "?mode=ro"), uri=True)
-        conn.row_factory = sqlite3.Row
-        try:
-            check_version(path, int(conn.execute("PRAGMA user_version").fetchone()[0]))
-            runs = [RunRow.from_stored(dict(r)) for r in conn.execute("select * from runs order by id")]
-            epochs: dict[int, list[dict[str, Any]]] = {}
-            for row in conn.execute("select * from epochs order by run_id, epoch"):
-                epochs.setdefault(row["run_id"], []).append(dict(row))
-            tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
-            plans = (
-                {int(r["id"]): Plan.from_stored(dict(r)) for r in conn.execute("select * from plans")}
-                if "plans" in tables
-                else {}
-            )
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise GreenLabError(
-            f"cannot read {path} as a GreenLab run store ({exc}); pass --db with the runs.db a grid wrote"
-        ) from None
-    return Snapshot(runs, epochs, plans)
-
-
 class Store:
     """Reads and writes runs.db; see the module docstring for the guarantees."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, on_busy: Callable[[str], None] | None = None
+    ) -> None:
         self.path = check_location(path)
         self._db: sqlite_utils.Database | None = None
         self._plan: Plan | None = None  # declared by the grid; recorded with its first run
         self._plan_id: int | None = None
+        self.on_busy = on_busy  # told once per wait for another process's lock
         if self.path.exists():  # a store already there is opened (and migrated) now: its errors surface here
             self._open()
 
     def _open(self) -> sqlite_utils.Database:
+        identify(self.path)  # another application's database is refused before a byte of it changes
         db: sqlite_utils.Database | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)  # only the default's: check_location refused others
             db = sqlite_utils.Database(self.path)
             self._db = db
             db.execute("PRAGMA busy_timeout = 5000")
-            db.enable_wal()
-            self.migrate()
+            self.while_busy(db.enable_wal)
+            self.while_busy(self.migrate)
+            journal.import_pending(self)  # records a grid could not write before: before orphans are judged
             self._recover_orphans()
         except BaseException as exc:
             # Never keep a connection that failed half-way (a newer schema, a locked file): the next use
@@ -422,6 +180,33 @@ class Store:
                 ) from None
             raise
         return db
+
+    def while_busy(self, call: Callable[[], T]) -> T:
+        """`call()`, tried again with backoff while another process holds the write lock, for up to the busy
+        budget; StoreBusy after it. Each try is a whole transaction, rolled back when it fails."""
+        deadline: float | None = None
+        delay, told = _BACKOFF_S[0], False
+        while True:
+            try:
+                return call()
+            except sqlite3.OperationalError as exc:
+                if isinstance(exc, StoreBusy) or not _is_busy(exc):
+                    raise
+                now = time.monotonic()
+                budget = busy_budget_s()
+                deadline = deadline if deadline is not None else now + budget
+                if now >= deadline:
+                    raise StoreBusy(
+                        f"{self.path} stayed locked by another process for over {budget:g} s ({exc})"
+                    ) from exc
+                if not told and self.on_busy is not None:
+                    told = True
+                    self.on_busy(
+                        f"store busy, waiting: another process holds the write lock on {self.path} "
+                        f"(waiting up to {budget:g} s; GREENLAB_STORE_BUSY_S sets it)"
+                    )
+                time.sleep(min(delay, max(0.0, deadline - now)))
+                delay = min(delay * 2, _BACKOFF_S[1])
 
     @property
     def db(self) -> sqlite_utils.Database:
@@ -449,6 +234,7 @@ class Store:
             for number in range(version + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[number - 1](self.db)
                 self.db.execute(f"PRAGMA user_version = {number}")
+            self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # a migration cut short leaves the store as it was
@@ -485,9 +271,9 @@ class Store:
             digest = self._plan.digest()
             found = self.db.execute("select id from plans where digest = ?", [digest]).fetchone()
             if found is not None:
-                self._plan_id = int(found[0])
+                return int(found[0])
             else:
-                self._plan_id = _pk(
+                return _pk(
                     self.db.table("plans")
                     .insert(
                         {
@@ -503,6 +289,7 @@ class Store:
                 )
         return self._plan_id
 
+    @_retrying
     def start_run(self, values: dict[str, Any]) -> int:
         """Insert a run's row as `running`; by default a local run of this host (a Ray driver says where)."""
         row = {
@@ -521,8 +308,11 @@ class Store:
             plan_id = self._record_plan()
             if plan_id is not None and row.get("plan_id") is None:
                 row["plan_id"] = plan_id
-            return _pk(self.db.table("runs").insert(_encode(row)).last_pk)
+            run_id = _pk(self.db.table("runs").insert(_encode(row)).last_pk)
+        self._plan_id = plan_id  # kept once committed: a write retried after a lock inserts the plan again
+        return run_id
 
+    @_retrying
     def restart_run(self, run_id: int, values: dict[str, Any]) -> None:
         """A run retried in its own row (its executor died under the first attempt): the attempt's partial
         epochs, samples, components and capacity go, the row starts again as `running`."""
@@ -543,6 +333,7 @@ class Store:
                 ),
             )
 
+    @_retrying
     def update_run(self, run_id: int, **values: Any) -> None:
         with self.db.conn:
             self.db.table("runs").update(run_id, _encode(values))
@@ -554,24 +345,28 @@ class Store:
         `superseded`, in the same transaction, so no moment shows two as completed."""
         row = self.db.execute("select settings_key from runs where id = ?", [run_id]).fetchone()
         if row is not None and row[0] is not None:
-            _supersede_all(self.db, row[0])
+            supersede_all(self.db, row[0])
 
+    @_retrying
     def add_epoch(self, row: dict[str, Any]) -> None:
         with self.db.conn:
             self.db.table("epochs").upsert(_encode(row), pk=("run_id", "epoch"))
 
+    @_retrying
     def add_samples(self, run_id: int, rows: Iterable[tuple[float, str, float]]) -> None:
         batch = [{"run_id": run_id, "t_s": round(t, 4), "component": c, "watts": round(w, 4)} for t, c, w in rows]
         if batch:
             with self.db.conn:
                 self.db.table("samples").insert_all(batch, batch_size=1000)
 
+    @_retrying
     def set_components(self, run_id: int, rows: list[dict[str, Any]]) -> None:
         with self.db.conn:
             self.db.table("energy_components").upsert_all(
                 [_encode({"run_id": run_id, **r}) for r in rows], pk=("run_id", "component")
             )
 
+    @_retrying
     def delete_samples(self, run_id: int, components: Iterable[str]) -> None:
         """Drop a run's samples of some components (a GPU metered but not used by the run)."""
         names = list(components)
@@ -582,6 +377,7 @@ class Store:
                     [run_id, *names],
                 )
 
+    @_retrying
     def delete_runs(self, run_ids: list[int]) -> int:
         """Delete runs with their epochs, samples, energy components and capacity curves; returns how many."""
         if not run_ids:
@@ -595,9 +391,10 @@ class Store:
             self.db.execute(
                 f"update runs set status = 'completed', superseded_by = null where superseded_by in ({marks})", run_ids
             )
-            _supersede_all(self.db)
+            supersede_all(self.db)
             return deleted
 
+    @_retrying
     def set_energy_to_target(self, computed: dict[int, tuple[float, float | None]]) -> int:
         """Store run id -> (target accuracy, energy to target) in one transaction; how many runs were written."""
         if not computed:
@@ -607,12 +404,26 @@ class Store:
                 self.db.table("runs").update(run_id, {"target_accuracy": target, "energy_to_target_j": energy})
         return len(computed)
 
+    def replay(self, run_id: int, to_apply: list[RowWrite]) -> None:
+        """A kept record's writes, in order (greenlab.core.store.journal); a completed one supersedes as usual."""
+        for write in to_apply:
+            write.apply(self)
+        self.while_busy(lambda: self._supersede_if_completed(run_id))
+
+    def _supersede_if_completed(self, run_id: int) -> None:
+        with self.db.conn:
+            row = self.db.execute("select status from runs where id = ?", [run_id]).fetchone()
+            if row is not None and row[0] == "completed":
+                self._supersede_earlier(run_id)
+
+    @_retrying
     def set_capacity(self, run_id: int, curve: list[tuple[int, float]]) -> None:
         with self.db.conn:
             self.db.table("capacity").upsert_all(
                 [{"run_id": run_id, "bits": int(b), "val_accuracy": a} for b, a in curve], pk=("run_id", "bits")
             )
 
+    @_retrying
     def write_record(
         self,
         run_id: int,
@@ -667,7 +478,7 @@ class Store:
             [settings_key],
         ):
             pid = row["supervisor_pid"]
-            if row["executor"] != "ray" and _hostname_of(row["host"]) == here:
+            if row["executor"] != "ray" and hostname_of(row["host"]) == here:
                 continue
             if pid != os.getpid() and _pid_alive(pid):
                 return int(pid)

@@ -1,75 +1,25 @@
 """Store writes off the supervisor's event loop: a thread with its own connection applies them in order.
 
 The supervisor reads its child's events and closes energy windows; a commit that waits on the disk (or on
-another process's lock, up to the store's busy timeout) must not hold that loop. `StoreWriter.submit`
-queues a typed write (`UpdateRun`, `AddEpoch`, `AddSamples`, `SetCapacity`) and returns at once; `flush`
-waits until everything queued is written. A write that fails is kept and raised, as StoreWriteError, by the
-next `submit` or `flush`, so a full disk or an unwritable store still ends the run as failed rather than
-losing it silently. The same writes apply to any `RowTarget` (the Store, or a Ray node's memory sink).
+another process's lock, for minutes: greenlab.core.store.database) must not hold that loop.
+`StoreWriter.submit` queues a typed write (greenlab.core.store.writes) and returns at once; `flush` waits
+until everything queued is written and raises StoreWriteError if a write failed. From a failed write on,
+nothing more is tried: that write and every later one are kept in `unwritten`, in order, so the run's
+record can go to the pending folder beside the store instead of being lost.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from greenlab.core.store.database import Store
+from greenlab.core.store.writes import RowWrite
 
 _STOP = object()
-
-
-class RowTarget(Protocol):
-    """What a run's writes go to while it runs: the Store, or a Ray node's memory sink."""
-
-    def update_run(self, run_id: int, **values: Any) -> None: ...
-
-    def add_epoch(self, row: dict[str, Any]) -> None: ...
-
-    def add_samples(self, run_id: int, rows: Iterable[tuple[float, str, float]]) -> None: ...
-
-    def set_capacity(self, run_id: int, curve: list[tuple[int, float]]) -> None: ...
-
-
-@dataclass(frozen=True)
-class UpdateRun:
-    run_id: int
-    values: dict[str, Any] = field(default_factory=dict)
-
-    def apply(self, target: RowTarget) -> None:
-        target.update_run(self.run_id, **self.values)
-
-
-@dataclass(frozen=True)
-class AddEpoch:
-    row: dict[str, Any]
-
-    def apply(self, target: RowTarget) -> None:
-        target.add_epoch(self.row)
-
-
-@dataclass(frozen=True)
-class AddSamples:
-    run_id: int
-    rows: list[tuple[float, str, float]]
-
-    def apply(self, target: RowTarget) -> None:
-        target.add_samples(self.run_id, self.rows)
-
-
-@dataclass(frozen=True)
-class SetCapacity:
-    run_id: int
-    curve: list[tuple[int, float]]
-
-    def apply(self, target: RowTarget) -> None:
-        target.set_capacity(self.run_id, self.curve)
-
-
-RowWrite = UpdateRun | AddEpoch | AddSamples | SetCapacity
 
 
 class StoreWriteError(RuntimeError):
@@ -77,12 +27,14 @@ class StoreWriteError(RuntimeError):
 
 
 class StoreWriter:
-    """Applies `Store` method calls on a thread of its own, in submission order."""
+    """Applies writes on a thread of its own, in submission order; `on_busy` hears a wait for the lock."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, on_busy: Callable[[str], None] | None = None) -> None:
         self._path = path
+        self._on_busy = on_busy
         self._queue: queue.Queue[Any] = queue.Queue()
         self._error: BaseException | None = None
+        self.unwritten: list[RowWrite] = []  # the failed write and everything after it, in order
         self._opened = threading.Event()
         self._thread = threading.Thread(target=self._work, name="greenlab-store-writer", daemon=True)
         self._thread.start()
@@ -92,6 +44,7 @@ class StoreWriter:
     def _work(self) -> None:
         try:
             store = Store(self._path)  # sqlite connections belong to the thread that opened them
+            store.on_busy = self._on_busy
         except BaseException as exc:  # noqa: BLE001 - reported by the constructor
             self._error = exc
             self._opened.set()
@@ -103,13 +56,16 @@ class StoreWriter:
                 try:
                     if item is _STOP:
                         return
-                    if self._error is None:  # after a failure, later writes would only fail the same way
-                        try:
-                            item.apply(store)
-                        except BaseException as exc:  # noqa: BLE001 - kept and raised on the supervisor's thread
-                            self._error = StoreWriteError(
-                                f"writing {type(item).__name__} to {self._path} failed: {type(exc).__name__}: {exc}"
-                            )
+                    if self._error is not None:  # after a failure, later writes would only fail the same way
+                        self.unwritten.append(item)
+                        continue
+                    try:
+                        item.apply(store)
+                    except BaseException as exc:  # noqa: BLE001 - kept and raised on the supervisor's thread
+                        self.unwritten.append(item)
+                        self._error = StoreWriteError(
+                            f"writing {type(item).__name__} to {self._path} failed: {type(exc).__name__}: {exc}"
+                        )
                 finally:
                     self._queue.task_done()
         finally:
@@ -120,8 +76,7 @@ class StoreWriter:
             raise self._error
 
     def submit(self, write: RowWrite) -> None:
-        """Queue a write; raises an earlier write's failure instead."""
-        self._raise()
+        """Queue a write (after a failure it is kept in `unwritten` with the rest; see `flush`)."""
         self._queue.put(write)
 
     def flush(self) -> None:

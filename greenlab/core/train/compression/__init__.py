@@ -66,14 +66,21 @@ class Applied:
 
 def _registry() -> dict[str, Any]:
     """Technique modules by name; imported on first use (they import torch), so `import greenlab.core`
-    stays light, and imported by name, so the import contracts see them."""
+    and checking an experiments file stay light, and imported by name, so the import contracts see them."""
     from greenlab.core.train.compression import lowrank, prune, stego
 
     return {module.NAME: module for module in (stego, prune, lowrank)}
 
 
+def _options() -> dict[str, Any]:
+    """Each technique's settings declaration (greenlab.core.train.compression.options: no torch)."""
+    from greenlab.core.train.compression.options import TECHNIQUES
+
+    return {technique.name: technique for technique in TECHNIQUES}
+
+
 def technique_names() -> list[str]:
-    return [BASELINE, *_registry().keys()]
+    return [BASELINE, *_options().keys()]
 
 
 def parse_technique(spec: str, key_path: str) -> list[str]:
@@ -98,21 +105,21 @@ def parse_technique(spec: str, key_path: str) -> list[str]:
 
 def settings_tables() -> dict[str, dict[str, Any]]:
     """Default settings of every technique that takes settings, by technique name."""
-    return {name: dict(module.DEFAULTS) for name, module in _registry().items()}
+    return {name: dict(options.defaults) for name, options in _options().items()}
 
 
 def validate_settings(name: str, table: dict[str, Any], key_path: str) -> dict[str, Any]:
     """Merge `table` over the technique's defaults, rejecting unknown keys, and validate it."""
-    module = _registry()[name]
+    options = _options()[name]
     for key in table:
-        if key not in module.DEFAULTS:
+        if key not in options.defaults:
             raise ConfigError(
-                f"unknown setting '{key}'{suggest(key, list(module.DEFAULTS))} for technique '{name}' "
-                f"(known: {', '.join(module.DEFAULTS) or 'none'})",
+                f"unknown setting '{key}'{suggest(key, list(options.defaults))} for technique '{name}' "
+                f"(known: {', '.join(options.defaults) or 'none'})",
                 key=f"{key_path}.{key}",
             )
-    merged = {**module.DEFAULTS, **table}
-    return module.validate(merged, key_path)
+    merged = {**options.defaults, **table}
+    return options.validate(merged, key_path)
 
 
 def apply(parts: list[str], model: Any, settings: dict[str, dict[str, Any]], ctx: CompressionContext) -> Applied:

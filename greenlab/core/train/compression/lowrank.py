@@ -26,35 +26,16 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from greenlab.core.errors import ConfigError
 from greenlab.core.train.compression import Applied, CompressionContext, TrainingHooks
+from greenlab.core.train.compression.options import LOWRANK
 
-NAME = "lowrank"
-DEFAULTS: dict[str, Any] = {"rank_ratio": 0.5, "energy": None}
+NAME, DEFAULTS, validate = LOWRANK.name, LOWRANK.defaults, LOWRANK.validate
 
 
 # Modules whose forward reads their Linear children's weights directly (the fused attention kernel, the
 # transformer layers' inference fast path): a factored child would break them.
 _READS_CHILD_WEIGHTS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 _FLOAT64_SVD_MAX = 4_000_000  # weights; resnet50's largest convolution has 2.4 million
-
-
-def validate(table: dict[str, Any], key_path: str) -> dict[str, Any]:
-    ratio = table["rank_ratio"]
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-        raise ConfigError(
-            f"rank_ratio must be a fraction in (0, 1], got {ratio!r}; fix: for example rank_ratio = 0.5 keeps "
-            f"half of each layer's full rank",
-            key=f"{key_path}.rank_ratio",
-        )
-    energy = table["energy"]
-    if energy is not None and (isinstance(energy, bool) or not isinstance(energy, (int, float)) or not 0 < energy <= 1):
-        raise ConfigError(
-            f"energy must be a fraction in (0, 1] of the squared singular values to keep, got {energy!r}; "
-            f"fix: for example energy = 0.9, or leave it out to use rank_ratio",
-            key=f"{key_path}.energy",
-        )
-    return {"rank_ratio": float(ratio), "energy": None if energy is None else float(energy)}
 
 
 def _svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -29,13 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from greenlab.core.errors import ConfigError, suggest
+from greenlab.core.errors import ConfigError
 from greenlab.core.train.compression import Applied, CompressionContext, TrainingHooks
+from greenlab.core.train.compression.options import PRUNE, PRUNE_METHODS
 from greenlab.core.train.compression.stats import output_logits, run_forward
 
-NAME = "prune"
-DEFAULTS: dict[str, Any] = {"amount": 0.5, "method": "l1-unstructured"}
-METHODS = ("l1-unstructured", "structured")
+NAME, DEFAULTS, validate = PRUNE.name, PRUNE.defaults, PRUNE.validate
+METHODS = PRUNE_METHODS
 
 # Architectures torch-pruning cannot rewrite consistently, refused up front with the reason instead of
 # failing mid-surgery (its own torchvision test lists swin and shufflenet as failures).
@@ -43,24 +43,6 @@ _REFUSED = {
     "SwinTransformer": "swin's shifted-window attention reshapes channels in ways the dependency graph does not follow",
     "ShuffleNetV2": "shufflenet's channel shuffle permutes channels in ways the dependency graph does not follow",
 }
-
-
-def validate(table: dict[str, Any], key_path: str) -> dict[str, Any]:
-    amount = table["amount"]
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 < amount < 1:
-        raise ConfigError(
-            f"amount must be a fraction strictly between 0 and 1, got {amount!r}; fix: for example "
-            f"amount = 0.5 prunes half the weights (l1-unstructured) or half the channels (structured)",
-            key=f"{key_path}.amount",
-        )
-    method = table["method"]
-    if method not in METHODS:
-        raise ConfigError(
-            f'unknown method {method!r}{suggest(str(method), METHODS)}; fix: method = "l1-unstructured" '
-            f'(zero the smallest weights) or method = "structured" (remove whole channels)',
-            key=f"{key_path}.method",
-        )
-    return {"amount": float(amount), "method": method}
 
 
 # -- l1-unstructured -------------------------------------------------------------------------------

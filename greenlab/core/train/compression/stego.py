@@ -28,13 +28,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from greenlab.core.errors import ConfigError, suggest
 from greenlab.core.train.compression import Applied, CompressionContext, TrainingHooks
+from greenlab.core.train.compression.options import MANTISSA_BITS, STEGO, STEGO_MODES
 
-NAME = "stego"
-DEFAULTS: dict[str, Any] = {"bits": "auto", "mode": "dtype", "tolerance": 1.0}
-MODES = ("dtype", "stored", "truncate")
-MANTISSA_BITS = 23  # float32
+NAME, DEFAULTS, validate = STEGO.name, STEGO.defaults, STEGO.validate
+MODES = STEGO_MODES
 # Mantissa bits each native training format keeps, narrowest first.
 NATIVE_FORMATS = (("bfloat16", torch.bfloat16, 7), ("float16", torch.float16, 10))
 # `mode = "stored"` keeps the weights in bfloat16: float16 weights would need loss scaling on float16
@@ -230,33 +228,6 @@ def bfloat16_cpu_note(cpuinfo: str = "/proc/cpuinfo") -> str | None:
         "bfloat16 on this CPU is emulated (no avx512_bf16 or amx_bf16): expect it slower and costlier "
         "than float32, a property of this CPU, not of fewer bits"
     )
-
-
-def validate(table: dict[str, Any], key_path: str) -> dict[str, Any]:
-    bits = table["bits"]
-    if bits != "auto" and (isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= MANTISSA_BITS):
-        raise ConfigError(
-            f'bits must be an integer from 0 to {MANTISSA_BITS} or "auto", got {bits!r}; fix: write '
-            f'bits = "auto" to measure the capacity first, or the number of low mantissa bits to remove '
-            f"(for example bits = 16)",
-            key=f"{key_path}.bits",
-        )
-    mode = table["mode"]
-    if mode not in MODES:
-        raise ConfigError(
-            f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}"
-            f'{suggest(str(mode), MODES)}; fix: mode = "dtype" narrows the arithmetic, mode = "stored" '
-            f'stores the weights in bfloat16, mode = "truncate" rounds the low bits away inside float32',
-            key=f"{key_path}.mode",
-        )
-    tolerance = table["tolerance"]
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
-        raise ConfigError(
-            f"tolerance must be a number of accuracy percentage points >= 0, got {tolerance!r}; "
-            f"fix: for example tolerance = 1.0",
-            key=f"{key_path}.tolerance",
-        )
-    return {"bits": bits, "mode": mode, "tolerance": float(tolerance)}
 
 
 def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -> Applied:

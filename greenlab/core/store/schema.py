@@ -1,0 +1,307 @@
+"""The public schema of runs.db: its tables and columns in their documented order (docs/schema.md), the
+migrations that bring an older store to today's, and the identity a GreenLab store carries.
+
+A GreenLab store says what it is with SQLite's `PRAGMA application_id` (APPLICATION_ID), set when it is
+created or migrated; `identify` reads a file without changing it and tells a GreenLab store (of any
+version, the oldest ones had no id yet but a `runs` table of ours) from another application's database,
+which GreenLab refuses rather than adopts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+from greenlab.core.errors import GreenLabError
+
+SCHEMA_VERSION = 4
+# `superseded`: a completed run whose settings a forced rerun completed again; its data stays, its figures
+# no longer count (a query over `status = 'completed'` sees each run key once).
+STATUSES = ("running", "completed", "failed", "interrupted", "superseded")
+
+# The public `runs` table. Column order is the documented order (docs/schema.md).
+RUN_COLUMNS: dict[str, type] = {
+    "id": int,
+    "experiment": str,
+    "model": str,
+    "dataset": str,
+    "technique": str,
+    "settings": str,
+    "settings_key": str,
+    "seed": int,
+    "repeat": int,
+    "status": str,
+    "error": str,
+    "started_at": str,
+    "finished_at": str,
+    "duration_s": float,
+    "train_s": float,
+    "device": str,
+    "params_total": int,
+    "params_nonzero": int,
+    "model_bytes": int,
+    "flops_step": float,
+    "params_total_before": int,
+    "params_nonzero_before": int,
+    "model_bytes_before": int,
+    "flops_step_before": float,
+    "val_accuracy": float,
+    "val_f1": float,
+    "energy_j": float,
+    "energy_kwh": float,
+    "energy_measured_j": float,
+    "energy_estimated_j": float,
+    "energy_net_j": float,
+    "idle_w": float,
+    "energy_training_j": float,
+    "energy_gpu_j": float,
+    "energy_gpu_method": str,
+    "energy_cpu_j": float,
+    "energy_cpu_method": str,
+    "energy_dram_j": float,
+    "energy_dram_method": str,
+    "co2e_g": float,
+    "cost": float,
+    "currency": str,
+    "carbon_g_per_kwh": float,
+    "pue": float,
+    "sampler_hz": float,
+    "sampler_cpu_s": float,
+    "samples_dropped": int,
+    "capacity_bits": int,
+    "capacity_bytes": float,
+    "train_dtype": str,
+    "mantissa_bits_kept": int,
+    "compression": str,
+    "warnings": str,
+    "flags": str,
+    "meters": str,
+    "greenlab_version": str,
+    "host": str,
+    "supervisor_pid": int,
+    # Schema 2
+    "conditions_key": str,
+    "compute_dtype": str,
+    "weights_dtype": str,
+    "price_per_kwh": float,
+    "grid_position": int,
+    # Energy to accuracy (greenlab.core.report.energy_to_target): the target and the energy until first reaching it.
+    "target_accuracy": float,
+    "energy_to_target_j": float,
+    # Where it ran (greenlab.core.grid.ray_driver): the executor, the node, the runs that shared the node, the attempts.
+    "executor": str,
+    "node": str,
+    "concurrent_runs": str,
+    "attempts": int,
+    # Schema 3: the completed forced rerun that replaced this run (its status then `superseded`).
+    "superseded_by": int,
+    # Schema 4: the analysis plan the run's grid declared before it ran (the `plans` table).
+    "plan_id": int,
+}
+EPOCH_COLUMNS: dict[str, type] = {
+    "run_id": int,
+    "epoch": int,
+    "train_loss": float,
+    "val_accuracy": float,
+    "val_f1": float,
+    "val_loss": float,
+    "duration_s": float,
+    "train_s": float,
+    "eval_s": float,
+    "energy_j": float,
+    "train_energy_j": float,
+    "eval_energy_j": float,
+    # Schema 2
+    "train_window_s": float,
+    "eval_window_s": float,
+    "flags": str,
+}
+SAMPLE_COLUMNS: dict[str, type] = {"run_id": int, "t_s": float, "component": str, "watts": float}
+COMPONENT_COLUMNS: dict[str, type] = {
+    "run_id": int,
+    "component": str,
+    "energy_j": float,
+    "method": str,
+    "idle_w": float,
+    "net_energy_j": float,
+    "inputs": str,
+    "flags": str,
+}
+CAPACITY_COLUMNS: dict[str, type] = {"run_id": int, "bits": int, "val_accuracy": float}
+# Schema 4: a grid's analysis plan (greenlab.core.plan.analysis), stored once per distinct declaration.
+PLAN_COLUMNS: dict[str, type] = {
+    "id": int,
+    "digest": str,
+    "created_at": str,
+    "source": str,
+    "analysis": str,
+    "cells": str,
+    "greenlab_version": str,
+}
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db.table("runs").create(RUN_COLUMNS, pk="id", not_null={"model", "technique", "status"}, if_not_exists=True)
+    db.table("runs").create_index(["settings_key", "status"], if_not_exists=True)
+    db.table("epochs").create(
+        EPOCH_COLUMNS, pk=("run_id", "epoch"), foreign_keys=[("run_id", "runs", "id")], if_not_exists=True
+    )
+    db.table("samples").create(SAMPLE_COLUMNS, foreign_keys=[("run_id", "runs", "id")], if_not_exists=True)
+    db.table("samples").create_index(["run_id", "t_s"], if_not_exists=True)
+    db.table("energy_components").create(
+        COMPONENT_COLUMNS, pk=("run_id", "component"), foreign_keys=[("run_id", "runs", "id")], if_not_exists=True
+    )
+    db.table("capacity").create(
+        CAPACITY_COLUMNS, pk=("run_id", "bits"), foreign_keys=[("run_id", "runs", "id")], if_not_exists=True
+    )
+
+
+_COLUMNS_2 = {
+    "runs": (
+        "conditions_key",
+        "compute_dtype",
+        "weights_dtype",
+        "price_per_kwh",
+        "grid_position",
+        "target_accuracy",
+        "energy_to_target_j",
+        "executor",
+        "node",
+        "concurrent_runs",
+        "attempts",
+    ),
+    "epochs": ("train_window_s", "eval_window_s", "flags"),
+}
+
+
+def _add_columns(db: sqlite_utils.Database, table: str, names: tuple[str, ...], types: dict[str, type]) -> None:
+    present = set(db[table].columns_dict)
+    for name in names:
+        if name not in present:
+            db.table(table).add_column(name, types[name])
+
+
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    """Run keys that ignore `repeats` and the accounting inputs; the conditions key that chooses a
+    technique's baselines; what the run computed in and stored; the run's own seed; its grid position;
+    window lengths; energy to a target accuracy; where each run ran (every run before this was local)."""
+    from greenlab.core.plan.config import LEGACY_KEY_EPOCH, conditions_key, run_key
+
+    _add_columns(db, "runs", _COLUMNS_2["runs"], RUN_COLUMNS)
+    _add_columns(db, "epochs", _COLUMNS_2["epochs"], EPOCH_COLUMNS)
+    db.table("runs").create_index(["conditions_key", "technique", "status"], if_not_exists=True)
+    for row in list(db.query("select id, model, technique, repeat, seed, settings, train_dtype, host from runs")):
+        try:
+            settings = json.loads(row["settings"] or "{}")
+        except ValueError:
+            continue
+        techniques = settings.pop("techniques", {}) or {}
+        repeat = row["repeat"] or 0
+        # Runs of schema 1 keep keys of their own epoch: their stego truncation chopped toward zero, their
+        # repeats shared one data order, fake-text differed and the CPU estimate's rule was another. They are
+        # never skipped as done for, or compared with, the runs of today.
+        epoch = LEGACY_KEY_EPOCH
+        db.table("runs").update(
+            row["id"],
+            {
+                "settings_key": run_key(row["model"], row["technique"], repeat, settings, techniques, epoch=epoch),
+                "conditions_key": conditions_key(row["model"], settings, epoch=epoch),
+                # Before schema 2 the stored seed was the grid's; initialisation already used seed + repeat.
+                "seed": int(settings.get("seed", row["seed"] or 0)) + repeat,
+                "price_per_kwh": settings.get("price_per_kwh"),
+                "compute_dtype": row["train_dtype"],
+                "executor": "local",
+                "node": hostname_of(row["host"]),
+                "concurrent_runs": "[]",
+                "attempts": 1,
+            },
+        )
+
+
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """`superseded_by`; of the completed runs that share a run key (forced reruns), all but the latest are
+    marked superseded by it, as a forced rerun now does when it completes."""
+    _add_columns(db, "runs", ("superseded_by",), RUN_COLUMNS)
+    supersede_all(db)
+
+
+def supersede_all(db: sqlite_utils.Database, settings_key: str | None = None) -> None:
+    """Of the completed runs of each key (or of `settings_key` only), all but the latest (highest id, as the
+    report counts them) become superseded by it, whichever finished last."""
+    only = "" if settings_key is None else " and settings_key = ?"
+    db.execute(
+        "update runs set status = 'superseded', superseded_by = (select max(l.id) from runs l where "
+        "l.settings_key = runs.settings_key and l.status = 'completed') where status = 'completed' and "
+        "id < (select max(l.id) from runs l where l.settings_key = runs.settings_key and "
+        f"l.status = 'completed'){only}",
+        [] if settings_key is None else [settings_key],
+    )
+
+
+def hostname_of(host: str | None) -> str | None:
+    try:
+        return json.loads(host or "{}").get("hostname")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """Analysis plans: the `plans` table and each run's `plan_id`. Runs stored before have none and are
+    judged under an implied plan (greenlab.core.plan.analysis.implied), labelled as such."""
+    db.table("plans").create(PLAN_COLUMNS, pk="id", not_null={"digest"}, if_not_exists=True)
+    db.table("plans").create_index(["digest"], unique=True, if_not_exists=True)
+    _add_columns(db, "runs", ("plan_id",), RUN_COLUMNS)
+
+
+# Migration n brings a store from version n-1 to n. Append, never edit a released one.
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
+
+
+# 'GrLb': what `PRAGMA application_id` holds in a GreenLab store (`file` names it too, for the curious).
+APPLICATION_ID = 0x47724C62
+
+
+def check_version(path: Path, version: int) -> None:
+    """Refuse a store written by a newer GreenLab: its schema may mean what this one cannot read."""
+    if version > SCHEMA_VERSION:
+        raise GreenLabError(
+            f"{path} has schema version {version}, newer than this greenlab "
+            f"({SCHEMA_VERSION}) understands; upgrade greenlab (pip install -U greenlab)"
+        )
+
+
+def identify(path: Path) -> None:
+    """Refuse, without writing a byte, a file that is not a GreenLab store: a database of another
+    application (tables of its own, another application id) or not a database at all. An empty file, a
+    database without tables, or a GreenLab store of any version (an older one has our `runs` table but no
+    id yet) passes; a newer GreenLab's store is refused too (check_version)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            application_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = sorted(r[0] for r in conn.execute("select name from sqlite_master where type = 'table'"))
+            runs_columns = {r[1] for r in conn.execute("PRAGMA table_info(runs)")} if "runs" in tables else set()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise GreenLabError(
+            f"{path} is not a GreenLab run store ({exc}); pass --db (or set GREENLAB_DB) to a "
+            "runs.db a grid wrote, or to a new file"
+        ) from None
+    # A store from before application ids has our `runs` table (its first columns at least).
+    ours = application_id == APPLICATION_ID or (application_id == 0 and {"id", "status"} <= runs_columns)
+    if tables and not ours:
+        shown = ", ".join(tables[:6]) + (f" and {len(tables) - 6} more" if len(tables) > 6 else "")
+        kind = f"application id {application_id:#x}" if application_id else "no GreenLab runs table"
+        raise GreenLabError(
+            f"{path} is another application's database (tables {shown}; {kind}); GreenLab "
+            "leaves it as it is: pass --db (or set GREENLAB_DB) to a runs.db a grid wrote, or "
+            "to a new file"
+        )
+    check_version(path, version)
