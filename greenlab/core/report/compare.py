@@ -157,12 +157,14 @@ def baseline_means(rows: Iterable[Row]) -> dict[str, dict[str, float | None]]:
 
 
 def changes(rows: Sequence[Row]) -> list[dict[str, float | None]]:
-    """Each row's change per metric against its matching baselines (None for a baseline): percent, or
-    percentage points for accuracy and F1."""
+    """Each row's change per metric against its matching baselines: percent, or percentage points for
+    accuracy and F1. None for a baseline, and for a run that did not complete (failed, interrupted, still
+    running): its energy and time cover only part of the work, so "-40 %" would read as a saving."""
     means = baseline_means(rows)
     result = []
     for row in rows:
-        reference = means.get(conditions_of(row), {}) if row.get("technique") != "baseline" else {}
+        compared = row.get("technique") != "baseline" and row.get("status") in ("completed", "superseded")
+        reference = means.get(conditions_of(row), {}) if compared else {}
         result.append({m: metric_change(m, row.get(m), reference.get(m)) for m in METRICS})
     return result
 
