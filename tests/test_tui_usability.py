@@ -117,6 +117,25 @@ async def test_help_lists_the_keys_of_the_pane(tmp_path):
 
 
 @sync
+async def test_the_runs_search_is_kept_between_launches_without_another_change(tmp_path):
+    """docs/tui.md promises the search is kept; it was saved only when another setting changed after it."""
+    from greenlab.tui import preferences
+
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("f4", "slash", *"tiny")
+        await pilot.pause()
+        saved, _problems = preferences.load()
+        assert saved.runs["search"] == "tiny"  # written as typed, not only at exit
+    again = app_for(tmp_path)
+    async with again.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert again.query_one("#runs-search", Input).value == "tiny"
+        assert again.runs_pane.query_text == "tiny"
+
+
+@sync
 async def test_preferences_persist_between_launches(tmp_path):
     from greenlab.tui import preferences
 

@@ -411,6 +411,7 @@ class RunsPane(Vertical):
     def _search_changed(self, event: Input.Changed) -> None:
         self.query_text = event.value
         self._show()
+        self.post_message(self.ViewChanged())  # kept as typed: a search is part of the view a user returns to
 
     @on(Input.Submitted, "#runs-search")
     def _search_done(self) -> None:
