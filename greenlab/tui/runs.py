@@ -52,10 +52,20 @@ def accuracy_text(row: dict[str, Any]) -> str:
     return accuracy(row.get("val_accuracy"))
 
 
+def status_text(row: dict[str, Any]) -> str:
+    """The status as the table shows it: a completed run that diverged (its loss ran away, or its accuracy
+    is at chance: greenlab.core.run.divergence) says so, since it looks like any other completed run."""
+    return "diverged" if row.get("status") == "completed" and compare.diverged(row) else str(row.get("status"))
+
+
 def matches(row: dict[str, Any], query: str) -> bool:
-    """The `/` search: every word appears in the run's id, model, technique, status, experiment or dataset."""
+    """The `/` search: every word appears in the run's id, model, technique, status (or `diverged`),
+    experiment or dataset."""
     text = " ".join(
-        str(row.get(k) or "") for k in ("id", "model", "technique", "status", "experiment", "dataset")
+        [
+            *(str(row.get(k) or "") for k in ("id", "model", "technique", "status", "experiment", "dataset")),
+            status_text(row),
+        ]
     ).lower()
     return all(word in text for word in query.lower().split())
 
@@ -66,7 +76,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("id", "id", lambda r: r["id"], lambda r: str(r["id"]), True),
     Column("model", "model", lambda r: r["model"], lambda r: r["model"]),
     Column("technique", "technique", lambda r: r["technique"], lambda r: r["technique"]),
-    Column("status", "status", lambda r: r["status"], lambda r: r["status"]),
+    Column("status", "status", lambda r: r["status"], status_text),
     Column("energy", "energy", lambda r: r.get("energy_j"), lambda r: energy(r.get("energy_j")), True),
     Column(
         "d_energy",
@@ -288,7 +298,7 @@ class RunsPane(Vertical):
                     Text(
                         text,
                         justify="right" if column.right else "left",
-                        style=_status_style(row["status"]) if column.key == "status" else "",
+                        style=_status_style(status_text(row)) if column.key == "status" else "",
                     )
                 )
             rows.append((str(row["id"]), cells))
@@ -492,4 +502,10 @@ _VERDICT_STYLE = {"saves": "bold", "costs": "bold reverse"}
 
 def _status_style(status: str) -> str:
     # Rich styles here, not colours: the theme's palette colours the table; these only add emphasis.
-    return {"failed": "bold reverse", "interrupted": "italic", "running": "bold", "superseded": "dim"}.get(status, "")
+    return {
+        "failed": "bold reverse",
+        "diverged": "bold reverse",
+        "interrupted": "italic",
+        "running": "bold",
+        "superseded": "dim",
+    }.get(status, "")

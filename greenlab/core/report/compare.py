@@ -35,6 +35,9 @@ METRIC_LABELS = metrics.LABELS
 # on its host, or other runs of a Ray grid on its node (such a run is often flagged both ways).
 CAVEAT_FLAGS = ("host_busy", "shared_node_cpu")
 FLAG_NET_BELOW_IDLE = "net_below_idle"
+# A run whose training ran away or ended at chance (greenlab.core.run.divergence): it reached no target for a
+# reason that is not its technique's, so energy to target leaves it out; the other verdicts name it.
+FLAG_DIVERGED = "diverged"
 MEASURED, ESTIMATED, MIXED = "measured", "estimated", "mixed"
 Values = list[tuple[int, "float | None"]]  # (run id, value) in execution order
 
@@ -72,6 +75,11 @@ def stored_margin(rows: Iterable[Row]) -> float | None:
         if isinstance(settings, dict) and isinstance(settings.get("equivalence_margin"), (int, float)):
             return float(settings["equivalence_margin"])
     return None
+
+
+def diverged(row: Row) -> bool:
+    """The run's flags say it diverged (greenlab.core.run.divergence)."""
+    return FLAG_DIVERGED in formatting.json_column(row.get("flags"), [])
 
 
 def latest_runs(rows: Iterable[Row]) -> list[Row]:
@@ -390,6 +398,11 @@ def usable(rows: list[Row], metric: str, side: str) -> tuple[Values, list[Exclud
     ratio = metric not in DIFFERENCE_METRICS
     for row in sorted(rows, key=lambda r: r.get("id") or 0):
         value, run_id = row.get(metric), int(row.get("id") or 0)
+        if metric == "energy_to_target_j" and diverged(row):
+            # It never reached the target because it diverged, not because of its technique: counting it as
+            # missing would withhold the verdict of the runs that trained.
+            left_out.append(Excluded(run_id, side, math.nan, "diverged"))
+            continue
         if value is None:
             kept.append((run_id, None))
             continue
@@ -591,6 +604,11 @@ def _comparison(
     caveat = _flagged_caveat(cell.members + cell.reference) if ratio else ""
     if caveat:
         notes.append(caveat)
+    went_wrong = [r for r in cell.members + cell.reference if diverged(r)]
+    if went_wrong:
+        notes.append(
+            words.diverged_note([int(r.get("id") or 0) for r in went_wrong], len(cell.members + cell.reference))
+        )
     if judged.excluded:
         notes.append(words.excluded_note(judged.excluded, metric))
     first = cell.members[0]
