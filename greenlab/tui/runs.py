@@ -364,7 +364,7 @@ class RunsPane(Vertical):
                 (
                     f"{c.conditions}-{c.technique}",
                     [
-                        c.model,
+                        c.label,
                         c.technique,
                         f"{c.stats.n} v {c.stats.n_baseline}",
                         change_text(c, with_ci=True),

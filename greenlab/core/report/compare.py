@@ -21,7 +21,7 @@ from typing import Any
 from greenlab.core.plan import metrics
 from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan, PostHoc, implied
 from greenlab.core.plan.config import conditions_key
-from greenlab.core.report import diagnostics, formatting, stats
+from greenlab.core.report import diagnostics, formatting, groups, stats
 from greenlab.core.report.stats import Decision, HolmStep, TwoSample
 from greenlab.core.store.rows import Row
 
@@ -219,6 +219,7 @@ class Comparison:
     repeats_to_decide: int | None = None
     target: float | None = None
     notes: tuple[str, ...] = ()
+    group: str = ""  # how every face names its runs' group: the model, and what sets it apart (report.groups)
 
     @property
     def in_pp(self) -> bool:
@@ -271,6 +272,11 @@ class Comparison:
     def cell(self) -> tuple[str, str]:
         return self.conditions, self.technique
 
+    @property
+    def label(self) -> str:
+        """The group's name in every face: `tinycnn`, or `tinycnn [lr=0.01]` beside a sibling with another lr."""
+        return self.group or self.model
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of `greenlab report --format json` (docs/statistics.md lists every key)."""
         s = self.stats
@@ -287,6 +293,7 @@ class Comparison:
             "scale": s.scale,
             "experiment": ", ".join(self.experiments),
             "conditions": self.conditions,
+            "group": self.label,
             "n": s.n,
             "n_baseline": s.n_baseline,
             "n_missing": s.n_missing,
@@ -472,6 +479,7 @@ def judge(
     """
     plans = plans or {}
     post_hoc = post_hoc or PostHoc()
+    rows = list(rows)
     baselines: dict[str, list[Row]] = {}
     grouped: dict[tuple[str, str], list[Row]] = {}
     for row in latest_runs(rows):
@@ -536,7 +544,9 @@ def judge(
     comparisons.sort(
         key=lambda c: (c.model, c.dataset, c.conditions, first_run[c.technique], c.technique, order[c.metric])
     )
-    return comparisons
+    # Named across the whole store's groups, so a label never depends on what a face shows.
+    labels = groups.group_labels((conditions_of(r), str(r.get("model") or ""), r) for r in latest_runs(rows))
+    return [replace(c, group=labels.get(c.conditions, c.model)) for c in comparisons]
 
 
 def _comparison(

@@ -71,13 +71,14 @@ def _mean_ci(values: list[Any]) -> tuple[float | None, float]:
 def _cells(
     rows: Sequence[Row], comparisons: list[Comparison], metric: str
 ) -> dict[tuple[str, str, str], list[tuple[str, float, float, float, float]]]:
-    """Per (model, dataset, conditions): (technique, energy, energy CI, accuracy, accuracy CI), baseline first."""
+    """Per (group label, dataset, conditions): (technique, energy, energy CI, accuracy, accuracy CI), baseline
+    first. The label names what sets the group apart from its model's others (report.groups)."""
     by_id = {r["id"]: r for r in rows if r.get("id") is not None}
     groups: dict[tuple[str, str, str], dict[str, list[int]]] = {}
     for c in comparisons:
         if c.metric != metric:
             continue
-        cell = groups.setdefault((c.model, c.dataset, c.conditions), {})
+        cell = groups.setdefault((c.label, c.dataset, c.conditions), {})
         cell["baseline"] = list(c.baseline_run_ids)
         cell[c.technique] = list(c.run_ids)
     result: dict[tuple[str, str, str], list[tuple[str, float, float, float, float]]] = {}
@@ -147,14 +148,14 @@ def build_figure(rows: Sequence[Row], comparisons: list[Comparison], metric: str
             linewidths=1,
             label="Pareto front",
         )
-        axes.set_title(f"{model} ({dataset})")
+        axes.set_title(model if f"({dataset})" in model else f"{model} ({dataset})")
         axes.set_xlabel(f"{label} ({'J' if metric.endswith('_j') else 's' if metric.endswith('_s') else 'mean'})")
         axes.set_ylabel("validation accuracy (%)")
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize="small")
 
     axes = figure.add_subplot(grid[model_rows, :])
-    names = [f"{c.model} · {c.technique}" for c in headline]
+    names = [f"{c.label} · {c.technique}" for c in headline]
     in_pp = metric in compare.DIFFERENCE_METRICS
     offset = 0.0 if in_pp else 1.0
     for y, c in enumerate(headline):
