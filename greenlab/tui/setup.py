@@ -50,9 +50,14 @@ def _count(params: int) -> str:
     return f"{params / 1e6:.1f}M" if params >= 1e6 else f"{params / 1e3:.1f}K"
 
 
-def model_prompt(spec: zoo.ModelSpec) -> str:
-    """One model picker line: name, parameter count (1000-class head) and input size."""
-    return f"{spec.name:<13} {_count(spec.params):>6} {spec.input_size:>3}"
+def model_prompt(spec: zoo.ModelSpec, dataset: str = "", image_size: int | None = None) -> str:
+    """One model picker line: name, parameter count (1000-class head) and the input a run on `dataset` will
+    use: `image_size` when set, else the resolution the child picks for that dataset (digits train at 32 px,
+    not the 224 px a model was trained at); a text model's sequence length is its own."""
+    size = spec.input_size
+    if spec.modality == "image" and dataset:
+        size = image_size or datasets.default_image_size(dataset, spec.input_size, spec.min_input_size)
+    return f"{spec.name:<13} {_count(spec.params):>6} {size:>3}"
 
 
 class SetupPane(Vertical):
@@ -90,7 +95,12 @@ class SetupPane(Vertical):
                 yield Label("Models        [dim]params  in[/]", classes="section")
                 yield TickList(
                     *(
-                        Selection(model_prompt(spec), spec.name, spec.name in initial.models, id=f"m-{spec.name}")
+                        Selection(
+                            model_prompt(spec, str(initial.settings.get("dataset") or "")),
+                            spec.name,
+                            spec.name in initial.models,
+                            id=f"m-{spec.name}",
+                        )
                         for spec in zoo.MODELS.values()
                     ),
                     id="f-models",
@@ -185,6 +195,17 @@ class SetupPane(Vertical):
         self._ready = True
         self.check()
         self.mark_changed()
+        self.show_model_inputs()
+
+    def show_model_inputs(self) -> None:
+        """Each model's input as the runs will use it, for the dataset and image size now in the form."""
+        dataset = str(self.query_one("#f-dataset", Input).value).strip()
+        image_size = self.initial.hidden_settings.get("image_size")
+        picker = self.query_one("#f-models", TickList)
+        for spec in zoo.MODELS.values():
+            picker.replace_option_prompt(
+                f"m-{spec.name}", model_prompt(spec, dataset, image_size if isinstance(image_size, int) else None)
+            )
 
     def _apply(self, saved: dict[str, Any]) -> None:
         """Put saved form values back into the widgets; anything unknown or of the wrong kind is skipped."""
@@ -354,6 +375,8 @@ class SetupPane(Vertical):
         if getattr(control, "id", None) != "f-ray":  # where the grid runs is no setting of its runs
             self.check()
             self.mark_changed()
+        if getattr(control, "id", None) == "f-dataset":
+            self.show_model_inputs()
         self.post_message(self.FormChanged())  # kept in the preferences
 
     # -- actions --------------------------------------------------------------------------------------
