@@ -22,7 +22,7 @@ MAX_SHOWN = 3  # differing settings named in a label; more read as a sentence, n
 _NOT_CONDITIONS = UNKEYED_SETTINGS | {"techniques"}
 
 
-def _conditions_settings(row: Row) -> dict[str, Any]:
+def conditions_settings(row: Row) -> dict[str, Any]:
     """The settings of a run that make its conditions, with today's defaults for any it did not store."""
     stored = row.get("settings")
     if isinstance(stored, str):
@@ -55,7 +55,7 @@ def group_labels(groups: Iterable[tuple[str, str, Row]]) -> dict[str, str]:
     models: dict[str, str] = {}
     for key, model, row in groups:
         if key not in settings:
-            settings[key], models[key] = _conditions_settings(row), model
+            settings[key], models[key] = conditions_settings(row), model
     siblings: dict[str, list[str]] = {}
     for key, model in models.items():
         siblings.setdefault(model, []).append(key)
