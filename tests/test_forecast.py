@@ -9,7 +9,7 @@ import pytest
 
 from greenlab.core.grid import forecast as fc
 from greenlab.core.plan.config import build_experiments, expand_grid
-from tests.conftest import run_cli
+from tests.conftest import run_cli, sync
 
 
 def grid(**defaults):
@@ -149,3 +149,37 @@ techniques = ["baseline"]
     assert "forecast against the grid: took " in out and " forecast (" in out
     again = run_cli("--headless", str(toml), "--db", str(db), "--force")
     assert "forecast: 1 run · about " in again.stdout and "(from 1 earlier run)" in again.stdout
+
+
+@sync
+async def test_setup_shows_the_forecast_as_the_selection_changes_and_a_day_asks_first(tmp_path):
+    from textual.widgets import Input
+
+    from greenlab.tui.dialogs import ConfirmLongGrid
+    from tests.test_tui_usability import app_for
+
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()  # the forecast is made on a worker thread
+        await pilot.pause()
+        shown = str(app.query_one("#setup-forecast").render())
+        assert shown.startswith("forecast: 1 run · about ") and shown.endswith(
+            "(calibrated at the power of the CPU estimate)"
+        )
+        app.query_one("#f-repeats", Input).value = "3"
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert str(app.query_one("#setup-forecast").render()).startswith("forecast: 3 runs · about ")
+        app.query_one("#f-epochs", Input).value = "200000"
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "longer than 1 day 0 h: ctrl+r asks first" in str(app.query_one("#setup-forecast").render())
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmLongGrid) and "Start it?" in app.screen.question
+        await pilot.press("n")
+        await pilot.pause()
+        assert not app.running and app.presenter.snapshot().queue == ()

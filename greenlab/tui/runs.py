@@ -20,14 +20,14 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Label, Select
 from textual_plotext import PlotextPlot
 
-from greenlab.core.report import compare
+from greenlab.core.report import compare, stats
 from greenlab.core.report.compare import changes, format_change
-from greenlab.core.report.formats import change_text
+from greenlab.core.report.formats import change_text, explanation
 from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
 from greenlab.core.store.database import STATUSES
 from greenlab.core.store.rows import Row
 from greenlab.tui.boxes import titled
-from greenlab.tui.dialogs import ConfirmDelete
+from greenlab.tui.dialogs import ConfirmDelete, VerdictScreen
 
 FILTERS = ("model", "technique", "status")
 # The table lists this many of the shown runs (in the chosen order): a DataTable rebuilds every row on each
@@ -122,6 +122,15 @@ COLUMNS: tuple[Column, ...] = (
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 
 
+def would_decide(c: compare.Comparison) -> str:
+    """An inconclusive verdict's 'about N runs per side' that would likely decide it (statistics.md)."""
+    if c.verdict != stats.INCONCLUSIVE:
+        return ""
+    if c.repeats_to_decide is not None:
+        return f"about {c.repeats_to_decide} runs per side"
+    return f"more than {stats.MAX_REPEATS:,} per side" if c.stats.sufficient else ""
+
+
 def with_changes(rows: Sequence[Row]) -> list[dict[str, Any]]:
     """Rows with `change_<metric>`: percent against the mean of their completed matching baselines."""
     return [
@@ -175,6 +184,14 @@ class RunsPane(Vertical):
         Binding("c", "toggle_chart", "Chart", id="runs.chart", show=False),
         Binding("v", "toggle_verdicts", "Verdicts", id="runs.verdicts", show=False),
         Binding("f5", "reload", "Refresh", id="runs.reload", show=False),  # it refreshes itself on every stored run
+        Binding(
+            "w",
+            "explain",
+            "Why",
+            id="runs.explain",
+            show=False,
+            tooltip="The verdict in full, as greenlab report writes it (the selected verdict, or the run's)",
+        ),
     ]
 
     @dataclass
@@ -235,7 +252,7 @@ class RunsPane(Vertical):
             yield Input(self.query_text, placeholder="/ search", id="runs-search", compact=True)
             yield Label("", id="runs-count")
         yield titled(
-            DataTable(id="verdicts-table", cursor_type="none", zebra_stripes=True),
+            DataTable(id="verdicts-table", cursor_type="row", zebra_stripes=True),
             "Verdicts: training energy against the matching baseline",
         )
         table: DataTable[Any] = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -348,10 +365,20 @@ class RunsPane(Vertical):
         table = self.query_one("#verdicts-table", DataTable)
         heads = [
             (label, label, False)
-            for label in ("model", "technique", "n", "Δ energy [CI]", "verdict", "p Holm (of)", "Δ acc [CI]")
+            for label in (
+                "model",
+                "technique",
+                "n",
+                "Δ energy [CI]",
+                "verdict",
+                "p Holm (of)",
+                "would decide",
+                "Δ acc [CI]",
+            )
         ]
+        blank = [""] * (len(heads) - 2)
         if self.comparisons is None:
-            fill(table, heads, [("judging", ["-", "judging the store's verdicts…", "", "", "", "", ""])])
+            fill(table, heads, [("judging", ["-", "judging the store's verdicts…", *blank])])
             return
         chosen = compare.of_runs(self.comparisons, (row["id"] for row in self.shown))
         accuracy_of = {c.cell: c for c in chosen if c.metric == "val_accuracy"}
@@ -370,12 +397,13 @@ class RunsPane(Vertical):
                         change_text(c, with_ci=True),
                         Text(c.word, style=_VERDICT_STYLE.get(c.verdict, "")),
                         f"{p} ({c.holm_family})",
+                        would_decide(c),
                         change_text(accuracy_of.get(c.cell), with_ci=True),
                     ],
                 )
             )
         if not rows:
-            rows = [("none", ["-", "no technique with a completed baseline among the shown runs", "", "", "", "", ""])]
+            rows = [("none", ["-", "no technique with a completed baseline among the shown runs", *blank])]
         roles = {c.role for c in chosen if c.metric == compare.HEADLINE}
         table.border_title = (
             f"Verdicts: training energy ({' and '.join(sorted(roles)) or 'primary'} metric) "
@@ -460,7 +488,7 @@ class RunsPane(Vertical):
         self._show()
         self.post_message(self.ViewChanged())
 
-    @on(DataTable.RowSelected)
+    @on(DataTable.RowSelected, "#runs-table")
     def _open(self, event: DataTable.RowSelected) -> None:
         self.post_message(self.DetailRequested(int(event.row_key.value or 0)))
 
@@ -483,6 +511,42 @@ class RunsPane(Vertical):
         run_id = int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value or 0)
         self.marked ^= {run_id}
         self._show()
+
+    def chosen_verdict(self) -> compare.Comparison | None:
+        """The verdict `w` explains: the verdicts table's row under its cursor when it has focus, else the
+        verdict of the run under the runs table's cursor (its technique and conditions), else the first."""
+        shown = [
+            c
+            for c in compare.of_runs(self.comparisons or [], (row["id"] for row in self.shown))
+            if c.metric == compare.HEADLINE
+        ]
+        if not shown:
+            return None
+        verdicts = self.query_one("#verdicts-table", DataTable)
+        if verdicts.has_focus and verdicts.row_count:
+            key = verdicts.coordinate_to_cell_key(verdicts.cursor_coordinate).row_key.value
+            return next((c for c in shown if f"{c.conditions}-{c.technique}" == key), shown[0])
+        runs = self.query_one("#runs-table", DataTable)
+        if runs.row_count:
+            run_id = int(runs.coordinate_to_cell_key(runs.cursor_coordinate).row_key.value or 0)
+            mine = [c for c in shown if run_id in c.run_ids]
+            if mine:
+                return mine[0]
+        return shown[0]
+
+    def action_explain(self) -> None:
+        """w: the selected verdict in full, as `greenlab report` writes it (checks, then sentences)."""
+        chosen = self.chosen_verdict()
+        if chosen is None:
+            self.app.notify("No verdict among the shown runs to explain (or still judging).", timeout=3)
+            return
+        lines = explanation(chosen, self.comparisons or [])
+        self.app.push_screen(VerdictScreen(f"{chosen.label} · {chosen.technique}: {chosen.word}", lines))
+
+    @on(DataTable.RowSelected, "#verdicts-table")
+    def _verdict_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()  # enter on a verdict explains it; it opens no run's detail
+        self.action_explain()
 
     def action_toggle_verdicts(self) -> None:
         verdicts = self.query_one("#verdicts-table", DataTable)

@@ -239,6 +239,31 @@ def legend(comparisons: list[Comparison], metric: str = compare.HEADLINE, *, tex
     )
 
 
+def _technique_lines(
+    index: dict[tuple[str, str, str, str], Comparison],
+    conditions: str,
+    model: str,
+    technique: str,
+    metric: str,
+    checks: list[str],
+) -> list[str]:
+    """One technique's sentences in a report — the headline metric's, then accuracy and energy to target
+    where present, each tagged primary or secondary — with their diagnostics added to `checks`."""
+    lines = []
+    for wanted in dict.fromkeys((metric, "val_accuracy", "energy_to_target_j")):
+        c = index.get((conditions, model, technique, wanted))
+        if c is None or (wanted != metric and c.stats.n + c.stats.n_missing == 0):
+            continue
+        if wanted == "energy_to_target_j" and c.stats.n == 0 and c.stats.n_baseline == 0:
+            continue
+        for d in c.diagnostics:
+            text = f"check ({metrics.label(wanted)}): {d.text}"
+            if text not in checks:
+                checks.append(text)
+        lines.append(f"[{c.role}] {c.sentence}")
+    return lines
+
+
 def _sentences(comparisons: list[Comparison], metric: str) -> list[tuple[str, list[str]]]:
     """Per table row label: the diagnostics of its runs first, then the headline sentence, then accuracy and
     energy to target where present, each tagged primary or secondary."""
@@ -250,19 +275,20 @@ def _sentences(comparisons: list[Comparison], metric: str) -> list[tuple[str, li
         checks: list[str] = []
         lines = []
         for technique in techniques:
-            for wanted in dict.fromkeys((metric, "val_accuracy", "energy_to_target_j")):
-                c = index.get((conditions, model, technique, wanted))
-                if c is None or (wanted != metric and c.stats.n + c.stats.n_missing == 0):
-                    continue
-                if wanted == "energy_to_target_j" and c.stats.n == 0 and c.stats.n_baseline == 0:
-                    continue
-                for d in c.diagnostics:
-                    text = f"check ({metrics.label(wanted)}): {d.text}"
-                    if text not in checks:
-                        checks.append(text)
-                lines.append(f"[{c.role}] {c.sentence}")
+            lines += _technique_lines(index, conditions, model, technique, metric, checks)
         result.append((row.label, checks + lines))
     return result
+
+
+def explanation(chosen: Comparison, comparisons: Iterable[Comparison]) -> list[str]:
+    """A verdict as `greenlab report` writes it for its technique: the checks of its runs, then its
+    sentences (the headline metric's first, then those of the other metrics judged) — one function, so the
+    TUI shows exactly the report's words."""
+    checks: list[str] = []
+    lines = _technique_lines(
+        _index(comparisons), chosen.conditions, chosen.model, chosen.technique, chosen.metric, checks
+    )
+    return checks + lines
 
 
 def render_text(comparisons: list[Comparison], metric: str = compare.HEADLINE) -> str:
