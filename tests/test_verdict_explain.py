@@ -59,3 +59,30 @@ async def test_w_opens_the_selected_verdict_as_the_report_writes_it(tmp_path):
         await pilot.press("escape")
         commands = [c.title for c in app._screen_commands(app.screen)]
         assert "Explain verdict" in commands
+
+
+@sync
+async def test_a_group_named_by_its_settings_keeps_its_brackets_in_the_tui(tmp_path):
+    """`tinycnn [lr=0.01]` is text: read as markup, the bracket vanished and two groups read `tinycnn`."""
+    from greenlab.core.store.database import Store
+
+    store = Store(tmp_path / "runs.db")
+    for row in _grid(1, lr=0.01) + _grid(10, lr=0.1):
+        run_id = store.start_run(
+            {k: row[k] for k in ("experiment", "model", "dataset", "technique", "settings_key", "conditions_key")}
+            | {"settings": __import__("json").loads(row["settings"])}
+        )
+        store.update_run(run_id, status="completed", energy_j=row["energy_j"], energy_training_j=row["energy_j"])
+    store.close()
+    app = GreenLabApp(db=tmp_path / "runs.db")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        verdicts = app.query_one("#verdicts-table", DataTable)
+        shown = sorted(verdicts.get_row_at(i)[0].plain for i in range(verdicts.row_count))
+        assert shown == ["tinycnn [lr=0.01]", "tinycnn [lr=0.1]"]
+        verdicts.focus()
+        await pilot.press("w")
+        await pilot.pause()
+        assert str(app.screen.query_one("#verdict-title").render()).startswith("tinycnn [lr=")

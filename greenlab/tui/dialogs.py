@@ -161,7 +161,7 @@ class VerdictScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="verdict-body"):
-            yield Label(self.title_text, id="verdict-title")
+            yield Label(Content(self.title_text), id="verdict-title")  # a group's [lr=0.01] is text, not markup
             yield Label("escape closes; ↑ ↓ scroll", id="verdict-hint")
             with VerticalScroll(id="verdict-text"):
                 for line in self.lines:  # Content: sentences quote [brackets] markup would eat

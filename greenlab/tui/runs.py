@@ -391,7 +391,7 @@ class RunsPane(Vertical):
                 (
                     f"{c.conditions}-{c.technique}",
                     [
-                        c.label,
+                        Text(c.label),  # text, not markup: "[lr=0.01]" would read as a tag and vanish
                         c.technique,
                         f"{c.stats.n} v {c.stats.n_baseline}",
                         change_text(c, with_ci=True),
