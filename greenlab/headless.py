@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from greenlab.console import ConsoleView
+from greenlab.core.grid import forecast as grid_forecast
 from greenlab.core.grid.session import GridRequest, GridSession, Sources, fetch_planned, plan_fetch
 from greenlab.core.plan.config import load_grid
 from greenlab.core.report import compare, formats, formatting
@@ -129,6 +131,14 @@ def run_headless(
     where = f", on {session.cluster.describe()}" if session.cluster is not None else ""
     count = len(request.runs)
     progress.line(f"greenlab: {count} run{'s' * (count != 1)} from {path} into {session.store_path}{where}")
+    forecast = grid_forecast.forecast_store(request.runs, db, force=force)
+    progress.line(f"forecast: {forecast.describe()}")
+    if forecast.too_long:  # headless asks nobody: it says so where it cannot be missed, and runs
+        progress.line(
+            f"\n!!! {grid_forecast.too_long_text(forecast)}: it starts now; Ctrl-C stops it, and the runs\n"
+            "!!! that end before stay stored (run it again to resume)\n"
+        )
+    started = time.monotonic()
     previous_term = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         outcome = session.run()
@@ -139,6 +149,10 @@ def run_headless(
         return EXIT_INTERRUPTED
     progress.line("")
     progress.line(summary_table(outcome.rows))
+    if forecast.runs:
+        used = [o.row.get("energy_j") for o in outcome.outcomes]
+        joules = sum(j for j in used if j is not None) if any(j is not None for j in used) else None
+        progress.line(f"forecast against the grid: {forecast.against(time.monotonic() - started, joules)}")
     judged = formats.verdict_summary(outcome.verdicts, request.plan.analysis.primary)
     if judged:
         progress.line("")

@@ -49,6 +49,20 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("GREENLAB_LOCK_DIR", str(tmp_path / "lock"))
 
 
+@pytest.fixture(autouse=True)
+def _no_calibration_child(monkeypatch):
+    """The forecast calibrates models without earlier runs in a child that imports torch (seconds of CPU):
+    in-process tests get a fixed, instant calibration instead, so TUI pictures do not depend on this
+    machine's speed. CLI tests (a subprocess) and tests that ask for the real one are not affected."""
+    from greenlab.core.grid import forecast
+
+    def fixed(specs):
+        return {spec: {"flops_per_sample": 1e7, "flop_per_s": 2e10} for spec in specs}
+
+    monkeypatch.setattr(forecast, "calibrate_in_child", fixed)
+    monkeypatch.setattr(forecast, "_watts", lambda earlier: (40.0, "earlier runs" if earlier else "the CPU estimate"))
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """`greenlab ARGS` in a subprocess, as a user types it."""
     return subprocess.run(

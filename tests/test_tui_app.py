@@ -129,8 +129,9 @@ async def test_run_tinycnn_from_the_keyboard(tmp_path, monkeypatch):
             "the file's grid to be skipped",
         )
         assert any(
-            "skipped: already stored (tick force rerun in Setup)" in message for message in told
+            "nothing new from same.toml: 1 already stored (tick force rerun in Setup)" in message for message in told
         )  # not "Started 1 runs"
+        assert str(queue.get_row_at(1)[0]) == "1 already stored"  # folded into one line
         await pilot.press("3")
         assert app.query_one("#runs-table").row_count == 1
 
@@ -151,10 +152,11 @@ async def test_cancel_stores_the_run_as_interrupted(tmp_path):
         # Cancel while the child still starts up: the same path as mid-training, without waiting for torch.
         await _wait(pilot, lambda: app.live.current is not None, 30, "the run to begin")
         await pilot.pause(1.0)  # a second of samples to keep
-        # a second request while one runs is queued behind it
+        # a second request while one runs is queued behind it; its one run is the first grid's, so it will
+        # be skipped, and the queue says so (folded: "1 queued in an earlier grid")
         await pilot.press("ctrl+r")
         queue = app.query_one("#queue")
-        assert queue.row_count == 2 and str(queue.get_row_at(1)[1]) == "waiting"
+        assert queue.row_count == 2 and str(queue.get_row_at(1)[0]) == "1 queued in an earlier grid"
         # quitting during a run asks first; "n" keeps it running
         await pilot.press("q")
         assert isinstance(app.screen, ConfirmQuit)

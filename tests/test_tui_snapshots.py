@@ -1,4 +1,4 @@
-"""Snapshot tests of every pane at 120x40 and 80x24, from the seeded demo store and a frozen clock.
+"""Snapshot tests of every pane at 120x40, 80x24 and 70x20, from the seeded demo store and a frozen clock.
 
 Regenerate after an intended change with: pytest tests/test_tui_snapshots.py --snapshot-update
 (then look at the SVGs in tests/__snapshots__ before committing them).
@@ -51,6 +51,11 @@ def demo_db(tmp_path_factory):
         ("live", (80, 24)),
         ("runs", (80, 24)),
         ("detail", (80, 24)),
+        # The smallest terminal each pane must stay legible in: narrow columns, the power chart hidden.
+        ("setup", (70, 20)),
+        ("live", (70, 20)),
+        ("runs", (70, 20)),
+        ("detail", (70, 20)),
     ],
     ids=lambda value: "x".join(map(str, value)) if isinstance(value, tuple) else value,
 )

@@ -200,6 +200,15 @@ def test_changes_against_the_matching_baseline():
     assert rows[1]["change_energy_j"] == pytest.approx(-40.0)
 
 
+def test_a_run_that_did_not_complete_shows_no_change():
+    """An interrupted run measured part of the work: "-40 %" against the baseline would read as a saving."""
+    stopped = [{**ROWS[1], "id": 4, "status": status} for status in ("interrupted", "failed", "running")]
+    rows = with_changes([*ROWS[:2], *stopped])
+    assert rows[1]["change_energy_j"] == pytest.approx(-40.0)
+    for row in rows[2:]:
+        assert row["change_energy_j"] is None and row["change_duration_s"] is None, row["status"]
+
+
 def test_sort_keeps_missing_values_last_both_ways():
     assert [r["id"] for r in sort_rows(ROWS, "energy")] == [2, 1, 3]
     assert [r["id"] for r in sort_rows(ROWS, "energy", reverse=True)] == [1, 2, 3]

@@ -82,6 +82,27 @@ async def test_a_setting_changed_from_the_file_is_marked(tmp_path):
 
 
 @sync
+async def test_a_changed_marker_stands_apart_from_the_value_and_inputs_are_what_runs_use(tmp_path):
+    """`batch size *99999999999` read as one word; resnet18's 224 px was not what a digits run uses (32 px)."""
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app.query_one("#f-batch_size", Input).value = "99999999999"
+        app.query_one("#f-max_train_batches", Input).value = "3"
+        await pilot.pause()
+        text = screen_text(app)
+        for key in ("batch_size", "max_train_batches"):
+            label, value = app.query_one(f"#l-{key}"), app.query_one(f"#f-{key}")
+            shown = str(label.render())
+            assert shown.endswith(" *") and label.region.right == value.region.x
+            assert len(shown) < label.region.width  # a blank cell between the marker and the value
+        assert re.search(r"resnet18 +11\.7M +32\b", text) and re.search(r"vit_b_16 +86\.6M +224\b", text)
+        app.query_one("#f-dataset", Input).value = "cifar10"  # real images: the model's own resolution
+        await pilot.pause()
+        assert re.search(r"resnet18 +11\.7M +224\b", screen_text(app))
+
+
+@sync
 async def test_ticked_and_unticked_read_without_colour(tmp_path):
     app = app_for(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -114,6 +135,25 @@ async def test_help_lists_the_keys_of_the_pane(tmp_path):
         await pilot.pause()
         hint = app.screen.query_one("#help-hint")
         assert hint.region.height == 1 and hint.region.bottom <= 24 and "escape" in str(hint.render())
+
+
+@sync
+async def test_the_runs_search_is_kept_between_launches_without_another_change(tmp_path):
+    """docs/tui.md promises the search is kept; it was saved only when another setting changed after it."""
+    from greenlab.tui import preferences
+
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("f4", "slash", *"tiny")
+        await pilot.pause()
+        saved, _problems = preferences.load()
+        assert saved.runs["search"] == "tiny"  # written as typed, not only at exit
+    again = app_for(tmp_path)
+    async with again.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert again.query_one("#runs-search", Input).value == "tiny"
+        assert again.runs_pane.query_text == "tiny"
 
 
 @sync

@@ -295,15 +295,18 @@ async def play_live_run(app: Any, pilot: Any, clock: FrozenClock, seconds: float
     def post(event: Any) -> None:
         app.post_message(messages.GridChanged(presenter.apply(event, grid=99)))
 
+    start = clock.t
     post(grid_events.RunQueued(0, len(grid), grid[0]))
     post(supervisor.RunBegan(16, grid[0], tracker))
+    clock.t = start + 150.0  # the first run took 150 s: the grid's ETA counts the runs left at that pace
     post(supervisor.RunStored(16, grid[0], "completed", None, {"energy_j": 86.39 * 3600}))
     await pilot.pause()
     app.clear_notifications()  # the stored run's toast would hide part of the picture
     post(grid_events.RunQueued(1, len(grid), grid[1]))
     post(supervisor.RunBegan(17, grid[1], tracker))
     await pilot.pause()
-    tracker.t = clock.t = seconds
+    tracker.t = seconds
+    clock.t = start + 150.0 + seconds
     post(
         supervisor.ChildEvent(
             17,
@@ -363,6 +366,7 @@ async def show(app: Any, pilot: Any, pane: str, clock: FrozenClock) -> None:
             await pilot.pause()
     else:
         app.action_show_pane("setup")
+        await app.workers.wait_for_complete()  # the forecast is made on a worker thread
     await pilot.pause()
     # The cursor blinks; a screenshot taken mid-blink would differ from the next one.
     for widget in app.screen.query("Input"):

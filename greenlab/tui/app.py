@@ -27,6 +27,7 @@ from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from greenlab.core.errors import ConfigError, GreenLabError
+from greenlab.core.grid import forecast as forecast_module
 from greenlab.core.grid.presenter import GridPresenter
 from greenlab.core.grid.session import GridRequest, GridSession
 from greenlab.core.plan.analysis import Plan
@@ -36,7 +37,15 @@ from greenlab.core.run.cancel import CancelToken
 from greenlab.core.store.database import Store
 from greenlab.tui import messages, preferences
 from greenlab.tui.detail import DetailScreen
-from greenlab.tui.dialogs import CancelChoice, CancelRayGrid, ConfirmQuit, HelpScreen, Question
+from greenlab.tui.dialogs import (
+    CancelChoice,
+    CancelRayGrid,
+    ConfirmLongGrid,
+    ConfirmQuit,
+    HelpScreen,
+    Question,
+    VerdictScreen,
+)
 from greenlab.tui.live import LivePane
 from greenlab.tui.runs import RunsPane
 from greenlab.tui.setup import SetupPane
@@ -56,15 +65,18 @@ class GreenLabApp(App[int]):
     NOTIFICATION_TIMEOUT = 4
     SUB_TITLE = "energy of fine-tuning, with and without compression"
     # Width classes on the screen let the stylesheet stack columns on an 80-column terminal.
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    # -tiny (under 76 columns) takes every -narrow rule and a few more of its own (greenlab.tcss).
+    HORIZONTAL_BREAKPOINTS = [(0, "-tiny"), (76, "-narrow"), (100, "-wide")]
     # Height classes: a short terminal (24 rows) gives the runs table the room and hides the chart (c shows it).
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    # -cramped (under 22 rows) takes every -short rule, and hides the power chart (its axes do not fit).
+    VERTICAL_BREAKPOINTS = [(0, "-cramped"), (22, "-short"), (32, "-tall")]
     BINDINGS = [
         # Function keys switch panes from anywhere: they never type into a field. The digits do the same
-        # when no text field has focus (in one, a digit is text).
-        Binding("f2", "show_pane('setup')", "Setup", id="pane.setup"),
-        Binding("f3", "show_pane('live')", "Live", id="pane.live"),
-        Binding("f4", "show_pane('runs')", "Runs", id="pane.runs"),
+        # when no text field has focus (in one, a digit is text). The tabs show F2 F3 F4 already: the footer
+        # keeps its room for the pane's own keys and q (help and the palette list them all).
+        Binding("f2", "show_pane('setup')", "Setup", id="pane.setup", show=False),
+        Binding("f3", "show_pane('live')", "Live", id="pane.live", show=False),
+        Binding("f4", "show_pane('runs')", "Runs", id="pane.runs", show=False),
         Binding("1", "pane_key('setup')", "Setup (no field focused)", id="pane.setup.digit", show=False),
         Binding("2", "pane_key('live')", "Live (no field focused)", id="pane.live.digit", show=False),
         Binding("3", "pane_key('runs')", "Runs (no field focused)", id="pane.runs.digit", show=False),
@@ -105,6 +117,7 @@ class GreenLabApp(App[int]):
         self._grid_number = 0
         # grid, runs, force, Ray address, plan, source: what _launch takes
         self._pending: list[tuple[int, list[GridRun], bool, str, Plan | None, str]] = []
+        self._grid_keys: dict[int, list[str]] = {}  # each grid's run keys, in its order
         self._quitting = False
         self._register_themes()
         if self.preferences.keymap:  # a user's keys for binding ids (see the help screen and docs/tui.md)
@@ -126,7 +139,7 @@ class GreenLabApp(App[int]):
         yield Header()
         with TabbedContent(initial="setup", id="panes"):
             with TabPane(f"{KEYS['setup']} {PANES['setup']}", id="setup"):
-                yield SetupPane(self.experiments_path, restore=self.preferences.setup, id="setup-pane")
+                yield SetupPane(self.experiments_path, restore=self.preferences.setup, db=self.db_path, id="setup-pane")
             with TabPane(f"{KEYS['live']} {PANES['live']}", id="live"):
                 yield LivePane(id="live-pane", clock=self._clock)
             with TabPane(f"{KEYS['runs']} {PANES['runs']}", id="runs"):
@@ -209,7 +222,7 @@ class GreenLabApp(App[int]):
             binding = active.binding
             if not binding.description or not active.enabled:
                 continue
-            if isinstance(active.node, (RunsPane, SetupPane, LivePane, DetailScreen)):
+            if isinstance(active.node, (RunsPane, SetupPane, LivePane, DetailScreen, VerdictScreen)):
                 group = "pane"
             elif active.node is self or isinstance(active.node, Screen):
                 group = "app"
@@ -229,7 +242,9 @@ class GreenLabApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("run_selection", "load_file") and self.screen is not self.screen_stack[0]:
             return False  # not over the detail screen or a dialog: the form is out of sight there
-        if action in ("show_pane", "pane_key", "help") and isinstance(self.screen, (Question, HelpScreen)):
+        if action in ("show_pane", "pane_key", "help") and isinstance(
+            self.screen, (Question, HelpScreen, VerdictScreen)
+        ):
             return False
         if action in ("pane_key", "leave_field"):
             in_field = isinstance(self.focused, Input)
@@ -243,7 +258,7 @@ class GreenLabApp(App[int]):
         if not self._grid_active:
             self.notify("No run in progress.", timeout=2)
             return
-        queued = sum(1 for entry in self.presenter.snapshot().queue if entry.status == "waiting")
+        queued = self.presenter.snapshot().waiting()  # runs that will really run: already stored ones are not
         question = CancelRayGrid() if self._active_ray else CancelChoice(queued)
         self.push_screen(question, self._cancel_answered)
 
@@ -336,6 +351,11 @@ class GreenLabApp(App[int]):
                 SystemCommand(
                     "Toggle energy chart", "Show or hide energy against accuracy (c)", runs.action_toggle_chart
                 ),
+                SystemCommand(
+                    "Explain verdict",
+                    "The selected verdict in full, as greenlab report writes it (w)",
+                    runs.action_explain,
+                ),
             ]
         if self._grid_active:
             commands.append(
@@ -365,15 +385,40 @@ class GreenLabApp(App[int]):
         if not event.runs:
             self.notify("Nothing to run.", severity="warning")
             return
+        forecast = event.forecast
+        if forecast is not None and forecast.too_long:  # a day or more: asked first, never started by a slip
+            question = ConfirmLongGrid(f"{forecast_module.too_long_text(forecast)} ({forecast.describe()}).")
+            self.push_screen(question, lambda start: self._queue_grid(event) if start else None)
+            return
+        self._queue_grid(event)
+
+    def _queue_grid(self, event: SetupPane.GridRequested) -> None:
+        """Queue the grid (or start it), saying truthfully what will run: runs already stored are skipped,
+        and so are runs an earlier grid in the queue will have stored by then (unless forced)."""
         self._grid_number += 1
-        self.live.snapshot = self.presenter.add_grid(self._grid_number, event.runs)
         stored = set() if event.force or self.store is None else self.store.completed_keys()
-        skipped = sum(run.settings_key() in stored for run in event.runs)
+        queued = set() if event.force else self.presenter_keys()
+        keys = [run.settings_key() for run in event.runs]
+        skip = [index for index, key in enumerate(keys) if key in stored]
+        before = [index for index, key in enumerate(keys) if key in queued and key not in stored]
+        self._grid_keys[self._grid_number] = keys
+        forecast_s = event.forecast.seconds if event.forecast is not None else None
+        self.live.snapshot = self.presenter.add_grid(
+            self._grid_number, event.runs, skip=skip, queued=before, forecast_s=forecast_s
+        )
+        already = sum(key in stored for key in keys)
+        earlier = sum(key in queued and key not in stored for key in keys)
+        skipped = already + earlier
         what = f"{len(event.runs) - skipped} of {len(event.runs)} runs from {event.source}"
+        reasons = []
+        if already:
+            reasons.append(f"{already} already stored (tick force rerun in Setup)")
+        if earlier:
+            reasons.append(f"{earlier} already queued in an earlier grid")
         if skipped:
-            what += f"; {skipped} skipped: already stored (tick force rerun in Setup)"
+            what += f"; skipped: {', '.join(reasons)}"
         if skipped == len(event.runs):
-            what = f"{skipped} runs from {event.source} skipped: already stored (tick force rerun in Setup)"
+            what = f"nothing new from {event.source}: {', '.join(reasons)}"
         if self._grid_active:
             self._pending.append((self._grid_number, event.runs, event.force, event.ray, event.plan, event.source))
             self.notify(f"{what}; queued after the current grid.", markup=False)
@@ -381,6 +426,13 @@ class GreenLabApp(App[int]):
             self.notify(what, title="Queued" if skipped < len(event.runs) else "Nothing new to run", markup=False)
             self._launch(self._grid_number, event.runs, event.force, event.ray, event.plan, event.source)
         self.action_show_pane("live")
+
+    def presenter_keys(self) -> set[str]:
+        """Run keys of the grids queued or running that have not run yet (they will be stored by the time a
+        grid queued after them reaches the same runs)."""
+        snapshot = self.presenter.snapshot()
+        pending = {(e.grid, e.index) for e in snapshot.queue if e.status in ("waiting", "starting", "running")}
+        return {key for grid, keys in self._grid_keys.items() for i, key in enumerate(keys) if (grid, i) in pending}
 
     def _launch(
         self,
@@ -397,6 +449,7 @@ class GreenLabApp(App[int]):
         self._stop_current_requested = False
         # The grid's cancel exists before its session does: an x pressed during preflight or a fetch counts.
         self._token = CancelToken()
+        self.live.snapshot = self.presenter.start_grid(grid)
         self.refresh_bindings()
         request = GridRequest(
             runs=runs,

@@ -11,9 +11,10 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Vertical
+from textual.containers import Grid, Vertical, VerticalScroll
+from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Label
+from textual.widgets import Button, DataTable, Label, Static
 
 
 class Question(ModalScreen[Any]):
@@ -93,6 +94,19 @@ class CancelRayGrid(CancelChoice):
         )
 
 
+class ConfirmLongGrid(Question):
+    """Asked before a grid forecast to run longer than a day (greenlab.core.grid.forecast.CONFIRM_ABOVE_S)."""
+
+    ANSWERS = ((True, "Start it (y)", "warning"), (False, "Not now (n)", "primary"))
+    BINDINGS = [
+        Binding("y", "answer(0)", "Start the long grid", id="long.yes"),
+        Binding("n,escape", "answer(1)", "Do not start it", id="long.no"),
+    ]
+
+    def __init__(self, forecast: str) -> None:
+        super().__init__(f"{forecast[:1].upper()}{forecast[1:]} Start it?")
+
+
 class ConfirmDelete(Question):
     """Asked by d on the runs pane: deleting runs removes their epochs, samples and components too."""
 
@@ -132,3 +146,23 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("what it does", key="what")
         for keys, description in self.keys:
             table.add_row(keys, description)
+
+
+class VerdictScreen(ModalScreen[None]):
+    """A verdict in full, as `greenlab report` writes it: its checks, then its sentences
+    (greenlab.core.report.formats.explanation)."""
+
+    BINDINGS = [Binding("escape,q,w", "app.pop_screen", "Close", id="verdict.close")]
+
+    def __init__(self, title: str, lines: Iterable[str]) -> None:
+        super().__init__(id="verdict")
+        self.title_text = title
+        self.lines = list(lines)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="verdict-body"):
+            yield Label(Content(self.title_text), id="verdict-title")  # a group's [lr=0.01] is text, not markup
+            yield Label("escape closes; ↑ ↓ scroll", id="verdict-hint")
+            with VerticalScroll(id="verdict-text"):
+                for line in self.lines:  # Content: sentences quote [brackets] markup would eat
+                    yield Static(Content(line), classes="verdict-line")

@@ -22,7 +22,7 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Label, ProgressBar, Sparkline, Static
 from textual_plotext import PlotextPlot
 
-from greenlab.core.grid.presenter import GridSnapshot, RunView, live
+from greenlab.core.grid.presenter import QUEUED_BEFORE, GridProgress, GridSnapshot, RunView, grid_eta, live
 from greenlab.core.measure.meter import MEASURED_METHODS
 from greenlab.core.report import formatting
 from greenlab.tui.boxes import titled
@@ -34,6 +34,30 @@ IDLE_NOTE = "Nothing running: choose runs in Setup (key 1), then ctrl+r."
 RUNNING_COLUMNS = ("label", "id", "device", "done", "eta", "energy")  # the Running now table's column keys
 
 
+def queue_rows(snapshot: GridSnapshot) -> list[tuple[str, str, str]]:
+    """(key, run, status) of the queue as shown: each grid's runs skipped as already stored folded into one
+    line where the first of them stood ("23 already stored"), so the runs that will run stay in sight."""
+    rows: list[tuple[str, str, str]] = []
+    folds = {"skipped": ("already stored", "skipped"), QUEUED_BEFORE: ("queued in an earlier grid", "skipped")}
+    counts: dict[tuple[int, str], int] = {}
+    for entry in snapshot.queue:
+        if entry.status in folds:
+            counts[(entry.grid, entry.status)] = counts.get((entry.grid, entry.status), 0) + 1
+    folded: set[tuple[int, str]] = set()
+    for entry in snapshot.queue:
+        if entry.status in folds:
+            fold = (entry.grid, entry.status)
+            if fold not in folded:
+                folded.add(fold)
+                what, status = folds[entry.status]
+                key = f"g{entry.grid}-{entry.status.replace(' ', '-')}"
+                rows.append((key, f"{counts[fold]} {what}", status))
+            continue
+        status = entry.status + (f" {formatting.energy(entry.energy_j)}" if entry.energy_j is not None else "")
+        rows.append((f"g{entry.grid}-{entry.index}", entry.label, status))
+    return rows
+
+
 class LivePane(Vertical):
     """Queue on the left, current run on the right, power underneath."""
 
@@ -42,6 +66,7 @@ class LivePane(Vertical):
     # the queue, the runs in flight and the current run's panel
     queue = getters.query_one("#queue", DataTable)
     running_table = getters.query_one("#running", DataTable)
+    grid_text = getters.query_one("#grid-line", Static)
     title = getters.query_one("#run-title", Static)
     stats = getters.query_one("#run-stats", Static)
     energy_text = getters.query_one("#run-energy", Static)
@@ -57,6 +82,7 @@ class LivePane(Vertical):
         self.clock = clock  # the presenter's clock: injectable so snapshots and screenshots show fixed times
         self._ticks = 0
         self._components: list[str] = []
+        self._followed: str | None = None  # the queue row the cursor last followed
 
     @property
     def current(self) -> RunView | None:
@@ -70,6 +96,7 @@ class LivePane(Vertical):
         with Horizontal(id="live-top"):
             yield titled(DataTable(id="queue", cursor_type="row", zebra_stripes=True), "Queue")
             with Vertical(id="current"):
+                yield Static("", id="grid-line")
                 yield Static("", id="run-title")
                 with Horizontal(classes="bar-row"):
                     yield Label("epoch -", id="epoch-label", classes="bar-label")
@@ -103,17 +130,32 @@ class LivePane(Vertical):
     def watch_snapshot(self, snapshot: GridSnapshot | None) -> None:
         if snapshot is None:
             return
-        rows = {row.value for row in self.queue.rows}
-        for entry in snapshot.queue:
-            key = f"g{entry.grid}-{entry.index}"
-            status = entry.status + (f" {formatting.energy(entry.energy_j)}" if entry.energy_j is not None else "")
-            if key not in rows:
-                self.queue.add_row(entry.label, status, key=key)
-            elif str(self.queue.get_cell(key, "status")) != status:
-                self.queue.update_cell(key, "status", status, update_width=True)
+        wanted = queue_rows(snapshot)
+        present = [row.value for row in self.queue.rows]
+        if present != [key for key, _label, _status in wanted]:  # rows folded or added: rebuilt in order
+            self.queue.clear()
+            for key, label, status in wanted:
+                self.queue.add_row(label, status, key=key)
+        else:
+            for key, _label, status in wanted:
+                if str(self.queue.get_cell(key, "status")) != status:
+                    self.queue.update_cell(key, "status", status, update_width=True)
+        self._follow(snapshot)
         if snapshot.current is not None:
             self._mount_sparks(snapshot.current.tracker.components())
         self.redraw()
+
+    def _follow(self, snapshot: GridSnapshot) -> None:
+        """The queue's cursor follows the run in progress (↑ ↓ still scroll it between runs)."""
+        running = next((e for e in snapshot.queue if e.status in ("starting", "running")), None)
+        key = f"g{running.grid}-{running.index}" if running is not None else None
+        if key is None or key == self._followed:
+            return
+        self._followed = key
+        try:
+            self.queue.move_cursor(row=self.queue.get_row_index(key), scroll=True)
+        except Exception:  # noqa: BLE001 - a row not shown (folded) is not followed
+            pass
 
     # -- drawing --------------------------------------------------------------------------------------
     def _mount_sparks(self, components: list[str]) -> None:
@@ -129,8 +171,16 @@ class LivePane(Vertical):
         self._ticks += 1
         self._running_rows()
         current = self.current
-        if current is None:
-            self.title.update("[b]No run in progress[/]")
+        grid = self.snapshot.active_grid if self.snapshot is not None else None
+        self.grid_text.update(self._grid_line(grid, current))
+        if current is None or (grid is not None and current.stored is not None):
+            # Between runs (the idle baseline, cooling, a run's start-up) the grid's phase is the news.
+            last = f"  [dim]last: {escape(current.label)} {current.phase}[/]" if current is not None else ""
+            self.title.update(
+                f"[b]{escape(grid.phase[:1].upper() + grid.phase[1:])}[/]{last}"
+                if grid is not None
+                else "[b]No run in progress[/]"
+            )
             self.stats.update("")
             self.energy_text.update("")
             self.method.display = False
@@ -164,6 +214,25 @@ class LivePane(Vertical):
         self._sparks(current, figures.component_j)
         if self._ticks % PLOT_EVERY == 0 or current.stored is not None:
             self._plot(current)
+
+    def _grid_line(self, grid: GridProgress | None, current: RunView | None) -> Content:
+        """'Grid 2: run 13 of 24 · grid ETA 1:20' while a grid runs; its closing counts once it ended."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return Content("")
+        if grid is None:
+            last = snapshot.last_grid
+            return Content(last.message() if last is not None and last.ended else "")
+        position = min(max(snapshot.position(grid.grid), 1), max(grid.to_run, 1))
+        left = None
+        if current is not None and current.stored is None and current.grid == grid.grid:
+            left = live(current, self.clock()).eta_s
+        eta = grid_eta(grid, position, left)
+        skipped = f" ({grid.skipped} already stored)" if grid.skipped else ""
+        return Content.from_markup(
+            f"[b]Grid {grid.grid}: run {position} of {grid.to_run}[/]{escape(skipped)}"
+            f" · grid ETA {formatting.clock(eta) if eta is not None else '-'}"
+        )
 
     def _running_rows(self) -> None:
         """One row per run begun and not yet stored, shown only while more than one runs."""

@@ -20,14 +20,14 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Label, Select
 from textual_plotext import PlotextPlot
 
-from greenlab.core.report import compare
+from greenlab.core.report import compare, stats
 from greenlab.core.report.compare import changes, format_change
-from greenlab.core.report.formats import change_text
+from greenlab.core.report.formats import change_text, explanation
 from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
 from greenlab.core.store.rows import Row
 from greenlab.core.store.schema import STATUSES
 from greenlab.tui.boxes import titled
-from greenlab.tui.dialogs import ConfirmDelete
+from greenlab.tui.dialogs import ConfirmDelete, VerdictScreen
 
 FILTERS = ("model", "technique", "status")
 # The table lists this many of the shown runs (in the chosen order): a DataTable rebuilds every row on each
@@ -52,10 +52,20 @@ def accuracy_text(row: dict[str, Any]) -> str:
     return accuracy(row.get("val_accuracy"))
 
 
+def status_text(row: dict[str, Any]) -> str:
+    """The status as the table shows it: a completed run that diverged (its loss ran away, or its accuracy
+    is at chance: greenlab.core.run.divergence) says so, since it looks like any other completed run."""
+    return "diverged" if row.get("status") == "completed" and compare.diverged(row) else str(row.get("status"))
+
+
 def matches(row: dict[str, Any], query: str) -> bool:
-    """The `/` search: every word appears in the run's id, model, technique, status, experiment or dataset."""
+    """The `/` search: every word appears in the run's id, model, technique, status (or `diverged`),
+    experiment or dataset."""
     text = " ".join(
-        str(row.get(k) or "") for k in ("id", "model", "technique", "status", "experiment", "dataset")
+        [
+            *(str(row.get(k) or "") for k in ("id", "model", "technique", "status", "experiment", "dataset")),
+            status_text(row),
+        ]
     ).lower()
     return all(word in text for word in query.lower().split())
 
@@ -66,7 +76,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("id", "id", lambda r: r["id"], lambda r: str(r["id"]), True),
     Column("model", "model", lambda r: r["model"], lambda r: r["model"]),
     Column("technique", "technique", lambda r: r["technique"], lambda r: r["technique"]),
-    Column("status", "status", lambda r: r["status"], lambda r: r["status"]),
+    Column("status", "status", lambda r: r["status"], status_text),
     Column("energy", "energy", lambda r: r.get("energy_j"), lambda r: energy(r.get("energy_j")), True),
     Column(
         "d_energy",
@@ -110,6 +120,15 @@ COLUMNS: tuple[Column, ...] = (
     Column("method", "energy is", kind_of_row, kind_of_row),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
+
+
+def would_decide(c: compare.Comparison) -> str:
+    """An inconclusive verdict's 'about N runs per side' that would likely decide it (statistics.md)."""
+    if c.verdict != stats.INCONCLUSIVE:
+        return ""
+    if c.repeats_to_decide is not None:
+        return f"about {c.repeats_to_decide} runs per side"
+    return f"more than {stats.MAX_REPEATS:,} per side" if c.stats.sufficient else ""
 
 
 def with_changes(rows: Sequence[Row]) -> list[dict[str, Any]]:
@@ -165,6 +184,14 @@ class RunsPane(Vertical):
         Binding("c", "toggle_chart", "Chart", id="runs.chart", show=False),
         Binding("v", "toggle_verdicts", "Verdicts", id="runs.verdicts", show=False),
         Binding("f5", "reload", "Refresh", id="runs.reload", show=False),  # it refreshes itself on every stored run
+        Binding(
+            "w",
+            "explain",
+            "Why",
+            id="runs.explain",
+            show=False,
+            tooltip="The verdict in full, as greenlab report writes it (the selected verdict, or the run's)",
+        ),
     ]
 
     @dataclass
@@ -225,7 +252,7 @@ class RunsPane(Vertical):
             yield Input(self.query_text, placeholder="/ search", id="runs-search", compact=True)
             yield Label("", id="runs-count")
         yield titled(
-            DataTable(id="verdicts-table", cursor_type="none", zebra_stripes=True),
+            DataTable(id="verdicts-table", cursor_type="row", zebra_stripes=True),
             "Verdicts: training energy against the matching baseline",
         )
         table: DataTable[Any] = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -288,7 +315,7 @@ class RunsPane(Vertical):
                     Text(
                         text,
                         justify="right" if column.right else "left",
-                        style=_status_style(row["status"]) if column.key == "status" else "",
+                        style=_status_style(status_text(row)) if column.key == "status" else "",
                     )
                 )
             rows.append((str(row["id"]), cells))
@@ -338,10 +365,20 @@ class RunsPane(Vertical):
         table = self.query_one("#verdicts-table", DataTable)
         heads = [
             (label, label, False)
-            for label in ("model", "technique", "n", "Δ energy [CI]", "verdict", "p Holm (of)", "Δ acc [CI]")
+            for label in (
+                "model",
+                "technique",
+                "n",
+                "Δ energy [CI]",
+                "verdict",
+                "p Holm (of)",
+                "would decide",
+                "Δ acc [CI]",
+            )
         ]
+        blank = [""] * (len(heads) - 2)
         if self.comparisons is None:
-            fill(table, heads, [("judging", ["-", "judging the store's verdicts…", "", "", "", "", ""])])
+            fill(table, heads, [("judging", ["-", "judging the store's verdicts…", *blank])])
             return
         chosen = compare.of_runs(self.comparisons, (row["id"] for row in self.shown))
         accuracy_of = {c.cell: c for c in chosen if c.metric == "val_accuracy"}
@@ -354,18 +391,19 @@ class RunsPane(Vertical):
                 (
                     f"{c.conditions}-{c.technique}",
                     [
-                        c.model,
+                        Text(c.label),  # text, not markup: "[lr=0.01]" would read as a tag and vanish
                         c.technique,
                         f"{c.stats.n} v {c.stats.n_baseline}",
                         change_text(c, with_ci=True),
                         Text(c.word, style=_VERDICT_STYLE.get(c.verdict, "")),
                         f"{p} ({c.holm_family})",
+                        would_decide(c),
                         change_text(accuracy_of.get(c.cell), with_ci=True),
                     ],
                 )
             )
         if not rows:
-            rows = [("none", ["-", "no technique with a completed baseline among the shown runs", "", "", "", "", ""])]
+            rows = [("none", ["-", "no technique with a completed baseline among the shown runs", *blank])]
         roles = {c.role for c in chosen if c.metric == compare.HEADLINE}
         table.border_title = (
             f"Verdicts: training energy ({' and '.join(sorted(roles)) or 'primary'} metric) "
@@ -411,6 +449,7 @@ class RunsPane(Vertical):
     def _search_changed(self, event: Input.Changed) -> None:
         self.query_text = event.value
         self._show()
+        self.post_message(self.ViewChanged())  # kept as typed: a search is part of the view a user returns to
 
     @on(Input.Submitted, "#runs-search")
     def _search_done(self) -> None:
@@ -449,7 +488,7 @@ class RunsPane(Vertical):
         self._show()
         self.post_message(self.ViewChanged())
 
-    @on(DataTable.RowSelected)
+    @on(DataTable.RowSelected, "#runs-table")
     def _open(self, event: DataTable.RowSelected) -> None:
         self.post_message(self.DetailRequested(int(event.row_key.value or 0)))
 
@@ -473,6 +512,42 @@ class RunsPane(Vertical):
         self.marked ^= {run_id}
         self._show()
 
+    def chosen_verdict(self) -> compare.Comparison | None:
+        """The verdict `w` explains: the verdicts table's row under its cursor when it has focus, else the
+        verdict of the run under the runs table's cursor (its technique and conditions), else the first."""
+        shown = [
+            c
+            for c in compare.of_runs(self.comparisons or [], (row["id"] for row in self.shown))
+            if c.metric == compare.HEADLINE
+        ]
+        if not shown:
+            return None
+        verdicts = self.query_one("#verdicts-table", DataTable)
+        if verdicts.has_focus and verdicts.row_count:
+            key = verdicts.coordinate_to_cell_key(verdicts.cursor_coordinate).row_key.value
+            return next((c for c in shown if f"{c.conditions}-{c.technique}" == key), shown[0])
+        runs = self.query_one("#runs-table", DataTable)
+        if runs.row_count:
+            run_id = int(runs.coordinate_to_cell_key(runs.cursor_coordinate).row_key.value or 0)
+            mine = [c for c in shown if run_id in c.run_ids]
+            if mine:
+                return mine[0]
+        return shown[0]
+
+    def action_explain(self) -> None:
+        """w: the selected verdict in full, as `greenlab report` writes it (checks, then sentences)."""
+        chosen = self.chosen_verdict()
+        if chosen is None:
+            self.app.notify("No verdict among the shown runs to explain (or still judging).", timeout=3)
+            return
+        lines = explanation(chosen, self.comparisons or [])
+        self.app.push_screen(VerdictScreen(f"{chosen.label} · {chosen.technique}: {chosen.word}", lines))
+
+    @on(DataTable.RowSelected, "#verdicts-table")
+    def _verdict_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()  # enter on a verdict explains it; it opens no run's detail
+        self.action_explain()
+
     def action_toggle_verdicts(self) -> None:
         verdicts = self.query_one("#verdicts-table", DataTable)
         verdicts.display = not verdicts.display
@@ -491,4 +566,10 @@ _VERDICT_STYLE = {"saves": "bold", "costs": "bold reverse"}
 
 def _status_style(status: str) -> str:
     # Rich styles here, not colours: the theme's palette colours the table; these only add emphasis.
-    return {"failed": "bold reverse", "interrupted": "italic", "running": "bold", "superseded": "dim"}.get(status, "")
+    return {
+        "failed": "bold reverse",
+        "diverged": "bold reverse",
+        "interrupted": "italic",
+        "running": "bold",
+        "superseded": "dim",
+    }.get(status, "")

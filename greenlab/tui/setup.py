@@ -21,6 +21,8 @@ from textual.widgets.select import InvalidSelectValueError
 from textual.widgets.selection_list import Selection
 
 from greenlab.core.errors import ConfigError
+from greenlab.core.grid import forecast as forecast_module
+from greenlab.core.grid.forecast import Forecast
 from greenlab.core.plan.analysis import Plan
 from greenlab.core.plan.config import GridRun, load_grid
 from greenlab.core.plan.settings import OPTIMIZERS
@@ -50,9 +52,14 @@ def _count(params: int) -> str:
     return f"{params / 1e6:.1f}M" if params >= 1e6 else f"{params / 1e3:.1f}K"
 
 
-def model_prompt(spec: zoo.ModelSpec) -> str:
-    """One model picker line: name, parameter count (1000-class head) and input size."""
-    return f"{spec.name:<13} {_count(spec.params):>6} {spec.input_size:>3}"
+def model_prompt(spec: zoo.ModelSpec, dataset: str = "", image_size: int | None = None) -> str:
+    """One model picker line: name, parameter count (1000-class head) and the input a run on `dataset` will
+    use: `image_size` when set, else the resolution the child picks for that dataset (digits train at 32 px,
+    not the 224 px a model was trained at); a text model's sequence length is its own."""
+    size = spec.input_size
+    if spec.modality == "image" and dataset:
+        size = image_size or datasets.default_image_size(dataset, spec.input_size, spec.min_input_size)
+    return f"{spec.name:<13} {_count(spec.params):>6} {size:>3}"
 
 
 class SetupPane(Vertical):
@@ -71,16 +78,36 @@ class SetupPane(Vertical):
         source: str
         ray: str = ""  # a Ray address (local, auto, ray://host:port); empty: this machine, one run at a time
         plan: Plan | None = None  # the analysis plan its verdicts are judged by
+        forecast: Forecast | None = None  # its forecast, where one was made (a day or more asks first)
+
+    @dataclass
+    class ForecastMade(Message):
+        """The forecast of the form's grid as it stood at `generation`, made on a worker thread."""
+
+        generation: int
+        keys: tuple[str, ...]
+        force: bool
+        forecast: Forecast | None
+        problem: str = ""
 
     def __init__(
-        self, experiments_path: str | None = None, *, restore: dict[str, Any] | None = None, id: str | None = None
+        self,
+        experiments_path: str | None = None,
+        *,
+        restore: dict[str, Any] | None = None,
+        db: Any = None,
+        id: str | None = None,
     ) -> None:
         super().__init__(id=id)
         self.experiments_path = experiments_path or ""
         self.initial = form.initial_values(experiments_path)  # what "changed" is measured against
         self.restore = restore or {}  # the form as the user last left it (preferences)
+        self.db = db  # the store the forecast reads earlier runs from
         self._ready = False
         self.problem: str | None = None  # the loader's message for the form as it stands, or None
+        self.forecast: Forecast | None = None  # of the form's grid, once made
+        self._forecast_of: tuple[tuple[str, ...], bool] | None = None  # the run keys and force it was made for
+        self._forecast_generation = 0
 
     # -- layout ---------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -90,7 +117,12 @@ class SetupPane(Vertical):
                 yield Label("Models        [dim]params  in[/]", classes="section")
                 yield TickList(
                     *(
-                        Selection(model_prompt(spec), spec.name, spec.name in initial.models, id=f"m-{spec.name}")
+                        Selection(
+                            model_prompt(spec, str(initial.settings.get("dataset") or "")),
+                            spec.name,
+                            spec.name in initial.models,
+                            id=f"m-{spec.name}",
+                        )
                         for spec in zoo.MODELS.values()
                     ),
                     id="f-models",
@@ -109,17 +141,20 @@ class SetupPane(Vertical):
                     yield Label("Techniques", classes="section")
                     tables = initial.technique_settings
                     for name in compression.technique_names():
-                        yield TickBox(
-                            name, name in initial.techniques, id=f"t-{name}", compact=True, classes="technique"
-                        )
-                        for key, value in tables.get(name, {}).items():
-                            yield from self._technique_row(name, key, value)
+                        # One group per technique: narrow terminals lay the groups out two by two.
+                        with Vertical(classes="technique-group"):
+                            yield TickBox(
+                                name, name in initial.techniques, id=f"t-{name}", compact=True, classes="technique"
+                            )
+                            for key, value in tables.get(name, {}).items():
+                                yield from self._technique_row(name, key, value)
                     with Horizontal(classes="row"):
                         yield Label("combine", classes="field-label short")
                         yield Input(
                             initial.combinations, placeholder="prune+stego, ...", id="f-combinations", compact=True
                         )
         yield Static("", id="setup-status")
+        yield Static("", id="setup-forecast")
         with Horizontal(id="setup-actions"):
             yield Button("Run selection", id="run-selection", variant="primary", compact=True)
             yield TickBox(
@@ -185,6 +220,17 @@ class SetupPane(Vertical):
         self._ready = True
         self.check()
         self.mark_changed()
+        self.show_model_inputs()
+
+    def show_model_inputs(self) -> None:
+        """Each model's input as the runs will use it, for the dataset and image size now in the form."""
+        dataset = str(self.query_one("#f-dataset", Input).value).strip()
+        image_size = self.initial.hidden_settings.get("image_size")
+        picker = self.query_one("#f-models", TickList)
+        for spec in zoo.MODELS.values():
+            picker.replace_option_prompt(
+                f"m-{spec.name}", model_prompt(spec, dataset, image_size if isinstance(image_size, int) else None)
+            )
 
     def _apply(self, saved: dict[str, Any]) -> None:
         """Put saved form values back into the widgets; anything unknown or of the wrong kind is skipped."""
@@ -328,7 +374,49 @@ class SetupPane(Vertical):
             )
         )
         status.set_class(False, "-error")
+        self._request_forecast(runs)
         return runs
+
+    # -- the forecast ---------------------------------------------------------------------------------
+    def _request_forecast(self, runs: list[GridRun]) -> None:
+        """Forecast the form's grid on a worker thread: earlier runs are read from the store, and a model with
+        none is calibrated in a child process (seconds); the newest request wins."""
+        keys, force = tuple(run.settings_key() for run in runs), self.force
+        if self._forecast_of == (keys, force):
+            return
+        self._forecast_generation += 1
+        generation, db = self._forecast_generation, self.db
+        self.query_one("#setup-forecast", Static).update(Content("forecast: …"))
+
+        def make() -> None:
+            try:
+                made = forecast_module.forecast_store(runs, db, force=force)
+            except Exception as exc:  # noqa: BLE001 - a forecast that cannot be made says why and runs nothing
+                self.post_message(self.ForecastMade(generation, keys, force, None, f"{type(exc).__name__}: {exc}"))
+                return
+            self.post_message(self.ForecastMade(generation, keys, force, made))
+
+        self.run_worker(make, name="forecast", group="forecast", thread=True, exclusive=True, exit_on_error=False)
+
+    @on(ForecastMade)
+    def _forecast_made(self, message: ForecastMade) -> None:
+        if message.generation != self._forecast_generation:
+            return  # the form changed since: its own forecast is on the way
+        self.forecast, self._forecast_of = message.forecast, (message.keys, message.force)
+        shown = self.query_one("#setup-forecast", Static)
+        if message.forecast is None:
+            shown.update(Content(f"forecast: none ({message.problem})"))
+            return
+        text = f"forecast: {message.forecast.describe()}"
+        if message.forecast.too_long:
+            text += f"; {forecast_module.too_long_text(message.forecast)}: ctrl+r asks first"
+        shown.update(Content(text))
+        shown.set_class(message.forecast.too_long, "-warning")
+
+    def forecast_for(self, runs: list[GridRun]) -> Forecast | None:
+        """The latest forecast, if it was made for exactly these runs (and this force)."""
+        keys = tuple(run.settings_key() for run in runs)
+        return self.forecast if self._forecast_of == (keys, self.force) else None
 
     def _mark(self, field_name: str | None) -> None:
         if not field_name:
@@ -349,11 +437,15 @@ class SetupPane(Vertical):
     @on(SelectionList.SelectedChanged)
     def _changed(self, event: Message) -> None:
         control = getattr(event, "control", None)
+        if self._ready and getattr(control, "id", None) == "f-force":  # forced runs are no longer skipped
+            self.check()
         if not self._ready or getattr(control, "id", None) in ("f-file", "f-force"):
             return
         if getattr(control, "id", None) != "f-ray":  # where the grid runs is no setting of its runs
             self.check()
             self.mark_changed()
+        if getattr(control, "id", None) == "f-dataset":
+            self.show_model_inputs()
         self.post_message(self.FormChanged())  # kept in the preferences
 
     # -- actions --------------------------------------------------------------------------------------
@@ -365,7 +457,12 @@ class SetupPane(Vertical):
             return
         self.post_message(
             self.GridRequested(
-                runs, self.force, "the setup form", self.ray_address, form.declared_plan(self.values(), runs)
+                runs,
+                self.force,
+                "the setup form",
+                self.ray_address,
+                form.declared_plan(self.values(), runs),
+                self.forecast_for(runs),
             )
         )
 
@@ -382,9 +479,20 @@ class SetupPane(Vertical):
             status.set_class(True, "-error")
             self.app.notify(str(exc), title="Not loaded", severity="error", markup=False)
             return
-        status.update(Content(f"{path}: {len(runs)} runs queued"))
+        status.update(Content(f"{path}: {len(runs)} runs: forecasting, then queued"))
         status.set_class(False, "-error")
-        self.post_message(self.GridRequested(runs, self.force, path, self.ray_address, grid_file.plan(runs)))
+        request = self.GridRequested(runs, self.force, path, self.ray_address, grid_file.plan(runs))
+        db = self.db
+
+        def forecast_then_request() -> None:
+            # The file's grid may be long: it is forecast first (off the UI thread), so a day or more asks.
+            try:
+                request.forecast = forecast_module.forecast_store(runs, db, force=request.force)
+            except Exception:  # noqa: BLE001 - without a forecast the grid is queued as before
+                request.forecast = None
+            self.post_message(request)
+
+        self.run_worker(forecast_then_request, name="file-forecast", group="file-forecast", thread=True)
 
 
 def _value(widget: Any) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,6 +45,7 @@ from greenlab.core.run.run_events import (
 from greenlab.core.train import events
 
 LOG_LIMIT = 200  # lines kept in a snapshot; faces keep what they printed themselves
+QUEUED_BEFORE = "queued before"  # a run an earlier grid in the queue will store first: this grid will skip it
 FINAL_STATUSES = ("completed", "failed", "interrupted", "skipped", "cancelled", "not run")
 
 
@@ -116,6 +117,54 @@ class Live:
 
 
 @dataclass(frozen=True)
+class GridProgress:
+    """One grid as a whole: how many of its runs will really run (those already stored are skipped), how
+    far it got, what it is doing between runs (the idle baseline is a phase too), and, once it ended, its
+    counts. Time figures use the presenter's clock."""
+
+    grid: int
+    total: int  # entries in the grid
+    skipped: int = 0  # already stored: marked when the grid is added, or when the driver skips them
+    began: float | None = None  # the first run queued
+    phase: str = "waiting to start"
+    forecast_s: float | None = None  # the forecast of its runs' time, before any ends
+    run_seconds: tuple[float, ...] = ()  # each run's time from queued to stored (start-up and idle included)
+    counts: tuple[tuple[str, int], ...] = ()  # status -> runs, once it ended
+    ended: bool = False
+    queued_at: float | None = None  # when its latest run was queued
+    idle_measured: bool = False  # its idle baseline was measured (once per grid, by default)
+
+    @property
+    def to_run(self) -> int:
+        return self.total - self.skipped
+
+    def message(self) -> str:
+        """'grid 2 finished: 20 completed, 1 failed, 0 interrupted, 3 skipped (already stored)'."""
+        counts = dict(self.counts)
+        text = (
+            f"grid {self.grid} {'stopped' if counts.get('cancelled') else 'finished'}: "
+            f"{counts.get('completed', 0)} completed, {counts.get('failed', 0)} failed, "
+            f"{counts.get('interrupted', 0)} interrupted, {counts.get('skipped', 0)} skipped (already stored)"
+        )
+        left = counts.get("cancelled", 0) + counts.get("not run", 0)
+        return text + (f", {left} not run" if left else "")
+
+
+def grid_eta(progress: GridProgress, position: int, current_left_s: float | None) -> float | None:
+    """Seconds until the grid ends: the run in progress's own ETA, plus the runs after it at the mean time of
+    the grid's runs so far (before any ended, the forecast's mean); None when nothing tells."""
+    after = max(0, progress.to_run - position)
+    per_run = (
+        sum(progress.run_seconds) / len(progress.run_seconds)
+        if progress.run_seconds
+        else (progress.forecast_s / progress.to_run if progress.forecast_s and progress.to_run else None)
+    )
+    if per_run is None:
+        return current_left_s
+    return (current_left_s if current_left_s is not None else per_run) + after * per_run
+
+
+@dataclass(frozen=True)
 class GridSnapshot:
     """`running` holds every run begun and not yet stored, in start order (one at a time locally, several on
     Ray); `current` is the most recently begun of them, or, when none runs, the last one stored."""
@@ -128,10 +177,32 @@ class GridSnapshot:
     stored: tuple[int, ...] = ()  # run ids stored so far, in order
     stopped: str | None = None  # why the grid stopped early
     version: int = 0
+    grids: tuple[GridProgress, ...] = ()  # in the order they were added
 
     def new_lines(self, after: int) -> list[LogLine]:
         """Log lines with a sequence number above `after` (what a face has not shown yet)."""
         return [line for line in self.log if line.seq > after]
+
+    @property
+    def active_grid(self) -> GridProgress | None:
+        """The grid that has begun and not ended (the first of them), if any."""
+        return next((g for g in self.grids if g.began is not None and not g.ended), None)
+
+    @property
+    def last_grid(self) -> GridProgress | None:
+        return self.grids[-1] if self.grids else None
+
+    def position(self, grid: int) -> int:
+        """How many of the grid's runs have been reached (queued, running or stored, skipped ones aside)."""
+        return sum(
+            1
+            for e in self.queue
+            if e.grid == grid and e.status not in ("waiting", "skipped", QUEUED_BEFORE, "cancelled", "not run")
+        )
+
+    def waiting(self) -> int:
+        """Runs queued that will really run and have not begun (already stored ones are not counted)."""
+        return sum(1 for e in self.queue if e.status == "waiting")
 
 
 def live(view: RunView, now: float) -> Live:
@@ -163,6 +234,7 @@ class _State:
     queued: dict[int, list[tuple[int, GridRun]]] = field(default_factory=dict)  # grid -> runs being prepared
     meters_described: str = ""
     download_quarters: dict[str, int] = field(default_factory=dict)
+    grids: dict[int, GridProgress] = field(default_factory=dict)
 
     @property
     def current(self) -> RunView | None:
@@ -191,6 +263,7 @@ class GridPresenter:
                 stored=tuple(state.stored),
                 stopped=state.stopped,
                 version=state.version,
+                grids=tuple(state.grids.values()),
             )
 
     def _say(self, text: str, level: str = "info", note: bool = True) -> None:
@@ -221,22 +294,63 @@ class GridPresenter:
         return pending.pop()[0] if pending and or_latest else None
 
     # -- grids --------------------------------------------------------------------------------------
-    def add_grid(self, grid: int, runs: list[GridRun]) -> GridSnapshot:
+    def add_grid(
+        self,
+        grid: int,
+        runs: list[GridRun],
+        *,
+        skip: Iterable[int] = (),
+        queued: Iterable[int] = (),
+        forecast_s: float | None = None,
+    ) -> GridSnapshot:
+        """Queue a grid's runs; `skip` are the indices already stored and `queued` those an earlier grid in
+        the queue will store first (both will be skipped, so neither counts as a run to come); `forecast_s`
+        the forecast of the rest's time (the grid's first ETA)."""
+        skipped, before = set(skip), set(queued) - set(skip)
         with self._lock:
             for index, run in enumerate(runs):
                 label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
-                self._state.queue.append(QueueEntry(grid, index, label, "waiting"))
+                status = "skipped" if index in skipped else QUEUED_BEFORE if index in before else "waiting"
+                self._state.queue.append(QueueEntry(grid, index, label, status))
+            self._state.grids[grid] = GridProgress(grid, len(runs), len(skipped) + len(before), forecast_s=forecast_s)
+            self._state.version += 1
+        return self.snapshot()
+
+    def start_grid(self, grid: int) -> GridSnapshot:
+        """The grid's driver starts: before its first run it may wait for the host, start the fork server
+        and warm the machine up with an unmeasured run — a phase of its own, not "nothing running"."""
+        with self._lock:
+            progress = self._state.grids.get(grid)
+            if progress is not None and progress.began is None:
+                self._phase(grid, "checking and warming up (an unmeasured run first)", began=self.clock())
             self._state.version += 1
         return self.snapshot()
 
     def end_grid(self, grid: int, cancelled: bool) -> GridSnapshot:
-        """Runs of a grid that never ran are marked, so the queue tells what happened to each."""
+        """Runs of a grid that never ran are marked, so the queue tells what happened to each; the grid's
+        counts become its closing message."""
         with self._lock:
-            for position, entry in enumerate(self._state.queue):
-                if entry.grid == grid and entry.status in ("waiting", "starting", "running"):
-                    self._state.queue[position] = replace(entry, status="cancelled" if cancelled else "not run")
-            self._state.version += 1
+            state = self._state
+            for position, entry in enumerate(state.queue):
+                if entry.grid == grid and entry.status in ("waiting", QUEUED_BEFORE, "starting", "running"):
+                    state.queue[position] = replace(entry, status="cancelled" if cancelled else "not run")
+            progress = state.grids.get(grid)
+            if progress is not None:
+                counts: dict[str, int] = {}
+                for entry in state.queue:
+                    if entry.grid == grid:
+                        counts[entry.status] = counts.get(entry.status, 0) + 1
+                progress = replace(progress, ended=True, phase="ended", counts=tuple(counts.items()))
+                state.grids[grid] = progress
+                # Logged, not the note: the live pane shows it on the grid's own line.
+                self._say(progress.message(), "info" if not counts.get("failed") else "warning", note=False)
+            state.version += 1
         return self.snapshot()
+
+    def _phase(self, grid: int, phase: str, **values: Any) -> None:
+        progress = self._state.grids.get(grid)
+        if progress is not None:
+            self._state.grids[grid] = replace(progress, phase=phase, **values)
 
     # -- events -------------------------------------------------------------------------------------
     def apply(self, event: GridEvent | DownloadEvent, grid: int = 0) -> GridSnapshot:
@@ -254,15 +368,33 @@ class GridPresenter:
                 self._set_status(grid, index, "starting")
                 label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
                 self._say(f"[{index + 1}/{total}] {label}: starting")
+                progress = state.grids.get(grid)
+                now = self.clock()
+                idle = run.settings.idle_s
+                measuring = idle > 0 and (
+                    run.settings.idle_scope != "grid" or progress is None or not progress.idle_measured
+                )
+                self._phase(
+                    grid,
+                    f"measuring the idle baseline ({idle:g} s)" if measuring else "starting the run",
+                    began=progress.began if progress is not None and progress.began is not None else now,
+                    queued_at=now,
+                )
             case RunSkipped(index=index, run=run, reason=reason):
+                entry = next((e for e in state.queue if e.grid == grid and e.index == index), None)
+                progress = state.grids.get(grid)
+                if progress is not None and entry is not None and entry.status not in ("skipped", QUEUED_BEFORE):
+                    state.grids[grid] = replace(progress, skipped=progress.skipped + 1)  # not foreseen
                 self._set_status(grid, index, "skipped")
                 label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
                 self._say(self._hinted(f"[{index + 1}] {label}: skipped ({reason})", "skipped"))
             case IdleMeasured(watts=watts, seconds=seconds, host_load=load):
                 busy = bool(watts) and hostload.busy(load)  # only a measured baseline suffers
                 self._say(formatting.idle_text(watts, seconds, load), "warning" if busy else "info")
+                self._phase(grid, "starting the run", idle_measured=True)
             case CoolingDown(temperatures=temperatures, target_c=target_c):
                 self._say(formatting.cooling_text(temperatures, target_c))
+                self._phase(grid, "cooling down")
             case RunBegan():
                 self._began(event, grid)
             case ChildEvent(run_id=run_id, event=child) if run_id in state.running:
@@ -275,6 +407,7 @@ class GridPresenter:
                 self._say(text, "warning")
             case WaitingForLock():
                 self._say(self._hinted(event.describe(), "waiting"))
+                self._phase(grid, "waiting for the host (another grid is measuring)", began=self.clock())
             case GridStopped(cause=cause, not_started=not_started):
                 names = ", ".join(f"{r.model} {r.technique}" for r in not_started[:6])
                 more = f" and {len(not_started) - 6} more" if len(not_started) > 6 else ""
@@ -317,6 +450,7 @@ class GridPresenter:
             epochs=run.settings.epochs,
         )
         self._set_status(grid, index, "running", run_id=event.run_id)
+        self._phase(grid, "running")
         described = ", ".join(f"{c} {m}" for c, m in methods.items())
         if described != state.meters_described:  # once per grid, and again if the meters change
             state.meters_described = described
@@ -383,6 +517,10 @@ class GridPresenter:
             if index is not None:
                 self._set_status(grid, index, event.status, run_id=event.run_id)
         state.stored.append(event.run_id)
+        progress = state.grids.get(grid)
+        if progress is not None:
+            took = self.clock() - (progress.queued_at if progress.queued_at is not None else self.clock())
+            self._phase(grid, "between runs", run_seconds=(*progress.run_seconds, took))
         if event.status == "completed":
             self._say(
                 f"{label}: completed in {formatting.duration(row.get('duration_s'))}, "

@@ -21,7 +21,7 @@ from typing import Any
 from greenlab.core.plan import metrics
 from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan, PostHoc, implied
 from greenlab.core.plan.config import conditions_key
-from greenlab.core.report import diagnostics, formatting, stats
+from greenlab.core.report import diagnostics, formatting, groups, stats
 from greenlab.core.report.stats import Decision, HolmStep, TwoSample
 from greenlab.core.store.rows import Row
 
@@ -35,6 +35,9 @@ METRIC_LABELS = metrics.LABELS
 # on its host, or other runs of a Ray grid on its node (such a run is often flagged both ways).
 CAVEAT_FLAGS = ("host_busy", "shared_node_cpu")
 FLAG_NET_BELOW_IDLE = "net_below_idle"
+# A run whose training ran away or ended at chance (greenlab.core.run.divergence): it reached no target for a
+# reason that is not its technique's, so energy to target leaves it out; the other verdicts name it.
+FLAG_DIVERGED = "diverged"
 MEASURED, ESTIMATED, MIXED = "measured", "estimated", "mixed"
 Values = list[tuple[int, "float | None"]]  # (run id, value) in execution order
 
@@ -72,6 +75,11 @@ def stored_margin(rows: Iterable[Row]) -> float | None:
         if isinstance(settings, dict) and isinstance(settings.get("equivalence_margin"), (int, float)):
             return float(settings["equivalence_margin"])
     return None
+
+
+def diverged(row: Row) -> bool:
+    """The run's flags say it diverged (greenlab.core.run.divergence)."""
+    return FLAG_DIVERGED in formatting.json_column(row.get("flags"), [])
 
 
 def latest_runs(rows: Iterable[Row]) -> list[Row]:
@@ -157,12 +165,14 @@ def baseline_means(rows: Iterable[Row]) -> dict[str, dict[str, float | None]]:
 
 
 def changes(rows: Sequence[Row]) -> list[dict[str, float | None]]:
-    """Each row's change per metric against its matching baselines (None for a baseline): percent, or
-    percentage points for accuracy and F1."""
+    """Each row's change per metric against its matching baselines: percent, or percentage points for
+    accuracy and F1. None for a baseline, and for a run that did not complete (failed, interrupted, still
+    running): its energy and time cover only part of the work, so "-40 %" would read as a saving."""
     means = baseline_means(rows)
     result = []
     for row in rows:
-        reference = means.get(conditions_of(row), {}) if row.get("technique") != "baseline" else {}
+        compared = row.get("technique") != "baseline" and row.get("status") in ("completed", "superseded")
+        reference = means.get(conditions_of(row), {}) if compared else {}
         result.append({m: metric_change(m, row.get(m), reference.get(m)) for m in METRICS})
     return result
 
@@ -209,6 +219,7 @@ class Comparison:
     repeats_to_decide: int | None = None
     target: float | None = None
     notes: tuple[str, ...] = ()
+    group: str = ""  # how every face names its runs' group: the model, and what sets it apart (report.groups)
 
     @property
     def in_pp(self) -> bool:
@@ -261,6 +272,11 @@ class Comparison:
     def cell(self) -> tuple[str, str]:
         return self.conditions, self.technique
 
+    @property
+    def label(self) -> str:
+        """The group's name in every face: `tinycnn`, or `tinycnn [lr=0.01]` beside a sibling with another lr."""
+        return self.group or self.model
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of `greenlab report --format json` (docs/statistics.md lists every key)."""
         s = self.stats
@@ -277,6 +293,7 @@ class Comparison:
             "scale": s.scale,
             "experiment": ", ".join(self.experiments),
             "conditions": self.conditions,
+            "group": self.label,
             "n": s.n,
             "n_baseline": s.n_baseline,
             "n_missing": s.n_missing,
@@ -388,6 +405,11 @@ def usable(rows: list[Row], metric: str, side: str) -> tuple[Values, list[Exclud
     ratio = metric not in DIFFERENCE_METRICS
     for row in sorted(rows, key=lambda r: r.get("id") or 0):
         value, run_id = row.get(metric), int(row.get("id") or 0)
+        if metric == "energy_to_target_j" and diverged(row):
+            # It never reached the target because it diverged, not because of its technique: counting it as
+            # missing would withhold the verdict of the runs that trained.
+            left_out.append(Excluded(run_id, side, math.nan, "diverged"))
+            continue
         if value is None:
             kept.append((run_id, None))
             continue
@@ -457,6 +479,7 @@ def judge(
     """
     plans = plans or {}
     post_hoc = post_hoc or PostHoc()
+    rows = list(rows)
     baselines: dict[str, list[Row]] = {}
     grouped: dict[tuple[str, str], list[Row]] = {}
     for row in latest_runs(rows):
@@ -521,7 +544,9 @@ def judge(
     comparisons.sort(
         key=lambda c: (c.model, c.dataset, c.conditions, first_run[c.technique], c.technique, order[c.metric])
     )
-    return comparisons
+    # Named across the whole store's groups, so a label never depends on what a face shows.
+    labels = groups.group_labels((conditions_of(r), str(r.get("model") or ""), r) for r in latest_runs(rows))
+    return [replace(c, group=labels.get(c.conditions, c.model)) for c in comparisons]
 
 
 def _comparison(
@@ -589,6 +614,11 @@ def _comparison(
     caveat = _flagged_caveat(cell.members + cell.reference) if ratio else ""
     if caveat:
         notes.append(caveat)
+    went_wrong = [r for r in cell.members + cell.reference if diverged(r)]
+    if went_wrong:
+        notes.append(
+            words.diverged_note([int(r.get("id") or 0) for r in went_wrong], len(cell.members + cell.reference))
+        )
     if judged.excluded:
         notes.append(words.excluded_note(judged.excluded, metric))
     first = cell.members[0]

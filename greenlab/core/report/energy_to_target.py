@@ -5,7 +5,8 @@ its matching baselines' mean final accuracy minus 1 percentage point (baselines 
 figure to compare with). The energy is the sum of the epochs' energies (training and evaluation windows,
 the scope of `energy_training_j`) up to and including the first epoch at or above the target.
 
-Pure functions; the grid session (greenlab.core.grid.session) stores `compute`'s figures in
+A run flagged `diverged` (greenlab.core.run.divergence) is kept out: it sets no target as a baseline and
+gets no figure of its own. Pure functions; the grid session (greenlab.core.grid.session) stores `compute`'s figures in
 `runs.target_accuracy` and `runs.energy_to_target_j` at the end of a grid.
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from statistics import mean
 from typing import Any
 
-from greenlab.core.report.compare import TARGET_DROP_PP, conditions_of, latest_runs
+from greenlab.core.report.compare import TARGET_DROP_PP, conditions_of, diverged, latest_runs
 from greenlab.core.store.rows import Row
 
 
@@ -49,10 +50,11 @@ def energy_to_target(epochs: Iterable[dict[str, Any]], target: float) -> float |
 
 
 def default_targets(rows: Iterable[Row], drop_pp: float = TARGET_DROP_PP) -> dict[str, float]:
-    """Per conditions key: the completed baselines' mean final val_accuracy minus `drop_pp`."""
+    """Per conditions key: the completed baselines' mean final val_accuracy minus `drop_pp`. A baseline that
+    diverged is left out: its chance-level accuracy would lower the target every technique is held to."""
     accuracies: dict[str, list[float]] = {}
     for row in latest_runs(rows):
-        if row.get("technique") == "baseline" and row.get("val_accuracy") is not None:
+        if row.get("technique") == "baseline" and row.get("val_accuracy") is not None and not diverged(row):
             accuracies.setdefault(conditions_of(row), []).append(float(row["val_accuracy"]))
     return {key: mean(values) - drop_pp / 100.0 for key, values in accuracies.items()}
 
@@ -61,12 +63,13 @@ def compute(
     rows: Sequence[Row], epochs_of: Callable[[int], list[dict[str, Any]]], drop_pp: float = TARGET_DROP_PP
 ) -> dict[int, tuple[float, float | None]]:
     """run id -> (target accuracy, energy to target) for every completed run whose conditions have
-    completed baselines with an accuracy."""
+    completed baselines with an accuracy; a run that diverged gets none (it is kept out of energy to target)."""
     targets = default_targets(rows, drop_pp)
     result: dict[int, tuple[float, float | None]] = {}
     for row in rows:
         target = targets.get(conditions_of(row))
-        if row.get("status") == "completed" and target is not None and row.get("id") is not None:
+        usable = row.get("status") == "completed" and not diverged(row)
+        if usable and target is not None and row.get("id") is not None:
             result[row["id"]] = (target, energy_to_target(epochs_of(row["id"]), target))
     return result
 

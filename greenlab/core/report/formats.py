@@ -94,6 +94,7 @@ RUN_CSV_COLUMNS = (
     "repeat",
     "seed",
     "conditions",
+    "group",
     "role",
     "energy_training_j",
     "energy_j",
@@ -147,15 +148,13 @@ def study_table(comparisons: list[Comparison], metric: str = compare.HEADLINE) -
     index = _index(comparisons)
     techniques = list(dict.fromkeys(c.technique for c in comparisons))
     cells = list(dict.fromkeys((c.model, c.dataset, c.conditions) for c in comparisons))
+    labels = {c.conditions: c.label for c in comparisons}  # the model and what sets it apart (report.groups)
     datasets = {d for _, d, _ in cells}
-    per_model: dict[tuple[str, str], int] = {}
-    for model, dataset, _ in cells:
-        per_model[(model, dataset)] = per_model.get((model, dataset), 0) + 1
     rows = []
     for model, dataset, conditions in cells:
-        label = model if len(datasets) == 1 else f"{model} ({dataset})"
-        if per_model[(model, dataset)] > 1:
-            label += f" [{conditions.split(':')[-1][:6]}]"
+        label = labels[conditions]
+        if len(datasets) > 1 and f"({dataset})" not in label:
+            label = label.replace(model, f"{model} ({dataset})", 1)
         row: dict[str, Cell] = {}
         for technique in techniques:
             headline = index.get((conditions, model, technique, metric))
@@ -240,6 +239,31 @@ def legend(comparisons: list[Comparison], metric: str = compare.HEADLINE, *, tex
     )
 
 
+def _technique_lines(
+    index: dict[tuple[str, str, str, str], Comparison],
+    conditions: str,
+    model: str,
+    technique: str,
+    metric: str,
+    checks: list[str],
+) -> list[str]:
+    """One technique's sentences in a report — the headline metric's, then accuracy and energy to target
+    where present, each tagged primary or secondary — with their diagnostics added to `checks`."""
+    lines = []
+    for wanted in dict.fromkeys((metric, "val_accuracy", "energy_to_target_j")):
+        c = index.get((conditions, model, technique, wanted))
+        if c is None or (wanted != metric and c.stats.n + c.stats.n_missing == 0):
+            continue
+        if wanted == "energy_to_target_j" and c.stats.n == 0 and c.stats.n_baseline == 0:
+            continue
+        for d in c.diagnostics:
+            text = f"check ({metrics.label(wanted)}): {d.text}"
+            if text not in checks:
+                checks.append(text)
+        lines.append(f"[{c.role}] {c.sentence}")
+    return lines
+
+
 def _sentences(comparisons: list[Comparison], metric: str) -> list[tuple[str, list[str]]]:
     """Per table row label: the diagnostics of its runs first, then the headline sentence, then accuracy and
     energy to target where present, each tagged primary or secondary."""
@@ -251,19 +275,20 @@ def _sentences(comparisons: list[Comparison], metric: str) -> list[tuple[str, li
         checks: list[str] = []
         lines = []
         for technique in techniques:
-            for wanted in dict.fromkeys((metric, "val_accuracy", "energy_to_target_j")):
-                c = index.get((conditions, model, technique, wanted))
-                if c is None or (wanted != metric and c.stats.n + c.stats.n_missing == 0):
-                    continue
-                if wanted == "energy_to_target_j" and c.stats.n == 0 and c.stats.n_baseline == 0:
-                    continue
-                for d in c.diagnostics:
-                    text = f"check ({metrics.label(wanted)}): {d.text}"
-                    if text not in checks:
-                        checks.append(text)
-                lines.append(f"[{c.role}] {c.sentence}")
+            lines += _technique_lines(index, conditions, model, technique, metric, checks)
         result.append((row.label, checks + lines))
     return result
+
+
+def explanation(chosen: Comparison, comparisons: Iterable[Comparison]) -> list[str]:
+    """A verdict as `greenlab report` writes it for its technique: the checks of its runs, then its
+    sentences (the headline metric's first, then those of the other metrics judged) — one function, so the
+    TUI shows exactly the report's words."""
+    checks: list[str] = []
+    lines = _technique_lines(
+        _index(comparisons), chosen.conditions, chosen.model, chosen.technique, chosen.metric, checks
+    )
+    return checks + lines
 
 
 def render_text(comparisons: list[Comparison], metric: str = compare.HEADLINE) -> str:
@@ -441,6 +466,7 @@ def render_csv(rows: Sequence[Row], comparisons: list[Comparison], metrics: Iter
     """One row per run (compared runs and their baselines), with its comparison's columns per metric."""
     metrics = tuple(metrics)
     by_run: dict[tuple[int, str], Comparison] = {(i, c.metric): c for c in comparisons for i in c.run_ids}
+    groups_of = {c.conditions: c.label for c in comparisons}
     per_metric = [
         "role",
         "n",
@@ -470,6 +496,7 @@ def render_csv(rows: Sequence[Row], comparisons: list[Comparison], metrics: Iter
     for row in report_runs(rows, comparisons):
         line: dict[str, Any] = {k: _csv_value(row.get(k)) for k in RUN_CSV_COLUMNS}
         line["conditions"] = compare.conditions_of(row)
+        line["group"] = groups_of.get(line["conditions"], row.get("model"))
         line["role"] = "baseline" if row.get("technique") == "baseline" else "technique"
         for m in metrics:
             c = by_run.get((int(row.get("id") or 0), m))
@@ -574,18 +601,19 @@ def verdict_summary(comparisons: list[Comparison], metric: str | None = None) ->
         f"Verdicts on {label}, the {role} metric ({what}; {holm_clause(chosen)}; the interval is the one "
         "that matches the verdict):"
     ]
-    header = f"{'model':<14} {'technique':<14} {'n':>7} {'change [CI]':>24} {'p':>7} {'p Holm':>7}  verdict"
+    width = max(14, *(len(c.label) for c in chosen))  # a label names what sets a group apart: lr=0.01
+    header = f"{'model':<{width}} {'technique':<14} {'n':>7} {'change [CI]':>24} {'p':>7} {'p Holm':>7}  verdict"
     lines += [header, "-" * len(header)]
     for c in chosen:
         s = c.stats
         p = "-" if s.p_value is None else ("<0.001" if s.p_value < 0.001 else f"{s.p_value:.3f}")
         p_holm = "-" if c.p_holm is None else ("<0.001" if c.p_holm < 0.001 else f"{c.p_holm:.3f}")
         lines.append(
-            f"{c.model:<14} {c.technique:<14} {f'{s.n}v{s.n_baseline}':>7} "
+            f"{c.label:<{width}} {c.technique:<14} {f'{s.n}v{s.n_baseline}':>7} "
             f"{change_text(c, with_ci=True):>24} {p:>7} {p_holm:>7}  {c.word}"
         )
     lines += ["", *plan_lines(chosen)]
-    checks = list(dict.fromkeys(f"check: {c.model}: {d.text}" for c in chosen for d in c.diagnostics))
+    checks = list(dict.fromkeys(f"check: {c.label}: {d.text}" for c in chosen for d in c.diagnostics))
     if checks:
         checks.insert(0, "Look before you trust a verdict (flagged, never dropped):")
     if checks:
@@ -593,7 +621,7 @@ def verdict_summary(comparisons: list[Comparison], metric: str | None = None) ->
     decided = [c for c in chosen if c.verdict != stats.INSUFFICIENT]
     if decided:
         lines.append("")
-        lines += [f"{c.model}: {c.sentence}" for c in decided]
+        lines += [f"{c.label}: {c.sentence}" for c in decided]
     if any(c.stats.n == 1 or c.stats.n_baseline == 1 for c in chosen):
         lines += [
             "",

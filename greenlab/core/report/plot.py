@@ -1,6 +1,10 @@
 """The report's figure: energy against accuracy per model (95 % error bars, Pareto front marked) and the
 energy change of every technique with its 95 % CI. One file, SVG or PNG, drawn by matplotlib.
 
+The comparison axis stays readable: its range comes from the decided comparisons (`change_range`), so a
+single-run estimate (+487 %, insufficient) is marked hollow at the edge instead of stretching it, and an
+interval far wider than the others is clipped at the edge, drawn as an arrow, its ends written beside it.
+
 The bars are drawn within the physical range (accuracy 0–100 %, energy and time ≥ 0, a change ≥ -100 %):
 a symmetric t-interval of three runs easily reaches past it, and a bar to -20 % accuracy reads as data.
 The figure says so; the report's numbers (json, csv) keep the whole interval.
@@ -26,6 +30,10 @@ CLIP_NOTE = (
     "Error bars are cut at the physical range (accuracy 0–100 %, energy and time ≥ 0, change ≥ -100 %); "
     "the report's json and csv keep the whole 95 % interval."
 )
+# The comparison axis: an interval may reach this many times the estimates' span past them before it is
+# clipped (and drawn as an arrow); the span is at least MIN_SPAN points, so equal estimates still get an axis.
+CLIP_FACTOR = 1.0
+MIN_SPAN = 10.0
 VERDICT_COLOURS = {
     "saves": "#1b7837",
     "costs": "#b2182b",
@@ -71,13 +79,14 @@ def _mean_ci(values: list[Any]) -> tuple[float | None, float]:
 def _cells(
     rows: Sequence[Row], comparisons: list[Comparison], metric: str
 ) -> dict[tuple[str, str, str], list[tuple[str, float, float, float, float]]]:
-    """Per (model, dataset, conditions): (technique, energy, energy CI, accuracy, accuracy CI), baseline first."""
+    """Per (group label, dataset, conditions): (technique, energy, energy CI, accuracy, accuracy CI), baseline
+    first. The label names what sets the group apart from its model's others (report.groups)."""
     by_id = {r["id"]: r for r in rows if r.get("id") is not None}
     groups: dict[tuple[str, str, str], dict[str, list[int]]] = {}
     for c in comparisons:
         if c.metric != metric:
             continue
-        cell = groups.setdefault((c.model, c.dataset, c.conditions), {})
+        cell = groups.setdefault((c.label, c.dataset, c.conditions), {})
         cell["baseline"] = list(c.baseline_run_ids)
         cell[c.technique] = list(c.run_ids)
     result: dict[tuple[str, str, str], list[tuple[str, float, float, float, float]]] = {}
@@ -91,6 +100,40 @@ def _cells(
                 points.append((technique, energy, energy_ci, 100 * accuracy, 100 * accuracy_ci))
         result[key] = points
     return result
+
+
+def _change(c: Comparison, offset: float, floor: float) -> tuple[float, float | None, float | None] | None:
+    """(centre, interval low, interval high) of a comparison as a change in % (pp), the interval cut at the
+    physical floor (-100 %); None without an estimate."""
+    if c.stats.estimate is None:
+        return None
+    centre = 100 * (c.stats.estimate - offset)
+    shown = c.interval
+    if shown is None:
+        return centre, None, None
+    return centre, max(floor, 100 * (shown[0] - offset)), 100 * (shown[1] - offset)
+
+
+def _end(value: float | None, in_pp: bool) -> str:
+    return "-" if value is None else f"{value:+.0f}{' pp' if in_pp else ' %'}"
+
+
+def change_range(
+    changes: Sequence[tuple[float, float | None, float | None]], marks: Sequence[float] = ()
+) -> tuple[float, float]:
+    """The comparison axis's range: every decided comparison's estimate, no change, the equivalence band
+    (`marks`) and each interval — except that no interval stretches it past `CLIP_FACTOR` times the
+    estimates' own span on either side, so one wide interval does not squash every useful row (it is
+    drawn to the edge with an arrow). Insufficient comparisons are left out by the caller: one run's
+    +487 % has no interval and sets nothing."""
+    core = [0.0, *marks, *(centre for centre, _low, _high in changes)]
+    low, high = min(core), max(core)
+    span = max(high - low, MIN_SPAN)
+    ends = [end for _centre, a, b in changes for end in (a, b) if end is not None]
+    left = max(min([low, *ends]), low - CLIP_FACTOR * span)
+    right = min(max([high, *ends]), high + CLIP_FACTOR * span)
+    pad = 0.05 * (right - left)
+    return left - pad, right + pad
 
 
 def render_plot(rows: Sequence[Row], comparisons: list[Comparison], fmt: str, metric: str = compare.HEADLINE) -> bytes:
@@ -147,42 +190,62 @@ def build_figure(rows: Sequence[Row], comparisons: list[Comparison], metric: str
             linewidths=1,
             label="Pareto front",
         )
-        axes.set_title(f"{model} ({dataset})")
+        axes.set_title(model if f"({dataset})" in model else f"{model} ({dataset})")
         axes.set_xlabel(f"{label} ({'J' if metric.endswith('_j') else 's' if metric.endswith('_s') else 'mean'})")
         axes.set_ylabel("validation accuracy (%)")
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize="small")
 
     axes = figure.add_subplot(grid[model_rows, :])
-    names = [f"{c.model} · {c.technique}" for c in headline]
+    names = [f"{c.label} · {c.technique}" for c in headline]
     in_pp = metric in compare.DIFFERENCE_METRICS
     offset = 0.0 if in_pp else 1.0
-    for y, c in enumerate(headline):
-        s = c.stats
-        if s.estimate is None:
+    floor = -math.inf if in_pp else -100.0
+    bands = {c.stats.equivalence_bounds for c in headline}
+    edges = [100 * (edge - offset) for band in bands for edge in band]
+    changes = [_change(c, offset, floor) for c in headline]
+    left, right = change_range(
+        [change for c, change in zip(headline, changes) if change is not None and c.verdict != stats.INSUFFICIENT],
+        edges,
+    )
+    for y, (c, change) in enumerate(zip(headline, changes)):
+        if change is None:
             continue
-        centre = 100 * (s.estimate - offset)
-        shown = c.interval
-        if shown is not None:
-            below, above = bar_extent(
-                centre,
-                centre - 100 * (shown[0] - offset),
-                100 * (shown[1] - offset) - centre,
-                low=-math.inf if in_pp else -100.0,
+        centre, start, stop = change
+        colour = VERDICT_COLOURS[c.verdict]
+        if c.verdict == stats.INSUFFICIENT:
+            # One run a side, or no baseline: an estimate with nothing to bound it. Marked, hollow, at its
+            # place or at the axis's edge, with its figure in words; it never sets the axis's range.
+            shown = min(max(centre, left), right)
+            axes.plot(shown, y, "o", markerfacecolor="none", color=colour)
+            axes.annotate(
+                f"{c.word} ({centre:+.0f} {'pp' if in_pp else '%'})",
+                (shown, y),
+                textcoords="offset points",
+                xytext=(-6 if shown >= right else 6, 4),
+                ha="right" if shown >= right else "left",
+                fontsize="small",
+                color=colour,
             )
-            error = [[below], [above]]
-        else:
-            error = None
-        axes.errorbar(centre, y, xerr=error, fmt="o", capsize=3, color=VERDICT_COLOURS[c.verdict])
+            continue
+        drawn = min(max(centre, left), right)
+        error = None
+        if start is not None and stop is not None:
+            error = [[max(0.0, drawn - max(start, left))], [max(0.0, min(stop, right) - drawn)]]
+        axes.errorbar(drawn, y, xerr=error, fmt="o", capsize=3, color=colour)
+        for end, limit, arrow in ((start, left, "<"), (stop, right, ">")):
+            if end is not None and (end < limit if arrow == "<" else end > limit):
+                axes.plot(limit, y, arrow, color=colour, markersize=7)  # the interval goes on past the axis
+        clipped = (start is not None and start < left) or (stop is not None and stop > right)
         axes.annotate(
-            c.word,
-            (centre, y),
+            c.word + (f" [{_end(start, in_pp)}, {_end(stop, in_pp)}]" if clipped else ""),
+            (drawn, y),
             textcoords="offset points",
             xytext=(6, 4),
             fontsize="small",
-            color=VERDICT_COLOURS[c.verdict],
+            color=colour,
         )
-    bands = {c.stats.equivalence_bounds for c in headline}
+    axes.set_xlim(left, right)
     axes.axvline(0, color="black", linewidth=0.8)
     for band in bands:
         for edge in band:
@@ -192,7 +255,8 @@ def build_figure(rows: Sequence[Row], comparisons: list[Comparison], metric: str
     unit = "pp" if in_pp else "%"
     axes.set_xlabel(
         f"change in {label} vs the baseline ({unit}), the interval that matches each verdict "
-        "(Holm-adjusted in a family); dotted: the equivalence band"
+        "(Holm-adjusted in a family); dotted: the equivalence band;\n◁ ▷ the interval goes on (its ends in "
+        "brackets); hollow: insufficient, off the axis's range"
     )
     axes.grid(True, axis="x", alpha=0.3)
     figure.supxlabel(CLIP_NOTE, fontsize="x-small", color="#555555")  # constrained layout makes room for it

@@ -278,15 +278,40 @@ def unreached_note(s: stats.TwoSample, technique: str) -> str:
     )
 
 
+DIVERGED_NOTE = "diverged (flag diverged"  # how a face tells this note from the others
+
+
+def diverged_note(run_ids: list[int], of: int) -> str:
+    """'1 of 6 runs diverged (flag diverged: ...): run 25'; their energy counts, their accuracy means little."""
+    ids = ", ".join(str(i) for i in run_ids)
+    return (
+        f"{len(run_ids)} of {of} runs {DIVERGED_NOTE}: training loss not finite or exploded, or accuracy at "
+        f"chance): run{'s' if len(run_ids) != 1 else ''} {ids}; their energy counts here, their accuracy "
+        "says nothing about the technique, and energy to target leaves them out"
+    )
+
+
 def excluded_note(excluded: Iterable[Excluded], metric: str) -> str:
-    """'2 runs with training energy ≤ 0 left out: ids 4, 7 (net below idle)'."""
+    """'2 runs with training energy ≤ 0 left out: ids 4, 7 (net below idle)'; runs that diverged are left
+    out of energy to target, and said so."""
     items = list(excluded)
     label = metrics.label(metric)
-    what = f"{label} ≤ 0 or not finite" if metric not in metrics.DIFFERENCE_METRICS else f"{label} not finite"
-    ids = ", ".join(str(e.run_id) for e in items)
-    reasons = ", ".join(dict.fromkeys(e.reason for e in items))
-    count = f"{len(items)} run{'s' if len(items) != 1 else ''}"
-    return f"{count} with {what} left out: id{'s' if len(items) != 1 else ''} {ids} ({reasons})"
+    parts = []
+    went_wrong = [e for e in items if e.reason == "diverged"]
+    items = [e for e in items if e.reason != "diverged"]
+    if went_wrong:
+        ids = ", ".join(str(e.run_id) for e in went_wrong)
+        parts.append(
+            f"{len(went_wrong)} run{'s' if len(went_wrong) != 1 else ''} that diverged left out: "
+            f"id{'s' if len(went_wrong) != 1 else ''} {ids}"
+        )
+    if items:
+        what = f"{label} ≤ 0 or not finite" if metric not in metrics.DIFFERENCE_METRICS else f"{label} not finite"
+        ids = ", ".join(str(e.run_id) for e in items)
+        reasons = ", ".join(dict.fromkeys(e.reason for e in items))
+        count = f"{len(items)} run{'s' if len(items) != 1 else ''}"
+        parts.append(f"{count} with {what} left out: id{'s' if len(items) != 1 else ''} {ids} ({reasons})")
+    return "; ".join(parts)
 
 
 def _missing_note(c: Comparison) -> str:
@@ -301,6 +326,6 @@ def _missing_note(c: Comparison) -> str:
         notes.append(f"{' and '.join(sides)} have no {c.metric} (left out)")
     if c.excluded and c.verdict != stats.INSUFFICIENT:
         notes.append(excluded_note(c.excluded, c.metric))
-    caveats = [n for n in c.notes if "measured beside other work" in n]
+    caveats = [n for n in c.notes if "measured beside other work" in n or DIVERGED_NOTE in n]
     notes += caveats
     return "".join(f"; {n}" for n in notes)

@@ -47,6 +47,11 @@ class RunMeasurement:
     phase_methods: dict[str, set[str]] = field(default_factory=dict)  # gpu/cpu/dram -> methods its phases used
     child_cpu_s: float | None = None  # the child's and its reaped children's CPU time, as it reported them
     host_start: Any = None  # hostload.Mark when the run's window began
+    # What tells a diverged run (greenlab.core.run.divergence): the classes, the validation examples, the
+    # last epoch's mean training loss.
+    num_classes: int | None = None
+    n_val: int | None = None
+    last_train_loss: float | None = None
 
     def add_phase(self, epoch: int, phase: str, window: WindowResult) -> None:
         """Record a phase's window; one phase without a reading makes the training total unknown. Its flags

@@ -28,6 +28,7 @@ from greenlab.core.measure.detect import build_meters
 from greenlab.core.measure.meter import MEASURED_METHODS
 from greenlab.core.measure.tracker import EnergyTracker
 from greenlab.core.plan.config import GridRun, RunSettings
+from greenlab.core.run import divergence
 from greenlab.core.run.cancel import Cancellable, CancelToken
 from greenlab.core.run.child import RunChild
 from greenlab.core.run.launcher import Launcher, default_launcher
@@ -135,6 +136,21 @@ def signals_deferred(reraise: bool = False) -> Iterator[list[int]]:
             signal.signal(number, handler)
     if reraise and pending:  # not reached when the block raised: its exception goes first
         raise KeyboardInterrupt
+
+
+def _diverged(measured: RunMeasurement) -> str | None:
+    """Why a completed run diverged (greenlab.core.run.divergence), from what its child reported."""
+    settings = measured.run.settings
+    evaluated = measured.n_val
+    if evaluated is not None and settings.max_eval_batches:
+        evaluated = min(evaluated, settings.max_eval_batches * settings.batch_size)
+    return divergence.diverged(
+        last_loss=measured.last_train_loss,
+        accuracy=measured.final.get("val_accuracy"),
+        num_classes=measured.num_classes,
+        evaluated=evaluated,
+        dataset=settings.dataset,
+    )
 
 
 def _temperatures(tracker: EnergyTracker) -> dict[str, float]:
@@ -416,6 +432,9 @@ class RunSupervisor(Cancellable):
         if writer is not None:
             self._flush_samples(measured, tracker, writer)  # queued: a store that cannot take it keeps it aside
         status, error = self._outcome(measured, return_code, child)
+        why_diverged = _diverged(measured) if status == "completed" else None
+        if why_diverged:
+            measured.flags.append(divergence.FLAG_DIVERGED)
         columns, component_rows, energy_flags = energy_columns(window, measured.idle, measured.phase_methods)
         idle = {c: w for c, w in measured.idle.items() if c not in measured.gpus_unused}
         meters = {
@@ -466,6 +485,8 @@ class RunSupervisor(Cancellable):
         executor_died = status == "failed" and self._executor_died(measured, child)
         row = {"id": run_id, **values} if kept is not None else self.sink.run(run_id) or {}
         stored = RunStored(run_id, run, status, error, row, executor_died, kept.path if kept is not None else None)
+        if why_diverged:
+            self.on_event(SupervisorNote(f"run {run_id} diverged: {why_diverged} (flag diverged)"))
         self.on_event(stored)
         if kept is not None:
             raise kept  # the store is unwritable: the grid stops, naming where this record waits
@@ -486,6 +507,7 @@ class RunSupervisor(Cancellable):
         match event:
             case events.RunStarted():
                 measured.device = event.device
+                measured.num_classes, measured.n_val = event.num_classes, event.n_val
                 gpu_facts = {c: facts for c, facts in measured.meters_info["components"].items() if c.startswith("gpu")}
                 used, flags = gpus_used(
                     event.device,
@@ -516,6 +538,7 @@ class RunSupervisor(Cancellable):
                 window = tracker.end_window(f"{epoch}:{phase}", at=at)
                 measured.add_phase(epoch, phase, window.without(measured.gpus_unused))
             case events.EpochFinished():
+                measured.last_train_loss = event.train_loss
                 writer.submit(
                     AddEpoch(
                         {

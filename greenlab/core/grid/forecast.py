@@ -1,0 +1,408 @@
+"""Before a grid: about how long it will take and how much energy it will use, and where each figure comes from.
+
+Each run that will run (not one already stored, unless forced) is forecast from the store's earlier runs:
+  1. **the same work**: completed runs of its conditions (`conditions_key`) and technique — their mean wall
+     time and energy;
+  2. **scaled**: runs of its model, technique and conditions but for the epochs and the batches per epoch
+     (`max_train_batches`, else the dataset's size / `batch_size`) — their training part (`train_s`,
+     `energy_training_j`) scaled by epochs × batches per epoch, the rest (start-up, data, compression)
+     kept as it was;
+  3. **calibrated**: otherwise, the model's FLOPs per sample and the FLOP rate this device reaches training
+     it (greenlab.core.train.calibration, a child process), times the samples the run trains and evaluates,
+     plus the start-up earlier runs took; its energy is that time at the mean power of the store's runs,
+     else at the CPU estimate's watts (greenlab.core.measure.estimate). Calibration is on the uncompressed
+     model.
+The grid adds its idle baseline. CO2e and cost follow the runs' own accounting settings. `forecast` is pure
+given the earlier runs and a calibration function; `calibrate_in_child` is the real one. A grid forecast
+to take longer than `CONFIRM_ABOVE_S` asks before it starts in the TUI and is said loudly by headless.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from statistics import mean
+from typing import Any
+
+from greenlab.core.measure import carbon
+from greenlab.core.plan.config import GridRun
+from greenlab.core.report.groups import conditions_settings
+from greenlab.core.store.database import Store
+from greenlab.core.store.rows import Row
+from greenlab.core.train import datasets, zoo
+
+CONFIRM_ABOVE_S = 24 * 3600.0  # a grid forecast to run longer than a day asks first (TUI), or says so loudly
+STARTUP_S = 2.0  # a run's start-up (process, data, model) when no earlier run says how long it takes
+CALIBRATION_TIMEOUT_S = 300.0
+# Examples in the bundled and generated datasets, before the validation split (imagefolder: unknown).
+DATASET_EXAMPLES = {"digits": 1797, "cifar10": 50_000, "fake-text": 1024}
+FAKE_EXAMPLES = 512  # torchvision FakeData without train_limit
+SCALED_AWAY = ("epochs", "max_train_batches", "train_limit")  # what scaling by work may differ in
+
+HISTORY, SCALED, CALIBRATED, UNKNOWN = "history", "scaled", "calibrated", "unknown"
+
+CalibrationSpec = tuple[str, int, str, int]  # model, image size, device, batch size
+Calibrate = Callable[[list[CalibrationSpec]], dict[CalibrationSpec, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class RunForecast:
+    seconds: float | None
+    joules: float | None
+    source: str  # history | scaled | calibrated | unknown
+    earlier: tuple[int, ...] = ()  # ids of the earlier runs it rests on
+    why: str = ""  # unknown: why nothing could be said
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A grid's forecast: totals over the runs that will run, and how many rest on each source."""
+
+    runs: int
+    skipped: int
+    seconds: float | None
+    joules: float | None
+    co2e_g: float | None
+    cost: float | None
+    currency: str
+    sources: dict[str, int] = field(default_factory=dict)  # source -> runs forecast from it
+    earlier: int = 0  # distinct earlier runs the history and scaled parts rest on
+    power_from: str = ""  # calibrated energy: "earlier runs" or "the CPU estimate"
+    notes: tuple[str, ...] = ()
+
+    @property
+    def too_long(self) -> bool:
+        return self.seconds is not None and self.seconds > CONFIRM_ABOVE_S
+
+    @property
+    def source_text(self) -> str:
+        """'from 24 earlier runs', 'calibrated', '12 from 36 earlier runs, 12 calibrated'."""
+        if not self.runs:
+            return "nothing to run"
+        parts = []
+        known = self.sources.get(HISTORY, 0) + self.sources.get(SCALED, 0)
+        if known:
+            scaled = " (scaled by epochs and batches)" if self.sources.get(SCALED) else ""
+            lead = "" if known == self.runs else f"{known} "
+            parts.append(f"{lead}from {self.earlier} earlier run{'s' if self.earlier != 1 else ''}{scaled}")
+        if self.sources.get(CALIBRATED):
+            count = self.sources[CALIBRATED]
+            power = f" at the power of {self.power_from}" if self.power_from else ""
+            parts.append(("calibrated" if count == self.runs else f"{count} calibrated") + power)
+        if self.sources.get(UNKNOWN):
+            parts.append(f"{self.sources[UNKNOWN]} unknown")
+        return ", ".join(parts)
+
+    def describe(self) -> str:
+        """'24 runs · about 1 min 30 s · about 0.9 kJ, 0.1 g CO2e, 0.0001 USD (from 24 earlier runs)'."""
+        if not self.runs:
+            return f"nothing to run: {self.skipped} already stored" if self.skipped else "nothing to run"
+        head = f"{self.runs} run{'s' if self.runs != 1 else ''}"
+        if self.skipped:
+            head += f" ({self.skipped} already stored)"
+        unknown = self.sources.get(UNKNOWN, 0)
+        some = " at least" if unknown and unknown < self.runs else ""
+        parts = [head]
+        parts.append(f"about{some} {about_duration(self.seconds)}" if self.seconds is not None else "time unknown")
+        if self.joules is not None:
+            energy = f"about{some} {about_energy(self.joules)}"
+            if self.co2e_g is not None:
+                energy += f", {self.co2e_g:.2g} g CO2e"
+            if self.cost is not None:
+                energy += f", {self.cost:.2g} {self.currency}"
+            parts.append(energy)
+        else:
+            parts.append("energy unknown")
+        return " · ".join(parts) + f" ({self.source_text})"
+
+    def against(self, seconds: float, joules: float | None) -> str:
+        """How far the forecast was off: 'took 1 min 12 s against about 1 min 30 s forecast (-20 %); used
+        0.8 kJ against about 0.9 kJ (-11 %)'."""
+        parts = [f"took {about_duration(seconds)}"]
+        if self.seconds:
+            parts[0] += f" against about {about_duration(self.seconds)} forecast ({_off(seconds, self.seconds)})"
+        if joules is not None:
+            used = f"used {about_energy(joules)}"
+            if self.joules:
+                used += f" against about {about_energy(self.joules)} ({_off(joules, self.joules)})"
+            parts.append(used)
+        return "; ".join(parts)
+
+
+def _off(actual: float, forecast: float) -> str:
+    return f"{100 * (actual - forecast) / forecast:+.0f} %"
+
+
+def about_duration(seconds: float | None) -> str:
+    """'40 s', '1 min 30 s', '2 h 5 min', '3 days 4 h': as precise as a forecast is."""
+    if seconds is None:
+        return "-"
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s" if s < 600 else f"{round(s / 60)} min"
+    if s < 86_400:
+        return f"{s // 3600} h {(s % 3600) // 60} min"
+    days, hours = s // 86_400, (s % 86_400) // 3600
+    return f"{days} day{'s' if days != 1 else ''} {hours} h"
+
+
+def about_energy(joules: float) -> str:
+    """'45 J', '0.9 kJ', '12 kJ', '3.4 kWh': two significant figures."""
+    if joules >= 3.6e6:
+        return f"{joules / 3.6e6:.2g} kWh"
+    if joules >= 100:
+        return f"{joules / 1000:.2g} kJ"
+    return f"{joules:.2g} J"
+
+
+# -- the work of a run -------------------------------------------------------------------------------------
+def _examples(settings: dict[str, Any]) -> tuple[int, int] | None:
+    """(training, validation) examples of a run's data, or None where only reading it would tell."""
+    dataset = str(settings.get("dataset") or "")
+    total = FAKE_EXAMPLES if dataset == "fake" else DATASET_EXAMPLES.get(dataset)
+    if dataset == "fake" and settings.get("train_limit"):
+        total = int(settings["train_limit"])
+    if total is None:
+        return None
+    validation = max(1, int(round(total * float(settings.get("val_fraction") or 0.2))))
+    training = total - validation
+    if settings.get("train_limit"):
+        training = min(training, int(settings["train_limit"]))
+    return training, validation
+
+
+def batches_per_epoch(settings: dict[str, Any]) -> int | None:
+    """Training batches per epoch as the child counts them (drop_last when there is more than a batch),
+    capped by max_train_batches; None when the dataset's size is unknown and nothing caps it."""
+    size = int(settings.get("batch_size") or 1)
+    cap = settings.get("max_train_batches")
+    examples = _examples(settings)
+    if examples is None:
+        return int(cap) if cap else None
+    batches = examples[0] // size if examples[0] > size else 1
+    return min(batches, int(cap)) if cap else batches
+
+
+def eval_batches(settings: dict[str, Any]) -> int | None:
+    size = int(settings.get("batch_size") or 1)
+    cap = settings.get("max_eval_batches")
+    examples = _examples(settings)
+    if examples is None:
+        return int(cap) if cap else None
+    batches = math.ceil(examples[1] / size)
+    return min(batches, int(cap)) if cap else batches
+
+
+def _work(settings: dict[str, Any]) -> float | None:
+    batches = batches_per_epoch(settings)
+    return None if batches is None else float(settings.get("epochs") or 1) * batches
+
+
+def image_size(run: GridRun) -> int | None:
+    """The input resolution the run's child will use (None for a text model)."""
+    spec = zoo.MODELS.get(run.model)
+    if spec is None or spec.modality != "image":
+        return None
+    s = run.settings
+    return s.image_size or datasets.default_image_size(s.dataset, spec.input_size, spec.min_input_size)
+
+
+# -- the forecast ------------------------------------------------------------------------------------------
+def will_run(runs: Sequence[GridRun], stored_keys: Iterable[str], force: bool = False) -> list[GridRun]:
+    """The runs a grid will really run: those not already completed with identical settings (unless forced)."""
+    if force:
+        return list(runs)
+    stored = set(stored_keys)
+    return [run for run in runs if run.settings_key() not in stored]
+
+
+def _usable(rows: Iterable[Row]) -> list[Row]:
+    return [
+        r
+        for r in rows
+        if r.get("status") in ("completed", "superseded") and r.get("duration_s") and r.get("energy_j") is not None
+    ]
+
+
+def _from_rows(run: GridRun, earlier: list[Row]) -> RunForecast | None:
+    """Sources 1 and 2 of the module docstring; None when no earlier run fits."""
+    same = [r for r in earlier if r.get("conditions_key") == run.conditions_key() and r["technique"] == run.technique]
+    if same:
+        return RunForecast(
+            mean(float(r["duration_s"]) for r in same),
+            mean(float(r["energy_j"]) for r in same),
+            HISTORY,
+            tuple(int(r["id"]) for r in same),
+        )
+    wanted = {**asdict(run.settings)}
+    work = _work(wanted)
+    key = {k: v for k, v in conditions_settings({"settings": wanted}).items() if k not in SCALED_AWAY}
+    scaled: list[tuple[float, float, int]] = []
+    for row in earlier:
+        if row.get("model") != run.model or row["technique"] != run.technique:
+            continue
+        settings = conditions_settings(row)
+        if {k: v for k, v in settings.items() if k not in SCALED_AWAY} != key:
+            continue
+        old = _work(settings)
+        if work is None or old is None:
+            same_batches = settings.get("max_train_batches") == wanted.get("max_train_batches")
+            if not same_batches:
+                continue
+            factor = float(wanted.get("epochs") or 1) / float(settings.get("epochs") or 1)
+        else:
+            factor = work / old
+        seconds, joules = float(row["duration_s"]), float(row["energy_j"])
+        train_s = float(row.get("train_s") or seconds)
+        train_j = float(row["energy_training_j"]) if row.get("energy_training_j") is not None else joules
+        scaled.append((seconds - train_s + factor * train_s, joules - train_j + factor * train_j, int(row["id"])))
+    if not scaled:
+        return None
+    return RunForecast(
+        mean(s for s, _j, _i in scaled), mean(j for _s, j, _i in scaled), SCALED, tuple(i for *_x, i in scaled)
+    )
+
+
+def _watts(earlier: list[Row]) -> tuple[float, str]:
+    """The power a calibrated run is costed at: the store's runs' mean, else the CPU estimate's watts."""
+    if earlier:
+        return mean(float(r["energy_j"]) / float(r["duration_s"]) for r in earlier), "earlier runs"
+    from greenlab.core.measure import estimate
+
+    rule = estimate.cpu_power_rule(estimate.cpu_model_name(), virtual=estimate.virtualization())
+    return float(rule["w_per_thread"]) * (os.cpu_count() or 1), "the CPU estimate"
+
+
+def _calibrated(run: GridRun, calibration: dict[str, Any] | None, startup_s: float, watts: float) -> RunForecast:
+    if calibration is None or "error" in calibration:
+        why = calibration["error"] if calibration else "no calibration for a text model"
+        return RunForecast(None, None, UNKNOWN, why=why)
+    settings = asdict(run.settings)
+    batches, evaluations = batches_per_epoch(settings), eval_batches(settings)
+    if batches is None:
+        return RunForecast(None, None, UNKNOWN, why=f"the size of {run.settings.dataset} is unknown")
+    per_sample_s = float(calibration["flops_per_sample"]) / float(calibration["flop_per_s"])
+    samples = run.settings.epochs * batches * run.settings.batch_size
+    # An evaluation pass is a forward pass, about a third of a training step's work.
+    evaluated = (
+        run.settings.epochs * (evaluations if evaluations is not None else batches // 4) * run.settings.batch_size
+    )
+    seconds = startup_s + per_sample_s * (samples + evaluated / 3)
+    return RunForecast(seconds, seconds * watts, CALIBRATED)
+
+
+def forecast(
+    runs: Sequence[GridRun],
+    earlier_rows: Iterable[Row],
+    *,
+    stored_keys: Iterable[str] = (),
+    force: bool = False,
+    calibrate: Calibrate | None = None,
+) -> Forecast:
+    """The grid's forecast (module docstring); `calibrate` is called once with every spec that needs it
+    (default: `calibrate_in_child`)."""
+    todo = will_run(runs, stored_keys, force)
+    earlier = _usable(earlier_rows)
+    per_run: list[RunForecast | None] = [_from_rows(run, earlier) for run in todo]
+    missing = [run for run, found in zip(todo, per_run) if found is None]
+    calibrations: dict[CalibrationSpec, dict[str, Any]] = {}
+    specs = list(dict.fromkeys(spec for spec in (_spec(run) for run in missing) if spec is not None))
+    if specs:
+        calibrations = (calibrate or calibrate_in_child)(specs)
+    power_from = ""
+    if missing:
+        startups = [float(r["duration_s"]) - float(r["train_s"]) for r in earlier if r.get("train_s")]
+        startup_s = mean(startups) if startups else STARTUP_S
+        watts, power_from = _watts(earlier)
+        per_run = [
+            found
+            if found is not None
+            else _calibrated(run, calibrations.get(_spec(run) or ("", 0, "", 0)), startup_s, watts)
+            for run, found in zip(todo, per_run)
+        ]
+    results = [found for found in per_run if found is not None]
+    sources: dict[str, int] = {}
+    for result in results:
+        sources[result.source] = sources.get(result.source, 0) + 1
+    known = [r for r in results if r.seconds is not None]
+    seconds = sum(r.seconds for r in known if r.seconds is not None) if known else None
+    joules = sum(r.joules for r in known if r.joules is not None) if known else None
+    if seconds is not None and todo:
+        idle = todo[0].settings.idle_s
+        seconds += idle if todo[0].settings.idle_scope == "grid" else idle * len(todo)
+    accounting = todo[0].accounting() if todo else {}
+    notes = tuple(dict.fromkeys(f"{r.why}" for r in results if r.source == UNKNOWN and r.why))
+    return Forecast(
+        runs=len(todo),
+        skipped=len(runs) - len(todo),
+        seconds=seconds,
+        joules=joules,
+        co2e_g=carbon.co2e_g(joules, accounting["carbon_g_per_kwh"], accounting["pue"]) if accounting else None,
+        cost=carbon.cost(joules, accounting["price_per_kwh"], accounting["pue"]) if accounting else None,
+        currency=str(accounting.get("currency") or ""),
+        sources=sources,
+        earlier=len({i for r in results for i in r.earlier}),
+        power_from=power_from if sources.get(CALIBRATED) else "",
+        notes=notes,
+    )
+
+
+def _spec(run: GridRun) -> CalibrationSpec | None:
+    size = image_size(run)
+    return None if size is None else (run.model, size, run.settings.device, run.settings.batch_size)
+
+
+_CALIBRATED: dict[CalibrationSpec, dict[str, Any]] = {}  # per process: the device does not change under us
+
+
+def calibrate_in_child(specs: list[CalibrationSpec]) -> dict[CalibrationSpec, dict[str, Any]]:
+    """Calibrate each spec once per process, in a child (greenlab.core.train.calibration); a spec the child
+    could not calibrate maps to {"error": why}."""
+    todo = [spec for spec in specs if spec not in _CALIBRATED]
+    if todo:
+        payload = json.dumps([{"model": m, "image_size": s, "device": d, "batch_size": b} for m, s, d, b in todo])
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "greenlab.core.train.calibration", payload],
+                capture_output=True,
+                text=True,
+                timeout=CALIBRATION_TIMEOUT_S,
+                check=False,
+            )
+            lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+            why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+            lines, why = [], f"calibration failed: {exc}"
+        for spec, line in zip(todo, lines):
+            _CALIBRATED[spec] = line
+        for spec in todo[len(lines) :]:
+            _CALIBRATED[spec] = {"error": why}
+    return {spec: _CALIBRATED[spec] for spec in specs}
+
+
+def forecast_store(
+    runs: Sequence[GridRun], db: str | None, *, force: bool = False, calibrate: Calibrate | None = None
+) -> Forecast:
+    """The forecast of `runs` against the store at `db` (its earlier runs, and which are already stored);
+    reading never creates the store."""
+    store = Store(db)
+    try:
+        rows, keys = store.runs(), store.completed_keys()
+    finally:
+        store.close()
+    return forecast(runs, rows, stored_keys=keys, force=force, calibrate=calibrate)
+
+
+def too_long_text(result: Forecast) -> str:
+    """What a face says of a grid forecast to run longer than CONFIRM_ABOVE_S."""
+    return (
+        f"this grid is forecast to run for about {about_duration(result.seconds)}, longer than "
+        f"{about_duration(CONFIRM_ABOVE_S)}"
+    )

@@ -1,0 +1,94 @@
+"""A short calibration for a grid's forecast: a model's FLOPs per training sample, and the FLOP rate this
+device reaches training it.
+
+The forecast (greenlab.core.grid.forecast) asks for it where the store has no earlier runs to go by. It
+runs as a child process — `python -m greenlab.core.train.calibration SPECS_JSON` prints one JSON object per
+spec — so a face that forecasts never imports torch nor spends its own CPU on it. The model is built
+untrained (no weights are fetched) and timed on random batches; what a technique changes is not
+calibrated (the forecast says "calibrated on the uncompressed model").
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+PROBE_BATCH = 2  # the first, cheap measure that sizes the real one
+TARGET_STEP_S = 0.25  # the timed batch is sized so a step takes about this long (or is the run's batch)
+MIN_TIMED_S = 0.5  # steps are timed until this much time has passed (at least MIN_STEPS, at most MAX_STEPS)
+MIN_STEPS, MAX_STEPS = 3, 20
+
+
+def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size: int = 32) -> dict[str, Any]:
+    """{model, image_size, device, batch, flops_per_sample, flop_per_s}: the FLOPs of one training step per
+    sample (greenlab.core.train.compression.stats), and those FLOPs over the median measured seconds of a
+    step, at a batch sized so a step takes about TARGET_STEP_S (at most the run's own batch size): a tiny
+    batch understates a CPU's throughput, the run's own batch of vit_b_16 takes minutes to time."""
+    import torch
+
+    from greenlab.core.train import training, zoo
+    from greenlab.core.train.compression.stats import training_step_flops
+
+    resolved = training.resolve_device(device)
+    model = zoo.build_model(model_name, 10, False).to(resolved)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    loss_of = torch.nn.CrossEntropyLoss()
+    model.train()
+
+    def step_seconds(batch: int) -> float:
+        example = torch.randn(batch, 3, image_size, image_size, device=resolved)
+        labels = torch.zeros(batch, dtype=torch.long, device=resolved)
+
+        def step() -> None:
+            optimizer.zero_grad()
+            loss_of(zoo_logits(model(example)), labels).backward()
+            optimizer.step()
+            if resolved.type == "cuda":
+                torch.cuda.synchronize()
+
+        step()  # first calls allocate and initialise: not timed
+        times: list[float] = []
+        while len(times) < MIN_STEPS or (sum(times) < MIN_TIMED_S and len(times) < MAX_STEPS):
+            started = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - started)
+        return sorted(times)[len(times) // 2]
+
+    probe = step_seconds(PROBE_BATCH) / PROBE_BATCH
+    batch = max(PROBE_BATCH, min(batch_size, int(TARGET_STEP_S / max(probe, 1e-9))))
+    seconds = step_seconds(batch) if batch != PROBE_BATCH else probe * PROBE_BATCH
+    flops = training_step_flops(model, torch.randn(batch, 3, image_size, image_size, device=resolved))
+    return {
+        "model": model_name,
+        "image_size": image_size,
+        "device": str(resolved),
+        "batch": batch,
+        "flops_per_sample": flops / batch,
+        "flop_per_s": flops / max(seconds, 1e-9),
+    }
+
+
+def zoo_logits(output: Any) -> Any:
+    from greenlab.core.train.compression.stats import output_logits
+
+    return output_logits(output)
+
+
+def main(argv: list[str]) -> int:
+    """Each spec of the JSON list in argv[1] ({model, image_size, device, batch_size}) calibrated, one JSON line each;
+    a spec that cannot be calibrated gives {"error": ...} instead, so one bad model spoils no other."""
+    for spec in json.loads(argv[1]):
+        try:
+            result = calibrate(
+                spec["model"], int(spec["image_size"]), spec.get("device", "auto"), int(spec.get("batch_size", 32))
+            )
+        except Exception as exc:  # noqa: BLE001 - the forecast says "not calibrated" and why, and goes on
+            result = {**spec, "error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

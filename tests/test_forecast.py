@@ -1,0 +1,185 @@
+"""Before a grid: a forecast of its time and energy, from earlier runs where the store has them, else from a
+short calibration, each part saying where it came from; after it, how far it was off."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+
+from greenlab.core.grid import forecast as fc
+from greenlab.core.plan.config import build_experiments, expand_grid
+from tests.conftest import run_cli, sync
+
+
+def grid(**defaults):
+    data = {
+        "defaults": {
+            "dataset": "digits",
+            "epochs": 2,
+            "batch_size": 64,
+            "device": "cpu",
+            "idle_s": 3,
+            "max_train_batches": 10,
+            "repeats": 2,
+            **defaults,
+        },
+        "experiment": [{"name": "f", "models": ["tinycnn"], "techniques": ["baseline", "prune"]}],
+    }
+    return expand_grid(build_experiments(data, source="test"))
+
+
+def stored(run, run_id, seconds, joules, train_s=None, train_j=None):
+    return {
+        "id": run_id,
+        "model": run.model,
+        "technique": run.technique,
+        "status": "completed",
+        "settings_key": run.settings_key(),
+        "conditions_key": run.conditions_key(),
+        "settings": {**asdict(run.settings), "techniques": run.technique_settings},
+        "dataset": run.settings.dataset,
+        "duration_s": seconds,
+        "energy_j": joules,
+        "train_s": train_s,
+        "energy_training_j": train_j,
+    }
+
+
+def no_calibration(specs):
+    raise AssertionError(f"calibrated {specs} though earlier runs cover them")
+
+
+def test_earlier_runs_of_the_same_work_give_the_forecast_and_say_so():
+    runs = grid()
+    earlier = [stored(run, i + 1, 10.0 + i, 100.0) for i, run in enumerate(runs)]
+    result = fc.forecast(runs, earlier, force=True, calibrate=no_calibration)
+    # each run's mean over its earlier runs (the same run key counted once per stored row), plus one idle baseline
+    assert result.runs == 4 and result.sources == {fc.HISTORY: 4}
+    assert result.seconds == pytest.approx(10 + 11 + 12 + 13 + 3)
+    assert result.joules == pytest.approx(400.0)
+    assert result.describe().startswith("4 runs · about 49 s · about 0.4 kJ, ")
+    assert result.describe().endswith("(from 4 earlier runs)")
+    assert result.co2e_g == pytest.approx(400 / 3.6e6 * runs[0].settings.carbon_g_per_kwh * runs[0].settings.pue)
+
+
+def test_runs_already_stored_are_not_forecast():
+    runs = grid()
+    earlier = [stored(run, i + 1, 10.0, 100.0) for i, run in enumerate(runs)]
+    result = fc.forecast(runs, earlier, stored_keys=[r.settings_key() for r in runs[:3]], calibrate=no_calibration)
+    assert (result.runs, result.skipped) == (1, 3)
+    assert result.describe().startswith("1 run (3 already stored) · about 13 s")
+    assert fc.forecast(runs, earlier, stored_keys=[r.settings_key() for r in runs]).describe() == (
+        "nothing to run: 4 already stored"
+    )
+
+
+def test_other_epochs_and_batches_are_scaled_by_the_work_the_rest_kept():
+    before = grid(epochs=1, max_train_batches=5)
+    earlier = [stored(run, i + 1, 10.0, 100.0, train_s=8.0, train_j=80.0) for i, run in enumerate(before)]
+    runs = grid(epochs=2, max_train_batches=10)  # four times the batches: the training part × 4, start-up kept
+    result = fc.forecast(runs, earlier, force=True, calibrate=no_calibration)
+    assert result.sources == {fc.SCALED: 4}
+    assert result.seconds == pytest.approx(4 * (2 + 4 * 8) + 3)
+    assert result.joules == pytest.approx(4 * (20 + 4 * 80))
+    assert "from 4 earlier runs (scaled by epochs and batches)" in result.describe()
+
+
+def test_without_earlier_runs_a_calibration_gives_the_forecast():
+    asked = []
+
+    def calibrate(specs):
+        asked.extend(specs)
+        return {spec: {"flops_per_sample": 1e6, "flop_per_s": 1e9} for spec in specs}
+
+    runs = grid()
+    result = fc.forecast(runs, [], force=True, calibrate=calibrate)
+    assert asked == [("tinycnn", 32, "cpu", 64)]  # once per model, input, device and batch, not per run
+    assert result.sources == {fc.CALIBRATED: 4}
+    # 1 ms a sample: 2 epochs × 10 batches × 64 trained, 2 × 6 × 64 (all 359 validation examples) evaluated
+    # at a third of the work, + start-up
+    per_run = fc.STARTUP_S + 1e-3 * (2 * 10 * 64 + 2 * 6 * 64 / 3)
+    assert result.seconds == pytest.approx(4 * per_run + 3)
+    assert "(calibrated at the power of the CPU estimate)" in result.describe()
+
+
+def test_a_calibration_that_fails_leaves_the_run_unknown_and_says_why():
+    result = fc.forecast(grid(), [], force=True, calibrate=lambda specs: {s: {"error": "no torch"} for s in specs})
+    assert result.seconds is None and result.sources == {fc.UNKNOWN: 4} and result.notes == ("no torch",)
+    assert "time unknown" in result.describe()
+
+
+def test_a_grid_longer_than_a_day_is_too_long_and_the_actual_is_compared():
+    runs = grid(epochs=3000, max_train_batches=None)
+    earlier = [stored(run, i + 1, 10.0, 100.0, train_s=9.0, train_j=90.0) for i, run in enumerate(grid())]
+    result = fc.forecast(runs, earlier, force=True, calibrate=no_calibration)
+    assert result.seconds > fc.CONFIRM_ABOVE_S and result.too_long
+    assert "longer than 1 day 0 h" in fc.too_long_text(result)
+    short = fc.forecast(grid(), earlier, force=True)
+    assert not short.too_long
+    assert short.against(33.0, 300.0) == (
+        "took 33 s against about 43 s forecast (-23 %); used 0.3 kJ against about 0.4 kJ (-25 %)"
+    )
+
+
+def test_durations_and_energies_read_as_forecasts():
+    assert [fc.about_duration(s) for s in (40, 90, 900, 7500, 3 * 86400 + 7200)] == [
+        "40 s",
+        "1 min 30 s",
+        "15 min",
+        "2 h 5 min",
+        "3 days 2 h",
+    ]
+    assert [fc.about_energy(j) for j in (45, 900, 12_345, 3.6e7)] == ["45 J", "0.9 kJ", "12 kJ", "10 kWh"]
+
+
+def test_headless_prints_the_forecast_first_and_how_far_it_was_off_last(write_toml, tmp_path):
+    toml = write_toml("""
+[[experiment]]
+name = "forecast"
+models = ["tinycnn"]
+techniques = ["baseline"]
+""")
+    db = tmp_path / "runs.db"
+    first = run_cli("--headless", str(toml), "--db", str(db))
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = first.stdout
+    assert "forecast: 1 run · about " in out and "(calibrated at the power of the CPU estimate)" in out
+    assert out.index("forecast: 1 run") < out.index("[1/1]")  # before the first run
+    assert "forecast against the grid: took " in out and " forecast (" in out
+    again = run_cli("--headless", str(toml), "--db", str(db), "--force")
+    assert "forecast: 1 run · about " in again.stdout and "(from 1 earlier run)" in again.stdout
+
+
+@sync
+async def test_setup_shows_the_forecast_as_the_selection_changes_and_a_day_asks_first(tmp_path):
+    from textual.widgets import Input
+
+    from greenlab.tui.dialogs import ConfirmLongGrid
+    from tests.test_tui_usability import app_for
+
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()  # the forecast is made on a worker thread
+        await pilot.pause()
+        shown = str(app.query_one("#setup-forecast").render())
+        assert shown.startswith("forecast: 1 run · about ") and shown.endswith(
+            "(calibrated at the power of the CPU estimate)"
+        )
+        app.query_one("#f-repeats", Input).value = "3"
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert str(app.query_one("#setup-forecast").render()).startswith("forecast: 3 runs · about ")
+        app.query_one("#f-epochs", Input).value = "200000"
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "longer than 1 day 0 h: ctrl+r asks first" in str(app.query_one("#setup-forecast").render())
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmLongGrid) and "Start it?" in app.screen.question
+        await pilot.press("n")
+        await pilot.pause()
+        assert not app.running and app.presenter.snapshot().queue == ()

@@ -1,0 +1,121 @@
+"""A grid you can follow: its place ("run 2 of 3"), its ETA, its phase between runs (the idle baseline is one),
+its closing counts; a queue that folds runs already stored and follows the run in progress; a cancel
+question and a second ctrl+r that count only what will really run."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import DataTable
+
+from greenlab.core.grid.grid_events import RunQueued, RunSkipped
+from greenlab.core.grid.presenter import GridPresenter, grid_eta
+from greenlab.core.plan.config import expand_grid, parse_experiments
+from greenlab.core.run.run_events import IdleMeasured, RunBegan, RunStored
+from greenlab.tui import messages
+from greenlab.tui.dialogs import CancelChoice
+from greenlab.tui.live import queue_rows
+from greenlab.tui.setup import SetupPane
+from tests.conftest import sync
+from tests.test_progress import Tracker
+from tests.test_tui_usability import app_for, screen_text
+
+GRID = expand_grid(
+    parse_experiments(
+        '[defaults]\npretrained = false\nrepeats = 2\norder = "as-written"\nidle_s = 3\n'
+        '[[experiment]]\nname = "e"\nmodels = ["tinycnn"]\n'
+        'techniques = ["baseline", "prune"]\n'
+    )
+)
+
+
+def test_the_grid_has_a_place_a_phase_an_eta_and_closing_counts():
+    clock = [100.0]
+    presenter = GridPresenter(clock=lambda: clock[0])
+    presenter.add_grid(1, GRID, skip=[0], forecast_s=30.0)  # run 0 already stored: 3 will run
+    snapshot = presenter.start_grid(1)
+    (grid,) = snapshot.grids
+    assert (grid.total, grid.skipped, grid.to_run) == (4, 1, 3) and snapshot.waiting() == 3
+    assert snapshot.active_grid == grid and "warming up" in grid.phase
+    assert grid_eta(grid, 1, None) == pytest.approx(30.0)  # before any run ends: the forecast
+    snapshot = presenter.apply(RunQueued(1, 4, GRID[1]), grid=1)
+    assert snapshot.active_grid.phase == "measuring the idle baseline (3 s)"  # a phase, not "no run"
+    assert snapshot.position(1) == 1 and snapshot.waiting() == 2
+    snapshot = presenter.apply(IdleMeasured({"cpu": 3.0}, 3.0), grid=1)
+    assert snapshot.active_grid.phase == "starting the run"
+    presenter.apply(RunBegan(7, GRID[1], Tracker(), {}), grid=1)
+    clock[0] = 112.0
+    snapshot = presenter.apply(RunStored(7, GRID[1], "completed", None, {"energy_j": 5.0}), grid=1)
+    grid = snapshot.active_grid
+    assert grid.run_seconds == (12.0,) and grid.phase == "between runs"
+    assert grid_eta(grid, 2, 4.0) == pytest.approx(4.0 + 12.0)  # the run in progress, then one more at 12 s
+    presenter.apply(RunSkipped(0, GRID[0], "already completed"), grid=1)  # foreseen: not counted twice
+    presenter.apply(RunQueued(2, 4, GRID[2]), grid=1)
+    presenter.apply(RunStored(8, GRID[2], "failed", "boom", {}), grid=1)
+    snapshot = presenter.end_grid(1, cancelled=False)
+    assert snapshot.active_grid is None and snapshot.grids[0].skipped == 1
+    assert snapshot.grids[0].message() == (
+        "grid 1 finished: 1 completed, 1 failed, 0 interrupted, 1 skipped (already stored), 1 not run"
+    )
+    assert snapshot.log[-1].text == snapshot.grids[0].message()
+
+
+def test_runs_already_stored_fold_into_one_line_per_grid():
+    presenter = GridPresenter()
+    presenter.add_grid(1, GRID, skip=[0, 1, 2])
+    snapshot = presenter.add_grid(2, GRID, skip=[3])
+    assert [(label, status) for _key, label, status in queue_rows(snapshot)] == [
+        ("3 already stored", "skipped"),
+        ("tinycnn · prune #2", "waiting"),
+        ("tinycnn · baseline #1", "waiting"),
+        ("tinycnn · prune #1", "waiting"),
+        ("tinycnn · baseline #2", "waiting"),
+        ("1 already stored", "skipped"),
+    ]
+
+
+@sync
+async def test_the_live_pane_follows_the_grid_and_its_queue_the_running_row(tmp_path):
+    app = app_for(tmp_path)
+    long_grid = GRID * 6  # more rows than the queue shows
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        app.live.snapshot = app.presenter.add_grid(5, long_grid, skip=[0, 1])
+        app.live.snapshot = app.presenter.start_grid(5)
+
+        def post(event) -> None:
+            app.post_message(messages.GridChanged(app.presenter.apply(event, grid=5)))
+
+        post(RunQueued(20, len(long_grid), long_grid[20]))
+        await pilot.pause()
+        app.live.redraw()
+        grid_line, title = (str(app.query_one(selector).render()) for selector in ("#grid-line", "#run-title"))
+        assert grid_line.startswith("Grid 5: run 1 of 22 (2 already stored) · grid ETA")
+        assert title == "Measuring the idle baseline (3 s)"  # a phase of the grid, not "No run in progress"
+        assert "No run in progress" not in screen_text(app)
+        queue = app.query_one("#queue", DataTable)
+        assert queue.cursor_row == queue.get_row_index("g5-20")  # the cursor followed the run, far down
+        assert str(queue.get_row_at(0)[0]) == "2 already stored"
+        await pilot.press("up", "up")  # and the keyboard still scrolls it
+        assert queue.cursor_row == queue.get_row_index("g5-20") - 2
+
+
+@sync
+async def test_the_cancel_question_and_a_second_grid_count_only_what_will_run(tmp_path):
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app._grid_active = True  # a grid runs: requests queue after it (nothing is launched here)
+        app.post_message(SetupPane.GridRequested(GRID, False, "the setup form"))
+        await pilot.pause()
+        app.post_message(SetupPane.GridRequested(GRID, False, "the setup form"))  # the same runs again
+        await pilot.pause()
+        second = app._notifications.last if hasattr(app._notifications, "last") else list(app._notifications)[-1]
+        assert "nothing new from the setup form: 4 already queued in an earlier grid" in second.message
+        assert [label for _key, label, _status in queue_rows(app.presenter.snapshot())][-1] == (
+            "4 queued in an earlier grid"
+        )
+        app._token = None
+        app.action_cancel_run()
+        await pilot.pause()
+        assert isinstance(app.screen, CancelChoice)
+        assert "and the 4 runs queued after it" in app.screen.question  # not 8: the second grid skips all
