@@ -316,9 +316,20 @@ class RayDriver(Cancellable):
                 ray.cancel(ref)
 
     def _stop_waiting(self, cause: str) -> None:
-        """An environment failure: tasks not yet begun are cancelled; those running finish and are stored."""
+        """An environment failure: tasks not yet started are cancelled (the inbox refuses any that try);
+        those running finish and are stored."""
         ray = import_ray()
-        waiting = [(ref, task) for ref, task in self._inflight.items() if not task.began]
+        started: set[int] | None = None
+        if self._inbox is not None and not self._inbox_failed:
+            try:
+                started = set(ray.get(self._inbox.stop_starting.remote()))
+            except ray.exceptions.RayError:
+                self._inbox_failed = True
+            with signals_deferred(reraise=True):
+                self._take_messages()  # the started tasks' RunQueued come before the stop
+        if started is None:  # no inbox: what the driver heard is all it knows
+            started = {task.index for task in self._inflight.values() if task.began}
+        waiting = [(ref, task) for ref, task in self._inflight.items() if task.index not in started]
         for ref, _task in waiting:
             ray.cancel(ref)
         self.on_event(GridStopped(cause, [task.run for _ref, task in sorted(waiting, key=lambda p: p[1].index)]))

@@ -139,10 +139,25 @@ class Inbox:
     def __init__(self) -> None:
         self._messages: list[Message] = []
         self._cancelled = False
+        self._stopped = False
+        self._started: set[int] = set()
 
     def put(self, messages: list[Message]) -> bool:
+        """Take a node's batch; True tells its task to stop (the grid is cancelled, or stopped before this
+        task started: its TaskStarted is refused and it returns no record)."""
+        for message in messages:
+            if isinstance(message, TaskStarted) and message.tag not in self._started:
+                if self._stopped:
+                    return True
+                self._started.add(message.tag)
         self._messages.extend(messages)
         return self._cancelled
+
+    def stop_starting(self) -> list[int]:
+        """No task starts from now on; the tags of those that already had. One actor call decides it, so a
+        task is on exactly one side: started (it finishes and returns its record) or never started."""
+        self._stopped = True
+        return sorted(self._started)
 
     def take(self) -> list[Message]:
         messages, self._messages = self._messages, []
