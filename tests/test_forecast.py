@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from greenlab.core.grid import forecast as fc
 from greenlab.core.plan.config import build_experiments, expand_grid
@@ -107,6 +109,28 @@ def test_a_calibration_that_fails_leaves_the_run_unknown_and_says_why():
     result = fc.forecast(grid(), [], force=True, calibrate=lambda specs: {s: {"error": "no torch"} for s in specs})
     assert result.seconds is None and result.sources == {fc.UNKNOWN: 4} and result.notes == ("no torch",)
     assert "time unknown" in result.describe()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fast=st.floats(1e-5, 1.0),
+    slowdowns=st.lists(st.floats(1.0, 300.0), min_size=2, max_size=19),
+    batch_size=st.integers(1, 512),
+)
+def test_a_probe_step_slowed_by_another_process_does_not_shrink_the_timed_batch(fast, slowdowns, batch_size):
+    """The calibration's timed batch is the run's own unless the probe's fastest step says it would take
+    longer than MAX_STEP_S: any number of steps made slower (a torch thread descheduled) give the batch the
+    undisturbed probe gives."""
+    from greenlab.core.train.calibration import MAX_STEP_S, PROBE_BATCH, timed_batch
+
+    undisturbed = timed_batch([fast] * 3, batch_size)
+    assert timed_batch([fast * s for s in slowdowns] + [fast], batch_size) == undisturbed
+    assert PROBE_BATCH <= undisturbed <= max(PROBE_BATCH, batch_size)
+    step_s = fast / PROBE_BATCH * batch_size  # a step of the run's own batch, as the probe foresees it
+    if step_s <= MAX_STEP_S:
+        assert undisturbed == max(PROBE_BATCH, batch_size)  # the run's own batch is timed
+    elif undisturbed > PROBE_BATCH:  # cut down to what fits in a step of MAX_STEP_S
+        assert undisturbed * fast / PROBE_BATCH <= MAX_STEP_S * 1.000001 < (undisturbed + 1) * fast / PROBE_BATCH
 
 
 def test_a_grid_longer_than_a_day_is_too_long_and_the_actual_is_compared():

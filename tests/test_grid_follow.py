@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable
 
+from greenlab.core.grid.forecast import Forecast
 from greenlab.core.grid.grid_events import RunQueued, RunSkipped
 from greenlab.core.grid.presenter import GridPresenter, grid_eta
 from greenlab.core.plan.config import expand_grid, parse_experiments
@@ -31,7 +32,7 @@ GRID = expand_grid(
 def test_the_grid_has_a_place_a_phase_an_eta_and_closing_counts():
     clock = [100.0]
     presenter = GridPresenter(clock=lambda: clock[0])
-    presenter.add_grid(1, GRID, skip=[0], forecast_s=30.0)  # run 0 already stored: 3 will run
+    presenter.add_grid(1, GRID, skip=[0], forecast=forecast_of(3, 30.0, 20.0))  # run 0 already stored: 3 run
     snapshot = presenter.start_grid(1)
     (grid,) = snapshot.grids
     assert (grid.total, grid.skipped, grid.to_run) == (4, 1, 3) and snapshot.waiting() == 3
@@ -56,7 +57,35 @@ def test_the_grid_has_a_place_a_phase_an_eta_and_closing_counts():
     assert snapshot.grids[0].message() == (
         "grid 1 finished: 1 completed, 1 failed, 0 interrupted, 1 skipped (already stored), 1 not run"
     )
-    assert snapshot.log[-1].text == snapshot.grids[0].message()
+    assert snapshot.log[-1].text == snapshot.grids[0].message()  # a grid cut short is no forecast's test
+
+
+def forecast_of(runs: int, seconds: float, joules: float) -> Forecast:
+    return Forecast(runs, 0, seconds, joules, None, None, "", {"calibrated": runs})
+
+
+def test_a_grid_that_ran_all_its_runs_closes_with_how_far_the_forecast_was_off():
+    """The TUI's closing message, like headless's last line, sets the grid's time (start to end) and its
+    stored runs' energy against the forecast it was queued with."""
+    clock = [100.0]
+    presenter = GridPresenter(clock=lambda: clock[0])
+    presenter.add_grid(1, GRID[:2], forecast=forecast_of(2, 30.0, 20.0))
+    presenter.start_grid(1)
+    for index, (run_id, joules) in enumerate([(7, 4.0), (8, 6.0)]):
+        presenter.apply(RunQueued(index, 2, GRID[index]), grid=1)
+        presenter.apply(RunBegan(run_id, GRID[index], Tracker(), {}), grid=1)
+        clock[0] += 12.0
+        presenter.apply(RunStored(run_id, GRID[index], "completed", None, {"energy_j": joules}), grid=1)
+    (grid,) = presenter.end_grid(1, cancelled=False).grids
+    assert grid.message() == (
+        "grid 1 finished: 2 completed, 0 failed, 0 interrupted, 0 skipped (already stored); forecast against the "
+        "grid: took 24 s against about 30 s forecast (-20 %); used 10 J against about 20 J (-50 %)"
+    )
+    unforecast = GridPresenter(clock=lambda: clock[0])
+    unforecast.add_grid(1, GRID[:1])
+    unforecast.start_grid(1)
+    (grid,) = unforecast.end_grid(1, cancelled=False).grids
+    assert "forecast" not in grid.message()
 
 
 def test_runs_already_stored_fold_into_one_line_per_grid():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from textual.widgets import Static
+
 from greenlab.core.measure import host_lock
 from greenlab.core.store.database import Store
 from greenlab.tui.app import GreenLabApp
@@ -31,6 +33,8 @@ async def test_a_grid_preflight_refuses_is_notified_and_not_started(tmp_path):
         (note,) = [n for n in app._notifications if n.title == "Grid not started"]
         assert "experiment 'pilot'.image_size: image_size 100000 px is beyond" in note.message
         assert str(app.query_one("#queue").get_row_at(0)[1]) == "not run"
+        told = str(app.query_one("#setup-status", Static).render())  # the forecast replaces "forecasting"
+        assert "forecasting" not in told and f"{experiments}: 1 run · about " in told
     assert Store(tmp_path / "runs.db").runs() == []
 
 

@@ -255,6 +255,11 @@ def test_an_estimated_energy_says_so_in_its_word_and_json():
     c = by_cell(compare.judge(r.rows))[("m", "prune")]
     assert c.word == "saves (estimated)" and c.to_dict()["energy_method"] == "estimated"
     assert "so this is a saving in time" in c.sentence
+    costly = Rows()
+    costly.cell("baseline", [60.0, 61.0, 59.0], energy_measured_j=0.0, energy_estimated_j=60.0)
+    costly.cell("prune", [100.0, 101.0, 99.0], energy_measured_j=0.0, energy_estimated_j=100.0)
+    cost = by_cell(compare.judge(costly.rows))[("m", "prune")]
+    assert cost.word == "costs (estimated)" and "so this is a cost in time as much as in energy" in cost.sentence
     r.rows[0]["energy_measured_j"] = 50.0
     mixed = by_cell(compare.judge(r.rows))[("m", "prune")]
     assert mixed.energy_method == "mixed" and mixed.word == "saves (partly estimated)"

@@ -402,9 +402,8 @@ class GreenLabApp(App[int]):
         skip = [index for index, key in enumerate(keys) if key in stored]
         before = [index for index, key in enumerate(keys) if key in queued and key not in stored]
         self._grid_keys[self._grid_number] = keys
-        forecast_s = event.forecast.seconds if event.forecast is not None else None
         self.live.snapshot = self.presenter.add_grid(
-            self._grid_number, event.runs, skip=skip, queued=before, forecast_s=forecast_s
+            self._grid_number, event.runs, skip=skip, queued=before, forecast=event.forecast
         )
         already = sum(key in stored for key in keys)
         earlier = sum(key in queued and key not in stored for key in keys)

@@ -490,6 +490,8 @@ class SetupPane(Vertical):
                 request.forecast = forecast_module.forecast_store(runs, db, force=request.force)
             except Exception:  # noqa: BLE001 - without a forecast the grid is queued as before
                 request.forecast = None
+            told = f"{path}: {request.forecast.describe()}" if request.forecast else f"{path}: {len(runs)} runs"
+            self.app.call_from_thread(status.update, Content(told))
             self.post_message(request)
 
         self.run_worker(forecast_then_request, name="file-forecast", group="file-forecast", thread=True)

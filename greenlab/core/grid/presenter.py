@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from greenlab.core.grid.forecast import Forecast
 from greenlab.core.grid.grid_events import GridEvent, RunQueued, RunSkipped
 from greenlab.core.grid.stop_rules import GridStopped
 from greenlab.core.measure import hostload
@@ -127,16 +128,22 @@ class GridProgress:
     skipped: int = 0  # already stored: marked when the grid is added, or when the driver skips them
     began: float | None = None  # the first run queued
     phase: str = "waiting to start"
-    forecast_s: float | None = None  # the forecast of its runs' time, before any ends
+    forecast: Forecast | None = None  # of the runs it will really run, made before it was queued
     run_seconds: tuple[float, ...] = ()  # each run's time from queued to stored (start-up and idle included)
     counts: tuple[tuple[str, int], ...] = ()  # status -> runs, once it ended
     ended: bool = False
     queued_at: float | None = None  # when its latest run was queued
     idle_measured: bool = False  # its idle baseline was measured (once per grid, by default)
+    ran_s: float | None = None  # from its start to its end, once it ended
+    used_j: float | None = None  # its stored runs' energy, once it ended (None when none has one)
 
     @property
     def to_run(self) -> int:
         return self.total - self.skipped
+
+    @property
+    def forecast_s(self) -> float | None:
+        return self.forecast.seconds if self.forecast is not None else None
 
     def message(self) -> str:
         """'grid 2 finished: 20 completed, 1 failed, 0 interrupted, 3 skipped (already stored)'."""
@@ -147,7 +154,10 @@ class GridProgress:
             f"{counts.get('interrupted', 0)} interrupted, {counts.get('skipped', 0)} skipped (already stored)"
         )
         left = counts.get("cancelled", 0) + counts.get("not run", 0)
-        return text + (f", {left} not run" if left else "")
+        text += f", {left} not run" if left else ""
+        if self.forecast is not None and self.forecast.runs and self.ran_s is not None and not left:
+            text += f"; forecast against the grid: {self.forecast.against(self.ran_s, self.used_j)}"
+        return text
 
 
 def grid_eta(progress: GridProgress, position: int, current_left_s: float | None) -> float | None:
@@ -301,18 +311,18 @@ class GridPresenter:
         *,
         skip: Iterable[int] = (),
         queued: Iterable[int] = (),
-        forecast_s: float | None = None,
+        forecast: Forecast | None = None,
     ) -> GridSnapshot:
         """Queue a grid's runs; `skip` are the indices already stored and `queued` those an earlier grid in
-        the queue will store first (both will be skipped, so neither counts as a run to come); `forecast_s`
-        the forecast of the rest's time (the grid's first ETA)."""
+        the queue will store first (both will be skipped, so neither counts as a run to come); `forecast`
+        that of the rest (the grid's first ETA, and how far it was off in the closing message)."""
         skipped, before = set(skip), set(queued) - set(skip)
         with self._lock:
             for index, run in enumerate(runs):
                 label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
                 status = "skipped" if index in skipped else QUEUED_BEFORE if index in before else "waiting"
                 self._state.queue.append(QueueEntry(grid, index, label, status))
-            self._state.grids[grid] = GridProgress(grid, len(runs), len(skipped) + len(before), forecast_s=forecast_s)
+            self._state.grids[grid] = GridProgress(grid, len(runs), len(skipped) + len(before), forecast=forecast)
             self._state.version += 1
         return self.snapshot()
 
@@ -337,10 +347,18 @@ class GridPresenter:
             progress = state.grids.get(grid)
             if progress is not None:
                 counts: dict[str, int] = {}
+                used = [e.energy_j for e in state.queue if e.grid == grid and e.energy_j is not None]
                 for entry in state.queue:
                     if entry.grid == grid:
                         counts[entry.status] = counts.get(entry.status, 0) + 1
-                progress = replace(progress, ended=True, phase="ended", counts=tuple(counts.items()))
+                progress = replace(
+                    progress,
+                    ended=True,
+                    phase="ended",
+                    counts=tuple(counts.items()),
+                    ran_s=self.clock() - progress.began if progress.began is not None else None,
+                    used_j=sum(used) if used else None,
+                )
                 state.grids[grid] = progress
                 # Logged, not the note: the live pane shows it on the grid's own line.
                 self._say(progress.message(), "info" if not counts.get("failed") else "warning", note=False)

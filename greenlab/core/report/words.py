@@ -229,8 +229,10 @@ def _governs(c: Comparison) -> str:
 
 def _estimated_clause(c: Comparison) -> str:
     if c.energy_method == "estimated":
+        # An estimate is CPU time × watts: whatever it finds, it found in time first.
+        found = {"saves": "a saving", "costs": "a cost"}.get(c.verdict, "a change")
         return (
-            "; the energy is estimated (CPU time × watts, no meter here), so this is a saving in time "
+            f"; the energy is estimated (CPU time × watts, no meter here), so this is {found} in time "
             "as much as in energy"
         )
     if c.energy_method == "mixed":

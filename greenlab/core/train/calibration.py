@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 PROBE_BATCH = 2  # the first, cheap measure that sizes the real one
-TARGET_STEP_S = 0.25  # the timed batch is sized so a step takes about this long (or is the run's batch)
+MAX_STEP_S = 2.0  # the timed batch is the run's own, cut down only where a step of it would take longer
 MIN_TIMED_S = 0.5  # steps are timed until this much time has passed (at least MIN_STEPS, at most MAX_STEPS)
 MIN_STEPS, MAX_STEPS = 3, 20
 
@@ -24,8 +24,9 @@ MIN_STEPS, MAX_STEPS = 3, 20
 def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size: int = 32) -> dict[str, Any]:
     """{model, image_size, device, batch, flops_per_sample, flop_per_s}: the FLOPs of one training step per
     sample (greenlab.core.train.compression.stats), and those FLOPs over the median measured seconds of a
-    step, at a batch sized so a step takes about TARGET_STEP_S (at most the run's own batch size): a tiny
-    batch understates a CPU's throughput, the run's own batch of vit_b_16 takes minutes to time."""
+    step, at the run's own batch size, or a smaller one where the probe says a step of it would take longer
+    than MAX_STEP_S: a tiny batch understates a CPU's throughput, the run's own batch of vit_b_16 on a CPU
+    takes minutes to time."""
     import torch
 
     from greenlab.core.train import training, zoo
@@ -37,7 +38,7 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
     loss_of = torch.nn.CrossEntropyLoss()
     model.train()
 
-    def step_seconds(batch: int) -> float:
+    def step_seconds(batch: int) -> list[float]:
         example = torch.randn(batch, 3, image_size, image_size, device=resolved)
         labels = torch.zeros(batch, dtype=torch.long, device=resolved)
 
@@ -54,11 +55,11 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
             started = time.perf_counter()
             step()
             times.append(time.perf_counter() - started)
-        return sorted(times)[len(times) // 2]
+        return sorted(times)
 
-    probe = step_seconds(PROBE_BATCH) / PROBE_BATCH
-    batch = max(PROBE_BATCH, min(batch_size, int(TARGET_STEP_S / max(probe, 1e-9))))
-    seconds = step_seconds(batch) if batch != PROBE_BATCH else probe * PROBE_BATCH
+    batch = timed_batch(step_seconds(PROBE_BATCH), batch_size)
+    timed = step_seconds(batch)
+    seconds = timed[len(timed) // 2]
     flops = training_step_flops(model, torch.randn(batch, 3, image_size, image_size, device=resolved))
     return {
         "model": model_name,
@@ -68,6 +69,18 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
         "flops_per_sample": flops / batch,
         "flop_per_s": flops / max(seconds, 1e-9),
     }
+
+
+def timed_batch(probe_step_s: list[float], batch_size: int) -> int:
+    """The batch to time, from the probe's step times at PROBE_BATCH: the run's own, unless the probe's
+    fastest step says a step of it would take longer than MAX_STEP_S (then as many samples as fit in it).
+    The probe only sizes, and only downwards, because a step of two samples is unreliable: one descheduling
+    of a torch thread (another process on the cores) makes it 100x slower, and a batch of two timed as the
+    measure understates a CPU's throughput as much again (a 6-run grid of a minute was forecast at 19)."""
+    per_sample = min(probe_step_s) / PROBE_BATCH
+    if per_sample * batch_size <= MAX_STEP_S:
+        return max(PROBE_BATCH, batch_size)
+    return max(PROBE_BATCH, min(batch_size, int(MAX_STEP_S / max(per_sample, 1e-9))))
 
 
 def zoo_logits(output: Any) -> Any:
