@@ -151,8 +151,7 @@ def run_headless(
     progress.line(summary_table(outcome.rows))
     if forecast.runs:
         used = [o.row.get("energy_j") for o in outcome.outcomes]
-        joules = sum(j for j in used if j is not None) if any(j is not None for j in used) else None
-        progress.line(f"forecast against the grid: {forecast.against(time.monotonic() - started, joules)}")
+        progress.line(f"forecast against the grid: {forecast.against(time.monotonic() - started, used)}")
     judged = formats.verdict_summary(outcome.verdicts, request.plan.analysis.primary)
     if judged:
         progress.line("")

@@ -120,9 +120,12 @@ class Forecast:
             parts.append("energy unknown")
         return " · ".join(parts) + f" ({self.source_text})"
 
-    def against(self, seconds: float, joules: float | None) -> str:
-        """How far the forecast was off: 'took 1 min 12 s against about 1 min 30 s forecast (-20 %); used
-        0.8 kJ against about 0.9 kJ (-11 %)'."""
+    def against(self, seconds: float, used_j: Iterable[float | None]) -> str:
+        """How far the forecast was off, given the grid's time and its runs' energies (None: a run without
+        one; energy is said only when some run has one): 'took 1 min 12 s against about 1 min 30 s forecast
+        (-20 %); used 0.8 kJ against about 0.9 kJ (-11 %)'."""
+        known = [j for j in used_j if j is not None]
+        joules = sum(known) if known else None
         parts = [f"took {about_duration(seconds)}"]
         if self.seconds:
             parts[0] += f" against about {about_duration(self.seconds)} forecast ({_off(seconds, self.seconds)})"

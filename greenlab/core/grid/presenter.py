@@ -135,7 +135,7 @@ class GridProgress:
     queued_at: float | None = None  # when its latest run was queued
     idle_measured: bool = False  # its idle baseline was measured (once per grid, by default)
     ran_s: float | None = None  # from its start to its end, once it ended
-    used_j: float | None = None  # its stored runs' energy, once it ended (None when none has one)
+    used_j: tuple[float | None, ...] = ()  # its stored runs' energies, once it ended
 
     @property
     def to_run(self) -> int:
@@ -347,7 +347,6 @@ class GridPresenter:
             progress = state.grids.get(grid)
             if progress is not None:
                 counts: dict[str, int] = {}
-                used = [e.energy_j for e in state.queue if e.grid == grid and e.energy_j is not None]
                 for entry in state.queue:
                     if entry.grid == grid:
                         counts[entry.status] = counts.get(entry.status, 0) + 1
@@ -357,7 +356,7 @@ class GridPresenter:
                     phase="ended",
                     counts=tuple(counts.items()),
                     ran_s=self.clock() - progress.began if progress.began is not None else None,
-                    used_j=sum(used) if used else None,
+                    used_j=tuple(e.energy_j for e in state.queue if e.grid == grid),
                 )
                 state.grids[grid] = progress
                 # Logged, not the note: the live pane shows it on the grid's own line.
