@@ -19,9 +19,8 @@ from typing import TextIO
 from greenlab.core.errors import GreenLabError, suggest
 from greenlab.core.plan.analysis import PostHoc
 from greenlab.core.report import compare, energy_to_target, formats
-from greenlab.core.store.database import resolve_path
+from greenlab.core.store.database import Store, resolve_path
 from greenlab.core.store.rows import Row
-from greenlab.core.store.snapshot import read_snapshot
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,8 +150,12 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
     )
 
     db = resolve_path(args.db)
-    snapshot = read_snapshot(db)
-    rows: Sequence[Row] = snapshot.runs
+    store = Store.reader(db)  # a report never writes runs.db
+    try:
+        rows: Sequence[Row] = store.runs()
+        epochs, plans = store.epochs_by_run(), store.plans()
+    finally:
+        store.close()
     experiments = sorted({str(r["experiment"]) for r in rows if r.get("experiment")})
     if args.experiment is not None and args.experiment not in experiments:
         raise GreenLabError(
@@ -160,9 +163,9 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
             f"{suggest(args.experiment, experiments)}; experiments there: "
             f"{', '.join(experiments) or 'none'}"
         )
-    rows = energy_to_target.with_energy_to_target(rows, lambda run_id: snapshot.epochs.get(run_id, []))
+    rows = energy_to_target.with_energy_to_target(rows, lambda run_id: epochs.get(run_id, []))
     # Every comparison is judged on the whole store, under its plan; a filter only picks what is shown.
-    comparisons = compare.judge(rows, snapshot.plans, post_hoc=post_hoc)
+    comparisons = compare.judge(rows, plans, post_hoc=post_hoc)
     if args.experiment is not None:
         comparisons = compare.of_experiment(comparisons, args.experiment)
     if not comparisons:

@@ -10,7 +10,6 @@ from greenlab.core.plan import analysis
 from greenlab.core.plan.analysis import AnalysisSettings, Plan, PostHoc
 from greenlab.core.plan.config import parse_grid
 from greenlab.core.store.database import Store
-from greenlab.core.store.snapshot import read_snapshot
 from tests.conftest import run_cli
 
 BASE = '[[experiment]]\nname = "x"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune", "stego"]\n'
@@ -109,7 +108,7 @@ def test_the_plan_is_stored_with_the_first_run_once_per_declaration(tmp_path):
     (stored,) = plans.values()
     assert [again.run(i)["plan_id"] for i in (first, second, third)] == [stored.id] * 3
     assert stored.digest() == plan.digest() and stored.source == "e.toml" and stored.declared
-    assert read_snapshot(tmp_path / "runs.db").plans.keys() == plans.keys()
+    assert Store.reader(tmp_path / "runs.db").plans().keys() == plans.keys()
 
 
 def test_post_hoc_values_are_named_beside_the_declared_ones():

@@ -40,7 +40,7 @@ ENERGY_B = {
 }
 
 
-def _fill(store: Store, text: str, energies: dict[str, list[float]], source: str):
+def _fill(store: Store, text: str, energies: dict[str, list[float]], source: str, durations=None):
     grid_file = parse_grid(text, source)
     grid = grid_file.grid()
     plan = grid_file.plan(grid)
@@ -53,7 +53,7 @@ def _fill(store: Store, text: str, energies: dict[str, list[float]], source: str
             status="completed",
             energy_training_j=energy,
             energy_j=energy + 20,
-            duration_s=energy / 10,
+            duration_s=energy / 10 if durations is None else durations[run.technique][run.repeat],
             val_accuracy=0.9 + 0.001 * run.repeat,
             val_f1=0.9,
             energy_measured_j=energy + 20,
@@ -62,8 +62,8 @@ def _fill(store: Store, text: str, energies: dict[str, list[float]], source: str
     return plan
 
 
-def _report(db, *args, capsys) -> dict[str, str]:
-    assert cli.main(["report", "--db", str(db), "--format", "json", "--metric", "energy_training_j", *args]) == 0
+def _report(db, *args, capsys, metric: str = "energy_training_j") -> dict[str, str]:
+    assert cli.main(["report", "--db", str(db), "--format", "json", "--metric", metric, *args]) == 0
     return {o["technique"]: o["word"] for o in json.loads(capsys.readouterr().out) if o["model"] == "tinycnn"}
 
 
@@ -76,7 +76,7 @@ def _headless(store: Store, plan) -> dict[str, str]:
     return found
 
 
-async def _tui(db, search: str = "") -> dict[str, str]:
+async def _tui(db, search: str = "", title: list[str] | None = None) -> dict[str, str]:
     app = GreenLabApp(db=str(db))
     async with app.run_test(size=(140, 45)) as pilot:
         await pilot.press("f4")
@@ -86,6 +86,8 @@ async def _tui(db, search: str = "") -> dict[str, str]:
         await app.workers.wait_for_complete()
         await pilot.pause(0.2)
         table = pane.query_one("#verdicts-table", DataTable)
+        if title is not None:
+            title.append(str(table.border_title))
         rows = [table.get_row_at(i) for i in range(table.row_count)]
         return {str(r[1]): str(r[4]) for r in rows if str(r[0]) == "tinycnn"}
 
@@ -110,3 +112,64 @@ async def test_three_faces_agree_on_one_store_whatever_else_it_holds(tmp_path, c
     store.close()
     for face, found in shared.items():
         assert found == alone["report"], (face, found)
+
+
+@sync
+async def test_every_face_judges_the_plans_primary_metric(tmp_path, capsys):
+    """A plan whose primary metric is time: prune saves training energy but not time, and every face shows
+    the time verdict as the primary one (the TUI names the metric in its title)."""
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    steady = {t: [10.0, 10.4, 9.6, 10.1] for t in ENERGY_A}
+    plan = _fill(
+        store, GRID_A.replace("alpha = 0.05", 'alpha = 0.05\nprimary = "duration_s"'), ENERGY_A, "a.toml", steady
+    )
+    assert plan.analysis.primary == "duration_s"
+    assert _report(db, capsys=capsys)["prune"] == "saves"  # training energy, a secondary metric here
+    title: list[str] = []
+    faces = {
+        "report": _report(db, capsys=capsys, metric="duration_s"),
+        "headless": _headless(store, plan),
+        "tui": await _tui(db, title=title),
+    }
+    store.close()
+    assert faces["report"]["prune"] == "equivalent"
+    assert faces["report"] == faces["headless"] == faces["tui"], faces
+    assert "time (primary metric)" in title[0]
+
+
+@sync
+async def test_a_flagged_verdict_says_so_beside_it_in_every_face(tmp_path, capsys):
+    """Diagnostics come before the verdicts they qualify: the headless summary lists them above its table
+    and marks the row, the TUI's verdicts table names them in its check column, the report's text puts the
+    check line before the sentence."""
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    energies = {
+        "baseline": [100.0, 101.0, 99.0, 100.0, 160.0],  # run 5 an outlier
+        "prune": [80.0, 81.0, 79.0, 80.5, 79.5],
+        "stego": [100.0, 101.0, 99.0, 100.5, 99.5],
+        "lowrank": [100.0, 101.5, 99.0, 100.5, 99.0],
+    }
+    plan = _fill(store, GRID_A.replace("repeats = 4", "repeats = 5"), energies, "a.toml")
+    summary = verdict_summary(plan_verdicts(store, plan))
+    store.close()
+    table_at = summary.index("Verdicts on training energy")
+    assert summary.index("check: tinycnn: baseline run") < table_at
+    assert all(line.endswith("(see check)") for line in summary[table_at:].splitlines() if line.startswith("tinycnn "))
+
+    app = GreenLabApp(db=str(db))
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.press("f4")
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        table = app.runs_pane.query_one("#verdicts-table", DataTable)
+        header = [str(column.label) for column in table.ordered_columns]
+        checks = header.index("check (w)")
+        assert header.index("verdict") + 1 == checks
+        flagged = {str(table.get_row_at(i)[1]): str(table.get_row_at(i)[checks]) for i in range(table.row_count)}
+    assert "outlier" in flagged["prune"], flagged
+
+    assert cli.main(["report", "--db", str(db)]) == 0
+    text = capsys.readouterr().out
+    assert text.index("check (training energy): baseline run") < text.index("[primary] prune")

@@ -1,8 +1,11 @@
 """The runs pane: the store as a comparison table, filtered and sorted, with energy against accuracy.
 
-Rows come from `Store.runs()`; each run's change against its matching baseline (same experiment, model
-and dataset) comes from greenlab.core.report.compare. Sorting and filtering are plain functions over those rows,
-so the table is rebuilt from data, never edited cell by cell. Opening a row asks the app for its detail.
+A reload reads the store on a worker thread (its own read-only connection), prepares each run's row once
+there — its change against the matching baselines (greenlab.core.report.compare), the text of every cell, what
+`/` searches — and then judges the verdicts there too: at a study's thousands of runs each takes a second
+or more, and the UI thread only sorts, filters and fills the table from prepared rows. Sorting and
+filtering are plain functions over those rows, so the table is rebuilt from data, never edited cell by
+cell. Opening a row asks the app for its detail.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -24,6 +28,7 @@ from greenlab.core.report import compare, stats
 from greenlab.core.report.compare import changes, format_change
 from greenlab.core.report.formats import change_text, explanation
 from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
+from greenlab.core.store.database import Store
 from greenlab.core.store.rows import Row
 from greenlab.core.store.schema import STATUSES
 from greenlab.tui.boxes import titled
@@ -31,9 +36,12 @@ from greenlab.tui.dialogs import ConfirmDelete, VerdictScreen
 
 FILTERS = ("model", "technique", "status")
 # The table lists this many of the shown runs (in the chosen order): a DataTable rebuilds every row on each
-# sort, filter or search key, and a study's thousands would hold each key for a second. The count, the
-# verdicts and the chart still cover every shown run; / and the filters narrow the list.
-ROW_LIMIT = 400
+# sort, filter or search key, and a study's thousands would hold each key for a second. The count and the
+# verdicts still cover every shown run; / and the filters narrow the list.
+ROW_LIMIT = 200
+# The chart plots at most this many of the shown runs (evenly spread over them): a terminal chart has fewer
+# cells than a study has runs, and plotting them all would hold a filter key for a tenth of a second.
+CHART_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -58,15 +66,19 @@ def status_text(row: dict[str, Any]) -> str:
     return "diverged" if row.get("status") == "completed" and compare.diverged(row) else str(row.get("status"))
 
 
-def matches(row: dict[str, Any], query: str) -> bool:
-    """The `/` search: every word appears in the run's id, model, technique, status (or `diverged`),
-    experiment or dataset."""
-    text = " ".join(
+def searched_text(row: dict[str, Any]) -> str:
+    """What `/` searches in a run: its id, model, technique, status (or `diverged`), experiment, dataset."""
+    return " ".join(
         [
             *(str(row.get(k) or "") for k in ("id", "model", "technique", "status", "experiment", "dataset")),
             status_text(row),
         ]
     ).lower()
+
+
+def matches(row: dict[str, Any], query: str) -> bool:
+    """The `/` search: every word appears in what it searches (prepared once per reload where it can be)."""
+    text = row.get(SEARCHED) or searched_text(row)
     return all(word in text for word in query.lower().split())
 
 
@@ -138,6 +150,38 @@ def with_changes(rows: Sequence[Row]) -> list[dict[str, Any]]:
     ]
 
 
+# Keys a prepared row carries beside the store's columns: its cells' text and what `/` searches.
+CELLS, SEARCHED = "_cells", "_searched"
+
+
+def prepare(runs: Sequence[Row], last_accuracies: dict[int, float]) -> list[dict[str, Any]]:
+    """The table's rows, made once per reload (on the reading thread): the store's columns, the change of each
+    metric against the matching baselines, a stopped run's last-epoch accuracy, the text of every cell and
+    what `/` searches, so that a key only sorts, filters and fills."""
+    rows = []
+    for row in with_changes(runs):
+        row["partial_accuracy"] = last_accuracies.get(row["id"]) if row["status"] != "completed" else None
+        row[CELLS] = tuple(column.text(row) for column in COLUMNS)
+        row[SEARCHED] = searched_text(row)
+        rows.append(row)
+    return rows
+
+
+def judged_metrics(plans: dict[int, Any]) -> tuple[str, ...]:
+    """What the pane judges: every stored plan's primary metric (runs from before plans have the default
+    one) and accuracy, the verdicts table's two columns."""
+    primaries = {plan.analysis.primary for plan in plans.values()} | {compare.HEADLINE}
+    return tuple(m for m in compare.METRICS if m in primaries or m == "val_accuracy")
+
+
+def spread(points: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """At most `limit` of `points`, evenly spaced over them (all of them when they are fewer)."""
+    if len(points) <= limit:
+        return points
+    step = len(points) / limit
+    return [points[int(i * step)] for i in range(limit)]
+
+
 def filter_rows(rows: list[dict[str, Any]], filters: dict[str, str | None], query: str = "") -> list[dict[str, Any]]:
     return [
         r
@@ -154,13 +198,17 @@ def fill(table: DataTable, columns: list[tuple[str, str, bool]], rows: list[tupl
     """
     table.clear(columns=True)
     widths = [
-        max([len(label), *(Text(str(cells[i])).cell_len for _key, cells in rows)])
+        max([len(label), *(_width(cells[i]) for _key, cells in rows)])
         for i, (_key, label, _right) in enumerate(columns)
     ]
     for (key, label, right), width in zip(columns, widths):
         table.add_column(Text(label, justify="right" if right else "left"), key=key, width=width)
     for key, cells in rows:
         table.add_row(*cells, key=key)
+
+
+def _width(cell: Text | str) -> int:
+    return cell.cell_len if isinstance(cell, Text) else cell_len(cell)
 
 
 def sort_rows(rows: list[dict[str, Any]], column: str, reverse: bool = False) -> list[dict[str, Any]]:
@@ -205,15 +253,22 @@ class RunsPane(Vertical):
         """Sort, order or filters changed (the app keeps them as preferences)."""
 
     @dataclass
+    class RowsRead(Message):
+        """The store as read at `generation`, its rows prepared on the reading thread."""
+
+        generation: int
+        rows: list[dict[str, Any]]
+
+    @dataclass
     class VerdictsJudged(Message):
-        """The verdicts of the store as read at `generation`, judged on a worker thread."""
+        """The verdicts of the store as read at `generation`, judged on the reading thread."""
 
         generation: int
         comparisons: list[compare.Comparison]
 
     def __init__(self, store: Any, *, restore: dict[str, Any] | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.store = store  # the UI thread's Store: reads, and deleting the runs a user marked
+        self.store = store  # the UI thread's Store: deleting the runs a user marked (reads run on a thread)
         self.rows: list[dict[str, Any]] = []
         self.shown: list[dict[str, Any]] = []
         self.sort_column = "id"
@@ -221,8 +276,8 @@ class RunsPane(Vertical):
         self.query_text = ""
         self.wanted_filters: dict[str, str | None] = {}  # restored preferences, applied once options exist
         self.marked: set[int] = set()
-        # Judged on a thread from the whole store (the verdicts never depend on what is shown), then picked
-        # for the shown rows; `None` while the latest reload is being judged.
+        # Judged on the reading thread from the whole store (the verdicts never depend on what is shown),
+        # then picked for the shown rows; `None` while the latest reload is being judged.
         self.comparisons: list[compare.Comparison] | None = None
         self._generation = 0
         self._restore(restore or {})
@@ -265,16 +320,42 @@ class RunsPane(Vertical):
 
     # -- data -----------------------------------------------------------------------------------------
     def reload(self) -> None:
-        """Read the store again and rebuild the filters, table and chart; keeps the cursor's run."""
-        partial = self.store.last_epoch_accuracies()
-        stored = self.store.runs()
-        self.rows = [
-            {**row, "partial_accuracy": partial.get(row["id"]) if row["status"] != "completed" else None}
-            for row in with_changes(stored)
-        ]
+        """Read the store again on the reading thread; the filters, table and chart follow when the rows
+        arrive (RowsRead), the verdicts when they are judged (VerdictsJudged). The cursor keeps its run."""
         self._generation += 1
         self.comparisons = None
-        self._judge(self._generation, stored, self.store.plans())
+        generation, path = self._generation, self.store.path
+
+        def read() -> None:
+            if not path.is_file():  # no grid has run yet: nothing to read, and reading never creates it
+                self.post_message(self.RowsRead(generation, []))
+                self.post_message(self.VerdictsJudged(generation, []))
+                return
+            reader = Store.reader(path)
+            try:
+                runs, last, plans = reader.runs(), reader.last_epoch_accuracies(), reader.plans()
+            finally:
+                reader.close()
+            self.post_message(self.RowsRead(generation, prepare(runs, last)))
+            comparisons = compare.judge(runs, plans, metrics=judged_metrics(plans))
+            self.post_message(self.VerdictsJudged(generation, comparisons))
+
+        # A described worker: the @work decorator would describe it by the repr of thousands of rows.
+        self.run_worker(
+            read,
+            name="runs",
+            group="runs",
+            description="reading the store and judging its verdicts",
+            thread=True,
+            exclusive=True,
+            exit_on_error=False,
+        )
+
+    @on(RowsRead)
+    def _read(self, message: RowsRead) -> None:
+        if message.generation != self._generation:  # a reload since has its own on the way
+            return
+        self.rows = message.rows
         for key in FILTERS:
             select = self.query_one(f"#filter-{key}", Select)
             values = sorted({str(r[key]) for r in self.rows if r.get(key)}, key=str)
@@ -294,7 +375,9 @@ class RunsPane(Vertical):
             values[key] = value if isinstance(value, str) else None
         return values
 
-    def _show(self) -> None:
+    def _show(self, *, order_only: bool = False) -> None:
+        """Fill the table with the shown runs in the chosen order; with the verdicts and the chart too,
+        unless only the order changed (they cover the same runs in any order)."""
         table = self.query_one("#runs-table", DataTable)
         keep = None
         if table.row_count and table.cursor_row < table.row_count:
@@ -307,15 +390,14 @@ class RunsPane(Vertical):
         rows = []
         for row in self.shown[:ROW_LIMIT]:
             cells: list[Text | str] = []
-            for column in COLUMNS:
-                text = column.text(row)
+            for column, text in zip(COLUMNS, row.get(CELLS) or [c.text(row) for c in COLUMNS]):
                 if column.key == "id" and row["id"] in self.marked:
                     text = "•" + text
                 cells.append(
                     Text(
                         text,
                         justify="right" if column.right else "left",
-                        style=_status_style(status_text(row)) if column.key == "status" else "",
+                        style=_status_style(text) if column.key == "status" else "",
                     )
                 )
             rows.append((str(row["id"]), cells))
@@ -330,27 +412,9 @@ class RunsPane(Vertical):
         )
         # The legend sits under the table it explains: the filter bar has no room for it at 80 columns.
         table.border_subtitle = "(acc) = last epoch of a stopped run" if partial else ""
-        self._verdicts()
-        self._chart()
-
-    def _judge(self, generation: int, rows: list[dict[str, Any]], plans: dict[int, Any]) -> None:
-        """The store's verdicts, judged on a worker thread: at a study's scale they take seconds, and every key
-        would wait. Only the training energy and accuracy are judged (the table's two columns)."""
-
-        def judge() -> None:
-            comparisons = compare.judge(rows, plans, metrics=(compare.HEADLINE, "val_accuracy"))
-            self.post_message(self.VerdictsJudged(generation, comparisons))
-
-        # A described worker: the @work decorator would describe it by the repr of thousands of rows.
-        self.run_worker(
-            judge,
-            name="verdicts",
-            group="verdicts",
-            description="judging the store's verdicts",
-            thread=True,
-            exclusive=True,
-            exit_on_error=False,
-        )
+        if not order_only:
+            self._verdicts()
+            self._chart()
 
     @on(VerdictsJudged)
     def _judged(self, message: VerdictsJudged) -> None:
@@ -359,9 +423,10 @@ class RunsPane(Vertical):
             self._verdicts()
 
     def _verdicts(self) -> None:
-        """One row per technique and conditions among the shown runs: n, the training-energy change [the
-        interval that matches its verdict], the verdict, p after Holm with the plan's family size, and the
-        accuracy difference in pp, as `greenlab report` computes them on the whole store."""
+        """One row per technique and conditions among the shown runs: n, the primary metric's change [the
+        interval that matches its verdict], the verdict, what its diagnostics flag (w reads them), p after
+        Holm with the plan's family size, and the accuracy difference in pp, as `greenlab report` computes
+        them on the whole store."""
         table = self.query_one("#verdicts-table", DataTable)
         heads = [
             (label, label, False)
@@ -369,8 +434,9 @@ class RunsPane(Vertical):
                 "model",
                 "technique",
                 "n",
-                "Δ energy [CI]",
+                "Δ primary [CI]",
                 "verdict",
+                "check (w)",
                 "p Holm (of)",
                 "would decide",
                 "Δ acc [CI]",
@@ -382,9 +448,10 @@ class RunsPane(Vertical):
             return
         chosen = compare.of_runs(self.comparisons, (row["id"] for row in self.shown))
         accuracy_of = {c.cell: c for c in chosen if c.metric == "val_accuracy"}
+        primaries = {c.metric for c in chosen if c.primary}
         rows: list[tuple[str, list[Text | str]]] = []
         for c in chosen:
-            if c.metric != compare.HEADLINE:
+            if not c.primary:
                 continue
             p = "-" if c.p_holm is None else ("<0.001" if c.p_holm < 0.001 else f"{c.p_holm:.3f}")
             rows.append(
@@ -394,8 +461,10 @@ class RunsPane(Vertical):
                         Text(c.label),  # text, not markup: "[lr=0.01]" would read as a tag and vanish
                         c.technique,
                         f"{c.stats.n} v {c.stats.n_baseline}",
-                        change_text(c, with_ci=True),
+                        change_text(c, with_ci=True)
+                        + ("" if len(primaries) == 1 else f" {compare.METRIC_LABELS[c.metric]}"),
                         Text(c.word, style=_VERDICT_STYLE.get(c.verdict, "")),
+                        checks_cell(c),
                         f"{p} ({c.holm_family})",
                         would_decide(c),
                         change_text(accuracy_of.get(c.cell), with_ci=True),
@@ -404,11 +473,8 @@ class RunsPane(Vertical):
             )
         if not rows:
             rows = [("none", ["-", "no technique with a completed baseline among the shown runs", *blank])]
-        roles = {c.role for c in chosen if c.metric == compare.HEADLINE}
-        table.border_title = (
-            f"Verdicts: training energy ({' and '.join(sorted(roles)) or 'primary'} metric) "
-            "against the matching baseline"
-        )
+        named = compare.METRIC_LABELS[primaries.pop()] if len(primaries) == 1 else "each plan's"
+        table.border_title = f"Verdicts: {named} (primary metric) against the matching baseline"
         fill(table, heads, rows)
 
     def _chart(self) -> None:
@@ -420,7 +486,8 @@ class RunsPane(Vertical):
         chosen = [r for r in self.shown if r["id"] in self.marked] or [
             r for r in self.shown if r["status"] != "superseded" or self.filters().get("status") == "superseded"
         ]
-        points = [r for r in chosen if r.get("energy_j") is not None and r.get("val_accuracy") is not None]
+        plottable = [r for r in chosen if r.get("energy_j") is not None and r.get("val_accuracy") is not None]
+        points = spread(plottable, CHART_LIMIT)
         use_wh = any(r["energy_j"] >= 3600 for r in points)
         for technique in sorted({r["technique"] for r in points}):
             group = [r for r in points if r["technique"] == technique]
@@ -432,11 +499,8 @@ class RunsPane(Vertical):
             )
         plt.xlabel("energy (Wh)" if use_wh else "energy (J)")
         plt.ylabel("val acc %")
-        chart.border_title = (
-            f"Energy against accuracy: {len(points)} marked runs"
-            if self.marked
-            else f"Energy against accuracy: {len(points)} shown runs"
-        )
+        counted = f"{len(points)}" if len(points) == len(plottable) else f"{len(points):,} of {len(plottable):,}"
+        chart.border_title = f"Energy against accuracy: {counted} {'marked' if self.marked else 'shown'} runs"
         chart.refresh()
 
     # -- events and actions ---------------------------------------------------------------------------
@@ -485,7 +549,7 @@ class RunsPane(Vertical):
             self.reverse = not self.reverse
         else:
             self.sort_column, self.reverse = key, False
-        self._show()
+        self._show(order_only=True)
         self.post_message(self.ViewChanged())
 
     @on(DataTable.RowSelected, "#runs-table")
@@ -495,13 +559,13 @@ class RunsPane(Vertical):
     def action_sort_next(self) -> None:
         index = COLUMN_KEYS.index(self.sort_column)
         self.sort_column, self.reverse = COLUMN_KEYS[(index + 1) % len(COLUMN_KEYS)], False
-        self._show()
+        self._show(order_only=True)
         self.post_message(self.ViewChanged())
         self.app.notify(f"sorted by {next(c.label for c in COLUMNS if c.key == self.sort_column)}", timeout=1.5)
 
     def action_sort_reverse(self) -> None:
         self.reverse = not self.reverse
-        self._show()
+        self._show(order_only=True)
         self.post_message(self.ViewChanged())
 
     def action_mark(self) -> None:
@@ -515,11 +579,7 @@ class RunsPane(Vertical):
     def chosen_verdict(self) -> compare.Comparison | None:
         """The verdict `w` explains: the verdicts table's row under its cursor when it has focus, else the
         verdict of the run under the runs table's cursor (its technique and conditions), else the first."""
-        shown = [
-            c
-            for c in compare.of_runs(self.comparisons or [], (row["id"] for row in self.shown))
-            if c.metric == compare.HEADLINE
-        ]
+        shown = [c for c in compare.of_runs(self.comparisons or [], (row["id"] for row in self.shown)) if c.primary]
         if not shown:
             return None
         verdicts = self.query_one("#verdicts-table", DataTable)
@@ -558,6 +618,13 @@ class RunsPane(Vertical):
 
     def action_reload(self) -> None:
         self.reload()
+
+
+def checks_cell(c: compare.Comparison) -> Text:
+    """What a verdict's diagnostics flag, by kind ('outlier, drift'), so a row that needs a look says so
+    beside its verdict; empty when nothing is flagged."""
+    kinds = dict.fromkeys(d.kind.replace("_", " ") for d in c.diagnostics)
+    return Text(", ".join(kinds), style="bold" if kinds else "")
 
 
 # Emphasis, not colour: the words carry the verdict; bold marks the two that claim an effect.

@@ -75,6 +75,8 @@ def _retrying(method: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(method)
     def write(self: Store, *args: Any, **kwargs: Any) -> T:
+        if self.read_only:
+            raise GreenLabError(f"{self.path} was opened to read only; {method.__name__} writes it")
         return self.while_busy(lambda: method(self, *args, **kwargs))
 
     return write
@@ -145,9 +147,14 @@ class Store:
     """Reads and writes runs.db; see the module docstring for the guarantees."""
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, on_busy: Callable[[str], None] | None = None
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        on_busy: Callable[[str], None] | None = None,
+        read_only: bool = False,
     ) -> None:
-        self.path = check_location(path)
+        self.read_only = read_only
+        self.path = resolve_path(path) if read_only else check_location(path)
         self._db: sqlite_utils.Database | None = None
         self._plan: Plan | None = None  # declared by the grid; recorded with its first run
         self._plan_id: int | None = None
@@ -155,7 +162,38 @@ class Store:
         if self.path.exists():  # a store already there is opened (and migrated) now: its errors surface here
             self._open()
 
+    @classmethod
+    def reader(cls, path: str | os.PathLike[str] | None) -> Store:
+        """The store at `path` opened to read only (a report, the TUI's reading thread): nothing is migrated,
+        recovered or imported, and a write raises. GreenLabError when there is no store there, or it is not
+        GreenLab's, or it is newer than this GreenLab."""
+        store = cls(path, read_only=True)
+        if not store.path.is_file():
+            raise GreenLabError(
+                f"no run store at {store.path}; run a grid first (greenlab --headless experiments.toml) "
+                "or pass --db PATH (or set GREENLAB_DB)"
+            )
+        return store
+
+    def _open_read_only(self) -> sqlite_utils.Database:
+        identify(self.path)
+        uri = self.path.resolve().as_uri()
+        # Read-write where the file may be written, so SQLite can tidy its -wal and -shm files on close;
+        # only SELECTs are issued (the write methods refuse).
+        mode = "rw" if os.access(self.path, os.W_OK) else "ro"
+        try:
+            conn = sqlite3.connect(f"{uri}?mode={mode}", uri=True)
+            conn.execute("PRAGMA busy_timeout = 5000")
+        except sqlite3.DatabaseError as exc:
+            raise GreenLabError(
+                f"cannot read {self.path} as a GreenLab run store ({exc}); pass --db with the runs.db a grid wrote"
+            ) from None
+        self._db = sqlite_utils.Database(conn)
+        return self._db
+
     def _open(self) -> sqlite_utils.Database:
+        if self.read_only:
+            return self._open_read_only()
         identify(self.path)  # another application's database is refused before a byte of it changes
         db: sqlite_utils.Database | None = None
         try:
@@ -217,7 +255,14 @@ class Store:
         """Rows of a read; none while the file does not exist (reading a store never creates it)."""
         if self._db is None and not self.path.exists():
             return []
-        return list(self.db.query(sql, params or []))
+        try:
+            return list(self.db.query(sql, params or []))
+        except sqlite3.DatabaseError as exc:
+            if not self.read_only:
+                raise
+            raise GreenLabError(
+                f"cannot read {self.path} as a GreenLab run store ({exc}); pass --db with the runs.db a grid wrote"
+            ) from None
 
     @property
     def version(self) -> int:
@@ -510,6 +555,13 @@ class Store:
 
     def epochs(self, run_id: int) -> list[dict[str, Any]]:
         return self._query("select * from epochs where run_id = ? order by epoch", [run_id])
+
+    def epochs_by_run(self) -> dict[int, list[dict[str, Any]]]:
+        """Every run's epochs, in epoch order, by run id: one read for a whole report."""
+        found: dict[int, list[dict[str, Any]]] = {}
+        for row in self._query("select * from epochs order by run_id, epoch"):
+            found.setdefault(int(row["run_id"]), []).append(row)
+        return found
 
     def last_epoch_accuracies(self) -> dict[int, float]:
         """Each run's validation accuracy at its last stored epoch (a stopped run's partial result)."""
