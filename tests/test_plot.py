@@ -63,3 +63,39 @@ def test_the_range_follows_the_decided_estimates_and_clips_only_what_reaches_far
     assert left < -20 and 5 < right < 10  # the intervals, the band and no change all in sight
     left, right = change_range([(-10.0, -12.0, -8.0), (20.0, -100.0, 9000.0)])
     assert right < 100 and left >= -100 - 0.05 * (right + 100)  # 30 points of estimates: clipped past ±30
+
+
+def _one_cell():
+    return [r for r in _study() if r["id"] <= 6]
+
+
+def test_the_change_panel_names_its_metric_primary_or_secondary_and_every_post_hoc_value():
+    from greenlab.core.plan.analysis import PostHoc
+
+    rows = _one_cell()
+    primary = build_figure(rows, compare.judge(rows)).axes[-1]
+    assert "(primary metric" in primary.get_title(loc="left")
+    assert "post hoc" not in primary.get_title(loc="left")
+    secondary = build_figure(rows, compare.judge(rows), metric="duration_s").axes[-1]
+    assert "(secondary metric" in secondary.get_title(loc="left")
+
+    judged = compare.judge(rows, post_hoc=PostHoc(equivalence_margin=0.1))
+    axes = build_figure(rows, judged).axes[-1]
+    title = axes.get_title(loc="left")
+    assert "post hoc: equivalence_margin = 0.1" in title and "the plan declared 0.05" in title
+    assert all(t.get_text().endswith("(post hoc)") or "(post hoc)" in t.get_text() for t in axes.texts)
+
+
+def test_every_label_of_a_one_model_figure_fits_inside_it():
+    rows = _one_cell()
+    figure = build_figure(rows, compare.judge(rows))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()  # constrained layout places the labels at draw time
+    renderer = canvas.get_renderer()
+    page = figure.bbox
+    texts = [axes.xaxis.label for axes in figure.axes] + [figure._supxlabel]
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1, text.get_text()

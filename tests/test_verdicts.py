@@ -260,6 +260,12 @@ def test_an_estimated_energy_says_so_in_its_word_and_json():
     costly.cell("prune", [100.0, 101.0, 99.0], energy_measured_j=0.0, energy_estimated_j=100.0)
     cost = by_cell(compare.judge(costly.rows))[("m", "prune")]
     assert cost.word == "costs (estimated)" and "so this is a cost in time as much as in energy" in cost.sentence
+    same = Rows()
+    same.cell("baseline", [100.0, 101.0, 99.0], energy_measured_j=0.0, energy_estimated_j=100.0)
+    same.cell("prune", [100.2, 100.9, 99.4], energy_measured_j=0.0, energy_estimated_j=100.0)
+    equal = by_cell(compare.judge(same.rows))[("m", "prune")]
+    assert equal.word == "equivalent (estimated)" and formats.mark(equal).endswith(formats.ESTIMATED_MARK)
+    assert "so this is an equivalence in time" in equal.sentence
     r.rows[0]["energy_measured_j"] = 50.0
     mixed = by_cell(compare.judge(r.rows))[("m", "prune")]
     assert mixed.energy_method == "mixed" and mixed.word == "saves (partly estimated)"
@@ -283,6 +289,11 @@ def test_diagnostics_flag_outliers_spread_and_order_and_drop_nothing():
     assert ("technique", "warm_up") in {(d.side, d.kind) for d in stego.diagnostics}
     text = formats.render_text(compare.judge(r.rows))
     assert text.index("check (training energy): baseline run 5 is an outlier") < text.index("[primary] prune")
+    summary = formats.verdict_summary(compare.judge(r.rows))
+    table = summary.index("Verdicts on training energy")
+    assert summary.index("check: m: baseline run 5 is an outlier") < table  # read before the verdicts
+    prune_row = next(line for line in summary[table:].splitlines() if line.startswith("m ") and "prune" in line)
+    assert prune_row.endswith("(see check)")
     assert prune.to_dict()["diagnostics"][0]["kind"] in ("outlier", "drift", "high_cv", "warm_up")
 
 

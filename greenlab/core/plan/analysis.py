@@ -140,6 +140,8 @@ class Plan:
     declared: bool = True
     id: int | None = None
     created_at: str | None = None
+    # What the store held that could not be used (a hand-edited value), and the default used instead.
+    problems: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def for_grid(cls, grid: Iterable[GridRun], analysis: AnalysisSettings | None = None, source: str = "") -> Plan:
@@ -175,7 +177,8 @@ class Plan:
         if not self.declared:
             return f"no declared plan ({self.source}; family: its {count} in the store)"
         name = f"plan {self.id}" if self.id is not None else "the grid's plan"
-        return f"{name} ({self.source or 'no file'}, {count})" if self.source else f"{name} ({count})"
+        described = f"{name} ({self.source or 'no file'}, {count})" if self.source else f"{name} ({count})"
+        return described + "".join(f"; {problem}" for problem in self.problems)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -196,7 +199,7 @@ class Plan:
     @classmethod
     def from_stored(cls, row: dict[str, Any]) -> Plan:
         """A plan as the store holds it (greenlab.core.store.database: the `plans` table)."""
-        analysis = _analysis_from(row.get("analysis"))
+        analysis, problems = _analysis_from(row.get("analysis"))
         cells = tuple(
             Cell(
                 str(c.get("conditions")),
@@ -206,7 +209,7 @@ class Plan:
             )
             for c in _json_list(row.get("cells"))
         )
-        return cls(analysis, cells, str(row.get("source") or ""), True, row.get("id"), row.get("created_at"))
+        return cls(analysis, cells, str(row.get("source") or ""), True, row.get("id"), row.get("created_at"), problems)
 
 
 def implied(experiment: str, cells: Iterable[Cell], equivalence_margin: float | None) -> Plan:
@@ -243,13 +246,25 @@ class PostHoc:
         return any(v is not None for v in (self.alpha, self.equivalence_margin, self.accuracy_margin_pp))
 
 
-def _analysis_from(value: Any) -> AnalysisSettings:
+def _analysis_from(value: Any) -> tuple[AnalysisSettings, tuple[str, ...]]:
+    """A stored plan's settings, each checked as the grid file's was: a value the store should never hold
+    (a hand edit, a damaged row) is replaced by its default, and the problem says so; none is used as is."""
     data = value if isinstance(value, dict) else _json_dict(value)
-    known = {k: v for k, v in data.items() if k in ANALYSIS_KEYS}
-    try:
-        return AnalysisSettings(**known)
-    except TypeError:
-        return AnalysisSettings()
+    known: dict[str, Any] = {}
+    problems = []
+    for key in ANALYSIS_KEYS:
+        if key not in data:
+            continue
+        try:
+            DECLARATION.check_one(key, data[key], f"{TABLE}.{key}")
+        except ConfigError as exc:
+            problems.append(
+                f"its stored {key} is not valid ({exc.detail.split(';')[0]}): the default "
+                f"{DECLARATION.default(key)} was used"
+            )
+            continue
+        known[key] = float(data[key]) if key != "primary" else data[key]
+    return AnalysisSettings(**known), tuple(problems)
 
 
 def _json_dict(value: Any) -> dict[str, Any]:

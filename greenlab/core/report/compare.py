@@ -15,7 +15,6 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from statistics import mean
 from typing import Any
 
 from greenlab.core.plan import metrics
@@ -100,9 +99,32 @@ def metric_change(metric: str, value: float | None, reference: float | None) -> 
 
 
 def percent_change(value: float | None, reference: float | None) -> float | None:
-    if value is None or reference in (None, 0):
+    """Percent of a positive reference; None against none, zero or a negative one (no percent reads true)."""
+    if value is None or reference is None or not reference > 0:
         return None
-    return 100.0 * (value - reference) / reference
+    change = 100.0 * (value - reference) / reference
+    return change if math.isfinite(change) else None  # beyond the float range (a 1e308 J run): no figure
+
+
+def left_out_because(metric: str, value: float) -> str | None:
+    """Why the analysis cannot take this value of `metric`, or None when it can: no scale takes a value
+    that is not finite; a ratio scale (energy, time) has no log of 0 or below; accuracy and F1 are fractions,
+    so a value outside 0–1 is no measurement. The one rule of the verdicts, the means and the changes."""
+    if not math.isfinite(value):
+        return "not finite"
+    if metric in DIFFERENCE_METRICS:
+        return None if 0.0 <= value <= 1.0 else "outside 0–1"
+    if value <= 0:
+        return "zero" if value == 0 else "negative"
+    return None
+
+
+def analysable(metric: str, value: Any) -> float | None:
+    """The value as the analysis takes it, or None: missing, not a number, or left out (left_out_because)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return None if left_out_because(metric, number) else number
 
 
 # -- means per group (the headless table, the TUI) --------------------------------------------------------
@@ -119,8 +141,10 @@ class Group:
 
 
 def _mean(rows: list[Row], key: str) -> tuple[float | None, float | None]:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return (mean(values) if values else None), stats.mean_ci95(values)
+    """The mean and its 95 % half-width over the values the verdicts take (see left_out_because): a
+    -100 J baseline or a NaN is left out here as it is there, never averaged into a saving."""
+    values = [v for v in (analysable(key, r.get(key)) for r in rows) if v is not None]
+    return (stats.mean_of(values) if values else None), stats.mean_ci95(values)
 
 
 def summarize(rows: Iterable[Row]) -> list[Group]:
@@ -173,7 +197,7 @@ def changes(rows: Sequence[Row]) -> list[dict[str, float | None]]:
     for row in rows:
         compared = row.get("technique") != "baseline" and row.get("status") in ("completed", "superseded")
         reference = means.get(conditions_of(row), {}) if compared else {}
-        result.append({m: metric_change(m, row.get(m), reference.get(m)) for m in METRICS})
+        result.append({m: metric_change(m, analysable(m, row.get(m)), reference.get(m)) for m in METRICS})
     return result
 
 
@@ -246,16 +270,22 @@ class Comparison:
         return self.verdict in (stats.SAVES, stats.COSTS)
 
     @property
+    def decided(self) -> bool:
+        """Saves, costs or equivalent: a claim, which on estimated energy is marked as such."""
+        return self.significant or self.verdict == stats.EQUIVALENT
+
+    @property
     def negligible(self) -> bool:
         return self.decision.negligible and self.significant
 
     @property
     def word(self) -> str:
-        """The verdict as every face shows it: 'saves', 'saves, negligible', 'saves (estimated)'."""
+        """The verdict as every face shows it: 'saves', 'saves, negligible', 'equivalent (estimated)'. A
+        decided verdict on estimated energy says so: 'equivalent' on an estimate is a claim about time."""
         text = self.verdict + (", negligible" if self.negligible else "")
-        if self.significant and self.energy_method == ESTIMATED:
+        if self.decided and self.energy_method == ESTIMATED:
             text += " (estimated)"
-        elif self.significant and self.energy_method == MIXED:
+        elif self.decided and self.energy_method == MIXED:
             text += " (partly estimated)"
         return text
 
@@ -413,15 +443,21 @@ def usable(rows: list[Row], metric: str, side: str) -> tuple[Values, list[Exclud
         if value is None:
             kept.append((run_id, None))
             continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            left_out.append(Excluded(run_id, side, math.nan, "not a number"))
+            continue
         value = float(value)
-        if not math.isfinite(value):
-            left_out.append(Excluded(run_id, side, value, "not finite"))
-        elif ratio and value <= 0:
-            flags = formatting.json_column(row.get("flags"), [])
-            reason = "net below idle" if FLAG_NET_BELOW_IDLE in flags else ("zero" if value == 0 else "negative")
-            left_out.append(Excluded(run_id, side, value, reason))
-        else:
+        reason = left_out_because(metric, value)
+        if reason is None:
             kept.append((run_id, value))
+            continue
+        if (
+            ratio
+            and reason in ("zero", "negative")
+            and FLAG_NET_BELOW_IDLE in formatting.json_column(row.get("flags"), [])
+        ):
+            reason = "net below idle"
+        left_out.append(Excluded(run_id, side, value, reason))
     return kept, left_out
 
 

@@ -12,21 +12,29 @@ gets no figure of its own. Pure functions; the grid session (greenlab.core.grid.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from statistics import mean
 from typing import Any
 
-from greenlab.core.report.compare import TARGET_DROP_PP, conditions_of, diverged, latest_runs
+from greenlab.core.report.compare import TARGET_DROP_PP, analysable, conditions_of, diverged, latest_runs
 from greenlab.core.store.rows import Row
+
+
+def _number(value: Any) -> float | None:
+    """A stored epoch's number, or None for no value, text (a hand edit) or a value that is not finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def epoch_energy(epoch: dict[str, Any]) -> float | None:
     """The epoch's energy: `energy_j`, else its training plus evaluation windows, else unknown."""
-    if epoch.get("energy_j") is not None:
-        return float(epoch["energy_j"])
-    if epoch.get("train_energy_j") is not None and epoch.get("eval_energy_j") is not None:
-        return float(epoch["train_energy_j"]) + float(epoch["eval_energy_j"])
-    return None
+    whole = _number(epoch.get("energy_j"))
+    if whole is not None:
+        return whole
+    train, evaluation = _number(epoch.get("train_energy_j")), _number(epoch.get("eval_energy_j"))
+    return None if train is None or evaluation is None else train + evaluation
 
 
 def accuracy_curve(epochs: Iterable[dict[str, Any]]) -> list[tuple[int, float, float]]:
@@ -34,12 +42,12 @@ def accuracy_curve(epochs: Iterable[dict[str, Any]]) -> list[tuple[int, float, f
     is unknown: the curve along which energy to target is read."""
     curve: list[tuple[int, float, float]] = []
     total = 0.0
-    for epoch in sorted(epochs, key=lambda e: e.get("epoch") or 0):
-        energy = epoch_energy(epoch)
-        if energy is None or epoch.get("val_accuracy") is None:
+    for epoch in sorted(epochs, key=lambda e: _number(e.get("epoch")) or 0):
+        energy, accuracy = epoch_energy(epoch), analysable("val_accuracy", epoch.get("val_accuracy"))
+        if energy is None or accuracy is None:
             break
         total += energy
-        curve.append((int(epoch["epoch"]), total, float(epoch["val_accuracy"])))
+        curve.append((int(_number(epoch.get("epoch")) or 0), total, accuracy))
     return curve
 
 
@@ -54,8 +62,9 @@ def default_targets(rows: Iterable[Row], drop_pp: float = TARGET_DROP_PP) -> dic
     diverged is left out: its chance-level accuracy would lower the target every technique is held to."""
     accuracies: dict[str, list[float]] = {}
     for row in latest_runs(rows):
-        if row.get("technique") == "baseline" and row.get("val_accuracy") is not None and not diverged(row):
-            accuracies.setdefault(conditions_of(row), []).append(float(row["val_accuracy"]))
+        accuracy = analysable("val_accuracy", row.get("val_accuracy"))
+        if row.get("technique") == "baseline" and accuracy is not None and not diverged(row):
+            accuracies.setdefault(conditions_of(row), []).append(accuracy)
     return {key: mean(values) - drop_pp / 100.0 for key, values in accuracies.items()}
 
 

@@ -39,7 +39,7 @@ def mark(c: Comparison, marks: dict[str, str] = MARKS) -> str:
     text = marks[c.verdict]
     if c.negligible:
         text += marks["equivalent"] if marks is not MARKS else NEGLIGIBLE_MARK
-    if c.significant and c.energy_method in (compare.ESTIMATED, compare.MIXED):
+    if c.decided and c.energy_method in (compare.ESTIMATED, compare.MIXED):
         text += ESTIMATED_MARK
     return text
 
@@ -587,8 +587,8 @@ def estimated_runs(rows: Sequence[Row]) -> int:
 
 # -- the headless summary ----------------------------------------------------------------------------------
 def verdict_summary(comparisons: list[Comparison], metric: str | None = None) -> str:
-    """A compact table (change [CI], p, Holm p, verdict), the diagnostics and the sentences, for the end of a
-    headless grid; `metric` defaults to the plan's primary one."""
+    """The diagnostics, then a compact table (change [CI], p, Holm p, verdict; a flagged row says so), the
+    plan and the sentences, for the end of a headless grid; `metric` defaults to the plan's primary one."""
     if metric is None:
         metric = next((c.plan.analysis.primary for c in comparisons), compare.HEADLINE)
     chosen = [c for c in comparisons if c.metric == metric]
@@ -597,7 +597,10 @@ def verdict_summary(comparisons: list[Comparison], metric: str | None = None) ->
     label = metrics.label(metric)
     role = "primary" if chosen[0].primary else "secondary"
     what = "difference in pp" if metric in compare.DIFFERENCE_METRICS else "ratio of geometric means, log scale"
-    lines = [
+    # Diagnostics come first: a reader who stops at the table has already been told what to look at.
+    checks = list(dict.fromkeys(f"check: {c.label}: {d.text}" for c in chosen for d in c.diagnostics))
+    lines = ["Look before you trust a verdict (flagged, never dropped):", *checks, ""] if checks else []
+    lines += [
         f"Verdicts on {label}, the {role} metric ({what}; {holm_clause(chosen)}; the interval is the one "
         "that matches the verdict):"
     ]
@@ -611,13 +614,9 @@ def verdict_summary(comparisons: list[Comparison], metric: str | None = None) ->
         lines.append(
             f"{c.label:<{width}} {c.technique:<14} {f'{s.n}v{s.n_baseline}':>7} "
             f"{change_text(c, with_ci=True):>24} {p:>7} {p_holm:>7}  {c.word}"
+            + ("  (see check)" if c.diagnostics else "")
         )
     lines += ["", *plan_lines(chosen)]
-    checks = list(dict.fromkeys(f"check: {c.label}: {d.text}" for c in chosen for d in c.diagnostics))
-    if checks:
-        checks.insert(0, "Look before you trust a verdict (flagged, never dropped):")
-    if checks:
-        lines += ["", *checks]
     decided = [c for c in chosen if c.verdict != stats.INSUFFICIENT]
     if decided:
         lines.append("")

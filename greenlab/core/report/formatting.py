@@ -7,6 +7,7 @@ Pure functions of plain values; nothing here reads a meter, a store or a widget.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,8 +23,8 @@ def run_label(model: str, technique: str, repeat: int, repeats: int) -> str:
 
 
 def clock(seconds: float | None) -> str:
-    """'1:05' or '1:02:03' for elapsed times and ETAs; '-' when unknown."""
-    if seconds is None:
+    """'1:05' or '1:02:03' for elapsed times and ETAs; '-' when unknown (or not a number)."""
+    if seconds is None or not math.isfinite(seconds):
         return "-"
     whole = max(0, int(seconds))
     if whole >= 3600:
@@ -32,8 +33,8 @@ def clock(seconds: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """'12.3 s' under a minute, else as `clock`; '-' when unknown."""
-    if seconds is None:
+    """'12.3 s' under a minute, else as `clock`; '-' when unknown (or not a number)."""
+    if seconds is None or not math.isfinite(seconds):
         return "-"
     return f"{seconds:.1f} s" if seconds < 60 else clock(seconds)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,11 +70,14 @@ def _bounds(metric: str) -> tuple[float, float]:
     return (0.0, 1.0) if metric in compare.DIFFERENCE_METRICS else (0.0, math.inf)
 
 
-def _mean_ci(values: list[Any]) -> tuple[float | None, float]:
-    kept, _ = stats.clean(values)
+def _mean_ci(metric: str, values: list[Any]) -> tuple[float | None, float]:
+    """Mean and 95 % half-width of the values the analysis takes (compare.analysable): a damaged run's
+    NaN or -inf is no point on the figure, as it is no measurement in the verdicts."""
+    kept = [v for v in (compare.analysable(metric, value) for value in values) if v is not None]
     if not kept:
         return None, 0.0
-    return sum(kept) / len(kept), stats.mean_ci95(kept) or 0.0
+    mean, half = stats.mean_of(kept), stats.mean_ci95(kept) or 0.0
+    return mean, half if math.isfinite(half) else 0.0
 
 
 def _cells(
@@ -94,8 +98,8 @@ def _cells(
         points = []
         for technique, ids in techniques.items():
             members = [by_id[i] for i in ids if i in by_id]
-            energy, energy_ci = _mean_ci([r.get(metric) for r in members])
-            accuracy, accuracy_ci = _mean_ci([r.get("val_accuracy") for r in members])
+            energy, energy_ci = _mean_ci(metric, [r.get(metric) for r in members])
+            accuracy, accuracy_ci = _mean_ci("val_accuracy", [r.get("val_accuracy") for r in members])
             if energy is not None and accuracy is not None:
                 points.append((technique, energy, energy_ci, 100 * accuracy, 100 * accuracy_ci))
         result[key] = points
@@ -159,7 +163,8 @@ def build_figure(rows: Sequence[Row], comparisons: list[Comparison], metric: str
     columns = min(3, max(1, len(cells)))
     model_rows = max(1, math.ceil(len(cells) / columns))
     change_height = max(2.5, 0.35 * len(headline) + 1.2)
-    figure = Figure(figsize=(max(8.0, 5.0 * columns), 4.0 * model_rows + change_height), layout="constrained")
+    width = max(8.0, 5.0 * columns)
+    figure = Figure(figsize=(width, 4.0 * model_rows + change_height), layout="constrained")
     grid = figure.add_gridspec(model_rows + 1, columns, height_ratios=[4.0] * model_rows + [change_height])
 
     for index, ((model, dataset, _), points) in enumerate(cells.items()):
@@ -238,7 +243,9 @@ def build_figure(rows: Sequence[Row], comparisons: list[Comparison], metric: str
                 axes.plot(limit, y, arrow, color=colour, markersize=7)  # the interval goes on past the axis
         clipped = (start is not None and start < left) or (stop is not None and stop > right)
         axes.annotate(
-            c.word + (f" [{_end(start, in_pp)}, {_end(stop, in_pp)}]" if clipped else ""),
+            c.word
+            + (" (post hoc)" if c.post_hoc else "")
+            + (f" [{_end(start, in_pp)}, {_end(stop, in_pp)}]" if clipped else ""),
             (drawn, y),
             textcoords="offset points",
             xytext=(6, 4),
@@ -253,11 +260,32 @@ def build_figure(rows: Sequence[Row], comparisons: list[Comparison], metric: str
     axes.set_yticks(range(len(names)), names)
     axes.set_ylim(len(names) - 0.5, -0.5)  # first comparison on top
     unit = "pp" if in_pp else "%"
+    # Wrapped to the figure's width: constrained layout makes room for lines, not for one line too long.
+    characters = int(width * 12)
+    axes.set_title(change_title(headline, label), fontsize="medium", loc="left")
     axes.set_xlabel(
-        f"change in {label} vs the baseline ({unit}), the interval that matches each verdict "
-        "(Holm-adjusted in a family); dotted: the equivalence band;\n◁ ▷ the interval goes on (its ends in "
-        "brackets); hollow: insufficient, off the axis's range"
+        textwrap.fill(
+            f"change in {label} vs the baseline ({unit}), the interval that matches each verdict "
+            "(Holm-adjusted in a family); dotted: the equivalence band; ◁ ▷ the interval goes on (its ends "
+            "in brackets); hollow: insufficient, off the axis's range",
+            characters,
+            break_on_hyphens=False,
+        )
     )
     axes.grid(True, axis="x", alpha=0.3)
-    figure.supxlabel(CLIP_NOTE, fontsize="x-small", color="#555555")  # constrained layout makes room for it
+    footer = textwrap.fill(CLIP_NOTE, int(characters * 1.4))
+    figure.supxlabel(footer, fontsize="x-small", color="#555555")  # constrained layout makes room for it
     return figure
+
+
+def change_title(headline: Sequence[Comparison], label: str) -> str:
+    """The comparison panel's title: the metric, whether the plan made it primary, and each value given
+    after the runs (the plan's own value beside it), so a figure cut out of the report still says so."""
+    role = "primary" if any(c.primary for c in headline) else "secondary"
+    title = f"Change in {label} ({role} metric of the runs' plan)"
+    post_hoc: dict[str, tuple[float, float]] = {}
+    for c in headline:
+        post_hoc.update(c.post_hoc)
+    for name, (used, declared) in post_hoc.items():
+        title += f"\npost hoc: {name} = {used:g} given after the runs (the plan declared {declared:g}); exploratory"
+    return title

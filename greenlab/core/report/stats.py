@@ -140,6 +140,11 @@ def _mean(values: Sequence[float]) -> float:
     return scale * math.fsum(v / scale for v in values) / len(values)
 
 
+def mean_of(values: Sequence[float]) -> float:
+    """The mean of at least one value, safe near the float range (see `_mean`)."""
+    return _mean(values)
+
+
 def _sd(values: Sequence[float], mean: float) -> float:
     """The sample SD, scaled as `_mean`."""
     scale = max(abs(v - mean) for v in values) or 1.0
@@ -147,7 +152,8 @@ def _sd(values: Sequence[float], mean: float) -> float:
 
 
 def _var(values: Sequence[float], mean: float) -> float:
-    return _sd(values, mean) ** 2
+    sd = _sd(values, mean)
+    return sd * sd  # a product overflows to inf; a power would raise OverflowError
 
 
 def mean_ci95(values: Sequence[float]) -> float | None:
@@ -160,8 +166,9 @@ def mean_ci95(values: Sequence[float]) -> float | None:
 
 def welch_df(v1: float, n1: int, v0: float, n0: int) -> float:
     """Welch–Satterthwaite degrees of freedom, from the squared standard errors v = s²/n."""
-    denominator = v1**2 / (n1 - 1) + v0**2 / (n0 - 1)
-    return (v1 + v0) ** 2 / denominator if denominator > 0 else float(n1 + n0 - 2)
+    denominator = v1 * v1 / (n1 - 1) + v0 * v0 / (n0 - 1)  # products: inf, not OverflowError, at the range's end
+    total = v1 + v0
+    return total * total / denominator if 0 < denominator < math.inf else float(n1 + n0 - 2)
 
 
 def hedges_g(a: Sequence[float], b: Sequence[float]) -> float | None:
@@ -221,7 +228,7 @@ def compare(
         ta = [math.log(v) for v in a] if ratio else a
         tb = [math.log(v) for v in b] if ratio else b
         center = _mean(ta) - _mean(tb)
-        result["estimate"] = math.exp(center) if ratio else center
+        result["estimate"] = _exp(center) if ratio else center
     if len(a) < 2 or len(b) < 2:
         return TwoSample(**result)  # type: ignore[arg-type]
 
@@ -347,14 +354,14 @@ def repeats_to_decide(
 
     Both conditions only ever turn true as n grows (the standard error shrinks and the t quantiles fall
     with the df), so the smallest n is found by bisection: a few quantiles, not one per candidate n."""
-    spread = sd**2 + baseline_sd**2
-    if spread == 0:
+    spread = sd * sd + baseline_sd * baseline_sd
+    fourth = (sd * sd) * (sd * sd) + (baseline_sd * baseline_sd) * (baseline_sd * baseline_sd)
+    if spread == 0 or not math.isfinite(fourth):
         return None
-    fourth = sd**4 + baseline_sd**4
 
     def decides(n: int) -> bool:
         se = math.sqrt(spread / n)
-        df = spread**2 * (n - 1) / fourth
+        df = spread * spread * (n - 1) / fourth
         if abs(center) / se >= t_quantile(1 - alpha / divisor / 2, df) + t_quantile(POWER, df):
             return True
         if abs(center) >= bound:

@@ -144,6 +144,7 @@ def sentence(c: Comparison) -> str:
             f"{_span(_display(c, s.eq_low), _display(c, s.eq_high), unit)}, TOST {format_p(s.p_equivalence or 1.0)}, "
             f"{_counts(c)})"
         ) + _governs(c)
+        text += _estimated_clause(c)
     else:
         observed = _signed(change, unit) if change is not None else "no estimate"
         interval = (
@@ -230,7 +231,7 @@ def _governs(c: Comparison) -> str:
 def _estimated_clause(c: Comparison) -> str:
     if c.energy_method == "estimated":
         # An estimate is CPU time × watts: whatever it finds, it found in time first.
-        found = {"saves": "a saving", "costs": "a cost"}.get(c.verdict, "a change")
+        found = {"saves": "a saving", "costs": "a cost", "equivalent": "an equivalence"}.get(c.verdict, "a change")
         return (
             f"; the energy is estimated (CPU time × watts, no meter here), so this is {found} in time "
             "as much as in energy"
@@ -308,7 +309,11 @@ def excluded_note(excluded: Iterable[Excluded], metric: str) -> str:
             f"id{'s' if len(went_wrong) != 1 else ''} {ids}"
         )
     if items:
-        what = f"{label} ≤ 0 or not finite" if metric not in metrics.DIFFERENCE_METRICS else f"{label} not finite"
+        what = (
+            f"{label} ≤ 0 or not finite"
+            if metric not in metrics.DIFFERENCE_METRICS
+            else f"{label} outside 0–1 or not finite"
+        )
         ids = ", ".join(str(e.run_id) for e in items)
         reasons = ", ".join(dict.fromkeys(e.reason for e in items))
         count = f"{len(items)} run{'s' if len(items) != 1 else ''}"

@@ -10,6 +10,7 @@ values; a value that is not valid JSON (a hand-edited store) reads as empty rath
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -116,9 +117,9 @@ class RunRow(Mapping[str, Any]):
 
     @classmethod
     def from_stored(cls, values: Mapping[str, Any]) -> RunRow:
-        """A row as sqlite returns it: JSON columns decoded, columns this GreenLab does not know left out."""
-        known = _NAMES
-        return cls(**{k: decode(k, v) if k in JSON_COLUMNS else v for k, v in values.items() if k in known})
+        """A row as sqlite returns it: JSON columns decoded, numbers as numbers, columns this GreenLab does
+        not know left out."""
+        return cls(**{k: _read(k, v) for k, v in values.items() if k in _NAMES})
 
     # -- the read-only mapping of column names --------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
@@ -135,3 +136,24 @@ class RunRow(Mapping[str, Any]):
 
 _ORDER: tuple[str, ...] = tuple(f.name for f in fields(RunRow))
 _NAMES = frozenset(_ORDER)
+# SQLite keeps text that does not read as a number in a REAL or INTEGER column (a hand edit): such a value
+# reads as NaN in a real column — not finite, so every analysis names it and leaves it out — and as
+# None in an integer one (an id, a count), never as text that a sum or a sort would trip on.
+_REALS = frozenset(f.name for f in fields(RunRow) if f.type == "float | None")
+_INTEGERS = frozenset(f.name for f in fields(RunRow) if f.type == "int | None")
+
+
+def _read(name: str, value: Any) -> Any:
+    if name in JSON_COLUMNS:
+        return decode(name, value)
+    if value is None or not (name in _REALS or name in _INTEGERS):
+        return value
+    if isinstance(value, (str, bytes)):
+        try:
+            number = float(value)
+        except ValueError:
+            return math.nan if name in _REALS else None
+        value = number
+    if name in _INTEGERS and isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() else None
+    return value
