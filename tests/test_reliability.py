@@ -240,9 +240,21 @@ def test_a_file_of_more_experiments_than_max_runs_is_refused_before_it_is_parsed
         out.writelines(table.format(i) for i in range(60_000))
     result = _refused_without_torch(grid, tmp_path)
     assert result.stdout.split() == ["exit", "2", "False"], result.stdout + result.stderr
-    assert "huge.toml:30003: experiment: 60,000 [[experiment]] tables, each at least one run, exceed max_runs" in (
-        result.stderr
-    )
+    assert "huge.toml:30003: experiment: 60,000 experiments, each at least one run, exceed max_runs" in (result.stderr)
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_inline_experiment_tables_count_as_experiments_before_any_is_validated(tmp_path):
+    """`experiment = [{...}, ...]` has no [[experiment]] headers to count: the parsed array's length is
+    checked before its 60,000 tables are validated one by one (which took minutes at 600,000)."""
+    grid = tmp_path / "inline.toml"
+    with grid.open("w") as out:
+        out.write("experiment = [\n")  # top-level keys come before the first [table]
+        out.writelines(f'  {{name = "e{i}", models = ["tinycnn"]}},\n' for i in range(60_000))
+        out.write("]\n[defaults]\nepochs = 1\n")
+    result = _refused_without_torch(grid, tmp_path)
+    assert result.stdout.split() == ["exit", "2", "False"], result.stdout + result.stderr
+    assert "experiment: 60,000 experiments, each at least one run, exceed max_runs = 10,000" in result.stderr
     assert not (tmp_path / "runs.db").exists()
 
 

@@ -373,6 +373,10 @@ def _build(data: dict[str, Any], locator: _Locator) -> tuple[list[Experiment], A
             ConfigError("must be an array of tables: write [[experiment]], not [experiment]", key="experiment"),
             ("experiment",),
         )
+    if len(experiments_raw) > max_runs:
+        # Counted before any experiment is validated: each is at least one run, and validating 600,000
+        # inline tables (`experiment = [{...}, ...]`, which the header count cannot see) takes minutes.
+        fail(limits.too_many_experiments(len(experiments_raw), max_runs), ("experiment",))
 
     experiments: list[Experiment] = []
     names: set[str] = set()

@@ -70,14 +70,17 @@ def guard_text(data: bytes, source: str) -> None:
         if count > limit:
             line = data.count(b"\n", 0, match.start()) + 1
             total = count + len(_EXPERIMENT_HEADER.findall(data, match.end()))
-            raise ConfigError(
-                f"{total:,} [[experiment]] tables, each at least one run, exceed max_runs = {limit:,}; "
-                f"split the study into files of at most {limit:,} runs, or raise max_runs in [defaults] "
-                "if a grid this large is meant",
-                key="experiment",
-                source=source,
-                line=line,
-            )
+            raise too_many_experiments(total, limit).located(source, line)
+
+
+def too_many_experiments(count: int, limit: int) -> ConfigError:
+    """The refusal of a file with more experiments than max_runs, counted as headers or as parsed tables."""
+    return ConfigError(
+        f"{count:,} experiments, each at least one run, exceed max_runs = {limit:,}; "
+        f"split the study into files of at most {limit:,} runs, or raise max_runs in [defaults] "
+        "if a grid this large is meant",
+        key="experiment",
+    )
 
 
 def check_size(sizes: list[Size], limit: int) -> None:
