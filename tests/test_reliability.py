@@ -47,6 +47,25 @@ def test_the_report_refuses_it_the_same_way(tmp_path, capsys):
     assert _digest(other) == before
 
 
+def test_a_foreign_runs_table_of_id_and_status_is_not_taken_for_an_old_store(tmp_path, capsys):
+    path = tmp_path / "tasks.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("create table runs (id integer primary key, status text, owner text)")
+        conn.execute("insert into runs (status, owner) values ('done', 'cron')")
+    conn.close()
+    before = _digest(path)
+    grid = tmp_path / "g.toml"
+    grid.write_text(GRID)
+    result = run_cli("--headless", str(grid), "--db", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "another application's database (tables runs; a runs table without GreenLab's columns" in result.stderr
+    assert "settings_key" in result.stderr
+    assert cli.main(["report", "--db", str(path)]) == 2
+    assert "another application's database" in capsys.readouterr().err
+    assert _digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.toml", "tasks.db"]
+
+
 def test_a_store_says_what_it_is(tmp_path):
     store = Store(tmp_path / "runs.db")
     store.start_run({"model": "tinycnn", "technique": "baseline"})

@@ -11,7 +11,7 @@ from greenlab.core.errors import GreenLabError
 from greenlab.core.store import database as store_module
 from greenlab.core.store import schema
 from greenlab.core.store.database import Store
-from greenlab.core.store.schema import RUN_COLUMNS, SCHEMA_VERSION
+from greenlab.core.store.schema import APPLICATION_ID, RUN_COLUMNS, SCHEMA_VERSION
 from tests.conftest import REPO, run_cli
 
 DOCUMENTED_RUN_COLUMNS = [
@@ -301,6 +301,7 @@ def test_a_store_that_fails_to_open_keeps_no_half_open_connection(tmp_path):
     store = Store(db)
     with sqlite3.connect(db) as conn:
         conn.execute("create table runs (id integer primary key, status text)")
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")  # a newer greenlab marks its store
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     for _ in range(2):
         with pytest.raises(GreenLabError, match="newer than this greenlab"):

@@ -273,6 +273,13 @@ def check_version(path: Path, version: int) -> None:
         )
 
 
+# The columns of `runs` since the first schema: an unmarked file (application id 0) is a GreenLab store
+# from before application ids only if its runs table has all of them.
+LEGACY_RUNS_SIGNATURE = frozenset(
+    {"id", "experiment", "model", "dataset", "technique", "settings", "settings_key", "seed", "repeat", "status"}
+)
+
+
 def identify(path: Path) -> None:
     """Refuse, without writing a byte, a file that is not a GreenLab store: a database of another
     application (tables of its own, another application id) or not a database at all. An empty file, a
@@ -294,11 +301,18 @@ def identify(path: Path) -> None:
             f"{path} is not a GreenLab run store ({exc}); pass --db (or set GREENLAB_DB) to a "
             "runs.db a grid wrote, or to a new file"
         ) from None
-    # A store from before application ids has our `runs` table (its first columns at least).
-    ours = application_id == APPLICATION_ID or (application_id == 0 and {"id", "status"} <= runs_columns)
+    # A store from before application ids has our `runs` table with every column the first schema had: a
+    # `runs(id, status)` of some other program is not enough to adopt the file.
+    ours = application_id == APPLICATION_ID or (application_id == 0 and runs_columns >= LEGACY_RUNS_SIGNATURE)
     if tables and not ours:
         shown = ", ".join(tables[:6]) + (f" and {len(tables) - 6} more" if len(tables) > 6 else "")
-        kind = f"application id {application_id:#x}" if application_id else "no GreenLab runs table"
+        if application_id:
+            kind = f"application id {application_id:#x}"
+        elif runs_columns:
+            missing = ", ".join(sorted(LEGACY_RUNS_SIGNATURE - runs_columns))
+            kind = f"a runs table without GreenLab's columns {missing}"
+        else:
+            kind = "no GreenLab runs table"
         raise GreenLabError(
             f"{path} is another application's database (tables {shown}; {kind}); GreenLab "
             "leaves it as it is: pass --db (or set GREENLAB_DB) to a runs.db a grid wrote, or "
