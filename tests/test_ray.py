@@ -165,8 +165,8 @@ def test_a_stopped_grid_splits_its_tasks_once_into_started_and_never_started():
     assert inbox.put([Relayed(0, 0, SupervisorNote("still running"))]) is False
     assert inbox.put([started(0, attempt=1)]) is False  # a retry of a run that had begun
     assert [m.tag for m in inbox.take()] == [0, 0, 0]
-    inbox.cancel()
-    assert inbox.put([]) is True
+    inbox.cancel("stopped by signal SIGTERM")
+    assert inbox.put([]) == "stopped by signal SIGTERM"  # the nodes store the driver's reason
 
 
 def test_ray_init_gets_streams_with_descriptors_under_a_face_that_captures_them(monkeypatch):

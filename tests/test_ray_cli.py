@@ -57,7 +57,8 @@ def test_headless_grid_on_a_local_ray_instance(write_toml, tmp_path):
     assert epochs == 2
 
 
-def test_ctrl_c_cancels_the_ray_tasks_and_stores_the_running_run_as_interrupted(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopping_cancels_the_ray_tasks_and_stores_the_running_run_as_interrupted(tmp_path, sig):
     pytest.importorskip("ray")
     toml = tmp_path / "long.toml"
     toml.write_text(
@@ -89,7 +90,7 @@ def test_ctrl_c_cancels_the_ray_tasks_and_stores_the_running_run_as_interrupted(
     for reader in readers:
         reader.start()
     assert epoch.wait(180), "no epoch finished in time:\n" + "".join(lines)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     process.wait(timeout=120)
     for reader in readers:
         reader.join(timeout=10)
@@ -103,7 +104,9 @@ def test_ctrl_c_cancels_the_ray_tasks_and_stores_the_running_run_as_interrupted(
         epochs = conn.execute("select count(*) from epochs").fetchone()[0]
     assert len(rows) == 1  # the second run (each takes the node's 2 CPUs) never started
     status, error, executor, duration, energy = rows[0]
-    assert status == "interrupted" and "cancelled by the user" in error and executor == "ray"
+    # Ctrl-C is the user's; SIGTERM is a signal, and the row (written on the node) says which
+    why = "cancelled by the user" if sig == signal.SIGINT else "stopped by signal SIGTERM"
+    assert status == "interrupted" and error.startswith(why) and executor == "ray", error
     assert duration > 0 and energy > 0 and samples > 0 and epochs >= 1  # the node's partial record came back
 
 

@@ -288,13 +288,13 @@ class RayDriver(Cancellable):
                     if cause is not None and not stopped and not self.cancelled:
                         stopped = True
                         self._stop_waiting(cause)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM made a SignalInterrupt with its name
                 if interrupted:  # a second Ctrl-C: no more waiting for the nodes
                     with signals_deferred():
                         outcomes.extend(self._abandon("interrupted twice; the node's record was not awaited"))
                     break
                 interrupted = True
-                self.token.cancel()
+                self.token.cancel(getattr(exc, "reason", None))
         return interrupted
 
     def _cancel_tasks(self) -> None:
@@ -304,7 +304,7 @@ class RayDriver(Cancellable):
         told = False
         if self._inbox is not None and not self._inbox_failed:
             try:
-                ray.get(self._inbox.cancel.remote())
+                ray.get(self._inbox.cancel.remote(self.token.why))  # the nodes store the same reason
                 told = True
             except ray.exceptions.RayError:
                 self._inbox_failed = True
@@ -341,7 +341,7 @@ class RayDriver(Cancellable):
         for ref, task in list(self._inflight.items()):
             ray.cancel(ref, force=True)
             if task.run_id is not None:
-                stored.append(self._store_outcome(task, "interrupted", f"cancelled by the user; {why}"))
+                stored.append(self._store_outcome(task, "interrupted", f"{self.token.why}; {why}"))
         self._inflight.clear()
         return stored
 
@@ -413,7 +413,7 @@ class RayDriver(Cancellable):
             if task.run_id is None:
                 return None  # cancelled before its run began: nothing to store
             return self._store_outcome(
-                task, "interrupted", "cancelled by the user before the node returned the run's record"
+                task, "interrupted", f"{self.token.why} before the node returned the run's record"
             )
         except exceptions.RayTaskError as exc:  # GreenLab's own code failed on the node (not the run)
             cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
@@ -430,7 +430,7 @@ class RayDriver(Cancellable):
                     f"({type(exc).__name__}: {first_line(str(exc))})"
                 )
             if self.cancelled:
-                return self._store_outcome(task, "interrupted", f"cancelled by the user; {reason}")
+                return self._store_outcome(task, "interrupted", f"{self.token.why}; {reason}")
             executor_died = not isinstance(exc, getattr(exceptions, "TaskUnschedulableError", ()))
             if self.retry_rule.retry(task.attempt + 1, executor_died, self.token):
                 task.earlier.append({"attempt": 1, "node_id": task.node_id, "hostname": task.hostname, "error": reason})

@@ -35,6 +35,7 @@ from typing import Any
 from greenlab.core.measure.host_lock import HostLock, WaitingForLock
 from greenlab.core.measure.nvml import parse_visible_devices
 from greenlab.core.plan.config import GridRun
+from greenlab.core.run.cancel import CANCELLED_BY_USER
 from greenlab.core.run.launcher import Launcher, default_launcher
 from greenlab.core.run.run_events import (
     ChildEvent,
@@ -131,6 +132,11 @@ class TaskResult:
         return self.rows is not None
 
 
+def _reason(reason: str) -> str | None:
+    """The token's reason: None for the user's cancel (the supervisor words that one), else the signal's."""
+    return None if reason == CANCELLED_BY_USER else reason
+
+
 # -- the driver's inbox -----------------------------------------------------------------------------------
 class Inbox:
     """The driver's mailbox, made a Ray actor by the driver: nodes put batches (answering whether the grid
@@ -138,20 +144,20 @@ class Inbox:
 
     def __init__(self) -> None:
         self._messages: list[Message] = []
-        self._cancelled = False
+        self._cancelled: str | None = None  # why: the user, or a signal's name
         self._stopped = False
         self._started: set[int] = set()
 
-    def put(self, messages: list[Message]) -> bool:
-        """Take a node's batch; True tells its task to stop (the grid is cancelled, or stopped before this
-        task started: its TaskStarted is refused and it returns no record)."""
+    def put(self, messages: list[Message]) -> bool | str:
+        """Take a node's batch; a true answer tells its task to stop: why the grid was cancelled, or True
+        when it was stopped before this task started (its TaskStarted is refused and it returns no record)."""
         for message in messages:
             if isinstance(message, TaskStarted) and message.tag not in self._started:
                 if self._stopped:
                     return True
                 self._started.add(message.tag)
         self._messages.extend(messages)
-        return self._cancelled
+        return self._cancelled or False
 
     def stop_starting(self) -> list[int]:
         """No task starts from now on; the tags of those that already had. One actor call decides it, so a
@@ -163,8 +169,8 @@ class Inbox:
         messages, self._messages = self._messages, []
         return messages
 
-    def cancel(self) -> None:
-        self._cancelled = True
+    def cancel(self, reason: str = CANCELLED_BY_USER) -> None:
+        self._cancelled = reason
 
 
 class Channel:
@@ -223,7 +229,7 @@ class Channel:
                 return
         if cancelled and not self._told_cancel and self._on_cancel is not None:
             self._told_cancel = True
-            self._on_cancel()
+            self._on_cancel(cancelled if isinstance(cancelled, str) else CANCELLED_BY_USER)
 
     def _loop(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
@@ -312,12 +318,15 @@ def run_on_node(request: TaskRequest, inbox: Any) -> TaskResult:
     import ray
 
     cancelled = threading.Event()
+    why: list[str] = []  # the driver's reason (the user, or the signal that stopped it), stored with the run
     supervisor: RunSupervisor | None = None
 
-    def cancel_run() -> None:
+    def cancel_run(reason: str = CANCELLED_BY_USER) -> None:
+        why.append(reason)
         cancelled.set()
         if supervisor is not None:  # cancel waits for the child: never on the signal handler's frame
-            threading.Thread(target=supervisor.cancel, name="greenlab-ray-cancel", daemon=True).start()
+            stop = supervisor.token.cancel
+            threading.Thread(target=stop, args=(_reason(reason),), name="greenlab-ray-cancel", daemon=True).start()
 
     previous: Any = False  # False: not ours to restore (not the main thread)
     if threading.current_thread() is threading.main_thread():
@@ -353,7 +362,7 @@ def run_on_node(request: TaskRequest, inbox: Any) -> TaskResult:
         began = time.monotonic()
         try:
             if cancelled.is_set():
-                supervisor.cancel()
+                supervisor.token.cancel(_reason(why[0] if why else CANCELLED_BY_USER))
             supervisor.execute(GridRun.from_json(request.run))
         except KeyboardInterrupt:  # no handler of ours (not the main thread): the run is stored interrupted
             pass

@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+CANCELLED_BY_USER = "cancelled by the user"
+
 
 class SignalInterrupt(KeyboardInterrupt):
     """A signal (SIGTERM: a CI job cancelled, `kill`) stopping a grid as Ctrl-C does; the run in progress is
@@ -44,6 +46,11 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         return self._all.is_set()
+
+    @property
+    def why(self) -> str:
+        """Why the grid was cancelled, as a run's row says it: the user, or the signal that stopped it."""
+        return self.reason or CANCELLED_BY_USER
 
     @property
     def current_cancelled(self) -> bool:

@@ -29,7 +29,7 @@ from greenlab.core.measure.meter import MEASURED_METHODS
 from greenlab.core.measure.tracker import EnergyTracker
 from greenlab.core.plan.config import GridRun, RunSettings
 from greenlab.core.run import divergence
-from greenlab.core.run.cancel import Cancellable, CancelToken
+from greenlab.core.run.cancel import Cancellable, CancelToken, SignalInterrupt
 from greenlab.core.run.child import RunChild
 from greenlab.core.run.launcher import Launcher, default_launcher
 from greenlab.core.run.measurement import RunMeasurement, accounting_columns, energy_columns, gpus_used
@@ -115,8 +115,8 @@ def run_row_values(run: GridRun) -> dict[str, Any]:
 @contextlib.contextmanager
 def signals_deferred(reraise: bool = False) -> Iterator[list[int]]:
     """Collect SIGINT and SIGTERM while the outcome is written; yields the list of those that arrived, for
-    the caller to act on afterwards, or, with `reraise`, raises KeyboardInterrupt once the block is done if
-    any arrived (main thread only; elsewhere signals never reach Python code anyway).
+    the caller to act on afterwards, or, with `reraise`, raises KeyboardInterrupt (SignalInterrupt for a
+    SIGTERM) once the block is done if any arrived (main thread only; elsewhere signals never reach Python code anyway).
 
     The handlers are swapped, not the signals masked: the kernel may deliver a signal to any thread (the
     sampler, the store writer), and Python then runs the handler in the main thread regardless.
@@ -135,7 +135,9 @@ def signals_deferred(reraise: bool = False) -> Iterator[list[int]]:
         for number, handler in previous.items():
             signal.signal(number, handler)
     if reraise and pending:  # not reached when the block raised: its exception goes first
-        raise KeyboardInterrupt
+        if pending[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SignalInterrupt(signal.Signals(pending[0]).name)  # the row names the signal, deferred or not
 
 
 def _diverged(measured: RunMeasurement) -> str | None:
@@ -392,7 +394,7 @@ class RunSupervisor(Cancellable):
         if measured.child_status == "completed" and return_code == 0:
             return "completed", None  # finished before a late cancel arrived: it counts
         if self.cancelled:
-            return "interrupted", self.token.reason or "cancelled by the user"
+            return "interrupted", self.token.why
         if self.token.current_cancelled:
             return "interrupted", "cancelled by the user (this run only; the grid went on)"
         if measured.supervisor_error is not None:
