@@ -19,6 +19,7 @@ from typing import TextIO
 from greenlab.core.errors import GreenLabError, suggest
 from greenlab.core.plan.analysis import PostHoc
 from greenlab.core.report import compare, energy_to_target, formats
+from greenlab.core.store import journal
 from greenlab.core.store.database import Store, resolve_path
 from greenlab.core.store.rows import Row
 
@@ -150,6 +151,14 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
     )
 
     db = resolve_path(args.db)
+    kept = journal.pending(db)
+    if kept:  # a report never writes, so it cannot import them: it says what it leaves out
+        print(
+            f"greenlab report: {len(kept)} run record{'s' * (len(kept) != 1)} in {journal.folder(db)} "
+            f"{'are' if len(kept) != 1 else 'is'} not in the store yet (it was busy when the grid ended) and "
+            "left out here; the next greenlab or grid that opens the store takes them in",
+            file=err,
+        )
     store = Store.reader(db)  # a report never writes runs.db
     try:
         rows: Sequence[Row] = store.runs()

@@ -486,6 +486,43 @@ def test_a_record_the_store_cannot_take_waits_beside_it_and_the_grid_stops(ray_i
     assert journal.pending(store.path) == []
 
 
+def test_a_run_whose_row_the_busy_store_never_took_is_kept_whole_and_imported_once(ray_instance, tmp_path, monkeypatch):
+    """The store is locked from the run's start: neither its row nor its record can be written. The record
+    waits beside the store with the row's first values, and the next open inserts the row and its epochs
+    and samples, once, even if that open is cut short and done again."""
+    from greenlab.core.store import journal
+    from greenlab.core.store.database import StoreBusy
+
+    runs = grid_of('[[experiment]]\nname = "k"\nmodels = ["tinycnn"]\n')
+
+    def locked(self, *args, **kwargs):
+        raise StoreBusy("database is locked (held by another process for longer than 0 s)")
+
+    monkeypatch.setattr(Store, "start_run", locked)
+    monkeypatch.setattr(Store, "write_record", locked)
+    outcomes, store, seen, presenter, _driver = run_on_ray(tmp_path, runs)
+    assert outcomes == [] and not store.path.exists()  # not a byte reached the store
+    (kept,) = journal.pending(store.path)
+    assert any("its row is written with its record" in line.text for line in presenter.snapshot().log)
+    (stored,) = [e for e in seen if type(e).__name__ == "RunStored"]
+    assert stored.kept_in == kept
+    store.close()
+    monkeypatch.undo()
+
+    real_replay = Store.replay
+    monkeypatch.setattr(Store, "replay", locked)  # the first import inserts the row, then finds the store busy
+    first = Store(store.path)
+    assert len(first.runs()) == 1 and len(journal.pending(store.path)) == 1
+    first.close()
+    monkeypatch.setattr(Store, "replay", real_replay)
+    reopened = Store(store.path)
+    (row,) = reopened.runs()
+    assert row["status"] == "completed" and row["executor"] == "ray" and row["model"] == "tinycnn"
+    assert len(reopened.epochs(row["id"])) == 1 and len(reopened.samples(row["id"])) > 0
+    assert journal.pending(store.path) == []
+    reopened.close()
+
+
 def test_a_run_whose_worker_dies_twice_is_stored_failed_with_the_reason(ray_instance, tmp_path):
     runs = grid_of('[[experiment]]\nname = "k"\nmodels = ["tinycnn"]\n')
     outcomes, store, _seen, presenter, _driver = run_on_ray(tmp_path, runs, task=dies_on({0, 1}))

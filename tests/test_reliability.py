@@ -168,7 +168,7 @@ def test_a_store_locked_for_seconds_waits_and_stores_the_whole_run(tmp_path):
     assert row.status == "completed" and len(store.epochs(row.id)) == 3 and store.samples(row.id)
 
 
-def test_a_store_locked_past_the_budget_keeps_the_record_beside_it_and_imports_it_later(tmp_path, monkeypatch):
+def test_a_store_locked_past_the_budget_keeps_the_record_beside_it_and_imports_it_later(tmp_path, monkeypatch, capsys):
     from greenlab.core.store import journal
 
     monkeypatch.setenv("GREENLAB_STORE_BUSY_S", "1")
@@ -178,6 +178,11 @@ def test_a_store_locked_past_the_budget_keeps_the_record_beside_it_and_imports_i
     assert len(kept) == 1 and kept[0].parent.name == "runs.db.pending"
     (stopped,) = [n for n in notes if n.startswith("stopped: ")]
     assert "the run store cannot be written" in stopped and str(kept[0]) in stopped and "run 1's record" in stopped
+    # The report reads only: it cannot take the record in, and says it leaves it out, and where it waits
+    assert cli.main(["report", "--db", str(path)]) == 2  # the run's row is still `running`: nothing to compare
+    said = capsys.readouterr().err
+    assert "1 run record in " in said and "runs.db.pending is not in the store yet" in said
+    assert journal.pending(path) == kept
     store = Store(path)  # the lock is gone: opening the store imports what waited
     (row,) = store.runs()
     assert row.status == "completed" and len(store.epochs(row.id)) == 3 and store.samples(row.id)

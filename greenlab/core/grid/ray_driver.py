@@ -376,7 +376,15 @@ class RayDriver(Cancellable):
                 self.attempts.setdefault(task.index, []).append(message)
                 self.on_event(RunQueued(task.index, self._total, task.run))
             case RowStarted(values=values):
-                self._start_row(task, values)
+                try:
+                    self._start_row(task, values)
+                except sqlite3.OperationalError as exc:  # the row starts with its record, or waits beside it
+                    self.on_event(
+                        SupervisorNote(
+                            f"{_label(task.run)}: the run store cannot take its row yet ({first_line(str(exc))}); "
+                            "the run goes on, and its row is written with its record"
+                        )
+                    )
             case RunBeganOnNode(methods=methods, fallbacks=fallbacks) if task.run_id is not None:
                 task.tracker = RemoteTracker(methods)
                 self.on_event(RunBegan(task.run_id, task.run, task.tracker, fallbacks))
@@ -476,14 +484,14 @@ class RayDriver(Cancellable):
         assert rows is not None
         if result.node_id and result.node_id != task.node_id:  # the attempt that ran says where it ran
             task.node_id, task.hostname, task.worker_pid = result.node_id, result.hostname, result.worker_pid
-        if task.run_id is None:  # its start message was lost (the inbox is gone): start the row now
-            self._start_row(task, rows.start)
-        assert task.run_id is not None
         values = {**rows.values, **self._where(task)}
         values["meters"] = {**(values.get("meters") or {}), "placement": task.placement()}
         if self.listener_errors:
             values["flags"] = list(values.get("flags") or []) + [f"display: {e}" for e in self.listener_errors]
         try:
+            if task.run_id is None:  # its start message was lost, or the store was busy then: start it now
+                self._start_row(task, rows.start)
+            assert task.run_id is not None
             self.store.write_record(
                 task.run_id,
                 values,
@@ -493,12 +501,13 @@ class RayDriver(Cancellable):
                 capacity=rows.capacity,
             )
         except sqlite3.OperationalError as exc:  # busy past the budget, a full disk: the record waits beside it
-            kept = journal.save(self.store.path, task.run_id, record_writes(task.run_id, values, rows))
+            # A row never inserted has no id: the kept record carries its first values and gets one on import.
+            run_id = task.run_id if task.run_id is not None else journal.NO_ROW_YET
+            start = None if task.run_id is not None else {**rows.start, **self._where(task)}
+            kept = journal.save(self.store.path, task.run_id, record_writes(run_id, values, rows), start=start)
             status = rows.status or "failed"
-            self.on_event(
-                RunStored(task.run_id, task.run, status, rows.error, {"id": task.run_id, **values}, kept_in=kept)
-            )
-            raise RecordKept(task.run_id, kept, exc) from None
+            self.on_event(RunStored(run_id, task.run, status, rows.error, {"id": task.run_id, **values}, kept_in=kept))
+            raise RecordKept(task.run_id, kept, exc, label=_label(task.run)) from None
         if result.span is not None:
             self._note_span(task.run_id, result.node_id, result.span)
         return self._told(task, rows.status or "failed", rows.error)

@@ -252,8 +252,9 @@ class Store:
         return self._db if self._db is not None else self._open()
 
     def _query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        """Rows of a read; none while the file does not exist (reading a store never creates it)."""
-        if self._db is None and not self.path.exists():
+        """Rows of a read; none while the file does not exist (reading a store never creates it), unless
+        records wait to go into it (the grid that kept them never got to write the file)."""
+        if self._db is None and not self.path.exists() and (self.read_only or not journal.pending(self.path)):
             return []
         try:
             return list(self.db.query(sql, params or []))

@@ -8,7 +8,7 @@ back (`to_json`, `from_json`), so a record kept on disk is replayed exactly.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 
@@ -105,3 +105,10 @@ def from_json(data: dict[str, Any]) -> RowWrite:
 
 def run_of(write: RowWrite) -> int | None:
     return write.row.get("run_id") if isinstance(write, AddEpoch) else write.run_id
+
+
+def for_run(write: RowWrite, run_id: int) -> RowWrite:
+    """The same write, for run `run_id` (a kept record whose row was inserted only at its import)."""
+    if isinstance(write, AddEpoch):
+        return AddEpoch({**write.row, "run_id": run_id})
+    return replace(write, run_id=run_id)
