@@ -55,6 +55,27 @@ def test_a_run_row_is_the_whole_public_schema_with_its_json_decoded():
     assert dict(row)["id"] == 1 and row.get("absent", 5) == 5
 
 
+def test_stored_json_columns_are_decoded_only_in_the_store():
+    """The faces and the report read runs' JSON columns through store.rows (RunRow, `column`), never by
+    parsing stored text themselves: one decoder, one rule for text that is not JSON."""
+    readers = [*(PACKAGE / "core" / "report").rglob("*.py"), *(PACKAGE / "tui").rglob("*.py")]
+    readers += [PACKAGE / "headless.py", PACKAGE / "report_cli.py"]
+    offenders = [
+        f"{path.relative_to(REPO)}:{node.lineno}"
+        for path in readers
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute)
+        and node.attr == "loads"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "json"
+    ]
+    assert not offenders, "JSON parsed outside greenlab/core/store/:\n" + "\n".join(offenders)
+    from greenlab.core.store.rows import column
+
+    assert column({"flags": '["x"]'}, "flags") == ["x"] and column({"flags": "not json"}, "flags") == []
+    assert column({"settings": {"lr": 0.1}}, "settings") == {"lr": 0.1}
+
+
 def test_every_core_package_says_what_it_owns():
     for init in (PACKAGE / "core").rglob("__init__.py"):
         docstring = ast.get_docstring(ast.parse(init.read_text()))

@@ -113,7 +113,7 @@ def test_round_trip(tmp_path):
     assert store.completed_keys() == {"k1"}
     assert [e["epoch"] for e in store.epochs(run_id)] == [1]
     assert [s["watts"] for s in store.samples(run_id)] == [20.0, 21.0]
-    assert json.loads(store.components(run_id)[0]["inputs"]) == {"tdp_w": 85}
+    assert store.components(run_id)[0]["inputs"] == {"tdp_w": 85}  # decoded by the store, as runs' columns are
     store.close()
     # readable by plain sqlite3, as sqlite-utils users will
     with sqlite3.connect(tmp_path / "runs.db") as conn:

@@ -19,7 +19,8 @@ from textual.widgets import DataTable, Footer, Header, Label, Static
 from textual_plotext import PlotextPlot
 
 from greenlab.core.report.energy_to_target import accuracy_curve
-from greenlab.core.report.formatting import accuracy, duration, energy, json_column, kind_of_row
+from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
+from greenlab.core.store.rows import column
 from greenlab.tui.boxes import titled
 
 
@@ -98,9 +99,9 @@ class DetailScreen(Screen):
             )
         if row.get("error"):
             lines.append(f"[b]error[/] {escape(str(row['error']).splitlines()[0])}")
-        for warning in json_column(row.get("warnings"), []):
+        for warning in column(row, "warnings"):
             lines.append(f"warning: {escape(str(warning))}")
-        flags = json_column(row.get("flags"), [])
+        flags = column(row, "flags")
         if flags:
             lines.append("flags: " + escape(", ".join(map(str, flags))))
         return "\n".join(lines)
@@ -163,14 +164,14 @@ class DetailScreen(Screen):
                 row.get("method") or "-",
                 _number(row.get("idle_w")),
                 energy(row.get("net_energy_j")),
-                _inputs(json_column(row.get("inputs"), {})),
-                ", ".join(json_column(row.get("flags"), [])) or "-",
+                _inputs(row.get("inputs") or {}),
+                ", ".join(row.get("flags") or []) or "-",
             )
         if not table.row_count:
             table.add_row("-", "-", "no components stored", "", "", "", "")
 
     def _meters(self) -> str:
-        meters = json_column(self.row.get("meters"), {})
+        meters = column(self.row, "meters")
         lines = []
         for component, facts in (meters.get("components") or {}).items():
             described = ", ".join(f"{k}={v}" for k, v in facts.items() if k != "method")
@@ -180,7 +181,7 @@ class DetailScreen(Screen):
         return "\n".join(lines) or "no meter facts stored"
 
     def _settings(self) -> str:
-        settings = json_column(self.row.get("settings"), {})
+        settings = column(self.row, "settings")
         techniques = settings.pop("techniques", {}) if isinstance(settings, dict) else {}
         parts = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
         for name, table in (techniques or {}).items():

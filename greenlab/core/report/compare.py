@@ -11,7 +11,6 @@ Also here: the per-group means of the headless table and the TUI (summarize, cha
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,9 +19,9 @@ from typing import Any
 from greenlab.core.plan import metrics
 from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan, PostHoc, implied
 from greenlab.core.plan.config import conditions_key
-from greenlab.core.report import diagnostics, formatting, groups, stats
+from greenlab.core.report import diagnostics, groups, stats
 from greenlab.core.report.stats import Decision, HolmStep, TwoSample
-from greenlab.core.store.rows import Row
+from greenlab.core.store.rows import Row, column
 
 HEADLINE = metrics.DEFAULT_PRIMARY
 TARGET_DROP_PP = 1.0  # energy to target: the target is the baselines' mean final accuracy minus this
@@ -41,16 +40,6 @@ MEASURED, ESTIMATED, MIXED = "measured", "estimated", "mixed"
 Values = list[tuple[int, "float | None"]]  # (run id, value) in execution order
 
 
-def _settings(row: Row) -> dict[str, Any] | str | None:
-    settings = row.get("settings")
-    if isinstance(settings, str):
-        try:
-            return json.loads(settings)
-        except ValueError:
-            return settings
-    return settings
-
-
 def conditions_of(row: Row) -> str:
     """The run's "same conditions" key (greenlab.core.plan.config.conditions_key): stored as `conditions_key`,
     else computed from the model and the stored settings. The experiment's name is not part of it: two
@@ -58,7 +47,7 @@ def conditions_of(row: Row) -> str:
     stored = row.get("conditions_key")
     if stored is not None:
         return str(stored)
-    settings = _settings(row)
+    settings = column(row, "settings")
     if isinstance(settings, dict) and row.get("model"):
         work = {k: v for k, v in settings.items() if k != "techniques"}
         if row.get("dataset") and "dataset" not in work:
@@ -70,7 +59,7 @@ def conditions_of(row: Row) -> str:
 def stored_margin(rows: Iterable[Row]) -> float | None:
     """The `equivalence_margin` setting of the latest of `rows` that stored one."""
     for row in sorted(rows, key=lambda r: r.get("id") or 0, reverse=True):
-        settings = _settings(row)
+        settings = column(row, "settings")
         if isinstance(settings, dict) and isinstance(settings.get("equivalence_margin"), (int, float)):
             return float(settings["equivalence_margin"])
     return None
@@ -78,7 +67,7 @@ def stored_margin(rows: Iterable[Row]) -> float | None:
 
 def diverged(row: Row) -> bool:
     """The run's flags say it diverged (greenlab.core.run.divergence)."""
-    return FLAG_DIVERGED in formatting.json_column(row.get("flags"), [])
+    return FLAG_DIVERGED in column(row, "flags")
 
 
 def latest_runs(rows: Iterable[Row]) -> list[Row]:
@@ -451,11 +440,7 @@ def usable(rows: list[Row], metric: str, side: str) -> tuple[Values, list[Exclud
         if reason is None:
             kept.append((run_id, value))
             continue
-        if (
-            ratio
-            and reason in ("zero", "negative")
-            and FLAG_NET_BELOW_IDLE in formatting.json_column(row.get("flags"), [])
-        ):
+        if ratio and reason in ("zero", "negative") and FLAG_NET_BELOW_IDLE in column(row, "flags"):
             reason = "net below idle"
         left_out.append(Excluded(run_id, side, value, reason))
     return kept, left_out
@@ -687,7 +672,7 @@ def _comparison(
 def _flagged_caveat(rows: list[Row]) -> str:
     """'2 of 6 runs measured beside other work (flag host_busy)'; the verdict stands, but a reader should
     know its figures include other work. Each run counts once, whichever of the flags it has."""
-    flagged = [set(formatting.json_column(r.get("flags"), [])) & set(CAVEAT_FLAGS) for r in rows]
+    flagged = [set(column(r, "flags")) & set(CAVEAT_FLAGS) for r in rows]
     count = sum(1 for flags in flagged if flags)
     if not count:
         return ""

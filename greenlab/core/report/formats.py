@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from greenlab.core.plan import metrics
-from greenlab.core.report import compare, formatting, stats
+from greenlab.core.report import compare, stats
 from greenlab.core.report.compare import Comparison
-from greenlab.core.store.rows import Row
+from greenlab.core.store.rows import Row, column
 
 FORMATS = ("text", "markdown", "csv", "json", "latex", "codecarbon")
 MARKS = {"saves": "↓", "costs": "↑", "equivalent": "≈", "inconclusive": "?", "insufficient": "–", "no spread": "="}
@@ -527,8 +527,8 @@ def codecarbon_row(row: Row) -> dict[str, Any]:
     """A run in CodeCarbon's emissions.csv layout. What GreenLab does not know (location, cloud,
     utilisation, water) stays empty, and codecarbon_version stays empty: CodeCarbon measured nothing.
     A component GreenLab could not read at all (method `unavailable`) stays empty rather than 0."""
-    host = formatting.json_column(row.get("host"), {})
-    components = formatting.json_column(row.get("meters"), {}).get("components", {})
+    host = column(row, "host")
+    components = column(row, "meters").get("components", {})
     gpus = [facts for name, facts in components.items() if name.startswith("gpu") and isinstance(facts, dict)]
     cpu_facts = components.get("cpu") if isinstance(components.get("cpu"), dict) else {}
     duration = row.get("duration_s")

@@ -6,13 +6,13 @@ Pure functions of plain values; nothing here reads a meter, a store or a widget.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from greenlab.core.measure import hostload
 from greenlab.core.measure.meter import MEASURED_METHODS
+from greenlab.core.store.rows import column
 
 KINDS = ("measured", "estimated", "mixed", "unavailable")
 
@@ -91,22 +91,11 @@ def cooling_text(temperatures: Mapping[str, float], target_c: float) -> str:
     return f"cooling down to {target_c:g} °C: {listed}"
 
 
-def json_column(value: Any, default: Any) -> Any:
-    """A JSON column of a runs row (flags, meters, settings, ...) as stored, or already parsed; `default`
-    when it is empty, not JSON, or not of the default's kind (a list, a dict)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return default
-    return value if isinstance(value, type(default)) else default
-
-
 def host_busy(row: Mapping[str, Any]) -> str:
     """The warning for a run flagged `host_busy` (empty when it is not): how much of the host others used."""
-    if "host_busy" not in json_column(row.get("flags"), []):
+    if "host_busy" not in column(row, "flags"):
         return ""
-    share = (json_column(row.get("meters"), {}).get("host_load") or {}).get("other_share")
+    share = (column(row, "meters").get("host_load") or {}).get("other_share")
     used = f" {share:.0%} of" if isinstance(share, (int, float)) else ""
     return (
         f"the host was busy: other processes (on Ray, other runs on the node too) used{used} its CPUs "

@@ -9,13 +9,12 @@ where the model ran on several: `tinycnn (cifar10)`. Every face takes its labels
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
 from greenlab.core.plan.settings import SETTING_KEYS, UNKEYED_SETTINGS, RunSettings
-from greenlab.core.store.rows import Row
+from greenlab.core.store.rows import Row, column
 
 MAX_SHOWN = 3  # differing settings named in a label; more read as a sentence, not a name
 # Settings stored with a run that set no condition (the repeat count, the accounting inputs, ...).
@@ -24,13 +23,7 @@ _NOT_CONDITIONS = UNKEYED_SETTINGS | {"techniques"}
 
 def conditions_settings(row: Row) -> dict[str, Any]:
     """The settings of a run that make its conditions, with today's defaults for any it did not store."""
-    stored = row.get("settings")
-    if isinstance(stored, str):
-        try:
-            stored = json.loads(stored)
-        except ValueError:
-            stored = {}
-    stored = stored if isinstance(stored, dict) else {}
+    stored = column(row, "settings")
     merged = {**asdict(RunSettings()), **{k: v for k, v in stored.items() if k in SETTING_KEYS}}
     if row.get("dataset") and "dataset" not in stored:
         merged["dataset"] = row["dataset"]

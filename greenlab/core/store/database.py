@@ -36,6 +36,7 @@ from greenlab import __version__
 from greenlab.core.errors import GreenLabError
 from greenlab.core.plan.analysis import Plan
 from greenlab.core.store import journal
+from greenlab.core.store import rows as stored_rows
 from greenlab.core.store.rows import RunRow
 from greenlab.core.store.schema import (
     APPLICATION_ID,
@@ -584,7 +585,9 @@ class Store:
         return {int(row["id"]): Plan.from_stored(row) for row in self._query("select * from plans order by id")}
 
     def components(self, run_id: int) -> list[dict[str, Any]]:
-        return self._query("select * from energy_components where run_id = ? order by component", [run_id])
+        """A run's energy components, their JSON columns (inputs, flags) decoded."""
+        rows = self._query("select * from energy_components where run_id = ? order by component", [run_id])
+        return [stored_rows.component(row) for row in rows]
 
 
 def _pk(value: Any) -> int:

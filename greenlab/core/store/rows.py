@@ -28,15 +28,34 @@ JSON_COLUMNS: dict[str, type] = {
 }
 
 
-def decode(name: str, value: Any) -> Any:
-    """A JSON column's stored text as its value (a dict or list); anything unreadable as the empty one."""
-    kind = JSON_COLUMNS[name]
+# The JSON columns of `energy_components`.
+COMPONENT_JSON_COLUMNS: dict[str, type] = {"inputs": dict, "flags": list}
+
+
+def decode(name: str, value: Any, columns: Mapping[str, type] = JSON_COLUMNS) -> Any:
+    """A JSON column's stored text as its value (a dict or list); anything unreadable as the empty one. The
+    one place a stored JSON column is read: a RunRow decodes its own, and `column` decodes one of any
+    mapping of a run's columns (a node's memory, a test's dict)."""
+    kind = columns[name]
     if isinstance(value, (str, bytes)):
         try:
             value = json.loads(value)
         except ValueError:
             return kind()
     return value if isinstance(value, kind) else kind()
+
+
+def column(row: Row, name: str) -> Any:
+    """The JSON column `name` of a run's row, decoded (already decoded in a RunRow)."""
+    return decode(name, row.get(name))
+
+
+def component(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of `energy_components` with its JSON columns (inputs, flags) decoded."""
+    return {
+        **row,
+        **{name: decode(name, row.get(name), COMPONENT_JSON_COLUMNS) for name in COMPONENT_JSON_COLUMNS},
+    }
 
 
 @dataclass(frozen=True)
