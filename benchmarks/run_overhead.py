@@ -20,7 +20,7 @@ import time
 from quick_grid import quick_grid
 
 from greenlab.core.run.launcher import ForkServerLauncher, Launcher, SpawnLauncher
-from greenlab.core.train import events
+from greenlab.core.train import child_events
 
 REPEATS = 7
 
@@ -34,7 +34,7 @@ def timed_run(launcher: Launcher, run_json: str, env: dict[str, str]) -> tuple[f
     first_batch = None
     with os.fdopen(read_fd) as stream:
         for line in stream:
-            if first_batch is None and isinstance(events.decode(line), events.BatchFinished):
+            if first_batch is None and isinstance(child_events.decode(line), child_events.BatchFinished):
                 first_batch = time.perf_counter() - started
     output = child.stdout.read()
     if child.wait() != 0 or first_batch is None:

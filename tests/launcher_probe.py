@@ -20,7 +20,7 @@ def main() -> int:
     parser.add_argument("--event-fd", type=int, required=True)
     args = parser.parse_args()
     request = json.loads(sys.stdin.read())
-    import greenlab.core.train.events as marked
+    import greenlab.core.train.child_events as marked
 
     facts = {
         "pid": os.getpid(),

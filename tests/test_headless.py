@@ -74,7 +74,7 @@ def test_completed_run_row(grid_db):
     components = _rows(db, f"select * from energy_components where run_id = {run['id']}")
     assert {c["component"]: c["method"] for c in components} == {"cpu": "estimate", "dram": "estimate"}
     cpu = next(c for c in components if c["component"] == "cpu")
-    assert json.loads(cpu["inputs"])["cpu_seconds"] > 0
+    assert json.loads(cpu["inputs"])["cpu_seconds"] > 0  # the raw column: JSON text
 
 
 def test_epochs_and_samples_stored(grid_db):

@@ -69,7 +69,7 @@ def test_a_killed_training_process_is_stored_as_failed_with_partial_data(tmp_pat
     from greenlab.core.run.run_events import ChildEvent
     from greenlab.core.run.supervisor import RunSupervisor
     from greenlab.core.store.database import Store
-    from greenlab.core.train import events
+    from greenlab.core.train import child_events
 
     text = (
         QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 400").replace("epochs = 1", "epochs = 50")
@@ -79,7 +79,7 @@ def test_a_killed_training_process_is_stored_as_failed_with_partial_data(tmp_pat
     first_epoch = threading.Event()
 
     def watch(event):
-        if isinstance(event, ChildEvent) and isinstance(event.event, events.EpochFinished):
+        if isinstance(event, ChildEvent) and isinstance(event.event, child_events.EpochFinished):
             first_epoch.set()
 
     outcome = {}

@@ -27,7 +27,7 @@ from greenlab.core.run.launcher import (
     default_launcher,
     fork_server_supported,
 )
-from greenlab.core.train import events
+from greenlab.core.train import child_events
 from tests.conftest import QUICK_DEFAULTS, REPO
 
 pytestmark = pytest.mark.skipif(not fork_server_supported(), reason="the fork server needs fork and Unix sockets")
@@ -94,11 +94,11 @@ class Outcome:
 
     @property
     def event_types(self) -> list[str]:
-        return [type(events.decode(line)).__name__ for line in self.lines]
+        return [type(child_events.decode(line)).__name__ for line in self.lines]
 
     @property
     def losses(self) -> list[float]:
-        return [e.loss for e in map(events.decode, self.lines) if isinstance(e, events.BatchFinished)]
+        return [e.loss for e in map(child_events.decode, self.lines) if isinstance(e, child_events.BatchFinished)]
 
     @property
     def facts(self) -> dict[str, Any]:
@@ -185,8 +185,12 @@ def test_a_failing_run_relays_its_run_failed_event_and_exit_code_1(kind, fork_la
     # resnet18 needs 32 px: the worker refuses 16 before loading anything.
     outcome = run_to_end(launcher, run_json("resnet18", image_size=16), env)
     assert outcome.returncode == 1
-    failed, ending = [events.decode(line) for line in outcome.lines]
-    assert isinstance(failed, events.RunFailed) and failed.user_error and isinstance(ending, events.ProcessEnding)
+    failed, ending = [child_events.decode(line) for line in outcome.lines]
+    assert (
+        isinstance(failed, child_events.RunFailed)
+        and failed.user_error
+        and isinstance(ending, child_events.ProcessEnding)
+    )
     assert "at least 32 px" in failed.error
 
 
@@ -197,7 +201,7 @@ def test_killpg_stops_the_run_and_its_loader_workers(kind, fork_launcher, env):
     family: list[int] = []
 
     def kill_at_first_batch(handle: Any, line: str) -> None:
-        if family or type(events.decode(line)).__name__ != "BatchFinished":
+        if family or type(child_events.decode(line)).__name__ != "BatchFinished":
             return
         family.append(handle.pid)
         family.extend(child.pid for child in psutil.Process(handle.pid).children(recursive=True))

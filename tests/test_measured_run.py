@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -123,7 +122,7 @@ def test_supervised_run_is_measured_and_labelled(fake_hardware, child_on_gpu, tm
     assert row["energy_net_j"] < 0.1 * row["energy_j"]
     assert any(isinstance(e, run_events.IdleMeasured) for e in seen)
     components = {c["component"]: c for c in store.components(row["id"])}
-    gpu_inputs = json.loads(components["gpu0"]["inputs"])
+    gpu_inputs = components["gpu0"]["inputs"]
     assert gpu_inputs["polled_j"] == pytest.approx(components["gpu0"]["energy_j"], rel=0.1)
     assert "counter_polled_disagree" not in row["flags"]
     meters = row["meters"]
@@ -190,7 +189,7 @@ def test_a_stalled_store_shifts_no_window_edge(tmp_path):
     its child's events, and each phase window still spans what the child timed."""
     import sqlite3
 
-    from greenlab.core.train import events
+    from greenlab.core.train import child_events
 
     (run,) = expand_grid(
         parse_experiments(
@@ -218,7 +217,7 @@ def test_a_stalled_store_shifts_no_window_edge(tmp_path):
             handled.append(time.monotonic())
         if (
             isinstance(event, run_events.ChildEvent)
-            and isinstance(event.event, events.EpochFinished)
+            and isinstance(event.event, child_events.EpochFinished)
             and event.event.epoch == 1
         ):
             thread = threading.Thread(target=hold_the_lock)

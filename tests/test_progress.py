@@ -10,7 +10,7 @@ from greenlab.core.grid.stop_rules import GridStopped
 from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.report import formatting
 from greenlab.core.run.run_events import ChildEvent, IdleMeasured, RunBegan, RunStored
-from greenlab.core.train import events
+from greenlab.core.train import child_events
 
 GRID = expand_grid(
     parse_experiments(
@@ -59,9 +59,9 @@ def test_a_run_moves_through_the_queue_and_the_log():
         "energy: cpu estimate, dram estimate",
         "energy: cpu: no RAPL",
     ]
-    presenter.apply(ChildEvent(7, events.RunStarted("cpu", "digits", 1400, 359, 10, 32, "3x32x32", 5, 2)), grid=1)
-    presenter.apply(ChildEvent(7, events.BatchFinished(1, 3, 5, 0.9)), grid=1)
-    snapshot = presenter.apply(ChildEvent(7, events.EpochFinished(1, 0.8, 0.5, 0.45, 0.7, 1.0, 0.2)), grid=1)
+    presenter.apply(ChildEvent(7, child_events.RunStarted("cpu", "digits", 1400, 359, 10, 32, "3x32x32", 5, 2)), grid=1)
+    presenter.apply(ChildEvent(7, child_events.BatchFinished(1, 3, 5, 0.9)), grid=1)
+    snapshot = presenter.apply(ChildEvent(7, child_events.EpochFinished(1, 0.8, 0.5, 0.45, 0.7, 1.0, 0.2)), grid=1)
     view = snapshot.current
     assert (view.epoch, view.batch, view.batches, view.val_accuracy) == (1, 5, 5, 0.5)
     assert snapshot.log[-1].text == "tinycnn · prune #1: epoch 1 loss 0.8000 val acc 50.00% f1 0.450 (1.2 s)"
@@ -95,7 +95,7 @@ def test_a_face_reads_only_the_lines_it_has_not_shown():
 def test_events_of_another_run_do_not_move_the_current_one():
     presenter = GridPresenter()
     snapshot = started(presenter, Tracker())
-    after = presenter.apply(ChildEvent(99, events.BatchFinished(1, 3, 5, 0.9)), grid=1)
+    after = presenter.apply(ChildEvent(99, child_events.BatchFinished(1, 3, 5, 0.9)), grid=1)
     assert after.current == snapshot.current
 
 
@@ -133,8 +133,8 @@ def test_several_runs_in_flight_each_follow_their_own_events():
         ("starting", None),
         ("waiting", None),
     ]
-    presenter.apply(ChildEvent(11, events.BatchFinished(1, 4, 5, 0.7)), grid=1)
-    snapshot = presenter.apply(ChildEvent(10, events.BatchFinished(1, 1, 5, 2.0)), grid=1)
+    presenter.apply(ChildEvent(11, child_events.BatchFinished(1, 4, 5, 0.7)), grid=1)
+    snapshot = presenter.apply(ChildEvent(10, child_events.BatchFinished(1, 1, 5, 2.0)), grid=1)
     by_id = {v.run_id: v for v in snapshot.running}
     assert (by_id[11].batch, by_id[11].loss) == (4, 0.7) and (by_id[10].batch, by_id[10].loss) == (1, 2.0)
     # The older run is stored first: the newer one stays current and running.

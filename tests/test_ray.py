@@ -22,7 +22,7 @@ from greenlab.core.run.run_events import ChildEvent, RunBegan
 from greenlab.core.run.sinks import MemorySink
 from greenlab.core.store.database import Store
 from greenlab.core.store.writes import AddEpoch, AddSamples, SetCapacity
-from greenlab.core.train import events
+from greenlab.core.train import child_events
 from tests.conftest import QUICK_DEFAULTS, REPO
 from tests.fake_pynvml import FakeGpu, make_fake_pynvml
 
@@ -355,7 +355,7 @@ def test_a_grid_runs_on_ray_and_only_the_driver_writes_the_store(ray_instance, t
     began = [e for e in seen if isinstance(e, RunBegan)]
     assert sorted(e.run_id for e in began) == sorted(r["id"] for r in rows)
     assert all(isinstance(e.tracker, RemoteTracker) for e in began)
-    batches = [e for e in seen if isinstance(e, ChildEvent) and isinstance(e.event, events.BatchFinished)]
+    batches = [e for e in seen if isinstance(e, ChildEvent) and isinstance(e.event, child_events.BatchFinished)]
     assert {e.run_id for e in batches} == {r["id"] for r in rows}
     snapshot = presenter.snapshot()
     assert [e.status for e in snapshot.queue] == ["completed", "completed"] and snapshot.running == ()
@@ -546,7 +546,7 @@ def test_cancel_stores_the_running_runs_as_interrupted_and_never_starts_the_rest
     def listen(event, driver):  # cancel once both runs that fit run and one has finished an epoch
         if isinstance(event, RunBegan):
             state["began"].add(event.run_id)
-        if isinstance(event, ChildEvent) and isinstance(event.event, events.EpochFinished):
+        if isinstance(event, ChildEvent) and isinstance(event.event, child_events.EpochFinished):
             state["epoch"] = True
         if len(state["began"]) == 2 and state["epoch"]:
             driver.cancel()
@@ -615,7 +615,7 @@ def test_a_ctrl_c_while_the_driver_handles_messages_still_cancels_the_grid(ray_i
     sent = []
 
     def listen(event, driver):  # on the driver's main thread, inside the deferred block: as a user's Ctrl-C
-        if not sent and isinstance(event, ChildEvent) and isinstance(event.event, events.EpochFinished):
+        if not sent and isinstance(event, ChildEvent) and isinstance(event.event, child_events.EpochFinished):
             sent.append(True)
             os.kill(os.getpid(), signal.SIGINT)
 

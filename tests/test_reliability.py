@@ -133,7 +133,7 @@ def _grid_under_lock(tmp_path, lock_s):
     from greenlab.core.grid.stop_rules import GridStopped
     from greenlab.core.plan.config import parse_grid
     from greenlab.core.run.run_events import ChildEvent, SupervisorNote
-    from greenlab.core.train import events
+    from greenlab.core.train import child_events
 
     path = tmp_path / "runs.db"
     store = Store(path)
@@ -144,7 +144,7 @@ def _grid_under_lock(tmp_path, lock_s):
             notes.append(event.text)
         if isinstance(event, GridStopped):
             notes.append(f"stopped: {event.cause}")
-        if isinstance(event, ChildEvent) and isinstance(event.event, events.EpochFinished) and not holders:
+        if isinstance(event, ChildEvent) and isinstance(event.event, child_events.EpochFinished) and not holders:
             holders.append(_hold_lock(path, lock_s))
 
     outcomes, error = [], None

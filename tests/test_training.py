@@ -7,7 +7,7 @@ import torch
 
 from greenlab.core.errors import ConfigError
 from greenlab.core.train import datasets, training, zoo
-from greenlab.core.train.events import EpochFinished
+from greenlab.core.train.child_events import EpochFinished
 
 
 def _digits(seed: int, size: int = 16):

@@ -17,7 +17,7 @@ from typing import Any
 from greenlab.core.grid import grid_events
 from greenlab.core.plan.config import GridRun, RunSettings, build_experiments, expand_grid
 from greenlab.core.store.database import Store
-from greenlab.core.train import events
+from greenlab.core.train import child_events
 
 MODELS = {
     "resnet18": (311_000.0, 0.912, 840.0),
@@ -310,7 +310,7 @@ async def play_live_run(app: Any, pilot: Any, clock: FrozenClock, seconds: float
     post(
         supervisor.ChildEvent(
             17,
-            events.RunStarted(
+            child_events.RunStarted(
                 device="cuda:0",
                 dataset="cifar10",
                 n_train=40_000,
@@ -326,7 +326,7 @@ async def play_live_run(app: Any, pilot: Any, clock: FrozenClock, seconds: float
     post(
         supervisor.ChildEvent(
             17,
-            events.EpochFinished(
+            child_events.EpochFinished(
                 epoch=1,
                 train_loss=0.8123,
                 val_accuracy=0.8431,
@@ -337,9 +337,9 @@ async def play_live_run(app: Any, pilot: Any, clock: FrozenClock, seconds: float
             ),
         )
     )
-    post(supervisor.ChildEvent(17, events.PhaseBegan(2, "train")))
+    post(supervisor.ChildEvent(17, child_events.PhaseBegan(2, "train")))
     for batch in range(1, 402, 50):  # several batches at once: the newest supersedes the queued ones
-        post(supervisor.ChildEvent(17, events.BatchFinished(2, batch, 625, 0.52 + 0.001 * (batch % 7))))
+        post(supervisor.ChildEvent(17, child_events.BatchFinished(2, batch, 625, 0.52 + 0.001 * (batch % 7))))
     await pilot.pause()
     app.live.redraw()
     app.live.redraw()  # two ticks: the chart redraws every second one

@@ -43,7 +43,7 @@ from greenlab.core.run.run_events import (
     RunStored,
     SupervisorNote,
 )
-from greenlab.core.train import events
+from greenlab.core.train import child_events
 
 LOG_LIMIT = 200  # lines kept in a snapshot; faces keep what they printed themselves
 QUEUED_BEFORE = "queued before"  # a run an earlier grid in the queue will store first: this grid will skip it
@@ -476,37 +476,42 @@ class GridPresenter:
                 self._say(f"energy: {component}: {why}", note=False)
         state.note = ""
 
-    def _child(self, view: RunView, event: events.Event) -> None:
+    def _child(self, view: RunView, event: child_events.Event) -> None:
         def update(**changes: Any) -> None:
             self._state.running[view.run_id] = replace(view, **changes)
 
         match event:
-            case events.RunStarted():
+            case child_events.RunStarted():
                 update(
                     device=event.device,
                     batches=event.batches_per_epoch,
                     epochs=event.epochs,
                     note=f"{event.n_train} training examples, {event.input_description}",
                 )
-            case events.ModelPrepared(warnings=warnings):
+            case child_events.ModelPrepared(warnings=warnings):
                 update(warnings=tuple(warnings), note=f"warning: {warnings[-1]}" if warnings else view.note)
                 for warning in warnings:
                     self._say(f"{view.label}: warning: {warning}", "warning")
-            case events.PhaseBegan(epoch=epoch, phase=phase):
+            case child_events.PhaseBegan(epoch=epoch, phase=phase):
                 update(phase=phase, epoch=epoch, batch=0 if phase == "train" else view.batch)
-            case events.BatchFinished(epoch=epoch, batch=batch, batches=batches, loss=loss):
+            case child_events.BatchFinished(epoch=epoch, batch=batch, batches=batches, loss=loss):
                 update(phase="train", epoch=epoch, batch=batch, batches=batches, loss=loss)
-            case events.EpochFinished():
+            case child_events.EpochFinished():
                 update(epoch=event.epoch, batch=view.batches, loss=event.train_loss, val_accuracy=event.val_accuracy)
                 self._say(
                     f"{view.label}: epoch {event.epoch} loss {event.train_loss:.4f} val acc "
                     f"{event.val_accuracy:.2%} f1 {event.val_f1:.3f} ({formatting.duration(event.duration_s)})",
                     note=False,
                 )
-            case events.LogWritten(message=message):
+            case child_events.LogWritten(message=message):
                 update(note=message)
                 self._say(f"{view.label}: {message}", note=False)
-            case events.PhaseEnded() | events.RunFinished() | events.RunFailed() | events.ProcessEnding():
+            case (
+                child_events.PhaseEnded()
+                | child_events.RunFinished()
+                | child_events.RunFailed()
+                | child_events.ProcessEnding()
+            ):
                 pass  # the stored outcome (RunStored) tells these
 
     def _stored(self, event: RunStored, grid: int) -> None:

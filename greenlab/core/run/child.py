@@ -20,7 +20,7 @@ from typing import Any
 
 from greenlab.core.run.forkserver import WORKER_MODULE
 from greenlab.core.run.launcher import ForkedProcess, Launcher, RunProcess
-from greenlab.core.train import events
+from greenlab.core.train import child_events
 
 TERMINATE_GRACE_S = 5.0
 
@@ -64,7 +64,7 @@ class RunChild:
     def pid(self) -> int:
         return self.process.pid
 
-    def events(self, tick: Callable[[], None], tick_s: float = 1.0) -> Iterator[events.Event]:
+    def events(self, tick: Callable[[], None], tick_s: float = 1.0) -> Iterator[child_events.Event]:
         """The child's events as they arrive; `tick()` is called about every `tick_s` meanwhile."""
         buffer = b""
         last_tick = time.monotonic()
@@ -78,7 +78,7 @@ class RunChild:
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
-                        yield events.decode(line.decode())
+                        yield child_events.decode(line.decode())
             if time.monotonic() - last_tick >= tick_s:
                 tick()
                 last_tick = time.monotonic()

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from greenlab.core.errors import GreenLabError
 from greenlab.core.plan.config import GridRun
-from greenlab.core.train import compression, datasets, events, training, zoo
+from greenlab.core.train import child_events, compression, datasets, training, zoo
 from greenlab.core.train.compression.stats import model_stats, weights_dtype
 
 
@@ -27,8 +27,8 @@ class EventWriter:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
-    def __call__(self, event: events.Event) -> None:
-        self.stream.write(events.encode(event))
+    def __call__(self, event: child_events.Event) -> None:
+        self.stream.write(child_events.encode(event))
         self.stream.flush()
 
 
@@ -84,7 +84,7 @@ def execute(run: GridRun, emit: EventWriter) -> None:
     )
     batches = len(data.train) if s.max_train_batches is None else min(len(data.train), s.max_train_batches)
     emit(
-        events.RunStarted(
+        child_events.RunStarted(
             device=str(device),
             dataset=s.dataset,
             n_train=data.n_train,
@@ -112,7 +112,7 @@ def execute(run: GridRun, emit: EventWriter) -> None:
         seed=run.seed,
         example_input=example,
         num_classes=data.num_classes,
-        log=lambda message: emit(events.LogWritten(message)),
+        log=lambda message: emit(child_events.LogWritten(message)),
     )
     applied = compression.apply(run.parts, model, run.technique_settings, context)
     model = applied.model.to(device)
@@ -135,7 +135,7 @@ def execute(run: GridRun, emit: EventWriter) -> None:
     ):
         applied.warnings.append(f"{run.technique} changed nothing in {run.model}")
     emit(
-        events.ModelPrepared(
+        child_events.ModelPrepared(
             before=before,
             after=after,
             columns=applied.columns,
@@ -160,16 +160,18 @@ def execute(run: GridRun, emit: EventWriter) -> None:
         max_train_batches=s.max_train_batches,
         max_eval_batches=s.max_eval_batches,
         on_phase=lambda epoch, phase, edge: emit(
-            events.PhaseBegan(epoch, phase, time.monotonic())
+            child_events.PhaseBegan(epoch, phase, time.monotonic())
             if edge == "begin"
-            else events.PhaseEnded(epoch, phase, time.monotonic())
+            else child_events.PhaseEnded(epoch, phase, time.monotonic())
         ),
-        on_batch=lambda epoch, batch, total, loss: emit(events.BatchFinished(epoch, batch, total, loss)),
+        on_batch=lambda epoch, batch, total, loss: emit(child_events.BatchFinished(epoch, batch, total, loss)),
         on_epoch=emit,
     )
     last = results[-1]
     emit(
-        events.RunFinished(val_accuracy=last.val_accuracy, val_f1=last.val_f1, train_s=sum(r.train_s for r in results))
+        child_events.RunFinished(
+            val_accuracy=last.val_accuracy, val_f1=last.val_f1, train_s=sum(r.train_s for r in results)
+        )
     )
 
 
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         with contextlib.suppress(OSError, ValueError):  # a supervisor that is gone hears nothing
             emit(
-                events.ProcessEnding(
+                child_events.ProcessEnding(
                     cpu_s=usage.ru_utime + usage.ru_stime, children_cpu_s=children.ru_utime + children.ru_stime
                 )
             )
@@ -199,13 +201,13 @@ def _run(emit: EventWriter) -> int:
     except KeyboardInterrupt:
         return 130
     except GreenLabError as exc:
-        emit(events.RunFailed(error=str(exc), kind=type(exc).__name__, user_error=True))
+        emit(child_events.RunFailed(error=str(exc), kind=type(exc).__name__, user_error=True))
         return 1
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the store, whatever it is
         message = str(exc) or type(exc).__name__
         if "out of memory" in message.lower():
             message = f"out of memory: {message.splitlines()[0]}; lower batch_size or image_size"
-        emit(events.RunFailed(error=message, kind=type(exc).__name__, traceback=traceback.format_exc()))
+        emit(child_events.RunFailed(error=message, kind=type(exc).__name__, traceback=traceback.format_exc()))
         return 1
     return 0
 

@@ -1,6 +1,6 @@
 """What a run's supervisor tells its listener while it measures one run: typed events, one small dataclass each.
 
-`RunEvent` is their union (the child's own events, greenlab.core.train.events, arrive wrapped in
+`RunEvent` is their union (the child's own events, greenlab.core.train.child_events, arrive wrapped in
 `ChildEvent`). Grid drivers add their own (greenlab.core.grid.grid_events); the presenter
 (greenlab.core.grid.presenter) is the one place that dispatches over all of them, and faces read its
 snapshots instead.
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from greenlab.core.plan.config import GridRun
-from greenlab.core.train import events
+from greenlab.core.train import child_events
 
 if TYPE_CHECKING:
     from greenlab.core.measure.tracker import PowerHistory
@@ -46,7 +46,7 @@ class RunBegan:
 @dataclass
 class ChildEvent:
     run_id: int
-    event: events.Event
+    event: child_events.Event
 
 
 @dataclass

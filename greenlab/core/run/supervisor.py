@@ -58,7 +58,7 @@ from greenlab.core.store.writes import (
     SetComponents,
     UpdateRun,
 )
-from greenlab.core.train import events
+from greenlab.core.train import child_events
 
 _SAMPLE_FLUSH_S = 1.0
 _WARMUP_TIMEOUT_S = 120.0
@@ -503,11 +503,13 @@ class RunSupervisor(Cancellable):
         if rows:
             writer.submit(AddSamples(measured.run_id, rows))
 
-    def _handle(self, measured: RunMeasurement, event: events.Event, tracker: EnergyTracker, writer: RowWriter) -> None:
+    def _handle(
+        self, measured: RunMeasurement, event: child_events.Event, tracker: EnergyTracker, writer: RowWriter
+    ) -> None:
         """What the supervisor does with each child event: measure, record, and pass it on to the faces."""
         run_id = measured.run_id
         match event:
-            case events.RunStarted():
+            case child_events.RunStarted():
                 measured.device = event.device
                 measured.num_classes, measured.n_val = event.num_classes, event.n_val
                 gpu_facts = {c: facts for c, facts in measured.meters_info["components"].items() if c.startswith("gpu")}
@@ -522,7 +524,7 @@ class RunSupervisor(Cancellable):
                 measured.flags.extend(flags)
                 self.on_event(RunMetered(run_id, [c for c in tracker.components() if c not in measured.gpus_unused]))
                 writer.submit(UpdateRun(run_id, {"device": event.device}))
-            case events.ModelPrepared(after=after, before=before):
+            case child_events.ModelPrepared(after=after, before=before):
                 stats = ("params_total", "params_nonzero", "model_bytes", "flops_step")
                 values = {
                     **{k: after.get(k) for k in stats},
@@ -534,12 +536,12 @@ class RunSupervisor(Cancellable):
                 writer.submit(UpdateRun(run_id, values))
                 if event.capacity_curve:
                     writer.submit(SetCapacity(run_id, [(int(b), float(a)) for b, a in event.capacity_curve]))
-            case events.PhaseBegan(epoch=epoch, phase=phase, t_mono=at):
+            case child_events.PhaseBegan(epoch=epoch, phase=phase, t_mono=at):
                 tracker.begin_window(f"{epoch}:{phase}", at=at)
-            case events.PhaseEnded(epoch=epoch, phase=phase, t_mono=at):
+            case child_events.PhaseEnded(epoch=epoch, phase=phase, t_mono=at):
                 window = tracker.end_window(f"{epoch}:{phase}", at=at)
                 measured.add_phase(epoch, phase, window.without(measured.gpus_unused))
-            case events.EpochFinished():
+            case child_events.EpochFinished():
                 measured.last_train_loss = event.train_loss
                 writer.submit(
                     AddEpoch(
@@ -557,12 +559,12 @@ class RunSupervisor(Cancellable):
                         }
                     )
                 )
-            case events.ProcessEnding(cpu_s=cpu_s) if measured.child_pid is not None:
+            case child_events.ProcessEnding(cpu_s=cpu_s) if measured.child_pid is not None:
                 tracker.process_ended(measured.child_pid, cpu_s)
                 measured.child_cpu_s = cpu_s + event.children_cpu_s
-            case events.RunFinished():
+            case child_events.RunFinished():
                 measured.child_status, measured.train_s, measured.final = "completed", event.train_s, asdict(event)
-            case events.RunFailed():
+            case child_events.RunFailed():
                 # A user's mistake is fully told by its message; an unexpected failure keeps its traceback,
                 # after a first line that faces show on their own.
                 error = event.error if event.user_error else f"{event.kind}: {event.error}"

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from greenlab.core.train.child_events import EpochFinished  # one epoch record for training and the event stream
 from greenlab.core.train.compression import TrainingHooks
-from greenlab.core.train.events import EpochFinished  # one epoch record for training and the event stream
 
 
 def seed_everything(seed: int) -> None:
