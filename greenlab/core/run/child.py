@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from greenlab.core.run.forkserver import WORKER_MODULE
+from greenlab.core.run.forkserver import CHILD_MODULE
 from greenlab.core.run.launcher import ForkedProcess, Launcher, RunProcess
 from greenlab.core.train import child_events
 
@@ -46,7 +46,7 @@ class RunChild:
     """A started run: `events()` until the child closes its end, `terminate()` from any thread, `reap()`."""
 
     def __init__(
-        self, launcher: Launcher, run_json: str, env: Mapping[str, str], *, module: str = WORKER_MODULE
+        self, launcher: Launcher, run_json: str, env: Mapping[str, str], *, module: str = CHILD_MODULE
     ) -> None:
         self._read_fd, write_fd = os.pipe()
         try:

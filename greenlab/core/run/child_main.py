@@ -176,7 +176,7 @@ def execute(run: GridRun, emit: EventWriter) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="greenlab-worker")
+    parser = argparse.ArgumentParser(prog="greenlab-child")
     parser.add_argument("--event-fd", type=int, required=True)
     args = parser.parse_args(argv)
     stream = os.fdopen(args.event_fd, "w", buffering=1, encoding="utf-8")

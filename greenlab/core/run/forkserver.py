@@ -37,7 +37,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-WORKER_MODULE = "greenlab.core.run.child_main"
+CHILD_MODULE = "greenlab.core.run.child_main"
 # What a run imports on its way to the first batch (measured: torchvision and sklearn's digits loader
 # cost as much as torch itself). transformers is left out: it adds ~1 s and ~100 MB to every server for
 # the hf: models only; a supervisor whose grid has them may pass it in `preload`.

@@ -1,6 +1,6 @@
 """How a run's child process is started: a fresh interpreter, or a fork of a server that imported torch once.
 
-A launcher turns (run JSON, event pipe's write end, environment) into a running worker
+A launcher turns (run JSON, event pipe's write end, environment) into a running child
 (`python -m greenlab.core.run.child_main --event-fd N` reading the run from stdin) and returns a handle with the
 part of Popen's interface the supervisor uses: `pid`, `stdout` (the child's stdout and stderr together,
 as text), `poll()`, `wait(timeout)` (raising subprocess.TimeoutExpired) and `returncode` (negative for
@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Protocol, cast
 
 from greenlab.core.errors import GreenLabError
-from greenlab.core.run.forkserver import DEFAULT_PRELOAD, WORKER_MODULE, kill_run, recv_message, send_message
+from greenlab.core.run.forkserver import CHILD_MODULE, DEFAULT_PRELOAD, kill_run, recv_message, send_message
 
 LAUNCHER_ENV = "GREENLAB_LAUNCHER"
 LAUNCHER_CHOICES = ("spawn", "forkserver")
@@ -63,7 +63,7 @@ class Launcher(Protocol):
     def start(self, env: Mapping[str, str] | None = None) -> None: ...
 
     def launch(
-        self, run_json: str, event_write_fd: int, env: Mapping[str, str] | None = None, *, module: str = WORKER_MODULE
+        self, run_json: str, event_write_fd: int, env: Mapping[str, str] | None = None, *, module: str = CHILD_MODULE
     ) -> RunProcess: ...
 
     def close(self) -> None: ...
@@ -91,7 +91,7 @@ class SpawnLauncher:
         """Nothing to prepare."""
 
     def launch(
-        self, run_json: str, event_write_fd: int, env: Mapping[str, str] | None = None, *, module: str = WORKER_MODULE
+        self, run_json: str, event_write_fd: int, env: Mapping[str, str] | None = None, *, module: str = CHILD_MODULE
     ) -> RunProcess:
         child = subprocess.Popen(
             [sys.executable, "-m", module, "--event-fd", str(event_write_fd)],
@@ -436,7 +436,7 @@ class ForkServerLauncher:
             self._server_for(dict(os.environ if env is None else env))
 
     def launch(
-        self, run_json: str, event_write_fd: int, env: Mapping[str, str] | None = None, *, module: str = WORKER_MODULE
+        self, run_json: str, event_write_fd: int, env: Mapping[str, str] | None = None, *, module: str = CHILD_MODULE
     ) -> RunProcess:
         env = dict(os.environ if env is None else env)
         os.fstat(event_write_fd)  # a bad descriptor is the caller's error, not a reason to drop the server
