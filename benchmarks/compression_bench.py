@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from greenlab.core.train import compression  # noqa: E402 - after the sys.path line that lets the script run from a checkout
 from greenlab.core.train.compression import stego  # noqa: E402 - after the sys.path line that lets the script run from a checkout
-from greenlab.core.train.compression.stats import model_stats  # noqa: E402 - after the sys.path line that lets the script run from a checkout
+from greenlab.core.train.compression.model_size import model_stats  # noqa: E402 - after the sys.path line that lets the script run from a checkout
 from greenlab.core.train.training import synchronize, training_step  # noqa: E402 - after the sys.path line that lets the script run from a checkout
 
 VARIANTS: list[tuple[str, str, dict[str, Any]]] = [

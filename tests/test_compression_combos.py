@@ -10,7 +10,7 @@ from torch import nn
 
 from greenlab.core.train import compression
 from greenlab.core.train.compression import CompressionContext, parse_technique, validate_settings
-from greenlab.core.train.compression.stats import model_stats
+from greenlab.core.train.compression.model_size import model_stats
 from tests.training_helpers import train_steps
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from greenlab.core.errors import ConfigError
 from greenlab.core.train.compression import CompressionContext, prune, validate_settings
-from greenlab.core.train.compression.stats import model_stats
+from greenlab.core.train.compression.model_size import model_stats
 from tests.training_helpers import train_steps
 
 torchvision = pytest.importorskip("torchvision")

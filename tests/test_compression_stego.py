@@ -288,7 +288,7 @@ def test_auto_on_an_untrained_model_warns():
 
 
 def test_stored_mode_really_stores_bfloat16_weights():
-    from greenlab.core.train.compression.stats import model_stats
+    from greenlab.core.train.compression.model_size import model_stats
 
     torch.manual_seed(0)
     model = tiny_cnn()
@@ -311,7 +311,7 @@ def test_stored_mode_refuses_more_bits_than_bfloat16_keeps():
 
 def test_dtype_mode_stores_true_bytes_through_the_worker_stats():
     """Under autocast the weights stay float32: the model's bytes must not halve."""
-    from greenlab.core.train.compression.stats import model_stats
+    from greenlab.core.train.compression.model_size import model_stats
 
     model = tiny_cnn()
     x = torch.randn(2, 3, 8, 8)

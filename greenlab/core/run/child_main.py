@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from greenlab.core.errors import GreenLabError
 from greenlab.core.plan.config import GridRun
 from greenlab.core.train import child_events, compression, datasets, training, zoo
-from greenlab.core.train.compression.stats import model_stats, weights_dtype
+from greenlab.core.train.compression.model_size import model_stats, weights_dtype
 
 
 class EventWriter:

@@ -23,14 +23,14 @@ MIN_STEPS, MAX_STEPS = 3, 20
 
 def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size: int = 32) -> dict[str, Any]:
     """{model, image_size, device, batch, flops_per_sample, flop_per_s}: the FLOPs of one training step per
-    sample (greenlab.core.train.compression.stats), and those FLOPs over the median measured seconds of a
+    sample (greenlab.core.train.compression.model_size), and those FLOPs over the median measured seconds of a
     step, at the run's own batch size, or a smaller one where the probe says a step of it would take longer
     than MAX_STEP_S: a tiny batch understates a CPU's throughput, the run's own batch of vit_b_16 on a CPU
     takes minutes to time."""
     import torch
 
     from greenlab.core.train import training, zoo
-    from greenlab.core.train.compression.stats import training_step_flops
+    from greenlab.core.train.compression.model_size import training_step_flops
 
     resolved = training.resolve_device(device)
     model = zoo.build_model(model_name, 10, False).to(resolved)
@@ -84,7 +84,7 @@ def timed_batch(probe_step_s: list[float], batch_size: int) -> int:
 
 
 def zoo_logits(output: Any) -> Any:
-    from greenlab.core.train.compression.stats import output_logits
+    from greenlab.core.train.compression.model_size import output_logits
 
     return output_logits(output)
 

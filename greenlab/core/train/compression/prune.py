@@ -31,8 +31,8 @@ from torch import nn
 
 from greenlab.core.errors import ConfigError
 from greenlab.core.train.compression import Applied, CompressionContext, TrainingHooks
+from greenlab.core.train.compression.model_size import output_logits, run_forward
 from greenlab.core.train.compression.options import PRUNE, PRUNE_METHODS
-from greenlab.core.train.compression.stats import output_logits, run_forward
 
 NAME, DEFAULTS, validate = PRUNE.name, PRUNE.defaults, PRUNE.validate
 METHODS = PRUNE_METHODS

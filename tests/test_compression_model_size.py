@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from greenlab.core.train.compression.stats import model_stats, output_logits
+from greenlab.core.train.compression.model_size import model_stats, output_logits
 
 
 def tiny_cnn(num_classes: int = 10) -> nn.Module:
