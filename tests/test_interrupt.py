@@ -141,3 +141,15 @@ def test_the_interrupt_line_says_what_the_grid_kept():
         == "interrupted between runs: no run was in progress; the run that ended before it stays stored"
     )
     assert interrupt_text(queue("starting", "waiting")).startswith("interrupted before the first run began")
+
+
+def test_a_signal_swallowed_into_a_plain_keyboard_interrupt_keeps_its_name():
+    """Ray's wait runs the SIGTERM handler in its C++ loop and raises a plain KeyboardInterrupt instead of
+    the handler's SignalInterrupt: the reason is kept where the SignalInterrupt was made, read once."""
+    from greenlab.core.run.cancel import SignalInterrupt, interrupt_reason
+
+    SignalInterrupt("SIGTERM")  # made by the handler, then lost inside Ray
+    assert interrupt_reason(KeyboardInterrupt()) == "stopped by signal SIGTERM"
+    assert interrupt_reason(KeyboardInterrupt()) is None  # read once: a later Ctrl-C is the user's
+    assert interrupt_reason(SignalInterrupt("SIGHUP")) == "stopped by signal SIGHUP"
+    assert interrupt_reason(KeyboardInterrupt()) is None

@@ -53,7 +53,7 @@ from greenlab.core.measure.host_lock import HostLock
 from greenlab.core.measure.remote_tracker import RemoteTracker
 from greenlab.core.plan.config import GridRun
 from greenlab.core.report.formatting import run_label
-from greenlab.core.run.cancel import Cancellable, CancelToken
+from greenlab.core.run.cancel import Cancellable, CancelToken, interrupt_reason
 from greenlab.core.run.run_events import (
     ChildEvent,
     Listener,
@@ -294,7 +294,7 @@ class RayDriver(Cancellable):
                         outcomes.extend(self._abandon("interrupted twice; the node's record was not awaited"))
                     break
                 interrupted = True
-                self.token.cancel(getattr(exc, "reason", None))
+                self.token.cancel(interrupt_reason(exc))
         return interrupted
 
     def _cancel_tasks(self) -> None:

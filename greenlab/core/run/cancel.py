@@ -14,6 +14,10 @@ from collections.abc import Callable
 CANCELLED_BY_USER = "cancelled by the user"
 
 
+# Reasons of SignalInterrupts raised in this process and not yet read by `interrupt_reason`.
+_signalled: list[str] = []
+
+
 class SignalInterrupt(KeyboardInterrupt):
     """A signal (SIGTERM: a CI job cancelled, `kill`) stopping a grid as Ctrl-C does; the run in progress is
     stored as interrupted with the signal's name, not as cancelled by the user."""
@@ -21,6 +25,17 @@ class SignalInterrupt(KeyboardInterrupt):
     def __init__(self, signal_name: str) -> None:
         super().__init__(signal_name)
         self.reason = f"stopped by signal {signal_name}"
+        _signalled.append(self.reason)
+
+
+def interrupt_reason(exc: BaseException) -> str | None:
+    """Why a KeyboardInterrupt stopped the grid: a signal's name, or None for the user's Ctrl-C. Ray's wait
+    runs the signal handler inside its C++ loop and raises a plain KeyboardInterrupt in place of the
+    handler's SignalInterrupt, so the reason is also kept where the SignalInterrupt was made; reading it
+    clears it, so a later Ctrl-C in this process is the user's again."""
+    remembered = _signalled[-1] if _signalled else None
+    _signalled.clear()
+    return getattr(exc, "reason", None) or remembered
 
 
 class CancelToken:

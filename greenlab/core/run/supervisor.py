@@ -29,7 +29,7 @@ from greenlab.core.measure.meter import MEASURED_METHODS
 from greenlab.core.measure.tracker import EnergyTracker
 from greenlab.core.plan.config import GridRun, RunSettings
 from greenlab.core.run import divergence
-from greenlab.core.run.cancel import Cancellable, CancelToken, SignalInterrupt
+from greenlab.core.run.cancel import Cancellable, CancelToken, SignalInterrupt, interrupt_reason
 from greenlab.core.run.child import RunChild
 from greenlab.core.run.launcher import Launcher, default_launcher
 from greenlab.core.run.measurement import RunMeasurement, accounting_columns, energy_columns, gpus_used
@@ -348,7 +348,7 @@ class RunSupervisor(Cancellable):
         except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM, a launch or store error: record, re-raise
             raised = exc
             if isinstance(exc, KeyboardInterrupt):
-                self.token.cancel(getattr(exc, "reason", None))
+                self.token.cancel(interrupt_reason(exc))
             else:
                 measured.supervisor_error = measured.supervisor_error or f"{type(exc).__name__}: {exc}"
         # Stopping the child and writing the outcome must not be cut short by a second Ctrl-C.
