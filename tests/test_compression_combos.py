@@ -126,7 +126,7 @@ def test_unstructured_on_attention_models_trains():
 
 
 def test_core_compression_never_imports_textual():
-    modules = ", ".join(f"greenlab.core.train.compression.{m}" for m in ("stego", "prune", "lowrank", "stats"))
+    modules = ", ".join(f"greenlab.core.train.compression.{m}" for m in ("stego", "prune", "lowrank", "model_size"))
     code = (
         f"import sys, {modules}; "
         "sys.exit(1 if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 0)"
