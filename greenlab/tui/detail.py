@@ -181,8 +181,8 @@ class DetailScreen(Screen):
         return "\n".join(lines) or "no meter facts stored"
 
     def _settings(self) -> str:
-        settings = column(self.row, "settings")
-        techniques = settings.pop("techniques", {}) if isinstance(settings, dict) else {}
+        settings = dict(column(self.row, "settings"))  # a copy: the row's own dict stays whole
+        techniques = settings.pop("techniques", {})
         parts = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
         for name, table in (techniques or {}).items():
             parts.extend(f"{name}.{k} = {json.dumps(v)}" for k, v in table.items())

@@ -108,12 +108,32 @@ def left_out_because(metric: str, value: float) -> str | None:
     return None
 
 
-def analysable(metric: str, value: Any) -> float | None:
-    """The value as the analysis takes it, or None: missing, not a number, or left out (left_out_because)."""
+def number(value: Any) -> float | None:
+    """A stored value as a number, or None: missing, a bool, or text (a hand edit SQLite kept as text)."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    number = float(value)
-    return None if left_out_because(metric, number) else number
+    return float(value)
+
+
+def analysable(metric: str, value: Any) -> float | None:
+    """The value as the analysis takes it, or None: missing, not a number, or left out (left_out_because)."""
+    found = number(value)
+    return None if found is None or left_out_because(metric, found) else found
+
+
+def mean_and_ci(metric: str, values: Iterable[Any]) -> tuple[float | None, float | None]:
+    """The mean and its 95 % half-width over the values the verdicts take (see left_out_because): a
+    -100 J baseline or a NaN is left out here as it is there, never averaged into a saving."""
+    kept = [v for v in (analysable(metric, value) for value in values) if v is not None]
+    return (stats.mean_of(kept) if kept else None), stats.mean_ci95(kept)
+
+
+def post_hoc_of(comparisons: Iterable[Comparison]) -> dict[str, tuple[float, float]]:
+    """Every value given after the runs among `comparisons`: {name: (used, declared)}."""
+    found: dict[str, tuple[float, float]] = {}
+    for c in comparisons:
+        found.update(c.post_hoc)
+    return found
 
 
 # -- means per group (the headless table, the TUI) --------------------------------------------------------
@@ -130,10 +150,7 @@ class Group:
 
 
 def _mean(rows: list[Row], key: str) -> tuple[float | None, float | None]:
-    """The mean and its 95 % half-width over the values the verdicts take (see left_out_because): a
-    -100 J baseline or a NaN is left out here as it is there, never averaged into a saving."""
-    values = [v for v in (analysable(key, r.get(key)) for r in rows) if v is not None]
-    return (stats.mean_of(values) if values else None), stats.mean_ci95(values)
+    return mean_and_ci(key, (r.get(key) for r in rows))
 
 
 def summarize(rows: Iterable[Row]) -> list[Group]:
@@ -432,17 +449,17 @@ def usable(rows: list[Row], metric: str, side: str) -> tuple[Values, list[Exclud
         if value is None:
             kept.append((run_id, None))
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        found = number(value)
+        if found is None:
             left_out.append(Excluded(run_id, side, math.nan, "not a number"))
             continue
-        value = float(value)
-        reason = left_out_because(metric, value)
+        reason = left_out_because(metric, found)
         if reason is None:
-            kept.append((run_id, value))
+            kept.append((run_id, found))
             continue
         if ratio and reason in ("zero", "negative") and FLAG_NET_BELOW_IDLE in column(row, "flags"):
             reason = "net below idle"
-        left_out.append(Excluded(run_id, side, value, reason))
+        left_out.append(Excluded(run_id, side, found, reason))
     return kept, left_out
 
 

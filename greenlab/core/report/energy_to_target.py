@@ -17,15 +17,14 @@ from collections.abc import Callable, Iterable, Sequence
 from statistics import mean
 from typing import Any
 
-from greenlab.core.report.compare import TARGET_DROP_PP, analysable, conditions_of, diverged, latest_runs
+from greenlab.core.report.compare import TARGET_DROP_PP, analysable, conditions_of, diverged, latest_runs, number
 from greenlab.core.store.rows import Row
 
 
 def _number(value: Any) -> float | None:
     """A stored epoch's number, or None for no value, text (a hand edit) or a value that is not finite."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
+    found = number(value)
+    return found if found is not None and math.isfinite(found) else None
 
 
 def epoch_energy(epoch: dict[str, Any]) -> float | None:

@@ -193,10 +193,7 @@ def plan_lines(comparisons: list[Comparison]) -> list[str]:
             f"{100 * a.equivalence_margin:g} % (ratio {1 / (1 + a.equivalence_margin):.3f}–"
             f"{1 + a.equivalence_margin:.3f}), accuracy ±{a.accuracy_margin_pp:g} pp."
         )
-    post_hoc: dict[str, tuple[float, float]] = {}
-    for c in comparisons:
-        post_hoc.update(c.post_hoc)
-    for name, (used, declared) in post_hoc.items():
+    for name, (used, declared) in compare.post_hoc_of(comparisons).items():
         lines.append(
             f"Post hoc: {name} = {used:g} was given after the runs, on the command line; the plan "
             f"declared {declared:g}. Verdicts under it are exploratory."

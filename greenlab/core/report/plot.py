@@ -71,13 +71,11 @@ def _bounds(metric: str) -> tuple[float, float]:
 
 
 def _mean_ci(metric: str, values: list[Any]) -> tuple[float | None, float]:
-    """Mean and 95 % half-width of the values the analysis takes (compare.analysable): a damaged run's
-    NaN or -inf is no point on the figure, as it is no measurement in the verdicts."""
-    kept = [v for v in (compare.analysable(metric, value) for value in values) if v is not None]
-    if not kept:
-        return None, 0.0
-    mean, half = stats.mean_of(kept), stats.mean_ci95(kept) or 0.0
-    return mean, half if math.isfinite(half) else 0.0
+    """Mean and 95 % half-width of the values the analysis takes (compare.mean_and_ci): a damaged run's
+    NaN or -inf is no point on the figure, as it is no measurement in the verdicts. No bar (0) where one
+    run gives no interval or the interval is beyond the float range."""
+    mean, half = compare.mean_and_ci(metric, values)
+    return mean, half if half is not None and math.isfinite(half) else 0.0
 
 
 def _cells(
@@ -283,9 +281,6 @@ def change_title(headline: Sequence[Comparison], label: str) -> str:
     after the runs (the plan's own value beside it), so a figure cut out of the report still says so."""
     role = "primary" if any(c.primary for c in headline) else "secondary"
     title = f"Change in {label} ({role} metric of the runs' plan)"
-    post_hoc: dict[str, tuple[float, float]] = {}
-    for c in headline:
-        post_hoc.update(c.post_hoc)
-    for name, (used, declared) in post_hoc.items():
+    for name, (used, declared) in compare.post_hoc_of(headline).items():
         title += f"\npost hoc: {name} = {used:g} given after the runs (the plan declared {declared:g}); exploratory"
     return title

@@ -186,9 +186,7 @@ class Store:
             conn = sqlite3.connect(f"{uri}?mode={mode}", uri=True)
             conn.execute("PRAGMA busy_timeout = 5000")
         except sqlite3.DatabaseError as exc:
-            raise GreenLabError(
-                f"cannot read {self.path} as a GreenLab run store ({exc}); pass --db with the runs.db a grid wrote"
-            ) from None
+            raise self._unreadable(exc) from None
         self._db = sqlite_utils.Database(conn)
         return self._db
 
@@ -262,9 +260,13 @@ class Store:
         except sqlite3.DatabaseError as exc:
             if not self.read_only:
                 raise
-            raise GreenLabError(
-                f"cannot read {self.path} as a GreenLab run store ({exc}); pass --db with the runs.db a grid wrote"
-            ) from None
+            raise self._unreadable(exc) from None
+
+    def _unreadable(self, exc: sqlite3.DatabaseError) -> GreenLabError:
+        """What a reader says of a file SQLite cannot read as a store (damaged, or not a database at all)."""
+        return GreenLabError(
+            f"cannot read {self.path} as a GreenLab run store ({exc}); pass --db with the runs.db a grid wrote"
+        )
 
     @property
     def version(self) -> int:
