@@ -213,6 +213,9 @@ def ray_instance(tmp_path_factory):
     patch.setenv("GREENLAB_DATA_DIR", str(folder / "data"))
     patch.delenv("GREENLAB_DB", raising=False)
     ray.init(
+        # "local": a new instance even where another test or program left one running
+        # (an address-less init would join it and refuse num_cpus).
+        address="local",
         num_cpus=2,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",

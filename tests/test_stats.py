@@ -197,6 +197,18 @@ def test_mean_ci_uses_the_t_quantile():
     assert stats.mean_ci95([1.0]) is None
 
 
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=8))
+def test_the_mean_of_finite_values_is_finite_and_between_them(values):
+    # [1, 1e308, 1e308] once summed to inf before dividing (found by the damaged-values sweep)
+    mean = stats.mean_of(values)
+    assert math.isfinite(mean)
+    assert min(values) <= mean <= max(values)
+
+
+def test_the_mean_near_the_float_range_is_divided_before_it_is_scaled_back():
+    assert stats.mean_of([1.0, 1e308, 1e308]) == pytest.approx(1e308 / 3 * 2, rel=1e-12)
+
+
 def test_repeats_to_decide_decide_when_the_estimate_is_the_truth():
     r = stats.compare([80.0, 130.0, 105.0], [100.0, 90.0, 115.0])
     assert verdict(r) == "inconclusive"

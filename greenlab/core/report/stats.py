@@ -137,7 +137,7 @@ def clean(values: Iterable[float | None]) -> tuple[list[float], int]:
 def _mean(values: Sequence[float]) -> float:
     """The mean, scaled first so that values near the float range (a corrupt 1e300 J) cannot overflow."""
     scale = max(abs(v) for v in values) or 1.0
-    return scale * math.fsum(v / scale for v in values) / len(values)
+    return scale * (math.fsum(v / scale for v in values) / len(values))  # divided before scaling back: 2e308 overflows
 
 
 def mean_of(values: Sequence[float]) -> float:
