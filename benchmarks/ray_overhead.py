@@ -38,10 +38,10 @@ repeats = 2
 """
 
 
-def timed_grid(supervisor, runs) -> tuple[float, float]:
+def timed_grid(driver, runs) -> tuple[float, float]:
     """(wall seconds of the grid, seconds its runs measured themselves)."""
     started = time.perf_counter()
-    outcomes = supervisor.run_grid(runs)
+    outcomes = driver.run_grid(runs)
     wall = time.perf_counter() - started
     if {o.status for o in outcomes} != {"completed"} or len(outcomes) != len(runs):
         raise SystemExit(f"a run did not complete: {[(o.status, o.error) for o in outcomes]}")

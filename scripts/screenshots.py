@@ -57,7 +57,7 @@ async def _shoot(db: Path, out: Path, name: str, pane: str, theme: str) -> Path:
             await pilot.pause()
             if pane == "detail":
                 store = Store(db)
-                run_id = store.runs("model = 'resnet18' and technique = 'lowrank' and status = 'completed'")[0]["id"]
+                run_id = next(r.id for r in store.completed_runs() if (r.model, r.technique) == ("resnet18", "lowrank"))
                 store.close()
                 app.action_open_detail(run_id)
                 await pilot.pause()

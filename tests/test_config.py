@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from greenlab.core.errors import ConfigError
@@ -294,6 +296,25 @@ def test_the_settings_table_in_the_docs_is_generated_from_the_declarations():
     from tests.conftest import REPO
 
     assert settings_table() in (REPO / "docs" / "configuration.md").read_text()
+
+
+def test_the_compression_table_in_the_docs_is_generated_from_the_declarations():
+    from greenlab.core.train.compression.options import TECHNIQUES, options_table
+    from tests.conftest import REPO
+
+    assert all(set(t.meanings) == set(t.defaults) for t in TECHNIQUES)  # every key explained, none invented
+    assert options_table() in (REPO / "docs" / "configuration.md").read_text()
+
+
+def test_the_accounting_prose_names_the_declared_defaults():
+    from greenlab.core.plan.settings import RUN_SETTINGS
+    from tests.conftest import REPO
+
+    prose = (REPO / "docs" / "configuration.md").read_text().split("## Accounting", 1)[1]
+    for name in ("carbon_g_per_kwh", "pue", "price_per_kwh"):
+        written = re.search(rf"`{name} = ([0-9.]+)`", prose)
+        assert written and float(written[1]) == RUN_SETTINGS.default(name), name
+    assert f"`price_per_kwh = {RUN_SETTINGS.default('price_per_kwh'):g}` {RUN_SETTINGS.default('currency')}" in prose
 
 
 def test_every_setting_is_declared_with_a_type_and_documentation():

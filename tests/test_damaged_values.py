@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from greenlab import cli
 from greenlab.core.report import compare, formats, stats
 from greenlab.core.store.database import Store
-from greenlab.tui.runs import prepare
+from greenlab.tui.runs import table_rows
 
 METRICS = ("energy_training_j", "energy_j", "duration_s", "val_accuracy", "val_f1")
 NASTY = st.one_of(
@@ -97,7 +97,7 @@ def test_no_face_crashes_and_every_face_leaves_out_the_same_values(tmp_path_fact
     runs = Store.reader(path).runs()
     judged = {c.metric: c for c in compare.judge(runs)}
     groups = {g.technique: g for g in compare.summarize(runs)}
-    rows = prepare(runs, {})
+    rows = table_rows(runs, {})
     for metric in METRICS:
         taken = [[_taken(metric, v[metric]) for v in values[side]] for side in (slice(0, 3), slice(3, 6))]
         base, technique = ([x for x in side if x is not None] for side in taken)
@@ -132,7 +132,7 @@ def test_a_negative_baseline_reads_as_no_change_not_a_saving(tmp_path):
     groups = {g.technique: g for g in compare.summarize(runs)}
     assert groups["baseline"].means["energy_training_j"] is None
     assert groups["prune"].change["energy_training_j"] is None
-    assert all(row["change_energy_training_j"] is None for row in prepare(runs, {}))
+    assert all(row["change_energy_training_j"] is None for row in table_rows(runs, {}))
     (verdict,) = compare.judge(runs, metrics=("energy_training_j",))
     assert verdict.verdict == stats.INSUFFICIENT and verdict.stats.n_baseline == 0
     assert "-145" not in formats.render_text([verdict])

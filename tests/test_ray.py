@@ -2,7 +2,7 @@
 
 Only ever a local Ray instance on this machine (2 CPUs, no dashboard, 127.0.0.1), started once for the
 module and shut down after it; nothing here connects anywhere else. The first tests need no Ray at all
-(the recorder, the live tracker, GPU pinning and placement rules over a described cluster).
+(a node record applied to the store, the live tracker, GPU pinning and placement rules over a described cluster).
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def test_a_stopped_grid_splits_its_tasks_once_into_started_and_never_started():
     refused (its task returns no record), a retry of a started task is not, and messages of refused starts
     never reach the driver, so GridStopped's "not started" list is the truth."""
     from greenlab.core.grid.ray_task import Inbox, Relayed, TaskStarted
-    from greenlab.core.run.run_events import SupervisorNote
+    from greenlab.core.run.run_events import Notice
 
     def started(tag: int, attempt: int = 0) -> TaskStarted:
         return TaskStarted(tag, attempt, "node", "host", 1, {}, None)
@@ -162,7 +162,7 @@ def test_a_stopped_grid_splits_its_tasks_once_into_started_and_never_started():
     assert inbox.put([started(0)]) is False
     assert inbox.stop_starting() == [0]
     assert inbox.put([started(1)]) is True  # too late: it must not run
-    assert inbox.put([Relayed(0, 0, SupervisorNote("still running"))]) is False
+    assert inbox.put([Relayed(0, 0, Notice("still running"))]) is False
     assert inbox.put([started(0, attempt=1)]) is False  # a retry of a run that had begun
     assert [m.tag for m in inbox.take()] == [0, 0, 0]
     inbox.cancel("stopped by signal SIGTERM")
@@ -415,6 +415,13 @@ def test_the_same_grid_through_both_drivers_stores_the_same_rows(ray_instance, t
         for column in mine:
             if column not in ASIDE:
                 assert mine[column] == theirs[column], column
+        # how each energy was obtained is the same whichever driver ran it; Ray adds where it ran
+        meters, ray_meters = mine["meters"], theirs["meters"]
+        assert set(ray_meters) == set(meters) | {"placement"}
+        assert meters["launcher"] == ray_meters["launcher"] and set(meters["fallbacks"]) == set(ray_meters["fallbacks"])
+        assert {k: (v["method"], v.get("formula")) for k, v in meters["components"].items()} == {
+            k: (v["method"], v.get("formula")) for k, v in ray_meters["components"].items()
+        }
         assert len(local_store.epochs(mine["id"])) == len(ray_store.epochs(theirs["id"]))
         assert {c["component"] for c in local_store.components(mine["id"])} == {
             c["component"] for c in ray_store.components(theirs["id"])

@@ -132,7 +132,7 @@ def _grid_under_lock(tmp_path, lock_s):
     from greenlab.core.grid.local import LocalDriver
     from greenlab.core.grid.stop_rules import GridStopped
     from greenlab.core.plan.config import parse_grid
-    from greenlab.core.run.run_events import ChildEvent, SupervisorNote
+    from greenlab.core.run.run_events import ChildEvent, Notice
     from greenlab.core.train import child_events
 
     path = tmp_path / "runs.db"
@@ -140,7 +140,7 @@ def _grid_under_lock(tmp_path, lock_s):
     notes, holders = [], []
 
     def listen(event):
-        if isinstance(event, SupervisorNote):
+        if isinstance(event, Notice):
             notes.append(event.text)
         if isinstance(event, GridStopped):
             notes.append(f"stopped: {event.cause}")

@@ -78,6 +78,14 @@ def test_the_schema_page_documents_every_runs_column():
     assert not missing, f"docs/schema.md lacks: {missing}"
 
 
+def test_only_a_store_built_as_not_durable_skips_waiting_for_the_disk(tmp_path):
+    durable, throwaway = Store(tmp_path / "a.db"), Store(tmp_path / "b.db", durable=False)
+    for store in (durable, throwaway):
+        store.start_run({"model": "tinycnn", "technique": "baseline", "status": "running"})
+    assert durable.db.execute("PRAGMA synchronous").fetchone()[0] != 0
+    assert throwaway.db.execute("PRAGMA synchronous").fetchone()[0] == 0  # OFF
+
+
 def test_round_trip(tmp_path):
     store = Store(tmp_path / "runs.db")
     run_id = store.start_run(

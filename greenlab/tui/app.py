@@ -268,10 +268,10 @@ class GreenLabApp(App[int]):
                 "Stopping this Ray grid: its running runs are stored as interrupted; the grids queued after it go on.",
                 title="Cancel",
             )
-            self._cancel_supervisor(only_current=True)
+            self._cancel_grid(only_current=True)
         elif answer == "run":
             self.notify("Stopping this run: it is stored as interrupted; the queue goes on.", title="Cancel")
-            self._cancel_supervisor(only_current=True)
+            self._cancel_grid(only_current=True)
         elif answer == "queue":
             self.cancel_everything()
 
@@ -284,10 +284,10 @@ class GreenLabApp(App[int]):
         self._pending.clear()
         self._cancel_requested = True
         self.notify("Cancelling: the run is stopped and stored as interrupted.", title="Cancel")
-        self._cancel_supervisor()
+        self._cancel_grid()
 
     @work(thread=True, group="cancel", exit_on_error=False)
-    def _cancel_supervisor(self, only_current: bool = False) -> None:
+    def _cancel_grid(self, only_current: bool = False) -> None:
         # Stopping a child may wait a few seconds for it to exit: not on the UI thread.
         token = self._token
         if token is None:
@@ -459,14 +459,14 @@ class GreenLabApp(App[int]):
             ray=ray or None,
         )
         self.run_worker(
-            partial(self._supervise, grid, request, self._token),
+            partial(self._run_session, grid, request, self._token),
             name=f"grid-{grid}",
             group="grid",
             thread=True,
             exit_on_error=False,
         )
 
-    def _supervise(self, grid: int, request: GridRequest, token: CancelToken) -> int:
+    def _run_session(self, grid: int, request: GridRequest, token: CancelToken) -> int:
         """Runs in the worker thread: the grid session (preflight, fetch, the store, the local or Ray
         driver, energy to target), its events posted as messages. A refusal raises GreenLabError (notified)."""
 

@@ -1,9 +1,9 @@
 """The Textual messages of a running grid: one, carrying the presenter's newest snapshot.
 
-The worker thread folds each supervisor event into the shared GridPresenter (greenlab.core.grid.presenter) and
+The worker thread folds each grid event into the shared GridPresenter (greenlab.core.grid.presenter) and
 posts `GridChanged` (post_message is thread-safe). Batches finish many times a second, so a newer snapshot
 replaces one still queued (toolong's `can_replace`): the UI renders the latest state only. Widgets never see
-a supervisor event, a process or a store write.
+a grid event, a process or a store write.
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ def with_changes(rows: Sequence[Row]) -> list[dict[str, Any]]:
 CELLS, SEARCHED = "_cells", "_searched"
 
 
-def prepare(runs: Sequence[Row], last_accuracies: dict[int, float]) -> list[dict[str, Any]]:
+def table_rows(runs: Sequence[Row], last_accuracies: dict[int, float]) -> list[dict[str, Any]]:
     """The table's rows, made once per reload (on the reading thread): the store's columns, the change of each
     metric against the matching baselines, a stopped run's last-epoch accuracy, the text of every cell and
     what `/` searches, so that a key only sorts, filters and fills."""
@@ -336,7 +336,7 @@ class RunsPane(Vertical):
                 runs, last, plans = reader.runs(), reader.last_epoch_accuracies(), reader.plans()
             finally:
                 reader.close()
-            self.post_message(self.RowsRead(generation, prepare(runs, last)))
+            self.post_message(self.RowsRead(generation, table_rows(runs, last)))
             comparisons = compare.judge(runs, plans, metrics=judged_metrics(plans))
             self.post_message(self.VerdictsJudged(generation, comparisons))
 

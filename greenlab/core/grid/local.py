@@ -15,7 +15,7 @@ from greenlab.core.measure.host_lock import HostLock
 from greenlab.core.plan.config import GridRun
 from greenlab.core.run.cancel import Cancellable, CancelToken
 from greenlab.core.run.launcher import Launcher
-from greenlab.core.run.run_events import Listener, RunStored, SafeListener, SupervisorNote
+from greenlab.core.run.run_events import Listener, Notice, RunStored, SafeListener
 from greenlab.core.run.supervisor import RunSupervisor, child_env
 from greenlab.core.store.database import Store
 
@@ -91,6 +91,6 @@ class LocalDriver(Cancellable):
     def _execute(self, run: GridRun) -> RunStored | None:
         outcome = self.supervisor.execute(run)
         if outcome is not None and self.retry_rule.retry(1, outcome.executor_died, self.token):
-            self.on_event(SupervisorNote(f"run {outcome.run_id}: {outcome.error}; retrying it once"))
+            self.on_event(Notice(f"run {outcome.run_id}: {outcome.error}; retrying it once"))
             outcome = self.supervisor.execute(run, retry_of=outcome) or outcome
         return outcome

@@ -1,4 +1,4 @@
-"""The presenter: folds a supervisor's events into immutable snapshots of the grids it runs.
+"""The presenter: folds a grid's events (its session's, its driver's, each run's) into immutable snapshots.
 
 Both faces read the same understanding of a running grid from here: the queue with statuses, each run in
 flight (several at once on Ray) with its phase, epoch, batch, loss and accuracy and how its energy is
@@ -38,10 +38,10 @@ from greenlab.core.run.run_events import (
     ChildEvent,
     CoolingDown,
     IdleMeasured,
+    Notice,
     RunBegan,
     RunMetered,
     RunStored,
-    SupervisorNote,
 )
 from greenlab.core.train import child_events
 
@@ -420,7 +420,7 @@ class GridPresenter:
                 state.running[run_id] = replace(state.running[run_id], counted=tuple(components))
             case RunStored():
                 self._stored(event, grid)
-            case SupervisorNote(text=text):
+            case Notice(text=text):
                 self._say(text, "warning")
             case WaitingForLock():
                 self._say(self._hinted(event.describe(), "waiting"))

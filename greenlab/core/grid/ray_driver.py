@@ -57,11 +57,11 @@ from greenlab.core.run.cancel import Cancellable, CancelToken, interrupt_reason
 from greenlab.core.run.run_events import (
     ChildEvent,
     Listener,
+    Notice,
     RunBegan,
     RunMetered,
     RunStored,
     SafeListener,
-    SupervisorNote,
 )
 from greenlab.core.run.sinks import RunRows
 from greenlab.core.run.supervisor import run_row_values, signals_deferred
@@ -355,7 +355,7 @@ class RayDriver(Cancellable):
         except ray.exceptions.RayError as exc:  # live events only: the records still come back
             self._inbox_failed = True
             self.on_event(
-                SupervisorNote(
+                Notice(
                     f"live progress from the nodes stopped ({first_line(str(exc))}); "
                     "runs go on and are stored as they end"
                 )
@@ -380,7 +380,7 @@ class RayDriver(Cancellable):
                     self._start_row(task, values)
                 except sqlite3.OperationalError as exc:  # the row starts with its record, or waits beside it
                     self.on_event(
-                        SupervisorNote(
+                        Notice(
                             f"{_label(task.run)}: the run store cannot take its row yet ({first_line(str(exc))}); "
                             "the run goes on, and its row is written with its record"
                         )
@@ -442,9 +442,7 @@ class RayDriver(Cancellable):
             executor_died = not isinstance(exc, getattr(exceptions, "TaskUnschedulableError", ()))
             if self.retry_rule.retry(task.attempt + 1, executor_died, self.token):
                 task.earlier.append({"attempt": 1, "node_id": task.node_id, "hostname": task.hostname, "error": reason})
-                self.on_event(
-                    SupervisorNote(f"{_label(task.run)}: {reason}; retrying once, on another node when there is one")
-                )
+                self.on_event(Notice(f"{_label(task.run)}: {reason}; retrying once, on another node when there is one"))
                 avoid = task.node_id
                 task.attempt, task.tracker = 1, None
                 task.forget_placement()  # the retry's node says where it runs (TaskStarted, or its result)
@@ -473,7 +471,7 @@ class RayDriver(Cancellable):
         self._lost_nodes.add(task.node_id)
         where = self.cluster.noise.where()
         self.on_event(
-            SupervisorNote(
+            Notice(
                 f"Ray node {_short(task.node_id)} ({task.hostname or 'unknown host'}) was lost; "
                 "its runs are retried once on another node" + (f" ({where})" if where else "")
             )

@@ -41,10 +41,10 @@ from greenlab.core.run.run_events import (
     ChildEvent,
     CoolingDown,
     IdleMeasured,
+    Notice,
     RunBegan,
     RunEvent,
     RunMetered,
-    SupervisorNote,
 )
 from greenlab.core.run.sinks import MemorySink, RunRows
 from greenlab.core.run.supervisor import RunSupervisor, child_env
@@ -201,7 +201,7 @@ class Channel:
         match event:
             case RunBegan(tracker=tracker, fallbacks=fallbacks):
                 self.send(RunBeganOnNode(self.tag, self.attempt, tracker.methods(), dict(fallbacks)))
-            case ChildEvent() | RunMetered() | IdleMeasured() | CoolingDown() | SupervisorNote() | WaitingForLock():
+            case ChildEvent() | RunMetered() | IdleMeasured() | CoolingDown() | Notice() | WaitingForLock():
                 self.send(Relayed(self.tag, self.attempt, event))
             case _:
                 pass  # RunStored: the driver tells it once the row is written
@@ -297,7 +297,7 @@ _WORKER: dict[str, Any] = {}  # this worker process's launcher, its current note
 def _worker_launcher(channel: Channel) -> Launcher:
     """The fork server this worker started for an earlier task (torch imported once per worker), or a new
     one; its notes go to the current task's channel."""
-    _WORKER["note"] = lambda text: channel.send(Relayed(channel.tag, channel.attempt, SupervisorNote(text)))
+    _WORKER["note"] = lambda text: channel.send(Relayed(channel.tag, channel.attempt, Notice(text)))
     launcher = _WORKER.get("launcher")
     if launcher is None:
         launcher = _WORKER["launcher"] = default_launcher(on_note=lambda text: _WORKER["note"](text))

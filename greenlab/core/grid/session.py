@@ -26,7 +26,7 @@ from greenlab.core.plan.config import GridFile, GridRun
 from greenlab.core.report import compare, energy_to_target
 from greenlab.core.report.compare import Comparison
 from greenlab.core.run.cancel import Cancellable, CancelToken
-from greenlab.core.run.run_events import Listener, RunStored, SafeListener, SupervisorNote
+from greenlab.core.run.run_events import Listener, Notice, RunStored, SafeListener
 from greenlab.core.store.database import Store, check_location
 from greenlab.core.store.rows import RunRow
 
@@ -154,7 +154,7 @@ class GridSession(Cancellable):
             if not request.wait and (self.cluster is None or self.cluster.single_host):
                 ensure_free()  # LockBusy: exit 2 before the store file exists
             # The file is created by the first run's row: an interrupt before it leaves none.
-            store = Store(request.db, on_busy=lambda text: self._tell(SupervisorNote(text)))
+            store = Store(request.db, on_busy=lambda text: self._tell(Notice(text)))
             store.declare_plan(request.plan)  # stored with the first run: the verdicts are judged under it
             driver = self.driver(store)
             interrupted = False

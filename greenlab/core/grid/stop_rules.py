@@ -39,7 +39,7 @@ _NUMBER = re.compile(r"\d+(\.\d+)?")
 
 @dataclass
 class GridStopped:
-    """A supervisor event: the grid stopped because every following run would fail the same way."""
+    """A grid event: the grid stopped because every following run would fail the same way."""
 
     cause: str  # one line: what failed, and why the rest would too
     not_started: list[GridRun] = field(default_factory=list)

@@ -86,7 +86,7 @@ class Experiment:
 
 @dataclass(frozen=True)
 class GridRun:
-    """One run of the grid: what the runner executes and the store records."""
+    """One run of the grid: what a grid driver executes and the store records."""
 
     experiment: str
     model: str

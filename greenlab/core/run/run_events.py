@@ -59,8 +59,9 @@ class RunMetered:
 
 
 @dataclass
-class SupervisorNote:
-    """Something the supervisor wants the user to know that is no run's (the fork server fell back)."""
+class Notice:
+    """A line for the user that is no run's result: from a run's supervisor (the fork server fell back), a
+    grid driver (retrying a run) or the grid session (the store is busy)."""
 
     text: str
 
@@ -78,7 +79,7 @@ class RunStored:
     kept_in: Path | None = None  # the store could not take its record: it waits in this file beside the store
 
 
-RunEvent = IdleMeasured | CoolingDown | RunBegan | ChildEvent | RunMetered | SupervisorNote | RunStored
+RunEvent = IdleMeasured | CoolingDown | RunBegan | ChildEvent | RunMetered | Notice | RunStored
 Listener = Callable[[Any], None]  # of run events, and of grid events (greenlab.core.grid.grid_events)
 
 

@@ -38,12 +38,12 @@ from greenlab.core.run.run_events import (
     CoolingDown,
     IdleMeasured,
     Listener,
+    Notice,
     RunBegan,
     RunEvent,
     RunMetered,
     RunStored,
     SafeListener,
-    SupervisorNote,
 )
 from greenlab.core.run.sinks import RowSink, RowWriter, StoreSink
 from greenlab.core.store.database import Store, now_iso
@@ -192,7 +192,7 @@ class RunSupervisor(Cancellable):
         if sink is None:
             if store is None:
                 raise ValueError("a supervisor needs a store or a sink")
-            sink = StoreSink(store, on_busy=lambda text: self.on_event(SupervisorNote(text)))
+            sink = StoreSink(store, on_busy=lambda text: self.on_event(Notice(text)))
         self.sink = sink
         self.token = token or CancelToken()
         self._child_lock = threading.Lock()
@@ -202,7 +202,7 @@ class RunSupervisor(Cancellable):
         self.idle_load: dict[str, Any] | None = None  # what others used of the host while idle was measured
         # Children start from a fork server that imported torch once (GREENLAB_LAUNCHER=spawn: a fresh
         # interpreter each); a bad GREENLAB_LAUNCHER is the user's error, raised here.
-        self.launcher = launcher or default_launcher(on_note=lambda text: self.on_event(SupervisorNote(text)))
+        self.launcher = launcher or default_launcher(on_note=lambda text: self.on_event(Notice(text)))
 
     def close(self) -> None:
         """Stop the fork server (and any run it still has)."""
@@ -239,15 +239,11 @@ class RunSupervisor(Cancellable):
             code = child.reap()
             if code != 0 and not self.cancelled:
                 self.on_event(
-                    SupervisorNote(
-                        f"the warm-up run exited with code {code}; the first run may be slower than the rest"
-                    )
+                    Notice(f"the warm-up run exited with code {code}; the first run may be slower than the rest")
                 )
         except Exception as exc:  # noqa: BLE001 - a cold first run is a bias to tell, not a reason to stop
             self.on_event(
-                SupervisorNote(
-                    f"no warm-up run ({type(exc).__name__}: {exc}); the first run may be slower than the rest"
-                )
+                Notice(f"no warm-up run ({type(exc).__name__}: {exc}); the first run may be slower than the rest")
             )
         finally:
             with self._child_lock:
@@ -488,7 +484,7 @@ class RunSupervisor(Cancellable):
         row = {"id": run_id, **values} if kept is not None else self.sink.run(run_id) or {}
         stored = RunStored(run_id, run, status, error, row, executor_died, kept.path if kept is not None else None)
         if why_diverged:
-            self.on_event(SupervisorNote(f"run {run_id} diverged: {why_diverged} (flag diverged)"))
+            self.on_event(Notice(f"run {run_id} diverged: {why_diverged} (flag diverged)"))
         self.on_event(stored)
         if kept is not None:
             raise kept  # the store is unwritable: the grid stops, naming where this record waits

@@ -153,8 +153,12 @@ class Store:
         *,
         on_busy: Callable[[str], None] | None = None,
         read_only: bool = False,
+        durable: bool = True,
     ) -> None:
         self.read_only = read_only
+        # durable=False: SQLite does not wait for the disk after each write. Only for a throwaway store built
+        # by a benchmark or a fixture: a power cut may lose its last writes (a crash of the process does not).
+        self.durable = durable
         self.path = resolve_path(path) if read_only else check_location(path)
         self._db: sqlite_utils.Database | None = None
         self._plan: Plan | None = None  # declared by the grid; recorded with its first run
@@ -200,6 +204,8 @@ class Store:
             db = sqlite_utils.Database(self.path)
             self._db = db
             db.execute("PRAGMA busy_timeout = 5000")
+            if not self.durable:
+                db.execute("PRAGMA synchronous = OFF")
             self.while_busy(db.enable_wal)
             self.while_busy(self.migrate)
             journal.import_pending(self)  # records a grid could not write before: before orphans are judged

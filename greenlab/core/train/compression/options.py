@@ -21,6 +21,7 @@ class TechniqueOptions:
     name: str
     defaults: dict[str, Any]
     validate: Callable[[dict[str, Any], str], dict[str, Any]]
+    meanings: dict[str, str]  # one line per key, for docs/configuration.md (options_table)
 
 
 # -- stego ------------------------------------------------------------------------------------------------
@@ -55,7 +56,16 @@ def _validate_stego(table: dict[str, Any], key_path: str) -> dict[str, Any]:
     return {"bits": bits, "mode": mode, "tolerance": float(tolerance)}
 
 
-STEGO = TechniqueOptions("stego", {"bits": "auto", "mode": "dtype", "tolerance": 1.0}, _validate_stego)
+STEGO = TechniqueOptions(
+    "stego",
+    {"bits": "auto", "mode": "dtype", "tolerance": 1.0},
+    _validate_stego,
+    {
+        "bits": f'low mantissa bits to remove (0–{MANTISSA_BITS}); `"auto"` scans the model\'s capacity first',
+        "mode": "how the bits are removed, see below",
+        "tolerance": "accuracy drop (percentage points) the capacity scan allows",
+    },
+)
 
 # -- prune ------------------------------------------------------------------------------------------------
 PRUNE_METHODS = ("l1-unstructured", "structured")
@@ -79,7 +89,16 @@ def _validate_prune(table: dict[str, Any], key_path: str) -> dict[str, Any]:
     return {"amount": float(amount), "method": method}
 
 
-PRUNE = TechniqueOptions("prune", {"amount": 0.5, "method": "l1-unstructured"}, _validate_prune)
+PRUNE = TechniqueOptions(
+    "prune",
+    {"amount": 0.5, "method": "l1-unstructured"},
+    _validate_prune,
+    {
+        "amount": "share of weights (or channels) removed",
+        "method": "`l1-unstructured` zeroes weights (masks kept through training); `structured` removes whole "
+        "channels with torch-pruning's dependency graph",
+    },
+)
 
 
 # -- lowrank ----------------------------------------------------------------------------------------------
@@ -101,6 +120,34 @@ def _validate_lowrank(table: dict[str, Any], key_path: str) -> dict[str, Any]:
     return {"rank_ratio": float(ratio), "energy": None if energy is None else float(energy)}
 
 
-LOWRANK = TechniqueOptions("lowrank", {"rank_ratio": 0.5, "energy": None}, _validate_lowrank)
+LOWRANK = TechniqueOptions(
+    "lowrank",
+    {"rank_ratio": 0.5, "energy": None},
+    _validate_lowrank,
+    {
+        "rank_ratio": "rank kept, as a share of each layer's full rank",
+        "energy": "instead, the share of squared singular values kept",
+    },
+)
 
 TECHNIQUES = (STEGO, PRUNE, LOWRANK)  # the order techniques are listed in messages and tables
+
+
+def _shown(default: Any) -> str:
+    if default is None:
+        return "none"
+    return f'`"{default}"`' if isinstance(default, str) else str(default)
+
+
+def options_table() -> str:
+    """The documentation's table of technique settings, one row per key, from the declarations above."""
+    lines = ["| table | key | default | meaning |", "|---|---|---|---|"]
+    for technique in TECHNIQUES:
+        for index, (key, default) in enumerate(technique.defaults.items()):
+            table = f"| `{technique.name}` |" if index == 0 else "| |"  # a table's later keys: cell left blank
+            lines.append(f"{table} `{key}` | {_shown(default)} | {technique.meanings[key]} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m greenlab.core.train.compression.options: print the docs' table
+    print(options_table())
