@@ -183,17 +183,15 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
             f"nothing to compare in {db}: no completed technique runs{scope}; run a grid with "
             "a baseline and at least one technique first"
         )
-    if not args.metric:
-        primaries = {c.plan.analysis.primary for c in comparisons}
-        headline = primaries.pop() if len(primaries) == 1 else compare.HEADLINE
+    # One table per primary metric the plans declared (one, usually); --metric shows that one for all.
+    sections = [(headline, comparisons)] if args.metric else formats.by_primary(comparisons)
+    if len(sections) == 1:
+        headline = sections[0][0]
 
     metrics = (headline,) if args.metric else compare.METRICS
-    if fmt == "text":
-        text = formats.render_text(comparisons, headline) + "\n"
-    elif fmt == "markdown":
-        text = formats.render_markdown(comparisons, headline)
-    elif fmt == "latex":
-        text = formats.render_latex(comparisons, headline)
+    if fmt in ("text", "markdown", "latex"):
+        text = formats.render_sections(fmt, sections)
+        text += "\n" if fmt == "text" else ""
     elif fmt == "json":
         text = formats.render_json(comparisons, metrics)
     elif fmt == "csv":

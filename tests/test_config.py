@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from greenlab.core.errors import ConfigError
 from greenlab.core.plan.config import expand_grid, load_experiments, parse_experiments
@@ -324,3 +326,32 @@ def test_every_setting_is_declared_with_a_type_and_documentation():
 
     assert [f.name for f in fields(RunSettings)] == list(SPECS)
     assert all(spec.doc and spec.types for spec in SPECS.values())
+
+
+# -- a technique's label: its name and the settings that are not the default --------------------------------
+_PRUNE_SETTINGS = st.fixed_dictionaries(
+    {"amount": st.sampled_from([0.5, 0.3, 0.9, 0.25]), "method": st.sampled_from(["l1-unstructured", "structured"])}
+)
+
+
+@given(_PRUNE_SETTINGS, _PRUNE_SETTINGS)
+def test_two_settings_of_a_technique_never_share_a_label(first, second):
+    from greenlab.core.train import compression
+
+    same_label = compression.label("prune", {"prune": first}) == compression.label("prune", {"prune": second})
+    assert same_label == (first == second)
+
+
+def test_a_label_is_the_bare_name_at_the_defaults_and_names_each_changed_setting():
+    from greenlab.core.train import compression
+
+    defaults = compression.settings_tables()
+    assert compression.label("prune+stego", defaults) == "prune+stego"
+    assert compression.label("baseline", {}) == "baseline"
+    assert compression.label("stego", {"stego": {**defaults["stego"], "bits": 16, "mode": "truncate"}}) == (
+        "stego[bits=16,mode=truncate]"
+    )
+    assert compression.label("prune+stego", {"prune": {"amount": 0.9}, "stego": {"bits": "auto"}}) == (
+        "prune[amount=0.9]+stego"
+    )
+    assert compression.label("prune", "not a table") == "prune"  # a damaged row reads as the defaults

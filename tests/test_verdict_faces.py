@@ -173,3 +173,80 @@ async def test_a_flagged_verdict_says_so_beside_it_in_every_face(tmp_path, capsy
     assert cli.main(["report", "--db", str(db)]) == 0
     text = capsys.readouterr().out
     assert text.index("check (training energy): baseline run") < text.index("[primary] prune")
+
+
+@sync
+async def test_one_technique_at_two_settings_is_two_comparisons_in_every_face(tmp_path, capsys):
+    """Experiment b prunes the same model under the same conditions at amount 0.9: its runs are another
+    treatment, never pooled with a's prune at the default 0.5, and each plan keeps its own family."""
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    plan_a = _fill(store, GRID_A, ENERGY_A, "a.toml")
+    grid_b = (
+        '[[experiment]]\nname = "b"\nmodels = ["tinycnn"]\ntechniques = ["baseline", "prune"]\nrepeats = 4\n'
+        "[experiment.prune]\namount = 0.9\n"
+    )
+    plan_b = _fill(store, grid_b, {"baseline": ENERGY_A["baseline"], "prune": [99.0, 104.0, 97.0, 101.0]}, "b.toml")
+    assert [c.technique for c in plan_b.cells] == ["prune[amount=0.9]"]
+    report = _report(db, capsys=capsys)
+    assert report["prune"] == "saves" and report["prune[amount=0.9]"] == "equivalent", report
+    assert cli.main(["report", "--db", str(db), "--format", "json", "--experiment", "a"]) == 0
+    a_only = [o for o in json.loads(capsys.readouterr().out) if o["metric"] == "energy_training_j"]
+    prune = next(o for o in a_only if o["technique"] == "prune")
+    assert prune["n"] == 4 and prune["holm_family"] == 3 and prune["word"] == "saves", prune
+    assert _headless(store, plan_a)["prune"] == "saves" and _headless(store, plan_b) == {
+        "prune[amount=0.9]": "equivalent"
+    }
+    tui = await _tui(db)
+    store.close()
+    assert tui["prune"] == "saves" and tui["prune[amount=0.9]"] == "equivalent", tui
+
+
+def test_a_plan_stored_before_labels_counts_its_cell_once_under_the_label_its_runs_carry(tmp_path, capsys):
+    """An older GreenLab stored plan b's cell as bare `prune` although b pruned at 0.9: that cell is b's
+    labelled comparison, not an extra never-run one that would enlarge b's family."""
+    import sqlite3
+
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    _fill(store, GRID_A, ENERGY_A, "a.toml")
+    grid_b = GRID_A.replace('name = "a"', 'name = "b"') + "[experiment.prune]\namount = 0.9\n"
+    _fill(store, grid_b, {t: [v - 5 for v in values] for t, values in ENERGY_A.items()}, "b.toml")
+    store.close()
+    assert cli.main(["report", "--db", str(db), "--format", "json", "--experiment", "b"]) == 0
+    labelled = {o["technique"]: o for o in json.loads(capsys.readouterr().out) if o["metric"] == "energy_training_j"}
+    conn = sqlite3.connect(db)
+    cells = json.loads(conn.execute("select cells from plans where source = 'b.toml'").fetchone()[0])
+    for cell in cells:
+        cell["technique"] = cell["technique"].split("[")[0]
+    conn.execute("update plans set cells = ? where source = 'b.toml'", [json.dumps(cells)])
+    conn.commit()
+    conn.close()
+    assert cli.main(["report", "--db", str(db), "--format", "json", "--experiment", "b"]) == 0
+    legacy = {o["technique"]: o for o in json.loads(capsys.readouterr().out) if o["metric"] == "energy_training_j"}
+    assert set(legacy) == set(labelled) == {"prune[amount=0.9]", "stego", "lowrank"}
+    for technique, comparison in labelled.items():
+        assert legacy[technique]["holm_family"] == comparison["holm_family"] == 3
+        assert legacy[technique]["word"] == comparison["word"]
+
+
+def test_plans_with_different_primaries_get_a_table_each_headed_by_its_metric(tmp_path, capsys):
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    steady = {t: [10.0, 10.4, 9.6, 10.1] for t in ENERGY_A}
+    _fill(store, GRID_A.replace("alpha = 0.05", 'alpha = 0.05\nprimary = "duration_s"'), ENERGY_A, "a.toml", steady)
+    _fill(store, GRID_B, ENERGY_B, "b.toml")
+    store.close()
+    for fmt in ("text", "markdown", "latex"):
+        assert cli.main(["report", "--db", str(db), "--format", fmt]) == 0
+        text = capsys.readouterr().out
+        time_at, energy_at = text.index("primary metric is time"), text.index("primary metric is training energy")
+        time_part, energy_part = (text[time_at:energy_at], text[energy_at:])
+        if time_at > energy_at:
+            time_part, energy_part = text[time_at:], text[energy_at:time_at]
+        assert "tinycnn" in time_part and "resnet18" not in time_part, fmt
+        assert "resnet18" in energy_part and "tinycnn" not in energy_part, fmt
+        if fmt == "text":
+            assert "change: time (primary metric)" in time_part
+            assert "change: training energy (primary metric)" in energy_part
+            assert "[primary] prune is equivalent to the baseline in time" in time_part

@@ -226,6 +226,12 @@ def test_accuracy_equivalence_states_the_margin_tested():
     assert "within ±1 pp" in c.sentence and "±5 %" not in c.sentence and "4.5 pp" not in c.sentence
     data = c.to_dict()
     assert data["margin_pp"] == 1.0 and data["margin"] is None and data["equivalence_bounds"] == [-1.0, 1.0]
+    # the interval the equivalence reads is given in the band's unit too: inside [-1, 1] pp, as decided
+    low, high = data["difference_pp_ci90_low"], data["difference_pp_ci90_high"]
+    assert -1.0 < low < high < 1.0
+    assert low == pytest.approx(100 * data["difference_ci90_low"]) and high == pytest.approx(
+        100 * data["difference_ci90_high"]
+    )
 
 
 def test_the_ratio_band_is_symmetric_on_the_log_scale():

@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 from textual_plotext import PlotextPlot
 
+from greenlab.core.report import compare
 from greenlab.core.report.energy_to_target import accuracy_curve
 from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
 from greenlab.core.store.rows import column
@@ -77,7 +78,7 @@ class DetailScreen(Screen):
         measured_by = [c["component"] for c in self.component_rows if c.get("method") in ("counter", "polled")]
         estimated_by = [c["component"] for c in self.component_rows if c.get("method") == "estimate"]
         lines = [
-            f"[b]{escape(row['model'])} · {escape(row['technique'])}[/]  experiment {escape(str(row.get('experiment')))}"
+            f"[b]{escape(row['model'])} · {escape(compare.technique_of(row))}[/]  experiment {escape(str(row.get('experiment')))}"
             f"  dataset {escape(str(row.get('dataset')))}  repeat {(row.get('repeat') or 0) + 1}  "
             f"status [b]{row['status']}[/]",
             f"energy [b]{energy(row.get('energy_j'))}[/]  [reverse] {kind.upper()} [/]"

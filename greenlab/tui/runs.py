@@ -66,11 +66,22 @@ def status_text(row: dict[str, Any]) -> str:
     return "diverged" if row.get("status") == "completed" and compare.diverged(row) else str(row.get("status"))
 
 
+# Keys a prepared row carries beside the store's columns: its cells' text, what `/` searches, and its
+# technique with its non-default settings (compare.technique_of).
+CELLS, SEARCHED, TECHNIQUE = "_cells", "_searched", "_technique"
+
+
+def technique_shown(row: dict[str, Any]) -> str:
+    """`prune[amount=0.9]`: the technique as the verdicts name it (prepared once per reload where it can be)."""
+    return str(row.get(TECHNIQUE) or compare.technique_of(row))
+
+
 def searched_text(row: dict[str, Any]) -> str:
     """What `/` searches in a run: its id, model, technique, status (or `diverged`), experiment, dataset."""
     return " ".join(
         [
             *(str(row.get(k) or "") for k in ("id", "model", "technique", "status", "experiment", "dataset")),
+            technique_shown(row),
             status_text(row),
         ]
     ).lower()
@@ -87,7 +98,8 @@ PINNED = 3
 COLUMNS: tuple[Column, ...] = (
     Column("id", "id", lambda r: r["id"], lambda r: str(r["id"]), True),
     Column("model", "model", lambda r: r["model"], lambda r: r["model"]),
-    Column("technique", "technique", lambda r: r["technique"], lambda r: r["technique"]),
+    # shown with its non-default settings (prune[amount=0.9]): two settings are two treatments
+    Column("technique", "technique", technique_shown, technique_shown),
     Column("status", "status", lambda r: r["status"], status_text),
     Column("energy", "energy", lambda r: r.get("energy_j"), lambda r: energy(r.get("energy_j")), True),
     Column(
@@ -150,16 +162,13 @@ def with_changes(rows: Sequence[Row]) -> list[dict[str, Any]]:
     ]
 
 
-# Keys a prepared row carries beside the store's columns: its cells' text and what `/` searches.
-CELLS, SEARCHED = "_cells", "_searched"
-
-
 def table_rows(runs: Sequence[Row], last_accuracies: dict[int, float]) -> list[dict[str, Any]]:
     """The table's rows, made once per reload (on the reading thread): the store's columns, the change of each
     metric against the matching baselines, a stopped run's last-epoch accuracy, the text of every cell and
     what `/` searches, so that a key only sorts, filters and fills."""
     rows = []
     for row in with_changes(runs):
+        row[TECHNIQUE] = compare.technique_of(row)
         row["partial_accuracy"] = last_accuracies.get(row["id"]) if row["status"] != "completed" else None
         row[CELLS] = tuple(column.text(row) for column in COLUMNS)
         row[SEARCHED] = searched_text(row)
@@ -204,7 +213,8 @@ def fill(table: DataTable, columns: list[tuple[str, str, bool]], rows: list[tupl
     for (key, label, right), width in zip(columns, widths):
         table.add_column(Text(label, justify="right" if right else "left"), key=key, width=width)
     for key, cells in rows:
-        table.add_row(*cells, key=key)
+        # text, never markup: "prune[amount=0.9]" or "[lr=0.01]" would read as a tag and vanish
+        table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in cells), key=key)
 
 
 def _width(cell: Text | str) -> int:
@@ -489,8 +499,8 @@ class RunsPane(Vertical):
         plottable = [r for r in chosen if r.get("energy_j") is not None and r.get("val_accuracy") is not None]
         points = spread(plottable, CHART_LIMIT)
         use_wh = any(r["energy_j"] >= 3600 for r in points)
-        for technique in sorted({r["technique"] for r in points}):
-            group = [r for r in points if r["technique"] == technique]
+        for technique in sorted({technique_shown(r) for r in points}):
+            group = [r for r in points if technique_shown(r) == technique]
             plt.scatter(
                 [r["energy_j"] / 3600 if use_wh else r["energy_j"] for r in group],
                 [100 * r["val_accuracy"] for r in group],

@@ -114,7 +114,8 @@ def analysis_table() -> str:
 
 @dataclass(frozen=True, order=True)
 class Cell:
-    """One declared comparison: a technique against the baselines of its conditions."""
+    """One declared comparison: a technique against the baselines of its conditions. `technique` is its
+    label (greenlab.core.train.compression.label): the name, and any setting that is not the default."""
 
     conditions: str
     technique: str
@@ -145,12 +146,13 @@ class Plan:
 
     @classmethod
     def for_grid(cls, grid: Iterable[GridRun], analysis: AnalysisSettings | None = None, source: str = "") -> Plan:
-        """The plan of a grid: every technique entry's (conditions, technique), once each, in grid order."""
+        """The plan of a grid: every technique entry's (conditions, technique with its non-default settings),
+        once each, in grid order: prune at amount 0.5 and prune at 0.9 are two comparisons."""
         seen: dict[tuple[str, str], Cell] = {}
         for run in grid:
             if run.technique == "baseline":
                 continue
-            cell = Cell(run.conditions_key(), run.technique, run.model, run.experiment)
+            cell = Cell(run.conditions_key(), run.technique_label(), run.model, run.experiment)
             seen.setdefault(cell.key, cell)
         return cls(analysis or AnalysisSettings(), tuple(seen.values()), source)
 

@@ -114,6 +114,10 @@ class GridRun:
         """See `run_key`: identical runs share it (a rerun skips them)."""
         return run_key(self.model, self.technique, self.repeat, asdict(self.settings), self.technique_settings)
 
+    def technique_label(self) -> str:
+        """The technique with its non-default settings (compression.label): what its results are grouped by."""
+        return compression.label(self.technique, self.technique_settings)
+
     def conditions_key(self) -> str:
         """See `conditions_key`: the baselines this run is compared with share it."""
         return conditions_key(self.model, asdict(self.settings))
@@ -281,9 +285,11 @@ def _split_table(
     return settings, per_technique
 
 
-def parse_grid(text: str, source: str = "<string>") -> GridFile:
-    """Parse the text of an experiments file; raise ConfigError located in `source`."""
-    limits.guard_text(text.encode("utf-8", "replace"), source)  # a runaway file, refused before parsing
+def parse_grid(text: str, source: str = "<string>", *, guarded: bool = False) -> GridFile:
+    """Parse the text of an experiments file; raise ConfigError located in `source`. `guarded`: the file's
+    bytes already passed limits.guard_text (load_grid), so the text is not encoded again to count."""
+    if not guarded:
+        limits.guard_text(text.encode("utf-8", "replace"), source)  # a runaway file, refused before parsing
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -469,6 +475,7 @@ def load_grid(path: str | Path) -> GridFile:
             f"cannot read it ({exc.strerror or exc}); pass the path of an experiments.toml you can read",
             source=str(path),
         ) from None
+    limits.guard_text(data, str(path))  # on the bytes as read: a runaway file is never decoded
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:  # TOML is UTF-8: point at the first byte that is not
@@ -478,7 +485,8 @@ def load_grid(path: str | Path) -> GridFile:
             source=str(path),
             line=line,
         ) from None
-    return parse_grid(text, str(path))
+    del data  # the text replaces it: a large file is held once, not twice, while it is parsed
+    return parse_grid(text, str(path), guarded=True)
 
 
 def load_experiments(path: str | Path) -> list[Experiment]:

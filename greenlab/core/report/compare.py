@@ -22,6 +22,7 @@ from greenlab.core.plan.config import conditions_key
 from greenlab.core.report import diagnostics, groups, stats
 from greenlab.core.report.stats import Decision, HolmStep, TwoSample
 from greenlab.core.store.rows import Row, column
+from greenlab.core.train import compression
 
 HEADLINE = metrics.DEFAULT_PRIMARY
 TARGET_DROP_PP = 1.0  # energy to target: the target is the baselines' mean final accuracy minus this
@@ -54,6 +55,13 @@ def conditions_of(row: Row) -> str:
             work["dataset"] = row["dataset"]
         return conditions_key(str(row["model"]), work)
     return f"model:{row.get('model')}:{row.get('dataset')}"
+
+
+def technique_of(row: Row) -> str:
+    """The run's technique as results are grouped and shown: its name with every setting that is not the
+    default (greenlab.core.train.compression.label), so prune at 0.5 and prune at 0.9 are never pooled."""
+    settings = column(row, "settings")
+    return compression.label(str(row.get("technique") or ""), settings.get("techniques") if settings else None)
 
 
 def stored_margin(rows: Iterable[Row]) -> float | None:
@@ -158,7 +166,7 @@ def summarize(rows: Iterable[Row]) -> list[Group]:
     completed = latest_runs(rows)
     buckets: dict[tuple[str, str], list[Row]] = {}
     for row in completed:
-        buckets.setdefault((conditions_of(row), row["technique"]), []).append(row)
+        buckets.setdefault((conditions_of(row), technique_of(row)), []).append(row)
     baselines = baseline_means(completed)
     groups = []
     for (key, technique), members in buckets.items():
@@ -390,6 +398,11 @@ class Comparison:
                 difference_pp=_pp(s.difference),
                 difference_pp_ci_low=_pp(s.ci_low),
                 difference_pp_ci_high=_pp(s.ci_high),
+                # the intervals the equivalence test and the decision read, in the band's own unit
+                difference_pp_ci90_low=_pp(s.eq_low),
+                difference_pp_ci90_high=_pp(s.eq_high),
+                adjusted_pp_ci_low=_pp(adjusted[0]) if adjusted else None,
+                adjusted_pp_ci_high=_pp(adjusted[1]) if adjusted else None,
             )
         return {k: _plain(v) for k, v in data.items()}
 
@@ -479,6 +492,27 @@ class _Judged:
     baseline: Values
 
 
+def _family(plan: Plan, cells: Iterable[_Cell]) -> list[tuple[str, str]]:
+    """The plan's declared comparisons. A plan stored before techniques were labelled with their settings
+    named a cell by the bare technique (`prune`) whatever its settings: such a cell stands for the labelled
+    cells its own runs form (`prune[amount=0.9]`), one comparison each, never pooled."""
+    declared = plan.keys
+    present = {c.key for c in cells if c.plan is plan}
+    unlisted: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (conditions, bare name) -> labelled keys
+    for key in present - declared:
+        unlisted.setdefault((key[0], _bare(key[1])), []).append(key)
+    family: list[tuple[str, str]] = []
+    for key in (c.key for c in plan.cells):
+        labelled = unlisted.get(key, []) if key not in present else []
+        family.extend(sorted(labelled) or [key])
+    return list(dict.fromkeys(family))
+
+
+def _bare(technique: str) -> str:
+    """`prune[amount=0.9]+stego` -> `prune+stego`: the name a label was made from."""
+    return "+".join(part.split("[", 1)[0] for part in technique.split("+"))
+
+
 def _governing_plans(cells: Iterable[_Cell], plans: dict[int, Plan]) -> None:
     """Each cell's plan: that of its latest run that ran under a known plan; cells with none are judged
     under their experiment's implied plan (runs from before plans), one per experiment."""
@@ -524,13 +558,13 @@ def judge(
         if row.get("technique") == "baseline":
             baselines.setdefault(conditions_of(row), []).append(row)
         else:
-            grouped.setdefault((conditions_of(row), row["technique"]), []).append(row)
+            grouped.setdefault((conditions_of(row), technique_of(row)), []).append(row)
     cells = {key: _Cell(key, members, baselines.get(key[0], [])) for key, members in grouped.items()}
     _governing_plans(cells.values(), plans)
     families: dict[tuple[str, Any], tuple[Plan, list[tuple[str, str]]]] = {}
     for cell in cells.values():
         assert cell.plan is not None
-        plan, family = families.setdefault(_plan_key(cell.plan), (cell.plan, [c.key for c in cell.plan.cells]))
+        plan, family = families.setdefault(_plan_key(cell.plan), (cell.plan, _family(cell.plan, cells.values())))
         if cell.key not in family:
             family.append(cell.key)  # a governed cell its plan did not list (a changed setting): counted too
     settings = {key: post_hoc.apply(plan.analysis) for key, (plan, _) in families.items()}
@@ -602,7 +636,7 @@ def _comparison(
     s = judged.stats
     decision = stats.decide(s, step, higher_is_better=metric in HIGHER_IS_BETTER)
     verdict = decision.verdict
-    technique = cell.members[0]["technique"]
+    technique = cell.key[1]
     notes: list[str] = []
     target = None
     if metric == "energy_to_target_j" and (s.n_missing or s.n_baseline_missing):

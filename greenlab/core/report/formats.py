@@ -288,6 +288,35 @@ def explanation(chosen: Comparison, comparisons: Iterable[Comparison]) -> list[s
     return checks + lines
 
 
+def by_primary(comparisons: list[Comparison]) -> list[tuple[str, list[Comparison]]]:
+    """The comparisons split by their plan's primary metric, in the order first met: a table shows one
+    metric, and a store whose plans declared different primaries gets one table per primary, so no row's
+    headline is a metric its plan called secondary."""
+    sections: dict[str, list[Comparison]] = {}
+    for c in comparisons:
+        sections.setdefault(c.plan.analysis.primary, []).append(c)
+    return list(sections.items())
+
+
+def render_sections(fmt: str, sections: list[tuple[str, list[Comparison]]]) -> str:
+    """A text, markdown or LaTeX report of one table per (primary metric, comparisons) section; headed
+    by its metric where there are several."""
+    render = {"text": render_text, "markdown": render_markdown, "latex": render_latex}[fmt]
+    if len(sections) == 1:
+        metric, shown = sections[0]
+        return render(shown, metric)
+    parts = []
+    for metric, shown in sections:
+        label = f"{metrics.label(metric)} ({metric})"
+        heading = {
+            "text": f"== Plans whose primary metric is {label} ==\n\n",
+            "markdown": f"## Plans whose primary metric is {_md(label)}\n\n",
+            "latex": f"% plans whose primary metric is {label}\n",
+        }[fmt]
+        parts.append(heading + render(shown, metric))
+    return "\n\n".join(part.rstrip("\n") for part in parts) + ("" if fmt == "text" else "\n")  # as render_text
+
+
 def render_text(comparisons: list[Comparison], metric: str = compare.HEADLINE) -> str:
     if not comparisons:
         return "no comparisons: no completed technique runs"
@@ -602,14 +631,15 @@ def verdict_summary(comparisons: list[Comparison], metric: str | None = None) ->
         "that matches the verdict):"
     ]
     width = max(14, *(len(c.label) for c in chosen))  # a label names what sets a group apart: lr=0.01
-    header = f"{'model':<{width}} {'technique':<14} {'n':>7} {'change [CI]':>24} {'p':>7} {'p Holm':>7}  verdict"
+    named = max(14, *(len(c.technique) for c in chosen))  # and a technique its settings: prune[amount=0.9]
+    header = f"{'model':<{width}} {'technique':<{named}} {'n':>7} {'change [CI]':>24} {'p':>7} {'p Holm':>7}  verdict"
     lines += [header, "-" * len(header)]
     for c in chosen:
         s = c.stats
         p = "-" if s.p_value is None else ("<0.001" if s.p_value < 0.001 else f"{s.p_value:.3f}")
         p_holm = "-" if c.p_holm is None else ("<0.001" if c.p_holm < 0.001 else f"{c.p_holm:.3f}")
         lines.append(
-            f"{c.label:<{width}} {c.technique:<14} {f'{s.n}v{s.n_baseline}':>7} "
+            f"{c.label:<{width}} {c.technique:<{named}} {f'{s.n}v{s.n_baseline}':>7} "
             f"{change_text(c, with_ci=True):>24} {p:>7} {p_holm:>7}  {c.word}"
             + ("  (see check)" if c.diagnostics else "")
         )

@@ -122,6 +122,38 @@ def validate_settings(name: str, table: dict[str, Any], key_path: str) -> dict[s
     return options.validate(merged, key_path)
 
 
+def label(technique: str, settings: Any) -> str:
+    """The technique as its results are grouped and shown: its name, with every setting that differs from
+    the declared default in brackets (`prune[amount=0.9]`, `prune[amount=0.9]+stego`). Two runs of one name
+    with different settings are different treatments and are never pooled; with the defaults it is the
+    bare name. `settings` is a run's `techniques` table ({part: {key: value}}); anything else counts as
+    the defaults (an older or damaged row)."""
+    tables = settings if isinstance(settings, dict) else {}
+    options = _options()
+    shown = []
+    for part in technique.split("+"):
+        table = tables.get(part)
+        defaults = options[part].defaults if part in options else {}
+        given = table if isinstance(table, dict) else {}
+        changed = [  # in the declared order, whatever order the row holds them in
+            f"{key}={_setting_text(given[key])}"
+            for key in defaults
+            if key in given and not _same_setting(given[key], defaults[key])
+        ]
+        shown.append(f"{part}[{','.join(changed)}]" if changed else part)  # no space: one word in a table
+    return "+".join(shown)
+
+
+def _same_setting(value: Any, default: Any) -> bool:
+    if isinstance(value, (int, float)) and isinstance(default, (int, float)) and not isinstance(value, bool):
+        return float(value) == float(default)  # 1 and 1.0 are one setting (validation stores floats)
+    return bool(value == default)
+
+
+def _setting_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def apply(parts: list[str], model: Any, settings: dict[str, dict[str, Any]], ctx: CompressionContext) -> Applied:
     """Apply the named techniques in order; `baseline` returns the model untouched."""
     result = Applied(model=model)
