@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 
+import pytest
+
 from greenlab import cli
 from greenlab.core.store.database import Store
 from greenlab.core.store.schema import APPLICATION_ID, SCHEMA_VERSION
-from tests.conftest import QUICK_DEFAULTS, run_cli
+from tests.conftest import QUICK_DEFAULTS, REPO, run_cli
 
 GRID = QUICK_DEFAULTS + '[[experiment]]\nname = "r"\nmodels = ["tinycnn"]\n'
 
@@ -17,9 +19,10 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _foreign(tmp_path):
+def _foreign(tmp_path, journal_mode="delete"):
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as conn:
+        conn.execute(f"pragma journal_mode = {journal_mode}")
         conn.execute("create table foo (a integer)")
         conn.execute("insert into foo values (1)")
     conn.close()
@@ -27,8 +30,9 @@ def _foreign(tmp_path):
 
 
 # -- another application's file is never adopted ---------------------------------------------------------------
-def test_another_applications_database_is_refused_and_left_byte_for_byte(tmp_path):
-    other = _foreign(tmp_path)
+@pytest.mark.parametrize("journal_mode", ["delete", "wal"])
+def test_another_applications_database_is_refused_and_left_byte_for_byte(tmp_path, journal_mode):
+    other = _foreign(tmp_path, journal_mode)
     before = _digest(other)
     grid = tmp_path / "g.toml"
     grid.write_text(GRID)
@@ -94,10 +98,13 @@ def test_a_store_from_before_application_ids_is_still_opened_and_marked(tmp_path
 # -- a newer GreenLab's store is refused by every face, from one check -----------------------------------------------
 def test_a_newer_store_is_refused_by_the_report_as_by_a_grid(tmp_path, capsys):
     path = tmp_path / "newer.db"
-    Store(path).start_run({"model": "tinycnn", "technique": "baseline"})
+    store = Store(path)
+    store.start_run({"model": "tinycnn", "technique": "baseline"})
+    store.close()
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
+    before = _digest(path)
     assert cli.main(["report", "--db", str(path)]) == 2
     err = capsys.readouterr().err
     assert "newer than this greenlab" in err and "upgrade greenlab" in err
@@ -105,6 +112,8 @@ def test_a_newer_store_is_refused_by_the_report_as_by_a_grid(tmp_path, capsys):
     grid.write_text(GRID)
     result = run_cli("--headless", str(grid), "--db", str(path))
     assert result.returncode == 2 and "newer than this greenlab" in result.stderr
+    # a store is in WAL mode: refusing it leaves no -wal or -shm beside it, and not a byte changed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.toml", "newer.db"] and _digest(path) == before
 
 
 # -- a busy store loses nothing ---------------------------------------------------------------------------------
@@ -188,6 +197,68 @@ def test_a_store_locked_past_the_budget_keeps_the_record_beside_it_and_imports_i
     assert row.status == "completed" and len(store.epochs(row.id)) == 3 and store.samples(row.id)
     assert row.energy_j is not None and store.components(row.id)
     assert journal.pending(path) == [] and not (tmp_path / "runs.db.pending").exists()
+
+
+def test_a_store_locked_when_the_grid_starts_is_waited_for_aloud(tmp_path):
+    """The lock is there before the grid: opening a current store and forecasting take no write lock, so
+    the grid reaches its first write and says it waits, instead of hanging silently before its forecast."""
+    import subprocess
+    import sys
+    import threading
+
+    grid = tmp_path / "g.toml"
+    grid.write_text(GRID)
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    assert store.version > 0  # a store of today's schema, made now
+    store.close()
+    code = (  # holds the write lock until told to let go
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+        "c.execute('begin exclusive'); print('locked', flush=True); sys.stdin.readline(); c.execute('rollback')"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == b"locked"
+    grid_process = subprocess.Popen(
+        [sys.executable, "-m", "greenlab", "--headless", str(grid), "--db", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+    said = []
+    watchdog = threading.Timer(120, grid_process.kill)  # a grid waiting in silence fails the test, never hangs it
+    watchdog.start()
+    try:
+        for line in grid_process.stdout:
+            said.append(line)
+            if line.startswith("store busy, waiting"):
+                break
+    finally:
+        holder.communicate(b"\n", timeout=60)  # the lock goes; the grid goes on
+    said += grid_process.stdout.readlines()
+    watchdog.cancel()
+    assert grid_process.wait(timeout=120) == 0, "".join(said)
+    text = "".join(said)
+    assert text.count("store busy, waiting") == 1
+    assert text.index("forecast:") < text.index("store busy, waiting")
+    (row,) = Store(path).runs()
+    assert row.status == "completed"
+
+
+def test_a_lock_held_past_the_budget_at_the_start_names_the_lock_not_the_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("GREENLAB_STORE_BUSY_S", "1")
+    grid = tmp_path / "g.toml"
+    grid.write_text(GRID)
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    store.start_run({"model": "tinycnn", "technique": "baseline", "status": "running", "supervisor_pid": 2**22 + 7})
+    store.close()  # a row of a dead supervisor: opening the store must write, so it waits for the lock
+    holder = _hold_lock(path, 20)
+    result = run_cli("--headless", str(grid), "--db", str(path))
+    holder.kill()
+    assert result.returncode == 2, result.stderr
+    assert "stayed locked by another process" in result.stderr and "close what holds it" in result.stderr
+    assert "move that file away" not in result.stderr
 
 
 def test_a_record_left_by_a_killed_supervisor_completes_its_row_instead_of_interrupting_it(tmp_path):

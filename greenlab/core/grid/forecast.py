@@ -32,8 +32,9 @@ from typing import Any
 from greenlab.core.measure import carbon
 from greenlab.core.plan.config import GridRun
 from greenlab.core.report.groups import conditions_settings
-from greenlab.core.store.database import Store
+from greenlab.core.store.database import Store, resolve_path
 from greenlab.core.store.rows import Row
+from greenlab.core.store.schema import SCHEMA_VERSION
 from greenlab.core.train import datasets, zoo
 
 CONFIRM_ABOVE_S = 24 * 3600.0  # a grid forecast to run longer than a day asks first (TUI), or says so loudly
@@ -394,8 +395,13 @@ def forecast_store(
     runs: Sequence[GridRun], db: str | None, *, force: bool = False, calibrate: Calibrate | None = None
 ) -> Forecast:
     """The forecast of `runs` against the store at `db` (its earlier runs, and which are already stored);
-    reading never creates the store."""
-    store = Store(db)
+    reading never creates the store, and never waits for its write lock (it opens it read-only)."""
+    if not resolve_path(db).is_file():
+        return forecast(runs, [], stored_keys=set(), force=force, calibrate=calibrate)
+    store = Store.reader(db)
+    if store.version < SCHEMA_VERSION:  # an older store's run keys are what its migration recomputes
+        store.close()
+        store = Store(db)
     try:
         rows, keys = store.runs(), store.completed_keys()
     finally:

@@ -430,7 +430,7 @@ class GridPresenter:
                 more = f" and {len(not_started) - 6} more" if len(not_started) > 6 else ""
                 state.stopped = cause
                 self._say(
-                    f"grid stopped: {cause}; {len(not_started)} runs not started"
+                    f"grid stopped: {cause}; {len(not_started)} run{'s' * (len(not_started) != 1)} not started"
                     + (f" ({names}{more})" if names else ""),
                     "error",
                 )

@@ -69,7 +69,7 @@ def guard_text(data: bytes, source: str) -> None:
     for count, match in enumerate(_EXPERIMENT_HEADER.finditer(data), start=1):
         if count > limit:
             line = data.count(b"\n", 0, match.start()) + 1
-            total = count + len(_EXPERIMENT_HEADER.findall(data, match.end()))
+            total = count + sum(1 for _ in _EXPERIMENT_HEADER.finditer(data, match.end()))  # counted, not listed
             raise too_many_experiments(total, limit).located(source, line)
 
 

@@ -66,6 +66,9 @@ def busy_budget_s() -> float:
         return BUSY_BUDGET_S
 
 
+_QUIET_WAIT_MS = 1000  # how long a write waits on another process's lock before "store busy, waiting"
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -203,7 +206,9 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)  # only the default's: check_location refused others
             db = sqlite_utils.Database(self.path)
             self._db = db
-            db.execute("PRAGMA busy_timeout = 5000")
+            # SQLite's own wait, short: every write waits on in while_busy, which says so first (a long
+            # silent wait here would hold a grid without a word).
+            db.execute(f"PRAGMA busy_timeout = {_QUIET_WAIT_MS}")
             if not self.durable:
                 db.execute("PRAGMA synchronous = OFF")
             self.while_busy(db.enable_wal)
@@ -216,6 +221,12 @@ class Store:
             self._db = None
             if db is not None:
                 db.close()
+            if isinstance(exc, StoreBusy):
+                raise GreenLabError(
+                    f"the run store {self.path} stayed locked by another process for over {busy_budget_s():g} s "
+                    f"({exc.__cause__ or exc}); close what holds it (a sqlite3 shell in a transaction, a backup, "
+                    "another program) and run again, or wait longer with GREENLAB_STORE_BUSY_S"
+                ) from None
             if isinstance(exc, (sqlite3.DatabaseError, OSError)):
                 raise GreenLabError(
                     f"cannot use the run store {self.path} ({exc}); pass --db (or set "
@@ -278,10 +289,17 @@ class Store:
     def version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
+    def _application_id(self) -> int:
+        return int(self.db.execute("PRAGMA application_id").fetchone()[0])
+
     def migrate(self) -> None:
         """Bring the store to SCHEMA_VERSION in one write transaction, taken before the version is read: two
         processes opening a new file at once (a TUI and its grid) migrate it once, one after the other."""
         conn = self.db.conn
+        # A store already current needs no write: opening it never waits on another process's write lock
+        # (a sqlite shell, a backup), which would hold a grid silently before its first run.
+        if self.version == SCHEMA_VERSION and self._application_id() == APPLICATION_ID:
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = self.version

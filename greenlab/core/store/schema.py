@@ -287,8 +287,12 @@ def identify(path: Path) -> None:
     id yet) passes; a newer GreenLab's store is refused too (check_version)."""
     if not path.is_file() or path.stat().st_size == 0:
         return
+    # immutable=1 where no -wal file waits beside it: nothing writes while we read, so SQLite takes no lock
+    # and leaves no -shm or -wal behind (mode=ro alone creates both for a WAL-mode file and cannot remove
+    # them). A -wal there means the file is in use or was left unclean: read it with it.
+    in_use = path.with_name(path.name + "-wal").exists()
     try:
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        conn = sqlite3.connect(path.resolve().as_uri() + ("?mode=ro" if in_use else "?immutable=1"), uri=True)
         try:
             application_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
