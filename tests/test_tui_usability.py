@@ -305,6 +305,7 @@ async def test_runs_table_pins_columns_searches_deletes_and_shows_partial_accura
         await pilot.press("space", "down", "space", "d")
         assert isinstance(app.screen, ConfirmDelete)
         await pilot.press("y")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert len(runs.marked) == 0 and len(runs.rows) == 12
     store = Store(db)
@@ -312,6 +313,52 @@ async def test_runs_table_pins_columns_searches_deletes_and_shows_partial_accura
         len(store.runs()) == 12
         and not store.db.execute("select count(*) from samples where run_id not in (select id from runs)").fetchone()[0]
     )
+    store.close()
+
+
+@sync
+async def test_a_delete_waiting_on_another_processs_lock_leaves_the_ui_answering(tmp_path):
+    """A backup or a sqlite3 shell holds the store's write lock: the delete waits on its thread and says
+    so, keys are still answered, and the runs go once the lock does."""
+    import subprocess
+    import sys
+
+    from greenlab.core.store.database import Store
+    from tests.tui_demo import seed_store
+
+    db = tmp_path / "demo.db"
+    seed_store(db)
+    code = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+        "c.execute('begin exclusive'); print('locked', flush=True); sys.stdin.readline(); c.execute('rollback')"
+    )
+    app = GreenLabApp(db=db, experiments=None)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f4")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        runs = app.runs_pane
+        before = len(runs.rows)
+        holder = subprocess.Popen([sys.executable, "-c", code, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert holder.stdout.readline().strip() == b"locked"
+            await pilot.press("space", "d", "y")
+            for _ in range(50):  # the busy note comes within about a second
+                await pilot.pause(0.1)
+                if any("store busy, waiting" in str(n.message) for n in app._notifications):
+                    break
+            else:
+                raise AssertionError("no store-busy notification")
+            await pilot.press("s")  # the UI thread answers while the delete waits
+            await pilot.pause()
+            assert len(runs.rows) == before and runs.marked
+        finally:
+            holder.communicate(b"\n", timeout=30)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(runs.rows) == before - 1 and not runs.marked
+    store = Store(db)
+    assert len(store.runs()) == before - 1
     store.close()
 
 

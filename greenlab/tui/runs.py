@@ -10,6 +10,7 @@ cell. Opening a row asks the app for its detail.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Label, Select
 from textual_plotext import PlotextPlot
 
+from greenlab.core.errors import GreenLabError
 from greenlab.core.report import compare, stats
 from greenlab.core.report.compare import changes, format_change
 from greenlab.core.report.formats import change_text, explanation
@@ -278,7 +280,7 @@ class RunsPane(Vertical):
 
     def __init__(self, store: Any, *, restore: dict[str, Any] | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.store = store  # the UI thread's Store: deleting the runs a user marked (reads run on a thread)
+        self.store = store  # the app's store: its path (reads and deletes run on threads, with their own)
         self.rows: list[dict[str, Any]] = []
         self.shown: list[dict[str, Any]] = []
         self.sort_column = "id"
@@ -547,8 +549,25 @@ class RunsPane(Vertical):
     def _delete_answered(self, answer: bool | None) -> None:
         if not answer:
             return
-        deleted = self.store.delete_runs(sorted(self.marked))
-        self.marked.clear()
+        chosen, path = sorted(self.marked), self.store.path
+
+        def delete() -> None:
+            # On a thread with its own connection: another process's lock on the store (a backup, a sqlite3
+            # shell) makes the delete wait, and the UI must not wait with it.
+            store = Store(path, on_busy=lambda text: self.app.call_from_thread(self.app.notify, text, timeout=10))
+            try:
+                deleted = store.delete_runs(chosen)
+            except (GreenLabError, sqlite3.Error) as exc:
+                self.app.call_from_thread(self.app.notify, f"Nothing deleted: {exc}", severity="error")
+                return
+            finally:
+                store.close()
+            self.app.call_from_thread(self._deleted, chosen, deleted)
+
+        self.run_worker(delete, name="delete", group="delete", description="deleting the marked runs", thread=True)
+
+    def _deleted(self, chosen: list[int], deleted: int) -> None:
+        self.marked.difference_update(chosen)
         self.reload()
         self.app.notify(f"Deleted {deleted} run{'s' if deleted != 1 else ''} and their data.")
 
