@@ -554,17 +554,28 @@ class RunsPane(Vertical):
         def delete() -> None:
             # On a thread with its own connection: another process's lock on the store (a backup, a sqlite3
             # shell) makes the delete wait, and the UI must not wait with it.
-            store = Store(path, on_busy=lambda text: self.app.call_from_thread(self.app.notify, text, timeout=10))
+            store = None
             try:
+                if not path.is_file():  # removed meanwhile: deleting must not create an empty store
+                    raise GreenLabError(f"no run store at {path} any more")
+                store = Store(path, on_busy=lambda text: self.app.call_from_thread(self.app.notify, text, timeout=10))
                 deleted = store.delete_runs(chosen)
-            except (GreenLabError, sqlite3.Error) as exc:
+            except (GreenLabError, sqlite3.Error) as exc:  # the open too: a lock past the budget, a damaged file
                 self.app.call_from_thread(self.app.notify, f"Nothing deleted: {exc}", severity="error")
                 return
             finally:
-                store.close()
+                if store is not None:
+                    store.close()
             self.app.call_from_thread(self._deleted, chosen, deleted)
 
-        self.run_worker(delete, name="delete", group="delete", description="deleting the marked runs", thread=True)
+        self.run_worker(
+            delete,
+            name="delete",
+            group="delete",
+            description="deleting the marked runs",
+            thread=True,
+            exit_on_error=False,
+        )
 
     def _deleted(self, chosen: list[int], deleted: int) -> None:
         self.marked.difference_update(chosen)
