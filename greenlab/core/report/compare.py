@@ -564,7 +564,10 @@ def judge(
     families: dict[tuple[str, Any], tuple[Plan, list[tuple[str, str]]]] = {}
     for cell in cells.values():
         assert cell.plan is not None
-        plan, family = families.setdefault(_plan_key(cell.plan), (cell.plan, _family(cell.plan, cells.values())))
+        key = _plan_key(cell.plan)
+        if key not in families:  # once per plan: _family reads every cell
+            families[key] = (cell.plan, _family(cell.plan, cells.values()))
+        plan, family = families[key]
         if cell.key not in family:
             family.append(cell.key)  # a governed cell its plan did not list (a changed setting): counted too
     settings = {key: post_hoc.apply(plan.analysis) for key, (plan, _) in families.items()}
