@@ -355,3 +355,15 @@ def test_a_label_is_the_bare_name_at_the_defaults_and_names_each_changed_setting
         "prune[amount=0.9]+stego"
     )
     assert compression.label("prune", "not a table") == "prune"  # a damaged row reads as the defaults
+    # every digit counts: settings that differ in the seventh digit are two treatments
+    assert compression.label("prune", {"prune": {"amount": 0.1234561}}) != compression.label(
+        "prune", {"prune": {"amount": 0.1234564}}
+    )
+
+
+def test_the_bare_name_of_a_label_survives_a_plus_inside_a_setting():
+    from greenlab.core.report.compare import _bare
+    from greenlab.core.train import compression
+
+    made = compression.label("stego+prune", {"stego": {"tolerance": 1e16}, "prune": {"amount": 0.9}})
+    assert made == "stego[tolerance=1e+16]+prune[amount=0.9]" and _bare(made) == "stego+prune"

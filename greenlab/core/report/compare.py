@@ -12,6 +12,7 @@ Also here: the per-group means of the headless table and the TUI (summarize, cha
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -510,7 +511,7 @@ def _family(plan: Plan, cells: Iterable[_Cell]) -> list[tuple[str, str]]:
 
 def _bare(technique: str) -> str:
     """`prune[amount=0.9]+stego` -> `prune+stego`: the name a label was made from."""
-    return "+".join(part.split("[", 1)[0] for part in technique.split("+"))
+    return re.sub(r"\[[^\]]*\]", "", technique)  # brackets first: a setting may hold a "+" (1e+16)
 
 
 def _governing_plans(cells: Iterable[_Cell], plans: dict[int, Plan]) -> None:

@@ -151,7 +151,7 @@ def _same_setting(value: Any, default: Any) -> bool:
 
 
 def _setting_text(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return repr(value) if isinstance(value, float) else str(value)  # every digit: two settings, two labels
 
 
 def apply(parts: list[str], model: Any, settings: dict[str, dict[str, Any]], ctx: CompressionContext) -> Applied:
