@@ -454,7 +454,7 @@ class GreenLabApp(App[int]):
             runs=runs,
             plan=plan or Plan.for_grid(runs),
             source=source,
-            db=str(self.db_path),
+            db=None if self.db_path is None else os.fspath(self.db_path),
             force=force,
             ray=ray or None,
         )
