@@ -54,12 +54,14 @@ def _no_calibration_child(monkeypatch):
     """The forecast calibrates models without earlier runs in a child that imports torch (seconds of CPU):
     in-process tests get a fixed, instant calibration instead, so TUI pictures do not depend on this
     machine's speed. CLI tests (a subprocess) and tests that ask for the real one are not affected."""
-    from greenlab.core.grid import forecast
+    from greenlab.core.grid import calibrator, forecast
 
     def fixed(specs):
         return {spec: {"flops_per_sample": 1e7, "flop_per_s": 2e10} for spec in specs}
 
     monkeypatch.setattr(forecast, "calibrate_in_child", fixed)
+    # The TUI's own Calibrator: the same fixed answer, no child and no host lock.
+    monkeypatch.setattr(calibrator.Calibrator, "_calibrate", lambda self, todo: fixed(todo))
     monkeypatch.setattr(forecast, "_watts", lambda earlier: (40.0, "earlier runs" if earlier else "the CPU estimate"))
 
 

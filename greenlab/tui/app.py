@@ -28,6 +28,7 @@ from textual.worker import Worker, WorkerState
 
 from greenlab.core.errors import ConfigError, GreenLabError
 from greenlab.core.grid import forecast as forecast_module
+from greenlab.core.grid.calibrator import Calibrator
 from greenlab.core.grid.presenter import GridPresenter
 from greenlab.core.grid.session import GridRequest, GridSession
 from greenlab.core.plan.analysis import Plan
@@ -119,6 +120,8 @@ class GreenLabApp(App[int]):
         self._pending: list[tuple[int, list[GridRun], bool, str, Plan | None, str]] = []
         self._grid_keys: dict[int, list[str]] = {}  # each grid's run keys, in its order
         self._quitting = False
+        # The forecast's calibration children: one at a time, killed before a grid starts and when the app ends.
+        self.calibrator = Calibrator()
         self._register_themes()
         if self.preferences.keymap:  # a user's keys for binding ids (see the help screen and docs/tui.md)
             self.set_keymap(self.preferences.keymap)
@@ -139,7 +142,13 @@ class GreenLabApp(App[int]):
         yield Header()
         with TabbedContent(initial="setup", id="panes"):
             with TabPane(f"{KEYS['setup']} {PANES['setup']}", id="setup"):
-                yield SetupPane(self.experiments_path, restore=self.preferences.setup, db=self.db_path, id="setup-pane")
+                yield SetupPane(
+                    self.experiments_path,
+                    restore=self.preferences.setup,
+                    db=self.db_path,
+                    calibrate=self.calibrator,
+                    id="setup-pane",
+                )
             with TabPane(f"{KEYS['live']} {PANES['live']}", id="live"):
                 yield LivePane(id="live-pane", clock=self._clock)
             with TabPane(f"{KEYS['runs']} {PANES['runs']}", id="runs"):
@@ -301,6 +310,7 @@ class GreenLabApp(App[int]):
 
     async def action_quit(self) -> None:
         if not self._grid_active:
+            self.calibrator.close()  # a calibration child is killed, not waited for
             self.exit(0)
             return
         self.push_screen(ConfirmQuit(), self._quit_answered)
@@ -448,6 +458,9 @@ class GreenLabApp(App[int]):
         self._stop_current_requested = False
         # The grid's cancel exists before its session does: an x pressed during preflight or a fetch counts.
         self._token = CancelToken()
+        # Nothing of GreenLab's own may run beside a measurement: a calibration child is killed now, before
+        # the grid's idle baseline, and none starts until the last grid queued has ended.
+        self.calibrator.pause("a grid is running")
         self.live.snapshot = self.presenter.start_grid(grid)
         self.refresh_bindings()
         request = GridRequest(
@@ -509,6 +522,9 @@ class GreenLabApp(App[int]):
             return
         if self._pending:
             self._launch(*self._pending.pop(0))
+        else:
+            self.calibrator.resume()
+            self.query_one(SetupPane).refresh_forecast()  # the grid's runs are history to forecast from
 
     # -- routing the grid's messages ------------------------------------------------------------------
     @on(messages.GridChanged)
@@ -540,6 +556,7 @@ class GreenLabApp(App[int]):
         self.action_open_detail(event.run_id)
 
     def on_unmount(self) -> None:
+        self.calibrator.close()
         self.save_preferences()
         # However the app ends, a training child must not outlive it (the worker thread would keep the
         # process alive until the grid finished): cancel stores the run as interrupted and stops the rest.

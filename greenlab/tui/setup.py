@@ -7,6 +7,7 @@ posts `GridRequested` with a validated grid and the app's worker takes it from t
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ _LABELS = {
     "pretrained": "pretrained weights",
 }
 _DEVICES = ["auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps"]
+FORECAST_AFTER_S = 0.4  # the form rests this long before it is forecast: a word typed is one forecast
 
 
 def _count(params: int) -> str:
@@ -96,6 +98,7 @@ class SetupPane(Vertical):
         *,
         restore: dict[str, Any] | None = None,
         db: Any = None,
+        calibrate: forecast_module.Calibrate | None = None,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
@@ -103,6 +106,7 @@ class SetupPane(Vertical):
         self.initial = form.initial_values(experiments_path)  # what "changed" is measured against
         self.restore = restore or {}  # the form as the user last left it (preferences)
         self.db = db  # the store the forecast reads earlier runs from
+        self.calibrate = calibrate  # the app's Calibrator: one child at a time, none while a grid runs
         self._ready = False
         self.problem: str | None = None  # the loader's message for the form as it stands, or None
         self.forecast: Forecast | None = None  # of the form's grid, once made
@@ -378,25 +382,34 @@ class SetupPane(Vertical):
         return runs
 
     # -- the forecast ---------------------------------------------------------------------------------
+    def refresh_forecast(self) -> None:
+        """Forecast the form's grid again (the store changed: a grid stored runs to go by)."""
+        self._forecast_of = None
+        self.check()
+
     def _request_forecast(self, runs: list[GridRun]) -> None:
-        """Forecast the form's grid on a worker thread: earlier runs are read from the store, and a model with
-        none is calibrated in a child process (seconds); the newest request wins."""
+        """Forecast the form's grid on a worker thread once the form has rested for FORECAST_AFTER_S (typing
+        "0.003" asks once, not five times): earlier runs are read from the store, and a model with none is
+        calibrated in a child process (seconds; the app's Calibrator stops an older one); the newest wins."""
         keys, force = tuple(run.settings_key() for run in runs), self.force
         if self._forecast_of == (keys, force):
             return
         self._forecast_generation += 1
-        generation, db = self._forecast_generation, self.db
+        generation, db, calibrate = self._forecast_generation, self.db, self.calibrate
         self.query_one("#setup-forecast", Static).update(Content("forecast: …"))
 
         def make() -> None:
+            time.sleep(FORECAST_AFTER_S)
+            if generation != self._forecast_generation:
+                return  # the form changed again meanwhile: only the newest is forecast
             try:
-                made = forecast_module.forecast_store(runs, db, force=force)
+                made = forecast_module.forecast_store(runs, db, force=force, calibrate=calibrate)
             except Exception as exc:  # noqa: BLE001 - a forecast that cannot be made says why and runs nothing
                 self.post_message(self.ForecastMade(generation, keys, force, None, f"{type(exc).__name__}: {exc}"))
                 return
             self.post_message(self.ForecastMade(generation, keys, force, made))
 
-        self.run_worker(make, name="forecast", group="forecast", thread=True, exclusive=True, exit_on_error=False)
+        self.run_worker(make, name="forecast", group="forecast", thread=True, exit_on_error=False)
 
     @on(ForecastMade)
     def _forecast_made(self, message: ForecastMade) -> None:
@@ -482,12 +495,12 @@ class SetupPane(Vertical):
         status.update(Content(f"{path}: {len(runs)} runs: forecasting, then queued"))
         status.set_class(False, "-error")
         request = self.GridRequested(runs, self.force, path, self.ray_address, grid_file.plan(runs))
-        db = self.db
+        db, calibrate = self.db, self.calibrate
 
         def forecast_then_request() -> None:
             # The file's grid may be long: it is forecast first (off the UI thread), so a day or more asks.
             try:
-                request.forecast = forecast_module.forecast_store(runs, db, force=request.force)
+                request.forecast = forecast_module.forecast_store(runs, db, force=request.force, calibrate=calibrate)
             except Exception:  # noqa: BLE001 - without a forecast the grid is queued as before
                 request.forecast = None
             told = f"{path}: {request.forecast.describe()}" if request.forecast else f"{path}: {len(runs)} runs"

@@ -19,16 +19,14 @@ to take longer than `CONFIRM_ABOVE_S` asks before it starts in the TUI and is sa
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from statistics import mean
 from typing import Any
 
+from greenlab.core.grid.calibrator import CalibrationSpec, Calibrator, busy
 from greenlab.core.measure import carbon
 from greenlab.core.plan.config import GridRun
 from greenlab.core.report.groups import conditions_settings
@@ -39,7 +37,6 @@ from greenlab.core.train import datasets, zoo
 
 CONFIRM_ABOVE_S = 24 * 3600.0  # a grid forecast to run longer than a day asks first (TUI), or says so loudly
 STARTUP_S = 2.0  # a run's start-up (process, data, model) when no earlier run says how long it takes
-CALIBRATION_TIMEOUT_S = 300.0
 # Examples in the bundled and generated datasets, before the validation split (imagefolder: unknown).
 DATASET_EXAMPLES = {"digits": 1797, "cifar10": 50_000, "fake-text": 1024}
 FAKE_EXAMPLES = 512  # torchvision FakeData without train_limit
@@ -47,7 +44,6 @@ SCALED_AWAY = ("epochs", "max_train_batches", "train_limit")  # what scaling by 
 
 HISTORY, SCALED, CALIBRATED, UNKNOWN = "history", "scaled", "calibrated", "unknown"
 
-CalibrationSpec = tuple[str, int, str, int]  # model, image size, device, batch size
 Calibrate = Callable[[list[CalibrationSpec]], dict[CalibrationSpec, dict[str, Any]]]
 
 
@@ -74,7 +70,8 @@ class Forecast:
     sources: dict[str, int] = field(default_factory=dict)  # source -> runs forecast from it
     earlier: int = 0  # distinct earlier runs the history and scaled parts rest on
     power_from: str = ""  # calibrated energy: "earlier runs" or "the CPU estimate"
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # why runs are unknown
+    busy: str = ""  # the calibration's host was busy: 'forecast taken while the host was busy: ...'
 
     @property
     def too_long(self) -> bool:
@@ -96,7 +93,8 @@ class Forecast:
             power = f" at the power of {self.power_from}" if self.power_from else ""
             parts.append(("calibrated" if count == self.runs else f"{count} calibrated") + power)
         if self.sources.get(UNKNOWN):
-            parts.append(f"{self.sources[UNKNOWN]} unknown")
+            why = f": {self.notes[0]}" if self.notes else ""
+            parts.append(f"{self.sources[UNKNOWN]} unknown{why}")
         return ", ".join(parts)
 
     def describe(self) -> str:
@@ -119,7 +117,8 @@ class Forecast:
             parts.append(energy)
         else:
             parts.append("energy unknown")
-        return " · ".join(parts) + f" ({self.source_text})"
+        busy = f"; {self.busy}" if self.busy else ""
+        return " · ".join(parts) + f" ({self.source_text}){busy}"
 
     def against(self, seconds: float, used_j: Iterable[float | None]) -> str:
         """How far the forecast was off, given the grid's time and its runs' energies (None: a run without
@@ -343,6 +342,7 @@ def forecast(
         seconds += idle if todo[0].settings.idle_scope == "grid" else idle * len(todo)
     accounting = todo[0].accounting() if todo else {}
     notes = tuple(dict.fromkeys(f"{r.why}" for r in results if r.source == UNKNOWN and r.why))
+    used = [c for spec, c in calibrations.items() if any(_spec(run) == spec for run in missing) and "error" not in c]
     return Forecast(
         runs=len(todo),
         skipped=len(runs) - len(todo),
@@ -355,6 +355,19 @@ def forecast(
         earlier=len({i for r in results for i in r.earlier}),
         power_from=power_from if sources.get(CALIBRATED) else "",
         notes=notes,
+        busy=busy_text(used),
+    )
+
+
+def busy_text(calibrations: Iterable[dict[str, Any]]) -> str:
+    """'forecast taken while the host was busy: 1.9 of 2 cores used by other processes', or ''."""
+    busiest = max((c for c in calibrations if busy(c)), key=lambda c: float(c["other_cores"]), default=None)
+    if busiest is None:
+        return ""
+    cpus = busiest.get("cpus")
+    of = f" of {cpus}" if cpus else ""
+    return (
+        f"forecast taken while the host was busy: {float(busiest['other_cores']):.1f}{of} cores used by other processes"
     )
 
 
@@ -363,32 +376,8 @@ def _spec(run: GridRun) -> CalibrationSpec | None:
     return None if size is None else (run.model, size, run.settings.device, run.settings.batch_size)
 
 
-_CALIBRATED: dict[CalibrationSpec, dict[str, Any]] = {}  # per process: the device does not change under us
-
-
-def calibrate_in_child(specs: list[CalibrationSpec]) -> dict[CalibrationSpec, dict[str, Any]]:
-    """Calibrate each spec once per process, in a child (greenlab.core.train.calibration); a spec the child
-    could not calibrate maps to {"error": why}."""
-    todo = [spec for spec in specs if spec not in _CALIBRATED]
-    if todo:
-        payload = json.dumps([{"model": m, "image_size": s, "device": d, "batch_size": b} for m, s, d, b in todo])
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", "greenlab.core.train.calibration", payload],
-                capture_output=True,
-                text=True,
-                timeout=CALIBRATION_TIMEOUT_S,
-                check=False,
-            )
-            lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-            why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
-            lines, why = [], f"calibration failed: {exc}"
-        for spec, line in zip(todo, lines):
-            _CALIBRATED[spec] = line
-        for spec in todo[len(lines) :]:
-            _CALIBRATED[spec] = {"error": why}
-    return {spec: _CALIBRATED[spec] for spec in specs}
+# The calibrations a headless grid (or any caller without a Calibrator of its own) takes: one child at a time.
+calibrate_in_child: Calibrate = Calibrator()
 
 
 def forecast_store(

@@ -138,8 +138,16 @@ class HostLock:
     """The lock for one grid: acquire before the first run, release after the last. `shared` holders (Ray
     tasks) exclude exclusive ones, not each other; `store` names what the holder writes, for waiters."""
 
-    def __init__(self, store: str | os.PathLike[str], path: Path | None = None, *, shared: bool = False) -> None:
-        self.store = str(store) if shared else os.path.abspath(store)
+    def __init__(
+        self,
+        store: str | os.PathLike[str],
+        path: Path | None = None,
+        *,
+        shared: bool = False,
+        describe_as: str | None = None,
+    ) -> None:
+        # describe_as: what a holder that writes no store is doing (a forecast calibration), for waiters
+        self.store = describe_as or (str(store) if shared else os.path.abspath(store))
         self.path = path or lock_path()
         self.shared = shared
         self._fd: int | None = None

@@ -17,18 +17,21 @@ from typing import Any
 
 PROBE_BATCH = 2  # the first, cheap measure that sizes the real one
 MAX_STEP_S = 2.0  # the timed batch is the run's own, cut down only where a step of it would take longer
-MIN_TIMED_S = 0.5  # steps are timed until this much time has passed (at least MIN_STEPS, at most MAX_STEPS)
-MIN_STEPS, MAX_STEPS = 3, 20
+WARM_STEPS = 2  # untimed: the first allocates and initialises, the second settles the kernels' caches
+MIN_TIMED_S = 1.0  # steps are timed until this much time has passed (at least MIN_STEPS, at most MAX_STEPS)
+MIN_STEPS, MAX_STEPS = 5, 40
 
 
 def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size: int = 32) -> dict[str, Any]:
-    """{model, image_size, device, batch, flops_per_sample, flop_per_s}: the FLOPs of one training step per
+    """{model, image_size, device, batch, flops_per_sample, flop_per_s, steps, other_cores, cpus}: the FLOPs of one training step per
     sample (greenlab.core.train.compression.model_size), and those FLOPs over the median measured seconds of a
     step, at the run's own batch size, or a smaller one where the probe says a step of it would take longer
     than MAX_STEP_S: a tiny batch understates a CPU's throughput, the run's own batch of vit_b_16 on a CPU
-    takes minutes to time."""
+    takes minutes to time. Steps are timed warm, for at least MIN_TIMED_S; `other_cores` is how many cores
+    other processes kept busy meanwhile (a busy host slows the steps: the forecast says so)."""
     import torch
 
+    from greenlab.core.measure import hostload
     from greenlab.core.train import training, zoo
     from greenlab.core.train.compression.model_size import training_step_flops
 
@@ -49,7 +52,8 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
             if resolved.type == "cuda":
                 torch.cuda.synchronize()
 
-        step()  # first calls allocate and initialise: not timed
+        for _ in range(WARM_STEPS):  # a cold step is not what a run's thousands of steps take
+            step()
         times: list[float] = []
         while len(times) < MIN_STEPS or (sum(times) < MIN_TIMED_S and len(times) < MAX_STEPS):
             started = time.perf_counter()
@@ -58,8 +62,13 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
         return sorted(times)
 
     batch = timed_batch(step_seconds(PROBE_BATCH), batch_size)
+    before = hostload.mark()
     timed = step_seconds(batch)
+    after = hostload.mark()
     seconds = timed[len(timed) // 2]
+    # Others' CPU time while the steps were timed (this process's own is taken out by `others`).
+    load = hostload.others(before, after, run_cpu_s=0.0)
+    other_cores = (load["other_cpu_s"] or 0.0) / max(after.at - before.at, 1e-9)
     flops = training_step_flops(model, torch.randn(batch, 3, image_size, image_size, device=resolved))
     return {
         "model": model_name,
@@ -68,6 +77,9 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
         "batch": batch,
         "flops_per_sample": flops / batch,
         "flop_per_s": flops / max(seconds, 1e-9),
+        "steps": len(timed),
+        "other_cores": round(other_cores, 2),
+        "cpus": load["cpus"],
     }
 
 

@@ -1,0 +1,162 @@
+"""The forecast's calibration children, kept off every measurement: at most one at a time, stoppable, and
+never beside a grid.
+
+A calibration trains a model for a few seconds (greenlab.core.train.calibration, in a child process). On
+a machine that measures energy that is work like any other: a calibration running while a grid measures
+would be counted as the grid's, and slow it. So a `Calibrator`:
+- runs one child at a time: a newer request stops the older child (a form edited five times starts five
+  requests; only the last one's answer is wanted);
+- holds the host's measurement lock (greenlab.core.measure.host_lock) while its child runs, without ever
+  waiting for it: a grid measuring on this host, in this process or another, means "not calibrated now",
+  and a grid starting in another process waits the few seconds until the child has ended;
+- is `paused` by a face before its own grid starts (the child is killed before the idle baseline) and
+  `resumed` after; paused, it answers from the calibrations already made, and says why for the others;
+- `close()` kills the child at once (a TUI quits in well under a second).
+Calibrations are kept per process (the device does not change under us); failures that may pass (a busy
+host, a stopped child) are not kept.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from greenlab.core.errors import GreenLabError
+from greenlab.core.measure.host_lock import HostLock
+
+CalibrationSpec = tuple[str, int, str, int]  # model, image size, device, batch size
+Calibration = dict[str, Any]  # {flops_per_sample, flop_per_s, other_cores, cpus, ...} or {"error": why}
+TIMEOUT_S = 300.0
+STOPPED = "calibration stopped (a newer forecast, a grid starting, or the app closing)"
+
+_MADE: dict[CalibrationSpec, Calibration] = {}  # per process: what a child measured, for every Calibrator
+_MADE_LOCK = threading.Lock()
+
+
+def start_child(todo: Sequence[CalibrationSpec]) -> subprocess.Popen[str]:
+    """The calibration child for `todo`: one JSON line per spec on its stdout."""
+    payload = json.dumps([{"model": m, "image_size": s, "device": d, "batch_size": b} for m, s, d, b in todo])
+    return subprocess.Popen(
+        [sys.executable, "-m", "greenlab.core.train.calibration", payload],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+class Calibrator:
+    """Callable as the forecast's `calibrate`: specs in, a calibration (or {"error": why}) per spec out."""
+
+    def __init__(self, *, start: Callable[[Sequence[CalibrationSpec]], subprocess.Popen[str]] | None = None) -> None:
+        self._start = start or start_child
+        self._lock = threading.Lock()
+        self._turn = threading.Lock()  # one request at a time holds the host lock and runs its child
+        self._child: subprocess.Popen[str] | None = None
+        self._paused: str | None = None  # why no child may start now
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        with self._lock:
+            return self._child is not None and self._child.poll() is None
+
+    def pause(self, why: str) -> None:
+        """No child starts until `resume()`; the one running (if any) is killed now."""
+        with self._lock:
+            self._paused = why
+        self.cancel()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = None
+
+    def cancel(self) -> None:
+        """Kill the running child; its caller gets STOPPED for the specs it had not answered."""
+        with self._lock:
+            child = self._child
+        if child is not None and child.poll() is None:
+            child.kill()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._paused = "the app is closing"
+        self.cancel()
+
+    def __call__(self, specs: list[CalibrationSpec]) -> dict[CalibrationSpec, Calibration]:
+        with _MADE_LOCK:
+            made = {spec: _MADE[spec] for spec in specs if spec in _MADE}
+        todo = [spec for spec in specs if spec not in made]
+        if todo:
+            made.update(self._calibrate(todo))
+        return {spec: made[spec] for spec in specs}
+
+    def _calibrate(self, todo: list[CalibrationSpec]) -> dict[CalibrationSpec, Calibration]:
+        self.cancel()  # a newer request: the older answer is no longer wanted, and its turn ends now
+        with self._turn:
+            return self._calibrate_in_turn(todo)
+
+    def _calibrate_in_turn(self, todo: list[CalibrationSpec]) -> dict[CalibrationSpec, Calibration]:
+        lock = HostLock("a forecast calibration", describe_as="nothing: a forecast calibration of a few seconds")
+        try:
+            held = lock.try_acquire()
+        except GreenLabError as exc:
+            return {spec: {"error": f"not calibrated: {exc}"} for spec in todo}
+        if not held:
+            return {spec: {"error": "not calibrated while a grid measures on this host"} for spec in todo}
+        try:
+            with self._lock:
+                if self._paused is not None:
+                    return {spec: {"error": f"not calibrated now: {self._paused}"} for spec in todo}
+                try:
+                    child = self._child = self._start(todo)
+                except OSError as exc:
+                    return {spec: {"error": f"calibration failed: {exc}"} for spec in todo}
+            try:
+                out, err = child.communicate(timeout=TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                out, err = child.communicate()
+                err = f"calibration took over {TIMEOUT_S:g} s"
+            finally:
+                with self._lock:
+                    if self._child is child:
+                        self._child = None
+        finally:
+            lock.release()
+        lines = []
+        for line in out.splitlines():
+            try:
+                lines.append(json.loads(line)) if line.startswith("{") else None
+            except ValueError:
+                break
+        stopped = child.returncode is not None and child.returncode < 0
+        why = STOPPED if stopped else ((err or "").strip().splitlines() or [f"exit {child.returncode}"])[-1]
+        answers: dict[CalibrationSpec, Calibration] = {}
+        with _MADE_LOCK:
+            for spec, line in zip(todo, lines):
+                answers[spec] = line
+                if "error" not in line and not busy(line):  # a busy host's figure is not kept for later
+                    _MADE[spec] = line
+        for spec in todo[len(lines) :]:
+            answers[spec] = {"error": why}
+        return answers
+
+
+BUSY_CORES = 0.25  # other processes' use of the host, in cores, above which a calibration says so
+
+
+def busy(calibration: Calibration) -> bool:
+    """The host was busy with other processes while the calibration timed its steps."""
+    return float(calibration.get("other_cores") or 0.0) > BUSY_CORES
+
+
+def forget() -> None:
+    """Drop every calibration made in this process (tests; a device that changed)."""
+    with _MADE_LOCK:
+        _MADE.clear()
