@@ -132,13 +132,25 @@ def test_no_calibration_while_a_grid_holds_the_host_and_a_grid_waits_for_a_runni
 
 
 def test_a_calibration_on_a_busy_host_says_so_and_is_not_kept():
-    busy = {**ANSWER, "other_cores": 1.9}
-    start = SlowChild(0, busy)
-    cal = Calibrator(start=start)
-    made = cal([SPEC])[SPEC]
-    assert busy_text([made]) == "forecast taken while the host was busy: 1.9 of 2 cores used by other processes"
-    cal([SPEC])
-    assert len(start.children) == 2  # taken again next time: the host may be quiet by then
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # another process on a core
+    try:
+        start = SlowChild(1.5)
+        cal = Calibrator(start=start)
+        made = cal([SPEC])[SPEC]
+        assert made["other_cores"] > 0.5 and made["cpus"] >= 1
+        text = busy_text([made])
+        assert text.startswith("forecast taken while the host was busy: ") and text.endswith(
+            " cores used by other processes"
+        )
+        start.seconds = 0
+        cal([SPEC])
+        assert len(start.children) == 2  # taken again next time: the host may be quiet by then
+    finally:
+        burner.kill()
+        burner.wait()
+    assert busy_text([{**ANSWER, "other_cores": 1.94, "cpus": 2}]) == (
+        "forecast taken while the host was busy: 1.9 of 2 cores used by other processes"
+    )
     assert busy_text([ANSWER]) == ""
 
 

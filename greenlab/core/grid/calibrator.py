@@ -19,6 +19,7 @@ host, a stopped child) are not kept.
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from greenlab.core.errors import GreenLabError
+from greenlab.core.measure import hostload
 from greenlab.core.measure.host_lock import HostLock
 
 CalibrationSpec = tuple[str, int, str, int]  # model, image size, device, batch size
@@ -35,6 +37,12 @@ STOPPED = "calibration stopped (a newer forecast, a grid starting, or the app cl
 
 _MADE: dict[CalibrationSpec, Calibration] = {}  # per process: what a child measured, for every Calibrator
 _MADE_LOCK = threading.Lock()
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's ended children (the calibration child once it is waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def start_child(todo: Sequence[CalibrationSpec]) -> subprocess.Popen[str]:
@@ -117,6 +125,7 @@ class Calibrator:
                     child = self._child = self._start(todo)
                 except OSError as exc:
                     return {spec: {"error": f"calibration failed: {exc}"} for spec in todo}
+            before, cpu_before = hostload.mark(), _children_cpu_s()
             try:
                 out, err = child.communicate(timeout=TIMEOUT_S)
             except subprocess.TimeoutExpired:
@@ -127,12 +136,17 @@ class Calibrator:
                 with self._lock:
                     if self._child is child:
                         self._child = None
+            # Others' CPU time while the child ran (this process's own and the child's are taken out): a busy
+            # host slows the timed steps, and the forecast says so rather than folding it in silently.
+            after = hostload.mark()
+            load = hostload.others(before, after, run_cpu_s=_children_cpu_s() - cpu_before)
+            other_cores = round((load["other_cpu_s"] or 0.0) / max(after.at - before.at, 1e-9), 2)
         finally:
             lock.release()
-        lines = []
-        for line in out.splitlines():
+        lines: list[Calibration] = []
+        for text in out.splitlines():
             try:
-                lines.append(json.loads(line)) if line.startswith("{") else None
+                lines.append(json.loads(text)) if text.startswith("{") else None
             except ValueError:
                 break
         stopped = child.returncode is not None and child.returncode < 0
@@ -140,9 +154,9 @@ class Calibrator:
         answers: dict[CalibrationSpec, Calibration] = {}
         with _MADE_LOCK:
             for spec, line in zip(todo, lines):
-                answers[spec] = line
-                if "error" not in line and not busy(line):  # a busy host's figure is not kept for later
-                    _MADE[spec] = line
+                answer = answers[spec] = {**line, "other_cores": other_cores, "cpus": load["cpus"]}
+                if "error" not in answer and not busy(answer):  # a busy host's figure is not kept for later
+                    _MADE[spec] = answer
         for spec in todo[len(lines) :]:
             answers[spec] = {"error": why}
         return answers

@@ -23,15 +23,13 @@ MIN_STEPS, MAX_STEPS = 5, 40
 
 
 def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size: int = 32) -> dict[str, Any]:
-    """{model, image_size, device, batch, flops_per_sample, flop_per_s, steps, other_cores, cpus}: the FLOPs of one training step per
+    """{model, image_size, device, batch, flops_per_sample, flop_per_s, steps}: the FLOPs of one training step per
     sample (greenlab.core.train.compression.model_size), and those FLOPs over the median measured seconds of a
     step, at the run's own batch size, or a smaller one where the probe says a step of it would take longer
     than MAX_STEP_S: a tiny batch understates a CPU's throughput, the run's own batch of vit_b_16 on a CPU
-    takes minutes to time. Steps are timed warm, for at least MIN_TIMED_S; `other_cores` is how many cores
-    other processes kept busy meanwhile (a busy host slows the steps: the forecast says so)."""
+    takes minutes to time. Steps are timed warm, for at least MIN_TIMED_S."""
     import torch
 
-    from greenlab.core.measure import hostload
     from greenlab.core.train import training, zoo
     from greenlab.core.train.compression.model_size import training_step_flops
 
@@ -62,13 +60,8 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
         return sorted(times)
 
     batch = timed_batch(step_seconds(PROBE_BATCH), batch_size)
-    before = hostload.mark()
     timed = step_seconds(batch)
-    after = hostload.mark()
     seconds = timed[len(timed) // 2]
-    # Others' CPU time while the steps were timed (this process's own is taken out by `others`).
-    load = hostload.others(before, after, run_cpu_s=0.0)
-    other_cores = (load["other_cpu_s"] or 0.0) / max(after.at - before.at, 1e-9)
     flops = training_step_flops(model, torch.randn(batch, 3, image_size, image_size, device=resolved))
     return {
         "model": model_name,
@@ -78,8 +71,6 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
         "flops_per_sample": flops / batch,
         "flop_per_s": flops / max(seconds, 1e-9),
         "steps": len(timed),
-        "other_cores": round(other_cores, 2),
-        "cpus": load["cpus"],
     }
 
 
