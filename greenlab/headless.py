@@ -151,7 +151,10 @@ def run_headless(
     progress.line(summary_table(outcome.rows))
     if forecast.runs:
         used = [o.row.get("energy_j") for o in outcome.outcomes]
-        progress.line(f"forecast against the grid: {forecast.against(time.monotonic() - started, used)}")
+        grids = progress.snapshot.grids
+        waited = grids[0].waited_s if grids else 0.0  # another grid's, not this one's: no forecast's error
+        ran = time.monotonic() - started - waited
+        progress.line(f"forecast against the grid: {forecast.against(ran, used, waited_s=waited)}")
     judged = formats.verdict_summary(outcome.verdicts, request.plan.analysis.primary)
     if judged:
         progress.line("")

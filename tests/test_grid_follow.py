@@ -37,7 +37,8 @@ def test_the_grid_has_a_place_a_phase_an_eta_and_closing_counts():
     (grid,) = snapshot.grids
     assert (grid.total, grid.skipped, grid.to_run) == (4, 1, 3) and snapshot.waiting() == 3
     assert snapshot.active_grid == grid and "warming up" in grid.phase
-    assert grid_eta(grid, 1, None) == pytest.approx(30.0)  # before any run ends: the forecast
+    # before any run ends: the forecast (without per-run figures: its mean for each of the 3 runs)
+    assert grid_eta(grid, snapshot.remaining(1, current_running=False), None) == pytest.approx(30.0)
     snapshot = presenter.apply(RunQueued(1, 4, GRID[1]), grid=1)
     assert snapshot.active_grid.phase == "measuring the idle baseline (3 s)"  # a phase, not "no run"
     assert snapshot.position(1) == 1 and snapshot.waiting() == 2
@@ -48,9 +49,13 @@ def test_the_grid_has_a_place_a_phase_an_eta_and_closing_counts():
     snapshot = presenter.apply(RunStored(7, GRID[1], "completed", None, {"energy_j": 5.0}), grid=1)
     grid = snapshot.active_grid
     assert grid.run_seconds == (12.0,) and grid.phase == "between runs"
-    assert grid_eta(grid, 2, 4.0) == pytest.approx(4.0 + 12.0)  # the run in progress, then one more at 12 s
-    presenter.apply(RunSkipped(0, GRID[0], "already completed"), grid=1)  # foreseen: not counted twice
     presenter.apply(RunQueued(2, 4, GRID[2]), grid=1)
+    snapshot = presenter.apply(RunBegan(8, GRID[2], Tracker(), {}), grid=1)
+    remaining = snapshot.remaining(1, current_running=True)
+    assert [e.index for e in remaining] == [3]  # 0 was stored before, 1 is stored, 2 is in progress
+    # the run in progress, then one more at the 12 s the grid's runs took so far
+    assert grid_eta(grid, remaining, 4.0) == pytest.approx(4.0 + 12.0)
+    presenter.apply(RunSkipped(0, GRID[0], "already completed"), grid=1)  # foreseen: not counted twice
     presenter.apply(RunStored(8, GRID[2], "failed", "boom", {}), grid=1)
     snapshot = presenter.end_grid(1, cancelled=False)
     assert snapshot.active_grid is None and snapshot.grids[0].skipped == 1
@@ -86,6 +91,87 @@ def test_a_grid_that_ran_all_its_runs_closes_with_how_far_the_forecast_was_off()
     unforecast.start_grid(1)
     (grid,) = unforecast.end_grid(1, cancelled=False).grids
     assert "forecast" not in grid.message()
+
+
+MIXED = expand_grid(
+    parse_experiments(
+        '[defaults]\npretrained = false\nrepeats = 2\norder = "as-written"\nidle_s = 0\n'
+        '[[experiment]]\nname = "e"\nmodels = ["tinycnn", "resnet18"]\ntechniques = ["baseline"]\n'
+    )
+)
+
+
+def test_the_grid_eta_adds_each_runs_own_forecast_at_its_models_pace():
+    """resnet18's runs take ten times tinycnn's: the ETA counts each remaining run at its own forecast,
+    corrected by how its model's runs kept to theirs so far (else by the grid's pace)."""
+    own = {run.settings_key(): (10.0 if run.model == "tinycnn" else 100.0) for run in MIXED}
+    forecast = Forecast(4, 0, 220.0, None, None, None, "", {"calibrated": 4}, seconds_by_key=own)
+    clock = [0.0]
+    presenter = GridPresenter(clock=lambda: clock[0])
+    presenter.add_grid(1, MIXED, forecast=forecast)
+    presenter.start_grid(1)
+    assert sorted(run.model for run in MIXED) == ["resnet18", "resnet18", "tinycnn", "tinycnn"]
+    first_tiny = next(i for i, run in enumerate(MIXED) if run.model == "tinycnn")
+    snapshot = presenter.apply(RunQueued(first_tiny, 4, MIXED[first_tiny]), grid=1)
+    (grid,) = snapshot.grids
+    assert grid_eta(grid, snapshot.remaining(1, current_running=False), None) == pytest.approx(220.0)
+    presenter.apply(RunBegan(1, MIXED[first_tiny], Tracker(), {}), grid=1)
+    clock[0] = 20.0  # tinycnn ran at twice its forecast
+    snapshot = presenter.apply(RunStored(1, MIXED[first_tiny], "completed", None, {"energy_j": 1.0}), grid=1)
+    grid = snapshot.active_grid
+    # one tinycnn at 10 s x 2, two resnet18 at 100 s x the grid's pace so far (2)
+    assert grid_eta(grid, snapshot.remaining(1, current_running=False), None) == pytest.approx(20 + 400)
+    first_resnet = next(i for i, run in enumerate(MIXED) if run.model == "resnet18")
+    presenter.apply(RunQueued(first_resnet, 4, MIXED[first_resnet]), grid=1)
+    presenter.apply(RunBegan(2, MIXED[first_resnet], Tracker(), {}), grid=1)
+    clock[0] = 120.0  # resnet18 kept to its forecast
+    snapshot = presenter.apply(RunStored(2, MIXED[first_resnet], "completed", None, {"energy_j": 1.0}), grid=1)
+    assert grid_eta(snapshot.active_grid, snapshot.remaining(1, current_running=False), None) == pytest.approx(20 + 100)
+
+
+def test_time_spent_waiting_for_another_grid_is_no_part_of_the_grid_or_its_forecast():
+    from greenlab.core.grid.grid_events import HostTaken
+    from greenlab.core.measure.host_lock import WaitingForLock
+
+    clock = [100.0]
+    presenter = GridPresenter(clock=lambda: clock[0])
+    presenter.add_grid(1, GRID[:1], forecast=forecast_of(1, 3.0, 20.0))
+    presenter.start_grid(1)
+    presenter.apply(WaitingForLock(None, "/tmp/measure.lock"), grid=1)
+    clock[0] += 21 * 60
+    snapshot = presenter.apply(HostTaken(21 * 60.0), grid=1)
+    assert snapshot.active_grid.waited_s == 21 * 60.0
+    presenter.apply(RunQueued(0, 1, GRID[0]), grid=1)
+    presenter.apply(RunBegan(7, GRID[0], Tracker(), {}), grid=1)
+    clock[0] += 2.0
+    presenter.apply(RunStored(7, GRID[0], "completed", None, {"energy_j": 18.0}), grid=1)
+    (grid,) = presenter.end_grid(1, cancelled=False).grids
+    assert grid.message().endswith(
+        "forecast against the grid: waited 21 min for the host; ran 2 s against about 3 s forecast (-33 %); "
+        "used 18 J against about 20 J (-10 %)"
+    )
+
+
+def test_a_waiting_grid_tells_the_presenter_how_long_it_waited(tmp_path):
+    import threading
+
+    from greenlab.core.grid.driver import take_host
+    from greenlab.core.grid.grid_events import HostTaken
+    from greenlab.core.measure.host_lock import HostLock, WaitingForLock
+
+    other = HostLock(tmp_path / "other.db")
+    assert other.try_acquire()
+    threading.Timer(0.6, other.release).start()
+    heard: list[object] = []
+    lock = HostLock(tmp_path / "runs.db")
+    assert take_host(lock, wait=True, on_event=heard.append, stop=threading.Event())
+    lock.release()
+    assert isinstance(heard[0], WaitingForLock) and isinstance(heard[-1], HostTaken)
+    assert heard[-1].waited_s >= 0.5
+    heard.clear()
+    assert take_host(lock, wait=True, on_event=heard.append, stop=threading.Event())  # no wait: nothing told
+    lock.release()
+    assert heard == []
 
 
 def test_runs_already_stored_fold_into_one_line_per_grid():

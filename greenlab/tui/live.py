@@ -227,7 +227,7 @@ class LivePane(Vertical):
         left = None
         if current is not None and current.stored is None and current.grid == grid.grid:
             left = live(current, self.clock()).eta_s
-        eta = grid_eta(grid, position, left)
+        eta = grid_eta(grid, snapshot.remaining(grid.grid, current_running=left is not None), left)
         skipped = f" ({grid.skipped} already stored)" if grid.skipped else ""
         return Content.from_markup(
             f"[b]Grid {grid.grid}: run {position} of {grid.to_run}[/]{escape(skipped)}"

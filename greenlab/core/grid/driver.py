@@ -14,9 +14,13 @@ and share the rules below:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from greenlab.core.grid.grid_events import HostTaken
+from greenlab.core.measure.host_lock import HostLock
 from greenlab.core.plan.config import GridRun
 from greenlab.core.run.cancel import CancelToken
 from greenlab.core.run.measurement import accounting_columns
@@ -78,6 +82,24 @@ def _reuse(store: Store, previous: Mapping[str, Any], run: GridRun) -> str:
         previous["id"], settings={**settings, **accounting}, **accounting_columns(previous.get("energy_j"), accounting)
     )
     return "already completed with identical settings; CO2e and cost recomputed for the new accounting inputs"
+
+
+def take_host(lock: HostLock, *, wait: bool, on_event: Callable[[Any], None], stop: threading.Event) -> bool:
+    """Hold the host's lock for the grid (see HostLock.acquire); after a wait for another grid, tell how long
+    it was (HostTaken), so no face counts it as the grid's time. False: stopped while waiting."""
+    started = time.monotonic()
+    waited = False
+
+    def told(event: Any) -> None:
+        nonlocal waited
+        waited = True
+        on_event(event)
+
+    if not lock.acquire(wait=wait, on_wait=told, stop=stop):
+        return False
+    if waited:
+        on_event(HostTaken(time.monotonic() - started))
+    return True
 
 
 class RetryRule:

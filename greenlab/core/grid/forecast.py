@@ -72,6 +72,7 @@ class Forecast:
     power_from: str = ""  # calibrated energy: "earlier runs" or "the CPU estimate"
     notes: tuple[str, ...] = ()  # why runs are unknown
     busy: str = ""  # the calibration's host was busy: 'forecast taken while the host was busy: ...'
+    seconds_by_key: dict[str, float] = field(default_factory=dict)  # each run's own, by run key (the grid ETA)
 
     @property
     def too_long(self) -> bool:
@@ -120,13 +121,15 @@ class Forecast:
         busy = f"; {self.busy}" if self.busy else ""
         return " · ".join(parts) + f" ({self.source_text}){busy}"
 
-    def against(self, seconds: float, used_j: Iterable[float | None]) -> str:
-        """How far the forecast was off, given the grid's time and its runs' energies (None: a run without
-        one; energy is said only when some run has one): 'took 1 min 12 s against about 1 min 30 s forecast
-        (-20 %); used 0.8 kJ against about 0.9 kJ (-11 %)'."""
+    def against(self, seconds: float, used_j: Iterable[float | None], *, waited_s: float = 0.0) -> str:
+        """How far the forecast was off, given the grid's own time (without `waited_s`, spent waiting for
+        another grid's host lock) and its runs' energies (None: a run without one; energy is said only when
+        some run has one): 'took 1 min 12 s against about 1 min 30 s forecast (-20 %); used 0.8 kJ against
+        about 0.9 kJ (-11 %)', or 'waited 21 min for the host; ran 1.8 s against about 3 s forecast (-40 %)'."""
         known = [j for j in used_j if j is not None]
         joules = sum(known) if known else None
-        parts = [f"took {about_duration(seconds)}"]
+        waited = f"waited {about_duration(waited_s)} for the host; ran" if waited_s >= 0.5 else "took"
+        parts = [f"{waited} {about_duration(seconds)}"]
         if self.seconds:
             parts[0] += f" against about {about_duration(self.seconds)} forecast ({_off(seconds, self.seconds)})"
         if joules is not None:
@@ -356,6 +359,11 @@ def forecast(
         power_from=power_from if sources.get(CALIBRATED) else "",
         notes=notes,
         busy=busy_text(used),
+        seconds_by_key={
+            run.settings_key(): found.seconds
+            for run, found in zip(todo, per_run)
+            if found is not None and found.seconds is not None
+        },
     )
 
 

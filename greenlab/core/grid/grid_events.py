@@ -1,7 +1,7 @@
 """What a grid driver tells its listener beyond each run's own events (greenlab.core.run.run_events).
 
 `GridEvent` is the union of everything a face hears while a grid runs: the runs' events, a run queued
-or skipped, the wait for the host lock, a grid stopped by an environment failure, and the downloads
+or skipped, the wait for the host lock and its end, a grid stopped by an environment failure, and the downloads
 before it. The presenter (greenlab.core.grid.presenter) is the one place that dispatches over them.
 """
 
@@ -30,4 +30,12 @@ class RunSkipped:
     reason: str
 
 
-GridEvent = RunEvent | RunQueued | RunSkipped | WaitingForLock | GridStopped | DownloadEvent
+@dataclass
+class HostTaken:
+    """The grid holds the host's lock after waiting `waited_s` seconds for another grid (told only after a
+    wait): time that is no part of the grid's own, nor of its forecast."""
+
+    waited_s: float
+
+
+GridEvent = RunEvent | RunQueued | RunSkipped | WaitingForLock | HostTaken | GridStopped | DownloadEvent

@@ -8,7 +8,7 @@ and when the grid stops are the shared rules of greenlab.core.grid.driver.
 
 from __future__ import annotations
 
-from greenlab.core.grid.driver import Resume, RetryRule
+from greenlab.core.grid.driver import Resume, RetryRule, take_host
 from greenlab.core.grid.grid_events import RunQueued, RunSkipped
 from greenlab.core.grid.stop_rules import GridStopped, StopRule, exception_cause
 from greenlab.core.measure.host_lock import HostLock
@@ -48,7 +48,7 @@ class LocalDriver(Cancellable):
         same way stops the grid with GridStopped, which lists the runs not started."""
         outcomes: list[RunStored] = []
         lock = HostLock(self.store.path)
-        if not lock.acquire(wait=wait, on_wait=self.on_event, stop=self.token.stop_event):
+        if not take_host(lock, wait=wait, on_event=self.on_event, stop=self.token.stop_event):
             return outcomes  # cancelled while waiting: nothing ran
         launcher = self.supervisor.launcher
         try:

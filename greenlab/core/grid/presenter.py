@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from greenlab.core.grid.forecast import Forecast
-from greenlab.core.grid.grid_events import GridEvent, RunQueued, RunSkipped
+from greenlab.core.grid.grid_events import GridEvent, HostTaken, RunQueued, RunSkipped
 from greenlab.core.grid.stop_rules import GridStopped
 from greenlab.core.measure import hostload
 from greenlab.core.measure.host_lock import WaitingForLock
@@ -58,6 +58,8 @@ class QueueEntry:
     status: str  # waiting | starting | running | completed | failed | interrupted | skipped | cancelled | not run
     run_id: int | None = None
     energy_j: float | None = None
+    model: str = ""
+    key: str = ""  # the run's settings key: its own forecast (Forecast.seconds_by_key)
 
 
 @dataclass(frozen=True)
@@ -130,12 +132,14 @@ class GridProgress:
     phase: str = "waiting to start"
     forecast: Forecast | None = None  # of the runs it will really run, made before it was queued
     run_seconds: tuple[float, ...] = ()  # each run's time from queued to stored (start-up and idle included)
+    took: tuple[tuple[str, str, float], ...] = ()  # (model, run key, seconds) of each run stored, as run_seconds
     counts: tuple[tuple[str, int], ...] = ()  # status -> runs, once it ended
     ended: bool = False
     queued_at: float | None = None  # when its latest run was queued
     idle_measured: bool = False  # its idle baseline was measured (once per grid, by default)
     ran_s: float | None = None  # from its start to its end, once it ended
     used_j: tuple[float | None, ...] = ()  # its stored runs' energies, once it ended
+    waited_s: float = 0.0  # time spent waiting for another grid's host lock: not the grid's own
 
     @property
     def to_run(self) -> int:
@@ -156,22 +160,50 @@ class GridProgress:
         left = counts.get("cancelled", 0) + counts.get("not run", 0)
         text += f", {left} not run" if left else ""
         if self.forecast is not None and self.forecast.runs and self.ran_s is not None and not left:
-            text += f"; forecast against the grid: {self.forecast.against(self.ran_s, self.used_j)}"
+            against = self.forecast.against(self.ran_s, self.used_j, waited_s=self.waited_s)
+            text += f"; forecast against the grid: {against}"
+        elif self.waited_s:
+            text += f"; waited {formatting.duration(self.waited_s)} for the host"
         return text
 
 
-def grid_eta(progress: GridProgress, position: int, current_left_s: float | None) -> float | None:
-    """Seconds until the grid ends: the run in progress's own ETA, plus the runs after it at the mean time of
-    the grid's runs so far (before any ended, the forecast's mean); None when nothing tells."""
-    after = max(0, progress.to_run - position)
-    per_run = (
-        sum(progress.run_seconds) / len(progress.run_seconds)
-        if progress.run_seconds
+def grid_eta(progress: GridProgress, remaining: Iterable[QueueEntry], current_left_s: float | None) -> float | None:
+    """Seconds until the grid ends: the run in progress's own ETA, plus each `remaining` run's own forecast
+    (a resnet18 run takes ten times a tinycnn one), times the pace its model's runs of this grid kept against
+    their forecasts so far (else the grid's pace, else 1). A run without a forecast of its own counts at the
+    mean time of its model's runs so far, else of the grid's, else the forecast's mean; None when nothing
+    tells."""
+    forecast = progress.forecast.seconds_by_key if progress.forecast is not None else {}
+    spent: dict[str, list[float]] = {}  # model -> [actual seconds, forecast seconds] of runs with a forecast
+    means: dict[str, list[float]] = {}  # model -> actual seconds of every run stored
+    for model, key, seconds in progress.took:
+        means.setdefault(model, []).append(seconds)
+        if forecast.get(key):
+            pair = spent.setdefault(model, [0.0, 0.0])
+            pair[0] += seconds
+            pair[1] += forecast[key]
+    overall = [sum(p[0] for p in spent.values()), sum(p[1] for p in spent.values())]
+    grid_pace = overall[0] / overall[1] if overall[1] else 1.0
+    every = [s for seconds in means.values() for s in seconds]
+    fallback = (
+        sum(every) / len(every)
+        if every
         else (progress.forecast_s / progress.to_run if progress.forecast_s and progress.to_run else None)
     )
-    if per_run is None:
-        return current_left_s
-    return (current_left_s if current_left_s is not None else per_run) + after * per_run
+    total = current_left_s
+    for entry in remaining:
+        own = forecast.get(entry.key)
+        if own:
+            kept = spent.get(entry.model)
+            seconds = own * (kept[0] / kept[1] if kept else grid_pace)
+        elif entry.model in means:
+            seconds = sum(means[entry.model]) / len(means[entry.model])
+        elif fallback is not None:
+            seconds = fallback
+        else:
+            continue
+        total = (total or 0.0) + seconds
+    return total
 
 
 @dataclass(frozen=True)
@@ -213,6 +245,12 @@ class GridSnapshot:
     def waiting(self) -> int:
         """Runs queued that will really run and have not begun (already stored ones are not counted)."""
         return sum(1 for e in self.queue if e.status == "waiting")
+
+    def remaining(self, grid: int, *, current_running: bool) -> list[QueueEntry]:
+        """The grid's runs still to come: those waiting, and the one starting unless its run is under way
+        (then the run in progress's own ETA counts for it)."""
+        ahead = ("waiting",) if current_running else ("waiting", "starting")
+        return [e for e in self.queue if e.grid == grid and e.status in ahead]
 
 
 def live(view: RunView, now: float) -> Live:
@@ -321,7 +359,9 @@ class GridPresenter:
             for index, run in enumerate(runs):
                 label = formatting.run_label(run.model, run.technique, run.repeat, run.settings.repeats)
                 status = "skipped" if index in skipped else QUEUED_BEFORE if index in before else "waiting"
-                self._state.queue.append(QueueEntry(grid, index, label, status))
+                self._state.queue.append(
+                    QueueEntry(grid, index, label, status, model=run.model, key=run.settings_key())
+                )
             self._state.grids[grid] = GridProgress(grid, len(runs), len(skipped) + len(before), forecast=forecast)
             self._state.version += 1
         return self.snapshot()
@@ -355,7 +395,7 @@ class GridPresenter:
                     ended=True,
                     phase="ended",
                     counts=tuple(counts.items()),
-                    ran_s=self.clock() - progress.began if progress.began is not None else None,
+                    ran_s=self.clock() - progress.began - progress.waited_s if progress.began is not None else None,
                     used_j=tuple(e.energy_j for e in state.queue if e.grid == grid),
                 )
                 state.grids[grid] = progress
@@ -424,7 +464,14 @@ class GridPresenter:
                 self._say(text, "warning")
             case WaitingForLock():
                 self._say(self._hinted(event.describe(), "waiting"))
-                self._phase(grid, "waiting for the host (another grid is measuring)", began=self.clock())
+                progress = state.grids.get(grid)
+                began = progress.began if progress is not None and progress.began is not None else self.clock()
+                self._phase(grid, "waiting for the host (another grid is measuring)", began=began)
+            case HostTaken(waited_s=waited):
+                self._say(f"the host is free after {formatting.duration(waited)}: the grid starts", note=False)
+                progress = state.grids.get(grid)
+                if progress is not None:
+                    self._phase(grid, "checking and warming up", waited_s=progress.waited_s + waited)
             case GridStopped(cause=cause, not_started=not_started):
                 names = ", ".join(f"{r.model} {r.technique}" for r in not_started[:6])
                 more = f" and {len(not_started) - 6} more" if len(not_started) > 6 else ""
@@ -542,7 +589,12 @@ class GridPresenter:
         progress = state.grids.get(grid)
         if progress is not None:
             took = self.clock() - (progress.queued_at if progress.queued_at is not None else self.clock())
-            self._phase(grid, "between runs", run_seconds=(*progress.run_seconds, took))
+            self._phase(
+                grid,
+                "between runs",
+                run_seconds=(*progress.run_seconds, took),
+                took=(*progress.took, (event.run.model, event.run.settings_key(), took)),
+            )
         if event.status == "completed":
             self._say(
                 f"{label}: completed in {formatting.duration(row.get('duration_s'))}, "

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from greenlab.core.grid.driver import Resume, RetryRule
+from greenlab.core.grid.driver import Resume, RetryRule, take_host
 from greenlab.core.grid.grid_events import RunQueued, RunSkipped
 from greenlab.core.grid.ray_cluster import RayCluster, import_ray
 from greenlab.core.grid.ray_task import (
@@ -188,7 +188,7 @@ class RayDriver(Cancellable):
         outcomes: list[RunStored] = []
         single_host = self.cluster.single_host
         lock = HostLock(self.store.path) if single_host else None
-        if lock is not None and not lock.acquire(wait=wait, on_wait=self.on_event, stop=self.token.stop_event):
+        if lock is not None and not take_host(lock, wait=wait, on_event=self.on_event, stop=self.token.stop_event):
             return outcomes
         interrupted = False
         try:
