@@ -9,10 +9,11 @@ Each run that will run (not one already stored, unless forced) is forecast from 
      kept as it was;
   3. **calibrated**: otherwise, the model's FLOPs per sample and the FLOP rate this device reaches training
      it (greenlab.core.train.calibration, a child process), times the samples the run trains and evaluates,
-     plus the start-up earlier runs took; its energy is that time at the mean power of the store's runs,
-     else at the CPU estimate's watts (greenlab.core.measure.estimate). Calibration is on the uncompressed
-     model.
-The grid adds its idle baseline. CO2e and cost follow the runs' own accounting settings. `forecast` is pure
+     plus the start-up earlier runs took (and a capacity scan's evaluations for stego with bits = "auto");
+     its energy is that time at the mean power of the store's runs, else at the CPU estimate's watts
+     (greenlab.core.measure.estimate) for the cores the calibration kept busy. Calibration is on the
+     uncompressed model.
+The grid adds its idle baseline and its own start-up (the fork server and the warm-up run). CO2e and cost follow the runs' own accounting settings. `forecast` is pure
 given the earlier runs and a calibration function; `calibrate_in_child` is the real one. A grid forecast
 to take longer than `CONFIRM_ABOVE_S` asks before it starts in the TUI and is said loudly by headless.
 """
@@ -34,9 +35,15 @@ from greenlab.core.store.database import Store, resolve_path
 from greenlab.core.store.rows import Row
 from greenlab.core.store.schema import SCHEMA_VERSION
 from greenlab.core.train import datasets, zoo
+from greenlab.core.train.compression.options import MANTISSA_BITS
 
 CONFIRM_ABOVE_S = 24 * 3600.0  # a grid forecast to run longer than a day asks first (TUI), or says so loudly
 STARTUP_S = 2.0  # a run's start-up (process, data, model) when no earlier run says how long it takes
+# A grid's own start-up before its first run: the fork server imports torch and an unmeasured warm-up run
+# trains a few steps (greenlab.core.run.warmup_main). A calibration child measures the import (its
+# `startup_s`); without one, this.
+GRID_STARTUP_S = 5.0
+WARMUP_S = 1.0  # the warm-up run itself, beyond the import
 # Examples in the bundled and generated datasets, before the validation split (imagefolder: unknown).
 DATASET_EXAMPLES = {"digits": 1797, "cifar10": 50_000, "fake-text": 1024}
 FAKE_EXAMPLES = 512  # torchvision FakeData without train_limit
@@ -276,6 +283,17 @@ def _from_rows(run: GridRun, earlier: list[Row]) -> RunForecast | None:
     )
 
 
+def _priced(watts: float, power_from: str, run: GridRun, calibrations: dict[CalibrationSpec, dict[str, Any]]) -> float:
+    """The watts a calibrated run is costed at: the store's runs' mean power as it is; the CPU estimate's
+    (every core busy) for the share of cores the calibration's steps kept busy, as the estimate prices CPU
+    time, not wall time."""
+    calibration = calibrations.get(_spec(run) or ("", 0, "", 0)) or {}
+    cpus = os.cpu_count() or 1
+    if power_from != "the CPU estimate" or calibration.get("cores") is None:
+        return watts
+    return watts * min(max(float(calibration["cores"]), 0.0), cpus) / cpus
+
+
 def _watts(earlier: list[Row]) -> tuple[float, str]:
     """The power a calibrated run is costed at: the store's runs' mean, else the CPU estimate's watts."""
     if earlier:
@@ -297,11 +315,18 @@ def _calibrated(run: GridRun, calibration: dict[str, Any] | None, startup_s: flo
     per_sample_s = float(calibration["flops_per_sample"]) / float(calibration["flop_per_s"])
     samples = run.settings.epochs * batches * run.settings.batch_size
     # An evaluation pass is a forward pass, about a third of a training step's work.
-    evaluated = (
-        run.settings.epochs * (evaluations if evaluations is not None else batches // 4) * run.settings.batch_size
-    )
+    eval_samples = (evaluations if evaluations is not None else batches // 4) * run.settings.batch_size
+    evaluated = run.settings.epochs * eval_samples
+    if "stego" in run.parts and run.technique_settings.get("stego", {}).get("bits") == "auto":
+        evaluated += (MANTISSA_BITS + 1) * eval_samples  # the capacity scan evaluates once per bit count
     seconds = startup_s + per_sample_s * (samples + evaluated / 3)
     return RunForecast(seconds, seconds * watts, CALIBRATED)
+
+
+def grid_startup_s(calibrations: Iterable[dict[str, Any]]) -> float:
+    """The grid's start-up before its first run (GRID_STARTUP_S's comment): a calibration child's own."""
+    measured = [float(c["startup_s"]) for c in calibrations if c.get("startup_s") is not None]
+    return max(measured) + WARMUP_S if measured else GRID_STARTUP_S
 
 
 def forecast(
@@ -330,7 +355,12 @@ def forecast(
         per_run = [
             found
             if found is not None
-            else _calibrated(run, calibrations.get(_spec(run) or ("", 0, "", 0)), startup_s, watts)
+            else _calibrated(
+                run,
+                calibrations.get(_spec(run) or ("", 0, "", 0)),
+                startup_s,
+                _priced(watts, power_from, run, calibrations),
+            )
             for run, found in zip(todo, per_run)
         ]
     results = [found for found in per_run if found is not None]
@@ -343,6 +373,7 @@ def forecast(
     if seconds is not None and todo:
         idle = todo[0].settings.idle_s
         seconds += idle if todo[0].settings.idle_scope == "grid" else idle * len(todo)
+        seconds += grid_startup_s(calibrations.values())
     accounting = todo[0].accounting() if todo else {}
     notes = tuple(dict.fromkeys(f"{r.why}" for r in results if r.source == UNKNOWN and r.why))
     used = [c for spec, c in calibrations.items() if any(_spec(run) == spec for run in missing) and "error" not in c]

@@ -23,11 +23,14 @@ MIN_STEPS, MAX_STEPS = 5, 40
 
 
 def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size: int = 32) -> dict[str, Any]:
-    """{model, image_size, device, batch, flops_per_sample, flop_per_s, steps}: the FLOPs of one training step per
+    """{model, image_size, device, batch, flops_per_sample, flop_per_s, steps, cores, startup_s}: the FLOPs of one training step per
     sample (greenlab.core.train.compression.model_size), and those FLOPs over the median measured seconds of a
     step, at the run's own batch size, or a smaller one where the probe says a step of it would take longer
     than MAX_STEP_S: a tiny batch understates a CPU's throughput, the run's own batch of vit_b_16 on a CPU
-    takes minutes to time. Steps are timed warm, for at least MIN_TIMED_S."""
+    takes minutes to time. Steps are timed warm, for at least MIN_TIMED_S. `cores`: the CPU cores the steps
+    kept busy (the CPU estimate prices CPU time, not wall time); `startup_s`: from the process's start to its
+    first step (a grid's fork server and warm-up pay about as much once)."""
+    import psutil
     import torch
 
     from greenlab.core.train import training, zoo
@@ -59,8 +62,12 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
             times.append(time.perf_counter() - started)
         return sorted(times)
 
+    own = psutil.Process()
+    startup_s = time.time() - own.create_time()  # interpreter, torch and the model: what a grid's start-up pays
     batch = timed_batch(step_seconds(PROBE_BATCH), batch_size)
+    cpu_before, wall_before = sum(own.cpu_times()[:2]), time.perf_counter()
     timed = step_seconds(batch)
+    cores = (sum(own.cpu_times()[:2]) - cpu_before) / max(time.perf_counter() - wall_before, 1e-9)
     seconds = timed[len(timed) // 2]
     flops = training_step_flops(model, torch.randn(batch, 3, image_size, image_size, device=resolved))
     return {
@@ -71,6 +78,8 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
         "flops_per_sample": flops / batch,
         "flop_per_s": flops / max(seconds, 1e-9),
         "steps": len(timed),
+        "cores": round(cores, 2),
+        "startup_s": round(startup_s, 2),
     }
 
 
