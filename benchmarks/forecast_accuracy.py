@@ -56,7 +56,9 @@ techniques = ["baseline", "prune"]
 """,
     "default grid": (REPO / "experiments.toml").read_text(),
 }
-AGAINST = re.compile(r"(?:took|ran) (.+?) against about (.+?) forecast \(([+-]\d+) %\)(?:; used (.+?) against about (.+?) \(([+-]\d+) %\))?")
+AGAINST = re.compile(
+    r"(?:took|ran) (.+?) against about (.+?) forecast \(([+-]\d+) %\)(?:; used (.+?) against about (.+?) \(([+-]\d+) %\))?"
+)
 
 
 def run_shape(name: str, text: str, folder: Path) -> list[str]:
