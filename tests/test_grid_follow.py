@@ -204,7 +204,7 @@ async def test_the_live_pane_follows_the_grid_and_its_queue_the_running_row(tmp_
         await pilot.pause()
         app.live.redraw()
         grid_line, title = (str(app.query_one(selector).render()) for selector in ("#grid-line", "#run-title"))
-        assert grid_line.startswith("Grid 5: run 1 of 22 (2 already stored) · grid ETA")
+        assert grid_line.startswith("Grid 5: run 1 of 22 (2 already stored) · grid: ")
         assert title == "Measuring the idle baseline (3 s)"  # a phase of the grid, not "No run in progress"
         assert "No run in progress" not in screen_text(app)
         queue = app.query_one("#queue", DataTable)

@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 from textual_plotext import PlotextPlot
 
-from greenlab.core.report import compare
+from greenlab.core.report import compare, formatting
 from greenlab.core.report.energy_to_target import accuracy_curve
 from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
 from greenlab.core.store.rows import column
@@ -90,8 +90,8 @@ class DetailScreen(Screen):
             f"time {duration(row.get('duration_s'))} (training {duration(row.get('train_s'))})"
             f"  val acc {accuracy(row.get('val_accuracy'))}  f1 {_number(row.get('val_f1'), '', 3)}"
             f"  device {escape(str(row.get('device')))}",
-            f"CO2e {_number(row.get('co2e_g'), ' g', 3)} at {_number(row.get('carbon_g_per_kwh'), ' g/kWh', 0)}"
-            f" x PUE {row.get('pue')}  cost {_number(row.get('cost'), ' ' + str(row.get('currency') or ''), 5)}",
+            f"{formatting.mass_co2e(row.get('co2e_g'))} at {_number(row.get('carbon_g_per_kwh'), ' g/kWh', 0)}"
+            f" x PUE {row.get('pue')}  cost {formatting.money(row.get('cost'), str(row.get('currency') or ''))}",
         ]
         if row.get("params_total"):
             lines.append(
@@ -115,10 +115,10 @@ class DetailScreen(Screen):
         for epoch in epochs:
             table.add_row(
                 str(epoch["epoch"]),
-                _number(epoch.get("train_loss"), "", 4),
+                formatting.loss(epoch.get("train_loss")),
                 accuracy(epoch.get("val_accuracy")),
                 _number(epoch.get("val_f1"), "", 3),
-                _number(epoch.get("val_loss"), "", 4),
+                formatting.loss(epoch.get("val_loss")),
                 _number(epoch.get("train_s")),
                 _number(epoch.get("eval_s")),
                 energy(epoch.get("energy_j")),

@@ -203,10 +203,9 @@ class LivePane(Vertical):
             f"epoch {current.epoch}/{current.epochs}",
             f"batch {current.batch}/{current.batches}",
         )
-        loss = f"{current.loss:.4f}" if current.loss is not None else "-"
-        ends = formatting.clock(figures.eta_s) if current.stored is None else ("done" if completed else "-")
+        ends = formatting.left(figures.eta_s) if current.stored is None else ("done" if completed else "-")
         self.stats.update(
-            f"elapsed {formatting.clock(figures.elapsed_s)}  ETA {ends}  loss {loss}"
+            f"elapsed {formatting.clock(figures.elapsed_s)}  {ends}  loss {formatting.loss(current.loss)}"
             f"  val acc {formatting.accuracy(current.val_accuracy)}"
         )
         self._energy(current, figures.energy_j)
@@ -231,7 +230,7 @@ class LivePane(Vertical):
         skipped = f" ({grid.skipped} already stored)" if grid.skipped else ""
         return Content.from_markup(
             f"[b]Grid {grid.grid}: run {position} of {grid.to_run}[/]{escape(skipped)}"
-            f" · grid ETA {formatting.clock(eta) if eta is not None else '-'}"
+            f" · grid: {formatting.left(eta) if eta is not None else 'time left unknown'}"
         )
 
     def _running_rows(self) -> None:
@@ -252,7 +251,7 @@ class LivePane(Vertical):
                 str(view.run_id),
                 view.device or "-",
                 f"{view.done_fraction:.0%}",
-                formatting.clock(figures.eta_s),
+                formatting.left(figures.eta_s),
                 formatting.energy(figures.energy_j),
             )
         # Cells change in place: clearing would reset the scroll of a table taller than its pane.

@@ -30,6 +30,7 @@ from typing import Any
 from greenlab.core.grid.calibrator import CalibrationSpec, Calibrator, busy
 from greenlab.core.measure import carbon
 from greenlab.core.plan.config import GridRun
+from greenlab.core.report.formatting import about_duration, about_energy, mass_co2e, money
 from greenlab.core.report.groups import conditions_settings
 from greenlab.core.store.database import Store, resolve_path
 from greenlab.core.store.rows import Row
@@ -119,9 +120,9 @@ class Forecast:
         if self.joules is not None:
             energy = f"about{some} {about_energy(self.joules)}"
             if self.co2e_g is not None:
-                energy += f", {self.co2e_g:.2g} g CO2e"
+                energy += f", {mass_co2e(self.co2e_g)}"
             if self.cost is not None:
-                energy += f", {self.cost:.2g} {self.currency}"
+                energy += f", {money(self.cost, self.currency)}"
             parts.append(energy)
         else:
             parts.append("energy unknown")
@@ -149,30 +150,6 @@ class Forecast:
 
 def _off(actual: float, forecast: float) -> str:
     return f"{100 * (actual - forecast) / forecast:+.0f} %"
-
-
-def about_duration(seconds: float | None) -> str:
-    """'40 s', '1 min 30 s', '2 h 5 min', '3 days 4 h': as precise as a forecast is."""
-    if seconds is None:
-        return "-"
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s" if s < 600 else f"{round(s / 60)} min"
-    if s < 86_400:
-        return f"{s // 3600} h {(s % 3600) // 60} min"
-    days, hours = s // 86_400, (s % 86_400) // 3600
-    return f"{days} day{'s' if days != 1 else ''} {hours} h"
-
-
-def about_energy(joules: float) -> str:
-    """'45 J', '0.9 kJ', '12 kJ', '3.4 kWh': two significant figures."""
-    if joules >= 3.6e6:
-        return f"{joules / 3.6e6:.2g} kWh"
-    if joules >= 100:
-        return f"{joules / 1000:.2g} kJ"
-    return f"{joules:.2g} J"
 
 
 # -- the work of a run -------------------------------------------------------------------------------------

@@ -546,7 +546,7 @@ class GridPresenter:
             case child_events.EpochFinished():
                 update(epoch=event.epoch, batch=view.batches, loss=event.train_loss, val_accuracy=event.val_accuracy)
                 self._say(
-                    f"{view.label}: epoch {event.epoch} loss {event.train_loss:.4f} val acc "
+                    f"{view.label}: epoch {event.epoch} loss {formatting.loss(event.train_loss)} val acc "
                     f"{event.val_accuracy:.2%} f1 {event.val_f1:.3f} ({formatting.duration(event.duration_s)})",
                     note=False,
                 )
