@@ -89,7 +89,8 @@ async def _tui(db, search: str = "", title: list[str] | None = None) -> dict[str
         if title is not None:
             title.append(str(table.border_title))
         rows = [table.get_row_at(i) for i in range(table.row_count)]
-        return {str(r[1]): str(r[4]) for r in rows if str(r[0]) == "tinycnn"}
+        verdict = [str(column.label) for column in table.ordered_columns].index("verdict")
+        return {str(r[1]): str(r[verdict]) for r in rows if str(r[0]) == "tinycnn"}
 
 
 @sync
@@ -166,7 +167,9 @@ async def test_a_flagged_verdict_says_so_beside_it_in_every_face(tmp_path, capsy
         table = app.runs_pane.query_one("#verdicts-table", DataTable)
         header = [str(column.label) for column in table.ordered_columns]
         checks = header.index("check (w)")
-        assert header.index("verdict") + 1 == checks
+        # model and technique pinned, then the verdict word, its interval and what to check
+        assert header[:5] == ["model", "technique", "verdict", "Δ primary [CI]", "check (w)"]
+        assert table.fixed_columns == 2
         flagged = {str(table.get_row_at(i)[1]): str(table.get_row_at(i)[checks]) for i in range(table.row_count)}
     assert "outlier" in flagged["prune"], flagged
 

@@ -548,7 +548,10 @@ class GreenLabApp(App[int]):
             )
             energy = f", {formatting.energy(entry.energy_j)}" if entry.energy_j is not None else ""
             self.notify(
-                f"{entry.label}: {entry.status}{energy}", title=f"Run {run_id} stored", severity=severity, markup=False
+                f"{entry.label}: {entry.shown_status}{energy}",
+                title=f"Run {run_id} stored",
+                severity="warning" if entry.diverged else severity,
+                markup=False,
             )
 
     @on(RunsPane.DetailRequested)

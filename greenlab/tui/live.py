@@ -24,7 +24,7 @@ from textual_plotext import PlotextPlot
 
 from greenlab.core.grid.presenter import QUEUED_BEFORE, GridProgress, GridSnapshot, RunView, grid_eta, live
 from greenlab.core.measure.meter import MEASURED_METHODS
-from greenlab.core.report import formatting
+from greenlab.core.report import compare, formatting
 from greenlab.tui.boxes import titled
 
 REDRAW_HZ = 4  # a few Hz reads as live without spending the CPU the training needs
@@ -53,7 +53,7 @@ def queue_rows(snapshot: GridSnapshot) -> list[tuple[str, str, str]]:
                 key = f"g{entry.grid}-{entry.status.replace(' ', '-')}"
                 rows.append((key, f"{counts[fold]} {what}", status))
             continue
-        status = entry.status + (f" {formatting.energy(entry.energy_j)}" if entry.energy_j is not None else "")
+        status = entry.shown_status + (f" {formatting.energy(entry.energy_j)}" if entry.energy_j is not None else "")
         rows.append((f"g{entry.grid}-{entry.index}", entry.label, status))
     return rows
 
@@ -282,6 +282,8 @@ class LivePane(Vertical):
     def _energy(self, current: RunView, joules: float | None) -> None:
         kind = current.kind
         prefix = "stored " if current.stored is not None else ""
+        if current.stored is not None and compare.diverged(current.stored):
+            prefix = "stored (diverged: see its flags) "
         other = "" if joules is None else (f"  = {joules:,.0f} J" if joules >= 3600 else f"  = {joules / 3600:,.4f} Wh")
         self.energy_text.update(f"{prefix}[b]{formatting.energy(joules)}[/]{other}")
         self.method.display = True

@@ -26,7 +26,7 @@ from textual.widgets import DataTable, Input, Label, Select
 from textual_plotext import PlotextPlot
 
 from greenlab.core.errors import GreenLabError
-from greenlab.core.report import compare, stats
+from greenlab.core.report import compare, stats, words
 from greenlab.core.report.compare import changes, format_change
 from greenlab.core.report.formats import change_text, explanation
 from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
@@ -318,10 +318,9 @@ class RunsPane(Vertical):
                 yield Select([], prompt=f"{key}: all", id=f"filter-{key}", compact=True)
             yield Input(self.query_text, placeholder="/ search", id="runs-search", compact=True)
             yield Label("", id="runs-count")
-        yield titled(
-            DataTable(id="verdicts-table", cursor_type="row", zebra_stripes=True),
-            "Verdicts: training energy against the matching baseline",
-        )
+        verdicts: DataTable[Any] = DataTable(id="verdicts-table", cursor_type="row", zebra_stripes=True)
+        verdicts.fixed_columns = 2  # model and technique stay in view when the table scrolls sideways
+        yield titled(verdicts, "Verdicts: training energy against the matching baseline")
         table: DataTable[Any] = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         table.fixed_columns = PINNED
         yield table
@@ -445,10 +444,10 @@ class RunsPane(Vertical):
             for label in (
                 "model",
                 "technique",
-                "n",
-                "Δ primary [CI]",
                 "verdict",
+                "Δ primary [CI]",
                 "check (w)",
+                "n",
                 "p Holm (of)",
                 "would decide",
                 "Δ acc [CI]",
@@ -472,11 +471,12 @@ class RunsPane(Vertical):
                     [
                         Text(c.label),  # text, not markup: "[lr=0.01]" would read as a tag and vanish
                         c.technique,
-                        f"{c.stats.n} v {c.stats.n_baseline}",
+                        # the word before the interval: on a narrow terminal the word is what stays in view
+                        Text(c.word, style=_VERDICT_STYLE.get(c.verdict, "")),
                         change_text(c, with_ci=True)
                         + ("" if len(primaries) == 1 else f" {compare.METRIC_LABELS[c.metric]}"),
-                        Text(c.word, style=_VERDICT_STYLE.get(c.verdict, "")),
                         checks_cell(c),
+                        f"{c.stats.n} v {c.stats.n_baseline}",
                         f"{p} ({c.holm_family})",
                         would_decide(c),
                         change_text(accuracy_of.get(c.cell), with_ci=True),
@@ -662,8 +662,10 @@ class RunsPane(Vertical):
 
 def checks_cell(c: compare.Comparison) -> Text:
     """What a verdict's diagnostics flag, by kind ('outlier, drift'), so a row that needs a look says so
-    beside its verdict; empty when nothing is flagged."""
+    beside its verdict and interval; empty when nothing is flagged."""
     kinds = dict.fromkeys(d.kind.replace("_", " ") for d in c.diagnostics)
+    if any(words.DIVERGED_NOTE in note for note in c.notes):  # a run on either side learned nothing
+        kinds["diverged"] = None
     return Text(", ".join(kinds), style="bold" if kinds else "")
 
 

@@ -33,7 +33,7 @@ from greenlab.core.plan.fetch import (
     DownloadStarted,
     format_progress,
 )
-from greenlab.core.report import formatting
+from greenlab.core.report import compare, formatting
 from greenlab.core.run.run_events import (
     ChildEvent,
     CoolingDown,
@@ -60,6 +60,12 @@ class QueueEntry:
     energy_j: float | None = None
     model: str = ""
     key: str = ""  # the run's settings key: its own forecast (Forecast.seconds_by_key)
+    diverged: bool = False  # completed, but its loss ran away or its accuracy stayed at chance
+
+    @property
+    def shown_status(self) -> str:
+        """The status as faces show it: a completed run that diverged says so, as the runs table does."""
+        return "diverged" if self.diverged and self.status == "completed" else self.status
 
 
 @dataclass(frozen=True)
@@ -580,7 +586,9 @@ class GridPresenter:
                 phase=event.status,
                 note=f"{event.status}: {event.error.splitlines()[0]}" if event.error else view.note,
             )
-            self._set_status(grid, view.index, event.status, energy_j=row.get("energy_j"))
+            self._set_status(
+                grid, view.index, event.status, energy_j=row.get("energy_j"), diverged=compare.diverged(row)
+            )
         else:  # stored without having begun (a Ray task that died on its node before its run started)
             index = self._take_queued(grid, event.run, or_latest=False)
             if index is not None:

@@ -195,12 +195,20 @@ def summarize(rows: Iterable[Row]) -> list[Group]:
 
 
 def baseline_means(rows: Iterable[Row]) -> dict[str, dict[str, float | None]]:
-    """Mean of each metric over the completed baselines, by conditions: computed once per table."""
+    """Mean of each metric over the completed baselines, by conditions: computed once per table. A baseline
+    that diverged counts for energy and time (it did that work) but not for accuracy and F1: its chance-level
+    accuracy would make every technique look better ("+36 pp" against a run that learned nothing)."""
     members: dict[str, list[Row]] = {}
     for row in latest_runs(rows):
         if row.get("technique") == "baseline":
             members.setdefault(conditions_of(row), []).append(row)
-    return {key: {m: _mean(group, m)[0] for m in METRICS} for key, group in members.items()}
+    return {
+        key: {
+            m: _mean([r for r in group if not diverged(r)] if m in metrics.DIFFERENCE_METRICS else group, m)[0]
+            for m in METRICS
+        }
+        for key, group in members.items()
+    }
 
 
 def changes(rows: Sequence[Row]) -> list[dict[str, float | None]]:
