@@ -242,6 +242,37 @@ def test_migration_3_marks_earlier_forced_reruns_superseded(tmp_path):
     ]
 
 
+def test_a_deleted_runs_id_is_never_given_again_in_a_new_store_or_a_migrated_one(tmp_path):
+    """Logs and pending records are keyed by run id: run 24 deleted, the next run is 25, not 24 again."""
+    import sqlite_utils
+
+    fresh = Store(tmp_path / "runs.db")
+    first, last = fresh.start_run({"model": "m", "technique": "t"}), fresh.start_run({"model": "m", "technique": "t"})
+    fresh.delete_runs([last])
+    assert fresh.start_run({"model": "m", "technique": "t"}) == last + 1 and first == last - 1
+    fresh.close()
+
+    old = tmp_path / "old.db"  # a store of schema 4, with data, its newest run deleted
+    db = sqlite_utils.Database(old)
+    for migration in schema.MIGRATIONS[:4]:
+        migration(db)
+    db.execute("PRAGMA user_version = 4")
+    for n in range(3):
+        db["runs"].insert({"model": "tinycnn", "technique": "baseline", "status": "completed", "settings_key": f"k{n}"})
+    db["epochs"].insert({"run_id": 2, "epoch": 1, "energy_j": 5.0})
+    db.close()
+    store = Store(old)
+    assert store.version == SCHEMA_VERSION
+    assert [r["settings_key"] for r in store.runs()] == ["k0", "k1", "k2"]  # rows kept, in order, with their ids
+    assert [(e["run_id"], e["energy_j"]) for e in store.epochs(2)] == [(2, 5.0)]
+    indexes = {
+        r[0] for r in store.db.execute("select name from sqlite_master where type = 'index' and tbl_name = 'runs'")
+    }
+    assert {"idx_runs_settings_key_status", "idx_runs_conditions_key_technique_status"} <= indexes
+    store.delete_runs([3])
+    assert store.start_run({"model": "m", "technique": "t"}) == 4
+
+
 @pytest.mark.parametrize("face", [["--headless", str(REPO / "experiments.toml")], [], ["report"]])
 def test_a_db_in_a_missing_folder_is_refused_and_nothing_created(tmp_path, face):
     """A folder the user typed is never created (a typo would grow a tree): one line, exit 2."""

@@ -10,6 +10,7 @@ which GreenLab refuses rather than adopts.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import sqlite_utils
 
 from greenlab.core.errors import GreenLabError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # `superseded`: a completed run whose settings a forced rerun completed again; its data stays, its figures
 # no longer count (a query over `status = 'completed'` sees each run key once).
 STATUSES = ("running", "completed", "failed", "interrupted", "superseded")
@@ -256,8 +257,37 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
     _add_columns(db, "runs", ("plan_id",), RUN_COLUMNS)
 
 
+_RUNS_ID = re.compile(r'(["\[`]?id["\]`]?\s+INTEGER\s+PRIMARY\s+KEY)(?!\s+AUTOINCREMENT)', re.IGNORECASE)
+
+
+def _migrate_5(db: sqlite_utils.Database) -> None:
+    """Run ids are never reused: `runs.id` becomes AUTOINCREMENT, so a run stored after the newest one was
+    deleted gets a new id, not the deleted one's (logs, pending records and notes name runs by id). SQLite
+    cannot add it to a column, so the table is rebuilt with its rows and indexes, inside the migration's
+    transaction."""
+    conn = db.conn
+    sql = conn.execute("select sql from sqlite_master where type = 'table' and name = 'runs'").fetchone()[0]
+    if not _RUNS_ID.search(sql):
+        return  # created with it already
+    rebuilt = _RUNS_ID.sub(r"\1 AUTOINCREMENT", sql, count=1)
+    rebuilt = re.sub(r'^CREATE TABLE\s+("runs"|\[runs\]|`runs`|runs)', 'CREATE TABLE "runs_rebuilt"', rebuilt)
+    indexes = [
+        row[0]
+        for row in conn.execute(
+            "select sql from sqlite_master where type = 'index' and tbl_name = 'runs' and sql is not null"
+        )
+    ]
+    columns = ", ".join(f'"{row[1]}"' for row in conn.execute("PRAGMA table_info(runs)"))
+    conn.execute(rebuilt)
+    conn.execute(f'insert into "runs_rebuilt" ({columns}) select {columns} from runs')
+    conn.execute("drop table runs")
+    conn.execute('alter table "runs_rebuilt" rename to "runs"')
+    for index in indexes:
+        conn.execute(index)
+
+
 # Migration n brings a store from version n-1 to n. Append, never edit a released one.
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5]
 
 
 # 'GrLb': what `PRAGMA application_id` holds in a GreenLab store (`file` names it too, for the curious).
