@@ -6,7 +6,7 @@ binding with an id, so a user keymap can move it. Escape always means the harmle
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from textual.app import ComposeResult
@@ -116,11 +116,29 @@ class ConfirmDelete(Question):
         Binding("n,escape", "answer(1)", "Keep them", id="delete.no"),
     ]
 
-    def __init__(self, count: int) -> None:
-        super().__init__(
-            f"Delete {count} marked run{'s' if count != 1 else ''} from the store, with their "
-            "epochs, samples and energy components? This cannot be undone."
+    def __init__(self, runs: Sequence[tuple[int, str]], hidden: Collection[int] = ()) -> None:
+        """`runs`: the marked runs, (id, 'model · technique'); `hidden`: the ids of those the search or a
+        filter hides now, named apart so nothing out of sight is deleted unawares."""
+        count = len(runs)
+        shown = [f"run {run_id} {label}" for run_id, label in runs[:NAMED_AT_MOST]]
+        if count > NAMED_AT_MOST:
+            shown.append(f"and {count - NAMED_AT_MOST} more")
+        out_of_sight = [str(run_id) for run_id, _label in runs if run_id in hidden]
+        warning = (
+            f" {len(out_of_sight)} of them {'is' if len(out_of_sight) == 1 else 'are'} hidden by the search or a "
+            f"filter: run{'s' if len(out_of_sight) != 1 else ''} {', '.join(out_of_sight[:NAMED_AT_MOST])}"
+            + ("…" if len(out_of_sight) > NAMED_AT_MOST else "")
+            + "."
+            if out_of_sight
+            else ""
         )
+        super().__init__(
+            f"Delete {count} marked run{'s' if count != 1 else ''} ({'; '.join(shown)}) from the store, with "
+            f"their epochs, samples and energy components?{warning} This cannot be undone."
+        )
+
+
+NAMED_AT_MOST = 8  # runs named in the delete question; the rest are counted
 
 
 class HelpScreen(ModalScreen[None]):

@@ -544,7 +544,15 @@ class RunsPane(Vertical):
         if running:
             self.app.notify(f"Run {running[0]} is still running: cancel it first (x).", severity="warning")
             return
-        self.app.push_screen(ConfirmDelete(len(self.marked)), self._delete_answered)
+        marked = [r for r in self.rows if r["id"] in self.marked]
+        visible = {r["id"] for r in self.shown}
+        self.app.push_screen(
+            ConfirmDelete(
+                [(r["id"], f"{r['model']} · {technique_shown(r)}") for r in marked],
+                hidden={r["id"] for r in marked if r["id"] not in visible},
+            ),
+            self._delete_answered,
+        )
 
     def _delete_answered(self, answer: bool | None) -> None:
         if not answer:
