@@ -3,7 +3,11 @@ an empty field, a quit confirmed during a run, help and palette texts that read 
 
 from __future__ import annotations
 
-from textual.widgets import DataTable
+import time
+
+import pytest
+from textual import events
+from textual.widgets import DataTable, Input
 
 from greenlab.tui.app import GreenLabApp
 from greenlab.tui.dialogs import ConfirmDelete
@@ -35,3 +39,50 @@ async def test_delete_names_the_marked_runs_and_those_a_search_hides(tmp_path):
         assert f"run {first['id']} {first['model']}" in question and f"run {second['id']} {second['model']}" in question
         assert f"1 of them is hidden by the search or a filter: run {second['id']}." in question
         await pilot.press("n")
+
+
+def _burst(app, keys) -> None:
+    """Keys posted all at once, as a fast typist (or a busy host) delivers them: no pause between them."""
+    for key in keys:
+        if len(key) == 1:
+            app.post_message(events.Key({".": "full_stop", " ": "space"}.get(key, key), key))
+        else:
+            app.post_message(events.Key(key, None))
+
+
+@pytest.mark.slow
+@sync
+async def test_keys_typed_without_pauses_while_a_grid_runs_are_neither_lost_nor_reordered(tmp_path):
+    from tests.test_tui_app import _long_tinycnn_app
+
+    app = _long_tinycnn_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        deadline = time.monotonic() + 60
+        while app.live.current is None:  # the grid's child is training now
+            assert time.monotonic() < deadline, "the run never began"
+            await pilot.pause(0.1)
+        await pilot.press("f4", "slash")
+        search = app.query_one("#runs-search", Input)
+        assert app.focused is search
+        _burst(app, [*"resnet18 prune", *["backspace"] * 14, *"stego"])
+        await pilot.pause(0.5)
+        assert search.value == "stego"
+        await pilot.press("escape", "f2")
+        lr = app.query_one("#f-lr", Input)
+        lr.focus()
+        await pilot.pause()
+        _burst(app, ["end", *"71", *["backspace"] * 12, *"0.003"])
+        await pilot.pause(0.5)
+        assert lr.value == "0.003"
+        epochs, batch = app.query_one("#f-epochs", Input), app.query_one("#f-batch_size", Input)
+        epochs.focus()
+        await pilot.pause()
+        before = epochs.value
+        _burst(app, ["tab", *"128", "shift+tab", "end", "backspace", *"7"])  # the next field, then back
+        await pilot.pause(0.5)
+        assert batch.value == "128" and epochs.value == before[:-1] + "7"
+        app.cancel_everything()
+        while app.running:
+            await pilot.pause(0.2)

@@ -35,6 +35,7 @@ from greenlab.core.store.rows import Row
 from greenlab.core.store.schema import STATUSES
 from greenlab.tui.boxes import titled
 from greenlab.tui.dialogs import ConfirmDelete, VerdictScreen
+from greenlab.tui.field import Field
 
 FILTERS = ("model", "technique", "status")
 # The table lists this many of the shown runs (in the chosen order): a DataTable rebuilds every row on each
@@ -316,7 +317,7 @@ class RunsPane(Vertical):
         with Horizontal(id="filters"):
             for key in FILTERS:
                 yield Select([], prompt=f"{key}: all", id=f"filter-{key}", compact=True)
-            yield Input(self.query_text, placeholder="/ search", id="runs-search", compact=True)
+            yield Field(self.query_text, placeholder="/ search", id="runs-search", compact=True)
             yield Label("", id="runs-count")
         verdicts: DataTable[Any] = DataTable(id="verdicts-table", cursor_type="row", zebra_stripes=True)
         verdicts.fixed_columns = 2  # model and technique stay in view when the table scrolls sideways

@@ -29,6 +29,7 @@ from greenlab.core.plan.config import GridRun, load_grid
 from greenlab.core.plan.settings import OPTIMIZERS
 from greenlab.core.train import compression, datasets, zoo
 from greenlab.tui import form
+from greenlab.tui.field import Field
 from greenlab.tui.ticks import TickBox, TickList
 
 _LABELS = {
@@ -133,7 +134,7 @@ class SetupPane(Vertical):
                 )
                 with Horizontal(classes="row"):
                     yield Label("more", classes="field-label short")
-                    yield Input(placeholder="hf:<id>, ...", id="f-extra_models", compact=True)
+                    yield Field(placeholder="hf:<id>, ...", id="f-extra_models", compact=True)
             # One scroll for both setting columns: side by side when wide, stacked when narrow (the
             # layout is switched in the stylesheet by the app's width breakpoints).
             with VerticalScroll(id="settings-cols", can_focus=False):
@@ -154,7 +155,7 @@ class SetupPane(Vertical):
                                 yield from self._technique_row(name, key, value)
                     with Horizontal(classes="row"):
                         yield Label("combine", classes="field-label short")
-                        yield Input(
+                        yield Field(
                             initial.combinations, placeholder="prune+stego, ...", id="f-combinations", compact=True
                         )
         yield Static("", id="setup-status")
@@ -167,8 +168,8 @@ class SetupPane(Vertical):
                 compact=True,
                 tooltip="rerun runs already completed with identical settings",
             )
-            yield Input(self.experiments_path, placeholder="experiments.toml", id="f-file", compact=True)
-            yield Input(
+            yield Field(self.experiments_path, placeholder="experiments.toml", id="f-file", compact=True)
+            yield Field(
                 placeholder="ray: off",
                 id="f-ray",
                 compact=True,
@@ -194,7 +195,7 @@ class SetupPane(Vertical):
                 suggester = {"dataset": SuggestFromList(list(datasets.NAMES)), "device": SuggestFromList(_DEVICES)}.get(
                     key
                 )
-                yield Input(
+                yield Field(
                     str(value),
                     id=f"f-{key}",
                     compact=True,
@@ -215,7 +216,7 @@ class SetupPane(Vertical):
                     compact=True,
                 )
             else:
-                yield Input(
+                yield Field(
                     str(value), id=f"f-{name}-{key}", compact=True, placeholder="default" if value == "" else ""
                 )
 
@@ -383,9 +384,14 @@ class SetupPane(Vertical):
 
     # -- the forecast ---------------------------------------------------------------------------------
     def refresh_forecast(self) -> None:
-        """Forecast the form's grid again (the store changed: a grid stored runs to go by)."""
+        """Forecast the form's grid again (the store changed: a grid stored runs to go by); the status line,
+        which may tell of a file's grid, stays as it is."""
         self._forecast_of = None
-        self.check()
+        try:
+            runs = form.validate(self.values())
+        except ConfigError:
+            return  # the status line says what is wrong already
+        self._request_forecast(runs)
 
     def _request_forecast(self, runs: list[GridRun]) -> None:
         """Forecast the form's grid on a worker thread once the form has rested for FORECAST_AFTER_S (typing
