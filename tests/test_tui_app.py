@@ -169,7 +169,7 @@ async def test_cancel_stores_the_run_as_interrupted(tmp_path):
         await _wait(pilot, lambda: not app.running, 10, "the grid to end")
         assert app.runs_pane.shown[0]["status"] == "interrupted"
         assert str(queue.get_row_at(0)[1]).startswith("interrupted")  # the same word everywhere
-        assert str(queue.get_row_at(1)[1]) == "cancelled"  # cancel stops what was queued too
+        assert str(queue.get_row_at(1)[1]) == "not run"  # cancel stops what was queued too, as the summary says
     store = Store(tmp_path / "runs.db")
     row = store.runs()[0]
     assert row["status"] == "interrupted" and row["error"] == "cancelled by the user"
@@ -286,7 +286,7 @@ async def test_worker_failure_is_notified_and_the_app_carries_on(tmp_path, monke
         await _wait(pilot, lambda: not app.running, 10, "the failed worker to be routed")
         assert any("meters exploded" in str(n.message) for n in app._notifications)
         assert all(n.timeout <= 8 for n in app._notifications)  # toasts go after a few seconds
-        assert str(app.query_one("#queue").get_row_at(0)[1]) == "cancelled"
+        assert str(app.query_one("#queue").get_row_at(0)[1]) == "not run"
 
 
 @sync
@@ -356,7 +356,7 @@ async def test_quit_during_a_run_cancels_it_first(tmp_path):
         deadline = time.monotonic() + 30
         while app.return_value is None and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-    assert app.return_value == 130
+    assert app.return_value == 0  # the user confirmed: quitting is no interrupt
     store = Store(tmp_path / "runs.db")
     assert [r["status"] for r in store.runs()] == ["interrupted"]
     store.close()

@@ -49,5 +49,5 @@ async def test_waiting_for_the_lock_shows_in_the_live_pane_and_cancels(tmp_path)
             assert f"pid {os.getpid()}" in app.live.note and "the-other-grid.db" in app.live.note
             await pilot.press("x", "a")  # stop the whole queue
             await _wait(pilot, lambda: not app.running, 20, "the cancel while waiting")
-            assert str(app.query_one("#queue").get_row_at(0)[1]) == "cancelled"
+            assert str(app.query_one("#queue").get_row_at(0)[1]) == "not run"
     assert Store(tmp_path / "runs.db").runs() == []

@@ -86,3 +86,23 @@ async def test_keys_typed_without_pauses_while_a_grid_runs_are_neither_lost_nor_
         app.cancel_everything()
         while app.running:
             await pilot.pause(0.2)
+
+
+@sync
+async def test_an_emptied_field_is_refused_not_taken_as_its_default(tmp_path):
+    from tests.test_tui_usability import app_for
+
+    app = app_for(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        app.query_one("#f-repeats", Input).value = ""
+        await pilot.pause()
+        status = str(app.query_one("#setup-status").render())
+        assert "repeats: is empty; write a value (the default is 1)" in status, status
+        assert app.query_one("#f-repeats").has_class("-invalid")
+        await pilot.press("ctrl+r")
+        assert not app.running and app.presenter.snapshot().queue == ()
+        app.query_one("#f-max_train_batches", Input).value = ""  # blank here means no cap: allowed
+        app.query_one("#f-repeats", Input).value = "2"
+        await pilot.pause()
+        assert "2 repeats" in str(app.query_one("#setup-status").render())

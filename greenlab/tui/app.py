@@ -321,7 +321,7 @@ class GreenLabApp(App[int]):
         self._quitting = True
         self.cancel_everything()
         # Exits once the worker has stored the interrupted run (see _worker_changed); this is the fallback.
-        self.set_timer(20, lambda: self.exit(130))
+        self.set_timer(20, lambda: self.exit(0))  # the user chose to quit: a clean exit, not an interrupt
 
     def action_open_detail(self, run_id: int) -> None:
         assert self.store is not None
@@ -386,7 +386,9 @@ class GreenLabApp(App[int]):
                 continue
             titles.add(binding.description)
             yield SystemCommand(
-                binding.description, f"key: {binding.key}", partial(self.run_action, binding.action, active.node)
+                binding.description,
+                f"key: {self.get_key_display(binding)}",
+                partial(self.run_action, binding.action, active.node),
             )
 
     # -- grids and the worker -------------------------------------------------------------------------
@@ -518,7 +520,7 @@ class GreenLabApp(App[int]):
         self._grid_active = False
         self.refresh_bindings()
         if self._quitting:
-            self.exit(130)
+            self.exit(0)
             return
         if self._pending:
             self._launch(*self._pending.pop(0))
@@ -570,7 +572,7 @@ class GreenLabApp(App[int]):
 
 
 def run_app(db: str | None = None, theme: str | None = None, experiments: str | None = None) -> int:
-    """Open the TUI on a store; returns the exit code (0, or 130 when quit during a run)."""
+    """Open the TUI on a store; returns the exit code (0, also when the user confirmed quitting during a run)."""
     if theme is not None:
         known = [t.name for t in load_themes()[0]]
         from textual.theme import BUILTIN_THEMES

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Vertical, VerticalScroll
@@ -160,10 +161,18 @@ class HelpScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#help-keys", DataTable)
-        table.add_column("key", key="key")
-        table.add_column("what it does", key="what")
+        key_width = max([len("key"), *(len(keys) for keys, _ in self.keys)])
+        # The dialog's width less its border, padding and the cells' padding: what a description may take
+        # before it wraps onto a second line of its row (a long one is wrapped, never cut).
+        body = min(HELP_WIDTH, int(self.app.size.width * 0.95))
+        what_width = max(20, body - 4 - key_width - 6)
+        table.add_column("key", key="key", width=key_width)
+        table.add_column("what it does", key="what", width=what_width)
         for keys, description in self.keys:
-            table.add_row(keys, description)
+            table.add_row(keys, Text(description, overflow="fold"), height=None)
+
+
+HELP_WIDTH = 80  # the help dialog's width on a wide terminal (greenlab.tcss: #help-body)
 
 
 class VerdictScreen(ModalScreen[None]):

@@ -32,6 +32,9 @@ FORM_SETTINGS = (
     "idle_s",
     "pretrained",
 )
+# A blank field means "not set" only where not set means something: no cap on training batches. Elsewhere a
+# blank is refused (an emptied repeats field silently running 1 repeat would surprise).
+BLANK_MEANS_UNSET = frozenset({"max_train_batches"})
 # Settings whose value is text: typed text is passed through, so "10" stays a (wrong) string, as in TOML.
 _TEXT_SETTINGS = {f.name for f in fields(RunSettings) if f.type in ("str", str)}
 # Technique settings that take one of a few names: the form offers a choice instead of free text.
@@ -85,10 +88,12 @@ def experiments_data(values: FormValues) -> dict[str, Any]:
     defaults: dict[str, Any] = dict(values.hidden_settings)
     for key, raw in values.settings.items():
         value = raw if isinstance(raw, bool) else (raw.strip() if key in _TEXT_SETTINGS else coerce(raw))
-        # Blank means "not set": TOML has no null, so the key is left out and its default applies
-        # (for max_train_batches that default is no cap).
-        if value is not None and value != "":
-            defaults[key] = value
+        if value is None or value == "":
+            if key not in BLANK_MEANS_UNSET:
+                default = getattr(RunSettings(), key)
+                raise ConfigError(f"is empty; write a value (the default is {default})", key=f"defaults.{key}")
+            continue  # TOML has no null: the key is left out and its default applies (no cap)
+        defaults[key] = value
     techniques = list(values.techniques) + _split(values.combinations)
     experiment: dict[str, Any] = {
         "name": EXPERIMENT_NAME,

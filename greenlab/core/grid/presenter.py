@@ -64,7 +64,10 @@ class QueueEntry:
 
     @property
     def shown_status(self) -> str:
-        """The status as faces show it: a completed run that diverged says so, as the runs table does."""
+        """The status as faces show it: a completed run that diverged says so, as the runs table does; a run a
+        cancel kept from starting is "not run", as the grid's closing message counts it."""
+        if self.status == "cancelled":
+            return "not run"
         return "diverged" if self.diverged and self.status == "completed" else self.status
 
 
@@ -164,7 +167,7 @@ class GridProgress:
             f"{counts.get('interrupted', 0)} interrupted, {counts.get('skipped', 0)} skipped (already stored)"
         )
         left = counts.get("cancelled", 0) + counts.get("not run", 0)
-        text += f", {left} not run" if left else ""
+        text += f", {left} not run" + (" (cancelled)" if counts.get("cancelled") else "") if left else ""
         if self.forecast is not None and self.forecast.runs and self.ran_s is not None and not left:
             against = self.forecast.against(self.ran_s, self.used_j, waited_s=self.waited_s)
             text += f"; forecast against the grid: {against}"
