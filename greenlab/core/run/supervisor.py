@@ -26,6 +26,7 @@ from typing import Any
 from greenlab.core.measure import hostload
 from greenlab.core.measure.detect import build_meters
 from greenlab.core.measure.meter import MEASURED_METHODS
+from greenlab.core.measure.nvml import NvmlMeter
 from greenlab.core.measure.tracker import EnergyTracker
 from greenlab.core.plan.config import GridRun, RunSettings
 from greenlab.core.run import divergence
@@ -164,9 +165,9 @@ def _diverged(measured: RunMeasurement) -> str | None:
     )
 
 
-def _gpu_meter(tracker: EnergyTracker) -> Any:
-    """The tracker's GPU meter (the one that lists processes on its boards), or None."""
-    return next((m for m in tracker.meters if hasattr(m, "processes")), None)
+def _gpu_meter(tracker: EnergyTracker) -> NvmlMeter | None:
+    """The tracker's GPU meter (it lists the processes on its boards), or None."""
+    return next((m for m in tracker.meters if isinstance(m, NvmlMeter)), None)
 
 
 def _gpu_components(tracker: EnergyTracker) -> list[str]:
