@@ -46,7 +46,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from greenlab.core.measure.nvml import COUNTER_UPDATE_S, discover_nvml  # noqa: E402 - after the sys.path line that lets the script run from a checkout
-from greenlab.core.run.measurement import gpus_used  # noqa: E402
+from greenlab.core.run.measurement import gpus_used  # noqa: E402 - after the sys.path line, as above
 
 SAMPLE_HZ = 50.0
 AGREEMENT_LIMIT = 0.05  # steady load: counter vs integrated instant power
