@@ -374,6 +374,7 @@ ASIDE = {
     "finished_at",
     "duration_s",
     "train_s",
+    "data_wait_s",
     "energy_j",
     "energy_kwh",
     "energy_measured_j",
