@@ -311,6 +311,19 @@ def test_the_verdict_says_when_float32_ran_in_tf32_bfloat16_was_emulated_or_runs
     assert not [n for n in clean.to_dict()["notes"] if "TF32" in n or "input-bound" in n]
 
 
+def test_the_csv_says_what_each_run_computed_in_and_how_long_it_waited_for_data():
+    import csv
+    import io
+
+    rows = [{**row("baseline", e), "id": i} for i, e in enumerate((100.0, 101.0), 1)]
+    rows += [{**row("stego", e), "id": i} for i, e in enumerate((60.0, 61.0), 3)]
+    for r in rows:
+        r.update(compute_dtype="tf32", fp32_precision="tf32", data_wait_s=0.25)
+    comparisons = compare.judge(rows, metrics=("energy_j",))
+    table = list(csv.DictReader(io.StringIO(formats.render_csv(rows, comparisons, ("energy_j",)))))
+    assert {(r["compute_dtype"], r["fp32_precision"], r["data_wait_s"]) for r in table} == {("tf32", "tf32", "0.25")}
+
+
 def test_a_run_beside_another_job_on_its_gpu_is_counted_as_beside_other_work():
     rows = [{**row("baseline", e), "id": i} for i, e in enumerate((100.0, 101.0, 99.0), 1)]
     rows += [{**row("prune", e), "id": i} for i, e in enumerate((60.0, 61.0, 59.0), 4)]
