@@ -46,7 +46,6 @@ def resolve_device(name: str) -> Any:
     return device
 
 
-FLOAT32_PRECISIONS = ("ieee", "tf32")
 # Mantissa bits of each arithmetic format a run's matrix products and convolutions may run in.
 MANTISSA_BITS = {"float32": 23, "tf32": 10, "float16": 10, "bfloat16": 7}
 
