@@ -25,7 +25,7 @@ def tiny_cnn(num_classes: int = 10) -> nn.Module:
     )
 
 
-def context(evaluate=lambda model: 0.5, device="cpu") -> CompressionContext:
+def context(evaluate=lambda model: 0.5, device="cpu", bf16_native=None) -> CompressionContext:
     return CompressionContext(
         evaluate=evaluate,
         device=torch.device(device),
@@ -33,6 +33,7 @@ def context(evaluate=lambda model: 0.5, device="cpu") -> CompressionContext:
         example_input=torch.randn(2, 3, 8, 8),
         num_classes=10,
         log=lambda line: None,
+        bf16_native=bf16_native,
     )
 
 
@@ -209,6 +210,56 @@ def test_dtype_mode_picks_the_narrowest_format(bits, device, dtype, kept, scaler
         assert any("no native format" in w for w in applied.warnings)
     if (bits, device) == (13, "cpu"):
         assert any("float16 autocast is poor" in w for w in applied.warnings)
+
+
+@pytest.mark.parametrize(("native", "dtype", "scaler"), [(False, torch.float16, True), (True, torch.bfloat16, False)])
+def test_dtype_mode_chooses_float16_where_a_gpu_would_emulate_bfloat16(native, dtype, scaler):
+    """A V100 or a T4 (compute capability below 8.0): torch's autocast emulates bfloat16 without an error, so
+    the narrowest native format is float16 (10 mantissa bits, more than the 7 needed), said in a note."""
+    applied = stego.apply(tiny_cnn(), {"bits": 16, "mode": "dtype"}, context(device="cuda", bf16_native=native))
+    assert applied.hooks.autocast_dtype == dtype and applied.hooks.grad_scaler is scaler
+    noted = any("bfloat16 is emulated on this GPU" in w for w in applied.warnings)
+    assert noted is (not native)
+    if not native:
+        assert applied.columns["compute_dtype"] == "float16" and applied.columns["mantissa_bits_kept"] == 10
+    # Stored weights name bfloat16 themselves: kept, emulated or not (the run's notes say which).
+    stored = stego.apply(tiny_cnn(), {"bits": 16, "mode": "stored"}, context(device="cuda", bf16_native=native))
+    assert stored.columns["compute_dtype"] == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    ("technique", "autocast", "precision", "compute", "kept"),
+    [
+        ({}, None, "ieee", "float32", 23),  # a baseline on a CPU, or on CUDA with fp32_precision = "ieee"
+        ({}, None, "tf32", "tf32", 10),  # a "float32" baseline whose arithmetic keeps 10 bits
+        (
+            {"compute_dtype": "bfloat16", "mantissa_bits_kept": 7, "stego_mode": "dtype"},
+            torch.bfloat16,
+            "tf32",
+            "bfloat16",
+            7,
+        ),
+        ({"compute_dtype": "float32", "mantissa_bits_kept": 23, "stego_mode": "dtype"}, None, "tf32", "tf32", 10),
+        ({"compute_dtype": "float32", "mantissa_bits_kept": 7, "stego_mode": "truncate"}, None, "tf32", "tf32", 7),
+    ],
+)
+def test_every_run_records_the_arithmetic_in_force(technique, autocast, precision, compute, kept):
+    from greenlab.core.run.child_main import arithmetic_columns
+
+    columns = arithmetic_columns(technique, autocast, "float32", precision, True)
+    assert columns["compute_dtype"] == columns["train_dtype"] == compute
+    assert columns["mantissa_bits_kept"] == kept
+    assert columns["fp32_precision"] == precision and columns["bf16_native"] is True
+
+
+def test_the_notes_say_what_the_arithmetic_measures():
+    from greenlab.core.run.child_main import arithmetic_notes
+
+    emulated = arithmetic_notes({"compute_dtype": "bfloat16", "bf16_native": False}, torch.device("cuda"), "ieee")
+    assert len(emulated) == 1 and "measures the emulation" in emulated[0]
+    assert arithmetic_notes({"compute_dtype": "bfloat16", "bf16_native": True}, torch.device("cuda"), "ieee") == []
+    off_cuda = arithmetic_notes({"compute_dtype": "float32"}, torch.device("cpu"), "tf32")
+    assert len(off_cuda) == 1 and "CUDA only" in off_cuda[0]
 
 
 @pytest.mark.parametrize(

@@ -303,3 +303,116 @@ def test_a_second_ctrl_c_while_the_outcome_is_written_waits_for_it(tmp_path, mon
         watched.execute(run)
     (row,) = store.runs()
     assert row["status"] in ("completed", "interrupted") and row["finished_at"] and row["energy_j"]
+
+
+# -- ready for a GPU: the right board, someone else on it, the input pipeline -------------------------------
+def test_a_board_nvml_refuses_is_named_and_the_others_metered(tmp_path, monkeypatch):
+    from tests.fake_pynvml import NVMLError_NoPermission
+
+    monkeypatch.setenv("GREENLAB_POWERCAP_ROOT", str(tmp_path / "none"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpus = [FakeGpu(uuid="GPU-0", open_error=NVMLError_NoPermission()), FakeGpu(uuid="GPU-1")]
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake_pynvml(gpus))
+    setup = build_meters(use_gpus=[])
+    assert [c for m in setup.meters for c in m.components()] == ["gpu1", "cpu", "dram"]
+    assert setup.notes["gpu_skipped"] == "not metered: GPU 0: Insufficient Permissions"
+
+
+def test_a_grace_hopper_module_is_not_topped_up_with_a_cpu_estimate(tmp_path, monkeypatch):
+    monkeypatch.setenv("GREENLAB_POWERCAP_ROOT", str(tmp_path / "none"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake_pynvml([FakeGpu(uuid="GPU-0", name="NVIDIA GH200 480GB")]))
+    setup = build_meters(use_gpus=[])
+    assert [c for m in setup.meters for c in m.components()] == ["gpu0"]  # no 85 W estimate on top
+    assert "covers the whole module" in setup.notes["cpu"] and setup.notes["dram"] == setup.notes["cpu"]
+
+
+def test_another_process_on_the_run_s_gpu_flags_the_run(fake_hardware, child_on_gpu, tmp_path):
+    import os
+
+    from tests.fake_pynvml import FakeProcess
+
+    # This process is GreenLab's own (the supervisor); pid 999999 is someone else's job with 3 GB.
+    fake_hardware.gpu.processes = [FakeProcess(os.getpid(), 2**20), FakeProcess(999_999, 3 * 2**30)]
+    fake_hardware.gpu.utilisation_pct = 64
+    (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0")))
+    seen = []
+    outcome = supervisor.RunSupervisor(Store(tmp_path / "runs.db"), on_event=seen.append).execute(run)
+    assert outcome.status == "completed", outcome.error
+    row = outcome.row
+    assert "gpu_shared" in row["flags"]
+    (process,) = row["meters"]["gpu_processes"]["gpu0"]["processes"]
+    assert process["pid"] == 999_999 and process["used_memory_mb"] == 3072.0
+    assert row["meters"]["gpu_utilisation"]["gpu0"]["max_pct"] == 64.0
+    assert any("gpu0 was shared: pid 999999, 3.0 GB" in w for w in row["warnings"])
+    assert any(isinstance(e, run_events.Notice) and "another process computes on gpu0" in e.text for e in seen)
+
+
+def test_an_idle_baseline_of_a_busy_board_is_refused(fake_hardware, child_on_gpu, tmp_path):
+    from tests.fake_pynvml import FakeProcess
+
+    fake_hardware.gpu.processes = [FakeProcess(999_999, 2**30)]
+    (run,) = expand_grid(parse_experiments(QUICK_RUN))
+    seen = []
+    outcome = supervisor.RunSupervisor(Store(tmp_path / "runs.db"), on_event=seen.append).execute(run)
+    row = outcome.row
+    assert "compute process" in row["meters"]["idle_refused"]["gpu0"]
+    assert "gpu0" not in row["meters"]["idle_w"] and "cpu" in row["meters"]["idle_w"]
+    assert row["energy_net_j"] is None and "no_idle_baseline" in row["flags"]  # no net without a baseline
+    assert any(isinstance(e, run_events.Notice) and "idle baseline of gpu0" in e.text for e in seen)
+
+
+def test_a_cuda_run_whose_board_matches_no_uuid_has_unknown_gpu_energy(fake_hardware, tmp_path, monkeypatch):
+    monkeypatch.setattr(supervisor, "gpus_used", lambda device, facts, **ids: (set(), ["gpu_unmatched"]))
+    (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0")))
+    outcome = supervisor.RunSupervisor(Store(tmp_path / "runs.db")).execute(run)
+    row = outcome.row
+    assert outcome.status == "completed"
+    assert row["energy_gpu_j"] is None and row["energy_j"] is None and row["energy_training_j"] is None
+    assert {"gpu_unmatched", "energy_incomplete"} <= set(row["flags"])
+    assert "matches none of them" in row["meters"]["gpus_not_used"]["why"]
+
+
+def test_a_run_records_its_arithmetic_and_its_wait_for_data(tmp_path):
+    (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0")))
+    store = Store(tmp_path / "runs.db")
+    outcome = supervisor.RunSupervisor(store).execute(run)
+    row = outcome.row
+    assert row["fp32_precision"] == "ieee" and row["compute_dtype"] == "float32" and row["mantissa_bits_kept"] == 23
+    assert row["bf16_native"] in (0, 1, None)  # this CPU's flags decide
+    assert row["data_wait_s"] is not None and 0 <= row["data_wait_s"] < row["train_s"]
+    (epoch,) = store.epochs(row["id"])
+    assert epoch["train_data_wait_s"] == pytest.approx(row["data_wait_s"], abs=1e-3)
+    assert epoch["eval_data_wait_s"] is not None
+    assert row["meters"]["input_pipeline"] == {
+        "num_workers": 0,  # "auto" off CUDA: the batches are cached tensors
+        "pin_memory": False,
+        "persistent_workers": False,
+        "cache": "memory",
+    }
+
+
+def test_a_loop_that_waits_for_data_flags_the_run_input_bound(tmp_path):
+    """The supervisor's side of an input-bound run: epochs whose loop waited 40 % of its training time."""
+    from greenlab.core.measure.tracker import EnergyTracker
+    from greenlab.core.run.launcher import SpawnLauncher
+    from greenlab.core.run.measurement import RunMeasurement
+    from greenlab.core.run.sinks import MemorySink
+    from greenlab.core.train import child_events
+
+    (run,) = expand_grid(parse_experiments(QUICK_RUN))
+    sink = MemorySink()
+    sink.start_run({})
+    watched = supervisor.RunSupervisor(None, sink=sink, launcher=SpawnLauncher())
+    tracker = EnergyTracker([])
+    tracker.begin_window("run")
+    measured = RunMeasurement(0, run, 0.0, {}, {"components": {}})
+    writer = sink.writer()
+    watched._handle(measured, child_events.ModelPrepared({}, {}, warnings=["stego: a note"]), tracker, writer)
+    for epoch in (1, 2):
+        finished = child_events.EpochFinished(epoch, 1.0, 0.5, 0.5, 1.0, 10.0, 1.0, 5, 4.0, 0.2)
+        watched._handle(measured, finished, tracker, writer)
+    stored = watched._finish(measured, tracker, None, writer, 0.0)
+    assert "input_bound" in stored.row["flags"] and stored.row["data_wait_s"] == pytest.approx(8.0)
+    notes = stored.row["warnings"]
+    assert notes[0] == "stego: a note" and "input-bound: the training loop waited 8.0 s" in notes[1]

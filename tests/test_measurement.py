@@ -47,25 +47,62 @@ def test_an_estimate_is_net_by_construction():
 
 
 GPUS = {
-    "gpu0": {"uuid": "GPU-aaaaaaaa-0000-0000-0000-000000000000", "pci_bus_id": "00000000:1B:00.0", "cuda_index": 0},
-    "gpu1": {"uuid": "GPU-bbbbbbbb-0000-0000-0000-000000000000", "pci_bus_id": "00000000:3B:00.0", "cuda_index": 1},
+    "gpu0": {"uuid": "GPU-aaaaaaaa-0000-0000-0000-000000000000", "pci_bus_id": "00000000:1B:00.0"},
+    "gpu1": {"uuid": "GPU-bbbbbbbb-0000-0000-0000-000000000000", "pci_bus_id": "00000000:3B:00.0"},
 }
 
 
 def test_the_gpu_is_found_by_uuid_whatever_the_index():
     # CUDA puts the faster board first: cuda:0 is NVML's second GPU.
-    used, flags = gpus_used("cuda:0", GPUS, cuda_uuid="bbbbbbbb-0000-0000-0000-000000000000", cuda_index=0)
+    used, flags = gpus_used("cuda:0", GPUS, cuda_uuid="bbbbbbbb-0000-0000-0000-000000000000")
     assert used == {"gpu1"} and flags == []
 
 
-def test_the_gpu_is_found_by_pci_bus_id():
-    used, flags = gpus_used("cuda", GPUS, pci_bus_id="0000:3b:00.0", cuda_index=0)
-    assert used == {"gpu1"} and flags == []
+@pytest.mark.parametrize("reported", [None, "cccccccc-0000-0000-0000-000000000000"])
+def test_without_a_uuid_match_the_gpu_energy_is_unknown_never_another_boards(reported):
+    """A container where NVML sees every board and CUDA one, or a mixed box ordered fastest first: no index
+    or bus id is trusted, so an unmatched run meters no board and its GPU energy is unknown."""
+    used, flags = gpus_used("cuda", GPUS, cuda_uuid=reported)
+    assert used == set() and flags == ["gpu_unmatched"]
 
 
-def test_index_is_the_flagged_last_resort():
-    used, flags = gpus_used("cuda:1", GPUS, cuda_index=1)
-    assert used == {"gpu1"} and flags == ["gpu_matched_by_index"]
+def test_a_mig_instance_is_its_parent_once_and_flagged():
+    gpus = {
+        "gpu0": {
+            "uuid": "GPU-aaaaaaaa-0000-0000-0000-000000000000",
+            "mig_instances": ["MIG-11111111-2222-3333-4444-555555555555", "MIG-66666666-2222-3333-4444-555555555555"],
+        },
+        "gpu1": GPUS["gpu1"],
+    }
+    used, flags = gpus_used("cuda", gpus, cuda_uuid="66666666-2222-3333-4444-555555555555")
+    assert used == {"gpu0"} and flags == ["mig_whole_gpu"]
+
+
+def test_a_grace_hopper_module_stays_the_run_s_even_on_the_cpu():
+    from greenlab.core.measure.nvml import GRACE_HOPPER_SCOPE
+
+    gpus = {"gpu0": {**GPUS["gpu0"], "scope": GRACE_HOPPER_SCOPE}}
+    assert gpus_used("cpu", gpus) == ({"gpu0"}, ["grace_hopper_module"])
+    assert gpus_used("cuda", gpus, cuda_uuid="aaaaaaaa-0000-0000-0000-000000000000") == (
+        {"gpu0"},
+        ["grace_hopper_module"],
+    )
+
+
+def test_an_unmatched_board_leaves_the_run_s_total_unknown():
+    from greenlab.core.plan.config import expand_grid, parse_experiments
+    from greenlab.core.run.measurement import RunMeasurement
+
+    (run,) = expand_grid(
+        parse_experiments('[defaults]\npretrained = false\n[[experiment]]\nname = "e"\nmodels = ["tinycnn"]\n')
+    )
+    record = RunMeasurement(1, run, 0.0, {}, {"components": {}}, gpus_unused={"gpu0", "gpu1"}, gpu_unmatched=True)
+    seen = record.view(window(gpu0=(500.0, "counter"), gpu1=(400.0, "counter"), cpu=(80.0, "counter")))
+    assert set(seen.components) == {"gpu", "cpu"} and seen.total_j() is None
+    columns, _rows, flags = energy_columns(seen, {})
+    assert columns["energy_j"] is None and columns["energy_gpu_j"] is None
+    assert columns["energy_gpu_method"] == "unavailable"
+    assert {"gpu_unmatched", "energy_incomplete"} <= set(flags)
 
 
 @pytest.mark.parametrize("device", ["cpu", "mps"])

@@ -17,9 +17,25 @@ from greenlab.core.measure.nvml import (
 )
 
 try:
-    from fake_pynvml import FakeGpu, FakeMig, NVMLError_LibraryNotFound, make_fake_pynvml
+    from fake_pynvml import (
+        ARCH,
+        FakeGpu,
+        FakeMig,
+        FakeProcess,
+        NVMLError_LibraryNotFound,
+        NVMLError_NoPermission,
+        make_fake_pynvml,
+    )
 except ImportError:  # tests/ became a package
-    from tests.fake_pynvml import FakeGpu, FakeMig, NVMLError_LibraryNotFound, make_fake_pynvml
+    from tests.fake_pynvml import (
+        ARCH,
+        FakeGpu,
+        FakeMig,
+        FakeProcess,
+        NVMLError_LibraryNotFound,
+        NVMLError_NoPermission,
+        make_fake_pynvml,
+    )
 
 UUID0 = "GPU-00000000-1111-2222-3333-444444444444"
 UUID1 = "GPU-99999999-8888-7777-6666-555555555555"
@@ -55,10 +71,11 @@ def test_counter_gpu_reports_joules_from_millijoules(monkeypatch):
     assert facts["temperature_c_at_start"] == 35.0
     assert facts["mig_mode"] is False
     assert facts["counter_supported"] is True
-    assert facts["cuda_index"] == 0 and facts["nvml_index"] == 0
+    assert facts["nvml_index"] == 0 and "cuda_index" not in facts  # CUDA's numbering is the child's to say
+    assert facts["power_reading"] == nvml.POWER_READINGS[nvml.POWER_AVERAGE]
     meter.close()
     meter.close()  # idempotent: one nvmlShutdown per nvmlInit
-    assert fake.calls == {"init": 1, "shutdown": 1}
+    assert fake.calls["init"] == fake.calls["shutdown"] == 1
 
 
 def test_gpu_without_counter_is_polled(monkeypatch):
@@ -167,7 +184,7 @@ def test_hidden_gpus_give_a_reason(monkeypatch):
     assert meter is None and "hides every GPU" in reason
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     meter, reason = discover_nvml()
-    assert meter is None and "no NVML device" in reason
+    assert meter is None and "GPU 3: index 3 is beyond the 1 GPU(s) NVML sees" in reason
     assert fake.calls["init"] == fake.calls["shutdown"] == 2
 
 
@@ -217,3 +234,138 @@ def test_module_imports_without_pynvml_or_torch():
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert pytest.approx(0.1) == nvml.COUNTER_UPDATE_S
+
+
+# -- the right board, every board --------------------------------------------------------------------------
+def test_a_board_nvml_refuses_is_skipped_and_named_the_others_are_metered(monkeypatch):
+    """GPU 0 says "Insufficient Permissions" (a cgroup-constrained container, a Slurm job): GPU 1 is still
+    metered, and the meter names the board it left out and why."""
+    install(
+        monkeypatch,
+        make_fake_pynvml([FakeGpu(uuid=UUID0, open_error=NVMLError_NoPermission()), FakeGpu(uuid=UUID1, name="B")]),
+    )
+    meter, reason = discover_nvml()
+    assert reason is None
+    assert meter.components() == ["gpu1"]
+    assert meter.info()["gpu1"]["uuid"] == UUID1
+    assert meter.skipped == {"0": "GPU 0: Insufficient Permissions"}
+
+
+def test_no_board_opening_gives_every_reason(monkeypatch):
+    fake = install(monkeypatch, make_fake_pynvml([FakeGpu(uuid=UUID0, open_error=NVMLError_NoPermission())]))
+    meter, reason = discover_nvml()
+    assert meter is None
+    assert reason == "no GPU could be opened: GPU 0: Insufficient Permissions"
+    assert fake.calls["init"] == fake.calls["shutdown"] == 1
+
+
+def test_a_uuid_prefix_passes_over_a_board_nvml_refuses(monkeypatch):
+    install(
+        monkeypatch,
+        make_fake_pynvml([FakeGpu(uuid=UUID0, open_error=NVMLError_NoPermission()), FakeGpu(uuid=UUID1)]),
+    )
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-9999")
+    meter, reason = discover_nvml()
+    assert reason is None and meter.info()["gpu0"]["uuid"] == UUID1
+
+
+def test_two_mig_instances_of_one_board_are_one_component(monkeypatch):
+    """The counter is the parent's: two visible instances of one board would otherwise be read twice."""
+    parent = FakeGpu(uuid=UUID0, mig_mode=(1, 1))
+    mig_a = "MIG-aaaaaaaa-0000-0000-0000-000000000000"
+    mig_b = "MIG-bbbbbbbb-0000-0000-0000-000000000000"
+    install(monkeypatch, make_fake_pynvml([parent], migs=[FakeMig(mig_a, parent), FakeMig(mig_b, parent)]))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"{mig_a},{mig_b}")
+    meter, reason = discover_nvml()
+    assert reason is None
+    assert meter.components() == ["gpu0"]
+    facts = meter.info()["gpu0"]
+    assert facts["mig_instances"] == [mig_a, mig_b] and facts["measures_whole_gpu"] is True
+
+
+def test_a_board_in_mig_mode_lists_its_instances(monkeypatch):
+    parent = FakeGpu(uuid=UUID0, mig_mode=(1, 1))
+    mig_a = "MIG-aaaaaaaa-0000-0000-0000-000000000000"
+    install(monkeypatch, make_fake_pynvml([parent], migs=[FakeMig(mig_a, parent)]))
+    meter, _ = discover_nvml()
+    assert meter.info()["gpu0"]["mig_instances"] == [mig_a]
+
+
+# -- power the way recent GPUs report it ------------------------------------------------------------------
+def test_power_is_read_instantly_where_the_driver_has_the_field(monkeypatch):
+    gpu = FakeGpu(uuid=UUID0, power_mw=200_000, instant_mw=420_000)
+    install(monkeypatch, make_fake_pynvml([gpu]))
+    meter, _ = discover_nvml()
+    assert meter.power_w() == {"gpu0": pytest.approx(420.0)}
+    assert meter.power_usage_w() == {"gpu0": pytest.approx(200.0)}
+    assert meter.instant_power_w() == {"gpu0": pytest.approx(420.0)}
+    assert meter.info()["gpu0"]["power_reading"] == nvml.POWER_READINGS[nvml.POWER_INSTANT]
+    assert meter.window_inputs("gpu0", 10.0, 1.0) == {"power_reading": "instant"}
+    # An instant reading has no lag: a short polled window is only as uncertain as its sampling.
+    assert meter.window_uncertainty_j("gpu0", "polled", 0.5, 200.0, 0.1) == pytest.approx(40.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "arch", "fields", "reading"),
+    [
+        ("NVIDIA H100 80GB HBM3", ARCH["hopper"], True, nvml.POWER_AVERAGE),  # the driver lacks the field
+        ("NVIDIA H100 80GB HBM3", ARCH["hopper"], False, nvml.POWER_AVERAGE),  # the binding lacks the call
+        ("NVIDIA A100-SXM4-80GB", ARCH["ampere"], True, "usage"),  # GA100: no one-second average
+        ("Tesla V100-SXM2-32GB", ARCH["volta"], True, "usage"),
+        ("NVIDIA A10", ARCH["ampere"], True, nvml.POWER_AVERAGE),
+    ],
+)
+def test_without_the_instant_field_the_reading_says_whether_it_lags(monkeypatch, name, arch, fields, reading):
+    gpu = FakeGpu(uuid=UUID0, name=name, architecture=arch, power_mw=300_000)
+    install(monkeypatch, make_fake_pynvml([gpu], field_values=fields))
+    meter, _ = discover_nvml()
+    assert meter.power_w() == {"gpu0": pytest.approx(300.0)}
+    assert meter.info()["gpu0"]["power_reading"] == nvml.POWER_READINGS[reading]
+    lag = nvml.POWER_AVERAGE_LAG_S if reading == nvml.POWER_AVERAGE else 0.0
+    assert meter.window_uncertainty_j("gpu0", "polled", 2.0, 600.0, 0.1) == pytest.approx(300.0 * (0.1 + lag))
+
+
+def test_a_counter_window_states_its_quantisation():
+    """Each edge may read a total one update old: ±100 ms of the window's mean power, whatever its length."""
+    meter = nvml.NvmlMeter(None, [nvml.NvmlGpu("gpu0", None, counter_supported=True)])
+    assert meter.window_uncertainty_j("gpu0", "counter", 1.0, 300.0, 0.1) == pytest.approx(30.0)  # 10 %
+    assert meter.window_uncertainty_j("gpu0", "counter", 4.0, 1200.0, 0.1) == pytest.approx(30.0)  # 2.5 %
+    assert meter.window_uncertainty_j("gpu0", "counter", 0.0, 0.0, 0.1) is None
+    assert meter.window_uncertainty_j("cpu", "counter", 1.0, 10.0, 0.1) is None
+
+
+# -- someone else on the GPU -----------------------------------------------------------------------------
+def test_processes_and_utilisation_per_board(monkeypatch):
+    gpu = FakeGpu(uuid=UUID0, processes=[FakeProcess(4242, 3 * 2**30), FakeProcess(7, None)], utilisation_pct=87)
+    install(monkeypatch, make_fake_pynvml([gpu, FakeGpu(uuid=UUID1)]))
+    meter, _ = discover_nvml()
+    assert meter.processes() == {
+        "gpu0": [{"pid": 4242, "used_memory_mb": 3072.0}, {"pid": 7, "used_memory_mb": None}],
+        "gpu1": [],
+    }
+    assert meter.processes(["gpu1"]) == {"gpu1": []}
+    assert meter.utilisation() == {"gpu0": 87.0, "gpu1": 0.0}
+
+
+# -- Grace Hopper --------------------------------------------------------------------------------------------
+def test_a_gh200_is_recognised_by_its_name(monkeypatch):
+    install(monkeypatch, make_fake_pynvml([FakeGpu(uuid=UUID0, name="NVIDIA GH200 480GB")]))
+    meter, _ = discover_nvml()
+    assert meter.module_components() == ["gpu0"]
+    assert meter.info()["gpu0"]["scope"] == nvml.GRACE_HOPPER_SCOPE
+    assert meter.window_inputs("gpu0", 1.0, 1.0)["scope"] == "module"
+
+
+def test_a_hopper_beside_a_grace_cpu_is_a_module_but_a_pcie_card_is_not(monkeypatch, tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "cpuinfo").write_text("processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: 0xd4f\n")
+    assert nvml.grace_cpu(tmp_path)
+    install(
+        monkeypatch,
+        make_fake_pynvml([FakeGpu(uuid=UUID0, name="NVIDIA H100 96GB"), FakeGpu(uuid=UUID1, name="NVIDIA H100 PCIe")]),
+    )
+    meter, _ = discover_nvml(root=tmp_path)
+    assert meter.module_components() == ["gpu0"]
+    assert "Grace CPU" in meter.info()["gpu0"]["scope_recognised_by"]
+    meter, _ = discover_nvml()  # this machine's own CPU is no Grace
+    assert meter.module_components() == []

@@ -117,6 +117,8 @@ def test_placement_gives_a_gpu_run_a_whole_board_and_a_cpu_run_a_whole_node(tmp_
     (shared_run,) = grid_of('[[experiment]]\nname = "s"\nmodels = ["tinycnn"]\ncpus_per_run = 4\n')
     assert cluster.task_options(cuda_run) == {"num_gpus": 1, "num_cpus": 3}
     assert cluster.task_options(auto_run)["num_gpus"] == 1  # auto trains on a GPU where the cluster has one
+    # num_workers = "auto": the child takes up to 4 of its node's spare cores for data loading; Ray reserves them
+    assert cluster.task_options(auto_run)["num_cpus"] == 5
     assert cluster.task_options(cpu_run) == {"num_cpus": 32, "num_gpus": 0}  # every CPU of the largest node
     assert cluster.task_options(shared_run) == {"num_cpus": 4, "num_gpus": 0}
     assert cluster.other_node("a", {"num_cpus": 4, "num_gpus": 0}) == "b"
@@ -372,6 +374,7 @@ ASIDE = {
     "finished_at",
     "duration_s",
     "train_s",
+    "data_wait_s",
     "energy_j",
     "energy_kwh",
     "energy_measured_j",

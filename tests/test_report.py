@@ -292,3 +292,41 @@ def test_runs_flagged_busy_or_sharing_a_node_are_counted_in_the_sentence_and_not
     assert "other work" not in by_metric["val_accuracy"].sentence  # accuracy is not a figure of the host
     clean = compare.judge([{**r, "flags": "[]"} for r in rows], metrics=("energy_j",))
     assert "flag" not in clean[0].sentence and not clean[0].stats.notes
+
+
+def test_the_verdict_says_when_float32_ran_in_tf32_bfloat16_was_emulated_or_runs_were_input_bound():
+    rows = [{**row("baseline", e), "id": i} for i, e in enumerate((100.0, 101.0, 99.0), 1)]
+    rows += [{**row("stego", e), "id": i} for i, e in enumerate((60.0, 61.0, 59.0), 4)]
+    for r in rows:
+        r["fp32_precision"] = "tf32"
+    rows[3].update(compute_dtype="bfloat16", bf16_native=0, flags=["input_bound"])
+    (energy,) = compare.judge(rows, metrics=("energy_j",))
+    notes = energy.to_dict()["notes"]
+    assert "float32 ran in TF32 (10 mantissa bits) in 6 of 6 runs (fp32_precision)" in notes
+    assert "bfloat16 was emulated in 1 of 6 runs: their energy is the emulation's" in notes
+    assert any(n.startswith("input-bound: 1 of 6 runs waited for data") for n in notes)
+    assert "float32 ran in TF32" in energy.sentence and "input-bound" in energy.sentence
+    ieee = [{**r, "fp32_precision": "ieee", "compute_dtype": "float32", "flags": []} for r in rows]
+    (clean,) = compare.judge(ieee, metrics=("energy_j",))
+    assert not [n for n in clean.to_dict()["notes"] if "TF32" in n or "input-bound" in n]
+
+
+def test_the_csv_says_what_each_run_computed_in_and_how_long_it_waited_for_data():
+    import csv
+    import io
+
+    rows = [{**row("baseline", e), "id": i} for i, e in enumerate((100.0, 101.0), 1)]
+    rows += [{**row("stego", e), "id": i} for i, e in enumerate((60.0, 61.0), 3)]
+    for r in rows:
+        r.update(compute_dtype="tf32", fp32_precision="tf32", data_wait_s=0.25)
+    comparisons = compare.judge(rows, metrics=("energy_j",))
+    table = list(csv.DictReader(io.StringIO(formats.render_csv(rows, comparisons, ("energy_j",)))))
+    assert {(r["compute_dtype"], r["fp32_precision"], r["data_wait_s"]) for r in table} == {("tf32", "tf32", "0.25")}
+
+
+def test_a_run_beside_another_job_on_its_gpu_is_counted_as_beside_other_work():
+    rows = [{**row("baseline", e), "id": i} for i, e in enumerate((100.0, 101.0, 99.0), 1)]
+    rows += [{**row("prune", e), "id": i} for i, e in enumerate((60.0, 61.0, 59.0), 4)]
+    rows[4]["flags"] = ["gpu_shared"]
+    (energy,) = compare.judge(rows, metrics=("energy_j",))
+    assert energy.sentence.endswith("; 1 of 6 runs measured beside other work on their host (flag gpu_shared)")

@@ -80,6 +80,45 @@ def test_disagreeing_counter_and_polled_are_flagged():
     assert "counter_polled_disagree" in result.components["gpu0"].flags
 
 
+class QuantisedCounterGpu(FakeCounterGpu):
+    """A counter that states NVML's uncertainty: ±100 ms of mean power; polled power lags `lag_s`."""
+
+    lag_s = 0.0
+
+    def window_uncertainty_j(self, component, method, seconds, energy_j, sample_period_s):
+        mean_w = energy_j / seconds
+        return mean_w * (0.1 if method == "counter" else sample_period_s + self.lag_s)
+
+
+def test_a_window_stores_its_uncertainty_and_is_flagged_beyond_five_percent():
+    clock = Clock()
+    tracker = EnergyTracker([QuantisedCounterGpu(100.0, clock=clock)], sample_hz=50, clock=clock)
+    tracker.begin_window("short")
+    advance(tracker, clock, 1.0)
+    short = tracker.end_window("short")
+    assert short.components["gpu0"].inputs["uncertainty_j"] == pytest.approx(10.0)  # 10 % of 100 J
+    assert "window_uncertain" in short.flags() and short.uncertainty_j() == pytest.approx(10.0)
+    tracker.begin_window("long")
+    advance(tracker, clock, 4.0)
+    long = tracker.end_window("long")
+    assert long.components["gpu0"].inputs["uncertainty_j"] == pytest.approx(10.0)  # 2.5 % of 400 J
+    assert "window_uncertain" not in long.flags()
+
+
+@pytest.mark.parametrize(("lag_s", "flagged"), [(0.0, True), (0.5, False)])
+def test_counter_and_lagging_power_disagree_only_beyond_what_the_lag_explains(lag_s, flagged):
+    """Polled power 15 % high over 3 s: a disagreement for an instant reading, within what a reading half a
+    second behind the load may be off by."""
+    clock = Clock()
+    meter = QuantisedCounterGpu(100.0, polled_factor=1.15, clock=clock)
+    meter.lag_s = lag_s
+    tracker = EnergyTracker([meter], sample_hz=50, clock=clock)
+    tracker.begin_window("w")
+    advance(tracker, clock, 3.0)
+    result = tracker.end_window("w")
+    assert ("counter_polled_disagree" in result.components["gpu0"].flags) is flagged
+
+
 def test_polled_only_gpu_integrates_samples():
     clock = Clock()
     tracker = EnergyTracker([FakePolledGpu(50.0, clock=clock)], sample_hz=50, clock=clock)

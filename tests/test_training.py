@@ -209,3 +209,143 @@ def test_train_scales_the_loss_when_the_hooks_ask(monkeypatch):
         hooks=TrainingHooks(grad_scaler=True),
     )
     assert len(scaled) == len(loader)
+
+
+# -- measure the model, not the input pipeline -------------------------------------------------------------
+class SleepyImages(torch.utils.data.Dataset):
+    """A dataset whose every item takes `delay` seconds to load: an input pipeline slower than the model."""
+
+    def __init__(self, n=24, delay=0.02):
+        generator = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, 8, 8, generator=generator)
+        self.y = torch.randint(0, 10, (n,), generator=generator)
+        self.delay = delay
+        self.loaded = 0
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, index):
+        import time
+
+        time.sleep(self.delay)
+        self.loaded += 1
+        return self.x[index], self.y[index]
+
+
+def test_a_slow_input_pipeline_shows_as_data_wait_and_makes_the_run_input_bound():
+    from greenlab.core.run.measurement import input_bound
+
+    sleepy = torch.utils.data.DataLoader(SleepyImages(), batch_size=8)
+    (result,) = training.train(
+        zoo.build_model("tinycnn", 10, pretrained=False),
+        sleepy,
+        sleepy,
+        device=torch.device("cpu"),
+        num_classes=10,
+        epochs=1,
+        optimizer="sgd",
+        lr=0.01,
+    )
+    # 24 items of 20 ms each phase: at least 0.48 s waited, whatever this machine's speed.
+    assert result.train_data_wait_s >= 0.45 and result.eval_data_wait_s >= 0.45
+    assert result.train_data_wait_s <= result.train_s
+    note = input_bound(result.train_data_wait_s, result.train_s)
+    assert note is not None and "num_workers" in note and "input_bound" in note
+    assert input_bound(0.1, 1.0) is None  # 10 %: the model's time, not the loader's
+
+
+def test_the_loop_never_loads_a_batch_it_will_not_use():
+    sleepy = SleepyImages(n=40, delay=0.0)
+    loader = torch.utils.data.DataLoader(sleepy, batch_size=8)
+    training.train(
+        zoo.build_model("tinycnn", 10, pretrained=False),
+        loader,
+        loader,
+        device=torch.device("cpu"),
+        num_classes=10,
+        epochs=1,
+        optimizer="sgd",
+        lr=0.01,
+        max_train_batches=2,
+        max_eval_batches=1,
+    )
+    assert sleepy.loaded == (2 + 1) * 8
+
+
+def test_auto_workers_follow_the_device_and_the_cores(tmp_path):
+    assert datasets.worker_count("auto", "cpu", cores=16) == 0  # cached tensors: a worker would take a core
+    assert datasets.worker_count("auto", "cuda", cores=16) == datasets.AUTO_WORKERS_MAX
+    assert datasets.worker_count("auto", "cuda", cores=2) == 1
+    assert datasets.worker_count("auto", "cuda", cores=1) == 0
+    assert datasets.worker_count(3, "cpu") == 3
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # a container limited to 1.5 CPUs
+    assert datasets.usable_cores(quota) == min(2, datasets.usable_cores(tmp_path / "none"))
+
+
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true but no accelerator")
+def test_cuda_loaders_pin_keep_their_workers_and_reap_them(monkeypatch):
+    monkeypatch.setattr(datasets, "usable_cores", lambda: 2)
+    data = datasets.load(
+        "digits", image_size=8, batch_size=64, seed=0, val_fraction=0.2, num_workers="auto", device_type="cuda"
+    )
+    assert data.pipeline() == {"num_workers": 1, "pin_memory": True, "persistent_workers": True, "cache": "memory"}
+    assert data.train.pin_memory and data.train.persistent_workers and data.val.persistent_workers
+    data.start_workers()  # forked before any measured window...
+    workers = data.val._iterator._workers
+    assert all(w.is_alive() for w in workers)
+    next(iter(data.val))
+    assert data.val._iterator._workers == workers  # ...and the same processes serve every epoch
+    data.close()
+    assert not any(w.is_alive() for w in workers)
+
+
+def test_a_large_set_is_resized_once_into_a_cache_file_that_later_runs_reuse(tmp_path, monkeypatch):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (20, 12), color=(i * 60, 30, 200)).save(folder / label / f"{i}.png")
+    in_memory = datasets.load(f"imagefolder:{folder}", image_size=16, batch_size=8, seed=0, val_fraction=0.25)
+    monkeypatch.setattr(datasets, "MEMORY_CACHE_BYTES", 100)
+    first = datasets.load(f"imagefolder:{folder}", image_size=16, batch_size=8, seed=0, val_fraction=0.25)
+    (cached,) = (tmp_path / "data" / "cache").glob("imagefolder-*-16px.npy")
+    assert first.cache == str(cached) and in_memory.cache == "memory"
+    written = cached.stat().st_mtime_ns
+    second = datasets.load(f"imagefolder:{folder}", image_size=16, batch_size=8, seed=0, val_fraction=0.25)
+    assert cached.stat().st_mtime_ns == written  # reused, not resized again
+    for loader in (in_memory.val, first.val, second.val):
+        images, labels = next(iter(loader))
+        assert images.shape == (2, 3, 16, 16) and images.dtype == torch.float32
+    reference = next(iter(in_memory.val))[0]
+    assert torch.equal(next(iter(second.val))[0], reference)  # the same pixels, from memory or the file
+
+
+# -- arithmetic labelled as it is ------------------------------------------------------------------------
+@pytest.fixture
+def restore_float32_precision():
+    backends = (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn)
+    saved = [b.fp32_precision for b in backends]
+    yield
+    for backend, value in zip(backends, saved):
+        backend.fp32_precision = value
+
+
+def test_float32_precision_is_set_on_cuda_not_inherited(restore_float32_precision):
+    cuda = torch.device("cuda")  # a device object needs no GPU; the switches are process-wide settings
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32"  # torch 2.14's default for convolutions
+    assert training.set_float32_precision(cuda, "ieee") == "ieee"
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee" and torch.backends.cuda.matmul.fp32_precision == "ieee"
+    assert training.set_float32_precision(cuda, "tf32") == "tf32"
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32" and torch.backends.cuda.matmul.fp32_precision == "tf32"
+    assert training.set_float32_precision(torch.device("cpu"), "tf32") == "ieee"  # CPU float32 stays IEEE
+
+
+@pytest.mark.parametrize(("capability", "native"), [((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_bfloat16_is_native_from_compute_capability_8(monkeypatch, capability, native):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    assert training.bfloat16_native(torch.device("cuda")) is native

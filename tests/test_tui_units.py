@@ -217,3 +217,24 @@ def test_sort_keeps_missing_values_last_both_ways():
 
 def test_filter_rows():
     assert [r["id"] for r in filter_rows(ROWS, {"status": "completed", "model": None})] == [1, 2]
+
+
+def test_the_run_detail_shows_the_arithmetic_and_the_wait_for_data_when_recorded():
+    from greenlab.tui.detail import DetailScreen
+
+    row = {
+        "id": 1,
+        "model": "resnet18",
+        "technique": "baseline",
+        "status": "completed",
+        "compute_dtype": "tf32",
+        "fp32_precision": "tf32",
+        "bf16_native": 0,
+        "weights_dtype": "float32",
+        "data_wait_s": 3.2,
+    }
+    summary = DetailScreen(1, {"run": lambda i: row, "components": lambda i: []})._summary()
+    assert "arithmetic tf32 (float32 precision tf32, bfloat16 emulated here)  weights float32" in summary
+    assert "waited for data 3.2 s" in summary
+    older = {k: v for k, v in row.items() if k not in ("fp32_precision", "bf16_native", "data_wait_s")}
+    assert "arithmetic" not in DetailScreen(1, {"run": lambda i: older, "components": lambda i: []})._summary()

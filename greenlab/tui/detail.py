@@ -93,6 +93,18 @@ class DetailScreen(Screen):
             f"{formatting.mass_co2e(row.get('co2e_g'))} at {_number(row.get('carbon_g_per_kwh'), ' g/kWh', 0)}"
             f" x PUE {row.get('pue')}  cost {formatting.money(row.get('cost'), str(row.get('currency') or ''))}",
         ]
+        if row.get("fp32_precision") is not None or row.get("bf16_native") is not None:
+            native = (
+                {1: "native", 0: "emulated"}.get(int(row["bf16_native"]), "unknown")
+                if row.get("bf16_native") is not None
+                else "unknown"
+            )
+            lines.append(
+                f"arithmetic {escape(str(row.get('compute_dtype')))} (float32 precision "
+                f"{escape(str(row.get('fp32_precision') or '-'))}, bfloat16 {native} here)"
+                f"  weights {escape(str(row.get('weights_dtype')))}"
+                + (f"  waited for data {duration(row['data_wait_s'])}" if row.get("data_wait_s") is not None else "")
+            )
         if row.get("params_total"):
             lines.append(
                 f"parameters {row.get('params_nonzero'):,} nonzero of {row['params_total']:,}"

@@ -25,6 +25,7 @@ from greenlab.core.errors import GreenLabError
 from greenlab.core.grid.ray_noise import RayNoise
 from greenlab.core.plan.config import GridRun, locate_setting
 from greenlab.core.plan.preflight import PreflightError, Problem
+from greenlab.core.train import datasets
 
 LOCAL = "local"
 ADDRESS_ENV = "RAY_ADDRESS"
@@ -110,7 +111,9 @@ class RayCluster:
         """Ray resources for one run: a whole GPU (and a CPU per data-loading process), or a node's CPUs."""
         nodes = self.nodes()
         if self.uses_gpu(run):
-            return {"num_gpus": 1, "num_cpus": 1 + run.settings.num_workers}
+            # `num_workers = "auto"` takes the spare cores the child will see on its node: reserve as many.
+            cores = max((n.cpus for n in nodes if n.gpus), default=1)
+            return {"num_gpus": 1, "num_cpus": 1 + datasets.worker_count(run.settings.num_workers, "cuda", cores)}
         cpus = run.settings.cpus_per_run or max((n.cpus for n in nodes), default=1)
         return {"num_cpus": cpus, "num_gpus": 0}
 

@@ -1,7 +1,9 @@
 """Choose the best meter for every component on this machine, and say why for each fallback.
 
 Order of preference: NVML for the GPUs the run uses; RAPL for cpu and dram; the labelled estimate for
-whatever is left. The reasons (no RAPL, permission denied, no NVML) are kept and stored with the run.
+whatever is left. The reasons (no RAPL, permission denied, no NVML, a GPU NVML would not open) are kept
+and stored with the run. On a Grace Hopper module the GPU's counter already covers the Grace CPU and its
+memory, so nothing is added for them: adding the estimate would count the CPU twice.
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ def build_meters(
             gpu_meter, reason = discover_nvml(use_gpus or None)
         if gpu_meter is not None:
             meters.append(gpu_meter)
+            if gpu_meter.skipped:
+                notes["gpu_skipped"] = "not metered: " + "; ".join(gpu_meter.skipped.values())
+            module = gpu_meter.module_components()
+            if module:
+                why = (
+                    f"Grace Hopper: the counter of {', '.join(module)} covers the whole module, Grace CPU and "
+                    "memory included; nothing is added for them"
+                )
+                notes.update(cpu=why, dram=why)
+                return MeterSetup(meters=meters, notes=notes)
         else:
             notes["gpu"] = reason or "no NVIDIA GPU"
     covered: set[str] = set()

@@ -64,6 +64,13 @@ class Meter(ABC):
         """Warnings for a finished window (e.g. shorter than a counter's update period)."""
         return ()
 
+    def window_uncertainty_j(
+        self, component: str, method: str, seconds: float, energy_j: float | None, sample_period_s: float
+    ) -> float | None:
+        """How far a window's figure obtained by `method` may be off (J), from how the meter reads; None
+        where the meter states none (RAPL updates every millisecond; an estimate's error is its rule's)."""
+        return None
+
     def window_inputs(self, component: str, energy_j: float, seconds: float) -> dict[str, Any]:
         """The formula inputs behind an estimated window (e.g. CPU-seconds), stored with the figure."""
         return {}

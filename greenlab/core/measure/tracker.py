@@ -31,6 +31,8 @@ LIVE_POWER_SPAN_S = 1.0
 EDGE_HISTORY_S = 60.0
 FLAG_SHORT_WINDOW_POLLED = "short_window_polled"  # a counter window too short to see: polled power used
 FLAG_LATE_EDGE = "edge_before_history"  # an edge older than the kept readings: the oldest was used
+UNCERTAINTY_LIMIT = 0.05  # a window whose stated uncertainty exceeds 5 % of its figure is flagged
+FLAG_UNCERTAIN = "window_uncertain"
 
 
 @dataclass
@@ -55,6 +57,12 @@ class WindowResult:
 
     def flags(self) -> list[str]:
         return sorted({flag for c in self.components.values() for flag in c.flags})
+
+    def uncertainty_j(self) -> float | None:
+        """The sum of the components' stated uncertainties (`inputs["uncertainty_j"]`), or None when no
+        component states one (a sum of bounds: the components' errors need not cancel)."""
+        stated = [c.inputs["uncertainty_j"] for c in self.components.values() if "uncertainty_j" in c.inputs]
+        return sum(stated) if stated else None
 
     def without(self, components: set[str]) -> WindowResult:
         """The same window without some components (a GPU the run did not use)."""
@@ -368,7 +376,16 @@ class EnergyTracker(PowerHistory):
             energy: float | None = end.cumulative[component] - start.cumulative[component]
             if method == "counter" and polled is not None:
                 inputs["polled_j"] = round(polled, 4)
-                if energy and abs(polled - energy) / energy > DISAGREEMENT_LIMIT:
+                # Two readings disagree when they differ by more than 10 % and more than both may be off
+                # by: an averaged power reading lags the load by half a second, which on a phase of a few
+                # seconds alone exceeds 10 % without either reading being wrong.
+                period = 1.0 / self.sample_hz
+                bounds = [
+                    meter.window_uncertainty_j(component, how, seconds, joules, period)
+                    for how, joules in (("counter", energy), ("polled", polled))
+                ]
+                allowed = max(DISAGREEMENT_LIMIT * abs(energy or 0.0), sum(b for b in bounds if b is not None))
+                if energy and abs(polled - energy) > allowed:
                     flags.append("counter_polled_disagree")
         elif polled is not None:
             energy = polled
@@ -388,6 +405,11 @@ class EnergyTracker(PowerHistory):
             energy = None
         if energy is not None:
             inputs.update(meter.window_inputs(component, energy, seconds))
+            uncertainty = meter.window_uncertainty_j(component, method, seconds, energy, 1.0 / self.sample_hz)
+            if uncertainty is not None:
+                inputs["uncertainty_j"] = round(uncertainty, 4)
+                if energy and uncertainty > UNCERTAINTY_LIMIT * abs(energy):
+                    flags.append(FLAG_UNCERTAIN)
         return ComponentEnergy(component, energy, method, inputs, tuple(dict.fromkeys(flags)))
 
     def discard_windows(self) -> None:

@@ -21,6 +21,7 @@ MAX_REPEATS = 1000  # n = 1000 per cell narrows an interval 22 times beyond n = 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 IDLE_SCOPES = ("grid", "run")
+FP32_PRECISIONS = ("ieee", "tf32")
 ORDERS = ("shuffle", "rotate", "as-written")
 _NUMBER = (int, float)
 
@@ -103,7 +104,22 @@ class RunSettings:
     val_fraction: float = setting(
         0.2, _NUMBER, "share of the data held out for validation (a seeded split)", minimum=0, maximum=1, exclusive=True
     )
-    num_workers: int = setting(0, (int,), "DataLoader worker processes", minimum=0)
+    num_workers: int | str = setting(
+        "auto",
+        (int, str),
+        "DataLoader worker processes; `auto`: none off CUDA (batches are cached tensors), on CUDA one per "
+        "spare core, at most 4. On CUDA they persist across epochs and start before the first measured window",
+        minimum=0,
+        example="auto",
+    )
+    fp32_precision: str = setting(
+        "ieee",
+        (str,),
+        "what float32 matrix products and convolutions run in on CUDA: `ieee` (23 mantissa bits) or `tf32` "
+        "(10; torch's default for convolutions, faster on Ampere and later). Stored with each run as "
+        "`fp32_precision`; no effect off CUDA",
+        choices=FP32_PRECISIONS,
+    )
     idle_s: float = setting(
         5.0,
         _NUMBER,
@@ -274,6 +290,11 @@ def check(values: dict[str, Any], key_prefix: str) -> RunSettings:
             f"must be at most {_MAX_SEED - s.repeats + 1} (seed + repeats - 1 is a 32-bit seed), "
             f"got {s.seed}; {fix_text('seed')}",
             key=f"{key_prefix}.seed",
+        )
+    if isinstance(s.num_workers, str) and s.num_workers != "auto":
+        raise ConfigError(
+            f'must be a whole number or "auto", got {toml_text(s.num_workers)}; {fix_text("num_workers")}',
+            key=f"{key_prefix}.num_workers",
         )
     if not _DEVICE_PATTERN.match(s.device):
         raise ConfigError(

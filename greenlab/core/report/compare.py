@@ -33,7 +33,7 @@ HIGHER_IS_BETTER = metrics.HIGHER_IS_BETTER
 METRIC_LABELS = metrics.LABELS
 # Flags that make a run's CPU and DRAM figures (and its time) cover more than its own work: others busy
 # on its host, or other runs of a Ray grid on its node (such a run is often flagged both ways).
-CAVEAT_FLAGS = ("host_busy", "shared_node_cpu")
+CAVEAT_FLAGS = ("host_busy", "shared_node_cpu", "gpu_shared")
 FLAG_NET_BELOW_IDLE = "net_below_idle"
 # A run whose training ran away or ended at chance (greenlab.core.run.divergence): it reached no target for a
 # reason that is not its technique's, so energy to target leaves it out; the other verdicts name it.
@@ -698,6 +698,7 @@ def _comparison(
     caveat = _flagged_caveat(cell.members + cell.reference) if ratio else ""
     if caveat:
         notes.append(caveat)
+    notes.extend(_arithmetic_caveats(cell.members + cell.reference))
     went_wrong = [r for r in cell.members + cell.reference if diverged(r)]
     if went_wrong:
         notes.append(
@@ -744,6 +745,29 @@ def _flagged_caveat(rows: list[Row]) -> str:
         f"{count} of {len(rows)} runs measured beside other work on their host "
         f"(flag{'s' if len(names) > 1 else ''} {', '.join(names)})"
     )
+
+
+def _arithmetic_caveats(rows: list[Row]) -> list[str]:
+    """What a reader must know of how the runs computed and were fed: float32 in TF32 (10 mantissa bits,
+    so a "float32" baseline is not 23 bits), bfloat16 emulated (the energy is the emulation's), an
+    input-bound loop (the energy is the data loader's as much as the model's)."""
+    from greenlab.core.report import words  # words imports this module's types
+
+    notes = []
+    n = len(rows)
+    tf32 = [r for r in rows if r.get("fp32_precision") == "tf32"]
+    if tf32:
+        notes.append(f"{words.TF32_NOTE} (10 mantissa bits) in {len(tf32)} of {n} runs (fp32_precision)")
+    emulated = [r for r in rows if r.get("bf16_native") == 0 and r.get("compute_dtype") == "bfloat16"]
+    if emulated:
+        notes.append(f"{words.EMULATED_NOTE} in {len(emulated)} of {n} runs: their energy is the emulation's")
+    bound = [r for r in rows if "input_bound" in column(r, "flags")]
+    if bound:
+        notes.append(
+            f"{words.INPUT_BOUND_NOTE}: {len(bound)} of {n} runs waited for data over 20 % of their training (flag "
+            "input_bound): their energy measures the data loader as much as the model"
+        )
+    return notes
 
 
 def _target_of(rows: list[Row]) -> float | None:

@@ -105,6 +105,11 @@ RUN_CSV_COLUMNS = (
     "energy_to_target_j",
     "energy_measured_j",
     "energy_estimated_j",
+    # What the run computed in and how long it waited for data: a "float32" in TF32 and an input-bound run
+    # measure something else than their names say.
+    "compute_dtype",
+    "fp32_precision",
+    "data_wait_s",
 )
 
 

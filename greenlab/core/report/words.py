@@ -282,6 +282,8 @@ def unreached_note(s: stats.TwoSample, technique: str) -> str:
 
 
 DIVERGED_NOTE = "diverged (flag diverged"  # how a face tells this note from the others
+# Notes on what a comparison's runs computed and fed (greenlab.core.report.compare), each opening with these.
+TF32_NOTE, EMULATED_NOTE, INPUT_BOUND_NOTE = "float32 ran in TF32", "bfloat16 was emulated", "input-bound"
 
 
 def diverged_note(run_ids: list[int], of: int) -> str:
@@ -333,6 +335,12 @@ def _missing_note(c: Comparison) -> str:
         notes.append(f"{' and '.join(sides)} have no {c.metric} (left out)")
     if c.excluded and c.verdict != stats.INSUFFICIENT:
         notes.append(excluded_note(c.excluded, c.metric))
-    caveats = [n for n in c.notes if "measured beside other work" in n or DIVERGED_NOTE in n]
+    caveats = [
+        n
+        for n in c.notes
+        if "measured beside other work" in n
+        or DIVERGED_NOTE in n
+        or n.startswith((TF32_NOTE, EMULATED_NOTE, INPUT_BOUND_NOTE))
+    ]
     notes += caveats
     return "".join(f"; {n}" for n in notes)

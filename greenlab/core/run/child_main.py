@@ -1,5 +1,9 @@
 """The child process of one run: build data and model, compress, train, and stream events.
 
+Before anything is measured it fixes the arithmetic (float32 in IEEE or TF32 as `fp32_precision` says,
+and whether bfloat16 is native on the device), resizes the dataset once and starts the data loaders'
+workers; what was in force is reported with the model (`ModelPrepared.columns`) and the run's start.
+
 Started by the run supervisor (greenlab.core.run.supervisor) as `python -m greenlab.core.run.child_main --event-fd N` with the run as JSON on stdin.
 It writes events to file descriptor N (not stdout, which libraries are free to print on) and never
 touches the store: if it crashes, the supervisor still has everything it was sent.
@@ -55,6 +59,8 @@ def execute(run: GridRun, emit: EventWriter) -> None:
     s = run.settings
     training.seed_everything(run.seed)
     device = training.resolve_device(s.device)
+    precision = training.set_float32_precision(device, s.fp32_precision)
+    bf16_native = training.bfloat16_native(device)
     spec = zoo.spec_for(run.model)
     if spec.modality != datasets.modality(s.dataset):
         raise GreenLabError(
@@ -81,7 +87,24 @@ def execute(run: GridRun, emit: EventWriter) -> None:
         train_limit=s.train_limit,
         num_workers=s.num_workers,
         tokenizer=zoo.tokenizer_for(run.model),
+        device_type=device.type,
     )
+    try:
+        _train(run, emit, data, device, image_size, precision, bf16_native)
+    finally:
+        data.close()  # the workers end (and are reaped) inside the child: their CPU time is the run's
+
+
+def _train(
+    run: GridRun,
+    emit: EventWriter,
+    data: datasets.DataBundle,
+    device: Any,
+    image_size: int | None,
+    precision: str | None,
+    bf16_native: bool | None,
+) -> None:
+    s = run.settings
     batches = len(data.train) if s.max_train_batches is None else min(len(data.train), s.max_train_batches)
     emit(
         child_events.RunStarted(
@@ -95,11 +118,13 @@ def execute(run: GridRun, emit: EventWriter) -> None:
             batches_per_epoch=batches,
             epochs=s.epochs,
             seed=run.seed,
+            input_pipeline=data.pipeline(),
             **_cuda_identity(device),
         )
     )
     model = zoo.build_model(run.model, data.num_classes, s.pretrained).to(device)
     example_inputs, _ = next(iter(data.train))
+    data.start_workers()  # forked now, outside every measured window, and kept for the run
     example = training.to_device(example_inputs, device)
     before = model_stats(model, example)
 
@@ -113,19 +138,15 @@ def execute(run: GridRun, emit: EventWriter) -> None:
         example_input=example,
         num_classes=data.num_classes,
         log=lambda message: emit(child_events.LogWritten(message)),
+        bf16_native=bf16_native,
     )
     applied = compression.apply(run.parts, model, run.technique_settings, context)
     model = applied.model.to(device)
     autocast = applied.hooks.autocast_dtype
     after = model_stats(model, example, autocast_dtype=autocast)
-    # What the run really computes in and stores, whatever the technique: every run records both.
-    compute = str(autocast).removeprefix("torch.") if autocast is not None else "float32"
-    applied.columns = {
-        "compute_dtype": compute,
-        "train_dtype": compute,
-        "weights_dtype": weights_dtype(model),
-        **applied.columns,
-    }
+    applied.columns = arithmetic_columns(applied.columns, autocast, weights_dtype(model), precision, bf16_native)
+    notes = arithmetic_notes(applied.columns, device, s.fp32_precision)
+    applied.warnings.extend(note for note in notes if note not in applied.warnings)
     if (
         run.technique != compression.BASELINE
         and not applied.warnings
@@ -173,6 +194,40 @@ def execute(run: GridRun, emit: EventWriter) -> None:
             val_accuracy=last.val_accuracy, val_f1=last.val_f1, train_s=sum(r.train_s for r in results)
         )
     )
+
+
+def arithmetic_columns(
+    technique: dict[str, Any], autocast: Any, weights: str, precision: str | None, bf16_native: bool | None
+) -> dict[str, Any]:
+    """What the run really computes in and stores, whatever the technique (every run records them): the
+    format of its matrix products and convolutions (`tf32` where float32 ran in TF32), its weights' format,
+    the float32 precision in force, whether bfloat16 is native, and the mantissa bits its arithmetic keeps
+    (a stego run's own count by mode, never more than its arithmetic keeps)."""
+    compute = str(autocast).removeprefix("torch.") if autocast is not None else "float32"
+    columns = {"compute_dtype": compute, "train_dtype": compute, "weights_dtype": weights, **technique}
+    if columns["compute_dtype"] == "float32" and precision == "tf32":
+        columns["compute_dtype"] = columns["train_dtype"] = "tf32"
+    arithmetic_bits = training.MANTISSA_BITS.get(columns["compute_dtype"])
+    kept = columns.get("mantissa_bits_kept")
+    if kept is None or (arithmetic_bits is not None and columns.get("stego_mode") != "truncate"):
+        # mode "truncate" counts the bits left in the weights; the arithmetic's are `fp32_precision`'s.
+        kept = arithmetic_bits if kept is None else min(kept, arithmetic_bits or kept)
+    columns.update(fp32_precision=precision, bf16_native=bf16_native, mantissa_bits_kept=kept)
+    return columns
+
+
+def arithmetic_notes(columns: dict[str, Any], device: Any, asked: str) -> list[str]:
+    """What a reader of the run must know of its arithmetic: an emulated bfloat16 on a GPU, a TF32
+    setting that has no effect off CUDA."""
+    notes = []
+    if columns.get("compute_dtype") == "bfloat16" and columns.get("bf16_native") is False and device.type == "cuda":
+        notes.append(
+            "bfloat16 on this GPU is emulated (compute capability below 8.0): the run measures the emulation, "
+            "slower and costlier than float32, a property of this GPU, not of fewer bits"
+        )
+    if asked == "tf32" and device.type != "cuda":
+        notes.append(f'fp32_precision = "tf32" applies to CUDA only: float32 on {device.type} stays IEEE')
+    return notes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,9 @@
 
 The supervisor fills a RunMeasurement from the child's events; `energy_columns` turns the run's window and the
 idle baseline into the `runs` columns and `energy_components` rows; `gpus_used` decides which metered GPU
-the child really trained on. Nothing here reads a meter, talks to a process or writes the store.
+the child really trained on, by UUID only: a board it cannot match leaves the run's GPU energy unknown
+(`gpu_unmatched`), never another board's; `input_bound` says when the training loop waited for data
+more than it computed. Nothing here reads a meter, talks to a process or writes the store.
 """
 
 from __future__ import annotations
@@ -11,14 +13,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greenlab.core.measure import carbon
-from greenlab.core.measure.tracker import FLAG_SHORT_WINDOW_POLLED, WindowResult
+from greenlab.core.measure.meter import ComponentEnergy
+from greenlab.core.measure.nvml import GRACE_HOPPER_SCOPE
+from greenlab.core.measure.tracker import FLAG_SHORT_WINDOW_POLLED, FLAG_UNCERTAIN, WindowResult
 from greenlab.core.plan.config import GridRun
 
 FLAG_NET_BELOW_IDLE = "net_below_idle"  # a component drew less than its idle baseline: a bad baseline
 FLAG_NO_IDLE_BASELINE = "no_idle_baseline"  # measured energy without a baseline: no net figure
-FLAG_GPU_BY_INDEX = "gpu_matched_by_index"  # the child's GPU could not be matched by UUID or PCI bus id
+FLAG_GPU_UNMATCHED = "gpu_unmatched"  # a CUDA run whose board no metered GPU's UUID matches: GPU energy unknown
+FLAG_MIG_WHOLE_GPU = "mig_whole_gpu"  # a MIG instance: the figure is the whole GPU's, other instances' work included
+FLAG_GRACE_HOPPER = "grace_hopper_module"  # the GPU figure is a GH200 module's: Grace CPU and memory included
 FLAG_ENERGY_INCOMPLETE = "energy_incomplete"  # a component had no reading: energy_j is unknown
-_PHASE_FLAGS_FOR_THE_RUN = (FLAG_SHORT_WINDOW_POLLED, "stale_reading")
+FLAG_INPUT_BOUND = "input_bound"  # the training loop waited for data more than INPUT_BOUND_SHARE of its time
+INPUT_BOUND_SHARE = 0.20
+# The component that stands for a CUDA run's board when no metered GPU matched it: no reading, so the
+# run's GPU energy, and its total, are unknown rather than another board's or a partial sum.
+UNMATCHED_GPU = "gpu"
+_PHASE_FLAGS_FOR_THE_RUN = (FLAG_SHORT_WINDOW_POLLED, "stale_reading", FLAG_UNCERTAIN, FLAG_GPU_UNMATCHED)
 
 
 @dataclass
@@ -39,6 +50,8 @@ class RunMeasurement:
     train_s: float | None = None
     final: dict[str, Any] = field(default_factory=dict)  # the RunFinished event's fields
     gpus_unused: set[str] = field(default_factory=set)  # metered GPU components the child did not use
+    gpu_unmatched: bool = False  # a CUDA run whose board no metered GPU matched: its GPU energy is unknown
+    gpu_watch: Any = None  # greenlab.core.run.sharing.GpuWatch: who else computed on the run's board
     phase_energy: dict[int, dict[str, float | None]] = field(default_factory=dict)
     phase_windows: dict[int, dict[str, WindowResult]] = field(default_factory=dict)
     training_j: float | None = None
@@ -52,6 +65,19 @@ class RunMeasurement:
     num_classes: int | None = None
     n_val: int | None = None
     last_train_loss: float | None = None
+    warnings: list[str] = field(default_factory=list)  # the run's notes, as ModelPrepared stored them
+    data_wait_s: float = 0.0  # the training phases' wait for data, summed over the epochs
+    epochs_train_s: float = 0.0  # the training phases' time, summed over the epochs
+
+    def view(self, window: WindowResult) -> WindowResult:
+        """A window as the run's: without the metered GPUs it did not use, and with an unknown GPU where its
+        own board could not be matched (so the window's total is unknown, never a partial sum)."""
+        mine = window.without(self.gpus_unused)
+        if self.gpu_unmatched:
+            mine.components[UNMATCHED_GPU] = ComponentEnergy(
+                UNMATCHED_GPU, None, "unavailable", {}, (FLAG_GPU_UNMATCHED,)
+            )
+        return mine
 
     def add_phase(self, epoch: int, phase: str, window: WindowResult) -> None:
         """Record a phase's window; one phase without a reading makes the training total unknown. Its flags
@@ -83,52 +109,70 @@ class RunMeasurement:
             "eval_energy_j": eval_j,
             "train_window_s": windows["train"].seconds if "train" in windows else None,
             "eval_window_s": windows["eval"].seconds if "eval" in windows else None,
+            "train_uncertainty_j": windows["train"].uncertainty_j() if "train" in windows else None,
+            "eval_uncertainty_j": windows["eval"].uncertainty_j() if "eval" in windows else None,
             "flags": flags,
         }
 
+    def add_data_wait(self, train_s: float, data_wait_s: float | None) -> None:
+        """One epoch's training time and its wait for data (None from a child that did not time it)."""
+        if data_wait_s is not None:
+            self.data_wait_s += data_wait_s
+            self.epochs_train_s += train_s
+
+
+def input_bound(data_wait_s: float, train_s: float) -> str | None:
+    """The note of an input-bound run, or None: its training loop waited for data more than
+    INPUT_BOUND_SHARE of its training time, so its energy measures data loading and an idle device as much
+    as the model and its compression."""
+    if train_s <= 0 or data_wait_s <= INPUT_BOUND_SHARE * train_s:
+        return None
+    return (
+        f"input-bound: the training loop waited {data_wait_s:.1f} s for data in {train_s:.1f} s of training "
+        f"({data_wait_s / train_s:.0%}); its energy measures data loading as much as the model. Raise "
+        'num_workers (or leave it "auto" on a GPU), lower image_size, or cache the dataset nearer '
+        "(flag input_bound)"
+    )
+
 
 def gpus_used(
-    device: str,
-    gpu_facts: dict[str, dict[str, Any]],
-    *,
-    cuda_uuid: str | None = None,
-    pci_bus_id: str | None = None,
-    cuda_index: int | None = None,
+    device: str, gpu_facts: dict[str, dict[str, Any]], *, cuda_uuid: str | None = None
 ) -> tuple[set[str], list[str]]:
-    """(metered GPU components the child trained on, flags). Only a CUDA run uses a GPU; its board is
-    found by UUID, else PCI bus id — CUDA and NVML number boards differently — and only then by index."""
+    """(metered GPU components that are the run's, flags).
+
+    A CUDA run's board is the metered GPU whose UUID is the one its child reported, or whose MIG instances
+    include it (flag `mig_whole_gpu`: the counter is the whole GPU's). Nothing else is trusted: CUDA and
+    NVML number boards differently (CUDA puts the fastest first by default; a container may show NVML
+    every board and CUDA one), so with no match the run's GPU energy is unknown (flag `gpu_unmatched`),
+    never another board's. A Grace Hopper module's counter covers the CPU too, so it stays the run's
+    even when the run trained on the CPU (flag `grace_hopper_module`).
+    """
+    modules = {c for c, facts in gpu_facts.items() if facts.get("scope") == GRACE_HOPPER_SCOPE}
     if not device.startswith("cuda") or not gpu_facts:
-        return set(), []
-
-    def same_uuid(nvml_uuid: Any) -> bool:
-        if not (cuda_uuid and nvml_uuid):
-            return False
-        return str(nvml_uuid).lower().removeprefix("gpu-") == cuda_uuid.lower().removeprefix("gpu-")
-
-    def same_bus(nvml_bus: Any) -> bool:
-        return bool(pci_bus_id and nvml_bus) and _bus(str(nvml_bus)) == _bus(str(pci_bus_id))
-
-    for matches in (same_uuid, same_bus):
-        key = "uuid" if matches is same_uuid else "pci_bus_id"
-        found = {c for c, facts in gpu_facts.items() if matches(facts.get(key))}
-        if found:
-            return found, []
-    index = cuda_index if cuda_index is not None else 0
-    by_index = {c for c, facts in gpu_facts.items() if facts.get("cuda_index") == index}
-    return by_index, [FLAG_GPU_BY_INDEX]
+        return modules, [FLAG_GRACE_HOPPER] if modules else []
+    wanted = _uuid_hex(cuda_uuid)
+    for component, facts in gpu_facts.items():
+        if not wanted:
+            break
+        flags = []
+        if _uuid_hex(facts.get("uuid")) != wanted:
+            if wanted not in {_uuid_hex(u) for u in facts.get("mig_instances") or []}:
+                continue
+            flags.append(FLAG_MIG_WHOLE_GPU)
+        if component in modules:
+            flags.append(FLAG_GRACE_HOPPER)
+        return {component}, flags
+    return set(), [FLAG_GPU_UNMATCHED]
 
 
-def _bus(value: str) -> str:
-    """'00000000:3B:00.0', '0000:3b:00.0' and '3b:00.0' name the same PCI device."""
-    parts = value.strip().lower().split(":")
-    if len(parts) == 2:
-        parts = ["0", *parts]
-    try:
-        domain, bus, slot = parts[-3:]
-        device, _, function = slot.partition(".")
-        return f"{int(domain, 16)}:{int(bus, 16)}:{int(device, 16)}.{function or '0'}"
-    except ValueError:
-        return value.strip().lower()
+def _uuid_hex(value: Any) -> str:
+    """'GPU-8a0b…', 'MIG-8a0b…' and torch's bare '8a0b…' name one device: compare the hex digits only."""
+    if not value:
+        return ""
+    text = str(value).strip().lower()
+    for prefix in ("gpu-", "mig-"):
+        text = text.removeprefix(prefix)
+    return "".join(ch for ch in text if ch in "0123456789abcdef")
 
 
 def _group(component: str) -> str:

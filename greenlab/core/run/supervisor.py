@@ -26,13 +26,22 @@ from typing import Any
 from greenlab.core.measure import hostload
 from greenlab.core.measure.detect import build_meters
 from greenlab.core.measure.meter import MEASURED_METHODS
+from greenlab.core.measure.nvml import NvmlMeter
 from greenlab.core.measure.tracker import EnergyTracker
 from greenlab.core.plan.config import GridRun, RunSettings
 from greenlab.core.run import divergence
 from greenlab.core.run.cancel import Cancellable, CancelToken, SignalInterrupt, interrupt_reason
 from greenlab.core.run.child import RunChild
 from greenlab.core.run.launcher import Launcher, default_launcher
-from greenlab.core.run.measurement import RunMeasurement, accounting_columns, energy_columns, gpus_used
+from greenlab.core.run.measurement import (
+    FLAG_GPU_UNMATCHED,
+    FLAG_INPUT_BOUND,
+    RunMeasurement,
+    accounting_columns,
+    energy_columns,
+    gpus_used,
+    input_bound,
+)
 from greenlab.core.run.run_events import (
     ChildEvent,
     CoolingDown,
@@ -45,6 +54,7 @@ from greenlab.core.run.run_events import (
     RunStored,
     SafeListener,
 )
+from greenlab.core.run.sharing import FLAG_GPU_SHARED, GpuWatch, describe, own_pids, supervisor_pids
 from greenlab.core.run.sinks import RowSink, RowWriter, StoreSink
 from greenlab.core.store.database import Store, now_iso
 from greenlab.core.store.journal import RecordKept
@@ -74,8 +84,8 @@ def gpus_for(device: str) -> list[int] | None:
     """GPUs to meter for a run on `device`: None for none, [] for every visible one.
 
     A run on "auto", "cuda" or "cuda:N" meters every visible GPU until its child reports the board it
-    trained on (by UUID and PCI bus id): only that board's energy is the run's, and a run that fell back
-    to the CPU keeps no GPU energy at all. CUDA's numbering need not be NVML's, so no index is trusted.
+    trained on (by UUID): only that board's energy is the run's, and a run that fell back to the CPU keeps
+    no GPU energy at all. CUDA's numbering need not be NVML's, so no index is trusted.
     """
     if device in ("cpu", "mps"):
         return None
@@ -155,6 +165,15 @@ def _diverged(measured: RunMeasurement) -> str | None:
     )
 
 
+def _gpu_meter(tracker: EnergyTracker) -> NvmlMeter | None:
+    """The tracker's GPU meter (it lists the processes on its boards), or None."""
+    return next((m for m in tracker.meters if isinstance(m, NvmlMeter)), None)
+
+
+def _gpu_components(tracker: EnergyTracker) -> list[str]:
+    return [c for c in tracker.components() if c.startswith("gpu")]
+
+
 def _temperatures(tracker: EnergyTracker) -> dict[str, float]:
     """GPU temperatures now (a hot GPU draws more; start and end are stored with the run)."""
     temperatures: dict[str, float] = {}
@@ -200,6 +219,7 @@ class RunSupervisor(Cancellable):
         self.token.on_cancel(self._terminate_child)
         self._idle_cache = {} if idle_cache is None else idle_cache
         self.idle_load: dict[str, Any] | None = None  # what others used of the host while idle was measured
+        self.idle_refused: dict[str, str] = {}  # GPU components whose idle baseline was refused, and why
         # Children start from a fork server that imported torch once (GREENLAB_LAUNCHER=spawn: a fresh
         # interpreter each); a bad GREENLAB_LAUNCHER is the user's error, raised here.
         self.launcher = launcher or default_launcher(on_note=lambda text: self.on_event(Notice(text)))
@@ -257,18 +277,40 @@ class RunSupervisor(Cancellable):
         if settings.idle_s <= 0:
             return {}
         key = tuple(sorted(f"{c}:{tracker.method(c)}" for c in tracker.components()))
+        self.idle_refused = {}
         if settings.idle_scope == "grid" and key in self._idle_cache:
             watts, self.idle_load = self._idle_cache[key]  # the load that baseline was measured under
             return watts
         before = hostload.mark()
-        watts = tracker.measure_idle(settings.idle_s, wait=self.token.wait)
+        watch = GpuWatch()
+        gpus, gpu_meter = _gpu_components(tracker), _gpu_meter(tracker)
+        ours = own_pids(supervisor_pids(None, getattr(self.launcher, "server_pid", None)))
+
+        def look() -> None:
+            watch.observe(gpu_meter, ours, gpus, computing=False)
+
+        def wait(seconds: float) -> None:
+            """The idle window, with a look at the GPUs at its start, about every second and at its end:
+            an idle baseline of a board someone else computes on is no idle baseline."""
+            end = time.monotonic() + seconds
+            look()
+            while (left := end - time.monotonic()) > 0 and not self.token.wait(min(1.0, left)):
+                look()
+            look()
+
+        watts = tracker.measure_idle(settings.idle_s, wait=wait if gpus and gpu_meter is not None else self.token.wait)
         if self.cancelled:
             return {}
         # An estimate follows the run's own processes, so it is already net of idle: keep measured only.
         watts = {c: w for c, w in watts.items() if tracker.method(c) in MEASURED_METHODS}
+        self.idle_refused = watch.busy_at_idle(gpus)
+        for component, why in self.idle_refused.items():
+            watts.pop(component, None)
+            self.on_event(Notice(f"idle baseline of {component}: {why}"))
         # Nothing of the run's is running yet: whatever the host did meanwhile, others did.
         self.idle_load = hostload.others(before, hostload.mark(), run_cpu_s=0.0)
-        self._idle_cache[key] = (watts, self.idle_load)
+        if not self.idle_refused:  # a refused baseline is measured again before the next run
+            self._idle_cache[key] = (watts, self.idle_load)
         self.on_event(IdleMeasured(watts, settings.idle_s, self.idle_load))
         return watts
 
@@ -304,6 +346,7 @@ class RunSupervisor(Cancellable):
                 "idle_w": idle,
                 "idle_s": settings.idle_s if idle else 0,
                 "idle_host_load": self.idle_load if idle and self.idle_load else None,
+                "idle_refused": self.idle_refused or None,
                 "temperature_start_c": _temperatures(tracker),
             }
             if retry_of is not None:
@@ -337,9 +380,13 @@ class RunSupervisor(Cancellable):
             tracker.track_processes([child.pid])
             if self.cancelled or self.token.current_cancelled:  # cancelled before the child started
                 child.terminate()
-            for event in child.events(
-                tick=lambda: self._flush_samples(measured, tracker, writer), tick_s=_SAMPLE_FLUSH_S
-            ):
+            watch = measured.gpu_watch = GpuWatch()
+
+            def tick() -> None:
+                self._flush_samples(measured, tracker, writer)
+                self._watch_gpus(measured, tracker, watch)
+
+            for event in child.events(tick=tick, tick_s=_SAMPLE_FLUSH_S):
                 self._handle(measured, event, tracker, writer)
         except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM, a launch or store error: record, re-raise
             raised = exc
@@ -419,8 +466,9 @@ class RunSupervisor(Cancellable):
         run, run_id = measured.run, measured.run_id
         return_code = child.reap() if child is not None else None
         if measured.device is None:  # the child never said where it trained: no GPU did this run's work
-            measured.gpus_unused = {c for c in tracker.components() if c.startswith("gpu")}
-        window = tracker.end_window("run").without(measured.gpus_unused)
+            used, _flags = gpus_used("cpu", self._gpu_facts(measured))  # a Grace Hopper module's CPU did
+            measured.gpus_unused = {c for c in tracker.components() if c.startswith("gpu")} - used
+        window = measured.view(tracker.end_window("run"))
         load = (
             hostload.others(measured.host_start, hostload.mark(), measured.child_cpu_s)
             if measured.host_start is not None
@@ -450,14 +498,21 @@ class RunSupervisor(Cancellable):
         if measured.gpus_unused:
             meters["gpus_not_used"] = {
                 "components": sorted(measured.gpus_unused),
-                "why": f"the run trained on {measured.device or 'another device'}",
+                "why": f"the run trained on {measured.device or 'another device'}"
+                + (" whose UUID matches none of them" if measured.gpu_unmatched else ""),
             }
+        notes = self._gpu_sharing(measured, tracker, meters)
+        bound = input_bound(measured.data_wait_s, measured.epochs_train_s)
+        if bound:
+            measured.flags.append(FLAG_INPUT_BOUND)
+            notes.append(bound)
         values = {
             "status": status,
             "error": error,
             "finished_at": now_iso(),
             "duration_s": window.seconds,
             "train_s": measured.train_s,
+            "data_wait_s": round(measured.data_wait_s, 4) if measured.epochs_train_s else None,
             "energy_training_j": measured.training_j,
             "val_accuracy": measured.final.get("val_accuracy"),
             "val_f1": measured.final.get("val_f1"),
@@ -470,6 +525,8 @@ class RunSupervisor(Cancellable):
             + [f"display: {e}" for e in self.listener_errors],
             "meters": meters,
         }
+        if notes:
+            values["warnings"] = [*measured.warnings, *notes]
         final: list[RowWrite] = [
             UpdateRun(run_id, values),
             SetComponents(run_id, component_rows),
@@ -490,6 +547,50 @@ class RunSupervisor(Cancellable):
             raise kept  # the store is unwritable: the grid stops, naming where this record waits
         return stored
 
+    @staticmethod
+    def _gpu_facts(measured: RunMeasurement) -> dict[str, dict[str, Any]]:
+        return {c: facts for c, facts in measured.meters_info["components"].items() if c.startswith("gpu")}
+
+    def _watch_gpus(self, measured: RunMeasurement, tracker: EnergyTracker, watch: GpuWatch) -> None:
+        """Look at the run's board (a CUDA board, or a Grace Hopper module) for other processes, once the
+        child said where it trains."""
+        if measured.device is None:
+            return
+        boards = [c for c in _gpu_components(tracker) if c not in measured.gpus_unused]
+        gpu_meter = _gpu_meter(tracker)
+        if not boards or gpu_meter is None:
+            return
+        ours = own_pids(supervisor_pids(measured.child_pid, measured.server_pid))
+        for component in watch.observe(gpu_meter, ours, boards, computing=True):
+            seen = watch.shared([component])[component]["processes"]
+            self.on_event(
+                Notice(
+                    f"run {measured.run_id}: another process computes on {component} ({describe(seen)}); "
+                    "its work is counted in the run's GPU energy (flag gpu_shared)"
+                )
+            )
+
+    def _gpu_sharing(self, measured: RunMeasurement, tracker: EnergyTracker, meters: dict[str, Any]) -> list[str]:
+        """The run's board as watched: other processes (flag `gpu_shared`, `meters.gpu_processes`) and the
+        board's utilisation (`meters.gpu_utilisation`); returns the notes for the run's warnings."""
+        watch = measured.gpu_watch
+        if watch is None:
+            return []
+        boards = [c for c in _gpu_components(tracker) if c not in measured.gpus_unused]
+        utilisation = watch.utilisation_summary(boards)
+        if utilisation:
+            meters["gpu_utilisation"] = utilisation
+        shared = watch.shared(boards)
+        if not shared:
+            return []
+        measured.flags.append(FLAG_GPU_SHARED)
+        meters["gpu_processes"] = shared
+        return [
+            f"{component} was shared: {describe(seen['processes'])} computed on it during the run; their work is "
+            "in the run's GPU energy (flag gpu_shared): rerun on a GPU of its own"
+            for component, seen in shared.items()
+        ]
+
     def _flush_samples(self, measured: RunMeasurement, tracker: EnergyTracker, writer: RowWriter) -> None:
         rows = [
             (t - measured.t0, c, w)
@@ -508,19 +609,21 @@ class RunSupervisor(Cancellable):
             case child_events.RunStarted():
                 measured.device = event.device
                 measured.num_classes, measured.n_val = event.num_classes, event.n_val
-                gpu_facts = {c: facts for c, facts in measured.meters_info["components"].items() if c.startswith("gpu")}
-                used, flags = gpus_used(
-                    event.device,
-                    gpu_facts,
-                    cuda_uuid=event.cuda_uuid,
-                    pci_bus_id=event.pci_bus_id,
-                    cuda_index=event.cuda_index,
-                )
+                if event.input_pipeline is not None:
+                    measured.meters_info["input_pipeline"] = event.input_pipeline
+                gpu_facts = self._gpu_facts(measured)
+                used, flags = gpus_used(event.device, gpu_facts, cuda_uuid=event.cuda_uuid)
                 measured.gpus_unused = set(gpu_facts) - used
+                measured.gpu_unmatched = FLAG_GPU_UNMATCHED in flags
                 measured.flags.extend(flags)
+                for component in used & set(gpu_facts):  # how the child's CUDA named the board, beside NVML's facts
+                    gpu_facts[component].update(cuda_index=event.cuda_index, cuda_uuid=event.cuda_uuid)
+                if measured.gpu_watch is not None:
+                    self._watch_gpus(measured, tracker, measured.gpu_watch)
                 self.on_event(RunMetered(run_id, [c for c in tracker.components() if c not in measured.gpus_unused]))
                 writer.submit(UpdateRun(run_id, {"device": event.device}))
             case child_events.ModelPrepared(after=after, before=before):
+                measured.warnings = list(event.warnings)
                 stats = ("params_total", "params_nonzero", "model_bytes", "flops_step")
                 values = {
                     **{k: after.get(k) for k in stats},
@@ -536,9 +639,10 @@ class RunSupervisor(Cancellable):
                 tracker.begin_window(f"{epoch}:{phase}", at=at)
             case child_events.PhaseEnded(epoch=epoch, phase=phase, t_mono=at):
                 window = tracker.end_window(f"{epoch}:{phase}", at=at)
-                measured.add_phase(epoch, phase, window.without(measured.gpus_unused))
+                measured.add_phase(epoch, phase, measured.view(window))
             case child_events.EpochFinished():
                 measured.last_train_loss = event.train_loss
+                measured.add_data_wait(event.train_s, event.train_data_wait_s)
                 writer.submit(
                     AddEpoch(
                         {
@@ -551,6 +655,8 @@ class RunSupervisor(Cancellable):
                             "duration_s": event.duration_s,
                             "train_s": event.train_s,
                             "eval_s": event.eval_s,
+                            "train_data_wait_s": event.train_data_wait_s,
+                            "eval_data_wait_s": event.eval_data_wait_s,
                             **measured.epoch_energy(event.epoch),
                         }
                     )

@@ -133,6 +133,9 @@ class RunRow(Mapping[str, Any]):
     attempts: int | None = None
     superseded_by: int | None = None
     plan_id: int | None = None
+    fp32_precision: str | None = None
+    bf16_native: int | None = None
+    data_wait_s: float | None = None
 
     @classmethod
     def from_stored(cls, values: Mapping[str, Any]) -> RunRow:

@@ -18,7 +18,7 @@ import sqlite_utils
 
 from greenlab.core.errors import GreenLabError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # `superseded`: a completed run whose settings a forced rerun completed again; its data stays, its figures
 # no longer count (a query over `status = 'completed'` sees each run key once).
 STATUSES = ("running", "completed", "failed", "interrupted", "superseded")
@@ -101,6 +101,11 @@ RUN_COLUMNS: dict[str, type] = {
     "superseded_by": int,
     # Schema 4: the analysis plan the run's grid declared before it ran (the `plans` table).
     "plan_id": int,
+    # Schema 6: the float32 arithmetic in force (IEEE or TF32), whether bfloat16 was native on the device,
+    # and how long the training loop waited for data (an input-bound run measures its data loader).
+    "fp32_precision": str,
+    "bf16_native": int,
+    "data_wait_s": float,
 }
 EPOCH_COLUMNS: dict[str, type] = {
     "run_id": int,
@@ -119,6 +124,11 @@ EPOCH_COLUMNS: dict[str, type] = {
     "train_window_s": float,
     "eval_window_s": float,
     "flags": str,
+    # Schema 6: each phase's wait for data, and how far its energy may be off from how it was read.
+    "train_data_wait_s": float,
+    "eval_data_wait_s": float,
+    "train_uncertainty_j": float,
+    "eval_uncertainty_j": float,
 }
 SAMPLE_COLUMNS: dict[str, type] = {"run_id": int, "t_s": float, "component": str, "watts": float}
 COMPONENT_COLUMNS: dict[str, type] = {
@@ -286,8 +296,21 @@ def _migrate_5(db: sqlite_utils.Database) -> None:
         conn.execute(index)
 
 
+def _migrate_6(db: sqlite_utils.Database) -> None:
+    """Runs ready for a GPU: the float32 arithmetic in force (`fp32_precision`), whether bfloat16 was native
+    (`bf16_native`), the training loop's wait for data (`data_wait_s`, and per phase in `epochs`), and each
+    phase's energy uncertainty. Runs stored before have none of them (NULL): they were not recorded."""
+    _add_columns(db, "runs", ("fp32_precision", "bf16_native", "data_wait_s"), RUN_COLUMNS)
+    _add_columns(
+        db,
+        "epochs",
+        ("train_data_wait_s", "eval_data_wait_s", "train_uncertainty_j", "eval_uncertainty_j"),
+        EPOCH_COLUMNS,
+    )
+
+
 # Migration n brings a store from version n-1 to n. Append, never edit a released one.
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5]
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5, _migrate_6]
 
 
 # 'GrLb': what `PRAGMA application_id` holds in a GreenLab store (`file` names it too, for the curious).

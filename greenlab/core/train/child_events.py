@@ -26,6 +26,8 @@ class RunStarted:
     cuda_index: int | None = None
     cuda_uuid: str | None = None
     pci_bus_id: str | None = None
+    # How batches reach the model (greenlab.core.train.datasets.DataBundle.pipeline): workers, pinning, cache.
+    input_pipeline: dict[str, Any] | None = None
 
 
 @dataclass
@@ -76,6 +78,10 @@ class EpochFinished:
     train_s: float
     eval_s: float
     batches: int = 0
+    # Seconds each phase's loop waited for the next batch (the data loader, not the model): an input-bound
+    # run's energy measures data loading and an idle device.
+    train_data_wait_s: float | None = None
+    eval_data_wait_s: float | None = None
 
     @property
     def duration_s(self) -> float:

@@ -2,7 +2,12 @@
 
 It reports progress through callbacks and knows nothing of processes, meters or the store. Phase
 callbacks fire after CUDA has been synchronised, so an energy window opened or closed there covers
-exactly the GPU work of that phase.
+exactly the GPU work of that phase. Each phase also times how long its loop waited for the next batch
+(`data_wait_s`): a run whose loop mostly waits measures its input pipeline, not its model.
+
+The arithmetic is set, not inherited: `set_float32_precision` fixes what float32 matrix products and
+convolutions run in on CUDA (torch's default for convolutions is TF32, 10 mantissa bits), and
+`bfloat16_native` says whether the device does bfloat16 in hardware or emulates it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,60 @@ def resolve_device(name: str) -> Any:
     return device
 
 
+# Mantissa bits of each arithmetic format a run's matrix products and convolutions may run in.
+MANTISSA_BITS = {"float32": 23, "tf32": 10, "float16": 10, "bfloat16": 7}
+
+
+def set_float32_precision(device: Any, precision: str) -> str | None:
+    """Make float32 matrix products and convolutions on `device` run in `precision` ("ieee" or "tf32"), and
+    return what is in force afterwards: "ieee", "tf32", or None where it cannot be told (MPS).
+
+    Only CUDA has a choice here: torch 2.14 runs float32 convolutions in TF32 by default
+    (`torch.backends.cudnn.conv.fp32_precision`), matrix products in IEEE, so both are set. The CPU's
+    float32 stays IEEE (oneDNN's reduced-precision modes are never switched on by GreenLab).
+    """
+    import torch
+
+    if device.type == "cuda":
+        cudnn: Any = torch.backends.cudnn  # conv and rnn are attributes torch's stubs do not declare
+        backends: tuple[Any, ...] = (
+            torch.backends.cuda.matmul,
+            getattr(cudnn, "conv", None),
+            getattr(cudnn, "rnn", None),
+        )
+        if all(hasattr(b, "fp32_precision") for b in backends):
+            for backend in backends:
+                backend.fp32_precision = precision
+            in_force = {b.fp32_precision for b in backends[:2]}
+        else:  # an older torch: the two TF32 switches
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+            in_force = {"tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"}
+        return "tf32" if "tf32" in in_force else "ieee"
+    if device.type == "cpu":
+        mkldnn = getattr(torch.backends, "mkldnn", None)
+        setting = getattr(getattr(mkldnn, "matmul", None), "fp32_precision", "none")
+        return "ieee" if setting in ("none", "ieee") else str(setting)
+    return None
+
+
+def bfloat16_native(device: Any) -> bool | None:
+    """Whether `device` computes in bfloat16 natively: CUDA from compute capability 8.0 (Ampere); a CPU with
+    avx512_bf16 or amx_bf16. False means torch's autocast emulates it without an error (a V100, a T4, most
+    CPUs), so a bfloat16 run measures the emulation. None where it cannot be told."""
+    import torch
+
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, _minor = torch.cuda.get_device_capability(index)
+        return major >= 8
+    if device.type == "cpu":
+        from greenlab.core.train.compression.stego import cpu_bfloat16
+
+        found = cpu_bfloat16()
+        return None if found is None else bool(found)
+    return None
+
+
 def synchronize(device: Any) -> None:
     import torch
 
@@ -51,9 +110,33 @@ def synchronize(device: Any) -> None:
 
 
 def to_device(batch: Any, device: Any) -> Any:
+    """Copy a batch to `device` without waiting: from pinned memory the copy overlaps the GPU's work."""
     if isinstance(batch, dict):
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     return batch.to(device, non_blocking=True)
+
+
+class TimedBatches:
+    """The batches of a loader, at most `limit` of them, with the seconds spent waiting for each
+    (`waited_s`): the loader's work the loop did not overlap with its own. Never fetches a batch beyond
+    the limit (an unused batch is data loading inside a measured window)."""
+
+    def __init__(self, loader: Any, limit: int | None = None) -> None:
+        self.loader, self.limit, self.waited_s = loader, limit, 0.0
+
+    def __iter__(self) -> Any:
+        iterator = iter(self.loader)
+        index = 0
+        while self.limit is None or index < self.limit:
+            started = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.waited_s += time.perf_counter() - started
+            index += 1
+            yield batch
 
 
 def make_optimizer(name: str, params: Any, lr: float, momentum: float, weight_decay: float) -> Any:
@@ -99,25 +182,27 @@ def evaluate(
     *,
     autocast_dtype: Any = None,
     max_batches: int | None = None,
+    timing: dict[str, float] | None = None,
 ) -> tuple[float, float, float]:
-    """(top-1 accuracy, macro-F1, mean loss) on `loader`."""
+    """(top-1 accuracy, macro-F1, mean loss) on `loader`; `timing`, if given, gets `data_wait_s`."""
     import torch
     import torch.nn.functional as F
 
     was_training = model.training
     model.eval()
     predictions, labels, loss_sum, count = [], [], 0.0, 0
+    batches = TimedBatches(loader, max_batches)
     with torch.no_grad(), _autocast(device, autocast_dtype):
-        for index, (inputs, targets) in enumerate(loader):
-            if max_batches is not None and index >= max_batches:
-                break
-            inputs, targets = to_device(inputs, device), targets.to(device)
+        for inputs, targets in batches:
+            inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
             logits = model(inputs).float()
             loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
             count += len(targets)
             predictions.append(logits.argmax(1).cpu())
             labels.append(targets.cpu())
     model.train(was_training)
+    if timing is not None:
+        timing["data_wait_s"] = batches.waited_s
     if count == 0:
         return 0.0, 0.0, 0.0
     predicted, actual = torch.cat(predictions), torch.cat(labels)
@@ -179,10 +264,9 @@ def train(
         on_phase(epoch, "train", "begin")
         started = time.perf_counter()
         loss_sum, seen = 0.0, 0
-        for batch_index, (inputs, targets) in enumerate(train_loader):
-            if batch_index >= total:
-                break
-            inputs, targets = to_device(inputs, device), targets.to(device)
+        batches = TimedBatches(train_loader, total)
+        for batch_index, (inputs, targets) in enumerate(batches):
+            inputs, targets = to_device(inputs, device), targets.to(device, non_blocking=True)
             loss = training_step(model, opt, scaler, inputs, targets, hooks, device)
             # .item() synchronises; once per batch is the price of a live loss and stays well under 1 %.
             batch_loss = float(loss.item())
@@ -198,8 +282,15 @@ def train(
         on_phase(epoch, "train", "end")
         on_phase(epoch, "eval", "begin")
         started = time.perf_counter()
+        timing: dict[str, float] = {}
         accuracy, f1, val_loss = evaluate(
-            model, val_loader, device, num_classes, autocast_dtype=hooks.autocast_dtype, max_batches=max_eval_batches
+            model,
+            val_loader,
+            device,
+            num_classes,
+            autocast_dtype=hooks.autocast_dtype,
+            max_batches=max_eval_batches,
+            timing=timing,
         )
         synchronize(device)
         eval_s = time.perf_counter() - started
@@ -213,6 +304,8 @@ def train(
             train_s=train_s,
             eval_s=eval_s,
             batches=total,
+            train_data_wait_s=batches.waited_s,
+            eval_data_wait_s=timing.get("data_wait_s"),
         )
         results.append(result)
         on_epoch(result)

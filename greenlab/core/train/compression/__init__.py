@@ -34,6 +34,7 @@ class CompressionContext:
     example_input: Any  # one input batch on `device`, for FLOP counts and dependency graphs
     num_classes: int
     log: Callable[[str], None] = print  # progress lines (a capacity scan takes a while)
+    bf16_native: bool | None = None  # whether the device does bfloat16 in hardware (None: cannot tell)
 
 
 @dataclass

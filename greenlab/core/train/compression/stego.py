@@ -179,11 +179,22 @@ def capacity_scan(
     return curve, capacity
 
 
-def choose_dtype(kept: int, device_type: str) -> tuple[str, torch.dtype | None, int, list[str]]:
+def choose_dtype(
+    kept: int, device_type: str, bf16_native: bool | None = None
+) -> tuple[str, torch.dtype | None, int, list[str]]:
     """The narrowest native format keeping `kept` mantissa bits: (name, autocast dtype or None,
-    bits it really keeps, warnings)."""
+    bits it really keeps, warnings). On a GPU without native bfloat16 (compute capability below 8.0: a V100,
+    a T4) torch's autocast emulates bfloat16 without an error, so float16 is chosen instead."""
     warnings: list[str] = []
     for name, dtype, bits in NATIVE_FORMATS:
+        if name == "bfloat16" and device_type == "cuda" and bf16_native is False:
+            if kept <= bits:
+                warnings.append(
+                    f"{kept} mantissa bits fit bfloat16, but bfloat16 is emulated on this GPU (compute "
+                    "capability below 8.0); training in float16, which keeps 10 and runs natively "
+                    '(mode = "stored" keeps bfloat16 weights, emulated)'
+                )
+            continue
         if kept <= bits:
             if name == "float16" and device_type != "cuda":
                 # CPU autocast to float16 is slow and poorly covered; bfloat16 is the CPU's half format.
@@ -263,7 +274,7 @@ def apply(model: nn.Module, settings: dict[str, Any], ctx: CompressionContext) -
             "0 bits to remove (the model needs all 23 mantissa bits): the model and its training are unchanged"
         )
     elif mode == "dtype":
-        compute_dtype, autocast, kept, notes = choose_dtype(needed, device_type)
+        compute_dtype, autocast, kept, notes = choose_dtype(needed, device_type, ctx.bf16_native)
         warnings += notes
         hooks = TrainingHooks(autocast_dtype=autocast, grad_scaler=compute_dtype == "float16" and device_type == "cuda")
         if autocast is None:
