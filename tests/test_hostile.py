@@ -1,0 +1,129 @@
+"""Hostile files and unlucky faults: what an attacker sharing a folder, or a user whose disk fills or whose
+store is moved away mid-grid, can do to GreenLab, and what GreenLab does instead of harm. Each test holds
+one promise of docs/reliability.md ("Hostile files and faults").
+
+Run as root, "another user's file" is a file chown-ed to nobody (65534); a full disk and a read-only folder
+are small tmpfs mounts, skipped where this machine does not allow mounting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import subprocess
+
+import pytest
+
+from greenlab.core.errors import GreenLabError
+from greenlab.core.measure import host_lock
+from tests.conftest import QUICK_DEFAULTS, run_cli
+
+GRID = QUICK_DEFAULTS.replace("max_train_batches = 3", "max_train_batches = 2").replace(
+    "max_eval_batches = 2", "max_eval_batches = 1"
+) + ('[[experiment]]\nname = "h"\nmodels = ["tinycnn"]\n')
+NOBODY = 65534
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def _tmpfs(path, size="512k", read_only=False):
+    """A small filesystem of its own at `path` (a full disk, a read-only folder); skips where mounting is
+    not allowed."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _read_only(path):
+    subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True, capture_output=True)
+
+
+# -- 1. the host lock follows no link and widens no one's file -------------------------------------------------
+@pytest.fixture
+def shared_folder(tmp_path, monkeypatch):
+    """A sticky, world-writable lock folder that another user (nobody) owns, as /tmp/greenlab may be."""
+    if not _as_root():
+        pytest.skip("needs root to make a folder and files of another user")
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    os.chmod(folder, 0o1777)
+    os.chown(folder, NOBODY, NOBODY)
+    monkeypatch.setenv("GREENLAB_LOCK_DIR", str(folder))
+    return folder
+
+
+def _private_file(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("root's own bytes\n")
+    os.chmod(secret, 0o600)
+    return secret
+
+
+def test_the_host_lock_follows_no_link_planted_in_a_shared_folder(shared_folder, tmp_path):
+    secret = _private_file(tmp_path)
+    link = shared_folder / host_lock.LOCK_NAME
+    link.symlink_to(secret)
+    os.lchown(link, NOBODY, NOBODY)  # the folder's owner made it: fs.protected_symlinks lets it be followed
+    for attempt in (lambda: host_lock.HostLock("a.db").try_acquire(), host_lock.current_holder):
+        with pytest.raises(GreenLabError) as refused:
+            attempt()
+        assert f"lock {link} is a symbolic link (to {secret})" in str(refused.value)
+        assert refused.value.exit_code == 2
+    assert host_lock.read_holder(link) is None
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and secret.read_text() == "root's own bytes\n"
+
+
+def test_the_host_lock_refuses_another_users_file_that_is_no_lock(shared_folder, tmp_path):
+    planted = shared_folder / host_lock.LOCK_NAME
+    planted.write_text("a file of nobody's\n")
+    os.chmod(planted, 0o644)
+    os.chown(planted, NOBODY, NOBODY)
+    with pytest.raises(GreenLabError, match="belongs to user 65534 and is not a lock GreenLab made"):
+        host_lock.HostLock("a.db").try_acquire()
+    assert stat.S_IMODE(planted.stat().st_mode) == 0o644 and planted.read_text() == "a file of nobody's\n"
+    planted.unlink()
+    secret = _private_file(tmp_path)
+    os.link(secret, planted)  # a second name for someone's file
+    with pytest.raises(GreenLabError, match="is a hard link"):
+        host_lock.HostLock("a.db").try_acquire()
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and secret.read_text() == "root's own bytes\n"
+    planted.unlink()
+    os.mkfifo(planted)
+    with pytest.raises(GreenLabError, match="is not a plain file"):
+        host_lock.current_holder()
+
+
+def test_a_lock_another_users_greenlab_made_is_shared(shared_folder):
+    made = shared_folder / host_lock.LOCK_NAME
+    made.write_text("")
+    os.chmod(made, 0o666)
+    os.chown(made, NOBODY, NOBODY)
+    lock = host_lock.HostLock("a.db")
+    assert lock.try_acquire()
+    assert host_lock.read_holder(made).pid == os.getpid()
+    lock.release()
+    assert stat.S_IMODE(made.stat().st_mode) == 0o666 and made.stat().st_uid == NOBODY
+
+
+def test_a_grid_refuses_a_linked_lock_with_exit_2(shared_folder, tmp_path):
+    secret = _private_file(tmp_path)
+    link = shared_folder / host_lock.LOCK_NAME
+    link.symlink_to(secret)
+    os.lchown(link, NOBODY, NOBODY)
+    grid = tmp_path / "g.toml"
+    grid.write_text(GRID)
+    result = run_cli("--headless", str(grid), "--db", str(tmp_path / "runs.db"), "--no-wait")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is a symbolic link" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and secret.read_text() == "root's own bytes\n"
+    assert not (tmp_path / "runs.db").exists()
