@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from greenlab import cli
 from greenlab.core.errors import GreenLabError
 from greenlab.core.measure import host_lock
 from tests.conftest import QUICK_DEFAULTS, run_cli
@@ -127,3 +128,38 @@ def test_a_grid_refuses_a_linked_lock_with_exit_2(shared_folder, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and secret.read_text() == "root's own bytes\n"
     assert not (tmp_path / "runs.db").exists()
+
+
+# -- 2. --db through a symbolic link --------------------------------------------------------------------------
+def test_a_db_that_is_a_link_is_refused_unless_its_target_is_named(tmp_path, capsys):
+    from greenlab.core.store.database import Store
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / "victim.db"
+    target.write_bytes(b"")
+    project = tmp_path / "project"
+    project.mkdir()
+    link = project / "runs.db"
+    link.symlink_to(target)
+    with pytest.raises(GreenLabError) as refused:
+        Store(link).start_run({"model": "tinycnn", "technique": "baseline"})
+    assert f"--db {link} is a symbolic link (to {target})" in str(refused.value)
+    assert f"name the file itself (--db {target})" in str(refused.value)
+    assert target.read_bytes() == b"" and sorted(p.name for p in elsewhere.iterdir()) == ["victim.db"]
+    assert cli.main(["report", "--db", str(link)]) == 2
+    assert "is a symbolic link" in capsys.readouterr().err
+    store = Store(target)  # named by its own path, the target is the user's choice
+    store.start_run({"model": "tinycnn", "technique": "baseline"})
+    store.close()
+
+
+def test_a_dangling_link_into_a_missing_folder_exits_2_at_once(tmp_path):
+    link = tmp_path / "runs.db"
+    link.symlink_to(tmp_path / "missing" / "runs.db")
+    grid = tmp_path / "g.toml"
+    grid.write_text(GRID)
+    result = run_cli("--headless", str(grid), "--db", str(link))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is a symbolic link" in result.stderr and "which does not exist" in result.stderr
+    assert result.stdout == "" and not (tmp_path / "missing").exists()

@@ -125,6 +125,20 @@ def _named_by(path: str | os.PathLike[str] | None) -> str | None:
     return "GREENLAB_DB" if os.environ.get("GREENLAB_DB") else None
 
 
+def refuse_link(resolved: Path, shown: str) -> None:
+    """A store named through a symbolic link is refused: in a folder others can write, a link planted at the
+    store's name would have GreenLab create or write a store wherever it points. The user who means the
+    target names it (GreenLabError, nothing created)."""
+    if resolved.is_symlink():
+        target = os.readlink(resolved)
+        real = os.path.realpath(resolved)
+        dangling = "" if os.path.exists(real) else ", which does not exist"
+        raise GreenLabError(
+            f"{shown} is a symbolic link (to {target}{dangling}); GreenLab does not follow a link to its store: "
+            f"name the file itself (--db {real}) if that is the store you mean"
+        )
+
+
 def check_location(path: str | os.PathLike[str] | None) -> Path:
     """The store's path, refused (GreenLabError, nothing created) when it cannot hold a store: a folder,
     or a file in a folder that does not exist or cannot be written. The default's folder may be missing:
@@ -133,6 +147,7 @@ def check_location(path: str | os.PathLike[str] | None) -> Path:
     named_by = _named_by(path)
     shown = {"--db": f"--db {resolved}", "GREENLAB_DB": f"GREENLAB_DB={resolved}"}.get(named_by or "", str(resolved))
     other = "set GREENLAB_DB to another path" if named_by == "GREENLAB_DB" else "choose another --db"
+    refuse_link(resolved, shown)
     if resolved.is_dir():
         raise GreenLabError(f"{shown} is a folder; name a file in it, e.g. {resolved / 'runs.db'}")
     folder = resolved.parent
@@ -176,6 +191,7 @@ class Store:
         recovered or imported, and a write raises. GreenLabError when there is no store there, or it is not
         GreenLab's, or it is newer than this GreenLab."""
         store = cls(path, read_only=True)
+        refuse_link(store.path, str(store.path))
         if not store.path.is_file():
             raise GreenLabError(
                 f"no run store at {store.path}; run a grid first (greenlab --headless experiments.toml) "
