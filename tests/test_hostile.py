@@ -44,6 +44,20 @@ def _tmpfs(path, size="512k", read_only=False):
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
+def _fill(disk):
+    """Fill the disk to its last byte with a file named filler."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"x" * 4096)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"x")
+    finally:
+        os.close(fd)
+
+
 def _read_only(path):
     subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True, capture_output=True)
 
@@ -163,3 +177,95 @@ def test_a_dangling_link_into_a_missing_folder_exits_2_at_once(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "is a symbolic link" in result.stderr and "which does not exist" in result.stderr
     assert result.stdout == "" and not (tmp_path / "missing").exists()
+
+
+# -- 3. report outputs ------------------------------------------------------------------------------------------
+@pytest.fixture
+def small_study(tmp_path):
+    """A store with one comparison to report: three baselines and three stego runs of tinycnn."""
+    from greenlab.core.store.database import Store
+    from tests.test_report_cli import _add
+
+    path = tmp_path / "st.db"
+    store = Store(path)
+    for repeat in range(3):
+        _add(store, "s", "tinycnn", "baseline", repeat, 100.0 + repeat, 0.9)
+        _add(store, "s", "tinycnn", "stego", repeat, 70.0 + repeat, 0.9)
+    store.close()
+    return path
+
+
+def _report(capsys, *args):
+    code = cli.main(["report", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
+def test_a_report_never_replaces_the_store_or_its_companions(small_study, capsys, suffix):
+    companion = small_study.with_name(small_study.name + suffix)
+    if suffix:
+        companion.write_bytes(b"sqlite's own")
+    before = _snapshot(small_study.parent)
+    for force in ([], ["--force"]):
+        code, out, err = _report(capsys, "--db", str(small_study), "--out", str(companion), *force)
+        assert code == 2 and out == "" and "the run store" in err and "choose another path" in err, err
+        assert len(err.strip().splitlines()) == 1
+    # the same file by another spelling: a path through a linked folder
+    (small_study.parent / "via").symlink_to(small_study.parent)
+    code, _, err = _report(capsys, "--db", str(small_study), "--out", str(small_study.parent / "via" / companion.name))
+    assert code == 2 and "the run store" in err
+    assert _snapshot(small_study.parent) == before
+
+
+def test_the_plot_may_not_replace_the_report(small_study, tmp_path, capsys):
+    figure = tmp_path / "fig.svg"
+    code, _, err = _report(capsys, "--db", str(small_study), "--out", str(figure), "--plot", str(figure))
+    assert code == 2 and "is also the path of another output" in err
+    assert not figure.exists()
+
+
+def test_an_existing_output_is_replaced_only_with_force_and_a_link_never_followed(small_study, tmp_path, capsys):
+    report = tmp_path / "report.txt"
+    report.write_text("last week's report\n")
+    os.chmod(report, 0o640)
+    code, _, err = _report(capsys, "--db", str(small_study), "--out", str(report))
+    assert code == 2 and "exists; pass --force to replace it" in err
+    assert report.read_text() == "last week's report\n"
+    code, _, err = _report(capsys, "--db", str(small_study), "--out", str(report), "--force")
+    assert code == 0, err
+    assert "stego" in report.read_text() and stat.S_IMODE(report.stat().st_mode) == 0o640
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's file\n")
+    link = tmp_path / "out.txt"
+    link.symlink_to(victim)
+    for force in ([], ["--force"]):
+        code, _, err = _report(capsys, "--db", str(small_study), "--out", str(link), *force)
+        assert code == 2 and f"is a symbolic link (to {victim})" in err
+    code, _, err = _report(capsys, "--db", str(small_study), "--plot", str(tmp_path / "fig.svg"))
+    assert code == 0
+    code, _, err = _report(capsys, "--db", str(small_study), "--plot", str(tmp_path / "fig.svg"))
+    assert code == 2 and "--plot" in err and "exists" in err
+    assert victim.read_text() == "someone's file\n" and link.is_symlink()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_report_on_a_full_disk_leaves_the_old_file_whole(small_study, tmp_path, capsys):
+    from greenlab.core.report.output import write_output
+
+    with _tmpfs(tmp_path / "small", size="64k") as disk:
+        report = disk / "report.txt"
+        report.write_text("the old report, whole\n")
+        _fill(disk)
+        code, _, err = _report(capsys, "--db", str(small_study), "--out", str(report), "--force")
+        assert code == 2 and "No space left on device" in err and str(disk) in err, err
+        assert "no existing file was changed" in err
+        assert report.read_text() == "the old report, whole\n"
+        assert sorted(p.name for p in disk.iterdir()) == ["filler", "report.txt"]  # no temporary left
+        with pytest.raises(GreenLabError, match="No space left on device"):  # the face-free call, for the TUI
+            write_output(report, "x" * 200_000, store_path=small_study, force=True)
+        assert report.read_text() == "the old report, whole\n"
