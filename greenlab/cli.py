@@ -12,6 +12,7 @@ import sys
 
 from greenlab import __version__
 from greenlab.core.errors import GreenLabError
+from greenlab.core.text import escape_controls
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return run_app(db=args.db, theme=args.theme, experiments=args.experiments)
     except GreenLabError as exc:
-        print(f"greenlab: {exc}", file=sys.stderr)
+        # A message may quote a stored name or a file's key: shown, never obeyed by the terminal, one line.
+        print(f"greenlab: {escape_controls(str(exc), keep='')}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("greenlab: interrupted", file=sys.stderr)

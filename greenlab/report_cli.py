@@ -22,6 +22,7 @@ from greenlab.core.report import compare, energy_to_target, formats, output
 from greenlab.core.store import journal
 from greenlab.core.store.database import Store, resolve_path
 from greenlab.core.store.rows import Row
+from greenlab.core.text import escape_controls
 
 
 class _Parser(argparse.ArgumentParser):
@@ -180,6 +181,9 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
                 "columns cannot mark; runs.energy_estimated_j and runs.meters say which",
                 file=err,
             )
+    # Names and settings come from the store, which another tool or an older GreenLab may have written: an
+    # ESC or a NUL there is shown as \x1b, \x00, never sent to the terminal or into the CSV as is.
+    text = escape_controls(text)
     files: list[output.Output] = []
     if out_path is not None:
         files.append(output.Output(out_path, text, "--out"))

@@ -269,3 +269,55 @@ def test_a_report_on_a_full_disk_leaves_the_old_file_whole(small_study, tmp_path
         with pytest.raises(GreenLabError, match="No space left on device"):  # the face-free call, for the TUI
             write_output(report, "x" * 200_000, store_path=small_study, force=True)
         assert report.read_text() == "the old report, whole\n"
+
+
+# -- 4. untrusted text on the terminal ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        ('[[experiment]]\nname = "red\\u001b[31m"\nmodels = ["tinycnn"]\n', "experiment[0].name"),
+        ('[[experiment]]\nname = "h"\nmodels = ["tiny\\u0000cnn"]\n', "experiment[0].models[0]"),
+        ('[[experiment]]\nname = "h"\nmodels = ["tinycnn"]\ndataset = "dig\\u009bits"\n', "experiment[0].dataset"),
+    ],
+)
+def test_control_characters_in_names_and_settings_are_refused_naming_the_key(tmp_path, capsys, body, key):
+    grid = tmp_path / "g.toml"
+    grid.write_text(QUICK_DEFAULTS + body)
+    assert cli.main(["--headless", str(grid), "--db", str(tmp_path / "runs.db")]) == 2
+    err = capsys.readouterr().err
+    assert f"{key}: the value holds a control character" in err, err
+    assert "\x1b" not in err and "\x00" not in err and "\x9b" not in err
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_a_currency_with_nul_is_refused_too(tmp_path):
+    from greenlab.core.errors import ConfigError
+    from greenlab.core.plan.config import parse_grid
+
+    with pytest.raises(ConfigError) as refused:
+        parse_grid(GRID.replace("[defaults]\n", '[defaults]\ncurrency = "E\\u0000UR"\n'), "g.toml")
+    assert "g.toml:3: defaults.currency: the value holds a control character (\\x00 at character 2)" in str(
+        refused.value
+    )
+
+
+def test_stored_control_characters_are_escaped_wherever_printed(tmp_path, capsys):
+    """A store written by another tool (or a GreenLab that accepted such names) with ESC and NUL in names."""
+    from greenlab.core.store.database import Store
+    from tests.test_report_cli import _add
+
+    path = tmp_path / "st.db"
+    store = Store(path)
+    name = "grid\x1b]0;pwned\x07\x1b[31m"
+    for repeat in range(3):
+        _add(store, name, "tinycnn", "baseline", repeat, 100.0 + repeat, 0.9)
+        _add(store, name, "tiny\x00cnn", "stego", repeat, 70.0 + repeat, 0.9)
+        _add(store, name, "tiny\x00cnn", "baseline", repeat, 100.0 + repeat, 0.9)
+    store.close()
+    for fmt in ("text", "markdown", "latex", "csv", "json", "codecarbon"):
+        code, out, err = _report(capsys, "--db", str(path), "--experiment", name, "--format", fmt)
+        assert code == 0, err
+        assert "\x1b" not in out and "\x00" not in out and "\x07" not in out, (fmt, out)
+        assert "\\x1b" in out or fmt in ("json", "codecarbon"), (fmt, out)
+    code, _, err = _report(capsys, "--db", str(path), "--experiment", "grid\x1b[0m")
+    assert code == 2 and "\x1b" not in err and "grid\\x1b[0m" in err

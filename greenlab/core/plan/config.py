@@ -384,6 +384,10 @@ def _build(data: dict[str, Any], locator: _Locator) -> tuple[list[Experiment], A
         # inline tables (`experiment = [{...}, ...]`, which the header count cannot see) takes minutes.
         fail(limits.too_many_experiments(len(experiments_raw), max_runs), ("experiment",))
 
+    found = limits.control_character(data)  # a name or setting that would drive the terminal it is shown on
+    if found is not None:
+        fail(found[0], found[1])
+
     experiments: list[Experiment] = []
     names: set[str] = set()
     for index, raw in enumerate(experiments_raw):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from greenlab.core.errors import ConfigError, toml_text
+from greenlab.core.text import clip, escape_controls, first_control
 
 MAX_RUNS_KEY = "max_runs"
 MAX_RUNS_DEFAULT = 10_000
@@ -71,6 +72,31 @@ def guard_text(data: bytes, source: str) -> None:
             line = data.count(b"\n", 0, match.start()) + 1
             total = count + sum(1 for _ in _EXPERIMENT_HEADER.finditer(data, match.end()))  # counted, not listed
             raise too_many_experiments(total, limit).located(source, line)
+
+
+def control_character(data: Any, path: tuple[str | int, ...] = ()) -> tuple[ConfigError, tuple[str | int, ...]] | None:
+    """The first key or text value of a parsed file that holds a control character (ESC, NUL, ...), as a
+    ConfigError naming its key path, with the path for the line; None when there is none. Names and settings
+    are printed on terminals and written into CSV files: an escape sequence from a shared grid file must not
+    reach either."""
+    items: Any = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        here = (*path, key)
+        for text, what in ((key, "key"), (value, "value")):
+            found = first_control(text) if isinstance(text, str) else None
+            if found is not None:
+                shown = ".".join(f"[{p}]" if isinstance(p, int) else escape_controls(clip(p)) for p in here)
+                error = ConfigError(
+                    f"the {what} holds a control character ({found[1]} at character {found[0] + 1}); "
+                    "names and settings are plain text: remove it",
+                    key=shown.replace(".[", "["),
+                )
+                return error, here
+        if isinstance(value, (dict, list)):
+            deeper = control_character(value, here)
+            if deeper is not None:
+                return deeper
+    return None
 
 
 def too_many_experiments(count: int, limit: int) -> ConfigError:
