@@ -130,11 +130,13 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
     if kept:  # a report never writes, so it cannot import them: it says what it leaves out
         print(
             f"greenlab report: {len(kept)} run record{'s' * (len(kept) != 1)} in {journal.folder(db)} "
-            f"{'are' if len(kept) != 1 else 'is'} not in the store yet (it was busy when the grid ended) and "
-            "left out here; the next greenlab or grid that opens the store takes them in",
+            f"{'are' if len(kept) != 1 else 'is'} not in the store yet (it could not take them when their grid "
+            "ran; that grid said why) and left out here; the next greenlab or grid that opens the store takes "
+            "them in",
             file=err,
         )
-    store = Store.reader(db)  # a report never writes runs.db
+    # A report never writes runs.db; a damaged one is refused (quick_check), a locked one waited for, aloud.
+    store = Store.reader(db, check=True, on_busy=lambda text: print(f"greenlab report: {text}", file=err))
     try:
         rows: Sequence[Row] = store.runs()
         epochs, plans = store.epochs_by_run(), store.plans()

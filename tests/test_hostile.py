@@ -321,3 +321,437 @@ def test_stored_control_characters_are_escaped_wherever_printed(tmp_path, capsys
         assert "\\x1b" in out or fmt in ("json", "codecarbon"), (fmt, out)
     code, _, err = _report(capsys, "--db", str(path), "--experiment", "grid\x1b[0m")
     assert code == 2 and "\x1b" not in err and "grid\\x1b[0m" in err
+
+
+# -- 5. a pending record whose row is gone ----------------------------------------------------------------------
+def _kept_record(path, run_id, samples=35, row=None, **final):
+    from greenlab.core.store import journal
+    from greenlab.core.store.writes import AddEpoch, AddSamples, UpdateRun
+
+    return journal.save(
+        path,
+        run_id,
+        [
+            AddEpoch({"run_id": run_id, "epoch": 1, "val_accuracy": 0.5}),
+            AddSamples(run_id, [(0.1 * i, "cpu", 10.0) for i in range(samples)]),
+            UpdateRun(run_id, {"status": "completed", "energy_j": 12.0, **final}),
+        ],
+        row=row,
+    )
+
+
+def _count(path, table):
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute(f"select count(*) from {table}").fetchone()[0]
+
+
+def test_a_record_whose_row_is_gone_is_set_aside_once_and_adds_nothing(tmp_path):
+    from greenlab.core.store import journal
+    from greenlab.core.store.database import Store
+
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    for _ in range(9):
+        store.start_run({"model": "tinycnn", "technique": "baseline", "status": "completed"})
+    run_id = store.start_run({"model": "tinycnn", "technique": "baseline", "settings_key": "k10"})
+    identity = store.row_identity(run_id)
+    store.close()
+    _kept_record(path, run_id, row=identity)
+    os.replace(path, tmp_path / "runs.db.truncated")  # moved aside, as the message advised
+    heard = []
+    for _ in range(3):  # every later open: no error, and never a sample more
+        store = Store(path, on_notice=heard.append)
+        store.start_run({"model": "tinycnn", "technique": "baseline"})
+        store.close()
+        assert _count(path, "samples") == 0 and _count(path, "epochs") == 0
+    assert len(heard) == 1, heard
+    assert heard[0].startswith(f"record of run {run_id} kept in {journal.folder(path) / 'unmatched'}/")
+    assert "its row is in a store that is no longer here" in heard[0]
+    assert journal.pending(path) == [] and len(list((journal.folder(path) / "unmatched").iterdir())) == 1
+
+
+def test_a_record_is_never_replayed_into_another_runs_row_of_the_same_id(tmp_path):
+    from greenlab.core.store.database import Store
+
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    run_id = store.start_run({"model": "tinycnn", "technique": "baseline", "settings_key": "mine"})
+    store.close()
+    _kept_record(path, run_id, row={"settings_key": "mine", "started_at": "2020-01-01T00:00:00+00:00"})
+    store = Store(path)  # row 1 here is a run started at another time: not the record's
+    row = store.run(run_id)
+    assert row.status == "running" and row.energy_j is None and store.samples(run_id) == []
+    assert store.notices and "kept in" in store.notices[0]
+
+
+def test_a_replay_cut_short_adds_no_samples_and_is_tried_again_whole(tmp_path):
+    from greenlab.core.store import journal
+    from greenlab.core.store.database import Store
+
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    run_id = store.start_run({"model": "tinycnn", "technique": "baseline"})
+    identity = store.row_identity(run_id)
+    store.close()
+    _kept_record(path, run_id, row=identity, no_such_column=1)  # the last write fails, after the samples
+    for _ in range(2):
+        Store(path).close()
+        assert _count(path, "samples") == 0 and len(journal.pending(path)) == 1  # rolled back, kept
+
+
+# -- 6. the store removed or replaced under a grid ----------------------------------------------------------------
+def test_a_write_to_a_store_removed_or_replaced_since_it_was_opened_is_refused(tmp_path):
+    from greenlab.core.store.database import Store, StoreReplaced
+
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    run_id = store.start_run({"model": "tinycnn", "technique": "baseline"})
+    for suffix in ("", "-wal", "-shm"):  # moved away whole, with its log
+        os.replace(f"{path}{suffix}", tmp_path / f"moved.db{suffix}")
+    with pytest.raises(StoreReplaced, match="was removed while this grid had it open"):
+        store.update_run(run_id, status="completed")
+    other = Store(tmp_path / "other.db")
+    other.start_run({"model": "resnet18", "technique": "baseline"})
+    other.close()
+    os.replace(tmp_path / "other.db", path)  # another store put in its place
+    with pytest.raises(StoreReplaced, match="was replaced by another file"):
+        store.update_run(run_id, status="completed")
+    with pytest.raises(StoreReplaced):  # a second connection (the writer thread) never makes a new store
+        Store(tmp_path / "gone.db", same_file=store.file)
+    assert not (tmp_path / "gone.db").exists()
+    store.close()
+    assert Store(path).run(run_id).model == "resnet18"  # the stranger's row is untouched
+
+
+def test_a_log_left_by_a_removed_store_is_never_read_as_a_new_stores(tmp_path, capsys):
+    grid = tmp_path / "g.toml"
+    grid.write_text(GRID)
+    (tmp_path / "runs.db-wal").write_bytes(b"\x37\x7f\x06\x82" + b"\0" * 100)
+    result = run_cli("--headless", str(grid), "--db", str(tmp_path / "runs.db"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    err = result.stderr
+    assert "runs.db is missing but" in err and "runs.db-wal is still there" in err and "move runs.db-wal" in err
+    assert not (tmp_path / "runs.db").exists()
+
+
+# -- 8. a read-only folder is refused before the grid ------------------------------------------------------------
+def test_a_store_in_a_read_only_folder_is_refused_before_the_grid(tmp_path, capsys):
+    from greenlab.core.store.database import Store
+
+    with _tmpfs(tmp_path / "ro") as folder:
+        store = Store(folder / "runs.db")
+        store.start_run({"model": "tinycnn", "technique": "baseline"})
+        store.close()
+        _read_only(folder)
+        grid = tmp_path / "g.toml"
+        grid.write_text(GRID)
+        result = run_cli("--headless", str(grid), "--db", str(folder / "runs.db"))
+        assert result.returncode == 2, result.stdout + result.stderr
+        err = result.stderr
+        assert f"folder {folder} is not writable" in err and len(err.strip().splitlines()) == 1
+        # a report only reads: it reads the store as it is, and leaves no -wal or -shm (it could not anyway)
+        assert cli.main(["report", "--db", str(folder / "runs.db")]) == 2  # nothing to compare, but read
+        assert "nothing to compare" in capsys.readouterr().err
+
+
+def test_a_read_only_store_is_read_without_a_wal_or_shm_beside_it(tmp_path, capsys):
+    import sqlite3
+
+    from greenlab.core.store.database import Store
+
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    store.start_run({"model": "tinycnn", "technique": "baseline"})
+    store.close()
+    os.chmod(path, 0o444)
+    os.chmod(tmp_path, 0o555)  # root ignores both for writing, but they say what the owner wants
+    try:
+        reader = Store.reader(path)
+        assert len(reader.runs()) == 1
+        reader.close()
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("runs.db")) == ["runs.db"]
+    finally:
+        os.chmod(tmp_path, 0o755)
+    # another application's WAL database with a -wal but no -shm is identified without a -shm made for it
+    other = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(other)) as conn:
+        conn.execute("pragma journal_mode = wal")
+        conn.execute("create table foo (a)")
+        conn.commit()
+        conn.execute("pragma wal_checkpoint")
+        conn.execute("insert into foo values (1)")  # in the log only
+        conn.commit()
+        import shutil
+
+        shutil.copy(other, tmp_path / "copy.db")
+        shutil.copy(tmp_path / "other.db-wal", tmp_path / "copy.db-wal")
+    assert cli.main(["report", "--db", str(tmp_path / "copy.db")]) == 2
+    assert "another application's database (tables foo" in capsys.readouterr().err
+    assert not (tmp_path / "copy.db-shm").exists()
+    os.remove(tmp_path / "copy.db")  # a file whose tables are in its log alone is refused unread
+    with contextlib.closing(sqlite3.connect(tmp_path / "fresh.db")) as conn:
+        conn.execute("pragma journal_mode = wal")
+        conn.execute("create table foo (a)")
+        conn.commit()
+        shutil.copy(tmp_path / "fresh.db", tmp_path / "copy.db")
+        shutil.copy(tmp_path / "fresh.db-wal", tmp_path / "copy.db-wal")
+    assert cli.main(["report", "--db", str(tmp_path / "copy.db")]) == 2
+    assert "keeps its tables only in its -wal log" in capsys.readouterr().err
+    assert not (tmp_path / "copy.db-shm").exists()
+
+
+# -- 9. a damaged store ------------------------------------------------------------------------------------------
+def _store_of_runs(path, count=30):
+    from greenlab.core.store.database import Store
+    from tests.test_report_cli import _add
+
+    store = Store(path)
+    for repeat in range(count // 2):
+        _add(store, "s", "tinycnn", "baseline", repeat, 100.0 + repeat, 0.9)
+        _add(store, "s", "tinycnn", "stego", repeat, 70.0 + repeat, 0.9)
+    store.close()
+
+
+def _garble(path):
+    """Garbage over the middle of a page of the runs table (a disk, a bad copy, another program), as the file
+    is on disk; SQLite's own quick_check must see it."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        size = conn.execute("pragma page_size").fetchone()[0]
+        try:
+            leaves = [r[0] for r in conn.execute("select pageno from dbstat where name = 'runs' and pagetype = 'leaf'")]
+        except sqlite3.OperationalError:  # no dbstat in this SQLite: the middle of the file
+            leaves = [conn.execute("pragma page_count").fetchone()[0] // 2]
+    with open(path, "r+b") as stream:
+        stream.seek((leaves[0] - 1) * size + 100)
+        stream.write(b"\xa5" * 2000)
+        stream.flush()
+        os.fsync(stream.fileno())
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        try:
+            assert conn.execute("pragma quick_check").fetchone()[0] != "ok"
+        except sqlite3.DatabaseError:
+            pass
+
+
+def test_a_damaged_store_is_refused_by_the_grid_the_report_and_check_and_never_written(tmp_path, capsys):
+    import hashlib
+
+    path = tmp_path / "runs.db"
+    _store_of_runs(path)
+    assert cli.main(["check", "--db", str(path)]) == 0
+    assert f"{path}: sound (integrity_check ok; 30 runs)" in capsys.readouterr().out
+    _garble(path)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    grid = tmp_path / "g.toml"
+    grid.write_text(GRID)
+    for argv in (
+        ["--headless", str(grid), "--db", str(path)],
+        ["report", "--db", str(path)],
+        ["check", "--db", str(path)],
+    ):
+        result = run_cli(*argv)
+        assert result.returncode == 2, argv
+        err = result.stderr
+        assert f"the run store {path} is damaged (" in err and '".recover"' in err, (argv, err)
+        assert "GreenLab will not write to it" in err and len(err.strip().splitlines()) == 1
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    from greenlab.core.store.database import Store
+
+    with pytest.raises(GreenLabError, match="is damaged"):
+        Store(path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+# -- 10. a store held exclusively -------------------------------------------------------------------------------
+def _hold_exclusively(path, seconds):
+    import subprocess
+    import sys
+
+    code = (
+        "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+        "c.execute('pragma locking_mode = exclusive'); c.execute('begin exclusive'); c.execute('commit'); "
+        "print('held', flush=True); time.sleep(float(sys.argv[2]))"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_store_held_with_locking_mode_exclusive_is_a_lock_waited_for(tmp_path, monkeypatch, capsys):
+    from greenlab.core.store.database import Store
+
+    path = tmp_path / "runs.db"
+    _store_of_runs(path, 4)
+    monkeypatch.setenv("GREENLAB_STORE_BUSY_S", "1")
+    holder = _hold_exclusively(path, 60)
+    try:
+        heard = []
+        with pytest.raises(GreenLabError) as refused:
+            Store(path, on_busy=heard.append)
+        assert "stayed locked by another process" in str(refused.value)
+        assert "not a GreenLab run store" not in str(refused.value) and "choose another --db" not in str(refused.value)
+        assert heard and heard[0].startswith("store busy, waiting")
+        assert cli.main(["report", "--db", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "store busy, waiting" in err and "stayed locked by another process" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    monkeypatch.setenv("GREENLAB_STORE_BUSY_S", "30")
+    holder = _hold_exclusively(path, 1)  # let go within the budget: waited for, then opened
+    store = Store(path)
+    assert len(store.runs()) == 4
+    store.close()
+    holder.wait()
+
+
+# -- grids under faults: the store removed, the disk full, the store damaged, the lock kept --------------------
+TWO = GRID.replace('models = ["tinycnn"]', 'models = ["tinycnn"]\ntechniques = ["baseline", "prune"]')
+
+
+def _session(db, on_event, text=TWO):
+    from greenlab.core.grid.session import GridRequest, GridSession
+    from greenlab.core.plan.config import parse_grid
+
+    return GridSession(GridRequest.from_file(parse_grid(text, "g.toml"), db=str(db)), on_event=on_event)
+
+
+def _at_first_epoch(action):
+    """A listener that does `action` once, when the first run's first epoch has ended (its row is written)."""
+    from greenlab.core.run.run_events import ChildEvent
+    from greenlab.core.train import child_events
+
+    heard, done = [], []
+
+    def listen(event):
+        heard.append(event)
+        if not done and isinstance(event, ChildEvent) and isinstance(event.event, child_events.EpochFinished):
+            done.append(True)
+            action()
+
+    return listen, heard
+
+
+def _said(heard):
+    from greenlab.core.grid.stop_rules import GridStopped
+    from greenlab.core.run.run_events import Notice
+
+    return [e.text for e in heard if isinstance(e, Notice)], [e for e in heard if isinstance(e, GridStopped)]
+
+
+def test_a_store_removed_mid_grid_keeps_the_record_aside_and_says_so(tmp_path):
+    from greenlab.core.store import journal
+    from greenlab.core.store.database import Store
+
+    path = tmp_path / "runs.db"
+    listen, heard = _at_first_epoch(path.unlink)  # rm runs.db while the grid writes it
+    outcome = _session(path, listen).run()
+    notes, (stopped,) = _said(heard)
+    assert stopped.store_failed and "the run store was removed or replaced while the grid ran" in stopped.cause
+    (kept,) = journal.pending(path)
+    assert f"run 1's record is kept in {kept}" in stopped.cause and len(stopped.not_started) == 1
+    assert any("energy to target and the summary are left out" in n for n in notes)
+    assert outcome.rows == [] and not path.exists()  # no new store made behind the user's back
+    for leftover in ("runs.db-wal", "runs.db-shm"):
+        (tmp_path / leftover).unlink(missing_ok=True)
+    store = Store(path, on_notice=notes.append)  # a new store there: the record is set aside, once, said
+    assert store.runs() == [] and journal.pending(path) == []
+    assert notes[-1].startswith("record of run 1 kept in") and "no longer here" in notes[-1]
+
+
+def test_a_full_disk_prints_the_runs_figures_when_even_the_pending_folder_cannot_take_them(tmp_path):
+    from greenlab.core.store import journal
+
+    with _tmpfs(tmp_path / "disk", size="1m") as disk:
+        path = disk / "runs.db"
+        listen, heard = _at_first_epoch(lambda: _fill(disk))
+        _session(path, listen, text=GRID).run()
+        notes, (stopped,) = _said(heard)
+        assert "run 1's record could not be kept beside it either (No space left on device on " in stopped.cause
+        assert str(disk) in stopped.cause and "free space there" in stopped.cause
+        assert "the run's figures, so nothing measured is lost: {" in stopped.cause
+        assert '"energy_j":' in stopped.cause and '"val_accuracy":' in stopped.cause
+        kept = journal.folder(path)
+        assert not kept.exists() or not list(kept.iterdir())  # no 0-byte record left behind
+
+
+def test_a_store_that_stays_locked_after_the_grid_stopped_ends_in_one_line_not_a_traceback(tmp_path, monkeypatch):
+    from tests.test_reliability import _hold_lock
+
+    monkeypatch.setenv("GREENLAB_STORE_BUSY_S", "1")
+    path = tmp_path / "runs.db"
+    holders = []
+    listen, heard = _at_first_epoch(lambda: holders.append(_hold_lock(path, 30)))
+    try:
+        outcome = _session(path, listen, text=GRID).run()  # no exception: the summary's pass is left out
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    notes, (stopped,) = _said(heard)
+    assert "the run store stayed locked by another process" in stopped.cause
+    assert "energy to target and the summary are left out" in notes[-1]
+    assert outcome.rows == []
+
+
+def test_a_store_damaged_during_a_grid_is_refused_at_its_end_with_exit_2(tmp_path):
+    path = tmp_path / "runs.db"
+    _store_of_runs(path)
+    listen, heard = _at_first_epoch(lambda: _garble(path))
+    with pytest.raises(GreenLabError) as refused:
+        _session(path, listen, text=GRID).run()
+    assert f"the run store {path} is damaged (" in str(refused.value) and '".recover"' in str(refused.value)
+    assert refused.value.exit_code == 2
+
+
+# -- 11. Ctrl-C while the store is locked ----------------------------------------------------------------------
+def test_two_ctrl_c_while_the_store_is_locked_stop_the_grid_and_keep_the_record(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from greenlab.core.store import journal
+    from tests.conftest import REPO
+    from tests.test_reliability import LONG, _hold_lock
+
+    grid = tmp_path / "g.toml"
+    grid.write_text(LONG)
+    path = tmp_path / "runs.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "greenlab", "--headless", str(grid), "--db", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+    watchdog = threading.Timer(240, process.kill)  # a grid deaf to Ctrl-C fails the test, never hangs it
+    watchdog.start()
+    said, holder = [], None
+    try:
+        for line in process.stdout:
+            said.append(line)
+            if line.startswith("energy:") and holder is None:  # the run's row is written: lock the store
+                holder = _hold_lock(path, 600)
+            if line.startswith("store busy, waiting"):
+                break
+        process.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        said += process.stdout.readlines()
+        code = process.wait(timeout=60)
+    finally:
+        watchdog.cancel()
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+    text = "".join(said)
+    assert code in (1, 130), text
+    assert "grid stopped: the run store stayed locked by another process" in text, text
+    (kept,) = journal.pending(path)
+    assert f"run 1's record is kept in {kept}" in text and "Traceback" not in text

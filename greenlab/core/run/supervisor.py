@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -113,22 +113,29 @@ def run_row_values(run: GridRun) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def signals_deferred(reraise: bool = False) -> Iterator[list[int]]:
+def signals_deferred(reraise: bool = False, on_signal: Callable[[int], None] | None = None) -> Iterator[list[int]]:
     """Collect SIGINT and SIGTERM while the outcome is written; yields the list of those that arrived, for
     the caller to act on afterwards, or, with `reraise`, raises KeyboardInterrupt (SignalInterrupt for a
     SIGTERM) once the block is done if any arrived (main thread only; elsewhere signals never reach Python code anyway).
 
     The handlers are swapped, not the signals masked: the kernel may deliver a signal to any thread (the
     sampler, the store writer), and Python then runs the handler in the main thread regardless.
+    `on_signal(n)` hears each one as it comes, n counting them (a wait in the block may be stopped by it).
     """
     pending: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield pending
         return
-    previous = {
-        number: signal.signal(number, lambda signum, frame: pending.append(signum))
-        for number in (signal.SIGINT, signal.SIGTERM)
-    }
+
+    def defer(signum: int, frame: Any) -> None:
+        pending.append(signum)
+        if on_signal is not None:
+            try:
+                on_signal(len(pending))
+            except Exception:  # noqa: BLE001 - a signal handler must not raise into the store's write
+                pass
+
+    previous = {number: signal.signal(number, defer) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield pending
     finally:
@@ -347,8 +354,10 @@ class RunSupervisor(Cancellable):
                 self.token.cancel(interrupt_reason(exc))
             else:
                 measured.supervisor_error = measured.supervisor_error or f"{type(exc).__name__}: {exc}"
-        # Stopping the child and writing the outcome must not be cut short by a second Ctrl-C.
-        with signals_deferred() as pending:
+        # Stopping the child and writing the outcome must not be cut short by a second Ctrl-C; but a store
+        # locked by another process must not hold it for the whole busy budget either (_storing_signal).
+        cancelled_before = self.cancelled
+        with signals_deferred(on_signal=lambda count: self._storing_signal(count + cancelled_before)) as pending:
             if child is not None:
                 if raised is not None:
                     child.terminate()
@@ -369,6 +378,20 @@ class RunSupervisor(Cancellable):
         if raised is not None:
             raise raised
         return stored
+
+    def _storing_signal(self, count: int) -> None:
+        """A Ctrl-C (or SIGTERM) while the run's end is stored; `count` includes one that already stopped the
+        run. The write may wait minutes for another process's lock: the first stop says how to give up on
+        it, the second gives up, and the run's record then waits in the pending folder beside the store."""
+        if count >= 2:
+            self.sink.stop_waiting()
+            return
+        self.on_event(
+            Notice(
+                "stopping: the run's end is being stored first; if another process holds the store's lock, "
+                "press Ctrl-C again to stop waiting (the record is then kept in the pending folder beside it)"
+            )
+        )
 
     def _executor_died(self, measured: RunMeasurement, child: RunChild | None) -> bool:
         """The fork server that forked this run's child died while it ran: the run failed for no fault of
