@@ -755,3 +755,43 @@ def test_two_ctrl_c_while_the_store_is_locked_stop_the_grid_and_keep_the_record(
     assert "grid stopped: the run store stayed locked by another process" in text, text
     (kept,) = journal.pending(path)
     assert f"run 1's record is kept in {kept}" in text and "Traceback" not in text
+
+
+# -- 13. runaway input ------------------------------------------------------------------------------------------
+def test_a_grid_file_over_the_size_cap_is_refused_unread(tmp_path, capsys):
+    from greenlab.core.plan import limits
+
+    grid = tmp_path / "g.toml"
+    with grid.open("w") as out:  # a valid grid, then comments past the cap
+        out.write(GRID)
+        line = "# " + "x" * 98 + "\n"
+        out.writelines(line for _ in range(limits.MAX_FILE_BYTES // len(line) + 10))
+    assert cli.main(["--headless", str(grid), "--db", str(tmp_path / "runs.db")]) == 2
+    err = capsys.readouterr().err
+    assert "more than a grid file may hold (10,000,000)" in err and len(err) < 400
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_deeply_nested_tables_are_refused_in_one_line(tmp_path, capsys):
+    grid = tmp_path / "g.toml"
+    grid.write_text(GRID + "deep = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n")
+    assert cli.main(["--headless", str(grid), "--db", str(tmp_path / "runs.db")]) == 2
+    err = capsys.readouterr().err
+    assert "nested deeper than a grid file can be" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '[[experiment]]\nname = "h"\nmodels = ["tinycnn"]\n' + "k" * 5_000_000 + " = 1\n",  # a 5 MB key
+        '[[experiment]]\nname = "h"\nmodels = [' + ", ".join(['"tinycnn"'] * 200_000) + "]\n",  # a name repeated
+        '[[experiment]]\nname = "h"\nmodels = ["' + "m" * 3_000_000 + '"]\n',  # a 3 MB model name
+    ],
+    ids=["key", "list", "name"],
+)
+def test_runaway_input_is_quoted_in_about_80_characters(tmp_path, capsys, body):
+    grid = tmp_path / "g.toml"
+    grid.write_text(GRID.split("[[experiment]]")[0] + body)
+    assert cli.main(["--headless", str(grid), "--db", str(tmp_path / "runs.db")]) == 2
+    err = capsys.readouterr().err
+    assert len(err) < 1000 and ("characters)" in err or "(200,000 items)" in err), err[:2000]
