@@ -795,3 +795,106 @@ def test_runaway_input_is_quoted_in_about_80_characters(tmp_path, capsys, body):
     assert cli.main(["--headless", str(grid), "--db", str(tmp_path / "runs.db")]) == 2
     err = capsys.readouterr().err
     assert len(err) < 1000 and ("characters)" in err or "(200,000 items)" in err), err[:2000]
+
+
+# -- 12. --ray at an address where something else answers -------------------------------------------------------
+@pytest.fixture
+def http_server():
+    """A plain HTTP server on loopback, as another program on the machine may run."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def silent_server():
+    """A program that accepts connections and never says a word."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+def test_an_address_where_an_http_server_answers_is_named_not_joined(http_server, monkeypatch):
+    from greenlab.core.grid.ray_cluster import probe_address
+
+    monkeypatch.setenv("GREENLAB_RAY_CONNECT_TIMEOUT_S", "5")
+    for address in (f"127.0.0.1:{http_server}", f"ray://127.0.0.1:{http_server}"):
+        with pytest.raises(GreenLabError) as refused:
+            probe_address(address)
+        assert f"an HTTP server answers at 127.0.0.1:{http_server} (" in str(refused.value)
+        assert "token" not in str(refused.value)
+
+
+def test_an_address_that_accepts_and_says_nothing_is_refused_within_the_timeout(silent_server, monkeypatch):
+    from greenlab.core.grid.ray_cluster import probe_address
+
+    monkeypatch.setenv("GREENLAB_RAY_CONNECT_TIMEOUT_S", "1")
+    with pytest.raises(GreenLabError, match="accepts connections but did not answer as Ray .* within 1 s"):
+        probe_address(f"127.0.0.1:{silent_server}")
+
+
+def test_a_refused_connection_says_so_not_that_it_timed_out(silent_server):
+    import socket
+
+    from greenlab.core.grid.ray_cluster import probe_address
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # closed again: nothing listens there
+    with pytest.raises(GreenLabError) as refused:
+        probe_address(f"127.0.0.1:{port}")
+    assert "refused the connection: nothing listens there" in str(refused.value)
+    assert "did not answer within" not in str(refused.value)
+
+
+def test_a_grpc_server_passes_the_probe():
+    grpc = pytest.importorskip("grpc")
+    from concurrent import futures
+
+    from greenlab.core.grid.ray_cluster import probe_address
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        probe_address(f"127.0.0.1:{port}")  # what Ray's GCS and Ray Client are: left to ray.init
+    finally:
+        server.stop(None)
+
+
+def test_headless_ray_at_an_http_server_exits_2_naming_it(http_server, tmp_path):
+    pytest.importorskip("ray")
+    grid = tmp_path / "g.toml"
+    grid.write_text(GRID)
+    result = run_cli(
+        "--headless", str(grid), "--db", str(tmp_path / "runs.db"), "--ray", f"127.0.0.1:{http_server}", timeout=120
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "an HTTP server answers at" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs.db").exists()
