@@ -654,6 +654,15 @@ def test_a_store_removed_mid_grid_keeps_the_record_aside_and_says_so(tmp_path):
     assert stopped.store_failed and "the run store was removed or replaced while the grid ran" in stopped.cause
     (kept,) = journal.pending(path)
     assert f"run 1's record is kept in {kept}" in stopped.cause and len(stopped.not_started) == 1
+    from greenlab.core.grid.presenter import GridPresenter
+    from greenlab.core.run.run_events import RunStored
+
+    (stored,) = [e for e in heard if isinstance(e, RunStored)]
+    presenter = GridPresenter()
+    for event in heard:
+        presenter.apply(event)
+    said = [line.text for line in presenter.snapshot().new_lines(0)]
+    assert stored.kept_in == kept and any(f"[run 1]; not in the store: its record is kept in {kept}" in t for t in said)
     assert any("energy to target and the summary are left out" in n for n in notes)
     assert outcome.rows == [] and not path.exists()  # no new store made behind the user's back
     for leftover in ("runs.db-wal", "runs.db-shm"):
@@ -677,6 +686,16 @@ def test_a_full_disk_prints_the_runs_figures_when_even_the_pending_folder_cannot
         assert '"energy_j":' in stopped.cause and '"val_accuracy":' in stopped.cause
         kept = journal.folder(path)
         assert not kept.exists() or not list(kept.iterdir())  # no 0-byte record left behind
+        (disk / "filler").unlink()
+        import sqlite3
+
+        from greenlab.core.store.database import ORPHANED, Store
+
+        with contextlib.closing(sqlite3.connect(path)) as conn, conn:  # as if this process had ended
+            conn.execute("update runs set supervisor_pid = ?", [2**22 + 11])
+        (row,) = Store(path).runs()
+        assert row.status == "interrupted" and row.error == ORPHANED  # which says the figures were printed
+        assert "neither the store nor its pending folder could be written" in ORPHANED
 
 
 def test_a_store_that_stays_locked_after_the_grid_stopped_ends_in_one_line_not_a_traceback(tmp_path, monkeypatch):

@@ -198,7 +198,7 @@ def after_grid(
     store: Store, request: GridRequest, result: GridOutcome, stopped: list[GridStopped], tell: Listener
 ) -> None:
     """Energy to target, then the rows and verdicts of the summary, into `result`. The store is checked
-    first (quick_check: a page damaged during the grid is refused, StoreDamaged, exit 2, never written);
+    first (quick_check: a page damaged during the grid is refused, GreenLabError, exit 2, never written);
     after a grid stopped on its store (a record kept aside, the file removed), or when it fails now, none
     of this is tried again or waited for: one notice says what is left out, never a traceback."""
     if any(stop.store_failed for stop in stopped):

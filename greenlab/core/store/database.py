@@ -228,9 +228,8 @@ class Store:
         """The store at `path` opened to read only (a report, the TUI's reading thread): nothing is migrated,
         recovered or imported, and a write raises. GreenLabError when there is no store there, or it is not
         GreenLab's, or it is newer than this GreenLab; with `check`, also when it is damaged (quick_check)."""
-        store = cls(path, read_only=True)
-        store.on_busy = on_busy
-        refuse_link(store.path, str(store.path))
+        refuse_link(resolve_path(path), str(resolve_path(path)))  # before anything opens it
+        store = cls(path, read_only=True, on_busy=on_busy)
         if not store.path.is_file():
             raise GreenLabError(
                 f"no run store at {store.path}; run a grid first (greenlab --headless experiments.toml) "
@@ -339,13 +338,20 @@ class Store:
 
     def integrity(self) -> list[str]:
         """SQLite's full integrity_check of the store (every page, index and constraint): ["ok"] or what is
-        wrong, up to 100 lines (greenlab check)."""
+        wrong, up to 100 lines (greenlab check). A lock another process holds is waited for, aloud."""
+
+        def check() -> list[str]:
+            try:
+                return [str(row[0]) for row in self.db.execute("PRAGMA integrity_check(100)").fetchall()]
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+                    raise
+                return [str(exc)]
+
         try:
-            return [str(row[0]) for row in self.db.execute("PRAGMA integrity_check(100)").fetchall()]
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
-                raise
-            return [str(exc)]
+            return self.while_busy(check)
+        except StoreBusy as exc:
+            raise self._busy_error(exc) from None
 
     def tell(self, text: str) -> None:
         """A notice from the store (a kept record set aside): kept, and told to `on_notice` if set."""
