@@ -917,3 +917,82 @@ def test_headless_ray_at_an_http_server_exits_2_naming_it(http_server, tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "an HTTP server answers at" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs.db").exists()
+
+
+# -- 14. a paused run -------------------------------------------------------------------------------------------
+def test_the_pause_watch_counts_a_stopped_process_and_a_silence_between_batches():
+    from greenlab.core.run.pauses import PauseWatch
+
+    watch = PauseWatch()
+    for t in range(10):
+        watch.state(float(t), stopped=False)
+        watch.event(t * 0.1, batch=True)
+    assert watch.verdict() is None  # a steady run
+    for t in range(10, 40):
+        watch.state(float(t), stopped=True)  # SIGSTOP for 30 s
+    watch.state(40.0, stopped=False)
+    watch.event(40.0, batch=True)  # the next batch, 39 s after the last
+    found = watch.verdict()
+    assert found["stopped_s"] == 30.0 and found["longest_batch_gap_s"] == pytest.approx(39.1)
+    silent = PauseWatch()  # a pause the state check missed (a suspended host): the silence tells it
+    for t in range(5):
+        silent.event(t * 0.1, batch=True)
+    silent.event(0.4 + 12.0, batch=True)
+    assert silent.verdict()["longest_batch_gap_s"] == 12.0
+    evaluation = PauseWatch()  # an epoch's evaluation between batches is no pause
+    for t in range(5):
+        evaluation.event(t * 0.1, batch=True)
+    evaluation.event(0.5, batch=False)
+    evaluation.event(20.0, batch=True)
+    assert evaluation.verdict() is None
+
+
+def test_a_run_stopped_mid_run_is_flagged_paused(tmp_path):
+    import signal
+    import threading
+
+    from greenlab.core.grid.local import LocalDriver
+    from greenlab.core.plan.config import parse_grid
+    from greenlab.core.store.database import Store
+
+    store = Store(tmp_path / "runs.db")
+    driver = None
+
+    def stop_for_a_while():
+        pid = driver.supervisor._child.pid  # the training process
+        os.kill(pid, signal.SIGSTOP)
+        threading.Timer(4.0, os.kill, (pid, signal.SIGCONT)).start()
+
+    listen, heard = _at_first_epoch(stop_for_a_while)
+    driver = LocalDriver(store, on_event=listen)
+    (outcome,) = driver.run_grid(parse_grid(GRID.replace("epochs = 1", "epochs = 2"), "g.toml").grid())
+    row = store.run(outcome.run_id)
+    assert outcome.status == "completed" and "paused" in row.flags
+    assert row.meters["paused"]["stopped_s"] >= 3
+    notes, _ = _said(heard)
+    assert any(n.startswith(f"run {outcome.run_id} was paused: its process was stopped for") for n in notes)
+
+
+def test_a_paused_run_is_left_out_of_the_verdicts_on_energy_and_named_in_the_checks(tmp_path, capsys):
+    from greenlab.core.store.database import Store
+    from tests.test_report_cli import _add
+
+    path = tmp_path / "st.db"
+    store = Store(path)
+    ids = []
+    for repeat in range(4):
+        _add(store, "s", "tinycnn", "baseline", repeat, 100.0 + repeat, 0.9)
+        ids.append(_add(store, "s", "tinycnn", "stego", repeat, 70.0 + repeat, 0.9))
+    store.update_run(ids[2], flags=["paused"], energy_training_j=500.0)  # stopped for minutes: its energy is off
+    store.close()
+    code, out, err = _report(capsys, "--db", str(path), "--format", "json")
+    assert code == 0, err
+    import json
+
+    judged = {c["metric"]: c for c in json.loads(out)}
+    energy = judged["energy_training_j"]
+    assert energy["n"] == 3 and energy["verdict"] == "saves"
+    assert any(d["kind"] == "paused" and d["run_ids"] == [ids[2]] for d in energy["diagnostics"])
+    assert judged["val_accuracy"]["n"] == 4  # its accuracy is its own
+    code, out, _ = _report(capsys, "--db", str(path))
+    assert f"technique run {ids[2]} was paused mid-run (flag paused" in out

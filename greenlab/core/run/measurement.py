@@ -13,6 +13,7 @@ from typing import Any
 from greenlab.core.measure import carbon
 from greenlab.core.measure.tracker import FLAG_SHORT_WINDOW_POLLED, WindowResult
 from greenlab.core.plan.config import GridRun
+from greenlab.core.run.pauses import PauseWatch
 
 FLAG_NET_BELOW_IDLE = "net_below_idle"  # a component drew less than its idle baseline: a bad baseline
 FLAG_NO_IDLE_BASELINE = "no_idle_baseline"  # measured energy without a baseline: no net figure
@@ -52,6 +53,7 @@ class RunMeasurement:
     num_classes: int | None = None
     n_val: int | None = None
     last_train_loss: float | None = None
+    pauses: PauseWatch = field(default_factory=PauseWatch)  # whether the child was stopped mid-run (pauses)
 
     def add_phase(self, epoch: int, phase: str, window: WindowResult) -> None:
         """Record a phase's window; one phase without a reading makes the training total unknown. Its flags

@@ -23,12 +23,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
+import psutil
+
 from greenlab.core.measure import hostload
 from greenlab.core.measure.detect import build_meters
 from greenlab.core.measure.meter import MEASURED_METHODS
 from greenlab.core.measure.tracker import EnergyTracker
 from greenlab.core.plan.config import GridRun, RunSettings
-from greenlab.core.run import divergence
+from greenlab.core.run import divergence, pauses
 from greenlab.core.run.cancel import Cancellable, CancelToken, SignalInterrupt, interrupt_reason
 from greenlab.core.run.child import RunChild
 from greenlab.core.run.launcher import Launcher, default_launcher
@@ -160,6 +162,16 @@ def _diverged(measured: RunMeasurement) -> str | None:
         evaluated=evaluated,
         dataset=settings.dataset,
     )
+
+
+def _stopped(pid: int | None) -> bool:
+    """The process is stopped (SIGSTOP, Ctrl-Z, a debugger's trace stop); False when it is gone or unknown."""
+    if pid is None:
+        return False
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except psutil.Error:
+        return False
 
 
 def _temperatures(tracker: EnergyTracker) -> dict[str, float]:
@@ -344,9 +356,7 @@ class RunSupervisor(Cancellable):
             tracker.track_processes([child.pid])
             if self.cancelled or self.token.current_cancelled:  # cancelled before the child started
                 child.terminate()
-            for event in child.events(
-                tick=lambda: self._flush_samples(measured, tracker, writer), tick_s=_SAMPLE_FLUSH_S
-            ):
+            for event in child.events(tick=lambda: self._tick(measured, tracker, writer), tick_s=_SAMPLE_FLUSH_S):
                 self._handle(measured, event, tracker, writer)
         except BaseException as exc:  # noqa: BLE001 - Ctrl-C, SIGTERM, a launch or store error: record, re-raise
             raised = exc
@@ -456,6 +466,10 @@ class RunSupervisor(Cancellable):
         why_diverged = _diverged(measured) if status == "completed" else None
         if why_diverged:
             measured.flags.append(divergence.FLAG_DIVERGED)
+        measured.pauses.finish(time.monotonic())
+        paused = measured.pauses.verdict()
+        if paused:
+            measured.flags.append(pauses.FLAG_PAUSED)
         columns, component_rows, energy_flags = energy_columns(window, measured.idle, measured.phase_methods)
         idle = {c: w for c, w in measured.idle.items() if c not in measured.gpus_unused}
         meters = {
@@ -466,6 +480,8 @@ class RunSupervisor(Cancellable):
                 c: facts for c, facts in measured.meters_info["components"].items() if c not in measured.gpus_unused
             },
         }
+        if paused:
+            meters["paused"] = paused
         if load is not None:
             meters["host_load"] = load
             if hostload.busy(load):
@@ -508,10 +524,23 @@ class RunSupervisor(Cancellable):
         stored = RunStored(run_id, run, status, error, row, executor_died, kept.path if kept is not None else None)
         if why_diverged:
             self.on_event(Notice(f"run {run_id} diverged: {why_diverged} (flag diverged)"))
+        if paused:
+            self.on_event(
+                Notice(
+                    f"run {run_id} was paused: {pauses.describe(paused)}; its energy and time count the pause "
+                    "(flag paused), so the verdicts leave them out"
+                )
+            )
         self.on_event(stored)
         if kept is not None:
             raise kept  # the store is unwritable: the grid stops, naming where this record waits
         return stored
+
+    def _tick(self, measured: RunMeasurement, tracker: EnergyTracker, writer: RowWriter) -> None:
+        """About once a second while the child runs: its samples go to the writer, and whether its process is
+        stopped (SIGSTOP, Ctrl-Z, a debugger) is noted (greenlab.core.run.pauses)."""
+        self._flush_samples(measured, tracker, writer)
+        measured.pauses.state(time.monotonic(), _stopped(measured.child_pid))
 
     def _flush_samples(self, measured: RunMeasurement, tracker: EnergyTracker, writer: RowWriter) -> None:
         rows = [
@@ -527,6 +556,7 @@ class RunSupervisor(Cancellable):
     ) -> None:
         """What the supervisor does with each child event: measure, record, and pass it on to the faces."""
         run_id = measured.run_id
+        measured.pauses.event(time.monotonic(), isinstance(event, child_events.BatchFinished))
         match event:
             case child_events.RunStarted():
                 measured.device = event.device
