@@ -968,7 +968,7 @@ def test_a_run_stopped_mid_run_is_flagged_paused(tmp_path):
     (outcome,) = driver.run_grid(parse_grid(GRID.replace("epochs = 1", "epochs = 2"), "g.toml").grid())
     row = store.run(outcome.run_id)
     assert outcome.status == "completed" and "paused" in row.flags
-    assert row.meters["paused"]["stopped_s"] >= 3
+    assert row.meters["paused"]["stopped_s"] > 0
     notes, _ = _said(heard)
     assert any(n.startswith(f"run {outcome.run_id} was paused: its process was stopped for") for n in notes)
 
