@@ -1,5 +1,6 @@
 """The `greenlab` command: the TUI by default, or a headless grid, a fetch, the model list, a capacity scan,
-and `greenlab report` (a subcommand with its own options, in greenlab.report_cli).
+`greenlab report` (a subcommand with its own options, in greenlab.report_cli) and `greenlab check`
+(greenlab.check_cli).
 
 Every error that is the user's to fix prints one line on stderr and exits 2, with nothing written.
 """
@@ -12,13 +13,15 @@ import sys
 
 from greenlab import __version__
 from greenlab.core.errors import GreenLabError
+from greenlab.core.text import escape_controls
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="greenlab",
         description="Measure the electricity of fine-tuning, with and without compression.",
-        epilog="greenlab report --help: compare stored runs (verdicts, tables, JSON, CSV, plots).",
+        epilog="greenlab report --help: compare stored runs (verdicts, tables, JSON, CSV, plots). "
+        "greenlab check: look for damage in a run store.",
     )
     parser.add_argument("--headless", metavar="EXPERIMENTS.toml", help="run the grid of a file with no UI")
     parser.add_argument("--db", metavar="PATH", help="run store (default: $GREENLAB_DB or data/runs.db)")
@@ -115,8 +118,12 @@ def _capacity(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parser().parse_args(argv) if argv[:1] != ["report"] else None
+    args = _parser().parse_args(argv) if argv[:1] not in (["report"], ["check"]) else None
     try:
+        if args is None and argv[0] == "check":
+            from greenlab.check_cli import run_check
+
+            return run_check(argv[1:])
         if args is None:
             from greenlab.report_cli import run_report
 
@@ -148,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return run_app(db=args.db, theme=args.theme, experiments=args.experiments)
     except GreenLabError as exc:
-        print(f"greenlab: {exc}", file=sys.stderr)
+        # A message may quote a stored name or a file's key: shown, never obeyed by the terminal, one line.
+        print(f"greenlab: {escape_controls(str(exc), keep='')}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("greenlab: interrupted", file=sys.stderr)

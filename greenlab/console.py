@@ -13,6 +13,7 @@ import time
 from typing import Any, TextIO
 
 from greenlab.core.grid.presenter import GridPresenter, QueueEntry, RunView
+from greenlab.core.text import escape_controls
 
 REDRAW_S = 0.2
 
@@ -28,7 +29,7 @@ class TerminalLines:
         if self._bar_shown:
             self.out.write("\r\033[K")
             self._bar_shown = False
-        self.out.write(text + "\n")
+        self.out.write(escape_controls(text) + "\n")  # a stored name or a child's error: shown, never obeyed
         self.out.flush()
 
     def bar(self, text: str) -> None:
@@ -37,7 +38,7 @@ class TerminalLines:
             return
         self._last_draw = time.monotonic()
         columns = shutil.get_terminal_size((100, 20)).columns
-        self.out.write("\r\033[K" + text[: columns - 1])
+        self.out.write("\r\033[K" + escape_controls(text, keep="")[: columns - 1])
         self.out.flush()
         self._bar_shown = True
 

@@ -2,7 +2,8 @@
 emissions.csv, and optionally a figure.
 
 A thin face on greenlab.core.report.compare. It checks every argument before reading anything, reads the store
-read-only (a report never changes runs.db), renders in memory and only then writes --out and --plot.
+read-only (a report never changes runs.db), renders in memory and only then writes --out and --plot
+(greenlab.core.report.output: never the store, a link or an existing file without --force; whole or not at all).
 Bad input is a GreenLabError: one line naming the fix, exit 2, nothing written.
 """
 
@@ -10,18 +11,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from greenlab.core.errors import GreenLabError, suggest
 from greenlab.core.plan.analysis import PostHoc
-from greenlab.core.report import compare, energy_to_target, formats
+from greenlab.core.report import compare, energy_to_target, formats, output
 from greenlab.core.store import journal
 from greenlab.core.store.database import Store, resolve_path
 from greenlab.core.store.rows import Row
+from greenlab.core.text import escape_controls
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", metavar="FILE", help="write the report here instead of standard output")
     parser.add_argument("--plot", metavar="FILE", help="also draw the figure into FILE.svg or FILE.png")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out or --plot file")
     return parser
 
 
@@ -97,38 +99,10 @@ def _number(text: str | None, flag: str, low: float, high: float, example: str) 
     return value
 
 
-def _writable(text: str, flag: str) -> Path:
-    path = Path(text)
-    if path.is_dir():
-        raise GreenLabError(f"{flag} {path} is a folder; name a file in it, e.g. {path / 'report.txt'}")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise GreenLabError(f"{flag} {path}: the folder {folder} does not exist; create it or choose another path")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise GreenLabError(f"{flag} {path} is not writable; choose a path you can write to")
-    return path
-
-
 def _choice(value: str, known: tuple[str, ...], flag: str) -> str:
     if value not in known:
         raise GreenLabError(f"unknown {flag} '{value}'{suggest(value, known)}; use one of {', '.join(known)}")
     return value
-
-
-def _write_all(files: list[tuple[Path, bytes]]) -> None:
-    """Write every file; if one fails, remove the ones this call created, so nothing half-done is left."""
-    created: list[Path] = []
-    try:
-        for target, data in files:
-            existed = target.exists()
-            with open(target, "wb") as stream:
-                if not existed:
-                    created.append(target)
-                stream.write(data)
-    except OSError as exc:
-        for path in created:
-            path.unlink(missing_ok=True)
-        raise GreenLabError(f"cannot write the report ({exc}); choose another --out or --plot path") from None
 
 
 def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -138,8 +112,10 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
     fmt = _choice(args.format, formats.FORMATS, "--format")
     headline = _choice(args.metric, compare.METRICS, "--metric") if args.metric else compare.HEADLINE
     margin = _margin(args.margin)
-    out_path = _writable(args.out, "--out") if args.out else None
-    plot_path = _writable(args.plot, "--plot") if args.plot else None
+    db = resolve_path(args.db)
+    # Checked before the store is read: the store, its companions and the other output are never replaced.
+    out_path = output.check_output(args.out, **_output_rules(args, db, "--out")) if args.out else None
+    plot_path = output.check_output(args.plot, **_output_rules(args, db, "--plot")) if args.plot else None
     plot_format = plot_path.suffix.lower().lstrip(".") if plot_path else None
     if plot_path and plot_format not in ("svg", "png"):
         raise GreenLabError(f"--plot {plot_path}: name the file .svg or .png")
@@ -150,16 +126,17 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
         accuracy_margin_pp=_number(args.accuracy_margin_pp, "--accuracy-margin-pp", 0, 100, "1"),
     )
 
-    db = resolve_path(args.db)
     kept = journal.pending(db)
     if kept:  # a report never writes, so it cannot import them: it says what it leaves out
         print(
             f"greenlab report: {len(kept)} run record{'s' * (len(kept) != 1)} in {journal.folder(db)} "
-            f"{'are' if len(kept) != 1 else 'is'} not in the store yet (it was busy when the grid ended) and "
-            "left out here; the next greenlab or grid that opens the store takes them in",
+            f"{'are' if len(kept) != 1 else 'is'} not in the store yet (it could not take them when their grid "
+            "ran; that grid said why) and left out here; the next greenlab or grid that opens the store takes "
+            "them in",
             file=err,
         )
-    store = Store.reader(db)  # a report never writes runs.db
+    # A report never writes runs.db; a damaged one is refused (quick_check), a locked one waited for, aloud.
+    store = Store.reader(db, check=True, on_busy=lambda text: print(f"greenlab report: {text}", file=err))
     try:
         rows: Sequence[Row] = store.runs()
         epochs, plans = store.epochs_by_run(), store.plans()
@@ -206,17 +183,25 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
                 "columns cannot mark; runs.energy_estimated_j and runs.meters say which",
                 file=err,
             )
-    files: list[tuple[Path, bytes]] = []
+    # Names and settings come from the store, which another tool or an older GreenLab may have written: an
+    # ESC or a NUL there is shown as \x1b, \x00, never sent to the terminal or into the CSV as is.
+    text = escape_controls(text)
+    files: list[output.Output] = []
+    if out_path is not None:
+        files.append(output.Output(out_path, text, "--out"))
     if plot_path is not None:
         from greenlab.core.report.plot import render_plot
 
-        files.append((plot_path, render_plot(rows, comparisons, str(plot_format), headline)))
-    if out_path is not None:
-        files.insert(0, (out_path, text.encode("utf-8")))
-    _write_all(files)
+        files.append(output.Output(plot_path, render_plot(rows, comparisons, str(plot_format), headline), "--plot"))
+    output.write_outputs(files, store_path=db, force=args.force)
     if out_path is None:
         out.write(text)
         out.flush()
-    for path, _ in files:
-        print(f"greenlab report: wrote {path}", file=err)
+    for written in files:
+        print(f"greenlab report: wrote {written.path}", file=err)
     return 0
+
+
+def _output_rules(args: argparse.Namespace, db: Path, flag: str) -> dict[str, Any]:
+    other = args.plot if flag == "--out" else args.out
+    return {"name": flag, "store_path": db, "others": [other] if other else [], "force": args.force}

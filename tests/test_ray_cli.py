@@ -130,7 +130,7 @@ def test_an_address_where_nothing_listens_exits_2_naming_it_and_writes_nothing(w
     result = run_cli("--headless", str(write_toml(GRID)), "--db", str(db), "--ray", address, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     (line,) = [text for text in result.stderr.splitlines() if text.strip()]  # one line, no Ray warnings
-    assert f"127.0.0.1:{port} did not answer within 3 s" in line and f"'{address}'" in line
+    assert f"127.0.0.1:{port} refused the connection: nothing listens there" in line and f"'{address}'" in line
     assert "ray start --head" in line and "GREENLAB_RAY_CONNECT_TIMEOUT_S" in line
     assert not db.exists()
 

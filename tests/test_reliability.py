@@ -186,7 +186,8 @@ def test_a_store_locked_past_the_budget_keeps_the_record_beside_it_and_imports_i
     kept = journal.pending(path)
     assert len(kept) == 1 and kept[0].parent.name == "runs.db.pending"
     (stopped,) = [n for n in notes if n.startswith("stopped: ")]
-    assert "the run store cannot be written" in stopped and str(kept[0]) in stopped and "run 1's record" in stopped
+    assert "the run store stayed locked by another process" in stopped and str(kept[0]) in stopped
+    assert "run 1's record" in stopped
     # The report reads only: it cannot take the record in, and says it leaves it out, and where it waits
     assert cli.main(["report", "--db", str(path)]) == 2  # the run's row is still `running`: nothing to compare
     said = capsys.readouterr().err

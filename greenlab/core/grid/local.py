@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from greenlab.core.grid.driver import Resume, RetryRule, take_host
 from greenlab.core.grid.grid_events import RunQueued, RunSkipped
-from greenlab.core.grid.stop_rules import GridStopped, StopRule, exception_cause
+from greenlab.core.grid.stop_rules import GridStopped, StopRule, exception_cause, store_failure
 from greenlab.core.measure.host_lock import HostLock
 from greenlab.core.plan.config import GridRun
 from greenlab.core.run.cancel import Cancellable, CancelToken
@@ -64,24 +64,27 @@ class LocalDriver(Cancellable):
                     self.on_event(RunSkipped(index, run, reason))
                     continue
                 self.on_event(RunQueued(index, len(runs), run))
+                store_failed = False
                 try:
                     outcome = self._execute(run)
                 except Exception as exc:  # noqa: BLE001 - only environment failures are handled here
                     stop = exception_cause(exc)
                     if stop is None:
                         raise
-                    outcome = None
+                    outcome, store_failed = None, store_failure(exc)
                 else:
                     stop = stop_rule.cause(outcome) if outcome is not None else None
                 if outcome is not None:
                     outcomes.append(outcome)
-                if stop is not None and not self.cancelled:
+                # A record kept aside is told even when the user stopped the grid meanwhile (their second
+                # Ctrl-C may be what gave up on a locked store).
+                if stop is not None and (not self.cancelled or store_failed):
                     rest = [
                         r
                         for r in runs[index + 1 :]
                         if r.settings_key() not in resume.planned and r.settings_key() not in resume.done
                     ]
-                    self.on_event(GridStopped(stop, rest))
+                    self.on_event(GridStopped(stop, rest, store_failed=store_failed))
                     break
         finally:
             launcher.close()

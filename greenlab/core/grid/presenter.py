@@ -613,6 +613,7 @@ class GridPresenter:
                 f"(measured {formatting.energy(row.get('energy_measured_j'))}, "
                 f"estimated {formatting.energy(row.get('energy_estimated_j'))}), "
                 f"val acc {formatting.accuracy(row.get('val_accuracy'))}  [run {event.run_id}]"
+                + (f"; not in the store: its record is kept in {event.kept_in}" if event.kept_in else "")
             )
             busy = formatting.host_busy(row)
             if busy:

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from greenlab.core.errors import GreenLabError
 from greenlab.core.grid.ray_noise import RayNoise
 from greenlab.core.plan.config import GridRun, locate_setting
 from greenlab.core.plan.preflight import PreflightError, Problem
+from greenlab.core.text import clip, escape_controls
 from greenlab.core.train import datasets
 
 LOCAL = "local"
@@ -267,24 +269,81 @@ def _auto_address(given: str) -> str | None:
         ) from None
 
 
+# An HTTP/2 client's first words (RFC 9113 §3.4) and an empty SETTINGS frame: a gRPC server (Ray's GCS, Ray
+# Client) answers with a SETTINGS frame of its own; anything else that answers is not Ray.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_FRAME_SETTINGS = 0x04
+
+
 def probe_address(address: str) -> None:
-    """GreenLabError (exit 2) within the connect timeout when nothing listens at the cluster's address,
-    instead of Ray's minutes of retries; an address whose host is reached is left to ray.init."""
+    """GreenLabError (exit 2) within the connect timeout unless a gRPC server (what Ray's GCS and Ray Client
+    are) answers at the cluster's address: nothing listening, a program that accepts and says nothing, or
+    one that speaks something else (an HTTP server) is named, instead of Ray's minutes of retries against
+    it. An address only ray.init can resolve is left to it."""
     found = endpoint(address)
     if found is None:
         return
     host, port = found
     timeout = connect_timeout_s()
+    fix = (
+        "start the cluster there (`ray start --head`), check the address and port, or pass --ray local "
+        f"for this machine alone ({CONNECT_TIMEOUT_ENV} sets the wait)"
+    )
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        connection = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
-        why = "nothing answered" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
-        raise GreenLabError(
-            f"cannot use Ray at '{address}': {host}:{port} did not answer within {timeout:g} s ({why}); "
-            "start the cluster there (`ray start --head`), check the address and port, or pass --ray local "
-            f"for this machine alone ({CONNECT_TIMEOUT_ENV} sets the wait)"
-        ) from None
+        if isinstance(exc, TimeoutError):
+            why = f"did not answer within {timeout:g} s"
+        elif isinstance(exc, ConnectionRefusedError):
+            why = "refused the connection: nothing listens there"
+        else:
+            why = f"cannot be reached ({exc.strerror or type(exc).__name__})"
+        raise GreenLabError(f"cannot use Ray at '{address}': {host}:{port} {why}; {fix}") from None
+    with connection:
+        answer = _first_answer(connection, deadline)
+    if len(answer) >= 9 and answer[3] == _FRAME_SETTINGS:
+        return  # a gRPC server: ray.init takes it from here
+    raise GreenLabError(f"cannot use Ray at '{address}': {_what_answered(host, port, answer, timeout)}; {fix}")
+
+
+def _first_answer(connection: socket.socket, deadline: float) -> bytes:
+    """What the server at the other end says to an HTTP/2 preface, until the deadline: its first frame's
+    9-byte header, or whatever else it sends (b"" if it says nothing, or closes)."""
+    answer = b""
+    try:
+        connection.sendall(_HTTP2_PREFACE)
+        while len(answer) < 9:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            connection.settimeout(left)
+            chunk = connection.recv(256)
+            if not chunk:
+                break
+            answer += chunk
+            if not answer.startswith(b"\x00") and b"\n" in answer:
+                break  # a line of text (HTTP/1, SMTP, ...): frames of HTTP/2 begin with a length's zero byte
+    except OSError:
+        pass  # reset or timed out: judged on what came before
+    return answer
+
+
+def _what_answered(host: str, port: int, answer: bytes, timeout: float) -> str:
+    """The address's answer, named: what was found there instead of Ray."""
+    if not answer:
+        return (
+            f"a program at {host}:{port} accepts connections but did not answer as Ray (a gRPC server) within "
+            f"{timeout:g} s"
+        )
+    first = answer.split(b"\n", 1)[0].strip()
+    if first.startswith(b"HTTP/"):
+        text = first.decode("ascii", "replace")
+        return f"an HTTP server answers at {host}:{port} ({escape_controls(clip(text, 60), keep='')}), not Ray"
+    if b"<html" in answer.lower() or b"<!doctype" in answer.lower():  # an HTTP/0.9-style answer: a page, no status
+        return f"an HTTP server answers at {host}:{port} (it sent a web page), not Ray"
+    shown = escape_controls(clip(answer.decode("latin-1"), 40), keep="")
+    return f"a program at {host}:{port} answers, but not as Ray (a gRPC server) does: it said {shown!r}"
 
 
 def first_line_of(exc: BaseException) -> str:

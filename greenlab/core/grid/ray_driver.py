@@ -278,7 +278,7 @@ class RayDriver(Cancellable):
                         except RecordKept as kept:  # the runs still running finish; no other starts
                             if not stopped:
                                 stopped = True
-                                self._stop_waiting(str(kept))
+                                self._stop_waiting(str(kept), store_failed=True)
                             continue
                         if outcome is not None:
                             outcomes.append(outcome)
@@ -315,7 +315,7 @@ class RayDriver(Cancellable):
             if not (told and task.began):
                 ray.cancel(ref)
 
-    def _stop_waiting(self, cause: str) -> None:
+    def _stop_waiting(self, cause: str, *, store_failed: bool = False) -> None:
         """An environment failure: tasks not yet started are cancelled (the inbox refuses any that try);
         those running finish and are stored."""
         ray = import_ray()
@@ -332,7 +332,8 @@ class RayDriver(Cancellable):
         waiting = [(ref, task) for ref, task in self._inflight.items() if task.index not in started]
         for ref, _task in waiting:
             ray.cancel(ref)
-        self.on_event(GridStopped(cause, [task.run for _ref, task in sorted(waiting, key=lambda p: p[1].index)]))
+        not_started = [task.run for _ref, task in sorted(waiting, key=lambda p: p[1].index)]
+        self.on_event(GridStopped(cause, not_started, store_failed=store_failed))
 
     def _abandon(self, why: str) -> list[RunStored]:
         """Kill the tasks still out; those whose run had begun are stored as interrupted."""
@@ -502,7 +503,10 @@ class RayDriver(Cancellable):
             # A row never inserted has no id: the kept record carries its first values and gets one on import.
             run_id = task.run_id if task.run_id is not None else journal.NO_ROW_YET
             start = None if task.run_id is not None else {**rows.start, **self._where(task)}
-            kept = journal.save(self.store.path, task.run_id, record_writes(run_id, values, rows), start=start)
+            identity = self.store.row_identity(task.run_id) if task.run_id is not None else None
+            kept = journal.save(
+                self.store.path, task.run_id, record_writes(run_id, values, rows), start=start, row=identity
+            )
             status = rows.status or "failed"
             self.on_event(RunStored(run_id, task.run, status, rows.error, {"id": task.run_id, **values}, kept_in=kept))
             raise RecordKept(task.run_id, kept, exc, label=_label(task.run)) from None

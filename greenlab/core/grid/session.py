@@ -13,12 +13,14 @@ the host lock or a driver (an import-linter contract says so). `fetch_grid` is `
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from greenlab.core.grid.driver import GridDriver
 from greenlab.core.grid.local import LocalDriver
+from greenlab.core.grid.stop_rules import GridStopped
 from greenlab.core.measure.host_lock import ensure_free
 from greenlab.core.plan import fetch, preflight
 from greenlab.core.plan.analysis import Plan
@@ -154,8 +156,19 @@ class GridSession(Cancellable):
             if not request.wait and (self.cluster is None or self.cluster.single_host):
                 ensure_free()  # LockBusy: exit 2 before the store file exists
             # The file is created by the first run's row: an interrupt before it leaves none.
-            store = Store(request.db, on_busy=lambda text: self._tell(Notice(text)))
+            tell = self._tell
+            store = Store(
+                request.db, on_busy=lambda text: tell(Notice(text)), on_notice=lambda text: tell(Notice(text))
+            )
             store.declare_plan(request.plan)  # stored with the first run: the verdicts are judged under it
+            stopped: list[GridStopped] = []
+
+            def hear(event: Any) -> None:
+                if isinstance(event, GridStopped):
+                    stopped.append(event)  # on its store: nothing more is asked of the store (after_grid)
+                tell(event)
+
+            self._tell = SafeListener(hear)
             driver = self.driver(store)
             interrupted = False
             outcomes: list[RunStored] = []
@@ -165,8 +178,8 @@ class GridSession(Cancellable):
                 interrupted = True
             finally:
                 driver.close()
+                self._tell = tell
             described = self.cluster.describe() if self.cluster is not None else None
-            with_targets(store)  # the grid's runs (and their cells' others) against one target
             result = GridOutcome(
                 outcomes,
                 interrupted or any(o.status == "interrupted" for o in outcomes),
@@ -174,13 +187,37 @@ class GridSession(Cancellable):
                 cut_short=interrupted,
                 cluster=described,
             )
-            if not interrupted:
-                result.rows = grid_rows(store, request.runs)
-                result.verdicts = plan_verdicts(store, request.plan)
+            after_grid(store, request, result, stopped, tell)
             store.close()
             return result
         finally:
             self.close()
+
+
+def after_grid(
+    store: Store, request: GridRequest, result: GridOutcome, stopped: list[GridStopped], tell: Listener
+) -> None:
+    """Energy to target, then the rows and verdicts of the summary, into `result`. The store is checked
+    first (quick_check: a page damaged during the grid is refused, GreenLabError, exit 2, never written);
+    after a grid stopped on its store (a record kept aside, the file removed), or when it fails now, none
+    of this is tried again or waited for: one notice says what is left out, never a traceback."""
+    if any(stop.store_failed for stop in stopped):
+        tell(Notice("energy to target and the summary are left out: the run store could not be written (above)"))
+        return
+    try:
+        store.check()
+        with_targets(store)  # the grid's runs (and their cells' others) against one target
+        if not result.cut_short:
+            result.rows = grid_rows(store, request.runs)
+            result.verdicts = plan_verdicts(store, request.plan)
+    except (sqlite3.Error, OSError) as exc:
+        first = next(iter(str(exc).splitlines()), "")
+        tell(
+            Notice(
+                f"energy to target and the summary are left out: the run store {store.path} cannot be used now "
+                f"({type(exc).__name__}: {first}); the runs above are stored (or kept beside it, as said)"
+            )
+        )
 
 
 def with_targets(store: Store) -> int:

@@ -43,6 +43,12 @@ class GridStopped:
 
     cause: str  # one line: what failed, and why the rest would too
     not_started: list[GridRun] = field(default_factory=list)
+    store_failed: bool = False  # the run store itself failed (a record kept aside): nothing more is asked of it
+
+
+def store_failure(exc: BaseException) -> bool:
+    """The exception is the run store's (it could not take a write, or a record was kept beside it)."""
+    return isinstance(exc, (RecordKept, sqlite3.Error))
 
 
 def first_line(error: str) -> str:

@@ -16,10 +16,12 @@ never measures beside them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from greenlab.core.errors import GreenLabError
 
 LOCK_NAME = "measure.lock"
 _POLL_S = 0.25
+_HOLDER_MAX = 16384  # a holder's name is a few hundred bytes (a long store path more); a lock file is never larger
 
 
 def lock_dir() -> Path:
@@ -83,32 +86,97 @@ class LockBusy(GreenLabError):
 
 
 def read_holder(path: Path | None = None) -> Holder | None:
-    """The holder written in the lock file, or None when it is empty or unreadable."""
+    """The holder written in the lock file, or None when it is empty, unreadable or not a plain file (a
+    link there is never followed: its target is not ours to read)."""
     try:
-        data = json.loads((path or lock_path()).read_text(encoding="utf-8"))
+        fd = os.open(path or lock_path(), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = json.loads(os.pread(fd, _HOLDER_MAX, 0).decode("utf-8"))
         return Holder(int(data["pid"]), str(data["host"]), str(data["store"]), str(data["since"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    finally:
+        os.close(fd)
+
+
+def _refused(path: Path, why: str) -> GreenLabError:
+    return GreenLabError(
+        f"the host's measurement lock {path} {why}; GreenLab leaves it as it is: remove it if it is yours, or set "
+        "GREENLAB_LOCK_DIR to a folder of your own"
+    )
+
+
+def _looks_like_a_lock(fd: int, info: os.stat_result) -> bool:
+    """A lock file another user's GreenLab made: writable by all, as `_open` creates it, and holding nothing
+    or a holder's name. Anything else of another user's (a private file, a database) is not one."""
+    if stat.S_IMODE(info.st_mode) != 0o666 or info.st_size > _HOLDER_MAX:
+        return False
+    text = os.pread(fd, _HOLDER_MAX, 0)
+    if not text:
+        return True
+    try:
+        data = json.loads(text.decode("utf-8"))
+    except ValueError:
+        return False
+    return isinstance(data, dict) and set(data) == {"pid", "host", "store", "since"}
+
+
+def _check(fd: int, path: Path) -> None:
+    """Refuse what the descriptor opened unless it is a lock: a plain file of this user's, or one another
+    user's GreenLab made. Judged on the open descriptor (fstat), so nothing can be swapped in after the
+    check; a hard link (a second name for some other file) is refused too."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise _refused(path, "is not a plain file")
+    if info.st_nlink != 1:
+        raise _refused(path, f"is a hard link ({info.st_nlink} names for one file), not a lock GreenLab made")
+    if info.st_uid != os.geteuid() and not _looks_like_a_lock(fd, info):
+        raise _refused(
+            path, f"belongs to user {info.st_uid} and is not a lock GreenLab made (mode {stat.S_IMODE(info.st_mode):o})"
+        )
 
 
 def _open(path: Path) -> int:
     """The lock file, created readable and writable by all, so that a folder shared by several users
     (GREENLAB_LOCK_DIR=/tmp/greenlab, say) makes one lock for the whole host; a file another user created
-    is opened read-only, which flock accepts."""
+    is opened read-only, which flock accepts.
+
+    A shared folder is also where another user can plant a name: a symbolic link is never followed
+    (O_NOFOLLOW), anything that is not a lock is refused (`_check`), and only a file this call created is
+    ever chmod-ed, so no one's file is widened or emptied through the lock's name."""
+    flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a FIFO planted there must not hang us
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        created = False
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except PermissionError:
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        with contextlib.suppress(OSError):
-            os.fchmod(fd, 0o666)  # the umask trimmed it; another user's grid must open it too
-        return fd
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, 0o666)
+            created = True
+        except FileExistsError:
+            try:
+                fd = os.open(path, os.O_RDWR | flags)
+            except PermissionError:
+                fd = os.open(path, os.O_RDONLY | flags)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            target = os.readlink(path) if path.is_symlink() else "?"
+            raise _refused(path, f"is a symbolic link (to {target}), which GreenLab does not follow") from None
         raise GreenLabError(
             f"cannot create the host's measurement lock {path} ({exc.strerror or exc}); set "
             "GREENLAB_LOCK_DIR to a writable local folder"
         ) from None
+    try:
+        _check(fd, path)
+        if created:
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, 0o666)  # the umask trimmed it; another user's grid must open it too
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def current_holder(path: Path | None = None) -> Holder | None | bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 from dataclasses import asdict, dataclass, field
@@ -294,6 +295,12 @@ def parse_grid(text: str, source: str = "<string>", *, guarded: bool = False) ->
         limits.guard_text(text.encode("utf-8", "replace"), source)  # a runaway file, refused before parsing
     try:
         data = tomllib.loads(text)
+    except RecursionError:  # tables or arrays nested thousands deep: the parser recurses once per level
+        raise ConfigError(
+            "tables or arrays are nested deeper than a grid file can be (an experiments file needs three "
+            "levels); fix the file",
+            source=source,
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None)
         if line is None:
@@ -386,6 +393,10 @@ def _build(data: dict[str, Any], locator: _Locator) -> tuple[list[Experiment], A
         # inline tables (`experiment = [{...}, ...]`, which the header count cannot see) takes minutes.
         fail(limits.too_many_experiments(len(experiments_raw), max_runs), ("experiment",))
 
+    found = limits.control_character(data)  # a name or setting that would drive the terminal it is shown on
+    if found is not None:
+        fail(found[0], found[1])
+
     experiments: list[Experiment] = []
     names: set[str] = set()
     for index, raw in enumerate(experiments_raw):
@@ -469,7 +480,11 @@ def load_grid(path: str | Path) -> GridFile:
     """Read and validate an experiments file: its experiments and its analysis plan."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as stream:
+            data = stream.read(limits.MAX_FILE_BYTES + 1)  # never more: a runaway file is refused unread
+            if len(data) > limits.MAX_FILE_BYTES:
+                size = os.fstat(stream.fileno()).st_size
+                raise limits.too_large(max(size, len(data)), str(path))
     except FileNotFoundError:
         raise ConfigError("file not found; pass the path of an experiments.toml", source=str(path)) from None
     except OSError as exc:

@@ -38,6 +38,9 @@ FLAG_NET_BELOW_IDLE = "net_below_idle"
 # A run whose training ran away or ended at chance (greenlab.core.run.divergence): it reached no target for a
 # reason that is not its technique's, so energy to target leaves it out; the other verdicts name it.
 FLAG_DIVERGED = "diverged"
+# A run whose process was stopped mid-run (greenlab.core.run.pauses): its energy and time count the pause, so
+# every verdict on them leaves it out (its accuracy is its own), and the checks name it.
+FLAG_PAUSED = "paused"
 MEASURED, ESTIMATED, MIXED = "measured", "estimated", "mixed"
 Values = list[tuple[int, "float | None"]]  # (run id, value) in execution order
 
@@ -77,6 +80,11 @@ def stored_margin(rows: Iterable[Row]) -> float | None:
 def diverged(row: Row) -> bool:
     """The run's flags say it diverged (greenlab.core.run.divergence)."""
     return FLAG_DIVERGED in column(row, "flags")
+
+
+def paused(row: Row) -> bool:
+    """The run's flags say its process was paused mid-run (greenlab.core.run.pauses)."""
+    return FLAG_PAUSED in column(row, "flags")
 
 
 def latest_runs(rows: Iterable[Row]) -> list[Row]:
@@ -468,6 +476,9 @@ def usable(rows: list[Row], metric: str, side: str) -> tuple[Values, list[Exclud
             # missing would withhold the verdict of the runs that trained.
             left_out.append(Excluded(run_id, side, math.nan, "diverged"))
             continue
+        if ratio and paused(row):  # its energy and time include a pause: not its technique's
+            left_out.append(Excluded(run_id, side, math.nan, "paused"))
+            continue
         if value is None:
             kept.append((run_id, None))
             continue
@@ -695,6 +706,10 @@ def _comparison(
         [(i, v) for i, v in judged.baseline if v is not None],
         technique,
     )
+    for side in ("technique", "baseline"):
+        ids = [int(e.run_id or 0) for e in judged.excluded if e.reason == "paused" and e.side == side]
+        if ids:
+            checks.append(diagnostics.paused_runs(side, ids))
     caveat = _flagged_caveat(cell.members + cell.reference) if ratio else ""
     if caveat:
         notes.append(caveat)

@@ -12,7 +12,9 @@ classes), a cell's runs are checked before they are tested, and what is found is
   approximation; 5 runs or more): a steady rise is the machine heating up, a steady fall a cache or clock
   warming;
 - one side without spread: every run of one side identical while the other varies; the test then rests
-  on the other side's spread alone.
+  on the other side's spread alone;
+- paused: runs whose process was stopped mid-run (flag paused), which the verdicts on energy and time leave
+  out (the one check that names runs left out rather than flagged).
 
 Pure functions over (run id, value) pairs in execution order; nothing here decides a verdict.
 """
@@ -55,6 +57,7 @@ CV_LIMIT = 0.10
 WARMUP_EXCESS = 0.10
 TREND_ALPHA = 0.05
 OUTLIER, HIGH_CV, WARM_UP, DRIFT, ONE_SIDE_CONSTANT = "outlier", "high_cv", "warm_up", "drift", "one_side_constant"
+PAUSED = "paused"  # a run whose process was stopped mid-run (greenlab.core.run.pauses): left out, and named
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,19 @@ def one_side_constant(
                 )
             )
     return found
+
+
+def paused_runs(side: str, run_ids: Sequence[int]) -> Diagnostic:
+    """The runs of one side left out because their process was paused mid-run (flag paused)."""
+    ids = ", ".join(str(i) for i in run_ids)
+    many = len(run_ids) != 1
+    return Diagnostic(
+        PAUSED,
+        side,
+        tuple(run_ids),
+        f"{side} run{'s' * many} {ids} {'were' if many else 'was'} paused mid-run (flag paused: the process was "
+        f"stopped, so {'their' if many else 'its'} energy and time include the pause); left out of this verdict",
+    )
 
 
 def _value(value: float, unit: str) -> str:

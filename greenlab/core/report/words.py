@@ -302,14 +302,15 @@ def excluded_note(excluded: Iterable[Excluded], metric: str) -> str:
     items = list(excluded)
     label = metrics.label(metric)
     parts = []
-    went_wrong = [e for e in items if e.reason == "diverged"]
-    items = [e for e in items if e.reason != "diverged"]
-    if went_wrong:
-        ids = ", ".join(str(e.run_id) for e in went_wrong)
-        parts.append(
-            f"{len(went_wrong)} run{'s' if len(went_wrong) != 1 else ''} that diverged left out: "
-            f"id{'s' if len(went_wrong) != 1 else ''} {ids}"
-        )
+    for reason, what in (("diverged", "that diverged"), ("paused", "paused mid-run (flag paused)")):
+        went_wrong = [e for e in items if e.reason == reason]
+        items = [e for e in items if e.reason != reason]
+        if went_wrong:
+            ids = ", ".join(str(e.run_id) for e in went_wrong)
+            parts.append(
+                f"{len(went_wrong)} run{'s' if len(went_wrong) != 1 else ''} {what} left out: "
+                f"id{'s' if len(went_wrong) != 1 else ''} {ids}"
+            )
     if items:
         what = (
             f"{label} ≤ 0 or not finite"

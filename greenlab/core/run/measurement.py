@@ -17,6 +17,7 @@ from greenlab.core.measure.meter import ComponentEnergy
 from greenlab.core.measure.nvml import GRACE_HOPPER_SCOPE
 from greenlab.core.measure.tracker import FLAG_SHORT_WINDOW_POLLED, FLAG_UNCERTAIN, WindowResult
 from greenlab.core.plan.config import GridRun
+from greenlab.core.run.pauses import PauseWatch
 
 FLAG_NET_BELOW_IDLE = "net_below_idle"  # a component drew less than its idle baseline: a bad baseline
 FLAG_NO_IDLE_BASELINE = "no_idle_baseline"  # measured energy without a baseline: no net figure
@@ -68,6 +69,7 @@ class RunMeasurement:
     warnings: list[str] = field(default_factory=list)  # the run's notes, as ModelPrepared stored them
     data_wait_s: float = 0.0  # the training phases' wait for data, summed over the epochs
     epochs_train_s: float = 0.0  # the training phases' time, summed over the epochs
+    pauses: PauseWatch = field(default_factory=PauseWatch)  # whether the child was stopped mid-run (pauses)
 
     def view(self, window: WindowResult) -> WindowResult:
         """A window as the run's: without the metered GPUs it did not use, and with an unknown GPU where its

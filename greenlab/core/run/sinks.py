@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from greenlab.core.store import journal
 from greenlab.core.store.database import Store
-from greenlab.core.store.journal import RecordKept
+from greenlab.core.store.journal import RecordKept, RecordLost
 from greenlab.core.store.writer import StoreWriteError, StoreWriter
 from greenlab.core.store.writes import RowWrite
 
@@ -58,6 +58,10 @@ class RowSink(Protocol):
 
     def run(self, run_id: int) -> Mapping[str, Any] | None: ...
 
+    def stop_waiting(self) -> None:
+        """Give up waiting for the store (the user stopped the grid twice while it was locked)."""
+        ...
+
 
 class StoreSink:
     """A local run's rows go to the store; writes during the run go through a StoreWriter thread. A record
@@ -67,6 +71,14 @@ class StoreSink:
         self.store = store
         self.on_busy = on_busy
         self._writer: StoreWriter | None = None
+        # Set by stop_waiting (a second Ctrl-C while the store is locked): every wait for the lock gives up,
+        # and the run's record goes to the pending folder instead.
+        self.abandon = threading.Event()
+        store.abandon = self.abandon
+
+    def stop_waiting(self) -> None:
+        """Stop waiting for another process's lock on the store: what is not written yet is kept aside."""
+        self.abandon.set()
 
     def start_run(self, values: dict[str, Any]) -> int:
         return self.store.start_run(values)
@@ -76,7 +88,8 @@ class StoreSink:
         return run_id
 
     def writer(self) -> RowWriter:
-        self._writer = StoreWriter(self.store.path, self.on_busy)
+        self._writer = None  # a writer that cannot start (the store removed) leaves no earlier run's writer here
+        self._writer = StoreWriter(self.store.path, self.on_busy, same_file=self.store.file, abandon=self.abandon)
         return self._writer
 
     def finish(self, run_id: int, final: list[RowWrite]) -> None:
@@ -97,7 +110,11 @@ class StoreSink:
         else:
             unwritten += final
         if cause is not None:
-            raise RecordKept(run_id, journal.save(self.store.path, run_id, unwritten), cause)
+            try:
+                kept = journal.save(self.store.path, run_id, unwritten, row=self.store.row_identity(run_id))
+            except OSError as exc:  # the folder beside the store cannot be written either (a full disk)
+                raise RecordLost(run_id, self.store.path, cause, exc, journal.figures(unwritten)) from None
+            raise RecordKept(run_id, kept, cause)
 
     def update_run(self, run_id: int, **values: Any) -> None:
         self.store.update_run(run_id, **values)
@@ -161,6 +178,9 @@ class MemorySink:
 
     def writer(self) -> RowWriter:
         return self
+
+    def stop_waiting(self) -> None:
+        """Nothing waits here: the rows are in memory."""
 
     def finish(self, run_id: int, final: list[RowWrite]) -> None:
         for write in final:

@@ -19,9 +19,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
+
+import psutil
 
 from greenlab.core.measure import hostload
 from greenlab.core.measure.detect import build_meters
@@ -29,7 +31,7 @@ from greenlab.core.measure.meter import MEASURED_METHODS
 from greenlab.core.measure.nvml import NvmlMeter
 from greenlab.core.measure.tracker import EnergyTracker
 from greenlab.core.plan.config import GridRun, RunSettings
-from greenlab.core.run import divergence
+from greenlab.core.run import divergence, pauses
 from greenlab.core.run.cancel import Cancellable, CancelToken, SignalInterrupt, interrupt_reason
 from greenlab.core.run.child import RunChild
 from greenlab.core.run.launcher import Launcher, default_launcher
@@ -123,22 +125,29 @@ def run_row_values(run: GridRun) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def signals_deferred(reraise: bool = False) -> Iterator[list[int]]:
+def signals_deferred(reraise: bool = False, on_signal: Callable[[int], None] | None = None) -> Iterator[list[int]]:
     """Collect SIGINT and SIGTERM while the outcome is written; yields the list of those that arrived, for
     the caller to act on afterwards, or, with `reraise`, raises KeyboardInterrupt (SignalInterrupt for a
     SIGTERM) once the block is done if any arrived (main thread only; elsewhere signals never reach Python code anyway).
 
     The handlers are swapped, not the signals masked: the kernel may deliver a signal to any thread (the
     sampler, the store writer), and Python then runs the handler in the main thread regardless.
+    `on_signal(n)` hears each one as it comes, n counting them (a wait in the block may be stopped by it).
     """
     pending: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield pending
         return
-    previous = {
-        number: signal.signal(number, lambda signum, frame: pending.append(signum))
-        for number in (signal.SIGINT, signal.SIGTERM)
-    }
+
+    def defer(signum: int, frame: Any) -> None:
+        pending.append(signum)
+        if on_signal is not None:
+            try:
+                on_signal(len(pending))
+            except Exception:  # noqa: BLE001 - a signal handler must not raise into the store's write
+                pass
+
+    previous = {number: signal.signal(number, defer) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield pending
     finally:
@@ -172,6 +181,16 @@ def _gpu_meter(tracker: EnergyTracker) -> NvmlMeter | None:
 
 def _gpu_components(tracker: EnergyTracker) -> list[str]:
     return [c for c in tracker.components() if c.startswith("gpu")]
+
+
+def _stopped(pid: int | None) -> bool:
+    """The process is stopped (SIGSTOP, Ctrl-Z, a debugger's trace stop); False when it is gone or unknown."""
+    if pid is None:
+        return False
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except psutil.Error:
+        return False
 
 
 def _temperatures(tracker: EnergyTracker) -> dict[str, float]:
@@ -383,7 +402,7 @@ class RunSupervisor(Cancellable):
             watch = measured.gpu_watch = GpuWatch()
 
             def tick() -> None:
-                self._flush_samples(measured, tracker, writer)
+                self._tick(measured, tracker, writer)
                 self._watch_gpus(measured, tracker, watch)
 
             for event in child.events(tick=tick, tick_s=_SAMPLE_FLUSH_S):
@@ -394,8 +413,10 @@ class RunSupervisor(Cancellable):
                 self.token.cancel(interrupt_reason(exc))
             else:
                 measured.supervisor_error = measured.supervisor_error or f"{type(exc).__name__}: {exc}"
-        # Stopping the child and writing the outcome must not be cut short by a second Ctrl-C.
-        with signals_deferred() as pending:
+        # Stopping the child and writing the outcome must not be cut short by a second Ctrl-C; but a store
+        # locked by another process must not hold it for the whole busy budget either (_storing_signal).
+        cancelled_before = self.cancelled
+        with signals_deferred(on_signal=lambda count: self._storing_signal(count + cancelled_before)) as pending:
             if child is not None:
                 if raised is not None:
                     child.terminate()
@@ -416,6 +437,20 @@ class RunSupervisor(Cancellable):
         if raised is not None:
             raise raised
         return stored
+
+    def _storing_signal(self, count: int) -> None:
+        """A Ctrl-C (or SIGTERM) while the run's end is stored; `count` includes one that already stopped the
+        run. The write may wait minutes for another process's lock: the first stop says how to give up on
+        it, the second gives up, and the run's record then waits in the pending folder beside the store."""
+        if count >= 2:
+            self.sink.stop_waiting()
+            return
+        self.on_event(
+            Notice(
+                "stopping: the run's end is being stored first; if another process holds the store's lock, "
+                "press Ctrl-C again to stop waiting (the record is then kept in the pending folder beside it)"
+            )
+        )
 
     def _executor_died(self, measured: RunMeasurement, child: RunChild | None) -> bool:
         """The fork server that forked this run's child died while it ran: the run failed for no fault of
@@ -481,6 +516,10 @@ class RunSupervisor(Cancellable):
         why_diverged = _diverged(measured) if status == "completed" else None
         if why_diverged:
             measured.flags.append(divergence.FLAG_DIVERGED)
+        measured.pauses.finish(time.monotonic())
+        paused = measured.pauses.verdict()
+        if paused:
+            measured.flags.append(pauses.FLAG_PAUSED)
         columns, component_rows, energy_flags = energy_columns(window, measured.idle, measured.phase_methods)
         idle = {c: w for c, w in measured.idle.items() if c not in measured.gpus_unused}
         meters = {
@@ -491,6 +530,8 @@ class RunSupervisor(Cancellable):
                 c: facts for c, facts in measured.meters_info["components"].items() if c not in measured.gpus_unused
             },
         }
+        if paused:
+            meters["paused"] = paused
         if load is not None:
             meters["host_load"] = load
             if hostload.busy(load):
@@ -542,6 +583,13 @@ class RunSupervisor(Cancellable):
         stored = RunStored(run_id, run, status, error, row, executor_died, kept.path if kept is not None else None)
         if why_diverged:
             self.on_event(Notice(f"run {run_id} diverged: {why_diverged} (flag diverged)"))
+        if paused:
+            self.on_event(
+                Notice(
+                    f"run {run_id} was paused: {pauses.describe(paused)}; its energy and time count the pause "
+                    "(flag paused), so the verdicts leave them out"
+                )
+            )
         self.on_event(stored)
         if kept is not None:
             raise kept  # the store is unwritable: the grid stops, naming where this record waits
@@ -591,6 +639,12 @@ class RunSupervisor(Cancellable):
             for component, seen in shared.items()
         ]
 
+    def _tick(self, measured: RunMeasurement, tracker: EnergyTracker, writer: RowWriter) -> None:
+        """About once a second while the child runs: its samples go to the writer, and whether its process is
+        stopped (SIGSTOP, Ctrl-Z, a debugger) is noted (greenlab.core.run.pauses)."""
+        self._flush_samples(measured, tracker, writer)
+        measured.pauses.state(time.monotonic(), _stopped(measured.child_pid))
+
     def _flush_samples(self, measured: RunMeasurement, tracker: EnergyTracker, writer: RowWriter) -> None:
         rows = [
             (t - measured.t0, c, w)
@@ -605,6 +659,7 @@ class RunSupervisor(Cancellable):
     ) -> None:
         """What the supervisor does with each child event: measure, record, and pass it on to the faces."""
         run_id = measured.run_id
+        measured.pauses.event(time.monotonic(), isinstance(event, child_events.BatchFinished))
         match event:
             case child_events.RunStarted():
                 measured.device = event.device

@@ -18,14 +18,16 @@ store imports it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import platform
 import socket
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,8 +45,10 @@ from greenlab.core.store.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     check_version,
+    damaged,
     hostname_of,
     identify,
+    is_busy,
     supersede_all,
 )
 from greenlab.core.store.writes import RowWrite
@@ -59,6 +63,11 @@ class StoreBusy(sqlite3.OperationalError):
     """Another process held the store's write lock for longer than the busy budget."""
 
 
+class StoreReplaced(sqlite3.OperationalError):
+    """The store's file was removed, or another file put in its place, while this process had it open: a
+    write now would go to a file no one will read (or to someone else's store)."""
+
+
 def busy_budget_s() -> float:
     try:
         return max(0.0, float(os.environ.get("GREENLAB_STORE_BUSY_S", BUSY_BUDGET_S)))
@@ -66,21 +75,25 @@ def busy_budget_s() -> float:
         return BUSY_BUDGET_S
 
 
+# What a `running` row of a dead supervisor becomes: killed, or it could keep the run's end nowhere (a full disk:
+# then it printed the run's figures where it ran).
+ORPHANED = (
+    "the supervising process ended before the run's end was stored (it was killed, or neither the store nor "
+    "its pending folder could be written: then it printed the run's figures where it ran)"
+)
 _QUIET_WAIT_MS = 1000  # how long a write waits on another process's lock before "store busy, waiting"
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
 def _retrying(method: Callable[..., T]) -> Callable[..., T]:
-    """A Store write that waits out another process's lock (see the module docstring)."""
+    """A Store write that waits out another process's lock (see the module docstring); inside another
+    write's transaction (a kept record's replay) it is part of that one, which is retried whole."""
 
     @functools.wraps(method)
     def write(self: Store, *args: Any, **kwargs: Any) -> T:
         if self.read_only:
             raise GreenLabError(f"{self.path} was opened to read only; {method.__name__} writes it")
+        if self._db is not None and self._db.conn.in_transaction:
+            return method(self, *args, **kwargs)
         return self.while_busy(lambda: method(self, *args, **kwargs))
 
     return write
@@ -125,6 +138,20 @@ def _named_by(path: str | os.PathLike[str] | None) -> str | None:
     return "GREENLAB_DB" if os.environ.get("GREENLAB_DB") else None
 
 
+def refuse_link(resolved: Path, shown: str) -> None:
+    """A store named through a symbolic link is refused: in a folder others can write, a link planted at the
+    store's name would have GreenLab create or write a store wherever it points. The user who means the
+    target names it (GreenLabError, nothing created)."""
+    if resolved.is_symlink():
+        target = os.readlink(resolved)
+        real = os.path.realpath(resolved)
+        dangling = "" if os.path.exists(real) else ", which does not exist"
+        raise GreenLabError(
+            f"{shown} is a symbolic link (to {target}{dangling}); GreenLab does not follow a link to its store: "
+            f"name the file itself (--db {real}) if that is the store you mean"
+        )
+
+
 def check_location(path: str | os.PathLike[str] | None) -> Path:
     """The store's path, refused (GreenLabError, nothing created) when it cannot hold a store: a folder,
     or a file in a folder that does not exist or cannot be written. The default's folder may be missing:
@@ -133,6 +160,7 @@ def check_location(path: str | os.PathLike[str] | None) -> Path:
     named_by = _named_by(path)
     shown = {"--db": f"--db {resolved}", "GREENLAB_DB": f"GREENLAB_DB={resolved}"}.get(named_by or "", str(resolved))
     other = "set GREENLAB_DB to another path" if named_by == "GREENLAB_DB" else "choose another --db"
+    refuse_link(resolved, shown)
     if resolved.is_dir():
         raise GreenLabError(f"{shown} is a folder; name a file in it, e.g. {resolved / 'runs.db'}")
     folder = resolved.parent
@@ -142,8 +170,21 @@ def check_location(path: str | os.PathLike[str] | None) -> Path:
         raise GreenLabError(f"{shown}: folder {folder} does not exist; create it or {other}")
     if not folder.is_dir():
         raise GreenLabError(f"{shown}: {folder} is a file, not a folder; {other}")
-    if not resolved.exists() and not os.access(folder, os.W_OK | os.X_OK):
-        raise GreenLabError(f"{shown}: folder {folder} is not writable; {other}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        # A store that exists needs its folder too: SQLite keeps its -wal and -shm files beside it.
+        raise GreenLabError(
+            f"{shown}: folder {folder} is not writable (a store writes its -wal and -shm beside it); {other}"
+        )
+    if resolved.exists() and not os.access(resolved, os.W_OK):
+        raise GreenLabError(f"{shown} is read-only; make it writable, or {other} (greenlab report reads it as it is)")
+    wal = resolved.with_name(resolved.name + "-wal")
+    if not resolved.exists() and wal.is_file() and wal.stat().st_size > 0:
+        # A new store beside an old store's log would read that log as its own: SQLite calls the file malformed.
+        raise GreenLabError(
+            f"{shown} is missing but {wal} is still there: the store was removed while a program had it open, "
+            f"and that log holds its last writes; put the store back beside it, or move {wal.name} (and "
+            f"{wal.name[:-4]}-shm) away, then run again"
+        )
     return resolved
 
 
@@ -155,8 +196,10 @@ class Store:
         path: str | os.PathLike[str] | None = None,
         *,
         on_busy: Callable[[str], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
         read_only: bool = False,
         durable: bool = True,
+        same_file: tuple[int, int] | None = None,
     ) -> None:
         self.read_only = read_only
         # durable=False: SQLite does not wait for the disk after each write. Only for a throwaway store built
@@ -167,30 +210,53 @@ class Store:
         self._plan: Plan | None = None  # declared by the grid; recorded with its first run
         self._plan_id: int | None = None
         self.on_busy = on_busy  # told once per wait for another process's lock
-        if self.path.exists():  # a store already there is opened (and migrated) now: its errors surface here
+        self.on_notice = on_notice  # told what opening the store did that a person should know
+        self.notices: list[str] = []  # the same, kept for a face that listens later
+        # The file this store writes (device, inode): a write checks it is still the file at the path (a store
+        # removed or replaced under a grid keeps its records aside instead). `same_file`: a second connection
+        # (the writer thread) must open the very file the first one did, never create another.
+        self.file: tuple[int, int] | None = same_file
+        self._rows: dict[int, dict[str, Any]] = {}  # the rows started here: what a kept record must match
+        self.abandon: threading.Event | None = None  # set: a wait for another process's lock gives up now
+        if self.path.exists() or same_file is not None:  # opened (and migrated) now: its errors surface here
             self._open()
 
     @classmethod
-    def reader(cls, path: str | os.PathLike[str] | None) -> Store:
+    def reader(
+        cls, path: str | os.PathLike[str] | None, *, check: bool = False, on_busy: Callable[[str], None] | None = None
+    ) -> Store:
         """The store at `path` opened to read only (a report, the TUI's reading thread): nothing is migrated,
         recovered or imported, and a write raises. GreenLabError when there is no store there, or it is not
-        GreenLab's, or it is newer than this GreenLab."""
-        store = cls(path, read_only=True)
+        GreenLab's, or it is newer than this GreenLab; with `check`, also when it is damaged (quick_check)."""
+        refuse_link(resolve_path(path), str(resolve_path(path)))  # before anything opens it
+        store = cls(path, read_only=True, on_busy=on_busy)
         if not store.path.is_file():
             raise GreenLabError(
                 f"no run store at {store.path}; run a grid first (greenlab --headless experiments.toml) "
                 "or pass --db PATH (or set GREENLAB_DB)"
             )
+        if check:
+            try:
+                store.while_busy(lambda: store._quick_check(store.db))
+            except StoreBusy as exc:
+                raise store._busy_error(exc) from None
         return store
 
     def _open_read_only(self) -> sqlite_utils.Database:
-        identify(self.path)
-        uri = self.path.resolve().as_uri()
-        # Read-write where the file may be written, so SQLite can tidy its -wal and -shm files on close;
-        # only SELECTs are issued (the write methods refuse).
-        mode = "rw" if os.access(self.path, os.W_OK) else "ro"
         try:
-            conn = sqlite3.connect(f"{uri}?mode={mode}", uri=True)
+            self.while_busy(lambda: identify(self.path))
+        except StoreBusy as exc:
+            raise self._busy_error(exc) from None
+        uri = self.path.resolve().as_uri()
+        # Read-write where the file may be written, so SQLite can tidy its -wal and -shm files on close; only
+        # SELECTs are issued (the write methods refuse). A file or folder that is read-only is read as it is:
+        # immutable where no -wal waits beside it, so SQLite creates no -wal or -shm next to it.
+        writable = os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK | os.X_OK)
+        wal = self.path.with_name(self.path.name + "-wal")
+        shm = self.path.with_name(self.path.name + "-shm")
+        mode = "mode=rw" if writable else "mode=ro" if wal.exists() and shm.exists() else "immutable=1"
+        try:
+            conn = sqlite3.connect(f"{uri}?{mode}", uri=True)
             conn.execute("PRAGMA busy_timeout = 5000")
         except sqlite3.DatabaseError as exc:
             raise self._unreadable(exc) from None
@@ -200,19 +266,28 @@ class Store:
     def _open(self) -> sqlite_utils.Database:
         if self.read_only:
             return self._open_read_only()
-        identify(self.path)  # another application's database is refused before a byte of it changes
         db: sqlite_utils.Database | None = None
         try:
+            if self.file is not None:
+                self._same_file()  # a second connection: the first one's file, or none (never a new store)
+            # Another application's database is refused before a byte of it changes; a file another process
+            # holds exclusively (locking_mode=EXCLUSIVE) is waited for like any lock.
+            self.while_busy(lambda: identify(self.path))
             self.path.parent.mkdir(parents=True, exist_ok=True)  # only the default's: check_location refused others
+            existed = self.path.exists() and self.path.stat().st_size > 0
             db = sqlite_utils.Database(self.path)
             self._db = db
             # SQLite's own wait, short: every write waits on in while_busy, which says so first (a long
             # silent wait here would hold a grid without a word).
             db.execute(f"PRAGMA busy_timeout = {_QUIET_WAIT_MS}")
+            if existed:  # a damaged store is refused before anything is written to it
+                self.while_busy(lambda: self._quick_check(db))
             if not self.durable:
                 db.execute("PRAGMA synchronous = OFF")
             self.while_busy(db.enable_wal)
             self.while_busy(self.migrate)
+            found = os.stat(self.path)
+            self.file = (found.st_dev, found.st_ino)
             journal.import_pending(self)  # records a grid could not write before: before orphans are judged
             self._recover_orphans()
         except BaseException as exc:
@@ -222,11 +297,11 @@ class Store:
             if db is not None:
                 db.close()
             if isinstance(exc, StoreBusy):
-                raise GreenLabError(
-                    f"the run store {self.path} stayed locked by another process for over {busy_budget_s():g} s "
-                    f"({exc.__cause__ or exc}); close what holds it (a sqlite3 shell in a transaction, a backup, "
-                    "another program) and run again, or wait longer with GREENLAB_STORE_BUSY_S"
-                ) from None
+                raise self._busy_error(exc) from None
+            if isinstance(exc, StoreReplaced):
+                raise
+            if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
+                raise damaged(self.path, [str(exc)]) from None
             if isinstance(exc, (sqlite3.DatabaseError, OSError)):
                 raise GreenLabError(
                     f"cannot use the run store {self.path} ({exc}); pass --db (or set "
@@ -235,16 +310,106 @@ class Store:
             raise
         return db
 
+    def _busy_error(self, exc: StoreBusy) -> GreenLabError:
+        return GreenLabError(
+            f"the run store {self.path} stayed locked by another process for over {busy_budget_s():g} s "
+            f"({exc.__cause__ or exc}); close what holds it (a sqlite3 shell in a transaction, a backup, "
+            "another program) and run again, or wait longer with GREENLAB_STORE_BUSY_S"
+        )
+
+    def _quick_check(self, db: sqlite_utils.Database) -> None:
+        """GreenLabError (exit 2, naming the damage and the fix) when SQLite's quick_check finds the file
+        damaged; a grid then writes nothing to it."""
+        try:
+            found = [str(row[0]) for row in db.execute("PRAGMA quick_check(20)").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+                raise
+            found = [str(exc)]
+        if found != ["ok"]:
+            raise damaged(self.path, found)
+
+    def check(self) -> None:
+        """The quick check of an open store (at the end of a grid: a page damaged while it ran); GreenLabError
+        when damaged. A store never created stays uncreated."""
+        if self._db is None and not self.path.exists():
+            return
+        self._quick_check(self.db)
+
+    def integrity(self) -> list[str]:
+        """SQLite's full integrity_check of the store (every page, index and constraint): ["ok"] or what is
+        wrong, up to 100 lines (greenlab check). A lock another process holds is waited for, aloud."""
+
+        def check() -> list[str]:
+            try:
+                return [str(row[0]) for row in self.db.execute("PRAGMA integrity_check(100)").fetchall()]
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+                    raise
+                return [str(exc)]
+
+        try:
+            return self.while_busy(check)
+        except StoreBusy as exc:
+            raise self._busy_error(exc) from None
+
+    def tell(self, text: str) -> None:
+        """A notice from the store (a kept record set aside): kept, and told to `on_notice` if set."""
+        self.notices.append(text)
+        if self.on_notice is not None:
+            self.on_notice(text)
+
+    def _same_file(self) -> None:
+        """StoreReplaced when the file at the path is no longer the one this store opened."""
+        if self.file is None:
+            return
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            raise StoreReplaced(f"{self.path} was removed while this grid had it open") from None
+        if (found.st_dev, found.st_ino) != self.file:
+            raise StoreReplaced(f"{self.path} was replaced by another file while this grid had it open")
+
+    def row_identity(self, run_id: int) -> dict[str, Any] | None:
+        """What tells run `run_id`'s row from another row of that id (settings key, start time), for a row
+        started by this store; None for others."""
+        return self._rows.get(run_id)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE: a lock is waited for before anything is
+        done); a write inside another's transaction (a kept record's replay) is part of it. sqlite-utils'
+        own calls nest inside as savepoints."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            yield
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
     def while_busy(self, call: Callable[[], T]) -> T:
         """`call()`, tried again with backoff while another process holds the write lock, for up to the busy
-        budget; StoreBusy after it. Each try is a whole transaction, rolled back when it fails."""
+        budget; StoreBusy after it (at once once `abandon` is set: the user stopped waiting). Each try is a
+        whole transaction, rolled back when it fails. Before each try, the file must still be the store's."""
         deadline: float | None = None
         delay, told = _BACKOFF_S[0], False
         while True:
             try:
+                self._same_file()
                 return call()
             except sqlite3.OperationalError as exc:
-                if isinstance(exc, StoreBusy) or not _is_busy(exc):
+                if isinstance(exc, (StoreBusy, StoreReplaced)) or not is_busy(exc):
                     raise
                 now = time.monotonic()
                 budget = busy_budget_s()
@@ -253,13 +418,19 @@ class Store:
                     raise StoreBusy(
                         f"{self.path} stayed locked by another process for over {budget:g} s ({exc})"
                     ) from exc
+                if self.abandon is not None and self.abandon.is_set():
+                    raise StoreBusy(f"{self.path} was locked by another process, and waiting was stopped") from exc
                 if not told and self.on_busy is not None:
                     told = True
                     self.on_busy(
-                        f"store busy, waiting: another process holds the write lock on {self.path} "
+                        f"store busy, waiting: another process holds a lock on {self.path} "
                         f"(waiting up to {budget:g} s; GREENLAB_STORE_BUSY_S sets it)"
                     )
-                time.sleep(min(delay, max(0.0, deadline - now)))
+                pause = min(delay, max(0.0, deadline - now))
+                if self.abandon is not None:
+                    self.abandon.wait(pause)  # returns at once when the user stops waiting
+                else:
+                    time.sleep(pause)
                 delay = min(delay * 2, _BACKOFF_S[1])
 
     @property
@@ -273,7 +444,11 @@ class Store:
         if self._db is None and not self.path.exists() and (self.read_only or not journal.pending(self.path)):
             return []
         try:
-            return list(self.db.query(sql, params or []))
+            return self.while_busy(lambda: list(self.db.query(sql, params or [])))
+        except StoreBusy as exc:
+            if not self.read_only:
+                raise
+            raise self._busy_error(exc) from None
         except sqlite3.DatabaseError as exc:
             if not self.read_only:
                 raise
@@ -281,16 +456,28 @@ class Store:
 
     def _unreadable(self, exc: sqlite3.DatabaseError) -> GreenLabError:
         """What a reader says of a file SQLite cannot read as a store (damaged, or not a database at all)."""
+        if "malformed" in str(exc):
+            return damaged(self.path, [str(exc)])
         return GreenLabError(
             f"cannot read {self.path} as a GreenLab run store ({exc}); pass --db with the runs.db a grid wrote"
         )
 
     @property
     def version(self) -> int:
-        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        return self._pragma("user_version")
 
     def _application_id(self) -> int:
-        return int(self.db.execute("PRAGMA application_id").fetchone()[0])
+        return self._pragma("application_id")
+
+    def _pragma(self, name: str) -> int:
+        if self._db is not None and self._db.conn.in_transaction:  # a migration's own transaction
+            return int(self._db.execute(f"PRAGMA {name}").fetchone()[0])
+        try:
+            return int(self.while_busy(lambda: self.db.execute(f"PRAGMA {name}").fetchone()[0]))
+        except StoreBusy as exc:
+            if not self.read_only:
+                raise
+            raise self._busy_error(exc) from None
 
     def migrate(self) -> None:
         """Bring the store to SCHEMA_VERSION in one write transaction, taken before the version is read: two
@@ -322,7 +509,7 @@ class Store:
                     row["id"],
                     status="interrupted",
                     finished_at=now_iso(),
-                    error="the supervising process ended before the run finished",
+                    error=ORPHANED,
                 )
 
     def close(self) -> None:
@@ -377,38 +564,36 @@ class Store:
             "attempts": 1,
             **values,
         }
-        with self.db.conn:
+        with self._transaction():
             plan_id = self._record_plan()
             if plan_id is not None and row.get("plan_id") is None:
                 row["plan_id"] = plan_id
             run_id = _pk(self.db.table("runs").insert(_encode(row)).last_pk)
         self._plan_id = plan_id  # kept once committed: a write retried after a lock inserts the plan again
+        self._rows[run_id] = {"settings_key": row.get("settings_key"), "started_at": row["started_at"]}
         return run_id
 
     @_retrying
     def restart_run(self, run_id: int, values: dict[str, Any]) -> None:
         """A run retried in its own row (its executor died under the first attempt): the attempt's partial
         epochs, samples, components and capacity go, the row starts again as `running`."""
-        with self.db.conn:
+        started = {
+            "status": "running",
+            "error": None,
+            "started_at": now_iso(),
+            "finished_at": None,
+            "supervisor_pid": os.getpid(),
+            **values,
+        }
+        with self._transaction():
             for table in ("epochs", "samples", "energy_components", "capacity"):
                 self.db.execute(f"delete from {table} where run_id = ?", [run_id])
-            self.db.table("runs").update(
-                run_id,
-                _encode(
-                    {
-                        "status": "running",
-                        "error": None,
-                        "started_at": now_iso(),
-                        "finished_at": None,
-                        "supervisor_pid": os.getpid(),
-                        **values,
-                    }
-                ),
-            )
+            self.db.table("runs").update(run_id, _encode(started))
+        self._rows[run_id] = {"settings_key": started.get("settings_key"), "started_at": started["started_at"]}
 
     @_retrying
     def update_run(self, run_id: int, **values: Any) -> None:
-        with self.db.conn:
+        with self._transaction():
             self.db.table("runs").update(run_id, _encode(values))
             if values.get("status") == "completed":
                 self._supersede_earlier(run_id)
@@ -422,19 +607,19 @@ class Store:
 
     @_retrying
     def add_epoch(self, row: dict[str, Any]) -> None:
-        with self.db.conn:
+        with self._transaction():
             self.db.table("epochs").upsert(_encode(row), pk=("run_id", "epoch"))
 
     @_retrying
     def add_samples(self, run_id: int, rows: Iterable[tuple[float, str, float]]) -> None:
         batch = [{"run_id": run_id, "t_s": round(t, 4), "component": c, "watts": round(w, 4)} for t, c, w in rows]
         if batch:
-            with self.db.conn:
+            with self._transaction():
                 self.db.table("samples").insert_all(batch, batch_size=1000)
 
     @_retrying
     def set_components(self, run_id: int, rows: list[dict[str, Any]]) -> None:
-        with self.db.conn:
+        with self._transaction():
             self.db.table("energy_components").upsert_all(
                 [_encode({"run_id": run_id, **r}) for r in rows], pk=("run_id", "component")
             )
@@ -444,7 +629,7 @@ class Store:
         """Drop a run's samples of some components (a GPU metered but not used by the run)."""
         names = list(components)
         if names:
-            with self.db.conn:
+            with self._transaction():
                 self.db.execute(
                     f"delete from samples where run_id = ? and component in ({', '.join('?' for _ in names)})",
                     [run_id, *names],
@@ -456,7 +641,7 @@ class Store:
         if not run_ids:
             return 0
         marks = ", ".join("?" for _ in run_ids)
-        with self.db.conn:
+        with self._transaction():
             for table in ("epochs", "samples", "energy_components", "capacity"):
                 self.db.execute(f"delete from {table} where run_id in ({marks})", run_ids)
             deleted = self.db.execute(f"delete from runs where id in ({marks})", run_ids).rowcount
@@ -472,26 +657,34 @@ class Store:
         """Store run id -> (target accuracy, energy to target) in one transaction; how many runs were written."""
         if not computed:
             return 0  # nothing to write: an empty store stays uncreated
-        with self.db.atomic():
+        with self._transaction():
             for run_id, (target, energy) in computed.items():
                 self.db.table("runs").update(run_id, {"target_accuracy": target, "energy_to_target_j": energy})
         return len(computed)
 
-    def replay(self, run_id: int, to_apply: list[RowWrite]) -> None:
-        """A kept record's writes, in order (greenlab.core.store.journal); a completed one supersedes as usual."""
-        for write in to_apply:
-            write.apply(self)
-        self.while_busy(lambda: self._supersede_if_completed(run_id))
+    def replay(self, run_id: int, to_apply: list[RowWrite], row: dict[str, Any] | None = None) -> bool:
+        """A kept record's writes, in order and in one transaction (greenlab.core.store.journal), so a replay
+        cut short adds nothing; a completed one supersedes as usual. False, with nothing written, when run
+        `run_id`'s row is not in this store, or is another run's (`row`: the settings key and start time the
+        record's row had): the record belongs to a store that is no longer here."""
 
-    def _supersede_if_completed(self, run_id: int) -> None:
-        with self.db.conn:
-            row = self.db.execute("select status from runs where id = ?", [run_id]).fetchone()
-            if row is not None and row[0] == "completed":
-                self._supersede_earlier(run_id)
+        def once() -> bool:
+            with self._transaction():
+                found = self.db.execute("select settings_key, started_at from runs where id = ?", [run_id]).fetchone()
+                if found is None or (row and [found[0], found[1]] != [row.get("settings_key"), row.get("started_at")]):
+                    return False
+                for write in to_apply:
+                    write.apply(self)
+                status = self.db.execute("select status from runs where id = ?", [run_id]).fetchone()
+                if status is not None and status[0] == "completed":
+                    self._supersede_earlier(run_id)
+            return True
+
+        return self.while_busy(once)
 
     @_retrying
     def set_capacity(self, run_id: int, curve: list[tuple[int, float]]) -> None:
-        with self.db.conn:
+        with self._transaction():
             self.db.table("capacity").upsert_all(
                 [{"run_id": run_id, "bits": int(b), "val_accuracy": a} for b, a in curve], pk=("run_id", "bits")
             )
@@ -510,7 +703,7 @@ class Store:
         """A run's whole record at once (one returned by a Ray node): its epochs, samples, components and
         capacity curve, replacing any it had, so a record applied twice is still stored once; then its
         row's values, last, so a driver killed half-way leaves a `running` row (later `interrupted`)."""
-        with self.db.conn:
+        with self._transaction():
             for table in ("epochs", "samples", "energy_components", "capacity"):
                 self.db.execute(f"delete from {table} where run_id = ?", [run_id])
             rows = [_encode({**row, "run_id": run_id}) for row in epochs]
@@ -606,7 +799,7 @@ class Store:
         """Every stored analysis plan, by id."""
         if self._db is None and not self.path.exists():
             return {}
-        if "plans" not in self.db.table_names():
+        if not self._query("select name from sqlite_master where type = 'table' and name = 'plans'"):
             return {}
         return {int(row["id"]): Plan.from_stored(row) for row in self._query("select * from plans order by id")}
 

@@ -333,6 +333,26 @@ LEGACY_RUNS_SIGNATURE = frozenset(
 )
 
 
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Another process holds a lock on the file (a write lock, or all of it: locking_mode=EXCLUSIVE)."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def damaged(path: Path, found: list[str]) -> GreenLabError:
+    """The refusal of a damaged store (SQLite's quick_check or integrity_check found `found`): what is wrong,
+    and how to get back what can be read; nothing is written to it."""
+    lines = [line.strip() for text in found for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("*** in database")] or ["unknown damage"]
+    first = lines[0] if len(lines[0]) <= 120 else lines[0][:119] + "…"
+    more = f" and {len(lines) - 1} more problem{'s' * (len(lines) > 2)}" if len(lines) > 1 else ""
+    return GreenLabError(
+        f"the run store {path} is damaged ({first}{more}); GreenLab will not write to it: recover what it "
+        f'holds with sqlite3 {path} ".recover" | sqlite3 {path.with_name(path.stem + "-recovered.db")}, then '
+        "use that file (--db) or move it into place"
+    )
+
+
 def identify(path: Path) -> None:
     """Refuse, without writing a byte, a file that is not a GreenLab store: a database of another
     application (tables of its own, another application id) or not a database at all. An empty file, a
@@ -343,7 +363,10 @@ def identify(path: Path) -> None:
     # immutable=1 where no -wal file waits beside it: nothing writes while we read, so SQLite takes no lock
     # and leaves no -shm or -wal behind (mode=ro alone creates both for a WAL-mode file and cannot remove
     # them). A -wal there means the file is in use or was left unclean: read it with it.
-    in_use = path.with_name(path.name + "-wal").exists()
+    # With a -wal but no -shm (another program's file, left unclean), mode=ro would create a 32 KB -shm: the
+    # file itself is read instead (its tables are there unless only its log has ever been written).
+    log_only = path.with_name(path.name + "-wal").exists() and not path.with_name(path.name + "-shm").exists()
+    in_use = path.with_name(path.name + "-wal").exists() and not log_only
     try:
         conn = sqlite3.connect(path.resolve().as_uri() + ("?mode=ro" if in_use else "?immutable=1"), uri=True)
         try:
@@ -354,10 +377,20 @@ def identify(path: Path) -> None:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+            raise  # another process holds the file (locking_mode=EXCLUSIVE): a lock to wait for, not a verdict
+        if "malformed" in str(exc):
+            raise damaged(path, [str(exc)]) from None
         raise GreenLabError(
             f"{path} is not a GreenLab run store ({exc}); pass --db (or set GREENLAB_DB) to a "
             "runs.db a grid wrote, or to a new file"
         ) from None
+    if log_only and not tables and application_id == 0:
+        raise GreenLabError(
+            f"{path} keeps its tables only in its -wal log, with no -shm beside it (left unclean by the program "
+            "that wrote it); GreenLab does not open it so (SQLite would write a -shm beside it): open it once "
+            "with that program, or pass --db (or set GREENLAB_DB) to another file"
+        )
     # A store from before application ids has our `runs` table with every column the first schema had: a
     # `runs(id, status)` of some other program is not enough to adopt the file.
     ours = application_id == APPLICATION_ID or (application_id == 0 and runs_columns >= LEGACY_RUNS_SIGNATURE)

@@ -29,9 +29,18 @@ class StoreWriteError(RuntimeError):
 class StoreWriter:
     """Applies writes on a thread of its own, in submission order; `on_busy` hears a wait for the lock."""
 
-    def __init__(self, path: str | Path, on_busy: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        on_busy: Callable[[str], None] | None = None,
+        *,
+        same_file: tuple[int, int] | None = None,
+        abandon: threading.Event | None = None,
+    ) -> None:
         self._path = path
         self._on_busy = on_busy
+        self._same_file = same_file  # the file the grid's store opened: this connection writes that one or none
+        self._abandon = abandon
         self._queue: queue.Queue[Any] = queue.Queue()
         self._error: BaseException | None = None
         self.unwritten: list[RowWrite] = []  # the failed write and everything after it, in order
@@ -43,8 +52,9 @@ class StoreWriter:
 
     def _work(self) -> None:
         try:
-            store = Store(self._path)  # sqlite connections belong to the thread that opened them
+            store = Store(self._path, same_file=self._same_file)  # a connection belongs to the thread that opened it
             store.on_busy = self._on_busy
+            store.abandon = self._abandon
         except BaseException as exc:  # noqa: BLE001 - reported by the constructor
             self._error = exc
             self._opened.set()
