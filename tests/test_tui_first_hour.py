@@ -106,3 +106,26 @@ async def test_an_emptied_field_is_refused_not_taken_as_its_default(tmp_path):
         app.query_one("#f-repeats", Input).value = "2"
         await pilot.pause()
         assert "2 repeats" in str(app.query_one("#setup-status").render())
+
+
+@sync
+async def test_stored_control_characters_are_shown_escaped_never_obeyed(tmp_path):
+    """A store another tool wrote may hold an ESC in a name: the TUI writes it out as \\x1b."""
+    from greenlab.core.store.database import Store
+
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    run_id = store.start_run({"model": "evil\x1b[31mred\x00", "technique": "baseline", "experiment": "e\x07"})
+    store.update_run(run_id, status="completed", energy_j=5.0)
+    store.close()
+    app = GreenLabApp(db=db, experiments=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        row = app.query_one("#runs-table", DataTable).get_row_at(0)
+        assert str(row[1]) == "evil\\x1b[31mred\\x00"
+        app.action_open_detail(run_id)
+        await pilot.pause()
+        summary = str(app.screen.query_one("#detail-summary").render())
+        assert "evil\\x1b[31mred\\x00" in summary and "\x1b" not in summary and "\\x07" in summary

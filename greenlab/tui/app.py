@@ -36,6 +36,7 @@ from greenlab.core.plan.config import GridRun
 from greenlab.core.report import formatting
 from greenlab.core.run.cancel import CancelToken
 from greenlab.core.store.database import Store
+from greenlab.core.text import escape_controls
 from greenlab.tui import messages, preferences
 from greenlab.tui.detail import DetailScreen
 from greenlab.tui.dialogs import (
@@ -498,10 +499,16 @@ class GreenLabApp(App[int]):
         if event.state == WorkerState.ERROR:
             error = worker.error
             if isinstance(error, GreenLabError):  # the user's to fix, told in full: a grid that cannot run here
-                self.notify(str(error), title="Grid not started", severity="error", timeout=ERROR_TOAST_S, markup=False)
+                self.notify(
+                    escape_controls(str(error)),
+                    title="Grid not started",
+                    severity="error",
+                    timeout=ERROR_TOAST_S,
+                    markup=False,
+                )
             else:
                 self.notify(
-                    f"{type(error).__name__}: {error}",
+                    escape_controls(f"{type(error).__name__}: {error}"),
                     title=f"{worker.name} failed",
                     severity="error",
                     timeout=ERROR_TOAST_S,
@@ -550,7 +557,7 @@ class GreenLabApp(App[int]):
             )
             energy = f", {formatting.energy(entry.energy_j)}" if entry.energy_j is not None else ""
             self.notify(
-                f"{entry.label}: {entry.shown_status}{energy}",
+                escape_controls(f"{entry.label}: {entry.shown_status}{energy}"),
                 title=f"Run {run_id} stored",
                 severity="warning" if entry.diverged else severity,
                 markup=False,

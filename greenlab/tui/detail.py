@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -22,7 +22,14 @@ from greenlab.core.report import compare, formatting
 from greenlab.core.report.energy_to_target import accuracy_curve
 from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
 from greenlab.core.store.rows import column
+from greenlab.core.text import escape_controls
 from greenlab.tui.boxes import titled
+
+
+def escape(text: str) -> str:
+    """Stored text as the detail shows it: control characters written out (never obeyed by the terminal),
+    markup characters taken literally."""
+    return escape_markup(escape_controls(text))
 
 
 def _number(value: Any, unit: str = "", digits: int = 1) -> str:
@@ -62,7 +69,7 @@ class DetailScreen(Screen):
 
     def on_mount(self) -> None:
         row = self.row
-        self.title = f"Run {self.run_id}: {row.get('model', '?')} · {row.get('technique', '?')}"
+        self.title = escape_controls(f"Run {self.run_id}: {row.get('model', '?')} · {row.get('technique', '?')}")
         epochs = self.read["epochs"](self.run_id)
         self._epochs(epochs)
         self._components()
@@ -172,13 +179,13 @@ class DetailScreen(Screen):
             table.add_column(label, key=label)
         for row in self.component_rows:
             table.add_row(
-                row["component"],
+                escape_controls(str(row["component"])),
                 energy(row.get("energy_j")),
                 row.get("method") or "-",
                 _number(row.get("idle_w")),
                 energy(row.get("net_energy_j")),
-                _inputs(row.get("inputs") or {}),
-                ", ".join(row.get("flags") or []) or "-",
+                escape_controls(_inputs(row.get("inputs") or {})),
+                escape_controls(", ".join(row.get("flags") or [])) or "-",
             )
         if not table.row_count:
             table.add_row("-", "-", "no components stored", "", "", "", "")

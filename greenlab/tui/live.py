@@ -25,6 +25,7 @@ from textual_plotext import PlotextPlot
 from greenlab.core.grid.presenter import QUEUED_BEFORE, GridProgress, GridSnapshot, RunView, grid_eta, live
 from greenlab.core.measure.meter import MEASURED_METHODS
 from greenlab.core.report import compare, formatting
+from greenlab.core.text import escape_controls
 from greenlab.tui.boxes import titled
 
 REDRAW_HZ = 4  # a few Hz reads as live without spending the CPU the training needs
@@ -209,7 +210,8 @@ class LivePane(Vertical):
             f"  val acc {formatting.accuracy(current.val_accuracy)}"
         )
         self._energy(current, figures.energy_j)
-        self.note_text.update(Content(current.note or self.note))  # log lines and errors: text, not markup
+        # log lines and errors: text, not markup, and a control character from a child's message written out
+        self.note_text.update(Content(escape_controls(current.note or self.note)))
         self._sparks(current, figures.component_j)
         if self._ticks % PLOT_EVERY == 0 or current.stored is not None:
             self._plot(current)

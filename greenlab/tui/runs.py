@@ -33,6 +33,7 @@ from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_
 from greenlab.core.store.database import Store
 from greenlab.core.store.rows import Row
 from greenlab.core.store.schema import STATUSES
+from greenlab.core.text import escape_controls
 from greenlab.tui.boxes import titled
 from greenlab.tui.dialogs import ConfirmDelete, VerdictScreen
 from greenlab.tui.field import Field
@@ -65,8 +66,13 @@ def accuracy_text(row: dict[str, Any]) -> str:
 
 def status_text(row: dict[str, Any]) -> str:
     """The status as the table shows it: a completed run that diverged (its loss ran away, or its accuracy
-    is at chance: greenlab.core.run.divergence) says so, since it looks like any other completed run."""
-    return "diverged" if row.get("status") == "completed" and compare.diverged(row) else str(row.get("status"))
+    is at chance: greenlab.core.run.divergence) or was paused mid-run (greenlab.core.run.pauses) says so,
+    since it looks like any other completed run."""
+    if row.get("status") == "completed" and compare.diverged(row):
+        return "diverged"
+    if row.get("status") == "completed" and compare.paused(row):
+        return "paused"
+    return str(row.get("status"))
 
 
 # Keys a prepared row carries beside the store's columns: its cells' text, what `/` searches, and its
@@ -173,7 +179,8 @@ def table_rows(runs: Sequence[Row], last_accuracies: dict[int, float]) -> list[d
     for row in with_changes(runs):
         row[TECHNIQUE] = compare.technique_of(row)
         row["partial_accuracy"] = last_accuracies.get(row["id"]) if row["status"] != "completed" else None
-        row[CELLS] = tuple(column.text(row) for column in COLUMNS)
+        # stored text is shown, never obeyed: a control character in a name reads as \x1b, not as an escape
+        row[CELLS] = tuple(escape_controls(column.text(row)) for column in COLUMNS)
         row[SEARCHED] = searched_text(row)
         rows.append(row)
     return rows
@@ -375,7 +382,7 @@ class RunsPane(Vertical):
                 values = [s for s in STATUSES if s in values]
             current = self.wanted_filters.pop(key, None) or select.value
             with select.prevent(Select.Changed):
-                select.set_options([(v, v) for v in values])
+                select.set_options([(escape_controls(v), v) for v in values])
                 if current in values:
                     select.value = current
         self._show()
@@ -470,8 +477,9 @@ class RunsPane(Vertical):
                 (
                     f"{c.conditions}-{c.technique}",
                     [
-                        Text(c.label),  # text, not markup: "[lr=0.01]" would read as a tag and vanish
-                        c.technique,
+                        # text, not markup ("[lr=0.01]" would read as a tag and vanish), controls written out
+                        Text(escape_controls(c.label)),
+                        escape_controls(c.technique),
                         # the word before the interval: on a narrow terminal the word is what stays in view
                         Text(c.word, style=_VERDICT_STYLE.get(c.verdict, "")),
                         change_text(c, with_ci=True)

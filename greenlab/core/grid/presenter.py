@@ -61,6 +61,7 @@ class QueueEntry:
     model: str = ""
     key: str = ""  # the run's settings key: its own forecast (Forecast.seconds_by_key)
     diverged: bool = False  # completed, but its loss ran away or its accuracy stayed at chance
+    paused: bool = False  # completed, but its process was stopped mid-run: energy and time include the pause
 
     @property
     def shown_status(self) -> str:
@@ -68,7 +69,9 @@ class QueueEntry:
         cancel kept from starting is "not run", as the grid's closing message counts it."""
         if self.status == "cancelled":
             return "not run"
-        return "diverged" if self.diverged and self.status == "completed" else self.status
+        if self.status == "completed" and (self.diverged or self.paused):
+            return "diverged" if self.diverged else "paused"
+        return self.status
 
 
 @dataclass(frozen=True)
@@ -590,7 +593,12 @@ class GridPresenter:
                 note=f"{event.status}: {event.error.splitlines()[0]}" if event.error else view.note,
             )
             self._set_status(
-                grid, view.index, event.status, energy_j=row.get("energy_j"), diverged=compare.diverged(row)
+                grid,
+                view.index,
+                event.status,
+                energy_j=row.get("energy_j"),
+                diverged=compare.diverged(row),
+                paused=compare.paused(row),
             )
         else:  # stored without having begun (a Ray task that died on its node before its run started)
             index = self._take_queued(grid, event.run, or_latest=False)
