@@ -129,3 +129,41 @@ async def test_stored_control_characters_are_shown_escaped_never_obeyed(tmp_path
         await pilot.pause()
         summary = str(app.screen.query_one("#detail-summary").render())
         assert "evil\\x1b[31mred\\x00" in summary and "\x1b" not in summary and "\\x07" in summary
+
+
+@sync
+async def test_a_report_from_the_palette_is_the_command_lines_under_its_rules(tmp_path, capsys):
+    from greenlab import cli
+    from greenlab.tui.report_dialog import ReportDialog
+
+    db = tmp_path / "demo.db"
+    seed_store(db)
+    target = tmp_path / "report.md"
+    app = GreenLabApp(db=db, experiments=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        commands = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Report: write to a file" in commands and "Export runs as CSV" in commands
+
+        async def write(path, *, force=False):
+            app.action_write_report("markdown")
+            await pilot.pause()
+            assert isinstance(app.screen, ReportDialog)
+            app.screen.query_one("#report-path", Input).value = str(path)
+            if force:
+                app.screen.query_one("#report-force").value = True
+            await pilot.press("enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            return [(n.title, n.message) for n in app._notifications]
+
+        told = await write(target)
+        assert ("Report written", f"greenlab report: wrote {target}") in told
+        written = target.read_text()
+        told = await write(target)  # the same file again: refused, left as it was
+        assert any(t == "Report not written" and "--force" in m for t, m in told), told
+        assert target.read_text() == written
+        told = await write(db, force=True)  # the store itself: never, even when replacing is asked for
+        assert any(t == "Report not written" and "store" in m for t, m in told), told
+    assert cli.main(["report", "--db", str(db), "--format", "markdown"]) == 0
+    assert capsys.readouterr().out == written  # byte for byte what the command line prints

@@ -49,6 +49,7 @@ from greenlab.tui.dialogs import (
     VerdictScreen,
 )
 from greenlab.tui.live import LivePane
+from greenlab.tui.report_dialog import ReportDialog, ReportRequest, write_report
 from greenlab.tui.runs import RunsPane
 from greenlab.tui.setup import SetupPane
 from greenlab.tui.themes import DEFAULT_THEME, load_themes
@@ -334,6 +335,27 @@ class GreenLabApp(App[int]):
             )
         )
 
+    def action_write_report(self, kind: str = "markdown") -> None:
+        """Ask for a format and a file, then write `greenlab report` there (greenlab.tui.report_dialog)."""
+        self.push_screen(ReportDialog(kind), self._report_asked)
+
+    def _report_asked(self, request: ReportRequest | None) -> None:
+        if request is None or self.store is None:
+            return
+        db = self.store.path
+
+        def write() -> None:
+            try:
+                said = write_report(request, db)
+            except GreenLabError as exc:  # refused or failed: nothing written, and the reason is the CLI's
+                self.call_from_thread(
+                    self.notify, escape_controls(str(exc)), title="Report not written", severity="error", markup=False
+                )
+                return
+            self.call_from_thread(self.notify, escape_controls(said), title="Report written", markup=False)
+
+        self.run_worker(write, name="report", group="report", description="writing a report", thread=True)
+
     # -- the command palette --------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -361,6 +383,16 @@ class GreenLabApp(App[int]):
                 SystemCommand("Refresh runs", "Read the run store again (f5)", runs.reload),
                 SystemCommand(
                     "Toggle energy chart", "Show or hide energy against accuracy (c)", runs.action_toggle_chart
+                ),
+                SystemCommand(
+                    "Report: write to a file",
+                    "greenlab report into a file you name: text, markdown, LaTeX, JSON, CSV, CodeCarbon or the plot",
+                    partial(self.action_write_report, "markdown"),
+                ),
+                SystemCommand(
+                    "Export runs as CSV",
+                    "Every run and comparison, as greenlab report --format csv writes them, into a file you name",
+                    partial(self.action_write_report, "csv"),
                 ),
                 SystemCommand(
                     "Explain verdict",
