@@ -167,3 +167,30 @@ async def test_a_report_from_the_palette_is_the_command_lines_under_its_rules(tm
         assert any(t == "Report not written" and "store" in m for t, m in told), told
     assert cli.main(["report", "--db", str(db), "--format", "markdown"]) == 0
     assert capsys.readouterr().out == written  # byte for byte what the command line prints
+
+
+@sync
+async def test_a_study_sized_table_lists_a_page_at_a_time_and_says_how_to_reach_the_rest(tmp_path):
+    from greenlab.core.store.database import Store
+
+    db = tmp_path / "runs.db"
+    store = Store(db, durable=False)
+    for n in range(450):
+        run_id = store.start_run({"model": f"m{n % 9}", "technique": "baseline", "settings_key": f"k{n}"})
+        store.update_run(run_id, status="completed", energy_j=float(n + 1))
+    store.close()
+    app = GreenLabApp(db=db, experiments=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        table, count = app.query_one("#runs-table", DataTable), app.query_one("#runs-count")
+        assert table.row_count == 200
+        assert str(count.render()) == "450 of 450 runs, 1–200 listed (] next, / finds)"
+        await pilot.press("right_square_bracket")
+        assert str(count.render()) == "450 of 450 runs, 201–400 listed ([ ] pages, / finds)"
+        assert str(table.get_row_at(0)[0]) == "201"
+        await pilot.press("right_square_bracket", "right_square_bracket")  # past the last page: it stays
+        assert table.row_count == 50 and str(count.render()) == "450 of 450 runs, 401–450 listed ([ back, / finds)"
+        await pilot.press("left_square_bracket")
+        assert str(table.get_row_at(0)[0]) == "201"

@@ -250,6 +250,8 @@ class RunsPane(Vertical):
         Binding("d", "delete", "Del", id="runs.delete", tooltip="Delete the marked runs (asks first)"),
         # Shown in help (?) and the command palette; the footer keeps room for the keys above at 80 columns.
         Binding("c", "toggle_chart", "Chart", id="runs.chart", show=False),
+        Binding("right_square_bracket", "page(1)", "Next rows", id="runs.page.next", show=False),
+        Binding("left_square_bracket", "page(-1)", "Previous rows", id="runs.page.previous", show=False),
         Binding("v", "toggle_verdicts", "Verdicts", id="runs.verdicts", show=False),
         Binding("f5", "reload", "Refresh", id="runs.reload", show=False),  # it refreshes itself on every stored run
         Binding(
@@ -296,6 +298,7 @@ class RunsPane(Vertical):
         self.query_text = ""
         self.wanted_filters: dict[str, str | None] = {}  # restored preferences, applied once options exist
         self.marked: set[int] = set()
+        self.page = 0  # which ROW_LIMIT rows of the shown runs the table lists
         # Judged on the reading thread from the whole store (the verdicts never depend on what is shown),
         # then picked for the shown rows; `None` while the latest reload is being judged.
         self.comparisons: list[compare.Comparison] | None = None
@@ -407,7 +410,10 @@ class RunsPane(Vertical):
             for c in COLUMNS
         ]
         rows = []
-        for row in self.shown[:ROW_LIMIT]:
+        pages = max(1, -(-len(self.shown) // ROW_LIMIT))
+        self.page = min(self.page, pages - 1)
+        first = self.page * ROW_LIMIT
+        for row in self.shown[first : first + ROW_LIMIT]:
             cells: list[Text | str] = []
             for column, text in zip(COLUMNS, row.get(CELLS) or [c.text(row) for c in COLUMNS]):
                 if column.key == "id" and row["id"] in self.marked:
@@ -424,7 +430,11 @@ class RunsPane(Vertical):
         if keep is not None and any(key == keep for key, _ in rows):
             table.move_cursor(row=table.get_row_index(keep))
         partial = any(r.get("partial_accuracy") is not None and r.get("val_accuracy") is None for r in self.shown)
-        listed = f", first {ROW_LIMIT} listed" if len(self.shown) > ROW_LIMIT else ""
+        listed = ""
+        if pages > 1:  # only a page of rows is ever a widget: say which, and how to reach the others
+            last = min(first + ROW_LIMIT, len(self.shown))
+            keys = "] next" if self.page == 0 else ("[ back" if self.page == pages - 1 else "[ ] pages")
+            listed = f", {first + 1}–{last} listed ({keys}, / finds)"
         self.query_one("#runs-count", Label).update(
             f"{len(self.shown)} of {len(self.rows)} runs{listed}"
             + (f", {len(self.marked)} marked" if self.marked else "")
@@ -527,12 +537,14 @@ class RunsPane(Vertical):
     # -- events and actions ---------------------------------------------------------------------------
     @on(Select.Changed)
     def _filter_changed(self) -> None:
+        self.page = 0  # another set of runs: its first rows
         self._show()
         self.post_message(self.ViewChanged())
 
     @on(Input.Changed, "#runs-search")
     def _search_changed(self, event: Input.Changed) -> None:
         self.query_text = event.value
+        self.page = 0
         self._show()
         self.post_message(self.ViewChanged())  # kept as typed: a search is part of the view a user returns to
 
@@ -613,15 +625,26 @@ class RunsPane(Vertical):
     def _open(self, event: DataTable.RowSelected) -> None:
         self.post_message(self.DetailRequested(int(event.row_key.value or 0)))
 
+    def action_page(self, step: int) -> None:
+        """] and [: the next or previous ROW_LIMIT runs of those shown (the table lists one page at a time)."""
+        pages = max(1, -(-len(self.shown) // ROW_LIMIT))
+        page = min(max(self.page + step, 0), pages - 1)
+        if page != self.page:
+            self.page = page
+            self._show(order_only=True)
+            self.query_one("#runs-table", DataTable).move_cursor(row=0)
+
     def action_sort_next(self) -> None:
         index = COLUMN_KEYS.index(self.sort_column)
         self.sort_column, self.reverse = COLUMN_KEYS[(index + 1) % len(COLUMN_KEYS)], False
+        self.page = 0  # a new order starts at its top
         self._show(order_only=True)
         self.post_message(self.ViewChanged())
         self.app.notify(f"sorted by {next(c.label for c in COLUMNS if c.key == self.sort_column)}", timeout=1.5)
 
     def action_sort_reverse(self) -> None:
         self.reverse = not self.reverse
+        self.page = 0
         self._show(order_only=True)
         self.post_message(self.ViewChanged())
 
