@@ -194,3 +194,33 @@ async def test_a_study_sized_table_lists_a_page_at_a_time_and_says_how_to_reach_
         assert table.row_count == 50 and str(count.render()) == "450 of 450 runs, 401–450 listed ([ back, / finds)"
         await pilot.press("left_square_bracket")
         assert str(table.get_row_at(0)[0]) == "201"
+
+
+@sync
+async def test_the_first_page_is_listed_from_the_store_before_the_whole_store_is_read(tmp_path):
+    from greenlab.core.store.database import Store
+    from greenlab.tui.runs import table_rows
+
+    db = tmp_path / "runs.db"
+    store = Store(db, durable=False)
+    for n in range(250):
+        store.update_run(store.start_run({"model": "m", "technique": "baseline"}), status="completed")
+    page, total = store.first_runs(200)
+    newest, _total = store.first_runs(3, newest_first=True)
+    store.close()
+    assert (
+        total == 250 and [r["id"] for r in page] == list(range(1, 201)) and [r["id"] for r in newest] == [250, 249, 248]
+    )
+    app = GreenLabApp(db=db, experiments=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.runs_pane
+        await app.workers.wait_for_complete()
+        pane.rows = []  # as at the start, before anything was listed
+        pane._read(pane.RowsRead(pane._generation, table_rows(page, {}, against_baselines=False), total))
+        await pilot.pause()
+        assert app.query_one("#runs-table", DataTable).row_count == 200
+        assert str(app.query_one("#runs-count").render()) == "reading 250 runs: the first 200 listed…"
+        pane.reload()  # the whole store follows and replaces it
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(pane.rows) == 250 and str(app.query_one("#runs-count").render()).startswith("250 of 250 runs")

@@ -28,6 +28,8 @@ def _escaped(char: str) -> str:
 
 def escape_controls(text: str, keep: str = "\n") -> str:
     """`text` with every control character but those in `keep` written as \\xNN: shown, never obeyed."""
+    if text.isprintable():  # the common case, checked in C: no control character to write out
+        return text
     return CONTROL.sub(lambda m: m.group() if m.group() in keep else _escaped(m.group()), text)
 
 

@@ -31,7 +31,7 @@ from greenlab.core.report.compare import changes, format_change
 from greenlab.core.report.formats import change_text, explanation
 from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
 from greenlab.core.store.database import Store
-from greenlab.core.store.rows import Row
+from greenlab.core.store.rows import Row, RunRow
 from greenlab.core.store.schema import STATUSES
 from greenlab.core.text import escape_controls
 from greenlab.tui.boxes import titled
@@ -167,16 +167,23 @@ def would_decide(c: compare.Comparison) -> str:
 def with_changes(rows: Sequence[Row]) -> list[dict[str, Any]]:
     """Rows with `change_<metric>`: percent against the mean of their completed matching baselines."""
     return [
-        {**row, **{f"change_{m}": value for m, value in change.items()}} for row, change in zip(rows, changes(rows))
+        {**(row.as_dict() if isinstance(row, RunRow) else row), **{f"change_{m}": value for m, value in change.items()}}
+        for row, change in zip(rows, changes(rows))
     ]
 
 
-def table_rows(runs: Sequence[Row], last_accuracies: dict[int, float]) -> list[dict[str, Any]]:
+def table_rows(
+    runs: Sequence[Row], last_accuracies: dict[int, float], *, against_baselines: bool = True
+) -> list[dict[str, Any]]:
     """The table's rows, made once per reload (on the reading thread): the store's columns, the change of each
-    metric against the matching baselines, a stopped run's last-epoch accuracy, the text of every cell and
-    what `/` searches, so that a key only sorts, filters and fills."""
+    metric against the matching baselines (unless `against_baselines` is False: a first page, whose
+    baselines may be on another), a stopped run's last-epoch accuracy, the text of every cell and what `/` searches, so that a
+    key only sorts, filters and fills."""
     rows = []
-    for row in with_changes(runs):
+    prepared = (
+        with_changes(runs) if against_baselines else [r.as_dict() if isinstance(r, RunRow) else dict(r) for r in runs]
+    )
+    for row in prepared:
         row[TECHNIQUE] = compare.technique_of(row)
         row["partial_accuracy"] = last_accuracies.get(row["id"]) if row["status"] != "completed" else None
         # stored text is shown, never obeyed: a control character in a name reads as \x1b, not as an escape
@@ -276,10 +283,12 @@ class RunsPane(Vertical):
 
     @dataclass
     class RowsRead(Message):
-        """The store as read at `generation`, its rows prepared on the reading thread."""
+        """The store as read at `generation`, its rows prepared on the reading thread; with `of` set, only
+        its first page of `of` runs (the rest, and every Δ, follow)."""
 
         generation: int
         rows: list[dict[str, Any]]
+        of: int | None = None
 
     @dataclass
     class VerdictsJudged(Message):
@@ -348,6 +357,11 @@ class RunsPane(Vertical):
         self.comparisons = None
         generation, path = self._generation, self.store.path
 
+        # The first page first, straight from the store, when nothing is listed yet and the table is in id
+        # order: a study's 5,000 runs take a second to read and prepare, a page of them milliseconds.
+        first_page = not self.rows and self.sort_column == "id"
+        newest_first = self.reverse
+
         def read() -> None:
             if not path.is_file():  # no grid has run yet: nothing to read, and reading never creates it
                 self.post_message(self.RowsRead(generation, []))
@@ -355,6 +369,12 @@ class RunsPane(Vertical):
                 return
             reader = Store.reader(path)
             try:
+                if first_page:
+                    page, total = reader.first_runs(ROW_LIMIT, newest_first=newest_first)
+                    if total > len(page):
+                        self.post_message(
+                            self.RowsRead(generation, table_rows(page, {}, against_baselines=False), total)
+                        )
                 runs, last, plans = reader.runs(), reader.last_epoch_accuracies(), reader.plans()
             finally:
                 reader.close()
@@ -377,6 +397,10 @@ class RunsPane(Vertical):
     def _read(self, message: RowsRead) -> None:
         if message.generation != self._generation:  # a reload since has its own on the way
             return
+        if message.of is not None:  # the first page, while the store is read whole: listed, not yet filtered
+            if not self.rows:
+                self._first_page(message.rows, message.of)
+            return
         self.rows = message.rows
         for key in FILTERS:
             select = self.query_one(f"#filter-{key}", Select)
@@ -389,6 +413,35 @@ class RunsPane(Vertical):
                 if current in values:
                     select.value = current
         self._show()
+
+    def _first_page(self, rows: list[dict[str, Any]], total: int) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        headers = self._headers()
+        cells: list[tuple[str, list[Text | str]]] = [(str(row["id"]), self._cells(row)) for row in rows]
+        fill(table, headers, cells)
+        self.query_one("#runs-count", Label).update(f"reading {total} runs: the first {len(rows)} listed…")
+
+    def _headers(self) -> list[tuple[str, str, bool]]:
+        """(key, label, right-aligned) of each column, the sorted one marked ▲ or ▼."""
+        return [
+            (c.key, c.label + ((" ▼" if self.reverse else " ▲") if c.key == self.sort_column else ""), c.right)
+            for c in COLUMNS
+        ]
+
+    def _cells(self, row: dict[str, Any]) -> list[Text | str]:
+        """A run's cells as the table shows them: aligned, its status styled, a marked run's id with •."""
+        cells: list[Text | str] = []
+        for column, text in zip(COLUMNS, row.get(CELLS) or [c.text(row) for c in COLUMNS]):
+            if column.key == "id" and row["id"] in self.marked:
+                text = "•" + text
+            cells.append(
+                Text(
+                    text,
+                    justify="right" if column.right else "left",
+                    style=_status_style(text) if column.key == "status" else "",
+                )
+            )
+        return cells
 
     def filters(self) -> dict[str, str | None]:
         values = {}
@@ -405,27 +458,13 @@ class RunsPane(Vertical):
         if table.row_count and table.cursor_row < table.row_count:
             keep = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         self.shown = sort_rows(filter_rows(self.rows, self.filters(), self.query_text), self.sort_column, self.reverse)
-        headers = [
-            (c.key, c.label + ((" ▼" if self.reverse else " ▲") if c.key == self.sort_column else ""), c.right)
-            for c in COLUMNS
-        ]
-        rows = []
+        headers = self._headers()
         pages = max(1, -(-len(self.shown) // ROW_LIMIT))
         self.page = min(self.page, pages - 1)
         first = self.page * ROW_LIMIT
-        for row in self.shown[first : first + ROW_LIMIT]:
-            cells: list[Text | str] = []
-            for column, text in zip(COLUMNS, row.get(CELLS) or [c.text(row) for c in COLUMNS]):
-                if column.key == "id" and row["id"] in self.marked:
-                    text = "•" + text
-                cells.append(
-                    Text(
-                        text,
-                        justify="right" if column.right else "left",
-                        style=_status_style(text) if column.key == "status" else "",
-                    )
-                )
-            rows.append((str(row["id"]), cells))
+        rows: list[tuple[str, list[Text | str]]] = [
+            (str(row["id"]), self._cells(row)) for row in self.shown[first : first + ROW_LIMIT]
+        ]
         fill(table, headers, rows)
         if keep is not None and any(key == keep for key, _ in rows):
             table.move_cursor(row=table.get_row_index(keep))

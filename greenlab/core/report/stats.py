@@ -24,11 +24,11 @@ no p, interval or equivalence is formed. Effect size: Hedges' g on the tested sc
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-
-from scipy import special
+from types import ModuleType
 
 RATIO = "ratio"
 DIFFERENCE = "difference"
@@ -38,13 +38,22 @@ MAX_REPEATS = 10_000
 WELCH = "Welch t (Welch–Satterthwaite df, at most 2 (min n − 1))"
 
 
+@functools.cache
+def _special() -> ModuleType:
+    """scipy.special, imported on the first verdict: a face that starts (the TUI's first frame, a headless
+    grid's first line) does not wait the fifth of a second scipy takes to load."""
+    from scipy import special
+
+    return special
+
+
 def t_quantile(p: float, df: float) -> float:
-    return float(special.stdtrit(df, p))
+    return float(_special().stdtrit(df, p))
 
 
 def t_sf(t: float, df: float) -> float:
     """P(T > t) for Student's t with `df` degrees of freedom."""
-    return float(special.stdtr(df, -t))
+    return float(_special().stdtr(df, -t))
 
 
 @dataclass(frozen=True)
@@ -181,7 +190,7 @@ def hedges_g(a: Sequence[float], b: Sequence[float]) -> float | None:
     pooled = math.sqrt(((n1 - 1) * _var(a, ma) + (n0 - 1) * _var(b, mb)) / df)
     if pooled == 0:
         return None
-    correction = math.exp(special.gammaln(df / 2) - special.gammaln((df - 1) / 2)) / math.sqrt(df / 2)
+    correction = math.exp(_special().gammaln(df / 2) - _special().gammaln((df - 1) / 2)) / math.sqrt(df / 2)
     return float((ma - mb) / pooled * correction)
 
 

@@ -758,6 +758,13 @@ class Store:
         """Every run, in id order (the order they started)."""
         return [RunRow.from_stored(r) for r in self._query("select * from runs order by id")]
 
+    def first_runs(self, limit: int, *, newest_first: bool = False) -> tuple[list[RunRow], int]:
+        """The first `limit` runs in id order (or the newest first), and how many runs there are: a page to
+        show while the whole store is read."""
+        order = "desc" if newest_first else "asc"
+        page = [RunRow.from_stored(r) for r in self._query(f"select * from runs order by id {order} limit ?", [limit])]
+        return page, int(self._query("select count(*) as n from runs")[0]["n"])
+
     def completed_runs(self) -> list[RunRow]:
         """Every completed run (a superseded one is not), in id order."""
         return [RunRow.from_stored(r) for r in self._query("select * from runs where status = 'completed' order by id")]
