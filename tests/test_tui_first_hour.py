@@ -203,7 +203,7 @@ async def test_the_first_page_is_listed_from_the_store_before_the_whole_store_is
 
     db = tmp_path / "runs.db"
     store = Store(db, durable=False)
-    for n in range(250):
+    for _n in range(250):
         store.update_run(store.start_run({"model": "m", "technique": "baseline"}), status="completed")
     page, total = store.first_runs(200)
     newest, _total = store.first_runs(3, newest_first=True)
