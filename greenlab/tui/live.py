@@ -35,9 +35,11 @@ IDLE_NOTE = "Nothing running: choose runs in Setup (key 1), then ctrl+r."
 RUNNING_COLUMNS = ("label", "id", "device", "done", "eta", "energy")  # the Running now table's column keys
 
 
-def queue_rows(snapshot: GridSnapshot) -> list[tuple[str, str, str]]:
+def queue_rows(snapshot: GridSnapshot, *, energy: bool = True) -> list[tuple[str, str, str]]:
     """(key, run, status) of the queue as shown: each grid's runs skipped as already stored folded into one
-    line where the first of them stood ("23 already stored"), so the runs that will run stay in sight."""
+    line where the first of them stood ("23 already stored"), so the runs that will run stay in sight. A
+    stored run's energy joins its status unless `energy` is False (a terminal under 76 columns: the status
+    must stay whole, the energy is in the run's panel and the Runs pane)."""
     rows: list[tuple[str, str, str]] = []
     folds = {"skipped": ("already stored", "skipped"), QUEUED_BEFORE: ("queued in an earlier grid", "skipped")}
     counts: dict[tuple[int, str], int] = {}
@@ -54,7 +56,8 @@ def queue_rows(snapshot: GridSnapshot) -> list[tuple[str, str, str]]:
                 key = f"g{entry.grid}-{entry.status.replace(' ', '-')}"
                 rows.append((key, f"{counts[fold]} {what}", status))
             continue
-        status = entry.shown_status + (f" {formatting.energy(entry.energy_j)}" if entry.energy_j is not None else "")
+        joules = f" {formatting.energy(entry.energy_j)}" if energy and entry.energy_j is not None else ""
+        status = entry.shown_status + joules
         rows.append((f"g{entry.grid}-{entry.index}", entry.label, status))
     return rows
 
@@ -131,7 +134,7 @@ class LivePane(Vertical):
     def watch_snapshot(self, snapshot: GridSnapshot | None) -> None:
         if snapshot is None:
             return
-        wanted = queue_rows(snapshot)
+        wanted = queue_rows(snapshot, energy=not self.screen.has_class("-tiny"))
         present = [row.value for row in self.queue.rows]
         if present != [key for key, _label, _status in wanted]:  # rows folded or added: rebuilt in order
             self.queue.clear()

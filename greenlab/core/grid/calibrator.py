@@ -33,6 +33,7 @@ from greenlab.core.measure.host_lock import HostLock
 CalibrationSpec = tuple[str, int, str, int]  # model, image size, device, batch size
 Calibration = dict[str, Any]  # {flops_per_sample, flop_per_s, other_cores, cpus, ...} or {"error": why}
 TIMEOUT_S = 300.0
+PAUSE_WAIT_S = 2.0  # pause waits at most this long for a killed calibration to let go of the host
 STOPPED = "calibration stopped (a newer forecast, a grid starting, or the app closing)"
 
 _MADE: dict[CalibrationSpec, Calibration] = {}  # per process: what a child measured, for every Calibrator
@@ -74,10 +75,13 @@ class Calibrator:
             return self._child is not None and self._child.poll() is None
 
     def pause(self, why: str) -> None:
-        """No child starts until `resume()`; the one running (if any) is killed now."""
+        """No child starts until `resume()`; the one running (if any) is killed now, and its host lock
+        released before this returns (a grid started next takes the host at once, with no wait to tell)."""
         with self._lock:
             self._paused = why
         self.cancel()
+        if self._turn.acquire(timeout=PAUSE_WAIT_S):  # the killed child's caller ends its turn in milliseconds
+            self._turn.release()
 
     def resume(self) -> None:
         with self._lock:
