@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from textual import events
 from textual.widgets import DataTable, Input
 
@@ -224,3 +226,31 @@ async def test_the_first_page_is_listed_from_the_store_before_the_whole_store_is
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert len(pane.rows) == 250 and str(app.query_one("#runs-count").render()).startswith("250 of 250 runs")
+
+
+@given(
+    top=st.floats(0.01, 1e6),
+    series=st.integers(1, 6),
+    rows=st.integers(6, 60),
+)
+def test_the_legend_rows_stay_above_the_highest_point(top, series, rows):
+    from greenlab.tui.charts import CHART_CHROME_ROWS, legend_headroom
+
+    limit = legend_headroom(top, series, rows)
+    plot_rows = max(rows - CHART_CHROME_ROWS, series + 2)
+    # the highest point's row, counted from the top of the plot, is below the legend's rows
+    row_of_top = (1 - top / limit) * plot_rows
+    assert limit >= top and row_of_top >= series + 1 - 1e-9
+
+
+@sync
+async def test_the_energy_accuracy_chart_names_its_series_by_marker_not_a_legend_over_the_points(tmp_path):
+    db = tmp_path / "demo.db"
+    seed_store(db)
+    app = GreenLabApp(db=db, experiments=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        chart = app.query_one("#tradeoff")
+        assert "• baseline" in str(chart.border_subtitle) and "x " in str(chart.border_subtitle)

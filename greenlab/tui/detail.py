@@ -24,6 +24,7 @@ from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_
 from greenlab.core.store.rows import column
 from greenlab.core.text import escape_controls
 from greenlab.tui.boxes import titled
+from greenlab.tui.charts import legend_headroom
 
 
 def escape(text: str) -> str:
@@ -218,6 +219,9 @@ class DetailScreen(Screen):
         plt.clear_data()
         for component, points in by_component.items():
             plt.plot([t for t, _w in points], [w for _t, w in points], label=component, marker="braille")
+        top = max((w for points in by_component.values() for _t, w in points), default=0.0)
+        if top > 0:  # the legend, drawn top left, sits above the trace instead of over its first seconds
+            plt.ylim(0, legend_headroom(top, len(by_component), plot.size.height))
         plt.xlabel("seconds")
         if not by_component:
             plt.title("no samples stored for this run")

@@ -27,6 +27,7 @@ from greenlab.core.measure.meter import MEASURED_METHODS
 from greenlab.core.report import compare, formatting
 from greenlab.core.text import escape_controls
 from greenlab.tui.boxes import titled
+from greenlab.tui.charts import legend_headroom
 
 REDRAW_HZ = 4  # a few Hz reads as live without spending the CPU the training needs
 PLOT_EVERY = 2  # the plotext chart is the costly part: redraw it every second tick
@@ -320,9 +321,13 @@ class LivePane(Vertical):
         plt = self.plot.plt
         plt.clear_data()
         plt.clear_figure()
+        top, series = 0.0, 0
         for component in self._components:
             points = self._window(current, component)
             if points:
                 plt.plot([t for t, _w in points], [w for _t, w in points], label=component, marker="braille")
+                top, series = max(top, max(w for _t, w in points)), series + 1
+        if top > 0:  # the legend, drawn top left, sits above the trace instead of over its first seconds
+            plt.ylim(0, legend_headroom(top, series, self.plot.size.height))
         plt.xlabel("seconds since the run began")
         self.plot.refresh()

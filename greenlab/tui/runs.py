@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.cells import cell_len
+from rich.markup import escape as escape_markup
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -35,6 +36,7 @@ from greenlab.core.store.rows import Row, RunRow
 from greenlab.core.store.schema import STATUSES
 from greenlab.core.text import escape_controls
 from greenlab.tui.boxes import titled
+from greenlab.tui.charts import MARKERS, marker_legend
 from greenlab.tui.dialogs import ConfirmDelete, VerdictScreen
 from greenlab.tui.field import Field
 
@@ -559,14 +561,15 @@ class RunsPane(Vertical):
         plottable = [r for r in chosen if r.get("energy_j") is not None and r.get("val_accuracy") is not None]
         points = spread(plottable, CHART_LIMIT)
         use_wh = any(r["energy_j"] >= 3600 for r in points)
-        for technique in sorted({technique_shown(r) for r in points}):
+        techniques = sorted({technique_shown(r) for r in points})
+        for index, technique in enumerate(techniques):
             group = [r for r in points if technique_shown(r) == technique]
-            plt.scatter(
+            plt.scatter(  # no label: plotext's legend would cover the best runs (little energy, high accuracy)
                 [r["energy_j"] / 3600 if use_wh else r["energy_j"] for r in group],
                 [100 * r["val_accuracy"] for r in group],
-                label=technique,
-                marker="dot",
+                marker=MARKERS[index % len(MARKERS)],
             )
+        chart.border_subtitle = escape_markup(escape_controls(marker_legend(techniques)))  # prune[amount=0.9]: text
         plt.xlabel("energy (Wh)" if use_wh else "energy (J)")
         plt.ylabel("val acc %")
         counted = f"{len(points)}" if len(points) == len(plottable) else f"{len(points):,} of {len(plottable):,}"
