@@ -13,6 +13,12 @@ MARKERS = ("•", "x", "+", "o", "*", "#", "@", "%", "&", "=")
 CHART_CHROME_ROWS = 4  # a chart widget's rows that are not plot: its border, the x axis and its label
 
 
+def legend_fits(series: int, rows: int) -> bool:
+    """A legend of `series` lines leaves at least half of a chart `rows` tall to the data; on a shorter
+    chart the legend is left out (the sparklines beside it name each component)."""
+    return rows - CHART_CHROME_ROWS >= 2 * (series + 1)
+
+
 def legend_headroom(top: float, series: int, rows: int) -> float:
     """The upper y limit that leaves the plot's top `series` rows (and one more) to the legend: `top`, the
     data's highest value, stays below them in a chart `rows` tall."""

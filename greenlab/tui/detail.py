@@ -24,7 +24,7 @@ from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_
 from greenlab.core.store.rows import column
 from greenlab.core.text import escape_controls
 from greenlab.tui.boxes import titled
-from greenlab.tui.charts import legend_headroom
+from greenlab.tui.charts import legend_fits, legend_headroom
 
 
 def escape(text: str) -> str:
@@ -217,10 +217,14 @@ class DetailScreen(Screen):
             by_component.setdefault(sample["component"], []).append((sample["t_s"], sample["watts"]))
         plt = plot.plt
         plt.clear_data()
+        # The legend, drawn top left, sits above the traces instead of over their first seconds; on a chart
+        # too short for both it is left out (the components table below names them).
+        labelled = legend_fits(len(by_component), plot.size.height)
         for component, points in by_component.items():
-            plt.plot([t for t, _w in points], [w for _t, w in points], label=component, marker="braille")
+            xs, ys = [t for t, _w in points], [w for _t, w in points]
+            plt.plot(xs, ys, label=component if labelled else None, marker="braille")
         top = max((w for points in by_component.values() for _t, w in points), default=0.0)
-        if top > 0:  # the legend, drawn top left, sits above the trace instead of over its first seconds
+        if top > 0 and labelled:
             plt.ylim(0, legend_headroom(top, len(by_component), plot.size.height))
         plt.xlabel("seconds")
         if not by_component:

@@ -27,7 +27,7 @@ from greenlab.core.measure.meter import MEASURED_METHODS
 from greenlab.core.report import compare, formatting
 from greenlab.core.text import escape_controls
 from greenlab.tui.boxes import titled
-from greenlab.tui.charts import legend_headroom
+from greenlab.tui.charts import legend_fits, legend_headroom
 
 REDRAW_HZ = 4  # a few Hz reads as live without spending the CPU the training needs
 PLOT_EVERY = 2  # the plotext chart is the costly part: redraw it every second tick
@@ -39,7 +39,7 @@ RUNNING_COLUMNS = ("label", "id", "device", "done", "eta", "energy")  # the Runn
 def queue_rows(snapshot: GridSnapshot, *, energy: bool = True) -> list[tuple[str, str, str]]:
     """(key, run, status) of the queue as shown: each grid's runs skipped as already stored folded into one
     line where the first of them stood ("23 already stored"), so the runs that will run stay in sight. A
-    stored run's energy joins its status unless `energy` is False (a terminal under 76 columns: the status
+    stored run's energy joins its status unless `energy` is False (a terminal under 100 columns: the status
     must stay whole, the energy is in the run's panel and the Runs pane)."""
     rows: list[tuple[str, str, str]] = []
     folds = {"skipped": ("already stored", "skipped"), QUEUED_BEFORE: ("queued in an earlier grid", "skipped")}
@@ -135,7 +135,7 @@ class LivePane(Vertical):
     def watch_snapshot(self, snapshot: GridSnapshot | None) -> None:
         if snapshot is None:
             return
-        wanted = queue_rows(snapshot, energy=not self.screen.has_class("-tiny"))
+        wanted = queue_rows(snapshot, energy=self.screen.has_class("-wide"))
         present = [row.value for row in self.queue.rows]
         if present != [key for key, _label, _status in wanted]:  # rows folded or added: rebuilt in order
             self.queue.clear()
@@ -321,13 +321,15 @@ class LivePane(Vertical):
         plt = self.plot.plt
         plt.clear_data()
         plt.clear_figure()
-        top, series = 0.0, 0
-        for component in self._components:
-            points = self._window(current, component)
-            if points:
-                plt.plot([t for t, _w in points], [w for _t, w in points], label=component, marker="braille")
-                top, series = max(top, max(w for _t, w in points)), series + 1
-        if top > 0:  # the legend, drawn top left, sits above the trace instead of over its first seconds
-            plt.ylim(0, legend_headroom(top, series, self.plot.size.height))
+        traces = [(c, points) for c in self._components if (points := self._window(current, c))]
+        # The legend, drawn top left, sits above the traces instead of over their first seconds; on a chart
+        # too short for both it is left out (the sparklines beside it name each component).
+        labelled = legend_fits(len(traces), self.plot.size.height)
+        for component, points in traces:
+            xs, ys = [t for t, _w in points], [w for _t, w in points]
+            plt.plot(xs, ys, label=component if labelled else None, marker="braille")
+        top = max((w for _c, points in traces for _t, w in points), default=0.0)
+        if top > 0 and labelled:
+            plt.ylim(0, legend_headroom(top, len(traces), self.plot.size.height))
         plt.xlabel("seconds since the run began")
         self.plot.refresh()
