@@ -39,7 +39,7 @@ from greenlab.core.train import datasets, zoo
 from greenlab.core.train.compression.options import MANTISSA_BITS
 
 CONFIRM_ABOVE_S = 24 * 3600.0  # a grid forecast to run longer than a day asks first (TUI), or says so loudly
-STARTUP_S = 2.0  # a run's start-up (process, data, model) when no earlier run says how long it takes
+STARTUP_S = 0.5  # a run's start-up (a fork of the warm fork server, data, model) when no earlier run says
 # A grid's own start-up before its first run: the fork server imports torch and an unmeasured warm-up run
 # trains a few steps (greenlab.core.run.warmup_main). A calibration child measures the import (its
 # `startup_s`); without one, this.
