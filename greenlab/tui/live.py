@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from rich.markup import escape
 from textual import getters
@@ -29,8 +30,10 @@ from greenlab.core.text import escape_controls
 from greenlab.tui.boxes import titled
 from greenlab.tui.charts import legend_fits, legend_headroom
 
-REDRAW_HZ = 4  # a few Hz reads as live without spending the CPU the training needs
-PLOT_EVERY = 2  # the plotext chart is the costly part: redraw it every second tick
+# Drawing costs the CPU the measured run needs (on two cores, 4 Hz with the chart at 2 Hz took half a core):
+# twice a second reads as live, and the chart, the costly part, is drawn once every two seconds.
+REDRAW_HZ = 2
+PLOT_EVERY = 4
 WINDOW_S = 60.0  # seconds of power shown in the chart and sparklines
 IDLE_NOTE = "Nothing running: choose runs in Setup (key 1), then ctrl+r."
 RUNNING_COLUMNS = ("label", "id", "device", "done", "eta", "energy")  # the Running now table's column keys
@@ -88,6 +91,9 @@ class LivePane(Vertical):
         self._ticks = 0
         self._components: list[str] = []
         self._followed: str | None = None  # the queue row the cursor last followed
+        self._shown: dict[int, str] = {}  # what each text widget shows now, by the widget's id()
+        self._drawn_at = 0.0  # time.monotonic() of the last redraw
+        self._news: tuple[Any, ...] = ()  # runs stored, the current run, why stopped: what redraws at once
 
     @property
     def current(self) -> RunView | None:
@@ -148,7 +154,12 @@ class LivePane(Vertical):
         self._follow(snapshot)
         if snapshot.current is not None:
             self._mount_sparks(snapshot.current.tracker.components())
-        self.redraw()
+        # A snapshot comes with every batch (twenty a second for a small model); the panel is drawn by the
+        # timer at REDRAW_HZ, and at once only when a run began or was stored (news, not progress).
+        news = (len(snapshot.stored), snapshot.current.run_id if snapshot.current else None, snapshot.stopped)
+        if news != self._news or time.monotonic() - self._drawn_at >= 1 / REDRAW_HZ:
+            self._news = news
+            self.redraw()
 
     def _follow(self, snapshot: GridSnapshot) -> None:
         """The queue's cursor follows the run in progress (↑ ↓ still scroll it between runs)."""
@@ -172,30 +183,44 @@ class LivePane(Vertical):
             self.sparks.mount(Static(component, id=f"spark-label-{component}", classes="spark-label"))
             self.sparks.mount(Sparkline([], id=f"spark-{component}", summary_function=max))
 
+    def _put(self, widget: Static, content: str | Content) -> None:
+        """Show `content` in `widget` at the least cost: nothing when it is what is shown, a repaint when only
+        its characters changed (elapsed 0:06 → 0:07), a layout only when its length did (it may wrap anew).
+        A layout of the whole screen a few times a second was most of the TUI's CPU while a run trained:
+        CPU the run measured beside it needs."""
+        text = str(content)
+        shown = self._shown.get(id(widget))
+        if shown == text:
+            return
+        self._shown[id(widget)] = text
+        widget.update(content, layout=shown is None or len(shown) != len(text))
+
     def redraw(self) -> None:
+        self._drawn_at = time.monotonic()
         self._ticks += 1
         self._running_rows()
         current = self.current
         grid = self.snapshot.active_grid if self.snapshot is not None else None
-        self.grid_text.update(self._grid_line(grid, current))
+        self._put(self.grid_text, self._grid_line(grid, current))
         if current is None or (grid is not None and current.stored is not None):
             # Between runs (the idle baseline, cooling, a run's start-up) the grid's phase is the news.
             last = f"  [dim]last: {escape(current.label)} {current.phase}[/]" if current is not None else ""
-            self.title.update(
+            self._put(
+                self.title,
                 f"[b]{escape(grid.phase[:1].upper() + grid.phase[1:])}[/]{last}"
                 if grid is not None
-                else "[b]No run in progress[/]"
+                else "[b]No run in progress[/]",
             )
-            self.stats.update("")
-            self.energy_text.update("")
+            self._put(self.stats, "")
+            self._put(self.energy_text, "")
             self.method.display = False
-            self.note_text.update(Content(self.note))
+            self._put(self.note_text, Content(self.note))
             self._bars(0, None, 0, None, "epoch -", "batch -")
             return
         figures = live(current, self.clock())
         device = f" on {current.device}" if current.device else ""
         phase = {"train": "training", "eval": "evaluating"}.get(current.phase, current.phase)
-        self.title.update(f"[b]{escape(current.label)}[/] [dim]{phase}[/]  run {current.run_id}{escape(device)}")
+        self._put(self.title, f"[b]{escape(current.label)}[/] [dim]{phase}[/]  run {current.run_id}{escape(device)}")
         batches = max(current.batches, 1)
         # the epoch bar moves with the batches, so a long epoch does not look stalled
         epochs_done = max(current.epoch - 1, 0) + current.batch / batches
@@ -209,13 +234,14 @@ class LivePane(Vertical):
             f"batch {current.batch}/{current.batches}",
         )
         ends = formatting.left(figures.eta_s) if current.stored is None else ("done" if completed else "-")
-        self.stats.update(
+        self._put(
+            self.stats,
             f"elapsed {formatting.clock(figures.elapsed_s)}  {ends}  loss {formatting.loss(current.loss)}"
-            f"  val acc {formatting.accuracy(current.val_accuracy)}"
+            f"  val acc {formatting.accuracy(current.val_accuracy)}",
         )
         self._energy(current, figures.energy_j)
         # log lines and errors: text, not markup, and a control character from a child's message written out
-        self.note_text.update(Content(escape_controls(current.note or self.note)))
+        self._put(self.note_text, Content(escape_controls(current.note or self.note)))
         self._sparks(current, figures.component_j)
         if self._ticks % PLOT_EVERY == 0 or current.stored is not None:
             self._plot(current)
@@ -283,7 +309,7 @@ class LivePane(Vertical):
     ) -> None:
         for name, total, done, text in (("epoch", epochs, epoch, epoch_label), ("batch", batches, batch, batch_label)):
             self.query_one(f"#{name}-bar", ProgressBar).update(total=total, progress=done)
-            self.query_one(f"#{name}-label", Label).update(text)
+            self._put(self.query_one(f"#{name}-label", Label), text)
 
     def _energy(self, current: RunView, joules: float | None) -> None:
         kind = current.kind
@@ -291,9 +317,9 @@ class LivePane(Vertical):
         if current.stored is not None and compare.diverged(current.stored):
             prefix = "stored (diverged: see its flags) "
         other = "" if joules is None else (f"  = {joules:,.0f} J" if joules >= 3600 else f"  = {joules / 3600:,.4f} Wh")
-        self.energy_text.update(f"{prefix}[b]{formatting.energy(joules)}[/]{other}")
+        self._put(self.energy_text, f"{prefix}[b]{formatting.energy(joules)}[/]{other}")
         self.method.display = True
-        self.method.update(kind.upper())
+        self._put(self.method, kind.upper())
         for name in formatting.KINDS:
             self.method.set_class(name == kind, f"-{name}")
 
@@ -313,7 +339,7 @@ class LivePane(Vertical):
                 if watts is not None
                 else f"{component:<5}      - W {kind}"
             )
-            self.query_one(f"#spark-label-{component}", Static).update(label)
+            self._put(self.query_one(f"#spark-label-{component}", Static), label)
             # Sparkline repaints on reassignment only: always give it a new list
             self.query_one(f"#spark-{component}", Sparkline).data = [w for _t, w in points[-120:]]
 
