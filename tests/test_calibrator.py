@@ -19,7 +19,7 @@ from greenlab.core.measure.host_lock import HostLock, read_holder
 from tests.conftest import sync
 
 REAL_CALIBRATE = Calibrator._calibrate  # conftest replaces it with an instant answer for every other test
-SPEC = ("tinycnn", 32, "cpu", 64)
+SPEC = ("tinycnn", 32, "cpu", 64, "sgd")
 ANSWER = {"flops_per_sample": 1e7, "flop_per_s": 2e10, "other_cores": 0.0, "cpus": 2}
 
 
@@ -87,7 +87,7 @@ def test_pause_kills_the_child_and_answers_from_what_was_made_until_resumed():
     cal = Calibrator(start=start)
     assert cal([SPEC])[SPEC]["flop_per_s"] == 2e10  # made once, kept for the process
     start.seconds = 30
-    other = ("resnet18", 32, "cpu", 64)
+    other = ("resnet18", 32, "cpu", 64, "sgd")
     thread, answer = _in_thread(cal, [other])
     _wait_for(lambda: len(start.children) == 2 and cal.running)
     cal.pause("a grid is running")

@@ -98,7 +98,7 @@ def test_without_earlier_runs_a_calibration_gives_the_forecast():
 
     runs = grid()
     result = fc.forecast(runs, [], force=True, calibrate=calibrate)
-    assert asked == [("tinycnn", 32, "cpu", 64)]  # once per model, input, device and batch, not per run
+    assert asked == [("tinycnn", 32, "cpu", 64, "sgd")]  # once per model, input, device, batch and optimizer
     assert result.sources == {fc.CALIBRATED: 4}
     # 1 ms a sample: 2 epochs × 10 batches × 64 trained, 2 × 6 × 64 (all 359 validation examples) evaluated
     # at a third of the work, + start-up

@@ -58,6 +58,7 @@ PANES = {"setup": "Setup", "live": "Live", "runs": "Runs"}
 KEYS = {"setup": "F2", "live": "F3", "runs": "F4"}
 # Toasts go after a few seconds; what must stay (a refused setting, a failed run) stays in its pane too.
 ERROR_TOAST_S = 8
+PROGRESS_HZ = 4  # batch progress posted to the UI at most this often (greenlab.tui.messages.is_progress)
 
 
 class GreenLabApp(App[int]):
@@ -518,8 +519,17 @@ class GreenLabApp(App[int]):
         """Runs in the worker thread: the grid session (preflight, fetch, the store, the local or Ray
         driver, energy to target), its events posted as messages. A refusal raises GreenLabError (notified)."""
 
+        posted = [0.0]  # when the last snapshot was posted
+
         def forward(event: Any) -> None:
-            self.post_message(messages.GridChanged(self.presenter.apply(event, grid)))
+            snapshot = self.presenter.apply(event, grid)  # every event is folded in, whatever is posted
+            now = time.monotonic()
+            # A batch's progress is posted at most PROGRESS_HZ times a second (a small model finishes twenty
+            # batches a second, and each message is UI work beside the run being measured); news always is.
+            if messages.is_progress(event) and now - posted[0] < 1 / PROGRESS_HZ:
+                return
+            posted[0] = now
+            self.post_message(messages.GridChanged(snapshot))
 
         GridSession(request, on_event=forward, token=token).run()
         return grid

@@ -69,7 +69,8 @@ def queue_rows(snapshot: GridSnapshot, *, energy: bool = True) -> list[tuple[str
 class LivePane(Vertical):
     """Queue on the left, current run on the right, power underneath."""
 
-    snapshot: reactive[GridSnapshot | None] = reactive(None, always_update=True)
+    # repaint=False: a snapshot comes with every batch; the widgets it changes repaint themselves, the pane never
+    snapshot: reactive[GridSnapshot | None] = reactive(None, always_update=True, repaint=False)
 
     # the queue, the runs in flight and the current run's panel
     queue = getters.query_one("#queue", DataTable)
@@ -93,6 +94,7 @@ class LivePane(Vertical):
         self._followed: str | None = None  # the queue row the cursor last followed
         self._shown: dict[int, str] = {}  # what each text widget shows now, by the widget's id()
         self._drawn_at = 0.0  # time.monotonic() of the last redraw
+        self._drawn_version = -1  # the snapshot version last drawn
         self._news: tuple[Any, ...] = ()  # runs stored, the current run, why stopped: what redraws at once
 
     @property
@@ -135,7 +137,7 @@ class LivePane(Vertical):
             self.running_table.add_column(label, key=key)
         self.running_table.display = False
         self.redraw()
-        self.set_interval(1 / REDRAW_HZ, self.redraw, name="live-redraw")
+        self.set_interval(1 / REDRAW_HZ, self._tick, name="live-redraw")
 
     # -- the snapshot ---------------------------------------------------------------------------------
     def watch_snapshot(self, snapshot: GridSnapshot | None) -> None:
@@ -195,7 +197,18 @@ class LivePane(Vertical):
         self._shown[id(widget)] = text
         widget.update(content, layout=shown is None or len(shown) != len(text))
 
+    def _tick(self) -> None:
+        """The timer: a run in progress (or a grid between runs) changes with time alone; an idle pane does not,
+        and is drawn only when a snapshot brings news."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
+        moving = bool(snapshot.running) or snapshot.active_grid is not None
+        if moving or snapshot.version != self._drawn_version:
+            self.redraw()
+
     def redraw(self) -> None:
+        self._drawn_version = self.snapshot.version if self.snapshot is not None else -1
         self._drawn_at = time.monotonic()
         self._ticks += 1
         self._running_rows()

@@ -30,7 +30,7 @@ from greenlab.core.errors import GreenLabError
 from greenlab.core.measure import hostload
 from greenlab.core.measure.host_lock import HostLock
 
-CalibrationSpec = tuple[str, int, str, int]  # model, image size, device, batch size
+CalibrationSpec = tuple[str, int, str, int, str]  # model, image size, device, batch size, optimizer
 Calibration = dict[str, Any]  # {flops_per_sample, flop_per_s, other_cores, cpus, ...} or {"error": why}
 TIMEOUT_S = 300.0
 PAUSE_WAIT_S = 2.0  # pause waits at most this long for a killed calibration to let go of the host
@@ -48,7 +48,9 @@ def _children_cpu_s() -> float:
 
 def start_child(todo: Sequence[CalibrationSpec]) -> subprocess.Popen[str]:
     """The calibration child for `todo`: one JSON line per spec on its stdout."""
-    payload = json.dumps([{"model": m, "image_size": s, "device": d, "batch_size": b} for m, s, d, b in todo])
+    payload = json.dumps(
+        [{"model": m, "image_size": s, "device": d, "batch_size": b, "optimizer": o} for m, s, d, b, o in todo]
+    )
     return subprocess.Popen(
         [sys.executable, "-m", "greenlab.core.train.calibration", payload],
         stdout=subprocess.PIPE,

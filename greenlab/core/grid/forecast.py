@@ -264,7 +264,7 @@ def _priced(watts: float, power_from: str, run: GridRun, calibrations: dict[Cali
     """The watts a calibrated run is costed at: the store's runs' mean power as it is; the CPU estimate's
     (every core busy) for the share of cores the calibration's steps kept busy, as the estimate prices CPU
     time, not wall time."""
-    calibration = calibrations.get(_spec(run) or ("", 0, "", 0)) or {}
+    calibration = calibrations.get(_spec(run) or ("", 0, "", 0, "")) or {}
     cpus = os.cpu_count() or 1
     if power_from != "the CPU estimate" or calibration.get("cores") is None:
         return watts
@@ -334,7 +334,7 @@ def forecast(
             if found is not None
             else _calibrated(
                 run,
-                calibrations.get(_spec(run) or ("", 0, "", 0)),
+                calibrations.get(_spec(run) or ("", 0, "", 0, "")),
                 startup_s,
                 _priced(watts, power_from, run, calibrations),
             )
@@ -389,7 +389,8 @@ def busy_text(calibrations: Iterable[dict[str, Any]]) -> str:
 
 def _spec(run: GridRun) -> CalibrationSpec | None:
     size = image_size(run)
-    return None if size is None else (run.model, size, run.settings.device, run.settings.batch_size)
+    settings = run.settings
+    return None if size is None else (run.model, size, settings.device, settings.batch_size, settings.optimizer)
 
 
 # The calibrations a headless grid (or any caller without a Calibrator of its own) takes: one child at a time.

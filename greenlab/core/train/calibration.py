@@ -22,14 +22,15 @@ MIN_TIMED_S = 1.0  # steps are timed until this much time has passed (at least M
 MIN_STEPS, MAX_STEPS = 5, 40
 
 
-def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size: int = 32) -> dict[str, Any]:
-    """{model, image_size, device, batch, flops_per_sample, flop_per_s, steps, cores, startup_s}: the FLOPs of one training step per
+def calibrate(
+    model_name: str, image_size: int, device: str = "auto", batch_size: int = 32, optimizer: str = "sgd"
+) -> dict[str, Any]:
+    """{model, image_size, device, batch, flops_per_sample, flop_per_s, steps, cores}: the FLOPs of one training step per
     sample (greenlab.core.train.compression.model_size), and those FLOPs over the median measured seconds of a
     step, at the run's own batch size, or a smaller one where the probe says a step of it would take longer
     than MAX_STEP_S: a tiny batch understates a CPU's throughput, the run's own batch of vit_b_16 on a CPU
     takes minutes to time. Steps are timed warm, for at least MIN_TIMED_S. `cores`: the CPU cores the steps
-    kept busy (the CPU estimate prices CPU time, not wall time); `startup_s`: from the process's start to its
-    first step (a grid's fork server and warm-up pay about as much once)."""
+    kept busy (the CPU estimate prices CPU time, not wall time)."""
     import psutil
     import torch
 
@@ -38,7 +39,8 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
 
     resolved = training.resolve_device(device)
     model = zoo.build_model(model_name, 10, False).to(resolved)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    # The run's own optimizer: Adam's step costs more than SGD's, and the forecast is of the run's steps.
+    stepper = training.make_optimizer(optimizer, model.parameters(), 1e-3, 0.9, 0.0)
     loss_of = torch.nn.CrossEntropyLoss()
     model.train()
 
@@ -47,9 +49,9 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
         labels = torch.zeros(batch, dtype=torch.long, device=resolved)
 
         def step() -> None:
-            optimizer.zero_grad()
+            stepper.zero_grad()
             loss_of(zoo_logits(model(example)), labels).backward()
-            optimizer.step()
+            stepper.step()
             if resolved.type == "cuda":
                 torch.cuda.synchronize()
 
@@ -63,7 +65,6 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
         return sorted(times)
 
     own = psutil.Process()
-    startup_s = time.time() - own.create_time()  # interpreter, torch and the model: what a grid's start-up pays
     batch = timed_batch(step_seconds(PROBE_BATCH), batch_size)
     cpu_before, wall_before = sum(own.cpu_times()[:2]), time.perf_counter()
     timed = step_seconds(batch)
@@ -79,7 +80,6 @@ def calibrate(model_name: str, image_size: int, device: str = "auto", batch_size
         "flop_per_s": flops / max(seconds, 1e-9),
         "steps": len(timed),
         "cores": round(cores, 2),
-        "startup_s": round(startup_s, 2),
     }
 
 
@@ -102,16 +102,28 @@ def zoo_logits(output: Any) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    """Each spec of the JSON list in argv[1] ({model, image_size, device, batch_size}) calibrated, one JSON line each;
-    a spec that cannot be calibrated gives {"error": ...} instead, so one bad model spoils no other."""
+    """Each spec of the JSON list in argv[1] ({model, image_size, device, batch_size, optimizer}) calibrated, one
+    JSON line each; a spec that cannot be calibrated gives {"error": ...} instead, so one bad model spoils no
+    other. Every line carries `startup_s`: from this process's start until torch and the models were
+    importable (what a grid's fork server and warm-up pay once)."""
+    import psutil
+    import torch  # noqa: F401 - imported here to time it: the start-up a grid pays once
+
+    from greenlab.core.train import zoo  # noqa: F401 - the model zoo (torchvision) as a run's child imports it
+
+    startup_s = round(time.time() - psutil.Process().create_time(), 2)
     for spec in json.loads(argv[1]):
         try:
             result = calibrate(
-                spec["model"], int(spec["image_size"]), spec.get("device", "auto"), int(spec.get("batch_size", 32))
+                spec["model"],
+                int(spec["image_size"]),
+                spec.get("device", "auto"),
+                int(spec.get("batch_size", 32)),
+                spec.get("optimizer", "sgd"),
             )
         except Exception as exc:  # noqa: BLE001 - the forecast says "not calibrated" and why, and goes on
             result = {**spec, "error": f"{type(exc).__name__}: {exc}"}
-        print(json.dumps(result), flush=True)
+        print(json.dumps({**result, "startup_s": startup_s}), flush=True)
     return 0
 
 
