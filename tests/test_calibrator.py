@@ -179,23 +179,29 @@ def _app_with_slow_calibration(tmp_path):
     return app, start
 
 
+async def _calibrating(app, pilot) -> None:
+    """Wait for the form's first forecast to start its (slow) calibration child."""
+    deadline = time.monotonic() + 20
+    while not app.calibrator.running:
+        assert time.monotonic() < deadline, "the form's forecast never calibrated"
+        await pilot.pause(0.05)
+
+
 @pytest.mark.slow
 @sync
 async def test_the_tui_kills_its_calibration_before_a_grid_and_starts_none_during_it(tmp_path):
     app, start = _app_with_slow_calibration(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        deadline = time.monotonic() + 20
-        while not app.calibrator.running:
-            assert time.monotonic() < deadline, "the form's forecast never calibrated"
-            await pilot.pause(0.05)
+        await _calibrating(app, pilot)
         await pilot.press("ctrl+r")
         assert start.children[0].poll() is not None  # killed before the grid's idle baseline and first run
         assert app.running
         app.query_one("#f-repeats", Input).value = "2"  # a forecast asked for while the grid runs
         await pilot.pause(1)
         assert len(start.children) == 1 and not app.calibrator.running
+        deadline = time.monotonic() + 120
         while app.running:
-            assert time.monotonic() < deadline + 120, "the grid did not end"
+            assert time.monotonic() < deadline, "the grid did not end"
             await pilot.pause(0.2)
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -207,10 +213,7 @@ async def test_the_tui_kills_its_calibration_before_a_grid_and_starts_none_durin
 async def test_quitting_kills_a_calibration_instead_of_waiting_for_it(tmp_path):
     app, start = _app_with_slow_calibration(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        deadline = time.monotonic() + 20
-        while not app.calibrator.running:
-            assert time.monotonic() < deadline, "the form's forecast never calibrated"
-            await pilot.pause(0.05)
+        await _calibrating(app, pilot)
         await pilot.press("q")
         await pilot.pause()
     assert start.children[0].poll() is not None

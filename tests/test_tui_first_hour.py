@@ -17,16 +17,25 @@ from tests.conftest import sync
 from tests.tui_demo import seed_store
 
 
-@sync
-async def test_delete_names_the_marked_runs_and_those_a_search_hides(tmp_path):
+def demo_app(tmp_path) -> GreenLabApp:
+    """The app on a store of the demo's runs (14, of three models and four techniques)."""
     db = tmp_path / "demo.db"
     seed_store(db)
-    app = GreenLabApp(db=db, experiments=None)
+    return GreenLabApp(db=db, experiments=None)
+
+
+async def on_runs_pane(app, pilot) -> None:
+    """Switch to the Runs pane and wait until its rows and verdicts are in."""
+    await pilot.press("f4")
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+@sync
+async def test_delete_names_the_marked_runs_and_those_a_search_hides(tmp_path):
+    app = demo_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
-        await pilot.press("f4")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await on_runs_pane(app, pilot)
         runs, table = app.runs_pane, app.query_one("#runs-table", DataTable)
         first, second = runs.shown[0], runs.shown[1]
         await pilot.press("space", "down", "space")
@@ -122,9 +131,7 @@ async def test_stored_control_characters_are_shown_escaped_never_obeyed(tmp_path
     store.close()
     app = GreenLabApp(db=db, experiments=None)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("f4")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await on_runs_pane(app, pilot)
         row = app.query_one("#runs-table", DataTable).get_row_at(0)
         assert str(row[1]) == "evil\\x1b[31mred\\x00"
         app.action_open_detail(run_id)
@@ -138,10 +145,9 @@ async def test_a_report_from_the_palette_is_the_command_lines_under_its_rules(tm
     from greenlab import cli
     from greenlab.tui.report_dialog import ReportDialog
 
-    db = tmp_path / "demo.db"
-    seed_store(db)
+    app = demo_app(tmp_path)
+    db = app.db_path
     target = tmp_path / "report.md"
-    app = GreenLabApp(db=db, experiments=None)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         commands = [c.title for c in app.get_system_commands(app.screen)]
@@ -183,9 +189,7 @@ async def test_a_study_sized_table_lists_a_page_at_a_time_and_says_how_to_reach_
     store.close()
     app = GreenLabApp(db=db, experiments=None)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("f4")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await on_runs_pane(app, pilot)
         table, count = app.query_one("#runs-table", DataTable), app.query_one("#runs-count")
         assert table.row_count == 200
         assert str(count.render()) == "450 of 450 runs, 1–200 listed (] next, / finds)"
@@ -245,12 +249,8 @@ def test_the_legend_rows_stay_above_the_highest_point(top, series, rows):
 
 @sync
 async def test_the_energy_accuracy_chart_names_its_series_by_marker_not_a_legend_over_the_points(tmp_path):
-    db = tmp_path / "demo.db"
-    seed_store(db)
-    app = GreenLabApp(db=db, experiments=None)
+    app = demo_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("f4")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await on_runs_pane(app, pilot)
         chart = app.query_one("#tradeoff")
         assert "• baseline" in str(chart.border_subtitle) and "x " in str(chart.border_subtitle)

@@ -10,6 +10,7 @@ hundreds of times a second without the screen redrawing more than `REDRAW_HZ` ti
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -93,7 +94,7 @@ class LivePane(Vertical):
         self._components: list[str] = []
         self._followed: str | None = None  # the queue row the cursor last followed
         self._shown: dict[int, str] = {}  # what each text widget shows now, by the widget's id()
-        self._drawn_at = 0.0  # time.monotonic() of the last redraw
+        self._drawn_at = -math.inf  # the pane's clock at the last redraw
         self._drawn_version = -1  # the snapshot version last drawn
         self._news: tuple[Any, ...] = ()  # runs stored, the current run, why stopped: what redraws at once
 
@@ -159,7 +160,7 @@ class LivePane(Vertical):
         # A snapshot comes with every batch (twenty a second for a small model); the panel is drawn by the
         # timer at REDRAW_HZ, and at once only when a run began or was stored (news, not progress).
         news = (len(snapshot.stored), snapshot.current.run_id if snapshot.current else None, snapshot.stopped)
-        if news != self._news or time.monotonic() - self._drawn_at >= 1 / REDRAW_HZ:
+        if news != self._news or self.clock() - self._drawn_at >= 1 / REDRAW_HZ:
             self._news = news
             self.redraw()
 
@@ -209,7 +210,7 @@ class LivePane(Vertical):
 
     def redraw(self) -> None:
         self._drawn_version = self.snapshot.version if self.snapshot is not None else -1
-        self._drawn_at = time.monotonic()
+        self._drawn_at = self.clock()
         self._ticks += 1
         self._running_rows()
         current = self.current
