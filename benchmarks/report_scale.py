@@ -156,21 +156,22 @@ def first_frame(path: Path, tries: int = 3) -> list[float]:
 
 
 async def tui_table(path: Path) -> dict[str, float]:
-    """In one app, from its start: `3` pressed at once, then how long until the runs table lists rows and
-    until the verdicts are judged."""
+    """In one app, from the moment it is mounted: `3` pressed at once (the pane switched as the key would,
+    without the test harness waiting for the app to be idle, which it is not while the store is read), then
+    how long until the runs table lists rows, and until the verdicts are judged."""
     from greenlab.tui.app import GreenLabApp
 
     found: dict[str, float] = {}
     app = GreenLabApp(db=str(path))
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(120, 40)):
         pressed = time.perf_counter()
-        await pilot.press("3")
+        app.action_pane_key("runs")
         table = app.query_one("#runs-table")
         while not getattr(table, "row_count", 0):
-            await pilot.pause(0.01)
+            await asyncio.sleep(0.005)
         found["table after 3"] = time.perf_counter() - pressed
         while app.runs_pane.comparisons is None:
-            await pilot.pause(0.02)
+            await asyncio.sleep(0.01)
         found["verdicts after 3"] = time.perf_counter() - pressed
     return found
 
@@ -228,6 +229,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=25)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
+        # The TUI as a new user meets it: no preferences of this machine's user (a saved sort, a search).
+        import os
+
+        os.environ["GREENLAB_CONFIG"] = str(Path(folder) / "config.toml")
         path = Path(folder) / "study.db"
         started = time.perf_counter()
         runs = build(path, args.models, args.repeats)

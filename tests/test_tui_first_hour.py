@@ -212,7 +212,7 @@ async def test_the_first_page_is_listed_from_the_store_before_the_whole_store_is
     for _n in range(250):
         store.update_run(store.start_run({"model": "m", "technique": "baseline"}), status="completed")
     page, total = store.first_runs(200)
-    newest, _total = store.first_runs(3, newest_first=True)
+    newest, _total = store.first_runs(3, descending=True)
     store.close()
     assert (
         total == 250 and [r["id"] for r in page] == list(range(1, 201)) and [r["id"] for r in newest] == [250, 249, 248]

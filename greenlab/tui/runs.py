@@ -155,6 +155,17 @@ COLUMNS: tuple[Column, ...] = (
     Column("method", "energy is", kind_of_row, kind_of_row),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
+# The table's columns that sort as a stored column does (NULLs aside), for the first page read by SQL.
+STORED_ORDER = {
+    "id": "id",
+    "model": "model",
+    "technique": "technique",
+    "status": "status",
+    "energy": "energy_j",
+    "accuracy": "val_accuracy",
+    "training": "energy_training_j",
+    "time": "duration_s",
+}
 
 
 def would_decide(c: compare.Comparison) -> str:
@@ -359,10 +370,12 @@ class RunsPane(Vertical):
         self.comparisons = None
         generation, path = self._generation, self.store.path
 
-        # The first page first, straight from the store, when nothing is listed yet and the table is in id
-        # order: a study's 5,000 runs take a second to read and prepare, a page of them milliseconds.
-        first_page = not self.rows and self.sort_column == "id"
-        newest_first = self.reverse
+        # The first page first, straight from the store, when nothing is listed yet: a study's 5,000 runs take
+        # a second or two to read and prepare, a page of them milliseconds. It is in the table's order where
+        # that is a stored column (a Δ is not: then in id order, until the whole store replaces it).
+        first_page = not self.rows
+        order_by = STORED_ORDER.get(self.sort_column, "id")
+        descending = self.reverse and self.sort_column in STORED_ORDER
 
         def read() -> None:
             if not path.is_file():  # no grid has run yet: nothing to read, and reading never creates it
@@ -372,7 +385,7 @@ class RunsPane(Vertical):
             reader = Store.reader(path)
             try:
                 if first_page:
-                    page, total = reader.first_runs(ROW_LIMIT, newest_first=newest_first)
+                    page, total = reader.first_runs(ROW_LIMIT, order_by=order_by, descending=descending)
                     if total > len(page):
                         self.post_message(
                             self.RowsRead(generation, table_rows(page, {}, against_baselines=False), total)

@@ -43,6 +43,7 @@ from greenlab.core.store.rows import RunRow
 from greenlab.core.store.schema import (
     APPLICATION_ID,
     MIGRATIONS,
+    RUN_COLUMNS,
     SCHEMA_VERSION,
     check_version,
     damaged,
@@ -758,11 +759,14 @@ class Store:
         """Every run, in id order (the order they started)."""
         return [RunRow.from_stored(r) for r in self._query("select * from runs order by id")]
 
-    def first_runs(self, limit: int, *, newest_first: bool = False) -> tuple[list[RunRow], int]:
-        """The first `limit` runs in id order (or the newest first), and how many runs there are: a page to
-        show while the whole store is read."""
-        order = "desc" if newest_first else "asc"
-        page = [RunRow.from_stored(r) for r in self._query(f"select * from runs order by id {order} limit ?", [limit])]
+    def first_runs(self, limit: int, *, order_by: str = "id", descending: bool = False) -> tuple[list[RunRow], int]:
+        """The first `limit` runs in the order of one of their columns (ties by id), and how many runs there
+        are: a page to show while the whole store is read."""
+        if order_by not in RUN_COLUMNS:
+            raise ValueError(f"no runs column {order_by!r}")
+        way = "desc" if descending else "asc"
+        query = f'select * from runs order by "{order_by}" {way}, id {way} limit ?'
+        page = [RunRow.from_stored(r) for r in self._query(query, [limit])]
         return page, int(self._query("select count(*) as n from runs")[0]["n"])
 
     def completed_runs(self) -> list[RunRow]:
