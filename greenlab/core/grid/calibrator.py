@@ -69,7 +69,6 @@ class Calibrator:
         self._turn = threading.Lock()  # one request at a time holds the host lock and runs its child
         self._child: subprocess.Popen[str] | None = None
         self._paused: str | None = None  # why no child may start now
-        self._closed = False
 
     @property
     def running(self) -> bool:
@@ -97,10 +96,8 @@ class Calibrator:
             child.kill()
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._paused = "the app is closing"
-        self.cancel()
+        """For good: the child is killed and none starts again."""
+        self.pause("the app is closing")
 
     def __call__(self, specs: list[CalibrationSpec]) -> dict[CalibrationSpec, Calibration]:
         with _MADE_LOCK:
@@ -151,10 +148,12 @@ class Calibrator:
             lock.release()
         lines: list[Calibration] = []
         for text in out.splitlines():
+            if not text.startswith("{"):
+                continue
             try:
-                lines.append(json.loads(text)) if text.startswith("{") else None
+                lines.append(json.loads(text))
             except ValueError:
-                break
+                break  # a line cut short by a kill: what came before stands
         stopped = child.returncode is not None and child.returncode < 0
         why = STOPPED if stopped else ((err or "").strip().splitlines() or [f"exit {child.returncode}"])[-1]
         answers: dict[CalibrationSpec, Calibration] = {}
