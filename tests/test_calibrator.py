@@ -166,7 +166,8 @@ def test_a_calibration_on_a_busy_host_says_so_and_is_not_kept(monkeypatch):
 def test_the_real_child_reports_its_steps_and_the_hosts_load():
     answer = Calibrator()([SPEC])[SPEC]
     assert "error" not in answer, answer
-    assert answer["steps"] >= 5 and answer["batch"] == 64 and answer["cpus"] >= 1
+    # the run's own batch of 64, or fewer where the probe says a step would take over 2 s (a loaded host)
+    assert answer["steps"] >= 5 and 2 <= answer["batch"] <= 64 and answer["cpus"] >= 1
     assert answer["other_cores"] >= 0
 
 

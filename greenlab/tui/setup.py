@@ -113,6 +113,7 @@ class SetupPane(Vertical):
         self.forecast: Forecast | None = None  # of the form's grid, once made
         self._forecast_of: tuple[tuple[str, ...], bool] | None = None  # the run keys and force it was made for
         self._forecast_generation = 0
+        self._checked: form.FormValues | None = None  # the values the form was last validated with
 
     # -- layout ---------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -350,6 +351,7 @@ class SetupPane(Vertical):
 
     def check(self) -> list[GridRun] | None:
         """Validate the form; show the loader's message (and mark its field) or a summary of the grid."""
+        self._checked = self.values()
         status = self.query_one("#setup-status", Static)
         for widget in self.query(".-invalid"):
             widget.remove_class("-invalid")
@@ -461,6 +463,9 @@ class SetupPane(Vertical):
         if not self._ready or getattr(control, "id", None) in ("f-file", "f-force"):
             return
         if getattr(control, "id", None) != "f-ray":  # where the grid runs is no setting of its runs
+            values = self.values()
+            if values == self._checked:
+                return  # a field set to what it held (the form's own start-up sends a dozen of these)
             self.check()
             self.mark_changed()
         if getattr(control, "id", None) == "f-dataset":
