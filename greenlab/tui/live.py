@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.markup import escape
-from textual import getters
+from textual import events, getters
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
@@ -32,9 +32,10 @@ from greenlab.tui.boxes import titled
 from greenlab.tui.charts import legend_fits, legend_headroom
 
 # Drawing costs the CPU the measured run needs (on two cores, 4 Hz with the chart at 2 Hz took half a core):
-# twice a second reads as live, and the chart, the costly part, is drawn once every two seconds.
+# twice a second reads as live, and the chart, the costly part, is drawn once every two seconds (on the
+# pane's clock, so a picture taken with a frozen clock is the same however many ticks went by).
 REDRAW_HZ = 2
-PLOT_EVERY = 4
+PLOT_EVERY_S = 2.0
 WINDOW_S = 60.0  # seconds of power shown in the chart and sparklines
 IDLE_NOTE = "Nothing running: choose runs in Setup (key 1), then ctrl+r."
 RUNNING_COLUMNS = ("label", "id", "device", "done", "eta", "energy")  # the Running now table's column keys
@@ -90,7 +91,7 @@ class LivePane(Vertical):
     def __init__(self, *, id: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(id=id)
         self.clock = clock  # the presenter's clock: injectable so snapshots and screenshots show fixed times
-        self._ticks = 0
+        self._plotted_at = -math.inf  # the pane's clock when the chart was last drawn
         self._components: list[str] = []
         self._followed: str | None = None  # the queue row the cursor last followed
         self._shown: dict[int, str] = {}  # what each text widget shows now, by the widget's id()
@@ -139,6 +140,9 @@ class LivePane(Vertical):
         self.running_table.display = False
         self.redraw()
         self.set_interval(1 / REDRAW_HZ, self._tick, name="live-redraw")
+
+    def on_resize(self, _event: events.Resize) -> None:
+        self.redraw(chart=True)  # whether the legend fits depends on the chart's new height
 
     # -- the snapshot ---------------------------------------------------------------------------------
     def watch_snapshot(self, snapshot: GridSnapshot | None) -> None:
@@ -208,10 +212,11 @@ class LivePane(Vertical):
         if moving or snapshot.version != self._drawn_version:
             self.redraw()
 
-    def redraw(self) -> None:
+    def redraw(self, *, chart: bool = False) -> None:
+        """Bring the pane up to date; the chart only every PLOT_EVERY_S on the pane's clock, at a run's end,
+        or when `chart` asks for it (a resize: the legend's room depends on the chart's height)."""
         self._drawn_version = self.snapshot.version if self.snapshot is not None else -1
         self._drawn_at = self.clock()
-        self._ticks += 1
         self._running_rows()
         current = self.current
         grid = self.snapshot.active_grid if self.snapshot is not None else None
@@ -257,7 +262,8 @@ class LivePane(Vertical):
         # log lines and errors: text, not markup, and a control character from a child's message written out
         self._put(self.note_text, Content(escape_controls(current.note or self.note)))
         self._sparks(current, figures.component_j)
-        if self._ticks % PLOT_EVERY == 0 or current.stored is not None:
+        if chart or current.stored is not None or self.clock() - self._plotted_at >= PLOT_EVERY_S:
+            self._plotted_at = self.clock()
             self._plot(current)
 
     def _grid_line(self, grid: GridProgress | None, current: RunView | None) -> Content:
