@@ -110,6 +110,8 @@ async def test_run_tinycnn_from_the_keyboard(tmp_path, monkeypatch):
 
         # the stored run appears in the runs table, with its energy
         runs = app.runs_pane
+        # read again on its thread once the run is stored: on a busy machine the rows come a moment later
+        await _wait(pilot, lambda: bool(runs.shown), 30, "the stored run to be listed")
         assert [(r["model"], r["status"]) for r in runs.shown] == [("tinycnn", "completed")]
         assert runs.shown[0]["energy_j"] > 0
         queue = app.query_one("#queue")

@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Input
 
 from greenlab.tui.app import GreenLabApp
 from greenlab.tui.dialogs import ConfirmDelete
+from greenlab.tui.runs import ROW_LIMIT
 from tests.conftest import sync
 from tests.tui_demo import seed_store
 
@@ -183,7 +184,7 @@ async def test_a_study_sized_table_lists_a_page_at_a_time_and_says_how_to_reach_
 
     db = tmp_path / "runs.db"
     store = Store(db, durable=False)
-    for n in range(450):
+    for n in range(250):
         run_id = store.start_run({"model": f"m{n % 9}", "technique": "baseline", "settings_key": f"k{n}"})
         store.update_run(run_id, status="completed", energy_j=float(n + 1))
     store.close()
@@ -191,15 +192,15 @@ async def test_a_study_sized_table_lists_a_page_at_a_time_and_says_how_to_reach_
     async with app.run_test(size=(120, 40)) as pilot:
         await on_runs_pane(app, pilot)
         table, count = app.query_one("#runs-table", DataTable), app.query_one("#runs-count")
-        assert table.row_count == 200
-        assert str(count.render()) == "450 of 450 runs, 1–200 listed (] next, / finds)"
+        assert table.row_count == ROW_LIMIT == 100
+        assert str(count.render()) == "250 of 250 runs, 1–100 listed (] next, / finds)"
         await pilot.press("right_square_bracket")
-        assert str(count.render()) == "450 of 450 runs, 201–400 listed ([ ] pages, / finds)"
-        assert str(table.get_row_at(0)[0]) == "201"
+        assert str(count.render()) == "250 of 250 runs, 101–200 listed ([ ] pages, / finds)"
+        assert str(table.get_row_at(0)[0]) == "101"
         await pilot.press("right_square_bracket", "right_square_bracket")  # past the last page: it stays
-        assert table.row_count == 50 and str(count.render()) == "450 of 450 runs, 401–450 listed ([ back, / finds)"
+        assert table.row_count == 50 and str(count.render()) == "250 of 250 runs, 201–250 listed ([ back, / finds)"
         await pilot.press("left_square_bracket")
-        assert str(table.get_row_at(0)[0]) == "201"
+        assert str(table.get_row_at(0)[0]) == "101"
 
 
 @sync
@@ -211,11 +212,13 @@ async def test_the_first_page_is_listed_from_the_store_before_the_whole_store_is
     store = Store(db, durable=False)
     for _n in range(250):
         store.update_run(store.start_run({"model": "m", "technique": "baseline"}), status="completed")
-    page, total = store.first_runs(200)
+    page, total = store.first_runs(ROW_LIMIT)
     newest, _total = store.first_runs(3, descending=True)
     store.close()
     assert (
-        total == 250 and [r["id"] for r in page] == list(range(1, 201)) and [r["id"] for r in newest] == [250, 249, 248]
+        total == 250
+        and [r["id"] for r in page] == list(range(1, ROW_LIMIT + 1))
+        and [r["id"] for r in newest] == [250, 249, 248]
     )
     app = GreenLabApp(db=db, experiments=None)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -224,8 +227,8 @@ async def test_the_first_page_is_listed_from_the_store_before_the_whole_store_is
         pane.rows = []  # as at the start, before anything was listed
         pane._read(pane.RowsRead(pane._generation, table_rows(page, {}, against_baselines=False), total))
         await pilot.pause()
-        assert app.query_one("#runs-table", DataTable).row_count == 200
-        assert str(app.query_one("#runs-count").render()) == "reading 250 runs: the first 200 listed…"
+        assert app.query_one("#runs-table", DataTable).row_count == ROW_LIMIT
+        assert str(app.query_one("#runs-count").render()) == "reading 250 runs: the first 100 listed…"
         pane.reload()  # the whole store follows and replaces it
         await app.workers.wait_for_complete()
         await pilot.pause()

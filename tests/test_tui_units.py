@@ -6,11 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from greenlab.core.errors import ConfigError
 from greenlab.core.plan.config import parse_experiments
 from greenlab.tui import form, messages
-from greenlab.tui.runs import filter_rows, sort_rows, with_changes
+from greenlab.tui.runs import COLUMN_KEYS, COLUMNS, filter_rows, sort_rows, with_changes
 from greenlab.tui.themes import load_theme, load_themes, theme_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,6 +215,39 @@ def test_sort_keeps_missing_values_last_both_ways():
     assert [r["id"] for r in sort_rows(ROWS, "energy")] == [2, 1, 3]
     assert [r["id"] for r in sort_rows(ROWS, "energy", reverse=True)] == [1, 2, 3]
     assert [r["id"] for r in sort_rows(ROWS, "technique")] == [1, 3, 2]
+
+
+_RANDOM_ROW = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(["tinycnn", "resnet18"]),
+        "technique": st.sampled_from(["baseline", "prune", "stego"]),
+        "status": st.sampled_from(["completed", "failed", "running"]),
+        "energy_j": st.one_of(st.none(), st.integers(0, 5).map(float)),  # few values: ties, broken by id
+        "duration_s": st.one_of(st.none(), st.floats(0, 100)),
+    }
+)
+
+
+@given(
+    st.lists(_RANDOM_ROW, max_size=30),
+    st.sampled_from(COLUMN_KEYS),
+    st.booleans(),
+    st.sampled_from([None, "tinycnn"]),
+    st.sampled_from(["", "prune", "resnet18 stego"]),
+)
+@settings(max_examples=150, deadline=None)
+def test_a_filter_keeps_the_order_and_the_reversed_order_is_the_descending_one(rows, column, reverse, model, query):
+    """The pane sorts a study's rows once per column and filters the sorted list on every key: that is the
+    same as filtering then sorting, and reversing the ascending order is sorting descending (missing last)."""
+    rows = [{**row, "id": i + 1} for i, row in enumerate(rows)]
+    filters = {"model": model, "status": None}
+    assert filter_rows(sort_rows(rows, column, reverse), filters, query) == sort_rows(
+        filter_rows(rows, filters, query), column, reverse
+    )
+    getter = next(c.value for c in COLUMNS if c.key == column)
+    present = [r for r in rows if getter(r) is not None]
+    descending = sorted(present, key=lambda r: (getter(r), r["id"]), reverse=True)
+    assert sort_rows(rows, column, reverse=True) == descending + [r for r in rows if getter(r) is None]
 
 
 def test_filter_rows():

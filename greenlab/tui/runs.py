@@ -41,10 +41,11 @@ from greenlab.tui.dialogs import ConfirmDelete, VerdictScreen
 from greenlab.tui.field import Field
 
 FILTERS = ("model", "technique", "status")
-# The table lists this many of the shown runs (in the chosen order): a DataTable rebuilds every row on each
-# sort, filter or search key, and a study's thousands would hold each key for a second. The count and the
-# verdicts still cover every shown run; / and the filters narrow the list.
-ROW_LIMIT = 200
+# The table lists this many of the shown runs (in the chosen order), ] and [ the others: a DataTable rebuilds
+# every row on each sort, filter or search key (about 0.15 ms a row here), and a study's thousands would
+# hold each key for a second; 100 rows are a few screens and keep a key under 100 ms while the verdicts are
+# judged beside it. The count and the verdicts still cover every shown run; / and the filters narrow the list.
+ROW_LIMIT = 100
 # The chart plots at most this many of the shown runs (evenly spread over them): a terminal chart has fewer
 # cells than a study has runs, and plotting them all would hold a filter key for a tenth of a second.
 CHART_LIMIT = 1000
@@ -77,9 +78,10 @@ def status_text(row: dict[str, Any]) -> str:
     return str(row.get("status"))
 
 
-# Keys a prepared row carries beside the store's columns: its cells' text, what `/` searches, and its
-# technique with its non-default settings (compare.technique_of).
-CELLS, SEARCHED, TECHNIQUE = "_cells", "_searched", "_technique"
+# Keys a prepared row carries beside the store's columns: its cells' text, the cells as the table draws them
+# and their widths (made on the reading thread: a page key then only hands them over), what `/` searches,
+# and its technique with its non-default settings (compare.technique_of).
+CELLS, DRAWN, WIDTHS, SEARCHED, TECHNIQUE = "_cells", "_drawn", "_widths", "_searched", "_technique"
 
 
 def technique_shown(row: dict[str, Any]) -> str:
@@ -201,9 +203,30 @@ def table_rows(
         row["partial_accuracy"] = last_accuracies.get(row["id"]) if row["status"] != "completed" else None
         # stored text is shown, never obeyed: a control character in a name reads as \x1b, not as an escape
         row[CELLS] = tuple(escape_controls(column.text(row)) for column in COLUMNS)
+        row[DRAWN] = tuple(drawn_cell(column, text) for column, text in zip(COLUMNS, row[CELLS]))
+        row[WIDTHS] = tuple(cell.cell_len for cell in row[DRAWN])
         row[SEARCHED] = searched_text(row)
         rows.append(row)
     return rows
+
+
+def drawn_cell(column: Column, text: str) -> Text:
+    """A cell as the table draws it: text, never markup ("prune[amount=0.9]" would read as a tag and vanish),
+    aligned, a status styled."""
+    return Text(
+        text,
+        justify="right" if column.right else "left",
+        style=_status_style(text) if column.key == "status" else "",
+    )
+
+
+def filter_choices(rows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each filter's values among `rows`, sorted (statuses in their lifecycle's order)."""
+    choices = {}
+    for key in FILTERS:
+        values = sorted({str(r[key]) for r in rows if r.get(key)}, key=str)
+        choices[key] = [s for s in STATUSES if s in values] if key == "status" else values
+    return choices
 
 
 def judged_metrics(plans: dict[int, Any]) -> tuple[str, ...]:
@@ -231,15 +254,23 @@ def filter_rows(rows: list[dict[str, Any]], filters: dict[str, str | None], quer
     return [r for r in rows if all(r.get(key) == value for key, value in chosen) and matches(r, words)]
 
 
-def fill(table: DataTable, columns: list[tuple[str, str, bool]], rows: list[tuple[str, list[Text | str]]]) -> None:
-    """Rebuild `table` with columns (key, label, right-aligned) sized to their widest cell.
+def fill(
+    table: DataTable,
+    columns: list[tuple[str, str, bool]],
+    rows: Sequence[tuple[str, Sequence[Text | str]]],
+    cell_widths: Sequence[Sequence[int]] | None = None,
+) -> None:
+    """Rebuild `table` with columns (key, label, right-aligned) sized to their widest cell (`cell_widths`,
+    each row's, where they were measured already).
 
     The widths are set here, not left to the table: a table rebuilt while another widget has focus (a
     filter) otherwise keeps every column at its header's width until it is focused again.
     """
     table.clear(columns=True)
+    if cell_widths is None:
+        cell_widths = [[_width(cell) for cell in cells] for _key, cells in rows]
     widths = [
-        max([len(label), *(_width(cells[i]) for _key, cells in rows)])
+        max([len(label), *(row_widths[i] for row_widths in cell_widths)])
         for i, (_key, label, _right) in enumerate(columns)
     ]
     for (key, label, right), width in zip(columns, widths):
@@ -255,10 +286,17 @@ def _width(cell: Text | str) -> int:
 
 def sort_rows(rows: list[dict[str, Any]], column: str, reverse: bool = False) -> list[dict[str, Any]]:
     """Sorted by a column's value; runs without a value (failed, still running) stay last either way."""
+    present, missing = ascending(rows, column)
+    return (present[::-1] if reverse else present) + missing
+
+
+def ascending(rows: list[dict[str, Any]], column: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows with a value in `column`, in its ascending order (ties by id, so reversed it is the
+    descending order), and those without one in their own order."""
     getter = next(c.value for c in COLUMNS if c.key == column)
     present = [r for r in rows if getter(r) is not None]
     missing = [r for r in rows if getter(r) is None]
-    return sorted(present, key=lambda r: (getter(r), r["id"]), reverse=reverse) + missing
+    return sorted(present, key=lambda r: (getter(r), r["id"])), missing
 
 
 class RunsPane(Vertical):
@@ -304,6 +342,7 @@ class RunsPane(Vertical):
         generation: int
         rows: list[dict[str, Any]]
         of: int | None = None
+        choices: dict[str, list[str]] | None = None  # each filter's values (filter_choices), when read whole
 
     @dataclass
     class VerdictsJudged(Message):
@@ -316,6 +355,12 @@ class RunsPane(Vertical):
         super().__init__(id=id)
         self.store = store  # the app's store: its path (reads and deletes run on threads, with their own)
         self.rows: list[dict[str, Any]] = []
+        # each column's ascending order of `rows` (the rows it was made of, kept to tell): a sort key, a
+        # reversal or a page then only filters rows already in order
+        self._orders: tuple[list[dict[str, Any]], dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]] = (
+            [],
+            {},
+        )
         self.shown: list[dict[str, Any]] = []
         self.sort_column = "id"
         self.reverse = False
@@ -395,7 +440,8 @@ class RunsPane(Vertical):
                 runs, last, plans = reader.runs(), reader.last_epoch_accuracies(), reader.plans()
             finally:
                 reader.close()
-            self.post_message(self.RowsRead(generation, table_rows(runs, last)))
+            rows = table_rows(runs, last)
+            self.post_message(self.RowsRead(generation, rows, choices=filter_choices(rows)))
             comparisons = compare.judge(runs, plans, metrics=judged_metrics(plans))
             self.post_message(self.VerdictsJudged(generation, comparisons))
 
@@ -419,11 +465,10 @@ class RunsPane(Vertical):
                 self._first_page(message.rows, message.of)
             return
         self.rows = message.rows
+        choices = message.choices if message.choices is not None else filter_choices(self.rows)
         for key in FILTERS:
             select = self.query_one(f"#filter-{key}", Select)
-            values = sorted({str(r[key]) for r in self.rows if r.get(key)}, key=str)
-            if key == "status":
-                values = [s for s in STATUSES if s in values]
+            values = choices[key]
             current = self.wanted_filters.pop(key, None) or select.value
             with select.prevent(Select.Changed):
                 select.set_options([(escape_controls(v), v) for v in values])
@@ -434,8 +479,8 @@ class RunsPane(Vertical):
     def _first_page(self, rows: list[dict[str, Any]], total: int) -> None:
         table = self.query_one("#runs-table", DataTable)
         headers = self._headers()
-        cells: list[tuple[str, list[Text | str]]] = [(str(row["id"]), self._cells(row)) for row in rows]
-        fill(table, headers, cells)
+        cells = [(str(row["id"]), self._cells(row)) for row in rows]
+        fill(table, headers, cells, [self._widths(row) for row in rows])
         self.query_one("#runs-count", Label).update(f"reading {total} runs: the first {len(rows)} listed…")
 
     def _headers(self) -> list[tuple[str, str, bool]]:
@@ -445,20 +490,20 @@ class RunsPane(Vertical):
             for c in COLUMNS
         ]
 
-    def _cells(self, row: dict[str, Any]) -> list[Text | str]:
+    def _cells(self, row: dict[str, Any]) -> Sequence[Text | str]:
         """A run's cells as the table shows them: aligned, its status styled, a marked run's id with •."""
-        cells: list[Text | str] = []
-        for column, text in zip(COLUMNS, row.get(CELLS) or [c.text(row) for c in COLUMNS]):
-            if column.key == "id" and row["id"] in self.marked:
-                text = "•" + text
-            cells.append(
-                Text(
-                    text,
-                    justify="right" if column.right else "left",
-                    style=_status_style(text) if column.key == "status" else "",
-                )
-            )
-        return cells
+        drawn: Sequence[Text] = row.get(DRAWN) or [
+            drawn_cell(column, escape_controls(column.text(row))) for column in COLUMNS
+        ]
+        if row["id"] not in self.marked:
+            return drawn
+        return [drawn_cell(COLUMNS[0], "•" + drawn[0].plain), *drawn[1:]]
+
+    def _widths(self, row: dict[str, Any]) -> Sequence[int]:
+        widths: Sequence[int] | None = row.get(WIDTHS)
+        if widths is None:
+            return [_width(cell) for cell in self._cells(row)]
+        return [widths[0] + 1, *widths[1:]] if row["id"] in self.marked else widths  # the mark's •
 
     def filters(self) -> dict[str, str | None]:
         values = {}
@@ -474,15 +519,16 @@ class RunsPane(Vertical):
         keep = None
         if table.row_count and table.cursor_row < table.row_count:
             keep = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        self.shown = sort_rows(filter_rows(self.rows, self.filters(), self.query_text), self.sort_column, self.reverse)
+        present, missing = self._ascending(self.sort_column)
+        ordered = (present[::-1] if self.reverse else present) + missing
+        self.shown = filter_rows(ordered, self.filters(), self.query_text)  # a filter keeps the order
         headers = self._headers()
         pages = max(1, -(-len(self.shown) // ROW_LIMIT))
         self.page = min(self.page, pages - 1)
         first = self.page * ROW_LIMIT
-        rows: list[tuple[str, list[Text | str]]] = [
-            (str(row["id"]), self._cells(row)) for row in self.shown[first : first + ROW_LIMIT]
-        ]
-        fill(table, headers, rows)
+        page = self.shown[first : first + ROW_LIMIT]
+        rows = [(str(row["id"]), self._cells(row)) for row in page]
+        fill(table, headers, rows, [self._widths(row) for row in page])
         if keep is not None and any(key == keep for key, _ in rows):
             table.move_cursor(row=table.get_row_index(keep))
         partial = any(r.get("partial_accuracy") is not None and r.get("val_accuracy") is None for r in self.shown)
@@ -500,6 +546,14 @@ class RunsPane(Vertical):
         if not order_only:
             self._verdicts()
             self._chart()
+
+    def _ascending(self, column: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        rows, orders = self._orders
+        if rows is not self.rows:
+            rows, orders = self._orders = (self.rows, {})
+        if column not in orders:
+            orders[column] = ascending(rows, column)
+        return orders[column]
 
     @on(VerdictsJudged)
     def _judged(self, message: VerdictsJudged) -> None:
@@ -576,9 +630,12 @@ class RunsPane(Vertical):
         plottable = [r for r in chosen if r.get("energy_j") is not None and r.get("val_accuracy") is not None]
         points = spread(plottable, CHART_LIMIT)
         use_wh = any(r["energy_j"] >= 3600 for r in points)
-        techniques = sorted({technique_shown(r) for r in points})
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in points:
+            groups.setdefault(technique_shown(r), []).append(r)
+        techniques = sorted(groups)
         for index, technique in enumerate(techniques):
-            group = [r for r in points if technique_shown(r) == technique]
+            group = groups[technique]
             plt.scatter(  # no label: plotext's legend would cover the best runs (little energy, high accuracy)
                 [r["energy_j"] / 3600 if use_wh else r["energy_j"] for r in group],
                 [100 * r["val_accuracy"] for r in group],
