@@ -13,7 +13,6 @@ A sink is used for one run at a time. Nothing here measures anything or knows of
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,8 +20,9 @@ from typing import Any, Protocol
 
 from greenlab.core.store import journal
 from greenlab.core.store.database import Store
+from greenlab.core.store.errors import StoreError, StoreWriteError
 from greenlab.core.store.journal import RecordKept, RecordLost
-from greenlab.core.store.writer import StoreWriteError, StoreWriter
+from greenlab.core.store.writer import StoreWriter
 from greenlab.core.store.writes import RowWrite
 
 
@@ -104,7 +104,7 @@ class StoreSink:
             for index, write in enumerate(final):
                 try:
                     write.apply(self.store)
-                except (sqlite3.Error, OSError) as exc:
+                except (StoreError, OSError) as exc:
                     cause, unwritten = exc, final[index:]
                     break
         else:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from greenlab.core.files import disk_of
 from greenlab.core.store import writes
+from greenlab.core.store.errors import StoreBusy, StoreDamaged, StoreError, StoreReplaced, StoreWriteError
 from greenlab.core.store.writes import RowWrite
 
 if TYPE_CHECKING:
@@ -70,14 +70,14 @@ class RecordLost(RecordKept):
 
 
 def _kind(cause: BaseException) -> str:
-    """busy, replaced, damaged or unwritable: what happened to the store (a writer thread's error names the
-    store's own error in its text)."""
-    text = f"{type(cause).__name__}: {cause}"
-    if "StoreBusy" in text:
+    """busy, replaced, damaged or unwritable: what happened to the store (a write thread's error carries the
+    store's own)."""
+    error = cause.error if isinstance(cause, StoreWriteError) else cause
+    if isinstance(error, StoreBusy):
         return "busy"
-    if "StoreReplaced" in text:
+    if isinstance(error, StoreReplaced):
         return "replaced"
-    if "malformed" in text or "is damaged" in text:
+    if isinstance(error, StoreDamaged):
         return "damaged"
     return "unwritable"
 
@@ -223,8 +223,10 @@ def import_pending(store: Store) -> list[int]:
                 path.unlink(missing_ok=True)
                 path = replaced
             matched = store.replay(int(record["run_id"]), to_apply, record.get("row"))
-        except sqlite3.OperationalError:
-            continue
+        except StoreDamaged:
+            raise  # the store's open refuses it, damaged: no record is imported into a damaged file
+        except StoreError:
+            continue  # locked, replaced, unwritable now: the record waits for the next open
         if not matched:
             # Its row is not here (the store it was written for was moved away, and this is another): replayed,
             # it would fail at every open and add its samples each time. It is kept, once, for a person.

@@ -17,13 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from greenlab.core.store.database import Store
+from greenlab.core.store.errors import StoreWriteError
 from greenlab.core.store.writes import RowWrite
 
 _STOP = object()
-
-
-class StoreWriteError(RuntimeError):
-    """A queued store write failed; the message names the write and the cause."""
 
 
 class StoreWriter:
@@ -74,7 +71,8 @@ class StoreWriter:
                     except BaseException as exc:  # noqa: BLE001 - kept and raised on the supervisor's thread
                         self.unwritten.append(item)
                         self._error = StoreWriteError(
-                            f"writing {type(item).__name__} to {self._path} failed: {type(exc).__name__}: {exc}"
+                            f"writing {type(item).__name__} to {self._path} failed: {type(exc).__name__}: {exc}",
+                            exc,
                         )
                 finally:
                     self._queue.task_done()
