@@ -28,8 +28,8 @@ from textual_plotext import PlotextPlot
 from greenlab.core.errors import GreenLabError
 from greenlab.core.report import compare, stats, words
 from greenlab.core.report.compare import changes, format_change
-from greenlab.core.report.formats import change_text, explanation
 from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
+from greenlab.core.report.render import change_text, explanation
 from greenlab.core.store.database import Store
 from greenlab.core.store.rows import Row, RunRow
 from greenlab.core.store.schema import STATUSES
