@@ -68,7 +68,7 @@ from greenlab.core.store import journal
 from greenlab.core.store.database import Store, now_iso
 from greenlab.core.store.errors import StoreError
 from greenlab.core.store.journal import RecordKept
-from greenlab.core.store.writes import (
+from greenlab.core.store.row_writes import (
     AddEpoch,
     AddSamples,
     DeleteSamples,

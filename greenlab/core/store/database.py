@@ -52,6 +52,7 @@ from greenlab.core.store.errors import (
     is_busy,
     translated,
 )
+from greenlab.core.store.row_writes import RowWrite
 from greenlab.core.store.rows import RunRow
 from greenlab.core.store.schema import (
     APPLICATION_ID,
@@ -64,7 +65,6 @@ from greenlab.core.store.schema import (
     identify,
     supersede_all,
 )
-from greenlab.core.store.writes import RowWrite
 
 DEFAULT_DB = Path("data") / "runs.db"
 BUSY_BUDGET_S = 600.0  # how long a write waits for another process's lock, unless GREENLAB_STORE_BUSY_S says
@@ -224,7 +224,7 @@ class Store:
         self.notices: list[str] = []  # the same, kept for a face that listens later
         # The file this store writes (device, inode): a write checks it is still the file at the path (a store
         # removed or replaced under a grid keeps its records aside instead). `same_file`: a second connection
-        # (the writer thread) must open the very file the first one did, never create another.
+        # (the write thread) must open the very file the first one did, never create another.
         self.file: tuple[int, int] | None = same_file
         self._rows: dict[int, dict[str, Any]] = {}  # the rows started here: what a kept record must match
         self.abandon: threading.Event | None = None  # set: a wait for another process's lock gives up now

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from greenlab.core.files import disk_of
-from greenlab.core.store import writes
+from greenlab.core.store import row_writes
 from greenlab.core.store.errors import StoreBusy, StoreDamaged, StoreError, StoreReplaced, StoreWriteError
-from greenlab.core.store.writes import RowWrite
+from greenlab.core.store.row_writes import RowWrite
 
 if TYPE_CHECKING:
     from greenlab.core.store.database import Store
@@ -108,9 +108,9 @@ def figures(pending: list[RowWrite]) -> str:
     values: dict[str, Any] = {}
     epochs: list[dict[str, Any]] = []
     for write in pending:
-        if isinstance(write, writes.UpdateRun):
+        if isinstance(write, row_writes.UpdateRun):
             values.update(write.values)
-        elif isinstance(write, writes.AddEpoch):
+        elif isinstance(write, row_writes.AddEpoch):
             epochs.append({k: v for k, v in write.row.items() if k != "run_id" and v is not None})
     shown = {k: values[k] for k in FIGURES if values.get(k) is not None}
     if epochs:
@@ -155,7 +155,7 @@ def save(
     values, and its writes name run 0 (NO_ROW_YET) until the import inserts the row and gives them its id."""
     target_folder = folder(store_path)
     target_folder.mkdir(exist_ok=True)
-    record: dict[str, Any] = {"run_id": run_id, "writes": [writes.to_json(w) for w in pending]}
+    record: dict[str, Any] = {"run_id": run_id, "writes": [row_writes.to_json(w) for w in pending]}
     if row is not None:
         record["row"] = row
     if run_id is None:
@@ -205,7 +205,7 @@ def import_pending(store: Store) -> list[int]:
     for path in pending(store.path):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            to_apply = [writes.from_json(w) for w in record["writes"]]
+            to_apply = [row_writes.from_json(w) for w in record["writes"]]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not ours to judge: left for a person to look at
         try:
@@ -213,11 +213,11 @@ def import_pending(store: Store) -> list[int]:
                 # The row first, and the file rewritten with its id before any other write: an import cut
                 # short here inserts no second row the next time.
                 run_id = store.start_run(dict(record.get("start") or {}))
-                to_apply = [writes.for_run(w, run_id) for w in to_apply]
+                to_apply = [row_writes.for_run(w, run_id) for w in to_apply]
                 record = {
                     "run_id": run_id,
                     "row": store.row_identity(run_id),
-                    "writes": [writes.to_json(w) for w in to_apply],
+                    "writes": [row_writes.to_json(w) for w in to_apply],
                 }
                 replaced = _write(path.parent, record, run_id)
                 path.unlink(missing_ok=True)
