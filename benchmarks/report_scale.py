@@ -28,7 +28,7 @@ from pathlib import Path
 from greenlab import cli
 from greenlab.core.grid.session import with_targets
 from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan
-from greenlab.core.report import compare, energy_to_target, formats
+from greenlab.core.report import compare, energy_to_target, render
 from greenlab.core.store.database import Store
 
 TECHNIQUES = ("baseline", "stego", "prune", "lowrank", "prune+stego", "stego-dtype", "prune-structured", "lowrank-25")
@@ -116,7 +116,7 @@ def parts(path: Path) -> dict[str, float]:
     comparisons = compare.judge(rows, plans)
     times["judge (6 metrics)"] = time.perf_counter() - started
     started = time.perf_counter()
-    formats.render_text(comparisons)
+    render.render_text(comparisons)
     times["render text"] = time.perf_counter() - started
     return times
 

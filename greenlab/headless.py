@@ -20,7 +20,7 @@ from greenlab.console import ConsoleView
 from greenlab.core.grid import forecast as grid_forecast
 from greenlab.core.grid.session import GridRequest, GridSession, Sources, fetch_planned, plan_fetch
 from greenlab.core.plan.config import load_grid
-from greenlab.core.report import compare, formats, formatting
+from greenlab.core.report import compare, formatting, render
 from greenlab.core.run.cancel import SignalInterrupt
 from greenlab.core.store.rows import Row
 
@@ -155,7 +155,7 @@ def run_headless(
         waited = grids[0].waited_s if grids else 0.0  # another grid's, not this one's: no forecast's error
         ran = time.monotonic() - started - waited
         progress.line(f"forecast against the grid: {forecast.against(ran, used, waited_s=waited)}")
-    judged = formats.verdict_summary(outcome.verdicts, request.plan.analysis.primary)
+    judged = render.verdict_summary(outcome.verdicts, request.plan.analysis.primary)
     if judged:
         progress.line("")
         progress.line(judged)

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from greenlab.core.errors import GreenLabError, suggest
 from greenlab.core.plan.analysis import PostHoc
-from greenlab.core.report import compare, energy_to_target, formats, output
+from greenlab.core.report import compare, energy_to_target, output, render
 from greenlab.core.store import journal
 from greenlab.core.store.database import Store, resolve_path
 from greenlab.core.store.rows import Row
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         "plan's; labelled post hoc",
     )
     parser.add_argument(
-        "--format", default="text", metavar="FORMAT", help=f"{' | '.join(formats.FORMATS)} (default text)"
+        "--format", default="text", metavar="FORMAT", help=f"{' | '.join(render.FORMATS)} (default text)"
     )
     parser.add_argument("--out", metavar="FILE", help="write the report here instead of standard output")
     parser.add_argument("--plot", metavar="FILE", help="also draw the figure into FILE.svg or FILE.png")
@@ -109,7 +109,7 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
     out = out or sys.stdout
     err = err or sys.stderr
     args = _parser().parse_args(argv)
-    fmt = _choice(args.format, formats.FORMATS, "--format")
+    fmt = _choice(args.format, render.FORMATS, "--format")
     headline = _choice(args.metric, compare.METRICS, "--metric") if args.metric else compare.HEADLINE
     margin = _margin(args.margin)
     db = resolve_path(args.db)
@@ -161,22 +161,22 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
             "a baseline and at least one technique first"
         )
     # One table per primary metric the plans declared (one, usually); --metric shows that one for all.
-    sections = [(headline, comparisons)] if args.metric else formats.by_primary(comparisons)
+    sections = [(headline, comparisons)] if args.metric else render.by_primary(comparisons)
     if len(sections) == 1:
         headline = sections[0][0]
 
     metrics = (headline,) if args.metric else compare.METRICS
     if fmt in ("text", "markdown", "latex"):
-        text = formats.render_sections(fmt, sections)
+        text = render.render_sections(fmt, sections)
         text += "\n" if fmt == "text" else ""
     elif fmt == "json":
-        text = formats.render_json(comparisons, metrics)
+        text = render.render_json(comparisons, metrics)
     elif fmt == "csv":
-        text = formats.render_csv(rows, comparisons, metrics)
+        text = render.render_csv(rows, comparisons, metrics)
     else:
-        runs = formats.report_runs(rows, comparisons)
-        text = formats.render_codecarbon(runs)
-        estimated = formats.estimated_runs(runs)
+        runs = render.report_runs(rows, comparisons)
+        text = render.render_codecarbon(runs)
+        estimated = render.estimated_runs(runs)
         if estimated:
             print(
                 f"greenlab report: {estimated} of {len(runs)} runs hold estimated energy, which CodeCarbon's "

@@ -1,5 +1,6 @@
 """The shape of the code, held by tests: SQL only in the store, typed rows of the whole public schema, each
-package saying what it owns, and every lint exception giving its reason."""
+package saying what it owns (and docs/architecture.md saying it too, with what each imports), and every lint
+exception giving its reason."""
 
 from __future__ import annotations
 
@@ -83,6 +84,59 @@ def test_every_core_package_says_what_it_owns():
     for init in (PACKAGE / "core").rglob("__init__.py"):
         docstring = ast.get_docstring(ast.parse(init.read_text()))
         assert docstring and len(docstring) > 80, f"{init.relative_to(REPO)} needs a docstring of what it owns"
+
+
+CORE = ("plan", "train", "measure", "store", "run", "report", "grid")  # the layers' order, lowest first
+
+
+def _architecture_table() -> dict[str, tuple[str, str]]:
+    """docs/architecture.md's package table: package -> (what it owns, what it imports)."""
+    rows = {}
+    for line in (REPO / "docs" / "architecture.md").read_text().splitlines():
+        match = re.fullmatch(r"\| `core/(\w+)` \| (.+) \| (.+) \|", line)
+        if match:
+            rows[match.group(1)] = (match.group(2), match.group(3))
+    return rows
+
+
+def _core_packages_imported(package: str) -> set[str]:
+    """The other core packages a package's modules import, in functions too."""
+    found = set()
+    for path in (PACKAGE / "core" / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[:2] == ["greenlab", "core"] and len(parts) > 2 and parts[2] in CORE:
+                    found.add(parts[2])
+    return found - {package}
+
+
+def test_the_architecture_page_names_what_each_core_package_imports():
+    table = _architecture_table()
+    assert sorted(table) == sorted(CORE)
+    for package, (_, imports) in table.items():
+        if imports == "everything below":
+            said = set(CORE[: CORE.index(package)])
+        else:
+            said = set() if imports == "—" else {name.strip() for name in imports.split(",")}
+        assert _core_packages_imported(package) == said, f"docs/architecture.md: what core/{package} imports"
+
+
+def test_the_architecture_page_names_every_module_of_each_core_package():
+    for package, (owns, _) in _architecture_table().items():
+        folder = PACKAGE / "core" / package
+        modules = {path.stem for path in folder.glob("*.py") if path.stem != "__init__"}
+        modules |= {f"{path.parent.name}/" for path in folder.glob("*/__init__.py")}
+        named = set(re.findall(r"`([a-z_]+/?)`", owns))
+        assert named == modules, (
+            f"docs/architecture.md, core/{package}: not a module {named - modules}, unnamed {modules - named}"
+        )
 
 
 def test_every_noqa_gives_its_reason():

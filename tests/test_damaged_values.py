@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from greenlab import cli
-from greenlab.core.report import compare, formats, stats
+from greenlab.core.report import compare, render, stats
 from greenlab.core.store.database import Store
 from greenlab.tui.runs import table_rows
 
@@ -135,7 +135,7 @@ def test_a_negative_baseline_reads_as_no_change_not_a_saving(tmp_path):
     assert all(row["change_energy_training_j"] is None for row in table_rows(runs, {}))
     (verdict,) = compare.judge(runs, metrics=("energy_training_j",))
     assert verdict.verdict == stats.INSUFFICIENT and verdict.stats.n_baseline == 0
-    assert "-145" not in formats.render_text([verdict])
+    assert "-145" not in render.render_text([verdict])
 
 
 @pytest.mark.parametrize(

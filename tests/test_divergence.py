@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from greenlab.core.report import compare, formats
+from greenlab.core.report import compare, render
 from greenlab.core.report import energy_to_target as e2t
 from greenlab.core.run import divergence
 from greenlab.tui.runs import status_text
@@ -115,8 +115,8 @@ def test_the_report_names_diverged_runs_and_energy_to_target_judges_the_others()
     # left out by name, not counted as a run that never reached the target (which would withhold the verdict)
     assert to_target.verdict != "insufficient" and to_target.stats.n == 3
     assert [e.run_id for e in to_target.excluded] == [7] and "1 run that diverged left out: id 7" in to_target.sentence
-    assert "diverged" in formats.render_text(judged)
-    assert json.loads(formats.render_json(judged))[0]["notes"]
+    assert "diverged" in render.render_text(judged)
+    assert json.loads(render.render_json(judged))[0]["notes"]
 
 
 def test_the_runs_table_shows_a_diverged_run_as_diverged():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import io
-import sqlite3
 
 import pytest
 
@@ -16,6 +15,7 @@ from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.run.run_events import RunStored
 from greenlab.core.run.supervisor import RunSupervisor
 from greenlab.core.store.database import Store
+from greenlab.core.store.errors import StoreDamaged, StoreReadOnly
 from greenlab.headless import EXIT_FAILED, run_headless
 from tests.conftest import QUICK_DEFAULTS
 
@@ -60,8 +60,11 @@ def test_stop_rule():
 
 
 def test_exception_causes():
-    readonly = stop_rules.exception_cause(sqlite3.OperationalError("attempt to write a readonly database"))
-    assert readonly == "the run store cannot be written: OperationalError: attempt to write a readonly database"
+    readonly = stop_rules.exception_cause(StoreReadOnly("attempt to write a readonly database"))
+    assert readonly == "the run store cannot be written: StoreReadOnly: attempt to write a readonly database"
+    assert stop_rules.store_failure(StoreReadOnly("attempt to write a readonly database"))
+    refused = StoreDamaged("the run store runs.db is damaged (...)", refused=True)  # the grid ends on it, exit 2
+    assert not stop_rules.store_failure(refused) and stop_rules.exception_cause(refused) is None
     assert stop_rules.exception_cause(OSError(errno.ENOSPC, "No space left on device")).startswith("no disk space")
     assert stop_rules.exception_cause(ValueError("a bug")) is None
 
@@ -86,7 +89,7 @@ def test_same_error_twice_stops_the_grid_and_lists_the_rest(tmp_path, monkeypatc
 
 def test_an_unwritable_store_stops_headless_with_exit_1(tmp_path, write_toml, monkeypatch):
     def unwritable(self, run):
-        raise sqlite3.OperationalError("attempt to write a readonly database")
+        raise StoreReadOnly("attempt to write a readonly database")
 
     monkeypatch.setattr(RunSupervisor, "execute", unwritable)
     out = io.StringIO()
@@ -94,7 +97,7 @@ def test_an_unwritable_store_stops_headless_with_exit_1(tmp_path, write_toml, mo
     assert run_headless(str(toml), db=str(tmp_path / "runs.db"), out=out) == EXIT_FAILED
     lines = [line for line in out.getvalue().splitlines() if line.startswith("grid stopped")]
     assert lines == [
-        "grid stopped: the run store cannot be written: OperationalError: attempt to write a readonly "
+        "grid stopped: the run store cannot be written: StoreReadOnly: attempt to write a readonly "
         "database; 3 runs not started (resnet18 baseline, alexnet baseline, vgg16 baseline)"
     ]
 

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from greenlab.core.plan.config import conditions_key
-from greenlab.core.report import compare, formats, groups, plot
+from greenlab.core.report import compare, groups, plot, render
 
 
 def _row(run_id, technique, energy, *, lr=0.01, seed=0, model="tinycnn", dataset="digits"):
@@ -61,15 +61,15 @@ def judged():
 def test_every_report_format_names_the_groups_apart(judged):
     rows, comparisons = judged
     for text in (
-        formats.render_text(comparisons),
-        formats.render_markdown(comparisons),
-        formats.render_latex(comparisons),
-        formats.verdict_summary(comparisons),
+        render.render_text(comparisons),
+        render.render_markdown(comparisons),
+        render.render_latex(comparisons),
+        render.verdict_summary(comparisons),
     ):
         assert "tinycnn [lr=0.01]" in text and "tinycnn [lr=0.1]" in text
-    groups_in_json = {c["group"] for c in json.loads(formats.render_json(comparisons))}
+    groups_in_json = {c["group"] for c in json.loads(render.render_json(comparisons))}
     assert groups_in_json == {"tinycnn [lr=0.01]", "tinycnn [lr=0.1]"}
-    table = list(csv.DictReader(io.StringIO(formats.render_csv(rows, comparisons, ["energy_training_j"]))))
+    table = list(csv.DictReader(io.StringIO(render.render_csv(rows, comparisons, ["energy_training_j"]))))
     assert {r["group"] for r in table} == {"tinycnn [lr=0.01]", "tinycnn [lr=0.1]"}
 
 

@@ -326,7 +326,7 @@ def test_stored_control_characters_are_escaped_wherever_printed(tmp_path, capsys
 # -- 5. a pending record whose row is gone ----------------------------------------------------------------------
 def _kept_record(path, run_id, samples=35, row=None, **final):
     from greenlab.core.store import journal
-    from greenlab.core.store.writes import AddEpoch, AddSamples, UpdateRun
+    from greenlab.core.store.row_writes import AddEpoch, AddSamples, UpdateRun
 
     return journal.save(
         path,

@@ -21,7 +21,7 @@ from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.run.run_events import ChildEvent, RunBegan
 from greenlab.core.run.sinks import MemorySink
 from greenlab.core.store.database import Store
-from greenlab.core.store.writes import AddEpoch, AddSamples, SetCapacity
+from greenlab.core.store.row_writes import AddEpoch, AddSamples, SetCapacity
 from greenlab.core.train import child_events
 from tests.conftest import QUICK_DEFAULTS, REPO
 from tests.fake_pynvml import FakeGpu, make_fake_pynvml

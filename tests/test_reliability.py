@@ -266,7 +266,7 @@ def test_a_record_left_by_a_killed_supervisor_completes_its_row_instead_of_inter
     """A supervisor that kept a record aside and was then killed: the row is `running` under a dead pid; the
     next open replays the record first, so the run is completed, not marked interrupted."""
     from greenlab.core.store import journal
-    from greenlab.core.store.writes import AddEpoch, UpdateRun
+    from greenlab.core.store.row_writes import AddEpoch, UpdateRun
 
     path = tmp_path / "runs.db"
     store = Store(path)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from greenlab.core.report import compare, formats, formatting, stats
+from greenlab.core.report import compare, formatting, render, stats
 
 
 def row(technique, energy, *, epochs=2, acc=0.9, experiment="e", model="m", **settings):
@@ -147,15 +147,15 @@ def test_energy_and_interval_share_a_unit():
 
 
 def test_the_headless_summary_says_plainly_that_one_run_cannot_show_significance():
-    from greenlab.core.report import formats
+    from greenlab.core.report import render
 
     rows = [{**row("baseline", 100.0), "id": 1}, {**row("lowrank", 128.6), "id": 2}]
-    text = formats.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
+    text = render.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     assert "insufficient" in text and "1v1" in text
     assert "One run per cell cannot show significance: set repeats = 3" in text
     rows += [{**row("baseline", e), "id": 10 + i} for i, e in enumerate([102.0, 98.0])]
     rows += [{**row("lowrank", e), "id": 20 + i} for i, e in enumerate([70.0, 71.0])]
-    text = formats.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
+    text = render.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     assert "One run per cell" not in text and "m: lowrank" in text and "[" in text
 
 
@@ -179,16 +179,16 @@ def test_the_headless_table_says_what_its_plus_minus_and_delta_are_and_stays_ali
 
 
 def test_the_verdicts_header_names_no_holm_family_when_no_comparison_has_a_p():
-    from greenlab.core.report import formats
+    from greenlab.core.report import render
 
     rows = [{**row("baseline", 100.0), "id": 1}, {**row("stego", 70.0), "id": 2}]
-    text = formats.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
+    text = render.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     assert "Holm over 0" not in text and "no comparison has a p-value: fewer than 2 runs a side" in text
-    legend = formats.legend(compare.judge(rows, metrics=("energy_training_j",)))
+    legend = render.legend(compare.judge(rows, metrics=("energy_training_j",)))
     assert "Holm over 0" not in legend and "no comparison has a p-value" in legend
     rows += [{**row("baseline", e), "id": 10 + i} for i, e in enumerate([102.0, 98.0])]
     rows += [{**row("stego", e), "id": 20 + i} for i, e in enumerate([70.0, 71.0])]
-    text = formats.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
+    text = render.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     assert "Holm over each plan's declared family (1 comparison)" in text
 
 
@@ -207,7 +207,7 @@ def test_the_readme_shows_the_verdicts_table_headed_as_the_headless_run_prints_i
 
     rows = [{**row("baseline", e), "id": i} for i, e in enumerate([100.0, 102.0, 98.0])]
     rows += [{**row("prune", e), "id": 10 + i} for i, e in enumerate([70.0, 71.0, 69.0])]
-    text = formats.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
+    text = render.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     header, rule = text.splitlines()[1:3]
     assert f"{header}\n{rule}\n" in (REPO / "README.md").read_text() and " 3v3 " in text
 
@@ -320,7 +320,7 @@ def test_the_csv_says_what_each_run_computed_in_and_how_long_it_waited_for_data(
     for r in rows:
         r.update(compute_dtype="tf32", fp32_precision="tf32", data_wait_s=0.25)
     comparisons = compare.judge(rows, metrics=("energy_j",))
-    table = list(csv.DictReader(io.StringIO(formats.render_csv(rows, comparisons, ("energy_j",)))))
+    table = list(csv.DictReader(io.StringIO(render.render_csv(rows, comparisons, ("energy_j",)))))
     assert {(r["compute_dtype"], r["fp32_precision"], r["data_wait_s"]) for r in table} == {("tf32", "tf32", "0.25")}
 
 

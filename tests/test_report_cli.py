@@ -13,7 +13,7 @@ import pytest
 from scipy import stats as sps
 
 from greenlab import cli
-from greenlab.core.report import formats, stats
+from greenlab.core.report import render, stats
 from greenlab.core.store.database import Store
 from tests.conftest import run_cli
 
@@ -228,7 +228,7 @@ def test_csv_has_one_row_per_run_with_its_comparison(study, capsys):
 def test_codecarbon_layout(study, capsys):
     _, out, err = report("--db", str(study), "--experiment", "single", "--format", "codecarbon", capsys=capsys)
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == list(formats.CODECARBON_COLUMNS)
+    assert list(rows[0]) == list(render.CODECARBON_COLUMNS)
     assert {
         "timestamp",
         "run_id",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 
 import pytest
@@ -345,3 +346,148 @@ def test_a_store_that_fails_to_open_keeps_no_half_open_connection(tmp_path):
     for _ in range(2):
         with pytest.raises(GreenLabError, match="newer than this greenlab"):
             store.runs()
+
+
+# -- the store's own errors: one of its kinds for each failure, never SQLite's ------------------------------------
+def _sqlite_error(path, sql, uri_mode=""):
+    """The exception SQLite itself raises for `sql` on `path` (opened `?mode=...` when given), unwaited."""
+    conn = sqlite3.connect(f"file:{path}{uri_mode}", uri=True, timeout=0)
+    try:
+        conn.execute(sql)
+        conn.commit()
+    except sqlite3.Error as exc:
+        return exc
+    finally:
+        conn.close()
+    raise AssertionError(f"{sql} did not fail")
+
+
+def test_every_store_error_is_a_greenlab_error_of_one_hierarchy():
+    from greenlab.core.store import errors
+
+    kinds = [errors.StoreBusy, errors.StoreDamaged, errors.StoreForeign, errors.StoreNewer, errors.StoreReadOnly]
+    kinds += [errors.StoreReplaced, errors.StoreWriteError]
+    assert all(issubclass(kind, errors.StoreError) for kind in kinds)
+    assert issubclass(errors.StoreError, GreenLabError) and not issubclass(errors.StoreError, sqlite3.Error)
+    assert errors.StoreError("x").exit_code == 2
+    assert store_module.StoreBusy is errors.StoreBusy and store_module.StoreReplaced is errors.StoreReplaced
+
+
+def test_a_store_locked_past_the_budget_raises_store_busy(tmp_path, monkeypatch):
+    from greenlab.core.store.errors import StoreBusy, translated
+    from tests.test_reliability import _hold_lock
+
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    store.start_run({"model": "tinycnn", "technique": "baseline"})
+    monkeypatch.setenv("GREENLAB_STORE_BUSY_S", "0.3")
+    holder = _hold_lock(path, 30)
+    try:
+        assert isinstance(translated(_sqlite_error(path, "insert into runs (model) values ('x')")), StoreBusy)
+        with pytest.raises(StoreBusy, match="stayed locked by another process") as in_use:
+            store.start_run({"model": "resnet18", "technique": "baseline"})
+        assert not in_use.value.refused  # a grid keeps the record beside the store
+        assert isinstance(in_use.value.__cause__, sqlite3.OperationalError)
+    finally:
+        holder.kill()
+        holder.wait()
+        store.close()
+
+
+def test_a_damaged_store_raises_store_damaged(tmp_path):
+    from greenlab.core.store.errors import StoreDamaged, translated
+    from tests.test_hostile import _garble, _store_of_runs
+
+    path = tmp_path / "runs.db"
+    _store_of_runs(path)
+    _garble(path)
+    for opening in (lambda: Store(path), lambda: Store.reader(path, check=True)):
+        with pytest.raises(StoreDamaged, match="is damaged") as refused:
+            opening()
+        assert refused.value.refused
+    in_use = translated(sqlite3.DatabaseError("database disk image is malformed"))  # a page read mid-grid
+    assert isinstance(in_use, StoreDamaged) and not in_use.refused
+
+
+@pytest.mark.parametrize("kind", ["another application's", "not a database"])
+def test_a_file_that_is_not_a_greenlab_store_raises_store_foreign(tmp_path, kind):
+    from greenlab.core.store.errors import StoreForeign
+    from tests.test_reliability import _foreign
+
+    if kind == "not a database":
+        path = tmp_path / "x.db"
+        path.write_text("hello, not sqlite " * 100)
+    else:
+        path = _foreign(tmp_path)
+    for opening in (lambda: Store(path), lambda: Store.reader(path)):
+        with pytest.raises(StoreForeign, match="another application's|not a GreenLab run store") as refused:
+            opening()
+        assert refused.value.refused
+
+
+def test_a_newer_store_raises_store_newer(tmp_path):
+    from greenlab.core.store.errors import StoreNewer
+
+    path = tmp_path / "runs.db"
+    Store(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    for opening in (lambda: Store(path), lambda: Store.reader(path)):
+        with pytest.raises(StoreNewer, match="newer than this greenlab"):
+            opening()
+
+
+def test_writing_a_store_that_cannot_be_written_raises_store_read_only(tmp_path):
+    from greenlab.core.store.errors import StoreReadOnly, translated
+
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    store.start_run({"model": "tinycnn", "technique": "baseline"})
+    store.close()
+    reader = Store.reader(path)
+    with pytest.raises(StoreReadOnly, match="opened to read only"):
+        reader.start_run({"model": "tinycnn", "technique": "baseline"})
+    reader.close()
+    said = _sqlite_error(path, "insert into runs (model) values ('x')", "?mode=ro")
+    assert isinstance(translated(said), StoreReadOnly) and str(translated(said)) == str(said)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes a read-only file")
+def test_a_read_only_store_file_is_refused_as_read_only(tmp_path):
+    from greenlab.core.store.errors import StoreReadOnly
+
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    store.start_run({"model": "tinycnn", "technique": "baseline"})
+    store.close()
+    path.chmod(0o444)
+    with pytest.raises(StoreReadOnly, match="is read-only") as refused:
+        Store(path)
+    assert refused.value.refused
+
+
+def test_a_store_removed_while_open_raises_store_replaced(tmp_path):
+    from greenlab.core.store.errors import StoreReplaced
+
+    path = tmp_path / "runs.db"
+    store = Store(path)
+    run_id = store.start_run({"model": "tinycnn", "technique": "baseline"})
+    for suffix in ("", "-wal", "-shm"):
+        os.replace(f"{path}{suffix}", tmp_path / f"moved.db{suffix}")
+    with pytest.raises(StoreReplaced) as in_use:
+        store.update_run(run_id, status="completed")
+    assert not in_use.value.refused
+    store.close()
+
+
+def test_any_other_sqlite_failure_leaves_the_store_as_a_store_error(tmp_path):
+    from greenlab.core.store.errors import StoreError
+
+    store = Store(tmp_path / "runs.db")
+    run_id = store.start_run({"model": "tinycnn", "technique": "baseline"})
+    with pytest.raises(StoreError, match="no_such_column") as failed:
+        store.update_run(run_id, no_such_column=1)
+    assert type(failed.value) is StoreError and not failed.value.refused
+    assert isinstance(failed.value.__cause__, sqlite3.OperationalError)  # SQLite's, kept as the cause only
+    store.close()

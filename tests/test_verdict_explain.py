@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from greenlab.core.report import compare, formats
+from greenlab.core.report import compare, render
 from greenlab.tui.app import GreenLabApp
 from greenlab.tui.dialogs import HelpScreen, VerdictScreen
 from greenlab.tui.runs import would_decide
@@ -43,8 +43,8 @@ async def test_w_opens_the_selected_verdict_as_the_report_writes_it(tmp_path):
         assert isinstance(app.screen, VerdictScreen)
         chosen = app.runs_pane.chosen_verdict()
         assert chosen is not None and app.screen.title_text.startswith(f"{chosen.label} · {chosen.technique}")
-        report = formats.render_text(app.runs_pane.comparisons)
-        assert app.screen.lines == formats.explanation(chosen, app.runs_pane.comparisons)
+        report = render.render_text(app.runs_pane.comparisons)
+        assert app.screen.lines == render.explanation(chosen, app.runs_pane.comparisons)
         assert all(line in report for line in app.screen.lines)  # word for word the report's
         assert any(line.startswith("[primary] ") for line in app.screen.lines)
         shown = [str(s.render()) for s in app.screen.query(".verdict-line")]

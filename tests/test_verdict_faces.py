@@ -10,7 +10,7 @@ from textual.widgets import DataTable
 from greenlab import cli
 from greenlab.core.grid.session import plan_verdicts
 from greenlab.core.plan.config import parse_grid
-from greenlab.core.report.formats import verdict_summary
+from greenlab.core.report.render import verdict_summary
 from greenlab.core.run.supervisor import run_row_values
 from greenlab.core.store.database import Store
 from greenlab.tui.app import GreenLabApp

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from greenlab import cli
 from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan
-from greenlab.core.report import compare, formats
+from greenlab.core.report import compare, render
 from greenlab.core.report.plot import build_figure
 
 FORMATS = ("text", "markdown", "latex", "csv", "json", "codecarbon")
@@ -86,13 +86,13 @@ def by_cell(comparisons, metric="energy_training_j"):
 
 def render_all(comparisons, rows) -> None:
     """Every format, as `greenlab report` renders it: none may raise."""
-    formats.render_text(comparisons)
-    formats.render_markdown(comparisons)
-    formats.render_latex(comparisons)
-    json.loads(formats.render_json(comparisons))
-    formats.render_csv(rows, comparisons, compare.METRICS)
-    formats.render_codecarbon(rows)
-    formats.verdict_summary(comparisons)
+    render.render_text(comparisons)
+    render.render_markdown(comparisons)
+    render.render_latex(comparisons)
+    json.loads(render.render_json(comparisons))
+    render.render_csv(rows, comparisons, compare.METRICS)
+    render.render_codecarbon(rows)
+    render.verdict_summary(comparisons)
 
 
 # -- the defects, each as it was seen ----------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def test_json_never_fails_on_a_store_with_energies_of_zero_or_below():
     r.cell("baseline", [100.0, 0.0, 98.0])
     r.cell("prune", [50.0, 52.0, -3.0])
     comparisons = compare.judge(r.rows)
-    data = json.loads(formats.render_json(comparisons))
+    data = json.loads(render.render_json(comparisons))
     assert all(isinstance(o["equivalent"], (bool, type(None))) for o in data)
 
 
@@ -251,7 +251,7 @@ def test_significant_and_negligible_are_both_said():
     c = by_cell(compare.judge(r.rows))[("m", "prune")]
     assert c.verdict == "saves" and c.negligible and c.word == "saves, negligible"
     assert "significant yet negligible" in c.sentence and c.to_dict()["negligible"] is True
-    assert formats.mark(c) == "↓≈"
+    assert render.mark(c) == "↓≈"
 
 
 def test_an_estimated_energy_says_so_in_its_word_and_json():
@@ -270,7 +270,7 @@ def test_an_estimated_energy_says_so_in_its_word_and_json():
     same.cell("baseline", [100.0, 101.0, 99.0], energy_measured_j=0.0, energy_estimated_j=100.0)
     same.cell("prune", [100.2, 100.9, 99.4], energy_measured_j=0.0, energy_estimated_j=100.0)
     equal = by_cell(compare.judge(same.rows))[("m", "prune")]
-    assert equal.word == "equivalent (estimated)" and formats.mark(equal).endswith(formats.ESTIMATED_MARK)
+    assert equal.word == "equivalent (estimated)" and render.mark(equal).endswith(render.ESTIMATED_MARK)
     assert "so this is an equivalence in time" in equal.sentence
     r.rows[0]["energy_measured_j"] = 50.0
     mixed = by_cell(compare.judge(r.rows))[("m", "prune")]
@@ -293,9 +293,9 @@ def test_diagnostics_flag_outliers_spread_and_order_and_drop_nothing():
     outlier = next(d for d in prune.diagnostics if d.kind == "outlier")
     assert outlier.run_ids == (5,) and "baseline run 5 is an outlier (160 J" in outlier.text
     assert ("technique", "warm_up") in {(d.side, d.kind) for d in stego.diagnostics}
-    text = formats.render_text(compare.judge(r.rows))
+    text = render.render_text(compare.judge(r.rows))
     assert text.index("check (training energy): baseline run 5 is an outlier") < text.index("[primary] prune")
-    summary = formats.verdict_summary(compare.judge(r.rows))
+    summary = render.verdict_summary(compare.judge(r.rows))
     table = summary.index("Verdicts on training energy")
     assert summary.index("check: m: baseline run 5 is an outlier") < table  # read before the verdicts
     prune_row = next(line for line in summary[table:].splitlines() if line.startswith("m ") and "prune" in line)
@@ -312,14 +312,14 @@ def test_post_hoc_values_are_labelled_in_every_format(tmp_path, capsys):
     plans = {1: plan_of(r.rows, "a", 1)}
     comparisons = compare.judge(r.rows, plans, post_hoc=PostHoc(equivalence_margin=0.1, alpha=0.1))
     for text in (
-        formats.render_text(comparisons),
-        formats.render_markdown(comparisons),
-        formats.render_latex(comparisons),
+        render.render_text(comparisons),
+        render.render_markdown(comparisons),
+        render.render_latex(comparisons),
     ):
         assert "Post hoc" in text and "declared 0.05" in text
-    table = formats.render_csv(r.rows, comparisons, ("energy_training_j",))
+    table = render.render_csv(r.rows, comparisons, ("energy_training_j",))
     assert "equivalence_margin=0.1 (declared 0.05)" in table and "alpha=0.1 (declared 0.05)" in table
-    data = json.loads(formats.render_json(comparisons))
+    data = json.loads(render.render_json(comparisons))
     assert data[0]["post_hoc"] == {
         "alpha": {"used": 0.1, "declared": 0.05},
         "equivalence_margin": {"used": 0.1, "declared": 0.05},
@@ -445,7 +445,7 @@ def test_a_withheld_energy_to_target_shows_no_survivors_estimate():
         r.add("prune", energy, energy_to_target_j=target, target_accuracy=0.88)
     c = by_cell(compare.judge(r.rows, metrics=("energy_to_target_j",)), "energy_to_target_j")[("m", "prune")]
     assert c.verdict == "insufficient" and c.interval is None and c.stats.estimate is None
-    assert formats.change_text(c, with_ci=True) == "-"
+    assert render.change_text(c, with_ci=True) == "-"
     data = c.to_dict()
     assert data["ratio"] is None and data["adjusted_ci_low"] is None and data["p_value"] is None
 

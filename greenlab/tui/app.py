@@ -10,7 +10,6 @@ child process, so the UI thread only draws and answers keys while a model trains
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import Iterable
 from functools import partial
@@ -637,7 +636,7 @@ def run_app(db: str | None = None, theme: str | None = None, experiments: str | 
             )
     try:  # open the store once here, so a bad --db is one line on stderr, not a traceback in the UI
         Store(db).close()
-    except (OSError, RuntimeError, sqlite3.Error) as exc:
+    except (OSError, RuntimeError) as exc:  # the store's own errors are GreenLabErrors: one line as they are
         raise ConfigError(f"cannot open the run store: {exc}", key="--db") from None
     if experiments and not Path(experiments).exists():
         experiments = None  # nothing to offer; the form starts from the built-in defaults

@@ -177,7 +177,7 @@ HELP_WIDTH = 80  # the help dialog's width on a wide terminal (greenlab.tcss: #h
 
 class VerdictScreen(ModalScreen[None]):
     """A verdict in full, as `greenlab report` writes it: its checks, then its sentences
-    (greenlab.core.report.formats.explanation)."""
+    (greenlab.core.report.render.explanation)."""
 
     BINDINGS = [Binding("escape,q,w", "app.pop_screen", "Close", id="verdict.close")]
 

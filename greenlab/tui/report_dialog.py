@@ -19,7 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Label, Select
 
 from greenlab.core.errors import GreenLabError
-from greenlab.core.report.formats import FORMATS
+from greenlab.core.report.render import FORMATS
 from greenlab.tui.field import Field
 
 PLOTS = ("plot (svg)", "plot (png)")  # the figure of `greenlab report --plot`

@@ -10,7 +10,6 @@ cell. Opening a row asks the app for its detail.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +28,8 @@ from textual_plotext import PlotextPlot
 from greenlab.core.errors import GreenLabError
 from greenlab.core.report import compare, stats, words
 from greenlab.core.report.compare import changes, format_change
-from greenlab.core.report.formats import change_text, explanation
 from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
+from greenlab.core.report.render import change_text, explanation
 from greenlab.core.store.database import Store
 from greenlab.core.store.rows import Row, RunRow
 from greenlab.core.store.schema import STATUSES
@@ -705,7 +704,7 @@ class RunsPane(Vertical):
                     raise GreenLabError(f"no run store at {path} any more")
                 store = Store(path, on_busy=lambda text: self.app.call_from_thread(self.app.notify, text, timeout=10))
                 deleted = store.delete_runs(chosen)
-            except (GreenLabError, sqlite3.Error) as exc:  # the open too: a lock past the budget, a damaged file
+            except GreenLabError as exc:  # the store's errors too (its open: a lock past the budget, a damaged file)
                 self.app.call_from_thread(self.app.notify, f"Nothing deleted: {exc}", severity="error")
                 return
             finally:

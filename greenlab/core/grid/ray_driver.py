@@ -27,7 +27,6 @@ running get `ray.cancel` and never start. A task that has not returned a minute 
 from __future__ import annotations
 
 import socket
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,8 +66,9 @@ from greenlab.core.run.sinks import RunRows
 from greenlab.core.run.supervisor import run_row_values, signals_deferred
 from greenlab.core.store import journal
 from greenlab.core.store.database import Store, now_iso
+from greenlab.core.store.errors import StoreError
 from greenlab.core.store.journal import RecordKept
-from greenlab.core.store.writes import (
+from greenlab.core.store.row_writes import (
     AddEpoch,
     AddSamples,
     DeleteSamples,
@@ -379,7 +379,9 @@ class RayDriver(Cancellable):
             case RowStarted(values=values):
                 try:
                     self._start_row(task, values)
-                except sqlite3.OperationalError as exc:  # the row starts with its record, or waits beside it
+                except StoreError as exc:  # the row starts with its record, or waits beside it
+                    if exc.refused:
+                        raise
                     self.on_event(
                         Notice(
                             f"{_label(task.run)}: the run store cannot take its row yet ({first_line(str(exc))}); "
@@ -499,7 +501,9 @@ class RayDriver(Cancellable):
                 components=rows.components,
                 capacity=rows.capacity,
             )
-        except sqlite3.OperationalError as exc:  # busy past the budget, a full disk: the record waits beside it
+        except StoreError as exc:  # busy past the budget, a full disk: the record waits beside it
+            if exc.refused:
+                raise
             # A row never inserted has no id: the kept record carries its first values and gets one on import.
             run_id = task.run_id if task.run_id is not None else journal.NO_ROW_YET
             start = None if task.run_id is not None else {**rows.start, **self._where(task)}

@@ -13,7 +13,6 @@ the host lock or a driver (an import-linter contract says so). `fetch_grid` is `
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from greenlab.core.report.compare import Comparison
 from greenlab.core.run.cancel import Cancellable, CancelToken
 from greenlab.core.run.run_events import Listener, Notice, RunStored, SafeListener
 from greenlab.core.store.database import Store, check_location
+from greenlab.core.store.errors import StoreError
 from greenlab.core.store.rows import RunRow
 
 Sources = fetch.Sources  # where downloads come from: faces name it without importing fetch
@@ -198,7 +198,7 @@ def after_grid(
     store: Store, request: GridRequest, result: GridOutcome, stopped: list[GridStopped], tell: Listener
 ) -> None:
     """Energy to target, then the rows and verdicts of the summary, into `result`. The store is checked
-    first (quick_check: a page damaged during the grid is refused, GreenLabError, exit 2, never written);
+    first (quick_check: a page damaged during the grid is refused, StoreDamaged, exit 2, never written);
     after a grid stopped on its store (a record kept aside, the file removed), or when it fails now, none
     of this is tried again or waited for: one notice says what is left out, never a traceback."""
     if any(stop.store_failed for stop in stopped):
@@ -210,7 +210,9 @@ def after_grid(
         if not result.cut_short:
             result.rows = grid_rows(store, request.runs)
             result.verdicts = plan_verdicts(store, request.plan)
-    except (sqlite3.Error, OSError) as exc:
+    except (StoreError, OSError) as exc:
+        if isinstance(exc, StoreError) and exc.refused:
+            raise
         first = next(iter(str(exc).splitlines()), "")
         tell(
             Notice(

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import errno
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
 from greenlab.core.plan.config import GridRun
+from greenlab.core.store.errors import StoreError
 from greenlab.core.store.journal import RecordKept
 
 _ENVIRONMENT = [
@@ -47,8 +47,9 @@ class GridStopped:
 
 
 def store_failure(exc: BaseException) -> bool:
-    """The exception is the run store's (it could not take a write, or a record was kept beside it)."""
-    return isinstance(exc, (RecordKept, sqlite3.Error))
+    """The exception is the run store's (it could not take a write, or a record was kept beside it). A store
+    that refused its file (damaged, another application's) is not: the grid ends on that refusal, exit 2."""
+    return isinstance(exc, RecordKept) or (isinstance(exc, StoreError) and not exc.refused)
 
 
 def first_line(error: str) -> str:
@@ -73,7 +74,7 @@ def exception_cause(exc: BaseException) -> str | None:
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, RecordKept):
         return str(exc)
-    if isinstance(exc, sqlite3.Error):
+    if store_failure(exc):
         return environment_cause(text) or f"the run store cannot be written: {first_line(text)}"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"no disk space: {first_line(text)}"

@@ -3,8 +3,8 @@
 The supervisor (greenlab.core.run.supervisor) measures a run and produces its rows; a sink decides where
 the record's rows (the `runs` values, epochs, samples, components, capacity curve) are written:
 
-- `StoreSink`: into the run store, as a local grid does (row writes during the run on a StoreWriter
-  thread, so a slow disk never holds the supervisor's event loop);
+- `StoreSink`: into the run store, as a local grid does (row writes during the run queued to a
+  WriteThread, so a slow disk never holds the supervisor's event loop);
 - `MemorySink`: into memory, on a Ray node, whose `rows()` the task returns to the driver, which
   alone writes data/runs.db (greenlab.core.grid.ray_driver): SQLite stays single-writer.
 
@@ -13,7 +13,6 @@ A sink is used for one run at a time. Nothing here measures anything or knows of
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,13 +20,15 @@ from typing import Any, Protocol
 
 from greenlab.core.store import journal
 from greenlab.core.store.database import Store
+from greenlab.core.store.errors import StoreError, StoreWriteError
 from greenlab.core.store.journal import RecordKept, RecordLost
-from greenlab.core.store.writer import StoreWriteError, StoreWriter
-from greenlab.core.store.writes import RowWrite
+from greenlab.core.store.row_writes import RowWrite
+from greenlab.core.store.write_thread import WriteThread
 
 
-class RowWriter(Protocol):
-    """Row writes submitted while a run goes on: `submit(AddEpoch(row))` and the like (greenlab.core.store.writer)."""
+class WriteQueue(Protocol):
+    """Where a run's row writes are submitted while it goes on: `submit(AddEpoch(row))` and the like; the
+    store's WriteThread (greenlab.core.store.write_thread), or a Ray node's memory."""
 
     def submit(self, write: RowWrite) -> None: ...
 
@@ -43,7 +44,7 @@ class RowSink(Protocol):
 
     def restart_run(self, run_id: int, values: dict[str, Any]) -> int: ...
 
-    def writer(self) -> RowWriter: ...
+    def writer(self) -> WriteQueue: ...
 
     def finish(self, run_id: int, final: list[RowWrite]) -> None:
         """Every write of the run done, then `final` (its last row values, components, samples to drop);
@@ -64,13 +65,13 @@ class RowSink(Protocol):
 
 
 class StoreSink:
-    """A local run's rows go to the store; writes during the run go through a StoreWriter thread. A record
+    """A local run's rows go to the store; writes during the run go through a WriteThread. A record
     the store cannot take (greenlab.core.store.journal) is kept in the pending folder beside it."""
 
     def __init__(self, store: Store, on_busy: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.on_busy = on_busy
-        self._writer: StoreWriter | None = None
+        self._writer: WriteThread | None = None
         # Set by stop_waiting (a second Ctrl-C while the store is locked): every wait for the lock gives up,
         # and the run's record goes to the pending folder instead.
         self.abandon = threading.Event()
@@ -87,9 +88,9 @@ class StoreSink:
         self.store.restart_run(run_id, values)
         return run_id
 
-    def writer(self) -> RowWriter:
+    def writer(self) -> WriteQueue:
         self._writer = None  # a writer that cannot start (the store removed) leaves no earlier run's writer here
-        self._writer = StoreWriter(self.store.path, self.on_busy, same_file=self.store.file, abandon=self.abandon)
+        self._writer = WriteThread(self.store.path, self.on_busy, same_file=self.store.file, abandon=self.abandon)
         return self._writer
 
     def finish(self, run_id: int, final: list[RowWrite]) -> None:
@@ -104,7 +105,7 @@ class StoreSink:
             for index, write in enumerate(final):
                 try:
                     write.apply(self.store)
-                except (sqlite3.Error, OSError) as exc:
+                except (StoreError, OSError) as exc:
                     cause, unwritten = exc, final[index:]
                     break
         else:
@@ -150,7 +151,7 @@ class RunRows:
 
 
 class MemorySink:
-    """A run's rows kept in memory (a Ray node's run: the driver writes them); also its own RowWriter,
+    """A run's rows kept in memory (a Ray node's run: the driver writes them); also its own WriteQueue,
     applying each write at once. `run_id` is the id the supervisor uses meanwhile; the driver stores the
     rows under the run's real id."""
 
@@ -176,7 +177,7 @@ class MemorySink:
         """A node never retries in place: the Ray driver starts a new task for a retry."""
         raise NotImplementedError("a Ray node's run is retried by its driver, as a new task")
 
-    def writer(self) -> RowWriter:
+    def writer(self) -> WriteQueue:
         return self
 
     def stop_waiting(self) -> None:
@@ -217,7 +218,7 @@ class MemorySink:
         with self._lock:
             self._capacity.update({int(b): float(a) for b, a in curve})
 
-    # -- RowWriter ------------------------------------------------------------------------------------
+    # -- WriteQueue ------------------------------------------------------------------------------------
     def submit(self, write: RowWrite) -> None:
         write.apply(self)
 

@@ -57,11 +57,10 @@ from greenlab.core.run.run_events import (
     SafeListener,
 )
 from greenlab.core.run.sharing import FLAG_GPU_SHARED, GpuWatch, describe, own_pids, supervisor_pids
-from greenlab.core.run.sinks import RowSink, RowWriter, StoreSink
+from greenlab.core.run.sinks import RowSink, StoreSink, WriteQueue
 from greenlab.core.store.database import Store, now_iso
 from greenlab.core.store.journal import RecordKept
-from greenlab.core.store.schema import RUN_COLUMNS
-from greenlab.core.store.writes import (
+from greenlab.core.store.row_writes import (
     AddEpoch,
     AddSamples,
     DeleteSamples,
@@ -70,6 +69,7 @@ from greenlab.core.store.writes import (
     SetComponents,
     UpdateRun,
 )
+from greenlab.core.store.schema import RUN_COLUMNS
 from greenlab.core.train import child_events
 
 _SAMPLE_FLUSH_S = 1.0
@@ -386,7 +386,7 @@ class RunSupervisor(Cancellable):
         tracker.begin_window("run")
         measured.t0 = tracker.now()
         measured.host_start = hostload.mark()
-        writer: RowWriter | None = None
+        writer: WriteQueue | None = None
         child: RunChild | None = None
         raised: BaseException | None = None
         try:
@@ -494,7 +494,7 @@ class RunSupervisor(Cancellable):
         measured: RunMeasurement,
         tracker: EnergyTracker,
         child: RunChild | None,
-        writer: RowWriter | None,
+        writer: WriteQueue | None,
         cpu_before: float,
     ) -> RunStored:
         """Close the run's window and store its outcome, whatever happened to the child (even if none started)."""
@@ -639,13 +639,13 @@ class RunSupervisor(Cancellable):
             for component, seen in shared.items()
         ]
 
-    def _tick(self, measured: RunMeasurement, tracker: EnergyTracker, writer: RowWriter) -> None:
+    def _tick(self, measured: RunMeasurement, tracker: EnergyTracker, writer: WriteQueue) -> None:
         """About once a second while the child runs: its samples go to the writer, and whether its process is
         stopped (SIGSTOP, Ctrl-Z, a debugger) is noted (greenlab.core.run.pauses)."""
         self._flush_samples(measured, tracker, writer)
         measured.pauses.state(time.monotonic(), _stopped(measured.child_pid))
 
-    def _flush_samples(self, measured: RunMeasurement, tracker: EnergyTracker, writer: RowWriter) -> None:
+    def _flush_samples(self, measured: RunMeasurement, tracker: EnergyTracker, writer: WriteQueue) -> None:
         rows = [
             (t - measured.t0, c, w)
             for t, c, w in tracker.drain_samples()
@@ -655,7 +655,7 @@ class RunSupervisor(Cancellable):
             writer.submit(AddSamples(measured.run_id, rows))
 
     def _handle(
-        self, measured: RunMeasurement, event: child_events.Event, tracker: EnergyTracker, writer: RowWriter
+        self, measured: RunMeasurement, event: child_events.Event, tracker: EnergyTracker, writer: WriteQueue
     ) -> None:
         """What the supervisor does with each child event: measure, record, and pass it on to the faces."""
         run_id = measured.run_id

@@ -14,6 +14,10 @@ rows): every write waits and retries with backoff for up to GREENLAB_STORE_BUSY_
 telling `on_busy` once per wait, and only then fails with StoreBusy. A run's record that still cannot be
 written goes to the pending folder beside the store (greenlab.core.store.journal), and the next open of the
 store imports it.
+
+Every failure leaves a Store as one of the store's own errors (greenlab.core.store.errors): SQLite's are
+translated where they are caught (`while_busy`, `check`, `close`), and a file refused at its open says why
+in a whole sentence.
 """
 
 from __future__ import annotations
@@ -35,10 +39,20 @@ from typing import Any, TypeVar
 import sqlite_utils
 
 from greenlab import __version__
-from greenlab.core.errors import GreenLabError
 from greenlab.core.plan.analysis import Plan
 from greenlab.core.store import journal
 from greenlab.core.store import rows as stored_rows
+from greenlab.core.store.errors import (
+    StoreBusy,
+    StoreDamaged,
+    StoreError,
+    StoreForeign,
+    StoreReadOnly,
+    StoreReplaced,
+    is_busy,
+    translated,
+)
+from greenlab.core.store.row_writes import RowWrite
 from greenlab.core.store.rows import RunRow
 from greenlab.core.store.schema import (
     APPLICATION_ID,
@@ -49,24 +63,13 @@ from greenlab.core.store.schema import (
     damaged,
     hostname_of,
     identify,
-    is_busy,
     supersede_all,
 )
-from greenlab.core.store.writes import RowWrite
 
 DEFAULT_DB = Path("data") / "runs.db"
 BUSY_BUDGET_S = 600.0  # how long a write waits for another process's lock, unless GREENLAB_STORE_BUSY_S says
 _BACKOFF_S = (0.05, 2.0)  # the first wait between tries, and the longest
 T = TypeVar("T")
-
-
-class StoreBusy(sqlite3.OperationalError):
-    """Another process held the store's write lock for longer than the busy budget."""
-
-
-class StoreReplaced(sqlite3.OperationalError):
-    """The store's file was removed, or another file put in its place, while this process had it open: a
-    write now would go to a file no one will read (or to someone else's store)."""
 
 
 def busy_budget_s() -> float:
@@ -92,7 +95,7 @@ def _retrying(method: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(method)
     def write(self: Store, *args: Any, **kwargs: Any) -> T:
         if self.read_only:
-            raise GreenLabError(f"{self.path} was opened to read only; {method.__name__} writes it")
+            raise StoreReadOnly(f"{self.path} was opened to read only; {method.__name__} writes it", refused=True)
         if self._db is not None and self._db.conn.in_transaction:
             return method(self, *args, **kwargs)
         return self.while_busy(lambda: method(self, *args, **kwargs))
@@ -142,49 +145,55 @@ def _named_by(path: str | os.PathLike[str] | None) -> str | None:
 def refuse_link(resolved: Path, shown: str) -> None:
     """A store named through a symbolic link is refused: in a folder others can write, a link planted at the
     store's name would have GreenLab create or write a store wherever it points. The user who means the
-    target names it (GreenLabError, nothing created)."""
+    target names it (StoreError, refused: nothing created)."""
     if resolved.is_symlink():
         target = os.readlink(resolved)
         real = os.path.realpath(resolved)
         dangling = "" if os.path.exists(real) else ", which does not exist"
-        raise GreenLabError(
+        raise StoreError(
             f"{shown} is a symbolic link (to {target}{dangling}); GreenLab does not follow a link to its store: "
-            f"name the file itself (--db {real}) if that is the store you mean"
+            f"name the file itself (--db {real}) if that is the store you mean",
+            refused=True,
         )
 
 
 def check_location(path: str | os.PathLike[str] | None) -> Path:
-    """The store's path, refused (GreenLabError, nothing created) when it cannot hold a store: a folder,
-    or a file in a folder that does not exist or cannot be written. The default's folder may be missing:
-    GreenLab creates data/ itself; a folder the user named is never created (a typo would grow a tree)."""
+    """The store's path, refused (StoreError, nothing created) when it cannot hold a store: a folder, or a
+    file in a folder that does not exist or cannot be written (StoreReadOnly). The default's folder may be
+    missing: GreenLab creates data/ itself; a folder the user named is never created (a typo would grow a
+    tree)."""
     resolved = resolve_path(path)
     named_by = _named_by(path)
     shown = {"--db": f"--db {resolved}", "GREENLAB_DB": f"GREENLAB_DB={resolved}"}.get(named_by or "", str(resolved))
     other = "set GREENLAB_DB to another path" if named_by == "GREENLAB_DB" else "choose another --db"
     refuse_link(resolved, shown)
     if resolved.is_dir():
-        raise GreenLabError(f"{shown} is a folder; name a file in it, e.g. {resolved / 'runs.db'}")
+        raise StoreError(f"{shown} is a folder; name a file in it, e.g. {resolved / 'runs.db'}", refused=True)
     folder = resolved.parent
     if named_by is None and not folder.exists():
         return resolved
     if not folder.exists():
-        raise GreenLabError(f"{shown}: folder {folder} does not exist; create it or {other}")
+        raise StoreError(f"{shown}: folder {folder} does not exist; create it or {other}", refused=True)
     if not folder.is_dir():
-        raise GreenLabError(f"{shown}: {folder} is a file, not a folder; {other}")
+        raise StoreError(f"{shown}: {folder} is a file, not a folder; {other}", refused=True)
     if not os.access(folder, os.W_OK | os.X_OK):
         # A store that exists needs its folder too: SQLite keeps its -wal and -shm files beside it.
-        raise GreenLabError(
-            f"{shown}: folder {folder} is not writable (a store writes its -wal and -shm beside it); {other}"
+        raise StoreReadOnly(
+            f"{shown}: folder {folder} is not writable (a store writes its -wal and -shm beside it); {other}",
+            refused=True,
         )
     if resolved.exists() and not os.access(resolved, os.W_OK):
-        raise GreenLabError(f"{shown} is read-only; make it writable, or {other} (greenlab report reads it as it is)")
+        raise StoreReadOnly(
+            f"{shown} is read-only; make it writable, or {other} (greenlab report reads it as it is)", refused=True
+        )
     wal = resolved.with_name(resolved.name + "-wal")
     if not resolved.exists() and wal.is_file() and wal.stat().st_size > 0:
         # A new store beside an old store's log would read that log as its own: SQLite calls the file malformed.
-        raise GreenLabError(
+        raise StoreError(
             f"{shown} is missing but {wal} is still there: the store was removed while a program had it open, "
             f"and that log holds its last writes; put the store back beside it, or move {wal.name} (and "
-            f"{wal.name[:-4]}-shm) away, then run again"
+            f"{wal.name[:-4]}-shm) away, then run again",
+            refused=True,
         )
     return resolved
 
@@ -215,7 +224,7 @@ class Store:
         self.notices: list[str] = []  # the same, kept for a face that listens later
         # The file this store writes (device, inode): a write checks it is still the file at the path (a store
         # removed or replaced under a grid keeps its records aside instead). `same_file`: a second connection
-        # (the writer thread) must open the very file the first one did, never create another.
+        # (the write thread) must open the very file the first one did, never create another.
         self.file: tuple[int, int] | None = same_file
         self._rows: dict[int, dict[str, Any]] = {}  # the rows started here: what a kept record must match
         self.abandon: threading.Event | None = None  # set: a wait for another process's lock gives up now
@@ -227,14 +236,16 @@ class Store:
         cls, path: str | os.PathLike[str] | None, *, check: bool = False, on_busy: Callable[[str], None] | None = None
     ) -> Store:
         """The store at `path` opened to read only (a report, the TUI's reading thread): nothing is migrated,
-        recovered or imported, and a write raises. GreenLabError when there is no store there, or it is not
-        GreenLab's, or it is newer than this GreenLab; with `check`, also when it is damaged (quick_check)."""
+        recovered or imported, and a write raises (StoreReadOnly). A StoreError, refused, when there is no
+        store there, or it is not GreenLab's (StoreForeign), or it is newer than this GreenLab (StoreNewer);
+        with `check`, also when it is damaged (StoreDamaged, by quick_check)."""
         refuse_link(resolve_path(path), str(resolve_path(path)))  # before anything opens it
         store = cls(path, read_only=True, on_busy=on_busy)
         if not store.path.is_file():
-            raise GreenLabError(
+            raise StoreError(
                 f"no run store at {store.path}; run a grid first (greenlab --headless experiments.toml) "
-                "or pass --db PATH (or set GREENLAB_DB)"
+                "or pass --db PATH (or set GREENLAB_DB)",
+                refused=True,
             )
         if check:
             try:
@@ -286,7 +297,7 @@ class Store:
             if not self.durable:
                 db.execute("PRAGMA synchronous = OFF")
             self.while_busy(db.enable_wal)
-            self.while_busy(self.migrate)
+            self.while_busy(self._migrate)
             found = os.stat(self.path)
             self.file = (found.st_dev, found.st_ino)
             journal.import_pending(self)  # records a grid could not write before: before orphans are judged
@@ -299,43 +310,53 @@ class Store:
                 db.close()
             if isinstance(exc, StoreBusy):
                 raise self._busy_error(exc) from None
-            if isinstance(exc, StoreReplaced):
+            if isinstance(exc, StoreReplaced) or (isinstance(exc, StoreError) and exc.refused):
                 raise
-            if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
+            # What failed in use while opening (SQLite's words) becomes the refusal of the file.
+            if isinstance(exc, (StoreDamaged, sqlite3.DatabaseError)) and "malformed" in str(exc):
                 raise damaged(self.path, [str(exc)]) from None
-            if isinstance(exc, (sqlite3.DatabaseError, OSError)):
-                raise GreenLabError(
+            if isinstance(exc, (StoreError, sqlite3.DatabaseError, OSError)):
+                raise StoreError(
                     f"cannot use the run store {self.path} ({exc}); pass --db (or set "
-                    "GREENLAB_DB) to a writable .db file path, or move that file away"
+                    "GREENLAB_DB) to a writable .db file path, or move that file away",
+                    refused=True,
                 ) from None
             raise
         return db
 
-    def _busy_error(self, exc: StoreBusy) -> GreenLabError:
-        return GreenLabError(
+    def _busy_error(self, exc: StoreBusy) -> StoreBusy:
+        """A lock waited out in use, as the refusal a face ends on (the fix named); one already is, as it is."""
+        if exc.refused:
+            return exc
+        return StoreBusy(
             f"the run store {self.path} stayed locked by another process for over {busy_budget_s():g} s "
             f"({exc.__cause__ or exc}); close what holds it (a sqlite3 shell in a transaction, a backup, "
-            "another program) and run again, or wait longer with GREENLAB_STORE_BUSY_S"
+            "another program) and run again, or wait longer with GREENLAB_STORE_BUSY_S",
+            refused=True,
         )
 
     def _quick_check(self, db: sqlite_utils.Database) -> None:
-        """GreenLabError (exit 2, naming the damage and the fix) when SQLite's quick_check finds the file
-        damaged; a grid then writes nothing to it."""
+        """StoreDamaged, refused (exit 2, naming the damage and the fix), when SQLite's quick_check finds
+        the file damaged; a grid then writes nothing to it. A lock is SQLite's error, for while_busy."""
         try:
             found = [str(row[0]) for row in db.execute("PRAGMA quick_check(20)").fetchall()]
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+            if is_busy(exc):
                 raise
             found = [str(exc)]
         if found != ["ok"]:
             raise damaged(self.path, found)
 
     def check(self) -> None:
-        """The quick check of an open store (at the end of a grid: a page damaged while it ran); GreenLabError
-        when damaged. A store never created stays uncreated."""
+        """The quick check of an open store (at the end of a grid: a page damaged while it ran): StoreDamaged,
+        refused, when damaged; StoreBusy, not refused, when another process holds the file now (not waited
+        for). A store never created stays uncreated."""
         if self._db is None and not self.path.exists():
             return
-        self._quick_check(self.db)
+        try:
+            self._quick_check(self.db)
+        except sqlite3.Error as exc:
+            raise translated(exc) from exc
 
     def integrity(self) -> list[str]:
         """SQLite's full integrity_check of the store (every page, index and constraint): ["ok"] or what is
@@ -345,7 +366,7 @@ class Store:
             try:
                 return [str(row[0]) for row in self.db.execute("PRAGMA integrity_check(100)").fetchall()]
             except sqlite3.DatabaseError as exc:
-                if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+                if is_busy(exc):
                     raise
                 return [str(exc)]
 
@@ -361,7 +382,8 @@ class Store:
             self.on_notice(text)
 
     def _same_file(self) -> None:
-        """StoreReplaced when the file at the path is no longer the one this store opened."""
+        """StoreReplaced (not refused: the store was in use) when the file at the path is no longer the one
+        this store opened."""
         if self.file is None:
             return
         try:
@@ -402,16 +424,17 @@ class Store:
     def while_busy(self, call: Callable[[], T]) -> T:
         """`call()`, tried again with backoff while another process holds the write lock, for up to the busy
         budget; StoreBusy after it (at once once `abandon` is set: the user stopped waiting). Each try is a
-        whole transaction, rolled back when it fails. Before each try, the file must still be the store's."""
+        whole transaction, rolled back when it fails. Before each try, the file must still be the store's.
+        Any other error of SQLite's leaves as the store's own (errors.translated)."""
         deadline: float | None = None
         delay, told = _BACKOFF_S[0], False
         while True:
             try:
                 self._same_file()
                 return call()
-            except sqlite3.OperationalError as exc:
-                if isinstance(exc, (StoreBusy, StoreReplaced)) or not is_busy(exc):
-                    raise
+            except sqlite3.Error as exc:
+                if not is_busy(exc):
+                    raise translated(exc) from exc
                 now = time.monotonic()
                 budget = busy_budget_s()
                 deadline = deadline if deadline is not None else now + budget
@@ -450,16 +473,16 @@ class Store:
             if not self.read_only:
                 raise
             raise self._busy_error(exc) from None
-        except sqlite3.DatabaseError as exc:
-            if not self.read_only:
+        except StoreError as exc:
+            if not self.read_only or exc.refused or isinstance(exc, StoreReplaced):
                 raise
             raise self._unreadable(exc) from None
 
-    def _unreadable(self, exc: sqlite3.DatabaseError) -> GreenLabError:
+    def _unreadable(self, exc: sqlite3.Error | StoreError) -> StoreError:
         """What a reader says of a file SQLite cannot read as a store (damaged, or not a database at all)."""
         if "malformed" in str(exc):
             return damaged(self.path, [str(exc)])
-        return GreenLabError(
+        return StoreForeign(
             f"cannot read {self.path} as a GreenLab run store ({exc}); pass --db with the runs.db a grid wrote"
         )
 
@@ -480,7 +503,7 @@ class Store:
                 raise
             raise self._busy_error(exc) from None
 
-    def migrate(self) -> None:
+    def _migrate(self) -> None:
         """Bring the store to SCHEMA_VERSION in one write transaction, taken before the version is read: two
         processes opening a new file at once (a TUI and its grid) migrate it once, one after the other."""
         conn = self.db.conn
@@ -515,7 +538,10 @@ class Store:
 
     def close(self) -> None:
         if self._db is not None:
-            self._db.close()
+            try:
+                self._db.close()
+            except sqlite3.Error as exc:
+                raise translated(exc) from exc
 
     # -- writes ---------------------------------------------------------------------------------------
     def declare_plan(self, plan: Plan | None) -> None:
@@ -823,7 +849,7 @@ class Store:
 def _pk(value: Any) -> int:
     """The id sqlite gave an inserted row (sqlite-utils types it as optional)."""
     if value is None:
-        raise GreenLabError("the run store gave no id to an inserted row; the store file may be damaged")
+        raise StoreDamaged("the run store gave no id to an inserted row; the store file may be damaged")
     return int(value)
 
 

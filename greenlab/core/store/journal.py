@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from greenlab.core.files import disk_of
-from greenlab.core.store import writes
-from greenlab.core.store.writes import RowWrite
+from greenlab.core.store import row_writes
+from greenlab.core.store.errors import StoreBusy, StoreDamaged, StoreError, StoreReplaced, StoreWriteError
+from greenlab.core.store.row_writes import RowWrite
 
 if TYPE_CHECKING:
     from greenlab.core.store.database import Store
@@ -70,14 +70,14 @@ class RecordLost(RecordKept):
 
 
 def _kind(cause: BaseException) -> str:
-    """busy, replaced, damaged or unwritable: what happened to the store (a writer thread's error names the
-    store's own error in its text)."""
-    text = f"{type(cause).__name__}: {cause}"
-    if "StoreBusy" in text:
+    """busy, replaced, damaged or unwritable: what happened to the store (a write thread's error carries the
+    store's own)."""
+    error = cause.error if isinstance(cause, StoreWriteError) else cause
+    if isinstance(error, StoreBusy):
         return "busy"
-    if "StoreReplaced" in text:
+    if isinstance(error, StoreReplaced):
         return "replaced"
-    if "malformed" in text or "is damaged" in text:
+    if isinstance(error, StoreDamaged):
         return "damaged"
     return "unwritable"
 
@@ -108,9 +108,9 @@ def figures(pending: list[RowWrite]) -> str:
     values: dict[str, Any] = {}
     epochs: list[dict[str, Any]] = []
     for write in pending:
-        if isinstance(write, writes.UpdateRun):
+        if isinstance(write, row_writes.UpdateRun):
             values.update(write.values)
-        elif isinstance(write, writes.AddEpoch):
+        elif isinstance(write, row_writes.AddEpoch):
             epochs.append({k: v for k, v in write.row.items() if k != "run_id" and v is not None})
     shown = {k: values[k] for k in FIGURES if values.get(k) is not None}
     if epochs:
@@ -155,7 +155,7 @@ def save(
     values, and its writes name run 0 (NO_ROW_YET) until the import inserts the row and gives them its id."""
     target_folder = folder(store_path)
     target_folder.mkdir(exist_ok=True)
-    record: dict[str, Any] = {"run_id": run_id, "writes": [writes.to_json(w) for w in pending]}
+    record: dict[str, Any] = {"run_id": run_id, "writes": [row_writes.to_json(w) for w in pending]}
     if row is not None:
         record["row"] = row
     if run_id is None:
@@ -205,7 +205,7 @@ def import_pending(store: Store) -> list[int]:
     for path in pending(store.path):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            to_apply = [writes.from_json(w) for w in record["writes"]]
+            to_apply = [row_writes.from_json(w) for w in record["writes"]]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not ours to judge: left for a person to look at
         try:
@@ -213,18 +213,20 @@ def import_pending(store: Store) -> list[int]:
                 # The row first, and the file rewritten with its id before any other write: an import cut
                 # short here inserts no second row the next time.
                 run_id = store.start_run(dict(record.get("start") or {}))
-                to_apply = [writes.for_run(w, run_id) for w in to_apply]
+                to_apply = [row_writes.for_run(w, run_id) for w in to_apply]
                 record = {
                     "run_id": run_id,
                     "row": store.row_identity(run_id),
-                    "writes": [writes.to_json(w) for w in to_apply],
+                    "writes": [row_writes.to_json(w) for w in to_apply],
                 }
                 replaced = _write(path.parent, record, run_id)
                 path.unlink(missing_ok=True)
                 path = replaced
             matched = store.replay(int(record["run_id"]), to_apply, record.get("row"))
-        except sqlite3.OperationalError:
-            continue
+        except StoreDamaged:
+            raise  # the store's open refuses it, damaged: no record is imported into a damaged file
+        except StoreError:
+            continue  # locked, replaced, unwritable now: the record waits for the next open
         if not matched:
             # Its row is not here (the store it was written for was moved away, and this is another): replayed,
             # it would fail at every open and add its samples each time. It is kept, once, for a person.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from greenlab.core.errors import GreenLabError
+from greenlab.core.store.errors import StoreDamaged, StoreForeign, StoreNewer, is_busy
 
 SCHEMA_VERSION = 6
 # `superseded`: a completed run whose settings a forced rerun completed again; its data stays, its figures
@@ -320,7 +320,7 @@ APPLICATION_ID = 0x47724C62
 def check_version(path: Path, version: int) -> None:
     """Refuse a store written by a newer GreenLab: its schema may mean what this one cannot read."""
     if version > SCHEMA_VERSION:
-        raise GreenLabError(
+        raise StoreNewer(
             f"{path} has schema version {version}, newer than this greenlab "
             f"({SCHEMA_VERSION}) understands; upgrade greenlab (pip install -U greenlab)"
         )
@@ -333,23 +333,18 @@ LEGACY_RUNS_SIGNATURE = frozenset(
 )
 
 
-def is_busy(exc: sqlite3.OperationalError) -> bool:
-    """Another process holds a lock on the file (a write lock, or all of it: locking_mode=EXCLUSIVE)."""
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
-def damaged(path: Path, found: list[str]) -> GreenLabError:
+def damaged(path: Path, found: list[str]) -> StoreDamaged:
     """The refusal of a damaged store (SQLite's quick_check or integrity_check found `found`): what is wrong,
     and how to get back what can be read; nothing is written to it."""
     lines = [line.strip() for text in found for line in text.splitlines() if line.strip()]
     lines = [line for line in lines if not line.startswith("*** in database")] or ["unknown damage"]
     first = lines[0] if len(lines[0]) <= 120 else lines[0][:119] + "…"
     more = f" and {len(lines) - 1} more problem{'s' * (len(lines) > 2)}" if len(lines) > 1 else ""
-    return GreenLabError(
+    return StoreDamaged(
         f"the run store {path} is damaged ({first}{more}); GreenLab will not write to it: recover what it "
         f'holds with sqlite3 {path} ".recover" | sqlite3 {path.with_name(path.stem + "-recovered.db")}, then '
-        "use that file (--db) or move it into place"
+        "use that file (--db) or move it into place",
+        refused=True,
     )
 
 
@@ -377,16 +372,16 @@ def identify(path: Path) -> None:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+        if is_busy(exc):
             raise  # another process holds the file (locking_mode=EXCLUSIVE): a lock to wait for, not a verdict
         if "malformed" in str(exc):
             raise damaged(path, [str(exc)]) from None
-        raise GreenLabError(
+        raise StoreForeign(
             f"{path} is not a GreenLab run store ({exc}); pass --db (or set GREENLAB_DB) to a "
             "runs.db a grid wrote, or to a new file"
         ) from None
     if log_only and not tables and application_id == 0:
-        raise GreenLabError(
+        raise StoreForeign(
             f"{path} keeps its tables only in its -wal log, with no -shm beside it (left unclean by the program "
             "that wrote it); GreenLab does not open it so (SQLite would write a -shm beside it): open it once "
             "with that program, or pass --db (or set GREENLAB_DB) to another file"
@@ -403,7 +398,7 @@ def identify(path: Path) -> None:
             kind = f"a runs table without GreenLab's columns {missing}"
         else:
             kind = "no GreenLab runs table"
-        raise GreenLabError(
+        raise StoreForeign(
             f"{path} is another application's database (tables {shown}; {kind}); GreenLab "
             "leaves it as it is: pass --db (or set GREENLAB_DB) to a runs.db a grid wrote, or "
             "to a new file"

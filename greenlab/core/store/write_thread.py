@@ -1,8 +1,9 @@
-"""Store writes off the supervisor's event loop: a thread with its own connection applies them in order.
+"""The store's write thread: a run's row writes off the supervisor's event loop, applied in order by a
+thread with its own connection.
 
 The supervisor reads its child's events and closes energy windows; a commit that waits on the disk (or on
 another process's lock, for minutes: greenlab.core.store.database) must not hold that loop.
-`StoreWriter.submit` queues a typed write (greenlab.core.store.writes) and returns at once; `flush` waits
+`WriteThread.submit` queues a typed write (greenlab.core.store.row_writes) and returns at once; `flush` waits
 until everything queued is written and raises StoreWriteError if a write failed. From a failed write on,
 nothing more is tried: that write and every later one are kept in `unwritten`, in order, so the run's
 record can go to the pending folder beside the store instead of being lost.
@@ -17,16 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from greenlab.core.store.database import Store
-from greenlab.core.store.writes import RowWrite
+from greenlab.core.store.errors import StoreWriteError
+from greenlab.core.store.row_writes import RowWrite
 
 _STOP = object()
 
 
-class StoreWriteError(RuntimeError):
-    """A queued store write failed; the message names the write and the cause."""
-
-
-class StoreWriter:
+class WriteThread:
     """Applies writes on a thread of its own, in submission order; `on_busy` hears a wait for the lock."""
 
     def __init__(
@@ -74,7 +72,8 @@ class StoreWriter:
                     except BaseException as exc:  # noqa: BLE001 - kept and raised on the supervisor's thread
                         self.unwritten.append(item)
                         self._error = StoreWriteError(
-                            f"writing {type(item).__name__} to {self._path} failed: {type(exc).__name__}: {exc}"
+                            f"writing {type(item).__name__} to {self._path} failed: {type(exc).__name__}: {exc}",
+                            exc,
                         )
                 finally:
                     self._queue.task_done()

@@ -1,5 +1,6 @@
-"""A run's writes as typed values: what a supervisor hands to the writer thread, a Ray node keeps in memory,
-and the pending folder keeps when the store cannot take them (greenlab.core.store.journal).
+"""A run's row writes as typed values (RowWrite): what a supervisor queues to the store's WriteThread
+(greenlab.core.store.write_thread), a Ray node keeps in memory, and the pending folder keeps when the store
+cannot take them (greenlab.core.store.journal).
 
 Each write applies itself to a `RowTarget` (the Store, or a Ray node's memory sink) and turns into JSON and
 back (`to_json`, `from_json`), so a record kept on disk is replayed exactly.
