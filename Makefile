@@ -26,12 +26,13 @@ run: $(STAMP)
 headless: $(STAMP)
 	$(BIN)/greenlab --headless experiments.toml
 
+# pytest on every core (pytest-xdist), each test file on one worker: its module fixtures are made once.
 test: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest; rc=$$?; \
+	$(BIN)/python -m pytest -n auto --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
 
 # SVG pictures of each TUI pane, taken while the default grid really runs (scripts/screenshots.py),
