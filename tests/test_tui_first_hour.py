@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from textual import events
+from textual.content import Content
 from textual.widgets import DataTable, Input
 
 from greenlab.tui.app import GreenLabApp
@@ -16,6 +17,11 @@ from greenlab.tui.dialogs import ConfirmDelete
 from greenlab.tui.runs import ROW_LIMIT
 from tests.conftest import sync
 from tests.tui_demo import seed_store
+
+
+def rendered(markup: str | None) -> str:
+    """A border title as it reads on screen (it is kept as markup)."""
+    return Content.from_markup(markup or "").plain
 
 
 def demo_app(tmp_path) -> GreenLabApp:
@@ -189,16 +195,18 @@ async def test_a_study_sized_table_lists_a_page_at_a_time_and_says_how_to_reach_
         store.update_run(run_id, status="completed", energy_j=float(n + 1))
     store.close()
     app = GreenLabApp(db=db, experiments=None)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await on_runs_pane(app, pilot)
         table, count = app.query_one("#runs-table", DataTable), app.query_one("#runs-count")
-        assert table.row_count == ROW_LIMIT == 100
-        assert str(count.render()) == "250 of 250 runs, 1–100 listed (] next, / finds)"
+        assert table.row_count == ROW_LIMIT == 100 and str(count.render()) == "250 of 250 runs"
+        # the page is named on the table it lists, with the keys that reach the others, whole at 80 columns
+        assert rendered(table.border_title) == "rows 1–100 of 250 (] next, / finds)"
+        assert count.size.width >= len("250 of 250 runs") and table.size.width >= len(table.border_title) + 4
         await pilot.press("right_square_bracket")
-        assert str(count.render()) == "250 of 250 runs, 101–200 listed ([ ] pages, / finds)"
+        assert rendered(table.border_title) == "rows 101–200 of 250 ([ ] pages, / finds)"
         assert str(table.get_row_at(0)[0]) == "101"
         await pilot.press("right_square_bracket", "right_square_bracket")  # past the last page: it stays
-        assert table.row_count == 50 and str(count.render()) == "250 of 250 runs, 201–250 listed ([ back, / finds)"
+        assert table.row_count == 50 and rendered(table.border_title) == "rows 201–250 of 250 ([ back, / finds)"
         await pilot.press("left_square_bracket")
         assert str(table.get_row_at(0)[0]) == "101"
 
@@ -229,7 +237,9 @@ async def test_the_first_page_is_listed_from_the_store_before_the_whole_store_is
         pane._read(pane.RowsRead(pane._generation, table_rows(page, {}, against_baselines=False), total))
         await pilot.pause()
         assert app.query_one("#runs-table", DataTable).row_count == ROW_LIMIT
-        assert str(app.query_one("#runs-count").render()) == "reading 250 runs: the first 100 listed…"
+        assert str(app.query_one("#runs-count").render()) == "reading 250 runs…"
+        title = rendered(app.query_one("#runs-table").border_title)
+        assert title == "rows 1–100 of 250, listed while the rest is read"
         pane.reload()  # the whole store follows and replaces it
         await app.workers.wait_for_complete()
         await pilot.pause()

@@ -482,7 +482,8 @@ class RunsPane(Vertical):
         headers = self._headers()
         cells = [(str(row["id"]), self._cells(row)) for row in rows]
         fill(table, headers, cells, [self._widths(row) for row in rows])
-        self.query_one("#runs-count", Label).update(f"reading {total} runs: the first {len(rows)} listed…")
+        self.query_one("#runs-count", Label).update(f"reading {total} runs…")
+        table.border_title = escape_markup(f"rows 1–{len(rows)} of {total}, listed while the rest is read")
 
     def _headers(self) -> list[tuple[str, str, bool]]:
         """(key, label, right-aligned) of each column, the sorted one marked ▲ or ▼."""
@@ -537,10 +538,11 @@ class RunsPane(Vertical):
         if pages > 1:  # only a page of rows is ever a widget: say which, and how to reach the others
             last = min(first + ROW_LIMIT, len(self.shown))
             keys = "] next" if self.page == 0 else ("[ back" if self.page == pages - 1 else "[ ] pages")
-            listed = f", {first + 1}–{last} listed ({keys}, / finds)"
+            listed = f"rows {first + 1}–{last} of {len(self.shown)} ({keys}, / finds)"
+        # The page on the table it lists: in the filter bar it was cut at 80 columns, where it matters most.
+        table.border_title = escape_markup(listed)
         self.query_one("#runs-count", Label).update(
-            f"{len(self.shown)} of {len(self.rows)} runs{listed}"
-            + (f", {len(self.marked)} marked" if self.marked else "")
+            f"{len(self.shown)} of {len(self.rows)} runs" + (f", {len(self.marked)} marked" if self.marked else "")
         )
         # The legend sits under the table it explains: the filter bar has no room for it at 80 columns.
         table.border_subtitle = "(acc) = last epoch of a stopped run" if partial else ""
