@@ -370,3 +370,36 @@ async def test_quit_during_a_run_cancels_it_first(tmp_path):
     store = Store(tmp_path / "runs.db")
     assert [r["status"] for r in store.runs()] == ["interrupted"]
     store.close()
+
+
+@sync
+async def test_yes_to_quit_after_the_grid_has_ended_exits_at_once(tmp_path):
+    """The question "a run is in progress, quit?" was asked, and the grid ended before the answer: there is
+    nothing left to cancel, and the app exits at once (it waited 20 s for a grid that had already ended)."""
+    app = GreenLabApp(db=tmp_path / "runs.db", experiments=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app._grid_active = True  # as while a grid runs
+        await pilot.press("ctrl+q")
+        assert isinstance(app.screen, ConfirmQuit)
+        app._grid_active = False  # its last run stored, the grid ends
+        await pilot.press("y")
+        await _wait(pilot, lambda: app.return_value is not None, 3, "the app to exit")
+    assert app.return_value == 0
+
+
+@pytest.mark.slow
+@sync
+async def test_ctrl_q_as_the_last_run_is_stored_quits_when_the_grid_ends_unanswered(tmp_path):
+    """ctrl+q pressed while the grid finishes (its run stored, the grid not yet ended) asks whether to cancel
+    the run; once the grid has ended there is no run to cancel, and the app quits without an answer (as the
+    README's first-contact check meets it: it waited 20 s)."""
+    app = GreenLabApp(db=tmp_path / "runs.db", experiments=_file(tmp_path, QUICK.replace("resnet18", "tinycnn")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await _wait(pilot, lambda: app.live.current is not None and app.live.current.stored is not None, 60, "a run")
+        await pilot.press("ctrl+q")
+        started = time.monotonic()
+        await _wait(pilot, lambda: app.return_value is not None, 15, "the app to quit")
+        assert time.monotonic() - started < 15
+    assert app.return_value == 0

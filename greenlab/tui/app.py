@@ -320,6 +320,10 @@ class GreenLabApp(App[int]):
     def _quit_answered(self, answer: bool | None) -> None:
         if not answer:
             return
+        if not self._grid_active:  # the grid ended while the question was open: nothing left to cancel
+            self.calibrator.close()
+            self.exit(0)
+            return
         self._quitting = True
         self.cancel_everything()
         # Exits once the worker has stored the interrupted run (see _worker_changed); this is the fallback.
@@ -567,7 +571,10 @@ class GreenLabApp(App[int]):
         )
         self._grid_active = False
         self.refresh_bindings()
-        if self._quitting:
+        # Quitting, or asked to: a ctrl+q pressed as the last run was stored (the question "a run is in
+        # progress" still open) quit only 20 s later, when the fallback timer fired.
+        if self._quitting or isinstance(self.screen, ConfirmQuit):
+            self.calibrator.close()
             self.exit(0)
             return
         if self._pending:
