@@ -22,7 +22,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Input, Label, Select
+from textual.widgets import DataTable, Input, Select
 from textual_plotext import PlotextPlot
 
 from greenlab.core.errors import GreenLabError
@@ -396,7 +396,6 @@ class RunsPane(Vertical):
             for key in FILTERS:
                 yield Select([], prompt=f"{key}: all", id=f"filter-{key}", compact=True)
             yield Field(self.query_text, placeholder="/ search", id="runs-search", compact=True)
-            yield Label("", id="runs-count")
         verdicts: DataTable[Any] = DataTable(id="verdicts-table", cursor_type="row", zebra_stripes=True)
         verdicts.fixed_columns = 2  # model and technique stay in view when the table scrolls sideways
         yield titled(verdicts, "Verdicts: training energy against the matching baseline")
@@ -482,8 +481,7 @@ class RunsPane(Vertical):
         headers = self._headers()
         cells = [(str(row["id"]), self._cells(row)) for row in rows]
         fill(table, headers, cells, [self._widths(row) for row in rows])
-        self.query_one("#runs-count", Label).update(f"reading {total} runs…")
-        table.border_title = escape_markup(f"rows 1–{len(rows)} of {total}, listed while the rest is read")
+        table.border_title = escape_markup(f"reading {total} runs · rows 1–{len(rows)} listed meanwhile")
 
     def _headers(self) -> list[tuple[str, str, bool]]:
         """(key, label, right-aligned) of each column, the sorted one marked ▲ or ▼."""
@@ -534,16 +532,16 @@ class RunsPane(Vertical):
         if keep is not None and any(key == keep for key, _ in rows):
             table.move_cursor(row=table.get_row_index(keep))
         partial = any(r.get("partial_accuracy") is not None and r.get("val_accuracy") is None for r in self.shown)
-        listed = ""
-        if pages > 1:  # only a page of rows is ever a widget: say which, and how to reach the others
+        # The count and the page on the table they count (in the filter bar they were cut at 80 columns,
+        # where the keys to the other pages matter most): only a page of rows is ever a widget.
+        counted = f"{len(self.shown)} of {len(self.rows)} runs" + (
+            f", {len(self.marked)} marked" if self.marked else ""
+        )
+        if pages > 1:
             last = min(first + ROW_LIMIT, len(self.shown))
             keys = "] next" if self.page == 0 else ("[ back" if self.page == pages - 1 else "[ ] pages")
-            listed = f"rows {first + 1}–{last} of {len(self.shown)} ({keys}, / finds)"
-        # The page on the table it lists: in the filter bar it was cut at 80 columns, where it matters most.
-        table.border_title = escape_markup(listed)
-        self.query_one("#runs-count", Label).update(
-            f"{len(self.shown)} of {len(self.rows)} runs" + (f", {len(self.marked)} marked" if self.marked else "")
-        )
+            counted += f" · rows {first + 1}–{last} ({keys}, / finds)"
+        table.border_title = escape_markup(counted)
         # The legend sits under the table it explains: the filter bar has no room for it at 80 columns.
         table.border_subtitle = "(acc) = last epoch of a stopped run" if partial else ""
         if not order_only:
