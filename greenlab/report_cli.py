@@ -138,8 +138,8 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
     # A report never writes runs.db; a damaged one is refused (quick_check), a locked one waited for, aloud.
     store = Store.reader(db, check=True, on_busy=lambda text: print(f"greenlab report: {text}", file=err))
     try:
-        rows: Sequence[Row] = store.runs()
-        epochs, plans = store.epochs_by_run(), store.plans()
+        rows: Sequence[Row] = store.runs(columns=(*compare.COLUMNS, *render.COLUMNS.get(fmt, ())))
+        epochs, plans = store.epochs_by_run(columns=energy_to_target.EPOCH_COLUMNS), store.plans()
     finally:
         store.close()
     experiments = sorted({str(r["experiment"]) for r in rows if r.get("experiment")})

@@ -248,6 +248,37 @@ def test_codecarbon_layout(study, capsys):
     assert "estimated energy" in err  # the layout cannot mark estimates, so the command says so
 
 
+def test_a_report_reads_the_columns_it_names_and_says_what_it_says_reading_them_all(study, capsys, monkeypatch):
+    """Each format reads of `runs` what judging reads and what the format adds (compare.COLUMNS,
+    render.COLUMNS), and of `epochs` what energy to target reads: every format says, to the byte, what it
+    says when every column is read, flags, arithmetic and host facts included."""
+    store = Store(study)
+    edits = {
+        2: {"flags": ["host_busy", "input_bound"], "fp32_precision": "tf32", "data_wait_s": 1.5},
+        7: {"flags": ["diverged", "net_below_idle"], "compute_dtype": "bfloat16", "bf16_native": 0},
+        4: {"flags": ["paused", "gpu_shared"], "energy_gpu_j": 30.0, "energy_gpu_method": "nvml"},
+        1: {"host": {"platform": "Linux", "cpu_count": 8}, "meters": {"components": {"gpu0": {"name": "H100"}}}},
+    }
+    for run_id, values in edits.items():
+        store.update_run(run_id, **values)
+    store.close()
+    read: list[tuple[str, ...] | None] = []
+    runs, epochs = Store.runs, Store.epochs_by_run
+
+    def named(self, columns=None):
+        read.append(columns)
+        return runs(self, columns)
+
+    cases = [(fmt, *extra) for fmt in render.FORMATS for extra in ((), ("--metric", "val_accuracy"))]
+    monkeypatch.setattr(Store, "runs", named)
+    said = {case: report("--db", str(study), "--format", *case, capsys=capsys) for case in cases}
+    assert all(columns is not None and "host" not in columns for columns in read[:2])  # text, text --metric
+    monkeypatch.setattr(Store, "runs", lambda self, columns=None: runs(self))
+    monkeypatch.setattr(Store, "epochs_by_run", lambda self, columns=None: epochs(self))
+    for case in cases:
+        assert report("--db", str(study), "--format", *case, capsys=capsys) == said[case], case
+
+
 @pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG"), ("svg", b"<?xml")])
 def test_plot_files(study, capsys, tmp_path, suffix, magic):
     path = tmp_path / f"figure.{suffix}"

@@ -43,6 +43,28 @@ FLAG_DIVERGED = "diverged"
 FLAG_PAUSED = "paused"
 MEASURED, ESTIMATED, MIXED = "measured", "estimated", "mixed"
 Values = list[tuple[int, "float | None"]]  # (run id, value) in execution order
+# The columns of `runs` that judging reads (with energy to target and the groups' names): what a face that
+# only judges reads of the store (Store.runs(columns=...)); a format adds its own (render.COLUMNS).
+COLUMNS: tuple[str, ...] = (
+    "id",
+    "experiment",
+    "model",
+    "dataset",
+    "technique",
+    "settings",
+    "settings_key",
+    "status",
+    "conditions_key",
+    "plan_id",
+    "flags",
+    "energy_measured_j",
+    "energy_estimated_j",
+    "fp32_precision",
+    "bf16_native",
+    "compute_dtype",
+    "target_accuracy",
+    *METRICS,
+)
 
 
 def conditions_of(row: Row) -> str:

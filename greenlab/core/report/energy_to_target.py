@@ -20,6 +20,9 @@ from typing import Any
 from greenlab.core.report.compare import TARGET_DROP_PP, analysable, conditions_of, diverged, latest_runs, number
 from greenlab.core.store.rows import Row
 
+# The columns of `epochs` read here (Store.epochs_by_run(columns=...)).
+EPOCH_COLUMNS = ("run_id", "epoch", "energy_j", "train_energy_j", "eval_energy_j", "val_accuracy")
+
 
 def _number(value: Any) -> float | None:
     """A stored epoch's number, or None for no value, text (a hand edit) or a value that is not finite."""

@@ -112,6 +112,27 @@ RUN_CSV_COLUMNS = (
     "data_wait_s",
 )
 
+# The columns of `runs` a format reads beyond what judging reads (compare.COLUMNS); the table's formats
+# read none.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "csv": tuple(name for name in RUN_CSV_COLUMNS if name not in ("conditions", "group", "role")),
+    "codecarbon": (
+        "started_at",
+        "finished_at",
+        "energy_kwh",
+        "energy_cpu_j",
+        "energy_cpu_method",
+        "energy_gpu_j",
+        "energy_gpu_method",
+        "energy_dram_j",
+        "energy_dram_method",
+        "co2e_g",
+        "pue",
+        "host",
+        "meters",
+    ),
+}
+
 
 # -- the study's table --------------------------------------------------------------------------------------
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ from greenlab.core.store.row_writes import RowWrite
 from greenlab.core.store.rows import RunRow
 from greenlab.core.store.schema import (
     APPLICATION_ID,
+    EPOCH_COLUMNS,
     MIGRATIONS,
     RUN_COLUMNS,
     SCHEMA_VERSION,
@@ -781,9 +782,14 @@ class Store:
         rows = self._query("select * from runs where id = ?", [run_id])
         return RunRow.from_stored(rows[0]) if rows else None
 
-    def runs(self) -> list[RunRow]:
-        """Every run, in id order (the order they started)."""
-        return [RunRow.from_stored(r) for r in self._query("select * from runs order by id")]
+    def runs(self, columns: Iterable[str] | None = None) -> list[RunRow]:
+        """Every run, in id order (the order they started). `columns`: only these are read (and the id); the
+        others keep their defaults (None, empty). A report names what it reads: decoding every column of
+        5,000 runs, JSON ones included, was most of its read."""
+        return [
+            RunRow.from_stored(r)
+            for r in self._query(f"select {self._named('runs', RUN_COLUMNS, columns, 'id')} from runs order by id")
+        ]
 
     def first_runs(self, limit: int, *, order_by: str = "id", descending: bool = False) -> tuple[list[RunRow], int]:
         """The first `limit` runs in the order of one of their columns (ties by id), and how many runs there
@@ -814,12 +820,27 @@ class Store:
     def epochs(self, run_id: int) -> list[dict[str, Any]]:
         return self._query("select * from epochs where run_id = ? order by epoch", [run_id])
 
-    def epochs_by_run(self) -> dict[int, list[dict[str, Any]]]:
-        """Every run's epochs, in epoch order, by run id: one read for a whole report."""
+    def epochs_by_run(self, columns: Iterable[str] | None = None) -> dict[int, list[dict[str, Any]]]:
+        """Every run's epochs, in epoch order, by run id: one read for a whole report. `columns`: only these
+        (and the run id), as `runs` reads them."""
         found: dict[int, list[dict[str, Any]]] = {}
-        for row in self._query("select * from epochs order by run_id, epoch"):
+        named = self._named("epochs", EPOCH_COLUMNS, columns, "run_id")
+        for row in self._query(f"select {named} from epochs order by run_id, epoch"):
             found.setdefault(int(row["run_id"]), []).append(row)
         return found
+
+    def _named(self, table: str, known: dict[str, type], columns: Iterable[str] | None, key: str) -> str:
+        """The select list of `columns` of `table` (`*` for all): its key first, then each named column the
+        file has (a store of an older schema, read without migrating, lacks the newer ones: they keep their
+        defaults, as under `select *`). A name the schema does not know is a ValueError."""
+        if columns is None:
+            return "*"
+        wanted = list(dict.fromkeys((key, *columns)))
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            raise ValueError(f"no {table} column {', '.join(map(repr, unknown))}")
+        present = {row["name"] for row in self._query(f"select name from pragma_table_info('{table}')")}
+        return ", ".join(f'"{name}"' for name in wanted if name in present)
 
     def last_epoch_accuracies(self) -> dict[int, float]:
         """Each run's validation accuracy at its last stored epoch (a stopped run's partial result)."""
