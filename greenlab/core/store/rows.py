@@ -165,10 +165,13 @@ class RunRow(Mapping[str, Any]):
         return dict(self.__dict__)
 
     # -- the read-only mapping of column names --------------------------------------------------------------
+    # Straight from the fields' dict (Mapping's own get goes through __getitem__ and getattr): a report
+    # reads some 300,000 values by name.
     def __getitem__(self, key: str) -> Any:
-        if key not in _NAMES:
-            raise KeyError(key)
-        return getattr(self, key)
+        return self.__dict__[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.__dict__.get(key, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(_ORDER)
