@@ -543,8 +543,26 @@ def render_csv(rows: Sequence[Row], comparisons: list[Comparison], metrics: Iter
         if m in compare.DIFFERENCE_METRICS:
             header += [f"{m}_difference_pp", f"{m}_difference_pp_ci_low", f"{m}_difference_pp_ci_high"]
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
-    writer.writeheader()
+    # A plain writer of each line's values in the header's order: a DictWriter checks every line's keys.
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    # A comparison's columns, made once: each of its runs (25 a side in a study) repeats them.
+    columns_of: dict[int, dict[str, Any]] = {}
+
+    def comparison_columns(c: Comparison, m: str) -> dict[str, Any]:
+        found = columns_of.get(id(c))
+        if found is None:
+            data = c.to_dict()
+            data["post_hoc"] = "; ".join(
+                f"{name}={used:g} (declared {declared:g})" for name, (used, declared) in c.post_hoc.items()
+            )
+            found = {f"{m}_{k}": _csv_value(data[k]) for k in per_metric}
+            if m in compare.DIFFERENCE_METRICS:
+                for k in ("difference_pp", "difference_pp_ci_low", "difference_pp_ci_high"):
+                    found[f"{m}_{k}"] = _csv_value(data[k])
+            columns_of[id(c)] = found
+        return found
+
     for row in report_runs(rows, comparisons):
         line: dict[str, Any] = {k: _csv_value(row.get(k)) for k in RUN_CSV_COLUMNS}
         line["conditions"] = compare.conditions_of(row)
@@ -552,18 +570,9 @@ def render_csv(rows: Sequence[Row], comparisons: list[Comparison], metrics: Iter
         line["role"] = "baseline" if row.get("technique") == "baseline" else "technique"
         for m in metrics:
             c = by_run.get((int(row.get("id") or 0), m))
-            if c is None:
-                continue
-            data = c.to_dict()
-            data["post_hoc"] = "; ".join(
-                f"{name}={used:g} (declared {declared:g})" for name, (used, declared) in c.post_hoc.items()
-            )
-            for k in per_metric:
-                line[f"{m}_{k}"] = _csv_value(data[k])
-            if m in compare.DIFFERENCE_METRICS:
-                for k in ("difference_pp", "difference_pp_ci_low", "difference_pp_ci_high"):
-                    line[f"{m}_{k}"] = _csv_value(data[k])
-        writer.writerow(line)
+            if c is not None:
+                line.update(comparison_columns(c, m))
+        writer.writerow([line.get(k, "") for k in header])
     return out.getvalue()
 
 
