@@ -150,8 +150,12 @@ def run_report(argv: list[str], out: TextIO | None = None, err: TextIO | None = 
             f"{', '.join(experiments) or 'none'}"
         )
     rows = energy_to_target.with_energy_to_target(rows, lambda run_id: epochs.get(run_id, []))
-    # Every comparison is judged on the whole store, under its plan; a filter only picks what is shown.
-    comparisons = compare.judge(rows, plans, post_hoc=post_hoc)
+    # Every comparison is judged on the whole store, under its plan; a filter only picks what is shown. Only
+    # the metrics the format shows are judged: a table's headline is its plans' primary (an implied plan's the
+    # default) unless --metric names it, and the plot's is the table's.
+    headlines = (headline,) if args.metric else {compare.HEADLINE, *(p.analysis.primary for p in plans.values())}
+    judged = render.metrics_shown(fmt, headlines, every=not args.metric)
+    comparisons = compare.judge(rows, plans, metrics=judged, post_hoc=post_hoc)
     if args.experiment is not None:
         comparisons = compare.of_experiment(comparisons, args.experiment)
     if not comparisons:

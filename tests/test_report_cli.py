@@ -13,7 +13,8 @@ import pytest
 from scipy import stats as sps
 
 from greenlab import cli
-from greenlab.core.report import render, stats
+from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan
+from greenlab.core.report import compare, render, stats
 from greenlab.core.store.database import Store
 from tests.conftest import run_cli
 
@@ -248,10 +249,11 @@ def test_codecarbon_layout(study, capsys):
     assert "estimated energy" in err  # the layout cannot mark estimates, so the command says so
 
 
-def test_a_report_reads_the_columns_it_names_and_says_what_it_says_reading_them_all(study, capsys, monkeypatch):
+def test_a_report_reads_and_judges_what_it_shows_and_says_what_it_says_doing_it_all(study, capsys, monkeypatch):
     """Each format reads of `runs` what judging reads and what the format adds (compare.COLUMNS,
-    render.COLUMNS), and of `epochs` what energy to target reads: every format says, to the byte, what it
-    says when every column is read, flags, arithmetic and host facts included."""
+    render.COLUMNS), of `epochs` what energy to target reads, and judges the metrics it shows
+    (render.metrics_shown): every format says, to the byte, what it says when every column is read and every
+    metric judged — flags, arithmetic, host facts and plans of two primaries included."""
     store = Store(study)
     edits = {
         2: {"flags": ["host_busy", "input_bound"], "fp32_precision": "tf32", "data_wait_s": 1.5},
@@ -261,9 +263,13 @@ def test_a_report_reads_the_columns_it_names_and_says_what_it_says_reading_them_
     }
     for run_id, values in edits.items():
         store.update_run(run_id, **values)
+    store.declare_plan(Plan(AnalysisSettings(primary="val_f1"), (Cell("c", "stego", "vgg16", "timed"),), "t.toml"))
+    for repeat in range(3):
+        _add(store, "timed", "vgg16", "baseline", repeat, 50.0 + repeat, 0.9)
+        _add(store, "timed", "vgg16", "stego", repeat, 40.0 + repeat, 0.9)
     store.close()
     read: list[tuple[str, ...] | None] = []
-    runs, epochs = Store.runs, Store.epochs_by_run
+    runs, epochs, judge = Store.runs, Store.epochs_by_run, compare.judge
 
     def named(self, columns=None):
         read.append(columns)
@@ -275,8 +281,12 @@ def test_a_report_reads_the_columns_it_names_and_says_what_it_says_reading_them_
     assert all(columns is not None and "host" not in columns for columns in read[:2])  # text, text --metric
     monkeypatch.setattr(Store, "runs", lambda self, columns=None: runs(self))
     monkeypatch.setattr(Store, "epochs_by_run", lambda self, columns=None: epochs(self))
+    monkeypatch.setattr(
+        compare, "judge", lambda rows, plans, metrics=None, post_hoc=None: judge(rows, plans, post_hoc=post_hoc)
+    )
     for case in cases:
         assert report("--db", str(study), "--format", *case, capsys=capsys) == said[case], case
+    assert "primary metric is validation F1" in said[("text",)][1]
 
 
 @pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG"), ("svg", b"<?xml")])

@@ -133,6 +133,23 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# What a table shows beside its headline metric: time and accuracy in each cell, accuracy and energy to target
+# in the sentences under it.
+BESIDE_THE_HEADLINE = ("duration_s", "val_accuracy", "energy_to_target_j")
+
+
+def metrics_shown(fmt: str, headlines: Iterable[str], every: bool) -> tuple[str, ...]:
+    """The metrics a report in `fmt` shows, in compare.METRICS's order, so that no other is judged (each
+    metric's verdicts are the same judged alone): its headlines (the plans' primaries, or the one asked for),
+    what a table shows beside them, and in json and csv `every` metric unless one was asked for; CodeCarbon's
+    runs are those of any comparison."""
+    shown = set(headlines)
+    if fmt in ("text", "markdown", "latex"):
+        shown.update(BESIDE_THE_HEADLINE)
+    elif fmt in ("json", "csv") and every:
+        shown.update(compare.METRICS)
+    return tuple(m for m in compare.METRICS if m in shown)
+
 
 # -- the study's table --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
