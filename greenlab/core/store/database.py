@@ -34,9 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from greenlab import __version__
 from greenlab.core.plan.analysis import Plan
@@ -66,6 +64,9 @@ from greenlab.core.store.schema import (
     identify,
     supersede_all,
 )
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 DEFAULT_DB = Path("data") / "runs.db"
 BUSY_BUDGET_S = 600.0  # how long a write waits for another process's lock, unless GREENLAB_STORE_BUSY_S says
@@ -217,7 +218,10 @@ class Store:
         # by a benchmark or a fixture: a power cut may lose its last writes (a crash of the process does not).
         self.durable = durable
         self.path = resolve_path(path) if read_only else check_location(path)
+        # A writer's connection through sqlite-utils; a reader's is SQLite's own (`_conn`, a writer's too): a
+        # report does not wait the tenth of a second sqlite-utils takes to import.
         self._db: sqlite_utils.Database | None = None
+        self._conn: sqlite3.Connection | None = None
         self._plan: Plan | None = None  # declared by the grid; recorded with its first run
         self._plan_id: int | None = None
         self.on_busy = on_busy  # told once per wait for another process's lock
@@ -230,7 +234,10 @@ class Store:
         self._rows: dict[int, dict[str, Any]] = {}  # the rows started here: what a kept record must match
         self.abandon: threading.Event | None = None  # set: a wait for another process's lock gives up now
         if self.path.exists() or same_file is not None:  # opened (and migrated) now: its errors surface here
-            self._open()
+            if read_only:
+                self._open_read_only()
+            else:
+                self._open()
 
     @classmethod
     def reader(
@@ -250,12 +257,12 @@ class Store:
             )
         if check:
             try:
-                store.while_busy(lambda: store._quick_check(store.db))
+                store.while_busy(lambda: store._quick_check(store.conn))
             except StoreBusy as exc:
                 raise store._busy_error(exc) from None
         return store
 
-    def _open_read_only(self) -> sqlite_utils.Database:
+    def _open_read_only(self) -> sqlite3.Connection:
         try:
             self.while_busy(lambda: identify(self.path))
         except StoreBusy as exc:
@@ -273,12 +280,15 @@ class Store:
             conn.execute("PRAGMA busy_timeout = 5000")
         except sqlite3.DatabaseError as exc:
             raise self._unreadable(exc) from None
-        self._db = sqlite_utils.Database(conn)
-        return self._db
+        self._conn = conn
+        return conn
 
     def _open(self) -> sqlite_utils.Database:
+        import sqlite_utils
+
         if self.read_only:
-            return self._open_read_only()
+            self._db = sqlite_utils.Database(self.conn)  # only where asked for: a reader reads through `conn`
+            return self._db
         db: sqlite_utils.Database | None = None
         try:
             if self.file is not None:
@@ -289,12 +299,12 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)  # only the default's: check_location refused others
             existed = self.path.exists() and self.path.stat().st_size > 0
             db = sqlite_utils.Database(self.path)
-            self._db = db
+            self._db, self._conn = db, db.conn
             # SQLite's own wait, short: every write waits on in while_busy, which says so first (a long
             # silent wait here would hold a grid without a word).
             db.execute(f"PRAGMA busy_timeout = {_QUIET_WAIT_MS}")
             if existed:  # a damaged store is refused before anything is written to it
-                self.while_busy(lambda: self._quick_check(db))
+                self.while_busy(lambda: self._quick_check(db.conn))
             if not self.durable:
                 db.execute("PRAGMA synchronous = OFF")
             self.while_busy(db.enable_wal)
@@ -306,7 +316,7 @@ class Store:
         except BaseException as exc:
             # Never keep a connection that failed half-way (a newer schema, a locked file): the next use
             # would skip the checks above.
-            self._db = None
+            self._db, self._conn = None, None
             if db is not None:
                 db.close()
             if isinstance(exc, StoreBusy):
@@ -336,11 +346,11 @@ class Store:
             refused=True,
         )
 
-    def _quick_check(self, db: sqlite_utils.Database) -> None:
+    def _quick_check(self, conn: sqlite3.Connection) -> None:
         """StoreDamaged, refused (exit 2, naming the damage and the fix), when SQLite's quick_check finds
         the file damaged; a grid then writes nothing to it. A lock is SQLite's error, for while_busy."""
         try:
-            found = [str(row[0]) for row in db.execute("PRAGMA quick_check(20)").fetchall()]
+            found = [str(row[0]) for row in conn.execute("PRAGMA quick_check(20)").fetchall()]
         except sqlite3.DatabaseError as exc:
             if is_busy(exc):
                 raise
@@ -352,10 +362,10 @@ class Store:
         """The quick check of an open store (at the end of a grid: a page damaged while it ran): StoreDamaged,
         refused, when damaged; StoreBusy, not refused, when another process holds the file now (not waited
         for). A store never created stays uncreated."""
-        if self._db is None and not self.path.exists():
+        if self._conn is None and not self.path.exists():
             return
         try:
-            self._quick_check(self.db)
+            self._quick_check(self.conn)
         except sqlite3.Error as exc:
             raise translated(exc) from exc
 
@@ -365,7 +375,7 @@ class Store:
 
         def check() -> list[str]:
             try:
-                return [str(row[0]) for row in self.db.execute("PRAGMA integrity_check(100)").fetchall()]
+                return [str(row[0]) for row in self.conn.execute("PRAGMA integrity_check(100)").fetchall()]
             except sqlite3.DatabaseError as exc:
                 if is_busy(exc):
                     raise
@@ -460,16 +470,29 @@ class Store:
 
     @property
     def db(self) -> sqlite_utils.Database:
-        """The connection; the first use creates the file."""
+        """The connection, through sqlite-utils (what writes use); the first use creates the file."""
         return self._db if self._db is not None else self._open()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """SQLite's connection (what reads use); the first use of a writer's creates the file."""
+        if self._conn is not None:
+            return self._conn
+        return self._open_read_only() if self.read_only else self._open().conn
 
     def _query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         """Rows of a read; none while the file does not exist (reading a store never creates it), unless
         records wait to go into it (the grid that kept them never got to write the file)."""
-        if self._db is None and not self.path.exists() and (self.read_only or not journal.pending(self.path)):
+        if self._conn is None and not self.path.exists() and (self.read_only or not journal.pending(self.path)):
             return []
+
+        def rows() -> list[dict[str, Any]]:
+            cursor = self.conn.execute(sql, params or [])
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row)) for row in cursor]
+
         try:
-            return self.while_busy(lambda: list(self.db.query(sql, params or [])))
+            return self.while_busy(rows)
         except StoreBusy as exc:
             if not self.read_only:
                 raise
@@ -495,10 +518,10 @@ class Store:
         return self._pragma("application_id")
 
     def _pragma(self, name: str) -> int:
-        if self._db is not None and self._db.conn.in_transaction:  # a migration's own transaction
-            return int(self._db.execute(f"PRAGMA {name}").fetchone()[0])
+        if self._conn is not None and self._conn.in_transaction:  # a migration's own transaction
+            return int(self._conn.execute(f"PRAGMA {name}").fetchone()[0])
         try:
-            return int(self.while_busy(lambda: self.db.execute(f"PRAGMA {name}").fetchone()[0]))
+            return int(self.while_busy(lambda: self.conn.execute(f"PRAGMA {name}").fetchone()[0]))
         except StoreBusy as exc:
             if not self.read_only:
                 raise
@@ -538,9 +561,9 @@ class Store:
                 )
 
     def close(self) -> None:
-        if self._db is not None:
+        if self._conn is not None:
             try:
-                self._db.close()
+                self._conn.close()  # a writer's sqlite-utils Database closes no more than this
             except sqlite3.Error as exc:
                 raise translated(exc) from exc
 
@@ -855,7 +878,7 @@ class Store:
 
     def plans(self) -> dict[int, Plan]:
         """Every stored analysis plan, by id."""
-        if self._db is None and not self.path.exists():
+        if self._conn is None and not self.path.exists():
             return {}
         if not self._query("select name from sqlite_master where type = 'table' and name = 'plans'"):
             return {}
