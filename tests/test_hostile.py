@@ -14,6 +14,8 @@ import stat
 import subprocess
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from greenlab import cli
 from greenlab.core.errors import GreenLabError
@@ -321,6 +323,17 @@ def test_stored_control_characters_are_escaped_wherever_printed(tmp_path, capsys
         assert "\\x1b" in out or fmt in ("json", "codecarbon"), (fmt, out)
     code, _, err = _report(capsys, "--db", str(path), "--experiment", "grid\x1b[0m")
     assert code == 2 and "\x1b" not in err and "grid\\x1b[0m" in err
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0xB0), max_size=40), st.sampled_from(["\n", "", "\n\t", "]^\\"]))
+def test_every_control_character_but_those_kept_is_written_out_and_nothing_else_changes(text, keep):
+    from greenlab.core.text import escape_controls
+
+    def shown(char: str) -> str:
+        control = ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0
+        return f"\\x{ord(char):02x}" if control and char not in keep else char
+
+    assert escape_controls(text, keep) == "".join(map(shown, text))
 
 
 # -- 5. a pending record whose row is gone ----------------------------------------------------------------------

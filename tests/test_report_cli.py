@@ -13,7 +13,8 @@ import pytest
 from scipy import stats as sps
 
 from greenlab import cli
-from greenlab.core.report import render, stats
+from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan
+from greenlab.core.report import compare, render, stats
 from greenlab.core.store.database import Store
 from tests.conftest import run_cli
 
@@ -246,6 +247,46 @@ def test_codecarbon_layout(study, capsys):
     assert float(first["emissions"]) == pytest.approx(0.05e-3) and first["timestamp"] == "2026-01-02T03:04:05"
     assert first["cpu_model"] == "Test CPU"
     assert "estimated energy" in err  # the layout cannot mark estimates, so the command says so
+
+
+def test_a_report_reads_and_judges_what_it_shows_and_says_what_it_says_doing_it_all(study, capsys, monkeypatch):
+    """Each format reads of `runs` what judging reads and what the format adds (compare.COLUMNS,
+    render.COLUMNS), of `epochs` what energy to target reads, and judges the metrics it shows
+    (render.metrics_shown): every format says, to the byte, what it says when every column is read and every
+    metric judged — flags, arithmetic, host facts and plans of two primaries included."""
+    store = Store(study)
+    edits = {
+        2: {"flags": ["host_busy", "input_bound"], "fp32_precision": "tf32", "data_wait_s": 1.5},
+        7: {"flags": ["diverged", "net_below_idle"], "compute_dtype": "bfloat16", "bf16_native": 0},
+        4: {"flags": ["paused", "gpu_shared"], "energy_gpu_j": 30.0, "energy_gpu_method": "nvml"},
+        1: {"host": {"platform": "Linux", "cpu_count": 8}, "meters": {"components": {"gpu0": {"name": "H100"}}}},
+    }
+    for run_id, values in edits.items():
+        store.update_run(run_id, **values)
+    store.declare_plan(Plan(AnalysisSettings(primary="val_f1"), (Cell("c", "stego", "vgg16", "timed"),), "t.toml"))
+    for repeat in range(3):
+        _add(store, "timed", "vgg16", "baseline", repeat, 50.0 + repeat, 0.9)
+        _add(store, "timed", "vgg16", "stego", repeat, 40.0 + repeat, 0.9)
+    store.close()
+    read: list[tuple[str, ...] | None] = []
+    runs, epochs, judge = Store.runs, Store.epochs_by_run, compare.judge
+
+    def named(self, columns=None):
+        read.append(columns)
+        return runs(self, columns)
+
+    cases = [(fmt, *extra) for fmt in render.FORMATS for extra in ((), ("--metric", "val_accuracy"))]
+    monkeypatch.setattr(Store, "runs", named)
+    said = {case: report("--db", str(study), "--format", *case, capsys=capsys) for case in cases}
+    assert all(columns is not None and "host" not in columns for columns in read[:2])  # text, text --metric
+    monkeypatch.setattr(Store, "runs", lambda self, columns=None: runs(self))
+    monkeypatch.setattr(Store, "epochs_by_run", lambda self, columns=None: epochs(self))
+    monkeypatch.setattr(
+        compare, "judge", lambda rows, plans, metrics=None, post_hoc=None: judge(rows, plans, post_hoc=post_hoc)
+    )
+    for case in cases:
+        assert report("--db", str(study), "--format", *case, capsys=capsys) == said[case], case
+    assert "primary metric is validation F1" in said[("text",)][1]
 
 
 @pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG"), ("svg", b"<?xml")])

@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from greenlab.core.plan import metrics
@@ -43,6 +44,28 @@ FLAG_DIVERGED = "diverged"
 FLAG_PAUSED = "paused"
 MEASURED, ESTIMATED, MIXED = "measured", "estimated", "mixed"
 Values = list[tuple[int, "float | None"]]  # (run id, value) in execution order
+# The columns of `runs` that judging reads (with energy to target and the groups' names): what a face that
+# only judges reads of the store (Store.runs(columns=...)); a format adds its own (render.COLUMNS).
+COLUMNS: tuple[str, ...] = (
+    "id",
+    "experiment",
+    "model",
+    "dataset",
+    "technique",
+    "settings",
+    "settings_key",
+    "status",
+    "conditions_key",
+    "plan_id",
+    "flags",
+    "energy_measured_j",
+    "energy_estimated_j",
+    "fp32_precision",
+    "bf16_native",
+    "compute_dtype",
+    "target_accuracy",
+    *METRICS,
+)
 
 
 def conditions_of(row: Row) -> str:
@@ -426,6 +449,8 @@ class Comparison:
 
 def _plain(value: Any) -> Any:
     """JSON-safe: numpy numbers become Python numbers, a non-finite number becomes null, recursively."""
+    if value is None or type(value) in _KEPT:  # most values, told apart in one test
+        return value
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -435,6 +460,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     return value
+
+
+_KEPT = (str, int, bool)  # what `_plain` returns as it is (of exactly these types: no numpy number, no float)
 
 
 def _pp(value: float | None) -> float | None:
@@ -466,42 +494,83 @@ def usable(rows: list[Row], metric: str, side: str) -> tuple[Values, list[Exclud
     on a ratio scale a value of 0 or below has no log, and no scale takes a value that is not finite; such
     a run is named, never turned into a saving. None (no value: a run that never reached its target)
     stays None, counted as missing."""
-    kept: Values = []
-    left_out: list[Excluded] = []
-    ratio = metric not in DIFFERENCE_METRICS
+    return _usable(rows, (metric,), side)[metric]
+
+
+def _usable(rows: list[Row], wanted: Iterable[str], side: str) -> dict[str, tuple[Values, list[Excluded]]]:
+    """`usable` of every metric in `wanted`, the runs ordered and their flags read once for them all."""
+    found: dict[str, tuple[Values, list[Excluded]]] = {metric: ([], []) for metric in wanted}
     for row in sorted(rows, key=lambda r: r.get("id") or 0):
-        value, run_id = row.get(metric), int(row.get("id") or 0)
-        if metric == "energy_to_target_j" and diverged(row):
-            # It never reached the target because it diverged, not because of its technique: counting it as
-            # missing would withhold the verdict of the runs that trained.
-            left_out.append(Excluded(run_id, side, math.nan, "diverged"))
-            continue
-        if ratio and paused(row):  # its energy and time include a pause: not its technique's
-            left_out.append(Excluded(run_id, side, math.nan, "paused"))
-            continue
-        if value is None:
-            kept.append((run_id, None))
-            continue
-        found = number(value)
-        if found is None:
-            left_out.append(Excluded(run_id, side, math.nan, "not a number"))
-            continue
-        reason = left_out_because(metric, found)
-        if reason is None:
-            kept.append((run_id, found))
-            continue
-        if ratio and reason in ("zero", "negative") and FLAG_NET_BELOW_IDLE in column(row, "flags"):
-            reason = "net below idle"
-        left_out.append(Excluded(run_id, side, found, reason))
-    return kept, left_out
+        run_id, flags = int(row.get("id") or 0), column(row, "flags")
+        for metric, (kept, left_out) in found.items():
+            value, ratio = row.get(metric), metric not in DIFFERENCE_METRICS
+            if metric == "energy_to_target_j" and FLAG_DIVERGED in flags:
+                # It never reached the target because it diverged, not because of its technique: counting it
+                # as missing would withhold the verdict of the runs that trained.
+                left_out.append(Excluded(run_id, side, math.nan, "diverged"))
+                continue
+            if ratio and FLAG_PAUSED in flags:  # its energy and time include a pause: not its technique's
+                left_out.append(Excluded(run_id, side, math.nan, "paused"))
+                continue
+            if value is None:
+                kept.append((run_id, None))
+                continue
+            number_found = number(value)
+            if number_found is None:
+                left_out.append(Excluded(run_id, side, math.nan, "not a number"))
+                continue
+            reason = left_out_because(metric, number_found)
+            if reason is None:
+                kept.append((run_id, number_found))
+                continue
+            if ratio and reason in ("zero", "negative") and FLAG_NET_BELOW_IDLE in flags:
+                reason = "net below idle"
+            left_out.append(Excluded(run_id, side, number_found, reason))
+    return found
 
 
 @dataclass
 class _Cell:
+    """A technique's runs under one set of conditions, their baselines, and what every metric's comparison
+    of them says alike (read once, not once per metric)."""
+
     key: tuple[str, str]
     members: list[Row]
     reference: list[Row]
     plan: Plan | None = None
+
+    @cached_property
+    def runs(self) -> list[Row]:
+        return self.members + self.reference
+
+    @cached_property
+    def caveat(self) -> str:
+        return _flagged_caveat(self.runs)
+
+    @cached_property
+    def arithmetic(self) -> list[str]:
+        return _arithmetic_caveats(self.runs)
+
+    @cached_property
+    def went_wrong(self) -> list[int]:
+        """The ids of its runs (both sides) that diverged."""
+        return [int(r.get("id") or 0) for r in self.runs if diverged(r)]
+
+    @cached_property
+    def energy_method(self) -> str | None:
+        return energy_method(self.runs)
+
+    @cached_property
+    def experiments(self) -> tuple[str, ...]:
+        return tuple(sorted({str(r.get("experiment") or "") for r in self.members}))
+
+    @cached_property
+    def run_ids(self) -> tuple[int, ...]:
+        return tuple(r["id"] for r in self.members if r.get("id") is not None)
+
+    @cached_property
+    def baseline_run_ids(self) -> tuple[int, ...]:
+        return tuple(r["id"] for r in self.reference if r.get("id") is not None)
 
 
 @dataclass(frozen=True)
@@ -574,11 +643,12 @@ def judge(
     rows = list(rows)
     baselines: dict[str, list[Row]] = {}
     grouped: dict[tuple[str, str], list[Row]] = {}
-    for row in latest_runs(rows):
+    latest = [(conditions_of(row), row) for row in latest_runs(rows)]
+    for conditions, row in latest:
         if row.get("technique") == "baseline":
-            baselines.setdefault(conditions_of(row), []).append(row)
+            baselines.setdefault(conditions, []).append(row)
         else:
-            grouped.setdefault((conditions_of(row), technique_of(row)), []).append(row)
+            grouped.setdefault((conditions, technique_of(row)), []).append(row)
     cells = {key: _Cell(key, members, baselines.get(key[0], [])) for key, members in grouped.items()}
     _governing_plans(cells.values(), plans)
     families: dict[tuple[str, Any], tuple[Plan, list[tuple[str, str]]]] = {}
@@ -591,7 +661,18 @@ def judge(
         if cell.key not in family:
             family.append(cell.key)  # a governed cell its plan did not list (a changed setting): counted too
     settings = {key: post_hoc.apply(plan.analysis) for key, (plan, _) in families.items()}
+    wanted = tuple(metrics)
     cache: dict[tuple[tuple[str, str], str], _Judged] = {}
+    sides: dict[tuple[str, ...], dict[str, tuple[Values, list[Excluded]]]] = {}
+
+    def usable_of(cell: _Cell, side: str) -> dict[str, tuple[Values, list[Excluded]]]:
+        """`usable` of each metric of a cell's side: its own runs, or its baselines, which every technique of
+        its conditions shares (read once for them all)."""
+        key = (side, *cell.key) if side == "technique" else (side, cell.key[0])
+        found = sides.get(key)
+        if found is None:
+            found = sides[key] = _usable(cell.members if side == "technique" else cell.reference, wanted, side)
+        return found
 
     def judged(cell: _Cell, metric: str) -> _Judged:
         """A cell's statistics under its own governing plan (its p-value is the same under any plan)."""
@@ -599,8 +680,8 @@ def judge(
         if found is None:
             assert cell.plan is not None
             used = settings[_plan_key(cell.plan)][0]
-            technique, out_technique = usable(cell.members, metric, "technique")
-            baseline, out_baseline = usable(cell.reference, metric, "baseline")
+            technique, out_technique = usable_of(cell, "technique")[metric]
+            baseline, out_baseline = usable_of(cell, "baseline")[metric]
             ratio = metric not in DIFFERENCE_METRICS
             result = stats.compare(
                 [v for _, v in technique],
@@ -612,7 +693,8 @@ def judge(
             found = cache[(cell.key, metric)] = _Judged(result, out_technique + out_baseline, technique, baseline)
         return found
 
-    wanted = tuple(metrics)
+    # Named across the whole store's groups, so a label never depends on what a face shows.
+    labels = groups.group_labels((conditions, str(row.get("model") or ""), row) for conditions, row in latest)
     comparisons: list[Comparison] = []
     baseline_checks: dict[tuple[str, str], list[diagnostics.Diagnostic]] = {}
     for plan_key, (plan, family) in families.items():
@@ -626,9 +708,19 @@ def judge(
             for key, step in zip(family, stats.holm(p_values, len(family), used.alpha)):
                 governed = cells.get(key)
                 if governed is not None and governed.plan is not None and _plan_key(governed.plan) == plan_key:
+                    model: str = governed.members[0]["model"]
+                    named = labels.get(key[0], model)
                     comparisons.append(
                         _comparison(
-                            governed, metric, plan, used, changed, step, judged(governed, metric), baseline_checks
+                            governed,
+                            metric,
+                            plan,
+                            used,
+                            changed,
+                            step,
+                            judged(governed, metric),
+                            baseline_checks,
+                            named,
                         )
                     )
     order = {m: i for i, m in enumerate(wanted)}
@@ -639,9 +731,7 @@ def judge(
     comparisons.sort(
         key=lambda c: (c.model, c.dataset, c.conditions, first_run[c.technique], c.technique, order[c.metric])
     )
-    # Named across the whole store's groups, so a label never depends on what a face shows.
-    labels = groups.group_labels((conditions_of(r), str(r.get("model") or ""), r) for r in latest_runs(rows))
-    return [replace(c, group=labels.get(c.conditions, c.model)) for c in comparisons]
+    return comparisons
 
 
 def _comparison(
@@ -653,6 +743,7 @@ def _comparison(
     step: stats.HolmStep,
     judged: _Judged,
     baseline_checks: dict[tuple[str, str], list[diagnostics.Diagnostic]],
+    group: str,
 ) -> Comparison:
     from greenlab.core.report import words
 
@@ -688,7 +779,7 @@ def _comparison(
             equivalent=None,
             effect_size=None,
         )
-        target = _target_of(cell.members + cell.reference)
+        target = _target_of(cell.runs)
         notes.append(words.unreached_note(s, technique))
     ratio = metric not in DIFFERENCE_METRICS
     unit = "pp" if not ratio else ("s" if metric == "duration_s" else "J")
@@ -710,15 +801,12 @@ def _comparison(
         ids = [int(e.run_id or 0) for e in judged.excluded if e.reason == "paused" and e.side == side]
         if ids:
             checks.append(diagnostics.paused_runs(side, ids))
-    caveat = _flagged_caveat(cell.members + cell.reference) if ratio else ""
+    caveat = cell.caveat if ratio else ""
     if caveat:
         notes.append(caveat)
-    notes.extend(_arithmetic_caveats(cell.members + cell.reference))
-    went_wrong = [r for r in cell.members + cell.reference if diverged(r)]
-    if went_wrong:
-        notes.append(
-            words.diverged_note([int(r.get("id") or 0) for r in went_wrong], len(cell.members + cell.reference))
-        )
+    notes.extend(cell.arithmetic)
+    if cell.went_wrong:
+        notes.append(words.diverged_note(cell.went_wrong, len(cell.runs)))
     if judged.excluded:
         notes.append(words.excluded_note(judged.excluded, metric))
     first = cell.members[0]
@@ -728,7 +816,7 @@ def _comparison(
         technique=technique,
         metric=metric,
         conditions=cell.key[0],
-        experiments=tuple(sorted({str(r.get("experiment") or "") for r in cell.members})),
+        experiments=cell.experiments,
         stats=s,
         plan=plan,
         analysis=used,
@@ -736,14 +824,15 @@ def _comparison(
         decision=decision,
         verdict=verdict,
         post_hoc=changed,
-        run_ids=tuple(r["id"] for r in cell.members if r.get("id") is not None),
-        baseline_run_ids=tuple(r["id"] for r in cell.reference if r.get("id") is not None),
+        run_ids=cell.run_ids,
+        baseline_run_ids=cell.baseline_run_ids,
         excluded=tuple(judged.excluded),
         diagnostics=tuple(checks),
-        energy_method=energy_method(cell.members + cell.reference) if metric in metrics.ENERGY_METRICS else None,
+        energy_method=cell.energy_method if metric in metrics.ENERGY_METRICS else None,
         repeats_to_decide=stats.repeats_for(s, step) if verdict == stats.INCONCLUSIVE else None,
         target=target,
         notes=tuple(notes),
+        group=group,
     )
     return replace(comparison, sentence=words.sentence(comparison))
 

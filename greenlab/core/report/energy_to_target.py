@@ -18,7 +18,10 @@ from statistics import mean
 from typing import Any
 
 from greenlab.core.report.compare import TARGET_DROP_PP, analysable, conditions_of, diverged, latest_runs, number
-from greenlab.core.store.rows import Row
+from greenlab.core.store.rows import Row, RunRow
+
+# The columns of `epochs` read here (Store.epochs_by_run(columns=...)).
+EPOCH_COLUMNS = ("run_id", "epoch", "energy_j", "train_energy_j", "eval_energy_j", "val_accuracy")
 
 
 def _number(value: Any) -> float | None:
@@ -86,9 +89,14 @@ def with_energy_to_target(rows: Sequence[Row], epochs_of: Callable[[int], list[d
     """Rows with both columns computed afresh from these rows' baselines, so every run of a cell is judged
     against the same target, whatever the store holds from an earlier grid."""
     computed = compute(rows, epochs_of)
-    return [
-        {**row, "target_accuracy": computed[row["id"]][0], "energy_to_target_j": computed[row["id"]][1]}
-        if row.get("id") in computed
-        else row
-        for row in rows
-    ]
+    filled: list[Row] = []
+    for row in rows:
+        found = computed.get(row.get("id"))  # type: ignore[arg-type]  # None (no id) is not among them
+        if found is None:
+            filled.append(row)
+            continue
+        # A RunRow's fields copied in one step: `{**row}` reads a mapping's 73 columns one by one.
+        copy = row.as_dict() if isinstance(row, RunRow) else dict(row)
+        copy["target_accuracy"], copy["energy_to_target_j"] = found
+        filled.append(copy)
+    return filled

@@ -112,6 +112,44 @@ RUN_CSV_COLUMNS = (
     "data_wait_s",
 )
 
+# The columns of `runs` a format reads beyond what judging reads (compare.COLUMNS); the table's formats
+# read none.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "csv": tuple(name for name in RUN_CSV_COLUMNS if name not in ("conditions", "group", "role")),
+    "codecarbon": (
+        "started_at",
+        "finished_at",
+        "energy_kwh",
+        "energy_cpu_j",
+        "energy_cpu_method",
+        "energy_gpu_j",
+        "energy_gpu_method",
+        "energy_dram_j",
+        "energy_dram_method",
+        "co2e_g",
+        "pue",
+        "host",
+        "meters",
+    ),
+}
+
+# What a table shows beside its headline metric: time and accuracy in each cell, accuracy and energy to target
+# in the sentences under it.
+BESIDE_THE_HEADLINE = ("duration_s", "val_accuracy", "energy_to_target_j")
+
+
+def metrics_shown(fmt: str, headlines: Iterable[str], every: bool) -> tuple[str, ...]:
+    """The metrics a report in `fmt` shows, in compare.METRICS's order, so that no other is judged (each
+    metric's verdicts are the same judged alone): its headlines (the plans' primaries, or the one asked for),
+    what a table shows beside them, and in json and csv `every` metric unless one was asked for; CodeCarbon's
+    runs are those of any comparison."""
+    shown = set(headlines)
+    if fmt in ("text", "markdown", "latex"):
+        shown.update(BESIDE_THE_HEADLINE)
+    elif fmt in ("json", "csv") and every:
+        shown.update(compare.METRICS)
+    return tuple(m for m in compare.METRICS if m in shown)
+
 
 # -- the study's table --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -522,8 +560,26 @@ def render_csv(rows: Sequence[Row], comparisons: list[Comparison], metrics: Iter
         if m in compare.DIFFERENCE_METRICS:
             header += [f"{m}_difference_pp", f"{m}_difference_pp_ci_low", f"{m}_difference_pp_ci_high"]
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
-    writer.writeheader()
+    # A plain writer of each line's values in the header's order: a DictWriter checks every line's keys.
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    # A comparison's columns, made once: each of its runs (25 a side in a study) repeats them.
+    columns_of: dict[int, dict[str, Any]] = {}
+
+    def comparison_columns(c: Comparison, m: str) -> dict[str, Any]:
+        found = columns_of.get(id(c))
+        if found is None:
+            data = c.to_dict()
+            data["post_hoc"] = "; ".join(
+                f"{name}={used:g} (declared {declared:g})" for name, (used, declared) in c.post_hoc.items()
+            )
+            found = {f"{m}_{k}": _csv_value(data[k]) for k in per_metric}
+            if m in compare.DIFFERENCE_METRICS:
+                for k in ("difference_pp", "difference_pp_ci_low", "difference_pp_ci_high"):
+                    found[f"{m}_{k}"] = _csv_value(data[k])
+            columns_of[id(c)] = found
+        return found
+
     for row in report_runs(rows, comparisons):
         line: dict[str, Any] = {k: _csv_value(row.get(k)) for k in RUN_CSV_COLUMNS}
         line["conditions"] = compare.conditions_of(row)
@@ -531,18 +587,9 @@ def render_csv(rows: Sequence[Row], comparisons: list[Comparison], metrics: Iter
         line["role"] = "baseline" if row.get("technique") == "baseline" else "technique"
         for m in metrics:
             c = by_run.get((int(row.get("id") or 0), m))
-            if c is None:
-                continue
-            data = c.to_dict()
-            data["post_hoc"] = "; ".join(
-                f"{name}={used:g} (declared {declared:g})" for name, (used, declared) in c.post_hoc.items()
-            )
-            for k in per_metric:
-                line[f"{m}_{k}"] = _csv_value(data[k])
-            if m in compare.DIFFERENCE_METRICS:
-                for k in ("difference_pp", "difference_pp_ci_low", "difference_pp_ci_high"):
-                    line[f"{m}_{k}"] = _csv_value(data[k])
-        writer.writerow(line)
+            if c is not None:
+                line.update(comparison_columns(c, m))
+        writer.writerow([line.get(k, "") for k in header])
     return out.getvalue()
 
 

@@ -126,9 +126,13 @@ class TwoSample:
         """The two-sided interval at `level` (0.95, or a Holm step's 1 − α/k), on the display scale."""
         if self.center is None or self.se is None or self.df is None:
             return None
-        half = t_quantile(0.5 + level / 2, self.df) * self.se
-        low, high = self.center - half, self.center + half
-        return (_exp(low), _exp(high)) if self.scale == RATIO else (low, high)
+        return _interval(self.center, self.se, self.df, level, self.scale == RATIO)
+
+
+def _interval(center: float, se: float, df: float, level: float, ratio: bool) -> tuple[float, float]:
+    half = t_quantile(0.5 + level / 2, df) * se
+    low, high = center - half, center + half
+    return (_exp(low), _exp(high)) if ratio else (low, high)
 
 
 def _exp(x: float) -> float:
@@ -145,8 +149,9 @@ def clean(values: Iterable[float | None]) -> tuple[list[float], int]:
 
 def _mean(values: Sequence[float]) -> float:
     """The mean, scaled first so that values near the float range (a corrupt 1e300 J) cannot overflow."""
-    scale = max(abs(v) for v in values) or 1.0
-    return scale * (math.fsum(v / scale for v in values) / len(values))  # divided before scaling back: 2e308 overflows
+    scale = max(map(abs, values)) or 1.0
+    # divided before scaling back: 2e308 overflows
+    return scale * (math.fsum([v / scale for v in values]) / len(values))
 
 
 def mean_of(values: Sequence[float]) -> float:
@@ -156,8 +161,9 @@ def mean_of(values: Sequence[float]) -> float:
 
 def _sd(values: Sequence[float], mean: float) -> float:
     """The sample SD, scaled as `_mean`."""
-    scale = max(abs(v - mean) for v in values) or 1.0
-    return scale * math.sqrt(math.fsum(((v - mean) / scale) ** 2 for v in values) / (len(values) - 1))
+    deviations = [v - mean for v in values]
+    scale = max(map(abs, deviations)) or 1.0
+    return scale * math.sqrt(math.fsum([(d / scale) ** 2 for d in deviations]) / (len(values) - 1))
 
 
 def _var(values: Sequence[float], mean: float) -> float:
@@ -185,9 +191,14 @@ def hedges_g(a: Sequence[float], b: Sequence[float]) -> float | None:
     n1, n0 = len(a), len(b)
     if n1 < 2 or n0 < 2:
         return None
-    df = n1 + n0 - 2
     ma, mb = _mean(a), _mean(b)
-    pooled = math.sqrt(((n1 - 1) * _var(a, ma) + (n0 - 1) * _var(b, mb)) / df)
+    return _hedges_g(n1, n0, ma, mb, _var(a, ma), _var(b, mb))
+
+
+def _hedges_g(n1: int, n0: int, ma: float, mb: float, va: float, vb: float) -> float | None:
+    """hedges_g from the sides' sizes, means and variances (which `compare` has already)."""
+    df = n1 + n0 - 2
+    pooled = math.sqrt(((n1 - 1) * va + (n0 - 1) * vb) / df)
     if pooled == 0:
         return None
     correction = math.exp(_special().gammaln(df / 2) - _special().gammaln((df - 1) / 2)) / math.sqrt(df / 2)
@@ -225,18 +236,20 @@ def compare(
         "n_missing": missing,
         "n_baseline_missing": base_missing,
     }
+    # Each mean and variance computed once, and used wherever the formulas need it.
     if a:
         result["mean"] = _mean(a)
     if b:
         result["baseline_mean"] = _mean(b)
     if len(a) >= 2:
-        result["sd"] = _sd(a, _mean(a))
+        result["sd"] = _sd(a, result["mean"])  # type: ignore[arg-type]
     if len(b) >= 2:
-        result["baseline_sd"] = _sd(b, _mean(b))
+        result["baseline_sd"] = _sd(b, result["baseline_mean"])  # type: ignore[arg-type]
     if a and b:
         ta = [math.log(v) for v in a] if ratio else a
         tb = [math.log(v) for v in b] if ratio else b
-        center = _mean(ta) - _mean(tb)
+        ma, mb = _mean(ta), _mean(tb)
+        center = ma - mb
         result["estimate"] = _exp(center) if ratio else center
     if len(a) < 2 or len(b) < 2:
         return TwoSample(**result)  # type: ignore[arg-type]
@@ -246,8 +259,8 @@ def compare(
     if len(set(a)) == 1 and len(set(b)) == 1:
         return TwoSample(**result, no_spread=True)  # type: ignore[arg-type]
 
-    ma, mb = _mean(ta), _mean(tb)
-    v1, v0 = _var(ta, ma) / len(ta), _var(tb, mb) / len(tb)
+    va, vb = _var(ta, ma), _var(tb, mb)
+    v1, v0 = va / len(ta), vb / len(tb)
     se = math.sqrt(v1 + v0)
     if not se > 0 or not math.isfinite(se):  # a spread below what a double can hold (denormal values)
         return TwoSample(**result, no_spread=True)  # type: ignore[arg-type]
@@ -266,12 +279,10 @@ def compare(
         tested_sd=math.sqrt(v1 * len(ta)),
         tested_baseline_sd=math.sqrt(v0 * len(tb)),
         equivalent=bool(p_eq < alpha),
-        effect_size=hedges_g(ta, tb),
+        effect_size=_hedges_g(len(ta), len(tb), ma, mb, va, vb),
     )
-    sample = TwoSample(**result)  # type: ignore[arg-type]
-    ci = sample.interval(1 - alpha)
-    eq = sample.interval(1 - 2 * alpha)
-    assert ci is not None and eq is not None
+    ci = _interval(center, se, df, 1 - alpha, ratio)
+    eq = _interval(center, se, df, 1 - 2 * alpha, ratio)
     result.update(ci_low=ci[0], ci_high=ci[1], eq_low=eq[0], eq_high=eq[1])
     return TwoSample(**result)  # type: ignore[arg-type]
 

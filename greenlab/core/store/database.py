@@ -34,9 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from greenlab import __version__
 from greenlab.core.plan.analysis import Plan
@@ -56,6 +54,7 @@ from greenlab.core.store.row_writes import RowWrite
 from greenlab.core.store.rows import RunRow
 from greenlab.core.store.schema import (
     APPLICATION_ID,
+    EPOCH_COLUMNS,
     MIGRATIONS,
     RUN_COLUMNS,
     SCHEMA_VERSION,
@@ -65,6 +64,9 @@ from greenlab.core.store.schema import (
     identify,
     supersede_all,
 )
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 DEFAULT_DB = Path("data") / "runs.db"
 BUSY_BUDGET_S = 600.0  # how long a write waits for another process's lock, unless GREENLAB_STORE_BUSY_S says
@@ -216,7 +218,10 @@ class Store:
         # by a benchmark or a fixture: a power cut may lose its last writes (a crash of the process does not).
         self.durable = durable
         self.path = resolve_path(path) if read_only else check_location(path)
+        # A writer's connection through sqlite-utils; a reader's is SQLite's own (`_conn`, a writer's too): a
+        # report does not wait the tenth of a second sqlite-utils takes to import.
         self._db: sqlite_utils.Database | None = None
+        self._conn: sqlite3.Connection | None = None
         self._plan: Plan | None = None  # declared by the grid; recorded with its first run
         self._plan_id: int | None = None
         self.on_busy = on_busy  # told once per wait for another process's lock
@@ -229,7 +234,10 @@ class Store:
         self._rows: dict[int, dict[str, Any]] = {}  # the rows started here: what a kept record must match
         self.abandon: threading.Event | None = None  # set: a wait for another process's lock gives up now
         if self.path.exists() or same_file is not None:  # opened (and migrated) now: its errors surface here
-            self._open()
+            if read_only:
+                self._open_read_only()
+            else:
+                self._open()
 
     @classmethod
     def reader(
@@ -249,12 +257,12 @@ class Store:
             )
         if check:
             try:
-                store.while_busy(lambda: store._quick_check(store.db))
+                store.while_busy(lambda: store._quick_check(store.conn))
             except StoreBusy as exc:
                 raise store._busy_error(exc) from None
         return store
 
-    def _open_read_only(self) -> sqlite_utils.Database:
+    def _open_read_only(self) -> sqlite3.Connection:
         try:
             self.while_busy(lambda: identify(self.path))
         except StoreBusy as exc:
@@ -272,12 +280,15 @@ class Store:
             conn.execute("PRAGMA busy_timeout = 5000")
         except sqlite3.DatabaseError as exc:
             raise self._unreadable(exc) from None
-        self._db = sqlite_utils.Database(conn)
-        return self._db
+        self._conn = conn
+        return conn
 
     def _open(self) -> sqlite_utils.Database:
+        import sqlite_utils
+
         if self.read_only:
-            return self._open_read_only()
+            self._db = sqlite_utils.Database(self.conn)  # only where asked for: a reader reads through `conn`
+            return self._db
         db: sqlite_utils.Database | None = None
         try:
             if self.file is not None:
@@ -288,12 +299,12 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)  # only the default's: check_location refused others
             existed = self.path.exists() and self.path.stat().st_size > 0
             db = sqlite_utils.Database(self.path)
-            self._db = db
+            self._db, self._conn = db, db.conn
             # SQLite's own wait, short: every write waits on in while_busy, which says so first (a long
             # silent wait here would hold a grid without a word).
             db.execute(f"PRAGMA busy_timeout = {_QUIET_WAIT_MS}")
             if existed:  # a damaged store is refused before anything is written to it
-                self.while_busy(lambda: self._quick_check(db))
+                self.while_busy(lambda: self._quick_check(db.conn))
             if not self.durable:
                 db.execute("PRAGMA synchronous = OFF")
             self.while_busy(db.enable_wal)
@@ -305,7 +316,7 @@ class Store:
         except BaseException as exc:
             # Never keep a connection that failed half-way (a newer schema, a locked file): the next use
             # would skip the checks above.
-            self._db = None
+            self._db, self._conn = None, None
             if db is not None:
                 db.close()
             if isinstance(exc, StoreBusy):
@@ -335,11 +346,11 @@ class Store:
             refused=True,
         )
 
-    def _quick_check(self, db: sqlite_utils.Database) -> None:
+    def _quick_check(self, conn: sqlite3.Connection) -> None:
         """StoreDamaged, refused (exit 2, naming the damage and the fix), when SQLite's quick_check finds
         the file damaged; a grid then writes nothing to it. A lock is SQLite's error, for while_busy."""
         try:
-            found = [str(row[0]) for row in db.execute("PRAGMA quick_check(20)").fetchall()]
+            found = [str(row[0]) for row in conn.execute("PRAGMA quick_check(20)").fetchall()]
         except sqlite3.DatabaseError as exc:
             if is_busy(exc):
                 raise
@@ -351,10 +362,10 @@ class Store:
         """The quick check of an open store (at the end of a grid: a page damaged while it ran): StoreDamaged,
         refused, when damaged; StoreBusy, not refused, when another process holds the file now (not waited
         for). A store never created stays uncreated."""
-        if self._db is None and not self.path.exists():
+        if self._conn is None and not self.path.exists():
             return
         try:
-            self._quick_check(self.db)
+            self._quick_check(self.conn)
         except sqlite3.Error as exc:
             raise translated(exc) from exc
 
@@ -364,7 +375,7 @@ class Store:
 
         def check() -> list[str]:
             try:
-                return [str(row[0]) for row in self.db.execute("PRAGMA integrity_check(100)").fetchall()]
+                return [str(row[0]) for row in self.conn.execute("PRAGMA integrity_check(100)").fetchall()]
             except sqlite3.DatabaseError as exc:
                 if is_busy(exc):
                     raise
@@ -459,16 +470,29 @@ class Store:
 
     @property
     def db(self) -> sqlite_utils.Database:
-        """The connection; the first use creates the file."""
+        """The connection, through sqlite-utils (what writes use); the first use creates the file."""
         return self._db if self._db is not None else self._open()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """SQLite's connection (what reads use); the first use of a writer's creates the file."""
+        if self._conn is not None:
+            return self._conn
+        return self._open_read_only() if self.read_only else self._open().conn
 
     def _query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         """Rows of a read; none while the file does not exist (reading a store never creates it), unless
         records wait to go into it (the grid that kept them never got to write the file)."""
-        if self._db is None and not self.path.exists() and (self.read_only or not journal.pending(self.path)):
+        if self._conn is None and not self.path.exists() and (self.read_only or not journal.pending(self.path)):
             return []
+
+        def rows() -> list[dict[str, Any]]:
+            cursor = self.conn.execute(sql, params or [])
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row)) for row in cursor]
+
         try:
-            return self.while_busy(lambda: list(self.db.query(sql, params or [])))
+            return self.while_busy(rows)
         except StoreBusy as exc:
             if not self.read_only:
                 raise
@@ -494,10 +518,10 @@ class Store:
         return self._pragma("application_id")
 
     def _pragma(self, name: str) -> int:
-        if self._db is not None and self._db.conn.in_transaction:  # a migration's own transaction
-            return int(self._db.execute(f"PRAGMA {name}").fetchone()[0])
+        if self._conn is not None and self._conn.in_transaction:  # a migration's own transaction
+            return int(self._conn.execute(f"PRAGMA {name}").fetchone()[0])
         try:
-            return int(self.while_busy(lambda: self.db.execute(f"PRAGMA {name}").fetchone()[0]))
+            return int(self.while_busy(lambda: self.conn.execute(f"PRAGMA {name}").fetchone()[0]))
         except StoreBusy as exc:
             if not self.read_only:
                 raise
@@ -537,9 +561,9 @@ class Store:
                 )
 
     def close(self) -> None:
-        if self._db is not None:
+        if self._conn is not None:
             try:
-                self._db.close()
+                self._conn.close()  # a writer's sqlite-utils Database closes no more than this
             except sqlite3.Error as exc:
                 raise translated(exc) from exc
 
@@ -781,9 +805,14 @@ class Store:
         rows = self._query("select * from runs where id = ?", [run_id])
         return RunRow.from_stored(rows[0]) if rows else None
 
-    def runs(self) -> list[RunRow]:
-        """Every run, in id order (the order they started)."""
-        return [RunRow.from_stored(r) for r in self._query("select * from runs order by id")]
+    def runs(self, columns: Iterable[str] | None = None) -> list[RunRow]:
+        """Every run, in id order (the order they started). `columns`: only these are read (and the id); the
+        others keep their defaults (None, empty). A report names what it reads: decoding every column of
+        5,000 runs, JSON ones included, was most of its read."""
+        return [
+            RunRow.from_stored(r)
+            for r in self._query(f"select {self._named('runs', RUN_COLUMNS, columns, 'id')} from runs order by id")
+        ]
 
     def first_runs(self, limit: int, *, order_by: str = "id", descending: bool = False) -> tuple[list[RunRow], int]:
         """The first `limit` runs in the order of one of their columns (ties by id), and how many runs there
@@ -814,12 +843,27 @@ class Store:
     def epochs(self, run_id: int) -> list[dict[str, Any]]:
         return self._query("select * from epochs where run_id = ? order by epoch", [run_id])
 
-    def epochs_by_run(self) -> dict[int, list[dict[str, Any]]]:
-        """Every run's epochs, in epoch order, by run id: one read for a whole report."""
+    def epochs_by_run(self, columns: Iterable[str] | None = None) -> dict[int, list[dict[str, Any]]]:
+        """Every run's epochs, in epoch order, by run id: one read for a whole report. `columns`: only these
+        (and the run id), as `runs` reads them."""
         found: dict[int, list[dict[str, Any]]] = {}
-        for row in self._query("select * from epochs order by run_id, epoch"):
+        named = self._named("epochs", EPOCH_COLUMNS, columns, "run_id")
+        for row in self._query(f"select {named} from epochs order by run_id, epoch"):
             found.setdefault(int(row["run_id"]), []).append(row)
         return found
+
+    def _named(self, table: str, known: dict[str, type], columns: Iterable[str] | None, key: str) -> str:
+        """The select list of `columns` of `table` (`*` for all): its key first, then each named column the
+        file has (a store of an older schema, read without migrating, lacks the newer ones: they keep their
+        defaults, as under `select *`). A name the schema does not know is a ValueError."""
+        if columns is None:
+            return "*"
+        wanted = list(dict.fromkeys((key, *columns)))
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            raise ValueError(f"no {table} column {', '.join(map(repr, unknown))}")
+        present = {row["name"] for row in self._query(f"select name from pragma_table_info('{table}')")}
+        return ", ".join(f'"{name}"' for name in wanted if name in present)
 
     def last_epoch_accuracies(self) -> dict[int, float]:
         """Each run's validation accuracy at its last stored epoch (a stopped run's partial result)."""
@@ -834,7 +878,7 @@ class Store:
 
     def plans(self) -> dict[int, Plan]:
         """Every stored analysis plan, by id."""
-        if self._db is None and not self.path.exists():
+        if self._conn is None and not self.path.exists():
             return {}
         if not self._query("select name from sqlite_master where type = 'table' and name = 'plans'"):
             return {}

@@ -13,10 +13,12 @@ import json
 import re
 import sqlite3
 from pathlib import Path
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from greenlab.core.store.errors import StoreDamaged, StoreForeign, StoreNewer, is_busy
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 SCHEMA_VERSION = 6
 # `superseded`: a completed run whose settings a forced rerun completed again; its data stays, its figures
