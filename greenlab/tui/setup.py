@@ -113,6 +113,9 @@ class SetupPane(Vertical):
         self.forecast: Forecast | None = None  # of the form's grid, once made
         self._forecast_of: tuple[tuple[str, ...], bool] | None = None  # the run keys and force it was made for
         self._forecast_generation = 0
+        # The first forecast waits for the app's first frame: it reads the store's history (a study's 5,000
+        # runs) on a worker thread, which would hold the interpreter's lock while that frame is drawn.
+        self._forecast_held = True
         self._checked: form.FormValues | None = None  # the values the form was last validated with
 
     # -- layout ---------------------------------------------------------------------------------------
@@ -227,6 +230,11 @@ class SetupPane(Vertical):
         self.check()
         self.mark_changed()
         self.show_model_inputs()
+        self.call_after_refresh(self._release_forecast)
+
+    def _release_forecast(self) -> None:
+        self._forecast_held = False
+        self.refresh_forecast()
 
     def show_model_inputs(self) -> None:
         """Each model's input as the runs will use it, for the dataset and image size now in the form."""
@@ -400,7 +408,7 @@ class SetupPane(Vertical):
         "0.003" asks once, not five times): earlier runs are read from the store, and a model with none is
         calibrated in a child process (seconds; the app's Calibrator stops an older one); the newest wins."""
         keys, force = tuple(run.settings_key() for run in runs), self.force
-        if self._forecast_of == (keys, force):
+        if self._forecast_of == (keys, force) or self._forecast_held:
             return
         self._forecast_generation += 1
         generation, db, calibrate = self._forecast_generation, self.db, self.calibrate
