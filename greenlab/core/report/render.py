@@ -566,17 +566,17 @@ def render_csv(rows: Sequence[Row], comparisons: list[Comparison], metrics: Iter
     # A comparison's columns, made once: each of its runs (25 a side in a study) repeats them.
     columns_of: dict[int, dict[str, Any]] = {}
 
-    def comparison_columns(c: Comparison, m: str) -> dict[str, Any]:
+    def comparison_columns(c: Comparison) -> dict[str, Any]:
         found = columns_of.get(id(c))
         if found is None:
             data = c.to_dict()
             data["post_hoc"] = "; ".join(
                 f"{name}={used:g} (declared {declared:g})" for name, (used, declared) in c.post_hoc.items()
             )
-            found = {f"{m}_{k}": _csv_value(data[k]) for k in per_metric}
-            if m in compare.DIFFERENCE_METRICS:
+            found = {f"{c.metric}_{k}": _csv_value(data[k]) for k in per_metric}
+            if c.metric in compare.DIFFERENCE_METRICS:
                 for k in ("difference_pp", "difference_pp_ci_low", "difference_pp_ci_high"):
-                    found[f"{m}_{k}"] = _csv_value(data[k])
+                    found[f"{c.metric}_{k}"] = _csv_value(data[k])
             columns_of[id(c)] = found
         return found
 
@@ -588,7 +588,7 @@ def render_csv(rows: Sequence[Row], comparisons: list[Comparison], metrics: Iter
         for m in metrics:
             c = by_run.get((int(row.get("id") or 0), m))
             if c is not None:
-                line.update(comparison_columns(c, m))
+                line.update(comparison_columns(c))
         writer.writerow([line.get(k, "") for k in header])
     return out.getvalue()
 
