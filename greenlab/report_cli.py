@@ -209,8 +209,10 @@ def _run_report(argv: list[str], out: TextIO | None, err: TextIO | None) -> int:
                 file=err,
             )
     # Names and settings come from the store, which another tool or an older GreenLab may have written: an
-    # ESC or a NUL there is shown as \x1b, \x00, never sent to the terminal or into the CSV as is.
-    text = escape_controls(text)
+    # ESC or a NUL there is shown as \x1b, \x00, never sent to the terminal or into the CSV as is. JSON has
+    # none to escape: its encoder writes every character outside printable ASCII as \uXXXX.
+    if fmt != "json":
+        text = escape_controls(text)
     files: list[output.Output] = []
     if out_path is not None:
         files.append(output.Output(out_path, text, "--out"))

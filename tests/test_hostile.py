@@ -313,13 +313,13 @@ def test_stored_control_characters_are_escaped_wherever_printed(tmp_path, capsys
     name = "grid\x1b]0;pwned\x07\x1b[31m"
     for repeat in range(3):
         _add(store, name, "tinycnn", "baseline", repeat, 100.0 + repeat, 0.9)
-        _add(store, name, "tiny\x00cnn", "stego", repeat, 70.0 + repeat, 0.9)
-        _add(store, name, "tiny\x00cnn", "baseline", repeat, 100.0 + repeat, 0.9)
+        _add(store, name, "tiny\x00cnn\x7f\x9b", "stego", repeat, 70.0 + repeat, 0.9)
+        _add(store, name, "tiny\x00cnn\x7f\x9b", "baseline", repeat, 100.0 + repeat, 0.9)
     store.close()
     for fmt in ("text", "markdown", "latex", "csv", "json", "codecarbon"):
         code, out, err = _report(capsys, "--db", str(path), "--experiment", name, "--format", fmt)
         assert code == 0, err
-        assert "\x1b" not in out and "\x00" not in out and "\x07" not in out, (fmt, out)
+        assert not any(char in out for char in "\x1b\x00\x07\x7f\x9b"), (fmt, out)
         assert "\\x1b" in out or fmt in ("json", "codecarbon"), (fmt, out)
     code, _, err = _report(capsys, "--db", str(path), "--experiment", "grid\x1b[0m")
     assert code == 2 and "\x1b" not in err and "grid\\x1b[0m" in err
