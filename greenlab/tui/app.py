@@ -312,17 +312,19 @@ class GreenLabApp(App[int]):
 
     async def action_quit(self) -> None:
         if not self._grid_active:
-            self.calibrator.close()  # a calibration child is killed, not waited for
-            self.exit(0)
+            self._exit_now()
             return
         self.push_screen(ConfirmQuit(), self._quit_answered)
+
+    def _exit_now(self) -> None:
+        self.calibrator.close()  # a calibration child is killed, not waited for
+        self.exit(0)
 
     def _quit_answered(self, answer: bool | None) -> None:
         if not answer:
             return
         if not self._grid_active:  # the grid ended while the question was open: nothing left to cancel
-            self.calibrator.close()
-            self.exit(0)
+            self._exit_now()
             return
         self._quitting = True
         self.cancel_everything()
@@ -574,8 +576,7 @@ class GreenLabApp(App[int]):
         # Quitting, or asked to: a ctrl+q pressed as the last run was stored (the question "a run is in
         # progress" still open) quit only 20 s later, when the fallback timer fired.
         if self._quitting or isinstance(self.screen, ConfirmQuit):
-            self.calibrator.close()
-            self.exit(0)
+            self._exit_now()
             return
         if self._pending:
             self._launch(*self._pending.pop(0))

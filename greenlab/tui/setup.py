@@ -359,12 +359,12 @@ class SetupPane(Vertical):
 
     def check(self) -> list[GridRun] | None:
         """Validate the form; show the loader's message (and mark its field) or a summary of the grid."""
-        self._checked = self.values()
+        values = self._checked = self.values()
         status = self.query_one("#setup-status", Static)
         for widget in self.query(".-invalid"):
             widget.remove_class("-invalid")
         try:
-            runs = form.validate(self.values())
+            runs = form.validate(values)
         except ConfigError as exc:
             # Content, not markup: messages quote TOML like [defaults] that markup would swallow
             self.problem = str(exc)
