@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from greenlab.console import ConsoleView
 from greenlab.core.grid import forecast as grid_forecast
+from greenlab.core.grid.queue import REPEATED, STORED
 from greenlab.core.grid.session import GridRequest, GridSession, Sources, fetch_planned, plan_fetch
 from greenlab.core.plan.config import load_grid
 from greenlab.core.report import compare, formatting, render
@@ -127,11 +128,13 @@ def run_headless(
     progress = ConsoleView(out)
     session = GridSession(request, on_event=progress)  # a --db in a missing folder: exit 2, nothing created
     session.prepare()  # PreflightError, FetchError, a Ray that cannot be joined: exit 2, nothing written
-    progress.presenter.add_grid(0, request.runs)  # the queue's statuses tell what an interrupt left
     where = f", on {session.cluster.describe()}" if session.cluster is not None else ""
     count = len(request.runs)
     progress.line(f"greenlab: {count} run{'s' * (count != 1)} from {path} into {session.store_path}{where}")
-    forecast = grid_forecast.forecast_store(request.runs, db, force=force)
+    planned = session.preview()
+    queue, forecast = planned.queue, planned.forecast
+    # The queue's statuses tell what an interrupt left; the runs it foresees skipped are counted as such.
+    progress.presenter.add_grid(0, request.runs, skip=queue.indices(STORED) + queue.indices(REPEATED))
     progress.line(f"forecast: {forecast.describe()}")
     if forecast.too_long:  # headless asks nobody: it says so where it cannot be missed, and runs
         progress.line(

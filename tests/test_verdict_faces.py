@@ -8,7 +8,7 @@ import json
 from textual.widgets import DataTable
 
 from greenlab import cli
-from greenlab.core.grid.session import plan_verdicts
+from greenlab.core.grid.session import GridOutcome, plan_verdicts
 from greenlab.core.plan.config import parse_grid
 from greenlab.core.report.render import verdict_summary
 from greenlab.core.run.supervisor import run_row_values
@@ -253,3 +253,26 @@ def test_plans_with_different_primaries_get_a_table_each_headed_by_its_metric(tm
             assert "change: time (primary metric)" in time_part
             assert "change: training energy (primary metric)" in energy_part
             assert "[primary] prune is equivalent to the baseline in time" in time_part
+
+
+@sync
+async def test_a_grid_that_ends_in_the_tui_tells_its_verdicts_as_headless_prints_them(tmp_path):
+    """The TUI renders the session's outcome: the grid's verdicts on its primary metric, a line each, with
+    the words the headless summary and the Runs pane use."""
+    db = tmp_path / "runs.db"
+    store = Store(db)
+    plan = _fill(store, GRID_A, ENERGY_A, "a.toml")
+    outcome = GridOutcome([], False, db, verdicts=plan_verdicts(store, plan))
+    headless = _headless(store, plan)
+    store.close()
+    app = GreenLabApp(db=str(db))
+    told: list[tuple[str, str]] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.notify = lambda message, *a, title="", **k: told.append((title, str(message)))  # type: ignore[method-assign]
+        app._tell_outcome(3, outcome)
+        await pilot.pause()
+    [(title, text)] = told
+    assert title == "Grid 3: verdicts on training energy"
+    lines = text.splitlines()
+    assert lines[-1] == "Runs pane: v lists them, w explains one"
+    assert {line.split(" · ")[1].split(":")[0]: line.split(": ", 1)[1] for line in lines[:-1]} == headless

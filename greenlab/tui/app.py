@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,10 @@ from greenlab.core.errors import ConfigError, GreenLabError
 from greenlab.core.grid import forecast as forecast_module
 from greenlab.core.grid.calibrator import Calibrator
 from greenlab.core.grid.presenter import GridPresenter
-from greenlab.core.grid.session import GridRequest, GridSession
+from greenlab.core.grid.queue import QUEUED, REPEATED, STORED
+from greenlab.core.grid.session import GridOutcome, GridRequest, GridSession
+from greenlab.core.plan import metrics
 from greenlab.core.plan.analysis import Plan
-from greenlab.core.plan.config import GridRun
 from greenlab.core.report import formatting
 from greenlab.core.run.cancel import CancelToken
 from greenlab.core.store.database import Store
@@ -57,6 +58,8 @@ PANES = {"setup": "Setup", "live": "Live", "runs": "Runs"}
 KEYS = {"setup": "F2", "live": "F3", "runs": "F4"}
 # Toasts go after a few seconds; what must stay (a refused setting, a failed run) stays in its pane too.
 ERROR_TOAST_S = 8
+FORCE_HINT = "tick force rerun in Setup"  # how the TUI reruns runs already stored
+VERDICTS_TOLD = 4  # a grid's verdicts told in its closing toast; the Runs pane lists them all
 PROGRESS_HZ = 4  # batch progress posted to the UI at most this often (greenlab.tui.messages.is_progress)
 
 
@@ -109,7 +112,7 @@ class GreenLabApp(App[int]):
         self._requested_theme = theme or self.preferences.theme or DEFAULT_THEME
         self._clock = clock or time.monotonic
         # One understanding of the grids for the whole app: the worker folds events in, the panes read it.
-        self.presenter = GridPresenter(clock=self._clock, hints={"skipped": "tick force rerun in Setup"})
+        self.presenter = GridPresenter(clock=self._clock, hints={"skipped": FORCE_HINT})
         self._seen_stored = 0
         self.store: Store | None = None
         self._token: CancelToken | None = None  # the running grid's cancel
@@ -118,9 +121,7 @@ class GreenLabApp(App[int]):
         self._grid_active = False
         self._active_ray = ""  # the running grid's Ray address; empty when it runs here
         self._grid_number = 0
-        # grid, runs, force, Ray address, plan, source: what _launch takes
-        self._pending: list[tuple[int, list[GridRun], bool, str, Plan | None, str]] = []
-        self._grid_keys: dict[int, list[str]] = {}  # each grid's run keys, in its order
+        self._pending: list[tuple[int, GridSession]] = []  # grids queued after the running one, in order
         self._quitting = False
         # The forecast's calibration children: one at a time, killed before a grid starts and when the app ends.
         self.calibrator = Calibrator()
@@ -149,6 +150,7 @@ class GreenLabApp(App[int]):
                     restore=self.preferences.setup,
                     db=self.db_path,
                     calibrate=self.calibrator,
+                    queued_keys=self.queued_keys,
                     id="setup-pane",
                 )
             with TabPane(f"{KEYS['live']} {PANES['live']}", id="live"):
@@ -290,7 +292,7 @@ class GreenLabApp(App[int]):
         """Stop the run in progress (stored as interrupted) and every grid queued after it."""
         if not self._grid_active:
             return
-        for grid, *_rest in self._pending:
+        for grid, _session in self._pending:
             self.live.snapshot = self.presenter.end_grid(grid, cancelled=True)
         self._pending.clear()
         self._cancel_requested = True
@@ -444,86 +446,58 @@ class GreenLabApp(App[int]):
         self._queue_grid(event)
 
     def _queue_grid(self, event: SetupPane.GridRequested) -> None:
-        """Queue the grid (or start it), saying truthfully what will run: runs already stored are skipped,
-        and so are runs an earlier grid in the queue will have stored by then (unless forced)."""
+        """Queue the grid (or start it), saying truthfully what will run (its session's queue): runs already
+        stored are skipped, and so are runs an earlier grid in the queue will have stored by then."""
         self._grid_number += 1
-        stored = set() if event.force or self.store is None else self.store.completed_keys()
-        queued = set() if event.force else self.presenter_keys()
-        keys = [run.settings_key() for run in event.runs]
-        skip = [index for index, key in enumerate(keys) if key in stored]
-        before = [index for index, key in enumerate(keys) if key in queued and key not in stored]
-        self._grid_keys[self._grid_number] = keys
-        self.live.snapshot = self.presenter.add_grid(
-            self._grid_number, event.runs, skip=skip, queued=before, forecast=event.forecast
+        grid = self._grid_number
+        request = GridRequest(
+            runs=event.runs,
+            plan=event.plan or Plan.for_grid(event.runs),
+            source=event.source,
+            db=None if self.db_path is None else os.fspath(self.db_path),
+            force=event.force,
+            ray=event.ray or None,
         )
-        already = sum(key in stored for key in keys)
-        earlier = sum(key in queued and key not in stored for key in keys)
-        skipped = already + earlier
-        what = f"{len(event.runs) - skipped} of {len(event.runs)} runs from {event.source}"
-        reasons = []
-        if already:
-            reasons.append(f"{already} already stored (tick force rerun in Setup)")
-        if earlier:
-            reasons.append(f"{earlier} already queued in an earlier grid")
-        if skipped:
-            what += f"; skipped: {', '.join(reasons)}"
-        if skipped == len(event.runs):
-            what = f"nothing new from {event.source}: {', '.join(reasons)}"
+        # The grid's cancel exists before it starts: an x pressed during preflight or a fetch counts.
+        session = GridSession(request, on_event=self._forwarder(grid))
+        queue = session.queue(self.queued_keys())
+        self.live.snapshot = self.presenter.add_grid(
+            grid,
+            event.runs,
+            skip=queue.indices(STORED) + queue.indices(REPEATED),
+            queued=queue.indices(QUEUED),
+            forecast=event.forecast,
+        )
+        what = queue.describe(event.source, force_hint=FORCE_HINT)
         if self._grid_active:
-            self._pending.append((self._grid_number, event.runs, event.force, event.ray, event.plan, event.source))
+            self._pending.append((grid, session))
             self.notify(f"{what}; queued after the current grid.", markup=False)
         else:
-            self.notify(what, title="Queued" if skipped < len(event.runs) else "Nothing new to run", markup=False)
-            self._launch(self._grid_number, event.runs, event.force, event.ray, event.plan, event.source)
+            self.notify(what, title="Queued" if queue.to_run else "Nothing new to run", markup=False)
+            self._launch(grid, session)
         self.action_show_pane("live")
 
-    def presenter_keys(self) -> set[str]:
+    def queued_keys(self) -> set[str]:
         """Run keys of the grids queued or running that have not run yet (they will be stored by the time a
         grid queued after them reaches the same runs)."""
-        snapshot = self.presenter.snapshot()
-        pending = {(e.grid, e.index) for e in snapshot.queue if e.status in ("waiting", "starting", "running")}
-        return {key for grid, keys in self._grid_keys.items() for i, key in enumerate(keys) if (grid, i) in pending}
+        return {e.key for e in self.presenter.snapshot().queue if e.status in ("waiting", "starting", "running")}
 
-    def _launch(
-        self,
-        grid: int,
-        runs: list[GridRun],
-        force: bool,
-        ray: str = "",
-        plan: Plan | None = None,
-        source: str = "the setup form",
-    ) -> None:
+    def _launch(self, grid: int, session: GridSession) -> None:
         self._grid_active = True
-        self._active_ray = ray
+        self._active_ray = session.request.ray or ""
         self._cancel_requested = False
         self._stop_current_requested = False
-        # The grid's cancel exists before its session does: an x pressed during preflight or a fetch counts.
-        self._token = CancelToken()
+        self._token = session.token
         # Nothing of GreenLab's own may run beside a measurement: a calibration child is killed now, before
         # the grid's idle baseline, and none starts until the last grid queued has ended.
         self.calibrator.pause("a grid is running")
         self.live.snapshot = self.presenter.start_grid(grid)
         self.refresh_bindings()
-        request = GridRequest(
-            runs=runs,
-            plan=plan or Plan.for_grid(runs),
-            source=source,
-            db=None if self.db_path is None else os.fspath(self.db_path),
-            force=force,
-            ray=ray or None,
-        )
-        self.run_worker(
-            partial(self._run_session, grid, request, self._token),
-            name=f"grid-{grid}",
-            group="grid",
-            thread=True,
-            exit_on_error=False,
-        )
+        self.run_worker(session.run, name=f"grid-{grid}", group="grid", thread=True, exit_on_error=False)
 
-    def _run_session(self, grid: int, request: GridRequest, token: CancelToken) -> int:
-        """Runs in the worker thread: the grid session (preflight, fetch, the store, the local or Ray
-        driver, energy to target), its events posted as messages. A refusal raises GreenLabError (notified)."""
-
+    def _forwarder(self, grid: int) -> Callable[[Any], None]:
+        """What hears grid `grid`'s events, in the worker thread: each is folded into the presenter, and the
+        snapshot posted to the app as a message."""
         posted = [0.0]  # when the last snapshot was posted
 
         def forward(event: Any) -> None:
@@ -536,8 +510,7 @@ class GreenLabApp(App[int]):
             posted[0] = now
             self.post_message(messages.GridChanged(snapshot))
 
-        GridSession(request, on_event=forward, token=token).run()
-        return grid
+        return forward
 
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
@@ -578,11 +551,31 @@ class GreenLabApp(App[int]):
         if self._quitting or isinstance(self.screen, ConfirmQuit):
             self._exit_now()
             return
+        if isinstance(worker.result, GridOutcome):
+            self._tell_outcome(grid, worker.result)
         if self._pending:
             self._launch(*self._pending.pop(0))
         else:
             self.calibrator.resume()
             self.query_one(SetupPane).refresh_forecast()  # the grid's runs are history to forecast from
+
+    def _tell_outcome(self, grid: int, outcome: GridOutcome) -> None:
+        """A grid's verdicts on its plan's primary metric, a line each, as headless prints them after its
+        summary (its runs were told as each was stored; a grid cut short has none); the Runs pane's verdict
+        rows hold them in full."""
+        verdicts = outcome.verdicts
+        if not verdicts:
+            return
+        lines = [f"{c.group or c.model} · {c.technique}: {c.word}" for c in verdicts[:VERDICTS_TOLD]]
+        if len(verdicts) > VERDICTS_TOLD:
+            lines.append(f"and {len(verdicts) - VERDICTS_TOLD} more")
+        lines.append("Runs pane: v lists them, w explains one")
+        self.notify(
+            escape_controls("\n".join(lines)),
+            title=f"Grid {grid}: verdicts on {metrics.label(verdicts[0].metric)}",
+            timeout=ERROR_TOAST_S,
+            markup=False,
+        )
 
     # -- routing the grid's messages ------------------------------------------------------------------
     @on(messages.GridChanged)

@@ -8,6 +8,7 @@ posts `GridRequested` with a validated grid and the app's worker takes it from t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from textual.widgets.selection_list import Selection
 from greenlab.core.errors import ConfigError
 from greenlab.core.grid import forecast as forecast_module
 from greenlab.core.grid.forecast import Forecast
+from greenlab.core.grid.session import preview
 from greenlab.core.plan.analysis import Plan
 from greenlab.core.plan.config import GridRun, load_grid
 from greenlab.core.plan.settings import OPTIMIZERS
@@ -100,6 +102,7 @@ class SetupPane(Vertical):
         restore: dict[str, Any] | None = None,
         db: Any = None,
         calibrate: forecast_module.Calibrate | None = None,
+        queued_keys: Callable[[], set[str]] | None = None,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
@@ -108,6 +111,8 @@ class SetupPane(Vertical):
         self.restore = restore or {}  # the form as the user last left it (preferences)
         self.db = db  # the store the forecast reads earlier runs from
         self.calibrate = calibrate  # the app's Calibrator: one child at a time, none while a grid runs
+        # The run keys of the app's grids queued or running: a forecast leaves out what they will store first.
+        self.queued_keys = queued_keys or set
         self._ready = False
         self.problem: str | None = None  # the loader's message for the form as it stands, or None
         self.forecast: Forecast | None = None  # of the form's grid, once made
@@ -411,7 +416,7 @@ class SetupPane(Vertical):
         if self._forecast_of == (keys, force) or self._forecast_held:
             return
         self._forecast_generation += 1
-        generation, db, calibrate = self._forecast_generation, self.db, self.calibrate
+        generation, db, calibrate, queued = self._forecast_generation, self.db, self.calibrate, self.queued_keys
         self.query_one("#setup-forecast", Static).update(Content("forecast: …"))
 
         def make() -> None:
@@ -419,7 +424,7 @@ class SetupPane(Vertical):
             if generation != self._forecast_generation:
                 return  # the form changed again meanwhile: only the newest is forecast
             try:
-                made = forecast_module.forecast_store(runs, db, force=force, calibrate=calibrate)
+                made = preview(runs, db, force=force, queued_keys=queued(), calibrate=calibrate).forecast
             except Exception as exc:  # noqa: BLE001 - a forecast that cannot be made says why and runs nothing
                 self.post_message(self.ForecastMade(generation, keys, force, None, f"{type(exc).__name__}: {exc}"))
                 return
@@ -514,12 +519,14 @@ class SetupPane(Vertical):
         status.update(Content(f"{path}: {len(runs)} runs: forecasting, then queued"))
         status.set_class(False, "-error")
         request = self.GridRequested(runs, self.force, path, self.ray_address, grid_file.plan(runs))
-        db, calibrate = self.db, self.calibrate
+        db, calibrate, queued = self.db, self.calibrate, self.queued_keys
 
         def forecast_then_request() -> None:
             # The file's grid may be long: it is forecast first (off the UI thread), so a day or more asks.
             try:
-                request.forecast = forecast_module.forecast_store(runs, db, force=request.force, calibrate=calibrate)
+                request.forecast = preview(
+                    runs, db, force=request.force, queued_keys=queued(), calibrate=calibrate
+                ).forecast
             except Exception:  # noqa: BLE001 - without a forecast the grid is queued as before
                 request.forecast = None
             told = f"{path}: {request.forecast.describe()}" if request.forecast else f"{path}: {len(runs)} runs"

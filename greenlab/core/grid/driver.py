@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from greenlab.core.grid.grid_events import HostTaken
+from greenlab.core.grid.queue import same_run_text
 from greenlab.core.measure.host_lock import HostLock
 from greenlab.core.plan.config import GridRun
 from greenlab.core.run.cancel import CancelToken
@@ -46,7 +47,7 @@ class GridDriver(Protocol):
 
 
 class Resume:
-    """Which grid entries run now; one rule for both drivers.
+    """Which grid entries run now; one rule for both drivers, foretold by greenlab.core.grid.queue.
 
     `force` reruns completed runs (a completed rerun then supersedes the run it repeats). Read under the
     host's lock, so the last grid's runs count too.
@@ -61,7 +62,7 @@ class Resume:
         """Why entry `index` does not run, or None (it is then planned: a later identical entry skips)."""
         key = run.settings_key()
         if key in self.planned:
-            return f"the same run as entry {self.planned[key] + 1} of this grid"
+            return same_run_text(self.planned[key])
         if key in self.done:
             return _reuse(self.store, self.done[key], run)
         other = self.store.running_elsewhere(key)

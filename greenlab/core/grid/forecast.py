@@ -28,12 +28,13 @@ from statistics import mean
 from typing import Any
 
 from greenlab.core.grid.calibrator import CalibrationSpec, Calibrator, busy
+from greenlab.core.grid.queue import plan_queue
 from greenlab.core.measure import carbon
 from greenlab.core.plan.config import GridRun
 from greenlab.core.report.formatting import about_duration, about_energy, mass_co2e, money
 from greenlab.core.report.groups import conditions_settings
 from greenlab.core.store.database import Store, resolve_path
-from greenlab.core.store.rows import Row
+from greenlab.core.store.rows import Row, RunRow
 from greenlab.core.store.schema import SCHEMA_VERSION
 from greenlab.core.train import datasets, zoo
 from greenlab.core.train.compression.options import MANTISSA_BITS
@@ -81,6 +82,7 @@ class Forecast:
     notes: tuple[str, ...] = ()  # why runs are unknown
     busy: str = ""  # the calibration's host was busy: 'forecast taken while the host was busy: ...'
     seconds_by_key: dict[str, float] = field(default_factory=dict)  # each run's own, by run key (the grid ETA)
+    skipped_why: tuple[str, ...] = ()  # '3 already stored', '1 already queued in an earlier grid'
 
     @property
     def too_long(self) -> bool:
@@ -108,11 +110,12 @@ class Forecast:
 
     def describe(self) -> str:
         """'24 runs · about 1 min 30 s · about 0.9 kJ, 0.1 g CO2e, 0.0001 USD (from 24 earlier runs)'."""
+        skipped = ", ".join(self.skipped_why) or f"{self.skipped} already stored"
         if not self.runs:
-            return f"nothing to run: {self.skipped} already stored" if self.skipped else "nothing to run"
+            return f"nothing to run: {skipped}" if self.skipped else "nothing to run"
         head = f"{self.runs} run{'s' if self.runs != 1 else ''}"
         if self.skipped:
-            head += f" ({self.skipped} already stored)"
+            head += f" ({skipped})"
         unknown = self.sources.get(UNKNOWN, 0)
         some = " at least" if unknown and unknown < self.runs else ""
         parts = [head]
@@ -205,14 +208,6 @@ def image_size(run: GridRun) -> int | None:
 
 
 # -- the forecast ------------------------------------------------------------------------------------------
-def will_run(runs: Sequence[GridRun], stored_keys: Iterable[str], force: bool = False) -> list[GridRun]:
-    """The runs a grid will really run: those not already completed with identical settings (unless forced)."""
-    if force:
-        return list(runs)
-    stored = set(stored_keys)
-    return [run for run in runs if run.settings_key() not in stored]
-
-
 def _usable(rows: Iterable[Row]) -> list[Row]:
     return [
         r
@@ -311,12 +306,15 @@ def forecast(
     earlier_rows: Iterable[Row],
     *,
     stored_keys: Iterable[str] = (),
+    queued_keys: Iterable[str] = (),
     force: bool = False,
     calibrate: Calibrate | None = None,
 ) -> Forecast:
-    """The grid's forecast (module docstring); `calibrate` is called once with every spec that needs it
+    """The grid's forecast (module docstring) over the runs it will run (greenlab.core.grid.queue: not
+    those stored, queued before it or repeated); `calibrate` is called once with every spec that needs it
     (default: `calibrate_in_child`)."""
-    todo = will_run(runs, stored_keys, force)
+    queue = plan_queue(runs, stored_keys, queued_keys, force=force)
+    todo = queue.to_run
     earlier = _usable(earlier_rows)
     per_run: list[RunForecast | None] = [_from_rows(run, earlier) for run in todo]
     missing = [run for run, found in zip(todo, per_run) if found is None]
@@ -356,7 +354,8 @@ def forecast(
     used = [c for spec, c in calibrations.items() if any(_spec(run) == spec for run in missing) and "error" not in c]
     return Forecast(
         runs=len(todo),
-        skipped=len(runs) - len(todo),
+        skipped=queue.skipped,
+        skipped_why=tuple(queue.skipped_parts()),
         seconds=seconds,
         joules=joules,
         co2e_g=carbon.co2e_g(joules, accounting["carbon_g_per_kwh"], accounting["pue"]) if accounting else None,
@@ -397,22 +396,19 @@ def _spec(run: GridRun) -> CalibrationSpec | None:
 calibrate_in_child: Calibrate = Calibrator()
 
 
-def forecast_store(
-    runs: Sequence[GridRun], db: str | None, *, force: bool = False, calibrate: Calibrate | None = None
-) -> Forecast:
-    """The forecast of `runs` against the store at `db` (its earlier runs, and which are already stored);
-    reading never creates the store, and never waits for its write lock (it opens it read-only)."""
+def read_history(db: str | None, *, rows: bool = True) -> tuple[list[RunRow], set[str]]:
+    """The store's runs (none without `rows`) and its completed run keys, what a forecast and a grid's queue
+    go by; reading never creates the store, and never waits for its write lock (it opens it read-only)."""
     if not resolve_path(db).is_file():
-        return forecast(runs, [], stored_keys=set(), force=force, calibrate=calibrate)
+        return [], set()
     store = Store.reader(db)
     if store.version < SCHEMA_VERSION:  # an older store's run keys are what its migration recomputes
         store.close()
         store = Store(db)
     try:
-        rows, keys = store.runs(), store.completed_keys()
+        return (store.runs() if rows else []), store.completed_keys()
     finally:
         store.close()
-    return forecast(runs, rows, stored_keys=keys, force=force, calibrate=calibrate)
 
 
 def too_long_text(result: Forecast) -> str:

@@ -51,9 +51,8 @@ class LocalDriver(Cancellable):
         if not take_host(lock, wait=wait, on_event=self.on_event, stop=self.token.stop_event):
             return outcomes  # cancelled while waiting: nothing ran
         launcher = self.supervisor.launcher
+        started = False
         try:
-            launcher.start(child_env())  # the fork server imports torch now, not inside the first run
-            self.supervisor.warm_up()
             resume = Resume(self.store, force)
             stop_rule = StopRule()
             for index, run in enumerate(runs):
@@ -63,6 +62,12 @@ class LocalDriver(Cancellable):
                 if reason is not None:
                     self.on_event(RunSkipped(index, run, reason))
                     continue
+                if not started:  # before the first run that runs: a grid of stored runs starts no torch
+                    started = True
+                    launcher.start(child_env())  # the fork server imports torch now, not inside the first run
+                    self.supervisor.warm_up()
+                    if self.cancelled:
+                        break
                 self.on_event(RunQueued(index, len(runs), run))
                 store_failed = False
                 try:

@@ -6,19 +6,26 @@ what it needs (FetchError), joins a Ray cluster when asked (GreenLabError) — a
 touched, so a refused grid writes nothing — then opens the store with the grid's analysis plan declared,
 runs the grid on the local or the Ray driver (greenlab.core.grid.driver) under one cancel token, stores
 each completed run's energy to target, and returns what the grid left: its outcomes, its rows and the
-verdicts of its plan. Faces (the headless driver, the TUI) build a `GridRequest`, give a listener for the
-typed events (greenlab.core.grid.grid_events) and render the outcome; they never import preflight, fetch,
-the host lock or a driver (an import-linter contract says so). `fetch_grid` is `greenlab --fetch`.
+verdicts of its plan. Before it runs, `preview()` says what it will do: each entry to run or skipped and
+why (greenlab.core.grid.queue, the drivers' own rule) and the forecast of those that run
+(greenlab.core.grid.forecast). Faces (the headless driver, the TUI) build a `GridRequest`, give a listener
+for the typed events (greenlab.core.grid.grid_events) and render the preview and the outcome; they never
+import preflight, fetch, the host lock or a driver (an import-linter contract says so). `fetch_grid` is
+`greenlab --fetch`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from greenlab.core.grid import forecast as grid_forecast
 from greenlab.core.grid.driver import GridDriver
+from greenlab.core.grid.forecast import Calibrate, Forecast
 from greenlab.core.grid.local import LocalDriver
+from greenlab.core.grid.queue import GridQueue, plan_queue
 from greenlab.core.grid.stop_rules import GridStopped
 from greenlab.core.measure.host_lock import ensure_free
 from greenlab.core.plan import fetch, preflight
@@ -80,6 +87,37 @@ class GridOutcome:
         return any(o.status == "failed" for o in self.outcomes)
 
 
+@dataclass(frozen=True)
+class GridPreview:
+    """What a grid will do, before it runs: each entry's fate, and the forecast of those that run."""
+
+    queue: GridQueue
+    forecast: Forecast
+
+
+def queue_of(runs: list[GridRun], db: str | None, *, force: bool = False, queued_keys: Iterable[str] = ()) -> GridQueue:
+    """Which of `runs` a grid into the store at `db` will run, and why the others will not (milliseconds: no
+    forecast). `queued_keys`: the run keys of grids queued before it, which will have stored them by then."""
+    _rows, keys = grid_forecast.read_history(db, rows=False)
+    return plan_queue(runs, keys, queued_keys, force=force)
+
+
+def preview(
+    runs: list[GridRun],
+    db: str | None,
+    *,
+    force: bool = False,
+    queued_keys: Iterable[str] = (),
+    calibrate: Calibrate | None = None,
+) -> GridPreview:
+    """`queue_of`, and the forecast of the runs it will run, which may calibrate a model in a child process
+    (seconds), for a face that has no request yet (the TUI's form, as it is edited)."""
+    rows, keys = grid_forecast.read_history(db)
+    queued = set(queued_keys)
+    made = grid_forecast.forecast(runs, rows, stored_keys=keys, queued_keys=queued, force=force, calibrate=calibrate)
+    return GridPreview(plan_queue(runs, keys, queued, force=force), made)
+
+
 class GridSession(Cancellable):
     """Runs one grid request; `cancel()` and `cancel_current()` may come from any thread, at any time (a
     cancel before the driver exists is kept, and the driver starts cancelled)."""
@@ -92,6 +130,15 @@ class GridSession(Cancellable):
         self._tell = SafeListener(on_event)
         self.store_path = check_location(request.db)  # exit 2 before anything is fetched or created
         self.cluster: Any = None
+
+    def queue(self, queued_keys: Iterable[str] = ()) -> GridQueue:
+        """What this grid will run and skip, and why (`queue_of`)."""
+        return queue_of(self.request.runs, self.request.db, force=self.request.force, queued_keys=queued_keys)
+
+    def preview(self, *, queued_keys: Iterable[str] = (), calibrate: Calibrate | None = None) -> GridPreview:
+        """Its queue and its forecast (`preview`)."""
+        request = self.request
+        return preview(request.runs, request.db, force=request.force, queued_keys=queued_keys, calibrate=calibrate)
 
     @property
     def on_ray(self) -> bool:
