@@ -35,7 +35,7 @@ from greenlab.core.plan import metrics
 from greenlab.core.plan.analysis import Plan
 from greenlab.core.report import formatting
 from greenlab.core.run.cancel import CancelToken
-from greenlab.core.store.database import Store
+from greenlab.core.store.database import Store, check_location
 from greenlab.core.text import escape_controls
 from greenlab.tui import messages, preferences
 from greenlab.tui.detail import DetailScreen
@@ -140,8 +140,12 @@ class GreenLabApp(App[int]):
 
     # -- layout ---------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        # The UI thread's store: reads only, created here so its connection belongs to this thread.
-        self.store = Store(self.db_path)
+        # The UI thread's store: reads only, created here so its connection belongs to this thread (opened
+        # when first read if the file is not made yet). The writer's open — migrations, records kept aside,
+        # orphaned runs — is done on a thread after the first frame (_prepare_store).
+        self.store = Store(self.db_path, read_only=True)
+        self._live_pane = LivePane(id="live-pane", clock=self._clock)
+        self._runs_pane = RunsPane(self.store, restore=self.preferences.runs, id="runs-pane", read_on_mount=False)
         yield Header()
         with TabbedContent(initial="setup", id="panes"):
             with TabPane(f"{KEYS['setup']} {PANES['setup']}", id="setup"):
@@ -154,20 +158,50 @@ class GreenLabApp(App[int]):
                     id="setup-pane",
                 )
             with TabPane(f"{KEYS['live']} {PANES['live']}", id="live"):
-                yield LivePane(id="live-pane", clock=self._clock)
+                yield self._live_pane
             with TabPane(f"{KEYS['runs']} {PANES['runs']}", id="runs"):
-                yield RunsPane(self.store, restore=self.preferences.runs, id="runs-pane")
+                yield self._runs_pane
         # Compact, without the palette's own entry (ctrl+p is in help): at 80 columns every key still fits.
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = f"store {self.store.path if self.store else '-'}"
+        self.call_after_refresh(self._prepare_store)
         self.query_one("#f-models").focus()
         for problem in self.theme_problems:
             self.notify(problem, title="Theme not loaded", severity="warning", markup=False)
         for problem in self.preference_problems:
             self.notify(problem, title="Preferences", severity="warning", markup=False)
         self.theme_changed_signal.subscribe(self, lambda _theme: self.save_preferences())
+
+    def _prepare_store(self) -> None:
+        """After the first frame, on a thread: the store opened to write once (created where it is not yet,
+        migrated, records kept aside imported, orphaned runs closed), then the Runs pane reads it. run_app
+        refused a store that is not GreenLab's, newer or damaged before the UI started; what remains (a lock
+        held past the budget) is told here, and a grid's own open tells it again."""
+
+        def prepare() -> None:
+            try:
+                Store(self.db_path, on_busy=lambda text: self.call_from_thread(self.notify, text, timeout=10)).close()
+            except (GreenLabError, OSError) as exc:
+                self.call_from_thread(
+                    self.notify,
+                    escape_controls(f"the run store cannot be opened to write now: {exc}"),
+                    title="Run store",
+                    severity="error",
+                    timeout=ERROR_TOAST_S,
+                    markup=False,
+                )
+            self.call_from_thread(self._store_prepared)
+
+        self.run_worker(prepare, name="store", group="store", thread=True, exit_on_error=False)
+
+    def _store_prepared(self) -> None:
+        pane = self.runs_pane
+        if pane.is_mounted:
+            pane.reload()
+        else:  # not mounted yet (a test's app, torn down at once): it reads the store when it is
+            pane.read_on_mount = True
 
     def save_preferences(self) -> None:
         """Keep the theme, the form as it stands and the runs table's view for the next launch."""
@@ -192,11 +226,11 @@ class GreenLabApp(App[int]):
 
     @property
     def live(self) -> LivePane:
-        return self.query_one(LivePane)
+        return self._live_pane
 
     @property
     def runs_pane(self) -> RunsPane:
-        return self.query_one(RunsPane)
+        return self._runs_pane
 
     @property
     def running(self) -> bool:
@@ -635,8 +669,11 @@ def run_app(db: str | None = None, theme: str | None = None, experiments: str | 
                 "add one as a TOML file in themes/)",
                 key="--theme",
             )
-    try:  # open the store once here, so a bad --db is one line on stderr, not a traceback in the UI
-        Store(db).close()
+    try:  # check the store here, so a bad --db is one line on stderr, not a traceback in the UI
+        # Reading only (milliseconds): the writer's open imports sqlite-utils and migrates, a third of the
+        # time to the first frame; the app does it on a thread once that frame is drawn.
+        if check_location(db).is_file():
+            Store.reader(db, check=True).close()
     except (OSError, RuntimeError) as exc:  # the store's own errors are GreenLabErrors: one line as they are
         raise ConfigError(f"cannot open the run store: {exc}", key="--db") from None
     if experiments and not Path(experiments).exists():

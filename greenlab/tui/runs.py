@@ -350,8 +350,11 @@ class RunsPane(Vertical):
         generation: int
         comparisons: list[compare.Comparison]
 
-    def __init__(self, store: Any, *, restore: dict[str, Any] | None = None, id: str | None = None) -> None:
+    def __init__(
+        self, store: Any, *, restore: dict[str, Any] | None = None, id: str | None = None, read_on_mount: bool = True
+    ) -> None:
         super().__init__(id=id)
+        self.read_on_mount = read_on_mount  # False: the app reloads it (or sets this) once the store is ready
         self.store = store  # the app's store: its path (reads and deletes run on threads, with their own)
         self.rows: list[dict[str, Any]] = []
         # each column's ascending order of `rows` (the rows it was made of, kept to tell): a sort key, a
@@ -407,7 +410,8 @@ class RunsPane(Vertical):
     def on_mount(self) -> None:
         # After the app's first frame: reading and judging a study's store on the reading thread holds the
         # interpreter's lock half the time, and the first frame would wait for it (1.6 s instead of 1.1 s).
-        self.call_after_refresh(self.reload)
+        if self.read_on_mount:
+            self.call_after_refresh(self.reload)
 
     # -- data -----------------------------------------------------------------------------------------
     def reload(self) -> None:
