@@ -188,9 +188,13 @@ def test_the_real_child_reports_its_steps_and_the_hosts_load():
 
 
 def _app_with_slow_calibration(tmp_path):
-    from tests.test_tui_usability import app_for
+    from greenlab.tui.app import GreenLabApp
+    from tests.test_tui_usability import FILE
 
-    app = app_for(tmp_path)
+    path = tmp_path / "experiments.toml"
+    # the keyboard tests' grid, cut to a few batches: the grid only has to run and be stored
+    path.write_text(FILE.replace("epochs = 2", "epochs = 1\nmax_train_batches = 3\nmax_eval_batches = 2"))
+    app = GreenLabApp(db=tmp_path / "runs.db", experiments=str(path))
     start = SlowChild(60)
     app.calibrator = Calibrator(start=start)  # before compose: the setup pane takes it from the app
     return app, start
