@@ -33,6 +33,9 @@ def _session_lock_dir(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("GREENLAB_LOCK_DIR", str(tmp_path_factory.mktemp("lock")))
     patch.setenv("GREENLAB_CONFIG", str(tmp_path_factory.mktemp("config") / "config.toml"))
+    # A grid in a subprocess starts no calibration child (seconds of CPU each): its forecast says "unknown".
+    # The tests of the forecast and its calibration unset it; the as-a-user tests unset every GREENLAB_*.
+    patch.setenv("GREENLAB_CALIBRATE", "0")
     yield
     patch.undo()
 

@@ -29,6 +29,7 @@ BUSY_CORES = calibrator.BUSY_CORES
 @pytest.fixture(autouse=True)
 def real_calibrator(monkeypatch):
     monkeypatch.setattr(Calibrator, "_calibrate", REAL_CALIBRATE)
+    monkeypatch.delenv(calibrator.OFF_ENV)  # conftest turns calibration off for every other test's grids
     # This machine may be busy with other work: only the test about a busy host counts it.
     monkeypatch.setattr(calibrator, "BUSY_CORES", float("inf"))
     calibrator.forget()
@@ -139,6 +140,21 @@ def test_no_calibration_while_a_grid_holds_the_host_and_a_grid_waits_for_a_runni
     grid.release()
 
 
+def test_calibrate_0_starts_no_child_and_the_forecast_says_why(monkeypatch):
+    from greenlab.core.grid.forecast import forecast
+    from tests.test_forecast import grid
+
+    start = SlowChild(0)
+    monkeypatch.setenv(calibrator.OFF_ENV, "0")
+    assert Calibrator(start=start)([SPEC])[SPEC] == {"error": "not calibrated: GREENLAB_CALIBRATE=0"}
+    told = forecast(grid(), [], force=True, calibrate=Calibrator(start=start)).describe()
+    assert told.endswith("(4 unknown: not calibrated: GREENLAB_CALIBRATE=0)"), told
+    assert start.children == []
+    monkeypatch.setenv(calibrator.OFF_ENV, "1")  # any other value calibrates
+    assert Calibrator(start=start)([SPEC])[SPEC]["flop_per_s"] == ANSWER["flop_per_s"]
+    assert len(start.children) == 1
+
+
 def test_a_calibration_on_a_busy_host_says_so_and_is_not_kept(monkeypatch):
     monkeypatch.setattr(calibrator, "BUSY_CORES", BUSY_CORES)
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # another process on a core
@@ -172,9 +188,13 @@ def test_the_real_child_reports_its_steps_and_the_hosts_load():
 
 
 def _app_with_slow_calibration(tmp_path):
-    from tests.test_tui_usability import app_for
+    from greenlab.tui.app import GreenLabApp
+    from tests.test_tui_usability import FILE
 
-    app = app_for(tmp_path)
+    path = tmp_path / "experiments.toml"
+    # the keyboard tests' grid, cut to a few batches: the grid only has to run and be stored
+    path.write_text(FILE.replace("epochs = 2", "epochs = 1\nmax_train_batches = 3\nmax_eval_batches = 2"))
+    app = GreenLabApp(db=tmp_path / "runs.db", experiments=str(path))
     start = SlowChild(60)
     app.calibrator = Calibrator(start=start)  # before compose: the setup pane takes it from the app
     return app, start

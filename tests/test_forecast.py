@@ -201,7 +201,8 @@ def test_durations_and_energies_read_as_forecasts():
     assert [fc.about_energy(j) for j in (45, 900, 12_345, 3.6e7)] == ["45 J", "0.9 kJ", "12 kJ", "10 kWh"]
 
 
-def test_headless_prints_the_forecast_first_and_how_far_it_was_off_last(write_toml, tmp_path):
+def test_headless_prints_the_forecast_first_and_how_far_it_was_off_last(write_toml, tmp_path, monkeypatch):
+    monkeypatch.delenv("GREENLAB_CALIBRATE")  # the real calibration child, as a user's grid runs it
     toml = write_toml("""
 [[experiment]]
 name = "forecast"

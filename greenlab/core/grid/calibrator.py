@@ -13,12 +13,14 @@ would be counted as the grid's, and slow it. So a `Calibrator`:
   `resumed` after; paused, it answers from the calibrations already made, and says why for the others;
 - `close()` kills the child at once (a TUI quits in well under a second).
 Calibrations are kept per process (the device does not change under us); failures that may pass (a busy
-host, a stopped child) are not kept.
+host, a stopped child) are not kept. `GREENLAB_CALIBRATE=0` starts no child at all: runs without earlier
+ones are forecast "unknown" (a scripted grid, or a test suite, that wants no forecast spares its seconds of CPU).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -35,6 +37,8 @@ Calibration = dict[str, Any]  # {flops_per_sample, flop_per_s, other_cores, cpus
 TIMEOUT_S = 300.0
 PAUSE_WAIT_S = 2.0  # pause waits at most this long for a killed calibration to let go of the host
 STOPPED = "calibration stopped (a newer forecast, a grid starting, or the app closing)"
+OFF_ENV = "GREENLAB_CALIBRATE"
+OFF = f"not calibrated: {OFF_ENV}=0"
 
 _MADE: dict[CalibrationSpec, Calibration] = {}  # per process: what a child measured, for every Calibrator
 _MADE_LOCK = threading.Lock()
@@ -108,6 +112,8 @@ class Calibrator:
         return {spec: made[spec] for spec in specs}
 
     def _calibrate(self, todo: list[CalibrationSpec]) -> dict[CalibrationSpec, Calibration]:
+        if os.environ.get(OFF_ENV, "").strip() == "0":
+            return {spec: {"error": OFF} for spec in todo}
         self.cancel()  # a newer request: the older answer is no longer wanted, and its turn ends now
         with self._turn:
             return self._calibrate_in_turn(todo)
