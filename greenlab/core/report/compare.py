@@ -188,7 +188,8 @@ class Group:
 
 
 def _mean(rows: list[RunRow], key: str) -> tuple[float | None, float | None]:
-    return mean_and_ci(key, (r.value(key) for r in rows))
+    read = RunRow.getter(key)  # a metric named by a variable
+    return mean_and_ci(key, map(read, rows))
 
 
 def summarize(rows: Iterable[RunRow]) -> list[Group]:
@@ -246,10 +247,11 @@ def changes(rows: Sequence[RunRow]) -> list[dict[str, float | None]]:
     running): its energy and time cover only part of the work, so "-40 %" would read as a saving."""
     means = baseline_means(rows)
     result = []
+    read = [(m, RunRow.getter(m)) for m in METRICS]  # the metrics, columns named by variables
     for row in rows:
         compared = row.technique != "baseline" and row.status in ("completed", "superseded")
         reference = means.get(conditions_of(row), {}) if compared else {}
-        result.append({m: metric_change(m, analysable(m, row.value(m)), reference.get(m)) for m in METRICS})
+        result.append({m: metric_change(m, analysable(m, value(row)), reference.get(m)) for m, value in read})
     return result
 
 
@@ -498,10 +500,12 @@ def usable(rows: list[RunRow], metric: str, side: str) -> tuple[Values, list[Exc
 def _usable(rows: list[RunRow], wanted: Iterable[str], side: str) -> dict[str, tuple[Values, list[Excluded]]]:
     """`usable` of every metric in `wanted`, the runs ordered and their flags read once for them all."""
     found: dict[str, tuple[Values, list[Excluded]]] = {metric: ([], []) for metric in wanted}
+    # The metrics are columns named by variables (the plan's): each read by a getter of the schema's name.
+    columns = [(metric, RunRow.getter(metric), kept, left_out) for metric, (kept, left_out) in found.items()]
     for row in sorted(rows, key=lambda r: r.id or 0):
         run_id, flags = int(row.id or 0), row.flags
-        for metric, (kept, left_out) in found.items():
-            value, ratio = row.value(metric), metric not in DIFFERENCE_METRICS
+        for metric, read, kept, left_out in columns:
+            value, ratio = read(row), metric not in DIFFERENCE_METRICS
             if metric == "energy_to_target_j" and FLAG_DIVERGED in flags:
                 # It never reached the target because it diverged, not because of its technique: counting it
                 # as missing would withhold the verdict of the runs that trained.

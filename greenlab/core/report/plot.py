@@ -96,7 +96,7 @@ def _cells(
         points = []
         for technique, ids in techniques.items():
             members = [by_id[i] for i in ids if i in by_id]
-            energy, energy_ci = _mean_ci(metric, [r.value(metric) for r in members])
+            energy, energy_ci = _mean_ci(metric, [r.value(metric) for r in members])  # the metric chosen
             accuracy, accuracy_ci = _mean_ci("val_accuracy", [r.val_accuracy for r in members])
             if energy is not None and accuracy is not None:
                 points.append((technique, energy, energy_ci, 100 * accuracy, 100 * accuracy_ci))

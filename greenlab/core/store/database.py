@@ -482,13 +482,18 @@ class Store:
     def _query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         """Rows of a read; none while the file does not exist (reading a store never creates it), unless
         records wait to go into it (the grid that kept them never got to write the file)."""
+        return self._read(sql, params, lambda names, row: dict(zip(names, row)))
+
+    def _read(self, sql: str, params: list[Any] | None, make: Callable[[list[str], tuple[Any, ...]], T]) -> list[T]:
+        """`_query`, each row made by `make(column names, values)`: a typed row made straight from SQLite's
+        tuple (a study's 10,000 epochs), with no dict made on the way."""
         if self._conn is None and not self.path.exists() and (self.read_only or not journal.pending(self.path)):
             return []
 
-        def rows() -> list[dict[str, Any]]:
+        def rows() -> list[T]:
             cursor = self.conn.execute(sql, params or [])
             names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row)) for row in cursor]
+            return [make(names, row) for row in cursor]
 
         try:
             return self.while_busy(rows)
@@ -850,8 +855,8 @@ class Store:
         (and the run id), as `runs` reads them; the others keep their defaults."""
         found: dict[int, list[EpochRow]] = {}
         named = self._named("epochs", EPOCH_COLUMNS, columns, "run_id")
-        for row in self._query(f"select {named} from epochs order by run_id, epoch"):
-            found.setdefault(int(row["run_id"]), []).append(EpochRow.from_stored(row))
+        for epoch in self._read(f"select {named} from epochs order by run_id, epoch", None, EpochRow.from_columns):
+            found.setdefault(int(epoch.run_id), []).append(epoch)
         return found
 
     def _named(self, table: str, known: dict[str, type], columns: Iterable[str] | None, key: str) -> str:

@@ -2,7 +2,8 @@
 
 `RunRow` is what every reader of runs.db gets (the faces, the report, the drivers): attributes by the
 documented column names (docs/schema.md). Code over several metrics names a column by a variable through
-one accessor, `row.value(name)`, which takes only the schema's column names. The JSON columns (`settings`,
+one accessor, `row.value(name)` (or `RunRow.getter(name)` over many rows), which takes only the schema's
+column names. The JSON columns (`settings`,
 `compression`, `warnings`, `flags`, `meters`, `host`, `concurrent_runs`) hold their decoded values; a value
 that is not valid JSON (a hand-edited store) reads as empty rather than failing a report. A run's epochs,
 power samples and energy components read as `EpochRow`, `Sample` and `ComponentRow`.
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields
+from operator import attrgetter
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -143,7 +145,7 @@ class RunRow(Mapping[str, Any]):
         # of the time a 5,000-run report spent reading: the same fields in the same order (there is no
         # __post_init__ to run).
         row = object.__new__(cls)
-        row.__dict__.update(found)
+        object.__setattr__(row, "__dict__", found)
         return row
 
     @classmethod
@@ -165,6 +167,17 @@ class RunRow(Mapping[str, Any]):
             return self.__dict__[name]  # every field, and nothing else, is in a row's dict
         except KeyError:
             raise KeyError(f"no runs column {name!r}") from None
+
+    @staticmethod
+    def getter(*names: str) -> Callable[[RunRow], Any]:
+        """What `value` reads, as a function of a row (an attribute getter: a value for one name, a tuple for
+        several): for columns named by variables and read of many rows — a metric over a study's 5,000 runs,
+        a CSV's columns — where a method call per value would be most of the time spent. Only the schema's
+        names, checked once."""
+        unknown = [name for name in names if name not in _NAMES]
+        if unknown or not names:
+            raise KeyError(f"no runs column {', '.join(map(repr, unknown))}")
+        return attrgetter(*names)
 
     def replaced(self, **columns: Any) -> RunRow:
         """This row with these columns' values replaced, each read as a stored value is (only the schema's
@@ -239,24 +252,38 @@ def _read(name: str, value: Any) -> Any:
     return value
 
 
-def _filled(cls: type[_T], values: Mapping[str, Any], json_columns: Mapping[str, type]) -> _T:
-    """A row of `cls` from what sqlite returns: columns it does not know left out, one not read at its
-    default, JSON columns decoded; filled as RunRow.from_stored fills a run's (no frozen __init__: a report
-    reads every epoch of a study)."""
-    found: dict[str, Any] = {}
-    for f in fields(cls):  # type: ignore[arg-type]  # a dataclass
-        if f.name in values:
-            value = values[f.name]
-            found[f.name] = decode(f.name, value, json_columns) if f.name in json_columns else value
-        elif f.default_factory is not MISSING:
-            found[f.name] = f.default_factory()
-        elif f.default is not MISSING:
-            found[f.name] = f.default
-        else:
-            raise TypeError(f"a {cls.__name__} is read with its {f.name}")
+def _filled(
+    cls: type[_T], values: Mapping[str, Any] | Iterable[tuple[str, Any]], json_columns: Mapping[str, type]
+) -> _T:
+    """A row of `cls` from what sqlite returns (a mapping, or (name, value) pairs): columns it does not know
+    left out, one not read at its default, JSON columns decoded; filled as RunRow.from_stored fills a run's,
+    without the frozen __init__ (a report reads every epoch of a study: 10,000 rows at 5,000 runs)."""
+    defaults, required = _LAYOUTS[cls]
+    found = defaults.copy()
+    found.update(values)
+    if len(found) != len(defaults):  # a column this GreenLab does not know (a newer store's): left out
+        found = {name: found[name] for name in defaults}
+    for name, kind in json_columns.items():  # the JSON columns are those made afresh for each row
+        value = found[name]
+        found[name] = kind() if value is None or value is MISSING else decode(name, value, json_columns)
+    for name in required:
+        if found[name] is MISSING:
+            raise TypeError(f"a {cls.__name__} is read with its {name}")
     row = object.__new__(cls)
-    row.__dict__.update(found)
+    object.__setattr__(row, "__dict__", found)  # the fields, in order: no copy of them made again
     return row
+
+
+def _layout(cls: type) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A row class's fields: each one's default in order (MISSING where it has none or is made afresh),
+    and the names a row must be read with."""
+    known = fields(cls)
+    defaults = {f.name: f.default for f in known}
+    required = tuple(f.name for f in known if f.default is MISSING and f.default_factory is MISSING)
+    return defaults, required
+
+
+_LAYOUTS: dict[type, tuple[dict[str, Any], tuple[str, ...]]] = {}
 
 
 # The JSON column of `epochs`.
@@ -293,6 +320,11 @@ class EpochRow:
     def from_stored(cls, values: Mapping[str, Any]) -> EpochRow:
         return _filled(cls, values, EPOCH_JSON_COLUMNS)
 
+    @classmethod
+    def from_columns(cls, names: list[str], values: tuple[Any, ...]) -> EpochRow:
+        """`from_stored` of SQLite's tuple of the columns `names`, with no dict made on the way."""
+        return _filled(cls, zip(names, values), EPOCH_JSON_COLUMNS)
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -325,3 +357,6 @@ class ComponentRow:
     @classmethod
     def from_stored(cls, values: Mapping[str, Any]) -> ComponentRow:
         return _filled(cls, values, COMPONENT_JSON_COLUMNS)
+
+
+_LAYOUTS.update((kind, _layout(kind)) for kind in (EpochRow, Sample, ComponentRow))
