@@ -1,11 +1,11 @@
 """Typed rows of the store: each table's row as a frozen dataclass, its JSON columns decoded once, on read.
 
 `RunRow` is what every reader of runs.db gets (the faces, the report, the drivers): attributes by the
-documented column names (docs/schema.md). Code over several metrics names a column by a variable through
-one accessor, `row.value(name)` (or `RunRow.getter(name)` over many rows), which takes only the schema's
-column names. The JSON columns (`settings`,
-`compression`, `warnings`, `flags`, `meters`, `host`, `concurrent_runs`) hold their decoded values; a value
-that is not valid JSON (a hand-edited store) reads as empty rather than failing a report. A run's epochs,
+documented column names (docs/schema.md). Code that names a column by a variable (a metric of the plan, a
+CSV's columns, a filter) goes through one accessor, `row.value(name)` (or `RunRow.getter(name)` over many
+rows), which takes only the schema's column names. The JSON columns (`settings`, `compression`,
+`warnings`, `flags`, `meters`, `host`, `concurrent_runs`) hold their decoded values; a value that is not
+valid JSON (a hand-edited store) reads as empty rather than failing a report. A run's epochs,
 power samples and energy components read as `EpochRow`, `Sample` and `ComponentRow`.
 """
 
@@ -160,7 +160,7 @@ class RunRow(Mapping[str, Any]):
 
     def value(self, name: str) -> Any:
         """The column `name`. Only for code that picks a column by a variable — a metric of the analysis
-        plan, the columns of a CSV, a table's sort key — where an attribute cannot be written; everywhere
+        plan, the columns of a CSV, a table's filter — where an attribute cannot be written; everywhere
         else a row is read by its attributes. Only the schema's names: a misspelt one is a KeyError, never a
         None that would read as a missing value."""
         try:
