@@ -122,4 +122,4 @@ def test_the_report_names_diverged_runs_and_energy_to_target_judges_the_others()
 def test_the_runs_table_shows_a_diverged_run_as_diverged():
     assert status_text(_row(1, "baseline", 0.1, flags=["diverged"])) == "diverged"
     assert status_text(_row(2, "baseline", 0.9)) == "completed"
-    assert status_text({**_row(3, "baseline", 0.1, flags=["diverged"]), "status": "superseded"}) == "superseded"
+    assert status_text(_row(3, "baseline", 0.1, flags=["diverged"]).replaced(status="superseded")) == "superseded"
