@@ -23,12 +23,12 @@ from greenlab.core.grid.session import GridRequest, GridSession, Sources, fetch_
 from greenlab.core.plan.config import load_grid
 from greenlab.core.report import compare, formatting, render
 from greenlab.core.run.cancel import SignalInterrupt
-from greenlab.core.store.rows import Row
+from greenlab.core.store.rows import RunRow
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def summary_table(rows: Sequence[Row]) -> str:
+def summary_table(rows: Sequence[RunRow]) -> str:
     """Per model, each technique against its baseline: energy (whole run, and training alone), time and
     accuracy, with the change of the mean against the baseline's mean (accuracy: in percentage points).
     The whole run includes start-up, data loading and compression (a capacity scan, say); the training

@@ -23,7 +23,7 @@ from greenlab.core.plan.analysis import PostHoc
 from greenlab.core.report import compare, energy_to_target, output, render
 from greenlab.core.store import journal
 from greenlab.core.store.database import Store, resolve_path
-from greenlab.core.store.rows import Row
+from greenlab.core.store.rows import RunRow
 from greenlab.core.text import escape_controls
 
 
@@ -159,11 +159,11 @@ def _run_report(argv: list[str], out: TextIO | None, err: TextIO | None) -> int:
     # A report never writes runs.db; a damaged one is refused (quick_check), a locked one waited for, aloud.
     store = Store.reader(db, check=True, on_busy=lambda text: print(f"greenlab report: {text}", file=err))
     try:
-        rows: Sequence[Row] = store.runs(columns=(*compare.COLUMNS, *render.COLUMNS.get(fmt, ())))
+        rows: Sequence[RunRow] = store.runs(columns=(*compare.COLUMNS, *render.COLUMNS.get(fmt, ())))
         epochs, plans = store.epochs_by_run(columns=energy_to_target.EPOCH_COLUMNS), store.plans()
     finally:
         store.close()
-    experiments = sorted({str(r["experiment"]) for r in rows if r.get("experiment")})
+    experiments = sorted({str(r.experiment) for r in rows if r.experiment})
     if args.experiment is not None and args.experiment not in experiments:
         raise GreenLabError(
             f"no runs of experiment '{args.experiment}' in {db}"

@@ -8,8 +8,10 @@ import ast
 import re
 from pathlib import Path
 
-from greenlab.core.store.rows import JSON_COLUMNS, RunRow
-from greenlab.core.store.schema import RUN_COLUMNS
+import pytest
+
+from greenlab.core.store.rows import JSON_COLUMNS, ComponentRow, EpochRow, RunRow, Sample
+from greenlab.core.store.schema import COMPONENT_COLUMNS, EPOCH_COLUMNS, RUN_COLUMNS, SAMPLE_COLUMNS
 from tests.conftest import REPO
 
 PACKAGE = REPO / "greenlab"
@@ -54,13 +56,28 @@ def test_the_store_really_holds_the_sql_the_check_looks_for():
 def test_a_run_row_is_the_whole_public_schema_with_its_json_decoded():
     assert list(RunRow.__dataclass_fields__) == list(RUN_COLUMNS)
     row = RunRow.from_stored({"id": 1, "flags": '["a"]', "meters": "not json", "settings": '{"lr": 0.1}'})
-    assert row.flags == ["a"] and row.meters == {} and row["settings"] == {"lr": 0.1}
+    assert row.flags == ["a"] and row.meters == {} and row.value("settings") == {"lr": 0.1}
     assert set(JSON_COLUMNS) <= set(RUN_COLUMNS)
-    assert dict(row)["id"] == 1 and row.get("absent", 5) == 5
+    assert list(row.as_dict()) == list(RUN_COLUMNS) and row.as_dict()["id"] == 1
+    with pytest.raises(KeyError, match="no runs column 'absent'"):
+        row.value("absent")
+    with pytest.raises(TypeError, match="no runs column 'absent'"):
+        RunRow.of(absent=1)
+    assert RunRow.of(flags='["a"]', energy_j="1.5") == RunRow(0, flags=["a"], energy_j=1.5)
+    assert row.replaced(flags='["b"]').flags == ["b"] and row.flags == ["a"]
+
+
+def test_the_rows_of_epochs_samples_and_components_are_their_tables_with_json_decoded():
+    assert list(EpochRow.__dataclass_fields__) == list(EPOCH_COLUMNS)
+    assert list(Sample.__dataclass_fields__) == list(SAMPLE_COLUMNS)
+    assert list(ComponentRow.__dataclass_fields__) == list(COMPONENT_COLUMNS)
+    part = ComponentRow.from_stored({"run_id": 1, "inputs": '{"tdp_w": 85}', "flags": "not json", "unknown": 1})
+    assert (part.inputs, part.flags, part.component) == ({"tdp_w": 85}, [], None)
+    assert EpochRow.from_stored({"run_id": 1, "epoch": 2, "flags": '["x"]'}).flags == ["x"]
 
 
 def test_stored_json_columns_are_decoded_only_in_the_store():
-    """The faces and the report read runs' JSON columns through store.rows (RunRow, `column`), never by
+    """The faces and the report read runs' JSON columns through store.rows (RunRow, `decode`), never by
     parsing stored text themselves: one decoder, one rule for text that is not JSON."""
     readers = [*(PACKAGE / "core" / "report").rglob("*.py"), *(PACKAGE / "tui").rglob("*.py")]
     readers += [PACKAGE / "headless.py", PACKAGE / "report_cli.py"]
@@ -74,10 +91,10 @@ def test_stored_json_columns_are_decoded_only_in_the_store():
         and node.value.id == "json"
     ]
     assert not offenders, "JSON parsed outside greenlab/core/store/:\n" + "\n".join(offenders)
-    from greenlab.core.store.rows import column
+    from greenlab.core.store.rows import decode
 
-    assert column({"flags": '["x"]'}, "flags") == ["x"] and column({"flags": "not json"}, "flags") == []
-    assert column({"settings": {"lr": 0.1}}, "settings") == {"lr": 0.1}
+    assert decode("flags", '["x"]') == ["x"] and decode("flags", "not json") == []
+    assert decode("settings", {"lr": 0.1}) == {"lr": 0.1}
 
 
 def test_every_core_package_says_what_it_owns():
@@ -147,3 +164,53 @@ def test_every_noqa_gives_its_reason():
             if match and not re.search(r"\w{3,}", match.group(3) or ""):
                 bare.append(f"{path.relative_to(REPO)}:{number}")
     assert not bare, "a noqa without its reason:\n" + "\n".join(bare)
+
+
+# Dicts the readers below keep under names of a row's columns, and why they are not rows: a run's settings
+# (and the form's, and a setting in a label), the calibration and the accounting a forecast is priced with,
+# a table row's change per metric, the filters chosen, a meter's facts, the form's saved values.
+NOT_ROWS = frozenset(
+    {
+        "settings",
+        "settings[key]",
+        "initial.settings",
+        "calibration",
+        "accounting",
+        "r.change",
+        "self.filters()",
+        "facts",
+        "data",
+        "saved",
+    }
+)
+
+
+def test_the_report_the_forecast_and_the_tui_read_rows_by_attribute():
+    """A stored row (a run, an epoch, a sample, a component) is read as `row.energy_j`, never `row["energy_j"]`
+    or `row.get("energy_j")`: a misspelt attribute fails mypy, a misspelt key reads as None. A column named
+    by a variable goes through `RunRow.value`, which is never given a constant."""
+    from dataclasses import fields
+
+    names = {f.name for kind in (RunRow, EpochRow, ComponentRow, Sample) for f in fields(kind)}
+    readers = [*(PACKAGE / "core" / "report").rglob("*.py"), PACKAGE / "core" / "grid" / "forecast.py"]
+    readers += [*(PACKAGE / "tui").rglob("*.py")]
+    offenders = []
+    for path in readers:
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+                receiver, key = node.value, node.slice
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+                if node.func.attr == "value" and isinstance(node.args[0], ast.Constant):
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.get_source_segment(text, node)}")
+                    continue
+                if node.func.attr != "get":
+                    continue
+                receiver, key = node.func.value, node.args[0]
+            else:
+                continue
+            if not (isinstance(key, ast.Constant) and key.value in names):
+                continue
+            if ast.get_source_segment(text, receiver) not in NOT_ROWS:
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.get_source_segment(text, node)}")
+    assert not offenders, "a row read by a string key (read its attribute):\n" + "\n".join(offenders)

@@ -82,7 +82,7 @@ async def test_the_tui_started_as_make_run_stores_its_first_grid_in_data_runs_db
         while len(app.runs_pane.shown) < 2:
             assert time.monotonic() < deadline, "the Runs pane never showed the grid's runs"
             await pilot.pause(0.2)
-        shown = sorted((r["model"], r["technique"], r["status"]) for r in app.runs_pane.shown)
+        shown = sorted((r.run.model, r.run.technique, r.run.status) for r in app.runs_pane.shown)
         assert shown == EXPECTED
     assert _stored(fresh_folder) == EXPECTED
     assert _files(fresh_folder) <= {"experiments.toml", "data", "data/runs.db"}, _files(fresh_folder)

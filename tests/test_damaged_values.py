@@ -118,9 +118,9 @@ def test_no_face_crashes_and_every_face_leaves_out_the_same_values(tmp_path_fact
                 else:
                     expected = 100 * (taken_value - base_mean) / base_mean  # the baseline mean is positive here
             if expected is None or not math.isfinite(expected):
-                assert row[f"change_{metric}"] is None, (metric, row[metric], base_mean)
+                assert row.change[metric] is None, (metric, row.run.value(metric), base_mean)
             else:
-                assert row[f"change_{metric}"] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+                assert row.change[metric] == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
 def test_a_negative_baseline_reads_as_no_change_not_a_saving(tmp_path):
@@ -132,7 +132,7 @@ def test_a_negative_baseline_reads_as_no_change_not_a_saving(tmp_path):
     groups = {g.technique: g for g in compare.summarize(runs)}
     assert groups["baseline"].means["energy_training_j"] is None
     assert groups["prune"].change["energy_training_j"] is None
-    assert all(row["change_energy_training_j"] is None for row in table_rows(runs, {}))
+    assert all(row.change["energy_training_j"] is None for row in table_rows(runs, {}))
     (verdict,) = compare.judge(runs, metrics=("energy_training_j",))
     assert verdict.verdict == stats.INSUFFICIENT and verdict.stats.n_baseline == 0
     assert "-145" not in render.render_text([verdict])

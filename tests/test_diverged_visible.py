@@ -23,7 +23,7 @@ DIVERGED = json.dumps(["diverged"])
 
 def test_a_diverged_baseline_counts_for_energy_but_not_for_accuracy():
     baselines = [row("baseline", 100.0, acc=0.9), row("baseline", 300.0, acc=0.1)]
-    baselines[1]["flags"] = DIVERGED
+    baselines[1] = baselines[1].replaced(flags=DIVERGED)
     pruned = row("prune", 100.0, acc=0.8)
     rows = [*baselines, pruned]
     change = compare.changes(rows)[2]
@@ -36,10 +36,8 @@ def test_a_diverged_baseline_counts_for_energy_but_not_for_accuracy():
 def test_a_verdict_with_a_diverged_run_names_it_in_its_check_column():
     rows = [row("baseline", e, acc=a) for e, a in ((100.0, 0.9), (104.0, 0.1), (98.0, 0.9))]
     rows += [row("prune", e) for e in (90.0, 92.0, 91.0)]
-    for number, r in enumerate(rows, 1):
-        r["id"] = number
-        r["settings_key"] = f"k{number}"
-    rows[1]["flags"] = DIVERGED
+    rows = [r.replaced(id=number, settings_key=f"k{number}") for number, r in enumerate(rows, 1)]
+    rows[1] = rows[1].replaced(flags=DIVERGED)
     (verdict,) = [c for c in compare.judge(rows, {}, metrics=("energy_j",)) if c.technique.startswith("prune")]
     assert "diverged" in str(checks_cell(verdict))
 

@@ -11,6 +11,7 @@ import pytest
 from greenlab.core.report import compare, render
 from greenlab.core.report import energy_to_target as e2t
 from greenlab.core.run import divergence
+from greenlab.core.store.rows import EpochRow, RunRow
 from greenlab.tui.runs import status_text
 from tests.conftest import run_cli
 
@@ -69,22 +70,22 @@ techniques = ["baseline"]
 
 # -- energy to target and the report ------------------------------------------------------------------------
 def _row(run_id, technique, accuracy, energy=10.0, flags=()):
-    return {
-        "id": run_id,
-        "experiment": "e",
-        "model": "tinycnn",
-        "dataset": "digits",
-        "technique": technique,
-        "status": "completed",
-        "settings_key": f"k{run_id}",
-        "conditions_key": "c",
-        "settings": {},
-        "val_accuracy": accuracy,
-        "energy_j": energy,
-        "energy_training_j": energy,
-        "duration_s": 1.0,
-        "flags": json.dumps(list(flags)),
-    }
+    return RunRow.of(
+        id=run_id,
+        experiment="e",
+        model="tinycnn",
+        dataset="digits",
+        technique=technique,
+        status="completed",
+        settings_key=f"k{run_id}",
+        conditions_key="c",
+        settings={},
+        val_accuracy=accuracy,
+        energy_j=energy,
+        energy_training_j=energy,
+        duration_s=1.0,
+        flags=json.dumps(list(flags)),
+    )
 
 
 def test_a_diverged_baseline_sets_no_target_and_a_diverged_run_gets_no_figure():
@@ -97,7 +98,7 @@ def test_a_diverged_baseline_sets_no_target_and_a_diverged_run_gets_no_figure():
     ]
     targets = e2t.default_targets(rows)
     assert targets["c"] == pytest.approx(0.90)
-    computed = e2t.compute(rows, lambda run_id: [{"epoch": 1, "val_accuracy": 0.95, "energy_j": 10.0}])
+    computed = e2t.compute(rows, lambda run_id: [EpochRow(run_id, 1, val_accuracy=0.95, energy_j=10.0)])
     assert set(computed) == {1, 2, 4}
 
 
@@ -105,8 +106,7 @@ def test_the_report_names_diverged_runs_and_energy_to_target_judges_the_others()
     rows = [_row(i, "baseline", 0.9 + i / 1000, energy=10.0 + i / 10) for i in (1, 2, 3)]
     rows += [_row(i, "prune", 0.9, energy=9.0 + i / 10) for i in (4, 5, 6)]
     rows.append(_row(7, "prune", 0.1, energy=9.5, flags=["diverged"]))
-    for row in rows:
-        row["energy_to_target_j"] = None if "diverged" in row["flags"] else row["energy_j"]
+    rows = [row.replaced(energy_to_target_j=None if "diverged" in row.flags else row.energy_j) for row in rows]
     judged = compare.judge(rows, metrics=("energy_training_j", "energy_to_target_j"))
     energy = next(c for c in judged if c.metric == "energy_training_j")
     to_target = next(c for c in judged if c.metric == "energy_to_target_j")
@@ -122,4 +122,4 @@ def test_the_report_names_diverged_runs_and_energy_to_target_judges_the_others()
 def test_the_runs_table_shows_a_diverged_run_as_diverged():
     assert status_text(_row(1, "baseline", 0.1, flags=["diverged"])) == "diverged"
     assert status_text(_row(2, "baseline", 0.9)) == "completed"
-    assert status_text({**_row(3, "baseline", 0.1, flags=["diverged"]), "status": "superseded"}) == "superseded"
+    assert status_text(_row(3, "baseline", 0.1, flags=["diverged"]).replaced(status="superseded")) == "superseded"

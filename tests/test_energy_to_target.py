@@ -10,10 +10,11 @@ import pytest
 from greenlab.core.report import energy_to_target as e2t
 from greenlab.core.store import schema
 from greenlab.core.store.database import Store
+from greenlab.core.store.rows import EpochRow, RunRow
 
 
 def epoch(n, acc, energy=None, train=None, evaluate=None):
-    return {"epoch": n, "val_accuracy": acc, "energy_j": energy, "train_energy_j": train, "eval_energy_j": evaluate}
+    return EpochRow(0, n, val_accuracy=acc, energy_j=energy, train_energy_j=train, eval_energy_j=evaluate)
 
 
 def test_energy_until_the_target_is_first_reached():
@@ -73,29 +74,21 @@ def test_update_writes_target_and_energy_for_runs_with_baselines(tmp_path):
 
 def test_rows_of_an_older_store_are_filled_in_memory():
     rows = [
-        {
-            "id": 1,
-            "status": "completed",
-            "technique": "baseline",
-            "model": "m",
-            "dataset": "d",
-            "settings": json.dumps({"epochs": 1}),
-            "val_accuracy": 0.9,
-        },
-        {
-            "id": 2,
-            "status": "completed",
-            "technique": "prune",
-            "model": "m",
-            "dataset": "d",
-            "settings": json.dumps({"epochs": 1}),
-            "val_accuracy": 0.9,
-        },
+        RunRow.of(
+            id=run_id,
+            status="completed",
+            technique=technique,
+            model="m",
+            dataset="d",
+            settings=json.dumps({"epochs": 1}),
+            val_accuracy=0.9,
+        )
+        for run_id, technique in ((1, "baseline"), (2, "prune"))
     ]
     epochs = {1: [epoch(1, 0.9, 10.0)], 2: [epoch(1, 0.89, 4.0)]}
     filled = e2t.with_energy_to_target(rows, epochs.__getitem__)
-    assert [r["energy_to_target_j"] for r in filled] == [10.0, 4.0]
-    assert rows[0].get("energy_to_target_j") is None  # the input is not modified
+    assert [r.energy_to_target_j for r in filled] == [10.0, 4.0]
+    assert rows[0].energy_to_target_j is None  # the input is not modified
 
 
 def test_migration_adds_the_columns_to_a_version_1_store_once(tmp_path):

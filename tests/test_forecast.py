@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from greenlab.core.grid import forecast as fc
 from greenlab.core.plan.config import build_experiments, expand_grid, parse_experiments
+from greenlab.core.store.rows import RunRow
 from tests.conftest import run_cli, sync
 
 
@@ -33,20 +34,20 @@ def grid(**defaults):
 
 
 def stored(run, run_id, seconds, joules, train_s=None, train_j=None):
-    return {
-        "id": run_id,
-        "model": run.model,
-        "technique": run.technique,
-        "status": "completed",
-        "settings_key": run.settings_key(),
-        "conditions_key": run.conditions_key(),
-        "settings": {**asdict(run.settings), "techniques": run.technique_settings},
-        "dataset": run.settings.dataset,
-        "duration_s": seconds,
-        "energy_j": joules,
-        "train_s": train_s,
-        "energy_training_j": train_j,
-    }
+    return RunRow.of(
+        id=run_id,
+        model=run.model,
+        technique=run.technique,
+        status="completed",
+        settings_key=run.settings_key(),
+        conditions_key=run.conditions_key(),
+        settings={**asdict(run.settings), "techniques": run.technique_settings},
+        dataset=run.settings.dataset,
+        duration_s=seconds,
+        energy_j=joules,
+        train_s=train_s,
+        energy_training_j=train_j,
+    )
 
 
 def no_calibration(specs):

@@ -11,6 +11,7 @@ from greenlab.core.grid.driver import Resume
 from greenlab.core.grid.queue import QUEUED, REPEATED, STORED, plan_queue
 from greenlab.core.grid.session import GridRequest, GridSession, queue_of
 from greenlab.core.plan.analysis import Plan
+from greenlab.core.store.rows import RunRow
 from tests.test_forecast import grid
 
 POOL = grid()  # four distinct runs: tinycnn baseline and prune, two repeats each
@@ -22,8 +23,8 @@ class CompletedStore:
     def __init__(self, keys: set[str]) -> None:
         self.keys = keys
 
-    def completed_by_key(self) -> dict[str, dict[str, object]]:
-        return {key: {"id": 1} for key in self.keys}
+    def completed_by_key(self) -> dict[str, RunRow]:
+        return {key: RunRow.of(id=1) for key in self.keys}
 
     def running_elsewhere(self, key: str) -> None:
         return None
@@ -70,18 +71,18 @@ def test_runs_queued_in_an_earlier_grid_are_skipped_unless_forced_and_each_skip_
 def test_the_forecast_prices_a_repeated_entry_once_and_says_what_it_left_out():
     first, second = POOL[:2]
     earlier = [
-        {
-            "id": 1,
-            "model": first.model,
-            "technique": first.technique,
-            "status": "completed",
-            "settings_key": second.settings_key(),
-            "conditions_key": first.conditions_key(),
-            "settings": {},
-            "dataset": first.settings.dataset,
-            "duration_s": 10.0,
-            "energy_j": 100.0,
-        }
+        RunRow.of(
+            id=1,
+            model=first.model,
+            technique=first.technique,
+            status="completed",
+            settings_key=second.settings_key(),
+            conditions_key=first.conditions_key(),
+            settings={},
+            dataset=first.settings.dataset,
+            duration_s=10.0,
+            energy_j=100.0,
+        )
     ]
     result = fc.forecast([first, first, second], earlier, stored_keys={second.settings_key()}, calibrate=lambda s: {})
     assert (result.runs, result.skipped) == (1, 2)

@@ -11,25 +11,26 @@ import pytest
 
 from greenlab.core.plan.config import conditions_key
 from greenlab.core.report import compare, groups, plot, render
+from greenlab.core.store.rows import RunRow
 
 
 def _row(run_id, technique, energy, *, lr=0.01, seed=0, model="tinycnn", dataset="digits"):
     settings = {"lr": lr, "seed": seed, "dataset": dataset, "epochs": 2, "techniques": {}}
-    return {
-        "id": run_id,
-        "experiment": "e",
-        "model": model,
-        "dataset": dataset,
-        "technique": technique,
-        "status": "completed",
-        "settings_key": f"k{run_id}",
-        "conditions_key": conditions_key(model, settings),
-        "settings": json.dumps(settings),
-        "energy_j": energy,
-        "energy_training_j": energy,
-        "duration_s": energy / 10,
-        "val_accuracy": 0.9,
-    }
+    return RunRow.of(
+        id=run_id,
+        experiment="e",
+        model=model,
+        dataset=dataset,
+        technique=technique,
+        status="completed",
+        settings_key=f"k{run_id}",
+        conditions_key=conditions_key(model, settings),
+        settings=json.dumps(settings),
+        energy_j=energy,
+        energy_training_j=energy,
+        duration_s=energy / 10,
+        val_accuracy=0.9,
+    )
 
 
 def _grid(first_id, **conditions):
@@ -47,7 +48,7 @@ def test_a_dataset_that_differs_is_named_as_the_dataset_and_equal_settings_fall_
     rows = _grid(1) + _grid(10, dataset="cifar10")
     labels = set(groups.group_labels((compare.conditions_of(r), r["model"], r) for r in rows).values())
     assert labels == {"tinycnn (digits)", "tinycnn (cifar10)"}
-    twin = [{**r, "conditions_key": "old:abcdef123"} for r in _grid(30)]  # same settings, an older key epoch
+    twin = [r.replaced(conditions_key="old:abcdef123") for r in _grid(30)]  # same settings, an older key epoch
     labels = groups.group_labels((compare.conditions_of(r), r["model"], r) for r in _grid(1) + twin)
     assert "tinycnn [abcdef]" in labels.values()
 

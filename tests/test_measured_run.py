@@ -121,20 +121,20 @@ def test_supervised_run_is_measured_and_labelled(fake_hardware, child_on_gpu, tm
     assert row["idle_w"] == pytest.approx(GPU_W + PKG_W + DRAM_W, rel=0.1)
     assert row["energy_net_j"] < 0.1 * row["energy_j"]
     assert any(isinstance(e, run_events.IdleMeasured) for e in seen)
-    components = {c["component"]: c for c in store.components(row["id"])}
-    gpu_inputs = components["gpu0"]["inputs"]
-    assert gpu_inputs["polled_j"] == pytest.approx(components["gpu0"]["energy_j"], rel=0.1)
+    components = {c.component: c for c in store.components(row["id"])}
+    gpu_inputs = components["gpu0"].inputs
+    assert gpu_inputs["polled_j"] == pytest.approx(components["gpu0"].energy_j, rel=0.1)
     assert "counter_polled_disagree" not in row["flags"]
     meters = row["meters"]
     assert meters["components"]["gpu0"]["method"] == "counter"
     assert meters["components"]["gpu0"]["name"] == "NVIDIA H200"
     epochs = store.epochs(row["id"])
-    assert epochs[0]["train_energy_j"] > 0
+    assert epochs[0].train_energy_j > 0
     # A phase shorter than the GPU counter's update period falls back to polled power, flagged: the
     # training total stays known either way.
-    assert row["energy_training_j"] == pytest.approx(epochs[0]["energy_j"])
-    assert epochs[0]["train_window_s"] > 0 and epochs[0]["eval_window_s"] > 0
-    assert {s["component"] for s in store.samples(row["id"])} == {"gpu0", "cpu", "dram"}
+    assert row["energy_training_j"] == pytest.approx(epochs[0].energy_j)
+    assert epochs[0].train_window_s > 0 and epochs[0].eval_window_s > 0
+    assert {s.component for s in store.samples(row["id"])} == {"gpu0", "cpu", "dram"}
 
 
 def test_a_run_on_the_cpu_keeps_no_gpu_energy(fake_hardware, tmp_path):
@@ -147,8 +147,8 @@ def test_a_run_on_the_cpu_keeps_no_gpu_energy(fake_hardware, tmp_path):
     assert row["energy_gpu_j"] is None and row["energy_gpu_method"] == "unavailable"
     assert row["energy_j"] == pytest.approx(row["energy_cpu_j"] + row["energy_dram_j"])
     assert row["idle_w"] == pytest.approx(PKG_W + DRAM_W, rel=0.1)
-    assert {c["component"] for c in store.components(row["id"])} == {"cpu", "dram"}
-    assert "gpu0" not in {s["component"] for s in store.samples(row["id"])}
+    assert {c.component for c in store.components(row["id"])} == {"cpu", "dram"}
+    assert "gpu0" not in {s.component for s in store.samples(row["id"])}
     meters = row["meters"]
     assert meters["gpus_not_used"]["components"] == ["gpu0"] and "gpu0" not in meters["components"]
 
@@ -233,9 +233,9 @@ def test_a_stalled_store_shifts_no_window_edge(tmp_path):
     epochs = store.epochs(outcome.run_id)
     assert len(epochs) == 3 and stalls
     for epoch in epochs:
-        assert epoch["train_window_s"] == pytest.approx(epoch["train_s"], abs=0.3)
-        assert epoch["eval_window_s"] == pytest.approx(epoch["eval_s"], abs=0.3)
-    assert outcome.row["energy_training_j"] == pytest.approx(sum(e["energy_j"] for e in epochs))
+        assert epoch.train_window_s == pytest.approx(epoch.train_s, abs=0.3)
+        assert epoch.eval_window_s == pytest.approx(epoch.eval_s, abs=0.3)
+    assert outcome.row["energy_training_j"] == pytest.approx(sum(e.energy_j for e in epochs))
 
 
 def test_a_grid_warms_the_machine_up_once_before_its_first_run(tmp_path):
@@ -382,8 +382,8 @@ def test_a_run_records_its_arithmetic_and_its_wait_for_data(tmp_path):
     assert row["bf16_native"] in (0, 1, None)  # this CPU's flags decide
     assert row["data_wait_s"] is not None and 0 <= row["data_wait_s"] < row["train_s"]
     (epoch,) = store.epochs(row["id"])
-    assert epoch["train_data_wait_s"] == pytest.approx(row["data_wait_s"], abs=1e-3)
-    assert epoch["eval_data_wait_s"] is not None
+    assert epoch.train_data_wait_s == pytest.approx(row["data_wait_s"], abs=1e-3)
+    assert epoch.eval_data_wait_s is not None
     assert row["meters"]["input_pipeline"] == {
         "num_workers": 0,  # "auto" off CUDA: the batches are cached tensors
         "pin_memory": False,

@@ -7,25 +7,26 @@ import json
 from greenlab.core.plan.config import conditions_key
 from greenlab.core.report import compare
 from greenlab.core.report.plot import build_figure, change_range
+from greenlab.core.store.rows import RunRow
 
 
 def _row(run_id, technique, energy, lr):
     settings = {"lr": lr, "dataset": "digits", "techniques": {}}
-    return {
-        "id": run_id,
-        "experiment": "e",
-        "model": "tinycnn",
-        "dataset": "digits",
-        "technique": technique,
-        "status": "completed",
-        "settings_key": f"k{run_id}",
-        "conditions_key": conditions_key("tinycnn", settings),
-        "settings": json.dumps(settings),
-        "energy_j": energy,
-        "energy_training_j": energy,
-        "duration_s": 1.0,
-        "val_accuracy": 0.9,
-    }
+    return RunRow.of(
+        id=run_id,
+        experiment="e",
+        model="tinycnn",
+        dataset="digits",
+        technique=technique,
+        status="completed",
+        settings_key=f"k{run_id}",
+        conditions_key=conditions_key("tinycnn", settings),
+        settings=json.dumps(settings),
+        energy_j=energy,
+        energy_training_j=energy,
+        duration_s=1.0,
+        val_accuracy=0.9,
+    )
 
 
 def _study():

@@ -10,6 +10,7 @@ from greenlab.core.grid.stop_rules import GridStopped
 from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.report import formatting
 from greenlab.core.run.run_events import ChildEvent, IdleMeasured, RunBegan, RunStored
+from greenlab.core.store.rows import RunRow
 from greenlab.core.train import child_events
 
 GRID = expand_grid(
@@ -114,7 +115,7 @@ def test_shared_wording():
     assert formatting.clock(3725) == "1:02:05" and formatting.duration(12.34) == "12.3 s"
     assert formatting.kind_of_methods({"gpu0": "counter", "cpu": "estimate"}) == "mixed"
     assert formatting.kind_of_methods({"cpu": "unavailable"}) == "unavailable"
-    assert formatting.kind_of_row({"energy_measured_j": 0.0, "energy_estimated_j": 3.0}) == "estimated"
+    assert formatting.kind_of_row(RunRow.of(energy_measured_j=0.0, energy_estimated_j=3.0)) == "estimated"
 
 
 def test_several_runs_in_flight_each_follow_their_own_events():
@@ -148,7 +149,7 @@ def test_several_runs_in_flight_each_follow_their_own_events():
     assert [v.run_id for v in snapshot.running] == [12, 10] and snapshot.running[1].batch == 0
     presenter.apply(RunStored(10, GRID[0], "interrupted", "cancelled by the user", {}), grid=1)
     snapshot = presenter.apply(RunStored(12, GRID[2], "failed", "boom", {}), grid=1)
-    assert snapshot.running == () and snapshot.current.run_id == 12 and snapshot.current.stored == {}
+    assert snapshot.running == () and snapshot.current.run_id == 12 and snapshot.current.stored == RunRow(12)
     assert [e.status for e in snapshot.queue] == ["interrupted", "completed", "failed", "waiting"]
 
 

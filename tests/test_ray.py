@@ -352,7 +352,7 @@ def test_a_grid_runs_on_ray_and_only_the_driver_writes_the_store(ray_instance, t
         assert placement["omp_num_threads"] == "2"  # Ray's, inherited by the run's torch
         assert row["host"]["hostname"] == placement["hostname"]
         assert store.epochs(row["id"]) and store.samples(row["id"])
-        assert {c["component"] for c in store.components(row["id"])} == {"cpu", "dram"}
+        assert {c.component for c in store.components(row["id"])} == {"cpu", "dram"}
         assert row["energy_j"] > 0 and row["val_accuracy"] is not None
         # A run takes all of the node's CPUs: none shared them, so nothing is flagged.
         assert row["concurrent_runs"] == [] and "shared_node_cpu" not in row["flags"]
@@ -426,8 +426,8 @@ def test_the_same_grid_through_both_drivers_stores_the_same_rows(ray_instance, t
             k: (v["method"], v.get("formula")) for k, v in ray_meters["components"].items()
         }
         assert len(local_store.epochs(mine["id"])) == len(ray_store.epochs(theirs["id"]))
-        assert {c["component"] for c in local_store.components(mine["id"])} == {
-            c["component"] for c in ray_store.components(theirs["id"])
+        assert {c.component for c in local_store.components(mine["id"])} == {
+            c.component for c in ray_store.components(theirs["id"])
         }
 
 

@@ -7,21 +7,22 @@ import json
 import pytest
 
 from greenlab.core.report import compare, formatting, render, stats
+from greenlab.core.store.rows import RunRow
 
 
 def row(technique, energy, *, epochs=2, acc=0.9, experiment="e", model="m", **settings):
-    return {
-        "experiment": experiment,
-        "model": model,
-        "dataset": "digits",
-        "technique": technique,
-        "status": "completed",
-        "energy_j": energy,
-        "energy_training_j": energy / 2,
-        "duration_s": 10.0,
-        "val_accuracy": acc,
-        "settings": json.dumps({"epochs": epochs, "techniques": {technique: {}}, **settings}),
-    }
+    return RunRow.of(
+        experiment=experiment,
+        model=model,
+        dataset="digits",
+        technique=technique,
+        status="completed",
+        energy_j=energy,
+        energy_training_j=energy / 2,
+        duration_s=10.0,
+        val_accuracy=acc,
+        settings=json.dumps({"epochs": epochs, "techniques": {technique: {}}, **settings}),
+    )
 
 
 def test_change_against_the_matching_baseline_only():
@@ -60,33 +61,33 @@ def test_work_settings_model_and_dataset_are_conditions():
     assert compare.conditions_of(base) != compare.conditions_of(row("baseline", 1.0, epochs=3))
     assert compare.conditions_of(base) != compare.conditions_of(row("baseline", 1.0, lr=0.1))
     assert compare.conditions_of(base) != compare.conditions_of(row("baseline", 1.0, model="other"))
-    assert compare.conditions_of(base) != compare.conditions_of({**base, "dataset": "cifar10"})
+    assert compare.conditions_of(base) != compare.conditions_of(base.replaced(dataset="cifar10"))
 
 
 def test_a_stored_conditions_key_wins():
     a, b = row("baseline", 100.0, epochs=2), row("prune", 50.0, epochs=5)
-    a["conditions_key"] = b["conditions_key"] = "k"
+    a, b = a.replaced(conditions_key="k"), b.replaced(conditions_key="k")
     assert compare.conditions_of(a) == compare.conditions_of(b) == "k"
     assert compare.changes([a, b])[1]["energy_j"] == pytest.approx(-50.0)
-    assert compare.conditions_of({**a, "conditions_key": None}) != "k"  # NULL: computed from the settings
+    assert compare.conditions_of(a.replaced(conditions_key=None)) != "k"  # NULL: computed from the settings
 
 
 def test_a_forced_rerun_replaces_its_earlier_run():
-    first = {**row("baseline", 100.0), "id": 1, "settings_key": "s"}
-    rerun = {**row("baseline", 200.0), "id": 2, "settings_key": "s"}
+    first = row("baseline", 100.0).replaced(id=1, settings_key="s")
+    rerun = row("baseline", 200.0).replaced(id=2, settings_key="s")
     assert compare.latest_runs([rerun, first]) == [rerun]
 
 
 def test_comparisons_and_sentences():
     rows = [
-        {**row("baseline", e, acc=a), "id": i}
+        row("baseline", e, acc=a).replaced(id=i)
         for i, (e, a) in enumerate([(100.0, 0.900), (102.0, 0.902), (98.0, 0.898)])
     ]
     rows += [
-        {**row("stego", e, acc=a), "id": 10 + i}
+        row("stego", e, acc=a).replaced(id=10 + i)
         for i, (e, a) in enumerate([(70.0, 0.900), (71.0, 0.902), (69.0, 0.898)])
     ]
-    rows += [{**row("prune", e), "id": 20, "experiment": "other"} for e in [80.0]]
+    rows += [row("prune", e).replaced(id=20, experiment="other") for e in [80.0]]
     found = {(c.technique, c.metric): c for c in compare.judge(rows, metrics=("energy_j", "val_accuracy"))}
     stego = found[("stego", "energy_j")]
     assert stego.verdict == "saves" and stego.holm_family == 1  # prune has one run: no p, not in the family
@@ -103,15 +104,15 @@ def test_comparisons_and_sentences():
 
 
 def test_a_technique_without_baseline_is_insufficient_and_says_why():
-    (c,) = compare.judge([{**row("prune", 1.0), "id": 1}, {**row("prune", 2.0), "id": 2}], metrics=("energy_j",))
+    (c,) = compare.judge([row("prune", 1.0).replaced(id=1), row("prune", 2.0).replaced(id=2)], metrics=("energy_j",))
     assert c.verdict == "insufficient" and "no completed baseline" in c.sentence
 
 
 def test_the_margin_comes_from_the_plan_post_hoc_values_are_labelled_and_old_runs_keep_theirs():
     from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan, PostHoc
 
-    rows = [{**row("baseline", 100.0 + i), "id": i} for i in range(3)]
-    rows += [{**row("prune", 100.0 + i, equivalence_margin=0.2), "id": 10 + i} for i in range(3)]
+    rows = [row("baseline", 100.0 + i).replaced(id=i) for i in range(3)]
+    rows += [row("prune", 100.0 + i, equivalence_margin=0.2).replaced(id=10 + i) for i in range(3)]
     # runs from before plans: an implied plan with the margin they stored
     (old,) = compare.judge(rows, metrics=("energy_j",))
     assert old.analysis.equivalence_margin == 0.2 and not old.plan.declared
@@ -122,7 +123,7 @@ def test_the_margin_comes_from_the_plan_post_hoc_values_are_labelled_and_old_run
     # runs of a declared plan: its margin, whatever the runs' settings say
     key = compare.conditions_of(rows[3])
     plan = Plan(AnalysisSettings(equivalence_margin=0.1), (Cell(key, "prune"),), "e.toml", id=7)
-    planned = [{**r, "plan_id": 7} for r in rows]
+    planned = [r.replaced(plan_id=7) for r in rows]
     (declared,) = compare.judge(planned, {7: plan}, metrics=("energy_j",))
     assert declared.analysis.equivalence_margin == 0.1 and declared.plan.id == 7
     assert declared.stats.equivalence_bounds == pytest.approx((1 / 1.1, 1.1))
@@ -149,12 +150,12 @@ def test_energy_and_interval_share_a_unit():
 def test_the_headless_summary_says_plainly_that_one_run_cannot_show_significance():
     from greenlab.core.report import render
 
-    rows = [{**row("baseline", 100.0), "id": 1}, {**row("lowrank", 128.6), "id": 2}]
+    rows = [row("baseline", 100.0).replaced(id=1), row("lowrank", 128.6).replaced(id=2)]
     text = render.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     assert "insufficient" in text and "1v1" in text
     assert "One run per cell cannot show significance: set repeats = 3" in text
-    rows += [{**row("baseline", e), "id": 10 + i} for i, e in enumerate([102.0, 98.0])]
-    rows += [{**row("lowrank", e), "id": 20 + i} for i, e in enumerate([70.0, 71.0])]
+    rows += [row("baseline", e).replaced(id=10 + i) for i, e in enumerate([102.0, 98.0])]
+    rows += [row("lowrank", e).replaced(id=20 + i) for i, e in enumerate([70.0, 71.0])]
     text = render.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     assert "One run per cell" not in text and "m: lowrank" in text and "[" in text
 
@@ -163,10 +164,10 @@ def test_the_headless_table_says_what_its_plus_minus_and_delta_are_and_stays_ali
     from greenlab.headless import summary_table
 
     rows = [
-        {**row("baseline", e, acc=a), "id": i}
+        row("baseline", e, acc=a).replaced(id=i)
         for i, (e, a) in enumerate([(2000.0, 0.9), (2200.0, 0.92), (1800.0, 0.88)])
     ]
-    rows += [{**row("stego", e), "id": 10 + i} for i, e in enumerate([1400.0, 1500.0, 1440.0])]
+    rows += [row("stego", e).replaced(id=10 + i) for i, e in enumerate([1400.0, 1500.0, 1440.0])]
     text = summary_table(rows)
     assert "±: half-width of the 95 % confidence interval of the mean" in text
     assert "Δ: the mean against the baseline's mean" in text
@@ -174,20 +175,20 @@ def test_the_headless_table_says_what_its_plus_minus_and_delta_are_and_stays_ali
     energy_end = header.index(" energy") + len(" energy")
     for line in table[:2]:
         assert "±" in line and line[energy_end - 1] == "J"  # the energy with its ± fits its column
-    single = summary_table([{**row("baseline", 100.0), "id": 1}, {**row("stego", 70.0), "id": 2}])
+    single = summary_table([row("baseline", 100.0).replaced(id=1), row("stego", 70.0).replaced(id=2)])
     assert "±" not in single and "Δ: the mean" in single  # no interval from one run, so no legend for it
 
 
 def test_the_verdicts_header_names_no_holm_family_when_no_comparison_has_a_p():
     from greenlab.core.report import render
 
-    rows = [{**row("baseline", 100.0), "id": 1}, {**row("stego", 70.0), "id": 2}]
+    rows = [row("baseline", 100.0).replaced(id=1), row("stego", 70.0).replaced(id=2)]
     text = render.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     assert "Holm over 0" not in text and "no comparison has a p-value: fewer than 2 runs a side" in text
     legend = render.legend(compare.judge(rows, metrics=("energy_training_j",)))
     assert "Holm over 0" not in legend and "no comparison has a p-value" in legend
-    rows += [{**row("baseline", e), "id": 10 + i} for i, e in enumerate([102.0, 98.0])]
-    rows += [{**row("stego", e), "id": 20 + i} for i, e in enumerate([70.0, 71.0])]
+    rows += [row("baseline", e).replaced(id=10 + i) for i, e in enumerate([102.0, 98.0])]
+    rows += [row("stego", e).replaced(id=20 + i) for i, e in enumerate([70.0, 71.0])]
     text = render.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     assert "Holm over each plan's declared family (1 comparison)" in text
 
@@ -205,8 +206,8 @@ def test_the_docs_promise_the_headless_table_what_it_shows():
 def test_the_readme_shows_the_verdicts_table_headed_as_the_headless_run_prints_it():
     from tests.conftest import REPO
 
-    rows = [{**row("baseline", e), "id": i} for i, e in enumerate([100.0, 102.0, 98.0])]
-    rows += [{**row("prune", e), "id": 10 + i} for i, e in enumerate([70.0, 71.0, 69.0])]
+    rows = [row("baseline", e).replaced(id=i) for i, e in enumerate([100.0, 102.0, 98.0])]
+    rows += [row("prune", e).replaced(id=10 + i) for i, e in enumerate([70.0, 71.0, 69.0])]
     text = render.verdict_summary(compare.judge(rows, metrics=("energy_training_j",)))
     header, rule = text.splitlines()[1:3]
     assert f"{header}\n{rule}\n" in (REPO / "README.md").read_text() and " 3v3 " in text
@@ -214,17 +215,17 @@ def test_the_readme_shows_the_verdicts_table_headed_as_the_headless_run_prints_i
 
 def test_accuracy_is_equivalent_only_within_a_point():
     """A relative 5 % would call 90 % and 86 % equivalent; accuracy is judged within ±1 pp."""
-    base = [{**row("baseline", 100.0, acc=a), "id": i} for i, a in enumerate([0.900, 0.905, 0.895])]
-    near = [{**row("stego", 100.0, acc=a), "id": 10 + i} for i, a in enumerate([0.901, 0.906, 0.896])]
-    far = [{**row("prune", 100.0, acc=a), "id": 20 + i} for i, a in enumerate([0.880, 0.885, 0.875])]
+    base = [row("baseline", 100.0, acc=a).replaced(id=i) for i, a in enumerate([0.900, 0.905, 0.895])]
+    near = [row("stego", 100.0, acc=a).replaced(id=10 + i) for i, a in enumerate([0.901, 0.906, 0.896])]
+    far = [row("prune", 100.0, acc=a).replaced(id=20 + i) for i, a in enumerate([0.880, 0.885, 0.875])]
     found = {c.technique: c for c in compare.judge(base + near + far, metrics=("val_accuracy",))}
     assert found["stego"].verdict == "equivalent"
     assert found["prune"].verdict == "costs"  # 2 pp less, clearly
 
 
 def test_energy_to_target_with_runs_that_never_reached_it_is_insufficient():
-    base = [{**row("baseline", 100.0), "id": i, "energy_to_target_j": e} for i, e in enumerate([50.0, 52.0, 51.0])]
-    tech = [{**row("prune", 100.0), "id": 10 + i, "energy_to_target_j": e} for i, e in enumerate([20.0, 21.0, None])]
+    base = [row("baseline", 100.0).replaced(id=i, energy_to_target_j=e) for i, e in enumerate([50.0, 52.0, 51.0])]
+    tech = [row("prune", 100.0).replaced(id=10 + i, energy_to_target_j=e) for i, e in enumerate([20.0, 21.0, None])]
     (found,) = compare.judge(base + tech, metrics=("energy_to_target_j",))
     assert found.verdict == "insufficient" and found.stats.n_missing == 1
 
@@ -234,7 +235,7 @@ def test_energy_to_target_names_the_runs_that_never_reached_it_not_a_lack_of_val
 
     def cell(technique, energies, first):
         return [
-            {**row(technique, 100.0), "id": first + i, "energy_to_target_j": e, "target_accuracy": 0.889}
+            row(technique, 100.0).replaced(id=first + i, energy_to_target_j=e, target_accuracy=0.889)
             for i, e in enumerate(energies)
         ]
 
@@ -278,10 +279,10 @@ def test_runs_to_decide_are_counted_at_the_holm_level_the_verdict_uses():
 
 def test_runs_flagged_busy_or_sharing_a_node_are_counted_in_the_sentence_and_notes():
     """The verdict stands, but energy and time say how many of their runs covered other work too."""
-    rows = [{**row("baseline", e), "id": i} for i, e in enumerate((100.0, 101.0, 99.0), 1)]
-    rows += [{**row("prune", e), "id": i} for i, e in enumerate((60.0, 61.0, 59.0), 4)]
-    rows[1]["flags"] = json.dumps(["host_busy"])
-    rows[4]["flags"] = ["host_busy", "shared_node_cpu"]
+    rows = [row("baseline", e).replaced(id=i) for i, e in enumerate((100.0, 101.0, 99.0), 1)]
+    rows += [row("prune", e).replaced(id=i) for i, e in enumerate((60.0, 61.0, 59.0), 4)]
+    rows[1] = rows[1].replaced(flags=json.dumps(["host_busy"]))
+    rows[4] = rows[4].replaced(flags=["host_busy", "shared_node_cpu"])
     by_metric = {c.metric: c for c in compare.judge(rows, metrics=("energy_j", "val_accuracy"))}
     energy = by_metric["energy_j"]
     assert energy.verdict == "saves"
@@ -290,23 +291,22 @@ def test_runs_flagged_busy_or_sharing_a_node_are_counted_in_the_sentence_and_not
     )  # a run with both counts once
     assert energy.to_dict()["notes"][-1].startswith("2 of 6 runs measured beside other work")
     assert "other work" not in by_metric["val_accuracy"].sentence  # accuracy is not a figure of the host
-    clean = compare.judge([{**r, "flags": "[]"} for r in rows], metrics=("energy_j",))
+    clean = compare.judge([r.replaced(flags="[]") for r in rows], metrics=("energy_j",))
     assert "flag" not in clean[0].sentence and not clean[0].stats.notes
 
 
 def test_the_verdict_says_when_float32_ran_in_tf32_bfloat16_was_emulated_or_runs_were_input_bound():
-    rows = [{**row("baseline", e), "id": i} for i, e in enumerate((100.0, 101.0, 99.0), 1)]
-    rows += [{**row("stego", e), "id": i} for i, e in enumerate((60.0, 61.0, 59.0), 4)]
-    for r in rows:
-        r["fp32_precision"] = "tf32"
-    rows[3].update(compute_dtype="bfloat16", bf16_native=0, flags=["input_bound"])
+    rows = [row("baseline", e).replaced(id=i) for i, e in enumerate((100.0, 101.0, 99.0), 1)]
+    rows += [row("stego", e).replaced(id=i) for i, e in enumerate((60.0, 61.0, 59.0), 4)]
+    rows = [r.replaced(fp32_precision="tf32") for r in rows]
+    rows[3] = rows[3].replaced(compute_dtype="bfloat16", bf16_native=0, flags=["input_bound"])
     (energy,) = compare.judge(rows, metrics=("energy_j",))
     notes = energy.to_dict()["notes"]
     assert "float32 ran in TF32 (10 mantissa bits) in 6 of 6 runs (fp32_precision)" in notes
     assert "bfloat16 was emulated in 1 of 6 runs: their energy is the emulation's" in notes
     assert any(n.startswith("input-bound: 1 of 6 runs waited for data") for n in notes)
     assert "float32 ran in TF32" in energy.sentence and "input-bound" in energy.sentence
-    ieee = [{**r, "fp32_precision": "ieee", "compute_dtype": "float32", "flags": []} for r in rows]
+    ieee = [r.replaced(fp32_precision="ieee", compute_dtype="float32", flags=[]) for r in rows]
     (clean,) = compare.judge(ieee, metrics=("energy_j",))
     assert not [n for n in clean.to_dict()["notes"] if "TF32" in n or "input-bound" in n]
 
@@ -315,18 +315,17 @@ def test_the_csv_says_what_each_run_computed_in_and_how_long_it_waited_for_data(
     import csv
     import io
 
-    rows = [{**row("baseline", e), "id": i} for i, e in enumerate((100.0, 101.0), 1)]
-    rows += [{**row("stego", e), "id": i} for i, e in enumerate((60.0, 61.0), 3)]
-    for r in rows:
-        r.update(compute_dtype="tf32", fp32_precision="tf32", data_wait_s=0.25)
+    rows = [row("baseline", e).replaced(id=i) for i, e in enumerate((100.0, 101.0), 1)]
+    rows += [row("stego", e).replaced(id=i) for i, e in enumerate((60.0, 61.0), 3)]
+    rows = [r.replaced(compute_dtype="tf32", fp32_precision="tf32", data_wait_s=0.25) for r in rows]
     comparisons = compare.judge(rows, metrics=("energy_j",))
     table = list(csv.DictReader(io.StringIO(render.render_csv(rows, comparisons, ("energy_j",)))))
     assert {(r["compute_dtype"], r["fp32_precision"], r["data_wait_s"]) for r in table} == {("tf32", "tf32", "0.25")}
 
 
 def test_a_run_beside_another_job_on_its_gpu_is_counted_as_beside_other_work():
-    rows = [{**row("baseline", e), "id": i} for i, e in enumerate((100.0, 101.0, 99.0), 1)]
-    rows += [{**row("prune", e), "id": i} for i, e in enumerate((60.0, 61.0, 59.0), 4)]
-    rows[4]["flags"] = ["gpu_shared"]
+    rows = [row("baseline", e).replaced(id=i) for i, e in enumerate((100.0, 101.0, 99.0), 1)]
+    rows += [row("prune", e).replaced(id=i) for i, e in enumerate((60.0, 61.0, 59.0), 4)]
+    rows[4] = rows[4].replaced(flags=["gpu_shared"])
     (energy,) = compare.judge(rows, metrics=("energy_j",))
     assert energy.sentence.endswith("; 1 of 6 runs measured beside other work on their host (flag gpu_shared)")

@@ -91,9 +91,9 @@ def test_two_experiments_with_the_same_work_share_one_baseline(tmp_path):
     executed, _ = supervise(store, second)
     assert executed == []  # the same work, already done under the first experiment's name
     # A technique of the second experiment still meets its baseline: conditions ignore the name.
-    prune = {**next(r for r in store.runs() if r.technique == "prune"), "experiment": "second"}
+    prune = next(r for r in store.runs() if r.technique == "prune").replaced(experiment="second")
     baseline = next(r for r in store.runs() if r.technique == "baseline")
-    assert prune["conditions_key"] == baseline["conditions_key"] == second[0].conditions_key()
+    assert prune.conditions_key == baseline.conditions_key == second[0].conditions_key()
     assert compare.conditions_of(prune) == compare.conditions_of(baseline)
 
 

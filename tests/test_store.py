@@ -15,7 +15,7 @@ from greenlab.core.store import database as store_module
 from greenlab.core.store import rows as stored_rows
 from greenlab.core.store import schema
 from greenlab.core.store.database import Store
-from greenlab.core.store.rows import RunRow
+from greenlab.core.store.rows import EpochRow, RunRow
 from greenlab.core.store.schema import APPLICATION_ID, RUN_COLUMNS, SCHEMA_VERSION
 from tests.conftest import REPO, run_cli
 
@@ -124,9 +124,9 @@ def test_round_trip(tmp_path):
     )
     store.update_run(run_id, status="completed", energy_j=10.0)
     assert store.completed_keys() == {"k1"}
-    assert [e["epoch"] for e in store.epochs(run_id)] == [1]
-    assert [s["watts"] for s in store.samples(run_id)] == [20.0, 21.0]
-    assert store.components(run_id)[0]["inputs"] == {"tdp_w": 85}  # decoded by the store, as runs' columns are
+    assert [e.epoch for e in store.epochs(run_id)] == [1]
+    assert [s.watts for s in store.samples(run_id)] == [20.0, 21.0]
+    assert store.components(run_id)[0].inputs == {"tdp_w": 85}  # decoded by the store, as runs' columns are
     store.close()
     # readable by plain sqlite3, as sqlite-utils users will
     with sqlite3.connect(tmp_path / "runs.db") as conn:
@@ -269,7 +269,7 @@ def test_a_deleted_runs_id_is_never_given_again_in_a_new_store_or_a_migrated_one
     store = Store(old)
     assert store.version == SCHEMA_VERSION
     assert [r["settings_key"] for r in store.runs()] == ["k0", "k1", "k2"]  # rows kept, in order, with their ids
-    assert [(e["run_id"], e["energy_j"]) for e in store.epochs(2)] == [(2, 5.0)]
+    assert [(e.run_id, e.energy_j) for e in store.epochs(2)] == [(2, 5.0)]
     indexes = {
         r[0] for r in store.db.execute("select name from sqlite_master where type = 'index' and tbl_name = 'runs'")
     }
@@ -511,9 +511,7 @@ def test_a_read_of_named_columns_reads_those_and_the_id_and_leaves_the_rest_at_t
     assert row == RunRow(id=run_id, status="completed", energy_j=10.0, flags=["host_busy"], data_wait_s=0.5)
     (whole,) = reader.runs()
     assert (whole.model, whole.settings, whole.settings_key) == ("tinycnn", {"lr": 0.1}, "k")
-    assert reader.epochs_by_run(columns=("epoch", "val_accuracy")) == {
-        run_id: [{"run_id": run_id, "epoch": 1, "val_accuracy": 0.5}]
-    }
+    assert reader.epochs_by_run(columns=("epoch", "val_accuracy")) == {run_id: [EpochRow(run_id, 1, val_accuracy=0.5)]}
     with pytest.raises(ValueError, match="no runs column 'energy'"):
         reader.runs(columns=("energy",))
     reader.close()

@@ -112,11 +112,11 @@ async def test_run_tinycnn_from_the_keyboard(tmp_path, monkeypatch):
         runs = app.runs_pane
         # read again on its thread once the run is stored: on a busy machine the rows come a moment later
         await _wait(pilot, lambda: bool(runs.shown), 30, "the stored run to be listed")
-        assert [(r["model"], r["status"]) for r in runs.shown] == [("tinycnn", "completed")]
-        assert runs.shown[0]["energy_j"] > 0
+        assert [(r.run.model, r.run.status) for r in runs.shown] == [("tinycnn", "completed")]
+        assert runs.shown[0].run.energy_j > 0
         queue = app.query_one("#queue")
         # three batches of a random-init tinycnn may stay at chance: the queue then says diverged, as the table
-        shown = "diverged" if compare.diverged(runs.shown[0]) else "completed"
+        shown = "diverged" if compare.diverged(runs.shown[0].run) else "completed"
         assert str(queue.get_row_at(0)[1]).startswith(f"{shown} ")
         assert runs_table_status(app) == shown
 
@@ -177,7 +177,7 @@ async def test_cancel_stores_the_run_as_interrupted(tmp_path):
         await pilot.press("a")
         await _wait(pilot, lambda: app.live.current.stored is not None, 30, "the cancelled run to be stored")
         await _wait(pilot, lambda: not app.running, 10, "the grid to end")
-        assert app.runs_pane.shown[0]["status"] == "interrupted"
+        assert app.runs_pane.shown[0].run.status == "interrupted"
         assert str(queue.get_row_at(0)[1]).startswith("interrupted")  # the same word everywhere
         assert str(queue.get_row_at(1)[1]) == "not run"  # cancel stops what was queued too, as the summary says
     store = Store(tmp_path / "runs.db")
@@ -311,16 +311,16 @@ async def test_runs_pane_sorts_filters_marks_and_opens_detail(tmp_path):
         assert len(runs.shown) == 14
         await pilot.press("s", "s", "s", "s")  # id -> model -> technique -> status -> energy
         assert runs.sort_column == "energy"
-        energies = [r["energy_j"] for r in runs.shown]
+        energies = [r.run.energy_j for r in runs.shown]
         assert energies == sorted(energies)
         await pilot.press("r")
-        assert [r["energy_j"] for r in runs.shown] == sorted(energies, reverse=True)
+        assert [r.run.energy_j for r in runs.shown] == sorted(energies, reverse=True)
         await pilot.click("#runs-table", offset=(24, 1))  # the technique header, under the border
         assert runs.sort_column == "technique"
         app.query_one("#filter-technique").value = "stego"
         await pilot.pause()
-        assert {r["technique"] for r in runs.shown} == {"stego"} and len(runs.shown) == 3
-        assert all(r["change_energy_j"] < -30 for r in runs.shown)
+        assert {r.run.technique for r in runs.shown} == {"stego"} and len(runs.shown) == 3
+        assert all(r.change["energy_j"] < -30 for r in runs.shown)
         assert "Sort" in {c.title for c in app.get_system_commands(app.screen)}  # the focused pane's keys
         await pilot.press("space")
         assert len(runs.marked) == 1 and "1 marked" in str(runs.query_one("#tradeoff").border_title)

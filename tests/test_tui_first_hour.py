@@ -46,16 +46,19 @@ async def test_delete_names_the_marked_runs_and_those_a_search_hides(tmp_path):
         runs, table = app.runs_pane, app.query_one("#runs-table", DataTable)
         first, second = runs.shown[0], runs.shown[1]
         await pilot.press("space", "down", "space")
-        assert runs.marked == {first["id"], second["id"]}
-        assert (first["technique"], second["technique"]) == ("baseline", "stego")  # the demo store's first two
+        assert runs.marked == {first.run.id, second.run.id}
+        assert (first.run.technique, second.run.technique) == ("baseline", "stego")  # the demo store's first two
         await pilot.press("slash", *"baseline", "enter")  # a search that hides the second
         assert first in runs.shown and second not in runs.shown
         assert app.focused is table
         await pilot.press("d")
         assert isinstance(app.screen, ConfirmDelete)
         question = app.screen.question
-        assert f"run {first['id']} {first['model']}" in question and f"run {second['id']} {second['model']}" in question
-        assert f"1 of them is hidden by the search or a filter: run {second['id']}." in question
+        assert (
+            f"run {first.run.id} {first.run.model}" in question
+            and f"run {second.run.id} {second.run.model}" in question
+        )
+        assert f"1 of them is hidden by the search or a filter: run {second.run.id}." in question
         await pilot.press("n")
 
 

@@ -35,7 +35,7 @@ START = textwrap.dedent(
                 if app.runs_pane.shown:
                     break
                 await pilot.pause(0.1)
-            seen["listed"] = [(r["id"], r["status"]) for r in app.runs_pane.shown]
+            seen["listed"] = [(r.run.id, r.run.status) for r in app.runs_pane.shown]
 
     import asyncio
     asyncio.run(main())

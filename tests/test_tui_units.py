@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from greenlab.core.errors import ConfigError
 from greenlab.core.plan.config import parse_experiments
+from greenlab.core.store.rows import RunRow
 from greenlab.tui import form, messages
-from greenlab.tui.runs import COLUMN_KEYS, COLUMNS, filter_rows, sort_rows, with_changes
+from greenlab.tui.runs import COLUMN_KEYS, COLUMNS, filter_rows, sort_rows, table_rows
 from greenlab.tui.themes import load_theme, load_themes, theme_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,62 +160,47 @@ def test_a_newer_snapshot_replaces_a_queued_one():
 
 
 # -- runs table ---------------------------------------------------------------------------------------
+def _run(run_id, technique, status, energy, seconds, accuracy):
+    return RunRow.of(
+        id=run_id,
+        experiment="e",
+        model="m",
+        dataset="d",
+        technique=technique,
+        status=status,
+        energy_j=energy,
+        duration_s=seconds,
+        val_accuracy=accuracy,
+    )
+
+
 ROWS = [
-    {
-        "id": 1,
-        "experiment": "e",
-        "model": "m",
-        "dataset": "d",
-        "technique": "baseline",
-        "status": "completed",
-        "energy_j": 100.0,
-        "duration_s": 10.0,
-        "val_accuracy": 0.9,
-    },
-    {
-        "id": 2,
-        "experiment": "e",
-        "model": "m",
-        "dataset": "d",
-        "technique": "stego",
-        "status": "completed",
-        "energy_j": 60.0,
-        "duration_s": 8.0,
-        "val_accuracy": 0.88,
-    },
-    {
-        "id": 3,
-        "experiment": "e",
-        "model": "m",
-        "dataset": "d",
-        "technique": "prune",
-        "status": "failed",
-        "energy_j": None,
-        "duration_s": 1.0,
-        "val_accuracy": None,
-    },
+    _run(1, "baseline", "completed", 100.0, 10.0, 0.9),
+    _run(2, "stego", "completed", 60.0, 8.0, 0.88),
+    _run(3, "prune", "failed", None, 1.0, None),
 ]
 
 
 def test_changes_against_the_matching_baseline():
-    rows = with_changes(ROWS)
-    assert rows[0]["change_energy_j"] is None
-    assert rows[1]["change_energy_j"] == pytest.approx(-40.0)
+    rows = table_rows(ROWS, {})
+    assert rows[0].change["energy_j"] is None
+    assert rows[1].change["energy_j"] == pytest.approx(-40.0)
 
 
 def test_a_run_that_did_not_complete_shows_no_change():
     """An interrupted run measured part of the work: "-40 %" against the baseline would read as a saving."""
-    stopped = [{**ROWS[1], "id": 4, "status": status} for status in ("interrupted", "failed", "running")]
-    rows = with_changes([*ROWS[:2], *stopped])
-    assert rows[1]["change_energy_j"] == pytest.approx(-40.0)
+    stopped = [ROWS[1].replaced(id=4, status=status) for status in ("interrupted", "failed", "running")]
+    rows = table_rows([*ROWS[:2], *stopped], {})
+    assert rows[1].change["energy_j"] == pytest.approx(-40.0)
     for row in rows[2:]:
-        assert row["change_energy_j"] is None and row["change_duration_s"] is None, row["status"]
+        assert row.change["energy_j"] is None and row.change["duration_s"] is None, row.run.status
 
 
 def test_sort_keeps_missing_values_last_both_ways():
-    assert [r["id"] for r in sort_rows(ROWS, "energy")] == [2, 1, 3]
-    assert [r["id"] for r in sort_rows(ROWS, "energy", reverse=True)] == [1, 2, 3]
-    assert [r["id"] for r in sort_rows(ROWS, "technique")] == [1, 3, 2]
+    rows = table_rows(ROWS, {})
+    assert [r.run.id for r in sort_rows(rows, "energy")] == [2, 1, 3]
+    assert [r.run.id for r in sort_rows(rows, "energy", reverse=True)] == [1, 2, 3]
+    assert [r.run.id for r in sort_rows(rows, "technique")] == [1, 3, 2]
 
 
 _RANDOM_ROW = st.fixed_dictionaries(
@@ -239,37 +225,37 @@ _RANDOM_ROW = st.fixed_dictionaries(
 def test_a_filter_keeps_the_order_and_the_reversed_order_is_the_descending_one(rows, column, reverse, model, query):
     """The pane sorts a study's rows once per column and filters the sorted list on every key: that is the
     same as filtering then sorting, and reversing the ascending order is sorting descending (missing last)."""
-    rows = [{**row, "id": i + 1} for i, row in enumerate(rows)]
+    rows = table_rows([RunRow.of(id=i + 1, **row) for i, row in enumerate(rows)], {})
     filters = {"model": model, "status": None}
     assert filter_rows(sort_rows(rows, column, reverse), filters, query) == sort_rows(
         filter_rows(rows, filters, query), column, reverse
     )
     getter = next(c.value for c in COLUMNS if c.key == column)
     present = [r for r in rows if getter(r) is not None]
-    descending = sorted(present, key=lambda r: (getter(r), r["id"]), reverse=True)
+    descending = sorted(present, key=lambda r: (getter(r), r.run.id), reverse=True)
     assert sort_rows(rows, column, reverse=True) == descending + [r for r in rows if getter(r) is None]
 
 
 def test_filter_rows():
-    assert [r["id"] for r in filter_rows(ROWS, {"status": "completed", "model": None})] == [1, 2]
+    assert [r.run.id for r in filter_rows(table_rows(ROWS, {}), {"status": "completed", "model": None})] == [1, 2]
 
 
 def test_the_run_detail_shows_the_arithmetic_and_the_wait_for_data_when_recorded():
     from greenlab.tui.detail import DetailScreen
 
-    row = {
-        "id": 1,
-        "model": "resnet18",
-        "technique": "baseline",
-        "status": "completed",
-        "compute_dtype": "tf32",
-        "fp32_precision": "tf32",
-        "bf16_native": 0,
-        "weights_dtype": "float32",
-        "data_wait_s": 3.2,
-    }
+    row = RunRow.of(
+        id=1,
+        model="resnet18",
+        technique="baseline",
+        status="completed",
+        compute_dtype="tf32",
+        fp32_precision="tf32",
+        bf16_native=0,
+        weights_dtype="float32",
+        data_wait_s=3.2,
+    )
     summary = DetailScreen(1, {"run": lambda i: row, "components": lambda i: []})._summary()
     assert "arithmetic tf32 (float32 precision tf32, bfloat16 emulated here)  weights float32" in summary
     assert "waited for data 3.2 s" in summary
-    older = {k: v for k, v in row.items() if k not in ("fp32_precision", "bf16_native", "data_wait_s")}
+    older = row.replaced(fp32_precision=None, bf16_native=None, data_wait_s=None)
     assert "arithmetic" not in DetailScreen(1, {"run": lambda i: older, "components": lambda i: []})._summary()

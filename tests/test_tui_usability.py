@@ -290,8 +290,8 @@ async def test_runs_table_pins_columns_searches_deletes_and_shows_partial_accura
             "technique",
             "status",
         ]
-        interrupted = next(r for r in runs.shown if r["status"] == "interrupted")
-        row = table.get_row(str(interrupted["id"]))
+        interrupted = next(r for r in runs.shown if r.run.status == "interrupted")
+        row = table.get_row(str(interrupted.run.id))
         assert str(row[6]).startswith("(") and str(row[6]).endswith("%)")  # the last epoch's, marked partial
         assert table.border_subtitle == "(acc) = last epoch of a stopped run"
         # at 80 columns each filter's prompt and the count (on the table's title) stay whole
@@ -308,7 +308,7 @@ async def test_runs_table_pins_columns_searches_deletes_and_shows_partial_accura
         app.query_one("#filter-technique").clear()
         await pilot.pause()
         await pilot.press("slash", *"vit", "enter")
-        assert runs.shown and {r["model"] for r in runs.shown} == {"vit_b_16"}
+        assert runs.shown and {r.run.model for r in runs.shown} == {"vit_b_16"}
         assert app.focused is table
         await pilot.press("space", "down", "space", "d")
         assert isinstance(app.screen, ConfirmDelete)
@@ -406,5 +406,5 @@ async def test_a_superseded_run_is_listed_but_not_plotted_twice(tmp_path):
         await pilot.pause()
         await pilot.press("f4")
         await pilot.pause()
-        assert sorted(r["status"] for r in app.runs_pane.shown) == ["completed", "superseded"]
+        assert sorted(r.run.status for r in app.runs_pane.shown) == ["completed", "superseded"]
         assert app.query_one("#tradeoff").border_title == "Energy against accuracy: 1 shown runs"

@@ -16,8 +16,8 @@ from tests.tui_demo import seed_store
 
 def test_an_inconclusive_verdict_says_how_many_runs_per_side_would_decide():
     rows = _grid(1)
-    for row, energy in zip(rows[3:], (7.0, 11.0, 10.5)):  # a noisy technique: inconclusive
-        row["energy_training_j"] = row["energy_j"] = energy
+    noisy = zip(rows[3:], (7.0, 11.0, 10.5))  # a noisy technique: inconclusive
+    rows[3:] = [row.replaced(energy_training_j=energy, energy_j=energy) for row, energy in noisy]
     (energy,) = [c for c in compare.judge(rows) if c.metric == compare.HEADLINE]
     assert energy.verdict == "inconclusive" and energy.repeats_to_decide is not None
     assert would_decide(energy) == f"about {energy.repeats_to_decide} runs per side"
@@ -69,10 +69,10 @@ async def test_a_group_named_by_its_settings_keeps_its_brackets_in_the_tui(tmp_p
     store = Store(tmp_path / "runs.db")
     for row in _grid(1, lr=0.01) + _grid(10, lr=0.1):
         run_id = store.start_run(
-            {k: row[k] for k in ("experiment", "model", "dataset", "technique", "settings_key", "conditions_key")}
-            | {"settings": __import__("json").loads(row["settings"])}
+            {k: row.value(k) for k in ("experiment", "model", "dataset", "technique", "settings_key", "conditions_key")}
+            | {"settings": row.settings}
         )
-        store.update_run(run_id, status="completed", energy_j=row["energy_j"], energy_training_j=row["energy_j"])
+        store.update_run(run_id, status="completed", energy_j=row.energy_j, energy_training_j=row.energy_j)
     store.close()
     app = GreenLabApp(db=tmp_path / "runs.db")
     async with app.run_test(size=(120, 40)) as pilot:

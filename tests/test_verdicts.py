@@ -15,6 +15,7 @@ from greenlab import cli
 from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan
 from greenlab.core.report import compare, render
 from greenlab.core.report.plot import build_figure
+from greenlab.core.store.rows import RunRow
 
 FORMATS = ("text", "markdown", "latex", "csv", "json", "codecarbon")
 
@@ -23,7 +24,7 @@ class Rows:
     """Synthetic run rows (the store's columns a verdict reads), with ids in insertion order."""
 
     def __init__(self) -> None:
-        self.rows: list[dict] = []
+        self.rows: list[RunRow] = []
 
     def add(
         self,
@@ -36,26 +37,24 @@ class Rows:
         plan_id: int | None = None,
         conditions: str | None = None,
         **extra,
-    ) -> dict:
-        row = {
-            "id": len(self.rows) + 1,
-            "experiment": experiment,
-            "model": model,
-            "dataset": "digits",
-            "technique": technique,
-            "status": "completed",
-            "energy_training_j": energy,
-            "energy_j": None if energy is None else energy + 10,
-            "duration_s": 10.0,
-            "val_accuracy": accuracy,
-            "val_f1": accuracy,
-            "settings_key": f"k{len(self.rows) + 1}",
-            "conditions_key": conditions or f"{model}-cond",
-            "plan_id": plan_id,
-            "energy_measured_j": 1.0,
-            "energy_estimated_j": 0.0,
-            **extra,
-        }
+    ) -> RunRow:
+        row = RunRow.of(
+            id=len(self.rows) + 1,
+            experiment=experiment,
+            model=model,
+            dataset="digits",
+            technique=technique,
+            status="completed",
+            energy_training_j=energy,
+            energy_j=None if energy is None else energy + 10,
+            duration_s=10.0,
+            val_accuracy=accuracy,
+            val_f1=accuracy,
+            settings_key=f"k{len(self.rows) + 1}",
+            conditions_key=conditions or f"{model}-cond",
+            plan_id=plan_id,
+            **{"energy_measured_j": 1.0, "energy_estimated_j": 0.0, **extra},
+        )
         self.rows.append(row)
         return row
 
@@ -272,7 +271,7 @@ def test_an_estimated_energy_says_so_in_its_word_and_json():
     equal = by_cell(compare.judge(same.rows))[("m", "prune")]
     assert equal.word == "equivalent (estimated)" and render.mark(equal).endswith(render.ESTIMATED_MARK)
     assert "so this is an equivalence in time" in equal.sentence
-    r.rows[0]["energy_measured_j"] = 50.0
+    r.rows[0] = r.rows[0].replaced(energy_measured_j=50.0)
     mixed = by_cell(compare.judge(r.rows))[("m", "prune")]
     assert mixed.energy_method == "mixed" and mixed.word == "saves (partly estimated)"
     time = by_cell(compare.judge(r.rows, metrics=("duration_s",)), "duration_s")
@@ -385,14 +384,13 @@ def test_unrelated_runs_and_filters_change_no_verdict(rows, unrelated):
     before = {(c.cell, c.metric): (c.verdict, c.p_holm, c.sentence) for c in compare.judge(rows, plans)}
     offset = len(rows)
     others = [
-        {
-            **r,
-            "id": r["id"] + offset,
-            "settings_key": f"u{r['id']}",
-            "experiment": "z",
-            "plan_id": 2,
-            "conditions_key": "other-" + r["conditions_key"],
-        }
+        r.replaced(
+            id=r["id"] + offset,
+            settings_key=f"u{r['id']}",
+            experiment="z",
+            plan_id=2,
+            conditions_key="other-" + r["conditions_key"],
+        )
         for r in unrelated
     ]
     plans[2] = plan_of(others, "z", 2)

@@ -21,7 +21,7 @@ from textual_plotext import PlotextPlot
 from greenlab.core.report import compare, formatting
 from greenlab.core.report.energy_to_target import accuracy_curve
 from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
-from greenlab.core.store.rows import column
+from greenlab.core.store.rows import ComponentRow, EpochRow, RunRow
 from greenlab.core.text import escape_controls
 from greenlab.tui.boxes import titled
 from greenlab.tui.charts import legend_fits, legend_headroom
@@ -50,8 +50,8 @@ class DetailScreen(Screen):
         super().__init__(id="detail")
         self.run_id = run_id
         self.read = read  # run, epochs, samples, components: Store methods
-        self.row: dict[str, Any] = read["run"](run_id) or {}
-        self.component_rows: list[dict[str, Any]] = read["components"](run_id) if self.row else []
+        self.row: RunRow | None = read["run"](run_id)
+        self.component_rows: list[ComponentRow] = read["components"](run_id) if self.row else []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -70,7 +70,8 @@ class DetailScreen(Screen):
 
     def on_mount(self) -> None:
         row = self.row
-        self.title = escape_controls(f"Run {self.run_id}: {row.get('model', '?')} · {row.get('technique', '?')}")
+        named = (row.model, row.technique) if row is not None else ("?", "?")
+        self.title = escape_controls(f"Run {self.run_id}: {named[0]} · {named[1]}")
         epochs = self.read["epochs"](self.run_id)
         self._epochs(epochs)
         self._components()
@@ -80,80 +81,81 @@ class DetailScreen(Screen):
     # -- sections -------------------------------------------------------------------------------------
     def _summary(self) -> str:
         row = self.row
-        if not row:
+        if row is None:
             return f"Run {self.run_id} is not in the store."
         kind = kind_of_row(row)
-        measured_by = [c["component"] for c in self.component_rows if c.get("method") in ("counter", "polled")]
-        estimated_by = [c["component"] for c in self.component_rows if c.get("method") == "estimate"]
+        measured_by = [str(c.component) for c in self.component_rows if c.method in ("counter", "polled")]
+        estimated_by = [str(c.component) for c in self.component_rows if c.method == "estimate"]
         lines = [
-            f"[b]{escape(row['model'])} · {escape(compare.technique_of(row))}[/]  experiment {escape(str(row.get('experiment')))}"
-            f"  dataset {escape(str(row.get('dataset')))}  repeat {(row.get('repeat') or 0) + 1}  "
-            f"status [b]{row['status']}[/]",
-            f"energy [b]{energy(row.get('energy_j'))}[/]  [reverse] {kind.upper()} [/]"
-            f" = measured {_number(row.get('energy_measured_j'), ' J')}"
+            f"[b]{escape(row.model)} · {escape(compare.technique_of(row))}[/]  experiment {escape(str(row.experiment))}"
+            f"  dataset {escape(str(row.dataset))}  repeat {(row.repeat or 0) + 1}  "
+            f"status [b]{row.status}[/]",
+            f"energy [b]{energy(row.energy_j)}[/]  [reverse] {kind.upper()} [/]"
+            f" = measured {_number(row.energy_measured_j, ' J')}"
             + (f" ({', '.join(measured_by)})" if measured_by else "")
-            + f" + estimated {_number(row.get('energy_estimated_j'), ' J')}"
+            + f" + estimated {_number(row.energy_estimated_j, ' J')}"
             + (f" ({', '.join(estimated_by)})" if estimated_by else "")
-            + f"; net of idle {_number(row.get('energy_net_j'), ' J')}",
-            f"time {duration(row.get('duration_s'))} (training {duration(row.get('train_s'))})"
-            f"  val acc {accuracy(row.get('val_accuracy'))}  f1 {_number(row.get('val_f1'), '', 3)}"
-            f"  device {escape(str(row.get('device')))}",
-            f"{formatting.mass_co2e(row.get('co2e_g'))} at {_number(row.get('carbon_g_per_kwh'), ' g/kWh', 0)}"
-            f" x PUE {row.get('pue')}  cost {formatting.money(row.get('cost'), str(row.get('currency') or ''))}",
+            + f"; net of idle {_number(row.energy_net_j, ' J')}",
+            f"time {duration(row.duration_s)} (training {duration(row.train_s)})"
+            f"  val acc {accuracy(row.val_accuracy)}  f1 {_number(row.val_f1, '', 3)}"
+            f"  device {escape(str(row.device))}",
+            f"{formatting.mass_co2e(row.co2e_g)} at {_number(row.carbon_g_per_kwh, ' g/kWh', 0)}"
+            f" x PUE {row.pue}  cost {formatting.money(row.cost, str(row.currency or ''))}",
         ]
-        if row.get("fp32_precision") is not None or row.get("bf16_native") is not None:
+        if row.fp32_precision is not None or row.bf16_native is not None:
             native = (
-                {1: "native", 0: "emulated"}.get(int(row["bf16_native"]), "unknown")
-                if row.get("bf16_native") is not None
+                {1: "native", 0: "emulated"}.get(int(row.bf16_native), "unknown")
+                if row.bf16_native is not None
                 else "unknown"
             )
             lines.append(
-                f"arithmetic {escape(str(row.get('compute_dtype')))} (float32 precision "
-                f"{escape(str(row.get('fp32_precision') or '-'))}, bfloat16 {native} here)"
-                f"  weights {escape(str(row.get('weights_dtype')))}"
-                + (f"  waited for data {duration(row['data_wait_s'])}" if row.get("data_wait_s") is not None else "")
+                f"arithmetic {escape(str(row.compute_dtype))} (float32 precision "
+                f"{escape(str(row.fp32_precision or '-'))}, bfloat16 {native} here)"
+                f"  weights {escape(str(row.weights_dtype))}"
+                + (f"  waited for data {duration(row.data_wait_s)}" if row.data_wait_s is not None else "")
             )
-        if row.get("params_total"):
+        if row.params_total:
             lines.append(
-                f"parameters {row.get('params_nonzero'):,} nonzero of {row['params_total']:,}"
-                f" (before: {row.get('params_nonzero_before') or 0:,} of {row.get('params_total_before') or 0:,})"
+                f"parameters {row.params_nonzero:,} nonzero of {row.params_total:,}"
+                f" (before: {row.params_nonzero_before or 0:,} of {row.params_total_before or 0:,})"
             )
-        if row.get("error"):
-            lines.append(f"[b]error[/] {escape(str(row['error']).splitlines()[0])}")
-        for warning in column(row, "warnings"):
+        if row.error:
+            lines.append(f"[b]error[/] {escape(str(row.error).splitlines()[0])}")
+        for warning in row.warnings:
             lines.append(f"warning: {escape(str(warning))}")
-        flags = column(row, "flags")
+        flags = row.flags
         if flags:
             lines.append("flags: " + escape(", ".join(map(str, flags))))
         return "\n".join(lines)
 
-    def _epochs(self, epochs: list[dict[str, Any]]) -> None:
+    def _epochs(self, epochs: list[EpochRow]) -> None:
         table = self.query_one("#detail-epochs", DataTable)
         for label in ("epoch", "train loss", "val acc", "f1", "val loss", "train s", "eval s", "energy", "cumulative"):
             table.add_column(label, key=label)
         cumulative = {epoch: total for epoch, total, _accuracy in accuracy_curve(epochs)}
         for epoch in epochs:
             table.add_row(
-                str(epoch["epoch"]),
-                formatting.loss(epoch.get("train_loss")),
-                accuracy(epoch.get("val_accuracy")),
-                _number(epoch.get("val_f1"), "", 3),
-                formatting.loss(epoch.get("val_loss")),
-                _number(epoch.get("train_s")),
-                _number(epoch.get("eval_s")),
-                energy(epoch.get("energy_j")),
-                energy(cumulative.get(epoch["epoch"])),
+                str(epoch.epoch),
+                formatting.loss(epoch.train_loss),
+                accuracy(epoch.val_accuracy),
+                _number(epoch.val_f1, "", 3),
+                formatting.loss(epoch.val_loss),
+                _number(epoch.train_s),
+                _number(epoch.eval_s),
+                energy(epoch.energy_j),
+                energy(cumulative.get(epoch.epoch)),  # type: ignore[arg-type]  # None is not among them
             )
         if not table.row_count:
             table.add_row("-", "no epoch finished", "", "", "", "", "", "", "")
 
-    def _to_target(self, epochs: list[dict[str, Any]]) -> None:
+    def _to_target(self, epochs: list[EpochRow]) -> None:
         """Validation accuracy against the energy spent so far, with the run's target accuracy."""
         plot = self.query_one("#detail-to-target", PlotextPlot)
         plt = plot.plt
         plt.clear_data()
         curve = accuracy_curve(epochs)
-        target, reached = self.row.get("target_accuracy"), self.row.get("energy_to_target_j")
+        row = self.row
+        target, reached = (row.target_accuracy, row.energy_to_target_j) if row is not None else (None, None)
         if curve:
             plt.plot(
                 [joules for _e, joules, _a in curve],
@@ -178,21 +180,21 @@ class DetailScreen(Screen):
         table = self.query_one("#detail-components", DataTable)
         for label in ("component", "energy", "method", "idle W", "net", "inputs", "flags"):
             table.add_column(label, key=label)
-        for row in self.component_rows:
+        for part in self.component_rows:
             table.add_row(
-                escape_controls(str(row["component"])),
-                energy(row.get("energy_j")),
-                row.get("method") or "-",
-                _number(row.get("idle_w")),
-                energy(row.get("net_energy_j")),
-                escape_controls(_inputs(row.get("inputs") or {})),
-                escape_controls(", ".join(row.get("flags") or [])) or "-",
+                escape_controls(str(part.component)),
+                energy(part.energy_j),
+                part.method or "-",
+                _number(part.idle_w),
+                energy(part.net_energy_j),
+                escape_controls(_inputs(part.inputs or {})),
+                escape_controls(", ".join(part.flags or [])) or "-",
             )
         if not table.row_count:
             table.add_row("-", "-", "no components stored", "", "", "", "")
 
     def _meters(self) -> str:
-        meters = column(self.row, "meters")
+        meters = self.row.meters if self.row is not None else {}
         lines = []
         for component, facts in (meters.get("components") or {}).items():
             described = ", ".join(f"{k}={v}" for k, v in facts.items() if k != "method")
@@ -202,7 +204,7 @@ class DetailScreen(Screen):
         return "\n".join(lines) or "no meter facts stored"
 
     def _settings(self) -> str:
-        settings = dict(column(self.row, "settings"))  # a copy: the row's own dict stays whole
+        settings = dict(self.row.settings) if self.row is not None else {}  # a copy: the row's own stays whole
         techniques = settings.pop("techniques", {})
         parts = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
         for name, table in (techniques or {}).items():
@@ -214,7 +216,7 @@ class DetailScreen(Screen):
         samples = self.read["samples"](self.run_id)
         by_component: dict[str, list[tuple[float, float]]] = {}
         for sample in samples:
-            by_component.setdefault(sample["component"], []).append((sample["t_s"], sample["watts"]))
+            by_component.setdefault(sample.component, []).append((sample.t_s, sample.watts))
         plt = plot.plt
         plt.clear_data()
         # The legend, drawn top left, sits above the traces instead of over their first seconds; on a chart

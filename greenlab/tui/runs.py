@@ -11,8 +11,8 @@ cell. Opening a row asks the app for its detail.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from rich.cells import cell_len
 from rich.markup import escape as escape_markup
@@ -31,7 +31,7 @@ from greenlab.core.report.compare import changes, format_change
 from greenlab.core.report.formatting import accuracy, duration, energy, kind_of_row
 from greenlab.core.report.render import change_text, explanation
 from greenlab.core.store.database import Store
-from greenlab.core.store.rows import Row, RunRow
+from greenlab.core.store.rows import RunRow
 from greenlab.core.store.schema import STATUSES
 from greenlab.core.text import escape_controls
 from greenlab.tui.boxes import titled
@@ -39,6 +39,7 @@ from greenlab.tui.charts import MARKERS, marker_legend
 from greenlab.tui.dialogs import ConfirmDelete, VerdictScreen
 from greenlab.tui.field import Field
 
+_T = TypeVar("_T")
 FILTERS = ("model", "technique", "status")
 # The table lists this many of the shown runs (in the chosen order), ] and [ the others: a DataTable rebuilds
 # every row on each sort, filter or search key (about 0.15 ms a row here), and a study's thousands would
@@ -50,111 +51,125 @@ ROW_LIMIT = 100
 CHART_LIMIT = 1000
 
 
+@dataclass(eq=False)
+class TableRow:
+    """A run as the table shows it, prepared once per reload on the reading thread: its stored row, its
+    change per metric against the matching baselines (none on a first page, whose baselines may be on
+    another), a stopped run's last-epoch accuracy, its technique with its non-default settings
+    (compare.technique_of), its cells' text and their widths, and what `/` searches; the cells as the table
+    draws them are made the first time its page is shown (at 5,000 rows making them all took the reading
+    thread 0.4 s)."""
+
+    run: RunRow
+    change: dict[str, float | None] = field(default_factory=dict)
+    partial_accuracy: float | None = None
+    technique: str = ""
+    cells: tuple[str, ...] = ()
+    widths: tuple[int, ...] = ()
+    searched: str = ""
+    drawn: tuple[Text, ...] | None = None
+
+
 @dataclass(frozen=True)
 class Column:
     key: str
     label: str
-    value: Callable[[dict[str, Any]], Any]  # the sortable value
-    text: Callable[[dict[str, Any]], str]  # what the cell shows
+    value: Callable[[TableRow], Any]  # the sortable value
+    text: Callable[[TableRow], str]  # what the cell shows
     right: bool = False
 
 
-def accuracy_text(row: dict[str, Any]) -> str:
+def accuracy_text(row: TableRow) -> str:
     """The final accuracy, or, for a run that stopped early, its last epoch's in parentheses (partial)."""
-    if row.get("val_accuracy") is None and row.get("partial_accuracy") is not None:
-        return f"({accuracy(row['partial_accuracy'])})"
-    return accuracy(row.get("val_accuracy"))
+    if row.run.val_accuracy is None and row.partial_accuracy is not None:
+        return f"({accuracy(row.partial_accuracy)})"
+    return accuracy(row.run.val_accuracy)
 
 
-def status_text(row: dict[str, Any]) -> str:
+def status_text(run: RunRow) -> str:
     """The status as the table shows it: a completed run that diverged (its loss ran away, or its accuracy
     is at chance: greenlab.core.run.divergence) or was paused mid-run (greenlab.core.run.pauses) says so,
     since it looks like any other completed run."""
-    if row.get("status") == "completed" and compare.diverged(row):
+    if run.status == "completed" and compare.diverged(run):
         return "diverged"
-    if row.get("status") == "completed" and compare.paused(row):
+    if run.status == "completed" and compare.paused(run):
         return "paused"
-    return str(row.get("status"))
+    return str(run.status)
 
 
-# Keys a prepared row carries beside the store's columns: its cells' text and their widths (made on the
-# reading thread), the cells as the table draws them (made the first time its page is shown: at 5,000 rows
-# making them all took the reading thread 0.4 s), what `/` searches, and its technique with its non-default
-# settings (compare.technique_of).
-CELLS, DRAWN, WIDTHS, SEARCHED, TECHNIQUE = "_cells", "_drawn", "_widths", "_searched", "_technique"
-
-
-def technique_shown(row: dict[str, Any]) -> str:
+def technique_shown(row: TableRow) -> str:
     """`prune[amount=0.9]`: the technique as the verdicts name it (prepared once per reload where it can be)."""
-    return str(row.get(TECHNIQUE) or compare.technique_of(row))
+    return row.technique or compare.technique_of(row.run)
 
 
-def searched_text(row: dict[str, Any]) -> str:
+def searched_text(row: TableRow) -> str:
     """What `/` searches in a run: its id, model, technique, status (or `diverged`), experiment, dataset."""
+    run = row.run
     return " ".join(
         [
-            *(str(row.get(k) or "") for k in ("id", "model", "technique", "status", "experiment", "dataset")),
+            *(
+                str(value or "")
+                for value in (run.id, run.model, run.technique, run.status, run.experiment, run.dataset)
+            ),
             technique_shown(row),
-            status_text(row),
+            status_text(run),
         ]
     ).lower()
 
 
-def matches(row: dict[str, Any], words: Sequence[str]) -> bool:
+def matches(row: TableRow, words: Sequence[str]) -> bool:
     """The `/` search: every word (lower case) appears in what it searches (prepared once per reload)."""
-    text = row.get(SEARCHED) or searched_text(row)
+    text = row.searched or searched_text(row)
     return all(word in text for word in words)
 
 
 # id, model and technique are pinned (they stay when the table scrolls sideways), status right after them.
 PINNED = 3
 COLUMNS: tuple[Column, ...] = (
-    Column("id", "id", lambda r: r["id"], lambda r: str(r["id"]), True),
-    Column("model", "model", lambda r: r["model"], lambda r: r["model"]),
+    Column("id", "id", lambda r: r.run.id, lambda r: str(r.run.id), True),
+    Column("model", "model", lambda r: r.run.model, lambda r: r.run.model),
     # shown with its non-default settings (prune[amount=0.9]): two settings are two treatments
     Column("technique", "technique", technique_shown, technique_shown),
-    Column("status", "status", lambda r: r["status"], status_text),
-    Column("energy", "energy", lambda r: r.get("energy_j"), lambda r: energy(r.get("energy_j")), True),
+    Column("status", "status", lambda r: r.run.status, lambda r: status_text(r.run)),
+    Column("energy", "energy", lambda r: r.run.energy_j, lambda r: energy(r.run.energy_j), True),
     Column(
         "d_energy",
         "Δ energy",
-        lambda r: r.get("change_energy_j"),
-        lambda r: format_change(r.get("change_energy_j")),
+        lambda r: r.change.get("energy_j"),
+        lambda r: format_change(r.change.get("energy_j")),
         True,
     ),
     Column(
         "accuracy",
         "acc",
-        lambda r: r["val_accuracy"] if r.get("val_accuracy") is not None else r.get("partial_accuracy"),
+        lambda r: r.run.val_accuracy if r.run.val_accuracy is not None else r.partial_accuracy,
         accuracy_text,
         True,
     ),
     Column(
         "d_accuracy",
         "Δ acc",
-        lambda r: r.get("change_val_accuracy"),
-        lambda r: format_change(r.get("change_val_accuracy"), "val_accuracy"),
+        lambda r: r.change.get("val_accuracy"),
+        lambda r: format_change(r.change.get("val_accuracy"), "val_accuracy"),
         True,
     ),
-    Column(
-        "training", "training", lambda r: r.get("energy_training_j"), lambda r: energy(r.get("energy_training_j")), True
-    ),
+    Column("training", "training", lambda r: r.run.energy_training_j, lambda r: energy(r.run.energy_training_j), True),
     Column(
         "d_training",
         "Δ training",
-        lambda r: r.get("change_energy_training_j"),
-        lambda r: format_change(r.get("change_energy_training_j")),
+        lambda r: r.change.get("energy_training_j"),
+        lambda r: format_change(r.change.get("energy_training_j")),
         True,
     ),
-    Column("time", "time", lambda r: r.get("duration_s"), lambda r: duration(r.get("duration_s")), True),
+    Column("time", "time", lambda r: r.run.duration_s, lambda r: duration(r.run.duration_s), True),
     Column(
         "d_time",
         "Δ time",
-        lambda r: r.get("change_duration_s"),
-        lambda r: format_change(r.get("change_duration_s")),
+        lambda r: r.change.get("duration_s"),
+        lambda r: format_change(r.change.get("duration_s")),
         True,
     ),
-    Column("method", "energy is", kind_of_row, kind_of_row),
+    Column("method", "energy is", lambda r: kind_of_row(r.run), lambda r: kind_of_row(r.run)),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 # The table's columns that sort as a stored column does (NULLs aside), for the first page read by SQL.
@@ -179,32 +194,26 @@ def would_decide(c: compare.Comparison) -> str:
     return f"more than {stats.MAX_REPEATS:,} per side" if c.stats.sufficient else ""
 
 
-def with_changes(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """Rows with `change_<metric>`: percent against the mean of their completed matching baselines."""
-    return [
-        {**(row.as_dict() if isinstance(row, RunRow) else row), **{f"change_{m}": value for m, value in change.items()}}
-        for row, change in zip(rows, changes(rows))
-    ]
-
-
 def table_rows(
-    runs: Sequence[Row], last_accuracies: dict[int, float], *, against_baselines: bool = True
-) -> list[dict[str, Any]]:
-    """The table's rows, made once per reload (on the reading thread): the store's columns, the change of each
+    runs: Sequence[RunRow], last_accuracies: dict[int, float], *, against_baselines: bool = True
+) -> list[TableRow]:
+    """The table's rows, made once per reload (on the reading thread): each run with the change of each
     metric against the matching baselines (unless `against_baselines` is False: a first page, whose
-    baselines may be on another), a stopped run's last-epoch accuracy, the text of every cell and what `/` searches, so that a
-    key only sorts, filters and fills."""
+    baselines may be on another), a stopped run's last-epoch accuracy, the text of every cell and what `/`
+    searches, so that a key only sorts, filters and fills."""
     rows = []
-    prepared = (
-        with_changes(runs) if against_baselines else [r.as_dict() if isinstance(r, RunRow) else dict(r) for r in runs]
-    )
-    for row in prepared:
-        row[TECHNIQUE] = compare.technique_of(row)
-        row["partial_accuracy"] = last_accuracies.get(row["id"]) if row["status"] != "completed" else None
+    changed = changes(runs) if against_baselines else [{} for _ in runs]
+    for run, change in zip(runs, changed):
+        row = TableRow(
+            run,
+            change,
+            last_accuracies.get(run.id) if run.status != "completed" else None,
+            compare.technique_of(run),
+        )
         # stored text is shown, never obeyed: a control character in a name reads as \x1b, not as an escape
-        row[CELLS] = tuple(escape_controls(column.text(row)) for column in COLUMNS)
-        row[WIDTHS] = tuple(cell_len(text) for text in row[CELLS])
-        row[SEARCHED] = searched_text(row)
+        row.cells = tuple(escape_controls(column.text(row)) for column in COLUMNS)
+        row.widths = tuple(cell_len(text) for text in row.cells)
+        row.searched = searched_text(row)
         rows.append(row)
     return rows
 
@@ -219,11 +228,12 @@ def drawn_cell(column: Column, text: str) -> Text:
     )
 
 
-def filter_choices(rows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+def filter_choices(rows: Sequence[TableRow]) -> dict[str, list[str]]:
     """Each filter's values among `rows`, sorted (statuses in their lifecycle's order)."""
     choices = {}
     for key in FILTERS:
-        values = sorted({str(r[key]) for r in rows if r.get(key)}, key=str)
+        # a filter is a column named by a variable: `value` takes only the schema's names
+        values = sorted({str(r.run.value(key)) for r in rows if r.run.value(key)}, key=str)
         choices[key] = [s for s in STATUSES if s in values] if key == "status" else values
     return choices
 
@@ -235,7 +245,7 @@ def judged_metrics(plans: dict[int, Any]) -> tuple[str, ...]:
     return tuple(m for m in compare.METRICS if m in primaries or m == "val_accuracy")
 
 
-def spread(points: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+def spread(points: list[_T], limit: int) -> list[_T]:
     """At most `limit` of `points`, evenly spaced over them (all of them when they are fewer)."""
     if len(points) <= limit:
         return points
@@ -243,14 +253,15 @@ def spread(points: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     return [points[int(i * step)] for i in range(limit)]
 
 
-def filter_rows(rows: list[dict[str, Any]], filters: dict[str, str | None], query: str = "") -> list[dict[str, Any]]:
+def filter_rows(rows: list[TableRow], filters: dict[str, str | None], query: str = "") -> list[TableRow]:
     """The rows every chosen filter and every word of `query` keep (a key runs this over a study's 5,000
     rows: with nothing chosen it is a copy, and only the chosen filters are tested)."""
     chosen = [(key, value) for key, value in filters.items() if value is not None]
     words = query.lower().split()
     if not chosen and not words:
         return list(rows)
-    return [r for r in rows if all(r.get(key) == value for key, value in chosen) and matches(r, words)]
+    # the filters are columns named by variables (FILTERS): `value` takes only the schema's names
+    return [r for r in rows if all(r.run.value(key) == value for key, value in chosen) and matches(r, words)]
 
 
 def fill(
@@ -283,19 +294,19 @@ def _width(cell: Text | str) -> int:
     return cell.cell_len if isinstance(cell, Text) else cell_len(cell)
 
 
-def sort_rows(rows: list[dict[str, Any]], column: str, reverse: bool = False) -> list[dict[str, Any]]:
+def sort_rows(rows: list[TableRow], column: str, reverse: bool = False) -> list[TableRow]:
     """Sorted by a column's value; runs without a value (failed, still running) stay last either way."""
     present, missing = ascending(rows, column)
     return (present[::-1] if reverse else present) + missing
 
 
-def ascending(rows: list[dict[str, Any]], column: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def ascending(rows: list[TableRow], column: str) -> tuple[list[TableRow], list[TableRow]]:
     """The rows with a value in `column`, in its ascending order (ties by id, so reversed it is the
     descending order), and those without one in their own order."""
     getter = next(c.value for c in COLUMNS if c.key == column)
     present = [r for r in rows if getter(r) is not None]
     missing = [r for r in rows if getter(r) is None]
-    return sorted(present, key=lambda r: (getter(r), r["id"])), missing
+    return sorted(present, key=lambda r: (getter(r), r.run.id)), missing
 
 
 class RunsPane(Vertical):
@@ -339,7 +350,7 @@ class RunsPane(Vertical):
         its first page of `of` runs (the rest, and every Δ, follow)."""
 
         generation: int
-        rows: list[dict[str, Any]]
+        rows: list[TableRow]
         of: int | None = None
         choices: dict[str, list[str]] | None = None  # each filter's values (filter_choices), when read whole
 
@@ -356,14 +367,11 @@ class RunsPane(Vertical):
         super().__init__(id=id)
         self.read_on_mount = read_on_mount  # False: the app reloads it (or sets this) once the store is ready
         self.store = store  # the app's store: its path (reads and deletes run on threads, with their own)
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[TableRow] = []
         # each column's ascending order of `rows` (the rows it was made of, kept to tell): a sort key, a
         # reversal or a page then only filters rows already in order
-        self._orders: tuple[list[dict[str, Any]], dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]] = (
-            [],
-            {},
-        )
-        self.shown: list[dict[str, Any]] = []
+        self._orders: tuple[list[TableRow], dict[str, tuple[list[TableRow], list[TableRow]]]] = ([], {})
+        self.shown: list[TableRow] = []
         self.sort_column = "id"
         self.reverse = False
         self.query_text = ""
@@ -480,10 +488,10 @@ class RunsPane(Vertical):
                     select.value = current
         self._show()
 
-    def _first_page(self, rows: list[dict[str, Any]], total: int) -> None:
+    def _first_page(self, rows: list[TableRow], total: int) -> None:
         table = self.query_one("#runs-table", DataTable)
         headers = self._headers()
-        cells = [(str(row["id"]), self._cells(row)) for row in rows]
+        cells = [(str(row.run.id), self._cells(row)) for row in rows]
         fill(table, headers, cells, [self._widths(row) for row in rows])
         table.border_title = escape_markup(f"reading {total} runs · rows 1–{len(rows)} listed meanwhile")
 
@@ -494,21 +502,21 @@ class RunsPane(Vertical):
             for c in COLUMNS
         ]
 
-    def _cells(self, row: dict[str, Any]) -> Sequence[Text | str]:
+    def _cells(self, row: TableRow) -> Sequence[Text | str]:
         """A run's cells as the table shows them: aligned, its status styled, a marked run's id with •."""
-        drawn: Sequence[Text] | None = row.get(DRAWN)
+        drawn = row.drawn
         if drawn is None:
-            texts = row.get(CELLS) or [escape_controls(column.text(row)) for column in COLUMNS]
-            drawn = row[DRAWN] = tuple(drawn_cell(column, text) for column, text in zip(COLUMNS, texts))
-        if row["id"] not in self.marked:
+            texts = row.cells or [escape_controls(column.text(row)) for column in COLUMNS]
+            drawn = row.drawn = tuple(drawn_cell(column, text) for column, text in zip(COLUMNS, texts))
+        if row.run.id not in self.marked:
             return drawn
         return [drawn_cell(COLUMNS[0], "•" + drawn[0].plain), *drawn[1:]]
 
-    def _widths(self, row: dict[str, Any]) -> Sequence[int]:
-        widths: Sequence[int] | None = row.get(WIDTHS)
-        if widths is None:
+    def _widths(self, row: TableRow) -> Sequence[int]:
+        widths = row.widths
+        if not widths:
             return [_width(cell) for cell in self._cells(row)]
-        return [widths[0] + 1, *widths[1:]] if row["id"] in self.marked else widths  # the mark's •
+        return [widths[0] + 1, *widths[1:]] if row.run.id in self.marked else widths  # the mark's •
 
     def filters(self) -> dict[str, str | None]:
         values = {}
@@ -532,11 +540,11 @@ class RunsPane(Vertical):
         self.page = min(self.page, pages - 1)
         first = self.page * ROW_LIMIT
         page = self.shown[first : first + ROW_LIMIT]
-        rows = [(str(row["id"]), self._cells(row)) for row in page]
+        rows = [(str(row.run.id), self._cells(row)) for row in page]
         fill(table, headers, rows, [self._widths(row) for row in page])
         if keep is not None and any(key == keep for key, _ in rows):
             table.move_cursor(row=table.get_row_index(keep))
-        partial = any(r.get("partial_accuracy") is not None and r.get("val_accuracy") is None for r in self.shown)
+        partial = any(r.partial_accuracy is not None and r.run.val_accuracy is None for r in self.shown)
         # The count and the page on the table they count (in the filter bar they were cut at 80 columns,
         # where the keys to the other pages matter most): only a page of rows is ever a widget.
         counted = f"{len(self.shown)} of {len(self.rows)} runs" + (
@@ -553,7 +561,7 @@ class RunsPane(Vertical):
             self._verdicts()
             self._chart()
 
-    def _ascending(self, column: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _ascending(self, column: str) -> tuple[list[TableRow], list[TableRow]]:
         rows, orders = self._orders
         if rows is not self.rows:
             rows, orders = self._orders = (self.rows, {})
@@ -591,7 +599,7 @@ class RunsPane(Vertical):
         if self.comparisons is None:
             fill(table, heads, [("judging", ["-", "judging the store's verdicts…", *blank])])
             return
-        chosen = compare.of_runs(self.comparisons, (row["id"] for row in self.shown))
+        chosen = compare.of_runs(self.comparisons, (row.run.id for row in self.shown))
         accuracy_of = {c.cell: c for c in chosen if c.metric == "val_accuracy"}
         primaries = {c.metric for c in chosen if c.primary}
         rows: list[tuple[str, list[Text | str]]] = []
@@ -630,21 +638,25 @@ class RunsPane(Vertical):
         plt.clear_data()
         plt.clear_figure()
         # A superseded run was replaced by its forced rerun: plotting both would show the work twice.
-        chosen = [r for r in self.shown if r["id"] in self.marked] or [
-            r for r in self.shown if r["status"] != "superseded" or self.filters().get("status") == "superseded"
+        chosen = [r for r in self.shown if r.run.id in self.marked] or [
+            r for r in self.shown if r.run.status != "superseded" or self.filters().get("status") == "superseded"
         ]
-        plottable = [r for r in chosen if r.get("energy_j") is not None and r.get("val_accuracy") is not None]
+        plottable = [
+            (r, joules, acc)
+            for r in chosen
+            if (joules := r.run.energy_j) is not None and (acc := r.run.val_accuracy) is not None
+        ]
         points = spread(plottable, CHART_LIMIT)
-        use_wh = any(r["energy_j"] >= 3600 for r in points)
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for r in points:
-            groups.setdefault(technique_shown(r), []).append(r)
+        use_wh = any(joules >= 3600 for _r, joules, _acc in points)
+        groups: dict[str, list[tuple[float, float]]] = {}
+        for r, joules, acc in points:
+            groups.setdefault(technique_shown(r), []).append((joules, acc))
         techniques = sorted(groups)
         for index, technique in enumerate(techniques):
             group = groups[technique]
             plt.scatter(  # no label: plotext's legend would cover the best runs (little energy, high accuracy)
-                [r["energy_j"] / 3600 if use_wh else r["energy_j"] for r in group],
-                [100 * r["val_accuracy"] for r in group],
+                [joules / 3600 if use_wh else joules for joules, _acc in group],
+                [100 * acc for _joules, acc in group],
                 marker=MARKERS[index % len(MARKERS)],
             )
         chart.border_subtitle = escape_markup(escape_controls(marker_legend(techniques)))  # prune[amount=0.9]: text
@@ -681,16 +693,16 @@ class RunsPane(Vertical):
         if not self.marked:
             self.app.notify("Mark runs with space first; d deletes the marked ones.")
             return
-        running = [r["id"] for r in self.rows if r["id"] in self.marked and r["status"] == "running"]
+        running = [r.run.id for r in self.rows if r.run.id in self.marked and r.run.status == "running"]
         if running:
             self.app.notify(f"Run {running[0]} is still running: cancel it first (x).", severity="warning")
             return
-        marked = [r for r in self.rows if r["id"] in self.marked]
-        visible = {r["id"] for r in self.shown}
+        marked = [r for r in self.rows if r.run.id in self.marked]
+        visible = {r.run.id for r in self.shown}
         self.app.push_screen(
             ConfirmDelete(
-                [(r["id"], f"{r['model']} · {technique_shown(r)}") for r in marked],
-                hidden={r["id"] for r in marked if r["id"] not in visible},
+                [(r.run.id, f"{r.run.model} · {technique_shown(r)}") for r in marked],
+                hidden={r.run.id for r in marked if r.run.id not in visible},
             ),
             self._delete_answered,
         )
@@ -779,7 +791,7 @@ class RunsPane(Vertical):
     def chosen_verdict(self) -> compare.Comparison | None:
         """The verdict `w` explains: the verdicts table's row under its cursor when it has focus, else the
         verdict of the run under the runs table's cursor (its technique and conditions), else the first."""
-        shown = [c for c in compare.of_runs(self.comparisons or [], (row["id"] for row in self.shown)) if c.primary]
+        shown = [c for c in compare.of_runs(self.comparisons or [], (row.run.id for row in self.shown)) if c.primary]
         if not shown:
             return None
         verdicts = self.query_one("#verdicts-table", DataTable)

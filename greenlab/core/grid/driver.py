@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from greenlab.core.grid.grid_events import HostTaken
@@ -27,6 +27,7 @@ from greenlab.core.run.cancel import CancelToken
 from greenlab.core.run.measurement import accounting_columns
 from greenlab.core.run.run_events import RunStored
 from greenlab.core.store.database import Store
+from greenlab.core.store.rows import RunRow
 
 MAX_ATTEMPTS = 2
 
@@ -55,7 +56,7 @@ class Resume:
 
     def __init__(self, store: Store, force: bool = False) -> None:
         self.store = store
-        self.done: dict[str, Mapping[str, Any]] = {} if force else dict(store.completed_by_key())
+        self.done: dict[str, RunRow] = {} if force else store.completed_by_key()
         self.planned: dict[str, int] = {}  # run key -> the entry of this grid that runs it
 
     def skip_reason(self, index: int, run: GridRun) -> str | None:
@@ -72,15 +73,15 @@ class Resume:
         return None
 
 
-def _reuse(store: Store, previous: Mapping[str, Any], run: GridRun) -> str:
+def _reuse(store: Store, previous: RunRow, run: GridRun) -> str:
     """Keep a completed run; when only the accounting inputs changed, recompute its CO2e and cost."""
     accounting = run.accounting()
-    stored = {k: previous.get(k) for k in accounting}
+    stored = {k: previous.value(k) for k in accounting}  # the accounting settings, each a column of its own
     if stored == accounting:
         return "already completed with identical settings"
-    settings = dict(previous.get("settings") or {})
+    settings = dict(previous.settings or {})
     store.update_run(
-        previous["id"], settings={**settings, **accounting}, **accounting_columns(previous.get("energy_j"), accounting)
+        previous.id, settings={**settings, **accounting}, **accounting_columns(previous.energy_j, accounting)
     )
     return "already completed with identical settings; CO2e and cost recomputed for the new accounting inputs"
 

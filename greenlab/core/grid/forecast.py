@@ -34,7 +34,7 @@ from greenlab.core.plan.config import GridRun
 from greenlab.core.report.formatting import about_duration, about_energy, mass_co2e, money
 from greenlab.core.report.groups import conditions_settings
 from greenlab.core.store.database import Store, resolve_path
-from greenlab.core.store.rows import Row, RunRow
+from greenlab.core.store.rows import RunRow
 from greenlab.core.store.schema import SCHEMA_VERSION
 from greenlab.core.train import datasets, zoo
 from greenlab.core.train.compression.options import MANTISSA_BITS
@@ -208,30 +208,40 @@ def image_size(run: GridRun) -> int | None:
 
 
 # -- the forecast ------------------------------------------------------------------------------------------
-def _usable(rows: Iterable[Row]) -> list[Row]:
+@dataclass(frozen=True)
+class _Earlier:
+    """A stored run the forecast learns from: its row, and its seconds and joules (both known)."""
+
+    row: RunRow
+    seconds: float
+    joules: float
+
+
+def _usable(rows: Iterable[RunRow]) -> list[_Earlier]:
     return [
-        r
+        _Earlier(r, float(r.duration_s), float(r.energy_j))
         for r in rows
-        if r.get("status") in ("completed", "superseded") and r.get("duration_s") and r.get("energy_j") is not None
+        if r.status in ("completed", "superseded") and r.duration_s and r.energy_j is not None
     ]
 
 
-def _from_rows(run: GridRun, earlier: list[Row]) -> RunForecast | None:
+def _from_rows(run: GridRun, earlier: list[_Earlier]) -> RunForecast | None:
     """Sources 1 and 2 of the module docstring; None when no earlier run fits."""
-    same = [r for r in earlier if r.get("conditions_key") == run.conditions_key() and r["technique"] == run.technique]
+    same = [e for e in earlier if e.row.conditions_key == run.conditions_key() and e.row.technique == run.technique]
     if same:
         return RunForecast(
-            mean(float(r["duration_s"]) for r in same),
-            mean(float(r["energy_j"]) for r in same),
+            mean(e.seconds for e in same),
+            mean(e.joules for e in same),
             HISTORY,
-            tuple(int(r["id"]) for r in same),
+            tuple(int(e.row.id) for e in same),
         )
     wanted = {**asdict(run.settings)}
     work = _work(wanted)
-    key = {k: v for k, v in conditions_settings({"settings": wanted}).items() if k not in SCALED_AWAY}
+    key = {k: v for k, v in conditions_settings(RunRow.of(settings=wanted)).items() if k not in SCALED_AWAY}
     scaled: list[tuple[float, float, int]] = []
-    for row in earlier:
-        if row.get("model") != run.model or row["technique"] != run.technique:
+    for found in earlier:
+        row = found.row
+        if row.model != run.model or row.technique != run.technique:
             continue
         settings = conditions_settings(row)
         if {k: v for k, v in settings.items() if k not in SCALED_AWAY} != key:
@@ -244,10 +254,10 @@ def _from_rows(run: GridRun, earlier: list[Row]) -> RunForecast | None:
             factor = float(wanted.get("epochs") or 1) / float(settings.get("epochs") or 1)
         else:
             factor = work / old
-        seconds, joules = float(row["duration_s"]), float(row["energy_j"])
-        train_s = float(row.get("train_s") or seconds)
-        train_j = float(row["energy_training_j"]) if row.get("energy_training_j") is not None else joules
-        scaled.append((seconds - train_s + factor * train_s, joules - train_j + factor * train_j, int(row["id"])))
+        seconds, joules = found.seconds, found.joules
+        train_s = float(row.train_s or seconds)
+        train_j = float(row.energy_training_j) if row.energy_training_j is not None else joules
+        scaled.append((seconds - train_s + factor * train_s, joules - train_j + factor * train_j, int(row.id)))
     if not scaled:
         return None
     return RunForecast(
@@ -266,10 +276,10 @@ def _priced(watts: float, power_from: str, run: GridRun, calibrations: dict[Cali
     return watts * min(max(float(calibration["cores"]), 0.0), cpus) / cpus
 
 
-def _watts(earlier: list[Row]) -> tuple[float, str]:
+def _watts(earlier: list[_Earlier]) -> tuple[float, str]:
     """The power a calibrated run is costed at: the store's runs' mean, else the CPU estimate's watts."""
     if earlier:
-        return mean(float(r["energy_j"]) / float(r["duration_s"]) for r in earlier), "earlier runs"
+        return mean(e.joules / e.seconds for e in earlier), "earlier runs"
     from greenlab.core.measure import estimate
 
     rule = estimate.cpu_power_rule(estimate.cpu_model_name(), virtual=estimate.virtualization())
@@ -303,7 +313,7 @@ def grid_startup_s(calibrations: Iterable[dict[str, Any]]) -> float:
 
 def forecast(
     runs: Sequence[GridRun],
-    earlier_rows: Iterable[Row],
+    earlier_rows: Iterable[RunRow],
     *,
     stored_keys: Iterable[str] = (),
     queued_keys: Iterable[str] = (),
@@ -324,7 +334,7 @@ def forecast(
         calibrations = (calibrate or calibrate_in_child)(specs)
     power_from = ""
     if missing:
-        startups = [float(r["duration_s"]) - float(r["train_s"]) for r in earlier if r.get("train_s")]
+        startups = [e.seconds - float(e.row.train_s) for e in earlier if e.row.train_s]
         startup_s = mean(startups) if startups else STARTUP_S
         watts, power_from = _watts(earlier)
         per_run = [

@@ -43,6 +43,7 @@ from greenlab.core.run.run_events import (
     RunMetered,
     RunStored,
 )
+from greenlab.core.store.rows import RunRow
 from greenlab.core.train import child_events
 
 LOG_LIMIT = 200  # lines kept in a snapshot; faces keep what they printed themselves
@@ -105,7 +106,7 @@ class RunView:
     val_accuracy: float | None = None
     note: str = ""
     warnings: tuple[str, ...] = ()
-    stored: dict[str, Any] | None = None  # the final row
+    stored: RunRow | None = None  # the final row
     ended: float | None = None
 
     @property
@@ -273,7 +274,7 @@ def live(view: RunView, now: float) -> Live:
     done = view.done_fraction
     eta = None if view.stored is not None or done <= 0 else elapsed * (1 - done) / done
     if view.stored is not None:
-        return Live(elapsed, None, view.stored.get("energy_j"), {})
+        return Live(elapsed, None, view.stored.energy_j, {})
     components = view.tracker.running_j(view.t0) if view.tracker is not None else {}
     if view.counted is not None:  # a GPU metered but not used by the run is not its energy
         components = {c: j for c, j in components.items() if c in view.counted}
@@ -575,7 +576,8 @@ class GridPresenter:
 
     def _stored(self, event: RunStored, grid: int) -> None:
         state = self._state
-        row = event.row
+        # The write side's columns as the faces read every stored run: typed, its JSON columns decoded.
+        row = RunRow.from_stored({"id": event.run_id, **event.row})
         view = state.running.pop(event.run_id, None)
         label = (
             view.label
@@ -587,7 +589,7 @@ class GridPresenter:
         if view is not None:
             state.last = replace(
                 view,
-                stored=dict(row),
+                stored=row,
                 ended=self.clock(),
                 phase=event.status,
                 note=f"{event.status}: {event.error.splitlines()[0]}" if event.error else view.note,
@@ -596,7 +598,7 @@ class GridPresenter:
                 grid,
                 view.index,
                 event.status,
-                energy_j=row.get("energy_j"),
+                energy_j=row.energy_j,
                 diverged=compare.diverged(row),
                 paused=compare.paused(row),
             )
@@ -616,11 +618,11 @@ class GridPresenter:
             )
         if event.status == "completed":
             self._say(
-                f"{label}: completed in {formatting.duration(row.get('duration_s'))}, "
-                f"{formatting.energy(row.get('energy_j'))} "
-                f"(measured {formatting.energy(row.get('energy_measured_j'))}, "
-                f"estimated {formatting.energy(row.get('energy_estimated_j'))}), "
-                f"val acc {formatting.accuracy(row.get('val_accuracy'))}  [run {event.run_id}]"
+                f"{label}: completed in {formatting.duration(row.duration_s)}, "
+                f"{formatting.energy(row.energy_j)} "
+                f"(measured {formatting.energy(row.energy_measured_j)}, "
+                f"estimated {formatting.energy(row.energy_estimated_j)}), "
+                f"val acc {formatting.accuracy(row.val_accuracy)}  [run {event.run_id}]"
                 + (f"; not in the store: its record is kept in {event.kept_in}" if event.kept_in else "")
             )
             busy = formatting.host_busy(row)

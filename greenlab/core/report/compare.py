@@ -23,7 +23,7 @@ from greenlab.core.plan.analysis import AnalysisSettings, Cell, Plan, PostHoc, i
 from greenlab.core.plan.config import conditions_key
 from greenlab.core.report import diagnostics, groups, stats
 from greenlab.core.report.stats import Decision, HolmStep, TwoSample
-from greenlab.core.store.rows import Row, column
+from greenlab.core.store.rows import RunRow
 from greenlab.core.train import compression
 
 HEADLINE = metrics.DEFAULT_PRIMARY
@@ -68,54 +68,52 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-def conditions_of(row: Row) -> str:
+def conditions_of(row: RunRow) -> str:
     """The run's "same conditions" key (greenlab.core.plan.config.conditions_key): stored as `conditions_key`,
     else computed from the model and the stored settings. The experiment's name is not part of it: two
     experiments that ran the same work share a baseline."""
-    stored = row.get("conditions_key")
+    stored = row.conditions_key
     if stored is not None:
         return str(stored)
-    settings = column(row, "settings")
-    if isinstance(settings, dict) and row.get("model"):
-        work = {k: v for k, v in settings.items() if k != "techniques"}
-        if row.get("dataset") and "dataset" not in work:
-            work["dataset"] = row["dataset"]
-        return conditions_key(str(row["model"]), work)
-    return f"model:{row.get('model')}:{row.get('dataset')}"
+    if row.model:
+        work = {k: v for k, v in row.settings.items() if k != "techniques"}
+        if row.dataset and "dataset" not in work:
+            work["dataset"] = row.dataset
+        return conditions_key(str(row.model), work)
+    return f"model:{row.model}:{row.dataset}"
 
 
-def technique_of(row: Row) -> str:
+def technique_of(row: RunRow) -> str:
     """The run's technique as results are grouped and shown: its name with every setting that is not the
     default (greenlab.core.train.compression.label), so prune at 0.5 and prune at 0.9 are never pooled."""
-    settings = column(row, "settings")
-    return compression.label(str(row.get("technique") or ""), settings.get("techniques") if settings else None)
+    return compression.label(str(row.technique or ""), row.settings.get("techniques") if row.settings else None)
 
 
-def stored_margin(rows: Iterable[Row]) -> float | None:
+def stored_margin(rows: Iterable[RunRow]) -> float | None:
     """The `equivalence_margin` setting of the latest of `rows` that stored one."""
-    for row in sorted(rows, key=lambda r: r.get("id") or 0, reverse=True):
-        settings = column(row, "settings")
-        if isinstance(settings, dict) and isinstance(settings.get("equivalence_margin"), (int, float)):
-            return float(settings["equivalence_margin"])
+    for row in sorted(rows, key=lambda r: r.id or 0, reverse=True):
+        margin = row.settings.get("equivalence_margin")
+        if isinstance(margin, (int, float)):
+            return float(margin)
     return None
 
 
-def diverged(row: Row) -> bool:
+def diverged(row: RunRow) -> bool:
     """The run's flags say it diverged (greenlab.core.run.divergence)."""
-    return FLAG_DIVERGED in column(row, "flags")
+    return FLAG_DIVERGED in row.flags
 
 
-def paused(row: Row) -> bool:
+def paused(row: RunRow) -> bool:
     """The run's flags say its process was paused mid-run (greenlab.core.run.pauses)."""
-    return FLAG_PAUSED in column(row, "flags")
+    return FLAG_PAUSED in row.flags
 
 
-def latest_runs(rows: Iterable[Row]) -> list[Row]:
+def latest_runs(rows: Iterable[RunRow]) -> list[RunRow]:
     """Completed runs, one per settings_key (the latest): a forced rerun of the same settings and seed
     replaces its earlier run rather than counting as another independent draw."""
-    latest: dict[Any, Row] = {}
-    for row in sorted((r for r in rows if r.get("status") == "completed"), key=lambda r: r.get("id") or 0):
-        key = row.get("settings_key")
+    latest: dict[Any, RunRow] = {}
+    for row in sorted((r for r in rows if r.status == "completed"), key=lambda r: r.id or 0):
+        key = row.settings_key
         latest[key if key is not None else ("row", id(row))] = row
     return list(latest.values())
 
@@ -189,14 +187,15 @@ class Group:
     change: dict[str, float | None]  # against the baseline mean: percent, or pp (see metric_change)
 
 
-def _mean(rows: list[Row], key: str) -> tuple[float | None, float | None]:
-    return mean_and_ci(key, (r.get(key) for r in rows))
+def _mean(rows: list[RunRow], key: str) -> tuple[float | None, float | None]:
+    read = RunRow.getter(key)  # a metric named by a variable
+    return mean_and_ci(key, map(read, rows))
 
 
-def summarize(rows: Iterable[Row]) -> list[Group]:
+def summarize(rows: Iterable[RunRow]) -> list[Group]:
     """Completed runs grouped by conditions and technique, each compared to its matching baseline."""
     completed = latest_runs(rows)
-    buckets: dict[tuple[str, str], list[Row]] = {}
+    buckets: dict[tuple[str, str], list[RunRow]] = {}
     for row in completed:
         buckets.setdefault((conditions_of(row), technique_of(row)), []).append(row)
     baselines = baseline_means(completed)
@@ -208,12 +207,12 @@ def summarize(rows: Iterable[Row]) -> list[Group]:
             means[metric], intervals[metric] = _mean(members, metric)
         reference = baselines.get(key, {})
         change = {m: metric_change(m, means[m], reference.get(m)) if technique != "baseline" else None for m in METRICS}
-        experiments = ", ".join(sorted({str(r.get("experiment") or "") for r in members}))
+        experiments = ", ".join(sorted({str(r.experiment or "") for r in members}))
         groups.append(
             Group(
                 experiments,
-                members[0]["model"],
-                members[0].get("dataset") or "",
+                members[0].model,
+                members[0].dataset or "",
                 technique,
                 len(members),
                 means,
@@ -225,13 +224,13 @@ def summarize(rows: Iterable[Row]) -> list[Group]:
     return groups
 
 
-def baseline_means(rows: Iterable[Row]) -> dict[str, dict[str, float | None]]:
+def baseline_means(rows: Iterable[RunRow]) -> dict[str, dict[str, float | None]]:
     """Mean of each metric over the completed baselines, by conditions: computed once per table. A baseline
     that diverged counts for energy and time (it did that work) but not for accuracy and F1: its chance-level
     accuracy would make every technique look better ("+36 pp" against a run that learned nothing)."""
-    members: dict[str, list[Row]] = {}
+    members: dict[str, list[RunRow]] = {}
     for row in latest_runs(rows):
-        if row.get("technique") == "baseline":
+        if row.technique == "baseline":
             members.setdefault(conditions_of(row), []).append(row)
     return {
         key: {
@@ -242,16 +241,17 @@ def baseline_means(rows: Iterable[Row]) -> dict[str, dict[str, float | None]]:
     }
 
 
-def changes(rows: Sequence[Row]) -> list[dict[str, float | None]]:
+def changes(rows: Sequence[RunRow]) -> list[dict[str, float | None]]:
     """Each row's change per metric against its matching baselines: percent, or percentage points for
     accuracy and F1. None for a baseline, and for a run that did not complete (failed, interrupted, still
     running): its energy and time cover only part of the work, so "-40 %" would read as a saving."""
     means = baseline_means(rows)
     result = []
+    read = [(m, RunRow.getter(m)) for m in METRICS]  # the metrics, columns named by variables
     for row in rows:
-        compared = row.get("technique") != "baseline" and row.get("status") in ("completed", "superseded")
+        compared = row.technique != "baseline" and row.status in ("completed", "superseded")
         reference = means.get(conditions_of(row), {}) if compared else {}
-        result.append({m: metric_change(m, analysable(m, row.get(m)), reference.get(m)) for m in METRICS})
+        result.append({m: metric_change(m, analysable(m, value(row)), reference.get(m)) for m, value in read})
     return result
 
 
@@ -469,10 +469,10 @@ def _pp(value: float | None) -> float | None:
     return None if value is None else 100.0 * value
 
 
-def run_energy_method(row: Row) -> str | None:
+def run_energy_method(row: RunRow) -> str | None:
     """How a run's energy was obtained: measured (hardware counters or polled power), estimated (CPU time
     × watts), mixed (some components each way), or None when the row does not say."""
-    measured, estimated = row.get("energy_measured_j") or 0, row.get("energy_estimated_j") or 0
+    measured, estimated = row.energy_measured_j or 0, row.energy_estimated_j or 0
     if measured > 0 and estimated > 0:
         return MIXED
     if measured > 0:
@@ -482,14 +482,14 @@ def run_energy_method(row: Row) -> str | None:
     return None
 
 
-def energy_method(rows: Iterable[Row]) -> str | None:
+def energy_method(rows: Iterable[RunRow]) -> str | None:
     methods = {m for m in (run_energy_method(r) for r in rows) if m is not None}
     if not methods:
         return None
     return methods.pop() if len(methods) == 1 else MIXED
 
 
-def usable(rows: list[Row], metric: str, side: str) -> tuple[Values, list[Excluded]]:
+def usable(rows: list[RunRow], metric: str, side: str) -> tuple[Values, list[Excluded]]:
     """(run id, value or None) of the runs the analysis can use, in execution order, and the runs it cannot:
     on a ratio scale a value of 0 or below has no log, and no scale takes a value that is not finite; such
     a run is named, never turned into a saving. None (no value: a run that never reached its target)
@@ -497,13 +497,15 @@ def usable(rows: list[Row], metric: str, side: str) -> tuple[Values, list[Exclud
     return _usable(rows, (metric,), side)[metric]
 
 
-def _usable(rows: list[Row], wanted: Iterable[str], side: str) -> dict[str, tuple[Values, list[Excluded]]]:
+def _usable(rows: list[RunRow], wanted: Iterable[str], side: str) -> dict[str, tuple[Values, list[Excluded]]]:
     """`usable` of every metric in `wanted`, the runs ordered and their flags read once for them all."""
     found: dict[str, tuple[Values, list[Excluded]]] = {metric: ([], []) for metric in wanted}
-    for row in sorted(rows, key=lambda r: r.get("id") or 0):
-        run_id, flags = int(row.get("id") or 0), column(row, "flags")
-        for metric, (kept, left_out) in found.items():
-            value, ratio = row.get(metric), metric not in DIFFERENCE_METRICS
+    # The metrics are columns named by variables (the plan's): each read by a getter of the schema's name.
+    columns = [(metric, RunRow.getter(metric), kept, left_out) for metric, (kept, left_out) in found.items()]
+    for row in sorted(rows, key=lambda r: r.id or 0):
+        run_id, flags = int(row.id or 0), row.flags
+        for metric, read, kept, left_out in columns:
+            value, ratio = read(row), metric not in DIFFERENCE_METRICS
             if metric == "energy_to_target_j" and FLAG_DIVERGED in flags:
                 # It never reached the target because it diverged, not because of its technique: counting it
                 # as missing would withhold the verdict of the runs that trained.
@@ -535,12 +537,12 @@ class _Cell:
     of them says alike (read once, not once per metric)."""
 
     key: tuple[str, str]
-    members: list[Row]
-    reference: list[Row]
+    members: list[RunRow]
+    reference: list[RunRow]
     plan: Plan | None = None
 
     @cached_property
-    def runs(self) -> list[Row]:
+    def runs(self) -> list[RunRow]:
         return self.members + self.reference
 
     @cached_property
@@ -554,7 +556,7 @@ class _Cell:
     @cached_property
     def went_wrong(self) -> list[int]:
         """The ids of its runs (both sides) that diverged."""
-        return [int(r.get("id") or 0) for r in self.runs if diverged(r)]
+        return [int(r.id or 0) for r in self.runs if diverged(r)]
 
     @cached_property
     def energy_method(self) -> str | None:
@@ -562,15 +564,15 @@ class _Cell:
 
     @cached_property
     def experiments(self) -> tuple[str, ...]:
-        return tuple(sorted({str(r.get("experiment") or "") for r in self.members}))
+        return tuple(sorted({str(r.experiment or "") for r in self.members}))
 
     @cached_property
     def run_ids(self) -> tuple[int, ...]:
-        return tuple(r["id"] for r in self.members if r.get("id") is not None)
+        return tuple(r.id for r in self.members if r.id is not None)
 
     @cached_property
     def baseline_run_ids(self) -> tuple[int, ...]:
-        return tuple(r["id"] for r in self.reference if r.get("id") is not None)
+        return tuple(r.id for r in self.reference if r.id is not None)
 
 
 @dataclass(frozen=True)
@@ -607,15 +609,15 @@ def _governing_plans(cells: Iterable[_Cell], plans: dict[int, Plan]) -> None:
     under their experiment's implied plan (runs from before plans), one per experiment."""
     orphans: dict[str, list[_Cell]] = {}
     for cell in cells:
-        ordered = sorted(cell.members, key=lambda r: r.get("id") or 0, reverse=True)
-        cell.plan = next((plans[r["plan_id"]] for r in ordered if r.get("plan_id") in plans), None)
+        ordered = sorted(cell.members, key=lambda r: r.id or 0, reverse=True)
+        cell.plan = next((plans[r.plan_id] for r in ordered if r.plan_id in plans), None)
         if cell.plan is None:
-            orphans.setdefault(str(ordered[0].get("experiment") or ""), []).append(cell)
+            orphans.setdefault(str(ordered[0].experiment or ""), []).append(cell)
     for experiment, group in orphans.items():
         members = [r for cell in group for r in cell.members]
         declared = implied(
             experiment,
-            [Cell(c.key[0], c.key[1], str(c.members[0].get("model") or ""), experiment) for c in group],
+            [Cell(c.key[0], c.key[1], str(c.members[0].model or ""), experiment) for c in group],
             stored_margin(members),
         )
         for cell in group:
@@ -627,7 +629,7 @@ def _plan_key(plan: Plan) -> tuple[str, Any]:
 
 
 def judge(
-    rows: Iterable[Row],
+    rows: Iterable[RunRow],
     plans: dict[int, Plan] | None = None,
     *,
     metrics: Iterable[str] = METRICS,
@@ -641,11 +643,11 @@ def judge(
     plans = plans or {}
     post_hoc = post_hoc or PostHoc()
     rows = list(rows)
-    baselines: dict[str, list[Row]] = {}
-    grouped: dict[tuple[str, str], list[Row]] = {}
+    baselines: dict[str, list[RunRow]] = {}
+    grouped: dict[tuple[str, str], list[RunRow]] = {}
     latest = [(conditions_of(row), row) for row in latest_runs(rows)]
     for conditions, row in latest:
-        if row.get("technique") == "baseline":
+        if row.technique == "baseline":
             baselines.setdefault(conditions, []).append(row)
         else:
             grouped.setdefault((conditions, technique_of(row)), []).append(row)
@@ -694,7 +696,7 @@ def judge(
         return found
 
     # Named across the whole store's groups, so a label never depends on what a face shows.
-    labels = groups.group_labels((conditions, str(row.get("model") or ""), row) for conditions, row in latest)
+    labels = groups.group_labels((conditions, str(row.model or ""), row) for conditions, row in latest)
     comparisons: list[Comparison] = []
     baseline_checks: dict[tuple[str, str], list[diagnostics.Diagnostic]] = {}
     for plan_key, (plan, family) in families.items():
@@ -708,7 +710,7 @@ def judge(
             for key, step in zip(family, stats.holm(p_values, len(family), used.alpha)):
                 governed = cells.get(key)
                 if governed is not None and governed.plan is not None and _plan_key(governed.plan) == plan_key:
-                    model: str = governed.members[0]["model"]
+                    model: str = governed.members[0].model
                     named = labels.get(key[0], model)
                     comparisons.append(
                         _comparison(
@@ -726,7 +728,7 @@ def judge(
     order = {m: i for i, m in enumerate(wanted)}
     first_run: dict[str, int] = {}  # techniques keep the order in which they were first run
     for (_, technique), members in grouped.items():
-        first = min((r.get("id") or 0 for r in members), default=0)
+        first = min((r.id or 0 for r in members), default=0)
         first_run[technique] = min(first_run.get(technique, first), first)
     comparisons.sort(
         key=lambda c: (c.model, c.dataset, c.conditions, first_run[c.technique], c.technique, order[c.metric])
@@ -811,8 +813,8 @@ def _comparison(
         notes.append(words.excluded_note(judged.excluded, metric))
     first = cell.members[0]
     comparison = Comparison(
-        model=first["model"],
-        dataset=first.get("dataset") or "",
+        model=first.model,
+        dataset=first.dataset or "",
         technique=technique,
         metric=metric,
         conditions=cell.key[0],
@@ -837,10 +839,10 @@ def _comparison(
     return replace(comparison, sentence=words.sentence(comparison))
 
 
-def _flagged_caveat(rows: list[Row]) -> str:
+def _flagged_caveat(rows: list[RunRow]) -> str:
     """'2 of 6 runs measured beside other work (flag host_busy)'; the verdict stands, but a reader should
     know its figures include other work. Each run counts once, whichever of the flags it has."""
-    flagged = [set(column(r, "flags")) & set(CAVEAT_FLAGS) for r in rows]
+    flagged = [set(r.flags) & set(CAVEAT_FLAGS) for r in rows]
     count = sum(1 for flags in flagged if flags)
     if not count:
         return ""
@@ -851,7 +853,7 @@ def _flagged_caveat(rows: list[Row]) -> str:
     )
 
 
-def _arithmetic_caveats(rows: list[Row]) -> list[str]:
+def _arithmetic_caveats(rows: list[RunRow]) -> list[str]:
     """What a reader must know of how the runs computed and were fed: float32 in TF32 (10 mantissa bits,
     so a "float32" baseline is not 23 bits), bfloat16 emulated (the energy is the emulation's), an
     input-bound loop (the energy is the data loader's as much as the model's)."""
@@ -859,13 +861,13 @@ def _arithmetic_caveats(rows: list[Row]) -> list[str]:
 
     notes = []
     n = len(rows)
-    tf32 = [r for r in rows if r.get("fp32_precision") == "tf32"]
+    tf32 = [r for r in rows if r.fp32_precision == "tf32"]
     if tf32:
         notes.append(f"{words.TF32_NOTE} (10 mantissa bits) in {len(tf32)} of {n} runs (fp32_precision)")
-    emulated = [r for r in rows if r.get("bf16_native") == 0 and r.get("compute_dtype") == "bfloat16"]
+    emulated = [r for r in rows if r.bf16_native == 0 and r.compute_dtype == "bfloat16"]
     if emulated:
         notes.append(f"{words.EMULATED_NOTE} in {len(emulated)} of {n} runs: their energy is the emulation's")
-    bound = [r for r in rows if "input_bound" in column(r, "flags")]
+    bound = [r for r in rows if "input_bound" in r.flags]
     if bound:
         notes.append(
             f"{words.INPUT_BOUND_NOTE}: {len(bound)} of {n} runs waited for data over 20 % of their training (flag "
@@ -874,9 +876,9 @@ def _arithmetic_caveats(rows: list[Row]) -> list[str]:
     return notes
 
 
-def _target_of(rows: list[Row]) -> float | None:
+def _target_of(rows: list[RunRow]) -> float | None:
     """The target accuracy the cell's runs were judged against (one per conditions, so any run's)."""
-    return next((float(r["target_accuracy"]) for r in rows if r.get("target_accuracy") is not None), None)
+    return next((float(r.target_accuracy) for r in rows if r.target_accuracy is not None), None)
 
 
 # -- what a face shows, chosen after judging everything ----------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 from greenlab.core.measure import hostload
 from greenlab.core.measure.meter import MEASURED_METHODS
-from greenlab.core.store.rows import column
+from greenlab.core.store.rows import RunRow
 
 KINDS = ("measured", "estimated", "mixed", "unavailable")
 
@@ -148,9 +148,9 @@ def kind_of_methods(methods: Mapping[str, str]) -> str:
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
-def kind_of_row(row: Mapping[str, Any]) -> str:
+def kind_of_row(row: RunRow) -> str:
     """measured | estimated | mixed | unavailable, from a stored run's measured and estimated joules."""
-    measured, estimated = row.get("energy_measured_j") or 0.0, row.get("energy_estimated_j") or 0.0
+    measured, estimated = row.energy_measured_j or 0.0, row.energy_estimated_j or 0.0
     if measured and estimated:
         return "mixed"
     if measured:
@@ -177,11 +177,11 @@ def cooling_text(temperatures: Mapping[str, float], target_c: float) -> str:
     return f"cooling down to {target_c:g} °C: {listed}"
 
 
-def host_busy(row: Mapping[str, Any]) -> str:
+def host_busy(row: RunRow) -> str:
     """The warning for a run flagged `host_busy` (empty when it is not): how much of the host others used."""
-    if "host_busy" not in column(row, "flags"):
+    if "host_busy" not in row.flags:
         return ""
-    share = (column(row, "meters").get("host_load") or {}).get("other_share")
+    share = (row.meters.get("host_load") or {}).get("other_share")
     used = f" {share:.0%} of" if isinstance(share, (int, float)) else ""
     return (
         f"the host was busy: other processes (on Ray, other runs on the node too) used{used} its CPUs "

@@ -14,19 +14,19 @@ from dataclasses import asdict
 from typing import Any
 
 from greenlab.core.plan.settings import SETTING_KEYS, UNKEYED_SETTINGS, RunSettings
-from greenlab.core.store.rows import Row, column
+from greenlab.core.store.rows import RunRow
 
 MAX_SHOWN = 3  # differing settings named in a label; more read as a sentence, not a name
 # Settings stored with a run that set no condition (the repeat count, the accounting inputs, ...).
 _NOT_CONDITIONS = UNKEYED_SETTINGS | {"techniques"}
 
 
-def conditions_settings(row: Row) -> dict[str, Any]:
+def conditions_settings(row: RunRow) -> dict[str, Any]:
     """The settings of a run that make its conditions, with today's defaults for any it did not store."""
-    stored = column(row, "settings")
+    stored = row.settings
     merged = {**asdict(RunSettings()), **{k: v for k, v in stored.items() if k in SETTING_KEYS}}
-    if row.get("dataset") and "dataset" not in stored:
-        merged["dataset"] = row["dataset"]
+    if row.dataset and "dataset" not in stored:
+        merged["dataset"] = row.dataset
     return {k: v for k, v in merged.items() if k not in _NOT_CONDITIONS}
 
 
@@ -41,7 +41,7 @@ def setting_text(value: Any) -> str:
     return str(value)
 
 
-def group_labels(groups: Iterable[tuple[str, str, Row]]) -> dict[str, str]:
+def group_labels(groups: Iterable[tuple[str, str, RunRow]]) -> dict[str, str]:
     """conditions key -> its label, from (conditions key, model, one of its runs) of every group to tell
     apart (the whole store's, so a label never depends on what a view shows)."""
     settings: dict[str, dict[str, Any]] = {}

@@ -24,7 +24,7 @@ from typing import Any
 from greenlab.core.errors import GreenLabError
 from greenlab.core.report import compare, stats
 from greenlab.core.report.compare import Comparison
-from greenlab.core.store.rows import Row
+from greenlab.core.store.rows import RunRow
 
 PLOT_FORMATS = ("svg", "png")
 CLIP_NOTE = (
@@ -79,11 +79,11 @@ def _mean_ci(metric: str, values: list[Any]) -> tuple[float | None, float]:
 
 
 def _cells(
-    rows: Sequence[Row], comparisons: list[Comparison], metric: str
+    rows: Sequence[RunRow], comparisons: list[Comparison], metric: str
 ) -> dict[tuple[str, str, str], list[tuple[str, float, float, float, float]]]:
     """Per (group label, dataset, conditions): (technique, energy, energy CI, accuracy, accuracy CI), baseline
     first. The label names what sets the group apart from its model's others (report.groups)."""
-    by_id = {r["id"]: r for r in rows if r.get("id") is not None}
+    by_id = {r.id: r for r in rows if r.id is not None}
     groups: dict[tuple[str, str, str], dict[str, list[int]]] = {}
     for c in comparisons:
         if c.metric != metric:
@@ -96,8 +96,8 @@ def _cells(
         points = []
         for technique, ids in techniques.items():
             members = [by_id[i] for i in ids if i in by_id]
-            energy, energy_ci = _mean_ci(metric, [r.get(metric) for r in members])
-            accuracy, accuracy_ci = _mean_ci("val_accuracy", [r.get("val_accuracy") for r in members])
+            energy, energy_ci = _mean_ci(metric, [r.value(metric) for r in members])  # the metric chosen
+            accuracy, accuracy_ci = _mean_ci("val_accuracy", [r.val_accuracy for r in members])
             if energy is not None and accuracy is not None:
                 points.append((technique, energy, energy_ci, 100 * accuracy, 100 * accuracy_ci))
         result[key] = points
@@ -138,7 +138,9 @@ def change_range(
     return left - pad, right + pad
 
 
-def render_plot(rows: Sequence[Row], comparisons: list[Comparison], fmt: str, metric: str = compare.HEADLINE) -> bytes:
+def render_plot(
+    rows: Sequence[RunRow], comparisons: list[Comparison], fmt: str, metric: str = compare.HEADLINE
+) -> bytes:
     """The figure as bytes of `fmt` (svg or png)."""
     if fmt not in PLOT_FORMATS:
         raise GreenLabError(f"--plot writes .svg or .png, not .{fmt}; name the file plot.svg or plot.png")
@@ -148,7 +150,7 @@ def render_plot(rows: Sequence[Row], comparisons: list[Comparison], fmt: str, me
     return buffer.getvalue()
 
 
-def build_figure(rows: Sequence[Row], comparisons: list[Comparison], metric: str = compare.HEADLINE) -> Any:
+def build_figure(rows: Sequence[RunRow], comparisons: list[Comparison], metric: str = compare.HEADLINE) -> Any:
     """The matplotlib Figure, unsaved (tests read its artists)."""
     try:
         from matplotlib.figure import Figure

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from greenlab import __version__
 from greenlab.core.plan.analysis import Plan
 from greenlab.core.store import journal
-from greenlab.core.store import rows as stored_rows
 from greenlab.core.store.errors import (
     StoreBusy,
     StoreDamaged,
@@ -51,7 +50,7 @@ from greenlab.core.store.errors import (
     translated,
 )
 from greenlab.core.store.row_writes import RowWrite
-from greenlab.core.store.rows import RunRow
+from greenlab.core.store.rows import ComponentRow, EpochRow, RunRow, Sample
 from greenlab.core.store.schema import (
     APPLICATION_ID,
     EPOCH_COLUMNS,
@@ -483,13 +482,18 @@ class Store:
     def _query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         """Rows of a read; none while the file does not exist (reading a store never creates it), unless
         records wait to go into it (the grid that kept them never got to write the file)."""
+        return self._read(sql, params, lambda names, row: dict(zip(names, row)))
+
+    def _read(self, sql: str, params: list[Any] | None, make: Callable[[list[str], tuple[Any, ...]], T]) -> list[T]:
+        """`_query`, each row made by `make(column names, values)`: a typed row made straight from SQLite's
+        tuple (a study's 10,000 epochs), with no dict made on the way."""
         if self._conn is None and not self.path.exists() and (self.read_only or not journal.pending(self.path)):
             return []
 
-        def rows() -> list[dict[str, Any]]:
+        def rows() -> list[T]:
             cursor = self.conn.execute(sql, params or [])
             names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row)) for row in cursor]
+            return [make(names, row) for row in cursor]
 
         try:
             return self.while_busy(rows)
@@ -840,16 +844,19 @@ class Store:
         wanted = set(settings_keys)
         return [row for key, row in self.completed_by_key().items() if key in wanted]
 
-    def epochs(self, run_id: int) -> list[dict[str, Any]]:
-        return self._query("select * from epochs where run_id = ? order by epoch", [run_id])
+    def epochs(self, run_id: int) -> list[EpochRow]:
+        return [
+            EpochRow.from_stored(r)
+            for r in self._query("select * from epochs where run_id = ? order by epoch", [run_id])
+        ]
 
-    def epochs_by_run(self, columns: Iterable[str] | None = None) -> dict[int, list[dict[str, Any]]]:
+    def epochs_by_run(self, columns: Iterable[str] | None = None) -> dict[int, list[EpochRow]]:
         """Every run's epochs, in epoch order, by run id: one read for a whole report. `columns`: only these
-        (and the run id), as `runs` reads them."""
-        found: dict[int, list[dict[str, Any]]] = {}
+        (and the run id), as `runs` reads them; the others keep their defaults."""
+        found: dict[int, list[EpochRow]] = {}
         named = self._named("epochs", EPOCH_COLUMNS, columns, "run_id")
-        for row in self._query(f"select {named} from epochs order by run_id, epoch"):
-            found.setdefault(int(row["run_id"]), []).append(row)
+        for epoch in self._read(f"select {named} from epochs order by run_id, epoch", None, EpochRow.from_columns):
+            found.setdefault(int(epoch.run_id), []).append(epoch)
         return found
 
     def _named(self, table: str, known: dict[str, type], columns: Iterable[str] | None, key: str) -> str:
@@ -873,8 +880,10 @@ class Store:
         )
         return {row["run_id"]: row["val_accuracy"] for row in rows if row["val_accuracy"] is not None}
 
-    def samples(self, run_id: int) -> list[dict[str, Any]]:
-        return self._query("select * from samples where run_id = ? order by t_s", [run_id])
+    def samples(self, run_id: int) -> list[Sample]:
+        return [
+            Sample.from_stored(r) for r in self._query("select * from samples where run_id = ? order by t_s", [run_id])
+        ]
 
     def plans(self) -> dict[int, Plan]:
         """Every stored analysis plan, by id."""
@@ -884,10 +893,10 @@ class Store:
             return {}
         return {int(row["id"]): Plan.from_stored(row) for row in self._query("select * from plans order by id")}
 
-    def components(self, run_id: int) -> list[dict[str, Any]]:
+    def components(self, run_id: int) -> list[ComponentRow]:
         """A run's energy components, their JSON columns (inputs, flags) decoded."""
         rows = self._query("select * from energy_components where run_id = ? order by component", [run_id])
-        return [stored_rows.component(row) for row in rows]
+        return [ComponentRow.from_stored(row) for row in rows]
 
 
 def _pk(value: Any) -> int:

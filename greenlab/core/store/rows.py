@@ -1,21 +1,24 @@
-"""Typed rows of the store: a `runs` row as a frozen dataclass, its JSON columns decoded once, on read.
+"""Typed rows of the store: each table's row as a frozen dataclass, its JSON columns decoded once, on read.
 
 `RunRow` is what every reader of runs.db gets (the faces, the report, the drivers): attributes by the
-documented column names (docs/schema.md), and, so that code over several metrics can name a column by a
-variable (`row[metric]`, `row.get(metric)`), a read-only mapping of the same names. The JSON columns
-(`settings`, `compression`, `warnings`, `flags`, `meters`, `host`, `concurrent_runs`) hold their decoded
-values; a value that is not valid JSON (a hand-edited store) reads as empty rather than failing a report.
+documented column names (docs/schema.md). Code that names a column by a variable (a metric of the plan, a
+CSV's columns, a filter) goes through one accessor, `row.value(name)` (or `RunRow.getter(name)` over many
+rows), which takes only the schema's column names. The JSON columns (`settings`, `compression`,
+`warnings`, `flags`, `meters`, `host`, `concurrent_runs`) hold their decoded values; a value that is not
+valid JSON (a hand-edited store) reads as empty rather than failing a report. A run's epochs,
+power samples and energy components read as `EpochRow`, `Sample` and `ComponentRow`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from operator import attrgetter
+from typing import Any, TypeVar
 
-Row = Mapping[str, Any]  # a run's columns by name: a RunRow, or any mapping of them (a node's memory, a test)
+_T = TypeVar("_T")
 
 JSON_COLUMNS: dict[str, type] = {
     "settings": dict,
@@ -34,8 +37,7 @@ COMPONENT_JSON_COLUMNS: dict[str, type] = {"inputs": dict, "flags": list}
 
 def decode(name: str, value: Any, columns: Mapping[str, type] = JSON_COLUMNS) -> Any:
     """A JSON column's stored text as its value (a dict or list); anything unreadable as the empty one. The
-    one place a stored JSON column is read: a RunRow decodes its own, and `column` decodes one of any
-    mapping of a run's columns (a node's memory, a test's dict)."""
+    one place a stored JSON column is read: every typed row decodes its own through it."""
     kind = columns[name]
     if isinstance(value, (str, bytes)):
         try:
@@ -43,19 +45,6 @@ def decode(name: str, value: Any, columns: Mapping[str, type] = JSON_COLUMNS) ->
         except ValueError:
             return kind()
     return value if isinstance(value, kind) else kind()
-
-
-def column(row: Row, name: str) -> Any:
-    """The JSON column `name` of a run's row, decoded (already decoded in a RunRow)."""
-    return decode(name, row.get(name))
-
-
-def component(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A row of `energy_components` with its JSON columns (inputs, flags) decoded."""
-    return {
-        **row,
-        **{name: decode(name, row.get(name), COMPONENT_JSON_COLUMNS) for name in COMPONENT_JSON_COLUMNS},
-    }
 
 
 @dataclass(frozen=True)
@@ -156,32 +145,79 @@ class RunRow(Mapping[str, Any]):
         # of the time a 5,000-run report spent reading: the same fields in the same order (there is no
         # __post_init__ to run).
         row = object.__new__(cls)
-        row.__dict__.update(found)
+        object.__setattr__(row, "__dict__", found)
+        return row
+
+    @classmethod
+    def of(cls, **columns: Any) -> RunRow:
+        """A row of these columns, every other at its default, read as a stored row is read (JSON text
+        decoded, numbers as numbers): a test's row, or a run's columns held elsewhere than in a store. The id
+        is 0 unless given; a name the schema does not know is a TypeError, not a column quietly dropped."""
+        unknown = [name for name in columns if name not in _NAMES]
+        if unknown:
+            raise TypeError(f"no runs column {', '.join(map(repr, unknown))}")
+        return cls.from_stored({"id": 0, **columns})
+
+    def value(self, name: str) -> Any:
+        """The column `name`. Only for code that picks a column by a variable — a metric of the analysis
+        plan, the columns of a CSV, a table's filter — where an attribute cannot be written; everywhere
+        else a row is read by its attributes. Only the schema's names: a misspelt one is a KeyError, never a
+        None that would read as a missing value."""
+        try:
+            return self.__dict__[name]  # every field, and nothing else, is in a row's dict
+        except KeyError:
+            raise KeyError(f"no runs column {name!r}") from None
+
+    @staticmethod
+    def getter(*names: str) -> Callable[[RunRow], Any]:
+        """What `value` reads, as a function of a row (an attribute getter: a value for one name, a tuple for
+        several): for columns named by variables and read of many rows — a metric over a study's 5,000 runs,
+        a CSV's columns — where a method call per value would be most of the time spent. Only the schema's
+        names, checked once."""
+        unknown = [name for name in names if name not in _NAMES]
+        if unknown or not names:
+            raise KeyError(f"no runs column {', '.join(map(repr, unknown))}")
+        return attrgetter(*names)
+
+    def replaced(self, **columns: Any) -> RunRow:
+        """This row with these columns' values replaced, each read as a stored value is (only the schema's
+        names): `dataclasses.replace` without the frozen __init__, so that a report can fill two columns of
+        5,000 rows in milliseconds."""
+        unknown = [name for name in columns if name not in _NAMES]
+        if unknown:
+            raise TypeError(f"no runs column {', '.join(map(repr, unknown))}")
+        row = object.__new__(type(self))
+        values = row.__dict__
+        values.update(self.__dict__)
+        for name, value in columns.items():
+            plain = _PLAIN.get(name)
+            values[name] = (
+                value if plain is not None and (value is None or type(value) is plain) else _read(name, value)
+            )
         return row
 
     def as_dict(self) -> dict[str, Any]:
-        """Every column by name, in one step (a dict of 5,000 rows is made in milliseconds, not a second of
-        item-by-item reads)."""
+        """Every column by name, in the documented order, in one step (a JSON export, a node's memory; a
+        dict of 5,000 rows is made in milliseconds)."""
         return dict(self.__dict__)
 
-    # -- the read-only mapping of column names --------------------------------------------------------------
-    # Straight from the fields' dict (Mapping's own get goes through __getitem__ and getattr): a report
-    # reads some 300,000 values by name.
+    # -- the write side's mapping ------------------------------------------------------------------------------
+    # Only for greenlab/core/run, whose sinks and RunStored event still type a stored run as a mapping of its
+    # columns (a node's memory is a dict): every reader — the report, the forecast, the TUI — reads attributes,
+    # or `value` for a column named by a variable, and tests/test_architecture.py holds them to it. The base
+    # goes when the write side takes a RunRow.
     def __getitem__(self, key: str) -> Any:
         return self.__dict__[key]
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.__dict__.get(key, default)
-
     def __iter__(self) -> Iterator[str]:
-        return iter(_ORDER)
+        return iter(_NAMES_IN_ORDER)
 
     def __len__(self) -> int:
-        return len(_ORDER)
+        return len(_NAMES_IN_ORDER)
 
 
-_ORDER: tuple[str, ...] = tuple(f.name for f in fields(RunRow))
-_NAMES = frozenset(_ORDER)
+_NAMES_IN_ORDER = tuple(f.name for f in fields(RunRow))
+_NAMES = frozenset(_NAMES_IN_ORDER)
 # SQLite keeps text that does not read as a number in a REAL or INTEGER column (a hand edit): such a value
 # reads as NaN in a real column — not finite, so every analysis names it and leaves it out — and as
 # None in an integer one (an id, a count), never as text that a sum or a sort would trip on.
@@ -214,3 +250,113 @@ def _read(name: str, value: Any) -> Any:
     if name in _INTEGERS and isinstance(value, float):
         return int(value) if math.isfinite(value) and value.is_integer() else None
     return value
+
+
+def _filled(
+    cls: type[_T], values: Mapping[str, Any] | Iterable[tuple[str, Any]], json_columns: Mapping[str, type]
+) -> _T:
+    """A row of `cls` from what sqlite returns (a mapping, or (name, value) pairs): columns it does not know
+    left out, one not read at its default, JSON columns decoded; filled as RunRow.from_stored fills a run's,
+    without the frozen __init__ (a report reads every epoch of a study: 10,000 rows at 5,000 runs)."""
+    defaults, required = _LAYOUTS[cls]
+    found = defaults.copy()
+    found.update(values)
+    if len(found) != len(defaults):  # a column this GreenLab does not know (a newer store's): left out
+        found = {name: found[name] for name in defaults}
+    for name, kind in json_columns.items():  # the JSON columns are those made afresh for each row
+        value = found[name]
+        found[name] = kind() if value is None or value is MISSING else decode(name, value, json_columns)
+    for name in required:
+        if found[name] is MISSING:
+            raise TypeError(f"a {cls.__name__} is read with its {name}")
+    row = object.__new__(cls)
+    object.__setattr__(row, "__dict__", found)  # the fields, in order: no copy of them made again
+    return row
+
+
+def _layout(cls: type) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A row class's fields: each one's default in order (MISSING where it has none or is made afresh),
+    and the names a row must be read with."""
+    known = fields(cls)
+    defaults = {f.name: f.default for f in known}
+    required = tuple(f.name for f in known if f.default is MISSING and f.default_factory is MISSING)
+    return defaults, required
+
+
+_LAYOUTS: dict[type, tuple[dict[str, Any], tuple[str, ...]]] = {}
+
+
+# The JSON column of `epochs`.
+EPOCH_JSON_COLUMNS: dict[str, type] = {"flags": list}
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    """One row of `epochs`, in the documented order: seconds (`*_s`), joules (`*_j`), validation figures as
+    fractions; the phases' windows, waits and uncertainties where the store's schema holds them. Values are
+    as SQLite returns them (a hand-edited store may hold text: readers take numbers with care)."""
+
+    run_id: int
+    epoch: int | None = None
+    train_loss: float | None = None
+    val_accuracy: float | None = None
+    val_f1: float | None = None
+    val_loss: float | None = None
+    duration_s: float | None = None
+    train_s: float | None = None
+    eval_s: float | None = None
+    energy_j: float | None = None
+    train_energy_j: float | None = None
+    eval_energy_j: float | None = None
+    train_window_s: float | None = None
+    eval_window_s: float | None = None
+    flags: list[str] = field(default_factory=list)
+    train_data_wait_s: float | None = None
+    eval_data_wait_s: float | None = None
+    train_uncertainty_j: float | None = None
+    eval_uncertainty_j: float | None = None
+
+    @classmethod
+    def from_stored(cls, values: Mapping[str, Any]) -> EpochRow:
+        return _filled(cls, values, EPOCH_JSON_COLUMNS)
+
+    @classmethod
+    def from_columns(cls, names: list[str], values: tuple[Any, ...]) -> EpochRow:
+        """`from_stored` of SQLite's tuple of the columns `names`, with no dict made on the way."""
+        return _filled(cls, zip(names, values), EPOCH_JSON_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One row of `samples`: a component's power in watts, `t_s` seconds after its run's start."""
+
+    run_id: int
+    t_s: float | None = None
+    component: str | None = None
+    watts: float | None = None
+
+    @classmethod
+    def from_stored(cls, values: Mapping[str, Any]) -> Sample:
+        return _filled(cls, values, {})
+
+
+@dataclass(frozen=True)
+class ComponentRow:
+    """One row of `energy_components`: a component's joules, how they were obtained (`method`), its idle
+    watts and net joules, and its JSON columns (`inputs`, `flags`) decoded."""
+
+    run_id: int
+    component: str | None = None
+    energy_j: float | None = None
+    method: str | None = None
+    idle_w: float | None = None
+    net_energy_j: float | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_stored(cls, values: Mapping[str, Any]) -> ComponentRow:
+        return _filled(cls, values, COMPONENT_JSON_COLUMNS)
+
+
+_LAYOUTS.update((kind, _layout(kind)) for kind in (EpochRow, Sample, ComponentRow))
