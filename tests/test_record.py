@@ -152,3 +152,26 @@ def test_a_record_kept_beside_the_store_replays_into_the_same_rows(tmp_path):
     assert len(replayed.epochs(row.id)) == 1 and len(replayed.samples(row.id)) == 2
     direct.close()
     replayed.close()
+
+
+def test_a_sink_keeps_a_record_the_busy_store_cannot_take_and_the_next_open_imports_it(tmp_path, monkeypatch):
+    from greenlab.core.run.sinks import StoreSink
+    from greenlab.core.store.errors import StoreBusy
+    from greenlab.core.store.journal import RecordKept
+
+    def locked(self, *args, **kwargs):
+        raise StoreBusy("database is locked (held by another process for longer than 0 s)")
+
+    store = Store(tmp_path / "runs.db")
+    monkeypatch.setattr(Store, "start_run", locked)
+    with pytest.raises(RecordKept) as kept:
+        StoreSink(store).store_record(None, _record(), label="tinycnn baseline")
+    monkeypatch.undo()
+    assert kept.value.run_id is None and "the record of tinycnn baseline (no row yet)" in str(kept.value)
+    assert journal.pending(store.path) == [kept.value.path]
+    store.close()
+    reopened = Store(tmp_path / "runs.db")
+    (row,) = reopened.runs()
+    assert (row.status, row.model, row.flags) == ("completed", "tinycnn", ["host_busy"])
+    assert len(reopened.samples(row.id)) == 2 and journal.pending(store.path) == []
+    reopened.close()

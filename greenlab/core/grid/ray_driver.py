@@ -2,13 +2,13 @@
 run's record to its store sink, the store's one writer.
 
 Each run is a task (greenlab.core.grid.ray_task) that runs GreenLab's own supervisor and child on its node and
-returns the run's RunRecord; the driver's StoreSink (greenlab.core.run.sinks) writes it into data/runs.db, as
-a local grid's sink does, so SQLite keeps a single writer. The sink starts a run's row (status `running`,
-executor `ray`, its node) when the node says the run began, and completes it from the returned record. Live events arrive through an inbox actor pinned to the
-driver's node (so no other node's loss takes it along), tagged with their run, and go to the same
-listener (and presenter) as a local grid's, so faces can follow several runs. A record the store cannot
-take waits in its pending folder (greenlab.core.store.journal, through the sink), and the grid starts nothing
-more. What the driver itself keeps is scheduling and fault handling.
+returns the run's RunRecord; the driver's StoreSink (greenlab.core.run.sinks) writes it into data/runs.db,
+as a local grid's sink does, so SQLite keeps a single writer. The sink starts a run's row (status
+`running`, executor `ray`, its node) when the node says the run began, and completes it from the returned
+record; a record the store cannot take waits in its pending folder (greenlab.core.store.journal), and the
+grid starts nothing more. The driver itself keeps scheduling and fault handling. Live events arrive
+through an inbox actor pinned to the driver's node (so no other node's loss takes it along), tagged with
+their run, and go to the same listener (and presenter) as a local grid's, so faces can follow several runs.
 
 Node-level truth: runs whose measured spans overlap on one node share its CPU packages and DRAM, whose
 RAPL counters (and the CPU estimate's package power) cover them all: each such row lists the others in

@@ -63,8 +63,9 @@ class RecordSink(Protocol):
 
 
 class StoreSink:
-    """A local run's rows go to the store; writes during the run go through a WriteThread. A record
-    the store cannot take (greenlab.core.store.journal) is kept in the pending folder beside it."""
+    """Runs' records go to the store: a local run's (its writes meanwhile through a WriteThread) and a Ray
+    driver's, for each node's record. A record the store cannot take (greenlab.core.store.journal) is kept
+    in the pending folder beside it."""
 
     def __init__(self, store: Store, on_busy: Callable[[str], None] | None = None) -> None:
         self.store = store

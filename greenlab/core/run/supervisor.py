@@ -476,7 +476,39 @@ class RunSupervisor(Cancellable):
         cpu_before: float,
     ) -> RunStored:
         """Close the run's window and store its record, whatever happened to the child (even if none started)."""
-        run, run_id = measured.run, measured.run_id
+        run_id = measured.run_id
+        end = self._end(measured, tracker, child, cpu_before)
+        if writer is not None:
+            self._flush_samples(measured, tracker, writer)  # queued: a store that cannot take it keeps it aside
+        record = run_record(measured, end)
+        kept: RecordKept | None = None
+        try:
+            self.sink.store_record(run_id, record)
+        except RecordKept as exc:  # the store could not take it: the record waits beside the store
+            kept = exc
+        executor_died = end.status == "failed" and self._executor_died(measured, child)
+        row = {"id": run_id, **record.final_values()} if kept is not None else self.sink.run(run_id) or {}
+        stored = RunStored(
+            run_id, measured.run, end.status, end.error, row, executor_died, kept.path if kept is not None else None
+        )
+        if end.diverged:
+            self.on_event(Notice(f"run {run_id} diverged: {end.diverged} (flag diverged)"))
+        if end.paused:
+            self.on_event(
+                Notice(
+                    f"run {run_id} was paused: {pauses.describe(end.paused)}; its energy and time count the pause "
+                    "(flag paused), so the verdicts leave them out"
+                )
+            )
+        self.on_event(stored)
+        if kept is not None:
+            raise kept  # the store is unwritable: the grid stops, naming where this record waits
+        return stored
+
+    def _end(
+        self, measured: RunMeasurement, tracker: EnergyTracker, child: RunChild | None, cpu_before: float
+    ) -> RunEnd:
+        """The run's end as the meters, the child and the host saw it: its window closed, its outcome decided."""
         return_code = child.reap() if child is not None else None
         if measured.device is None:
             measured.never_placed(_gpu_components(tracker))
@@ -487,13 +519,11 @@ class RunSupervisor(Cancellable):
             else None
         )
         tracker.discard_windows()  # a phase cut short by a failure has no end
-        if writer is not None:
-            self._flush_samples(measured, tracker, writer)  # queued: a store that cannot take it keeps it aside
         status, error = self._outcome(measured, return_code, child)
         measured.pauses.finish(time.monotonic())
         boards = [c for c in _gpu_components(tracker) if c not in measured.gpus_unused]
         watch = measured.gpu_watch
-        end = RunEnd(
+        return RunEnd(
             status,
             error,
             now_iso(),
@@ -508,28 +538,6 @@ class RunSupervisor(Cancellable):
             gpu_utilisation=watch.utilisation_summary(boards) if watch is not None else {},
             gpu_processes=watch.shared(boards) if watch is not None else {},
         )
-        record = run_record(measured, end)
-        kept: RecordKept | None = None
-        try:
-            self.sink.store_record(run_id, record)
-        except RecordKept as exc:  # the store could not take it: the record waits beside the store
-            kept = exc
-        executor_died = status == "failed" and self._executor_died(measured, child)
-        row = {"id": run_id, **record.final_values()} if kept is not None else self.sink.run(run_id) or {}
-        stored = RunStored(run_id, run, status, error, row, executor_died, kept.path if kept is not None else None)
-        if end.diverged:
-            self.on_event(Notice(f"run {run_id} diverged: {end.diverged} (flag diverged)"))
-        if end.paused:
-            self.on_event(
-                Notice(
-                    f"run {run_id} was paused: {pauses.describe(end.paused)}; its energy and time count the pause "
-                    "(flag paused), so the verdicts leave them out"
-                )
-            )
-        self.on_event(stored)
-        if kept is not None:
-            raise kept  # the store is unwritable: the grid stops, naming where this record waits
-        return stored
 
     def _watch_gpus(self, measured: RunMeasurement, tracker: EnergyTracker, watch: GpuWatch) -> None:
         """Look at the run's board (a CUDA board, or a Grace Hopper module) for other processes, once the
