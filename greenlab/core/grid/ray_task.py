@@ -3,9 +3,10 @@ messages it sends the driver (greenlab.core.grid.ray_driver).
 
 The task measures its run exactly as a local grid does, on the node it was placed on: the same child
 process (from a fork server this Ray worker keeps for its later tasks), meters, idle baseline and
-cool-down. Only the record goes elsewhere: a MemorySink keeps the run's RunRecord, and the task returns it
-to the driver, whose sink alone writes the store. Live events go back meanwhile through the driver's inbox (a Ray
-actor), in batches, each message tagged with the run's place in the grid and the attempt.
+cool-down. Only the record goes elsewhere: a MemorySink keeps the run's RunRecord, and the task returns
+it to the driver, whose store sink alone writes the store. Live events go back meanwhile through the
+driver's inbox (a Ray actor), in batches, each message tagged with the run's place in the grid and the
+attempt.
 
 A CUDA run gets one whole GPU from Ray, which names it in CUDA_VISIBLE_DEVICES by index; the task pins
 that index to the board's UUID through NVML (whose order, PCI bus order, is the one Ray counts in), so

@@ -13,7 +13,7 @@ store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from greenlab.core.measure import carbon, hostload
@@ -44,7 +44,8 @@ _PHASE_FLAGS_FOR_THE_RUN = (FLAG_SHORT_WINDOW_POLLED, "stale_reading", FLAG_UNCE
 
 @dataclass
 class RunMeasurement:
-    """What the supervisor knows of one run while it runs; the stored row is built from it at the end."""
+    """What the supervisor knows of one run while it runs, the child's events applied by the methods named
+    for them; the run's RunRecord is built from it at the end (`run_record`)."""
 
     run_id: int
     run: GridRun
@@ -123,6 +124,10 @@ class RunMeasurement:
         finished = epoch_record(event, self.epoch_energy(event.epoch))
         self.epochs.append(finished)
         return finished
+
+    def completed(self, event: child_events.RunFinished) -> None:
+        """The child finished its training and said so, with its final figures."""
+        self.child_status, self.train_s, self.final = "completed", event.train_s, asdict(event)
 
     def failed(self, event: child_events.RunFailed) -> None:
         """A user's mistake is fully told by its message; an unexpected failure keeps its traceback, after a

@@ -22,7 +22,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from typing import Any
 
 import psutil
@@ -602,7 +601,7 @@ class RunSupervisor(Cancellable):
                 tracker.process_ended(measured.child_pid, cpu_s)
                 measured.child_cpu_s = cpu_s + event.children_cpu_s
             case child_events.RunFinished():
-                measured.child_status, measured.train_s, measured.final = "completed", event.train_s, asdict(event)
+                measured.completed(event)
             case child_events.RunFailed():
                 measured.failed(event)
         self.on_event(ChildEvent(run_id, event))
