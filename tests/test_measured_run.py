@@ -11,7 +11,7 @@ import pytest
 from greenlab.core.grid.local import LocalDriver
 from greenlab.core.measure.detect import build_meters
 from greenlab.core.plan.config import expand_grid, parse_experiments
-from greenlab.core.run import run_events, supervisor
+from greenlab.core.run import measurement, run_events, supervisor
 from greenlab.core.store.database import Store
 from tests.fake_pynvml import FakeGpu, make_fake_pynvml
 from tests.test_rapl import two_sockets
@@ -66,7 +66,7 @@ def fake_hardware(tmp_path, monkeypatch):
 @pytest.fixture
 def child_on_gpu(monkeypatch):
     """The child trains on the CPU here; the supervisor takes it to have reported the fake gpu0."""
-    monkeypatch.setattr(supervisor, "gpus_used", lambda device, facts, **ids: ({"gpu0"}, []))
+    monkeypatch.setattr(measurement, "gpus_used", lambda device, facts, **ids: ({"gpu0"}, []))
 
 
 def test_meter_selection_prefers_hardware(fake_hardware):
@@ -363,7 +363,7 @@ def test_an_idle_baseline_of_a_busy_board_is_refused(fake_hardware, child_on_gpu
 
 
 def test_a_cuda_run_whose_board_matches_no_uuid_has_unknown_gpu_energy(fake_hardware, tmp_path, monkeypatch):
-    monkeypatch.setattr(supervisor, "gpus_used", lambda device, facts, **ids: (set(), ["gpu_unmatched"]))
+    monkeypatch.setattr(measurement, "gpus_used", lambda device, facts, **ids: (set(), ["gpu_unmatched"]))
     (run,) = expand_grid(parse_experiments(QUICK_RUN.replace("idle_s = 0.5", "idle_s = 0")))
     outcome = supervisor.RunSupervisor(Store(tmp_path / "runs.db")).execute(run)
     row = outcome.row

@@ -19,9 +19,10 @@ from greenlab.core.grid.ray_cluster import Node, RayCluster
 from greenlab.core.measure.remote_tracker import RemoteTracker
 from greenlab.core.plan.config import expand_grid, parse_experiments
 from greenlab.core.run.run_events import ChildEvent, RunBegan
-from greenlab.core.run.sinks import MemorySink
+from greenlab.core.run.sinks import MemorySink, StoreSink
 from greenlab.core.store.database import Store
-from greenlab.core.store.row_writes import AddEpoch, AddSamples, SetCapacity
+from greenlab.core.store.record import ComponentRecord, EpochRecord, RunRecord, SampleRecord
+from greenlab.core.store.row_writes import AddSamples
 from greenlab.core.train import child_events
 from tests.conftest import QUICK_DEFAULTS, REPO
 from tests.fake_pynvml import FakeGpu, make_fake_pynvml
@@ -34,33 +35,32 @@ def grid_of(body: str, defaults: str = QUICK_DEFAULTS):
 # -- without Ray ----------------------------------------------------------------------------------------------
 def test_a_node_record_is_written_once_however_often_it_is_applied(tmp_path):
     sink = MemorySink(run_id=5)
-    assert sink.run(5) is None and not sink.started
+    assert sink.run(5) is None and not sink.started and sink.record() is None
     assert sink.start_run({"model": "tinycnn", "technique": "baseline"}) == 5
     writer = sink.writer()
-    writer.submit(AddEpoch({"run_id": 5, "epoch": 1, "train_loss": 1.0, "val_accuracy": 0.5}))
-    writer.submit(AddSamples(5, [(0.1, "cpu", 10.0), (0.1, "gpu1", 50.0), (0.2, "cpu", 12.0)]))
-    writer.submit(SetCapacity(5, [(3, 0.5), (4, 0.4)]))
-    sink.update_run(5, status="completed", energy_j=7.5, meters={"components": {}})
-    sink.set_components(5, [{"component": "cpu", "energy_j": 7.5, "method": "estimate", "flags": []}])
-    sink.delete_samples(5, {"gpu1"})  # a GPU metered but not used
-    rows = sink.rows()
-    assert rows.status == "completed" and [s[1] for s in rows.samples] == ["cpu", "cpu"]
+    writer.submit(AddSamples(5, [(0.1, "cpu", 10.0)]))  # the record at the end holds it
+    record = RunRecord(
+        values={"status": "completed", "energy_j": 7.5, "meters": {"components": {}}},
+        epochs=(EpochRecord(1, train_loss=1.0, val_accuracy=0.5),),
+        samples=(SampleRecord(0.1, "cpu", 10.0), SampleRecord(0.2, "cpu", 12.0)),
+        components=(ComponentRecord("cpu", 7.5, "estimate"),),
+        capacity=((3, 0.5), (4, 0.4)),
+        dropped=("gpu1",),  # a GPU metered but not used
+    )
+    assert sink.store_record(5, record) == 5
+    kept = sink.record()
+    assert kept is not None and kept.status == "completed" and kept.start["model"] == "tinycnn"
     assert sink.run(5)["energy_j"] == 7.5 and sink.run(5)["model"] == "tinycnn"
 
     store = Store(tmp_path / "runs.db")
-    run_id = store.start_run({**rows.start, "executor": "ray", "node": "n1"})
+    writer_of_the_store = StoreSink(store)
+    run_id = writer_of_the_store.start_run({**kept.start, "executor": "ray", "node": "n1"})
+    store.add_samples(run_id, [(0.0, "gpu1", 50.0), (0.1, "cpu", 10.0)])  # written live, before the record
     for _ in range(2):  # a record applied twice is still one record
-        store.write_record(
-            run_id,
-            rows.values,
-            epochs=rows.epochs,
-            samples=rows.samples,
-            components=rows.components,
-            capacity=rows.capacity,
-        )
+        assert writer_of_the_store.store_record(run_id, kept) == run_id
     row = store.run(run_id)
     assert (row["status"], row["executor"], row["node"], row["energy_j"]) == ("completed", "ray", "n1", 7.5)
-    assert len(store.epochs(run_id)) == 1 and len(store.samples(run_id)) == 2
+    assert len(store.epochs(run_id)) == 1 and [s.component for s in store.samples(run_id)] == ["cpu", "cpu"]
     assert len(store.components(run_id)) == 1
     assert store.db.execute("select count(*) from capacity").fetchone()[0] == 2
 

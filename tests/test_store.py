@@ -15,6 +15,7 @@ from greenlab.core.store import database as store_module
 from greenlab.core.store import rows as stored_rows
 from greenlab.core.store import schema
 from greenlab.core.store.database import Store
+from greenlab.core.store.record import RunRecord, record_writes
 from greenlab.core.store.rows import EpochRow, RunRow
 from greenlab.core.store.schema import APPLICATION_ID, RUN_COLUMNS, SCHEMA_VERSION
 from tests.conftest import REPO, run_cli
@@ -216,7 +217,7 @@ def test_a_completed_rerun_supersedes_the_earlier_runs_of_its_key(tmp_path):
     store.update_run(failed, status="failed")
     assert store.run(first)["status"] == "completed"
     rerun = store.start_run({"model": "tinycnn", "technique": "baseline", "settings_key": "k"})
-    store.write_record(rerun, {"status": "completed"})  # as a Ray driver stores it
+    store.write_record(rerun, record_writes(rerun, RunRecord(values={"status": "completed"})))  # as a sink stores it
     assert (store.run(first)["status"], store.run(first)["superseded_by"]) == ("superseded", rerun)
     assert store.run(other)["status"] == "completed" and store.run(failed)["status"] == "failed"
     assert [r["id"] for r in store.completed_runs()] == [other, rerun]

@@ -1,13 +1,14 @@
-"""A grid on Ray: the driver places each run on a node as a Ray task, follows them all, and alone writes
-the store.
+"""A grid on Ray: the driver places each run on a node as a Ray task, follows them all, and hands each
+run's record to its store sink, the store's one writer.
 
 Each run is a task (greenlab.core.grid.ray_task) that runs GreenLab's own supervisor and child on its node and
-returns the run's rows; the driver writes them into data/runs.db, so SQLite keeps a single writer. The
-driver starts a run's row (status `running`, executor `ray`, its node) when the node says the run began,
-and completes it from the returned record. Live events arrive through an inbox actor pinned to the
-driver's node (so no other node's loss takes it along), tagged with their run, and go to the same
-listener (and presenter) as a local grid's, so faces can follow several runs. A record the store cannot
-take waits in its pending folder (greenlab.core.store.journal), and the grid starts nothing more.
+returns the run's RunRecord; the driver's StoreSink (greenlab.core.run.sinks) writes it into data/runs.db,
+as a local grid's sink does, so SQLite keeps a single writer. The sink starts a run's row (status
+`running`, executor `ray`, its node) when the node says the run began, and completes it from the returned
+record; a record the store cannot take waits in its pending folder (greenlab.core.store.journal), and the
+grid starts nothing more. The driver itself keeps scheduling and fault handling. Live events arrive
+through an inbox actor pinned to the driver's node (so no other node's loss takes it along), tagged with
+their run, and go to the same listener (and presenter) as a local grid's, so faces can follow several runs.
 
 Node-level truth: runs whose measured spans overlap on one node share its CPU packages and DRAM, whose
 RAPL counters (and the CPU estimate's package power) cover them all: each such row lists the others in
@@ -29,7 +30,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from greenlab.core.grid.driver import Resume, RetryRule, take_host
@@ -62,21 +63,12 @@ from greenlab.core.run.run_events import (
     RunStored,
     SafeListener,
 )
-from greenlab.core.run.sinks import RunRows
+from greenlab.core.run.sinks import StoreSink
 from greenlab.core.run.supervisor import run_row_values, signals_deferred
-from greenlab.core.store import journal
 from greenlab.core.store.database import Store, now_iso
 from greenlab.core.store.errors import StoreError
-from greenlab.core.store.journal import RecordKept
-from greenlab.core.store.row_writes import (
-    AddEpoch,
-    AddSamples,
-    DeleteSamples,
-    RowWrite,
-    SetCapacity,
-    SetComponents,
-    UpdateRun,
-)
+from greenlab.core.store.journal import NO_ROW_YET, RecordKept
+from greenlab.core.store.record import RunRecord
 
 FLAG_SHARED_NODE_CPU = "shared_node_cpu"  # other runs measured on this node meanwhile: CPU/DRAM figures cover them
 SETTLE_S = 60.0  # after a cancel, how long running tasks have to return their interrupted records
@@ -143,6 +135,7 @@ class RayDriver(Cancellable):
         token: CancelToken | None = None,
     ) -> None:
         self.store = store
+        self.sink = StoreSink(store)  # the one writer of the grid's rows
         self.cluster = cluster
         self._tell = SafeListener(on_event)
         self.listener_errors = self._tell.errors
@@ -407,11 +400,9 @@ class RayDriver(Cancellable):
         """The run's row: inserted at its first attempt's start, started afresh by a retry (never twice)."""
         columns = {**values, **self._where(task)}
         if task.run_id is None:
-            task.run_id = self.store.start_run(columns)
+            task.run_id = self.sink.start_run(columns)
         else:
-            self.store.update_run(
-                task.run_id, status="running", error=None, started_at=now_iso(), finished_at=None, **columns
-            )
+            self.sink.restart_run(task.run_id, columns)
 
     # -- results ------------------------------------------------------------------------------------------
     def _settle(self, ref: Any, task: _Task, lock_store: str | None) -> RunStored | None:
@@ -481,64 +472,50 @@ class RayDriver(Cancellable):
         )
 
     def _apply(self, task: _Task, result: TaskResult) -> RunStored:
-        rows = result.rows
-        assert rows is not None
+        assert result.record is not None
         if result.node_id and result.node_id != task.node_id:  # the attempt that ran says where it ran
             task.node_id, task.hostname, task.worker_pid = result.node_id, result.hostname, result.worker_pid
-        values = {**rows.values, **self._where(task)}
-        values["meters"] = {**(values.get("meters") or {}), "placement": task.placement()}
-        if self.listener_errors:
-            values["flags"] = list(values.get("flags") or []) + [f"display: {e}" for e in self.listener_errors]
-        try:
-            if task.run_id is None:  # its start message was lost, or the store was busy then: start it now
-                self._start_row(task, rows.start)
-            assert task.run_id is not None
-            self.store.write_record(
-                task.run_id,
-                values,
-                epochs=rows.epochs,
-                samples=rows.samples,
-                components=rows.components,
-                capacity=rows.capacity,
-            )
-        except StoreError as exc:  # busy past the budget, a full disk: the record waits beside it
-            if exc.refused:
-                raise
-            # A row never inserted has no id: the kept record carries its first values and gets one on import.
-            run_id = task.run_id if task.run_id is not None else journal.NO_ROW_YET
-            start = None if task.run_id is not None else {**rows.start, **self._where(task)}
-            identity = self.store.row_identity(task.run_id) if task.run_id is not None else None
-            kept = journal.save(
-                self.store.path, task.run_id, record_writes(run_id, values, rows), start=start, row=identity
-            )
-            status = rows.status or "failed"
-            self.on_event(RunStored(run_id, task.run, status, rows.error, {"id": task.run_id, **values}, kept_in=kept))
-            raise RecordKept(task.run_id, kept, exc, label=_label(task.run)) from None
-        if result.span is not None:
-            self._note_span(task.run_id, result.node_id, result.span)
-        return self._told(task, rows.status or "failed", rows.error)
+        record = result.record
+        where = self._where(task)
+        placed = replace(
+            record.with_values(**where, meters={**(record.values.get("meters") or {}), "placement": task.placement()}),
+            start={**record.start, **where},
+            flags=(*record.flags, *(f"display: {e}" for e in self.listener_errors)),
+        )
+        return self._store(task, placed, result)
 
     def _store_outcome(self, task: _Task, status: str, error: str) -> RunStored:
         """A run whose node returned no record: its row (started now if it never was) ends with `error`."""
         where = {**self._where(task), "status": status, "error": error, "finished_at": now_iso()}
-        if task.run_id is None:
-            task.run_id = self.store.start_run(
-                {
-                    **run_row_values(task.run),
-                    **where,
-                    "meters": {"placement": task.placement()},
-                    "host": {"hostname": task.hostname} if task.hostname else None,
-                }
-            )
-        else:
-            row = self.store.run(task.run_id)
-            meters = dict(row.meters) if row is not None else {}
-            self.store.update_run(task.run_id, meters={**meters, "placement": task.placement()}, **where)
-        return self._told(task, status, error)
+        row = self.store.run(task.run_id) if task.run_id is not None else None
+        meters = dict(row.meters) if row is not None else {}
+        start = {
+            **run_row_values(task.run),
+            **where,
+            "meters": {"placement": task.placement()},
+            "host": {"hostname": task.hostname} if task.hostname else None,
+        }
+        flags = tuple(row.flags) if row is not None else ()
+        return self._store(
+            task, RunRecord(start, {**where, "meters": {**meters, "placement": task.placement()}}, flags=flags)
+        )
 
-    def _told(self, task: _Task, status: str, error: str | None) -> RunStored:
-        assert task.run_id is not None
-        stored = RunStored(task.run_id, task.run, status, error, self.store.run(task.run_id) or {})
+    def _store(self, task: _Task, record: RunRecord, result: TaskResult | None = None) -> RunStored:
+        """The run's record through the store's sink, then the runs its node measured meanwhile (`result`'s
+        span); a record the store cannot take is told as kept aside (RecordKept then stops the grid)."""
+        try:
+            task.run_id = self.sink.store_record(task.run_id, record, label=_label(task.run))
+        except RecordKept as kept:
+            task.run_id = kept.run_id if kept.run_id is not None else task.run_id  # its row, if the sink started one
+            run_id = task.run_id if task.run_id is not None else NO_ROW_YET
+            row = {"id": task.run_id, **record.final_values()}
+            self.on_event(RunStored(run_id, task.run, record.status or "failed", record.error, row, kept_in=kept.path))
+            raise
+        if result is not None and result.span is not None:
+            self._note_span(task.run_id, result.node_id, result.span)
+        stored = RunStored(
+            task.run_id, task.run, record.status or "failed", record.error, self.store.run(task.run_id) or {}
+        )
         self.on_event(stored)
         return stored
 
@@ -561,17 +538,7 @@ class RayDriver(Cancellable):
         flags = list(row.flags) if row is not None else []
         if FLAG_SHARED_NODE_CPU not in flags:
             flags.append(FLAG_SHARED_NODE_CPU)
-        self.store.update_run(run_id, concurrent_runs=concurrent, flags=flags)
-
-
-def record_writes(run_id: int, values: dict[str, Any], rows: RunRows) -> list[RowWrite]:
-    """A node's record as the writes that replay it into the store (greenlab.core.store.journal), replacing
-    any samples of its components, so a replay interrupted and done again stores it once."""
-    components = sorted({component for _t, component, _w in rows.samples})
-    kept: list[RowWrite] = [AddEpoch({**row, "run_id": run_id}) for row in rows.epochs]
-    kept += [DeleteSamples(run_id, components), AddSamples(run_id, list(rows.samples))]
-    kept += [SetComponents(run_id, list(rows.components)), SetCapacity(run_id, list(rows.capacity))]
-    return [*kept, UpdateRun(run_id, values)]
+        self.sink.update_run(run_id, concurrent_runs=concurrent, flags=flags)
 
 
 def _short(node_id: str | None) -> str:

@@ -3,9 +3,10 @@ messages it sends the driver (greenlab.core.grid.ray_driver).
 
 The task measures its run exactly as a local grid does, on the node it was placed on: the same child
 process (from a fork server this Ray worker keeps for its later tasks), meters, idle baseline and
-cool-down. Only the rows go elsewhere: a MemorySink keeps them, and the task returns them to the
-driver, which alone writes the store. Live events go back meanwhile through the driver's inbox (a Ray
-actor), in batches, each message tagged with the run's place in the grid and the attempt.
+cool-down. Only the record goes elsewhere: a MemorySink keeps the run's RunRecord, and the task returns
+it to the driver, whose store sink alone writes the store. Live events go back meanwhile through the
+driver's inbox (a Ray actor), in batches, each message tagged with the run's place in the grid and the
+attempt.
 
 A CUDA run gets one whole GPU from Ray, which names it in CUDA_VISIBLE_DEVICES by index; the task pins
 that index to the board's UUID through NVML (whose order, PCI bus order, is the one Ray counts in), so
@@ -46,9 +47,11 @@ from greenlab.core.run.run_events import (
     RunEvent,
     RunMetered,
 )
-from greenlab.core.run.sinks import MemorySink, RunRows
+from greenlab.core.run.sinks import MemorySink
 from greenlab.core.run.supervisor import RunSupervisor, child_env
 from greenlab.core.store.database import host_facts
+from greenlab.core.store.record import RunRecord
+from greenlab.core.store.row_writes import AddSamples, RowWrite
 
 FORWARD_INTERVAL_S = 0.2  # how often a node sends its batch of live messages to the driver
 
@@ -116,20 +119,20 @@ Message = TaskStarted | RowStarted | RunBeganOnNode | SamplesTaken | Relayed
 
 @dataclass
 class TaskResult:
-    """What a task returns: the run's rows when its row was started, and when it measured on the node's
+    """What a task returns: the run's record when its row was started, and when it measured on the node's
     monotonic clock (from before its idle baseline to its end), by which the driver finds overlapping runs."""
 
     tag: int
     attempt: int
     node_id: str
-    rows: RunRows | None = None
+    record: RunRecord | None = None
     span: tuple[float, float] | None = None
     hostname: str = ""
     worker_pid: int = 0
 
     @property
     def began(self) -> bool:
-        return self.rows is not None
+        return self.record is not None
 
 
 def _reason(reason: str) -> str | None:
@@ -254,10 +257,9 @@ class ChannelSink(MemorySink):
         self.channel.send(RowStarted(self.channel.tag, self.channel.attempt, values))
         return run_id
 
-    def add_samples(self, run_id: int, rows: Any) -> None:
-        rows = list(rows)
-        super().add_samples(run_id, rows)
-        self.channel.send(SamplesTaken(self.channel.tag, self.channel.attempt, rows))
+    def submit(self, write: RowWrite) -> None:
+        if isinstance(write, AddSamples):
+            self.channel.send(SamplesTaken(self.channel.tag, self.channel.attempt, list(write.rows)))
 
 
 # -- GPUs ---------------------------------------------------------------------------------------------------
@@ -370,9 +372,10 @@ def run_on_node(request: TaskRequest, inbox: Any) -> TaskResult:
             if lock is not None:
                 lock.release()
         ended = time.monotonic()
-        if not sink.started:
+        record = sink.record()
+        if record is None:
             return TaskResult(request.tag, request.attempt, node_id, **here)
-        return TaskResult(request.tag, request.attempt, node_id, sink.rows(), (began, ended), **here)
+        return TaskResult(request.tag, request.attempt, node_id, record, (began, ended), **here)
     finally:
         channel.close()
         if previous is not False:

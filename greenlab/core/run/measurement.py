@@ -1,23 +1,32 @@
-"""A run's record while it runs, and the pure rules that turn its energy windows into stored figures.
+"""A run's measurement while it runs, and the pure rules that turn what its meters measured into its record.
 
-The supervisor fills a RunMeasurement from the child's events; `energy_columns` turns the run's window and the
-idle baseline into the `runs` columns and `energy_components` rows; `gpus_used` decides which metered GPU
-the child really trained on, by UUID only: a board it cannot match leaves the run's GPU energy unknown
-(`gpu_unmatched`), never another board's; `input_bound` says when the training loop waited for data
-more than it computed. Nothing here reads a meter, talks to a process or writes the store.
+The supervisor fills a RunMeasurement from the child's events (each epoch an EpochRecord, from
+`epoch_record`; the model's figures from `model_values`) and, when the run ends, hands `run_record` the
+facts of its end (a RunEnd: the run's window, its outcome, the host's load); `run_record` returns the run's
+RunRecord (greenlab.core.store.record), everything stored of it, whichever driver ran it. `energy_columns`
+turns the run's window and the idle baseline into the `runs` energy columns and its components; `gpus_used`
+decides which metered GPU the child really trained on, by UUID only: a board it cannot match leaves the
+run's GPU energy unknown (`gpu_unmatched`), never another board's; `input_bound` says when the training
+loop waited for data more than it computed. Nothing here reads a meter, talks to a process or writes the
+store.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from greenlab.core.measure import carbon
+from greenlab.core.measure import carbon, hostload
 from greenlab.core.measure.meter import ComponentEnergy
 from greenlab.core.measure.nvml import GRACE_HOPPER_SCOPE
 from greenlab.core.measure.tracker import FLAG_SHORT_WINDOW_POLLED, FLAG_UNCERTAIN, WindowResult
 from greenlab.core.plan.config import GridRun
+from greenlab.core.run import divergence, pauses
 from greenlab.core.run.pauses import PauseWatch
+from greenlab.core.run.sharing import FLAG_GPU_SHARED, describe
+from greenlab.core.store.record import ComponentRecord, EpochRecord, RunRecord, SampleRecord
+from greenlab.core.store.schema import RUN_COLUMNS
+from greenlab.core.train import child_events
 
 FLAG_NET_BELOW_IDLE = "net_below_idle"  # a component drew less than its idle baseline: a bad baseline
 FLAG_NO_IDLE_BASELINE = "no_idle_baseline"  # measured energy without a baseline: no net figure
@@ -35,7 +44,8 @@ _PHASE_FLAGS_FOR_THE_RUN = (FLAG_SHORT_WINDOW_POLLED, "stale_reading", FLAG_UNCE
 
 @dataclass
 class RunMeasurement:
-    """What the supervisor knows of one run while it runs; the stored row is built from it at the end."""
+    """What the supervisor knows of one run while it runs, the child's events applied by the methods named
+    for them; the run's RunRecord is built from it at the end (`run_record`)."""
 
     run_id: int
     run: GridRun
@@ -70,6 +80,62 @@ class RunMeasurement:
     data_wait_s: float = 0.0  # the training phases' wait for data, summed over the epochs
     epochs_train_s: float = 0.0  # the training phases' time, summed over the epochs
     pauses: PauseWatch = field(default_factory=PauseWatch)  # whether the child was stopped mid-run (pauses)
+    # The record so far: the row's first values, the columns set since, the epochs, samples and capacity curve.
+    start: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    epochs: list[EpochRecord] = field(default_factory=list)
+    samples: list[SampleRecord] = field(default_factory=list)
+    capacity: list[tuple[int, float]] = field(default_factory=list)
+
+    def started(self, event: child_events.RunStarted) -> None:
+        """The child said where it trains: the metered GPUs that are the run's (by UUID), its data's facts."""
+        self.device = self.values["device"] = event.device
+        self.num_classes, self.n_val = event.num_classes, event.n_val
+        if event.input_pipeline is not None:
+            self.meters_info["input_pipeline"] = event.input_pipeline
+        gpu_facts = self._gpu_facts()
+        used, flags = gpus_used(event.device, gpu_facts, cuda_uuid=event.cuda_uuid)
+        self.gpus_unused = set(gpu_facts) - used
+        self.gpu_unmatched = FLAG_GPU_UNMATCHED in flags
+        self.flags.extend(flags)
+        for component in used & set(gpu_facts):  # how the child's CUDA named the board, beside NVML's facts
+            gpu_facts[component].update(cuda_index=event.cuda_index, cuda_uuid=event.cuda_uuid)
+
+    def never_placed(self, metered_gpus: list[str]) -> None:
+        """The child never said where it trained: no GPU did the run's work (a Grace Hopper module's CPU did)."""
+        used, _flags = gpus_used("cpu", self._gpu_facts())
+        self.gpus_unused = set(metered_gpus) - used
+
+    def _gpu_facts(self) -> dict[str, dict[str, Any]]:
+        return {c: facts for c, facts in self.meters_info["components"].items() if c.startswith("gpu")}
+
+    def prepared(self, event: child_events.ModelPrepared) -> dict[str, Any]:
+        """The model as compressed: its columns (returned, for the row meanwhile), notes and capacity curve."""
+        self.warnings = list(event.warnings)
+        self.capacity = capacity_curve(event)
+        values = model_values(event)
+        self.values.update(values)
+        return values
+
+    def epoch_finished(self, event: child_events.EpochFinished) -> EpochRecord:
+        """An epoch's record, with its phases' energy; its loss and wait for data are kept for the run's."""
+        self.last_train_loss = event.train_loss
+        self.add_data_wait(event.train_s, event.train_data_wait_s)
+        finished = epoch_record(event, self.epoch_energy(event.epoch))
+        self.epochs.append(finished)
+        return finished
+
+    def completed(self, event: child_events.RunFinished) -> None:
+        """The child finished its training and said so, with its final figures."""
+        self.child_status, self.train_s, self.final = "completed", event.train_s, asdict(event)
+
+    def failed(self, event: child_events.RunFailed) -> None:
+        """A user's mistake is fully told by its message; an unexpected failure keeps its traceback, after a
+        first line that faces show on their own."""
+        error = event.error if event.user_error else f"{event.kind}: {event.error}"
+        if event.traceback and not event.user_error:
+            error += "\n\n" + event.traceback.rstrip()
+        self.child_status, self.child_error = "failed", error
 
     def view(self, window: WindowResult) -> WindowResult:
         """A window as the run's: without the metered GPUs it did not use, and with an unknown GPU where its
@@ -100,7 +166,7 @@ class RunMeasurement:
             self.training_j = (self.training_j or 0.0) + joules
 
     def epoch_energy(self, epoch: int) -> dict[str, Any]:
-        """The epochs-table energy columns of one finished epoch."""
+        """The energy figures of one finished epoch (EpochRecord's energy fields), from its phases' windows."""
         energies = self.phase_energy.get(epoch, {})
         windows = self.phase_windows.get(epoch, {})
         train_j, eval_j = energies.get("train"), energies.get("eval")
@@ -113,7 +179,7 @@ class RunMeasurement:
             "eval_window_s": windows["eval"].seconds if "eval" in windows else None,
             "train_uncertainty_j": windows["train"].uncertainty_j() if "train" in windows else None,
             "eval_uncertainty_j": windows["eval"].uncertainty_j() if "eval" in windows else None,
-            "flags": flags,
+            "flags": tuple(flags),
         }
 
     def add_data_wait(self, train_s: float, data_wait_s: float | None) -> None:
@@ -259,3 +325,155 @@ def accounting_columns(energy_j: float | None, accounting: dict[str, Any]) -> di
         "cost": carbon.cost(energy_j, accounting["price_per_kwh"], accounting["pue"]),
         **accounting,
     }
+
+
+_MODEL_STATS = ("params_total", "params_nonzero", "model_bytes", "flops_step")
+
+
+def model_values(event: child_events.ModelPrepared) -> dict[str, Any]:
+    """The `runs` columns of the model as the child prepared it: its size and work after compression and
+    before, the compression's report and notes, and the columns the technique reported."""
+    return {
+        **{k: event.after.get(k) for k in _MODEL_STATS},
+        **{f"{k}_before": event.before.get(k) for k in _MODEL_STATS},
+        "compression": event.report,
+        "warnings": event.warnings,
+        **{k: v for k, v in event.columns.items() if k in RUN_COLUMNS},
+    }
+
+
+def capacity_curve(event: child_events.ModelPrepared) -> list[tuple[int, float]]:
+    """The capacity scan's (bits overwritten, validation accuracy) points, if the technique made one."""
+    return [(int(bits), float(accuracy)) for bits, accuracy in event.capacity_curve or []]
+
+
+def epoch_record(event: child_events.EpochFinished, energy: dict[str, Any]) -> EpochRecord:
+    """One epoch's row: what the child reported, with its phases' energy (RunMeasurement.epoch_energy)."""
+    return EpochRecord(
+        epoch=event.epoch,
+        train_loss=event.train_loss,
+        val_accuracy=event.val_accuracy,
+        val_f1=event.val_f1,
+        val_loss=event.val_loss,
+        duration_s=event.duration_s,
+        train_s=event.train_s,
+        eval_s=event.eval_s,
+        train_data_wait_s=event.train_data_wait_s,
+        eval_data_wait_s=event.eval_data_wait_s,
+        **energy,
+    )
+
+
+def why_diverged(measured: RunMeasurement) -> str | None:
+    """Why a completed run diverged (greenlab.core.run.divergence), from what its child reported."""
+    settings = measured.run.settings
+    evaluated = measured.n_val
+    if evaluated is not None and settings.max_eval_batches:
+        evaluated = min(evaluated, settings.max_eval_batches * settings.batch_size)
+    return divergence.diverged(
+        last_loss=measured.last_train_loss,
+        accuracy=measured.final.get("val_accuracy"),
+        num_classes=measured.num_classes,
+        evaluated=evaluated,
+        dataset=settings.dataset,
+    )
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """What the supervisor saw as a run ended, for `run_record`: its outcome, its window (as the run's:
+    RunMeasurement.view), the sampler's cost in CPU seconds, and what the host and the run's boards did."""
+
+    status: str
+    error: str | None
+    finished_at: str
+    window: WindowResult
+    temperature_end_c: dict[str, float] = field(default_factory=dict)
+    sampler_cpu_s: float = 0.0
+    samples_dropped: int = 0
+    errors: tuple[str, ...] = ()  # the meters' and the faces' failures: flags, after the others
+    host_load: dict[str, Any] | None = None  # what others used of the host meanwhile (hostload.others)
+    paused: dict[str, Any] | None = None  # pauses.PauseWatch.verdict()
+    diverged: str | None = None  # why_diverged, for a completed run
+    gpu_utilisation: dict[str, Any] = field(default_factory=dict)  # the run's boards' utilisation, summarised
+    gpu_processes: dict[str, Any] = field(default_factory=dict)  # other processes seen on the run's boards
+
+
+def run_record(measured: RunMeasurement, end: RunEnd) -> RunRecord:
+    """The run's whole record, from its measurement and its end: its energy and accounting columns, the
+    meters' account of how each figure was obtained, its flags and notes."""
+    unused = measured.gpus_unused
+    columns, components, energy_flags = energy_columns(end.window, measured.idle, measured.phase_methods)
+    flags = set(measured.flags)
+    meters = {
+        **measured.meters_info,
+        "idle_w": {c: w for c, w in measured.idle.items() if c not in unused},
+        "temperature_end_c": end.temperature_end_c,
+        "components": {c: facts for c, facts in measured.meters_info["components"].items() if c not in unused},
+    }
+    if end.diverged:
+        flags.add(divergence.FLAG_DIVERGED)
+    if end.paused:
+        flags.add(pauses.FLAG_PAUSED)
+        meters["paused"] = end.paused
+    if end.host_load is not None:
+        meters["host_load"] = end.host_load
+        if hostload.busy(end.host_load):
+            flags.add(hostload.FLAG_HOST_BUSY)
+    if unused:
+        meters["gpus_not_used"] = {
+            "components": sorted(unused),
+            "why": f"the run trained on {measured.device or 'another device'}"
+            + (" whose UUID matches none of them" if measured.gpu_unmatched else ""),
+        }
+    notes = _sharing_notes(end, meters)
+    if notes:
+        flags.add(FLAG_GPU_SHARED)
+    bound = input_bound(measured.data_wait_s, measured.epochs_train_s)
+    if bound:
+        flags.add(FLAG_INPUT_BOUND)
+        notes.append(bound)
+    values = {
+        **measured.values,
+        "status": end.status,
+        "error": end.error,
+        "finished_at": end.finished_at,
+        "duration_s": end.window.seconds,
+        "train_s": measured.train_s,
+        "data_wait_s": round(measured.data_wait_s, 4) if measured.epochs_train_s else None,
+        "energy_training_j": measured.training_j,
+        "val_accuracy": measured.final.get("val_accuracy"),
+        "val_f1": measured.final.get("val_f1"),
+        **columns,
+        **accounting_columns(columns["energy_j"], measured.run.accounting()),
+        "sampler_cpu_s": round(end.sampler_cpu_s, 4),
+        "samples_dropped": end.samples_dropped,
+        "meters": meters,
+    }
+    if notes:
+        values["warnings"] = [*measured.warnings, *notes]
+    return RunRecord(
+        start=measured.start,
+        values=values,
+        epochs=tuple(measured.epochs),
+        samples=tuple(s for s in measured.samples if s.component not in unused),
+        components=tuple(ComponentRecord(**{**row, "flags": tuple(row["flags"])}) for row in components),
+        capacity=tuple(measured.capacity),
+        flags=(*sorted({*energy_flags, *flags}), *end.errors),
+        dropped=tuple(sorted(unused)),
+    )
+
+
+def _sharing_notes(end: RunEnd, meters: dict[str, Any]) -> list[str]:
+    """The run's boards as watched: their utilisation and the other processes on them (`meters`), and the
+    notes for the run's warnings (flag `gpu_shared`)."""
+    if end.gpu_utilisation:
+        meters["gpu_utilisation"] = end.gpu_utilisation
+    if not end.gpu_processes:
+        return []
+    meters["gpu_processes"] = end.gpu_processes
+    return [
+        f"{component} was shared: {describe(seen['processes'])} computed on it during the run; their work is "
+        "in the run's GPU energy (flag gpu_shared): rerun on a GPU of its own"
+        for component, seen in end.gpu_processes.items()
+    ]

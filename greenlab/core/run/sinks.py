@@ -1,12 +1,14 @@
-"""Where a supervised run's rows go: the seam between measuring a run and storing it.
+"""Where a supervised run's record goes: the seam between measuring a run and storing it.
 
-The supervisor (greenlab.core.run.supervisor) measures a run and produces its rows; a sink decides where
-the record's rows (the `runs` values, epochs, samples, components, capacity curve) are written:
+The supervisor (greenlab.core.run.supervisor) measures a run and hands its RunRecord
+(greenlab.core.store.record) to a sink, which decides where it goes:
 
-- `StoreSink`: into the run store, as a local grid does (row writes during the run queued to a
-  WriteThread, so a slow disk never holds the supervisor's event loop);
-- `MemorySink`: into memory, on a Ray node, whose `rows()` the task returns to the driver, which
-  alone writes data/runs.db (greenlab.core.grid.ray_driver): SQLite stays single-writer.
+- `StoreSink`: into the run store, as a local grid does (writes during the run, for a face following the
+  store, queued to a WriteThread, so a slow disk never holds the supervisor's event loop), and as a Ray
+  driver does with each node's record (greenlab.core.grid.ray_driver): SQLite stays single-writer. The
+  record is written through the one translation `record_writes`, or kept in the pending folder beside the
+  store (greenlab.core.store.journal) when the store cannot take it;
+- `MemorySink`: into memory, on a Ray node, whose `record()` the task returns to the driver.
 
 A sink is used for one run at a time. Nothing here measures anything or knows of Ray.
 """
@@ -14,14 +16,15 @@ A sink is used for one run at a time. Nothing here measures anything or knows of
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, NoReturn, Protocol
 
 from greenlab.core.store import journal
 from greenlab.core.store.database import Store
 from greenlab.core.store.errors import StoreError, StoreWriteError
 from greenlab.core.store.journal import RecordKept, RecordLost
+from greenlab.core.store.record import RunRecord, record_writes
 from greenlab.core.store.row_writes import RowWrite
 from greenlab.core.store.write_thread import WriteThread
 
@@ -37,8 +40,8 @@ class WriteQueue(Protocol):
     def close(self) -> None: ...
 
 
-class RowSink(Protocol):
-    """The writes a supervisor makes for one run, and the row it reads back at the end."""
+class RecordSink(Protocol):
+    """Where a supervisor's run goes: its row started, writes while it runs, its record at the end."""
 
     def start_run(self, values: dict[str, Any]) -> int: ...
 
@@ -46,16 +49,11 @@ class RowSink(Protocol):
 
     def writer(self) -> WriteQueue: ...
 
-    def finish(self, run_id: int, final: list[RowWrite]) -> None:
-        """Every write of the run done, then `final` (its last row values, components, samples to drop);
-        RecordKept when the store could not take them and they were kept beside it instead."""
+    def store_record(self, run_id: int | None, record: RunRecord, label: str = "") -> int:
+        """Every write of the run done, then its whole record, in run `run_id`'s row (None: a row started
+        now, from the record's start); the row's id. RecordKept when the store could not take it and it was
+        kept beside the store instead (RecordLost when not even there)."""
         ...
-
-    def update_run(self, run_id: int, **values: Any) -> None: ...
-
-    def set_components(self, run_id: int, rows: list[dict[str, Any]]) -> None: ...
-
-    def delete_samples(self, run_id: int, components: Iterable[str]) -> None: ...
 
     def run(self, run_id: int) -> Mapping[str, Any] | None: ...
 
@@ -65,8 +63,9 @@ class RowSink(Protocol):
 
 
 class StoreSink:
-    """A local run's rows go to the store; writes during the run go through a WriteThread. A record
-    the store cannot take (greenlab.core.store.journal) is kept in the pending folder beside it."""
+    """Runs' records go to the store: a local run's (its writes meanwhile through a WriteThread) and a Ray
+    driver's, for each node's record. A record the store cannot take (greenlab.core.store.journal) is kept
+    in the pending folder beside it."""
 
     def __init__(self, store: Store, on_busy: Callable[[str], None] | None = None) -> None:
         self.store = store
@@ -93,80 +92,57 @@ class StoreSink:
         self._writer = WriteThread(self.store.path, self.on_busy, same_file=self.store.file, abandon=self.abandon)
         return self._writer
 
-    def finish(self, run_id: int, final: list[RowWrite]) -> None:
+    def store_record(self, run_id: int | None, record: RunRecord, label: str = "") -> int:
         cause: BaseException | None = None
-        unwritten: list[RowWrite] = []
         if self._writer is not None:
             try:
                 self._writer.flush()
-            except StoreWriteError as exc:
-                cause, unwritten = exc, list(self._writer.unwritten)
+            except StoreWriteError as exc:  # the record below holds every write the thread could not make
+                cause = exc
         if cause is None:
-            for index, write in enumerate(final):
-                try:
-                    write.apply(self.store)
-                except (StoreError, OSError) as exc:
-                    cause, unwritten = exc, final[index:]
-                    break
-        else:
-            unwritten += final
-        if cause is not None:
             try:
-                kept = journal.save(self.store.path, run_id, unwritten, row=self.store.row_identity(run_id))
-            except OSError as exc:  # the folder beside the store cannot be written either (a full disk)
-                raise RecordLost(run_id, self.store.path, cause, exc, journal.figures(unwritten)) from None
-            raise RecordKept(run_id, kept, cause)
+                if run_id is None:
+                    run_id = self.store.start_run(dict(record.start))
+                self.store.write_record(run_id, record_writes(run_id, record))
+                return run_id
+            except (StoreError, OSError) as exc:
+                if isinstance(exc, StoreError) and exc.refused:
+                    raise
+                cause = exc
+        self._keep(run_id, record, cause, label)
+
+    def _keep(self, run_id: int | None, record: RunRecord, cause: BaseException, label: str) -> NoReturn:
+        """The record in the pending folder (a row never inserted: with its first values, to get an id at
+        its import); RecordKept names it, RecordLost carries its figures when even that folder is unwritable."""
+        writes = record_writes(run_id if run_id is not None else journal.NO_ROW_YET, record)
+        identity = self.store.row_identity(run_id) if run_id is not None else None
+        start = dict(record.start) if run_id is None else None
+        try:
+            kept = journal.save(self.store.path, run_id, writes, start=start, row=identity)
+        except OSError as exc:  # the folder beside the store cannot be written either (a full disk)
+            raise RecordLost(run_id, self.store.path, cause, exc, journal.figures(writes)) from None
+        raise RecordKept(run_id, kept, cause, label=label)
 
     def update_run(self, run_id: int, **values: Any) -> None:
         self.store.update_run(run_id, **values)
-
-    def set_components(self, run_id: int, rows: list[dict[str, Any]]) -> None:
-        self.store.set_components(run_id, rows)
-
-    def delete_samples(self, run_id: int, components: Iterable[str]) -> None:
-        self.store.delete_samples(run_id, components)
 
     def run(self, run_id: int) -> Mapping[str, Any] | None:
         return self.store.run(run_id)
 
 
-@dataclass
-class RunRows:
-    """One run's rows as a Ray node returns them; `values` are the `runs` columns set after its start."""
-
-    start: dict[str, Any] = field(default_factory=dict)  # the values its row started with
-    values: dict[str, Any] = field(default_factory=dict)
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    samples: list[tuple[float, str, float]] = field(default_factory=list)
-    components: list[dict[str, Any]] = field(default_factory=list)
-    capacity: list[tuple[int, float]] = field(default_factory=list)
-
-    @property
-    def status(self) -> str | None:
-        return self.values.get("status")
-
-    @property
-    def error(self) -> str | None:
-        return self.values.get("error")
-
-
 class MemorySink:
-    """A run's rows kept in memory (a Ray node's run: the driver writes them); also its own WriteQueue,
-    applying each write at once. `run_id` is the id the supervisor uses meanwhile; the driver stores the
-    rows under the run's real id."""
+    """A run's record kept in memory (a Ray node's run: its driver stores it); also its own WriteQueue, on
+    which the writes made while the run goes on are left to the record (a subclass may forward them live).
+    `run_id` is the id the supervisor uses meanwhile; the driver stores the record under the run's real id."""
 
     def __init__(self, run_id: int = 0) -> None:
         self.run_id = run_id
         self.started = False
         self._lock = threading.Lock()
         self._start: dict[str, Any] = {}
-        self._values: dict[str, Any] = {}
-        self._epochs: dict[int, dict[str, Any]] = {}
-        self._samples: list[tuple[float, str, float]] = []
-        self._components: dict[str, dict[str, Any]] = {}
-        self._capacity: dict[int, float] = {}
+        self._record: RunRecord | None = None
 
-    # -- RowSink ----------------------------------------------------------------------------------
+    # -- RecordSink ---------------------------------------------------------------------------------
     def start_run(self, values: dict[str, Any]) -> int:
         with self._lock:
             self._start = dict(values)
@@ -181,61 +157,36 @@ class MemorySink:
         return self
 
     def stop_waiting(self) -> None:
-        """Nothing waits here: the rows are in memory."""
+        """Nothing waits here: the record is in memory."""
 
-    def finish(self, run_id: int, final: list[RowWrite]) -> None:
-        for write in final:
-            write.apply(self)
-
-    def update_run(self, run_id: int, **values: Any) -> None:
+    def store_record(self, run_id: int | None, record: RunRecord, label: str = "") -> int:
+        """Keep the record, with the values its row started with here (a subclass may have added some)."""
         with self._lock:
-            self._values.update(values)
-
-    def set_components(self, run_id: int, rows: list[dict[str, Any]]) -> None:
-        with self._lock:
-            self._components.update({row["component"]: dict(row) for row in rows})
-
-    def delete_samples(self, run_id: int, components: Iterable[str]) -> None:
-        names = set(components)
-        if names:
-            with self._lock:
-                self._samples = [s for s in self._samples if s[1] not in names]
+            self._record = replace(record, start=dict(self._start))
+        return self.run_id if run_id is None else run_id
 
     def run(self, run_id: int) -> Mapping[str, Any] | None:
         with self._lock:
-            return {**self._start, **self._values, "id": run_id} if self.started else None
-
-    # -- the rest of the Store methods a supervisor submits -----------------------------------------
-    def add_epoch(self, row: dict[str, Any]) -> None:
-        with self._lock:
-            self._epochs[int(row["epoch"])] = {k: v for k, v in row.items() if k != "run_id"}
-
-    def add_samples(self, run_id: int, rows: Iterable[tuple[float, str, float]]) -> None:
-        with self._lock:
-            self._samples.extend(rows)
-
-    def set_capacity(self, run_id: int, curve: list[tuple[int, float]]) -> None:
-        with self._lock:
-            self._capacity.update({int(b): float(a) for b, a in curve})
+            if not self.started:
+                return None
+            values = self._record.final_values() if self._record is not None else {}
+            return {**self._start, **values, "id": run_id}
 
     # -- WriteQueue ------------------------------------------------------------------------------------
     def submit(self, write: RowWrite) -> None:
-        write.apply(self)
+        """The record at the end holds what this write says."""
 
     def flush(self) -> None:
-        """Every write is applied when submitted."""
+        """Nothing is queued."""
 
     def close(self) -> None:
         """Nothing to stop."""
 
     # -- the record -----------------------------------------------------------------------------------
-    def rows(self) -> RunRows:
+    def record(self) -> RunRecord | None:
+        """The run's record: None when its row never started, its first values alone when the supervisor
+        handed over none (it failed before the end of the run)."""
         with self._lock:
-            return RunRows(
-                start=dict(self._start),
-                values=dict(self._values),
-                epochs=[self._epochs[e] for e in sorted(self._epochs)],
-                samples=list(self._samples),
-                components=list(self._components.values()),
-                capacity=sorted(self._capacity.items()),
-            )
+            if not self.started:
+                return None
+            return self._record if self._record is not None else RunRecord(start=dict(self._start))

@@ -1,10 +1,11 @@
-"""One run's supervisor: starts the run's child process, measures it, and hands its rows to a sink.
+"""One run's supervisor: starts the run's child process, measures it, and hands its record to a sink.
 
 The child (greenlab.core.run.child_main, started and read through greenlab.core.run.child) trains and
-streams events; this side owns the meters (an EnergyTracker sampling in a thread), the idle baseline, the
-energy windows opened and closed on the child's phase events and the run's measurement
-(greenlab.core.run.measurement); a sink (greenlab.core.run.sinks) decides where the rows go: the store,
-through a writer thread, for a local grid, or memory on a Ray node, whose driver writes them. Both grid
+streams events; this side owns the child's lifecycle, the meters (an EnergyTracker sampling in a thread),
+the idle baseline and the energy windows opened and closed on the child's phase events. What the windows
+measured becomes the run's RunRecord through the pure functions of greenlab.core.run.measurement; a sink
+(greenlab.core.run.sinks) decides where the record goes: the store, for a local grid (with its epochs and
+samples written meanwhile through a writer thread), or memory on a Ray node, whose driver's sink stores it. Both grid
 drivers (greenlab.core.grid.local, greenlab.core.grid.ray_task on each node) run their runs through this
 one object. A child that raises, runs out of memory or is killed leaves a `failed` run with its error and
 partial data; a cancel (greenlab.core.run.cancel) or Ctrl-C leaves an `interrupted` one. Listeners hear
@@ -14,13 +15,13 @@ typed run events (greenlab.core.run.run_events) and never see a process or a SQL
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from typing import Any
 
 import psutil
@@ -31,18 +32,16 @@ from greenlab.core.measure.meter import MEASURED_METHODS
 from greenlab.core.measure.nvml import NvmlMeter
 from greenlab.core.measure.tracker import EnergyTracker
 from greenlab.core.plan.config import GridRun, RunSettings
-from greenlab.core.run import divergence, pauses
+from greenlab.core.run import pauses
 from greenlab.core.run.cancel import Cancellable, CancelToken, SignalInterrupt, interrupt_reason
 from greenlab.core.run.child import RunChild
 from greenlab.core.run.launcher import Launcher, default_launcher
 from greenlab.core.run.measurement import (
-    FLAG_GPU_UNMATCHED,
-    FLAG_INPUT_BOUND,
+    RunEnd,
     RunMeasurement,
     accounting_columns,
-    energy_columns,
-    gpus_used,
-    input_bound,
+    run_record,
+    why_diverged,
 )
 from greenlab.core.run.run_events import (
     ChildEvent,
@@ -56,20 +55,12 @@ from greenlab.core.run.run_events import (
     RunStored,
     SafeListener,
 )
-from greenlab.core.run.sharing import FLAG_GPU_SHARED, GpuWatch, describe, own_pids, supervisor_pids
-from greenlab.core.run.sinks import RowSink, StoreSink, WriteQueue
+from greenlab.core.run.sharing import GpuWatch, describe, own_pids, supervisor_pids
+from greenlab.core.run.sinks import RecordSink, StoreSink, WriteQueue
 from greenlab.core.store.database import Store, now_iso
 from greenlab.core.store.journal import RecordKept
-from greenlab.core.store.row_writes import (
-    AddEpoch,
-    AddSamples,
-    DeleteSamples,
-    RowWrite,
-    SetCapacity,
-    SetComponents,
-    UpdateRun,
-)
-from greenlab.core.store.schema import RUN_COLUMNS
+from greenlab.core.store.record import SampleRecord
+from greenlab.core.store.row_writes import AddEpoch, AddSamples, SetCapacity, UpdateRun
 from greenlab.core.train import child_events
 
 _SAMPLE_FLUSH_S = 1.0
@@ -159,21 +150,6 @@ def signals_deferred(reraise: bool = False, on_signal: Callable[[int], None] | N
         raise SignalInterrupt(signal.Signals(pending[0]).name)  # the row names the signal, deferred or not
 
 
-def _diverged(measured: RunMeasurement) -> str | None:
-    """Why a completed run diverged (greenlab.core.run.divergence), from what its child reported."""
-    settings = measured.run.settings
-    evaluated = measured.n_val
-    if evaluated is not None and settings.max_eval_batches:
-        evaluated = min(evaluated, settings.max_eval_batches * settings.batch_size)
-    return divergence.diverged(
-        last_loss=measured.last_train_loss,
-        accuracy=measured.final.get("val_accuracy"),
-        num_classes=measured.num_classes,
-        evaluated=evaluated,
-        dataset=settings.dataset,
-    )
-
-
 def _gpu_meter(tracker: EnergyTracker) -> NvmlMeter | None:
     """The tracker's GPU meter (it lists the processes on its boards), or None."""
     return next((m for m in tracker.meters if isinstance(m, NvmlMeter)), None)
@@ -208,7 +184,7 @@ def _temperatures(tracker: EnergyTracker) -> dict[str, float]:
 class RunSupervisor(Cancellable):
     """Measures one grid entry at a time; `cancel()` may be called from any thread.
 
-    `sink` decides where a run's rows go (default: `store`, through a writer thread); a Ray node's
+    `sink` decides where a run's record goes (default: `store`, its writes meanwhile through a writer thread); a Ray node's
     supervisor passes a MemorySink and no store. `idle_cache` holds the idle baselines measured once per
     grid (`idle_scope = "grid"`); a Ray worker shares one across its tasks. `token` is the grid's cancel
     (greenlab.core.run.cancel), shared with its driver.
@@ -220,7 +196,7 @@ class RunSupervisor(Cancellable):
         on_event: Listener | None = None,
         *,
         launcher: Launcher | None = None,
-        sink: RowSink | None = None,
+        sink: RecordSink | None = None,
         idle_cache: dict[tuple[str, ...], tuple[dict[str, float], dict[str, Any]]] | None = None,
         token: CancelToken | None = None,
     ) -> None:
@@ -368,14 +344,15 @@ class RunSupervisor(Cancellable):
                 "idle_refused": self.idle_refused or None,
                 "temperature_start_c": _temperatures(tracker),
             }
+            start = {**run_row_values(run), "meters": meters_info}
             if retry_of is not None:
                 meters_info["earlier_attempts"] = [{"attempt": 1, "error": retry_of.error}]
-                run_id = self.sink.restart_run(
-                    retry_of.run_id, {**run_row_values(run), "meters": meters_info, "attempts": 2}
-                )
+                start["attempts"] = 2
+                run_id = self.sink.restart_run(retry_of.run_id, start)
             else:
-                run_id = self.sink.start_run({**run_row_values(run), "meters": meters_info})
-            return self._supervise(RunMeasurement(run_id, run, tracker.now(), idle, meters_info), tracker)
+                run_id = self.sink.start_run(start)
+            measured = RunMeasurement(run_id, run, tracker.now(), idle, meters_info, start=copy.deepcopy(start))
+            return self._supervise(measured, tracker)
         finally:
             tracker.close()
 
@@ -497,96 +474,28 @@ class RunSupervisor(Cancellable):
         writer: WriteQueue | None,
         cpu_before: float,
     ) -> RunStored:
-        """Close the run's window and store its outcome, whatever happened to the child (even if none started)."""
-        run, run_id = measured.run, measured.run_id
-        return_code = child.reap() if child is not None else None
-        if measured.device is None:  # the child never said where it trained: no GPU did this run's work
-            used, _flags = gpus_used("cpu", self._gpu_facts(measured))  # a Grace Hopper module's CPU did
-            measured.gpus_unused = {c for c in tracker.components() if c.startswith("gpu")} - used
-        window = measured.view(tracker.end_window("run"))
-        load = (
-            hostload.others(measured.host_start, hostload.mark(), measured.child_cpu_s)
-            if measured.host_start is not None
-            else None
-        )
-        tracker.discard_windows()  # a phase cut short by a failure has no end
+        """Close the run's window and store its record, whatever happened to the child (even if none started)."""
+        run_id = measured.run_id
+        end = self._end(measured, tracker, child, cpu_before)
         if writer is not None:
             self._flush_samples(measured, tracker, writer)  # queued: a store that cannot take it keeps it aside
-        status, error = self._outcome(measured, return_code, child)
-        why_diverged = _diverged(measured) if status == "completed" else None
-        if why_diverged:
-            measured.flags.append(divergence.FLAG_DIVERGED)
-        measured.pauses.finish(time.monotonic())
-        paused = measured.pauses.verdict()
-        if paused:
-            measured.flags.append(pauses.FLAG_PAUSED)
-        columns, component_rows, energy_flags = energy_columns(window, measured.idle, measured.phase_methods)
-        idle = {c: w for c, w in measured.idle.items() if c not in measured.gpus_unused}
-        meters = {
-            **measured.meters_info,
-            "idle_w": idle,
-            "temperature_end_c": _temperatures(tracker),
-            "components": {
-                c: facts for c, facts in measured.meters_info["components"].items() if c not in measured.gpus_unused
-            },
-        }
-        if paused:
-            meters["paused"] = paused
-        if load is not None:
-            meters["host_load"] = load
-            if hostload.busy(load):
-                measured.flags.append(hostload.FLAG_HOST_BUSY)
-        if measured.gpus_unused:
-            meters["gpus_not_used"] = {
-                "components": sorted(measured.gpus_unused),
-                "why": f"the run trained on {measured.device or 'another device'}"
-                + (" whose UUID matches none of them" if measured.gpu_unmatched else ""),
-            }
-        notes = self._gpu_sharing(measured, tracker, meters)
-        bound = input_bound(measured.data_wait_s, measured.epochs_train_s)
-        if bound:
-            measured.flags.append(FLAG_INPUT_BOUND)
-            notes.append(bound)
-        values = {
-            "status": status,
-            "error": error,
-            "finished_at": now_iso(),
-            "duration_s": window.seconds,
-            "train_s": measured.train_s,
-            "data_wait_s": round(measured.data_wait_s, 4) if measured.epochs_train_s else None,
-            "energy_training_j": measured.training_j,
-            "val_accuracy": measured.final.get("val_accuracy"),
-            "val_f1": measured.final.get("val_f1"),
-            **columns,
-            **accounting_columns(columns["energy_j"], run.accounting()),
-            "sampler_cpu_s": round(tracker.sampler_cpu_s - cpu_before, 4),
-            "samples_dropped": tracker.samples_dropped,
-            "flags": sorted({*energy_flags, *measured.flags})
-            + tracker.errors
-            + [f"display: {e}" for e in self.listener_errors],
-            "meters": meters,
-        }
-        if notes:
-            values["warnings"] = [*measured.warnings, *notes]
-        final: list[RowWrite] = [
-            UpdateRun(run_id, values),
-            SetComponents(run_id, component_rows),
-            DeleteSamples(run_id, sorted(measured.gpus_unused)),
-        ]
+        record = run_record(measured, end)
         kept: RecordKept | None = None
         try:
-            self.sink.finish(run_id, final)
+            self.sink.store_record(run_id, record)
         except RecordKept as exc:  # the store could not take it: the record waits beside the store
             kept = exc
-        executor_died = status == "failed" and self._executor_died(measured, child)
-        row = {"id": run_id, **values} if kept is not None else self.sink.run(run_id) or {}
-        stored = RunStored(run_id, run, status, error, row, executor_died, kept.path if kept is not None else None)
-        if why_diverged:
-            self.on_event(Notice(f"run {run_id} diverged: {why_diverged} (flag diverged)"))
-        if paused:
+        executor_died = end.status == "failed" and self._executor_died(measured, child)
+        row = {"id": run_id, **record.final_values()} if kept is not None else self.sink.run(run_id) or {}
+        stored = RunStored(
+            run_id, measured.run, end.status, end.error, row, executor_died, kept.path if kept is not None else None
+        )
+        if end.diverged:
+            self.on_event(Notice(f"run {run_id} diverged: {end.diverged} (flag diverged)"))
+        if end.paused:
             self.on_event(
                 Notice(
-                    f"run {run_id} was paused: {pauses.describe(paused)}; its energy and time count the pause "
+                    f"run {run_id} was paused: {pauses.describe(end.paused)}; its energy and time count the pause "
                     "(flag paused), so the verdicts leave them out"
                 )
             )
@@ -595,9 +504,39 @@ class RunSupervisor(Cancellable):
             raise kept  # the store is unwritable: the grid stops, naming where this record waits
         return stored
 
-    @staticmethod
-    def _gpu_facts(measured: RunMeasurement) -> dict[str, dict[str, Any]]:
-        return {c: facts for c, facts in measured.meters_info["components"].items() if c.startswith("gpu")}
+    def _end(
+        self, measured: RunMeasurement, tracker: EnergyTracker, child: RunChild | None, cpu_before: float
+    ) -> RunEnd:
+        """The run's end as the meters, the child and the host saw it: its window closed, its outcome decided."""
+        return_code = child.reap() if child is not None else None
+        if measured.device is None:
+            measured.never_placed(_gpu_components(tracker))
+        window = measured.view(tracker.end_window("run"))
+        load = (
+            hostload.others(measured.host_start, hostload.mark(), measured.child_cpu_s)
+            if measured.host_start is not None
+            else None
+        )
+        tracker.discard_windows()  # a phase cut short by a failure has no end
+        status, error = self._outcome(measured, return_code, child)
+        measured.pauses.finish(time.monotonic())
+        boards = [c for c in _gpu_components(tracker) if c not in measured.gpus_unused]
+        watch = measured.gpu_watch
+        return RunEnd(
+            status,
+            error,
+            now_iso(),
+            window,
+            temperature_end_c=_temperatures(tracker),
+            sampler_cpu_s=tracker.sampler_cpu_s - cpu_before,
+            samples_dropped=tracker.samples_dropped,
+            errors=(*tracker.errors, *(f"display: {e}" for e in self.listener_errors)),
+            host_load=load,
+            paused=measured.pauses.verdict(),
+            diverged=why_diverged(measured) if status == "completed" else None,
+            gpu_utilisation=watch.utilisation_summary(boards) if watch is not None else {},
+            gpu_processes=watch.shared(boards) if watch is not None else {},
+        )
 
     def _watch_gpus(self, measured: RunMeasurement, tracker: EnergyTracker, watch: GpuWatch) -> None:
         """Look at the run's board (a CUDA board, or a Grace Hopper module) for other processes, once the
@@ -618,27 +557,6 @@ class RunSupervisor(Cancellable):
                 )
             )
 
-    def _gpu_sharing(self, measured: RunMeasurement, tracker: EnergyTracker, meters: dict[str, Any]) -> list[str]:
-        """The run's board as watched: other processes (flag `gpu_shared`, `meters.gpu_processes`) and the
-        board's utilisation (`meters.gpu_utilisation`); returns the notes for the run's warnings."""
-        watch = measured.gpu_watch
-        if watch is None:
-            return []
-        boards = [c for c in _gpu_components(tracker) if c not in measured.gpus_unused]
-        utilisation = watch.utilisation_summary(boards)
-        if utilisation:
-            meters["gpu_utilisation"] = utilisation
-        shared = watch.shared(boards)
-        if not shared:
-            return []
-        measured.flags.append(FLAG_GPU_SHARED)
-        meters["gpu_processes"] = shared
-        return [
-            f"{component} was shared: {describe(seen['processes'])} computed on it during the run; their work is "
-            "in the run's GPU energy (flag gpu_shared): rerun on a GPU of its own"
-            for component, seen in shared.items()
-        ]
-
     def _tick(self, measured: RunMeasurement, tracker: EnergyTracker, writer: WriteQueue) -> None:
         """About once a second while the child runs: its samples go to the writer, and whether its process is
         stopped (SIGSTOP, Ctrl-Z, a debugger) is noted (greenlab.core.run.pauses)."""
@@ -647,12 +565,13 @@ class RunSupervisor(Cancellable):
 
     def _flush_samples(self, measured: RunMeasurement, tracker: EnergyTracker, writer: WriteQueue) -> None:
         rows = [
-            (t - measured.t0, c, w)
+            SampleRecord(t - measured.t0, c, w)
             for t, c, w in tracker.drain_samples()
             if t >= measured.t0 and c not in measured.gpus_unused
         ]
         if rows:
-            writer.submit(AddSamples(measured.run_id, rows))
+            measured.samples.extend(rows)
+            writer.submit(AddSamples(measured.run_id, list(rows)))
 
     def _handle(
         self, measured: RunMeasurement, event: child_events.Event, tracker: EnergyTracker, writer: WriteQueue
@@ -662,70 +581,27 @@ class RunSupervisor(Cancellable):
         measured.pauses.event(time.monotonic(), isinstance(event, child_events.BatchFinished))
         match event:
             case child_events.RunStarted():
-                measured.device = event.device
-                measured.num_classes, measured.n_val = event.num_classes, event.n_val
-                if event.input_pipeline is not None:
-                    measured.meters_info["input_pipeline"] = event.input_pipeline
-                gpu_facts = self._gpu_facts(measured)
-                used, flags = gpus_used(event.device, gpu_facts, cuda_uuid=event.cuda_uuid)
-                measured.gpus_unused = set(gpu_facts) - used
-                measured.gpu_unmatched = FLAG_GPU_UNMATCHED in flags
-                measured.flags.extend(flags)
-                for component in used & set(gpu_facts):  # how the child's CUDA named the board, beside NVML's facts
-                    gpu_facts[component].update(cuda_index=event.cuda_index, cuda_uuid=event.cuda_uuid)
+                measured.started(event)
                 if measured.gpu_watch is not None:
                     self._watch_gpus(measured, tracker, measured.gpu_watch)
                 self.on_event(RunMetered(run_id, [c for c in tracker.components() if c not in measured.gpus_unused]))
                 writer.submit(UpdateRun(run_id, {"device": event.device}))
-            case child_events.ModelPrepared(after=after, before=before):
-                measured.warnings = list(event.warnings)
-                stats = ("params_total", "params_nonzero", "model_bytes", "flops_step")
-                values = {
-                    **{k: after.get(k) for k in stats},
-                    **{f"{k}_before": before.get(k) for k in stats},
-                    "compression": event.report,
-                    "warnings": event.warnings,
-                    **{k: v for k, v in event.columns.items() if k in RUN_COLUMNS},
-                }
-                writer.submit(UpdateRun(run_id, values))
-                if event.capacity_curve:
-                    writer.submit(SetCapacity(run_id, [(int(b), float(a)) for b, a in event.capacity_curve]))
+            case child_events.ModelPrepared():
+                writer.submit(UpdateRun(run_id, measured.prepared(event)))
+                if measured.capacity:
+                    writer.submit(SetCapacity(run_id, measured.capacity))
             case child_events.PhaseBegan(epoch=epoch, phase=phase, t_mono=at):
                 tracker.begin_window(f"{epoch}:{phase}", at=at)
             case child_events.PhaseEnded(epoch=epoch, phase=phase, t_mono=at):
                 window = tracker.end_window(f"{epoch}:{phase}", at=at)
                 measured.add_phase(epoch, phase, measured.view(window))
             case child_events.EpochFinished():
-                measured.last_train_loss = event.train_loss
-                measured.add_data_wait(event.train_s, event.train_data_wait_s)
-                writer.submit(
-                    AddEpoch(
-                        {
-                            "run_id": run_id,
-                            "epoch": event.epoch,
-                            "train_loss": event.train_loss,
-                            "val_accuracy": event.val_accuracy,
-                            "val_f1": event.val_f1,
-                            "val_loss": event.val_loss,
-                            "duration_s": event.duration_s,
-                            "train_s": event.train_s,
-                            "eval_s": event.eval_s,
-                            "train_data_wait_s": event.train_data_wait_s,
-                            "eval_data_wait_s": event.eval_data_wait_s,
-                            **measured.epoch_energy(event.epoch),
-                        }
-                    )
-                )
+                writer.submit(AddEpoch(measured.epoch_finished(event).row(run_id)))
             case child_events.ProcessEnding(cpu_s=cpu_s) if measured.child_pid is not None:
                 tracker.process_ended(measured.child_pid, cpu_s)
                 measured.child_cpu_s = cpu_s + event.children_cpu_s
             case child_events.RunFinished():
-                measured.child_status, measured.train_s, measured.final = "completed", event.train_s, asdict(event)
+                measured.completed(event)
             case child_events.RunFailed():
-                # A user's mistake is fully told by its message; an unexpected failure keeps its traceback,
-                # after a first line that faces show on their own.
-                error = event.error if event.user_error else f"{event.kind}: {event.error}"
-                if event.traceback and not event.user_error:
-                    error += "\n\n" + event.traceback.rstrip()
-                measured.child_status, measured.child_error = "failed", error
+                measured.failed(event)
         self.on_event(ChildEvent(run_id, event))

@@ -745,40 +745,12 @@ class Store:
             )
 
     @_retrying
-    def write_record(
-        self,
-        run_id: int,
-        values: dict[str, Any],
-        *,
-        epochs: Iterable[dict[str, Any]] = (),
-        samples: Iterable[tuple[float, str, float]] = (),
-        components: Iterable[dict[str, Any]] = (),
-        capacity: Iterable[tuple[int, float]] = (),
-    ) -> None:
-        """A run's whole record at once (one returned by a Ray node): its epochs, samples, components and
-        capacity curve, replacing any it had, so a record applied twice is still stored once; then its
-        row's values, last, so a driver killed half-way leaves a `running` row (later `interrupted`)."""
+    def write_record(self, run_id: int, writes: list[RowWrite]) -> None:
+        """A run's record as its writes (greenlab.core.store.record.record_writes), in one transaction: applied
+        again, it is still stored once; a completed run supersedes as usual."""
         with self._transaction():
-            for table in ("epochs", "samples", "energy_components", "capacity"):
-                self.db.execute(f"delete from {table} where run_id = ?", [run_id])
-            rows = [_encode({**row, "run_id": run_id}) for row in epochs]
-            if rows:
-                self.db.table("epochs").insert_all(rows, pk=("run_id", "epoch"), replace=True)
-            points = [
-                {"run_id": run_id, "t_s": round(t, 4), "component": c, "watts": round(w, 4)} for t, c, w in samples
-            ]
-            if points:
-                self.db.table("samples").insert_all(points, batch_size=1000)
-            parts = [_encode({**row, "run_id": run_id}) for row in components]
-            if parts:
-                self.db.table("energy_components").insert_all(parts, pk=("run_id", "component"), replace=True)
-            curve = [{"run_id": run_id, "bits": int(b), "val_accuracy": a} for b, a in capacity]
-            if curve:
-                self.db.table("capacity").insert_all(curve, pk=("run_id", "bits"), replace=True)
-            if values:
-                self.db.table("runs").update(run_id, _encode(values))
-                if values.get("status") == "completed":
-                    self._supersede_earlier(run_id)
+            for write in writes:
+                write.apply(self)
 
     # -- reads ----------------------------------------------------------------------------------------
     def completed_keys(self) -> set[str]:

@@ -1,9 +1,10 @@
 """A run's row writes as typed values (RowWrite): what a supervisor queues to the store's WriteThread
-(greenlab.core.store.write_thread), a Ray node keeps in memory, and the pending folder keeps when the store
-cannot take them (greenlab.core.store.journal).
+(greenlab.core.store.write_thread) while a run goes on, what a run's record becomes
+(greenlab.core.store.record.record_writes), and what the pending folder keeps when the store cannot take
+them (greenlab.core.store.journal).
 
-Each write applies itself to a `RowTarget` (the Store, or a Ray node's memory sink) and turns into JSON and
-back (`to_json`, `from_json`), so a record kept on disk is replayed exactly.
+Each write applies itself to a `RowTarget` (the Store) and turns into JSON and back (`to_json`,
+`from_json`), so a record kept on disk is replayed exactly.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 
 
 class RowTarget(Protocol):
-    """What a run's writes go to: the Store, or a Ray node's memory sink."""
+    """What a run's writes go to: the Store."""
 
     def update_run(self, run_id: int, **values: Any) -> None: ...
 
