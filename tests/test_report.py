@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from greenlab.core.report import compare, formatting, render, stats
 from greenlab.core.store.rows import RunRow
@@ -329,3 +331,34 @@ def test_a_run_beside_another_job_on_its_gpu_is_counted_as_beside_other_work():
     rows[4] = rows[4].replaced(flags=["gpu_shared"])
     (energy,) = compare.judge(rows, metrics=("energy_j",))
     assert energy.sentence.endswith("; 1 of 6 runs measured beside other work on their host (flag gpu_shared)")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_the_reports_json_text_is_json_dumps_byte_for_byte(value):
+    from greenlab.core.report import json_text
+
+    assert json_text.dumps(value) == json.dumps(value, indent=2, allow_nan=False)
+
+
+def test_the_reports_json_text_refuses_what_json_dumps_refuses_and_hands_it_the_rest():
+    import enum
+
+    from greenlab.core.report import json_text
+
+    for bad in (float("nan"), [1.0, float("inf")], {"x": -float("inf")}):
+        with pytest.raises(ValueError):
+            json_text.dumps(bad)
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    for other in ({1: "a", "b": [True, None]}, [Level.HIGH, (1, 2)], {"t": (1.5, "é")}):
+        assert json_text.dumps(other) == json.dumps(other, indent=2, allow_nan=False)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import uuid
 from collections.abc import Iterable, Sequence
@@ -16,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from greenlab.core.plan import metrics
-from greenlab.core.report import compare, stats
+from greenlab.core.report import compare, json_text, stats
 from greenlab.core.report.compare import Comparison
 from greenlab.core.store.rows import RunRow
 
@@ -517,7 +516,7 @@ def render_latex(comparisons: list[Comparison], metric: str = compare.HEADLINE) 
 def render_json(comparisons: list[Comparison], metrics: Iterable[str] | None = None) -> str:
     wanted = set(metrics) if metrics is not None else None
     objects = [c.to_dict() for c in comparisons if wanted is None or c.metric in wanted]
-    return json.dumps(objects, indent=2, allow_nan=False) + "\n"
+    return json_text.dumps(objects) + "\n"
 
 
 def report_runs(rows: Sequence[RunRow], comparisons: list[Comparison]) -> list[RunRow]:
