@@ -134,7 +134,7 @@ def run_headless(
     planned = session.preview()
     queue, forecast = planned.queue, planned.forecast
     # The queue's statuses tell what an interrupt left; the runs it foresees skipped are counted as such.
-    progress.presenter.add_grid(0, request.runs, skip=queue.indices(STORED) + queue.indices(REPEATED))
+    progress.presenter.add_grid(0, request.runs, skip=queue.indices(STORED, REPEATED))
     progress.line(f"forecast: {forecast.describe()}")
     if forecast.too_long:  # headless asks nobody: it says so where it cannot be missed, and runs
         progress.line(

@@ -498,7 +498,7 @@ class GreenLabApp(App[int]):
         self.live.snapshot = self.presenter.add_grid(
             grid,
             event.runs,
-            skip=queue.indices(STORED) + queue.indices(REPEATED),
+            skip=queue.indices(STORED, REPEATED),
             queued=queue.indices(QUEUED),
             forecast=event.forecast,
         )

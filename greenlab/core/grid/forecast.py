@@ -28,7 +28,7 @@ from statistics import mean
 from typing import Any
 
 from greenlab.core.grid.calibrator import CalibrationSpec, Calibrator, busy
-from greenlab.core.grid.queue import plan_queue
+from greenlab.core.grid.queue import GridQueue, plan_queue
 from greenlab.core.measure import carbon
 from greenlab.core.plan.config import GridRun
 from greenlab.core.report.formatting import about_duration, about_energy, mass_co2e, money
@@ -323,7 +323,11 @@ def forecast(
     """The grid's forecast (module docstring) over the runs it will run (greenlab.core.grid.queue: not
     those stored, queued before it or repeated); `calibrate` is called once with every spec that needs it
     (default: `calibrate_in_child`)."""
-    queue = plan_queue(runs, stored_keys, queued_keys, force=force)
+    return forecast_queue(plan_queue(runs, stored_keys, queued_keys, force=force), earlier_rows, calibrate=calibrate)
+
+
+def forecast_queue(queue: GridQueue, earlier_rows: Iterable[RunRow], *, calibrate: Calibrate | None = None) -> Forecast:
+    """`forecast` of a grid's queue already planned (a session's preview plans it once for both)."""
     todo = queue.to_run
     earlier = _usable(earlier_rows)
     per_run: list[RunForecast | None] = [_from_rows(run, earlier) for run in todo]

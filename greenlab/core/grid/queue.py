@@ -39,9 +39,9 @@ class GridQueue:
     def to_run(self) -> list[GridRun]:
         return [entry.run for entry in self.entries if entry.skipped is None]
 
-    def indices(self, why: str) -> list[int]:
-        """The entries skipped for `why`."""
-        return [entry.index for entry in self.entries if entry.skipped == why]
+    def indices(self, *whys: str) -> list[int]:
+        """The entries skipped for any of `whys`, in order."""
+        return [entry.index for entry in self.entries if entry.skipped in whys]
 
     @property
     def skipped(self) -> int:

@@ -113,9 +113,8 @@ def preview(
     """`queue_of`, and the forecast of the runs it will run, which may calibrate a model in a child process
     (seconds), for a face that has no request yet (the TUI's form, as it is edited)."""
     rows, keys = grid_forecast.read_history(db)
-    queued = set(queued_keys)
-    made = grid_forecast.forecast(runs, rows, stored_keys=keys, queued_keys=queued, force=force, calibrate=calibrate)
-    return GridPreview(plan_queue(runs, keys, queued, force=force), made)
+    queue = plan_queue(runs, keys, queued_keys, force=force)
+    return GridPreview(queue, grid_forecast.forecast_queue(queue, rows, calibrate=calibrate))
 
 
 class GridSession(Cancellable):
